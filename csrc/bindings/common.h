@@ -1,0 +1,60 @@
+// bindings/common.h: helpers shared by the binding files (the only files that include
+// pybind11). They validate arrays, read strides in elements, and allocate outputs before
+// the GIL is released.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/checks.h"
+
+namespace pyaiml {
+namespace py = pybind11;
+
+inline std::string shape_str(const py::array& a) {
+  std::ostringstream os;
+  os << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) os << (i ? ", " : "") << a.shape(i);
+  if (a.ndim() == 1) os << ",";
+  os << ")";
+  return os.str();
+}
+
+inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+template <class T>
+inline void require_dtype(const py::array& a, const char* op, const char* name) {
+  PYAIML_CHECK(py::isinstance<py::array_t<T>>(a) || a.dtype().is(py::dtype::of<T>()), op, ": ", name,
+               " must have dtype ", py::str(py::dtype::of<T>()).cast<std::string>(), ". Received ",
+               dtype_str(a));
+}
+
+inline void require_ndim(const py::array& a, int ndim, const char* op, const char* name) {
+  PYAIML_CHECK(a.ndim() == ndim, op, ": ", name, " must be ", ndim, "-D. Received shape ", shape_str(a));
+}
+
+// Element strides of `a` (must be whole multiples of the item size).
+inline std::vector<int64_t> elem_strides(const py::array& a, const char* op, const char* name) {
+  std::vector<int64_t> s(a.ndim());
+  const int64_t item = a.itemsize();
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    PYAIML_CHECK(a.strides(i) % item == 0, op, ": ", name, " has a stride of ", a.strides(i),
+                 " bytes, not a multiple of its item size ", item);
+    s[i] = a.strides(i) / item;
+  }
+  return s;
+}
+
+template <class T>
+inline py::array_t<T> require_contiguous(const py::array& a, const char* op, const char* name) {
+  require_dtype<T>(a, op, name);
+  PYAIML_CHECK(a.flags() & py::array::c_style, op, ": ", name, " must be C-contiguous");
+  return py::array_t<T>(a);
+}
+
+}  // namespace pyaiml

@@ -1,0 +1,64 @@
+// bindings/gemm.cpp: _C.gemm(a, b, bias=None, relu=False, naive=False).
+// a: (Bt, M, K), b: (Bt, K, N), float32, any strides (0 for broadcast, negative allowed);
+// returns a new C-contiguous (Bt, M, N). Python (pyaiml/ops) handles batching rules.
+#include "bindings/common.h"
+#include "cpu/gemm.h"
+
+namespace pyaiml {
+
+void register_gemm(py::module_& m) {
+  m.def(
+      "gemm",
+      [](py::array a, py::array b, py::object bias, bool relu, bool naive) {
+        const char* op = "matmul";
+        require_dtype<float>(a, op, "a");
+        require_dtype<float>(b, op, "b");
+        require_ndim(a, 3, op, "a");
+        require_ndim(b, 3, op, "b");
+        const int64_t Bt = a.shape(0), M = a.shape(1), K = a.shape(2), N = b.shape(2);
+        PYAIML_CHECK(b.shape(0) == Bt, op, ": a and b must have the same batch size. Received ", shape_str(a),
+                     " and ", shape_str(b));
+        PYAIML_CHECK(b.shape(1) == K, op, ": inner dimensions must match (a is (.., M, K), b is (.., K, N)). Received ",
+                     shape_str(a), " and ", shape_str(b));
+        auto sa = elem_strides(a, op, "a");
+        auto sb = elem_strides(b, op, "b");
+        py::array_t<float> bias_arr;
+        const float* bias_p = nullptr;
+        if (!bias.is_none()) {
+          bias_arr = require_contiguous<float>(bias.cast<py::array>(), op, "bias");
+          PYAIML_CHECK(bias_arr.ndim() == 1 && bias_arr.shape(0) == N, op, ": bias must have shape (", N,
+                       ",). Received ", shape_str(bias_arr));
+          bias_p = bias_arr.data();
+        }
+        py::array_t<float> c({Bt, M, N});
+        const float* pa = static_cast<const float*>(a.data());
+        const float* pb = static_cast<const float*>(b.data());
+        float* pc = c.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          const GemmKernels& k = gemm_kernels();
+          for (int64_t t = 0; t < Bt; ++t) {
+            GemmArgs g;
+            g.M = M;
+            g.N = N;
+            g.K = K;
+            g.A = pa + t * sa[0];
+            g.rsa = sa[1];
+            g.csa = sa[2];
+            g.B = pb + t * sb[0];
+            g.rsb = sb[1];
+            g.csb = sb[2];
+            g.C = pc + t * M * N;
+            g.ldc = N;
+            g.beta = 0.f;
+            g.bias_n = bias_p;
+            g.relu = relu;
+            (naive ? k.sgemm_naive : k.sgemm)(g);
+          }
+        }
+        return c;
+      },
+      py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("naive") = false);
+}
+
+}  // namespace pyaiml

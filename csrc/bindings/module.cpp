@@ -1,0 +1,75 @@
+// module.cpp: the one PYBIND11_MODULE (pyaiml._C). Each op family registers itself from its
+// own bindings/<family>.cpp.
+#include "bindings/common.h"
+#include "common/isa.h"
+#include "common/parallel.h"
+
+namespace pyaiml {
+void register_gemm(py::module_& m);
+}  // namespace pyaiml
+
+PYBIND11_MODULE(_C, m) {
+  using namespace pyaiml;
+  m.doc() = "pyaiml native kernels (C++). Use pyaiml.ops, not this module.";
+  validate_isa_env();
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const std::bad_alloc&) {
+      PyErr_SetString(PyExc_MemoryError, "pyaiml: out of memory");
+    }
+  });
+
+  m.def("isa", [] { return std::string(isa_name(active_isa())); }, "ISA the kernels run with.");
+  m.def("best_isa", [] { return std::string(isa_name(best_isa())); });
+  m.def("compiled_isas", [] {
+    std::vector<std::string> out;
+    for (Isa i : {Isa::baseline, Isa::avx2, Isa::avx512})
+      if (isa_compiled(i)) out.push_back(isa_name(i));
+    return out;
+  });
+  m.def("supported_isas", [] {
+    std::vector<std::string> out;
+    for (Isa i : {Isa::baseline, Isa::avx2, Isa::avx512})
+      if (isa_compiled(i) && cpu_supports(i)) out.push_back(isa_name(i));
+    return out;
+  });
+  m.def("get_num_threads", &get_num_threads);
+  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("default_num_threads", &default_num_threads);
+#ifdef PYAIML_VERSION_INFO
+  m.attr("__version__") = PYAIML_VERSION_INFO;
+#endif
+
+  m.def(
+      "all_finite",
+      [](py::array a) {
+        // Contiguous float32/float64: one pass, no temporary; other layouts: NumPy.
+        if (!(a.flags() & py::array::c_style)) {
+          py::object np = py::module_::import("numpy");
+          return np.attr("isfinite")(a).attr("all")().cast<bool>();
+        }
+        const int64_t n = a.size();
+        bool ok = true;
+        if (a.dtype().is(py::dtype::of<float>())) {
+          const uint32_t* p = static_cast<const uint32_t*>(a.data());
+          py::gil_scoped_release nogil;
+          uint32_t bad = 0;
+          for (int64_t i = 0; i < n; ++i) bad |= ((p[i] & 0x7f800000u) == 0x7f800000u);
+          ok = !bad;
+        } else if (a.dtype().is(py::dtype::of<double>())) {
+          const uint64_t* p = static_cast<const uint64_t*>(a.data());
+          py::gil_scoped_release nogil;
+          uint64_t bad = 0;
+          const uint64_t e = 0x7ff0000000000000ull;
+          for (int64_t i = 0; i < n; ++i) bad |= ((p[i] & e) == e);
+          ok = !bad;
+        } else {
+          fail("all_finite: a must be float32 or float64. Received ", dtype_str(a));
+        }
+        return ok;
+      },
+      py::arg("a"));
+
+  register_gemm(m);
+}

@@ -1,0 +1,100 @@
+// isa.cpp: CPU feature detection (cpuid + xgetbv) and the PYAIML_ISA override.
+#include "common/isa.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#if PYAIML_HAVE_X86
+#include <cpuid.h>
+#endif
+
+namespace pyaiml {
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "baseline";
+  }
+}
+
+bool isa_compiled(Isa isa) {
+#if PYAIML_HAVE_X86
+  (void)isa;
+  return true;
+#else
+  return isa == Isa::baseline;
+#endif
+}
+
+#if PYAIML_HAVE_X86
+static unsigned long long xgetbv0() {
+  unsigned int eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return ((unsigned long long)edx << 32) | eax;
+}
+#endif
+
+bool cpu_supports(Isa isa) {
+  if (isa == Isa::baseline) return true;
+#if PYAIML_HAVE_X86
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  const bool osxsave = c & (1u << 27), avx = c & (1u << 28), fma = c & (1u << 12),
+             f16c = c & (1u << 29);
+  if (!(osxsave && avx && fma && f16c)) return false;
+  const unsigned long long xcr0 = xgetbv0();
+  if ((xcr0 & 0x6) != 0x6) return false;  // XMM and YMM state enabled by the OS
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool avx2 = b & (1u << 5), bmi2 = b & (1u << 8);
+  if (!(avx2 && bmi2)) return false;
+  if (isa == Isa::avx2) return true;
+  const bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31);
+  if (!(f && dq && bw && vl)) return false;
+  return (xcr0 & 0xe6) == 0xe6;  // opmask and ZMM state enabled by the OS
+#else
+  return false;
+#endif
+}
+
+Isa best_isa() {
+  for (Isa isa : {Isa::avx512, Isa::avx2})
+    if (isa_compiled(isa) && cpu_supports(isa)) return isa;
+  return Isa::baseline;
+}
+
+static bool parse_isa(const char* s, Isa* out) {
+  for (Isa isa : {Isa::baseline, Isa::avx2, Isa::avx512})
+    if (std::strcmp(s, isa_name(isa)) == 0) {
+      *out = isa;
+      return true;
+    }
+  return false;
+}
+
+void validate_isa_env() {
+  const char* env = std::getenv("PYAIML_ISA");
+  if (!env || !*env) return;
+  Isa isa;
+  if (!parse_isa(env, &isa))
+    throw std::invalid_argument(std::string("PYAIML_ISA must be one of baseline, avx2, avx512. Received '") +
+                                env + "'");
+  if (!isa_compiled(isa))
+    throw std::invalid_argument(std::string("PYAIML_ISA=") + env + " is not compiled into this build");
+  if (!cpu_supports(isa))
+    throw std::invalid_argument(std::string("PYAIML_ISA=") + env + " is not supported by this CPU (best: " +
+                                isa_name(best_isa()) + ")");
+}
+
+Isa active_isa() {
+  static const Isa isa = [] {
+    const char* env = std::getenv("PYAIML_ISA");
+    Isa forced;
+    if (env && *env && parse_isa(env, &forced) && isa_compiled(forced) && cpu_supports(forced)) return forced;
+    return best_isa();
+  }();
+  return isa;
+}
+
+}  // namespace pyaiml

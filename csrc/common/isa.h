@@ -1,0 +1,41 @@
+// isa.h: run-time instruction-set selection. Every file in csrc/cpu/ is compiled once per
+// ISA inside namespace pyaiml::<isa>; a family's kernel table is picked here at first use
+// from the best ISA the CPU supports, or from PYAIML_ISA=baseline|avx2|avx512.
+#pragma once
+#include <string>
+
+namespace pyaiml {
+
+enum class Isa : int { baseline = 0, avx2 = 1, avx512 = 2 };
+
+const char* isa_name(Isa isa);
+bool cpu_supports(Isa isa);   // the CPU and OS can run code built for this ISA
+bool isa_compiled(Isa isa);   // this build carries code for this ISA
+Isa best_isa();               // best compiled and supported
+Isa active_isa();             // PYAIML_ISA if set (validated), else best_isa(); fixed at first call
+void validate_isa_env();      // throws std::invalid_argument on a bad PYAIML_ISA
+
+}  // namespace pyaiml
+
+// Declares a kernel table `Table` with one getter per compiled ISA and an inline selector
+// `pyaiml::getter()` returning the active ISA's table.
+#if PYAIML_HAVE_X86
+#define PYAIML_KERNEL_TABLE(Table, getter)                                   \
+  namespace baseline { const Table& getter(); }                            \
+  namespace avx2 { const Table& getter(); }                                \
+  namespace avx512 { const Table& getter(); }                              \
+  inline const Table& getter() {                                           \
+    static const Table* t = [] {                                           \
+      switch (::pyaiml::active_isa()) {                                    \
+        case ::pyaiml::Isa::avx512: return &avx512::getter();              \
+        case ::pyaiml::Isa::avx2: return &avx2::getter();                  \
+        default: return &baseline::getter();                               \
+      }                                                                    \
+    }();                                                                   \
+    return *t;                                                             \
+  }
+#else
+#define PYAIML_KERNEL_TABLE(Table, getter)                                   \
+  namespace baseline { const Table& getter(); }                            \
+  inline const Table& getter() { return baseline::getter(); }
+#endif

@@ -1,0 +1,201 @@
+// parallel.cpp: the thread pool behind parallel_for. Workers spin briefly after a job
+// (back-to-back kernel calls then cost no wake-up) and sleep on a condition variable after.
+#include "common/parallel.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define PYAIML_PAUSE() _mm_pause()
+#else
+#define PYAIML_PAUSE() std::this_thread::yield()
+#endif
+
+namespace pyaiml {
+
+namespace {
+
+thread_local int tl_index = 0;
+thread_local bool tl_in_region = false;
+
+// Spin this many pause iterations before sleeping (about 50-100 us on current x86).
+constexpr int kSpinIters = 20000;
+
+class Pool {
+ public:
+  explicit Pool(int n) { start(n); }
+  ~Pool() { stop(); }
+
+  int size() const { return nthreads_; }
+
+  void resize(int n) {
+    std::lock_guard<std::mutex> g(run_mutex_);
+    stop();
+    start(n);
+  }
+
+  // Returns false when the pool is busy; the caller then runs serially.
+  bool run(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
+    std::unique_lock<std::mutex> g(run_mutex_, std::try_to_lock);
+    if (!g.owns_lock() || tl_in_region) return false;
+    const int64_t nchunks = (n + grain - 1) / grain;
+    const int helpers = static_cast<int>(std::min<int64_t>(nthreads_ - 1, nchunks - 1));
+    fn_ = fn;
+    ctx_ = ctx;
+    n_ = n;
+    grain_ = grain;
+    nchunks_ = nchunks;
+    next_.store(0, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    error_ = nullptr;
+    helpers_ = helpers;
+    {
+      std::lock_guard<std::mutex> lk(sleep_mutex_);
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    sleep_cv_.notify_all();
+    work(0);
+    while (done_.load(std::memory_order_acquire) < helpers) PYAIML_PAUSE();
+    if (error_) std::rethrow_exception(error_);
+    return true;
+  }
+
+ private:
+  void start(int n) {
+    nthreads_ = n < 1 ? 1 : n;
+    quit_ = false;
+    const uint64_t g0 = gen_.load(std::memory_order_acquire);
+    for (int i = 1; i < nthreads_; ++i) workers_.emplace_back([this, i, g0] { loop(i, g0); });
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lk(sleep_mutex_);
+      quit_ = true;
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    sleep_cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  void work(int index) {
+    tl_index = index;
+    tl_in_region = true;
+    try {
+      for (;;) {
+        const int64_t c = next_.fetch_add(1, std::memory_order_relaxed);
+        if (c >= nchunks_) break;
+        const int64_t b = c * grain_;
+        const int64_t e = std::min(n_, b + grain_);
+        fn_(ctx_, b, e);
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(error_mutex_);
+      if (!error_) error_ = std::current_exception();
+      next_.store(nchunks_, std::memory_order_relaxed);
+    }
+    tl_in_region = false;
+    tl_index = 0;
+  }
+
+  void loop(int index, uint64_t seen) {
+    for (;;) {
+      uint64_t g = gen_.load(std::memory_order_acquire);
+      for (int s = 0; g == seen && s < kSpinIters; ++s) {
+        PYAIML_PAUSE();
+        g = gen_.load(std::memory_order_acquire);
+      }
+      if (g == seen) {
+        std::unique_lock<std::mutex> lk(sleep_mutex_);
+        sleep_cv_.wait(lk, [&] { return gen_.load(std::memory_order_acquire) != seen; });
+        g = gen_.load(std::memory_order_acquire);
+      }
+      seen = g;
+      if (quit_) return;
+      // Only helpers 1..helpers_ take part; the others skip this job.
+      if (index <= helpers_) {
+        work(index);
+        done_.fetch_add(1, std::memory_order_release);
+      }
+    }
+  }
+
+  int nthreads_ = 1;
+  std::vector<std::thread> workers_;
+  std::mutex run_mutex_, sleep_mutex_, error_mutex_;
+  std::condition_variable sleep_cv_;
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<int64_t> next_{0};
+  std::atomic<int> done_{0};
+  bool quit_ = false;
+  RangeFn fn_ = nullptr;
+  void* ctx_ = nullptr;
+  int64_t n_ = 0, grain_ = 1, nchunks_ = 0;
+  int helpers_ = 0;
+  std::exception_ptr error_;
+};
+
+std::atomic<int> g_num_threads{0};
+std::mutex g_pool_mutex;
+Pool* g_pool = nullptr;  // intentionally leaked at exit: joining threads during interpreter teardown can hang
+
+Pool& pool() {
+  std::lock_guard<std::mutex> g(g_pool_mutex);
+  if (!g_pool) g_pool = new Pool(get_num_threads());
+  return *g_pool;
+}
+
+}  // namespace
+
+int default_num_threads() {
+  if (const char* env = std::getenv("PYAIML_NUM_THREADS")) {
+    char* end = nullptr;
+    long v = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && v >= 1 && v <= 4096) return static_cast<int>(v);
+  }
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int c = CPU_COUNT(&set);
+    if (c >= 1) return c;
+  }
+#endif
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc ? static_cast<int>(hc) : 1;
+}
+
+int get_num_threads() {
+  int n = g_num_threads.load(std::memory_order_relaxed);
+  if (n == 0) {
+    n = default_num_threads();
+    g_num_threads.store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1. Received " + std::to_string(n));
+  g_num_threads.store(n, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> g(g_pool_mutex);
+  if (g_pool && g_pool->size() != n) g_pool->resize(n);
+}
+
+int thread_index() { return tl_index; }
+
+void parallel_for_impl(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
+  if (!pool().run(n, grain, fn, ctx)) fn(ctx, 0, n);
+}
+
+}  // namespace pyaiml

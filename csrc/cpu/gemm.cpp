@@ -1,0 +1,304 @@
+// gemm.cpp: blocked SGEMM (see gemm.h). Compiled once per ISA; the micro-kernel is one
+// template over the ISA's vector type. Tile sizes per ISA:
+//   avx512: MR=14 x NR=32 (28 zmm accumulators + 2 B vectors; broadcasts fold into FMAs)
+//   avx2:   MR=6  x NR=16 (12 ymm accumulators)
+//   baseline (SSE2): MR=6 x NR=8 (12 xmm accumulators)
+// Blocking: B packed KC x NC (KC x NR micro-panels stay in L1 while A streams from L2),
+// A packed MC x KC. A is read in place (no packing) when K is small, where packing would
+// cost as much as the multiply (conv im2col shapes such as K=27).
+// Tests: tests/test_matmul.py.
+#include "cpu/gemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "common/parallel.h"
+#include "common/simd.h"
+
+namespace pyaiml {
+namespace PYAIML_ISA_NS {
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int MR = 14, NV = 2;
+#elif defined(__AVX2__)
+constexpr int MR = 6, NV = 2;
+#else
+constexpr int MR = 6, NV = 2;
+#endif
+constexpr int NR = NV * VL;
+
+// Measured on a 2-core Zen 4 VM (AVX-512), square 1024-2048: KC 256 / MC 168 / NC 2048 were
+// within noise of the best of KC 192-384, MC 112-336.
+constexpr int64_t KC = 256;
+constexpr int64_t MC = MR * 12;
+constexpr int64_t NC = 2048;
+// K at or below this: A is read in place rather than packed.
+constexpr int64_t K_DIRECT = 64;
+
+struct AlignedBuf {
+  float* p = nullptr;
+  size_t n = 0;
+  ~AlignedBuf() { std::free(p); }
+  float* get(size_t want) {
+    if (want > n) {
+      std::free(p);
+      size_t bytes = ((want * sizeof(float) + 4095) / 4096) * 4096;
+      p = static_cast<float*>(std::aligned_alloc(4096, bytes));
+      if (!p) throw std::bad_alloc();
+      n = bytes / sizeof(float);
+    }
+    return p;
+  }
+};
+
+thread_local AlignedBuf tl_pack_a, tl_pack_b;
+
+// Packs B(k0:k0+kc, j0:j0+nc) into ceil(nc/NR) micro-panels of kc x NR, zero-padded.
+void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* out) {
+  for (int64_t jp = 0; jp < nc; jp += NR) {
+    const int64_t w = std::min<int64_t>(NR, nc - jp);
+    float* dst = out + jp * kc;
+    const float* src = g.B + k0 * g.rsb + (j0 + jp) * g.csb;
+    if (g.csb == 1) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* s = src + k * g.rsb;
+        float* d = dst + k * NR;
+        if (w == NR) {
+          std::memcpy(d, s, sizeof(float) * NR);
+        } else {
+          int64_t j = 0;
+          for (; j < w; ++j) d[j] = s[j];
+          for (; j < NR; ++j) d[j] = 0.f;
+        }
+      }
+    } else {
+      if (w < NR) std::memset(dst, 0, sizeof(float) * NR * kc);
+      for (int64_t j = 0; j < w; ++j) {
+        const float* s = src + j * g.csb;
+        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = s[k * g.rsb];
+      }
+    }
+  }
+}
+
+// Packs A(i0:i0+mc, k0:k0+kc) into ceil(mc/MR) micro-panels of kc x MR, zero-padded.
+void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* out) {
+  for (int64_t ip = 0; ip < mc; ip += MR) {
+    const int64_t h = std::min<int64_t>(MR, mc - ip);
+    float* dst = out + ip * kc;
+    const float* src = g.A + (i0 + ip) * g.rsa + k0 * g.csa;
+    if (g.rsa == 1 && h == MR) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* s = src + k * g.csa;
+        for (int i = 0; i < MR; ++i) dst[k * MR + i] = s[i];
+      }
+    } else {
+      if (h < MR) std::memset(dst, 0, sizeof(float) * MR * kc);
+      for (int64_t i = 0; i < h; ++i) {
+        const float* s = src + i * g.rsa;
+        for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = s[k * g.csa];
+      }
+    }
+  }
+}
+
+struct Tile {
+  vf c[MR][NV];
+};
+
+// acc = A_panel(MR x kc) * B_panel(kc x NR). PACKED: A(i, k) at A[k * MR + i];
+// otherwise at A[i * ars + k * acs] for i < mr (rows past mr are not read).
+template <bool PACKED>
+inline void micro(int64_t kc, const float* __restrict A, int64_t ars, int64_t acs, int mr,
+                  const float* __restrict B, Tile& t) {
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) t.c[i][j] = vf{};
+  if (PACKED || mr == MR) {
+    for (int64_t k = 0; k < kc; ++k) {
+      vf b[NV];
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) b[j] = load(B + k * NR + j * VL);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const float a = PACKED ? A[k * MR + i] : A[i * ars + k * acs];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) t.c[i][j] += b[j] * a;
+      }
+    }
+  } else {
+    for (int64_t k = 0; k < kc; ++k) {
+      vf b[NV];
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) b[j] = load(B + k * NR + j * VL);
+      for (int i = 0; i < mr; ++i) {
+        const float a = A[i * ars + k * acs];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) t.c[i][j] += b[j] * a;
+      }
+    }
+  }
+}
+
+// Writes the tile to C(i0:i0+mr, j0:j0+nr): C = acc + beta * C, then bias/relu if `last`.
+inline void store_tile(const GemmArgs& g, const Tile& t, int64_t i0, int64_t j0, int mr, int nr,
+                       float beta, bool last) {
+  const bool epi = last && (g.bias_n || g.bias_m || g.relu);
+  if (mr == MR && nr == NR) {
+    vf bn[NV];
+    if (epi && g.bias_n)
+      for (int j = 0; j < NV; ++j) bn[j] = loadu(g.bias_n + j0 + j * VL);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      float* crow = g.C + (i0 + i) * g.ldc + j0;
+      const float bm = (epi && g.bias_m) ? g.bias_m[i0 + i] : 0.f;
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) {
+        vf r = t.c[i][j];
+        if (beta != 0.f) r += loadu(crow + j * VL) * beta;
+        if (epi) {
+          if (g.bias_n) r += bn[j];
+          if (g.bias_m) r += bm;
+          if (g.relu) r = vmax(r, vf{});
+        }
+        storeu(crow + j * VL, r);
+      }
+    }
+    return;
+  }
+  alignas(64) float tmp[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) storeu(&tmp[i][j * VL], t.c[i][j]);
+  for (int i = 0; i < mr; ++i) {
+    float* crow = g.C + (i0 + i) * g.ldc + j0;
+    for (int j = 0; j < nr; ++j) {
+      float r = tmp[i][j];
+      if (beta != 0.f) r += beta * crow[j];
+      if (epi) {
+        if (g.bias_n) r += g.bias_n[j0 + j];
+        if (g.bias_m) r += g.bias_m[i0 + i];
+        if (g.relu) r = r > 0.f ? r : 0.f;
+      }
+      crow[j] = r;
+    }
+  }
+}
+
+// Epilogue alone (K == 0): C = beta * C + bias, relu.
+void epilogue_only(const GemmArgs& g) {
+  for (int64_t i = 0; i < g.M; ++i) {
+    float* crow = g.C + i * g.ldc;
+    for (int64_t j = 0; j < g.N; ++j) {
+      float r = g.beta != 0.f ? g.beta * crow[j] : 0.f;
+      if (g.bias_n) r += g.bias_n[j];
+      if (g.bias_m) r += g.bias_m[i];
+      if (g.relu) r = r > 0.f ? r : 0.f;
+      crow[j] = r;
+    }
+  }
+}
+
+}  // namespace
+
+void sgemm_st(const GemmArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.K <= 0) {
+    epilogue_only(g);
+    return;
+  }
+  // Packing A pays when its micro-panels are reused over many NR panels of B; with few
+  // (N <= 2 NR) or a short K the packing costs as much as it saves.
+  const bool direct = g.K <= K_DIRECT || g.N <= 2 * NR;
+  const int64_t nc_max = std::min<int64_t>(NC, ((g.N + NR - 1) / NR) * NR);
+  // K split into equal blocks of at most KC (288 -> 2 x 144, not 256 + 32).
+  const int64_t kc_step = (g.K + (g.K + KC - 1) / KC - 1) / ((g.K + KC - 1) / KC);
+  const int64_t kc_max = kc_step;
+  float* bp = tl_pack_b.get(static_cast<size_t>(nc_max * kc_max));
+  float* ap = direct ? nullptr : tl_pack_a.get(static_cast<size_t>(MC * kc_max));
+  Tile t;
+  for (int64_t jc = 0; jc < g.N; jc += NC) {
+    const int64_t nc = std::min<int64_t>(NC, g.N - jc);
+    for (int64_t pc = 0; pc < g.K; pc += kc_step) {
+      const int64_t kc = std::min<int64_t>(kc_step, g.K - pc);
+      const float beta = pc == 0 ? g.beta : 1.f;
+      const bool last = pc + kc >= g.K;
+      pack_b(g, pc, kc, jc, nc, bp);
+      for (int64_t ic = 0; ic < g.M; ic += MC) {
+        const int64_t mc = std::min<int64_t>(MC, g.M - ic);
+        if (!direct) pack_a(g, ic, mc, pc, kc, ap);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+          const float* bpanel = bp + jr * kc;
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+            if (direct)
+              micro<false>(kc, g.A + (ic + ir) * g.rsa + pc * g.csa, g.rsa, g.csa, mr, bpanel, t);
+            else
+              micro<true>(kc, ap + ir * kc, 0, 0, mr, bpanel, t);
+            store_tile(g, t, ic + ir, jc + jr, mr, nr, beta, last);
+          }
+        }
+      }
+    }
+  }
+}
+
+void sgemm(const GemmArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  const double flops = 2.0 * g.M * g.N * (g.K > 0 ? g.K : 1);
+  const int T = get_num_threads();
+  // Below ~0.5 MFLOP a second thread costs more than it saves.
+  if (T == 1 || flops < 5e5) {
+    sgemm_st(g);
+    return;
+  }
+  // Split the rows when there are enough of them (each part packs its own copy of B,
+  // a K x N cost against (M/T) x N x K flops); otherwise split the columns.
+  if (g.M >= int64_t(T) * MR * 4 || g.N < int64_t(T) * NR) {
+    parallel_for_static(g.M, MR, [&](int64_t b, int64_t e) {
+      GemmArgs s = g;
+      s.M = e - b;
+      s.A = g.A + b * g.rsa;
+      s.C = g.C + b * g.ldc;
+      if (g.bias_m) s.bias_m = g.bias_m + b;
+      sgemm_st(s);
+    });
+  } else {
+    parallel_for_static(g.N, NR, [&](int64_t b, int64_t e) {
+      GemmArgs s = g;
+      s.N = e - b;
+      s.B = g.B + b * g.csb;
+      s.C = g.C + b;
+      if (g.bias_n) s.bias_n = g.bias_n + b;
+      sgemm_st(s);
+    });
+  }
+}
+
+void sgemm_naive(const GemmArgs& g) {
+  for (int64_t i = 0; i < g.M; ++i)
+    for (int64_t j = 0; j < g.N; ++j) {
+      double s = 0.0;
+      for (int64_t k = 0; k < g.K; ++k) s += double(g.A[i * g.rsa + k * g.csa]) * g.B[k * g.rsb + j * g.csb];
+      float* c = g.C + i * g.ldc + j;
+      float r = static_cast<float>(s);
+      if (g.beta != 0.f) r += g.beta * *c;
+      if (g.bias_n) r += g.bias_n[j];
+      if (g.bias_m) r += g.bias_m[i];
+      if (g.relu) r = r > 0.f ? r : 0.f;
+      *c = r;
+    }
+}
+
+const GemmKernels& gemm_kernels() {
+  static const GemmKernels k{&sgemm, &sgemm_st, &sgemm_naive, MR, NR};
+  return k;
+}
+
+}  // namespace PYAIML_ISA_NS
+}  // namespace pyaiml

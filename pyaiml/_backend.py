@@ -1,0 +1,272 @@
+"""The backend registry: op name -> {cuda, cpp, numba, numpy} implementations.
+
+Every public op in :mod:`pyaiml.ops` resolves its implementation here, so every layer and
+model runs on every backend. Order of preference: cpp -> numba -> numpy (cuda for device
+arrays, when built). ``PYAIML_BACKEND=cpp|numba|numpy|cuda`` forces one; a backend that is
+missing (the compiled extension was not built, or Numba is not installed) falls back with
+one warning that names the fallback and how to get the fast path.
+
+Implementations are registered as ``"module:function"`` strings and imported on first use,
+so importing pyaiml never imports Numba or compiles anything.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+import threading
+import warnings
+
+BACKENDS = ("cuda", "cpp", "numba", "numpy")
+_ENV_BACKENDS = ("cpp", "numba", "numpy", "cuda")
+_ENV_ISAS = ("baseline", "avx2", "avx512")
+
+_lock = threading.Lock()
+_registry: dict[str, dict[str, str]] = {}
+_resolved: dict[tuple[str, str], object] = {}
+_warned: set[str] = set()
+_C = None
+_C_error: str | None = None
+_numba_ok: bool | None = None
+_numba_error: str | None = None
+
+
+def _validate_env() -> None:
+    b = os.environ.get("PYAIML_BACKEND", "")
+    if b and b not in _ENV_BACKENDS:
+        raise ValueError(
+            f"PYAIML_BACKEND must be one of {', '.join(_ENV_BACKENDS)} (or unset). Received {b!r}"
+        )
+    isa = os.environ.get("PYAIML_ISA", "")
+    if isa and isa not in _ENV_ISAS:
+        raise ValueError(f"PYAIML_ISA must be one of {', '.join(_ENV_ISAS)} (or unset). Received {isa!r}")
+    nt = os.environ.get("PYAIML_NUM_THREADS", "")
+    if nt:
+        try:
+            ok = int(nt) >= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"PYAIML_NUM_THREADS must be a positive integer. Received {nt!r}")
+
+
+_validate_env()
+
+
+def _load_C():
+    global _C, _C_error
+    if _C is not None or _C_error is not None:
+        return _C
+    try:
+        from pyaiml import _C as mod  # noqa: N814
+    except ImportError as e:  # not built: fall back, with a warning at first use
+        _C_error = f"{type(e).__name__}: {e}"
+        return None
+    # A PYAIML_ISA this CPU cannot run raises ValueError from the module's init: not caught.
+    _C = mod
+    return _C
+
+
+def _numba_available() -> bool:
+    global _numba_ok, _numba_error
+    if _numba_ok is None:
+        try:
+            import numba  # noqa: F401
+
+            _numba_ok = True
+        except Exception as e:  # pragma: no cover - depends on the environment
+            _numba_ok = False
+            _numba_error = f"{type(e).__name__}: {e}"
+    return _numba_ok
+
+
+def cpp_available() -> bool:
+    return _load_C() is not None
+
+
+def native():
+    """The compiled extension module, or None."""
+    return _load_C()
+
+
+def register_op(name: str, **impls: str) -> None:
+    """Register implementations of op ``name`` as ``backend="module:function"`` strings."""
+    for b in impls:
+        if b not in BACKENDS:
+            raise ValueError(f"register_op: unknown backend {b!r} for op {name!r}; valid: {BACKENDS}")
+    with _lock:
+        _registry.setdefault(name, {}).update(impls)
+
+
+def _warn_once(key: str, msg: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+
+def _available(backend: str) -> tuple[bool, str]:
+    if backend == "cpp":
+        if cpp_available():
+            return True, "compiled extension pyaiml._C"
+        return False, f"pyaiml._C is not built ({_C_error})"
+    if backend == "numba":
+        if _numba_available():
+            return True, "numba installed"
+        return False, f"numba is not importable ({_numba_error})"
+    if backend == "numpy":
+        return True, "always available"
+    if backend == "cuda":
+        return False, "pyaiml was built without CUDA (PYAIML_CUDA=OFF)"
+    return False, "unknown backend"
+
+
+def choose(name: str) -> tuple[str, str]:
+    """(backend, reason) that op ``name`` runs on now."""
+    impls = _registry.get(name)
+    if impls is None:
+        raise KeyError(f"unknown op {name!r}; registered: {sorted(_registry)}")
+    forced = os.environ.get("PYAIML_BACKEND", "")
+    order = [b for b in ("cpp", "numba", "numpy") if b in impls]
+    if forced:
+        if forced in impls:
+            ok, why = _available(forced)
+            if ok:
+                return forced, f"forced by PYAIML_BACKEND={forced}"
+            rest = [b for b in order if b != forced and _available(b)[0]]
+            fb = rest[0]
+            _warn_once(
+                f"forced:{forced}",
+                f"pyaiml: PYAIML_BACKEND={forced} is unavailable ({why}); falling back to {fb}.",
+            )
+            return fb, f"PYAIML_BACKEND={forced} unavailable ({why}); fell back"
+        reason_extra = f"PYAIML_BACKEND={forced} has no implementation of {name}"
+    else:
+        reason_extra = ""
+    for b in order:
+        ok, why = _available(b)
+        if ok:
+            if b != order[0]:
+                missing = order[0]
+                _, mwhy = _available(missing)
+                hint = (
+                    "reinstall with a C++17 compiler (pip install . builds it)"
+                    if missing == "cpp"
+                    else "pip install numba"
+                )
+                _warn_once(
+                    f"missing:{missing}",
+                    f"pyaiml: {mwhy}; ops fall back to the {b} backend (slower). To get the fast path: {hint}.",
+                )
+                return b, f"{missing} unavailable ({mwhy})" + (f"; {reason_extra}" if reason_extra else "")
+            return b, (reason_extra or f"default: {why}")
+    raise RuntimeError(f"no backend available for op {name!r}")
+
+
+def resolve(name: str, backend: str | None = None):
+    """The callable implementing op ``name`` (on ``backend``, or the chosen one)."""
+    if backend is None:
+        backend, _ = choose(name)
+    key = (name, backend)
+    fn = _resolved.get(key)
+    if fn is None:
+        target = _registry[name].get(backend)
+        if target is None:
+            raise KeyError(f"op {name!r} has no {backend} implementation")
+        mod, _, attr = target.partition(":")
+        fn = getattr(importlib.import_module(mod), attr)
+        _resolved[key] = fn
+    return fn
+
+
+def implementations(name: str) -> list[str]:
+    """Backends that op ``name`` has, available here or not."""
+    return [b for b in BACKENDS if b in _registry.get(name, {})]
+
+
+def isa() -> str | None:
+    C = _load_C()
+    return C.isa() if C is not None else None
+
+
+def get_num_threads() -> int:
+    C = _load_C()
+    if C is not None:
+        return C.get_num_threads()
+    return _py_threads[0]
+
+
+_py_threads = [int(os.environ.get("PYAIML_NUM_THREADS", "0") or 0) or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))]
+
+
+def set_num_threads(n: int) -> None:
+    """Size pyaiml's one thread pool (C++ kernels, and Numba's threading layer)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be an integer >= 1. Received {n!r}")
+    _py_threads[0] = n
+    C = _load_C()
+    if C is not None:
+        C.set_num_threads(n)
+    if _numba_ok:
+        try:
+            import numba
+
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        except Exception:  # pragma: no cover
+            pass
+
+
+def backend_info() -> dict:
+    """What each op runs on and why, plus ISA, thread count and versions."""
+    import numpy
+
+    import pyaiml.ops  # noqa: F401  (registers every op)
+
+    C = _load_C()
+    info: dict = {
+        "backend_env": os.environ.get("PYAIML_BACKEND") or None,
+        "cpp": {"available": C is not None, "reason": _available("cpp")[1]},
+        "numba": {"available": _numba_available(), "reason": _available("numba")[1]},
+        "cuda": {"available": False, "reason": _available("cuda")[1]},
+        "isa": None,
+        "isa_reason": None,
+        "num_threads": get_num_threads(),
+        "versions": {
+            "pyaiml": _version(),
+            "python": platform.python_version(),
+            "numpy": numpy.__version__,
+        },
+        "machine": {"platform": platform.platform(), "processor": platform.machine()},
+        "ops": {},
+    }
+    if C is not None:
+        info["isa"] = C.isa()
+        info["isa_reason"] = (
+            f"forced by PYAIML_ISA={os.environ['PYAIML_ISA']}"
+            if os.environ.get("PYAIML_ISA")
+            else f"best supported by this CPU (compiled: {', '.join(C.compiled_isas())}; supported: {', '.join(C.supported_isas())})"
+        )
+    if _numba_ok:
+        import numba
+
+        info["versions"]["numba"] = numba.__version__
+    for name in sorted(_registry):
+        b, why = choose(name)
+        info["ops"][name] = {
+            "backend": b,
+            "isa": info["isa"] if b == "cpp" else None,
+            "reason": why,
+            "implementations": implementations(name),
+        }
+    return info
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pyaiml")
+    except Exception:
+        from pyaiml import __version__
+
+        return __version__

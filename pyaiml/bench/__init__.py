@@ -1,0 +1,9 @@
+"""Side-by-side benchmarks of pyaiml against its peers (PyTorch, NumPy, hmmlearn, gensim).
+
+``harness`` times callables interleaved, validates results before timing, and reports
+medians, spread, GFLOP/s and ratios; each suite module (``gemm``, ...) lists its cases.
+Used by ``pyaiml bench`` and by the pytest-benchmark files in ``benchmarks/``.
+"""
+SUITES = {
+    "gemm": "pyaiml.bench.gemm",
+}

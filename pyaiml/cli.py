@@ -1,0 +1,89 @@
+"""The ``pyaiml`` command: ``pyaiml info``, ``pyaiml bench [suite ...]``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _info(args) -> int:
+    import pyaiml
+
+    info = pyaiml.backend_info()
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    v = info["versions"]
+    print(f"pyaiml {v['pyaiml']}  (python {v['python']}, numpy {v['numpy']}, numba {v.get('numba', 'not installed')})")
+    print(f"C++ backend : {'available' if info['cpp']['available'] else 'MISSING'} - {info['cpp']['reason']}")
+    print(f"Numba       : {'available' if info['numba']['available'] else 'MISSING'} - {info['numba']['reason']}")
+    print(f"CUDA        : {'available' if info['cuda']['available'] else 'not available'} - {info['cuda']['reason']}")
+    if info["isa"]:
+        print(f"ISA         : {info['isa']} ({info['isa_reason']})")
+    print(f"threads     : {info['num_threads']}")
+    if info["backend_env"]:
+        print(f"PYAIML_BACKEND={info['backend_env']}")
+    print("ops:")
+    for name, d in info["ops"].items():
+        isa = f"/{d['isa']}" if d["isa"] else ""
+        print(f"  {name:<34} {d['backend']}{isa:<8} {d['reason']}")
+    return 0
+
+
+def _bench(args) -> int:
+    from pyaiml.bench import SUITES
+    from pyaiml.bench.harness import format_table, run_suites
+
+    names = args.suites or ["all"]
+    if "all" in names:
+        names = list(SUITES)
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        print(f"pyaiml bench: unknown suite(s) {unknown}; valid: {', '.join(SUITES)}, all", file=sys.stderr)
+        return 2
+    import os
+
+    threads = args.threads or min(2, os.cpu_count() or 1)
+    print(f"pyaiml bench {' '.join(names)}: {threads} threads, {'quick' if args.quick else 'full'} run; "
+          "ratio = peer time / pyaiml time (> 1: pyaiml faster)")
+    print(format_table([]).splitlines()[0])
+    report = run_suites(names, quick=args.quick, threads=threads, json_path=args.json)
+    m = report["machine"]
+    print(f"\nmachine: {m['cpu']}, {m['cores']} cores, ISA {m['isa']}, commit {m['commit']}; allocator: {m['allocator']}")
+    if args.json:
+        print(f"JSON written to {args.json}")
+    if args.plot:
+        from pyaiml.bench.plot import plot_ratios
+
+        plot_ratios(report, args.plot)
+        print(f"plot written to {args.plot}")
+    return 1 if any("error" in r for r in report["rows"]) else 0
+
+
+def main(argv=None) -> int:
+    from pyaiml import __version__
+
+    p = argparse.ArgumentParser(prog="pyaiml", description="pyaiml: fast kernels behind familiar Python APIs")
+    p.add_argument("--version", action="version", version=f"pyaiml {__version__}")
+    sub = p.add_subparsers(dest="cmd")
+    pi = sub.add_parser("info", help="which backend and ISA each op runs on, and why")
+    pi.add_argument("--json", action="store_true", help="print backend_info() as JSON")
+    pb = sub.add_parser("bench", help="side-by-side benchmarks against the installed peers")
+    pb.add_argument("suites", nargs="*", help="suites to run (default: all)")
+    pb.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
+    pb.add_argument("--threads", type=int, default=None, help="threads for every library (default: 2)")
+    pb.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    pb.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of the ratios (needs matplotlib)")
+    args = p.parse_args(argv)
+    if args.cmd == "info":
+        return _info(args)
+    if args.cmd == "bench":
+        if args.threads is not None and args.threads < 1:
+            p.error(f"--threads must be >= 1. Received {args.threads}")
+        return _bench(args)
+    p.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Functional ops with ``torch.nn.functional`` semantics and explicit ``*_backward``.
+
+Each op validates its arguments, fixes dtype and contiguity, and calls the implementation
+the backend registry picks (C++, Numba or NumPy); see ``pyaiml.backend_info()``.
+"""
+from pyaiml.ops._validate import get_check_finite, set_check_finite
+from pyaiml.ops.linalg import linear, linear_backward, matmul, matmul_backward
+
+__all__ = [
+    "matmul",
+    "matmul_backward",
+    "linear",
+    "linear_backward",
+    "set_check_finite",
+    "get_check_finite",
+]

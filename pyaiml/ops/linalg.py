@@ -1,0 +1,204 @@
+"""Matrix products with torch semantics: ``matmul``, ``linear`` and their backward.
+
+float32 runs on the registry's ``gemm`` op (C++ blocked SGEMM, Numba, or NumPy); float64
+runs through NumPy. Transposed, sliced and negative-stride views are passed to the kernel
+as strides, without copies. Tests: tests/test_matmul.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pyaiml import _backend
+from pyaiml.ops._validate import as_array, float_dtype, require_finite, require_nonempty
+
+_backend.register_op(
+    "gemm",
+    cpp="pyaiml.ops._native:gemm",
+    numba="pyaiml._numba.gemm:gemm",
+    numpy="pyaiml.reference.gemm:gemm",
+)
+
+
+def _same_dtype(op: str, **arrays) -> np.dtype:
+    dts = {name: float_dtype(x, op, name) for name, x in arrays.items() if x is not None}
+    if len(set(dts.values())) > 1:
+        got = ", ".join(f"{n}={d}" for n, d in dts.items())
+        raise TypeError(f"{op}: all inputs must have the same dtype (float32 or float64). Received {got}")
+    return next(iter(dts.values()))
+
+
+def _gemm3(a3: np.ndarray, b3: np.ndarray, bias=None, relu: bool = False) -> np.ndarray:
+    """(Bt, M, K) @ (Bt, K, N) [+ bias (N,)] [relu] -> (Bt, M, N), any strides, one dtype."""
+    if a3.dtype == np.float64:
+        from pyaiml.reference.gemm import gemm as ref
+
+        return ref(a3, b3, bias, relu)
+    return _backend.resolve("gemm")(a3, b3, bias, relu)
+
+
+def _batched(a: np.ndarray, b: np.ndarray, op: str) -> np.ndarray:
+    """a (..., M, K) @ b (..., K, N) with batch broadcasting, without copying operands."""
+    M, K = a.shape[-2:]
+    K2, N = b.shape[-2:]
+    if K != K2:
+        raise ValueError(
+            f"{op}: inner dimensions must match: a is (..., M, K) = {tuple(a.shape)}, "
+            f"b is (..., K, N) = {tuple(b.shape)}; K {K} != {K2}"
+        )
+    try:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(
+            f"{op}: batch dimensions must broadcast. Received a {tuple(a.shape)} and b {tuple(b.shape)}"
+        ) from None
+    if b.ndim == 2 and a.ndim > 2:
+        # Fold a's batch dimensions into M: one large GEMM instead of many small ones.
+        a2 = a.reshape(-1, K)
+        return _gemm3(a2[None], b[None])[0].reshape(*a.shape[:-2], M, N)
+    if not batch:
+        return _gemm3(a[None], b[None])[0]
+    ab = np.broadcast_to(a, batch + (M, K))
+    bb = np.broadcast_to(b, batch + (K, N))
+    out = np.empty(batch + (M, N), dtype=a.dtype)
+    for idx in np.ndindex(*batch[:-1]):
+        out[idx] = _gemm3(ab[idx], bb[idx])
+    return out
+
+
+def matmul(a, b) -> np.ndarray:
+    """Matrix product with ``torch.matmul`` semantics.
+
+    Parameters
+    ----------
+    a : array (..., M, K) or (K,)
+    b : array (..., K, N) or (K,)
+
+    Returns
+    -------
+    array (broadcast(...), M, N); 1-D operands get a dimension added and removed as in torch.
+    float32 in, float32 out; float64 in, float64 out.
+    """
+    op = "matmul"
+    a = as_array(a, op, "a")
+    b = as_array(b, op, "b")
+    _same_dtype(op, a=a, b=b)
+    for name, x in (("a", a), ("b", b)):
+        if x.ndim < 1:
+            raise ValueError(f"{op}: {name} must be at least 1-D. Received a scalar of shape {tuple(x.shape)}")
+        require_nonempty(x, op, name)
+        require_finite(x, op, name)
+    squeeze_a = a.ndim == 1
+    squeeze_b = b.ndim == 1
+    if squeeze_a:
+        a = a[None, :]
+    if squeeze_b:
+        b = b[:, None]
+    out = _batched(a, b, op)
+    if squeeze_a and squeeze_b:
+        return out.reshape(out.shape[:-2])
+    if squeeze_a:
+        return out[..., 0, :]
+    if squeeze_b:
+        return out[..., 0]
+    return out
+
+
+def linear(x, weight, bias=None) -> np.ndarray:
+    """``x @ weight.T + bias`` with ``torch.nn.functional.linear`` semantics.
+
+    Parameters
+    ----------
+    x : array (..., in_features)
+    weight : array (out_features, in_features)
+    bias : array (out_features,) or None
+
+    Returns
+    -------
+    array (..., out_features)
+    """
+    op = "linear"
+    x = as_array(x, op, "x")
+    weight = as_array(weight, op, "weight")
+    if bias is not None:
+        bias = as_array(bias, op, "bias")
+    _same_dtype(op, x=x, weight=weight, bias=bias)
+    if x.ndim < 1:
+        raise ValueError(f"{op}: x must be at least 1-D (..., in_features). Received shape {tuple(x.shape)}")
+    if weight.ndim != 2:
+        raise ValueError(f"{op}: weight must be 2-D (out_features, in_features). Received shape {tuple(weight.shape)}")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"{op}: x's last dimension must equal weight's in_features. Received x {tuple(x.shape)}, "
+            f"weight {tuple(weight.shape)}"
+        )
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},). Received {tuple(bias.shape)}")
+    for name, v in (("x", x), ("weight", weight), ("bias", bias)):
+        if v is not None:
+            require_nonempty(v, op, name)
+            require_finite(v, op, name)
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    b = None if bias is None else np.ascontiguousarray(bias)
+    y = _gemm3(x2[None], weight.T[None], b)[0]
+    return y.reshape(*lead, weight.shape[0])
+
+
+def matmul_backward(grad_out, a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of ``matmul(a, b)`` for 2-D or batched (same batch shape) a and b.
+
+    Returns ``(grad_a, grad_b)``: grad_out @ b^T and a^T @ grad_out (summed over broadcast
+    batch dimensions).
+    """
+    op = "matmul_backward"
+    g = as_array(grad_out, op, "grad_out")
+    a = as_array(a, op, "a")
+    b = as_array(b, op, "b")
+    _same_dtype(op, grad_out=g, a=a, b=b)
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"{op}: a and b must be at least 2-D. Received {tuple(a.shape)} and {tuple(b.shape)}")
+    expect = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    if g.shape != expect:
+        raise ValueError(f"{op}: grad_out must have shape {expect}. Received {tuple(g.shape)}")
+    ga = _batched(g, np.swapaxes(b, -1, -2), op)
+    gb = _batched(np.swapaxes(a, -1, -2), g, op)
+    return _reduce_to(ga, a.shape), _reduce_to(gb, b.shape)
+
+
+def _reduce_to(g: np.ndarray, shape) -> np.ndarray:
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for i, s in enumerate(shape):
+        if s == 1 and g.shape[i] != 1:
+            g = g.sum(axis=i, keepdims=True)
+    return g
+
+
+def linear_backward(grad_out, x, weight, has_bias: bool = True):
+    """Gradients of ``linear(x, weight, bias)``.
+
+    Parameters
+    ----------
+    grad_out : array (..., out_features)
+    x : array (..., in_features)
+    weight : array (out_features, in_features)
+
+    Returns
+    -------
+    (grad_x (..., in), grad_weight (out, in), grad_bias (out,) or None)
+    """
+    op = "linear_backward"
+    g = as_array(grad_out, op, "grad_out")
+    x = as_array(x, op, "x")
+    weight = as_array(weight, op, "weight")
+    _same_dtype(op, grad_out=g, x=x, weight=weight)
+    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{op}: x (..., in) and weight (out, in) do not match. Received {tuple(x.shape)}, {tuple(weight.shape)}")
+    if g.shape != x.shape[:-1] + (weight.shape[0],):
+        raise ValueError(f"{op}: grad_out must have shape {x.shape[:-1] + (weight.shape[0],)}. Received {tuple(g.shape)}")
+    g2 = g.reshape(-1, weight.shape[0])
+    x2 = x.reshape(-1, x.shape[-1])
+    gx = _gemm3(g2[None], weight[None])[0].reshape(x.shape)
+    gw = _gemm3(g2.T[None], x2[None])[0]
+    gb = g2.sum(axis=0, dtype=np.float64).astype(g.dtype) if has_bias else None
+    return gx, gw, gb

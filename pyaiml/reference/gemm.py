@@ -1,0 +1,14 @@
+"""NumPy reference for the ``gemm`` op (float64 accumulation)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def gemm(a3, b3, bias=None, relu=False):
+    """a3 (Bt, M, K) @ b3 (Bt, K, N) [+ bias (N,)] [relu] -> (Bt, M, N) in a3's dtype."""
+    c = np.matmul(a3.astype(np.float64), b3.astype(np.float64))
+    if bias is not None:
+        c += bias
+    if relu:
+        np.maximum(c, 0.0, out=c)
+    return c.astype(a3.dtype)

@@ -1,0 +1,38 @@
+"""Helpers shared by the tests (tests/ is on sys.path under pytest)."""
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from pyaiml import _backend
+
+SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+
+
+def backends_for(op):
+    """Backends of `op` available here (all of them, whatever PYAIML_BACKEND says)."""
+    out = []
+    for b in _backend.implementations(op):
+        if b == "cuda":
+            continue
+        if _backend._available(b)[0]:
+            out.append(b)
+    return out
+
+
+def shared_data(*parts):
+    path = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"shared data not found at {path}")
+    return path
+
+
+def run_py(code, timeout=300, **env):
+    """Run `code` in a fresh interpreter, outside the source tree (so the installed pyaiml is
+    the one imported), with extra environment variables."""
+    e = dict(os.environ)
+    e.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e,
+                          timeout=timeout, cwd=tempfile.gettempdir())

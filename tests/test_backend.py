@@ -1,0 +1,151 @@
+"""The registry, ISA dispatch, thread pool and CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import pyaiml
+from pyaiml import _backend
+
+
+from helpers import run_py
+
+
+def test_backend_info_shape():
+    info = pyaiml.backend_info()
+    assert info["num_threads"] >= 1
+    assert "gemm" in info["ops"]
+    op = info["ops"]["gemm"]
+    assert op["backend"] in ("cpp", "numba", "numpy") and op["reason"]
+    assert set(op["implementations"]) >= {"cpp", "numba", "numpy"}
+    assert info["versions"]["numpy"] == np.__version__
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_forced_backend(backend):
+    r = run_py("import pyaiml, json; print(json.dumps(pyaiml.backend_info()['ops']['gemm']))", PYAIML_BACKEND=backend)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["backend"] == backend and "forced" in d["reason"]
+
+
+@pytest.mark.parametrize("var,val", [("PYAIML_BACKEND", "fortran"), ("PYAIML_ISA", "sse9"), ("PYAIML_NUM_THREADS", "zero")])
+def test_bad_env_values(var, val):
+    r = run_py("import pyaiml", **{var: val})
+    assert r.returncode != 0
+    assert var in r.stderr and repr(val) in r.stderr and "ValueError" in r.stderr
+
+
+def test_isa_dispatch_each_supported():
+    C = _backend.native()
+    if C is None:
+        pytest.skip("C++ backend not built")
+    code = ("import numpy as np, pyaiml; from pyaiml import _backend; C=_backend.native();"
+            "a=np.random.default_rng(0).standard_normal((1,97,65),dtype=np.float32);"
+            "b=np.random.default_rng(1).standard_normal((1,65,33),dtype=np.float32);"
+            "print(C.isa(), float(np.abs(C.gemm(a,b)-a.astype(np.float64)@b).max()))")
+    for isa in C.supported_isas():
+        r = run_py(code, PYAIML_ISA=isa)
+        assert r.returncode == 0, r.stderr
+        got, err = r.stdout.split()
+        assert got == isa and float(err) < 1e-3
+
+
+def test_isa_not_supported_message():
+    C = _backend.native()
+    if C is None:
+        pytest.skip("C++ backend not built")
+    unsupported = [i for i in C.compiled_isas() if i not in C.supported_isas()]
+    if not unsupported:
+        pytest.skip("this CPU supports every compiled ISA")
+    r = run_py("import pyaiml.ops as o, numpy as np; o.matmul(np.ones((2,2),np.float32), np.ones((2,2),np.float32))",
+               PYAIML_ISA=unsupported[0])
+    assert r.returncode != 0 and "not supported by this CPU" in r.stderr
+
+
+def test_set_num_threads_roundtrip_and_results_independent(rng):
+    old = pyaiml.get_num_threads()
+    a = rng.standard_normal((300, 200), dtype=np.float32)
+    b = rng.standard_normal((200, 150), dtype=np.float32)
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            pyaiml.set_num_threads(n)
+            assert pyaiml.get_num_threads() == n
+            outs.append(pyaiml.ops.matmul(a, b))
+        for o in outs[1:]:
+            np.testing.assert_array_equal(o, outs[0])
+    finally:
+        pyaiml.set_num_threads(old)
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, "2", True])
+def test_set_num_threads_bad(n):
+    with pytest.raises(ValueError, match="set_num_threads: n must be an integer >= 1"):
+        pyaiml.set_num_threads(n)
+
+
+def test_env_num_threads():
+    r = run_py("import pyaiml; print(pyaiml.get_num_threads())", PYAIML_NUM_THREADS="3")
+    assert r.returncode == 0 and r.stdout.strip() == "3"
+
+
+def test_concurrent_python_threads(rng):
+    # Two Python threads calling kernels at once: the second runs serially, results exact.
+    import threading
+
+    a = rng.standard_normal((400, 300), dtype=np.float32)
+    b = rng.standard_normal((300, 200), dtype=np.float32)
+    want = pyaiml.ops.matmul(a, b)
+    errs = []
+
+    def work():
+        for _ in range(20):
+            if not np.array_equal(pyaiml.ops.matmul(a, b), want):
+                errs.append("mismatch")
+
+    ts = [threading.Thread(target=work) for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errs
+
+
+def test_missing_extension_warns_once():
+    code = ("import sys; sys.modules['pyaiml._C'] = None\n"
+            "import warnings, numpy as np, pyaiml.ops as o\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    for _ in range(3): o.matmul(np.ones((3,3),np.float32), np.ones((3,3),np.float32))\n"
+            "msgs=[str(x.message) for x in w]\n"
+            "print(len(msgs)); print(msgs[0])\n"
+            "import pyaiml; print(pyaiml.backend_info()['ops']['gemm']['backend'])")
+    r = run_py(code)
+    assert r.returncode == 0, r.stderr
+    n, msg, backend = r.stdout.strip().splitlines()
+    assert n == "1" and "pyaiml._C is not built" in msg and "numba" in msg and "fast path" in msg
+    assert backend == "numba"
+
+
+def test_cli_info_and_version():
+    r = run_py("from pyaiml.cli import main; raise SystemExit(main(['info']))")
+    assert r.returncode == 0, r.stderr
+    assert "gemm" in r.stdout and "threads" in r.stdout
+    r = run_py("from pyaiml.cli import main; main(['--version'])")
+    assert r.stdout.strip() == f"pyaiml {pyaiml.__version__}"
+
+
+def test_cli_bench_gemm_quick_json(tmp_path):
+    out = tmp_path / "r.json"
+    code = ("import pyaiml.bench.gemm as g; g.SHAPES=[('t',64,48,40)]; g.QUICK={'t'};"
+            "from pyaiml.cli import main; raise SystemExit(main(['bench','gemm','--quick','--threads','1','--json',%r]))" % str(out))
+    r = run_py(code)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(out.read_text())
+    row = rep["rows"][0]
+    assert row["case"] == "t" and row["timings"]["pyaiml"]["gflops"] > 0
+    assert rep["machine"]["allocator"]

@@ -1,0 +1,220 @@
+"""matmul / linear against NumPy float64 on awkward shapes, every backend, strided views.
+
+Tolerance: float32 products of K terms with |x| ~ 1 accumulate error ~ sqrt(K) * eps * |x|;
+we allow rtol 1e-4 and atol 2e-5 * sqrt(K) (FMA and blocking order differ from NumPy).
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+import pyaiml.ops as ops
+from pyaiml import _backend
+from helpers import backends_for
+
+SIZES = [1, 3, 7, 33, 97]
+
+
+def tol(K):
+    return dict(rtol=1e-4, atol=2e-5 * np.sqrt(K) * 4)
+
+
+@pytest.mark.parametrize("backend", backends_for("gemm"))
+@pytest.mark.parametrize("M,K,N", list(itertools.product(SIZES, SIZES, SIZES)))
+def test_gemm_backends_awkward(backend, M, K, N, rng):
+    a = rng.standard_normal((1, M, K), dtype=np.float32)
+    b = rng.standard_normal((1, K, N), dtype=np.float32)
+    got = _backend.resolve("gemm", backend)(a, b)
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, **tol(K))
+
+
+@pytest.mark.parametrize("backend", backends_for("gemm"))
+@pytest.mark.parametrize("M,K,N", [(1025, 97, 33), (33, 1025, 97), (97, 33, 1025), (1025, 1025, 7), (7, 1025, 1025), (1025, 7, 1025), (1025, 1025, 1025)])
+def test_gemm_backends_large(backend, M, K, N, rng):
+    if backend == "numpy":
+        pytest.skip("numpy backend is the reference itself")
+    a = rng.standard_normal((1, M, K), dtype=np.float32)
+    b = rng.standard_normal((1, K, N), dtype=np.float32)
+    got = _backend.resolve("gemm", backend)(a, b)
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, **tol(K))
+
+
+@pytest.mark.parametrize("backend", backends_for("gemm"))
+def test_gemm_bias_relu(backend, rng):
+    a = rng.standard_normal((2, 37, 70), dtype=np.float32)
+    b = rng.standard_normal((2, 70, 45), dtype=np.float32)
+    bias = rng.standard_normal(45, dtype=np.float32)
+    got = _backend.resolve("gemm", backend)(a, b, bias, True)
+    want = np.maximum(a.astype(np.float64) @ b + bias, 0)
+    np.testing.assert_allclose(got, want, **tol(70))
+
+
+def test_cpp_naive_matches_fast(rng):
+    C = _backend.native()
+    if C is None:
+        pytest.skip("C++ backend not built")
+    a = rng.standard_normal((1, 97, 300), dtype=np.float32)
+    b = rng.standard_normal((1, 300, 33), dtype=np.float32)
+    np.testing.assert_allclose(C.gemm(a, b), C.gemm(a, b, naive=True), **tol(300))
+
+
+@pytest.mark.parametrize("view", ["T_a", "T_b", "T_both", "slice", "neg", "fortran"])
+def test_matmul_strided_views(view, rng):
+    A = rng.standard_normal((120, 90), dtype=np.float32)
+    B = rng.standard_normal((90, 70), dtype=np.float32)
+    if view == "T_a":
+        a, b = np.ascontiguousarray(A.T).T, B
+    elif view == "T_b":
+        a, b = A, np.ascontiguousarray(B.T).T
+    elif view == "T_both":
+        a, b = np.ascontiguousarray(A.T).T, np.ascontiguousarray(B.T).T
+    elif view == "slice":
+        a, b = rng.standard_normal((240, 270), dtype=np.float32)[::2, ::3], B
+    elif view == "neg":
+        a, b = A[::-1, ::-1], B[::-1]
+    else:
+        a, b = np.asfortranarray(A), np.asfortranarray(B)
+    assert not (a.flags.c_contiguous and b.flags.c_contiguous)
+    np.testing.assert_allclose(ops.matmul(a, b), a.astype(np.float64) @ b, **tol(90))
+
+
+@pytest.mark.parametrize("sa,sb", [((5,), (5,)), ((5,), (5, 3)), ((4, 5), (5,)), ((2, 3, 4, 5), (5, 6)),
+                                   ((2, 1, 4, 5), (3, 5, 6)), ((4, 5), (2, 5, 6)), ((7, 5), (7, 5, 1))])
+def test_matmul_torch_semantics(sa, sb, rng):
+    a = rng.standard_normal(sa, dtype=np.float32)
+    b = rng.standard_normal(sb, dtype=np.float32)
+    got = ops.matmul(a, b)
+    want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, **tol(5))
+
+
+def test_matmul_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    a = rng.standard_normal((3, 33, 97), dtype=np.float32)
+    b = rng.standard_normal((97, 7), dtype=np.float32)
+    np.testing.assert_allclose(ops.matmul(a, b), torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy(), **tol(97))
+
+
+def test_matmul_float64(rng):
+    a = rng.standard_normal((33, 7))
+    b = rng.standard_normal((7, 97))
+    got = ops.matmul(a, b)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, a @ b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("lead", [(), (5,), (2, 3)])
+def test_linear_and_backward(lead, rng):
+    x = rng.standard_normal(lead + (13,), dtype=np.float32)
+    w = rng.standard_normal((7, 13), dtype=np.float32)
+    bias = rng.standard_normal(7, dtype=np.float32)
+    y = ops.linear(x, w, bias)
+    np.testing.assert_allclose(y, x.astype(np.float64) @ w.T + bias, **tol(13))
+    g = rng.standard_normal(y.shape, dtype=np.float32)
+    gx, gw, gb = ops.linear_backward(g, x, w)
+    g2, x2 = g.reshape(-1, 7).astype(np.float64), x.reshape(-1, 13).astype(np.float64)
+    np.testing.assert_allclose(gx, (g2 @ w).reshape(x.shape), **tol(7))
+    np.testing.assert_allclose(gw, g2.T @ x2, **tol(x2.shape[0]))
+    np.testing.assert_allclose(gb, g2.sum(0), rtol=1e-5, atol=1e-5)
+
+
+def test_linear_backward_finite_differences(rng):
+    x = rng.standard_normal((4, 5))
+    w = rng.standard_normal((3, 5))
+    b = rng.standard_normal(3)
+    g = rng.standard_normal((4, 3))
+    gx, gw, gb = ops.linear_backward(g, x, w)
+    f = lambda x, w, b: float(np.sum(ops.linear(x, w, b) * g))  # noqa: E731
+    eps = 1e-6
+    for arr, grad in ((x, gx), (w, gw), (b, gb)):
+        num = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            old = arr[idx]
+            arr[idx] = old + eps
+            fp = f(x, w, b)
+            arr[idx] = old - eps
+            fm = f(x, w, b)
+            arr[idx] = old
+            num[idx] = (fp - fm) / (2 * eps)
+        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
+
+
+def test_matmul_backward(rng):
+    a = rng.standard_normal((2, 4, 5))
+    b = rng.standard_normal((5, 3))
+    g = rng.standard_normal((2, 4, 3))
+    ga, gb = ops.matmul_backward(g, a, b)
+    np.testing.assert_allclose(ga, g @ b.T, rtol=1e-12)
+    np.testing.assert_allclose(gb, np.einsum("bmk,bmn->kn", a, g), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_ndim():
+    with pytest.raises(ValueError, match="matmul: a must be at least 1-D"):
+        ops.matmul(np.float32(1.0), np.ones((1, 1), np.float32))
+
+
+def test_bad_inner():
+    with pytest.raises(ValueError, match=r"inner dimensions must match.*\(3, 4\).*\(5, 2\)"):
+        ops.matmul(np.ones((3, 4), np.float32), np.ones((5, 2), np.float32))
+
+
+def test_bad_batch():
+    with pytest.raises(ValueError, match="batch dimensions must broadcast"):
+        ops.matmul(np.ones((2, 3, 4), np.float32), np.ones((3, 4, 5), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float16, np.complex64, bool])
+def test_bad_dtype(dtype):
+    with pytest.raises(TypeError, match="matmul: a must have dtype float32 or float64. Received"):
+        ops.matmul(np.ones((3, 3), dtype), np.ones((3, 3), np.float32))
+
+
+def test_mixed_dtype():
+    with pytest.raises(TypeError, match="same dtype.*a=float32, b=float64"):
+        ops.matmul(np.ones((3, 3), np.float32), np.ones((3, 3), np.float64))
+
+
+@pytest.mark.parametrize("shape_a,shape_b", [((0, 3), (3, 2)), ((3, 0), (0, 2)), ((3, 3), (3, 0))])
+def test_empty(shape_a, shape_b):
+    with pytest.raises(ValueError, match="must not be empty"):
+        ops.matmul(np.ones(shape_a, np.float32), np.ones(shape_b, np.float32))
+
+
+@pytest.mark.parametrize("val", [np.nan, np.inf, -np.inf])
+def test_non_finite(val):
+    a = np.ones((4, 4), np.float32)
+    a[2, 1] = val
+    with pytest.raises(ValueError, match=r"matmul: a must be finite.*index \(2, 1\)"):
+        ops.matmul(a, np.ones((4, 4), np.float32))
+    b = np.ones((8, 4), np.float32)[::2]
+    b[3, 0] = val
+    with pytest.raises(ValueError, match=r"matmul: b must be finite.*index \(3, 0\)"):
+        ops.matmul(np.ones((4, 4), np.float32), b)
+
+
+def test_linear_bad_shapes():
+    with pytest.raises(ValueError, match="linear: weight must be 2-D"):
+        ops.linear(np.ones((2, 3), np.float32), np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="x's last dimension must equal weight's in_features"):
+        ops.linear(np.ones((2, 3), np.float32), np.ones((4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"linear: bias must have shape \(4,\)"):
+        ops.linear(np.ones((2, 5), np.float32), np.ones((4, 5), np.float32), np.ones(3, np.float32))
+
+
+def test_not_an_array():
+    with pytest.raises(TypeError, match="matmul: a must be"):
+        ops.matmul(object(), np.ones((2, 2), np.float32))
+
+
+def test_cpp_binding_rejects_bad_input():
+    C = _backend.native()
+    if C is None:
+        pytest.skip("C++ backend not built")
+    with pytest.raises(ValueError, match="matmul: a must have dtype float32. Received float64"):
+        C.gemm(np.ones((1, 2, 2)), np.ones((1, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="matmul: b must be 3-D"):
+        C.gemm(np.ones((1, 2, 2), np.float32), np.ones((2, 2), np.float32))
+    with pytest.raises(ValueError, match="inner dimensions must match"):
+        C.gemm(np.ones((1, 2, 3), np.float32), np.ones((1, 2, 2), np.float32))

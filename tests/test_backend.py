@@ -124,7 +124,7 @@ def test_missing_extension_warns_once():
             "msgs=[str(x.message) for x in w]\n"
             "print(len(msgs)); print(msgs[0])\n"
             "import pyaiml; print(pyaiml.backend_info()['ops']['gemm']['backend'])")
-    r = run_py(code)
+    r = run_py(code, PYAIML_BACKEND="")
     assert r.returncode == 0, r.stderr
     n, msg, backend = r.stdout.strip().splitlines()
     assert n == "1" and "pyaiml._C is not built" in msg and "numba" in msg and "fast path" in msg

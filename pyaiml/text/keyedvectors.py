@@ -477,12 +477,18 @@ class KeyedVectors:
                     keys.append(word.decode(encoding, errors=unicode_errors))
                     vecs[i] = np.frombuffer(raw, dtype="<f4")
             else:
-                src = iter(header_lines) if header_lines is not None else (
-                    l.decode(encoding, errors=unicode_errors) for l in f)
+                src = iter(header_lines) if header_lines is not None else f
                 i = 0
                 for lineno, line in enumerate(src, start=1 if header_lines is not None else 2):
                     if i >= V:
                         break
+                    if isinstance(line, bytes):
+                        try:
+                            line = line.decode(encoding, errors=unicode_errors)
+                        except UnicodeDecodeError:
+                            raise ValueError(f"load_word2vec_format: {name} line {lineno} is not {encoding} text, "
+                                             "so not a number either (binary file read as text? pass binary=True)"
+                                             ) from None
                     parts = line.rstrip("\n").rstrip().split(" ")
                     if len(parts) != D + 1:
                         raise ValueError(f"load_word2vec_format: {name} line {lineno} has {len(parts) - 1} values, "

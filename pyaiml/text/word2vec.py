@@ -35,6 +35,7 @@ _backend.register_op(
     "word2vec_train_epoch",
     cpp="pyaiml.ops._native_word2vec:train_epoch",
     numba="pyaiml._numba.word2vec:train_epoch",
+    numpy="pyaiml.reference.word2vec:train_epoch",
 )
 
 FORMAT = "pyaiml.Word2Vec/1"
@@ -42,13 +43,14 @@ PAD = 16  # rows padded to 16 floats (64 bytes): whole SIMD vectors, cache-line 
 
 
 def _padded(V, D, fill=None, rng=None):
-    """(V, ld) float32 zeros, 64-byte aligned; the first D columns uniform(-0.5/D, 0.5/D) if rng."""
+    """(V, ld) float32 zeros, 64-byte aligned; the first D columns uniform(-1/D, 1/D) if rng
+    (gensim 4's initialisation scale)."""
     ld = -(-D // PAD) * PAD
     buf = np.zeros(V * ld + 16, dtype=np.float32)
     off = (-buf.ctypes.data // 4) % 16
     m = buf[off:off + V * ld].reshape(V, ld)
     if rng is not None:
-        m[:, :D] = (rng.random((V, D), dtype=np.float32) - np.float32(0.5)) / np.float32(D)
+        m[:, :D] = (rng.random((V, D), dtype=np.float32) * np.float32(2.0) - np.float32(1.0)) / np.float32(D)
     if fill is not None:
         m[:, :D] = fill
     return m

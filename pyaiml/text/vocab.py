@@ -101,13 +101,24 @@ def scan(corpus, max_vocab_size=None):
     return counts, total, n
 
 
-def finalize(counts, min_count=5, max_final_vocab=None, sample=1e-3):
-    """(index_to_key, counts int64 (V,), sample_thr uint32 (V,), effective_min_count)."""
+def finalize(counts, min_count=5, max_final_vocab=None, sample=1e-3, trim_rule=None):
+    """(index_to_key, counts int64 (V,), sample_thr uint32 (V,), effective_min_count).
+
+    ``trim_rule(word, count, min_count)`` may return 1 (discard), 2 (keep) or 0 (default
+    rule: keep if count >= min_count), as in gensim.
+    """
     eff = min_count
     if max_final_vocab is not None and max_final_vocab < len(counts):
         ordered = sorted(counts.values(), reverse=True)
         eff = max(min_count, ordered[max_final_vocab] + 1)
-    kept = [(w, c) for w, c in counts.items() if c >= eff]
+    if trim_rule is None:
+        kept = [(w, c) for w, c in counts.items() if c >= eff]
+    else:
+        kept = []
+        for w, c in counts.items():
+            r = trim_rule(w, c, eff)
+            if r == 2 or (r != 1 and c >= eff):
+                kept.append((w, c))
     kept.sort(key=lambda wc: -wc[1])  # stable: first seen first among equal counts
     keys = [w for w, _ in kept]
     cnt = np.array([c for _, c in kept], dtype=np.int64)

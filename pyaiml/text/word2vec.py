@@ -128,6 +128,7 @@ class Word2Vec:
         self.callbacks = tuple(callbacks or ())
         self.shrink_windows = bool(shrink_windows)
         self.batch_words = batch_words
+        self.trim_rule = trim_rule
         self.wv = KeyedVectors(self.vector_size)
         self.syn1neg = None
         self.syn1 = None
@@ -177,7 +178,8 @@ class Word2Vec:
         if total == 0:
             raise ValueError("Word2Vec: the corpus is empty (no sentences, or only empty ones)"
                              + (" - was a generator already consumed?" if n == 0 else ""))
-        keys, cnt, sample_thr, eff = _vocab.finalize(counts, self.min_count, self.max_final_vocab, self.sample)
+        keys, cnt, sample_thr, eff = _vocab.finalize(counts, self.min_count, self.max_final_vocab, self.sample,
+                                                     trim_rule if trim_rule is not None else self.trim_rule)
         if not keys:
             top = counts.most_common(1)[0][1] if counts else 0
             raise ValueError(

@@ -314,6 +314,7 @@ def test_keyedvectors_queries_against_brute_force():
     assert kv.most_similar("king", topn=10, restrict_vocab=3)[0][0] in ("queen", "man")
     assert len(kv.most_similar("king", topn=10, restrict_vocab=3)) == 2
     assert kv.most_similar("king", topn=None).shape == (5,)
+    assert {w for w, _ in kv.most_similar("king man", topn=10)} == {"queen", "woman", "apple"}
     assert kv.similarity("king", "man") == pytest.approx(float(nv[0] @ nv[2]), rel=1e-6)
     ws = ["king", "man", "woman", "apple"]
     sub = nv[[kv.key_to_index[w] for w in ws]]

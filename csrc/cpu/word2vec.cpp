@@ -170,8 +170,9 @@ struct Scratch {
   std::vector<int64_t> ctx;
 };
 
-// Output rows and labels for predicting word w: Huffman path (syn1) and/or target plus
-// negatives (syn1neg). Returns counts through nh (hs rows first) and nn.
+// One training example predicting word w from input l1: the Huffman path of w (syn1, labels
+// 1 - code) and/or w plus `negative` noise words (syn1neg, labels 1, 0, ...; a noise draw
+// equal to w is skipped, as in word2vec.c). The input gradient accumulates in sc.neu1e.
 template <int NV>
 inline void train_example(const W2VArgs& a, Scratch& sc, const float* l1, int32_t w, uint64_t& rng,
                           float alpha, double& loss) {

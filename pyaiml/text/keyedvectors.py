@@ -214,6 +214,8 @@ class KeyedVectors:
                 vecs.append(w * self.get_vector(k, norm=True).astype(np.float64))
                 if k in self.key_to_index:
                     used.add(self.key_to_index[k])
+                else:  # a phrase of known words: leave its words out of the answers too
+                    used.update(self._phrase(k) or ())
         mean = np.mean(vecs, axis=0)
         nrm = np.linalg.norm(mean)
         if nrm > 0:

@@ -161,6 +161,20 @@ def test_max_pool2d_channels_last_and_ties(kernels, rng):
     _close(pt.max_pool2d(xr, 3, 2, 1), F.max_pool2d(xr, 3, 2, 1), torch.float32)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pool_indices_match_torch(kernels, rng, channels_last):
+    x = _t(rng, 2, 3, 7, 9, dtype=torch.float32)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    y, i = pt.max_pool2d(x, 3, 2, 1, return_indices=True)
+    y_ref, i_ref = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    assert i.dtype == torch.int64 and torch.equal(i, i_ref)
+    _close(y, y_ref, torch.float32)
+    x1 = _t(rng, 2, 3, 10, dtype=torch.float32)
+    y1, i1 = pt.max_pool1d(x1, 3, 2, 1, return_indices=True)
+    assert torch.equal(i1, F.max_pool1d(x1, 3, 2, 1, return_indices=True)[1])
+
+
 @pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)])
 def test_max_pool1d_matches_torch(kernels, rng, kw):
     x = _t(rng, 2, 3, 11, grad=True)
@@ -315,6 +329,8 @@ def _opcheck_cases(rng):
     out, lse = torch.ops.pyaiml.sdpa(q.detach(), k.detach(), v.detach(), None, False, None, False)
     hmm = _hmm_inputs(rng, 4, 3, grad=True)
     ops = torch.ops.pyaiml
+    idx2 = ops.max_pool2d(x.detach(), [2, 2], [2, 2], [0, 0])[1]
+    idx1 = ops.max_pool1d(x1.detach(), [3], [2], [1])[1]
     return [
         (ops.conv2d.default, (x, w, b, [2, 1], [1, 1], [1, 1], 2, False)),
         (ops.conv2d.default, (xcl, w, None, [1, 1], [0, 0], [1, 1], 2, True)),
@@ -324,9 +340,9 @@ def _opcheck_cases(rng):
                                        False, False)),
         (ops.max_pool2d.default, (x, [2, 2], [2, 2], [0, 0])),
         (ops.max_pool2d.default, (xcl, [3, 3], [2, 2], [1, 1])),
-        (ops.max_pool2d_backward.default, (_t(rng, 2, 4, 3, 3, dtype=f), x.detach(), [2, 2], [2, 2], [0, 0])),
+        (ops.max_pool2d_backward.default, (_t(rng, 2, 4, 3, 3, dtype=f), x.detach(), idx2, [2, 2], [2, 2], [0, 0])),
         (ops.max_pool1d.default, (x1, [3], [2], [1])),
-        (ops.max_pool1d_backward.default, (_t(rng, 2, 3, 5, dtype=f), x1.detach(), [3], [2], [1])),
+        (ops.max_pool1d_backward.default, (_t(rng, 2, 3, 5, dtype=f), x1.detach(), idx1, [3], [2], [1])),
         (ops.sdpa.default, (q, k, v, mask, False, None, False)),
         (ops.sdpa.default, (q, k, v, None, True, 0.5, False)),
         (ops.sdpa_backward.default, (torch.randn_like(out), q.detach(), k.detach(), v.detach(), None, False, None,
@@ -336,7 +352,9 @@ def _opcheck_cases(rng):
     ]
 
 
-def test_opcheck_all_ops(kernels):
+def test_opcheck_all_ops():
+    # Runs on whichever kernels pyaiml.ops provides (stand-ins for the rest): the checks are
+    # about registration, schemas, fake kernels and autograd, the same for both.
     for op, args in _opcheck_cases(np.random.default_rng(3)):
         res = torch.library.opcheck(op, args)
         bad = {k: v for k, v in res.items() if v != "SUCCESS"}
@@ -381,6 +399,8 @@ def test_bad_shapes_and_options():
         pt.conv2d(x, torch.zeros(1, 2, 3, 3), stride=0)
     with pytest.raises(NotImplementedError, match="ceil_mode"):
         pt.max_pool2d(x, 2, ceil_mode=True)
+    with pytest.raises(NotImplementedError, match="dilation must be 1"):
+        pt.max_pool1d(x[0], 2, dilation=2)
     with pytest.raises(ValueError, match="at most half the kernel"):
         pt.max_pool2d(x, 2, padding=2)
     with pytest.raises(NotImplementedError, match="dropout_p must be 0.0"):

@@ -52,6 +52,8 @@ def test_conv_modules_options_and_unbatched():
     torch.testing.assert_close(mine1(x1), ref1(x1), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(pnn.MaxPool1d(3, 2, 1)(x1), tnn.MaxPool1d(3, 2, 1)(x1))
     torch.testing.assert_close(pnn.MaxPool2d(2)(x1), tnn.MaxPool2d(2)(x1))  # unbatched (C, H, W)
+    for a, r in zip(pnn.MaxPool2d(3, 2, 1, return_indices=True)(x), tnn.MaxPool2d(3, 2, 1, return_indices=True)(x)):
+        torch.testing.assert_close(a, r)
     assert repr(pnn.Conv2d(3, 4, 3)) == "Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1))"
     with pytest.raises(NotImplementedError, match="ceil_mode"):
         pnn.MaxPool2d(2, ceil_mode=True)

@@ -166,25 +166,30 @@ def conv1d_backward(grad_out, x, weight, stride, padding, dilation, groups, data
 
 # --------------------------------------------------------------------------- max pooling
 # Stand-ins: pad with -inf, scan the window offsets in row-major order keeping the first
-# maximum (strict >), as torch does; backward sends each output's gradient to that position.
+# maximum (strict >), as torch does. Indices are flat positions h * W + w in the unpadded
+# input plane (torch's convention); backward scatters each output's gradient there, or
+# recomputes the argmax from x when no indices are given.
 
 def _pool_geometry(H, W, k, s, p):
     return (H + 2 * p[0] - k[0]) // s[0] + 1, (W + 2 * p[1] - k[1]) // s[1] + 1
 
 
 def _pool_scan(xc, k, s, p):
+    """xc (N, C, H, W) -> max (N, C, OH, OW) and flat argmax positions h * W + w."""
     N, C, H, W = xc.shape
     OH, OW = _pool_geometry(H, W, k, s, p)
     xp = np.pad(xc, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=-np.inf)
     best = np.full((N, C, OH, OW), -np.inf, dtype=xc.dtype)
     arg = np.zeros((N, C, OH, OW), dtype=np.int64)
+    oh = np.arange(OH)[:, None] * s[0] - p[0]
+    ow = np.arange(OW)[None, :] * s[1] - p[1]
     for i in range(k[0]):
         for j in range(k[1]):
             sl = xp[:, :, i: i + s[0] * (OH - 1) + 1: s[0], j: j + s[1] * (OW - 1) + 1: s[1]]
             m = sl > best
             best = np.where(m, sl, best)
-            arg = np.where(m, i * k[1] + j, arg)
-    return best, arg, xp.shape
+            arg = np.where(m, (oh + i) * W + (ow + j), arg)
+    return best, arg
 
 
 def _standin_max_pool2d(x, kernel_size, stride=None, padding=0, data_format="NCHW", return_indices=False):
@@ -192,8 +197,11 @@ def _standin_max_pool2d(x, kernel_size, stride=None, padding=0, data_format="NCH
     xc = x.transpose(0, 3, 1, 2) if cl else x
     k = _pair(kernel_size)
     s = k if stride is None else _pair(stride)
-    y, _, _ = _pool_scan(xc, k, s, _pair(padding))
-    return np.ascontiguousarray(y.transpose(0, 2, 3, 1) if cl else y)
+    y, arg = _pool_scan(xc, k, s, _pair(padding))
+    if cl:
+        y, arg = y.transpose(0, 2, 3, 1), arg.transpose(0, 2, 3, 1)
+    y, arg = np.ascontiguousarray(y), np.ascontiguousarray(arg)
+    return (y, arg) if return_indices else y
 
 
 def _standin_max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, data_format="NCHW", indices=None):
@@ -202,16 +210,15 @@ def _standin_max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=
     g = grad_out.transpose(0, 3, 1, 2) if cl else grad_out
     k = _pair(kernel_size)
     s = k if stride is None else _pair(stride)
-    p = _pair(padding)
-    _, arg, pshape = _pool_scan(xc, k, s, p)
-    OH, OW = arg.shape[2:]
-    gxp = np.zeros(pshape, dtype=x.dtype)
-    for i in range(k[0]):
-        for j in range(k[1]):
-            gxp[:, :, i: i + s[0] * (OH - 1) + 1: s[0], j: j + s[1] * (OW - 1) + 1: s[1]] += np.where(
-                arg == i * k[1] + j, g, 0)
-    H, W = xc.shape[2:]
-    gx = gxp[:, :, p[0]: p[0] + H, p[1]: p[1] + W]
+    if indices is None:
+        _, arg = _pool_scan(xc, k, s, _pair(padding))
+    else:
+        arg = indices.transpose(0, 3, 1, 2) if cl else indices
+    N, C, H, W = xc.shape
+    gx = np.zeros((N * C, H * W), dtype=x.dtype)
+    rows = np.repeat(np.arange(N * C), arg.shape[2] * arg.shape[3])
+    np.add.at(gx, (rows, arg.reshape(-1)), g.reshape(-1))
+    gx = gx.reshape(N, C, H, W)
     return np.ascontiguousarray(gx.transpose(0, 2, 3, 1) if cl else gx)
 
 
@@ -219,38 +226,43 @@ def _standin_max_pool1d(x, kernel_size, stride=None, padding=0, data_format="NCL
     cl = data_format == "NLC"
     x4 = x[:, None, :, :] if cl else x[:, :, None, :]
     st = None if stride is None else (1, _pair(stride)[0])
-    y = _standin_max_pool2d(x4, (1, _pair(kernel_size)[0]), st, (0, _pair(padding)[0]), "NHWC" if cl else "NCHW")
-    return y[:, 0] if cl else y[:, :, 0]
+    r = _standin_max_pool2d(x4, (1, _pair(kernel_size)[0]), st, (0, _pair(padding)[0]), "NHWC" if cl else "NCHW",
+                            return_indices)
+    sq = (lambda a: a[:, 0]) if cl else (lambda a: a[:, :, 0])
+    return (sq(r[0]), sq(r[1])) if return_indices else sq(r)
 
 
 def _standin_max_pool1d_backward(grad_out, x, kernel_size, stride=None, padding=0, data_format="NCL", indices=None):
     cl = data_format == "NLC"
     x4 = x[:, None, :, :] if cl else x[:, :, None, :]
     g4 = grad_out[:, None, :, :] if cl else grad_out[:, :, None, :]
+    i4 = None if indices is None else (indices[:, None, :, :] if cl else indices[:, :, None, :])
     st = None if stride is None else (1, _pair(stride)[0])
     gx = _standin_max_pool2d_backward(g4, x4, (1, _pair(kernel_size)[0]), st, (0, _pair(padding)[0]),
-                                      "NHWC" if cl else "NCHW")
+                                      "NHWC" if cl else "NCHW", i4)
     return gx[:, 0] if cl else gx[:, :, 0]
 
 
 def max_pool2d(x, kernel_size, stride, padding, data_format):
+    """-> (y, int64 indices h * W + w), both laid out like y."""
     f = _real("max_pool2d") or _standin_max_pool2d
-    return f(x, kernel_size, stride=stride, padding=padding, data_format=data_format)
+    return f(x, kernel_size, stride=stride, padding=padding, data_format=data_format, return_indices=True)
 
 
-def max_pool2d_backward(grad_out, x, kernel_size, stride, padding, data_format):
+def max_pool2d_backward(grad_out, x, kernel_size, stride, padding, data_format, indices):
     f = _real("max_pool2d_backward") or _standin_max_pool2d_backward
-    return f(grad_out, x, kernel_size, stride=stride, padding=padding, data_format=data_format)
+    return f(grad_out, x, kernel_size, stride=stride, padding=padding, data_format=data_format, indices=indices)
 
 
 def max_pool1d(x, kernel_size, stride, padding, data_format):
+    """-> (y, int64 indices into L), both laid out like y."""
     f = _real("max_pool1d") or _standin_max_pool1d
-    return f(x, kernel_size, stride=stride, padding=padding, data_format=data_format)
+    return f(x, kernel_size, stride=stride, padding=padding, data_format=data_format, return_indices=True)
 
 
-def max_pool1d_backward(grad_out, x, kernel_size, stride, padding, data_format):
+def max_pool1d_backward(grad_out, x, kernel_size, stride, padding, data_format, indices):
     f = _real("max_pool1d_backward") or _standin_max_pool1d_backward
-    return f(grad_out, x, kernel_size, stride=stride, padding=padding, data_format=data_format)
+    return f(grad_out, x, kernel_size, stride=stride, padding=padding, data_format=data_format, indices=indices)
 
 
 # --------------------------------------------------------------------------- attention

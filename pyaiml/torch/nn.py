@@ -26,7 +26,8 @@ __all__ = ["Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "MultiheadAttention", "
 
 def _batched(x: Tensor, nd: int, fn):
     if x.dim() == nd + 1:  # unbatched (C, *spatial), as torch accepts
-        return fn(x.unsqueeze(0)).squeeze(0)
+        r = fn(x.unsqueeze(0))
+        return tuple(t.squeeze(0) for t in r) if isinstance(r, tuple) else r.squeeze(0)
     return fn(x)
 
 
@@ -54,36 +55,36 @@ class Conv1d(torch.nn.Conv1d):
                                                        self.groups))
 
 
-def _check_pool(name, dilation, ceil_mode, return_indices):
+def _check_pool(name, dilation, ceil_mode):
     d = dilation if isinstance(dilation, (tuple, list)) else (dilation,)
     if any(e != 1 for e in d):
         raise NotImplementedError(f"pyaiml.torch.nn.{name}: dilation must be 1. Received {dilation!r}")
     if ceil_mode:
         raise NotImplementedError(f"pyaiml.torch.nn.{name}: ceil_mode=True is not supported")
-    if return_indices:
-        raise NotImplementedError(f"pyaiml.torch.nn.{name}: return_indices=True is not supported")
 
 
 class MaxPool2d(torch.nn.MaxPool2d):
-    """``torch.nn.MaxPool2d`` running pyaiml's kernel (dilation 1, floor mode, no indices)."""
+    """``torch.nn.MaxPool2d`` running pyaiml's kernel (dilation 1, floor mode)."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
-        _check_pool("MaxPool2d", dilation, ceil_mode, return_indices)
+        _check_pool("MaxPool2d", dilation, ceil_mode)
         super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
 
     def forward(self, input: Tensor) -> Tensor:
-        return _batched(input, 2, lambda x: ops.max_pool2d(x, self.kernel_size, self.stride, self.padding))
+        return _batched(input, 2, lambda x: ops.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+                                                                    return_indices=self.return_indices))
 
 
 class MaxPool1d(torch.nn.MaxPool1d):
-    """``torch.nn.MaxPool1d`` running pyaiml's kernel (dilation 1, floor mode, no indices)."""
+    """``torch.nn.MaxPool1d`` running pyaiml's kernel (dilation 1, floor mode)."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
-        _check_pool("MaxPool1d", dilation, ceil_mode, return_indices)
+        _check_pool("MaxPool1d", dilation, ceil_mode)
         super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
 
     def forward(self, input: Tensor) -> Tensor:
-        return _batched(input, 1, lambda x: ops.max_pool1d(x, self.kernel_size, self.stride, self.padding))
+        return _batched(input, 1, lambda x: ops.max_pool1d(x, self.kernel_size, self.stride, self.padding,
+                                                                    return_indices=self.return_indices))
 
 
 def _additive(mask: Optional[Tensor], dtype) -> Optional[Tensor]:
@@ -171,15 +172,15 @@ _SWAP = {
 def convert(model: torch.nn.Module) -> torch.nn.Module:
     """Swap, in place, every plain torch Conv1d/Conv2d/MaxPool1d/MaxPool2d/MultiheadAttention
     of ``model`` (the model itself included) for the pyaiml module of the same name, keeping
-    parameters and buffers. Pooling layers with options pyaiml lacks (dilation, ceil_mode,
-    return_indices) stay torch's. Returns ``model``."""
+    parameters and buffers. Pooling layers with options pyaiml lacks (dilation, ceil_mode)
+    stay torch's. Returns ``model``."""
     for m in model.modules():
         cls = _SWAP.get(type(m))
         if cls is None:
             continue
         if cls in (MaxPool1d, MaxPool2d):
             try:
-                _check_pool(cls.__name__, m.dilation, m.ceil_mode, m.return_indices)
+                _check_pool(cls.__name__, m.dilation, m.ceil_mode)
             except NotImplementedError:
                 continue
         m.__class__ = cls

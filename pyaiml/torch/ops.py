@@ -263,17 +263,18 @@ def _pool_fwd_impl(nd, x, kernel_size, stride, padding):
     cl = _cl(x)
     fmt = ("NHWC" if cl else "NCHW") if nd == 2 else ("NLC" if cl else "NCL")
     fn = K.max_pool2d if nd == 2 else K.max_pool1d
-    y = fn(_np(x, cl), _kt(kernel_size, nd), _kt(stride, nd), _kt(padding, nd), fmt)
-    return _pt(y, x.dtype, cl)
+    y, idx = fn(_np(x, cl), _kt(kernel_size, nd), _kt(stride, nd), _kt(padding, nd), fmt)
+    return _pt(y, x.dtype, cl), _pt(idx, torch.int64, cl)
 
 
-def _pool_bwd_impl(nd, grad_out, x, kernel_size, stride, padding):
-    _check_impl(f"pyaiml::max_pool{nd}d_backward", grad_out, x)
+def _pool_bwd_impl(nd, grad_out, x, indices, kernel_size, stride, padding):
+    _check_impl(f"pyaiml::max_pool{nd}d_backward", grad_out, x, indices)
     _threads.sync()
     cl = _cl(x)
     fmt = ("NHWC" if cl else "NCHW") if nd == 2 else ("NLC" if cl else "NCL")
     fn = K.max_pool2d_backward if nd == 2 else K.max_pool1d_backward
-    gx = fn(_np(grad_out, cl), _np(x, cl), _kt(kernel_size, nd), _kt(stride, nd), _kt(padding, nd), fmt)
+    gx = fn(_np(grad_out, cl), _np(x, cl), _kt(kernel_size, nd), _kt(stride, nd), _kt(padding, nd), fmt,
+            _np(indices, cl))
     return _pt(gx, x.dtype, cl)
 
 
@@ -281,58 +282,68 @@ def _pool_out(sp, k, s, p):
     return [(sp[i] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(len(sp))]
 
 
+# Forward ops return (y, int64 indices); the indices (flat h * W + w positions, as torch's)
+# are saved for backward, which then scatters instead of recomputing the argmax.
 @torch.library.custom_op("pyaiml::max_pool2d", mutates_args=(), device_types="cpu")
-def _max_pool2d_op(x: Tensor, kernel_size: List[int], stride: List[int], padding: List[int]) -> Tensor:
+def _max_pool2d_op(x: Tensor, kernel_size: List[int], stride: List[int],
+                   padding: List[int]) -> Tuple[Tensor, Tensor]:
     return _pool_fwd_impl(2, x, kernel_size, stride, padding)
 
 
 @torch.library.custom_op("pyaiml::max_pool2d_backward", mutates_args=(), device_types="cpu")
-def _max_pool2d_backward_op(grad_out: Tensor, x: Tensor, kernel_size: List[int], stride: List[int],
+def _max_pool2d_backward_op(grad_out: Tensor, x: Tensor, indices: Tensor, kernel_size: List[int], stride: List[int],
                             padding: List[int]) -> Tensor:
-    return _pool_bwd_impl(2, grad_out, x, kernel_size, stride, padding)
+    return _pool_bwd_impl(2, grad_out, x, indices, kernel_size, stride, padding)
 
 
 @torch.library.custom_op("pyaiml::max_pool1d", mutates_args=(), device_types="cpu")
-def _max_pool1d_op(x: Tensor, kernel_size: List[int], stride: List[int], padding: List[int]) -> Tensor:
+def _max_pool1d_op(x: Tensor, kernel_size: List[int], stride: List[int],
+                   padding: List[int]) -> Tuple[Tensor, Tensor]:
     return _pool_fwd_impl(1, x, kernel_size, stride, padding)
 
 
 @torch.library.custom_op("pyaiml::max_pool1d_backward", mutates_args=(), device_types="cpu")
-def _max_pool1d_backward_op(grad_out: Tensor, x: Tensor, kernel_size: List[int], stride: List[int],
+def _max_pool1d_backward_op(grad_out: Tensor, x: Tensor, indices: Tensor, kernel_size: List[int], stride: List[int],
                             padding: List[int]) -> Tensor:
-    return _pool_bwd_impl(1, grad_out, x, kernel_size, stride, padding)
+    return _pool_bwd_impl(1, grad_out, x, indices, kernel_size, stride, padding)
+
+
+def _pool_fwd_fake(x, kernel_size, stride, padding):
+    shape = [x.shape[0], x.shape[1], *_pool_out(x.shape[2:], kernel_size, stride, padding)]
+    return _empty(shape, x, _cl(x)), _empty(shape, x, _cl(x), torch.int64)
 
 
 @_max_pool2d_op.register_fake
 def _(x, kernel_size, stride, padding):
-    return _empty([x.shape[0], x.shape[1], *_pool_out(x.shape[2:], kernel_size, stride, padding)], x, _cl(x))
+    return _pool_fwd_fake(x, kernel_size, stride, padding)
 
 
 @_max_pool1d_op.register_fake
 def _(x, kernel_size, stride, padding):
-    return _empty([x.shape[0], x.shape[1], *_pool_out(x.shape[2:], kernel_size, stride, padding)], x, _cl(x))
+    return _pool_fwd_fake(x, kernel_size, stride, padding)
 
 
 @_max_pool2d_backward_op.register_fake
-def _(grad_out, x, kernel_size, stride, padding):
+def _(grad_out, x, indices, kernel_size, stride, padding):
     return _empty(list(x.shape), x, _cl(x))
 
 
 @_max_pool1d_backward_op.register_fake
-def _(grad_out, x, kernel_size, stride, padding):
+def _(grad_out, x, indices, kernel_size, stride, padding):
     return _empty(list(x.shape), x, _cl(x))
 
 
 def _pool_setup(ctx, inputs, output):
     x, kernel_size, stride, padding = inputs
-    ctx.save_for_backward(x)
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(x, output[1])
     ctx.params = (kernel_size, stride, padding)
 
 
 def _make_pool_backward(bwd_op):
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return bwd_op(grad, x, *ctx.params), None, None, None
+    def backward(ctx, grad, grad_indices):
+        x, indices = ctx.saved_tensors
+        return bwd_op(grad, x, indices, *ctx.params), None, None, None
 
     return backward
 
@@ -356,24 +367,25 @@ def _pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indic
                                   f"Received {dilation!r}")
     if ceil_mode:
         raise NotImplementedError(f"{op}: ceil_mode=True is not supported. Received ceil_mode={ceil_mode!r}")
-    if return_indices:
-        raise NotImplementedError(f"{op}: return_indices=True is not supported. Received return_indices=True")
     if any(p[i] > k[i] // 2 for i in range(nd)):
         raise ValueError(f"{op}: padding must be at most half the kernel size. Received padding {padding!r} "
                          f"for kernel_size {kernel_size!r}")
     fn = torch.ops.pyaiml.max_pool2d if nd == 2 else torch.ops.pyaiml.max_pool1d
-    return fn(x, k, s, p)
+    y, idx = fn(x, k, s, p)
+    return (y, idx) if return_indices else y
 
 
 def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
                return_indices: bool = False) -> Tensor:
-    """``torch.nn.functional.max_pool2d`` on pyaiml's kernel (dilation 1, floor mode, no indices)."""
+    """``torch.nn.functional.max_pool2d`` on pyaiml's kernel (dilation 1, floor mode). With
+    return_indices, also the int64 flat h * W + w positions of the maxima, as torch gives."""
     return _pool(2, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
 
 def max_pool1d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
                return_indices: bool = False) -> Tensor:
-    """``torch.nn.functional.max_pool1d`` on pyaiml's kernel (dilation 1, floor mode, no indices)."""
+    """``torch.nn.functional.max_pool1d`` on pyaiml's kernel (dilation 1, floor mode); with
+    return_indices, also the int64 positions of the maxima."""
     return _pool(1, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
 

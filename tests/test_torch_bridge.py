@@ -412,10 +412,19 @@ def test_bad_shapes_and_options():
         pt.hmm_forward_backward(torch.zeros(2), torch.zeros(2, 2), torch.zeros(0, 2))
 
 
-def test_kernel_errors_surface_as_python_exceptions():
-    # Channel mismatch is found by the kernel layer: a clear exception, no crash.
-    with pytest.raises((ValueError, RuntimeError)):
+def test_channel_mismatch_and_kernel_errors():
+    with pytest.raises(ValueError, match=r"x has 3 channels but weight \(2, 2, 3, 3\) with groups=1 expects 2"):
         pt.conv2d(torch.zeros(1, 3, 5, 5), torch.zeros(2, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"bias must have shape \(2,\)"):
+        pt.conv2d(torch.zeros(1, 2, 5, 5), torch.zeros(2, 2, 3, 3), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"kernel \(3, 3\) .* must fit in the padded input \(2, 2\)"):
+        pt.conv2d(torch.zeros(1, 2, 2, 2), torch.zeros(2, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"kernel_size \(3, 3\) must fit in the padded input \(2, 2\)"):
+        pt.max_pool2d(torch.zeros(1, 1, 2, 2), 3)
+    # Called raw, past the wrapper's checks, the kernel layer still refuses: an exception, no crash.
+    with pytest.raises((ValueError, RuntimeError)):
+        torch.ops.pyaiml.conv2d(torch.zeros(1, 3, 5, 5), torch.zeros(2, 2, 3, 3), None, [1, 1], [0, 0], [1, 1], 1,
+                                False)
 
 
 # --------------------------------------------------------------------------- threads, import

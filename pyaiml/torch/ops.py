@@ -226,6 +226,11 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
                          f"Received shape {tuple(weight.shape)}")
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int. Received {groups!r}")
+    if x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups != 0:
+        raise ValueError(f"{op}: x has {x.shape[1]} channels but weight {tuple(weight.shape)} with groups={groups} "
+                         f"expects {weight.shape[1] * groups} (and Cout divisible by groups)")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},). Received {tuple(bias.shape)}")
     s = _ints(op, "stride", stride, nd, 1)
     d = _ints(op, "dilation", dilation, nd, 1)
     if isinstance(padding, str):
@@ -238,6 +243,11 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
     else:
         same = False
         p = _ints(op, "padding", padding, nd, 0)
+    if not same:
+        osz = _conv_out(x.shape[2:], weight.shape[2:], s, p, d, False)
+        if any(o < 1 for o in osz):
+            raise ValueError(f"{op}: the dilated kernel {tuple(weight.shape[2:])} (dilation {tuple(d)}) must fit in "
+                             f"the padded input {tuple(x.shape[2:])} (padding {tuple(p)})")
     fn = torch.ops.pyaiml.conv2d if nd == 2 else torch.ops.pyaiml.conv1d
     return fn(x, weight, bias, s, p, d, groups, same)
 
@@ -370,6 +380,9 @@ def _pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indic
     if any(p[i] > k[i] // 2 for i in range(nd)):
         raise ValueError(f"{op}: padding must be at most half the kernel size. Received padding {padding!r} "
                          f"for kernel_size {kernel_size!r}")
+    if any(o < 1 for o in _pool_out(x.shape[2:], k, s, p)):
+        raise ValueError(f"{op}: kernel_size {tuple(k)} must fit in the padded input {tuple(x.shape[2:])} "
+                         f"(padding {tuple(p)})")
     fn = torch.ops.pyaiml.max_pool2d if nd == 2 else torch.ops.pyaiml.max_pool1d
     y, idx = fn(x, k, s, p)
     return (y, idx) if return_indices else y

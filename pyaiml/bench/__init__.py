@@ -7,4 +7,5 @@ Used by ``pyaiml bench`` and by the pytest-benchmark files in ``benchmarks/``.
 SUITES = {
     "gemm": "pyaiml.bench.gemm",
     "word2vec": "pyaiml.bench.word2vec",
+    "torch_bridge": "pyaiml.bench.torch_bridge",
 }

@@ -1,0 +1,587 @@
+"""pyaiml kernels as PyTorch custom ops (``torch.ops.pyaiml.*``) with autograd and fake kernels.
+
+Registered in pure Python at import (``torch.library.custom_op``): nothing here is compiled
+against torch, so one pyaiml build serves every torch version the tests cover. Each forward op
+has a fake (shape/stride) kernel and an autograd formula whose backward is itself a custom
+op, so ``torch.compile(fullgraph=True)`` traces forward and backward without graph breaks.
+
+Ops (all CPU, float32 or float64):
+  pyaiml::conv2d / conv1d (+ _backward), pyaiml::max_pool2d / max_pool1d (+ _backward),
+  pyaiml::sdpa (+ sdpa_backward), pyaiml::hmm_forward_backward (+ hmm_expected_counts).
+
+Data exchange: a CPU tensor with plain (or channels-last) strides is handed to the kernel as
+a NumPy view (``Tensor.numpy()``, no copy); outputs come back with ``torch.from_numpy`` (no
+copy). Other strides are made contiguous first (one copy). A 4-D tensor stored channels last
+(``memory_format=torch.channels_last``) runs the NHWC kernel on its permuted view, without a
+copy, and gives a channels-last result, as torch's own conv does; likewise a 3-D tensor stored
+(N, L, C) runs the NLC kernel.
+
+The public functions below (``conv2d``, ...) take ``torch.nn.functional`` arguments, check
+them (device, dtype, ranks) and call the ops. All kernel calls go through
+pyaiml/torch/_kernels.py. Not here: CUDA kernels, double backward, dropout inside attention.
+Tests: tests/test_torch_bridge*.py.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pyaiml.torch import _kernels as K
+from pyaiml.torch import _threads
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _check_tensor(op: str, name: str, t, dtype=None) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor. Received {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise ValueError(f"{op}: {name} is on device '{t.device}'; pyaiml's torch ops run on CPU tensors only "
+                         f"(no {t.device.type} kernels yet). Move it with .cpu() or use torch's own op")
+    if t.dtype not in _FLOATS:
+        raise TypeError(f"{op}: {name} must be float32 or float64. Received dtype {t.dtype}")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{op}: {name} must have the same dtype as the first input ({dtype}). Received {t.dtype}")
+
+
+def _cl(x: Tensor) -> bool:
+    """True when x is stored channels last (N, *spatial, C) but is not plain contiguous."""
+    return x.dim() >= 3 and not x.is_contiguous() and x.movedim(1, -1).is_contiguous()
+
+
+def _np(t: Tensor, cl: bool = False) -> np.ndarray:
+    """A NumPy view of t (copy only when its strides are neither plain nor channels last)."""
+    t = t.detach()
+    if cl:
+        t = t.movedim(1, -1)
+    return t.contiguous().numpy()
+
+
+def _pt(a: np.ndarray, dtype: torch.dtype, cl: bool = False) -> Tensor:
+    """A tensor on a kernel's output (no copy); channels-last results come back as NC* views."""
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    return t.movedim(-1, 1) if cl else t
+
+
+def _empty(shape: Sequence, like: Tensor, cl: bool, dtype=None) -> Tensor:
+    dtype = like.dtype if dtype is None else dtype
+    if cl:
+        t = like.new_empty([shape[0], *shape[2:], shape[1]], dtype=dtype)
+        return t.movedim(-1, 1)
+    return like.new_empty(list(shape), dtype=dtype)
+
+
+def _check_impl(op: str, *ts) -> None:
+    for t in ts:
+        if t is not None and t.device.type != "cpu":
+            raise ValueError(f"{op}: tensors must be on the CPU. Received a tensor on '{t.device}'")
+
+
+# --------------------------------------------------------------------------- convolution
+
+def _conv_out(sp, k, stride, padding, dilation, same):
+    if same:
+        return list(sp)
+    return [(sp[i] + 2 * padding[i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(len(sp))]
+
+
+def _kpad(padding, same, nd):
+    if same:
+        return "same"
+    return tuple(padding) if nd == 2 else padding[0]
+
+
+def _kt(v, nd):
+    return tuple(v) if nd == 2 else v[0]
+
+
+def _conv_fwd_impl(nd, x, weight, bias, stride, padding, dilation, groups, same):
+    _check_impl(f"pyaiml::conv{nd}d", x, weight, bias)
+    _threads.sync()
+    cl = _cl(x)
+    fmt = ("NHWC" if cl else "NCHW") if nd == 2 else ("NLC" if cl else "NCL")
+    fn = K.conv2d if nd == 2 else K.conv1d
+    y = fn(_np(x, cl), _np(weight), None if bias is None else _np(bias), _kt(stride, nd), _kpad(padding, same, nd),
+           _kt(dilation, nd), groups, fmt)
+    return _pt(y, x.dtype, cl)
+
+
+def _conv_bwd_impl(nd, grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad):
+    _check_impl(f"pyaiml::conv{nd}d_backward", grad_out, x, weight)
+    _threads.sync()
+    cl = _cl(x)
+    fmt = ("NHWC" if cl else "NCHW") if nd == 2 else ("NLC" if cl else "NCL")
+    fn = K.conv2d_backward if nd == 2 else K.conv1d_backward
+    gx, gw, gb = fn(_np(grad_out, cl), _np(x, cl), _np(weight), _kt(stride, nd), _kpad(padding, same, nd),
+                    _kt(dilation, nd), groups, fmt, needs_bias_grad)
+    gb = _pt(gb, x.dtype) if needs_bias_grad else x.new_empty((0,))
+    return _pt(gx, x.dtype, cl), _pt(gw, x.dtype), gb
+
+
+def _conv_fwd_fake(nd, x, weight, stride, padding, dilation, same):
+    shape = [x.shape[0], weight.shape[0], *_conv_out(x.shape[2:], weight.shape[2:], stride, padding, dilation, same)]
+    return _empty(shape, x, _cl(x))
+
+
+def _conv_bwd_fake(x, weight, needs_bias_grad):
+    gb = x.new_empty((weight.shape[0],) if needs_bias_grad else (0,))
+    return _empty(list(x.shape), x, _cl(x)), weight.new_empty(list(weight.shape)), gb
+
+
+@torch.library.custom_op("pyaiml::conv2d", mutates_args=(), device_types="cpu")
+def _conv2d_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+               dilation: List[int], groups: int, same: bool) -> Tensor:
+    return _conv_fwd_impl(2, x, weight, bias, stride, padding, dilation, groups, same)
+
+
+@torch.library.custom_op("pyaiml::conv2d_backward", mutates_args=(), device_types="cpu")
+def _conv2d_backward_op(grad_out: Tensor, x: Tensor, weight: Tensor, stride: List[int], padding: List[int],
+                        dilation: List[int], groups: int, same: bool,
+                        needs_bias_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    return _conv_bwd_impl(2, grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad)
+
+
+@torch.library.custom_op("pyaiml::conv1d", mutates_args=(), device_types="cpu")
+def _conv1d_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+               dilation: List[int], groups: int, same: bool) -> Tensor:
+    return _conv_fwd_impl(1, x, weight, bias, stride, padding, dilation, groups, same)
+
+
+@torch.library.custom_op("pyaiml::conv1d_backward", mutates_args=(), device_types="cpu")
+def _conv1d_backward_op(grad_out: Tensor, x: Tensor, weight: Tensor, stride: List[int], padding: List[int],
+                        dilation: List[int], groups: int, same: bool,
+                        needs_bias_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    return _conv_bwd_impl(1, grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad)
+
+
+@_conv2d_op.register_fake
+def _(x, weight, bias, stride, padding, dilation, groups, same):
+    return _conv_fwd_fake(2, x, weight, stride, padding, dilation, same)
+
+
+@_conv1d_op.register_fake
+def _(x, weight, bias, stride, padding, dilation, groups, same):
+    return _conv_fwd_fake(1, x, weight, stride, padding, dilation, same)
+
+
+@_conv2d_backward_op.register_fake
+def _(grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad):
+    return _conv_bwd_fake(x, weight, needs_bias_grad)
+
+
+@_conv1d_backward_op.register_fake
+def _(grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad):
+    return _conv_bwd_fake(x, weight, needs_bias_grad)
+
+
+def _conv_setup(ctx, inputs, output):
+    x, weight, bias, stride, padding, dilation, groups, same = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.params = (stride, padding, dilation, groups, same)
+    ctx.has_bias = bias is not None
+
+
+def _make_conv_backward(bwd_op):
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        gx, gw, gb = bwd_op(grad, x, weight, *ctx.params, ctx.has_bias)
+        return gx, gw, (gb if ctx.has_bias else None), None, None, None, None, None
+
+    return backward
+
+
+_conv2d_op.register_autograd(_make_conv_backward(torch.ops.pyaiml.conv2d_backward), setup_context=_conv_setup)
+_conv1d_op.register_autograd(_make_conv_backward(torch.ops.pyaiml.conv1d_backward), setup_context=_conv_setup)
+
+
+def _ints(op, name, v, nd, minimum):
+    if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, (tuple, list)) and len(v) in (1, nd)
+                                                          and all(isinstance(e, int) and not isinstance(e, bool)
+                                                                  for e in v))):
+        raise TypeError(f"{op}: {name} must be an int or a tuple of {nd} ints. Received {v!r}")
+    t = [int(v)] * nd if isinstance(v, int) else [int(e) for e in v] * (nd // len(v))
+    if any(e < minimum for e in t):
+        raise ValueError(f"{op}: {name} must be >= {minimum}. Received {v!r}")
+    return t
+
+
+def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
+    op = f"pyaiml.torch.conv{nd}d"
+    _check_tensor(op, "x", x)
+    _check_tensor(op, "weight", weight, x.dtype)
+    if bias is not None:
+        _check_tensor(op, "bias", bias, x.dtype)
+    want = "(N, C, H, W)" if nd == 2 else "(N, C, L)"
+    if x.dim() != nd + 2:
+        raise ValueError(f"{op}: x must be {nd + 2}-D {want}. Received shape {tuple(x.shape)}")
+    if weight.dim() != nd + 2:
+        raise ValueError(f"{op}: weight must be {nd + 2}-D (Cout, Cin/groups, {'kH, kW' if nd == 2 else 'kL'}). "
+                         f"Received shape {tuple(weight.shape)}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int. Received {groups!r}")
+    if x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups != 0:
+        raise ValueError(f"{op}: x has {x.shape[1]} channels but weight {tuple(weight.shape)} with groups={groups} "
+                         f"expects {weight.shape[1] * groups} (and Cout divisible by groups)")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},). Received {tuple(bias.shape)}")
+    s = _ints(op, "stride", stride, nd, 1)
+    d = _ints(op, "dilation", dilation, nd, 1)
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ValueError(f"{op}: padding must be an int, a tuple, 'valid' or 'same'. Received {padding!r}")
+        same = padding == "same"
+        if same and any(e != 1 for e in s):
+            raise ValueError(f"{op}: padding='same' needs stride 1. Received stride {stride!r}")
+        p = [0] * nd
+    else:
+        same = False
+        p = _ints(op, "padding", padding, nd, 0)
+    if not same:
+        osz = _conv_out(x.shape[2:], weight.shape[2:], s, p, d, False)
+        if any(o < 1 for o in osz):
+            raise ValueError(f"{op}: the dilated kernel {tuple(weight.shape[2:])} (dilation {tuple(d)}) must fit in "
+                             f"the padded input {tuple(x.shape[2:])} (padding {tuple(p)})")
+    fn = torch.ops.pyaiml.conv2d if nd == 2 else torch.ops.pyaiml.conv1d
+    return fn(x, weight, bias, s, p, d, groups, same)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding: Union[int, str, tuple] = 0,
+           dilation=1, groups: int = 1) -> Tensor:
+    """``torch.nn.functional.conv2d`` on pyaiml's kernel. x (N, C, H, W), plain or channels-last
+    storage; weight (Cout, Cin/groups, kH, kW); returns (N, Cout, OH, OW) stored like x."""
+    return _conv(2, x, weight, bias, stride, padding, dilation, groups)
+
+
+def conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding: Union[int, str, tuple] = 0,
+           dilation=1, groups: int = 1) -> Tensor:
+    """``torch.nn.functional.conv1d`` on pyaiml's kernel. x (N, C, L); weight (Cout, Cin/groups, kL)."""
+    return _conv(1, x, weight, bias, stride, padding, dilation, groups)
+
+
+# --------------------------------------------------------------------------- max pooling
+
+def _pool_fwd_impl(nd, x, kernel_size, stride, padding):
+    _check_impl(f"pyaiml::max_pool{nd}d", x)
+    _threads.sync()
+    cl = _cl(x)
+    fmt = ("NHWC" if cl else "NCHW") if nd == 2 else ("NLC" if cl else "NCL")
+    fn = K.max_pool2d if nd == 2 else K.max_pool1d
+    y, idx = fn(_np(x, cl), _kt(kernel_size, nd), _kt(stride, nd), _kt(padding, nd), fmt)
+    return _pt(y, x.dtype, cl), _pt(idx, torch.int64, cl)
+
+
+def _pool_bwd_impl(nd, grad_out, x, indices, kernel_size, stride, padding):
+    _check_impl(f"pyaiml::max_pool{nd}d_backward", grad_out, x, indices)
+    _threads.sync()
+    cl = _cl(x)
+    fmt = ("NHWC" if cl else "NCHW") if nd == 2 else ("NLC" if cl else "NCL")
+    fn = K.max_pool2d_backward if nd == 2 else K.max_pool1d_backward
+    gx = fn(_np(grad_out, cl), _np(x, cl), _kt(kernel_size, nd), _kt(stride, nd), _kt(padding, nd), fmt,
+            _np(indices, cl))
+    return _pt(gx, x.dtype, cl)
+
+
+def _pool_out(sp, k, s, p):
+    return [(sp[i] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(len(sp))]
+
+
+# Forward ops return (y, int64 indices); the indices (flat h * W + w positions, as torch's)
+# are saved for backward, which then scatters instead of recomputing the argmax.
+@torch.library.custom_op("pyaiml::max_pool2d", mutates_args=(), device_types="cpu")
+def _max_pool2d_op(x: Tensor, kernel_size: List[int], stride: List[int],
+                   padding: List[int]) -> Tuple[Tensor, Tensor]:
+    return _pool_fwd_impl(2, x, kernel_size, stride, padding)
+
+
+@torch.library.custom_op("pyaiml::max_pool2d_backward", mutates_args=(), device_types="cpu")
+def _max_pool2d_backward_op(grad_out: Tensor, x: Tensor, indices: Tensor, kernel_size: List[int], stride: List[int],
+                            padding: List[int]) -> Tensor:
+    return _pool_bwd_impl(2, grad_out, x, indices, kernel_size, stride, padding)
+
+
+@torch.library.custom_op("pyaiml::max_pool1d", mutates_args=(), device_types="cpu")
+def _max_pool1d_op(x: Tensor, kernel_size: List[int], stride: List[int],
+                   padding: List[int]) -> Tuple[Tensor, Tensor]:
+    return _pool_fwd_impl(1, x, kernel_size, stride, padding)
+
+
+@torch.library.custom_op("pyaiml::max_pool1d_backward", mutates_args=(), device_types="cpu")
+def _max_pool1d_backward_op(grad_out: Tensor, x: Tensor, indices: Tensor, kernel_size: List[int], stride: List[int],
+                            padding: List[int]) -> Tensor:
+    return _pool_bwd_impl(1, grad_out, x, indices, kernel_size, stride, padding)
+
+
+def _pool_fwd_fake(x, kernel_size, stride, padding):
+    shape = [x.shape[0], x.shape[1], *_pool_out(x.shape[2:], kernel_size, stride, padding)]
+    return _empty(shape, x, _cl(x)), _empty(shape, x, _cl(x), torch.int64)
+
+
+@_max_pool2d_op.register_fake
+def _(x, kernel_size, stride, padding):
+    return _pool_fwd_fake(x, kernel_size, stride, padding)
+
+
+@_max_pool1d_op.register_fake
+def _(x, kernel_size, stride, padding):
+    return _pool_fwd_fake(x, kernel_size, stride, padding)
+
+
+@_max_pool2d_backward_op.register_fake
+def _(grad_out, x, indices, kernel_size, stride, padding):
+    return _empty(list(x.shape), x, _cl(x))
+
+
+@_max_pool1d_backward_op.register_fake
+def _(grad_out, x, indices, kernel_size, stride, padding):
+    return _empty(list(x.shape), x, _cl(x))
+
+
+def _pool_setup(ctx, inputs, output):
+    x, kernel_size, stride, padding = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(x, output[1])
+    ctx.params = (kernel_size, stride, padding)
+
+
+def _make_pool_backward(bwd_op):
+    def backward(ctx, grad, grad_indices):
+        x, indices = ctx.saved_tensors
+        return bwd_op(grad, x, indices, *ctx.params), None, None, None
+
+    return backward
+
+
+_max_pool2d_op.register_autograd(_make_pool_backward(torch.ops.pyaiml.max_pool2d_backward), setup_context=_pool_setup)
+_max_pool1d_op.register_autograd(_make_pool_backward(torch.ops.pyaiml.max_pool1d_backward), setup_context=_pool_setup)
+
+
+def _pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    op = f"pyaiml.torch.max_pool{nd}d"
+    _check_tensor(op, "x", x)
+    if x.dim() != nd + 2:
+        raise ValueError(f"{op}: x must be {nd + 2}-D {'(N, C, H, W)' if nd == 2 else '(N, C, L)'}. "
+                         f"Received shape {tuple(x.shape)}")
+    k = _ints(op, "kernel_size", kernel_size, nd, 1)
+    s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else _ints(
+        op, "stride", stride, nd, 1)
+    p = _ints(op, "padding", padding, nd, 0)
+    if _ints(op, "dilation", dilation, nd, 1) != [1] * nd:
+        raise NotImplementedError(f"{op}: dilation must be 1 (pyaiml's pooling kernel has no dilation). "
+                                  f"Received {dilation!r}")
+    if ceil_mode:
+        raise NotImplementedError(f"{op}: ceil_mode=True is not supported. Received ceil_mode={ceil_mode!r}")
+    if any(p[i] > k[i] // 2 for i in range(nd)):
+        raise ValueError(f"{op}: padding must be at most half the kernel size. Received padding {padding!r} "
+                         f"for kernel_size {kernel_size!r}")
+    if any(o < 1 for o in _pool_out(x.shape[2:], k, s, p)):
+        raise ValueError(f"{op}: kernel_size {tuple(k)} must fit in the padded input {tuple(x.shape[2:])} "
+                         f"(padding {tuple(p)})")
+    fn = torch.ops.pyaiml.max_pool2d if nd == 2 else torch.ops.pyaiml.max_pool1d
+    y, idx = fn(x, k, s, p)
+    return (y, idx) if return_indices else y
+
+
+def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+               return_indices: bool = False) -> Tensor:
+    """``torch.nn.functional.max_pool2d`` on pyaiml's kernel (dilation 1, floor mode). With
+    return_indices, also the int64 flat h * W + w positions of the maxima, as torch gives."""
+    return _pool(2, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def max_pool1d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+               return_indices: bool = False) -> Tensor:
+    """``torch.nn.functional.max_pool1d`` on pyaiml's kernel (dilation 1, floor mode); with
+    return_indices, also the int64 positions of the maxima."""
+    return _pool(1, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+# --------------------------------------------------------------------------- attention
+
+def _mask_np(m: Optional[Tensor]):
+    if m is None:
+        return None
+    return m.detach().contiguous().numpy()
+
+
+@torch.library.custom_op("pyaiml::sdpa", mutates_args=(), device_types="cpu")
+def _sdpa_op(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool, scale: Optional[float],
+             enable_gqa: bool) -> Tuple[Tensor, Tensor]:
+    _check_impl("pyaiml::sdpa", q, k, v, attn_mask)
+    _threads.sync()
+    out, lse = K.scaled_dot_product_attention(_np(q), _np(k), _np(v), _mask_np(attn_mask), is_causal, scale,
+                                              enable_gqa)
+    return _pt(out, q.dtype), _pt(lse, torch.float32)
+
+
+@_sdpa_op.register_fake
+def _(q, k, v, attn_mask, is_causal, scale, enable_gqa):
+    return q.new_empty([*q.shape[:-1], v.shape[-1]]), q.new_empty(list(q.shape[:-1]), dtype=torch.float32)
+
+
+@torch.library.custom_op("pyaiml::sdpa_backward", mutates_args=(), device_types="cpu")
+def _sdpa_backward_op(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
+                      scale: Optional[float], enable_gqa: bool, out: Tensor,
+                      lse: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    _check_impl("pyaiml::sdpa_backward", grad_out, q, k, v, attn_mask, out, lse)
+    _threads.sync()
+    gq, gk, gv = K.scaled_dot_product_attention_backward(_np(grad_out), _np(q), _np(k), _np(v), _mask_np(attn_mask),
+                                                         is_causal, scale, enable_gqa, _np(out), _np(lse))
+    return _pt(gq, q.dtype), _pt(gk, k.dtype), _pt(gv, v.dtype)
+
+
+@_sdpa_backward_op.register_fake
+def _(grad_out, q, k, v, attn_mask, is_causal, scale, enable_gqa, out, lse):
+    return q.new_empty(list(q.shape)), k.new_empty(list(k.shape)), v.new_empty(list(v.shape))
+
+
+def _sdpa_setup(ctx, inputs, output):
+    q, k, v, attn_mask, is_causal, scale, enable_gqa = inputs
+    out, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(q, k, v, attn_mask, out, lse)
+    ctx.params = (is_causal, scale, enable_gqa)
+
+
+def _sdpa_backward(ctx, grad_out, grad_lse):
+    q, k, v, attn_mask, out, lse = ctx.saved_tensors
+    is_causal, scale, enable_gqa = ctx.params
+    gq, gk, gv = torch.ops.pyaiml.sdpa_backward(grad_out, q, k, v, attn_mask, is_causal, scale, enable_gqa, out, lse)
+    return gq, gk, gv, None, None, None, None
+
+
+_sdpa_op.register_autograd(_sdpa_backward, setup_context=_sdpa_setup)
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+                                 enable_gqa: bool = False) -> Tensor:
+    """``torch.nn.functional.scaled_dot_product_attention`` on pyaiml's kernel.
+
+    query (..., L, E), key (..., S, E), value (..., S, Ev) with equal leading dimensions
+    (with ``enable_gqa``, key/value may have fewer heads on dimension -3, dividing query's);
+    attn_mask bool (True = take part) or float (added to the scores), broadcastable to
+    (..., L, S), not differentiated. Returns (..., L, Ev). dropout_p must be 0.
+    """
+    op = "pyaiml.torch.scaled_dot_product_attention"
+    _check_tensor(op, "query", query)
+    _check_tensor(op, "key", key, query.dtype)
+    _check_tensor(op, "value", value, query.dtype)
+    if dropout_p != 0.0:
+        raise NotImplementedError(f"{op}: dropout_p must be 0.0 (attention dropout is not implemented). "
+                                  f"Received {dropout_p!r}")
+    if query.dim() < 2 or key.dim() != query.dim() or value.dim() != query.dim():
+        raise ValueError(f"{op}: query, key and value must have the same rank >= 2. Received shapes "
+                         f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
+    if key.shape[-1] != query.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"{op}: need query (..., L, E), key (..., S, E), value (..., S, Ev). Received shapes "
+                         f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
+    lead_q, lead_k, lead_v = query.shape[:-2], key.shape[:-2], value.shape[:-2]
+    if lead_k != lead_v:
+        raise ValueError(f"{op}: key and value must have the same leading dimensions. Received {tuple(key.shape)} "
+                         f"and {tuple(value.shape)}")
+    if lead_q != lead_k:
+        ok = (enable_gqa and query.dim() >= 3 and lead_q[:-1] == lead_k[:-1]
+              and lead_q[-1] % lead_k[-1] == 0)
+        if not ok:
+            raise ValueError(f"{op}: query and key must have the same leading dimensions (or, with enable_gqa=True, "
+                             f"key heads dividing query heads on dim -3). Received {tuple(query.shape)} and "
+                             f"{tuple(key.shape)}")
+    if attn_mask is not None:
+        if not isinstance(attn_mask, Tensor):
+            raise TypeError(f"{op}: attn_mask must be a tensor or None. Received {type(attn_mask).__name__}")
+        if attn_mask.device.type != "cpu":
+            raise ValueError(f"{op}: attn_mask is on device '{attn_mask.device}'; pyaiml's torch ops run on CPU "
+                             f"tensors only")
+        if attn_mask.dtype != torch.bool and attn_mask.dtype != query.dtype:
+            raise TypeError(f"{op}: attn_mask must be bool or {query.dtype}. Received {attn_mask.dtype}")
+        if attn_mask.requires_grad:
+            raise NotImplementedError(f"{op}: gradients with respect to attn_mask are not implemented; pass "
+                                      f"attn_mask.detach()")
+    if scale is not None:
+        scale = float(scale)
+    out, _ = torch.ops.pyaiml.sdpa(query, key, value, attn_mask, bool(is_causal), scale, bool(enable_gqa))
+    return out
+
+
+# --------------------------------------------------------------------------- HMM
+
+@torch.library.custom_op("pyaiml::hmm_forward_backward", mutates_args=(), device_types="cpu")
+def _hmm_op(log_startprob: Tensor, log_transmat: Tensor, log_emission: Tensor) -> Tuple[Tensor, Tensor]:
+    _check_impl("pyaiml::hmm_forward_backward", log_startprob, log_transmat, log_emission)
+    ll, post = K.hmm_forward_backward(_np(log_startprob), _np(log_transmat), _np(log_emission))
+    dt = log_emission.dtype
+    return torch.tensor(ll, dtype=dt), _pt(post, dt)
+
+
+@_hmm_op.register_fake
+def _(log_startprob, log_transmat, log_emission):
+    return log_emission.new_empty(()), log_emission.new_empty(list(log_emission.shape))
+
+
+@torch.library.custom_op("pyaiml::hmm_expected_counts", mutates_args=(), device_types="cpu")
+def _hmm_counts_op(log_startprob: Tensor, log_transmat: Tensor,
+                   log_emission: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    _check_impl("pyaiml::hmm_expected_counts", log_startprob, log_transmat, log_emission)
+    g0, xi, gamma = K.hmm_grads(_np(log_startprob), _np(log_transmat), _np(log_emission))
+    dt = log_emission.dtype
+    return _pt(g0, dt), _pt(xi, dt), _pt(gamma, dt)
+
+
+@_hmm_counts_op.register_fake
+def _(log_startprob, log_transmat, log_emission):
+    return (log_startprob.new_empty(list(log_startprob.shape)), log_transmat.new_empty(list(log_transmat.shape)),
+            log_emission.new_empty(list(log_emission.shape)))
+
+
+def _hmm_setup(ctx, inputs, output):
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(*inputs)
+
+
+def _hmm_backward(ctx, grad_ll, grad_post):
+    ls, lA, lB = ctx.saved_tensors
+    g0, xi, gamma = torch.ops.pyaiml.hmm_expected_counts(ls, lA, lB)
+    return grad_ll * g0, grad_ll * xi, grad_ll * gamma
+
+
+_hmm_op.register_autograd(_hmm_backward, setup_context=_hmm_setup)
+
+
+def hmm_forward_backward(log_startprob: Tensor, log_transmat: Tensor, log_emission: Tensor) -> Tuple[Tensor, Tensor]:
+    """Forward-backward of one sequence in log space.
+
+    Parameters
+    ----------
+    log_startprob : (K,) log initial state probabilities
+    log_transmat : (K, K) log transition probabilities, row = from-state
+    log_emission : (T, K) log p(x_t | state k), T >= 1
+
+    Returns
+    -------
+    (log_likelihood 0-D, posteriors (T, K)); float64 inside, returned in the inputs' dtype.
+    log_likelihood is differentiable: d/d log_emission = posteriors, d/d log_transmat = expected
+    transition counts (sum over t of xi_t), d/d log_startprob = posteriors[0]. The posteriors
+    output is not differentiable.
+    """
+    op = "pyaiml.torch.hmm_forward_backward"
+    _check_tensor(op, "log_startprob", log_startprob)
+    _check_tensor(op, "log_transmat", log_transmat, log_startprob.dtype)
+    _check_tensor(op, "log_emission", log_emission, log_startprob.dtype)
+    if log_startprob.dim() != 1 or log_startprob.shape[0] < 1:
+        raise ValueError(f"{op}: log_startprob must be 1-D (K,) with K >= 1. Received shape "
+                         f"{tuple(log_startprob.shape)}")
+    Kn = log_startprob.shape[0]
+    if tuple(log_transmat.shape) != (Kn, Kn):
+        raise ValueError(f"{op}: log_transmat must have shape (K, K) = ({Kn}, {Kn}). Received shape "
+                         f"{tuple(log_transmat.shape)}")
+    if log_emission.dim() != 2 or log_emission.shape[1] != Kn or log_emission.shape[0] < 1:
+        raise ValueError(f"{op}: log_emission must have shape (T, K) with T >= 1, K = {Kn}. Received shape "
+                         f"{tuple(log_emission.shape)}")
+    return torch.ops.pyaiml.hmm_forward_backward(log_startprob, log_transmat, log_emission)

@@ -79,6 +79,11 @@ def _geom(x, weight, stride, padding, dilation):
     return N, H, W, C, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, OH, OW
 
 
+def _mm(a, b):
+    """Matrix product on pyaiml's GEMM (float32) or NumPy (float64)."""
+    return _ops.matmul(a, b) if a.dtype == np.float32 else a @ b
+
+
 def _np_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_format="NCHW",
                activation=None):
     """NumPy stand-in for pyaiml.ops.conv2d (torch semantics; weight (Cout, Cin/g, kH, kW))."""
@@ -91,7 +96,7 @@ def _np_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     for g in range(groups):
         cols = _cols(xp[..., g * cg:(g + 1) * cg], kh, kw, sh, sw, dh, dw, OH, OW).reshape(N * OH * OW, -1)
         wk = weight[g * og:(g + 1) * og].transpose(2, 3, 1, 0).reshape(-1, og)
-        y[..., g * og:(g + 1) * og] = (cols @ wk).reshape(N, OH, OW, og)
+        y[..., g * og:(g + 1) * og] = _mm(cols, wk).reshape(N, OH, OW, og)
     if bias is not None:
         y += bias
     if activation == "relu":
@@ -113,8 +118,8 @@ def _np_conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, gr
         g2 = g[..., gi * og:(gi + 1) * og].reshape(-1, og)
         cols = _cols(xp[..., gi * cg:(gi + 1) * cg], kh, kw, sh, sw, dh, dw, OH, OW).reshape(N * OH * OW, -1)
         wk = weight[gi * og:(gi + 1) * og].transpose(2, 3, 1, 0).reshape(-1, og)
-        gw[gi * og:(gi + 1) * og] = (cols.T @ g2).reshape(kh, kw, cg, og).transpose(3, 2, 0, 1)
-        gc = (g2 @ wk.T).reshape(N, OH, OW, kh, kw, cg)
+        gw[gi * og:(gi + 1) * og] = _mm(cols.T, g2).reshape(kh, kw, cg, og).transpose(3, 2, 0, 1)
+        gc = _mm(g2, wk.T).reshape(N, OH, OW, kh, kw, cg)
         for i in range(kh):
             for j in range(kw):
                 gxp[:, i * dh: i * dh + sh * (OH - 1) + 1: sh, j * dw: j * dw + sw * (OW - 1) + 1: sw,

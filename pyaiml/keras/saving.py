@@ -26,6 +26,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def load_model(filepath, compile=True):
             raw = {n: z.read(n) for n in names}
     except zipfile.BadZipFile as e:
         raise _bad(path, f"not a ZIP archive: {e}") from None
-    except (EOFError, OSError, zipfile.LargeZipFile) as e:
+    except (EOFError, OSError, zipfile.LargeZipFile, zlib.error, RuntimeError) as e:
         raise _bad(path, f"{type(e).__name__}: {e}") from None
     try:
         meta = json.loads(raw["metadata.json"])

@@ -9,7 +9,8 @@ Cases (batch 32, Adam, float32, the same thread count on both sides):
 pyaiml's step is exactly what ``fit`` runs per batch (``Sequential._train_step`` with the
 per-op input checks off, as inside fit); torch's is zero_grad / forward / cross_entropy
 on logits / backward / Adam.step. Before timing, both models get the same weights and
-their outputs and first-layer kernel gradients are compared.
+their outputs are compared, and pyaiml's first-layer kernel gradient is checked
+against torch's in float64.
 Throughput is samples per second. Run: ``python -m pyaiml.cli bench train``.
 """
 from __future__ import annotations
@@ -153,11 +154,12 @@ def cases(quick: bool = False):
                 with torch.no_grad():
                     want = tm(tx).numpy()
                 check_close("logits", logits, want, rtol=1e-4, atol=1e-4)
+                # gradient against torch in float64: torch's own float32 conv gradient is off
+                # by ~3e-3 relative here (summing 28,800 terms), pyaiml's float32 by ~1e-6
                 g = _grads(model, x, y)
-                for p in tm.parameters():
-                    p.grad = None
-                F.cross_entropy(tm(tx), ty).backward()
-                check_close("first-layer kernel gradient", g, tm[0].weight.grad.numpy(), rtol=1e-3, atol=1e-5)
+                t64 = _torch_twin(model, rank).double()
+                F.cross_entropy(t64(tx.double()), ty).backward()
+                check_close("first-layer kernel gradient", g, t64[0].weight.grad.numpy(), rtol=1e-4, atol=1e-6)
 
         extra = {"conv backend": backend}
         yield Case("train", f"{name} train step", f"b{B} {shape}", None, "pyaiml", fns_t, peer, validate,

@@ -318,3 +318,16 @@ max_pool1d = _pick("max_pool1d")
 max_pool1d_backward = _pick("max_pool1d_backward")
 scaled_dot_product_attention = _pick("scaled_dot_product_attention")
 scaled_dot_product_attention_backward = _pick("scaled_dot_product_attention_backward")
+
+
+def _takes_activation(fn) -> bool:
+    import inspect
+
+    try:
+        return "activation" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+# conv + bias + ReLU in one pass when the conv op offers it (saves a full pass over the output)
+CONV_FUSED_RELU = _takes_activation(conv2d) and _takes_activation(conv1d)

@@ -417,9 +417,12 @@ class _Conv(Layer, _ActMixin):
         xp, p, crop = self._op_padding(x)
         self._xp, self._p, self._crop = xp, p, crop
         conv = cops.conv2d if self.rank == 2 else cops.conv1d
-        z = conv(xp, self.kernel, self.bias if self.use_bias else None, self.strides if self.rank == 2 else self.strides[0],
-                 p, self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt())
-        return self._act_fwd(z)
+        args = (xp, self.kernel, self.bias if self.use_bias else None, self.strides if self.rank == 2 else self.strides[0],
+                p, self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt())
+        if self.activation is _acts.relu and not self._skip_act and cops.CONV_FUSED_RELU:
+            self._z, self._y = None, conv(*args, activation="relu")  # fused conv + bias + ReLU
+            return self._y
+        return self._act_fwd(conv(*args))
 
     def backward(self, dy, need_dx=True):
         dz = np.ascontiguousarray(self._act_bwd(dy))

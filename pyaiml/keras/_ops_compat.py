@@ -245,7 +245,7 @@ def _sdpa_bias(q, k, attn_mask, is_causal):
     return allowed, bias
 
 
-def _np_sdpa_probs(q, k, attn_mask, is_causal, scale):
+def _np_sdpa_probs(q, k, attn_mask, is_causal, scale, want_lse=False):
     D = q.shape[-1]
     sc = 1.0 / np.sqrt(D) if scale is None else scale
     s = (q @ np.swapaxes(k, -1, -2)) * q.dtype.type(sc)
@@ -259,6 +259,10 @@ def _np_sdpa_probs(q, k, attn_mask, is_causal, scale):
     e = np.exp(s - mx)
     z = e.sum(axis=-1, keepdims=True)
     p = np.where(z > 0, e / np.where(z > 0, z, 1), 0)  # fully masked row -> zeros
+    if want_lse:
+        with np.errstate(divide="ignore"):
+            lse = (mx + np.log(z))[..., 0].astype(q.dtype)  # -inf for a fully masked row
+        return p.astype(q.dtype), sc, lse
     return p.astype(q.dtype), sc
 
 
@@ -267,11 +271,9 @@ def _np_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None
     """NumPy stand-in for pyaiml.ops.scaled_dot_product_attention (no dropout, no GQA)."""
     if dropout_p:
         raise NotImplementedError("the NumPy stand-in for attention has no dropout")
-    p, _ = _np_sdpa_probs(q, k, attn_mask, is_causal, scale)
+    p, _, lse = _np_sdpa_probs(q, k, attn_mask, is_causal, scale, True)
     out = p @ v
-    if return_lse:
-        raise NotImplementedError("the NumPy stand-in for attention does not return lse")
-    return out
+    return (out, lse) if return_lse else out
 
 
 def _np_sdpa_backward(grad_out, q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False, out=None,

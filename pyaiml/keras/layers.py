@@ -515,17 +515,24 @@ class _MaxPool(Layer):
         sp = x.shape[1:-1] if self._cl else x.shape[2:]
         pads = self._pads(sp)
         self._crop = None
+        self._p = 0
         if any(lo or hi for lo, hi in pads):
-            widths = [(0, 0)] + pads + [(0, 0)] if self._cl else [(0, 0), (0, 0)] + pads
-            x = np.pad(x, widths, constant_values=-np.inf)
-            self._crop = widths
+            if all(lo == hi and lo <= k // 2 for (lo, hi), k in zip(pads, self.pool_size)):
+                self._p = self._k(tuple(lo for lo, _ in pads))  # symmetric: the op pads itself
+            else:
+                # Keras 'same' puts the extra row/column at the end: pad explicitly with the lowest
+                # finite value (every window still holds at least one real element)
+                widths = [(0, 0)] + pads + [(0, 0)] if self._cl else [(0, 0), (0, 0)] + pads
+                x = np.pad(x, widths, constant_values=np.finfo(x.dtype).min)
+                self._crop = widths
         self._x = x
         pool = cops.max_pool2d if self.rank == 2 else cops.max_pool1d
-        return pool(x, self._k(self.pool_size), self._k(self.strides), 0, self._fmt())
+        return pool(x, self._k(self.pool_size), self._k(self.strides), self._p, self._fmt())
 
     def backward(self, dy, need_dx=True):
         back = cops.max_pool2d_backward if self.rank == 2 else cops.max_pool1d_backward
-        gx = back(np.ascontiguousarray(dy), self._x, self._k(self.pool_size), self._k(self.strides), 0, self._fmt())
+        gx = back(np.ascontiguousarray(dy), self._x, self._k(self.pool_size), self._k(self.strides), self._p,
+                  self._fmt())
         if self._crop is not None:
             gx = gx[tuple(slice(lo, gx.shape[i] - hi) for i, (lo, hi) in enumerate(self._crop))]
         return gx
@@ -993,15 +1000,15 @@ class MultiHeadAttention(Layer):
             if m.shape[2] != T:
                 m = np.ascontiguousarray(np.broadcast_to(m, (B, 1, T, S)))
         scale = 1.0 / np.sqrt(self.key_dim)
-        O = cops.scaled_dot_product_attention(Q, K, V, attn_mask=m, scale=scale)
+        O, lse = cops.scaled_dot_product_attention(Q, K, V, attn_mask=m, scale=scale, return_lse=True)
         Oc = np.ascontiguousarray(O.transpose(0, 2, 1, 3)).reshape(B, T, -1)
         Wo = self.output_kernel.reshape(-1, self._od)
         y = ops.linear(Oc, Wo.T, self.output_bias if self.use_bias else None)
-        self._cache = (q_in, v_in, k_in, Q, K, V, m, O, Oc, scale, self_v, self_k)
+        self._cache = (q_in, v_in, k_in, Q, K, V, m, O, lse, Oc, scale, self_v, self_k)
         return y
 
     def backward(self, dy, need_dx=True):
-        q_in, v_in, k_in, Q, K, V, m, O, Oc, scale, self_v, self_k = self._cache
+        q_in, v_in, k_in, Q, K, V, m, O, lse, Oc, scale, self_v, self_k = self._cache
         B, T = q_in.shape[:2]
         d2 = dy.reshape(B * T, self._od)
         Wo = self.output_kernel.reshape(-1, self._od)
@@ -1010,7 +1017,8 @@ class MultiHeadAttention(Layer):
             self.grads["output_bias"] += d2.sum(axis=0)
         dOc = ops.matmul(d2, Wo.T)
         dO = np.ascontiguousarray(dOc.reshape(B, T, self.num_heads, self.value_dim).transpose(0, 2, 1, 3))
-        gQ, gK, gV = cops.scaled_dot_product_attention_backward(dO, Q, K, V, attn_mask=m, scale=scale, out=O)
+        gQ, gK, gV = cops.scaled_dot_product_attention_backward(dO, Q, K, V, attn_mask=m, scale=scale, out=O,
+                                                                lse=lse)
         dq = self._proj_back(gQ, q_in, "query")
         dk = self._proj_back(gK, k_in, "key")
         dv = self._proj_back(gV, v_in, "value")

@@ -124,3 +124,17 @@ def test_label_mismatch_errors():
         losses.SparseCategoricalCrossentropy().check_labels(np.array([1, 10]), (10,))
     with pytest.raises(ValueError, match="Unknown loss identifier 'crossentropy'.*categorical_crossentropy"):
         losses.get("crossentropy")
+
+
+def test_relu_backward_in_place(rng):
+    g = rng.standard_normal((4, 9)).astype(np.float32)
+    y = np.maximum(rng.standard_normal((4, 9)).astype(np.float32), 0)
+    want = ops.relu_backward(g, y)
+    out = np.empty_like(g)
+    assert ops.relu_backward(g, y, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    g2 = g.copy()
+    ops.relu_backward(g2, y, out=g2)
+    np.testing.assert_array_equal(g2, want)
+    with pytest.raises(ValueError, match="out must match"):
+        ops.relu_backward(g, y, out=np.empty((4, 9), np.float64))

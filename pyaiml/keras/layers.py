@@ -69,6 +69,7 @@ class Layer:
         self._trainable_names: list[str] = []
         self.grads: dict[str, np.ndarray] = {}
         self._skip_act = False  # set by the model when it fuses softmax into the loss
+        self._dy_owned = False  # set by the model's backward pass: dy may be overwritten
 
     # ---- weights
     def add_weight(self, name, shape, initializer="zeros", trainable=True):
@@ -210,6 +211,9 @@ class _ActMixin:
     def _act_bwd(self, dy):
         if self._skip_act or self.activation is _acts.linear:
             return dy
+        if self.activation is _acts.relu and self._dy_owned and dy.flags.writeable and dy.flags.c_contiguous:
+            # inside a model's backward pass dy belongs to this layer alone: mask it in place
+            return ops.relu_backward(dy, self._y, out=dy)
         return self.activation.backward(dy, self._z, self._y)
 
 

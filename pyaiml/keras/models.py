@@ -225,7 +225,12 @@ class Sequential:
     def _backward(self, g):
         first = next((i for i, l in enumerate(self._layers) if not isinstance(l, _layers.InputLayer)), 0)
         for i in range(len(self._layers) - 1, first - 1, -1):
-            g = self._layers[i].backward(g, need_dx=i != first)
+            layer = self._layers[i]
+            layer._dy_owned = True  # g is a fresh array nobody else holds
+            try:
+                g = layer.backward(g, need_dx=i != first)
+            finally:
+                layer._dy_owned = False
 
     def _loss_and_pred(self, yb, out, fused):
         if fused:

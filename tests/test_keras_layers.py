@@ -353,3 +353,24 @@ def test_layer_errors():
         c._ensure_built((8, 8))
     with pytest.raises(ValueError, match="smaller than the"):
         L.Conv2D(4, 5)._ensure_built((3, 3, 1))
+
+
+@pytest.mark.parametrize("make,xs", [
+    (lambda: L.Conv2D(4, 3, activation="relu"), (3, 9, 8, 3)),
+    (lambda: L.Conv2D(5, (3, 2), strides=2, padding="same"), (2, 9, 8, 2)),
+    (lambda: L.Conv2D(3, 3, padding="same", dilation_rate=2), (2, 9, 9, 2)),
+    (lambda: L.Conv1D(6, 3, activation="relu"), (4, 20, 1)),
+    (lambda: L.Conv1D(4, 4, padding="same"), (2, 13, 3)),
+    (lambda: L.Conv1D(4, 3, padding="causal", dilation_rate=2), (2, 13, 2)),
+])
+def test_conv_first_layer_weight_grad_path(rng, make, xs):
+    """need_dx=False (a model's first layer) takes an im2col + GEMM path: same gradients."""
+    layer = make()
+    x = rng.standard_normal(xs)
+    y, dy, dx = run(layer, x)
+    full = {k: v.copy() for k, v in layer.grads.items()}
+    layer.forward(x, True)
+    layer.zero_grad()
+    assert layer.backward(dy, need_dx=False) is None
+    for k in full:
+        np.testing.assert_allclose(layer.grads[k], full[k], **TOL)

@@ -428,8 +428,41 @@ class _Conv(Layer, _ActMixin):
             return self._y
         return self._act_fwd(conv(*args))
 
+    def _weight_grad_only(self, dz):
+        """Kernel and bias gradients without the input gradient (the model's first layer):
+        im2col of the input once, then one GEMM. The conv op's backward always computes
+        grad_x too; for the mission CNN's first layer (32x32x3 -> 32 maps, batch 32) that
+        took 25 ms of a 75 ms training step where this path takes ~4 ms (1 thread)."""
+        x = self._xp
+        if self.rank == 1:
+            x, dz4 = x[:, None], dz[:, None]
+            p = (0, self._p)
+            kh, kw = 1, self.kernel_size[0]
+            (sh, sw), (dh, dw) = (1, self.strides[0]), (1, self.dilation_rate[0])
+        else:
+            dz4, p = dz, self._p
+            kh, kw = self.kernel_size
+            (sh, sw), (dh, dw) = self.strides, self.dilation_rate
+        if p[0] or p[1]:
+            x = np.pad(x, ((0, 0), (p[0], p[0]), (p[1], p[1]), (0, 0)))
+        N, OH, OW, O = dz4.shape
+        C = x.shape[-1]
+        cols = np.empty((N, OH, OW, kh, kw, C), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, :, i, j, :] = x[:, i * dh: i * dh + sh * (OH - 1) + 1: sh,
+                                           j * dw: j * dw + sw * (OW - 1) + 1: sw, :]
+        d2 = dz4.reshape(-1, O)
+        gk = ops.matmul(cols.reshape(-1, kh * kw * C).T, d2)  # (kh*kw*C, O), Keras order
+        self.grads["kernel"] += self._from_keras("kernel", gk.reshape(self.kernel_size + (C, O)))
+        if self.use_bias:
+            self.grads["bias"] += d2.sum(axis=0)
+
     def backward(self, dy, need_dx=True):
         dz = np.ascontiguousarray(self._act_bwd(dy))
+        if not need_dx and self.groups == 1 and self._cl:
+            self._weight_grad_only(dz)
+            return None
         back = cops.conv2d_backward if self.rank == 2 else cops.conv1d_backward
         gx, gw, gb = back(dz, self._xp, self.kernel, self.strides if self.rank == 2 else self.strides[0], self._p,
                           self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt(),

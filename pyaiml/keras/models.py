@@ -369,7 +369,7 @@ class Sequential:
         y = self._y(y, len(x))
         with _NoFiniteChecks():
             r = self._evaluate(x, y, 32 if batch_size is None else int(batch_size), self._fusion())
-        if verbose and verbose != "auto" or (verbose == "auto" and False):
+        if verbose:  # "auto" or >= 1: one summary line
             print(" - ".join(f"{k}: {v:.4f}" for k, v in r.items()))
         if return_dict:
             return r

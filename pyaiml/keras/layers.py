@@ -321,8 +321,6 @@ class _Conv(Layer, _ActMixin):
         allowed = ("valid", "same", "causal") if r == 1 else ("valid", "same")
         if pad not in allowed:
             raise ValueError(f"{cname}: padding must be one of {', '.join(allowed)}. Received {padding!r}")
-        if pad == "causal" and max(self.strides) != 1:
-            pass
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ValueError(f"{cname}: strides > 1 together with dilation_rate > 1 is not supported "
                              f"(as in Keras). Received strides={self.strides}, dilation_rate={self.dilation_rate}")
@@ -1064,11 +1062,9 @@ class MultiHeadAttention(Layer):
         dq = self._proj_back(gQ, q_in, "query")
         dk = self._proj_back(gK, k_in, "key")
         dv = self._proj_back(gV, v_in, "value")
-        if self_v and self_k:
+        if self_v and self_k:  # self-attention (Sequential): one input
             return dq + dk + dv
-        if self_v:  # called as layer(q) (only via forward): impossible here, kept for clarity
-            return dq + dv + dk
-        if self_k:
+        if self_k:  # key was value
             return dq, dv + dk, None
         return dq, dv, dk
 

@@ -267,8 +267,6 @@ class Sequential:
         if steps_per_epoch is not None:
             raise ValueError("fit: steps_per_epoch is not supported with array inputs (all samples are used)")
         x = self._x(x)
-        if not self.built:
-            self._ensure_built(x)
         self._ensure_built(x)
         y = self._y(y, len(x))
         if not 0 <= float(validation_split) < 1:

@@ -100,8 +100,8 @@ def test_learns_xor_like_problem(rng):
     x = rng.standard_normal((400, 2)).astype(np.float32)
     y = ((x[:, 0] * x[:, 1]) > 0).astype(np.float32)
     m = Sequential([L.Dense(16, activation="tanh", input_shape=(2,)), L.Dense(1, activation="sigmoid")])
-    m.compile(optimizer=pyaiml.keras.optimizers.Adam(0.02), loss="binary_crossentropy", metrics=["accuracy"])
-    m.fit(x, y, epochs=60, batch_size=32, verbose=0)
+    m.compile(optimizer=pyaiml.keras.optimizers.Adam(0.05), loss="binary_crossentropy", metrics=["accuracy"])
+    m.fit(x, y, epochs=25, batch_size=50, verbose=0)
     assert m.evaluate(x, y, verbose=0)[1] > 0.9
 
 

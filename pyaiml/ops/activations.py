@@ -130,8 +130,12 @@ def _approx(approximate, op):
 
 
 def _erf(x):
-    from pyaiml._numba.activations import erf
+    try:
+        from pyaiml._numba.activations import erf
+    except ImportError:  # Numba missing: exact but slow elementwise math.erf
+        import math
 
+        return np.vectorize(math.erf, otypes=[x.dtype])(x)
     return erf(x)
 
 

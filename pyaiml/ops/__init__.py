@@ -5,12 +5,15 @@ the backend registry picks (C++, Numba or NumPy); see ``pyaiml.backend_info()``.
 """
 from pyaiml.ops._validate import get_check_finite, set_check_finite
 from pyaiml.ops.linalg import linear, linear_backward, matmul, matmul_backward
+from pyaiml.ops.activations import (gelu, gelu_backward, log_softmax, log_softmax_backward, relu, relu_backward, sigmoid, sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)  # noqa: E501
 
 __all__ = [
     "matmul",
     "matmul_backward",
     "linear",
     "linear_backward",
+    "relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax", "softmax_backward",
+    "log_softmax", "log_softmax_backward", "gelu", "gelu_backward",
     "set_check_finite",
     "get_check_finite",
 ]

@@ -74,11 +74,24 @@ def cmvn(X, *, variance: bool = True, eps: float = 1e-8) -> np.ndarray:
     return Y.astype(np.float32)
 
 
+def _frame_ms(y, frame_length, hop_length):
+    fr = frame(y, frame_length, hop_length, center=True, pad_mode="constant")
+    return np.mean(np.square(fr, dtype=np.float64), axis=1)
+
+
 def rms_db(y, frame_length: int, hop_length: int) -> np.ndarray:
     """Frame RMS in dB relative to the loudest frame (librosa.feature.rms with center=True and
-    zero padding, then amplitude_to_db(ref=np.max, amin=1e-5)). Mono y only; shape (n_frames,)."""
-    fr = frame(y, frame_length, hop_length, center=True, pad_mode="constant")
-    ms = np.mean(np.square(fr, dtype=np.float64), axis=1)
+    zero padding, then amplitude_to_db(ref=np.max, amin=1e-5)).
+
+    y : shape (n,) or (n, channels); the reference is the loudest frame of any channel.
+    Returns shape (n_frames,) or (n_frames, channels).
+    """
+    x = as_signal(y, "rms_db", "y", allow_2d=True)
+    if x.ndim == 1:
+        ms = _frame_ms(x, frame_length, hop_length)
+    else:
+        ms = np.stack([_frame_ms(np.ascontiguousarray(x[:, c]), frame_length, hop_length)
+                       for c in range(x.shape[1])], axis=1)
     return 10.0 * np.log10(np.maximum(1e-10, ms)) - 10.0 * np.log10(max(1e-10, float(ms.max())))
 
 
@@ -88,7 +101,8 @@ def trim_silence(y, *, top_db: float = 60.0, frame_length: int = 2048, hop_lengt
     Frames (centred, zero padded) whose RMS is more than ``top_db`` dB below the loudest
     frame's are silent; the kept span runs from the first non-silent frame's start
     (frame * hop) to the last one's end ((frame + 1) * hop, clipped to the signal).
-    For multi-channel y, a frame is non-silent when any channel is.
+    For multi-channel y, a frame is non-silent when any channel is (reference: the loudest
+    frame of any channel).
 
     Parameters
     ----------
@@ -105,13 +119,8 @@ def trim_silence(y, *, top_db: float = 60.0, frame_length: int = 2048, hop_lengt
     check_positive(top_db, "trim_silence", "top_db")
     check_int(frame_length, "trim_silence", "frame_length", minimum=1)
     check_int(hop_length, "trim_silence", "hop_length", minimum=1)
-    if x.ndim == 1:
-        loud = rms_db(x, frame_length, hop_length) > -top_db
-    else:
-        loud = np.zeros(0, dtype=bool)
-        for c in range(x.shape[1]):
-            d = rms_db(np.ascontiguousarray(x[:, c]), frame_length, hop_length) > -top_db
-            loud = d if loud.size == 0 else (loud | d)
+    db = rms_db(x, frame_length, hop_length)
+    loud = (db if db.ndim == 1 else db.max(axis=1)) > -top_db
     nz = np.flatnonzero(loud)
     if nz.size == 0:  # pragma: no cover - the loudest frame is always at 0 dB
         return x[:0], (0, 0)

@@ -24,11 +24,22 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data", "fsdd")
 
 
-def left_right_hmm(n_states: int, n_iter: int, seed: int):
+def left_right_hmm(n_states: int, n_iter: int, seed: int, seqs=None):
+    """Left-right GaussianHMM (self-loop or next state, start in state 0). With ``seqs``, means
+    and variances start from a uniform segmentation of every sequence into n_states parts
+    (HTK's flat start); otherwise hmmlearn's k-means initialisation ("kmeans")."""
     from hmmlearn.hmm import GaussianHMM
 
     m = GaussianHMM(n_components=n_states, covariance_type="diag", n_iter=n_iter, random_state=seed,
-                    init_params="mc", params="stmc", implementation="log")
+                    init_params="" if seqs is not None else "mc", params="stmc", implementation="scaling")
+    if seqs is not None:
+        parts = [[] for _ in range(n_states)]
+        for X in seqs:
+            for s, seg in enumerate(np.array_split(X, n_states)):
+                parts[s].append(seg)
+        segs = [np.concatenate(p) for p in parts]
+        m.means_ = np.stack([g.mean(0) for g in segs])
+        m.covars_ = np.stack([g.var(0) + 1e-2 for g in segs])
     m.startprob_ = np.eye(n_states)[0]
     A = np.zeros((n_states, n_states))
     for i in range(n_states):
@@ -38,14 +49,15 @@ def left_right_hmm(n_states: int, n_iter: int, seed: int):
     return m
 
 
-def evaluate(feats, digits, train, test, n_states, n_iter, seed=0):
+def evaluate(feats, digits, train, test, n_states, n_iter, seed=0, init="uniform"):
     models = {}
     for d in range(10):
         idx = [i for i in train if digits[i] == d]
         X = np.concatenate([feats[i] for i in idx])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            models[d] = left_right_hmm(n_states, n_iter, seed).fit(X, [len(feats[i]) for i in idx])
+            seqs = [feats[i] for i in idx] if init == "uniform" else None
+            models[d] = left_right_hmm(n_states, n_iter, seed, seqs).fit(X, [len(feats[i]) for i in idx])
     pred = np.array([max(range(10), key=lambda d: models[d].score(feats[i])) for i in test])
     return float(np.mean(pred == digits[test]))
 
@@ -57,12 +69,14 @@ def main():
     ap.add_argument("--iter", type=int, default=15)
     ap.add_argument("--loso", action="store_true", help="also leave-one-speaker-out")
     ap.add_argument("--no-trim", action="store_true", help="skip silence trimming (to see what it buys)")
-    ap.add_argument("--top-db", type=float, default=30.0)
+    ap.add_argument("--top-db", type=float, default=None, help="trim threshold (default: mfcc_features')")
+    ap.add_argument("--init", choices=["uniform", "kmeans"], default="uniform")
     args = ap.parse_args()
 
     ds = load_fsdd(args.data, on_error="warn")
     t0 = time.perf_counter()
-    feats = [mfcc_features(y, sr, trim=not args.no_trim, trim_top_db=args.top_db, name=f)
+    kw = {} if args.top_db is None else {"trim_top_db": args.top_db}
+    feats = [mfcc_features(y, sr, trim=not args.no_trim, name=f, **kw)
              for y, sr, f in zip(ds.signals, ds.rates, ds.filenames)]
     dt = time.perf_counter() - t0
     secs = sum(len(y) / sr for y, sr in zip(ds.signals, ds.rates))
@@ -70,14 +84,14 @@ def main():
           f"({secs / dt:.0f} s of audio per s), dim {feats[0].shape[1]}")
     tr, te = ds.split()
     t0 = time.perf_counter()
-    acc = evaluate(feats, ds.digits, tr, te, args.states, args.iter)
-    print(f"hmmlearn GaussianHMM {args.states}-state left-right, official split: test accuracy {acc:.4f} "
+    acc = evaluate(feats, ds.digits, tr, te, args.states, args.iter, init=args.init)
+    print(f"hmmlearn GaussianHMM {args.states}-state left-right ({args.init} init), official split: test accuracy {acc:.4f} "
           f"({len(te)} test recordings; train+test {time.perf_counter() - t0:.1f} s)")
     if args.loso:
         accs = []
         for spk in sorted(set(ds.speakers.tolist())):
             tr, te = ds.split(test_speaker=spk)
-            a = evaluate(feats, ds.digits, tr, te, args.states, args.iter)
+            a = evaluate(feats, ds.digits, tr, te, args.states, args.iter, init=args.init)
             accs.append(a)
             print(f"  leave out {spk}: {a:.4f}")
         print(f"leave-one-speaker-out mean accuracy {np.mean(accs):.4f}")

@@ -9,6 +9,7 @@ Test: tests/test_audio_features.py (textbook transcription and librosa).
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -85,6 +86,12 @@ def mel_filterbank(sr, n_fft: int, n_mels: int = 128, fmin: float = 0.0, fmax: f
     -------
     array, shape (n_mels, n_fft // 2 + 1)
     """
+    return _filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm, np.dtype(dtype).str).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm, dtype):
+    """Cached, read-only :func:`mel_filterbank` (feature extraction calls it per utterance)."""
     fn = "mel_filterbank"
     sr, fmin, fmax = _check_band(sr, fmin, fmax, fn)
     n_fft = check_int(n_fft, fn, "n_fft", minimum=1)
@@ -107,7 +114,9 @@ def mel_filterbank(sr, n_fft: int, n_mels: int = 128, fmin: float = 0.0, fmax: f
         else:
             s = (np.abs(W) ** norm).sum(axis=1) ** (1.0 / norm)
         W = W / np.where(s > 0, s, 1.0)[:, None]
-    return W.astype(dtype)
+    W = W.astype(dtype)
+    W.flags.writeable = False
+    return W
 
 
 def power_to_db(S, ref: float = 1.0, amin: float = 1e-10, top_db: float | None = 80.0) -> np.ndarray:
@@ -147,7 +156,7 @@ def melspectrogram(y=None, sr=22050, *, S=None, n_fft: int = 2048, hop_length: i
         if S.ndim != 2 or S.shape[1] != n_fft // 2 + 1:
             raise ValueError(f"{fn}: S must be 2-D (n_frames, n_fft // 2 + 1 = {n_fft // 2 + 1}). "
                              f"Received shape {S.shape}")
-    W = mel_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm)
+    W = _filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm, "<f4")
     return S @ W.T
 
 
@@ -169,6 +178,16 @@ def log_mel_spectrogram(y=None, sr=22050, *, S=None, log: str = "db", amin: floa
     if log == "ln":
         return np.log(np.maximum(M, np.float32(amin)))
     return power_to_db(M, amin=amin, top_db=top_db).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _dct_lifter(n_in: int, n_out: int, lifter: float) -> np.ndarray:
+    C = dct_matrix(n_in, n_out)
+    if lifter > 0:
+        C = C * lifter_weights(n_out, lifter)[None, :]
+    C = C.astype(np.float32)
+    C.flags.writeable = False
+    return C
 
 
 def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -217,7 +236,4 @@ def mfcc(y=None, sr=22050, *, S=None, n_mfcc: int = 20, lifter: float = 0.0, **k
     n_mels = S.shape[1]
     if n_mfcc > n_mels:
         raise ValueError(f"{fn}: n_mfcc must be <= n_mels={n_mels}. Received {n_mfcc}")
-    C = dct_matrix(n_mels, n_mfcc)
-    if lifter > 0:
-        C = C * lifter_weights(n_mfcc, lifter)[None, :]
-    return (S @ C.astype(np.float32)).astype(np.float32, copy=False)
+    return (S @ _dct_lifter(n_mels, n_mfcc, lifter)).astype(np.float32, copy=False)

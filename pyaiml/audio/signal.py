@@ -9,6 +9,7 @@ Test: tests/test_audio_signal.py.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -209,6 +210,13 @@ def get_window(window, n: int, *, periodic: bool = True) -> np.ndarray:
     return 0.42 - 0.5 * c + 0.08 * np.cos(4 * np.pi * k / M)
 
 
+@functools.lru_cache(maxsize=32)
+def _window32(name: str, n: int) -> np.ndarray:
+    w = get_window(name, n).astype(np.float32)
+    w.flags.writeable = False
+    return w
+
+
 def power_spectrum(frames, n_fft: int | None = None, *, window=None, power: float = 2.0) -> np.ndarray:
     """|rfft(frames * window, n_fft)| ** power, per frame.
 
@@ -234,7 +242,7 @@ def power_spectrum(frames, n_fft: int | None = None, *, window=None, power: floa
     check_positive(power, "power_spectrum", "power")
     fr = fr.astype(np.float32, copy=False)
     if window is not None:
-        fr = fr * get_window(window, L).astype(np.float32)
+        fr = fr * (_window32(window, L) if isinstance(window, str) else get_window(window, L).astype(np.float32))
     X = np.fft.rfft(fr, n=n_fft, axis=1)
     S = X.real ** 2 + X.imag ** 2
     if power != 2.0:

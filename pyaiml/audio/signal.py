@@ -68,23 +68,29 @@ def resample(y, orig_sr: int, target_sr: int, *, taps_per_side: int = 10, beta: 
     n_out = -(-n * up // down)
     # Output m sits at upsampled index t = m*down; it sums x[j] * h[t + half - j*up] over the
     # taps of phase p = (t + half) % up: j = (t + half) // up - k, filter index p + k*up.
-    K = (2 * half) // up + 1                         # taps per phase (some are past the end)
+    # Outputs m = r, r + up, r + 2 up, ... share the phase and step by `down` input samples,
+    # so each residue r is one matrix-vector product over a strided (count, K) view of x:
+    # no gather. (10 s, 44.1 -> 16 kHz: 0.46 s with a gathered (M, K) index array, ~0.03 s so.)
+    K = (2 * half) // up + 1                         # taps per phase (zero-filled past the end)
     hp = np.zeros((up, K))
     for p in range(up):
         taps = h[p::up]
         hp[p, :taps.size] = taps
-    xx = x.astype(np.float64).reshape(n, -1)
-    out = np.empty((n_out, xx.shape[1]))
-    pad_lo = K
-    xp = np.concatenate([np.zeros((pad_lo, xx.shape[1])), xx, np.zeros((K + 1, xx.shape[1]))])
-    chunk = max(1, (1 << 22) // (K * xx.shape[1] * 8))  # about 4 MiB of gathered samples per step
-    k = np.arange(K)
-    for s in range(0, n_out, chunk):
-        m = np.arange(s, min(n_out, s + chunk))
-        t = m * down + half
-        base, p = t // up, t % up
-        idx = base[:, None] - k[None, :] + pad_lo    # (M, K) positions in the padded signal
-        out[s:s + m.size] = np.einsum("mk,mkc->mc", hp[p], xp[idx])
+    hp = np.ascontiguousarray(hp[:, ::-1])            # reversed: windows run forward in x
+    C = 1 if x.ndim == 1 else x.shape[1]
+    pad_lo, pad_hi = K, K + half // up + 2
+    xp = np.zeros((pad_lo + n + pad_hi, C))
+    xp[pad_lo:pad_lo + n] = x.reshape(n, C)
+    s0, s1 = xp.strides
+    out = np.empty((n_out, C))
+    for r in range(min(up, n_out)):
+        t0 = r * down + half
+        b0, p = t0 // up, t0 % up
+        cnt = len(range(r, n_out, up))
+        start = b0 - (K - 1) + pad_lo                # first sample of output r's window
+        V = np.lib.stride_tricks.as_strided(xp[start:], shape=(C, cnt, K), strides=(s1, down * s0, s0),
+                                            writeable=False)
+        out[r::up] = (V @ hp[p]).T
     out = out.astype(np.float32)
     return out[:, 0] if x.ndim == 1 else out
 

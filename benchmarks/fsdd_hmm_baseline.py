@@ -49,7 +49,34 @@ def left_right_hmm(n_states: int, n_iter: int, seed: int, seqs=None):
     return m
 
 
-def evaluate(feats, digits, train, test, n_states, n_iter, seed=0, init="uniform"):
+def left_right_gmmhmm(n_states: int, n_mix: int, n_iter: int, seed: int, seqs):
+    """Left-right GMMHMM; each state's mixture starts from its uniform segments (weights equal,
+    means = the segment mean plus small deterministic offsets, variances = the segment's)."""
+    from hmmlearn.hmm import GMMHMM
+
+    m = GMMHMM(n_components=n_states, n_mix=n_mix, covariance_type="diag", n_iter=n_iter, random_state=seed,
+               init_params="", params="stmcw", implementation="scaling")
+    m.startprob_ = np.eye(n_states)[0]
+    A = np.zeros((n_states, n_states))
+    for i in range(n_states):
+        A[i, i] = 0.5
+        A[i, min(i + 1, n_states - 1)] += 0.5
+    m.transmat_ = A
+    parts = [[] for _ in range(n_states)]
+    for X in seqs:
+        for s, seg in enumerate(np.array_split(X, n_states)):
+            parts[s].append(seg)
+    segs = [np.concatenate(p) for p in parts]
+    rng = np.random.default_rng(seed)
+    mu = np.stack([g.mean(0) for g in segs])
+    var = np.stack([g.var(0) + 1e-2 for g in segs])
+    m.weights_ = np.full((n_states, n_mix), 1.0 / n_mix)
+    m.means_ = mu[:, None, :] + 0.5 * np.sqrt(var)[:, None, :] * rng.standard_normal((n_states, n_mix, mu.shape[1]))
+    m.covars_ = np.repeat(var[:, None, :], n_mix, axis=1)
+    return m
+
+
+def evaluate(feats, digits, train, test, n_states, n_iter, seed=0, init="uniform", n_mix=1):
     models = {}
     for d in range(10):
         idx = [i for i in train if digits[i] == d]
@@ -57,7 +84,11 @@ def evaluate(feats, digits, train, test, n_states, n_iter, seed=0, init="uniform
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             seqs = [feats[i] for i in idx] if init == "uniform" else None
-            models[d] = left_right_hmm(n_states, n_iter, seed, seqs).fit(X, [len(feats[i]) for i in idx])
+            if n_mix > 1:
+                m = left_right_gmmhmm(n_states, n_mix, n_iter, seed, [feats[i] for i in idx])
+            else:
+                m = left_right_hmm(n_states, n_iter, seed, seqs)
+            models[d] = m.fit(X, [len(feats[i]) for i in idx])
     pred = np.array([max(range(10), key=lambda d: models[d].score(feats[i])) for i in test])
     return float(np.mean(pred == digits[test]))
 
@@ -71,6 +102,7 @@ def main():
     ap.add_argument("--no-trim", action="store_true", help="skip silence trimming (to see what it buys)")
     ap.add_argument("--top-db", type=float, default=None, help="trim threshold (default: mfcc_features')")
     ap.add_argument("--init", choices=["uniform", "kmeans"], default="uniform")
+    ap.add_argument("--mix", type=int, default=1, help="Gaussians per state (> 1: GMMHMM)")
     args = ap.parse_args()
 
     ds = load_fsdd(args.data, on_error="warn")
@@ -84,14 +116,15 @@ def main():
           f"({secs / dt:.0f} s of audio per s), dim {feats[0].shape[1]}")
     tr, te = ds.split()
     t0 = time.perf_counter()
-    acc = evaluate(feats, ds.digits, tr, te, args.states, args.iter, init=args.init)
-    print(f"hmmlearn GaussianHMM {args.states}-state left-right ({args.init} init), official split: test accuracy {acc:.4f} "
+    acc = evaluate(feats, ds.digits, tr, te, args.states, args.iter, init=args.init, n_mix=args.mix)
+    kind = f"GMMHMM ({args.mix} mixtures)" if args.mix > 1 else f"GaussianHMM ({args.init} init)"
+    print(f"hmmlearn {kind} {args.states}-state left-right, official split: test accuracy {acc:.4f} "
           f"({len(te)} test recordings; train+test {time.perf_counter() - t0:.1f} s)")
     if args.loso:
         accs = []
         for spk in sorted(set(ds.speakers.tolist())):
             tr, te = ds.split(test_speaker=spk)
-            a = evaluate(feats, ds.digits, tr, te, args.states, args.iter, init=args.init)
+            a = evaluate(feats, ds.digits, tr, te, args.states, args.iter, init=args.init, n_mix=args.mix)
             accs.append(a)
             print(f"  leave out {spk}: {a:.4f}")
         print(f"leave-one-speaker-out mean accuracy {np.mean(accs):.4f}")

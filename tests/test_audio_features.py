@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pyaiml.audio import (cmvn, delta, hz_to_mel, log_mel_spectrogram, mel_filterbank, mel_to_hz, melspectrogram,
-                          mfcc, mfcc_features, spectrogram, trim_silence)
+                          mfcc, mfcc_features, trim_silence)
 
 # ----------------------------------------------------------------------------- textbook
 
@@ -288,3 +288,25 @@ def test_mfcc_features_errors():
         mfcc_features(np.array([0.1, np.nan] * 500), 8000)
     with pytest.raises(ValueError, match="rate must be > 0"):
         mfcc_features(_speechlike(4000), 0)
+
+
+def test_mfcc_features_batch_equals_loop():
+    from pyaiml.audio import mfcc_features_batch
+
+    rng = np.random.default_rng(5)
+    sigs = [np.concatenate([1e-4 * rng.standard_normal(n // 3), _speechlike(n, seed=n)]) for n in (700, 2500, 4001)]
+    sigs.append(_speechlike(3000, 16000, seed=1))
+    rates = [8000, 8000, 8000, 16000]
+    for kw in [{}, dict(deltas=False), dict(normalize=False, trim=False), dict(delta_width=3, n_mels=30)]:
+        got = mfcc_features_batch(sigs, rates, **kw)
+        for g, y, r in zip(got, sigs, rates):
+            np.testing.assert_allclose(g, mfcc_features(y, r, **kw), rtol=1e-4, atol=2e-4)
+    assert len(mfcc_features_batch(sigs[:3], 8000)) == 3
+    with pytest.raises(ValueError, match=r"mfcc_features \(b\.wav\): signal is silent"):
+        mfcc_features_batch([sigs[0], np.zeros(900)], 8000, names=["a.wav", "b.wav"])
+    with pytest.raises(ValueError, match="rates must be one rate or one per signal"):
+        mfcc_features_batch(sigs, [8000, 8000])
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        mfcc_features_batch(sigs, 8000, n_mfccs=12)
+    with pytest.raises(ValueError, match="signals must not be empty"):
+        mfcc_features_batch([], 8000)

@@ -12,7 +12,7 @@
 Feature arrays are time-major, (n_frames, n_features): the transpose of librosa's layout.
 Tests: tests/test_audio_wav.py, tests/test_audio_signal.py, tests/test_audio_features.py.
 """
-from pyaiml.audio.features import cmvn, delta, mfcc_features, rms_db, trim_silence
+from pyaiml.audio.features import cmvn, delta, mfcc_features, mfcc_features_batch, rms_db, trim_silence
 from pyaiml.audio.mel import (dct_matrix, hz_to_mel, lifter_weights, log_mel_spectrogram, mel_filterbank,
                               mel_frequencies, mel_to_hz, melspectrogram, mfcc, power_to_db)
 from pyaiml.audio.signal import frame, get_window, power_spectrum, pre_emphasis, resample, spectrogram
@@ -23,5 +23,5 @@ __all__ = [
     "resample", "pre_emphasis", "frame", "get_window", "power_spectrum", "spectrogram",
     "hz_to_mel", "mel_to_hz", "mel_frequencies", "mel_filterbank", "melspectrogram", "log_mel_spectrogram",
     "power_to_db", "dct_matrix", "lifter_weights", "mfcc",
-    "delta", "cmvn", "rms_db", "trim_silence", "mfcc_features",
+    "delta", "cmvn", "rms_db", "trim_silence", "mfcc_features", "mfcc_features_batch",
 ]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml.audio._checks import as_signal, check_int, check_positive
-from pyaiml.audio.mel import log_mel_spectrogram, mfcc
-from pyaiml.audio.signal import frame, power_spectrum, pre_emphasis
+from pyaiml.audio.mel import _dct_lifter, _filterbank
+from pyaiml.audio.signal import _window32, frame, get_window, pre_emphasis
 
 
 def delta(X, width: int = 2, order: int = 1) -> np.ndarray:
@@ -166,40 +166,140 @@ def mfcc_features(signal, rate, *, n_mfcc: int = 13, n_mels: int = 26, win_ms: f
         Empty signal, a signal whose peak is below ``min_silence_db`` dBFS (all silent),
         fmax > rate / 2, or a trimmed signal shorter than one window.
     """
-    fn = "mfcc_features" + (f" ({name})" if name else "")
-    x = as_signal(signal, fn, "signal", allow_2d=True)
-    if x.ndim == 2:
-        x = x.mean(axis=1, dtype=np.float32)
-    rate = check_positive(rate, fn, "rate")
-    peak = float(np.max(np.abs(x)))
-    if peak == 0.0 or 20.0 * np.log10(peak) < min_silence_db:
-        raise ValueError(f"{fn}: signal is silent (peak {peak:.3g}, below {min_silence_db} dBFS); "
-                         "no features can be computed")
-    win = int(round(win_ms * rate / 1000.0))
-    hop = int(round(hop_ms * rate / 1000.0))
-    if win < 2 or hop < 1:
-        raise ValueError(f"{fn}: win_ms={win_ms} and hop_ms={hop_ms} at rate {rate:g} give a window of {win} "
-                         f"and a hop of {hop} samples; need >= 2 and >= 1")
-    if n_fft is None:
-        n_fft = 1 << (win - 1).bit_length()
-    elif n_fft < win:
-        raise ValueError(f"{fn}: n_fft must be >= the window length {win} samples. Received {n_fft}")
-    if trim:
-        tl = max(2, int(round(trim_frame_ms * rate / 1000.0)))
-        x, _ = trim_silence(x, top_db=trim_top_db, frame_length=tl, hop_length=max(1, tl // 4))
-    if preemph:
-        x = pre_emphasis(x, preemph)
-    fr = frame(x, win, hop, center=False, pad_end=True)
-    P = power_spectrum(fr, n_fft, window=window)
-    try:
-        L = log_mel_spectrogram(S=P, sr=rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=True,
-                                norm=None, log="ln")
-        C = mfcc(S=L, n_mfcc=n_mfcc, lifter=lifter)
+    return _pipeline([signal], [rate], [name], dict(
+        n_mfcc=n_mfcc, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms, n_fft=n_fft, fmin=fmin, fmax=fmax,
+        window=window, preemph=preemph, lifter=lifter, deltas=deltas, delta_width=delta_width,
+        normalize=normalize, trim=trim, trim_top_db=trim_top_db, trim_frame_ms=trim_frame_ms,
+        min_silence_db=min_silence_db))[0]
+
+
+def mfcc_features_batch(signals, rates, *, names=None, **kwargs) -> list:
+    """:func:`mfcc_features` for many utterances at once; same keyword arguments, same results.
+
+    Trimming and framing run per utterance; the FFT, filterbank and DCT run in blocks of 1024
+    frames over all utterances of one rate, deltas and CMVN once over the concatenation.
+    Measured on FSDD (1000 recordings, CPU time): about the same as a loop over
+    mfcc_features (0.5-0.65 s both); it is a convenience (one call, names in errors, mixed
+    rates), not a speed-up.
+
+    Parameters
+    ----------
+    signals : sequence of arrays, shape (n_i,) or (n_i, channels)
+    rates : one rate for all, or a sequence of rates (one per signal)
+    names : optional sequence of names for error messages (file names, say)
+
+    Returns
+    -------
+    list of float32 arrays, shape (n_frames_i, n_features)
+    """
+    signals = list(signals)
+    if not signals:
+        raise ValueError("mfcc_features_batch: signals must not be empty. Received an empty sequence")
+    if np.ndim(rates) == 0:
+        rates = [rates] * len(signals)
+    rates = list(rates)
+    if len(rates) != len(signals):
+        raise ValueError(f"mfcc_features_batch: rates must be one rate or one per signal ({len(signals)}). "
+                         f"Received {len(rates)}")
+    names = [None] * len(signals) if names is None else list(names)
+    if len(names) != len(signals):
+        raise ValueError(f"mfcc_features_batch: names must have one entry per signal ({len(signals)}). "
+                         f"Received {len(names)}")
+    unknown = set(kwargs) - _DEFAULTS.keys()
+    if unknown:
+        raise TypeError(f"mfcc_features_batch: unexpected keyword argument(s) {sorted(unknown)}")
+    kw = dict(_DEFAULTS, **kwargs)
+    out = [None] * len(signals)
+    for r in sorted(set(float(v) if np.isscalar(v) else -1.0 for v in rates)):
+        idx = [i for i, v in enumerate(rates) if (float(v) if np.isscalar(v) else -1.0) == r]
+        res = _pipeline([signals[i] for i in idx], [rates[i] for i in idx], [names[i] for i in idx], kw)
+        for i, f in zip(idx, res):
+            out[i] = f
+    return out
+
+
+_DEFAULTS = dict(n_mfcc=13, n_mels=26, win_ms=25.0, hop_ms=10.0, n_fft=None, fmin=20.0, fmax=None, window="hamming",
+                 preemph=0.97, lifter=22.0, deltas=True, delta_width=2, normalize=True, trim=True, trim_top_db=30.0,
+                 trim_frame_ms=25.0, min_silence_db=-90.0)
+
+
+def _segment_delta(D, seg_id, starts, ends, N):
+    """Regression deltas of concatenated utterances, each edge-replicated within its own span."""
+    T = D.shape[0]
+    t = np.arange(T)
+    lo, hi = starts[seg_id], ends[seg_id] - 1
+    out = np.zeros_like(D)
+    for n in range(1, N + 1):
+        out += n * (D[np.minimum(t + n, hi)] - D[np.maximum(t - n, lo)])
+    return out / np.float32(2.0 * sum(n * n for n in range(1, N + 1)))
+
+
+def _pipeline(signals, rates, names, kw):
+    """The steps of mfcc_features over utterances sharing one rate; returns a list of arrays."""
+    prepared = []
+    rate0 = None
+    for signal, rate, name in zip(signals, rates, names):
+        fn = "mfcc_features" + (f" ({name})" if name else "")
+        x = as_signal(signal, fn, "signal", allow_2d=True)
+        if x.ndim == 2:
+            x = x.mean(axis=1, dtype=np.float32)
+        rate = check_positive(rate, fn, "rate")
+        peak = float(np.max(np.abs(x)))
+        if peak == 0.0 or 20.0 * np.log10(peak) < kw["min_silence_db"]:
+            raise ValueError(f"{fn}: signal is silent (peak {peak:.3g}, below {kw['min_silence_db']} dBFS); "
+                             "no features can be computed")
+        if rate0 is None:
+            rate0 = rate
+            win = int(round(kw["win_ms"] * rate / 1000.0))
+            hop = int(round(kw["hop_ms"] * rate / 1000.0))
+            if win < 2 or hop < 1:
+                raise ValueError(f"{fn}: win_ms={kw['win_ms']} and hop_ms={kw['hop_ms']} at rate {rate:g} give a "
+                                 f"window of {win} and a hop of {hop} samples; need >= 2 and >= 1")
+            n_fft = kw["n_fft"]
+            if n_fft is None:
+                n_fft = 1 << (win - 1).bit_length()
+            elif n_fft < win:
+                raise ValueError(f"{fn}: n_fft must be >= the window length {win} samples. Received {n_fft}")
+            tl = max(2, int(round(kw["trim_frame_ms"] * rate / 1000.0)))
+        if kw["trim"]:
+            x, _ = trim_silence(x, top_db=kw["trim_top_db"], frame_length=tl, hop_length=max(1, tl // 4))
+        if kw["preemph"]:
+            x = pre_emphasis(x, kw["preemph"])
+        prepared.append(frame(x, win, hop, center=False, pad_end=True))
+    counts = np.array([f.shape[0] for f in prepared])
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    fn = "mfcc_features" + (f" ({names[0]})" if len(names) == 1 and names[0] else "")
+    try:  # validates fmax <= rate / 2, n_mfcc <= n_mels, ...
+        W = _filterbank(rate0, n_fft, check_int(kw["n_mels"], fn, "n_mels", minimum=1), kw["fmin"], kw["fmax"],
+                        True, None, "<f4")
+        n_mfcc = check_int(kw["n_mfcc"], fn, "n_mfcc", minimum=1)
+        if n_mfcc > W.shape[0]:
+            raise ValueError(f"n_mfcc must be <= n_mels={W.shape[0]}. Received {n_mfcc}")
+        D = _dct_lifter(W.shape[0], n_mfcc, check_positive(kw["lifter"], fn, "lifter", allow_zero=True))
     except ValueError as e:  # name the utterance too
         raise ValueError(f"{fn}: {e}") from e
-    if deltas:
-        d1 = delta(C, delta_width)
-        C = np.concatenate([C, d1, delta(d1, delta_width)], axis=1)
-    if normalize:
-        C = cmvn(C)
-    return C
+    F = np.concatenate(prepared) if len(prepared) > 1 else prepared[0]
+    w = _window32(kw["window"], win) if isinstance(kw["window"], str) else \
+        get_window(kw["window"], win).astype(np.float32)
+    C = np.empty((F.shape[0], n_mfcc), dtype=np.float32)
+    # Spectra in blocks of 1024 frames (1 MiB of float32 spectrum): one rfft over all 90k FSDD
+    # frames at once measured 3x slower than the same work in cache-sized blocks.
+    for b in range(0, F.shape[0], 1024):
+        X = np.fft.rfft(F[b:b + 1024] * w, n=n_fft, axis=1)
+        P = X.real ** 2 + X.imag ** 2
+        C[b:b + 1024] = np.log(np.maximum(P.astype(np.float32) @ W.T, np.float32(1e-10))) @ D
+    if kw["deltas"]:
+        N = check_int(kw["delta_width"], fn, "delta_width", minimum=1)
+        seg = np.repeat(np.arange(len(counts)), counts)
+        d1 = _segment_delta(C, seg, starts, ends, N)
+        C = np.concatenate([C, d1, _segment_delta(d1, seg, starts, ends, N)], axis=1)
+    if kw["normalize"]:  # per-utterance CMVN over each span
+        C64 = C.astype(np.float64)
+        mu = np.add.reduceat(C64, starts, axis=0) / counts[:, None]
+        Y = C64 - np.repeat(mu, counts, axis=0)
+        var = np.add.reduceat(Y * Y, starts, axis=0) / counts[:, None]
+        sd = np.sqrt(var)
+        Y /= np.repeat(np.where(var > 1e-8, sd, 1.0), counts, axis=0)
+        C = Y.astype(np.float32)
+    return [C[a:b] for a, b in zip(starts, ends)]

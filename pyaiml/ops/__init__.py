@@ -5,12 +5,18 @@ the backend registry picks (C++, Numba or NumPy); see ``pyaiml.backend_info()``.
 """
 from pyaiml.ops._validate import get_check_finite, set_check_finite
 from pyaiml.ops.linalg import linear, linear_backward, matmul, matmul_backward
+from pyaiml.ops.hmm import hmm_categorical_loglik, hmm_forward_backward, hmm_gaussian_loglik, hmm_gmm_loglik, hmm_viterbi
 
 __all__ = [
     "matmul",
     "matmul_backward",
     "linear",
     "linear_backward",
+    "hmm_forward_backward",
+    "hmm_viterbi",
+    "hmm_categorical_loglik",
+    "hmm_gaussian_loglik",
+    "hmm_gmm_loglik",
     "set_check_finite",
     "get_check_finite",
 ]

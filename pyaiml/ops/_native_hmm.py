@@ -1,0 +1,18 @@
+"""Adapters from the HMM ops' registry signatures to the pyaiml._C entry points."""
+from __future__ import annotations
+
+from pyaiml import _backend
+
+_C = _backend.native()
+
+
+def forward_backward(startprob, transmat, framelogprob, offsets, log_space=False, posteriors=True, xi=True):
+    return _C.hmm_forward_backward(startprob, transmat, framelogprob, offsets, log_space, posteriors, xi)
+
+
+def viterbi(startprob, transmat, framelogprob, offsets):
+    return _C.hmm_viterbi(startprob, transmat, framelogprob, offsets)
+
+
+def loglik_gaussian(X, means, prec, cst):
+    return _C.hmm_loglik_gaussian(X, means, prec, cst)

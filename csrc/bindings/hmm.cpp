@@ -1,4 +1,4 @@
-// bindings/hmm.cpp: _C.hmm_forward_backward, _C.hmm_viterbi, _C.hmm_loglik_diag,
+// bindings/hmm.cpp: _C.hmm_forward_backward, _C.hmm_viterbi (log_startprob, log_transmat, ...), _C.hmm_loglik_diag,
 // _C.hmm_loglik_full. float64, C-contiguous; sequences given by int64 offsets (S + 1,).
 // Every precondition is checked here before the GIL is released (pyaiml/ops/hmm.py checks
 // them first with friendlier messages; these checks keep direct _C calls from crashing).
@@ -100,8 +100,8 @@ void register_hmm(py::module_& m) {
         a.K = c.K;
         a.N = c.N;
         a.offsets = c.off.data();
-        a.startprob = c.pi.data();
-        a.transmat = c.A.data();
+        a.log_startprob = c.pi.data();
+        a.log_transmat = c.A.data();
         a.logb = c.lb.data();
         a.logprob = lp.mutable_data();
         a.states = states.mutable_data();
@@ -111,7 +111,7 @@ void register_hmm(py::module_& m) {
         }
         return py::make_tuple(lp, states);
       },
-      py::arg("startprob"), py::arg("transmat"), py::arg("framelogprob"), py::arg("offsets"));
+      py::arg("log_startprob"), py::arg("log_transmat"), py::arg("framelogprob"), py::arg("offsets"));
 
   m.def(
       "hmm_loglik_gaussian",

@@ -227,6 +227,14 @@ inline double max_k(const double* v, int64_t K) {
   for (int64_t k = 0; k < K; ++k) m = v[k] > m ? v[k] : m;
   return m;
 }
+// Sum of a padded row (entries K..KP are zero): one vector accumulator, then its lanes.
+inline double vsum(const double* v, int64_t KP) {
+  vd a = ld(v);
+  for (int64_t k = DL; k < KP; k += DL) a += ld(v + k);
+  double s = 0.0;
+  for (int l = 0; l < DL; ++l) s += a[l];
+  return s;
+}
 inline double sum_k(const double* v, int64_t K) {
   double s = 0.0;
   for (int64_t k = 0; k < K; ++k) s += v[k];
@@ -256,7 +264,8 @@ double fb_scaled(const Model& m, const double* logb, int64_t T, double* post, do
   double* B = grow(tl.b, T * KP);
   double* c = grow(tl.c, T);
   double* beta = grow(tl.v1, KP);
-  double lp = 0.0;
+  double lp = 0.0, cm = 1.0;
+  int64_t ce = 0;
   // emission probabilities, max-shifted per frame
   for (int64_t t = 0; t < T; ++t) {
     const double* row = logb + t * K;
@@ -278,13 +287,18 @@ double fb_scaled(const Model& m, const double* logb, int64_t T, double* post, do
       vecmat(Al + (t - 1) * KP, m.A.data(), K, KP, at);
       for (int64_t k = 0; k < KP; k += DL) st(at + k, ld(at + k) * ld(bt + k));
     }
-    const double ct = sum_k(at, K);
+    const double ct = vsum(at, KP);
     if (!(ct > 0.0) || !std::isfinite(ct)) return NEG_INF;
     c[t] = ct;
     const vd inv = sp(1.0 / ct);
     for (int64_t k = 0; k < KP; k += DL) st(at + k, ld(at + k) * inv);
-    lp += std::log(ct);
+    // log prod c_t kept as mantissa * 2^exponent: one log per sequence instead of per step
+    // (K=8: a scalar log per step was ~1/4 of the forward pass).
+    int e;
+    cm = std::frexp(cm * ct, &e);
+    ce += e;
   }
+  lp += std::log(cm) + double(ce) * 0.6931471805599453;
   if (!post && !X) return lp;
   // backward: W_t = b_t * beta_t / c_t (in place of b_t), beta_{t-1} = A W_t
   for (int64_t k = 0; k < KP; ++k) beta[k] = k < K ? 1.0 : 0.0;
@@ -385,17 +399,13 @@ Model make_model(int64_t K, const double* startprob, const double* transmat) {
   const int64_t KP = m.KP;
   m.A.assign(KP * KP, 0.0);
   m.AT.assign(KP * KP, 0.0);
-  m.logA.assign(KP * KP, NEG_INF);
   m.pi.assign(KP, 0.0);
-  m.logpi.assign(KP, NEG_INF);
   for (int64_t i = 0; i < K; ++i) {
     m.pi[i] = startprob[i];
-    m.logpi[i] = std::log(startprob[i]);
     for (int64_t j = 0; j < K; ++j) {
       const double a = transmat[i * K + j];
       m.A[i * KP + j] = a;
       m.AT[j * KP + i] = a;
-      m.logA[i * KP + j] = std::log(a);
     }
   }
   return m;
@@ -477,7 +487,7 @@ void viterbi_one(const Model& m, const double* logb, int64_t T, double* lp_out, 
         const vd di = sp(d0[i]);
         const vl vi = vl{} + i;
         const vd x0 = di + ld(r), x1 = di + ld(r + DL), x2 = di + ld(r + 2 * DL), x3 = di + ld(r + 3 * DL);
-        const vl m0 = x0 > c0, m1 = x1 > c1, m2 = x2 > c2, m3 = x3 > c3;
+        const vl m0 = x0 >= c0, m1 = x1 >= c1, m2 = x2 >= c2, m3 = x3 >= c3;
         c0 = m0 ? x0 : c0; c1 = m1 ? x1 : c1; c2 = m2 ? x2 : c2; c3 = m3 ? x3 : c3;
         g0 = m0 ? vi : g0; g1 = m1 ? vi : g1; g2 = m2 ? vi : g2; g3 = m3 ? vi : g3;
       }
@@ -491,7 +501,7 @@ void viterbi_one(const Model& m, const double* logb, int64_t T, double* lp_out, 
       const double* r = m.logA.data() + j;
       for (int64_t i = 0; i < K; ++i, r += KP) {
         const vd cand = sp(d0[i]) + ld(r);
-        const vl gt = cand > acc;
+        const vl gt = cand >= acc;
         acc = gt ? cand : acc;
         arg = gt ? vl{} + i : arg;
       }
@@ -514,7 +524,15 @@ void viterbi_one(const Model& m, const double* logb, int64_t T, double* lp_out, 
 }
 
 void viterbi(const HmmViterbiArgs& a) {
-  const Model m = make_model(a.K, a.startprob, a.transmat);
+  Model m;
+  m.K = a.K;
+  m.KP = (a.K + DL - 1) / DL * DL;
+  m.logA.assign(m.KP * m.KP, NEG_INF);
+  m.logpi.assign(m.KP, NEG_INF);
+  for (int64_t i = 0; i < a.K; ++i) {
+    m.logpi[i] = a.log_startprob[i];
+    for (int64_t j = 0; j < a.K; ++j) m.logA[i * m.KP + j] = a.log_transmat[i * a.K + j];
+  }
   parallel_for(a.S, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t o = a.offsets[s], T = a.offsets[s + 1] - o;

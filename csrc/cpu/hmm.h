@@ -31,11 +31,12 @@ struct HmmFbArgs {
 struct HmmViterbiArgs {
   int64_t S = 0, K = 0, N = 0;
   const int64_t* offsets = nullptr;
-  const double* startprob = nullptr;
-  const double* transmat = nullptr;
+  const double* log_startprob = nullptr;  // (K,) logs, taken as given (-inf allowed)
+  const double* log_transmat = nullptr;   // (K, K)
   const double* logb = nullptr;
   double* logprob = nullptr;  // (S,) out: log-probability of the best path
-  int64_t* states = nullptr;  // (N,) out
+  int64_t* states = nullptr;  // (N,) out; ties: first state at the last frame, then the
+                              // highest-index predecessor (the same path as hmmlearn 0.3)
 };
 
 struct HmmKernels {

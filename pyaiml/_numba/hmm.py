@@ -214,7 +214,7 @@ def _viterbi_batch(lpi, lA, lb, off, lp, states):
                 arg = 0
                 for i in range(K):
                     c = d[i] + lA[i, j]
-                    if c > best:
+                    if c >= best:
                         best = c
                         arg = i
                 d1[j] = best + lb[o0 + t, j]
@@ -231,11 +231,9 @@ def _viterbi_batch(lpi, lA, lb, off, lp, states):
             states[o0 + t - 1] = b
 
 
-def viterbi(startprob, transmat, framelogprob, offsets):
+def viterbi(log_startprob, log_transmat, framelogprob, offsets):
     S = len(offsets) - 1
-    with np.errstate(divide="ignore"):
-        lpi = np.log(startprob)
-        lA = np.log(transmat)
+    lpi, lA = log_startprob, log_transmat
     lp = np.empty(S)
     states = np.empty(framelogprob.shape[0], np.int64)
     _viterbi_batch(lpi, lA, framelogprob, offsets, lp, states)

@@ -10,8 +10,8 @@ def forward_backward(startprob, transmat, framelogprob, offsets, log_space=False
     return _C.hmm_forward_backward(startprob, transmat, framelogprob, offsets, log_space, posteriors, xi)
 
 
-def viterbi(startprob, transmat, framelogprob, offsets):
-    return _C.hmm_viterbi(startprob, transmat, framelogprob, offsets)
+def viterbi(log_startprob, log_transmat, framelogprob, offsets):
+    return _C.hmm_viterbi(log_startprob, log_transmat, framelogprob, offsets)
 
 
 def loglik_gaussian(X, means, prec, cst):

@@ -148,12 +148,18 @@ def hmm_forward_backward(startprob, transmat, framelogprob, lengths=None, *, imp
 
 
 def hmm_viterbi(startprob, transmat, framelogprob, lengths=None):
-    """Most likely state path per sequence: (logprob (S,), states (N,) int64). Ties: lowest index."""
+    """Most likely state path per sequence: (logprob (S,), states (N,) int64).
+
+    Ties: the first best state at the last frame, then the highest-index predecessor (the
+    path hmmlearn 0.3 returns).
+    """
     op = "hmm_viterbi"
     pi, A = check_model(startprob, transmat, op)
     lb, dt = _framelogprob(framelogprob, pi.size, op)
     off = offsets_from_lengths(lengths, lb.shape[0], op)
-    lp, st = _backend.resolve("hmm_viterbi")(pi, A, lb, off)
+    with np.errstate(divide="ignore"):
+        lpi, lA = np.log(pi), np.log(A)  # NumPy's log, as hmmlearn: bit-identical lattices
+    lp, st = _backend.resolve("hmm_viterbi")(lpi, lA, lb, off)
     return (lp.astype(np.float32) if dt == np.float32 else lp), st
 
 

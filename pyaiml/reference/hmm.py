@@ -102,11 +102,13 @@ def forward_backward(startprob, transmat, framelogprob, offsets, log_space=False
     return lp, post, xs
 
 
-def viterbi(startprob, transmat, framelogprob, offsets):
-    """Batched Viterbi: (logprob (S,), states (N,) int64). Ties go to the lowest state index."""
-    with np.errstate(divide="ignore"):
-        lpi = np.log(np.asarray(startprob, np.float64))
-        lA = np.log(np.asarray(transmat, np.float64))
+def viterbi(log_startprob, log_transmat, framelogprob, offsets):
+    """Batched Viterbi on log parameters: (logprob (S,), states (N,) int64).
+
+    Ties: the first state at the last frame, then the highest-index predecessor.
+    """
+    lpi = np.asarray(log_startprob, np.float64)
+    lA = np.asarray(log_transmat, np.float64)
     lb_all = np.asarray(framelogprob, np.float64)
     S = len(offsets) - 1
     lp = np.empty(S)
@@ -119,7 +121,7 @@ def viterbi(startprob, transmat, framelogprob, offsets):
         psi = np.zeros((T, len(lpi)), np.int64)
         for t in range(1, T):
             cand = d[:, None] + lA
-            psi[t] = np.argmax(cand, axis=0)
+            psi[t] = len(lpi) - 1 - np.argmax(cand[::-1], axis=0)
             d = cand[psi[t], np.arange(len(lpi))] + lb[t]
         best = int(np.argmax(d))
         lp[s] = d[best]

@@ -35,15 +35,45 @@ def test_forward_backward_matches_oracle(backend, K, log_space):
     off = np.r_[0, np.cumsum(lens)].astype(np.int64)
     lb = rng.normal(size=(off[-1], K)) * 4 - 30
     fn = _backend.resolve("hmm_forward_backward", backend)
-    lp, post, xi = fn(pi, A, lb, off, log_space, True, True)
-    lp0, post0, xi0 = R.forward_backward(pi, A, lb, off, log_space=False)
+    lp, post, xi = fn(pi, A, lb, off, log_space, True, True)[:3]
+    lp0, post0, xi0 = R._forward_backward(pi, A, lb, off, log_space=False)
     np.testing.assert_allclose(lp, lp0, rtol=1e-12)
     np.testing.assert_allclose(post, post0, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(xi, xi0, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(post.sum(axis=1), 1.0, rtol=1e-12)
-    lp1, p1, x1 = fn(pi, A, lb, off, log_space, False, False)
+    lp1, p1, x1 = fn(pi, A, lb, off, log_space, False, False)[:3]
     assert p1 is None and x1 is None
     np.testing.assert_allclose(lp1, lp0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", backends_for("hmm_forward_backward"))
+@pytest.mark.parametrize("log_space", [False, True])
+def test_symbol_table_counts_and_start(backend, log_space):
+    # categorical path: rows picked from a (M, K) table, per-symbol posterior sums, t=0 sums
+    rng = np.random.default_rng(21)
+    K, M = 6, 5
+    pi, A = _model(K, rng)
+    E = rng.dirichlet(np.ones(M), size=K)
+    E[:, 4] = 0  # symbol 4 impossible: its sequence must contribute nothing
+    E /= E.sum(1, keepdims=True)
+    lens = np.array([3, 1, 20, 4])
+    off = np.r_[0, np.cumsum(lens)].astype(np.int64)
+    sym = rng.integers(0, 4, size=off[-1]).astype(np.int64)
+    sym[off[3] + 1] = 4
+    with np.errstate(divide="ignore"):
+        table = np.log(E.T)
+    fn = _backend.resolve("hmm_forward_backward", backend)
+    with np.errstate(divide="ignore"):
+        lp, post, xi, cnt, st = fn(pi, A, np.ascontiguousarray(table), off, log_space, True, True, sym, True, True)
+    lp0, post0, xi0 = R._forward_backward(pi, A, table[sym], off)
+    np.testing.assert_allclose(lp, lp0, rtol=1e-12)
+    assert lp[3] == -np.inf
+    ok = np.repeat(np.isfinite(lp0), lens)
+    want = np.zeros((M, K))
+    np.add.at(want, sym[ok], post0[ok])
+    np.testing.assert_allclose(cnt, want, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(st, post0[off[:3]].sum(0), rtol=1e-10)
+    np.testing.assert_allclose(xi, xi0, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", backends_for("hmm_viterbi"))

@@ -1,4 +1,6 @@
-// bindings/hmm.cpp: _C.hmm_forward_backward, _C.hmm_viterbi (log_startprob, log_transmat, ...), _C.hmm_loglik_diag,
+// bindings/hmm.cpp: _C.hmm_forward_backward (-> logprob, posteriors, xi, counts, start),
+// _C.hmm_viterbi (log_startprob, log_transmat, ...); both take symbols= to read emission rows
+// from a (M, K) table (categorical emissions), _C.hmm_loglik_diag,
 // _C.hmm_loglik_full. float64, C-contiguous; sequences given by int64 offsets (S + 1,).
 // Every precondition is checked here before the GIL is released (pyaiml/ops/hmm.py checks
 // them first with friendlier messages; these checks keep direct _C calls from crashing).
@@ -23,11 +25,13 @@ void check_offsets(const py::array_t<int64_t>& off, int64_t N, const char* op) {
 
 struct Common {
   py::array_t<double> pi, A, lb;
-  py::array_t<int64_t> off;
-  int64_t S, K, N;
+  py::array_t<int64_t> off, sym;
+  int64_t S, K, N, M = 0;
 };
 
-Common common(py::array startprob, py::array transmat, py::array logb, py::array offsets, const char* op) {
+// framelogprob is (N, K), or with symbols (N,) a (M, K) table whose rows the symbols pick.
+Common common(py::array startprob, py::array transmat, py::array logb, py::array offsets, py::object symbols,
+              const char* op) {
   Common c;
   c.pi = require_contiguous<double>(startprob, op, "startprob");
   c.A = require_contiguous<double>(transmat, op, "transmat");
@@ -40,9 +44,20 @@ Common common(py::array startprob, py::array transmat, py::array logb, py::array
   PYAIML_CHECK(c.K >= 1, op, ": startprob must have at least one state. Received shape ", shape_str(c.pi));
   PYAIML_CHECK(c.A.shape(0) == c.K && c.A.shape(1) == c.K, op, ": transmat must have shape (", c.K, ", ", c.K,
                "). Received ", shape_str(c.A));
-  PYAIML_CHECK(c.lb.shape(1) == c.K, op, ": framelogprob must have shape (n_frames, ", c.K, "). Received ",
+  PYAIML_CHECK(c.lb.shape(1) == c.K, op, ": framelogprob must have shape (n, ", c.K, "). Received ",
                shape_str(c.lb));
-  c.N = c.lb.shape(0);
+  if (symbols.is_none()) {
+    c.N = c.lb.shape(0);
+  } else {
+    c.sym = require_contiguous<int64_t>(symbols.cast<py::array>(), op, "symbols");
+    require_ndim(c.sym, 1, op, "symbols");
+    c.N = c.sym.shape(0);
+    c.M = c.lb.shape(0);
+    const int64_t* x = c.sym.data();
+    for (int64_t t = 0; t < c.N; ++t)
+      PYAIML_CHECK(x[t] >= 0 && x[t] < c.M, op, ": symbols must be in [0, ", c.M, "). Received ", x[t],
+                   " at sample ", t);
+  }
   check_offsets(c.off, c.N, op);
   c.S = c.off.shape(0) - 1;
   return c;
@@ -54,9 +69,11 @@ void register_hmm(py::module_& m) {
   m.def(
       "hmm_forward_backward",
       [](py::array startprob, py::array transmat, py::array logb, py::array offsets, bool log_space, bool want_post,
-         bool want_xi) {
+         bool want_xi, py::object symbols, bool want_counts, bool want_start) {
         const char* op = "hmm_forward_backward";
-        Common c = common(startprob, transmat, logb, offsets, op);
+        Common c = common(startprob, transmat, logb, offsets, symbols, op);
+        PYAIML_CHECK(!want_counts || c.M > 0, op, ": counts need symbols");
+        py::object counts = py::none(), start = py::none();
         py::array_t<double> lp(c.S);
         py::object post = py::none(), xi = py::none();
         HmmFbArgs a;
@@ -67,6 +84,8 @@ void register_hmm(py::module_& m) {
         a.startprob = c.pi.data();
         a.transmat = c.A.data();
         a.logb = c.lb.data();
+        a.sym = c.M ? c.sym.data() : nullptr;
+        a.n_symbols = c.M;
         a.log_space = log_space;
         a.logprob = lp.mutable_data();
         if (want_post) {
@@ -79,20 +98,31 @@ void register_hmm(py::module_& m) {
           a.xi = x.mutable_data();
           xi = x;
         }
+        if (want_counts) {
+          py::array_t<double> x({c.M, c.K});
+          a.counts = x.mutable_data();
+          counts = x;
+        }
+        if (want_start) {
+          py::array_t<double> x(c.K);
+          a.start = x.mutable_data();
+          start = x;
+        }
         {
           py::gil_scoped_release nogil;
           hmm_kernels().forward_backward(a);
         }
-        return py::make_tuple(lp, post, xi);
+        return py::make_tuple(lp, post, xi, counts, start);
       },
       py::arg("startprob"), py::arg("transmat"), py::arg("framelogprob"), py::arg("offsets"),
-      py::arg("log_space") = false, py::arg("posteriors") = true, py::arg("xi") = true);
+      py::arg("log_space") = false, py::arg("posteriors") = true, py::arg("xi") = true,
+      py::arg("symbols") = py::none(), py::arg("counts") = false, py::arg("start") = false);
 
   m.def(
       "hmm_viterbi",
-      [](py::array startprob, py::array transmat, py::array logb, py::array offsets) {
+      [](py::array startprob, py::array transmat, py::array logb, py::array offsets, py::object symbols) {
         const char* op = "hmm_viterbi";
-        Common c = common(startprob, transmat, logb, offsets, op);
+        Common c = common(startprob, transmat, logb, offsets, symbols, op);
         py::array_t<double> lp(c.S);
         py::array_t<int64_t> states(c.N);
         HmmViterbiArgs a;
@@ -103,6 +133,7 @@ void register_hmm(py::module_& m) {
         a.log_startprob = c.pi.data();
         a.log_transmat = c.A.data();
         a.logb = c.lb.data();
+        a.sym = c.M ? c.sym.data() : nullptr;
         a.logprob = lp.mutable_data();
         a.states = states.mutable_data();
         {
@@ -111,7 +142,8 @@ void register_hmm(py::module_& m) {
         }
         return py::make_tuple(lp, states);
       },
-      py::arg("log_startprob"), py::arg("log_transmat"), py::arg("framelogprob"), py::arg("offsets"));
+      py::arg("log_startprob"), py::arg("log_transmat"), py::arg("framelogprob"), py::arg("offsets"),
+      py::arg("symbols") = py::none());
 
   m.def(
       "hmm_loglik_gaussian",

@@ -242,7 +242,7 @@ inline double sum_k(const double* v, int64_t K) {
 }
 
 struct Scratch {
-  std::vector<double> a, b, c, d, v1, v2, v3;
+  std::vector<double> a, b, c, d, v1, v2, v3, v4;
   std::vector<int64_t> psi;
 };
 thread_local Scratch tl;
@@ -252,13 +252,43 @@ inline double* grow(std::vector<double>& v, size_t n) {
   return v.data();
 }
 
+// Emission log-likelihood rows of one sequence: a dense (T, K) block, or rows of a (M, K)
+// table picked by symbols (categorical emissions: no (N, K) array is ever built).
+struct Emis {
+  const double* lb;
+  const int64_t* sym;
+  int64_t K;
+  const double* row(int64_t t) const { return sym ? lb + sym[t] * K : lb + t * K; }
+};
+
+// Per-group partial sums, null when not wanted: xi (K x KP), emission counts (M x K),
+// posteriors at t = 0 (K).
+struct Acc {
+  double* X = nullptr;
+  double* cnt = nullptr;
+  double* start = nullptr;
+};
+
+// Normalised posterior row g (K entries) of frame t: write it out and accumulate counts.
+inline void use_gamma(const double* g, int64_t t, int64_t K, const Emis& e, const Acc& acc) {
+  if (acc.cnt) {
+    double* c = acc.cnt + e.sym[t] * K;
+    for (int64_t k = 0; k < K; ++k) c[k] += g[k];
+  }
+  if (acc.start && t == 0)
+    for (int64_t k = 0; k < K; ++k) acc.start[k] += g[k];
+}
+
 struct Model {
   int64_t K, KP;
   std::vector<double> A, AT, logA, pi, logpi;  // padded
 };
 
 // One sequence, scaled space. Returns log p(x); -inf if the model cannot emit it.
-double fb_scaled(const Model& m, const double* logb, int64_t T, double* post, double* X) {
+double fb_scaled(const Model& m, const Emis& e, int64_t T, double* post, const Acc& acc) {
+  double* X = acc.X;
+  const bool need_g = post || acc.cnt || acc.start;
+  double* gbuf = grow(tl.v2, m.KP);
   const int64_t K = m.K, KP = m.KP;
   double* Al = grow(tl.a, T * KP);
   double* B = grow(tl.b, T * KP);
@@ -268,7 +298,7 @@ double fb_scaled(const Model& m, const double* logb, int64_t T, double* post, do
   int64_t ce = 0;
   // emission probabilities, max-shifted per frame
   for (int64_t t = 0; t < T; ++t) {
-    const double* row = logb + t * K;
+    const double* row = e.row(t);
     double* bt = B + t * KP;
     const double mb = max_k(row, K);
     if (!(mb > NEG_INF)) return NEG_INF;
@@ -299,13 +329,13 @@ double fb_scaled(const Model& m, const double* logb, int64_t T, double* post, do
     ce += e;
   }
   lp += std::log(cm) + double(ce) * 0.6931471805599453;
-  if (!post && !X) return lp;
+  if (!need_g && !X) return lp;
   // backward: W_t = b_t * beta_t / c_t (in place of b_t), beta_{t-1} = A W_t
   for (int64_t k = 0; k < KP; ++k) beta[k] = k < K ? 1.0 : 0.0;
   for (int64_t t = T - 1; t >= 0; --t) {
-    if (post) {
+    if (need_g) {
       const double* at = Al + t * KP;
-      double* g = post + t * K;
+      double* g = post ? post + t * K : gbuf;
       double s = 0.0;
       for (int64_t k = 0; k < K; ++k) {
         g[k] = at[k] * beta[k];
@@ -313,6 +343,7 @@ double fb_scaled(const Model& m, const double* logb, int64_t T, double* post, do
       }
       const double inv = 1.0 / s;
       for (int64_t k = 0; k < K; ++k) g[k] *= inv;
+      use_gamma(g, t, K, e, acc);
     }
     if (t > 0) {
       double* w = B + t * KP;
@@ -326,7 +357,10 @@ double fb_scaled(const Model& m, const double* logb, int64_t T, double* post, do
 }
 
 // One sequence, log space.
-double fb_log(const Model& m, const double* logb, int64_t T, double* post, double* X) {
+double fb_log(const Model& m, const Emis& e, int64_t T, double* post, const Acc& acc) {
+  double* X = acc.X;
+  const bool need_g = post || acc.cnt || acc.start;
+  double* gbuf = grow(tl.v4, m.KP);
   const int64_t K = m.K, KP = m.KP;
   double* LA = grow(tl.a, T * KP);  // log alpha
   double* U = grow(tl.b, T * KP);   // exp(log alpha - L_t)
@@ -334,7 +368,7 @@ double fb_log(const Model& m, const double* logb, int64_t T, double* post, doubl
   double* lb = grow(tl.v1, KP);
   double* tmp = grow(tl.v2, KP);
   for (int64_t t = 0; t < T; ++t) {
-    const double* row = logb + t * K;
+    const double* row = e.row(t);
     double* la = LA + t * KP;
     double* u = U + t * KP;
     if (t == 0) {
@@ -356,23 +390,24 @@ double fb_log(const Model& m, const double* logb, int64_t T, double* post, doubl
     L[t] = mx + std::log(s);
   }
   const double lp = L[T - 1];
-  if (!post && !X) return lp;
+  if (!need_g && !X) return lp;
   double* W = X ? grow(tl.d, T * KP) : nullptr;
   double* v = grow(tl.v3, KP);
   for (int64_t k = 0; k < KP; ++k) lb[k] = k < K ? 0.0 : NEG_INF;
   for (int64_t t = T - 1; t >= 0; --t) {
-    if (post) {
+    if (need_g) {
       const double* la = LA + t * KP;
-      double* g = post + t * K;
+      double* g = post ? post + t * K : gbuf;
       for (int64_t k = 0; k < KP; ++k) v[k] = la[k] + lb[k];
       const double mx = max_k(v, K);
       const vd vmx = sp(mx);
       for (int64_t k = 0; k < KP; k += DL) st(v + k, vexp(ld(v + k) - vmx));
       const double inv = 1.0 / sum_k(v, K);
       for (int64_t k = 0; k < K; ++k) g[k] = v[k] * inv;
+      use_gamma(g, t, K, e, acc);
     }
     if (t > 0) {
-      const double* row = logb + t * K;
+      const double* row = e.row(t);
       for (int64_t k = 0; k < K; ++k) v[k] = row[k] + lb[k];
       for (int64_t k = K; k < KP; ++k) v[k] = NEG_INF;
       const double mv = max_k(v, K);
@@ -411,9 +446,11 @@ Model make_model(int64_t K, const double* startprob, const double* transmat) {
   return m;
 }
 
-// Contiguous sequence groups balanced by frame count; depends only on offsets.
-std::vector<int64_t> make_groups(int64_t S, const int64_t* off) {
-  const int64_t G = std::min<int64_t>(S, G_MAX);
+// Contiguous sequence groups balanced by frame count; depends only on offsets and sizes.
+// per_group: doubles of partial sums a group holds (groups are capped to ~256 MiB of them).
+std::vector<int64_t> make_groups(int64_t S, const int64_t* off, int64_t per_group) {
+  const int64_t cap = std::max<int64_t>(1, (int64_t(1) << 25) / std::max<int64_t>(1, per_group));
+  const int64_t G = std::min<int64_t>(std::min<int64_t>(S, G_MAX), cap);
   std::vector<int64_t> gb(G + 1, S);
   gb[0] = 0;
   const double N = double(off[S]);
@@ -429,54 +466,66 @@ std::vector<int64_t> make_groups(int64_t S, const int64_t* off) {
 
 void forward_backward(const HmmFbArgs& a) {
   const Model m = make_model(a.K, a.startprob, a.transmat);
-  const int64_t K = a.K, KP = m.KP;
-  const std::vector<int64_t> gb = make_groups(a.S, a.offsets);
+  const int64_t K = a.K, KP = m.KP, M = a.sym ? a.n_symbols : 0;
+  const std::vector<int64_t> gb = make_groups(a.S, a.offsets, K * KP + M * K + K);
   const int64_t G = int64_t(gb.size()) - 1;
-  std::vector<double> part;
-  if (a.xi) part.assign(size_t(G) * K * KP, 0.0);
+  const int64_t gsz = (a.xi ? K * KP : 0) + (a.counts ? M * K : 0) + (a.start ? K : 0);
+  std::vector<double> part(size_t(G * gsz), 0.0);
   parallel_for(G, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
-      double* X = a.xi ? part.data() + g * K * KP : nullptr;
+      Acc acc;
+      double* p = part.data() + g * gsz;
+      if (a.xi) { acc.X = p; p += K * KP; }
+      if (a.counts) { acc.cnt = p; p += M * K; }
+      if (a.start) acc.start = p;
       for (int64_t s = gb[g]; s < gb[g + 1]; ++s) {
         const int64_t o = a.offsets[s], T = a.offsets[s + 1] - o;
         double* post = a.post ? a.post + o * K : nullptr;
-        double* Xs = X;
-        std::vector<double> own;
-        if (X) {  // a sequence the model cannot emit must not touch the group's sum
-          own.assign(K * KP, 0.0);
-          Xs = own.data();
-        }
-        const double lp = a.log_space ? fb_log(m, a.logb + o * K, T, post, Xs)
-                                      : fb_scaled(m, a.logb + o * K, T, post, Xs);
+        Emis e{a.sym ? a.logb : a.logb + o * K, a.sym ? a.sym + o : nullptr, K};
+        // accumulators are only touched after a successful forward pass
+        const double lp = a.log_space ? fb_log(m, e, T, post, acc) : fb_scaled(m, e, T, post, acc);
         a.logprob[s] = lp;
         if (!(lp > NEG_INF)) {
           a.logprob[s] = NEG_INF;
           if (post) std::fill(post, post + T * K, std::numeric_limits<double>::quiet_NaN());
-        } else if (X) {
-          for (int64_t i = 0; i < K * KP; ++i) X[i] += Xs[i];
         }
       }
     }
   });
+  // fixed-order reduction over groups
   if (a.xi) {
     for (int64_t i = 0; i < K; ++i)
       for (int64_t j = 0; j < K; ++j) {
         double acc = 0.0;
-        for (int64_t g = 0; g < G; ++g) acc += part[g * K * KP + i * KP + j];
+        for (int64_t g = 0; g < G; ++g) acc += part[g * gsz + i * KP + j];
         a.xi[i * K + j] = acc * a.transmat[i * K + j];
       }
   }
+  const int64_t oc = a.xi ? K * KP : 0, os = oc + (a.counts ? M * K : 0);
+  if (a.counts)
+    for (int64_t i = 0; i < M * K; ++i) {
+      double acc = 0.0;
+      for (int64_t g = 0; g < G; ++g) acc += part[g * gsz + oc + i];
+      a.counts[i] = acc;
+    }
+  if (a.start)
+    for (int64_t k = 0; k < K; ++k) {
+      double acc = 0.0;
+      for (int64_t g = 0; g < G; ++g) acc += part[g * gsz + os + k];
+      a.start[k] = acc;
+    }
 }
 
-void viterbi_one(const Model& m, const double* logb, int64_t T, double* lp_out, int64_t* states) {
+void viterbi_one(const Model& m, const Emis& e, int64_t T, double* lp_out, int64_t* states) {
   const int64_t K = m.K, KP = m.KP;
   double* d0 = grow(tl.v1, KP);
   double* d1 = grow(tl.v2, KP);
   if (tl.psi.size() < size_t(T * KP)) tl.psi.assign(T * KP, 0);
   int64_t* psi = tl.psi.data();
-  for (int64_t k = 0; k < KP; ++k) d0[k] = k < K ? m.logpi[k] + logb[k] : NEG_INF;
+  const double* row0 = e.row(0);
+  for (int64_t k = 0; k < KP; ++k) d0[k] = k < K ? m.logpi[k] + row0[k] : NEG_INF;
   for (int64_t t = 1; t < T; ++t) {
-    const double* row = logb + t * K;
+    const double* row = e.row(t);
     int64_t j = 0;
     // 4 independent max/argmax chains per pass over i (compare + blend latency hidden).
     for (; j + 4 * DL <= KP; j += 4 * DL) {
@@ -536,7 +585,8 @@ void viterbi(const HmmViterbiArgs& a) {
   parallel_for(a.S, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t o = a.offsets[s], T = a.offsets[s + 1] - o;
-      viterbi_one(m, a.logb + o * a.K, T, a.logprob + s, a.states + o);
+      Emis e{a.sym ? a.logb : a.logb + o * a.K, a.sym ? a.sym + o : nullptr, a.K};
+      viterbi_one(m, e, T, a.logprob + s, a.states + o);
     }
   });
 }

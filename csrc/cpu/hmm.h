@@ -21,11 +21,15 @@ struct HmmFbArgs {
   const int64_t* offsets = nullptr;   // (S + 1,), offsets[0] = 0, offsets[S] = N, strictly increasing
   const double* startprob = nullptr;  // (K,)
   const double* transmat = nullptr;   // (K, K) row-stochastic
-  const double* logb = nullptr;       // (N, K) emission log-likelihoods
+  const double* logb = nullptr;       // (N, K) emission log-likelihoods, or (M, K) table if sym
+  const int64_t* sym = nullptr;       // (N,) symbols in [0, M) or null: row t is logb[sym[t]]
+  int64_t n_symbols = 0;              // M
   bool log_space = false;             // false: scaled probabilities; true: log-space recursions
   double* logprob = nullptr;          // (S,) out; -inf for a sequence the model cannot emit
   double* post = nullptr;             // (N, K) out or null: state posteriors (NaN rows when -inf)
   double* xi = nullptr;               // (K, K) out or null: expected transition counts
+  double* counts = nullptr;           // (M, K) out or null (needs sym): sum of posteriors per symbol
+  double* start = nullptr;            // (K,) out or null: sum over sequences of posteriors at t = 0
 };
 
 struct HmmViterbiArgs {
@@ -33,7 +37,8 @@ struct HmmViterbiArgs {
   const int64_t* offsets = nullptr;
   const double* log_startprob = nullptr;  // (K,) logs, taken as given (-inf allowed)
   const double* log_transmat = nullptr;   // (K, K)
-  const double* logb = nullptr;
+  const double* logb = nullptr;  // (N, K), or (M, K) table if sym
+  const int64_t* sym = nullptr;
   double* logprob = nullptr;  // (S,) out: log-probability of the best path
   int64_t* states = nullptr;  // (N,) out; ties: first state at the last frame, then the
                               // highest-index predecessor (the same path as hmmlearn 0.3)

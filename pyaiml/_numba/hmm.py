@@ -11,6 +11,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from pyaiml.reference.hmm import with_extras
+
 _NEG_INF = -np.inf
 
 
@@ -178,7 +180,7 @@ def _fb_batch(pi, A, lb, off, log_space, want_post, want_xi, lp, post, xis):
             xis[s][:, :] = 0.0
 
 
-def forward_backward(startprob, transmat, framelogprob, offsets, log_space=False, posteriors=True, xi=True):
+def _forward_backward(startprob, transmat, framelogprob, offsets, log_space=False, posteriors=True, xi=True):
     S = len(offsets) - 1
     N, K = framelogprob.shape
     lp = np.empty(S)
@@ -231,13 +233,18 @@ def _viterbi_batch(lpi, lA, lb, off, lp, states):
             states[o0 + t - 1] = b
 
 
-def viterbi(log_startprob, log_transmat, framelogprob, offsets):
+def viterbi(log_startprob, log_transmat, framelogprob, offsets, symbols=None):
+    if symbols is not None:
+        framelogprob = np.ascontiguousarray(framelogprob[symbols])
     S = len(offsets) - 1
     lpi, lA = log_startprob, log_transmat
     lp = np.empty(S)
     states = np.empty(framelogprob.shape[0], np.int64)
     _viterbi_batch(lpi, lA, framelogprob, offsets, lp, states)
     return lp, states
+
+
+forward_backward = with_extras(_forward_backward)
 
 
 @nb.njit(parallel=True, cache=True)

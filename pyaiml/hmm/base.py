@@ -244,10 +244,19 @@ class BaseHMM:
                 f"{type(self).__name__}.{op}: sequence {s} (samples {off[s]}..{off[s + 1] - 1}) has zero "
                 f"likelihood under the model (no state path can emit it)")
 
+    def _emission(self, X):
+        """(framelogprob (N, K), None), or (table (M, K), symbols (N,)) for categorical models."""
+        return self._compute_log_likelihood(X), None
+
+    def _fb(self, X, off, posteriors=True, xi=False, counts=False, start=False):
+        """One native forward-backward over all sequences: (lb, logprob, post, xi, counts, start)."""
+        lb, sym = self._emission(X)
+        lp, post, x, cnt, st = _ops.fb_checked(self.startprob_, self.transmat_, lb, off, self.implementation == "log",
+                                               posteriors, xi, sym, counts, start)
+        return lb, lp, post, x, cnt, st
+
     def _forward_backward(self, X, off, op, posteriors=True, xi=False):
-        lb = self._compute_log_likelihood(X)
-        lp, post, x = _ops.hmm_forward_backward(self.startprob_, self.transmat_, lb, np.diff(off),
-                                                implementation=self.implementation, posteriors=posteriors, xi=xi)
+        lb, lp, post, x, _, _ = self._fb(X, off, posteriors, xi)
         return lb, lp, post, x
 
     def score(self, X, lengths=None, per_sequence=False):
@@ -286,8 +295,8 @@ class BaseHMM:
             _, lp, post, _ = self._forward_backward(X, off, "decode")
             self._raise_impossible(lp, off, "decode")
             return float(np.max(post, axis=1).sum()), np.argmax(post, axis=1)
-        lb = self._compute_log_likelihood(X)
-        lp, states = _ops.hmm_viterbi(self.startprob_, self.transmat_, lb, np.diff(off))
+        lb, sym = self._emission(X)
+        lp, states = _ops.viterbi_checked(self.startprob_, self.transmat_, lb, off, sym)
         return float(lp.sum()), states
 
     def predict(self, X, lengths=None):
@@ -333,19 +342,24 @@ class BaseHMM:
         K = self.n_components
         return {"nobs": 0, "start": np.zeros(K), "trans": np.zeros((K, K))}
 
-    def _accumulate_sufficient_statistics(self, stats, X, off, lb, post):
+    def _accumulate_sufficient_statistics(self, stats, X, off, lb, post, counts):
         pass
 
+    _estep_posteriors = True  # emission statistics need the (N, K) posteriors
+    _estep_counts = False     # ... or only per-symbol posterior sums (categorical)
+
     def _do_estep(self, X, off):
-        lb, lp, post, xi = self._forward_backward(X, off, "fit", posteriors=True, xi="t" in self.params)
+        counts = self._estep_counts and "e" in self.params
+        lb, lp, post, xi, cnt, st = self._fb(X, off, posteriors=self._estep_posteriors, xi="t" in self.params,
+                                             counts=counts, start="s" in self.params)
         stats = self._initialize_sufficient_statistics()
         self._raise_impossible(lp, off, "fit")
         stats["nobs"] = len(off) - 1
         if "s" in self.params:
-            stats["start"] = post[off[:-1]].sum(axis=0)
+            stats["start"] = st
         if "t" in self.params:
             stats["trans"] = xi
-        self._accumulate_sufficient_statistics(stats, X, off, lb, post)
+        self._accumulate_sufficient_statistics(stats, X, off, lb, post, cnt)
         self.__dict__.pop("_last_comp", None)
         return stats, float(lp.sum())
 
@@ -358,8 +372,15 @@ class BaseHMM:
             normalize(self.startprob_)
         if "t" in self.params:
             tm = np.maximum(self.transmat_prior - 1 + stats["trans"], 0)
-            self.transmat_ = np.where(self.transmat_ == 0, 0, tm)
-            normalize(self.transmat_, axis=1)
+            tm = np.where(self.transmat_ == 0, 0, tm)
+            # A state never left in the data (e.g. only length-1 sequences) has no counts:
+            # its row keeps its previous values instead of becoming all zero (hmmlearn's
+            # result, which no later call accepts).
+            empty = tm.sum(axis=1) == 0
+            self._empty_rows = np.flatnonzero(empty)
+            tm[empty] = self.transmat_[empty]
+            normalize(tm, axis=1)
+            self.transmat_ = tm
 
     def _fit_once(self, X, off, rs):
         self._init(X, off, rs)
@@ -371,10 +392,11 @@ class BaseHMM:
             self.monitor_.report(lp)
             if self.monitor_.converged:
                 break
-            dead = np.flatnonzero(self.transmat_.sum(axis=1) == 0)
-            if dead.size:
-                warnings.warn(f"{type(self).__name__}.fit: rows {dead.tolist()} of transmat_ sum to zero: no "
-                              f"transition from those states was ever observed", RuntimeWarning, stacklevel=3)
+            dead = getattr(self, "_empty_rows", ())
+            if len(dead):
+                warnings.warn(f"{type(self).__name__}.fit: no transition from states {list(map(int, dead))} was "
+                              f"observed; their transmat_ rows keep their previous values", RuntimeWarning,
+                              stacklevel=3)
         return self.monitor_.history[-1] if self.monitor_.history else -np.inf
 
     def fit(self, X, lengths=None):

@@ -125,8 +125,17 @@ class CategoricalHMM(BaseHMM):
                              f"summing to {rs[bad[0]]:.6g}")
         self.emissionprob_ = E
 
+    _estep_posteriors = False
+    _estep_counts = True
+
     def _compute_log_likelihood(self, X):
         return _ops.hmm_categorical_loglik(X[:, 0], self.emissionprob_)
+
+    def _emission(self, X):
+        # rows of log emissionprob_.T picked by the symbols inside the kernel: no (N, K) array
+        with np.errstate(divide="ignore"):
+            table = np.ascontiguousarray(np.log(self.emissionprob_).T)
+        return table, X[:, 0]
 
     def _init(self, X, off, rs):
         super()._init(X, off, rs)
@@ -139,13 +148,9 @@ class CategoricalHMM(BaseHMM):
         st["obs"] = np.zeros((self.n_components, self.n_features))
         return st
 
-    def _accumulate_sufficient_statistics(self, stats, X, off, lb, post):
+    def _accumulate_sufficient_statistics(self, stats, X, off, lb, post, counts):
         if "e" in self.params:
-            K, M = self.n_components, self.n_features
-            x = X[:, 0]
-            # one weighted bincount over (symbol, state) pairs: obs[k, m] = sum_t post[t, k] [x_t = m]
-            idx = (x[:, None] * K + np.arange(K)[None, :]).ravel()
-            stats["obs"] += np.bincount(idx, weights=post.ravel(), minlength=M * K).reshape(M, K).T
+            stats["obs"] += counts.T  # (M, K) per-symbol posterior sums from the kernel
 
     def _do_mstep(self, stats):
         super()._do_mstep(stats)
@@ -189,6 +194,26 @@ def _validate_covars(covars, ct, K, name):
     else:
         raise ValueError(f"{name}: covariance_type must be one of {COVARIANCE_TYPES}. Received {ct!r}")
     return cv
+
+
+def _floor_covars(cv, ct, floor):
+    """Raise variances below ``floor`` to it (diag/spherical), or shift matrices whose smallest
+    eigenvalue is below ``floor`` by (floor - that eigenvalue) * I (full/tied, any leading dims).
+    A no-op for well-conditioned covariances, so hmmlearn parity is kept there."""
+    if floor is None or floor <= 0:
+        return cv
+    if ct in ("diag", "spherical"):
+        return np.where(cv < floor, floor, cv)
+    flat = cv.reshape((-1,) + cv.shape[-2:])
+    D = flat.shape[-1]
+    for i in range(flat.shape[0]):
+        c = flat[i]
+        if not np.all(np.isfinite(c)):
+            continue
+        lo = np.linalg.eigvalsh(0.5 * (c + c.T))[0]
+        if lo < floor:
+            flat[i] = c + (floor - lo) * np.eye(D)
+    return flat.reshape(cv.shape)
 
 
 def _fill_covars(cv, ct, K, D):
@@ -320,7 +345,7 @@ class GaussianHMM(BaseHMM):
             st["obs*obs.T"] = np.zeros((K, D, D))
         return st
 
-    def _accumulate_sufficient_statistics(self, stats, X, off, lb, post):
+    def _accumulate_sufficient_statistics(self, stats, X, off, lb, post, counts):
         if "m" in self.params or "c" in self.params:
             stats["post"] += post.sum(axis=0)
             stats["obs"] += post.T @ X
@@ -358,6 +383,9 @@ class GaussianHMM(BaseHMM):
                     self._covars_ = (cp + c_n.sum(axis=0)) / (cvw + stats["post"].sum())
                 else:
                     self._covars_ = (cp + c_n) / (cvw + stats["post"][:, None, None])
+            # min_covar also floors the covariances after each M-step (hmmlearn uses it only at
+            # initialisation); inactive unless a variance falls below it.
+            self._covars_ = _floor_covars(self._covars_, ct, self.min_covar)
 
     def _generate_sample_from_state(self, state, random_state):
         return random_state.multivariate_normal(self.means_[state], self.covars_[state])
@@ -464,13 +492,10 @@ class GMMHMM(BaseHMM):
     def _compute_log_likelihood(self, X):
         return _ops._logsumexp_last(self._component_loglik(X))
 
-    def _forward_backward(self, X, off, op, posteriors=True, xi=False):
+    def _emission(self, X):
         comp = self._component_loglik(X)
-        lb = _ops._logsumexp_last(comp)
-        lp, post, x = _ops.hmm_forward_backward(self.startprob_, self.transmat_, lb, np.diff(off),
-                                                implementation=self.implementation, posteriors=posteriors, xi=xi)
-        self._last_comp = comp
-        return lb, lp, post, x
+        self._last_comp = comp  # kept for the E-step's mixture responsibilities
+        return _ops._logsumexp_last(comp), None
 
     def _init(self, X, off, rs):
         super()._init(X, off, rs)
@@ -520,7 +545,7 @@ class GMMHMM(BaseHMM):
             st["c_n"] = np.zeros_like(self.covars_)
         return st
 
-    def _accumulate_sufficient_statistics(self, stats, X, off, lb, post):
+    def _accumulate_sufficient_statistics(self, stats, X, off, lb, post, counts):
         comp = self._last_comp  # (N, K, M) log w + log N
         K, M = self.n_components, self.n_mix
         with np.errstate(under="ignore", invalid="ignore"):
@@ -552,6 +577,12 @@ class GMMHMM(BaseHMM):
         super()._do_mstep(stats)
         D, M = self.n_features, self.n_mix
         pr = self._priors()
+        # Mixture components (or, for 'tied', states) that received no posterior mass keep
+        # their previous means and covariances instead of collapsing to 0/0 (where hmmlearn
+        # yields NaN or a zero covariance); their weight goes to 0 as in hmmlearn.
+        dead = stats["post_mix_sum"] < 1e-12
+        dead_state = stats["post_sum"] < 1e-12
+        old_means, old_covars = self.means_.copy(), self.covars_.copy()
         if "w" in self.params:
             a1 = pr["weights"] - 1
             w_n = stats["post_mix_sum"] + a1
@@ -580,7 +611,15 @@ class GMMHMM(BaseHMM):
                 c_n = np.einsum("ij,ijkl->ikl", lam, cm[..., :, None] * cm[..., None, :]) \
                     + np.transpose(pr["covars"], (0, 2, 1)) + stats["c_n"]
                 c_d = (stats["post_sum"] + M + pr["covars_w"] + D + 1)[:, None, None]
-            self.covars_ = c_n / c_d
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self.covars_ = c_n / c_d
+            if ct == "tied":
+                self.covars_[dead_state] = old_covars[dead_state]
+            else:
+                self.covars_[dead] = old_covars[dead]
+            self.covars_ = _floor_covars(self.covars_, ct, self.min_covar)
+        if "m" in self.params:
+            self.means_[dead] = old_means[dead]
 
     def _generate_sample_from_state(self, state, random_state):
         g = random_state.choice(self.n_mix, p=self.weights_[state])

@@ -138,13 +138,25 @@ def hmm_forward_backward(startprob, transmat, framelogprob, lengths=None, *, imp
     pi, A = check_model(startprob, transmat, op)
     lb, dt = _framelogprob(framelogprob, pi.size, op)
     off = offsets_from_lengths(lengths, lb.shape[0], op)
-    lp, post, x = _backend.resolve("hmm_forward_backward")(pi, A, lb, off, implementation == "log", bool(posteriors),
-                                                           bool(xi))
+    lp, post, x, _, _ = _backend.resolve("hmm_forward_backward")(pi, A, lb, off, implementation == "log",
+                                                                  bool(posteriors), bool(xi))
     if dt == np.float32:
         lp = lp.astype(np.float32)
         post = None if post is None else post.astype(np.float32)
         x = None if x is None else x.astype(np.float32)
     return lp, post, x
+
+
+def fb_checked(pi, A, lb, off, log_space, posteriors, xi, symbols=None, counts=False, start=False):
+    """The registry op on arguments already validated (used by pyaiml.hmm models: their
+    parameters are checked by _check and emission rows come from pyaiml's own kernels)."""
+    return _backend.resolve("hmm_forward_backward")(pi, A, lb, off, log_space, posteriors, xi, symbols, counts, start)
+
+
+def viterbi_checked(pi, A, lb, off, symbols=None):
+    with np.errstate(divide="ignore"):
+        lpi, lA = np.log(pi), np.log(A)
+    return _backend.resolve("hmm_viterbi")(lpi, lA, lb, off, symbols)
 
 
 def hmm_viterbi(startprob, transmat, framelogprob, lengths=None):
@@ -199,11 +211,13 @@ def _chol_prec(cov, op, what):
     return np.tril(P), 2.0 * np.sum(np.log(d))
 
 
-def gaussian_params(means, covars, covariance_type, op="hmm_gaussian_loglik"):
+def gaussian_params(means, covars, covariance_type, op="hmm_gaussian_loglik", labels=None):
     """Precompute (means (K, D), prec, cst (K,)) for the emission kernel.
 
     covars shapes as in hmmlearn's setter: spherical (K,), diag (K, D), full (K, D, D), tied (D, D).
+    ``labels[k]`` names entry k in error messages (default "state k").
     """
+    lab = (lambda k: f"state {k}") if labels is None else labels
     mu = _f64(means, op, "means")
     if mu.ndim != 2:
         raise ValueError(f"{op}: means must be 2-D (n_components, n_features). Received shape {mu.shape}")
@@ -224,7 +238,7 @@ def gaussian_params(means, covars, covariance_type, op="hmm_gaussian_loglik"):
         bad = np.argwhere(~(cv > 0))
         if bad.size:
             k, d = bad[0]
-            raise ValueError(f"{op}: {ct} covariances must be positive. Received {cv[k, d]} for state {k}, feature {d}")
+            raise ValueError(f"{op}: {ct} covariances must be positive. Received {cv[k, d]} for {lab(k)}, feature {d}")
         cv = np.maximum(cv, np.finfo(float).tiny)
         prec = np.ascontiguousarray(1.0 / cv)
         cst = -0.5 * (D * _LOG2PI + np.log(cv).sum(axis=1))
@@ -240,8 +254,8 @@ def gaussian_params(means, covars, covariance_type, op="hmm_gaussian_loglik"):
     cst = np.empty(K)
     for k in range(K):
         if not np.allclose(cv[k], cv[k].T):
-            raise ValueError(f"{op}: covariance of state {k} must be symmetric")
-        prec[k], ld = _chol_prec(cv[k], op, f"covariance of state {k}")
+            raise ValueError(f"{op}: covariance of {lab(k)} must be symmetric")
+        prec[k], ld = _chol_prec(cv[k], op, f"covariance of {lab(k)}")
         cst[k] = -0.5 * (D * _LOG2PI + ld)
     return mu, prec, cst
 
@@ -289,18 +303,19 @@ def gmm_component_loglik(X, weights, means, covars, covariance_type="diag"):
         raise ValueError(f"{op}: weights must have shape ({K}, {M}). Received {w.shape}")
     cv = _f64(covars, op, "covars")
     ct = covariance_type
+    lab = (lambda i: f"state {i // M}, mixture component {i % M}") if ct != "tied" else (lambda i: f"state {i // M}")
     if ct == "tied":
         if cv.shape != (K, D, D):
             raise ValueError(f"{op}: 'tied' covars must have shape ({K}, {D}, {D}). Received {cv.shape}")
         cvf = np.repeat(cv[:, None], M, axis=1).reshape(K * M, D, D)
-        mu2, prec, cst = gaussian_params(mu.reshape(K * M, D), cvf, "full", op)
+        mu2, prec, cst = gaussian_params(mu.reshape(K * M, D), cvf, "full", op, lab)
     else:
         want = {"spherical": (K, M), "diag": (K, M, D), "full": (K, M, D, D)}.get(ct)
         if want is None:
             raise ValueError(f"{op}: covariance_type must be one of {COVARIANCE_TYPES}. Received {ct!r}")
         if cv.shape != want:
             raise ValueError(f"{op}: {ct!r} covars must have shape {want}. Received {cv.shape}")
-        mu2, prec, cst = gaussian_params(mu.reshape(K * M, D), cv.reshape((K * M,) + want[2:]), ct, op)
+        mu2, prec, cst = gaussian_params(mu.reshape(K * M, D), cv.reshape((K * M,) + want[2:]), ct, op, lab)
     x = _check_X(X, D, op)
     ll = _backend.resolve("hmm_loglik_gaussian")(x, mu2, prec, cst).reshape(-1, K, M)
     with np.errstate(divide="ignore"):

@@ -65,7 +65,30 @@ def _fb_scaled(pi, A, lb):
     return lp, g, xi
 
 
-def forward_backward(startprob, transmat, framelogprob, offsets, log_space=False, posteriors=True, xi=True):
+def with_extras(fb):
+    """Wrap a 7-argument forward-backward into the full op signature: ``symbols`` pick rows of
+    a (M, K) table, ``counts`` (M, K) sums posteriors per symbol, ``start`` (K,) sums the
+    posteriors at t = 0; sequences the model cannot emit contribute nothing."""
+
+    def op(startprob, transmat, framelogprob, offsets, log_space=False, posteriors=True, xi=True, symbols=None,
+           counts=False, start=False):
+        lb = framelogprob if symbols is None else np.ascontiguousarray(framelogprob[symbols])
+        lp, post, x = fb(startprob, transmat, lb, offsets, log_space, posteriors or counts or start, xi)
+        ok = np.isfinite(lp)
+        okf = np.repeat(ok, np.diff(offsets))
+        cnt = st = None
+        if counts:
+            M, K = framelogprob.shape
+            cnt = np.zeros((M, K))
+            np.add.at(cnt, symbols[okf], post[okf])
+        if start:
+            st = post[np.asarray(offsets[:-1])[ok]].sum(axis=0)
+        return lp, (post if posteriors else None), x, cnt, st
+
+    return op
+
+
+def _forward_backward(startprob, transmat, framelogprob, offsets, log_space=False, posteriors=True, xi=True):
     """Batched forward-backward.
 
     Parameters
@@ -76,7 +99,8 @@ def forward_backward(startprob, transmat, framelogprob, offsets, log_space=False
     Returns
     -------
     (logprob (S,), posteriors (N, K) or None, xi (K, K) or None); a sequence the model cannot
-    emit gets logprob -inf, NaN posteriors and no share of xi.
+    emit gets logprob -inf, NaN posteriors and no share of xi. The registered op
+    ``forward_backward`` adds symbols / counts / start (see ``with_extras``).
     """
     pi = np.asarray(startprob, np.float64)
     A = np.asarray(transmat, np.float64)
@@ -102,7 +126,7 @@ def forward_backward(startprob, transmat, framelogprob, offsets, log_space=False
     return lp, post, xs
 
 
-def viterbi(log_startprob, log_transmat, framelogprob, offsets):
+def viterbi(log_startprob, log_transmat, framelogprob, offsets, symbols=None):
     """Batched Viterbi on log parameters: (logprob (S,), states (N,) int64).
 
     Ties: the first state at the last frame, then the highest-index predecessor.
@@ -110,6 +134,8 @@ def viterbi(log_startprob, log_transmat, framelogprob, offsets):
     lpi = np.asarray(log_startprob, np.float64)
     lA = np.asarray(log_transmat, np.float64)
     lb_all = np.asarray(framelogprob, np.float64)
+    if symbols is not None:
+        lb_all = lb_all[symbols]
     S = len(offsets) - 1
     lp = np.empty(S)
     states = np.empty(lb_all.shape[0], np.int64)
@@ -130,6 +156,9 @@ def viterbi(log_startprob, log_transmat, framelogprob, offsets):
             best = int(psi[t, best])
             states[o0 + t - 1] = best
     return lp, states
+
+
+forward_backward = with_extras(_forward_backward)
 
 
 def loglik_gaussian(X, means, prec, cst):

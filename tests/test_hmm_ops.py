@@ -260,3 +260,22 @@ def test_native_entry_points_reject_bad_offsets():
         C.hmm_forward_backward(UMB_PI, UMB_A, lb, np.array([0, 3]), False, True, True)
     with pytest.raises(ValueError, match="dtype"):
         C.hmm_viterbi(UMB_PI, UMB_A, lb.astype(np.float32), np.array([0, 4]))
+
+
+@pytest.mark.parametrize("backend", backends_for("hmm_forward_backward"))
+def test_extreme_emission_spread_and_tiny_transitions(backend):
+    # per-step likelihood drops of 1e-150 and more: the scaled recursion must rescale in time
+    rng = np.random.default_rng(8)
+    K = 3
+    A = np.full((K, K), 1e-150) + np.eye(K)
+    A /= A.sum(1, keepdims=True)
+    pi = np.array([1.0, 0.0, 0.0])
+    lb = rng.normal(size=(300, K)) * 150
+    off = np.array([0, 120, 300], dtype=np.int64)
+    fn = _backend.resolve("hmm_forward_backward", backend)
+    want = R._forward_backward(pi, A, lb, off, log_space=True)
+    for log_space in (False, True):
+        lp, post, xi = fn(pi, A, lb, off, log_space, True, True)[:3]
+        np.testing.assert_allclose(lp, want[0], rtol=1e-12)
+        np.testing.assert_allclose(post, want[1], rtol=1e-7, atol=1e-12)
+        np.testing.assert_allclose(xi, want[2], rtol=1e-7, atol=1e-12)

@@ -227,6 +227,18 @@ inline double max_k(const double* v, int64_t K) {
   for (int64_t k = 0; k < K; ++k) m = v[k] > m ? v[k] : m;
   return m;
 }
+// Max of a padded row (entries K..KP are -inf); NaN entries are skipped.
+inline double vmaxp(const double* v, int64_t KP) {
+  vd a = ld(v);
+  for (int64_t k = DL; k < KP; k += DL) {
+    const vd b = ld(v + k);
+    a = b > a ? b : a;
+  }
+  double m = a[0];
+  for (int l = 1; l < DL; ++l) m = a[l] > m ? a[l] : m;
+  return m;
+}
+
 // Sum of a padded row (entries K..KP are zero): one vector accumulator, then its lanes.
 inline double vsum(const double* v, int64_t KP) {
   vd a = ld(v);
@@ -304,12 +316,13 @@ double fb_scaled(const Model& m, const Emis& e, int64_t T, double* post, const A
     for (int64_t t = 0; t < T; ++t) {
       const double* row = e.row(t);
       double* bt = B + t * KP;
-      const double mb = max_k(row, K);
+      std::memcpy(bt, row, K * sizeof(double));
+      for (int64_t k = K; k < KP; ++k) bt[k] = NEG_INF;
+      const double mb = vmaxp(bt, KP);
       if (!(mb > NEG_INF)) return NEG_INF;
       lp += mb;
-      for (int64_t k = 0; k < K; ++k) bt[k] = row[k] - mb;
-      for (int64_t k = K; k < KP; ++k) bt[k] = NEG_INF;
-      for (int64_t k = 0; k < KP; k += DL) st(bt + k, vexp(ld(bt + k)));
+      const vd vmb = sp(mb);
+      for (int64_t k = 0; k < KP; k += DL) st(bt + k, vexp(ld(bt + k) - vmb));
     }
   }
   auto brow = [&](int64_t t) { return e.btab ? e.btab + e.sym[t] * KP : B + t * KP; };
@@ -369,17 +382,13 @@ double fb_scaled(const Model& m, const Emis& e, int64_t T, double* post, const A
   const double b0 = 1.0 / s_prev;
   for (int64_t k = 0; k < KP; ++k) beta[k] = k < K ? b0 : 0.0;
   for (int64_t t = T - 1; t >= 0; --t) {
-    if (need_g) {
+    if (need_g) {  // padded vector row in gbuf, then K entries out
       const double* at = Al + t * KP;
-      double* g = post ? post + t * K : gbuf;
-      double s = 0.0;
-      for (int64_t k = 0; k < K; ++k) {
-        g[k] = at[k] * beta[k];
-        s += g[k];
-      }
-      const double inv = 1.0 / s;
-      for (int64_t k = 0; k < K; ++k) g[k] *= inv;
-      use_gamma(g, t, K, e, acc);
+      for (int64_t k = 0; k < KP; k += DL) st(gbuf + k, ld(at + k) * ld(beta + k));
+      const vd inv = sp(1.0 / vsum(gbuf, KP));
+      for (int64_t k = 0; k < KP; k += DL) st(gbuf + k, ld(gbuf + k) * inv);
+      if (post) std::memcpy(post + t * K, gbuf, K * sizeof(double));
+      use_gamma(gbuf, t, K, e, acc);
     }
     if (t > 0) {
       double* w = B + t * KP;
@@ -417,11 +426,11 @@ double fb_log(const Model& m, const Emis& e, int64_t T, double* post, const Acc&
       for (int64_t k = 0; k < K; ++k) la[k] += row[k];
     }
     for (int64_t k = K; k < KP; ++k) la[k] = NEG_INF;
-    const double mx = max_k(la, K);
+    const double mx = vmaxp(la, KP);
     if (!(mx > NEG_INF) || std::isnan(mx)) return NEG_INF;
     const vd vmx = sp(mx);
     for (int64_t k = 0; k < KP; k += DL) st(u + k, vexp(ld(la + k) - vmx));
-    const double s = sum_k(u, K);
+    const double s = vsum(u, KP);
     const vd inv = sp(1.0 / s);
     for (int64_t k = 0; k < KP; k += DL) st(u + k, ld(u + k) * inv);
     L[t] = mx + std::log(s);
@@ -434,20 +443,19 @@ double fb_log(const Model& m, const Emis& e, int64_t T, double* post, const Acc&
   for (int64_t t = T - 1; t >= 0; --t) {
     if (need_g) {
       const double* la = LA + t * KP;
-      double* g = post ? post + t * K : gbuf;
-      for (int64_t k = 0; k < KP; ++k) v[k] = la[k] + lb[k];
-      const double mx = max_k(v, K);
-      const vd vmx = sp(mx);
+      for (int64_t k = 0; k < KP; k += DL) st(v + k, ld(la + k) + ld(lb + k));
+      const vd vmx = sp(vmaxp(v, KP));
       for (int64_t k = 0; k < KP; k += DL) st(v + k, vexp(ld(v + k) - vmx));
-      const double inv = 1.0 / sum_k(v, K);
-      for (int64_t k = 0; k < K; ++k) g[k] = v[k] * inv;
-      use_gamma(g, t, K, e, acc);
+      const vd inv = sp(1.0 / vsum(v, KP));
+      for (int64_t k = 0; k < KP; k += DL) st(gbuf + k, ld(v + k) * inv);
+      if (post) std::memcpy(post + t * K, gbuf, K * sizeof(double));
+      use_gamma(gbuf, t, K, e, acc);
     }
     if (t > 0) {
       const double* row = e.row(t);
       for (int64_t k = 0; k < K; ++k) v[k] = row[k] + lb[k];
       for (int64_t k = K; k < KP; ++k) v[k] = NEG_INF;
-      const double mv = max_k(v, K);
+      const double mv = vmaxp(v, KP);
       const vd vmv = sp(mv);
       for (int64_t k = 0; k < KP; k += DL) st(v + k, vexp(ld(v + k) - vmv));
       if (W) {

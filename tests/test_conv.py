@@ -31,6 +31,8 @@ CASES2 = [
     (2, 3, 16, 97, 5, 4, 2, 1, "same", 1, 1),      # even kernel: asymmetric same padding
     (1, 7, 1, 3, 3, 3, 3, 1, 0, 1, 1),             # output 1x1
     (4, 16, 16, 6, 6, 1, 1, 1, 0, 1, 1),           # 1x1 in place
+    (3, 16, 24, 9, 10, 3, 3, 1, 1, 1, 1),          # Winograd path (NHWC, C and OC >= 16), odd output
+    (2, 17, 16, 7, 5, 3, 3, 1, (2, 0), 1, 1),      # Winograd, asymmetric output, padding 2
 ]
 # (N, C, OC, L, K, stride, padding, dilation, groups)
 CASES1 = [

@@ -79,6 +79,7 @@ void col2im_cl(const ConvShape& s, const float* gcol, int64_t n, int64_t g, int6
                int64_t ld) {
   const int64_t Cg = s.C / s.G;
   float* gn = gx + n * s.H * s.W * s.C + g * Cg;
+  const bool rowcopy = s.G == 1 && s.dw == 1;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t oh = r / s.OW, ow = r % s.OW;
     const float* d = gcol + (r - r0) * ld;
@@ -87,6 +88,11 @@ void col2im_cl(const ConvShape& s, const float* gcol, int64_t n, int64_t g, int6
       const int64_t ih = ih0 + kh * s.dh;
       if (ih < 0 || ih >= s.H) continue;
       float* gr = gn + ih * s.W * s.C;
+      if (rowcopy && iw0 >= 0 && iw0 + s.KW <= s.W) {  // the kernel row is KW*C contiguous floats
+        float* o = gr + iw0 * s.C;
+        for (int64_t i = 0; i < s.KW * Cg; ++i) o[i] += d[i];
+        continue;
+      }
       for (int64_t kw = 0; kw < s.KW; ++kw) {
         const int64_t iw = iw0 + kw * s.dw;
         if (iw < 0 || iw >= s.W) continue;
@@ -164,19 +170,36 @@ void col2im_cf(const ConvShape& s, const float* gcol, int64_t n, int64_t g, int6
   }
 }
 
-// Channels-last weights: Wr[g][kk][o], kk = (kh*KW + kw)*Cg + c.
-std::vector<float> repack_cl(const ConvShape& s, const float* w) {
+// The GEMM's column edge (N not a multiple of its NR = 2 vectors) is slow: (676x27)@(27x16)
+// took 37 us against 14 us for N = 32, and (900x32)@(32x27) 70 us against 22 us. So GEMM
+// N dimensions we own are padded to a multiple of 2*VL with zero weights.
+inline int64_t padn(int64_t n) { return (n + 2 * VL - 1) / (2 * VL) * (2 * VL); }
+
+// Channels-last weights: Wr[g][kk][o] (o padded to OCp with zeros), kk = (kh*KW + kw)*Cg + c.
+std::vector<float> repack_cl(const ConvShape& s, const float* w, int64_t OCp) {
   const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, KHW = s.KH * s.KW, Kg = KHW * Cg;
-  std::vector<float> wr(s.G * Kg * OCg);
+  std::vector<float> wr(s.G * Kg * OCp, 0.f);
   for (int64_t g = 0; g < s.G; ++g)
     for (int64_t o = 0; o < OCg; ++o)
       for (int64_t c = 0; c < Cg; ++c)
         for (int64_t k = 0; k < KHW; ++k)
-          wr[(g * Kg + k * Cg + c) * OCg + o] = w[((g * OCg + o) * Cg + c) * KHW + k];
+          wr[(g * Kg + k * Cg + c) * OCp + o] = w[((g * OCg + o) * Cg + c) * KHW + k];
   return wr;
 }
 
-thread_local std::vector<float> t_col, t_gcol;
+// Transposed channels-last weights for grad_x: WrT[g][o][kk] (kk padded to Kgp with zeros).
+std::vector<float> repack_cl_t(const ConvShape& s, const float* w, int64_t Kgp) {
+  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, KHW = s.KH * s.KW;
+  std::vector<float> wt(s.G * OCg * Kgp, 0.f);
+  for (int64_t g = 0; g < s.G; ++g)
+    for (int64_t o = 0; o < OCg; ++o)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t k = 0; k < KHW; ++k)
+          wt[(g * OCg + o) * Kgp + k * Cg + c] = w[((g * OCg + o) * Cg + c) * KHW + k];
+  return wt;
+}
+
+thread_local std::vector<float> t_col, t_gcol, t_out;
 
 inline float* scratch(std::vector<float>& v, int64_t n) {
   if ((int64_t)v.size() < n) v.resize(n);
@@ -202,8 +225,8 @@ bool wino_ok(const ConvShape& s) {
 }
 
 // U[xi][c][o] = (G g G^T)[i][j], xi = 4i + j, g = w[o, c] (3x3).
-std::vector<float> wino_weights(const ConvShape& s, const float* w) {
-  std::vector<float> u(16 * s.C * s.OC);
+std::vector<float> wino_weights(const ConvShape& s, const float* w, int64_t OCp) {
+  std::vector<float> u(16 * s.C * OCp, 0.f);
   for (int64_t o = 0; o < s.OC; ++o)
     for (int64_t c = 0; c < s.C; ++c) {
       const float* g = w + (o * s.C + c) * 9;
@@ -217,7 +240,7 @@ std::vector<float> wino_weights(const ConvShape& s, const float* w) {
       for (int i = 0; i < 4; ++i) {
         const float r[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]), 0.5f * (t[i][0] - t[i][1] + t[i][2]),
                             t[i][2]};
-        for (int j = 0; j < 4; ++j) u[((i * 4 + j) * s.C + c) * s.OC + o] = r[j];
+        for (int j = 0; j < 4; ++j) u[((i * 4 + j) * s.C + c) * OCp + o] = r[j];
       }
     }
   return u;
@@ -282,10 +305,11 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
   // like 13x13 -> 49 tiles would otherwise give short GEMMs).
   const int64_t kb = kWinoTiles;
   const int64_t blocks = (s.N * TT + kb - 1) / kb;
-  const std::vector<float> u = wino_weights(s, w);
+  const int64_t OCp = padn(OC);  // GEMM N padded (see padn)
+  const std::vector<float> u = wino_weights(s, w, OCp);
   parallel_for(blocks, 1, [&](int64_t tb, int64_t te) {
     float* V = scratch(t_v, 16 * kb * C);
-    float* M = scratch(t_m, 16 * kb * OC);
+    float* M = scratch(t_m, 16 * kb * OCp);
     if ((int64_t)t_zero.size() < C) t_zero.assign(C, 0.f);
     const float* zero = t_zero.data();
     for (int64_t task = tb; task < te; ++task) {
@@ -309,19 +333,19 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
       }
       for (int xi = 0; xi < 16; ++xi) {
         GemmArgs a;
-        a.M = nt; a.N = OC; a.K = C;
+        a.M = nt; a.N = OCp; a.K = C;
         a.A = V + xi * kb * C; a.rsa = C; a.csa = 1;
-        a.B = u.data() + xi * C * OC; a.rsb = OC; a.csb = 1;
-        a.C = M + xi * kb * OC; a.ldc = OC;
+        a.B = u.data() + xi * C * OCp; a.rsb = OCp; a.csb = 1;
+        a.C = M + xi * kb * OCp; a.ldc = OCp;
         a.beta = 0.f;
         sgemm_st(a);
       }
       // output transform: y = A^T m A (+ bias, relu)
-      const int64_t ms = kb * OC;
+      const int64_t ms = kb * OCp;
       for (int64_t t = 0; t < nt; ++t) {
         const int64_t n = (g0 + t) / TT, th = (g0 + t) % TT / TW, tw = (g0 + t) % TW;
         const int64_t oh = 2 * th, ow = 2 * tw;
-        const float* m = M + t * OC;
+        const float* m = M + t * OCp;
         float* y00 = y + ((n * s.OH + oh) * s.OW + ow) * OC;
         const bool r1 = oh + 1 < s.OH, c1 = ow + 1 < s.OW;
         float* dst[4] = {y00, c1 ? y00 + OC : nullptr, r1 ? y00 + s.OW * OC : nullptr,
@@ -343,8 +367,15 @@ void conv2d_forward(const ConvShape& s, const float* x, const float* w, const fl
     return;
   }
   const int64_t T = tile_rows(Kg, P), tiles = (P + T - 1) / T;
-  std::vector<float> wr;
-  if (s.cl) wr = repack_cl(s, w);
+  const int64_t OCp = padn(OCg);
+  std::vector<float> wr, bp;
+  if (s.cl) {
+    wr = repack_cl(s, w, OCp);
+    if (b && OCp != OCg) {
+      bp.assign(s.G * OCp, 0.f);
+      for (int64_t g = 0; g < s.G; ++g) std::memcpy(&bp[g * OCp], b + g * OCg, sizeof(float) * OCg);
+    }
+  }
   // A 1x1, stride-1, unpadded channels-last conv reads x in place as the GEMM's A.
   const bool direct = s.cl && s.G == 1 && s.KH == 1 && s.KW == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 &&
                       s.pl == 0 && s.OH == s.H && s.OW == s.W;
@@ -364,9 +395,15 @@ void conv2d_forward(const ConvShape& s, const float* x, const float* w, const fl
           }
           a.M = r1 - r0; a.N = OCg; a.K = Kg;
           a.A = A; a.rsa = Kg; a.csa = 1;
-          a.B = wr.data() + g * Kg * OCg; a.rsb = OCg; a.csb = 1;
-          a.C = y + (n * P + r0) * s.OC + g * OCg; a.ldc = s.OC;
-          a.bias_n = b ? b + g * OCg : nullptr;
+          a.N = OCp;
+          a.B = wr.data() + g * Kg * OCp; a.rsb = OCp; a.csb = 1;
+          if (OCp == OCg) {
+            a.C = y + (n * P + r0) * s.OC + g * OCg; a.ldc = s.OC;
+            a.bias_n = b ? b + g * OCg : nullptr;
+          } else {  // padded columns go to a scratch tile, copied out below
+            a.C = scratch(t_out, T * OCp); a.ldc = OCp;
+            a.bias_n = b ? bp.data() + g * OCp : nullptr;
+          }
         } else {
           float* col = scratch(t_col, T * Kg);
           im2col_cf(s, x, n, g, r0, r1, col);
@@ -379,6 +416,9 @@ void conv2d_forward(const ConvShape& s, const float* x, const float* w, const fl
         a.beta = 0.f;
         a.relu = relu;
         sgemm_st(a);
+        if (s.cl && OCp != OCg)
+          for (int64_t r = 0; r < r1 - r0; ++r)
+            std::memcpy(y + (n * P + r0 + r) * s.OC + g * OCg, a.C + r * OCp, sizeof(float) * OCg);
       }
     }
   });
@@ -392,8 +432,9 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
   const int64_t chunks = std::min<int64_t>(s.N, 8), per = (s.N + chunks - 1) / chunks;
   const int64_t accsz = s.G * K1 * OCg;
   std::vector<float> acc(chunks * accsz, 0.f);
-  std::vector<float> wr;
-  if (s.cl) wr = repack_cl(s, w);
+  const int64_t Kgp = padn(Kg);
+  std::vector<float> wt;
+  if (s.cl) wt = repack_cl_t(s, w, Kgp);
   // Stride-1 3x3 channels last: grad_x is a full conv of gy with the flipped, transposed
   // kernel (padding 2 - p), which the Winograd forward computes; only grad_w needs col.
   ConvShape t = s;
@@ -418,7 +459,7 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
         for (int64_t r0 = 0; r0 < P; r0 += T) {
           const int64_t r1 = std::min(P, r0 + T), m = r1 - r0;
           float* col = scratch(t_col, T * K1);
-          float* gcol = scratch(t_gcol, T * K1);
+          float* gcol = scratch(t_gcol, T * std::max(K1, Kgp));
           for (int64_t g = 0; g < s.G; ++g) {
             float* ag = A + g * K1 * OCg;
             GemmArgs a, d;
@@ -431,20 +472,20 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
               a.A = col; a.rsa = 1; a.csa = K1;
               a.B = gyt; a.rsb = s.OC; a.csb = 1;
               a.C = ag; a.ldc = OCg;
-              // gcol[m][Kg] = gy Wr^T
-              d.M = m; d.N = Kg; d.K = OCg;
+              // gcol[m][Kgp] = gy WrT (columns past Kg are zero weights)
+              d.M = m; d.N = Kgp; d.K = OCg;
               d.A = gyt; d.rsa = s.OC; d.csa = 1;
-              d.B = wr.data() + g * Kg * OCg; d.rsb = 1; d.csb = OCg;
-              d.C = gcol; d.ldc = Kg;
+              d.B = wt.data() + g * OCg * Kgp; d.rsb = Kgp; d.csb = 1;
+              d.C = gcol; d.ldc = Kgp;
             } else {
               im2col_cf(s, x, n, g, r0, r1, col);
               for (int64_t r = 0; r < m; ++r) col[Kg * m + r] = 1.f;
               const float* gyt = gy + (n * s.OC + g * OCg) * P + r0;
-              // acc[OCg][K1] += gy col^T
-              a.M = OCg; a.N = K1; a.K = m;
-              a.A = gyt; a.rsa = P; a.csa = 1;
-              a.B = col; a.rsb = 1; a.csb = m;
-              a.C = ag; a.ldc = K1;
+              // acc[K1][OCg] += col gy^T
+              a.M = K1; a.N = OCg; a.K = m;
+              a.A = col; a.rsa = m; a.csa = 1;
+              a.B = gyt; a.rsb = 1; a.csb = P;
+              a.C = ag; a.ldc = OCg;
               // gcol[Kg][m] = W^T gy
               d.M = Kg; d.N = m; d.K = OCg;
               d.A = w + g * OCg * Kg; d.rsa = 1; d.csa = Kg;
@@ -457,7 +498,7 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
             if (wino_gx) continue;
             sgemm_st(d);
             if (s.cl)
-              col2im_cl(s, gcol, n, g, r0, r1, gx, Kg);
+              col2im_cl(s, gcol, n, g, r0, r1, gx, Kgp);
             else
               col2im_cf(s, gcol, n, g, r0, r1, gx);
           }
@@ -478,8 +519,8 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
           for (int64_t k = 0; k < KHW; ++k) gw[(oc * Cg + c) * KHW + k] = ag[(k * Cg + c) * OCg + o];
         if (gb) gb[oc] = ag[Kg * OCg + o];
       } else {
-        std::memcpy(gw + oc * Kg, ag + o * K1, sizeof(float) * Kg);
-        if (gb) gb[oc] = ag[o * K1 + Kg];
+        for (int64_t k = 0; k < Kg; ++k) gw[oc * Kg + k] = ag[k * OCg + o];
+        if (gb) gb[oc] = ag[Kg * OCg + o];
       }
     }
   }

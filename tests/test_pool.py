@@ -110,9 +110,36 @@ def test_max_pool2d_backward_errors():
     gy = np.zeros((2, 3, 4, 4), np.float32)
     with pytest.raises(ValueError, match="grad_out must have the forward output's shape"):
         ops.max_pool2d_backward(gy[:, :, :3], X, 2)
-    with pytest.raises(ValueError, match=r"indices must lie in \[0, 64\)"):
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, .*64\)"):
         ops.max_pool2d_backward(gy, X, 2, indices=np.full(gy.shape, 64))
     with pytest.raises(TypeError, match="indices must be an integer array"):
         ops.max_pool2d_backward(gy, X, 2, indices=np.zeros(gy.shape, np.float32))
     with pytest.raises(TypeError, match="grad_out must have x's dtype"):
         ops.max_pool2d_backward(gy.astype(np.float64), X, 2)
+
+
+def test_nonfinite_input_is_rejected():
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    x[0, 1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"x must be finite.*\(0, 1, 2, 3\)"):
+        ops.max_pool2d(x, 2)
+
+
+def test_native_indices_range_checked():
+    from pyaiml import _backend
+    if not _backend.cpp_available():
+        pytest.skip("needs pyaiml._C")
+    C_ = _backend.native()
+    gy = np.ones((1, 2, 2, 2), np.float32)
+    x = np.zeros((1, 4, 4, 2), np.float32)
+    for bad in (-1, 16):
+        idx = np.zeros(gy.shape, np.int64)
+        idx[0, 1, 1, 1] = bad
+        for q in ((2, 2, 2, 2, 0, 0), (3, 3, 1, 1, 1, 1)):
+            g = gy if q[0] == 2 else np.ones((1, 4, 4, 2), np.float32)
+            i = idx if q[0] == 2 else np.pad(idx, ((0, 0), (0, 2), (0, 2), (0, 0)))
+            with pytest.raises(ValueError, match=r"indices must lie in \[0, H\*W\)"):
+                C_.max_pool2d_backward(g, x, q, True, i)
+            with pytest.raises(ValueError, match=r"indices must lie in"):
+                C_.max_pool2d_backward(np.ascontiguousarray(g.transpose(0, 3, 1, 2)), np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
+                                       q, False, np.ascontiguousarray(i.transpose(0, 3, 1, 2)))

@@ -194,16 +194,17 @@ void register_conv(py::module_& m) {
           idx = require_contiguous<int64_t>(idx_.cast<py::array>(), op, "indices");
           require_shape(idx, pool_out(s), op, "indices");
           ip = idx.data();
-          // Range is checked in ops/pool.py; the kernel never writes through an index outside
-          // [0, H*W) (it skips it), so a direct call with bad indices cannot corrupt memory.
+          // Range: the kernel checks it while reading (never writing through a bad index).
         }
         py::array_t<float> gx(std::vector<py::ssize_t>(x.shape(), x.shape() + 4));
         const float *gyp = gy.data(), *xp = x.data();
         float* gxp = gx.mutable_data();
+        bool in_range;
         {
           py::gil_scoped_release nogil;
-          conv_kernels().max_pool2d_backward(s, gyp, xp, ip, gxp);
+          in_range = conv_kernels().max_pool2d_backward(s, gyp, xp, ip, gxp);
         }
+        PYAIML_CHECK(in_range, op, ": indices must lie in [0, H*W) = [0, ", s.H * s.W, ")");
         return gx;
       },
       py::arg("grad_out"), py::arg("x"), py::arg("q"), py::arg("cl"), py::arg("indices") = py::none());

@@ -36,7 +36,8 @@ struct ConvKernels {
   void (*conv2d_backward_naive)(const ConvShape&, const float* gy, const float* x, const float* w, float* gx,
                                 float* gw, float* gb);
   void (*max_pool2d_forward)(const PoolShape&, const float* x, float* y, int64_t* idx /* may be null */);
-  void (*max_pool2d_backward)(const PoolShape&, const float* gy, const float* x, const int64_t* idx /* may be null */,
+  // Returns false when an index lies outside [0, H*W) (such entries are skipped).
+  bool (*max_pool2d_backward)(const PoolShape&, const float* gy, const float* x, const int64_t* idx /* may be null */,
                               float* gx);
 };
 
@@ -48,7 +49,7 @@ PYAIML_KERNEL_TABLE(ConvKernels, conv_kernels)
 namespace pyaiml {
 namespace PYAIML_ISA_NS {
 void max_pool2d_forward(const PoolShape& s, const float* x, float* y, int64_t* idx);
-void max_pool2d_backward(const PoolShape& s, const float* gy, const float* x, const int64_t* idx, float* gx);
+bool max_pool2d_backward(const PoolShape& s, const float* gy, const float* x, const int64_t* idx, float* gx);
 }  // namespace PYAIML_ISA_NS
 }  // namespace pyaiml
 #endif

@@ -163,3 +163,46 @@ def cases(quick: bool = False):
     rng = np.random.default_rng(0)
     yield from _conv_cases(torch, F, rng, quick)
     yield from _pool_cases(torch, F, rng, quick)
+
+
+def cpu_time_table(threads: int = 1, repeats: int = 7, names=None) -> str:
+    """Companion to the wall-clock run for an oversubscribed machine: the same cases, each
+    implementation's median *process CPU time* per call (all threads of this process),
+    interleaved round by round. CPU time counts the work done rather than the share of the
+    cores a busy machine happened to give; with 1 thread it is free of thread-pool
+    scheduling effects. Numba is not timed here (see below). Returns a text table; ratio = torch CPU time / pyaiml CPU time.
+
+    Run: python -c "from pyaiml.bench.conv import cpu_time_table; print(cpu_time_table())"
+    """
+    import time
+
+    from pyaiml.bench.harness import configure_allocator, set_threads
+
+    configure_allocator()
+    set_threads(threads)
+    lines = [f"{'case':<18} {'pyaiml ms':>10} {'peer':>9} {'peer ms':>10} {'ratio':>7}   others (ms)"]
+    for case in cases(quick=False):
+        if names and not any(n in case.name for n in names):
+            continue
+        case.validate()
+        # Numba is left out: its worker threads keep spinning after a parallel region and
+        # that CPU time would be charged to whichever call runs next.
+        fns = {k: f for k, f in case.fns.items() if k != "numba"}
+        samples = {k: [] for k in fns}
+        inner = {}
+        for k, f in fns.items():
+            f()
+            t0 = time.process_time()
+            f()
+            inner[k] = max(1, int(0.02 / max(time.process_time() - t0, 1e-6)))
+        for _ in range(repeats):
+            for k, f in fns.items():
+                t0 = time.process_time()
+                for _ in range(inner[k]):
+                    f()
+                samples[k].append((time.process_time() - t0) / inner[k])
+        med = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
+        others = ", ".join(f"{k} {v:.3f}" for k, v in med.items() if k not in ("pyaiml", case.peer))
+        lines.append(f"{case.name:<18} {med['pyaiml']:>10.3f} {case.peer:>9} {med[case.peer]:>10.3f} "
+                     f"{med[case.peer] / med['pyaiml']:>6.2f}x   {others}")
+    return "\n".join(lines)

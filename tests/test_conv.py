@@ -278,3 +278,11 @@ def test_native_entry_checks_its_arguments():
         C_.conv2d(X[:, :, ::2], Wt, None, (1, 1, 0, 0, 0, 0, 1, 1, 1), False)
     with pytest.raises(ValueError, match="grad_out must have shape"):
         C_.conv2d_backward(np.zeros((2, 6, 5, 5), np.float32), X, Wt, (1, 1, 0, 0, 0, 0, 1, 1, 1), False)
+
+
+def test_memoised_checks_still_reject_bools():
+    ops.conv2d(X, Wt, stride=1, groups=1)
+    with pytest.raises(TypeError, match="stride must be an int"):
+        ops.conv2d(X, Wt, stride=True)
+    with pytest.raises(TypeError, match="groups must be an int"):
+        ops.conv2d(X, Wt, groups=True)

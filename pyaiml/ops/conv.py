@@ -10,6 +10,8 @@ whatever the data format. Tests: tests/test_conv.py.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from pyaiml import _backend
@@ -32,12 +34,21 @@ _FORMATS2 = {"NCHW": False, "NHWC": True, "channels_first": False, "channels_las
 _FORMATS1 = {"NCL": False, "NLC": True, "NCW": False, "NWC": True, "channels_first": False, "channels_last": True}
 
 
+_resolved: dict = {}
+
+
 def _impl(name, dtype):
     if dtype == np.float64:
         from pyaiml.reference import conv as ref
 
         return getattr(ref, name)
-    return _backend.resolve(name)
+    # The registry's choice depends only on PYAIML_BACKEND (availability is fixed per
+    # process): remember it per value, saving ~2 us per call (small convs are ~20 us).
+    key = (name, os.environ.get("PYAIML_BACKEND", ""))
+    fn = _resolved.get(key)
+    if fn is None:
+        fn = _resolved[key] = _backend.resolve(name)
+    return fn
 
 
 def _ints(v, n, op, name, minimum):
@@ -70,9 +81,31 @@ def _same_dtype(op, **arrays):
     return next(iter(dts.values()))
 
 
+_checked: dict = {}
+
+
 def _prepare(op, x, weight, stride, padding, dilation, groups, cl, nd):
     """Checks shapes and parameters of a 2-D (nd=2) or 1-D (nd=1) conv; returns
-    (x4, w4, p, out_spatial) with x4/w4 contiguous 4-D views and p the backend tuple."""
+    (x4, w4, p, out_spatial) with x4/w4 contiguous 4-D views and p the backend tuple.
+    Shapes and parameters that passed once are remembered (the checks depend on nothing
+    else), which takes ~8 us off every later call with the same layer configuration."""
+    # repr keeps True apart from 1 (the checks reject bools)
+    key = (op, x.shape, weight.shape, repr((stride, padding, dilation, groups)), cl, nd)
+    hit = _checked.get(key)
+    if hit is None:
+        hit = _prepare_checks(op, x, weight, stride, padding, dilation, groups, cl, nd)
+        if len(_checked) < 4096:
+            _checked[key] = hit
+    p, out = hit
+    if nd == 1:
+        x4 = x[:, None, :, :] if cl else x[:, :, None, :]
+        w4 = weight[:, :, None, :]
+    else:
+        x4, w4 = x, weight
+    return np.ascontiguousarray(x4), np.ascontiguousarray(w4), p, out
+
+
+def _prepare_checks(op, x, weight, stride, padding, dilation, groups, cl, nd):
     want_x = ("(N, L, C)" if cl else "(N, C, L)") if nd == 1 else ("(N, H, W, C)" if cl else "(N, C, H, W)")
     want_w = "(Cout, Cin/groups, kL)" if nd == 1 else "(Cout, Cin/groups, kH, kW)"
     if x.ndim != nd + 2:
@@ -124,13 +157,10 @@ def _prepare(op, x, weight, stride, padding, dilation, groups, cl, nd):
     if C < 1:
         raise ValueError(f"{op}: x must have at least one channel. Received shape {tuple(x.shape)}")
     if nd == 1:
-        x4 = x[:, None, :, :] if cl else x[:, :, None, :]
-        w4 = weight[:, :, None, :]
         p = (1, s[0], 0, 0, pads[0][0], pads[0][1], 1, d[0], G)
     else:
-        x4, w4 = x, weight
         p = (s[0], s[1], pads[0][0], pads[0][1], pads[1][0], pads[1][1], d[0], d[1], G)
-    return np.ascontiguousarray(x4), np.ascontiguousarray(w4), p, tuple(out)
+    return p, tuple(out)
 
 
 def _conv(op, nd, x, weight, bias, stride, padding, dilation, groups, data_format, activation):

@@ -9,6 +9,9 @@
 // extra column of ones in col, so the same GEMM yields grad_b; grad_x = col2im(gy W^T).
 // grad_w is accumulated in a fixed number of image chunks (set by N, not by the thread
 // count) and reduced in order, so results do not depend on the thread count.
+// Channels-last 3x3 stride-1 convs with C, OC >= 16 use Winograd F(2x2, 3x3) instead (forward,
+// and grad_x as the full conv with the flipped kernel); GEMM N dimensions are padded to
+// whole register tiles, or the GEMM is turned around when OC is small.
 // The _naive kernels are plain loops in double: the oracle for tests.
 //
 // Not here: validation (bindings/conv.cpp), pooling (pool.cpp), float64.

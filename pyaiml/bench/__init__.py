@@ -11,4 +11,5 @@ SUITES = {
     "train": "pyaiml.bench.train",
     "audio": "pyaiml.bench.audio",
     "hmm": "pyaiml.bench.hmm",
+    "conv": "pyaiml.bench.conv",
 }

@@ -4,6 +4,7 @@ Each op validates its arguments, fixes dtype and contiguity, and calls the imple
 the backend registry picks (C++, Numba or NumPy); see ``pyaiml.backend_info()``.
 """
 from pyaiml.ops._validate import get_check_finite, set_check_finite
+from pyaiml.ops.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from pyaiml.ops.linalg import linear, linear_backward, matmul, matmul_backward
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "matmul_backward",
     "linear",
     "linear_backward",
+    "scaled_dot_product_attention",
+    "scaled_dot_product_attention_backward",
     "set_check_finite",
     "get_check_finite",
 ]

@@ -18,12 +18,15 @@
 #include "cpu/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <new>
 #include <vector>
+
+#include <immintrin.h>
 
 #include "common/parallel.h"
 #include "common/simd.h"
@@ -75,30 +78,74 @@ struct Buf {
     return p;
   }
 };
-thread_local Buf tl_s, tl_o, tl_dp, tl_ml, tl_dk, tl_dv;
+thread_local Buf tl_s, tl_o, tl_dp, tl_ml, tl_dk, tl_dv, tl_part;
 
 // ---------------------------------------------------------------------------------------
-// Vector exp: Cody-Waite range reduction to r in [-ln2/2, ln2/2], degree-6 polynomial,
-// scale by 2^n through the exponent bits. Relative error ~2 ulp. x < -87.3 (including -inf)
-// gives exactly 0, so masked scores give exactly zero probabilities.
-static inline vf vexp(vf x) {
-  const vf lo = splat(-87.3365f);
-  vf xc = vmin(vmax(x, lo), splat(88.0f));
-  vf n = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;
-  vf r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  vf p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.f;
+constexpr float LOG2E = 1.44269504088896341f;
+constexpr float LN2 = 0.693147180559945309f;
+
+// Vector 2^x: n = round(x), r = x - n in [-0.5, 0.5], 2^r by its degree-6 Taylor polynomial
+// (relative error < 2e-7), times 2^n. x = -inf (masked scores) gives exactly 0; NaN stays
+// NaN (so the caller sees it and reruns the naive kernel).
+// AVX-512: vscalefps does the 2^n scaling and underflows to exactly 0 below ~-150.
+static inline vf vexp2(vf x) {
+#if defined(__AVX512F__)
+  x = vmax(splat(-200.f), x);  // operand order keeps NaN (a > b ? a : b)
+  const vf n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+  const vf lo = splat(-126.f);
+  const vf x0 = x;
+  x = vmin(splat(127.f), vmax(lo, x));  // operand order keeps NaN
+  const vf n = (x + 12582912.f) - 12582912.f;
+#endif
+  const vf r = x - n;
+  vf p = splat(1.5403530393381608e-4f);
+  p = p * r + 1.3333558146428443e-3f;
+  p = p * r + 9.6181291076284772e-3f;
+  p = p * r + 5.5504108664821580e-2f;
+  p = p * r + 2.4022650695910071e-1f;
+  p = p * r + 6.9314718055994531e-1f;
+  p = p * r + 1.f;
+#if defined(__AVX512F__)
+  return _mm512_scalef_ps(p, n);
+#else
   vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-  vf s;
-  std::memcpy(&s, &e, sizeof s);
-  vf res = p * s;
-  return x < lo ? vf{} : res;
+  vf sc;
+  std::memcpy(&sc, &e, sizeof sc);
+  return x0 < lo ? vf{} : p * sc;
+#endif
+}
+
+// Horizontal sum / max with shuffles (the generic lane loop costs ~4x more).
+static inline float fsum(vf v) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_ps(v);
+#elif defined(__AVX2__)
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+#else
+  __m128 x = v;
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+#endif
+}
+static inline float fmax_(vf v) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_max_ps(v);
+#elif defined(__AVX2__)
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+#else
+  __m128 x = v;
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+#endif
 }
 
 static inline vi lane_iota() {
@@ -127,15 +174,16 @@ inline MaskRow mask_row(const AttnArgs& a, int64_t n, int64_t hq, int64_t i) {
   return m;
 }
 
-// s[0:cols) (raw q.k for keys j0 + c) -> scale * s + mask, -inf where c >= jlim or the mask
-// forbids; lanes up to the next multiple of VL are set to -inf. Returns the row max.
-inline float score_row(float* s, int64_t cols, int64_t jlim, const MaskRow& mr, int64_t j0, float scale) {
+// s[0:cols) (raw q.k for keys j0 + c) -> c2 * s + log2(e) * mask (scores in base-2 units),
+// -inf where c >= jlim or the mask forbids; lanes up to the next multiple of VL are set to
+// -inf. Returns the row max.
+inline float score_row(float* s, int64_t cols, int64_t jlim, const MaskRow& mr, int64_t j0, float c2) {
   const vi iota = lane_iota();
   const vf ninf = splat(NINF);
   const vi lim = vi{} + static_cast<int>(jlim);
   vf vm = ninf;
   for (int64_t c = 0; c < cols; c += VL) {
-    vf x = loadu(s + c) * scale;
+    vf x = loadu(s + c) * c2;
     const bool full = c + VL <= cols;
     if (mr.kind == 2) {
       vf mv;
@@ -145,7 +193,7 @@ inline float score_row(float* s, int64_t cols, int64_t jlim, const MaskRow& mr, 
         mv = vf{};
         for (int l = 0; l < VL && c + l < cols; ++l) mv[l] = mr.f[(j0 + c + l) * mr.sj];
       }
-      x += mv;
+      x += mv * LOG2E;
     } else if (mr.kind == 1) {
       vi mb;
       if (full && mr.sj == 1) {
@@ -162,19 +210,49 @@ inline float score_row(float* s, int64_t cols, int64_t jlim, const MaskRow& mr, 
     storeu(s + c, x);
     vm = vmax(vm, x);
   }
-  return hmax(vm);
+  return fmax_(vm);
 }
 
-// s[0:cols) = exp(s - m) (lanes past cols are -inf -> 0); returns the sum.
-inline float exp_row(float* s, int64_t cols, float m) {
+// Max of the raw s[0:cols).
+inline float raw_max(const float* s, int64_t cols) {
+  vf vm = splat(NINF);
+  int64_t c = 0;
+  for (; c + VL <= cols; c += VL) vm = vmax(vm, loadu(s + c));
+  float m = fmax_(vm);
+  for (; c < cols; ++c) m = s[c] > m ? s[c] : m;
+  return m;
+}
+
+// s[0:cols) = 2^(s - m) (lanes past cols are -inf -> 0); returns the sum.
+inline float exp2_row(float* s, int64_t cols, float m) {
   vf acc = vf{};
   const vf vm = splat(m);
   for (int64_t c = 0; c < cols; c += VL) {
-    vf p = vexp(loadu(s + c) - vm);
+    vf p = vexp2(loadu(s + c) - vm);
     storeu(s + c, p);
     acc += p;
   }
-  return hsum(acc);
+  return fsum(acc);
+}
+
+// s[0:cols) = 2^(c2 * s - m) for raw scores (no mask); lanes past cols get 0. Returns the sum.
+inline float exp2_row_scaled(float* s, int64_t cols, float c2, float m) {
+  vf acc = vf{};
+  const vf vm = splat(m);
+  int64_t c = 0;
+  for (; c + VL <= cols; c += VL) {
+    vf p = vexp2(loadu(s + c) * c2 - vm);
+    storeu(s + c, p);
+    acc += p;
+  }
+  if (c < cols) {
+    const vi lim = vi{} + static_cast<int>(cols - c);
+    vf p = vexp2(loadu(s + c) * c2 - vm);
+    p = lane_iota() < lim ? p : vf{};
+    storeu(s + c, p);
+    acc += p;
+  }
+  return fsum(acc);
 }
 
 inline int64_t causal_lim(const AttnArgs& a, int64_t i, int64_t j0, int64_t cols) {
@@ -193,7 +271,7 @@ inline float dot(const float* x, const float* y, int64_t n) {
   vf acc = vf{};
   int64_t c = 0;
   for (; c + VL <= n; c += VL) acc += loadu(x + c) * loadu(y + c);
-  float s = hsum(acc);
+  float s = fsum(acc);
   for (; c < n; ++c) s += x[c] * y[c];
   return s;
 }
@@ -203,6 +281,19 @@ inline void axpy(float* y, const float* x, int64_t n, float f) {
   int64_t c = 0;
   for (; c + VL <= n; c += VL) storeu(y + c, loadu(y + c) + loadu(x + c) * vf_);
   for (; c < n; ++c) y[c] += x[c] * f;
+}
+
+// True when x[0:n) has no NaN or inf.
+inline bool finite_span(const float* x, int64_t n) {
+  vf acc = vf{};
+  int64_t c = 0;
+  for (; c + VL <= n; c += VL) {
+    const vf v = loadu(x + c);
+    acc += v - v;  // 0 for finite lanes, NaN otherwise
+  }
+  float t = fsum(acc);
+  for (; c < n; ++c) t += x[c] - x[c];
+  return t == 0.f;
 }
 
 // C(M x N) (+)= A(M x K) B(K x N), strides as in GemmArgs.
@@ -226,7 +317,7 @@ inline void mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa, int
 
 // ---------------------------------------------------------------------------------------
 // Forward, one query tile.
-void fwd_tile(const AttnArgs& a, int64_t n, int64_t hq, int64_t i0, int64_t rows) {
+bool fwd_tile(const AttnArgs& a, int64_t n, int64_t hq, int64_t i0, int64_t rows) {
   const int64_t G = a.Hq / a.Hk, hk = hq / G, D = a.D, Dv = a.Dv;
   const float* Q = a.q + ((n * a.Hq + hq) * a.Lq + i0) * D;
   const float* K = a.k + (n * a.Hk + hk) * a.Lk * D;
@@ -240,21 +331,27 @@ void fwd_tile(const AttnArgs& a, int64_t n, int64_t hq, int64_t i0, int64_t rows
   std::fill(m, m + rows, NINF);
   std::fill(l, l + rows, 0.f);
   const int64_t kend = a.causal ? std::min(a.Lk, i0 + rows) : a.Lk;
+  const float c2 = a.scale * LOG2E;  // scores in base-2 units: softmax via 2^x
   for (int64_t j0 = 0; j0 < kend; j0 += FWD_BK) {
     const int64_t cols = std::min(FWD_BK, kend - j0);
     mm(rows, cols, D, Q, D, 1, K + j0 * D, 1, D, S, FWD_BK, 0.f);
+    // Rows that see the whole tile with no mask take the short path (max of the raw
+    // scores, then one FMA + 2^x per score); the others go through score_row.
+    const bool plain_tile = a.mask_kind == 0 && c2 > 0.f;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = i0 + r;
       float* s = S + r * FWD_BK;
-      const float mx = score_row(s, cols, causal_lim(a, i, j0, cols), mask_row(a, n, hq, i), j0, a.scale);
+      const int64_t lim = causal_lim(a, i, j0, cols);
+      const bool plain = plain_tile && lim == cols;
+      const float mx = plain ? raw_max(s, cols) * c2 : score_row(s, cols, lim, mask_row(a, n, hq, i), j0, c2);
       const float mnew = std::max(m[r], mx);
       if (mnew == NINF) {
         std::fill(s, s + cols, 0.f);
         continue;
       }
-      const float sum = exp_row(s, cols, mnew);
+      const float sum = plain ? exp2_row_scaled(s, cols, c2, mnew) : exp2_row(s, cols, mnew);
       if (m[r] != mnew) {
-        const float alpha = std::exp(m[r] - mnew);  // 0 when m[r] = -inf
+        const float alpha = std::exp2(m[r] - mnew);  // 0 when m[r] = -inf
         l[r] *= alpha;
         if (m[r] != NINF) scale_row(O + r * Dv, Dv, alpha);
         m[r] = mnew;
@@ -265,56 +362,101 @@ void fwd_tile(const AttnArgs& a, int64_t n, int64_t hq, int64_t i0, int64_t rows
   }
   float* out = a.out + ((n * a.Hq + hq) * a.Lq + i0) * Dv;
   float* lse = a.lse + (n * a.Hq + hq) * a.Lq + i0;
+  bool ok = true;
   for (int64_t r = 0; r < rows; ++r) {
     if (l[r] > 0.f) {
       const float inv = 1.f / l[r];
       for (int64_t c = 0; c < Dv; ++c) out[r * Dv + c] = O[r * Dv + c] * inv;
-      lse[r] = m[r] + std::log(l[r]);
+      lse[r] = (m[r] + std::log2(l[r])) * LN2;
+      ok = ok && finite_span(out + r * Dv, Dv) && lse[r] == lse[r];
     } else {
       std::fill(out + r * Dv, out + (r + 1) * Dv, 0.f);
-      lse[r] = PINF;
+      lse[r] = l[r] == 0.f ? PINF : std::nanf("");
+      ok = ok && l[r] == 0.f;
     }
   }
+  return ok;
+}
+
+// Decode helpers with the head dim a compile-time number of vectors (q row and output
+// accumulators stay in registers). Generic loops for other head dims.
+template <int NV>
+void dec_scores_t(const float* q, const float* K, int64_t cols, float* s) {
+  constexpr int64_t D = NV * VL;
+  vf qv[NV];
+  for (int v = 0; v < NV; ++v) qv[v] = loadu(q + v * VL);
+  for (int64_t j = 0; j < cols; ++j) {
+    const float* k = K + j * D;
+    vf acc = qv[0] * loadu(k);
+    for (int v = 1; v < NV; ++v) acc += qv[v] * loadu(k + v * VL);
+    s[j] = fsum(acc);
+  }
+}
+template <int NV>
+void dec_pv_t(const float* p, const float* V, int64_t cols, float* o) {
+  constexpr int64_t Dv = NV * VL;
+  vf acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = vf{};
+  for (int64_t j = 0; j < cols; ++j) {
+    const vf pj = splat(p[j]);
+    for (int v = 0; v < NV; ++v) acc[v] += pj * loadu(V + j * Dv + v * VL);
+  }
+  for (int v = 0; v < NV; ++v) storeu(o + v * VL, acc[v]);
+}
+void dec_scores(const float* q, const float* K, int64_t cols, int64_t D, float* s) {
+  if (D % VL == 0) switch (D / VL) {
+      case 1: return dec_scores_t<1>(q, K, cols, s);
+      case 2: return dec_scores_t<2>(q, K, cols, s);
+      case 4: return dec_scores_t<4>(q, K, cols, s);
+      case 8: return dec_scores_t<8>(q, K, cols, s);
+      default: break;
+    }
+  for (int64_t j = 0; j < cols; ++j) s[j] = dot(q, K + j * D, D);
+}
+void dec_pv(const float* p, const float* V, int64_t cols, int64_t Dv, float* o) {
+  if (Dv % VL == 0) switch (Dv / VL) {
+      case 1: return dec_pv_t<1>(p, V, cols, o);
+      case 2: return dec_pv_t<2>(p, V, cols, o);
+      case 4: return dec_pv_t<4>(p, V, cols, o);
+      case 8: return dec_pv_t<8>(p, V, cols, o);
+      default: break;
+    }
+  std::fill(o, o + Dv, 0.f);
+  for (int64_t j = 0; j < cols; ++j) axpy(o, V + j * Dv, Dv, p[j]);
 }
 
 // Decode: partial softmax of the group's query rows over one chunk of keys.
-// part row layout: [m, l, O(0:Dv)].
+// part row layout: [m (base-2 units), l, O(0:Dv)].
 void dec_chunk(const AttnArgs& a, int64_t n, int64_t hk, int64_t c, int64_t nc, float* part) {
   const int64_t G = a.Hq / a.Hk, D = a.D, Dv = a.Dv, M = G * a.Lq;
   const int64_t j0 = c * DEC_CK, cols = std::min(DEC_CK, a.Lk - j0);
   const float* Q = a.q + (n * a.Hq + hk * G) * a.Lq * D;
   const float* K = a.k + ((n * a.Hk + hk) * a.Lk + j0) * D;
   const float* V = a.v + ((n * a.Hk + hk) * a.Lk + j0) * Dv;
-  float* S = tl_s.get(DEC_MAX_ROWS * DEC_CK);
-  for (int64_t j = 0; j < cols; ++j)
-    for (int64_t r = 0; r < M; ++r) S[r * DEC_CK + j] = dot(Q + r * D, K + j * D, D);
+  float* s = tl_s.get(DEC_CK);
   const int64_t W = Dv + 2;
   for (int64_t r = 0; r < M; ++r) {
     const int64_t hq = hk * G + r / a.Lq, i = r % a.Lq;
-    float* s = S + r * DEC_CK;
     float* pr = part + (((n * a.Hk + hk) * nc + c) * M + r) * W;
-    const float mx = score_row(s, cols, causal_lim(a, i, j0, cols), mask_row(a, n, hq, i), j0, a.scale);
+    dec_scores(Q + r * D, K, cols, D, s);
+    const float mx = score_row(s, cols, causal_lim(a, i, j0, cols), mask_row(a, n, hq, i), j0, a.scale * LOG2E);
     pr[0] = mx;
     if (mx == NINF) {
-      std::fill(s, s + cols, 0.f);
       pr[1] = 0.f;
-    } else {
-      pr[1] = exp_row(s, cols, mx);
+      std::fill(pr + 2, pr + W, 0.f);
+      continue;
     }
-    std::fill(pr + 2, pr + W, 0.f);
+    pr[1] = exp2_row(s, cols, mx);
+    dec_pv(s, V, cols, Dv, pr + 2);
   }
-  for (int64_t j = 0; j < cols; ++j)
-    for (int64_t r = 0; r < M; ++r) {
-      const float p = S[r * DEC_CK + j];
-      if (p != 0.f) axpy(part + (((n * a.Hk + hk) * nc + c) * M + r) * W + 2, V + j * Dv, Dv, p);
-    }
 }
 
-void forward_decode(const AttnArgs& a) {
+bool forward_decode(const AttnArgs& a) {
+  std::atomic<bool> ok{true};
   const int64_t G = a.Hq / a.Hk, M = G * a.Lq, Dv = a.Dv, W = Dv + 2;
   const int64_t nc = (a.Lk + DEC_CK - 1) / DEC_CK;
-  std::vector<float> part(static_cast<size_t>(a.N * a.Hk * nc * M * W));
-  float* P = part.data();
+  // Reused per calling thread: a fresh allocation past the mmap threshold would page-fault.
+  float* P = tl_part.get(static_cast<size_t>(a.N * a.Hk * nc * M * W));
   parallel_for(a.N * a.Hk * nc, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) dec_chunk(a, t / (a.Hk * nc), (t / nc) % a.Hk, t % nc, nc, P);
   });
@@ -335,37 +477,38 @@ void forward_decode(const AttnArgs& a) {
       for (int64_t c = 0; c < nc; ++c) {
         const float* pr = P + ((nh * nc + c) * M + r) * W;
         if (pr[0] == NINF) continue;
-        const float w = std::exp(pr[0] - mx);
+        const float w = std::exp2(pr[0] - mx);
         L += pr[1] * w;
         axpy(out, pr + 2, Dv, w);
       }
       scale_row(out, Dv, 1.f / L);
-      *lse = mx + std::log(L);
+      *lse = (mx + std::log2(L)) * LN2;
+      if (!(finite_span(out, Dv) && *lse == *lse)) ok.store(false, std::memory_order_relaxed);
     }
   });
+  return ok.load();
 }
 
-void forward(const AttnArgs& a) {
-  if (a.N * a.Hq * a.Lq == 0) return;
+bool forward(const AttnArgs& a) {
+  if (a.N * a.Hq * a.Lq == 0) return true;
   const int64_t G = a.Hq / a.Hk;
   if (a.Lk == 0) {
     std::fill(a.out, a.out + a.N * a.Hq * a.Lq * a.Dv, 0.f);
     std::fill(a.lse, a.lse + a.N * a.Hq * a.Lq, PINF);
-    return;
+    return true;
   }
-  if (G * a.Lq <= DEC_MAX_ROWS && a.Lk >= DEC_MIN_LK) {
-    forward_decode(a);
-    return;
-  }
+  if (G * a.Lq <= DEC_MAX_ROWS && a.Lk >= DEC_MIN_LK) return forward_decode(a);
+  std::atomic<bool> ok{true};
   const int64_t nqb = (a.Lq + FWD_BQ - 1) / FWD_BQ;
   // Causal: the last query tiles are the longest; hand them out first.
   parallel_for(a.N * a.Hq * nqb, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t qb = a.causal ? nqb - 1 - t % nqb : t % nqb, nh = t / nqb;
       const int64_t i0 = qb * FWD_BQ;
-      fwd_tile(a, nh / a.Hq, nh % a.Hq, i0, std::min(FWD_BQ, a.Lq - i0));
+      if (!fwd_tile(a, nh / a.Hq, nh % a.Hq, i0, std::min(FWD_BQ, a.Lq - i0))) ok.store(false, std::memory_order_relaxed);
     }
   });
+  return ok.load();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -386,17 +529,24 @@ void bwd_tile(const AttnArgs& a, const float* Dr, int64_t n, int64_t hq, int64_t
   float* S = tl_s.get(BWD_BQ * BWD_BK);
   float* dP = tl_dp.get(BWD_BQ * BWD_BK);
   mm(rows, cols, D, Q, D, 1, K, 1, D, S, BWD_BK, 0.f);
+  const float c2 = a.scale * LOG2E;
+  const bool plain_tile = a.mask_kind == 0 && c2 > 0.f;
   bool any = false;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = i0 + r;
     float* s = S + r * BWD_BK;
     const float L = lse[r];
-    score_row(s, cols, causal_lim(a, i, j0, cols), mask_row(a, n, hq, i), j0, a.scale);
     if (!(L < PINF && L > NINF)) {
       std::fill(s, s + ((cols + VL - 1) / VL) * VL, 0.f);
       continue;
     }
-    exp_row(s, cols, L);
+    const int64_t lim = causal_lim(a, i, j0, cols);
+    if (plain_tile && lim == cols) {
+      exp2_row_scaled(s, cols, c2, L * LOG2E);
+    } else {
+      score_row(s, cols, lim, mask_row(a, n, hq, i), j0, c2);
+      exp2_row(s, cols, L * LOG2E);
+    }
     any = true;
   }
   if (!any) return;
@@ -415,15 +565,14 @@ void bwd_tile(const AttnArgs& a, const float* Dr, int64_t n, int64_t hq, int64_t
 // First query tile index whose rows can see key j0 (causal), else 0.
 inline int64_t first_qb(const AttnArgs& a, int64_t j0) { return a.causal ? j0 / BWD_BQ : 0; }
 
-void backward(const AttnArgs& a) {
+bool backward_run(const AttnArgs& a) {
   const int64_t G = a.Hq / a.Hk, D = a.D, Dv = a.Dv;
   const int64_t nrows = a.N * a.Hq * a.Lq;
   std::fill(a.dk, a.dk + a.N * a.Hk * a.Lk * D, 0.f);
   std::fill(a.dv, a.dv + a.N * a.Hk * a.Lk * Dv, 0.f);
   std::fill(a.dq, a.dq + nrows * D, 0.f);
-  if (nrows == 0 || a.Lk == 0) return;
-  std::vector<float> Dvec(static_cast<size_t>(nrows));
-  float* Dr = Dvec.data();
+  if (nrows == 0 || a.Lk == 0) return true;
+  float* Dr = tl_part.get(static_cast<size_t>(nrows));
   parallel_for(nrows, 256, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const float L = a.lse[r];
@@ -450,7 +599,7 @@ void backward(const AttnArgs& a) {
       for (int64_t t = b; t < e; ++t)
         for (int64_t kb = 0; kb < nkb; ++kb) kv_task(t / a.Hk, t % a.Hk, kb, true);
     });
-    return;
+    return true;
   }
   parallel_for(a.N * a.Hk * nkb, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) kv_task(t / (a.Hk * nkb), (t / nkb) % a.Hk, t % nkb, false);
@@ -464,6 +613,22 @@ void backward(const AttnArgs& a) {
         bwd_tile(a, Dr, n, hq, i0, rows, j0, std::min(BWD_BK, kend - j0), nullptr, nullptr, false, true);
     }
   });
+  return true;
+}
+
+bool finite_all(const float* x, int64_t n) {
+  std::atomic<bool> ok{true};
+  parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
+    if (!finite_span(x + b, e - b)) ok.store(false, std::memory_order_relaxed);
+  });
+  return ok.load();
+}
+
+// True when every gradient is finite (else the caller reruns the naive kernel).
+bool backward(const AttnArgs& a) {
+  backward_run(a);
+  return finite_all(a.dq, a.N * a.Hq * a.Lq * a.D) && finite_all(a.dk, a.N * a.Hk * a.Lk * a.D) &&
+         finite_all(a.dv, a.N * a.Hk * a.Lk * a.Dv);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,9 +11,9 @@
 // A row with no visible key gives out = 0, lse = +inf and zero gradients.
 //
 // Not here: dropout, float64, argument validation (bindings/attention.cpp does it).
-// The fast kernels assume finite q, k, v (and dO); the _naive kernels skip masked pairs
-// explicitly, so NaN/inf in masked positions never reach the result; ops/ routes inputs
-// with non-finite values to them. Tests: tests/test_attention*.py.
+// The fast kernels are exact for finite inputs and report any non-finite result; the _naive
+// kernels skip masked pairs explicitly, so NaN/inf in masked positions never reach the
+// result; the binding reruns a flagged call with them. Tests: tests/test_attention*.py.
 #pragma once
 #include <cstdint>
 
@@ -42,8 +42,10 @@ struct AttnArgs {
 };
 
 struct AttentionKernels {
-  void (*forward)(const AttnArgs&);         // writes out, lse
-  void (*backward)(const AttnArgs&);        // reads out, lse, dout; writes dq, dk, dv
+  // The fast kernels return false when a result is NaN/inf: then the inputs held non-finite
+  // values (or scores overflowed) and the caller reruns the _naive kernel, which decides.
+  bool (*forward)(const AttnArgs&);         // writes out, lse
+  bool (*backward)(const AttnArgs&);        // reads out, lse, dout; writes dq, dk, dv
   void (*forward_naive)(const AttnArgs&);   // writes out, lse; NaN-safe in masked positions
   void (*backward_naive)(const AttnArgs&);  // reads dout; writes dq, dk, dv (out/lse unused)
 };

@@ -6,4 +6,5 @@ Used by ``pyaiml bench`` and by the pytest-benchmark files in ``benchmarks/``.
 """
 SUITES = {
     "gemm": "pyaiml.bench.gemm",
+    "attention": "pyaiml.bench.attention",
 }

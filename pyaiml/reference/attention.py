@@ -67,7 +67,8 @@ def _pv(p, v, vis):
     G = p.shape[1] // v.shape[1]
     v64 = _expand_kv(v.astype(np.float64), G)
     if p.size * v.shape[-1] < 4_000_000:
-        return np.where(vis[..., None], p[..., None] * v64[..., None, :, :], 0.0).sum(-2)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.where(vis[..., None], p[..., None] * v64[..., None, :, :], 0.0).sum(-2)
     return p @ v64
 
 
@@ -90,6 +91,11 @@ def attention_backward(grad_out, q, k, v, mask=None, is_causal=False, scale=1.0,
     k64 = _expand_kv(k.astype(np.float64), G)
     q64 = np.where(vis.any(-1)[..., None], q.astype(np.float64), 0.0)
     small = p.size * max(D, v.shape[-1]) < 4_000_000
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _grads(p, vis, g, q64, k64, v64, scale, small, N, Hk, G, q.dtype)
+
+
+def _grads(p, vis, g, q64, k64, v64, scale, small, N, Hk, G, dtype):
     if small:
         dp = np.where(vis[..., None], g[..., :, None, :] * v64[..., None, :, :], 0.0).sum(-1)
     else:
@@ -108,4 +114,4 @@ def attention_backward(grad_out, q, k, v, mask=None, is_causal=False, scale=1.0,
     if G > 1:
         dk = dk.reshape(N, Hk, G, *dk.shape[2:]).sum(2)
         dv = dv.reshape(N, Hk, G, *dv.shape[2:]).sum(2)
-    return dq.astype(q.dtype), dk.astype(q.dtype), dv.astype(q.dtype)
+    return dq.astype(dtype), dk.astype(dtype), dv.astype(dtype)

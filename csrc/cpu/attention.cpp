@@ -48,12 +48,19 @@ constexpr int GEMM_MR = 6;
 
 // Tile sizes. Query tiles are whole multiples of the GEMM's register rows (MR) so no partial
 // row tile runs in the P V and dS K products; key tiles are multiples of 64 (NR of every ISA
-// divides 64) for the S = Q K^T product. Measured on the 2-core AVX-512 VM, (4,12,1024,64):
-// see benchmarks/results/attention.md.
-constexpr int64_t FWD_BQ = GEMM_MR * (GEMM_MR == 14 ? 8 : 16);  // 112 / 96 rows
-constexpr int64_t FWD_BK = 128;
-constexpr int64_t BWD_BQ = GEMM_MR * (GEMM_MR == 14 ? 4 : 10);  // 56 / 60 rows
-constexpr int64_t BWD_BK = 64;
+// divides 64). Large forward tiles amortise the packing of K^T and V inside sgemm_st over
+// many query rows. Measured on the 2-core AVX-512 VM (busy, ratios to torch interleaved),
+// (8,8,512,64) forward: BQ 112/BK 128 1.01-1.07x, BQ 224/BK 256 1.26-1.30x, BQ 448/BK 256
+// 1.24-1.35x, BQ 896/BK 256 1.22x, BQ 448/BK 512 1.10x. Causal keeps 112-row tiles (less
+// work wasted above the diagonal): BK 128 1.66x, BK 256 1.81x.
+constexpr int64_t FWD_BQ_FULL = GEMM_MR * (GEMM_MR == 14 ? 32 : 64);   // 448 / 384 rows
+constexpr int64_t FWD_BQ_CAUSAL = GEMM_MR * (GEMM_MR == 14 ? 8 : 16);  // 112 / 96 rows
+constexpr int64_t FWD_BQ_MAX = FWD_BQ_FULL;
+constexpr int64_t FWD_BK = 256;
+// Backward, (8,8,512,64) fwd+bwd ratio to torch: BQ 56/BK 64 1.43x, 112/128 1.55-1.56x,
+// 224/128 1.53x, 112/256 1.68x (within the noise of the busy VM); causal 112/128 1.9-2.1x.
+constexpr int64_t BWD_BQ = GEMM_MR * (GEMM_MR == 14 ? 8 : 16);  // 112 / 96 rows
+constexpr int64_t BWD_BK = 128;
 // Decode: chunk of keys per task, and the most query rows per kv head it handles.
 constexpr int64_t DEC_CK = 512;
 constexpr int64_t DEC_MAX_ROWS = 16;
@@ -318,6 +325,7 @@ inline void mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa, int
 // ---------------------------------------------------------------------------------------
 // Forward, one query tile.
 bool fwd_tile(const AttnArgs& a, int64_t n, int64_t hq, int64_t i0, int64_t rows) {
+  const int64_t FWD_BQ = FWD_BQ_MAX;
   const int64_t G = a.Hq / a.Hk, hk = hq / G, D = a.D, Dv = a.Dv;
   const float* Q = a.q + ((n * a.Hq + hq) * a.Lq + i0) * D;
   const float* K = a.k + (n * a.Hk + hk) * a.Lk * D;
@@ -499,6 +507,7 @@ bool forward(const AttnArgs& a) {
   }
   if (G * a.Lq <= DEC_MAX_ROWS && a.Lk >= DEC_MIN_LK) return forward_decode(a);
   std::atomic<bool> ok{true};
+  const int64_t FWD_BQ = a.causal ? FWD_BQ_CAUSAL : FWD_BQ_FULL;
   const int64_t nqb = (a.Lq + FWD_BQ - 1) / FWD_BQ;
   // Causal: the last query tiles are the longest; hand them out first.
   parallel_for(a.N * a.Hq * nqb, 1, [&](int64_t b, int64_t e) {

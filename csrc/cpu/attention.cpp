@@ -468,7 +468,8 @@ bool forward_decode(const AttnArgs& a) {
   parallel_for(a.N * a.Hk * nc, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) dec_chunk(a, t / (a.Hk * nc), (t / nc) % a.Hk, t % nc, nc, P);
   });
-  parallel_for(a.N * a.Hk * M, 4, [&](int64_t b, int64_t e) {
+  parallel_for(a.N * a.Hk * M, 512,  // cheap: one parallel region for typical sizes
+               [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t nh = t / M, r = t % M;  // nh = n * Hk + hk
       const int64_t n = nh / a.Hk, hk = nh % a.Hk, hq = hk * G + r / a.Lq, i = r % a.Lq;
@@ -577,10 +578,13 @@ inline int64_t first_qb(const AttnArgs& a, int64_t j0) { return a.causal ? j0 / 
 bool backward_run(const AttnArgs& a) {
   const int64_t G = a.Hq / a.Hk, D = a.D, Dv = a.Dv;
   const int64_t nrows = a.N * a.Hq * a.Lq;
-  std::fill(a.dk, a.dk + a.N * a.Hk * a.Lk * D, 0.f);
-  std::fill(a.dv, a.dv + a.N * a.Hk * a.Lk * Dv, 0.f);
-  std::fill(a.dq, a.dq + nrows * D, 0.f);
-  if (nrows == 0 || a.Lk == 0) return true;
+  if (nrows == 0 || a.Lk == 0) {
+    std::fill(a.dk, a.dk + a.N * a.Hk * a.Lk * D, 0.f);
+    std::fill(a.dv, a.dv + a.N * a.Hk * a.Lk * Dv, 0.f);
+    std::fill(a.dq, a.dq + nrows * D, 0.f);
+    return true;
+  }
+  // Every key tile's dK/dV is written whole by its task; dQ rows are zeroed by their owner.
   float* Dr = tl_part.get(static_cast<size_t>(nrows));
   parallel_for(nrows, 256, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
@@ -605,8 +609,12 @@ bool backward_run(const AttnArgs& a) {
   };
   if (a.N * a.Hk >= BWD_FUSED_MIN_HEADS) {
     parallel_for(a.N * a.Hk, 1, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t)
-        for (int64_t kb = 0; kb < nkb; ++kb) kv_task(t / a.Hk, t % a.Hk, kb, true);
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t n = t / a.Hk, hk = t % a.Hk;
+        float* dq0 = a.dq + (n * a.Hq + hk * G) * a.Lq * D;
+        std::fill(dq0, dq0 + G * a.Lq * D, 0.f);
+        for (int64_t kb = 0; kb < nkb; ++kb) kv_task(n, hk, kb, true);
+      }
     });
     return true;
   }
@@ -618,6 +626,8 @@ bool backward_run(const AttnArgs& a) {
       const int64_t nh = t / nqb, qb = a.causal ? nqb - 1 - t % nqb : t % nqb;
       const int64_t n = nh / a.Hq, hq = nh % a.Hq, i0 = qb * BWD_BQ, rows = std::min(BWD_BQ, a.Lq - i0);
       const int64_t kend = a.causal ? std::min(a.Lk, i0 + rows) : a.Lk;
+      float* dq0 = a.dq + ((n * a.Hq + hq) * a.Lq + i0) * D;
+      std::fill(dq0, dq0 + rows * D, 0.f);
       for (int64_t j0 = 0; j0 < kend; j0 += BWD_BK)
         bwd_tile(a, Dr, n, hq, i0, rows, j0, std::min(BWD_BK, kend - j0), nullptr, nullptr, false, true);
     }

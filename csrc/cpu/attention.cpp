@@ -52,7 +52,8 @@ constexpr int GEMM_MR = 6;
 // many query rows. Measured on the 2-core AVX-512 VM (busy, ratios to torch interleaved),
 // (8,8,512,64) forward: BQ 112/BK 128 1.01-1.07x, BQ 224/BK 256 1.26-1.30x, BQ 448/BK 256
 // 1.24-1.35x, BQ 896/BK 256 1.22x, BQ 448/BK 512 1.10x. Causal keeps 112-row tiles (less
-// work wasted above the diagonal): BK 128 1.66x, BK 256 1.81x.
+// work wasted above the diagonal): BK 128 1.66x, BK 256 1.81x; at (1,16,2048,64) causal
+// BQ 112 1.28x, 224 1.27x, 448 1.14x.
 constexpr int64_t FWD_BQ_FULL = GEMM_MR * (GEMM_MR == 14 ? 32 : 64);   // 448 / 384 rows
 constexpr int64_t FWD_BQ_CAUSAL = GEMM_MR * (GEMM_MR == 14 ? 8 : 16);  // 112 / 96 rows
 constexpr int64_t FWD_BQ_MAX = FWD_BQ_FULL;
@@ -343,21 +344,29 @@ bool fwd_tile(const AttnArgs& a, int64_t n, int64_t hq, int64_t i0, int64_t rows
   for (int64_t j0 = 0; j0 < kend; j0 += FWD_BK) {
     const int64_t cols = std::min(FWD_BK, kend - j0);
     mm(rows, cols, D, Q, D, 1, K + j0 * D, 1, D, S, FWD_BK, 0.f);
-    // Rows that see the whole tile with no mask take the short path (max of the raw
-    // scores, then one FMA + 2^x per score); the others go through score_row.
-    const bool plain_tile = a.mask_kind == 0 && c2 > 0.f;
+    // Without a mask the short path: a row sees keys [0, lim) of the tile (lim < cols only
+    // on the causal diagonal); max of the raw scores, then one FMA + 2^x per score, zeros
+    // past lim. With a mask, score_row applies it.
+    const bool plain = a.mask_kind == 0 && c2 > 0.f;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = i0 + r;
       float* s = S + r * FWD_BK;
       const int64_t lim = causal_lim(a, i, j0, cols);
-      const bool plain = plain_tile && lim == cols;
-      const float mx = plain ? raw_max(s, cols) * c2 : score_row(s, cols, lim, mask_row(a, n, hq, i), j0, c2);
+      const float mx = plain ? (lim > 0 ? raw_max(s, lim) * c2 : NINF)
+                             : score_row(s, cols, lim, mask_row(a, n, hq, i), j0, c2);
       const float mnew = std::max(m[r], mx);
       if (mnew == NINF) {
         std::fill(s, s + cols, 0.f);
         continue;
       }
-      const float sum = plain ? exp2_row_scaled(s, cols, c2, mnew) : exp2_row(s, cols, mnew);
+      float sum;
+      if (plain) {
+        sum = exp2_row_scaled(s, lim, c2, mnew);
+        const int64_t z = (lim + VL - 1) / VL * VL;
+        if (z < cols) std::fill(s + z, s + cols, 0.f);
+      } else {
+        sum = exp2_row(s, cols, mnew);
+      }
       if (m[r] != mnew) {
         const float alpha = std::exp2(m[r] - mnew);  // 0 when m[r] = -inf
         l[r] *= alpha;
@@ -551,8 +560,10 @@ void bwd_tile(const AttnArgs& a, const float* Dr, int64_t n, int64_t hq, int64_t
       continue;
     }
     const int64_t lim = causal_lim(a, i, j0, cols);
-    if (plain_tile && lim == cols) {
-      exp2_row_scaled(s, cols, c2, L * LOG2E);
+    if (plain_tile) {
+      exp2_row_scaled(s, lim, c2, L * LOG2E);
+      const int64_t z = (lim + VL - 1) / VL * VL, zc = (cols + VL - 1) / VL * VL;
+      if (z < zc) std::fill(s + z, s + zc, 0.f);
     } else {
       score_row(s, cols, lim, mask_row(a, n, hq, i), j0, c2);
       exp2_row(s, cols, L * LOG2E);

@@ -517,8 +517,12 @@ bool forward(const AttnArgs& a) {
   }
   if (G * a.Lq <= DEC_MAX_ROWS && a.Lk >= DEC_MIN_LK) return forward_decode(a);
   std::atomic<bool> ok{true};
-  const int64_t FWD_BQ = a.causal ? FWD_BQ_CAUSAL : FWD_BQ_FULL;
-  const int64_t nqb = (a.Lq + FWD_BQ - 1) / FWD_BQ;
+  // Query tiles of near-equal size (512 rows: 2 x 266/246, not 448 + 64), whole multiples of
+  // MR. A row's result does not depend on its tile (every GEMM sums over D or the key tile in
+  // one fixed order), so neither the tiling nor the thread count changes any output bit.
+  const int64_t bq_max = a.causal ? FWD_BQ_CAUSAL : FWD_BQ_FULL;
+  const int64_t nqb = (a.Lq + bq_max - 1) / bq_max;
+  const int64_t FWD_BQ = ((a.Lq + nqb - 1) / nqb + GEMM_MR - 1) / GEMM_MR * GEMM_MR;
   // Causal: the last query tiles are the longest; hand them out first.
   parallel_for(a.N * a.Hq * nqb, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {

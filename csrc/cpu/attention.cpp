@@ -184,12 +184,13 @@ inline MaskRow mask_row(const AttnArgs& a, int64_t n, int64_t hq, int64_t i) {
 
 // s[0:cols) (raw q.k for keys j0 + c) -> c2 * s + log2(e) * mask (scores in base-2 units),
 // -inf where c >= jlim or the mask forbids; lanes up to the next multiple of VL are set to
-// -inf. Returns the row max.
-inline float score_row(float* s, int64_t cols, int64_t jlim, const MaskRow& mr, int64_t j0, float c2) {
+// -inf. Returns the row max (a max may drop NaN lanes: `nan` is set when a score is NaN).
+inline float score_row(float* s, int64_t cols, int64_t jlim, const MaskRow& mr, int64_t j0, float c2, bool& nan) {
   const vi iota = lane_iota();
   const vf ninf = splat(NINF);
   const vi lim = vi{} + static_cast<int>(jlim);
   vf vm = ninf;
+  vi vn = vi{};
   for (int64_t c = 0; c < cols; c += VL) {
     vf x = loadu(s + c) * c2;
     const bool full = c + VL <= cols;
@@ -217,17 +218,28 @@ inline float score_row(float* s, int64_t cols, int64_t jlim, const MaskRow& mr, 
     x = (iota + static_cast<int>(c)) < lim ? x : ninf;
     storeu(s + c, x);
     vm = vmax(vm, x);
+    vn |= x != x;
   }
+  for (int l = 0; l < VL; ++l) nan = nan || vn[l] != 0;
   return fmax_(vm);
 }
 
-// Max of the raw s[0:cols).
-inline float raw_max(const float* s, int64_t cols) {
+// Max of the raw s[0:cols); `nan` set when one is NaN.
+inline float raw_max(const float* s, int64_t cols, bool& nan) {
   vf vm = splat(NINF);
+  vi vn = vi{};
   int64_t c = 0;
-  for (; c + VL <= cols; c += VL) vm = vmax(vm, loadu(s + c));
+  for (; c + VL <= cols; c += VL) {
+    const vf x = loadu(s + c);
+    vm = vmax(vm, x);
+    vn |= x != x;
+  }
   float m = fmax_(vm);
-  for (; c < cols; ++c) m = s[c] > m ? s[c] : m;
+  for (int l = 0; l < VL; ++l) nan = nan || vn[l] != 0;
+  for (; c < cols; ++c) {
+    m = s[c] > m ? s[c] : m;
+    nan = nan || s[c] != s[c];
+  }
   return m;
 }
 
@@ -341,6 +353,7 @@ bool fwd_tile(const AttnArgs& a, int64_t n, int64_t hq, int64_t i0, int64_t rows
   std::fill(l, l + rows, 0.f);
   const int64_t kend = a.causal ? std::min(a.Lk, i0 + rows) : a.Lk;
   const float c2 = a.scale * LOG2E;  // scores in base-2 units: softmax via 2^x
+  bool nan = false;                  // a NaN score: the caller reruns the naive kernel
   for (int64_t j0 = 0; j0 < kend; j0 += FWD_BK) {
     const int64_t cols = std::min(FWD_BK, kend - j0);
     mm(rows, cols, D, Q, D, 1, K + j0 * D, 1, D, S, FWD_BK, 0.f);
@@ -352,8 +365,8 @@ bool fwd_tile(const AttnArgs& a, int64_t n, int64_t hq, int64_t i0, int64_t rows
       const int64_t i = i0 + r;
       float* s = S + r * FWD_BK;
       const int64_t lim = causal_lim(a, i, j0, cols);
-      const float mx = plain ? (lim > 0 ? raw_max(s, lim) * c2 : NINF)
-                             : score_row(s, cols, lim, mask_row(a, n, hq, i), j0, c2);
+      const float mx = plain ? (lim > 0 ? raw_max(s, lim, nan) * c2 : NINF)
+                             : score_row(s, cols, lim, mask_row(a, n, hq, i), j0, c2, nan);
       const float mnew = std::max(m[r], mx);
       if (mnew == NINF) {
         std::fill(s, s + cols, 0.f);
@@ -379,7 +392,7 @@ bool fwd_tile(const AttnArgs& a, int64_t n, int64_t hq, int64_t i0, int64_t rows
   }
   float* out = a.out + ((n * a.Hq + hq) * a.Lq + i0) * Dv;
   float* lse = a.lse + (n * a.Hq + hq) * a.Lq + i0;
-  bool ok = true;
+  bool ok = !nan;
   for (int64_t r = 0; r < rows; ++r) {
     if (l[r] > 0.f) {
       const float inv = 1.f / l[r];
@@ -456,8 +469,10 @@ void dec_chunk(const AttnArgs& a, int64_t n, int64_t hk, int64_t c, int64_t nc, 
     const int64_t hq = hk * G + r / a.Lq, i = r % a.Lq;
     float* pr = part + (((n * a.Hk + hk) * nc + c) * M + r) * W;
     dec_scores(Q + r * D, K, cols, D, s);
-    const float mx = score_row(s, cols, causal_lim(a, i, j0, cols), mask_row(a, n, hq, i), j0, a.scale * LOG2E);
-    pr[0] = mx;
+    bool nan = false;
+    const float mx =
+        score_row(s, cols, causal_lim(a, i, j0, cols), mask_row(a, n, hq, i), j0, a.scale * LOG2E, nan);
+    pr[0] = nan ? std::nanf("") : mx;  // NaN marks the chunk for the combine
     if (mx == NINF) {
       pr[1] = 0.f;
       std::fill(pr + 2, pr + W, 0.f);
@@ -483,7 +498,13 @@ bool forward_decode(const AttnArgs& a) {
       const int64_t nh = t / M, r = t % M;  // nh = n * Hk + hk
       const int64_t n = nh / a.Hk, hk = nh % a.Hk, hq = hk * G + r / a.Lq, i = r % a.Lq;
       float mx = NINF;
-      for (int64_t c = 0; c < nc; ++c) mx = std::max(mx, P[((nh * nc + c) * M + r) * W]);
+      bool nan = false;
+      for (int64_t c = 0; c < nc; ++c) {
+        const float mc = P[((nh * nc + c) * M + r) * W];
+        nan = nan || mc != mc;
+        mx = std::max(mx, mc);
+      }
+      if (nan) ok.store(false, std::memory_order_relaxed);
       float* out = a.out + ((n * a.Hq + hq) * a.Lq + i) * Dv;
       float* lse = a.lse + (n * a.Hq + hq) * a.Lq + i;
       std::fill(out, out + Dv, 0.f);
@@ -569,7 +590,8 @@ void bwd_tile(const AttnArgs& a, const float* Dr, int64_t n, int64_t hq, int64_t
       const int64_t z = (lim + VL - 1) / VL * VL, zc = (cols + VL - 1) / VL * VL;
       if (z < zc) std::fill(s + z, s + zc, 0.f);
     } else {
-      score_row(s, cols, lim, mask_row(a, n, hq, i), j0, c2);
+      bool nan = false;  // NaN scores give NaN probabilities below, caught by the final check
+      score_row(s, cols, lim, mask_row(a, n, hq, i), j0, c2, nan);
       exp2_row(s, cols, L * LOG2E);
     }
     any = true;

@@ -1,9 +1,12 @@
 // attention.cpp: flash-style scaled dot-product attention (see attention.h), compiled per ISA.
 //
 // Forward: one task per (n, q head, block of BQ query rows); key tiles of BK: S = Q K^T
-// (sgemm_st), scale + mask + causal limit, online softmax (running max m, sum l, the output
-// accumulator rescaled by exp(m_old - m_new)), O += P V (sgemm_st); then O / l and
-// lse = m + log l. Causal tiles above the diagonal are never visited.
+// (sgemm_st), scale + mask + causal limit, online softmax in base 2 (scores times
+// scale * log2 e; running max m, sum l, the output accumulator rescaled by 2^(m_old - m_new)),
+// O += P V (sgemm_st); then O / l and lse = (m + log2 l) * ln 2. Causal tiles above the
+// diagonal are never visited; on the diagonal a row's softmax runs over its causal length.
+// The fast kernels report NaN scores or non-finite results (NaN/inf inputs, overflow); the
+// binding then reruns the call on the _naive kernels.
 // Decode (few query rows, long Lk): one task per (n, kv head, chunk of CK keys) over all the
 // group's query rows, partial (m, l, O) per chunk, combined in chunk order (lse weights).
 // Backward (FlashAttention-2 style, P recomputed from lse): per key tile dV += P^T dO,

@@ -12,4 +12,5 @@ SUITES = {
     "audio": "pyaiml.bench.audio",
     "hmm": "pyaiml.bench.hmm",
     "conv": "pyaiml.bench.conv",
+    "attention": "pyaiml.bench.attention",
 }

@@ -6,6 +6,7 @@
 
 namespace pyaiml {
 void register_gemm(py::module_& m);
+void register_attention(py::module_& m);
 }  // namespace pyaiml
 
 PYBIND11_MODULE(_C, m) {
@@ -72,4 +73,5 @@ PYBIND11_MODULE(_C, m) {
       py::arg("a"));
 
   register_gemm(m);
+  register_attention(m);
 }

@@ -4,6 +4,7 @@ Each op validates its arguments, fixes dtype and contiguity, and calls the imple
 the backend registry picks (C++, Numba or NumPy); see ``pyaiml.backend_info()``.
 """
 from pyaiml.ops._validate import get_check_finite, set_check_finite
+from pyaiml.ops.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from pyaiml.ops.linalg import linear, linear_backward, matmul, matmul_backward
 from pyaiml.ops.activations import (gelu, gelu_backward, log_softmax, log_softmax_backward, relu, relu_backward, sigmoid, sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)  # noqa: E501
 
@@ -14,6 +15,8 @@ __all__ = [
     "linear_backward",
     "relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax", "softmax_backward",
     "log_softmax", "log_softmax_backward", "gelu", "gelu_backward",
+    "scaled_dot_product_attention",
+    "scaled_dot_product_attention_backward",
     "set_check_finite",
     "get_check_finite",
 ]

@@ -7,4 +7,5 @@ Used by ``pyaiml bench`` and by the pytest-benchmark files in ``benchmarks/``.
 SUITES = {
     "gemm": "pyaiml.bench.gemm",
     "train": "pyaiml.bench.train",
+    "sequence": "pyaiml.bench.sequence",
 }

@@ -36,9 +36,55 @@ from pyaiml.seq.tokenizer import CharTokenizer
 SPECIALS = ("<pad>", "<bos>", "<eos>")
 
 
-def make_tokenizers(pairs, byte_fallback=False):
-    """Character tokenizers (source, target) with <pad>, <bos>, <eos> = ids 0, 1, 2."""
-    src = CharTokenizer.from_text("".join(s for s, _ in pairs), SPECIALS, byte_fallback)
+class WordVocab:
+    """Whitespace-word vocabulary (specials first, then words sorted): ``encode`` splits on
+    single spaces, ``decode`` joins with single spaces, so text with single spaces between
+    words round-trips exactly. An unknown word raises ValueError naming it. JSON:
+    ``{"format": "pyaiml-word-vocab", "version": 1, "specials": [...], "words": [...]}``."""
+
+    def __init__(self, words, specials=SPECIALS):
+        self.specials, self.words = list(specials), list(words)
+        self._w2i = {w: len(self.specials) + i for i, w in enumerate(self.words)}
+        if len(self._w2i) != len(self.words):
+            raise ValueError("WordVocab: words contains duplicates")
+        self.vocab_size = len(self.specials) + len(self.words)
+
+    @classmethod
+    def from_texts(cls, texts, specials=SPECIALS):
+        return cls(sorted({w for t in texts for w in t.split(" ")}), specials)
+
+    def encode(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"WordVocab.encode: text must be str. Received {type(text).__name__}")
+        out = []
+        for w in text.split(" ") if text else []:
+            i = self._w2i.get(w)
+            if i is None:
+                raise ValueError(f"WordVocab.encode: word {w!r} is not in the vocabulary")
+            out.append(i)
+        return np.asarray(out, dtype=np.int64)
+
+    def decode(self, ids, skip_specials=True):
+        ns = len(self.specials)
+        return " ".join(self.words[i - ns] if i >= ns else self.specials[i] for i in np.asarray(ids).tolist()
+                        if i >= ns or not skip_specials)
+
+    def to_json(self):
+        import json
+
+        return json.dumps({"format": "pyaiml-word-vocab", "version": 1, "specials": self.specials,
+                           "words": self.words})
+
+
+def make_tokenizers(pairs, byte_fallback=False, source="word"):
+    """(source, target) tokenizers with <pad>, <bos>, <eos> = ids 0, 1, 2: the source is a
+    WordVocab (``source='word'``) or a CharTokenizer (``'char'``), the target characters."""
+    if source == "word":
+        src = WordVocab.from_texts([s for s, _ in pairs])
+    elif source == "char":
+        src = CharTokenizer.from_text("".join(s for s, _ in pairs), SPECIALS, byte_fallback)
+    else:
+        raise ValueError(f"make_tokenizers: source must be 'word' or 'char'. Received {source!r}")
     tgt = CharTokenizer.from_text("".join(t for _, t in pairs), SPECIALS, byte_fallback)
     return src, tgt
 

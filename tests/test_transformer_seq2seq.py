@@ -100,7 +100,7 @@ def test_errors(trained):
         m.fit((np.zeros((2, 3), np.int64), np.zeros((2, 3), np.int64)), np.zeros((2, 4), np.int64))
     with pytest.raises(ValueError, match="does not fit"):
         st, tt = make_tokenizers([("abc", "cba")])
-        encode_pairs([("abc", "cba")], st, tt, 2, 4)
+        encode_pairs([("abc", "cba")], st, tt, 2, 3)  # the target needs 3 + 1
     with pytest.raises(RuntimeError, match="compile"):
         Seq2SeqTransformer(5, 5, 3, 3, width=8, num_heads=2).fit((np.zeros((1, 3), np.int64),) * 2,
                                                                   np.zeros((1, 3), np.int64))

@@ -7,7 +7,7 @@ Cases:
     batch (``Sequential._train_step``: forward, sparse cross-entropy on logits, backward,
     Adam update); torch runs zero_grad / forward (F.scaled_dot_product_attention with
     is_causal) / cross_entropy / backward / Adam.step. Throughput: tokens/s.
-  - ``lm generate``: batch 1, a 32-token prompt, 64 new tokens, greedy. pyaiml's
+  - ``lm generate``: batch 1, a 32-token prompt, 64 new tokens (16 with quick), greedy. pyaiml's
     ``TransformerLM.generate`` (prefill, then one cached decode step per token) against
     torch's uncached loop (the whole window re-run per token, under no_grad: the peer
     the target is set against) and, for reference, the same model in torch with a
@@ -23,7 +23,7 @@ import numpy as np
 from pyaiml.bench.harness import Case, check_close
 
 V, D, H, L, C, F, B = 65, 256, 4, 4, 256, 1024, 16
-PROMPT, NEW = 32, 64
+PROMPT, NEW_FULL, NEW_QUICK = 32, 64, 16
 
 
 def _pyaiml_lm():
@@ -113,6 +113,7 @@ def cases(quick: bool = False):
     x = rng.integers(0, V, (B, C))
     y = rng.integers(0, V, (B, C))
     prompt = rng.integers(0, V, PROMPT)
+    NEW = NEW_QUICK if quick else NEW_FULL
 
     def train():
         with _NoFiniteChecks():

@@ -128,3 +128,19 @@ def test_tiny_shakespeare_loader():
 def test_shipped_copy_equals_shared_data():
     p = shared_data("tinyshakespeare", "input.txt")
     assert load_tiny_shakespeare(p) == load_tiny_shakespeare()
+
+
+@pytest.mark.slow
+def test_shakespeare_lm_reaches_1_8_nats():
+    """Acceptance: the example's 15-minute training budget reaches validation loss <= 1.8
+    nats/char (90/10 split). Needs the machine to itself for a fair clock."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "examples", "text_generation.py"), "--time-budget", "900"],
+                       capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": root}, timeout=7200)
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if "full validation loss" in l)
+    assert float(line.split("full validation loss")[1].split()[0]) <= 1.8, r.stdout

@@ -13,4 +13,5 @@ SUITES = {
     "hmm": "pyaiml.bench.hmm",
     "conv": "pyaiml.bench.conv",
     "attention": "pyaiml.bench.attention",
+    "sequence": "pyaiml.bench.sequence",
 }

@@ -3,8 +3,7 @@
 Each layer is built in float32 (as in training), re-typed to float64 with ``_cast``, then
 compared with the same computation written with torch.nn.functional on the layer's own
 weights. Tolerance: 1e-9 relative (float64 round-off of sums of a few hundred terms).
-Convolution/pooling/attention run on whatever pyaiml.keras._ops_compat provides (the
-project's ops when merged, else the NumPy stand-ins), so these tests cover both.
+Convolution/pooling/attention run on pyaiml.ops (whichever backend PYAIML_BACKEND picks).
 """
 import numpy as np
 import pytest

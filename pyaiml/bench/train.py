@@ -104,9 +104,9 @@ def cases(quick: bool = False):
         import torch.nn.functional as F
     except ImportError:
         torch = None
-    from pyaiml.keras import _ops_compat, utils
+    from pyaiml.keras import utils
 
-    backend = "NumPy stand-in (conv ops not merged)" if "conv2d" in _ops_compat.FALLBACKS else "pyaiml.ops conv"
+    backend = "pyaiml.ops conv"
     rng = np.random.default_rng(0)
     for name, make, shape, rank in (("mission CNN", _mission_cnn, (32, 32, 3), 2),
                                     ("speech Conv1D", _speech_cnn, (128, 1), 1)):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 import pyaiml.ops as ops
-from pyaiml.keras import _ops_compat as cops
 from pyaiml.keras import activations as _acts
 from pyaiml.keras import initializers as _inits
 from pyaiml.keras._common import FLOATX, rng, tuple_n
@@ -418,10 +417,10 @@ class _Conv(Layer, _ActMixin):
     def forward(self, x, training=False, mask=None):
         xp, p, crop = self._op_padding(x)
         self._xp, self._p, self._crop = xp, p, crop
-        conv = cops.conv2d if self.rank == 2 else cops.conv1d
+        conv = ops.conv2d if self.rank == 2 else ops.conv1d
         args = (xp, self.kernel, self.bias if self.use_bias else None, self.strides if self.rank == 2 else self.strides[0],
                 p, self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt())
-        if self.activation is _acts.relu and not self._skip_act and cops.CONV_FUSED_RELU:
+        if self.activation is _acts.relu and not self._skip_act:
             self._z, self._y = None, conv(*args, activation="relu")  # fused conv + bias + ReLU
             return self._y
         return self._act_fwd(conv(*args))
@@ -466,7 +465,7 @@ class _Conv(Layer, _ActMixin):
         if not need_dx and self.groups == 1 and self._cl:
             self._weight_grad_only(dz)
             return None
-        back = cops.conv2d_backward if self.rank == 2 else cops.conv1d_backward
+        back = ops.conv2d_backward if self.rank == 2 else ops.conv1d_backward
         gx, gw, gb = back(dz, self._xp, self.kernel, self.strides if self.rank == 2 else self.strides[0], self._p,
                           self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt(),
                           self.use_bias)
@@ -566,11 +565,11 @@ class _MaxPool(Layer):
                 x = np.pad(x, widths, constant_values=np.finfo(x.dtype).min)
                 self._crop = widths
         self._x = x
-        pool = cops.max_pool2d if self.rank == 2 else cops.max_pool1d
+        pool = ops.max_pool2d if self.rank == 2 else ops.max_pool1d
         return pool(x, self._k(self.pool_size), self._k(self.strides), self._p, self._fmt())
 
     def backward(self, dy, need_dx=True):
-        back = cops.max_pool2d_backward if self.rank == 2 else cops.max_pool1d_backward
+        back = ops.max_pool2d_backward if self.rank == 2 else ops.max_pool1d_backward
         gx = back(np.ascontiguousarray(dy), self._x, self._k(self.pool_size), self._k(self.strides), self._p,
                   self._fmt())
         if self._crop is not None:
@@ -1040,7 +1039,7 @@ class MultiHeadAttention(Layer):
             if m.shape[2] != T:
                 m = np.ascontiguousarray(np.broadcast_to(m, (B, 1, T, S)))
         scale = 1.0 / np.sqrt(self.key_dim)
-        O, lse = cops.scaled_dot_product_attention(Q, K, V, attn_mask=m, scale=scale, return_lse=True)
+        O, lse = ops.scaled_dot_product_attention(Q, K, V, attn_mask=m, scale=scale, return_lse=True)
         Oc = np.ascontiguousarray(O.transpose(0, 2, 1, 3)).reshape(B, T, -1)
         Wo = self.output_kernel.reshape(-1, self._od)
         y = ops.linear(Oc, Wo.T, self.output_bias if self.use_bias else None)
@@ -1057,7 +1056,7 @@ class MultiHeadAttention(Layer):
             self.grads["output_bias"] += d2.sum(axis=0)
         dOc = ops.matmul(d2, Wo.T)
         dO = np.ascontiguousarray(dOc.reshape(B, T, self.num_heads, self.value_dim).transpose(0, 2, 1, 3))
-        gQ, gK, gV = cops.scaled_dot_product_attention_backward(dO, Q, K, V, attn_mask=m, scale=scale, out=O,
+        gQ, gK, gV = ops.scaled_dot_product_attention_backward(dO, Q, K, V, attn_mask=m, scale=scale, out=O,
                                                                 lse=lse)
         dq = self._proj_back(gQ, q_in, "query")
         dk = self._proj_back(gK, k_in, "key")

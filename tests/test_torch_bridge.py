@@ -1,9 +1,8 @@
 """pyaiml.torch custom ops: parity with torch, gradcheck (float64), opcheck, bad input,
 threads, and importing without torch.
 
-Oracles: torch's own functional ops; brute-force path enumeration for the HMM. Every test
-here also runs on the NumPy stand-ins of pyaiml/torch/_kernels.py (``standins`` fixture) so
-the plumbing is checked whichever kernels pyaiml.ops provides. Skips cleanly without torch.
+Oracles: torch's own functional ops; brute-force path enumeration for the HMM. The kernels
+are pyaiml.ops' (whichever backend PYAIML_BACKEND selects). Skips cleanly without torch.
 """
 import numpy as np
 import pytest
@@ -19,17 +18,6 @@ from helpers import run_py  # noqa: E402
 # float32 tolerance: sums of <= ~300 products in another order, ~1e-6 relative per term.
 TOL32 = dict(rtol=1e-4, atol=1e-4)
 TOL64 = dict(rtol=1e-10, atol=1e-10)
-
-
-@pytest.fixture(params=["pyaiml.ops", "stand-in"])
-def kernels(request):
-    """Run the test on the kernels pyaiml.ops provides, then on the NumPy stand-ins."""
-    if request.param == "pyaiml.ops":
-        if all(v == "stand-in" for k, v in _kernels.kernel_source().items() if k != "hmm_forward_backward"):
-            pytest.skip("pyaiml.ops has none of the conv/pool/attention kernels in this build")
-    _kernels.force_standins(request.param == "stand-in")
-    yield request.param
-    _kernels.force_standins(False)
 
 
 def _t(rng, *shape, dtype=torch.float64, grad=False):
@@ -62,7 +50,7 @@ CONV2D_CASES = [
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", CONV2D_CASES)
-def test_conv2d_matches_torch(kernels, rng, case, dtype):
+def test_conv2d_matches_torch(rng, case, dtype):
     N, C, H, W, OC, Kk, kw = case
     G = kw.get("groups", 1)
     x = _t(rng, N, C, H, W, dtype=dtype, grad=True)
@@ -76,7 +64,7 @@ def test_conv2d_matches_torch(kernels, rng, case, dtype):
         _close(a, r, dtype)
 
 
-def test_conv2d_no_bias_and_channels_last(kernels, rng):
+def test_conv2d_no_bias_and_channels_last(rng):
     x = _t(rng, 2, 5, 8, 7, dtype=torch.float32).to(memory_format=torch.channels_last).requires_grad_()
     w = _t(rng, 3, 5, 3, 3, dtype=torch.float32, grad=True)
     y = pt.conv2d(x, w, None, padding=1)
@@ -92,7 +80,7 @@ def test_conv2d_no_bias_and_channels_last(kernels, rng):
     _close(gw, gw_ref, torch.float32)
 
 
-def test_conv_non_contiguous_inputs(kernels, rng):
+def test_conv_non_contiguous_inputs(rng):
     base = _t(rng, 2, 3, 10, 12, dtype=torch.float32)
     x = base[:, :, ::2, 1::2]  # strided view: neither plain nor channels-last
     assert not x.is_contiguous()
@@ -115,7 +103,7 @@ CONV1D_CASES = [
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", CONV1D_CASES)
-def test_conv1d_matches_torch(kernels, rng, case, dtype):
+def test_conv1d_matches_torch(rng, case, dtype):
     N, C, L, OC, Kk, kw = case
     G = kw.get("groups", 1)
     x = _t(rng, N, C, L, dtype=dtype, grad=True)
@@ -140,7 +128,7 @@ POOL2D_CASES = [
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", POOL2D_CASES)
-def test_max_pool2d_matches_torch(kernels, rng, case, dtype):
+def test_max_pool2d_matches_torch(rng, case, dtype):
     shape, kw = case
     x = _t(rng, *shape, dtype=dtype, grad=True)
     y, (gx,), g = _grads(lambda x: pt.max_pool2d(x, **kw), (x,))
@@ -149,7 +137,7 @@ def test_max_pool2d_matches_torch(kernels, rng, case, dtype):
     _close(gx, torch.autograd.grad(y_ref, x, g)[0], dtype)
 
 
-def test_max_pool2d_channels_last_and_ties(kernels, rng):
+def test_max_pool2d_channels_last_and_ties(rng):
     x = torch.zeros(1, 2, 4, 4).to(memory_format=torch.channels_last).requires_grad_()  # all ties
     y = pt.max_pool2d(x, 2)
     assert y.is_contiguous(memory_format=torch.channels_last)
@@ -162,7 +150,7 @@ def test_max_pool2d_channels_last_and_ties(kernels, rng):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_max_pool_indices_match_torch(kernels, rng, channels_last):
+def test_max_pool_indices_match_torch(rng, channels_last):
     x = _t(rng, 2, 3, 7, 9, dtype=torch.float32)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
@@ -176,7 +164,7 @@ def test_max_pool_indices_match_torch(kernels, rng, channels_last):
 
 
 @pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)])
-def test_max_pool1d_matches_torch(kernels, rng, kw):
+def test_max_pool1d_matches_torch(rng, kw):
     x = _t(rng, 2, 3, 11, grad=True)
     y, (gx,), g = _grads(lambda x: pt.max_pool1d(x, **kw), (x,))
     y_ref = F.max_pool1d(x, **kw)
@@ -203,7 +191,7 @@ SDPA_CASES = [
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", SDPA_CASES, ids=lambda c: ",".join(c) or "plain")
-def test_sdpa_matches_torch(kernels, rng, case, dtype):
+def test_sdpa_matches_torch(rng, case, dtype):
     B, H, L, S, E, Ev = 2, 4, 5, 7, 8, 3
     Hk = 2 if case.get("gqa") else H
     q, k, v = _sdpa_inputs(rng, B, H, Hk, L, S, E, Ev, dtype)
@@ -308,7 +296,7 @@ def _gradcheck_cases(rng):
 
 
 @pytest.mark.parametrize("name", ["conv2d", "conv2d_same", "conv1d", "max_pool2d", "max_pool1d", "sdpa", "hmm"])
-def test_gradcheck_float64(kernels, name):
+def test_gradcheck_float64(name):
     f, inputs = _gradcheck_cases(np.random.default_rng(7))[name]
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
 
@@ -353,8 +341,7 @@ def _opcheck_cases(rng):
 
 
 def test_opcheck_all_ops():
-    # Runs on whichever kernels pyaiml.ops provides (stand-ins for the rest): the checks are
-    # about registration, schemas, fake kernels and autograd, the same for both.
+    # Registration, schemas, fake kernels and autograd of every op.
     for op, args in _opcheck_cases(np.random.default_rng(3)):
         res = torch.library.opcheck(op, args)
         bad = {k: v for k, v in res.items() if v != "SUCCESS"}

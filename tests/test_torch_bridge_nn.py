@@ -146,7 +146,7 @@ def test_mission_cnn_trains_like_torch(channels_last):
     l_mine = _train(mine, xs, ys, steps, channels_last)
     # float32 noise: different summation orders give ~1e-6 relative differences per step;
     # Adam amplifies them slightly over the steps. Measured max relative difference 2e-7
-    # (stand-in kernels, NCHW and channels_last).
+    # (C++ conv/pool kernels of pyaiml.ops, NCHW and channels_last).
     torch.testing.assert_close(torch.tensor(l_mine), torch.tensor(l_ref), rtol=1e-4, atol=1e-5)
     assert l_ref[-1] < l_ref[0]
     for a, b in zip(mine.parameters(), ref.parameters()):

@@ -4,9 +4,9 @@ channels_last, batch 32; plus the per-call overhead of going through a ``torch.o
 custom op instead of calling the kernel directly.
 
 Both models start from the same weights; validation runs one step on each and compares the
-losses. What the "pyaiml" side measures depends on the kernels present: with pyaiml.ops
-conv/pool kernels it is them; without, it is the NumPy stand-ins of pyaiml/torch/_kernels.py
-(the case name says which). Not a test. Run: ``pyaiml bench torch_bridge``.
+losses. The "pyaiml" side runs pyaiml.ops' conv/pool kernels (the backend PYAIML_BACKEND
+selects) through the ``torch.ops.pyaiml`` custom ops. Not a test.
+Run: ``pyaiml bench torch_bridge``.
 """
 from __future__ import annotations
 
@@ -51,8 +51,6 @@ def cases(quick: bool = False):
     import pyaiml.torch as pt
     from pyaiml.torch import _kernels
 
-    src = _kernels.kernel_source()
-    kern = "pyaiml.ops kernels" if src["conv2d"] == "pyaiml.ops" else "NumPy stand-ins"
     torch.manual_seed(0)
     base = _cnn(torch.nn)
     x = torch.randn(BATCH, 3, 32, 32)
@@ -75,7 +73,7 @@ def cases(quick: bool = False):
                 raise AssertionError(f"torch_bridge: first-step loss {lb} differs from torch's {la}")
 
         fns = {"pyaiml": _stepper(torch, mine, xx, y), "torch": _stepper(torch, ref, xx, y)}
-        yield Case("torch_bridge", f"cnn train step {fmt} ({kern})", f"batch {BATCH} 3x32x32, Adam",
+        yield Case("torch_bridge", f"cnn train step {fmt}", f"batch {BATCH} 3x32x32, Adam",
                    _cnn_flops(BATCH), "pyaiml", fns, "torch", validate, unit="images/s", work=BATCH)
 
     # Overhead of the custom-op path (checks, dispatcher, tensor<->NumPy views) on a tiny pool.
@@ -84,5 +82,5 @@ def cases(quick: bool = False):
     fns = {"pyaiml": lambda: pt.max_pool2d(xs, 2),
            "kernel direct": lambda: _kernels.max_pool2d(xn, (2, 2), (2, 2), (0, 0), "NCHW"),
            "torch": lambda: torch.nn.functional.max_pool2d(xs, 2)}
-    yield Case("torch_bridge", f"op call overhead max_pool2d 1x1x4x4 ({kern})", "1x1x4x4 k2", None, "pyaiml", fns,
+    yield Case("torch_bridge", "op call overhead max_pool2d 1x1x4x4", "1x1x4x4 k2", None, "pyaiml", fns,
                "torch", None, unit="calls/s", work=1)

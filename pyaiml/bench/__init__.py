@@ -8,4 +8,5 @@ SUITES = {
     "gemm": "pyaiml.bench.gemm",
     "word2vec": "pyaiml.bench.word2vec",
     "torch_bridge": "pyaiml.bench.torch_bridge",
+    "conv": "pyaiml.bench.conv",
 }

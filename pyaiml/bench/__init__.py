@@ -9,4 +9,5 @@ SUITES = {
     "word2vec": "pyaiml.bench.word2vec",
     "torch_bridge": "pyaiml.bench.torch_bridge",
     "conv": "pyaiml.bench.conv",
+    "attention": "pyaiml.bench.attention",
 }

@@ -10,4 +10,5 @@ SUITES = {
     "torch_bridge": "pyaiml.bench.torch_bridge",
     "conv": "pyaiml.bench.conv",
     "attention": "pyaiml.bench.attention",
+    "hmm": "pyaiml.bench.hmm",
 }

@@ -11,4 +11,5 @@ SUITES = {
     "conv": "pyaiml.bench.conv",
     "attention": "pyaiml.bench.attention",
     "hmm": "pyaiml.bench.hmm",
+    "train": "pyaiml.bench.train",
 }

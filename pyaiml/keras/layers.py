@@ -1,0 +1,1106 @@
+"""Keras layers on pyaiml.ops, with an explicit backward.
+
+Lifecycle (see DESIGN.md): ``__init__`` stores and validates config; ``build(input_shape)``
+creates weights; ``forward(x, training, mask)`` computes and caches what ``backward``
+needs; ``backward(dy)`` returns dx and accumulates parameter gradients with ``+=`` into
+``layer.grads``; ``compute_output_shape`` is pure; ``get_config``/``from_config`` round-trip.
+Shapes exclude the batch dimension unless named ``batch_*``. Channels last, like Keras.
+Weights are held in the layout the op wants (conv: torch OIHW) and converted to Keras
+layouts by ``get_weights``/``set_weights`` (Conv2D kernel (kh, kw, cin, cout), Dense
+kernel (in, out), ...). float32 throughout.
+
+Not here: functional-API graphs (Sequential only), recurrent layers.
+Tests: tests/test_keras_layers.py (forward and gradients against torch in float64).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import pyaiml.ops as ops
+from pyaiml.keras import _ops_compat as cops
+from pyaiml.keras import activations as _acts
+from pyaiml.keras import initializers as _inits
+from pyaiml.keras._common import FLOATX, rng, tuple_n
+
+_names: dict[str, int] = {}
+
+
+def _auto_name(cls_name: str) -> str:
+    base = "".join("_" + c.lower() if c.isupper() else c for c in cls_name).lstrip("_")
+    base = base.replace("max_pooling1_d", "max_pooling1d").replace("max_pooling2_d", "max_pooling2d")
+    base = base.replace("conv1_d", "conv1d").replace("conv2_d", "conv2d")
+    base = base.replace("average_pooling1_d", "average_pooling1d").replace("average_pooling2_d", "average_pooling2d")
+    n = _names.get(base, 0)
+    _names[base] = n + 1
+    return base if n == 0 else f"{base}_{n}"
+
+
+def _shape_str(s):
+    return "(None, " + ", ".join(str(d) for d in s) + ")" if s else "(None,)"
+
+
+class InputSpecError(ValueError):
+    """An input does not fit a layer (wrong rank or size)."""
+
+
+class Layer:
+    """Base class. Subclasses set ``_weight_names`` in build via ``add_weight``."""
+
+    supports_masking = False
+
+    def __init__(self, name=None, trainable=True, input_shape=None, batch_input_shape=None, input_dim=None,
+                 dtype=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {sorted(kwargs)}")
+        self.name = name or _auto_name(type(self).__name__)
+        self.trainable = bool(trainable)
+        if batch_input_shape is not None:
+            input_shape = tuple(batch_input_shape)[1:]
+        if input_dim is not None:
+            input_shape = (int(input_dim),)
+        self._input_shape_arg = None if input_shape is None else tuple(
+            None if d is None else int(d) for d in (input_shape if isinstance(input_shape, (tuple, list)) else (input_shape,)))
+        if dtype not in (None, "float32", np.float32):
+            raise ValueError(f"{self.name}: only dtype float32 is supported. Received {dtype!r}")
+        self.built = False
+        self.input_shape = None
+        self.output_shape = None
+        self._weight_names: list[str] = []
+        self._trainable_names: list[str] = []
+        self.grads: dict[str, np.ndarray] = {}
+        self._skip_act = False  # set by the model when it fuses softmax into the loss
+        self._dy_owned = False  # set by the model's backward pass: dy may be overwritten
+
+    # ---- weights
+    def add_weight(self, name, shape, initializer="zeros", trainable=True):
+        w = _inits.get(initializer)(tuple(shape))
+        return self._register(name, np.ascontiguousarray(w, dtype=FLOATX), trainable)
+
+    def _register(self, name, arr, trainable=True):
+        setattr(self, name, arr)
+        self._weight_names.append(name)
+        if trainable:
+            self._trainable_names.append(name)
+            self.grads[name] = np.zeros_like(arr)
+        return arr
+
+    def _to_keras(self, name, arr):
+        return arr
+
+    def _from_keras(self, name, arr):
+        return arr
+
+    @property
+    def weights(self):
+        return [getattr(self, n) for n in self._weight_names]
+
+    @property
+    def trainable_weights(self):
+        return [getattr(self, n) for n in self._trainable_names] if self.trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        tw = set(self._trainable_names) if self.trainable else set()
+        return [getattr(self, n) for n in self._weight_names if n not in tw]
+
+    def params_and_grads(self):
+        if not self.trainable:
+            return []
+        return [(getattr(self, n), self.grads[n]) for n in self._trainable_names]
+
+    def _cast(self, dtype):
+        """Re-type weights and gradients (tests run layers in float64 against torch)."""
+        for n in self._weight_names:
+            setattr(self, n, getattr(self, n).astype(dtype))
+        self.grads = {k: v.astype(dtype) for k, v in self.grads.items()}
+        return self
+
+    def zero_grad(self):
+        for g in self.grads.values():
+            g.fill(0)
+
+    def count_params(self):
+        return int(sum(w.size for w in self.weights))
+
+    def get_weights(self):
+        """Weights as NumPy arrays in Keras layouts."""
+        return [np.array(self._to_keras(n, getattr(self, n))) for n in self._weight_names]
+
+    def set_weights(self, weights):
+        if not self.built:
+            raise ValueError(f"{self.name}: set_weights before the layer is built (give it an input shape first)")
+        weights = list(weights)
+        if len(weights) != len(self._weight_names):
+            raise ValueError(f"{self.name}: set_weights expects {len(self._weight_names)} arrays "
+                             f"({', '.join(self._weight_names)}). Received {len(weights)}")
+        new = []
+        for n, w in zip(self._weight_names, weights):
+            want = self._to_keras(n, getattr(self, n)).shape
+            w = np.asarray(w)
+            if w.shape != want:
+                raise ValueError(f"{self.name}: weight {n!r} must have shape {want}. Received {w.shape}")
+            new.append(np.ascontiguousarray(self._from_keras(n, w), dtype=FLOATX))
+        for n, w in zip(self._weight_names, new):
+            getattr(self, n)[...] = w  # in place: optimizer state stays attached
+
+    # ---- lifecycle
+    def build(self, input_shape):
+        self.input_shape = tuple(input_shape)
+        self.output_shape = self.compute_output_shape(self.input_shape)
+        self.built = True
+
+    def _ensure_built(self, input_shape):
+        if not self.built:
+            self.build(tuple(input_shape))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_mask(self, mask):
+        return mask if self.supports_masking else None
+
+    def forward(self, x, training=False, mask=None):
+        raise NotImplementedError
+
+    def backward(self, dy, need_dx=True):
+        raise NotImplementedError
+
+    def __call__(self, x, training=False, mask=None):
+        x = np.asarray(x)
+        if x.dtype.kind == "f" and x.dtype != FLOATX:
+            x = x.astype(FLOATX)
+        self._ensure_built(x.shape[1:])
+        self._check_input(x.shape[1:])
+        return self.forward(x, training, mask)
+
+    def _check_input(self, shape):
+        want = self.input_shape
+        if want is None:
+            return
+        if len(shape) != len(want) or any(w is not None and w != s for w, s in zip(want, shape)):
+            raise InputSpecError(f"Input of shape {_shape_str(tuple(shape))} does not fit layer {self.name!r} "
+                                 f"({type(self).__name__}), which expects {_shape_str(want)}")
+
+    def get_config(self):
+        cfg = {"name": self.name, "trainable": self.trainable}
+        if self._input_shape_arg is not None:
+            cfg["input_shape"] = list(self._input_shape_arg)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}>"
+
+
+class _ActMixin:
+    """Layers with an ``activation=`` argument: forward/backward of the activation, with
+    the softmax step skipped when the model fuses it into the loss."""
+
+    def _act_fwd(self, z):
+        if self._skip_act:
+            self._z = self._y = None
+            return z
+        y = self.activation.forward(z)
+        self._z = z if self.activation.needs_input else None
+        self._y = y
+        return y
+
+    def _act_bwd(self, dy):
+        if self._skip_act or self.activation is _acts.linear:
+            return dy
+        if self.activation is _acts.relu and self._dy_owned and dy.flags.writeable and dy.flags.c_contiguous:
+            # inside a model's backward pass dy belongs to this layer alone: mask it in place
+            return ops.relu_backward(dy, self._y, out=dy)
+        return self.activation.backward(dy, self._z, self._y)
+
+
+class InputLayer(Layer):
+    """``keras.Input(shape)``: declares the model's input shape; no computation."""
+
+    def __init__(self, shape=None, name=None, input_shape=None, batch_size=None, **kw):
+        shape = shape if shape is not None else input_shape
+        if shape is None:
+            raise ValueError("Input: shape is required, e.g. Input(shape=(32, 32, 3))")
+        super().__init__(name=name, input_shape=shape, **kw)
+
+    def forward(self, x, training=False, mask=None):
+        return x
+
+    def backward(self, dy, need_dx=True):
+        return dy
+
+    def get_config(self):
+        return {"name": self.name, "shape": list(self._input_shape_arg)}
+
+
+def Input(shape=None, batch_size=None, name=None, dtype=None):  # noqa: N802 - Keras name
+    return InputLayer(shape=shape, name=name)
+
+
+class Dense(Layer, _ActMixin):
+    supports_masking = True
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kw):
+        super().__init__(**kw)
+        if not isinstance(units, (int, np.integer)) or units < 1:
+            raise ValueError(f"Dense: units must be a positive integer. Received {units!r}")
+        self.units = int(units)
+        self.activation = _acts.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        _inits.get(kernel_initializer), _inits.get(bias_initializer)
+
+    def build(self, input_shape):
+        if len(input_shape) < 1 or input_shape[-1] is None:
+            raise InputSpecError(f"{self.name}: Dense needs a known last dimension. Received input shape "
+                                 f"{_shape_str(input_shape)}")
+        self.add_weight("kernel", (input_shape[-1], self.units), self.kernel_initializer)
+        if self.use_bias:
+            self.add_weight("bias", (self.units,), self.bias_initializer)
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def forward(self, x, training=False, mask=None):
+        self._x = x
+        z = ops.linear(x, self.kernel.T, self.bias if self.use_bias else None)
+        return self._act_fwd(z)
+
+    def backward(self, dy, need_dx=True):
+        dz = self._act_bwd(dy)
+        x = self._x
+        x2 = x.reshape(-1, x.shape[-1])
+        d2 = dz.reshape(-1, self.units)
+        # grad_kernel (in, out) = x^T dz; grad_x = dz kernel^T; both through pyaiml's GEMM
+        self.grads["kernel"] += ops.matmul(x2.T, d2)
+        if self.use_bias:
+            self.grads["bias"] += d2.sum(axis=0)
+        if not need_dx:
+            return None
+        return ops.matmul(d2, self.kernel.T).reshape(x.shape)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation.name,
+                "use_bias": self.use_bias, "kernel_initializer": _init_name(self.kernel_initializer),
+                "bias_initializer": _init_name(self.bias_initializer)}
+
+
+def _init_name(i):
+    return i if isinstance(i, str) else getattr(i, "__name__", str(i))
+
+
+def _same_pads(size, k, s, d):
+    """TF/Keras 'same': output ceil(size/s); total padding split with the extra at the end."""
+    out = -(-size // s)
+    tot = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
+    return tot // 2, tot - tot // 2
+
+
+class _Conv(Layer, _ActMixin):
+    rank = 2
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
+                 groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kw):
+        super().__init__(**kw)
+        r = self.rank
+        cname = type(self).__name__
+        if not isinstance(filters, (int, np.integer)) or filters < 1:
+            raise ValueError(f"{cname}: filters must be a positive integer. Received {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = tuple_n(kernel_size, r, f"{cname}: kernel_size")
+        self.strides = tuple_n(strides, r, f"{cname}: strides")
+        self.dilation_rate = tuple_n(dilation_rate, r, f"{cname}: dilation_rate")
+        pad = padding.lower() if isinstance(padding, str) else padding
+        allowed = ("valid", "same", "causal") if r == 1 else ("valid", "same")
+        if pad not in allowed:
+            raise ValueError(f"{cname}: padding must be one of {', '.join(allowed)}. Received {padding!r}")
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(f"{cname}: strides > 1 together with dilation_rate > 1 is not supported "
+                             f"(as in Keras). Received strides={self.strides}, dilation_rate={self.dilation_rate}")
+        self.padding = pad
+        df = data_format or "channels_last"
+        if df not in ("channels_last", "channels_first"):
+            raise ValueError(f"{cname}: data_format must be 'channels_last' or 'channels_first'. Received {data_format!r}")
+        self.data_format = df
+        if not isinstance(groups, (int, np.integer)) or groups < 1 or self.filters % groups:
+            raise ValueError(f"{cname}: groups must be a positive integer dividing filters={filters}. Received {groups!r}")
+        self.groups = int(groups)
+        self.activation = _acts.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        _inits.get(kernel_initializer), _inits.get(bias_initializer)
+
+    # layout helpers
+    @property
+    def _cl(self):
+        return self.data_format == "channels_last"
+
+    def _spatial(self, shape):
+        return tuple(shape[:-1]) if self._cl else tuple(shape[1:])
+
+    def _channels(self, shape):
+        return shape[-1] if self._cl else shape[0]
+
+    def _pads(self, spatial):
+        if self.padding == "valid":
+            return [(0, 0)] * self.rank
+        if self.padding == "causal":
+            return [(self.dilation_rate[0] * (self.kernel_size[0] - 1), 0)]
+        return [_same_pads(n, k, s, d) for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate)]
+
+    def build(self, input_shape):
+        cname = type(self).__name__
+        if len(input_shape) != self.rank + 1:
+            raise InputSpecError(f"{self.name}: {cname} expects inputs of rank {self.rank + 2} "
+                                 f"(batch, {'steps' if self.rank == 1 else 'rows, cols'}, channels). "
+                                 f"Received input shape {_shape_str(input_shape)}")
+        cin = self._channels(input_shape)
+        if cin is None or cin % self.groups:
+            raise InputSpecError(f"{self.name}: input channels ({cin}) must be known and divisible by groups={self.groups}")
+        self._cin = cin
+        kshape = self.kernel_size + (cin // self.groups, self.filters)   # Keras layout for the initializer
+        w = _inits.get(self.kernel_initializer)(kshape)
+        self._register("kernel", np.ascontiguousarray(self._from_keras("kernel", w), dtype=FLOATX))
+        if self.use_bias:
+            self.add_weight("bias", (self.filters,), self.bias_initializer)
+        super().build(input_shape)
+
+    def _to_keras(self, name, arr):
+        if name == "kernel":  # OI(H)W -> (H)WIO
+            return arr.transpose(tuple(range(2, 2 + self.rank)) + (1, 0))
+        return arr
+
+    def _from_keras(self, name, arr):
+        if name == "kernel":  # (H)WIO -> OI(H)W
+            r = self.rank
+            return arr.transpose((r + 1, r) + tuple(range(r)))
+        return arr
+
+    def compute_output_shape(self, input_shape):
+        sp = self._spatial(input_shape)
+        if len(sp) != self.rank:
+            raise InputSpecError(f"{type(self).__name__} expects rank-{self.rank + 2} inputs. Received {_shape_str(input_shape)}")
+        out = []
+        for n, k, s, d, (lo, hi) in zip(sp, self.kernel_size, self.strides, self.dilation_rate, self._pads(sp)):
+            if n is None:
+                out.append(None)
+                continue
+            o = (n + lo + hi - d * (k - 1) - 1) // s + 1
+            if o < 1:
+                raise InputSpecError(f"{self.name}: input size {n} is smaller than the (dilated) kernel "
+                                     f"{d * (k - 1) + 1} with padding {self.padding!r}. Input shape {_shape_str(input_shape)}")
+            out.append(o)
+        return tuple(out) + (self.filters,) if self._cl else (self.filters,) + tuple(out)
+
+    def _fmt(self):
+        if self.rank == 2:
+            return "NHWC" if self._cl else "NCHW"
+        return "NLC" if self._cl else "NCL"
+
+    def _op_padding(self, x):
+        """Return (x_padded, op_padding, crop) where crop undoes an explicit pad in backward."""
+        sp = x.shape[1:-1] if self._cl else x.shape[2:]
+        pads = self._pads(sp)
+        if all(lo == hi for lo, hi in pads):
+            p = tuple(lo for lo, _ in pads)
+            return x, (p if self.rank == 2 else p[0]), None
+        widths = [(0, 0)] + list(pads) + [(0, 0)] if self._cl else [(0, 0), (0, 0)] + list(pads)
+        return np.pad(x, widths), (0,) * self.rank if self.rank == 2 else 0, widths
+
+    def forward(self, x, training=False, mask=None):
+        xp, p, crop = self._op_padding(x)
+        self._xp, self._p, self._crop = xp, p, crop
+        conv = cops.conv2d if self.rank == 2 else cops.conv1d
+        args = (xp, self.kernel, self.bias if self.use_bias else None, self.strides if self.rank == 2 else self.strides[0],
+                p, self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt())
+        if self.activation is _acts.relu and not self._skip_act and cops.CONV_FUSED_RELU:
+            self._z, self._y = None, conv(*args, activation="relu")  # fused conv + bias + ReLU
+            return self._y
+        return self._act_fwd(conv(*args))
+
+    def _weight_grad_only(self, dz):
+        """Kernel and bias gradients without the input gradient (the model's first layer):
+        im2col of the input once, then one GEMM. The conv op's backward always computes
+        grad_x too; for the mission CNN's first layer (32x32x3 -> 32 maps, batch 32) that
+        took 13-25 ms of a 75 ms training step where this path takes ~4 ms (1 thread, loaded machine)."""
+        x = self._xp
+        if self.rank == 1:
+            x, dz4 = x[:, None], dz[:, None]
+            p = (0, self._p)
+            kh, kw = 1, self.kernel_size[0]
+            (sh, sw), (dh, dw) = (1, self.strides[0]), (1, self.dilation_rate[0])
+        else:
+            dz4, p = dz, self._p
+            kh, kw = self.kernel_size
+            (sh, sw), (dh, dw) = self.strides, self.dilation_rate
+        if p[0] or p[1]:
+            x = np.pad(x, ((0, 0), (p[0], p[0]), (p[1], p[1]), (0, 0)))
+        N, OH, OW, O = dz4.shape
+        C = x.shape[-1]
+        # cols (kh, kw, C, N, OH, OW) from a channels-first copy of x: every copy moves runs of
+        # OW floats and the GEMM reads a plain (kh*kw*C, N*OH*OW) matrix. Measured at 1 thread
+        # for the mission's first layer: build 0.3 ms + GEMM (27 x 28800) @ (28800 x 32) 1.1 ms;
+        # the (N, OH, OW, kh, kw, C) layout copied runs of C = 3 floats (15 ms), and one GEMM
+        # per tap with N = 3 columns ran at a few GFLOP/s.
+        xt = np.ascontiguousarray(x.transpose(3, 0, 1, 2))
+        cols = np.empty((kh, kw, C, N, OH, OW), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                cols[i, j] = xt[:, :, i * dh: i * dh + sh * (OH - 1) + 1: sh, j * dw: j * dw + sw * (OW - 1) + 1: sw]
+        d2 = dz4.reshape(-1, O)
+        gk = ops.matmul(cols.reshape(kh * kw * C, -1), d2)  # (kh*kw*C, O): Keras order
+        self.grads["kernel"] += self._from_keras("kernel", gk.reshape(self.kernel_size + (C, O)))
+        if self.use_bias:
+            self.grads["bias"] += d2.sum(axis=0)
+
+    def backward(self, dy, need_dx=True):
+        dz = np.ascontiguousarray(self._act_bwd(dy))
+        if not need_dx and self.groups == 1 and self._cl:
+            self._weight_grad_only(dz)
+            return None
+        back = cops.conv2d_backward if self.rank == 2 else cops.conv1d_backward
+        gx, gw, gb = back(dz, self._xp, self.kernel, self.strides if self.rank == 2 else self.strides[0], self._p,
+                          self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt(),
+                          self.use_bias)
+        self.grads["kernel"] += gw
+        if self.use_bias:
+            self.grads["bias"] += gb
+        if self._crop is not None:
+            gx = gx[tuple(slice(lo, gx.shape[i] - hi) for i, (lo, hi) in enumerate(self._crop))]
+        return gx
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),
+                "strides": list(self.strides), "padding": self.padding, "data_format": self.data_format,
+                "dilation_rate": list(self.dilation_rate), "groups": self.groups,
+                "activation": self.activation.name, "use_bias": self.use_bias,
+                "kernel_initializer": _init_name(self.kernel_initializer),
+                "bias_initializer": _init_name(self.bias_initializer)}
+
+
+class Conv2D(_Conv):
+    """2-D convolution, channels last: (batch, rows, cols, channels)."""
+    rank = 2
+
+
+class Conv1D(_Conv):
+    """1-D convolution, channels last: (batch, steps, channels)."""
+    rank = 1
+
+
+class _MaxPool(Layer):
+    rank = 2
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kw):
+        super().__init__(**kw)
+        cname = type(self).__name__
+        self.pool_size = tuple_n(pool_size, self.rank, f"{cname}: pool_size")
+        self.strides = self.pool_size if strides is None else tuple_n(strides, self.rank, f"{cname}: strides")
+        pad = padding.lower() if isinstance(padding, str) else padding
+        if pad not in ("valid", "same"):
+            raise ValueError(f"{cname}: padding must be 'valid' or 'same'. Received {padding!r}")
+        self.padding = pad
+        df = data_format or "channels_last"
+        if df not in ("channels_last", "channels_first"):
+            raise ValueError(f"{cname}: data_format must be 'channels_last' or 'channels_first'. Received {data_format!r}")
+        self.data_format = df
+
+    @property
+    def _cl(self):
+        return self.data_format == "channels_last"
+
+    def _fmt(self):
+        if self.rank == 2:
+            return "NHWC" if self._cl else "NCHW"
+        return "NLC" if self._cl else "NCL"
+
+    def _pads(self, sp):
+        if self.padding == "valid":
+            return [(0, 0)] * self.rank
+        return [_same_pads(n, k, s, 1) for n, k, s in zip(sp, self.pool_size, self.strides)]
+
+    def build(self, input_shape):
+        if len(input_shape) != self.rank + 1:
+            raise InputSpecError(f"{self.name}: {type(self).__name__} expects inputs of rank {self.rank + 2}. "
+                                 f"Received input shape {_shape_str(input_shape)}")
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        sp = tuple(input_shape[:-1]) if self._cl else tuple(input_shape[1:])
+        out = []
+        for n, k, s, (lo, hi) in zip(sp, self.pool_size, self.strides, self._pads(sp)):
+            if n is None:
+                out.append(None)
+                continue
+            o = (n + lo + hi - k) // s + 1
+            if o < 1:
+                raise InputSpecError(f"{self.name}: input size {n} is smaller than pool_size {k}. "
+                                     f"Input shape {_shape_str(input_shape)}")
+            out.append(o)
+        c = input_shape[-1] if self._cl else input_shape[0]
+        return tuple(out) + (c,) if self._cl else (c,) + tuple(out)
+
+    def _k(self, v):
+        return v if self.rank == 2 else v[0]
+
+    def forward(self, x, training=False, mask=None):
+        sp = x.shape[1:-1] if self._cl else x.shape[2:]
+        pads = self._pads(sp)
+        self._crop = None
+        self._p = 0
+        if any(lo or hi for lo, hi in pads):
+            if all(lo == hi and lo <= k // 2 for (lo, hi), k in zip(pads, self.pool_size)):
+                self._p = self._k(tuple(lo for lo, _ in pads))  # symmetric: the op pads itself
+            else:
+                # Keras 'same' puts the extra row/column at the end: pad explicitly with the lowest
+                # finite value (every window still holds at least one real element)
+                widths = [(0, 0)] + pads + [(0, 0)] if self._cl else [(0, 0), (0, 0)] + pads
+                x = np.pad(x, widths, constant_values=np.finfo(x.dtype).min)
+                self._crop = widths
+        self._x = x
+        pool = cops.max_pool2d if self.rank == 2 else cops.max_pool1d
+        return pool(x, self._k(self.pool_size), self._k(self.strides), self._p, self._fmt())
+
+    def backward(self, dy, need_dx=True):
+        back = cops.max_pool2d_backward if self.rank == 2 else cops.max_pool1d_backward
+        gx = back(np.ascontiguousarray(dy), self._x, self._k(self.pool_size), self._k(self.strides), self._p,
+                  self._fmt())
+        if self._crop is not None:
+            gx = gx[tuple(slice(lo, gx.shape[i] - hi) for i, (lo, hi) in enumerate(self._crop))]
+        return gx
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": list(self.pool_size), "strides": list(self.strides),
+                "padding": self.padding, "data_format": self.data_format}
+
+
+class MaxPooling2D(_MaxPool):
+    rank = 2
+
+
+class MaxPooling1D(_MaxPool):
+    rank = 1
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kw):
+        super().__init__(pool_size, strides, padding, data_format, **kw)
+
+
+class _GlobalAvg(Layer):
+    rank = 2
+
+    def __init__(self, data_format=None, keepdims=False, **kw):
+        super().__init__(**kw)
+        df = data_format or "channels_last"
+        if df not in ("channels_last", "channels_first"):
+            raise ValueError(f"{type(self).__name__}: data_format must be 'channels_last' or 'channels_first'. "
+                             f"Received {data_format!r}")
+        self.data_format = df
+        self.keepdims = bool(keepdims)
+
+    def _axes(self):
+        return tuple(range(1, 1 + self.rank)) if self.data_format == "channels_last" else tuple(range(2, 2 + self.rank))
+
+    def build(self, input_shape):
+        if len(input_shape) != self.rank + 1:
+            raise InputSpecError(f"{self.name}: {type(self).__name__} expects inputs of rank {self.rank + 2}. "
+                                 f"Received input shape {_shape_str(input_shape)}")
+        super().build(input_shape)
+
+    def compute_output_shape(self, s):
+        ax = [a - 1 for a in self._axes()]
+        if self.keepdims:
+            return tuple(1 if i in ax else d for i, d in enumerate(s))
+        return tuple(d for i, d in enumerate(s) if i not in ax)
+
+    def forward(self, x, training=False, mask=None):
+        self._shape = x.shape
+        self._w = None
+        if mask is not None and self.rank == 1 and self.data_format == "channels_last":
+            w = np.asarray(mask, dtype=x.dtype)  # (N, L): masked average over valid steps, like Keras
+            den = np.maximum(w.sum(axis=1, keepdims=True), 1)
+            self._w = (w / den)[:, :, None]
+            y = (x * self._w).sum(axis=1, keepdims=self.keepdims)
+            return y
+        return x.mean(axis=self._axes(), keepdims=self.keepdims)
+
+    def backward(self, dy, need_dx=True):
+        if self._w is not None:
+            d = dy if self.keepdims else dy[:, None, :]
+            return (d * self._w).astype(dy.dtype)
+        n = int(np.prod([self._shape[a] for a in self._axes()]))
+        d = dy if self.keepdims else np.expand_dims(dy, self._axes())
+        return np.broadcast_to(d / dy.dtype.type(n), self._shape).copy()
+
+    def compute_mask(self, mask):
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format, "keepdims": self.keepdims}
+
+
+class GlobalAveragePooling2D(_GlobalAvg):
+    rank = 2
+
+
+class GlobalAveragePooling1D(_GlobalAvg):
+    rank = 1
+    supports_masking = True
+
+
+class Flatten(Layer):
+    def __init__(self, data_format=None, **kw):
+        super().__init__(**kw)
+        self.data_format = data_format or "channels_last"
+
+    def compute_output_shape(self, s):
+        if any(d is None for d in s):
+            raise InputSpecError(f"{self.name}: Flatten needs every non-batch dimension known. Received {_shape_str(s)}")
+        return (int(np.prod(s)),)
+
+    def forward(self, x, training=False, mask=None):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, need_dx=True):
+        return dy.reshape(self._shape)
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
+
+
+class Reshape(Layer):
+    def __init__(self, target_shape, **kw):
+        super().__init__(**kw)
+        self.target_shape = tuple(int(d) for d in target_shape)
+
+    def compute_output_shape(self, s):
+        n = int(np.prod(s))
+        t = list(self.target_shape)
+        if -1 in t:
+            k = int(np.prod([d for d in t if d != -1]))
+            t[t.index(-1)] = n // k
+        if int(np.prod(t)) != n:
+            raise InputSpecError(f"{self.name}: cannot reshape {_shape_str(s)} to {tuple(self.target_shape)}")
+        return tuple(t)
+
+    def forward(self, x, training=False, mask=None):
+        self._shape = x.shape
+        return x.reshape((x.shape[0],) + self.target_shape)
+
+    def backward(self, dy, need_dx=True):
+        return dy.reshape(self._shape)
+
+    def get_config(self):
+        return {**super().get_config(), "target_shape": list(self.target_shape)}
+
+
+class Dropout(Layer):
+    supports_masking = True
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kw):
+        super().__init__(**kw)
+        if not 0 <= float(rate) < 1:
+            raise ValueError(f"Dropout: rate must be in [0, 1). Received {rate!r}")
+        self.rate = float(rate)
+        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed) if seed is not None else None
+
+    def forward(self, x, training=False, mask=None):
+        if not training or self.rate == 0:
+            self._m = None
+            return x
+        shape = x.shape if self.noise_shape is None else tuple(
+            x.shape[i] if d is None else d for i, d in enumerate(self.noise_shape))
+        r = self._rng if self._rng is not None else rng()
+        keep = r.random(shape, dtype=np.float32) >= self.rate
+        self._m = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self._m
+
+    def backward(self, dy, need_dx=True):
+        return dy if self._m is None else dy * self._m
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate,
+                "noise_shape": None if self.noise_shape is None else list(self.noise_shape), "seed": self.seed}
+
+
+class Activation(Layer, _ActMixin):
+    supports_masking = True
+
+    def __init__(self, activation, **kw):
+        super().__init__(**kw)
+        self.activation = _acts.get(activation)
+
+    def forward(self, x, training=False, mask=None):
+        return self._act_fwd(x)
+
+    def backward(self, dy, need_dx=True):
+        return self._act_bwd(dy)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation.name}
+
+
+class BatchNormalization(Layer):
+    """Keras BatchNormalization over the last axis (channels last): training uses batch
+    statistics (biased variance) and updates ``moving = moving*momentum + batch*(1-momentum)``."""
+    supports_masking = True
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones", moving_mean_initializer="zeros",
+                 moving_variance_initializer="ones", **kw):
+        super().__init__(**kw)
+        if axis not in (-1,) and not isinstance(axis, (int, np.integer)):
+            raise ValueError(f"BatchNormalization: axis must be an int. Received {axis!r}")
+        self.axis = int(axis)
+        self.momentum, self.epsilon = float(momentum), float(epsilon)
+        self.center, self.scale = bool(center), bool(scale)
+        self._inits = (gamma_initializer, beta_initializer, moving_mean_initializer, moving_variance_initializer)
+
+    def build(self, input_shape):
+        nd = len(input_shape) + 1
+        ax = self.axis % nd
+        if ax == 0:
+            raise InputSpecError(f"{self.name}: BatchNormalization axis cannot be the batch axis")
+        self._ax = ax
+        c = input_shape[ax - 1]
+        gi, bi, mi, vi = self._inits
+        if self.scale:
+            self.add_weight("gamma", (c,), gi)
+        if self.center:
+            self.add_weight("beta", (c,), bi)
+        self.add_weight("moving_mean", (c,), mi, trainable=False)
+        self.add_weight("moving_variance", (c,), vi, trainable=False)
+        super().build(input_shape)
+
+    def _bshape(self, nd):
+        s = [1] * nd
+        s[self._ax] = -1
+        return s
+
+    def forward(self, x, training=False, mask=None):
+        red = tuple(i for i in range(x.ndim) if i != self._ax)
+        bs = self._bshape(x.ndim)
+        if training:
+            mu = x.mean(axis=red, dtype=np.float64)
+            var = x.var(axis=red, dtype=np.float64)
+            m = self.momentum
+            self.moving_mean[...] = self.moving_mean * m + mu * (1 - m)
+            self.moving_variance[...] = self.moving_variance * m + var * (1 - m)
+            mu, var = mu.astype(x.dtype), var.astype(x.dtype)
+        else:
+            mu, var = self.moving_mean, self.moving_variance
+        inv = (1.0 / np.sqrt(var + x.dtype.type(self.epsilon))).astype(x.dtype)
+        xhat = (x - mu.reshape(bs)) * inv.reshape(bs)
+        self._xhat, self._inv, self._train, self._red = xhat, inv, training, red
+        y = xhat * self.gamma.reshape(bs) if self.scale else xhat.copy()
+        if self.center:
+            y += self.beta.reshape(bs)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        bs = self._bshape(dy.ndim)
+        xhat, red = self._xhat, self._red
+        if self.scale:
+            self.grads["gamma"] += (dy * xhat).sum(axis=red)
+        if self.center:
+            self.grads["beta"] += dy.sum(axis=red)
+        g = dy * self.gamma.reshape(bs) if self.scale else dy
+        inv = self._inv.reshape(bs)
+        if not self._train:
+            return g * inv
+        n = dy.size // dy.shape[self._ax]
+        mg = g.sum(axis=red, keepdims=True) / n
+        mgx = (g * xhat).sum(axis=red, keepdims=True) / n
+        return (g - mg - xhat * mgx) * inv
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale}
+
+
+class LayerNormalization(Layer):
+    """Normalises over the last axis: (x - mean) / sqrt(var + epsilon) * gamma + beta."""
+    supports_masking = True
+
+    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
+                 gamma_initializer="ones", **kw):
+        super().__init__(**kw)
+        if axis != -1:
+            raise ValueError(f"LayerNormalization: only axis=-1 (the last axis) is supported. Received {axis!r}")
+        self.axis, self.epsilon = -1, float(epsilon)
+        self.center, self.scale = bool(center), bool(scale)
+        self._inits = (gamma_initializer, beta_initializer)
+
+    def build(self, input_shape):
+        c = input_shape[-1]
+        if self.scale:
+            self.add_weight("gamma", (c,), self._inits[0])
+        if self.center:
+            self.add_weight("beta", (c,), self._inits[1])
+        super().build(input_shape)
+
+    def forward(self, x, training=False, mask=None):
+        mu = x.mean(axis=-1, keepdims=True)
+        xc = x - mu
+        var = (xc * xc).mean(axis=-1, keepdims=True)
+        inv = 1.0 / np.sqrt(var + x.dtype.type(self.epsilon))
+        xhat = xc * inv
+        self._xhat, self._inv = xhat, inv
+        y = xhat * self.gamma if self.scale else xhat.copy()
+        if self.center:
+            y += self.beta
+        return y
+
+    def backward(self, dy, need_dx=True):
+        xhat = self._xhat
+        lead = tuple(range(dy.ndim - 1))
+        if self.scale:
+            self.grads["gamma"] += (dy * xhat).sum(axis=lead)
+        if self.center:
+            self.grads["beta"] += dy.sum(axis=lead)
+        g = dy * self.gamma if self.scale else dy
+        return (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True)) * self._inv
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon, "center": self.center,
+                "scale": self.scale}
+
+
+class Embedding(Layer):
+    """Integer ids (batch, length) -> vectors (batch, length, output_dim). ``mask_zero``
+    makes id 0 padding: the mask is passed to later layers (MultiHeadAttention,
+    GlobalAveragePooling1D)."""
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False,
+                 input_length=None, **kw):
+        super().__init__(**kw)
+        for n, v in (("input_dim", input_dim), ("output_dim", output_dim)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"Embedding: {n} must be a positive integer. Received {v!r}")
+        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        self.embeddings_initializer = embeddings_initializer
+        self.mask_zero = bool(mask_zero)
+        self.input_length = input_length
+
+    def build(self, input_shape):
+        self.add_weight("embeddings", (self.input_dim, self.output_dim), self.embeddings_initializer)
+        super().build(input_shape)
+
+    def compute_output_shape(self, s):
+        return tuple(s) + (self.output_dim,)
+
+    def __call__(self, x, training=False, mask=None):
+        x = np.asarray(x)
+        self._ensure_built(x.shape[1:])
+        return self.forward(x, training, mask)
+
+    def forward(self, x, training=False, mask=None):
+        if x.dtype.kind == "f":
+            if not np.all(x == np.round(x)):
+                raise ValueError(f"{self.name}: Embedding inputs must be integer ids. Received non-integer values")
+            x = x.astype(np.int64)
+        elif x.dtype.kind not in "iu":
+            raise ValueError(f"{self.name}: Embedding inputs must be integer ids. Received dtype {x.dtype}")
+        if x.size and (x.min() < 0 or x.max() >= self.input_dim):
+            raise ValueError(f"{self.name}: Embedding ids must be in [0, {self.input_dim}). "
+                             f"Received values in [{x.min()}, {x.max()}]")
+        self._ids = x
+        return self.embeddings[x]
+
+    def compute_mask(self, mask):
+        return (self._ids != 0) if self.mask_zero else None
+
+    def backward(self, dy, need_dx=True):
+        np.add.at(self.grads["embeddings"], self._ids.reshape(-1), dy.reshape(-1, self.output_dim))
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
+                "embeddings_initializer": _init_name(self.embeddings_initializer), "mask_zero": self.mask_zero}
+
+
+class MultiHeadAttention(Layer):
+    """Keras MultiHeadAttention on pyaiml's attention op.
+
+    ``layer(query, value, key=None, attention_mask=None, use_causal_mask=False)`` ->
+    (B, T, output_dim); ``backward(dy)`` then returns ``(d_query, d_value, d_key)`` (d_key
+    is None when key was value). Inside a Sequential model the layer does self-attention
+    on its input, with the padding mask of an ``Embedding(mask_zero=True)`` applied to the
+    keys and ``use_causal_mask`` taken from the constructor. Weights in Keras layouts:
+    query/key/value kernels (d, heads, key_dim), biases (heads, key_dim), output kernel
+    (heads, value_dim, d_out), bias (d_out,). Attention dropout is not supported.
+    A query row whose keys are all masked gives zeros (the op's rule), where Keras
+    would average over all keys.
+    """
+    supports_masking = True
+
+    def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True, output_shape=None,
+                 attention_axes=None, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 use_causal_mask=False, **kw):
+        super().__init__(**kw)
+        for n, v in (("num_heads", num_heads), ("key_dim", key_dim)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"MultiHeadAttention: {n} must be a positive integer. Received {v!r}")
+        if dropout:
+            raise ValueError(f"MultiHeadAttention: attention dropout is not supported (use a Dropout layer). "
+                             f"Received dropout={dropout}")
+        if attention_axes is not None:
+            raise ValueError("MultiHeadAttention: attention_axes is not supported (attention runs over axis 1)")
+        self.num_heads, self.key_dim = int(num_heads), int(key_dim)
+        self.value_dim = int(value_dim) if value_dim is not None else self.key_dim
+        self.use_bias = bool(use_bias)
+        self._out_dim_arg = output_shape
+        self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
+        self.use_causal_mask = bool(use_causal_mask)
+        self._names = ("query", "key", "value")
+
+    def build(self, input_shape, value_shape=None, key_shape=None):
+        qd = input_shape[-1]
+        vd = (value_shape or input_shape)[-1]
+        kd = (key_shape or value_shape or input_shape)[-1]
+        h, k, v = self.num_heads, self.key_dim, self.value_dim
+        od = qd if self._out_dim_arg is None else int(
+            self._out_dim_arg if isinstance(self._out_dim_arg, (int, np.integer)) else self._out_dim_arg[-1])
+        self._od = od
+        for nm, din, dh in (("query", qd, k), ("key", kd, k), ("value", vd, v)):
+            self.add_weight(f"{nm}_kernel", (din, h, dh), self.kernel_initializer)
+            if self.use_bias:
+                self.add_weight(f"{nm}_bias", (h, dh), self.bias_initializer)
+        self.add_weight("output_kernel", (h, v, od), self.kernel_initializer)
+        if self.use_bias:
+            self.add_weight("output_bias", (od,), self.bias_initializer)
+        super().build(input_shape)
+
+    def compute_output_shape(self, s):
+        return tuple(s[:-1]) + (self._od if self.built else (s[-1] if self._out_dim_arg is None else self._out_dim_arg),)
+
+    def _proj(self, x, nm):
+        W = getattr(self, f"{nm}_kernel")
+        w2 = W.reshape(W.shape[0], -1)
+        b = getattr(self, f"{nm}_bias").reshape(-1) if self.use_bias else None
+        y = ops.linear(x, w2.T, b)  # (B, T, h*d)
+        B, T = x.shape[:2]
+        return np.ascontiguousarray(y.reshape(B, T, self.num_heads, W.shape[2]).transpose(0, 2, 1, 3))
+
+    def _proj_back(self, g4, x, nm):
+        """g4 (B, h, T, d) -> accumulate W/b grads, return dx."""
+        W = getattr(self, f"{nm}_kernel")
+        B, T = x.shape[:2]
+        g2 = g4.transpose(0, 2, 1, 3).reshape(B * T, -1)
+        x2 = x.reshape(B * T, -1)
+        self.grads[f"{nm}_kernel"] += ops.matmul(x2.T, g2).reshape(W.shape)
+        if self.use_bias:
+            self.grads[f"{nm}_bias"] += g2.sum(axis=0).reshape(W.shape[1:])
+        return ops.matmul(g2, W.reshape(W.shape[0], -1).T).reshape(x.shape)
+
+    def __call__(self, query, value=None, key=None, attention_mask=None, use_causal_mask=None, training=False,
+                 mask=None):
+        q = np.asarray(query, dtype=FLOATX)
+        v = q if value is None else np.asarray(value, dtype=FLOATX)
+        k = v if key is None else np.asarray(key, dtype=FLOATX)
+        if not self.built:
+            self.build(q.shape[1:], v.shape[1:], k.shape[1:])
+        causal = self.use_causal_mask if use_causal_mask is None else bool(use_causal_mask)
+        return self._attend(q, v, k, attention_mask, causal, value is None, key is None)
+
+    def forward(self, x, training=False, mask=None):
+        am = None if mask is None else np.asarray(mask, dtype=bool)[:, None, :]  # keys of padding are masked
+        return self._attend(x, x, x, am, self.use_causal_mask, True, True)
+
+    def _attend(self, q_in, v_in, k_in, attention_mask, causal, self_v, self_k):
+        for nm, a in (("query", q_in), ("value", v_in), ("key", k_in)):
+            if a.ndim != 3:
+                raise InputSpecError(f"{self.name}: {nm} must be 3-D (batch, steps, features). Received {a.shape}")
+        B, T, S = q_in.shape[0], q_in.shape[1], v_in.shape[1]
+        Q, K, V = self._proj(q_in, "query"), self._proj(k_in, "key"), self._proj(v_in, "value")
+        m = None
+        if attention_mask is not None:
+            m = np.asarray(attention_mask)
+            if m.dtype != bool:
+                m = m.astype(bool)
+            if m.ndim == 2:
+                m = m[None]
+            if m.shape[-1] != S or m.shape[-2] not in (1, T):
+                raise ValueError(f"{self.name}: attention_mask must have shape (batch, {T}, {S}). Received {m.shape}")
+        if causal:
+            tri = np.tril(np.ones((T, S), dtype=bool))
+            m = tri[None] if m is None else (m & tri)
+        if m is not None:
+            m = np.ascontiguousarray(np.broadcast_to(m, (B, m.shape[1], S))[:, None])  # (B, 1, T|1, S)
+            if m.shape[2] != T:
+                m = np.ascontiguousarray(np.broadcast_to(m, (B, 1, T, S)))
+        scale = 1.0 / np.sqrt(self.key_dim)
+        O, lse = cops.scaled_dot_product_attention(Q, K, V, attn_mask=m, scale=scale, return_lse=True)
+        Oc = np.ascontiguousarray(O.transpose(0, 2, 1, 3)).reshape(B, T, -1)
+        Wo = self.output_kernel.reshape(-1, self._od)
+        y = ops.linear(Oc, Wo.T, self.output_bias if self.use_bias else None)
+        self._cache = (q_in, v_in, k_in, Q, K, V, m, O, lse, Oc, scale, self_v, self_k)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        q_in, v_in, k_in, Q, K, V, m, O, lse, Oc, scale, self_v, self_k = self._cache
+        B, T = q_in.shape[:2]
+        d2 = dy.reshape(B * T, self._od)
+        Wo = self.output_kernel.reshape(-1, self._od)
+        self.grads["output_kernel"] += ops.matmul(Oc.reshape(B * T, -1).T, d2).reshape(self.output_kernel.shape)
+        if self.use_bias:
+            self.grads["output_bias"] += d2.sum(axis=0)
+        dOc = ops.matmul(d2, Wo.T)
+        dO = np.ascontiguousarray(dOc.reshape(B, T, self.num_heads, self.value_dim).transpose(0, 2, 1, 3))
+        gQ, gK, gV = cops.scaled_dot_product_attention_backward(dO, Q, K, V, attn_mask=m, scale=scale, out=O,
+                                                                lse=lse)
+        dq = self._proj_back(gQ, q_in, "query")
+        dk = self._proj_back(gK, k_in, "key")
+        dv = self._proj_back(gV, v_in, "value")
+        if self_v and self_k:  # self-attention (Sequential): one input
+            return dq + dk + dv
+        if self_k:  # key was value
+            return dq, dv + dk, None
+        return dq, dv, dk
+
+    def _to_keras(self, name, arr):
+        return arr
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
+                "value_dim": self.value_dim, "use_bias": self.use_bias, "output_shape": self._out_dim_arg,
+                "kernel_initializer": _init_name(self.kernel_initializer),
+                "bias_initializer": _init_name(self.bias_initializer), "use_causal_mask": self.use_causal_mask}
+
+
+_LAYERS = {c.__name__: c for c in (
+    InputLayer, Dense, Conv1D, Conv2D, MaxPooling1D, MaxPooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
+    Flatten, Reshape, Dropout, Activation, BatchNormalization, Embedding, LayerNormalization, MultiHeadAttention)}
+
+# Keras aliases
+MaxPool1D, MaxPool2D = MaxPooling1D, MaxPooling2D
+GlobalAvgPool1D, GlobalAvgPool2D = GlobalAveragePooling1D, GlobalAveragePooling2D
+Convolution1D, Convolution2D = Conv1D, Conv2D
+
+
+def register(cls):
+    """Decorator: register a custom Layer subclass so ``load_model`` can rebuild it."""
+    _LAYERS[cls.__name__] = cls
+    return cls
+
+
+def deserialize(cfg: dict) -> Layer:
+    cname = cfg.get("class_name")
+    if cname not in _LAYERS:
+        raise ValueError(f"Unknown layer class {cname!r} in the model file. Known: {', '.join(sorted(_LAYERS))} "
+                         "(register custom layers with pyaiml.keras.layers.register)")
+    return _LAYERS[cname].from_config(dict(cfg["config"]))
+
+
+def serialize(layer: Layer) -> dict:
+    return {"class_name": type(layer).__name__, "config": layer.get_config()}

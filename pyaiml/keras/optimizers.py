@@ -1,0 +1,217 @@
+"""Keras optimizers: SGD (momentum, Nesterov), Adam (amsgrad), RMSprop (momentum, centered).
+
+Update rules are Keras 3's (written out below); with a constant learning rate they equal
+torch.optim's (SGD: v = m*v - lr*g is -lr times torch's buffer; Adam: Keras's epsilon is
+added to sqrt(v) after bias correction of the step size, torch's to sqrt(v_hat), which
+differ by O(epsilon); RMSprop: Keras divides by sqrt(v + eps), torch by sqrt(v) + eps).
+``learning_rate`` may be a float or a schedule (called with ``iterations``, the number of
+updates done so far). State is kept per parameter slot, float32, updated in place.
+``get_state``/``set_state`` carry it through save/load.
+Tests: tests/test_keras_optimizers.py (20 steps against torch.optim).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pyaiml.keras import schedules as _sched
+from pyaiml.keras._common import lookup
+
+
+class Optimizer:
+    name = "optimizer"
+    _slots: tuple = ()
+
+    def __init__(self, learning_rate=0.001, clipnorm=None, clipvalue=None, global_clipnorm=None, name=None,
+                 weight_decay=None, **kw):
+        if kw:
+            raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {sorted(kw)}")
+        if isinstance(learning_rate, dict):
+            learning_rate = _sched.deserialize(learning_rate)
+        if not isinstance(learning_rate, _sched.LearningRateSchedule):
+            learning_rate = float(learning_rate)
+            if not learning_rate > 0:
+                raise ValueError(f"{type(self).__name__}: learning_rate must be > 0. Received {learning_rate}")
+        self.learning_rate = learning_rate
+        self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
+        self.weight_decay = weight_decay
+        self.iterations = 0
+        self._state: list[dict] = []
+        if name:
+            self.name = name
+
+    def current_lr(self) -> float:
+        lr = self.learning_rate
+        return float(lr(self.iterations)) if callable(lr) else lr
+
+    def _ensure(self, params):
+        if len(self._state) != len(params):
+            self._state = [{s: np.zeros_like(p) for s in self._slots} for p, _ in params]
+
+    def _clip(self, params):
+        grads = [g for _, g in params]
+        if self.clipvalue is not None:
+            for g in grads:
+                np.clip(g, -self.clipvalue, self.clipvalue, out=g)
+        if self.clipnorm is not None:
+            for g in grads:
+                n = float(np.sqrt((g.astype(np.float64) ** 2).sum()))
+                if n > self.clipnorm:
+                    g *= g.dtype.type(self.clipnorm / n)
+        if self.global_clipnorm is not None:
+            n = float(np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads)))
+            if n > self.global_clipnorm:
+                for g in grads:
+                    g *= g.dtype.type(self.global_clipnorm / n)
+
+    def apply(self, params):
+        """params: list of (weight, grad) arrays; updates weights in place, increments iterations."""
+        self._ensure(params)
+        self._clip(params)
+        lr = self.current_lr()
+        t = self.iterations + 1
+        for (w, g), st in zip(params, self._state):
+            if self.weight_decay:
+                w -= w.dtype.type(lr * self.weight_decay) * w
+            self._update(w, g, st, lr, t)
+        self.iterations += 1
+
+    def apply_gradients(self, grads_and_vars):
+        """Keras-style: iterable of (grad, var)."""
+        self.apply([(v, g) for g, v in grads_and_vars])
+
+    def _update(self, w, g, st, lr, t):
+        raise NotImplementedError
+
+    def get_config(self):
+        lr = self.learning_rate
+        return {"learning_rate": _sched.serialize(lr) if isinstance(lr, _sched.LearningRateSchedule) else lr,
+                "clipnorm": self.clipnorm, "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm,
+                "weight_decay": self.weight_decay}
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(**cfg)
+
+    def get_state(self):
+        arrays = {}
+        for i, st in enumerate(self._state):
+            for k, v in st.items():
+                arrays[f"{i}/{k}"] = v
+        return self.iterations, arrays
+
+    def set_state(self, iterations, arrays, params):
+        self._state = [{s: np.zeros_like(p) for s in self._slots} for p, _ in params]
+        for key, v in arrays.items():
+            i, k = key.split("/", 1)
+            i = int(i)
+            if i >= len(self._state) or k not in self._state[i] or self._state[i][k].shape != v.shape:
+                raise ValueError(f"optimizer state {key!r} with shape {v.shape} does not fit the model")
+            self._state[i][k][...] = v
+        self.iterations = int(iterations)
+
+
+class SGD(Optimizer):
+    """v = momentum*v - lr*g; w += v (Nesterov: w += momentum*v - lr*g); no momentum: w -= lr*g."""
+    name = "SGD"
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kw):
+        super().__init__(learning_rate, **kw)
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"SGD: momentum must be in [0, 1]. Received {momentum}")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self._slots = ("momentum",) if self.momentum else ()
+
+    def _update(self, w, g, st, lr, t):
+        f = w.dtype.type
+        if not self.momentum:
+            w -= f(lr) * g
+            return
+        v = st["momentum"]
+        v *= f(self.momentum)
+        v -= f(lr) * g
+        if self.nesterov:
+            w += f(self.momentum) * v - f(lr) * g
+        else:
+            w += v
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); w -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v) + eps)."""
+    name = "Adam"
+    _slots = ("m", "v")
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kw):
+        super().__init__(learning_rate, **kw)
+        self.beta_1, self.beta_2, self.epsilon, self.amsgrad = float(beta_1), float(beta_2), float(epsilon), bool(amsgrad)
+        if amsgrad:
+            self._slots = ("m", "v", "vhat")
+
+    def _update(self, w, g, st, lr, t):
+        f = w.dtype.type
+        m, v = st["m"], st["v"]
+        m += (g - m) * f(1 - self.beta_1)
+        v += (g * g - v) * f(1 - self.beta_2)
+        alpha = lr * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+        if self.amsgrad:
+            np.maximum(st["vhat"], v, out=st["vhat"])
+            v = st["vhat"]
+        w -= f(alpha) * m / (np.sqrt(v) + f(self.epsilon))
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
+                "amsgrad": self.amsgrad}
+
+
+class RMSprop(Optimizer):
+    """v = rho*v + (1-rho)g^2 (centered: minus mg^2); step = lr*g/sqrt(v + eps);
+    momentum: b = momentum*b + step, w -= b; else w -= step."""
+    name = "RMSprop"
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **kw):
+        super().__init__(learning_rate, **kw)
+        self.rho, self.momentum, self.epsilon, self.centered = float(rho), float(momentum), float(epsilon), bool(centered)
+        self._slots = ("v",) + (("b",) if self.momentum else ()) + (("mg",) if self.centered else ())
+
+    def _update(self, w, g, st, lr, t):
+        f = w.dtype.type
+        v = st["v"]
+        v *= f(self.rho)
+        v += f(1 - self.rho) * g * g
+        den = v
+        if self.centered:
+            mg = st["mg"]
+            mg *= f(self.rho)
+            mg += f(1 - self.rho) * g
+            den = v - mg * mg
+        step = f(lr) * g / np.sqrt(den + f(self.epsilon))
+        if self.momentum:
+            b = st["b"]
+            b *= f(self.momentum)
+            b += step
+            w -= b
+        else:
+            w -= step
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
+                "centered": self.centered}
+
+
+_TABLE = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
+
+
+def get(identifier) -> Optimizer:
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str):
+        return lookup("optimizer", identifier, _TABLE)()
+    if isinstance(identifier, dict):
+        return lookup("optimizer", identifier["class_name"], _TABLE).from_config(identifier["config"])
+    raise ValueError(f"Unknown optimizer {identifier!r}. Valid identifiers: {', '.join(sorted(_TABLE))}")
+
+
+def serialize(opt: Optimizer) -> dict:
+    return {"class_name": type(opt).__name__, "config": opt.get_config()}

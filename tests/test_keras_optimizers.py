@@ -1,0 +1,97 @@
+"""pyaiml.keras optimizers against torch.optim over 20 steps (float64), and schedules.
+
+The gradient at each step is a fixed function of the current weights (g = A w + c with a
+random A), so both sides see the same trajectory only if their updates agree. SGD matches
+to 1e-12; Adam and RMSprop place epsilon differently from torch (see optimizers.py), so
+they are compared with epsilon = 1e-12 on both sides, where the difference is < 1e-9.
+"""
+import numpy as np
+import pytest
+
+from pyaiml.keras import optimizers, schedules
+
+torch = pytest.importorskip("torch")
+
+
+def _run(ours, make_torch, steps=20):
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((2, 6, 6)) * 0.3
+    c = rng.standard_normal((2, 6))
+    w0 = [rng.standard_normal(6), rng.standard_normal(6)]
+    ws = [w.copy() for w in w0]
+    gs = [np.zeros(6), np.zeros(6)]
+    tw = [torch.tensor(w.copy(), requires_grad=True) for w in w0]
+    topt = make_torch(tw)
+    for _ in range(steps):
+        for i in range(2):
+            gs[i][...] = A[i] @ ws[i] + c[i]
+        ours.apply(list(zip(ws, gs)))
+        topt.zero_grad()
+        for i in range(2):
+            tw[i].grad = torch.tensor(A[i]) @ tw[i].detach() + torch.tensor(c[i])
+        topt.step()
+    return ws, [t.detach().numpy() for t in tw]
+
+
+CASES = [
+    ("sgd", lambda: optimizers.SGD(0.05), lambda p: torch.optim.SGD(p, lr=0.05), 1e-12),
+    ("sgd-momentum", lambda: optimizers.SGD(0.05, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), 1e-11),
+    ("sgd-nesterov", lambda: optimizers.SGD(0.05, momentum=0.8, nesterov=True),
+     lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.8, nesterov=True), 1e-11),
+    ("adam", lambda: optimizers.Adam(0.01, epsilon=1e-12), lambda p: torch.optim.Adam(p, lr=0.01, eps=1e-12), 1e-9),
+    ("adam-amsgrad", lambda: optimizers.Adam(0.01, epsilon=1e-12, amsgrad=True),
+     lambda p: torch.optim.Adam(p, lr=0.01, eps=1e-12, amsgrad=True), 1e-9),
+    ("rmsprop", lambda: optimizers.RMSprop(0.01, rho=0.9, epsilon=1e-12),
+     lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9, eps=1e-12), 1e-8),
+    ("rmsprop-momentum-centered", lambda: optimizers.RMSprop(0.01, rho=0.9, momentum=0.5, centered=True, epsilon=1e-12),
+     lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9, momentum=0.5, centered=True, eps=1e-12), 1e-8),
+]
+
+
+@pytest.mark.parametrize("name,ours,theirs,tol", CASES, ids=[c[0] for c in CASES])
+def test_matches_torch_20_steps(name, ours, theirs, tol):
+    a, b = _run(ours(), theirs)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
+
+
+def test_adam_default_epsilon_close_to_torch():
+    a, b = _run(optimizers.Adam(0.01), lambda p: torch.optim.Adam(p, lr=0.01, eps=1e-7))
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_exponential_decay_matches_torch():
+    s = schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.9)
+    # per-step decay: the schedule against torch's ExponentialLR
+    p = [torch.zeros(1, requires_grad=True)]
+    opt = torch.optim.SGD(p, lr=0.1)
+    sch = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
+    for step in range(10):
+        assert abs(s(step) - opt.param_groups[0]["lr"]) < 1e-12
+        opt.step()
+        sch.step()
+    st = schedules.ExponentialDecay(1.0, 10, 0.5, staircase=True)
+    assert st(9) == 1.0 and st(10) == 0.5 and st(25) == 0.25
+
+
+def test_piecewise_constant():
+    s = schedules.PiecewiseConstantDecay([10, 20], [1.0, 0.5, 0.1])
+    assert [s(0), s(10), s(11), s(20), s(21)] == [1.0, 1.0, 0.5, 0.5, 0.1]
+    with pytest.raises(ValueError, match="values must have"):
+        schedules.PiecewiseConstantDecay([10], [1.0])
+
+
+def test_schedule_drives_optimizer():
+    s = schedules.PiecewiseConstantDecay([1], [1.0, 0.1])
+    opt = optimizers.SGD(s)
+    w, g = np.zeros(1), np.ones(1)
+    for _ in range(4):
+        opt.apply([(w, g)])
+    np.testing.assert_allclose(w, [-(1 + 1 + 0.1 + 0.1)])
+    assert opt.iterations == 4
+
+
+def test_unknown_optimizer():
+    with pytest.raises(ValueError, match="Unknown optimizer identifier 'adamw'. Valid identifiers: adam, rmsprop, sgd"):
+        optimizers.get("adamw")

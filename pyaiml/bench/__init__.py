@@ -12,4 +12,5 @@ SUITES = {
     "attention": "pyaiml.bench.attention",
     "hmm": "pyaiml.bench.hmm",
     "train": "pyaiml.bench.train",
+    "audio": "pyaiml.bench.audio",
 }

@@ -13,4 +13,5 @@ SUITES = {
     "hmm": "pyaiml.bench.hmm",
     "train": "pyaiml.bench.train",
     "audio": "pyaiml.bench.audio",
+    "speech": "pyaiml.bench.speech",
 }

@@ -7,8 +7,10 @@ training split (indexes 5-49, 2,250 recordings), one model per digit, 8 states l
 exactly 15 Baum-Welch iterations (tol = -inf on both sides); Gaussian emissions, and GMM
 emissions with 3 mixtures (the mixture means start from the same seeded offsets).
 hmmlearn runs its fastest forward-backward ('scaling'; its GMMHMM with 'scaling' too), one
-model after another in one thread; pyaiml trains the 10 classes in parallel threads with
-pyaiml's thread count (2 by default in ``pyaiml bench``) and its 'log' kernels.
+model after another in one thread, with NumPy's BLAS pinned to one thread as pyaiml's side
+does (its fastest setting here: threaded OpenBLAS made the M-step products ~40x slower on
+this shared 2-core machine); pyaiml trains the 10 classes in parallel threads with
+pyaiml's thread count (2 by default in ``pyaiml bench``), 'scaling' too.
 Validation before timing: both sides' test accuracy on the official test split must be
 within 3 points of each other and above 90%.
 Needs the FSDD copy (../shared/data/fsdd or PYAIML_FSDD) and hmmlearn; yields nothing
@@ -58,7 +60,7 @@ def hmmlearn_recipe(feats, digits, idx, emission, seed=0):
     """The recipe on hmmlearn: dict digit -> fitted model (sequential, 'scaling')."""
     from hmmlearn.hmm import GMMHMM, GaussianHMM
 
-    from pyaiml.hmm.classifier import HMMClassifier, _flat_start
+    from pyaiml.hmm.classifier import HMMClassifier, _flat_start, _one_blas_thread
 
     seeder = HMMClassifier(random_state=seed)  # the same per-class seeds as pyaiml's side
     models = {}
@@ -78,7 +80,7 @@ def hmmlearn_recipe(feats, digits, idx, emission, seed=0):
             m.means_ = mu[:, None, :] + 0.5 * np.sqrt(var)[:, None, :] * rng.standard_normal((K, N_MIX, mu.shape[1]))
             m.covars_ = np.repeat(var[:, None, :], N_MIX, axis=1)
         m.startprob_, m.transmat_ = _lr()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _one_blas_thread():
             warnings.simplefilter("ignore")
             m.fit(np.concatenate(seqs), [len(s) for s in seqs])
         models[d] = m
@@ -112,6 +114,7 @@ def cases(quick: bool = False):
         def validate(emission=emission):
             a = pyaiml_recipe(feats, digits, tr, emission).score([feats[i] for i in te], digits[te])
             b = hmmlearn_accuracy(hmmlearn_recipe(feats, digits, tr, emission), feats, digits, te)
+            print(f"  {emission}: official test accuracy pyaiml {a:.4f}, hmmlearn {b:.4f}", flush=True)
             if not (a > 0.9 and b > 0.9 and abs(a - b) <= 0.03):
                 raise AssertionError(f"speech {emission}: test accuracy pyaiml {a:.4f} vs hmmlearn {b:.4f}")
         fns = {"pyaiml-HMMClassifier": lambda e=emission: pyaiml_recipe(feats, digits, tr, e),

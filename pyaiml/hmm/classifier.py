@@ -13,6 +13,7 @@ speed against hmmlearn: python -m pyaiml.cli bench speech.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -88,6 +89,52 @@ def _flat_start(seqs, K):
     return np.stack(mu), np.stack(var)
 
 
+def _one_blas_thread():
+    """Pin NumPy's BLAS to one thread while the class threads run (restored afterwards).
+
+    The M-step statistics of the HMM models are NumPy products (posteriors.T @ X). With
+    OpenBLAS threaded on top of the class threads, on a 2-core machine shared with other
+    work, one (8 x 9000) @ (9000 x 39) product took 0.16 s instead of 0.004 s with one BLAS
+    thread (measured; 40x), and it dominated training (8.1 of 9.2 s for one digit model).
+    Needs threadpoolctl; without it this is a no-op.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+_LOG2PI = float(np.log(2.0 * np.pi))
+
+
+def _diag_terms(X, means, var):
+    """-0.5 * Mahalanobis + log-normaliser for diagonal Gaussians, as two GEMMs:
+    (N, D) x (C, D) means / variances -> (N, C)."""
+    prec = 1.0 / var
+    q = (X * X) @ prec.T - 2.0 * (X @ (means * prec).T)
+    return -0.5 * (q + ((means * means * prec).sum(1) - np.log(prec).sum(1) + X.shape[1] * _LOG2PI))
+
+
+def _fast_diag_emissions(m):
+    """Bind GEMM-form emission log-likelihoods to a diagonal-covariance model instance.
+
+    Measured on one FSDD digit model (9,000 frames, 8 states, 39 features), one BLAS thread:
+    1.7 ms per call against 11.9 ms for the model's own per-frame kernel; equal to 2e-13.
+    Only this instance changes (its class, save format and results stay those of pyaiml.hmm).
+    """
+    if isinstance(m, GMMHMM):
+        def component_loglik(X):
+            K, M, D = m.means_.shape
+            c = _diag_terms(X, m.means_.reshape(K * M, D), np.asarray(m.covars_).reshape(K * M, D))
+            with np.errstate(divide="ignore"):
+                return c.reshape(len(X), K, M) + np.log(m.weights_)[None]
+        m._component_loglik = component_loglik
+    else:
+        m._compute_log_likelihood = lambda X: _diag_terms(X, m.means_, np.asarray(m._covars_))
+    return m
+
+
 class HMMClassifier:
     """One hidden Markov model per class; predicts the class whose model gives the sequence the
     highest log-likelihood.
@@ -106,7 +153,9 @@ class HMMClassifier:
     random_state : int or None; class c's model uses the seed (random_state, c) so results do
         not depend on the thread count.
     n_jobs : threads training/scoring classes at once (None: pyaiml.get_num_threads()).
-    implementation : "log" or "scaling" forward-backward (pyaiml.hmm).
+    implementation : "scaling" (default) or "log" forward-backward (pyaiml.hmm). Measured on one
+        FSDD digit model (15 iterations, one thread): 0.31-0.40 s scaling, 0.45-0.67 s log,
+        the same log-likelihood to 1e-10 (CMVN features keep the scaled recursion in range).
 
     Attributes (after fit)
     ----------------------
@@ -117,7 +166,7 @@ class HMMClassifier:
 
     def __init__(self, n_states=8, emission="gaussian", n_mix=3, covariance_type="diag", topology="left-right",
                  n_iter=15, tol=1e-2, min_covar=1e-3, var_floor=1e-2, random_state=0, n_jobs=None,
-                 implementation="log"):
+                 implementation="scaling"):
         self.n_states = n_states
         self.emission = emission
         self.n_mix = n_mix
@@ -232,6 +281,8 @@ class HMMClassifier:
     def _fit_class(self, c, seqs):
         seed = self._seed(c)
         m = self._init_model(self._new_model(seed), seqs, seed)
+        if self.covariance_type == "diag":
+            _fast_diag_emissions(m)
         with warnings.catch_warnings():
             # a left-right model's last-state row never sees a transition out; the kernels keep
             # it and warn, which is expected here
@@ -254,7 +305,7 @@ class HMMClassifier:
                              f"Received shape {y.shape}")
         classes = np.unique(y)
         groups = [[s for s, lab in zip(seqs, y) if lab == c] for c in classes]
-        with ThreadPoolExecutor(self._threads(len(classes))) as ex:
+        with _one_blas_thread(), ThreadPoolExecutor(self._threads(len(classes))) as ex:
             models = list(ex.map(self._fit_class, range(len(classes)), groups))
         self.classes_ = classes
         self.models_ = models
@@ -269,7 +320,7 @@ class HMMClassifier:
         """(n_sequences, n_classes) log-likelihood of every sequence under every class model."""
         self._check_fitted("log_likelihoods")
         seqs = _as_sequences(X, "predict", self.n_features_in_)
-        with ThreadPoolExecutor(self._threads(len(self.models_))) as ex:
+        with _one_blas_thread(), ThreadPoolExecutor(self._threads(len(self.models_))) as ex:
             cols = list(ex.map(lambda m: np.asarray(m.score(seqs, per_sequence=True), dtype=np.float64),
                                self.models_))
         L = np.stack(cols, axis=1)

@@ -318,7 +318,7 @@ class HMMClassifier:
 
     def log_likelihoods(self, X):
         """(n_sequences, n_classes) log-likelihood of every sequence under every class model."""
-        self._check_fitted("log_likelihoods")
+        self._check_fitted("predict")
         seqs = _as_sequences(X, "predict", self.n_features_in_)
         with _one_blas_thread(), ThreadPoolExecutor(self._threads(len(self.models_))) as ex:
             cols = list(ex.map(lambda m: np.asarray(m.score(seqs, per_sequence=True), dtype=np.float64),
@@ -338,7 +338,8 @@ class HMMClassifier:
         return P / P.sum(axis=1, keepdims=True)
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.log_likelihoods(X), axis=1)]
+        L = self.log_likelihoods(X)
+        return self.classes_[np.argmax(L, axis=1)]
 
     def score(self, X, y):
         """Accuracy on (X, y)."""

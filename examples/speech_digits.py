@@ -26,6 +26,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -130,7 +131,9 @@ def main(argv=None):
     ap.add_argument("--out", default="speech_digits_out", help="folder for the confusion-matrix PNGs")
     args = ap.parse_args(argv)
 
-    ds = load_fsdd(args.data, on_error="warn")
+    with warnings.catch_warnings():  # skipped files are printed below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ds = load_fsdd(args.data, on_error="warn")
     for f, why in ds.skipped:
         print(f"  skipped {f}: {why}")
     feats, keep = features(ds, f"FSDD {args.data}")
@@ -140,7 +143,9 @@ def main(argv=None):
     te = np.array([pos[i] for i in ds.test_idx if i in pos])
     extra = None
     if args.extra_test:
-        ex = load_fsdd(args.extra_test, on_error="warn")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ex = load_fsdd(args.extra_test, on_error="warn")
         for f, why in ex.skipped:
             print(f"  extra-test: skipped {f}: {why}")
         if len(ex) == 0:

@@ -53,7 +53,7 @@ def _synthetic(n=40, seed=0):
 
 def test_cnn_classifier_synthetic_and_errors():
     X, y = _synthetic()
-    clf = CNNClassifier(filters=8, hidden=8, epochs=15, batch_size=8, learning_rate=1e-2).fit(X, y)
+    clf = CNNClassifier(filters=8, hidden=8, epochs=10, batch_size=8, learning_rate=1e-2).fit(X, y)
     assert clf.n_frames_ >= 16 and clf.n_features_in_ == 4
     Xt, yt = _synthetic(20, seed=1)
     assert clf.score(Xt, yt) >= 0.9

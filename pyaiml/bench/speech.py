@@ -138,6 +138,7 @@ def main():
     ap.add_argument("--repeats-gaussian", type=int, default=3)
     ap.add_argument("--repeats-gmm", type=int, default=1)
     ap.add_argument("--no-validate", action="store_true")
+    ap.add_argument("--only", choices=["gaussian", "gmm"], default=None, help="run one of the two cases")
     args = ap.parse_args()
     configure_allocator()
     set_threads(args.threads)
@@ -146,6 +147,8 @@ def main():
         raise SystemExit("FSDD not found (set PYAIML_FSDD)")
     rows = []
     for case in cases():
+        if args.only and args.only not in case.name:
+            continue
         if not args.no_validate:
             t0 = time.perf_counter()
             case.validate()

@@ -14,4 +14,5 @@ SUITES = {
     "conv": "pyaiml.bench.conv",
     "attention": "pyaiml.bench.attention",
     "sequence": "pyaiml.bench.sequence",
+    "speech": "pyaiml.bench.speech",
 }

@@ -1,7 +1,11 @@
-"""Small datasets shipped with pyaiml (no download needed), and loaders for external data."""
+"""Datasets: small ones shipped with pyaiml (digits, Tiny Shakespeare, generated number
+words) and readers of public corpora found on disk (FSDD recordings, gensim's bundled Lee
+corpus); nothing is downloaded."""
 from pyaiml.datasets.digits import load_digits
-from pyaiml.datasets.fsdd import load_fsdd
+from pyaiml.datasets.fsdd import FSDD, load_fsdd
+from pyaiml.datasets.lee_corpus import analogies_path, lee_sentences, wordsim353_path
 from pyaiml.datasets.number_words import number_pairs, number_to_words
 from pyaiml.datasets.shakespeare import load_tiny_shakespeare, split_text
 
-__all__ = ["load_digits", "load_fsdd", "load_tiny_shakespeare", "split_text", "number_pairs", "number_to_words"]
+__all__ = ["load_digits", "load_fsdd", "FSDD", "lee_sentences", "wordsim353_path", "analogies_path",
+           "load_tiny_shakespeare", "split_text", "number_pairs", "number_to_words"]

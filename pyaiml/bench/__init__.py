@@ -9,4 +9,5 @@ SUITES = {
     "word2vec": "pyaiml.bench.word2vec",
     "torch_bridge": "pyaiml.bench.torch_bridge",
     "train": "pyaiml.bench.train",
+    "conv": "pyaiml.bench.conv",
 }

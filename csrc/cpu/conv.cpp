@@ -1,0 +1,593 @@
+// conv.cpp: conv2d forward and backward as tiled im2col + SGEMM, compiled once per ISA.
+//
+// Work is cut into tiles of output positions (rows of the im2col matrix) small enough for
+// the column tile to stay in L2; each tile is packed into a thread-local buffer and handed
+// to sgemm_st inside our own parallel region, so no batch-sized buffer is ever built.
+//   channels last : y[P, OC]  = col[P, KH*KW*Cg] @ Wr[KH*KW*Cg, OCg]   (rows of col contiguous)
+//   channels first: y[OC, P]  = W[OCg, Cg*KH*KW] @ col[Cg*KH*KW, P]
+// Bias and ReLU run in the GEMM epilogue. Backward per image: grad_w += col^T gy with an
+// extra column of ones in col, so the same GEMM yields grad_b; grad_x = col2im(gy W^T).
+// grad_w is accumulated in a fixed number of image chunks (set by N, not by the thread
+// count) and reduced in order, so results do not depend on the thread count.
+// The _naive kernels are plain loops in double: the oracle for tests.
+//
+// Not here: validation (bindings/conv.cpp), pooling (pool.cpp), float64.
+// Tests: tests/test_conv.py.
+#include "cpu/conv.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "common/parallel.h"
+#include "common/simd.h"
+#include "cpu/gemm.h"
+
+namespace pyaiml {
+namespace PYAIML_ISA_NS {
+namespace {
+
+// Column tile budget: 128 K floats (512 KiB). On mid (K 576) 2^17 beat 2^16 by ~8% and
+// tied 2^18, single thread.
+constexpr int64_t kTileFloats = 1 << 17;
+
+inline int64_t tile_rows(int64_t K, int64_t P) {
+  int64_t t = kTileFloats / std::max<int64_t>(K, 1);
+  t = std::max<int64_t>(32, t / 16 * 16);
+  return std::min(t, P);
+}
+
+inline void copy_small(float* d, const float* s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = s[i];
+}
+
+// Channels last: rows [r0, r1) of image n, group g -> col (ld floats per row, Kg used).
+void im2col_cl(const ConvShape& s, const float* x, int64_t n, int64_t g, int64_t r0, int64_t r1, float* col,
+               int64_t ld) {
+  const int64_t Cg = s.C / s.G;
+  const float* xn = x + n * s.H * s.W * s.C + g * Cg;
+  const bool rowcopy = s.G == 1 && s.dw == 1;  // a kernel row is KW*C contiguous floats
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t oh = r / s.OW, ow = r % s.OW;
+    float* d = col + (r - r0) * ld;
+    const int64_t ih0 = oh * s.sh - s.pt, iw0 = ow * s.sw - s.pl;
+    for (int64_t kh = 0; kh < s.KH; ++kh, d += s.KW * Cg) {
+      const int64_t ih = ih0 + kh * s.dh;
+      if (ih < 0 || ih >= s.H) {
+        std::memset(d, 0, sizeof(float) * s.KW * Cg);
+        continue;
+      }
+      const float* xr = xn + ih * s.W * s.C;
+      if (rowcopy && iw0 >= 0 && iw0 + s.KW <= s.W) {
+        copy_small(d, xr + iw0 * s.C, s.KW * Cg);
+        continue;
+      }
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        const int64_t iw = iw0 + kw * s.dw;
+        if (iw < 0 || iw >= s.W)
+          std::memset(d + kw * Cg, 0, sizeof(float) * Cg);
+        else
+          copy_small(d + kw * Cg, xr + iw * s.C, Cg);
+      }
+    }
+  }
+}
+
+// Channels last: gx[n, ih, iw, g*Cg + c] += gcol[r, (kh*KW + kw)*Cg + c].
+void col2im_cl(const ConvShape& s, const float* gcol, int64_t n, int64_t g, int64_t r0, int64_t r1, float* gx,
+               int64_t ld) {
+  const int64_t Cg = s.C / s.G;
+  float* gn = gx + n * s.H * s.W * s.C + g * Cg;
+  const bool rowcopy = s.G == 1 && s.dw == 1;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t oh = r / s.OW, ow = r % s.OW;
+    const float* d = gcol + (r - r0) * ld;
+    const int64_t ih0 = oh * s.sh - s.pt, iw0 = ow * s.sw - s.pl;
+    for (int64_t kh = 0; kh < s.KH; ++kh, d += s.KW * Cg) {
+      const int64_t ih = ih0 + kh * s.dh;
+      if (ih < 0 || ih >= s.H) continue;
+      float* gr = gn + ih * s.W * s.C;
+      if (rowcopy && iw0 >= 0 && iw0 + s.KW <= s.W) {  // the kernel row is KW*C contiguous floats
+        float* o = gr + iw0 * s.C;
+        for (int64_t i = 0; i < s.KW * Cg; ++i) o[i] += d[i];
+        continue;
+      }
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        const int64_t iw = iw0 + kw * s.dw;
+        if (iw < 0 || iw >= s.W) continue;
+        float* o = gr + iw * s.C;
+        const float* v = d + kw * Cg;
+        for (int64_t c = 0; c < Cg; ++c) o[c] += v[c];
+      }
+    }
+  }
+}
+
+// Channels first: positions [p0, p1) of image n, group g -> col[Kg][T] (T = p1 - p0).
+void im2col_cf(const ConvShape& s, const float* x, int64_t n, int64_t g, int64_t p0, int64_t p1, float* col) {
+  const int64_t Cg = s.C / s.G, T = p1 - p0;
+  for (int64_t c = 0; c < Cg; ++c) {
+    const float* xc = x + (n * s.C + g * Cg + c) * s.H * s.W;
+    for (int64_t kh = 0; kh < s.KH; ++kh)
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        float* d = col + ((c * s.KH + kh) * s.KW + kw) * T;
+        int64_t p = p0;
+        while (p < p1) {
+          const int64_t oh = p / s.OW, ow = p % s.OW;
+          const int64_t n_row = std::min(p1 - p, s.OW - ow);  // rest of this output row
+          const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
+          float* dd = d + (p - p0);
+          if (ih < 0 || ih >= s.H) {
+            std::memset(dd, 0, sizeof(float) * n_row);
+          } else {
+            const float* xr = xc + ih * s.W;
+            const int64_t off = kw * s.dw - s.pl;
+            if (s.sw == 1) {
+              // iw = ow + j + off; valid for j in [lo, hi)
+              const int64_t lo = std::clamp<int64_t>(-(ow + off), 0, n_row);
+              const int64_t hi = std::clamp<int64_t>(s.W - (ow + off), lo, n_row);
+              for (int64_t j = 0; j < lo; ++j) dd[j] = 0.f;
+              copy_small(dd + lo, xr + ow + lo + off, hi - lo);
+              for (int64_t j = hi; j < n_row; ++j) dd[j] = 0.f;
+            } else {
+              for (int64_t j = 0; j < n_row; ++j) {
+                const int64_t iw = (ow + j) * s.sw + off;
+                dd[j] = (iw >= 0 && iw < s.W) ? xr[iw] : 0.f;
+              }
+            }
+          }
+          p += n_row;
+        }
+      }
+  }
+}
+
+void col2im_cf(const ConvShape& s, const float* gcol, int64_t n, int64_t g, int64_t p0, int64_t p1, float* gx) {
+  const int64_t Cg = s.C / s.G, T = p1 - p0;
+  for (int64_t c = 0; c < Cg; ++c) {
+    float* gc = gx + (n * s.C + g * Cg + c) * s.H * s.W;
+    for (int64_t kh = 0; kh < s.KH; ++kh)
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        const float* d = gcol + ((c * s.KH + kh) * s.KW + kw) * T;
+        int64_t p = p0;
+        while (p < p1) {
+          const int64_t oh = p / s.OW, ow = p % s.OW;
+          const int64_t n_row = std::min(p1 - p, s.OW - ow);
+          const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
+          const float* dd = d + (p - p0);
+          if (ih >= 0 && ih < s.H) {
+            float* gr = gc + ih * s.W;
+            const int64_t off = kw * s.dw - s.pl;
+            for (int64_t j = 0; j < n_row; ++j) {
+              const int64_t iw = (ow + j) * s.sw + off;
+              if (iw >= 0 && iw < s.W) gr[iw] += dd[j];
+            }
+          }
+          p += n_row;
+        }
+      }
+  }
+}
+
+// The GEMM's column edge (N not a multiple of its NR = 2 vectors) is slow: (676x27)@(27x16)
+// took 37 us against 14 us for N = 32, and (900x32)@(32x27) 70 us against 22 us. So GEMM
+// N dimensions we own are padded to a multiple of 2*VL with zero weights.
+inline int64_t padn(int64_t n) { return (n + 2 * VL - 1) / (2 * VL) * (2 * VL); }
+
+// Channels-last weights: Wr[g][kk][o] (o padded to OCp with zeros), kk = (kh*KW + kw)*Cg + c.
+std::vector<float> repack_cl(const ConvShape& s, const float* w, int64_t OCp) {
+  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, KHW = s.KH * s.KW, Kg = KHW * Cg;
+  std::vector<float> wr(s.G * Kg * OCp, 0.f);
+  for (int64_t g = 0; g < s.G; ++g)
+    for (int64_t o = 0; o < OCg; ++o)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t k = 0; k < KHW; ++k)
+          wr[(g * Kg + k * Cg + c) * OCp + o] = w[((g * OCg + o) * Cg + c) * KHW + k];
+  return wr;
+}
+
+// Transposed channels-last weights for grad_x: WrT[g][o][kk] (kk padded to Kgp with zeros).
+std::vector<float> repack_cl_t(const ConvShape& s, const float* w, int64_t Kgp) {
+  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, KHW = s.KH * s.KW;
+  std::vector<float> wt(s.G * OCg * Kgp, 0.f);
+  for (int64_t g = 0; g < s.G; ++g)
+    for (int64_t o = 0; o < OCg; ++o)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t k = 0; k < KHW; ++k)
+          wt[(g * OCg + o) * Kgp + k * Cg + c] = w[((g * OCg + o) * Cg + c) * KHW + k];
+  return wt;
+}
+
+thread_local std::vector<float> t_col, t_gcol, t_out;
+
+inline float* scratch(std::vector<float>& v, int64_t n) {
+  if ((int64_t)v.size() < n) v.resize(n);
+  return v.data();
+}
+
+}  // namespace
+
+// ---- Winograd F(2x2, 3x3), channels last, stride 1, dilation 1, no groups ----
+// y = A^T [ (G g G^T) . (B^T d B) ] A per 2x2 output tile: 16 GEMMs of (tiles x C) @ (C x OC)
+// replace one (4*tiles x 9C) @ (9C x OC), 2.25x fewer multiply-adds. Transforms are
+// vectorised over channels (contiguous in NHWC). Used for C, OC >= 16 where the GEMMs stay
+// efficient. mid (N32 64->64 56x56): 82 ms im2col vs ~55 ms here, single thread (Zen 4).
+namespace {
+
+// Tiles per task (V: 16*kWinoTiles*C floats, M: 16*kWinoTiles*OC). 56, 98 and 140 were within
+// noise of each other on mid and cnn-a2 (single thread, loaded 2-core Zen 4 VM).
+constexpr int64_t kWinoTiles = 112;
+
+bool wino_ok(const ConvShape& s) {
+  return s.cl && s.G == 1 && s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
+         s.C >= 16 && s.OC >= 16 && s.OH * s.OW >= 16;
+}
+
+// U[xi][c][o] = (G g G^T)[i][j], xi = 4i + j, g = w[o, c] (3x3).
+std::vector<float> wino_weights(const ConvShape& s, const float* w, int64_t OCp) {
+  std::vector<float> u(16 * s.C * OCp, 0.f);
+  for (int64_t o = 0; o < s.OC; ++o)
+    for (int64_t c = 0; c < s.C; ++c) {
+      const float* g = w + (o * s.C + c) * 9;
+      float t[4][3];
+      for (int j = 0; j < 3; ++j) {
+        t[0][j] = g[j];
+        t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+        t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+        t[3][j] = g[6 + j];
+      }
+      for (int i = 0; i < 4; ++i) {
+        const float r[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]), 0.5f * (t[i][0] - t[i][1] + t[i][2]),
+                            t[i][2]};
+        for (int j = 0; j < 4; ++j) u[((i * 4 + j) * s.C + c) * OCp + o] = r[j];
+      }
+    }
+  return u;
+}
+
+
+inline vf ld_v(const float* p) { return loadu(p); }
+inline void st_v(float* p, vf v) { storeu(p, v); }
+inline float ld_s(const float* p) { return *p; }
+inline void st_s(float* p, float v) { *p = v; }
+
+// V[xi][c..] = (B^T d B)[i][j] for one tile, channels c .. c + width(T).
+template <class T>
+inline void wino_in(const float* const p[4][4], float* v, int64_t vs, int64_t c, T (*ld)(const float*),
+                    void (*st)(float*, T)) {
+  T e[4][4];
+  for (int j = 0; j < 4; ++j) {
+    const T d0 = ld(p[0][j] + c), d1 = ld(p[1][j] + c), d2 = ld(p[2][j] + c), d3 = ld(p[3][j] + c);
+    e[0][j] = d0 - d2;
+    e[1][j] = d1 + d2;
+    e[2][j] = d2 - d1;
+    e[3][j] = d1 - d3;
+  }
+  for (int i = 0; i < 4; ++i) {
+    st(v + (i * 4 + 0) * vs + c, e[i][0] - e[i][2]);
+    st(v + (i * 4 + 1) * vs + c, e[i][1] + e[i][2]);
+    st(v + (i * 4 + 2) * vs + c, e[i][2] - e[i][1]);
+    st(v + (i * 4 + 3) * vs + c, e[i][1] - e[i][3]);
+  }
+}
+
+// y tile (2x2, rows of dst may be null when outside the output) = A^T m A + bias (relu).
+template <class T>
+inline void wino_out(const float* m, int64_t ms, const float* b, bool relu, int64_t o, float* const dst[4],
+                     T (*ld)(const float*), void (*st)(float*, T)) {
+  T r[2][4];
+  for (int j = 0; j < 4; ++j) {
+    const T q0 = ld(m + j * ms + o), q1 = ld(m + (4 + j) * ms + o), q2 = ld(m + (8 + j) * ms + o),
+            q3 = ld(m + (12 + j) * ms + o);
+    r[0][j] = q0 + q1 + q2;
+    r[1][j] = q1 - q2 - q3;
+  }
+  const T bo = b ? ld(b + o) : T{} ;
+  T out[4];
+  for (int i = 0; i < 2; ++i) {
+    out[2 * i] = r[i][0] + r[i][1] + r[i][2] + bo;
+    out[2 * i + 1] = r[i][1] - r[i][2] - r[i][3] + bo;
+  }
+  for (int k = 0; k < 4; ++k) {
+    if (!dst[k]) continue;
+    T v = out[k];
+    if (relu) v = v > T{} ? v : T{};
+    st(dst[k] + o, v);
+  }
+}
+
+thread_local std::vector<float> t_v, t_m, t_zero;
+
+void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+  const int64_t C = s.C, OC = s.OC, TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2, TT = TH * TW;
+  // Tiles are numbered across the whole batch, so a block may span images (small images
+  // like 13x13 -> 49 tiles would otherwise give short GEMMs).
+  const int64_t kb = kWinoTiles;
+  const int64_t blocks = (s.N * TT + kb - 1) / kb;
+  const int64_t OCp = padn(OC);  // GEMM N padded (see padn)
+  const std::vector<float> u = wino_weights(s, w, OCp);
+  parallel_for(blocks, 1, [&](int64_t tb, int64_t te) {
+    float* V = scratch(t_v, 16 * kb * C);
+    float* M = scratch(t_m, 16 * kb * OCp);
+    if ((int64_t)t_zero.size() < C) t_zero.assign(C, 0.f);
+    const float* zero = t_zero.data();
+    for (int64_t task = tb; task < te; ++task) {
+      const int64_t g0 = task * kb, nt = std::min(kb, s.N * TT - g0);
+      // input transform: V[xi][t][c] = (B^T d B)[i][j]
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t n = (g0 + t) / TT, th = (g0 + t) % TT / TW, tw = (g0 + t) % TW;
+        const float* xn = x + n * s.H * s.W * C;
+        const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
+        const float* p[4][4];
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) {
+            const int64_t ih = ih0 + i, iw = iw0 + j;
+            p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
+          }
+        float* v = V + t * C;
+        const int64_t vs = kb * C;  // stride between the 16 V matrices
+        int64_t c = 0;
+        for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
+        for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
+      }
+      for (int xi = 0; xi < 16; ++xi) {
+        GemmArgs a;
+        a.M = nt; a.N = OCp; a.K = C;
+        a.A = V + xi * kb * C; a.rsa = C; a.csa = 1;
+        a.B = u.data() + xi * C * OCp; a.rsb = OCp; a.csb = 1;
+        a.C = M + xi * kb * OCp; a.ldc = OCp;
+        a.beta = 0.f;
+        sgemm_st(a);
+      }
+      // output transform: y = A^T m A (+ bias, relu)
+      const int64_t ms = kb * OCp;
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t n = (g0 + t) / TT, th = (g0 + t) % TT / TW, tw = (g0 + t) % TW;
+        const int64_t oh = 2 * th, ow = 2 * tw;
+        const float* m = M + t * OCp;
+        float* y00 = y + ((n * s.OH + oh) * s.OW + ow) * OC;
+        const bool r1 = oh + 1 < s.OH, c1 = ow + 1 < s.OW;
+        float* dst[4] = {y00, c1 ? y00 + OC : nullptr, r1 ? y00 + s.OW * OC : nullptr,
+                         (r1 && c1) ? y00 + (s.OW + 1) * OC : nullptr};
+        int64_t o = 0;
+        for (; o + VL <= OC; o += VL) wino_out<vf>(m, ms, b, relu, o, dst, ld_v, st_v);
+        for (; o < OC; ++o) wino_out<float>(m, ms, b, relu, o, dst, ld_s, st_s);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void conv2d_forward(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, Kg = s.KH * s.KW * Cg, P = s.OH * s.OW;
+  if (wino_ok(s)) {
+    conv2d_wino(s, x, w, b, relu, y);
+    return;
+  }
+  const int64_t T = tile_rows(Kg, P), tiles = (P + T - 1) / T;
+  const int64_t OCp = padn(OCg);
+  std::vector<float> wr, bp;
+  if (s.cl) {
+    wr = repack_cl(s, w, OCp);
+    if (b && OCp != OCg) {
+      bp.assign(s.G * OCp, 0.f);
+      for (int64_t g = 0; g < s.G; ++g) std::memcpy(&bp[g * OCp], b + g * OCg, sizeof(float) * OCg);
+    }
+  }
+  // A 1x1, stride-1, unpadded channels-last conv reads x in place as the GEMM's A.
+  const bool direct = s.cl && s.G == 1 && s.KH == 1 && s.KW == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 &&
+                      s.pl == 0 && s.OH == s.H && s.OW == s.W;
+  parallel_for(s.N * tiles, 1, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t n = t / tiles, r0 = (t % tiles) * T, r1 = std::min(P, r0 + T);
+      for (int64_t g = 0; g < s.G; ++g) {
+        GemmArgs a;
+        if (s.cl) {
+          const float* A;
+          if (direct) {
+            A = x + (n * P + r0) * s.C;
+          } else {
+            float* col = scratch(t_col, T * Kg);
+            im2col_cl(s, x, n, g, r0, r1, col, Kg);
+            A = col;
+          }
+          a.M = r1 - r0; a.N = OCg; a.K = Kg;
+          a.A = A; a.rsa = Kg; a.csa = 1;
+          a.N = OCp;
+          a.B = wr.data() + g * Kg * OCp; a.rsb = OCp; a.csb = 1;
+          if (OCp == OCg) {
+            a.C = y + (n * P + r0) * s.OC + g * OCg; a.ldc = s.OC;
+            a.bias_n = b ? b + g * OCg : nullptr;
+          } else {  // padded columns go to a scratch tile, copied out below
+            a.C = scratch(t_out, T * OCp); a.ldc = OCp;
+            a.bias_n = b ? bp.data() + g * OCp : nullptr;
+          }
+        } else {
+          float* col = scratch(t_col, T * Kg);
+          im2col_cf(s, x, n, g, r0, r1, col);
+          a.M = OCg; a.N = r1 - r0; a.K = Kg;
+          a.A = w + g * OCg * Kg; a.rsa = Kg; a.csa = 1;
+          a.B = col; a.rsb = r1 - r0; a.csb = 1;
+          a.C = y + (n * s.OC + g * OCg) * P + r0; a.ldc = P;
+          a.bias_m = b ? b + g * OCg : nullptr;
+        }
+        a.beta = 0.f;
+        a.relu = relu;
+        sgemm_st(a);
+        if (s.cl && OCp != OCg)
+          for (int64_t r = 0; r < r1 - r0; ++r)
+            std::memcpy(y + (n * P + r0 + r) * s.OC + g * OCg, a.C + r * OCp, sizeof(float) * OCg);
+      }
+    }
+  });
+}
+
+void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
+                     float* gb) {
+  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, Kg = s.KH * s.KW * Cg, K1 = Kg + 1, P = s.OH * s.OW;
+  const int64_t T = tile_rows(K1, P);
+  // Fixed chunks of images (a function of N only) own one grad_w accumulator each.
+  const int64_t chunks = std::min<int64_t>(s.N, 8), per = (s.N + chunks - 1) / chunks;
+  const int64_t accsz = s.G * K1 * OCg;
+  std::vector<float> acc(chunks * accsz, 0.f);
+  const int64_t Kgp = padn(Kg);
+  std::vector<float> wt;
+  if (s.cl) wt = repack_cl_t(s, w, Kgp);
+  // Stride-1 3x3 channels last: grad_x is a full conv of gy with the flipped, transposed
+  // kernel (padding 2 - p), which the Winograd forward computes; only grad_w needs col.
+  ConvShape t = s;
+  t.C = s.OC; t.OC = s.C; t.H = s.OH; t.W = s.OW; t.OH = s.H; t.OW = s.W;
+  t.pt = s.KH - 1 - s.pt; t.pl = s.KW - 1 - s.pl;
+  const bool wino_gx = s.G == 1 && s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
+                       s.cl && s.pt <= 2 && s.pl <= 2 && s.OH + 2 - s.H - s.pt <= 2 && s.OW + 2 - s.W - s.pl <= 2 &&
+                       wino_ok(t);
+  if (wino_gx) {
+    std::vector<float> wt(s.C * s.OC * 9);
+    for (int64_t o = 0; o < s.OC; ++o)
+      for (int64_t c = 0; c < s.C; ++c)
+        for (int64_t k = 0; k < 9; ++k) wt[(c * s.OC + o) * 9 + (8 - k)] = w[(o * s.C + c) * 9 + k];
+    conv2d_wino(t, gy, wt.data(), nullptr, false, gx);
+  } else {
+    std::memset(gx, 0, sizeof(float) * s.N * s.C * s.H * s.W);
+  }
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t ch = cb; ch < ce; ++ch) {
+      float* A = acc.data() + ch * accsz;
+      for (int64_t n = ch * per; n < std::min(s.N, (ch + 1) * per); ++n)
+        for (int64_t r0 = 0; r0 < P; r0 += T) {
+          const int64_t r1 = std::min(P, r0 + T), m = r1 - r0;
+          float* col = scratch(t_col, T * K1);
+          float* gcol = scratch(t_gcol, T * std::max(K1, Kgp));
+          for (int64_t g = 0; g < s.G; ++g) {
+            float* ag = A + g * K1 * OCg;
+            GemmArgs a, d;
+            if (s.cl) {
+              im2col_cl(s, x, n, g, r0, r1, col, K1);
+              for (int64_t r = 0; r < m; ++r) col[r * K1 + Kg] = 1.f;
+              const float* gyt = gy + (n * P + r0) * s.OC + g * OCg;
+              // acc[K1][OCg] += col^T gy
+              a.M = K1; a.N = OCg; a.K = m;
+              a.A = col; a.rsa = 1; a.csa = K1;
+              a.B = gyt; a.rsb = s.OC; a.csb = 1;
+              a.C = ag; a.ldc = OCg;
+              // gcol[m][Kgp] = gy WrT (columns past Kg are zero weights)
+              d.M = m; d.N = Kgp; d.K = OCg;
+              d.A = gyt; d.rsa = s.OC; d.csa = 1;
+              d.B = wt.data() + g * OCg * Kgp; d.rsb = Kgp; d.csb = 1;
+              d.C = gcol; d.ldc = Kgp;
+            } else {
+              im2col_cf(s, x, n, g, r0, r1, col);
+              for (int64_t r = 0; r < m; ++r) col[Kg * m + r] = 1.f;
+              const float* gyt = gy + (n * s.OC + g * OCg) * P + r0;
+              // acc[K1][OCg] += col gy^T
+              a.M = K1; a.N = OCg; a.K = m;
+              a.A = col; a.rsa = m; a.csa = 1;
+              a.B = gyt; a.rsb = 1; a.csb = P;
+              a.C = ag; a.ldc = OCg;
+              // gcol[Kg][m] = W^T gy
+              d.M = Kg; d.N = m; d.K = OCg;
+              d.A = w + g * OCg * Kg; d.rsa = 1; d.csa = Kg;
+              d.B = gyt; d.rsb = P; d.csb = 1;
+              d.C = gcol; d.ldc = m;
+            }
+            a.beta = 1.f;
+            d.beta = 0.f;
+            sgemm_st(a);
+            if (wino_gx) continue;
+            sgemm_st(d);
+            if (s.cl)
+              col2im_cl(s, gcol, n, g, r0, r1, gx, Kgp);
+            else
+              col2im_cf(s, gcol, n, g, r0, r1, gx);
+          }
+        }
+    }
+  });
+  for (int64_t ch = 1; ch < chunks; ++ch) {
+    const float* src = acc.data() + ch * accsz;
+    for (int64_t i = 0; i < accsz; ++i) acc[i] += src[i];
+  }
+  const int64_t KHW = s.KH * s.KW;
+  for (int64_t g = 0; g < s.G; ++g) {
+    const float* ag = acc.data() + g * K1 * OCg;
+    for (int64_t o = 0; o < OCg; ++o) {
+      const int64_t oc = g * OCg + o;
+      if (s.cl) {
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t k = 0; k < KHW; ++k) gw[(oc * Cg + c) * KHW + k] = ag[(k * Cg + c) * OCg + o];
+        if (gb) gb[oc] = ag[Kg * OCg + o];
+      } else {
+        for (int64_t k = 0; k < Kg; ++k) gw[oc * Kg + k] = ag[k * OCg + o];
+        if (gb) gb[oc] = ag[Kg * OCg + o];
+      }
+    }
+  }
+}
+
+// ---- naive oracles: direct loops in double ----
+namespace {
+inline int64_t xi(const ConvShape& s, int64_t n, int64_t c, int64_t h, int64_t w) {
+  return s.cl ? ((n * s.H + h) * s.W + w) * s.C + c : ((n * s.C + c) * s.H + h) * s.W + w;
+}
+inline int64_t yi(const ConvShape& s, int64_t n, int64_t o, int64_t h, int64_t w) {
+  return s.cl ? ((n * s.OH + h) * s.OW + w) * s.OC + o : ((n * s.OC + o) * s.OH + h) * s.OW + w;
+}
+}  // namespace
+
+void conv2d_forward_naive(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G;
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t o = 0; o < s.OC; ++o)
+      for (int64_t oh = 0; oh < s.OH; ++oh)
+        for (int64_t ow = 0; ow < s.OW; ++ow) {
+          double acc = b ? b[o] : 0.0;
+          const int64_t g = o / OCg;
+          for (int64_t c = 0; c < Cg; ++c)
+            for (int64_t kh = 0; kh < s.KH; ++kh)
+              for (int64_t kw = 0; kw < s.KW; ++kw) {
+                const int64_t ih = oh * s.sh - s.pt + kh * s.dh, iw = ow * s.sw - s.pl + kw * s.dw;
+                if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
+                acc += (double)x[xi(s, n, g * Cg + c, ih, iw)] * w[((o * Cg + c) * s.KH + kh) * s.KW + kw];
+              }
+          if (relu && acc < 0) acc = 0;
+          y[yi(s, n, o, oh, ow)] = (float)acc;
+        }
+}
+
+void conv2d_backward_naive(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
+                           float* gb) {
+  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G;
+  std::vector<double> dx(s.N * s.C * s.H * s.W, 0.0), dw(s.OC * Cg * s.KH * s.KW, 0.0), db(s.OC, 0.0);
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t o = 0; o < s.OC; ++o)
+      for (int64_t oh = 0; oh < s.OH; ++oh)
+        for (int64_t ow = 0; ow < s.OW; ++ow) {
+          const double gv = gy[yi(s, n, o, oh, ow)];
+          db[o] += gv;
+          const int64_t g = o / OCg;
+          for (int64_t c = 0; c < Cg; ++c)
+            for (int64_t kh = 0; kh < s.KH; ++kh)
+              for (int64_t kw = 0; kw < s.KW; ++kw) {
+                const int64_t ih = oh * s.sh - s.pt + kh * s.dh, iw = ow * s.sw - s.pl + kw * s.dw;
+                if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
+                const int64_t xk = xi(s, n, g * Cg + c, ih, iw), wk = ((o * Cg + c) * s.KH + kh) * s.KW + kw;
+                dx[xk] += gv * w[wk];
+                dw[wk] += gv * x[xk];
+              }
+        }
+  for (size_t i = 0; i < dx.size(); ++i) gx[i] = (float)dx[i];
+  for (size_t i = 0; i < dw.size(); ++i) gw[i] = (float)dw[i];
+  if (gb)
+    for (int64_t o = 0; o < s.OC; ++o) gb[o] = (float)db[o];
+}
+
+const ConvKernels& conv_kernels() {
+  static const ConvKernels k{&conv2d_forward,     &conv2d_forward_naive, &conv2d_backward,
+                             &conv2d_backward_naive, &max_pool2d_forward, &max_pool2d_backward};
+  return k;
+}
+
+}  // namespace PYAIML_ISA_NS
+}  // namespace pyaiml

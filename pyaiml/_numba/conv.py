@@ -1,0 +1,191 @@
+"""Numba fallbacks of the conv family (conv2d, max_pool2d, forward and backward), with the
+registry signatures of pyaiml/reference/conv.py.
+
+Direct loops (no im2col): every kernel indexes x as (N, H, W, C); channels-first arrays are
+handed over as transposed views (no copies), so one source serves both layouts. Parallel
+over batch/output rows with prange; the innermost loop runs over output channels, which
+are contiguous in the repacked weights, so it vectorises. grad_w is accumulated per image
+and summed in image order (independent of the thread count).
+Not the fast path (csrc/cpu/conv.cpp is); float32 only (float64 runs in NumPy).
+Tests: tests/test_conv.py and tests/test_pool.py run these against torch.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+def _hwc(a, cl):
+    return a if cl else a.transpose(0, 2, 3, 1)
+
+
+def _repack(w, G):
+    """w (OC, Cg, KH, KW) -> wr (KH, KW, C, OCg): wr[kh, kw, g*Cg + c, o] = w[g*OCg + o, c, kh, kw]."""
+    OC, Cg, KH, KW = w.shape
+    OCg = OC // G
+    wr = w.reshape(G, OCg, Cg, KH, KW).transpose(3, 4, 0, 2, 1).reshape(KH, KW, G * Cg, OCg)
+    return np.ascontiguousarray(wr)
+
+
+@nb.njit(parallel=True, fastmath=True, cache=True)
+def _fwd(x, wr, b, relu, sh, sw, pt, pl, dh, dw, G, y):
+    N, H, W, C = x.shape
+    _, OH, OW, OC = y.shape
+    KH, KW, _, OCg = wr.shape
+    Cg = C // G
+    for t in nb.prange(N * OH):
+        n = t // OH
+        oh = t % OH
+        acc = np.empty(OC, dtype=np.float32)
+        for ow in range(OW):
+            for o in range(OC):
+                acc[o] = b[o]
+            for kh in range(KH):
+                ih = oh * sh - pt + kh * dh
+                if ih < 0 or ih >= H:
+                    continue
+                for kw in range(KW):
+                    iw = ow * sw - pl + kw * dw
+                    if iw < 0 or iw >= W:
+                        continue
+                    for g in range(G):
+                        for c in range(Cg):
+                            xv = x[n, ih, iw, g * Cg + c]
+                            for o in range(OCg):
+                                acc[g * OCg + o] += xv * wr[kh, kw, g * Cg + c, o]
+            for o in range(OC):
+                v = acc[o]
+                if relu and v < 0.0:
+                    v = 0.0
+                y[n, oh, ow, o] = v
+
+
+@nb.njit(parallel=True, fastmath=True, cache=True)
+def _bwd(gy, x, wr, sh, sw, pt, pl, dh, dw, G, gx, gwn):
+    N, H, W, C = x.shape
+    _, OH, OW, OC = gy.shape
+    KH, KW, _, OCg = wr.shape
+    Cg = C // G
+    for n in nb.prange(N):
+        for h in range(H):
+            for w_ in range(W):
+                for c in range(C):
+                    gx[n, h, w_, c] = 0.0
+        gwn[n] = 0.0
+        for oh in range(OH):
+            for ow in range(OW):
+                for kh in range(KH):
+                    ih = oh * sh - pt + kh * dh
+                    if ih < 0 or ih >= H:
+                        continue
+                    for kw in range(KW):
+                        iw = ow * sw - pl + kw * dw
+                        if iw < 0 or iw >= W:
+                            continue
+                        for g in range(G):
+                            for c in range(Cg):
+                                ci = g * Cg + c
+                                xv = x[n, ih, iw, ci]
+                                s = np.float32(0.0)
+                                for o in range(OCg):
+                                    gv = gy[n, oh, ow, g * OCg + o]
+                                    s += gv * wr[kh, kw, ci, o]
+                                    gwn[n, kh, kw, ci, o] += xv * gv
+                                gx[n, ih, iw, ci] += s
+
+
+def conv2d(x, w, b, p, cl=False, relu=False):
+    sh, sw, pt, pb, pl, pr, dh, dw, G = p
+    N = x.shape[0]
+    OC, Cg, KH, KW = w.shape
+    H, W = (x.shape[1], x.shape[2]) if cl else (x.shape[2], x.shape[3])
+    OH = (H + pt + pb - dh * (KH - 1) - 1) // sh + 1
+    OW = (W + pl + pr - dw * (KW - 1) - 1) // sw + 1
+    y = np.empty((N, OH, OW, OC) if cl else (N, OC, OH, OW), dtype=np.float32)
+    bb = b if b is not None else np.zeros(OC, np.float32)
+    _fwd(_hwc(x, cl), _repack(w, G), bb, bool(relu), sh, sw, pt, pl, dh, dw, G, _hwc(y, cl))
+    return y
+
+
+def conv2d_backward(gy, x, w, p, cl=False, need_b=True):
+    sh, sw, pt, pb, pl, pr, dh, dw, G = p
+    OC, Cg, KH, KW = w.shape
+    N = x.shape[0]
+    C = Cg * G
+    gx = np.empty_like(x)
+    gwn = np.empty((N, KH, KW, C, OC // G), dtype=np.float32)
+    _bwd(_hwc(gy, cl), _hwc(x, cl), _repack(w, G), sh, sw, pt, pl, dh, dw, G, _hwc(gx, cl), gwn)
+    gwr = gwn.sum(axis=0, dtype=np.float64)  # (KH, KW, C, OCg), images summed in order
+    gw = gwr.reshape(KH, KW, G, Cg, OC // G).transpose(2, 4, 3, 0, 1).reshape(OC, Cg, KH, KW)
+    gb = None
+    if need_b:
+        gb = gy.sum(axis=(0, 1, 2) if cl else (0, 2, 3), dtype=np.float64).astype(np.float32)
+    return gx, gw.astype(np.float32), gb
+
+
+@nb.njit(parallel=True, cache=True)
+def _pool_fwd(x, kh_, kw_, sh, sw, ph, pw, y, idx, with_idx):
+    N, H, W, C = x.shape
+    _, OH, OW, _ = y.shape
+    for t in nb.prange(N * OH):
+        n = t // OH
+        oh = t % OH
+        for ow in range(OW):
+            h0 = max(oh * sh - ph, 0)
+            h1 = min(oh * sh - ph + kh_, H)
+            w0 = max(ow * sw - pw, 0)
+            w1 = min(ow * sw - pw + kw_, W)
+            for c in range(C):
+                m = x[n, h0, w0, c]
+                a = h0 * W + w0
+                for h in range(h0, h1):
+                    for w_ in range(w0, w1):
+                        v = x[n, h, w_, c]
+                        if v > m or v != v:  # first maximum wins; NaN propagates
+                            m = v
+                            a = h * W + w_
+                y[n, oh, ow, c] = m
+                if with_idx:
+                    idx[n, oh, ow, c] = a
+
+
+@nb.njit(parallel=True, cache=True)
+def _pool_bwd(gy, idx, gx):
+    N, H, W, C = gx.shape
+    _, OH, OW, _ = gy.shape
+    for n in nb.prange(N):
+        for h in range(H):
+            for w_ in range(W):
+                for c in range(C):
+                    gx[n, h, w_, c] = 0.0
+        for oh in range(OH):
+            for ow in range(OW):
+                for c in range(C):
+                    a = idx[n, oh, ow, c]
+                    gx[n, a // W, a % W, c] += gy[n, oh, ow, c]
+
+
+def _pool_out(x, q, cl):
+    kh, kw, sh, sw, ph, pw = q
+    N = x.shape[0]
+    C, H, W = (x.shape[3], x.shape[1], x.shape[2]) if cl else x.shape[1:]
+    OH = (H + 2 * ph - kh) // sh + 1
+    OW = (W + 2 * pw - kw) // sw + 1
+    return (N, OH, OW, C) if cl else (N, C, OH, OW)
+
+
+def max_pool2d(x, q, cl=False, with_idx=False):
+    kh, kw, sh, sw, ph, pw = q
+    shape = _pool_out(x, q, cl)
+    y = np.empty(shape, dtype=x.dtype)
+    idx = np.empty(shape, dtype=np.int64)
+    _pool_fwd(_hwc(x, cl), kh, kw, sh, sw, ph, pw, _hwc(y, cl), _hwc(idx, cl), True)
+    return y, (idx if with_idx else None)
+
+
+def max_pool2d_backward(gy, x, q, cl=False, idx=None):
+    if idx is None:
+        _, idx = max_pool2d(x, q, cl, True)
+    gx = np.empty_like(x)
+    _pool_bwd(_hwc(gy, cl), _hwc(idx, cl), _hwc(gx, cl))
+    return gx

@@ -1,0 +1,23 @@
+"""Adapters from the conv family's registry signatures (see pyaiml/reference/conv.py) to
+pyaiml._C entry points (csrc/bindings/conv.cpp)."""
+from __future__ import annotations
+
+from pyaiml import _backend
+
+_C = _backend.native()
+
+
+def conv2d(x, w, b, p, cl=False, relu=False):
+    return _C.conv2d(x, w, b, p, cl, relu)
+
+
+def conv2d_backward(gy, x, w, p, cl=False, need_b=True):
+    return _C.conv2d_backward(gy, x, w, p, cl, need_b)
+
+
+def max_pool2d(x, q, cl=False, with_idx=False):
+    return _C.max_pool2d(x, q, cl, with_idx)
+
+
+def max_pool2d_backward(gy, x, q, cl=False, idx=None):
+    return _C.max_pool2d_backward(gy, x, q, cl, idx)

@@ -1,0 +1,229 @@
+"""Convolutions with ``torch.nn.functional`` semantics: ``conv1d``, ``conv2d`` and their
+explicit backward, channels first (NCL/NCHW) or channels last (NLC/NHWC).
+
+This module validates arguments, resolves padding ("valid", "same", ints, tuples), fixes
+dtype and contiguity, and calls the implementation the backend registry picks (C++ in
+csrc/cpu/conv.cpp, Numba in pyaiml/_numba/conv.py, NumPy in pyaiml/reference/conv.py).
+conv1d runs as conv2d with H = 1 (a view, no copy). float32 runs on the registry's
+backends; float64 runs through the NumPy reference. Weights are always (OC, C/G, KH, KW),
+whatever the data format. Tests: tests/test_conv.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pyaiml import _backend
+from pyaiml.ops._validate import as_array, float_dtype, require_finite
+
+_backend.register_op(
+    "conv2d",
+    cpp="pyaiml.ops._native_conv:conv2d",
+    numba="pyaiml._numba.conv:conv2d",
+    numpy="pyaiml.reference.conv:conv2d",
+)
+_backend.register_op(
+    "conv2d_backward",
+    cpp="pyaiml.ops._native_conv:conv2d_backward",
+    numba="pyaiml._numba.conv:conv2d_backward",
+    numpy="pyaiml.reference.conv:conv2d_backward",
+)
+
+_FORMATS2 = {"NCHW": False, "NHWC": True, "channels_first": False, "channels_last": True}
+_FORMATS1 = {"NCL": False, "NLC": True, "NCW": False, "NWC": True, "channels_first": False, "channels_last": True}
+
+
+def _impl(name, dtype):
+    if dtype == np.float64:
+        from pyaiml.reference import conv as ref
+
+        return getattr(ref, name)
+    return _backend.resolve(name)
+
+
+def _ints(v, n, op, name, minimum):
+    """An int or a length-n sequence of ints, each >= minimum -> tuple of n ints."""
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be an int or a tuple of {n} ints. Received {v!r}")
+    if isinstance(v, (int, np.integer)):
+        t = (int(v),) * n
+    elif isinstance(v, (tuple, list)) and len(v) == n and all(
+            isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)) for e in v):
+        t = tuple(int(e) for e in v)
+    else:
+        raise TypeError(f"{op}: {name} must be an int or a tuple of {n} ints. Received {v!r}")
+    if any(e < minimum for e in t):
+        raise ValueError(f"{op}: {name} must be >= {minimum}. Received {v!r}")
+    return t
+
+
+def _data_format(fmt, table, op):
+    if fmt not in table:
+        raise ValueError(f"{op}: data_format must be one of {', '.join(repr(k) for k in table)}. Received {fmt!r}")
+    return table[fmt]
+
+
+def _same_dtype(op, **arrays):
+    dts = {n: float_dtype(a, op, n) for n, a in arrays.items() if a is not None}
+    if len(set(dts.values())) > 1:
+        got = ", ".join(f"{n}={d}" for n, d in dts.items())
+        raise TypeError(f"{op}: all inputs must have the same dtype (float32 or float64). Received {got}")
+    return next(iter(dts.values()))
+
+
+def _prepare(op, x, weight, stride, padding, dilation, groups, cl, nd):
+    """Checks shapes and parameters of a 2-D (nd=2) or 1-D (nd=1) conv; returns
+    (x4, w4, p, out_spatial) with x4/w4 contiguous 4-D views and p the backend tuple."""
+    want_x = ("(N, L, C)" if cl else "(N, C, L)") if nd == 1 else ("(N, H, W, C)" if cl else "(N, C, H, W)")
+    want_w = "(Cout, Cin/groups, kL)" if nd == 1 else "(Cout, Cin/groups, kH, kW)"
+    if x.ndim != nd + 2:
+        raise ValueError(f"{op}: x must be {nd + 2}-D {want_x}. Received shape {tuple(x.shape)}")
+    if weight.ndim != nd + 2:
+        raise ValueError(f"{op}: weight must be {nd + 2}-D {want_w}. Received shape {tuple(weight.shape)}")
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)):
+        raise TypeError(f"{op}: groups must be an int. Received {groups!r}")
+    G = int(groups)
+    if G < 1:
+        raise ValueError(f"{op}: groups must be >= 1. Received {groups}")
+    s = _ints(stride, nd, op, "stride", 1)
+    d = _ints(dilation, nd, op, "dilation", 1)
+    C = x.shape[-1] if cl else x.shape[1]
+    sp = x.shape[1:-1] if cl else x.shape[2:]
+    OC = weight.shape[0]
+    k = weight.shape[2:]
+    if C % G:
+        raise ValueError(f"{op}: groups must divide the input channels. Received groups={G}, input channels {C}")
+    if OC % G:
+        raise ValueError(f"{op}: groups must divide the output channels (weight.shape[0]). Received groups={G}, "
+                         f"weight shape {tuple(weight.shape)}")
+    if weight.shape[1] * G != C:
+        raise ValueError(f"{op}: weight.shape[1] must equal input channels / groups = {C} / {G}. Received weight "
+                         f"shape {tuple(weight.shape)} for x of shape {tuple(x.shape)}")
+    if any(e < 1 for e in k) or OC < 1:
+        raise ValueError(f"{op}: weight must not be empty. Received shape {tuple(weight.shape)}")
+    ek = tuple(d[i] * (k[i] - 1) + 1 for i in range(nd))
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = ((0, 0),) * nd
+        elif padding == "same":
+            if any(e != 1 for e in s):
+                raise ValueError(f"{op}: padding='same' needs stride 1 (as in torch). Received stride {stride!r}")
+            pads = tuple(((e - 1) // 2, (e - 1) - (e - 1) // 2) for e in ek)
+        else:
+            raise ValueError(f"{op}: padding must be an int, a tuple, 'valid' or 'same'. Received {padding!r}")
+    else:
+        pp = _ints(padding, nd, op, "padding", 0)
+        pads = tuple((e, e) for e in pp)
+    out = []
+    for i in range(nd):
+        full = sp[i] + pads[i][0] + pads[i][1]
+        if full < ek[i]:
+            raise ValueError(
+                f"{op}: the (dilated) kernel must fit in the padded input. Received kernel size {tuple(k)} with "
+                f"dilation {d} (extent {ek}) for input size {tuple(sp)} padded by {[list(q) for q in pads]}")
+        out.append((full - ek[i]) // s[i] + 1)
+    if C < 1:
+        raise ValueError(f"{op}: x must have at least one channel. Received shape {tuple(x.shape)}")
+    if nd == 1:
+        x4 = x[:, None, :, :] if cl else x[:, :, None, :]
+        w4 = weight[:, :, None, :]
+        p = (1, s[0], 0, 0, pads[0][0], pads[0][1], 1, d[0], G)
+    else:
+        x4, w4 = x, weight
+        p = (s[0], s[1], pads[0][0], pads[0][1], pads[1][0], pads[1][1], d[0], d[1], G)
+    return np.ascontiguousarray(x4), np.ascontiguousarray(w4), p, tuple(out)
+
+
+def _conv(op, nd, x, weight, bias, stride, padding, dilation, groups, data_format, activation):
+    x = as_array(x, op, "x")
+    weight = as_array(weight, op, "weight")
+    if bias is not None:
+        bias = as_array(bias, op, "bias")
+    dt = _same_dtype(op, x=x, weight=weight, bias=bias)
+    cl = _data_format(data_format, _FORMATS1 if nd == 1 else _FORMATS2, op)
+    if activation not in (None, "relu", "linear"):
+        raise ValueError(f"{op}: activation must be None or 'relu'. Received {activation!r}")
+    x4, w4, p, osp = _prepare(op, x, weight, stride, padding, dilation, groups, cl, nd)
+    OC = weight.shape[0]
+    if bias is not None:
+        if bias.shape != (OC,):
+            raise ValueError(f"{op}: bias must have shape ({OC},). Received {tuple(bias.shape)}")
+        bias = np.ascontiguousarray(bias)
+        require_finite(bias, op, "bias")
+    require_finite(x4, op, "x")
+    require_finite(w4, op, "weight")
+    N = x.shape[0]
+    oshape = (N,) + osp + (OC,) if cl else (N, OC) + osp
+    if N == 0:
+        return np.zeros(oshape, dtype=dt)
+    y = _impl("conv2d", dt)(x4, w4, bias, p, cl, activation == "relu")
+    return y.reshape(oshape)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_format="NCHW",
+           activation=None):
+    """2-D convolution (cross-correlation), ``torch.nn.functional.conv2d`` semantics.
+
+    Parameters
+    ----------
+    x : array (N, C, H, W), or (N, H, W, C) with data_format="NHWC"
+    weight : array (OC, C/groups, KH, KW), whatever the data format
+    bias : array (OC,) or None
+    stride, dilation : int or (int, int), >= 1
+    padding : int, (int, int), "valid" or "same" (stride 1; extra row/column at the end)
+    groups : int dividing C and OC
+    activation : None or "relu" (fused into the kernel's epilogue)
+
+    Returns
+    -------
+    array (N, OC, OH, OW) or (N, OH, OW, OC), x's dtype.
+    """
+    return _conv("conv2d", 2, x, weight, bias, stride, padding, dilation, groups, data_format, activation)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_format="NCL", activation=None):
+    """1-D convolution, ``torch.nn.functional.conv1d`` semantics.
+
+    x (N, C, L) or (N, L, C) with data_format="NLC"; weight (OC, C/groups, KL).
+    Returns (N, OC, OL) or (N, OL, OC).
+    """
+    return _conv("conv1d", 1, x, weight, bias, stride, padding, dilation, groups, data_format, activation)
+
+
+def _conv_backward(op, nd, grad_out, x, weight, stride, padding, dilation, groups, data_format, needs_bias_grad):
+    g = as_array(grad_out, op, "grad_out")
+    x = as_array(x, op, "x")
+    weight = as_array(weight, op, "weight")
+    dt = _same_dtype(op, grad_out=g, x=x, weight=weight)
+    cl = _data_format(data_format, _FORMATS1 if nd == 1 else _FORMATS2, op)
+    x4, w4, p, osp = _prepare(op, x, weight, stride, padding, dilation, groups, cl, nd)
+    OC = weight.shape[0]
+    N = x.shape[0]
+    oshape = (N,) + osp + (OC,) if cl else (N, OC) + osp
+    if tuple(g.shape) != oshape:
+        raise ValueError(f"{op}: grad_out must have the forward output's shape {oshape}. Received {tuple(g.shape)}")
+    require_finite(g, op, "grad_out")
+    if N == 0:
+        return (np.zeros(x.shape, dt), np.zeros(weight.shape, dt),
+                np.zeros((OC,), dt) if needs_bias_grad else None)
+    g4 = np.ascontiguousarray(g.reshape((N,) + (1,) * (2 - nd) + osp + (OC,) if cl else (N, OC) + (1,) * (2 - nd) + osp))
+    gx, gw, gb = _impl("conv2d_backward", dt)(g4, x4, w4, p, cl, bool(needs_bias_grad))
+    return gx.reshape(x.shape), gw.reshape(weight.shape), gb
+
+
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, data_format="NCHW",
+                    needs_bias_grad=True):
+    """Gradients of :func:`conv2d` (the activation, if any, is not part of it).
+
+    Returns
+    -------
+    (grad_x like x, grad_weight like weight, grad_bias (OC,) or None)
+    """
+    return _conv_backward("conv2d_backward", 2, grad_out, x, weight, stride, padding, dilation, groups,
+                          data_format, needs_bias_grad)
+
+
+def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, data_format="NCL",
+                    needs_bias_grad=True):
+    """Gradients of :func:`conv1d`: (grad_x, grad_weight, grad_bias or None)."""
+    return _conv_backward("conv1d_backward", 1, grad_out, x, weight, stride, padding, dilation, groups,
+                          data_format, needs_bias_grad)

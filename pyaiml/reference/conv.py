@@ -1,0 +1,126 @@
+"""NumPy oracles for conv2d / max_pool2d, forward and backward (conv1d and max_pool1d run
+through them with H = 1).
+
+Slow and obvious: one shifted slice of the zero-padded input per kernel tap, einsum per
+group, float64 inside, the input's dtype out. Not tuned; the C++ kernels (csrc/cpu/conv.cpp)
+and the Numba fallbacks (pyaiml/_numba/conv.py) are the fast paths.
+Tests: tests/test_conv.py compares all three against torch.
+
+Shared argument convention (the same for every backend):
+- conv parameters p = (sh, sw, pt, pb, pl, pr, dh, dw, G): strides, paddings top/bottom/
+  left/right, dilations, groups.
+- pool parameters q = (kh, kw, sh, sw, ph, pw).
+- cl: channels last. x is (N, C, H, W) when False, (N, H, W, C) when True; outputs and
+  gradients follow x's layout. weight is always (OC, C/G, KH, KW).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _out_size(n, k, s, p0, p1, d):
+    return (n + p0 + p1 - d * (k - 1) - 1) // s + 1
+
+
+def _nchw(a, cl):
+    return np.transpose(a, (0, 3, 1, 2)) if cl else a
+
+
+def _back(a, cl):
+    return np.ascontiguousarray(np.transpose(a, (0, 2, 3, 1)) if cl else a)
+
+
+def conv2d(x, w, b, p, cl=False, relu=False):
+    """x (N, C, H, W) or (N, H, W, C); w (OC, C/G, KH, KW); b (OC,) or None -> y in x's layout."""
+    sh, sw, pt, pb, pl, pr, dh, dw, G = p
+    xd = _nchw(x, cl).astype(np.float64)
+    wd = w.astype(np.float64)
+    N, C, H, W = xd.shape
+    OC, Cg, KH, KW = wd.shape
+    OCg = OC // G
+    OH = _out_size(H, KH, sh, pt, pb, dh)
+    OW = _out_size(W, KW, sw, pl, pr, dw)
+    xp = np.pad(xd, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    y = np.zeros((N, OC, OH, OW))
+    for g in range(G):
+        for i in range(KH):
+            for j in range(KW):
+                patch = xp[:, g * Cg:(g + 1) * Cg, i * dh:i * dh + sh * (OH - 1) + 1:sh,
+                           j * dw:j * dw + sw * (OW - 1) + 1:sw]
+                y[:, g * OCg:(g + 1) * OCg] += np.einsum("nchw,oc->nohw", patch, wd[g * OCg:(g + 1) * OCg, :, i, j])
+    if b is not None:
+        y += b.astype(np.float64)[None, :, None, None]
+    if relu:
+        y = np.maximum(y, 0.0)
+    return _back(y.astype(x.dtype), cl)
+
+
+def conv2d_backward(gy, x, w, p, cl=False, need_b=True):
+    """Gradients of conv2d: (grad_x like x, grad_w like w, grad_b (OC,) or None)."""
+    sh, sw, pt, pb, pl, pr, dh, dw, G = p
+    xd = _nchw(x, cl).astype(np.float64)
+    gd = _nchw(gy, cl).astype(np.float64)
+    wd = w.astype(np.float64)
+    N, C, H, W = xd.shape
+    OC, Cg, KH, KW = wd.shape
+    OCg = OC // G
+    OH, OW = gd.shape[2:]
+    xp = np.pad(xd, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    gxp = np.zeros_like(xp)
+    gw = np.zeros_like(wd)
+    for g in range(G):
+        gg = gd[:, g * OCg:(g + 1) * OCg]
+        for i in range(KH):
+            for j in range(KW):
+                sl = (slice(None), slice(g * Cg, (g + 1) * Cg), slice(i * dh, i * dh + sh * (OH - 1) + 1, sh),
+                      slice(j * dw, j * dw + sw * (OW - 1) + 1, sw))
+                gw[g * OCg:(g + 1) * OCg, :, i, j] = np.einsum("nohw,nchw->oc", gg, xp[sl])
+                gxp[sl] += np.einsum("nohw,oc->nchw", gg, wd[g * OCg:(g + 1) * OCg, :, i, j])
+    gx = gxp[:, :, pt:pt + H, pl:pl + W]
+    gb = gd.sum(axis=(0, 2, 3)).astype(x.dtype) if need_b else None
+    return _back(gx.astype(x.dtype), cl), gw.astype(w.dtype), gb
+
+
+def _pool_taps(x, q):
+    """Yields (i, j, window values (N, C, OH, OW), flat input index (OH, OW)) per tap."""
+    kh, kw, sh, sw, ph, pw = q
+    N, C, H, W = x.shape
+    OH = _out_size(H, kh, sh, ph, ph, 1)
+    OW = _out_size(W, kw, sw, pw, pw, 1)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+    oh = np.arange(OH)[:, None] * sh - ph
+    ow = np.arange(OW)[None, :] * sw - pw
+    for i in range(kh):
+        for j in range(kw):
+            v = xp[:, :, i:i + sh * (OH - 1) + 1:sh, j:j + sw * (OW - 1) + 1:sw]
+            yield v, (oh + i) * W + (ow + j)
+
+
+def max_pool2d(x, q, cl=False, with_idx=False):
+    """x (N, C, H, W) or (N, H, W, C) -> (y in x's layout, flat h*W+w argmax indices or None)."""
+    xd = _nchw(x, cl)
+    best = idx = None
+    for v, flat in _pool_taps(xd, q):
+        if best is None:
+            best = v.copy()
+            idx = np.broadcast_to(flat, v.shape).copy()
+        else:
+            take = (v > best) | np.isnan(v)  # the first maximum in row-major window order wins
+            best = np.where(take, v, best)
+            idx = np.where(take, flat, idx)
+    y = _back(best.astype(x.dtype), cl)
+    return y, (_back(idx.astype(np.int64), cl) if with_idx else None)
+
+
+def max_pool2d_backward(gy, x, q, cl=False, idx=None):
+    """grad_x: each output's gradient goes to its (first) argmax input element."""
+    if idx is None:
+        _, idx = max_pool2d(x, q, cl, True)
+    idx = _nchw(idx, cl)
+    gd = _nchw(gy, cl).astype(np.float64)
+    N, C = idx.shape[:2]
+    H, W = _nchw(x, cl).shape[2:]
+    gx = np.zeros((N * C, H * W))
+    rows = np.repeat(np.arange(N * C), idx.shape[2] * idx.shape[3])
+    np.add.at(gx, (rows, idx.reshape(-1)), gd.reshape(-1))
+    return _back(gx.reshape(N, C, H, W).astype(x.dtype), cl)

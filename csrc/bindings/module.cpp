@@ -8,6 +8,7 @@ namespace pyaiml {
 void register_gemm(py::module_& m);
 void register_word2vec(py::module_& m);
 void register_conv(py::module_& m);
+void register_attention(py::module_& m);
 }  // namespace pyaiml
 
 PYBIND11_MODULE(_C, m) {
@@ -76,4 +77,5 @@ PYBIND11_MODULE(_C, m) {
   register_gemm(m);
   register_word2vec(m);
   register_conv(m);
+  register_attention(m);
 }

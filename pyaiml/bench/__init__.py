@@ -10,4 +10,5 @@ SUITES = {
     "torch_bridge": "pyaiml.bench.torch_bridge",
     "train": "pyaiml.bench.train",
     "conv": "pyaiml.bench.conv",
+    "attention": "pyaiml.bench.attention",
 }

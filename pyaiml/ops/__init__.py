@@ -4,6 +4,7 @@ Each op validates its arguments, fixes dtype and contiguity, and calls the imple
 the backend registry picks (C++, Numba or NumPy); see ``pyaiml.backend_info()``.
 """
 from pyaiml.ops._validate import get_check_finite, set_check_finite
+from pyaiml.ops.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from pyaiml.ops.linalg import linear, linear_backward, matmul, matmul_backward
 from pyaiml.ops.activations import (gelu, gelu_backward, log_softmax, log_softmax_backward, relu, relu_backward, sigmoid, sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)  # noqa: E501
 from pyaiml.ops.conv import conv1d, conv1d_backward, conv2d, conv2d_backward  # noqa: E402
@@ -18,6 +19,8 @@ __all__ = [
     "log_softmax", "log_softmax_backward", "gelu", "gelu_backward",
     "conv1d", "conv1d_backward", "conv2d", "conv2d_backward",
     "max_pool1d", "max_pool1d_backward", "max_pool2d", "max_pool2d_backward",
+    "scaled_dot_product_attention",
+    "scaled_dot_product_attention_backward",
     "set_check_finite",
     "get_check_finite",
 ]

@@ -1,0 +1,140 @@
+// bindings/attention.cpp: _C.attention_forward / _C.attention_backward (float32, 4-D).
+// q (N, Hq, Lq, D), k (N, Hk, Lk, D), v (N, Hk, Lk, Dv) C-contiguous; Hq a multiple of Hk;
+// mask None or a 4-D (N, Hq, Lq, Lk) bool/float32 array with any strides (0 = broadcast).
+// pyaiml/ops/attention.py reshapes the public (..., L, D) arguments into this form.
+// naive=True runs the row-by-row kernels (masked pairs skipped, NaN-safe).
+#include "bindings/common.h"
+#include "cpu/attention.h"
+
+namespace pyaiml {
+
+namespace {
+
+struct Prepared {
+  AttnArgs a;
+  py::array_t<float> q, k, v;
+  py::array mask;
+};
+
+py::array_t<float> f32_4d(const py::array& x, const char* op, const char* name) {
+  auto c = require_contiguous<float>(x, op, name);
+  require_ndim(c, 4, op, name);
+  return c;
+}
+
+Prepared prepare(const char* op, py::array q, py::array k, py::array v, py::object mask, bool causal, double scale) {
+  Prepared p;
+  p.q = f32_4d(q, op, "q");
+  p.k = f32_4d(k, op, "k");
+  p.v = f32_4d(v, op, "v");
+  AttnArgs& a = p.a;
+  a.N = p.q.shape(0);
+  a.Hq = p.q.shape(1);
+  a.Lq = p.q.shape(2);
+  a.D = p.q.shape(3);
+  a.Hk = p.k.shape(1);
+  a.Lk = p.k.shape(2);
+  a.Dv = p.v.shape(3);
+  PYAIML_CHECK(p.k.shape(0) == a.N && p.v.shape(0) == a.N, op, ": q, k, v must have the same batch size. Received ",
+               shape_str(p.q), ", ", shape_str(p.k), ", ", shape_str(p.v));
+  PYAIML_CHECK(a.Hk >= 1 && a.Hq % a.Hk == 0 && p.v.shape(1) == a.Hk, op,
+               ": k and v must have the same number of heads, dividing q's. Received ", shape_str(p.q), ", ",
+               shape_str(p.k), ", ", shape_str(p.v));
+  PYAIML_CHECK(p.k.shape(3) == a.D, op, ": q and k must have the same head dim. Received ", shape_str(p.q), " and ",
+               shape_str(p.k));
+  PYAIML_CHECK(p.v.shape(2) == a.Lk, op, ": k and v must have the same length. Received ", shape_str(p.k), " and ",
+               shape_str(p.v));
+  PYAIML_CHECK(a.D >= 1 && a.Dv >= 1, op, ": head dims must be >= 1. Received ", shape_str(p.q), ", ",
+               shape_str(p.v));
+  a.q = p.q.data();
+  a.k = p.k.data();
+  a.v = p.v.data();
+  a.causal = causal;
+  a.scale = static_cast<float>(scale);
+  if (!mask.is_none()) {
+    p.mask = mask.cast<py::array>();
+    PYAIML_CHECK(p.mask.ndim() == 4 && p.mask.shape(0) == a.N && p.mask.shape(1) == a.Hq && p.mask.shape(2) == a.Lq &&
+                     p.mask.shape(3) == a.Lk,
+                 op, ": attn_mask must have shape (", a.N, ", ", a.Hq, ", ", a.Lq, ", ", a.Lk, "). Received ",
+                 shape_str(p.mask));
+    if (p.mask.dtype().is(py::dtype::of<bool>())) {
+      a.mask_kind = 1;
+    } else if (p.mask.dtype().is(py::dtype::of<float>())) {
+      a.mask_kind = 2;
+    } else {
+      fail(op, ": attn_mask must have dtype bool or float32. Received ", dtype_str(p.mask));
+    }
+    auto s = elem_strides(p.mask, op, "attn_mask");
+    for (int d = 0; d < 4; ++d) a.ms[d] = s[d];
+    a.mask = p.mask.data();
+  }
+  return p;
+}
+
+}  // namespace
+
+void register_attention(py::module_& m) {
+  m.def(
+      "attention_forward",
+      [](py::array q, py::array k, py::array v, py::object mask, bool causal, double scale, bool naive) {
+        Prepared p = prepare("scaled_dot_product_attention", q, k, v, mask, causal, scale);
+        AttnArgs& a = p.a;
+        py::array_t<float> out({a.N, a.Hq, a.Lq, a.Dv});
+        py::array_t<float> lse({a.N, a.Hq, a.Lq});
+        a.out = out.mutable_data();
+        a.lse = lse.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          const AttentionKernels& kt = attention_kernels();
+          if (naive || !kt.forward(a)) kt.forward_naive(a);
+        }
+        return py::make_tuple(out, lse);
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(), py::arg("causal") = false,
+      py::arg("scale") = 1.0, py::arg("naive") = false);
+
+  m.def(
+      "attention_backward",
+      [](py::array dout, py::array q, py::array k, py::array v, py::object mask, bool causal, double scale,
+         py::object out, py::object lse, bool naive) {
+        const char* op = "scaled_dot_product_attention_backward";
+        Prepared p = prepare(op, q, k, v, mask, causal, scale);
+        AttnArgs& a = p.a;
+        auto g = f32_4d(dout, op, "grad_out");
+        PYAIML_CHECK(g.shape(0) == a.N && g.shape(1) == a.Hq && g.shape(2) == a.Lq && g.shape(3) == a.Dv, op,
+                     ": grad_out must have shape (", a.N, ", ", a.Hq, ", ", a.Lq, ", ", a.Dv, "). Received ",
+                     shape_str(g));
+        a.dout = g.data();
+        py::array_t<float> o_arr, l_arr;
+        if (!naive) {
+          PYAIML_CHECK(!out.is_none() && !lse.is_none(), op, ": out and lse are required by the fast kernel");
+          o_arr = f32_4d(out.cast<py::array>(), op, "out");
+          l_arr = require_contiguous<float>(lse.cast<py::array>(), op, "lse");
+          PYAIML_CHECK(o_arr.shape(0) == a.N && o_arr.shape(1) == a.Hq && o_arr.shape(2) == a.Lq &&
+                           o_arr.shape(3) == a.Dv,
+                       op, ": out must have shape (", a.N, ", ", a.Hq, ", ", a.Lq, ", ", a.Dv, "). Received ",
+                       shape_str(o_arr));
+          PYAIML_CHECK(l_arr.ndim() == 3 && l_arr.shape(0) == a.N && l_arr.shape(1) == a.Hq && l_arr.shape(2) == a.Lq,
+                       op, ": lse must have shape (", a.N, ", ", a.Hq, ", ", a.Lq, "). Received ", shape_str(l_arr));
+          a.out = const_cast<float*>(o_arr.data());
+          a.lse = const_cast<float*>(l_arr.data());
+        }
+        py::array_t<float> dq({a.N, a.Hq, a.Lq, a.D});
+        py::array_t<float> dk({a.N, a.Hk, a.Lk, a.D});
+        py::array_t<float> dv({a.N, a.Hk, a.Lk, a.Dv});
+        a.dq = dq.mutable_data();
+        a.dk = dk.mutable_data();
+        a.dv = dv.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          const AttentionKernels& kt = attention_kernels();
+          if (naive || !kt.backward(a)) kt.backward_naive(a);
+        }
+        return py::make_tuple(dq, dk, dv);
+      },
+      py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(),
+      py::arg("causal") = false, py::arg("scale") = 1.0, py::arg("out") = py::none(), py::arg("lse") = py::none(),
+      py::arg("naive") = false);
+}
+
+}  // namespace pyaiml

@@ -1,0 +1,238 @@
+"""Scaled dot-product attention with ``torch.nn.functional`` semantics, and its backward.
+
+``out = softmax(q k^T * scale + mask) v`` over the last two dimensions, (..., L, D) layout.
+float32 runs on the registry's ``attention_forward`` / ``attention_backward`` ops (C++
+flash-style kernels, Numba, or NumPy); float64 runs through the NumPy reference.
+
+Semantics (matching torch where torch defines them):
+- any number of leading dimensions; q (..., Lq, D), k (..., Lk, D), v (..., Lk, Dv); the
+  leading dimensions of q, k and v must be equal (no broadcasting between them);
+- ``enable_gqa=True``: dimension -3 is the head dimension; k and v may have fewer heads
+  than q, dividing q's (q head h reads kv head h // (Hq // Hk));
+- ``attn_mask``: bool (True = attend) or additive float, broadcastable to (..., Lq, Lk);
+- ``is_causal``: top-left aligned, key j visible to query i iff j <= i (torch.tril of
+  ones(Lq, Lk)); unlike torch, it may be combined with ``attn_mask`` (both must allow);
+- ``scale`` defaults to 1 / sqrt(D); ``dropout_p`` must be 0 (apply dropout outside).
+
+Documented results where torch gives NaN or raises:
+- a query row with no visible key (all masked, or Lk = 0) gives a zero output row,
+  lse = +inf and zero gradients;
+- NaN/inf in q, k, v or grad_out are not rejected: values read only by masked pairs never
+  reach the result; a NaN read by a visible pair propagates to the outputs and gradients
+  that depend on it (the row of q, every row that sees the key, ...);
+- Lq = 0 or an empty leading dimension gives empty results.
+
+Tests: tests/test_attention.py.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pyaiml import _backend
+from pyaiml.ops._validate import as_array, float_dtype
+
+_backend.register_op(
+    "attention_forward",
+    cpp="pyaiml.ops._native_attention:attention_forward",
+    numba="pyaiml._numba.attention:attention_forward",
+    numpy="pyaiml.reference.attention:attention_forward",
+)
+_backend.register_op(
+    "attention_backward",
+    cpp="pyaiml.ops._native_attention:attention_backward",
+    numba="pyaiml._numba.attention:attention_backward",
+    numpy="pyaiml.reference.attention:attention_backward",
+)
+
+_OP = "scaled_dot_product_attention"
+
+
+class _Prep:
+    """Public arguments normalised to the registry's 4-D form."""
+
+    def __init__(self, op, q, k, v, attn_mask, is_causal, scale, enable_gqa):
+        q = as_array(q, op, "q")
+        k = as_array(k, op, "k")
+        v = as_array(v, op, "v")
+        dts = {n: float_dtype(x, op, n) for n, x in (("q", q), ("k", k), ("v", v))}
+        if len(set(dts.values())) > 1:
+            got = ", ".join(f"{n}={d}" for n, d in dts.items())
+            raise TypeError(f"{op}: q, k and v must have the same dtype (float32 or float64). Received {got}")
+        self.dtype = q.dtype
+        for n, x in (("q", q), ("k", k), ("v", v)):
+            if x.ndim < 2:
+                raise ValueError(f"{op}: {n} must be at least 2-D (..., L, D). Received shape {tuple(x.shape)}")
+        if not (q.ndim == k.ndim == v.ndim):
+            raise ValueError(
+                f"{op}: q, k and v must have the same number of dimensions. Received q {tuple(q.shape)}, "
+                f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+            )
+        Lq, D = q.shape[-2:]
+        Lk, Dk = k.shape[-2:]
+        Lv, Dv = v.shape[-2:]
+        if Dk != D:
+            raise ValueError(f"{op}: q and k must have the same last dimension D. Received q {tuple(q.shape)}, k {tuple(k.shape)}")
+        if Lv != Lk:
+            raise ValueError(f"{op}: k and v must have the same length (dim -2). Received k {tuple(k.shape)}, v {tuple(v.shape)}")
+        if D < 1 or Dv < 1:
+            raise ValueError(f"{op}: head dims must be >= 1. Received q {tuple(q.shape)}, v {tuple(v.shape)}")
+        if k.shape[:-2] != v.shape[:-2]:
+            raise ValueError(f"{op}: k and v must have the same leading dimensions. Received k {tuple(k.shape)}, v {tuple(v.shape)}")
+        lead = q.shape[:-2]
+        klead = k.shape[:-2]
+        if enable_gqa:
+            if q.ndim < 3:
+                raise ValueError(f"{op}: enable_gqa needs a head dimension (dim -3). Received q {tuple(q.shape)}")
+            Hq, Hk = lead[-1], klead[-1]
+            if lead[:-1] != klead[:-1] or Hk < 1 or Hq % Hk != 0:
+                raise ValueError(
+                    f"{op}: with enable_gqa, q, k, v must share the batch dimensions and k/v's heads (dim -3) "
+                    f"must divide q's. Received q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+                )
+        elif klead != lead:
+            raise ValueError(
+                f"{op}: q, k and v must have the same leading (batch, head) dimensions"
+                f"{' (pass enable_gqa=True for fewer k/v heads)' if len(lead) == len(klead) and lead[:-1] == klead[:-1] else ''}. "
+                f"Received q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+            )
+        if scale is None:
+            scale = 1.0 / math.sqrt(D)
+        else:
+            try:
+                scale = float(scale)
+            except (TypeError, ValueError):
+                raise TypeError(f"{op}: scale must be a number or None. Received {type(scale).__name__}") from None
+            if not math.isfinite(scale):
+                raise ValueError(f"{op}: scale must be finite. Received {scale}")
+        self.scale = scale
+        self.causal = bool(is_causal)
+        self.lead, self.klead = lead, klead
+        self.Lq, self.Lk, self.D, self.Dv = Lq, Lk, D, Dv
+        N = int(np.prod(lead[:-1], dtype=np.int64)) if len(lead) > 1 else 1
+        H = lead[-1] if lead else 1
+        Hk = klead[-1] if klead else 1
+        self.N, self.Hq, self.Hk = N, H, Hk
+        self.empty = q.size == 0 or k.size == 0 or Lk == 0 or N * H == 0
+        cast = np.float32 if self.dtype == np.float32 else np.float64
+        self.q = np.ascontiguousarray(q, dtype=cast).reshape(N, H, Lq, D)
+        self.k = np.ascontiguousarray(k, dtype=cast).reshape(N, Hk, Lk, D)
+        self.v = np.ascontiguousarray(v, dtype=cast).reshape(N, Hk, Lk, Dv)
+        self.mask = self._mask(op, attn_mask)
+
+    def _mask(self, op, m):
+        if m is None:
+            return None
+        m = as_array(m, op, "attn_mask")
+        if m.dtype == np.bool_:
+            pass
+        elif m.dtype.kind == "f":
+            m = m.astype(self.dtype, copy=False)
+        else:
+            raise TypeError(f"{op}: attn_mask must be bool (True = attend) or float (additive). Received {m.dtype}")
+        full = self.lead + (self.Lq, self.Lk)
+        try:
+            bm = np.broadcast_to(m, full)
+        except ValueError:
+            raise ValueError(
+                f"{op}: attn_mask must broadcast to {full} (q's leading dims, Lq, Lk). Received shape {tuple(m.shape)}"
+            ) from None
+        shape4 = (self.N, self.Hq, self.Lq, self.Lk)
+        try:
+            return np.reshape(bm, shape4, copy=False)
+        except (ValueError, TypeError):
+            # Leading dims whose broadcast strides do not merge into (N, Hq): materialise.
+            return np.ascontiguousarray(bm).reshape(shape4)
+
+    def impl(self, name):
+        if self.dtype == np.float64:
+            from pyaiml.reference import attention as ref
+
+            return getattr(ref, name)
+        return _backend.resolve(name)
+
+
+def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False, return_lse=False):
+    """Attention ``softmax(q k^T * scale + mask) v`` (``torch.nn.functional`` semantics).
+
+    Parameters
+    ----------
+    q : array (..., Lq, D)
+    k : array (..., Lk, D)
+    v : array (..., Lk, Dv)
+    attn_mask : None or bool/float array broadcastable to (..., Lq, Lk)
+    dropout_p : must be 0.0
+    is_causal : bool, top-left aligned causal mask
+    scale : float or None (1 / sqrt(D))
+    enable_gqa : bool, k/v may have fewer heads (dim -3) than q
+    return_lse : bool, also return the log-sum-exp of each query row
+
+    Returns
+    -------
+    out : array (..., Lq, Dv), q's dtype
+    lse : array (..., Lq), q's dtype (only with return_lse); +inf for rows with no visible key
+    """
+    if dropout_p != 0.0:
+        raise ValueError(
+            f"{_OP}: dropout_p must be 0.0 (apply dropout outside the kernel). Received {dropout_p!r}"
+        )
+    p = _Prep(_OP, q, k, v, attn_mask, is_causal, scale, enable_gqa)
+    if p.empty:
+        out = np.zeros((p.N, p.Hq, p.Lq, p.Dv), dtype=p.dtype)
+        lse = np.full((p.N, p.Hq, p.Lq), np.inf, dtype=p.dtype)
+    else:
+        out, lse = p.impl("attention_forward")(p.q, p.k, p.v, p.mask, p.causal, p.scale)
+    out = out.reshape(p.lead + (p.Lq, p.Dv))
+    if return_lse:
+        return out, lse.reshape(p.lead + (p.Lq,))
+    return out
+
+
+def scaled_dot_product_attention_backward(grad_out, q, k, v, attn_mask=None, is_causal=False, scale=None,
+                                          enable_gqa=False, out=None, lse=None):
+    """Gradients of :func:`scaled_dot_product_attention` with respect to q, k and v.
+
+    Parameters
+    ----------
+    grad_out : array (..., Lq, Dv)
+    q, k, v, attn_mask, is_causal, scale, enable_gqa : as in the forward
+    out : array (..., Lq, Dv) or None, the forward's output
+    lse : array (..., Lq) or None, the forward's log-sum-exp (``return_lse=True``)
+        With both given the forward is not recomputed.
+
+    Returns
+    -------
+    (grad_q (..., Lq, D), grad_k (..., Lk, D), grad_v (..., Lk, Dv)), q's dtype
+    """
+    op = "scaled_dot_product_attention_backward"
+    p = _Prep(op, q, k, v, attn_mask, is_causal, scale, enable_gqa)
+    g = as_array(grad_out, op, "grad_out")
+    float_dtype(g, op, "grad_out")
+    want = p.lead + (p.Lq, p.Dv)
+    if g.shape != want:
+        raise ValueError(f"{op}: grad_out must have shape {want} (q's leading dims, Lq, Dv). Received {tuple(g.shape)}")
+    g4 = np.ascontiguousarray(g, dtype=p.dtype).reshape(p.N, p.Hq, p.Lq, p.Dv)
+    o4 = l3 = None
+    if (out is None) != (lse is None):
+        raise ValueError(f"{op}: pass both out and lse (to skip the forward) or neither")
+    if out is not None:
+        out = as_array(out, op, "out")
+        lse = as_array(lse, op, "lse")
+        if out.shape != want:
+            raise ValueError(f"{op}: out must have shape {want}. Received {tuple(out.shape)}")
+        if lse.shape != p.lead + (p.Lq,):
+            raise ValueError(f"{op}: lse must have shape {p.lead + (p.Lq,)}. Received {tuple(lse.shape)}")
+        float_dtype(out, op, "out")
+        float_dtype(lse, op, "lse")
+        o4 = np.ascontiguousarray(out, dtype=p.dtype).reshape(p.N, p.Hq, p.Lq, p.Dv)
+        l3 = np.ascontiguousarray(lse, dtype=p.dtype).reshape(p.N, p.Hq, p.Lq)
+    if p.empty:
+        dq = np.zeros(p.q.shape, dtype=p.dtype)
+        dk = np.zeros(p.k.shape, dtype=p.dtype)
+        dv = np.zeros(p.v.shape, dtype=p.dtype)
+    else:
+        dq, dk, dv = p.impl("attention_backward")(g4, p.q, p.k, p.v, p.mask, p.causal, p.scale, o4, l3)
+    return (dq.reshape(p.lead + (p.Lq, p.D)), dk.reshape(p.klead + (p.Lk, p.D)),
+            dv.reshape(p.klead + (p.Lk, p.Dv)))

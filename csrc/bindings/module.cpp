@@ -9,6 +9,7 @@ void register_gemm(py::module_& m);
 void register_word2vec(py::module_& m);
 void register_conv(py::module_& m);
 void register_attention(py::module_& m);
+void register_hmm(py::module_& m);
 }  // namespace pyaiml
 
 PYBIND11_MODULE(_C, m) {
@@ -78,4 +79,5 @@ PYBIND11_MODULE(_C, m) {
   register_word2vec(m);
   register_conv(m);
   register_attention(m);
+  register_hmm(m);
 }

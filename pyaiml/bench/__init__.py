@@ -11,4 +11,5 @@ SUITES = {
     "train": "pyaiml.bench.train",
     "conv": "pyaiml.bench.conv",
     "attention": "pyaiml.bench.attention",
+    "hmm": "pyaiml.bench.hmm",
 }

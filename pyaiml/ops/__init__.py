@@ -9,6 +9,7 @@ from pyaiml.ops.linalg import linear, linear_backward, matmul, matmul_backward
 from pyaiml.ops.activations import (gelu, gelu_backward, log_softmax, log_softmax_backward, relu, relu_backward, sigmoid, sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)  # noqa: E501
 from pyaiml.ops.conv import conv1d, conv1d_backward, conv2d, conv2d_backward  # noqa: E402
 from pyaiml.ops.pool import max_pool1d, max_pool1d_backward, max_pool2d, max_pool2d_backward  # noqa: E402
+from pyaiml.ops.hmm import hmm_categorical_loglik, hmm_forward_backward, hmm_gaussian_loglik, hmm_gmm_loglik, hmm_viterbi
 
 __all__ = [
     "matmul",
@@ -21,6 +22,11 @@ __all__ = [
     "max_pool1d", "max_pool1d_backward", "max_pool2d", "max_pool2d_backward",
     "scaled_dot_product_attention",
     "scaled_dot_product_attention_backward",
+    "hmm_forward_backward",
+    "hmm_viterbi",
+    "hmm_categorical_loglik",
+    "hmm_gaussian_loglik",
+    "hmm_gmm_loglik",
     "set_check_finite",
     "get_check_finite",
 ]

@@ -1,0 +1,512 @@
+"""Base class of pyaiml's hmmlearn-compatible HMMs: input handling, EM loop, decoding,
+sampling, convergence monitor, save/load without pickle, left-right topologies.
+
+The E-step is one native call over all sequences (``pyaiml.ops.hmm_forward_backward``:
+threaded, GIL released, same bits for any thread count); sufficient statistics of the
+emissions are matrix products over all frames at once. Emission models live in
+``pyaiml.hmm.models``. Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import string
+import sys
+import tempfile
+import warnings
+from collections import deque
+
+import numpy as np
+
+from pyaiml.ops import hmm as _ops
+
+DECODER_ALGORITHMS = ("viterbi", "map")
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """EM produced a lower log-likelihood than at the previous iteration."""
+
+
+def check_random_state(seed):
+    """None -> the global RandomState, int -> a new RandomState, RandomState -> itself."""
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, (int, np.integer)):
+        return np.random.RandomState(seed)
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    raise ValueError(f"random_state must be None, an int or a numpy RandomState. Received {type(seed).__name__}")
+
+
+def normalize(a, axis=None):
+    """Divide ``a`` in place by its sum along ``axis``; all-zero rows stay zero."""
+    s = a.sum(axis=axis, keepdims=axis is not None)
+    if axis is not None:
+        s[s == 0] = 1
+    a /= s
+
+
+class ConvergenceMonitor:
+    """Tracks the log-likelihood of each EM iteration.
+
+    Attributes
+    ----------
+    history : deque, the log-likelihood of every iteration (full history, not only the last two)
+    iter : int, iterations performed
+    converged : bool, n_iter reached or the last gain is below tol
+    """
+
+    _template = "{iter:>10d} {log_prob:>16.8f} {delta:>+16.8f}"
+
+    def __init__(self, tol, n_iter, verbose):
+        self.tol = tol
+        self.n_iter = n_iter
+        self.verbose = verbose
+        self.history = deque()
+        self.iter = 0
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(tol={self.tol}, n_iter={self.n_iter}, verbose={self.verbose}, "
+                f"iter={self.iter}, history={list(self.history)})")
+
+    def _reset(self):
+        self.iter = 0
+        self.history.clear()
+
+    def report(self, log_prob):
+        if self.verbose:
+            delta = log_prob - self.history[-1] if self.history else np.nan
+            print(self._template.format(iter=self.iter + 1, log_prob=log_prob, delta=delta), file=sys.stderr)
+        precision = np.finfo(float).eps ** 0.5
+        if self.history and (log_prob - self.history[-1]) < -precision * max(1.0, abs(log_prob)):
+            warnings.warn(
+                f"EM log-likelihood decreased at iteration {self.iter + 1}: {log_prob} < {self.history[-1]} "
+                f"(delta {log_prob - self.history[-1]:.6g})",
+                ConvergenceWarning, stacklevel=3)
+        self.history.append(log_prob)
+        self.iter += 1
+
+    @property
+    def converged(self):
+        return self.iter == self.n_iter or (len(self.history) >= 2 and self.history[-1] - self.history[-2] < self.tol)
+
+
+def left_right(n_components, n_jumps=1, self_loop=None):
+    """Left-right (Bakis) topology: ``(startprob, transmat)``.
+
+    State i may go to i, i+1, ..., i+n_jumps (clipped at the last state); every other
+    transition is a structural zero, which EM keeps exactly zero. ``startprob`` puts all mass
+    on state 0. ``self_loop`` (in (0, 1)) sets transmat[i, i]; the rest of the row is spread
+    evenly over the forward jumps; default: uniform over the allowed targets.
+    """
+    K = int(n_components)
+    if K < 1:
+        raise ValueError(f"left_right: n_components must be >= 1. Received {n_components}")
+    if int(n_jumps) < 1:
+        raise ValueError(f"left_right: n_jumps must be >= 1. Received {n_jumps}")
+    if self_loop is not None and not (0.0 < self_loop < 1.0):
+        raise ValueError(f"left_right: self_loop must be in (0, 1). Received {self_loop}")
+    A = np.zeros((K, K))
+    for i in range(K):
+        hi = min(K - 1, i + int(n_jumps))
+        if hi == i:
+            A[i, i] = 1.0
+        elif self_loop is None:
+            A[i, i:hi + 1] = 1.0 / (hi - i + 1)
+        else:
+            A[i, i] = self_loop
+            A[i, i + 1:hi + 1] = (1.0 - self_loop) / (hi - i)
+    pi = np.zeros(K)
+    pi[0] = 1.0
+    return pi, A
+
+
+class BaseHMM:
+    """Shared machinery of CategoricalHMM, GaussianHMM and GMMHMM (hmmlearn 0.3 semantics).
+
+    Extras over hmmlearn: ``X`` may be a list of arrays (one per sequence) wherever
+    ``X, lengths`` is taken; ``score(..., per_sequence=True)``; ``n_init`` restarts keeping
+    the best; the full log-likelihood history in ``monitor_.history``; ``save``/``load``.
+    """
+
+    _param_names: tuple = ()         # fitted attributes saved by save()
+    _emission_codes: str = ""
+
+    def __init__(self, n_components=1, startprob_prior=1.0, transmat_prior=1.0, algorithm="viterbi",
+                 random_state=None, n_iter=10, tol=1e-2, verbose=False, params=string.ascii_letters,
+                 init_params=string.ascii_letters, implementation="log", n_init=1):
+        self.n_components = n_components
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.n_init = n_init
+        self._validate_config()
+        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+
+    # ----- configuration -------------------------------------------------------------
+    def _validate_config(self):
+        name = type(self).__name__
+        if isinstance(self.n_components, bool) or not isinstance(self.n_components, (int, np.integer)) \
+                or self.n_components < 1:
+            raise ValueError(f"{name}: n_components must be an integer >= 1. Received {self.n_components!r}")
+        if self.implementation not in ("log", "scaling"):
+            raise ValueError(f"{name}: implementation must be 'log' or 'scaling'. Received {self.implementation!r}")
+        if self.algorithm not in DECODER_ALGORITHMS:
+            raise ValueError(f"{name}: algorithm must be one of {DECODER_ALGORITHMS}. Received {self.algorithm!r}")
+        if int(self.n_iter) < 0:
+            raise ValueError(f"{name}: n_iter must be >= 0. Received {self.n_iter}")
+        if int(self.n_init) < 1:
+            raise ValueError(f"{name}: n_init must be >= 1. Received {self.n_init}")
+
+    def get_params(self, deep=True):
+        import inspect
+
+        sig = inspect.signature(type(self).__init__)
+        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
+
+    def set_params(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, v)
+        self._validate_config()
+        return self
+
+    # ----- input ---------------------------------------------------------------------
+    def _split_input(self, X, lengths, op):
+        """(X array, offsets (S + 1,)) from X + lengths or from a list of arrays."""
+        if isinstance(X, (list, tuple)) and len(X) > 0 and all(isinstance(x, np.ndarray) for x in X):
+            if lengths is not None:
+                raise ValueError(f"{op}: pass either a list of sequences or X with lengths, not both")
+            seqs = []
+            for i, x in enumerate(X):
+                if x.ndim == 1:
+                    x = x[:, None]
+                if x.ndim != 2:
+                    raise ValueError(f"{op}: sequence {i} must be 1-D or 2-D (n_samples, n_features). "
+                                     f"Received shape {x.shape}")
+                if x.shape[0] == 0:
+                    raise ValueError(f"{op}: sequence {i} is empty; every sequence needs at least one sample")
+                seqs.append(x)
+            ncol = {s.shape[1] for s in seqs}
+            if len(ncol) > 1:
+                raise ValueError(f"{op}: all sequences must have the same number of features. Received {sorted(ncol)}")
+            lengths = [len(s) for s in seqs]
+            X = np.concatenate(seqs)
+        X = np.asarray(X)
+        if X.ndim == 1:
+            X = X[:, None]
+        if X.ndim != 2:
+            raise ValueError(f"{op}: X must be 2-D (n_samples, n_features). Received shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError(f"{op}: X must hold at least one sample. Received shape {X.shape}")
+        off = _ops.offsets_from_lengths(lengths, X.shape[0], op)
+        return X, off
+
+    @staticmethod
+    def _seq_of(off, t):
+        return int(np.searchsorted(off, t, side="right") - 1)
+
+    def _check_is_fitted(self, op):
+        if not hasattr(self, "startprob_") or not hasattr(self, "transmat_"):
+            raise ValueError(f"{type(self).__name__}.{op}: this model is not fitted yet; call fit or set its parameters")
+
+    # ----- parameter checks ----------------------------------------------------------
+    def _check(self):
+        K = self.n_components
+        name = type(self).__name__
+        self.startprob_ = np.asarray(self.startprob_, dtype=np.float64)
+        self.transmat_ = np.asarray(self.transmat_, dtype=np.float64)
+        if self.startprob_.shape != (K,):
+            raise ValueError(f"{name}: startprob_ must have shape ({K},). Received {self.startprob_.shape}")
+        if self.transmat_.shape != (K, K):
+            raise ValueError(f"{name}: transmat_ must have shape ({K}, {K}). Received {self.transmat_.shape}")
+        _ops.check_model(self.startprob_, self.transmat_, name)
+
+    # ----- likelihoods ---------------------------------------------------------------
+    def _compute_log_likelihood(self, X):
+        raise NotImplementedError
+
+    def _framelogprob(self, X, off, op):
+        lb = self._compute_log_likelihood(X)
+        return lb
+
+    def _raise_impossible(self, lp, off, op):
+        bad = np.flatnonzero(~np.isfinite(lp))
+        if bad.size:
+            s = int(bad[0])
+            raise ValueError(
+                f"{type(self).__name__}.{op}: sequence {s} (samples {off[s]}..{off[s + 1] - 1}) has zero "
+                f"likelihood under the model (no state path can emit it)")
+
+    def _emission(self, X):
+        """(framelogprob (N, K), None), or (table (M, K), symbols (N,)) for categorical models."""
+        return self._compute_log_likelihood(X), None
+
+    def _fb(self, X, off, posteriors=True, xi=False, counts=False, start=False):
+        """One native forward-backward over all sequences: (lb, logprob, post, xi, counts, start)."""
+        lb, sym = self._emission(X)
+        lp, post, x, cnt, st = _ops.fb_checked(self.startprob_, self.transmat_, lb, off, self.implementation == "log",
+                                               posteriors, xi, sym, counts, start)
+        return lb, lp, post, x, cnt, st
+
+    def _forward_backward(self, X, off, op, posteriors=True, xi=False):
+        lb, lp, post, x, _, _ = self._fb(X, off, posteriors, xi)
+        return lb, lp, post, x
+
+    def score(self, X, lengths=None, per_sequence=False):
+        """Log-likelihood of X (sum over sequences), or (S,) per sequence with per_sequence=True."""
+        self._check_is_fitted("score")
+        self._check()
+        X, off = self._split_input(X, lengths, "score")
+        X = self._validate_X(X, "score")
+        _, lp, _, _ = self._forward_backward(X, off, "score", posteriors=False)
+        return lp if per_sequence else float(lp.sum())
+
+    def score_samples(self, X, lengths=None):
+        """(log-likelihood, posteriors (n_samples, n_components))."""
+        self._check_is_fitted("score_samples")
+        self._check()
+        X, off = self._split_input(X, lengths, "score_samples")
+        X = self._validate_X(X, "score_samples")
+        _, lp, post, _ = self._forward_backward(X, off, "score_samples")
+        self._raise_impossible(lp, off, "score_samples")
+        return float(lp.sum()), post
+
+    def predict_proba(self, X, lengths=None):
+        return self.score_samples(X, lengths)[1]
+
+    def decode(self, X, lengths=None, algorithm=None):
+        """(log-probability, state sequence) by Viterbi or by per-frame maximum posterior ("map")."""
+        self._check_is_fitted("decode")
+        self._check()
+        algorithm = algorithm or self.algorithm
+        if algorithm not in DECODER_ALGORITHMS:
+            raise ValueError(f"{type(self).__name__}.decode: unknown decoder {algorithm!r}; "
+                             f"expected one of {DECODER_ALGORITHMS}")
+        X, off = self._split_input(X, lengths, "decode")
+        X = self._validate_X(X, "decode")
+        if algorithm == "map":
+            _, lp, post, _ = self._forward_backward(X, off, "decode")
+            self._raise_impossible(lp, off, "decode")
+            return float(np.max(post, axis=1).sum()), np.argmax(post, axis=1)
+        lb, sym = self._emission(X)
+        lp, states = _ops.viterbi_checked(self.startprob_, self.transmat_, lb, off, sym)
+        return float(lp.sum()), states
+
+    def predict(self, X, lengths=None):
+        return self.decode(X, lengths)[1]
+
+    # ----- sampling ------------------------------------------------------------------
+    def _generate_sample_from_state(self, state, random_state):
+        raise NotImplementedError
+
+    def sample(self, n_samples=1, random_state=None, currstate=None):
+        """(X (n_samples, n_features), states (n_samples,)) drawn from the model."""
+        self._check_is_fitted("sample")
+        self._check()
+        if int(n_samples) < 1:
+            raise ValueError(f"{type(self).__name__}.sample: n_samples must be >= 1. Received {n_samples}")
+        rs = check_random_state(self.random_state if random_state is None else random_state)
+        tcdf = np.cumsum(self.transmat_, axis=1)
+        if currstate is None:
+            currstate = int((np.cumsum(self.startprob_) > rs.rand()).argmax())
+        elif not 0 <= int(currstate) < self.n_components:
+            raise ValueError(f"{type(self).__name__}.sample: currstate must be in [0, {self.n_components}). "
+                             f"Received {currstate}")
+        states = [int(currstate)]
+        X = [self._generate_sample_from_state(states[0], rs)]
+        for _ in range(int(n_samples) - 1):
+            states.append(int((tcdf[states[-1]] > rs.rand()).argmax()))
+            X.append(self._generate_sample_from_state(states[-1], rs))
+        return np.atleast_2d(X), np.array(states, dtype=int)
+
+    # ----- training ------------------------------------------------------------------
+    def _init(self, X, off, rs):
+        K = self.n_components
+        init = 1.0 / K
+        if self._needs_init("s", "startprob_"):
+            self.startprob_ = rs.dirichlet(np.full(K, init))
+        if self._needs_init("t", "transmat_"):
+            self.transmat_ = rs.dirichlet(np.full(K, init), size=K)
+
+    def _needs_init(self, code, name):
+        return code in self.init_params or not hasattr(self, name)
+
+    def _initialize_sufficient_statistics(self):
+        K = self.n_components
+        return {"nobs": 0, "start": np.zeros(K), "trans": np.zeros((K, K))}
+
+    def _accumulate_sufficient_statistics(self, stats, X, off, lb, post, counts):
+        pass
+
+    _estep_posteriors = True  # emission statistics need the (N, K) posteriors
+    _estep_counts = False     # ... or only per-symbol posterior sums (categorical)
+
+    def _do_estep(self, X, off):
+        counts = self._estep_counts and "e" in self.params
+        lb, lp, post, xi, cnt, st = self._fb(X, off, posteriors=self._estep_posteriors, xi="t" in self.params,
+                                             counts=counts, start="s" in self.params)
+        stats = self._initialize_sufficient_statistics()
+        self._raise_impossible(lp, off, "fit")
+        stats["nobs"] = len(off) - 1
+        if "s" in self.params:
+            stats["start"] = st
+        if "t" in self.params:
+            stats["trans"] = xi
+        self._accumulate_sufficient_statistics(stats, X, off, lb, post, cnt)
+        self.__dict__.pop("_last_comp", None)
+        return stats, float(lp.sum())
+
+    def _do_mstep(self, stats):
+        # Priors below 1 can push counts negative: clip at 0. Zeros of the current parameters
+        # (left-right topologies, forbidden starts) stay exactly zero.
+        if "s" in self.params:
+            sp = np.maximum(self.startprob_prior - 1 + stats["start"], 0)
+            self.startprob_ = np.where(self.startprob_ == 0, 0, sp)
+            normalize(self.startprob_)
+        if "t" in self.params:
+            tm = np.maximum(self.transmat_prior - 1 + stats["trans"], 0)
+            tm = np.where(self.transmat_ == 0, 0, tm)
+            # A state never left in the data (e.g. only length-1 sequences) has no counts:
+            # its row keeps its previous values instead of becoming all zero (hmmlearn's
+            # result, which no later call accepts).
+            empty = tm.sum(axis=1) == 0
+            self._empty_rows = np.flatnonzero(empty)
+            tm[empty] = self.transmat_[empty]
+            normalize(tm, axis=1)
+            self.transmat_ = tm
+
+    def _fit_once(self, X, off, rs):
+        self._init(X, off, rs)
+        self._check()
+        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+        for _ in range(int(self.n_iter)):
+            stats, lp = self._do_estep(X, off)
+            self._do_mstep(stats)
+            self.monitor_.report(lp)
+            if self.monitor_.converged:
+                break
+            dead = getattr(self, "_empty_rows", ())
+            if len(dead):
+                warnings.warn(f"{type(self).__name__}.fit: no transition from states {list(map(int, dead))} was "
+                              f"observed; their transmat_ rows keep their previous values", RuntimeWarning,
+                              stacklevel=3)
+        return self.monitor_.history[-1] if self.monitor_.history else -np.inf
+
+    def fit(self, X, lengths=None):
+        """Estimate the parameters by EM (Baum-Welch); ``n_init`` restarts keep the best."""
+        self._validate_config()
+        X, off = self._split_input(X, lengths, "fit")
+        X = self._validate_X(X, "fit", fitting=True)
+        rs = check_random_state(self.random_state)
+        n_init = int(self.n_init)
+        if n_init == 1:
+            self._fit_once(X, off, rs)
+            return self
+        names = self._saved_attributes()
+        given = {n: np.array(self._raw(n), copy=True) for n in names if hasattr(self, n)}
+        best, best_state = -np.inf, None
+        self.init_history_ = []
+        for r in range(n_init):
+            for n in names:
+                if n in given:
+                    setattr(self, n, given[n].copy())
+                elif hasattr(self, n):
+                    delattr(self, n)
+            lp = self._fit_once(X, off, rs)
+            self.init_history_.append(lp)
+            if best_state is None or lp > best:
+                best = lp
+                best_state = {n: np.array(self._raw(n), copy=True) for n in names}
+                best_state["_monitor"] = self.monitor_
+        for n in names:
+            setattr(self, n, best_state[n])
+        self.monitor_ = best_state["_monitor"]
+        return self
+
+    # ----- persistence (no pickle) ---------------------------------------------------
+    def _raw(self, n):
+        """Attribute as stored (GaussianHMM keeps covars_ in the setter's shape)."""
+        if n == "covars_" and "_covars_" in self.__dict__:
+            return self.__dict__["_covars_"]
+        return getattr(self, n)
+
+    def _saved_attributes(self):
+        return ("startprob_", "transmat_") + tuple(self._param_names)
+
+    def _config(self):
+        cfg = {}
+        for k, v in self.get_params().items():
+            if isinstance(v, np.ndarray):
+                cfg[k] = {"__array__": v.tolist()}
+            elif isinstance(v, (np.integer,)):
+                cfg[k] = int(v)
+            elif isinstance(v, (np.floating,)):
+                cfg[k] = float(v)
+            elif isinstance(v, np.random.RandomState):
+                cfg[k] = None
+            else:
+                cfg[k] = v
+        return cfg
+
+    def save(self, path):
+        """Write config (JSON) and parameters to one ``.npz`` file, atomically; no pickle."""
+        path = os.fspath(path)
+        arrays = {}
+        for n in self._saved_attributes():
+            if hasattr(self, n):
+                arrays[n] = np.asarray(self._raw(n))
+        for extra in ("n_features",):
+            if getattr(self, extra, None) is not None:
+                arrays[extra] = np.asarray(int(getattr(self, extra)))
+        meta = {"format": "pyaiml.hmm/1", "class": type(self).__name__, "config": self._config(),
+                "history": [float(h) for h in self.monitor_.history]}
+        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+        d = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=d)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+
+def load(path):
+    """Load a model written by ``save`` (no pickle is ever read)."""
+    from pyaiml.hmm import models
+
+    with np.load(os.fspath(path), allow_pickle=False) as z:
+        if "__meta__" not in z:
+            raise ValueError(f"load: {path} is not a pyaiml.hmm model file (no __meta__ entry)")
+        meta = json.loads(bytes(z["__meta__"]).decode("utf-8"))
+        cls = {"CategoricalHMM": models.CategoricalHMM, "GaussianHMM": models.GaussianHMM,
+               "GMMHMM": models.GMMHMM}.get(meta.get("class"))
+        if cls is None:
+            raise ValueError(f"load: unknown model class {meta.get('class')!r} in {path}")
+        cfg = {k: (np.array(v["__array__"]) if isinstance(v, dict) and "__array__" in v else v)
+               for k, v in meta["config"].items()}
+        m = cls(**cfg)
+        for n in z.files:
+            if n == "__meta__":
+                continue
+            v = z[n]
+            if n == "n_features":
+                m.n_features = int(v)
+            elif n == "covars_" and hasattr(type(m), "_set_covars_raw"):
+                m._set_covars_raw(v)
+            else:
+                setattr(m, n, v)
+        for h in meta.get("history", []):
+            m.monitor_.history.append(h)
+        m.monitor_.iter = len(m.monitor_.history)
+    return m

@@ -12,4 +12,5 @@ SUITES = {
     "conv": "pyaiml.bench.conv",
     "attention": "pyaiml.bench.attention",
     "hmm": "pyaiml.bench.hmm",
+    "audio": "pyaiml.bench.audio",
 }

@@ -13,4 +13,5 @@ SUITES = {
     "attention": "pyaiml.bench.attention",
     "hmm": "pyaiml.bench.hmm",
     "audio": "pyaiml.bench.audio",
+    "sequence": "pyaiml.bench.sequence",
 }

@@ -228,12 +228,28 @@ def run_suites(names: list[str], quick: bool, threads: int, json_path: str | Non
     min_time = 0.01 if quick else 0.05
     rows = []
     for name in names:
-        mod = importlib.import_module(SUITES[name])
-        for case in mod.cases(quick=quick):
+        try:  # a suite that cannot start (import, data, peer setup) is one error row, not the end of the run
+            it = iter(importlib.import_module(SUITES[name]).cases(quick=quick))
+        except Exception as e:
+            it, err = iter(()), e
+        else:
+            err = None
+        while err is None:
+            try:
+                case = next(it)
+            except StopIteration:
+                break
+            except Exception as e:
+                err = e
+                break
             try:
                 row = run_case(case, repeats, min_time)
             except Exception as e:  # a failed validation is reported, not hidden
                 row = {"suite": case.suite, "case": case.name, "shape": case.shape, "error": str(e)}
+            rows.append(row)
+            log(format_table([row]).splitlines()[-1])
+        if err is not None:
+            row = {"suite": name, "case": "(cases)", "shape": "", "error": f"{type(err).__name__}: {err}"}
             rows.append(row)
             log(format_table([row]).splitlines()[-1])
     report = {"machine": machine_info(), "threads": thr, "quick": quick, "rows": rows}

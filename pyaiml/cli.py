@@ -50,6 +50,8 @@ def _bench(args) -> int:
     report = run_suites(names, quick=args.quick, threads=threads, json_path=args.json)
     m = report["machine"]
     print(f"\nmachine: {m['cpu']}, {m['cores']} cores, ISA {m['isa']}, commit {m['commit']}; allocator: {m['allocator']}")
+    secs = report.get("suite_seconds", {})
+    print(f"seconds per suite: {', '.join(f'{k} {v:.0f}' for k, v in secs.items())}; total {sum(secs.values()):.0f}")
     if args.json:
         print(f"JSON written to {args.json}")
     if args.plot:

@@ -156,7 +156,7 @@ def cases(quick=False):
                fns={"pyaiml": lambda: matmul(a, a), "numpy": lambda: a @ a}, peer="numpy",
                validate=lambda: check_close("tiny", matmul(a, a), a @ a, 1e-5, 1e-5))
     yield Case(suite="tiny", name="broken", shape="-", flops=None, ours="pyaiml",
-               fns={"pyaiml": lambda: None}, validate=lambda: check_close("broken", [1.0], [2.0], 0, 0))
+               fns={"pyaiml": lambda: None}, validate=lambda: check_close("broken", [1.0], [2.0], 1e-6, 1e-6))
 '''
 
 
@@ -176,6 +176,7 @@ def test_bench_writes_json_and_png(tmp_path, monkeypatch, capsys):
     assert "ERROR" in out and "JSON written" in out and "plot written" in out
     report = json.loads(js.read_text())
     assert report["quick"] is True and report["machine"]["cores"] == os.cpu_count()
+    assert set(report["suite_seconds"]) == {"tiny"}
     ok, bad = report["rows"]
     assert ok["ratio"] > 0 and ok["timings"]["pyaiml"]["median_s"] > 0
     assert "differs" in bad["error"]

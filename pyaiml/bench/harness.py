@@ -227,7 +227,9 @@ def run_suites(names: list[str], quick: bool, threads: int, json_path: str | Non
     repeats = 3 if quick else 7
     min_time = 0.01 if quick else 0.05
     rows = []
+    seconds = {}
     for name in names:
+        t_suite = time.perf_counter()
         try:  # a suite that cannot start (import, data, peer setup) is one error row, not the end of the run
             it = iter(importlib.import_module(SUITES[name]).cases(quick=quick))
         except Exception as e:
@@ -252,7 +254,8 @@ def run_suites(names: list[str], quick: bool, threads: int, json_path: str | Non
             row = {"suite": name, "case": "(cases)", "shape": "", "error": f"{type(err).__name__}: {err}"}
             rows.append(row)
             log(format_table([row]).splitlines()[-1])
-    report = {"machine": machine_info(), "threads": thr, "quick": quick, "rows": rows}
+        seconds[name] = round(time.perf_counter() - t_suite, 1)
+    report = {"machine": machine_info(), "threads": thr, "quick": quick, "rows": rows, "suite_seconds": seconds}
     if json_path:
         tmp = json_path + ".tmp"
         with open(tmp, "w") as f:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from pyaiml.datasets.number_words import number_pairs
-from pyaiml.keras import optimizers
+from pyaiml.keras import optimizers, schedules
 from pyaiml.keras.callbacks import EarlyStopping
 from pyaiml.keras.utils import set_random_seed
 from pyaiml.seq.seq2seq import Seq2SeqTransformer, encode_pairs, make_tokenizers
@@ -29,7 +29,7 @@ def main():
     ap.add_argument("--train", type=int, default=6000)
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--max-value", type=int, default=1000000)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -46,7 +46,9 @@ def main():
     ts, ti, to = encode_pairs(test, src_tok, tgt_tok, S, T)
     m = Seq2SeqTransformer(src_tok.vocab_size, tgt_tok.vocab_size, S, T, width=a.width, num_heads=4, enc_layers=2,
                            dec_layers=2)
-    m.compile(optimizers.Adam(a.lr, global_clipnorm=1.0))
+    steps = a.epochs * -(-len(train) // a.batch)
+    lr = schedules.ExponentialDecay(a.lr, decay_steps=steps, decay_rate=0.1)  # lr / 10 by the end
+    m.compile(optimizers.Adam(lr, global_clipnorm=1.0))
     print(f"{len(train)} training pairs, {len(test)} held-out pairs (disjoint numbers < {a.max_value:,}); "
           f"source length {S}, target length {T}; {m.count_params():,} parameters", flush=True)
     t0 = time.perf_counter()

@@ -14,4 +14,5 @@ SUITES = {
     "hmm": "pyaiml.bench.hmm",
     "audio": "pyaiml.bench.audio",
     "sequence": "pyaiml.bench.sequence",
+    "speech": "pyaiml.bench.speech",
 }

@@ -9,6 +9,7 @@ zeros survive EM, ``save``/``load`` without pickle.
 """
 from pyaiml.hmm.base import BaseHMM, ConvergenceMonitor, ConvergenceWarning, left_right, load
 from pyaiml.hmm.models import GMMHMM, CategoricalHMM, GaussianHMM
+from pyaiml.hmm.classifier import HMMClassifier
 
 __all__ = ["BaseHMM", "CategoricalHMM", "GaussianHMM", "GMMHMM", "ConvergenceMonitor", "ConvergenceWarning",
-           "left_right", "load"]
+           "left_right", "load", "HMMClassifier"]

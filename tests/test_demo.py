@@ -124,6 +124,18 @@ def test_speech_quick_on_fsdd(capsys):
     assert acc > 0.2                                  # 2 EM iterations on 100 recordings; chance is 0.1
 
 
+def test_speech_quick_fallback_without_hmm_classifier(capsys, monkeypatch):
+    """Without pyaiml.hmm.HMMClassifier the demo trains one left-right GaussianHMM per digit itself."""
+    import pyaiml.hmm
+
+    path = shared_data("fsdd")
+    monkeypatch.delattr(pyaiml.hmm, "HMMClassifier", raising=False)
+    rc, out = _run(capsys, only="speech", fsdd=path)
+    assert rc == 0, out
+    assert "one pyaiml.hmm.GaussianHMM per digit" in out and "digit models 10/10" in out
+    assert float(out.split("test accuracy ")[1].split()[0]) > 0.2
+
+
 def test_progress_bar_modes(monkeypatch):
     class Term(io.StringIO):
         def isatty(self):

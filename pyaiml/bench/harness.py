@@ -130,10 +130,10 @@ class Case:
     work: float | None = None      # units of work per call for that throughput
 
 
-def run_case(case: Case, repeats: int, min_time: float) -> dict:
+def run_case(case: Case, repeats: int, min_time: float, warmup: int = 2) -> dict:
     if case.validate is not None:
         case.validate()
-    t = time_interleaved(case.fns, repeats=repeats, min_time=min_time)
+    t = time_interleaved(case.fns, repeats=repeats, warmup=warmup, min_time=min_time)
     row = {"suite": case.suite, "case": case.name, "shape": case.shape, "timings": {}, **case.extra}
     for k, v in t.items():
         d = v.as_dict()
@@ -226,6 +226,7 @@ def run_suites(names: list[str], quick: bool, threads: int, json_path: str | Non
     thr = set_threads(threads)
     repeats = 3 if quick else 7
     min_time = 0.01 if quick else 0.05
+    warmup = 1 if quick else 2  # quick: one warm-up call (the calibration call follows it anyway)
     rows = []
     seconds = {}
     for name in names:
@@ -245,7 +246,7 @@ def run_suites(names: list[str], quick: bool, threads: int, json_path: str | Non
                 err = e
                 break
             try:
-                row = run_case(case, repeats, min_time)
+                row = run_case(case, repeats, min_time, warmup)
             except Exception as e:  # a failed validation is reported, not hidden
                 row = {"suite": case.suite, "case": case.name, "shape": case.shape, "error": str(e)}
             rows.append(row)

@@ -68,7 +68,8 @@ class Budget:
 
 # Measured (pyaiml demo, 2 threads, AVX-512, shared 2-core VM, 2026-11-28): word2vec 5-6 s,
 # cnn 22-32 s, speech 4 s with HMMClassifier (55 s with the per-digit loop under heavy load),
-# text 150 s + 1-3 s; total 183 s (load ~5) and 246 s (load ~12).
+# text 150 s + 1-3 s; total 183 s (load ~5) and 246 s (load ~12). Quiet machine: word2vec 1.4 s,
+# cnn 4.6 s, speech 1.9 s, text 151 s (1940 steps, validation loss 1.58 nats/char); total 159 s.
 DEFAULT = Budget(w2v_lines=None, w2v_epochs=10, cnn_epochs=10, cnn_train=None, speech_states=8, speech_iter=10,
                  speech_train_per_class=None, text_seconds=150.0, text_context=64, text_width=128, text_layers=2,
                  text_heads=4, text_tokens=300, text_val_windows=100)

@@ -1,4 +1,4 @@
-"""The ``pyaiml`` command: ``pyaiml info``, ``pyaiml bench [suite ...]``."""
+"""The ``pyaiml`` command: ``pyaiml info``, ``pyaiml bench [suite ...]``, ``pyaiml demo``."""
 from __future__ import annotations
 
 import argparse
@@ -50,6 +50,8 @@ def _bench(args) -> int:
     report = run_suites(names, quick=args.quick, threads=threads, json_path=args.json)
     m = report["machine"]
     print(f"\nmachine: {m['cpu']}, {m['cores']} cores, ISA {m['isa']}, commit {m['commit']}; allocator: {m['allocator']}")
+    secs = report.get("suite_seconds", {})
+    print(f"seconds per suite: {', '.join(f'{k} {v:.0f}' for k, v in secs.items())}; total {sum(secs.values()):.0f}")
     if args.json:
         print(f"JSON written to {args.json}")
     if args.plot:
@@ -58,6 +60,12 @@ def _bench(args) -> int:
         plot_ratios(report, args.plot)
         print(f"plot written to {args.plot}")
     return 1 if any("error" in r for r in report["rows"]) else 0
+
+
+def _demo(args) -> int:
+    from pyaiml.demo import main as demo_main
+
+    return demo_main(only=args.only, fsdd=args.fsdd, quick=args.quick, threads=args.threads)
 
 
 def main(argv=None) -> int:
@@ -74,6 +82,13 @@ def main(argv=None) -> int:
     pb.add_argument("--threads", type=int, default=None, help="threads for every library (default: 2)")
     pb.add_argument("--json", metavar="PATH", help="write the results as JSON")
     pb.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of the ratios (needs matplotlib)")
+    pd = sub.add_parser("demo", help="train the tutorial's models on bundled data and show what they learned")
+    pd.add_argument("--only", metavar="LIST", help="comma-separated sections to run: word2vec,cnn,speech,text "
+                    "(default: all)")
+    pd.add_argument("--fsdd", metavar="DIR", help="Free Spoken Digit Dataset folder for the speech section "
+                    "(default: $PYAIML_FSDD, else ./data/fsdd or ../shared/data/fsdd)")
+    pd.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run in seconds")
+    pd.add_argument("--threads", type=int, default=None, help="pyaiml threads (default: pyaiml's default)")
     args = p.parse_args(argv)
     if args.cmd == "info":
         return _info(args)
@@ -81,6 +96,10 @@ def main(argv=None) -> int:
         if args.threads is not None and args.threads < 1:
             p.error(f"--threads must be >= 1. Received {args.threads}")
         return _bench(args)
+    if args.cmd == "demo":
+        if args.threads is not None and args.threads < 1:
+            p.error(f"--threads must be >= 1. Received {args.threads}")
+        return _demo(args)
     p.print_help()
     return 0
 

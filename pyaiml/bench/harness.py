@@ -130,10 +130,10 @@ class Case:
     work: float | None = None      # units of work per call for that throughput
 
 
-def run_case(case: Case, repeats: int, min_time: float) -> dict:
+def run_case(case: Case, repeats: int, min_time: float, warmup: int = 2) -> dict:
     if case.validate is not None:
         case.validate()
-    t = time_interleaved(case.fns, repeats=repeats, min_time=min_time)
+    t = time_interleaved(case.fns, repeats=repeats, warmup=warmup, min_time=min_time)
     row = {"suite": case.suite, "case": case.name, "shape": case.shape, "timings": {}, **case.extra}
     for k, v in t.items():
         d = v.as_dict()
@@ -226,17 +226,37 @@ def run_suites(names: list[str], quick: bool, threads: int, json_path: str | Non
     thr = set_threads(threads)
     repeats = 3 if quick else 7
     min_time = 0.01 if quick else 0.05
+    warmup = 1 if quick else 2  # quick: one warm-up call (the calibration call follows it anyway)
     rows = []
+    seconds = {}
     for name in names:
-        mod = importlib.import_module(SUITES[name])
-        for case in mod.cases(quick=quick):
+        t_suite = time.perf_counter()
+        try:  # a suite that cannot start (import, data, peer setup) is one error row, not the end of the run
+            it = iter(importlib.import_module(SUITES[name]).cases(quick=quick))
+        except Exception as e:
+            it, err = iter(()), e
+        else:
+            err = None
+        while err is None:
             try:
-                row = run_case(case, repeats, min_time)
+                case = next(it)
+            except StopIteration:
+                break
+            except Exception as e:
+                err = e
+                break
+            try:
+                row = run_case(case, repeats, min_time, warmup)
             except Exception as e:  # a failed validation is reported, not hidden
                 row = {"suite": case.suite, "case": case.name, "shape": case.shape, "error": str(e)}
             rows.append(row)
             log(format_table([row]).splitlines()[-1])
-    report = {"machine": machine_info(), "threads": thr, "quick": quick, "rows": rows}
+        if err is not None:
+            row = {"suite": name, "case": "(cases)", "shape": "", "error": f"{type(err).__name__}: {err}"}
+            rows.append(row)
+            log(format_table([row]).splitlines()[-1])
+        seconds[name] = round(time.perf_counter() - t_suite, 1)
+    report = {"machine": machine_info(), "threads": thr, "quick": quick, "rows": rows, "suite_seconds": seconds}
     if json_path:
         tmp = json_path + ".tmp"
         with open(tmp, "w") as f:

@@ -68,6 +68,20 @@ def _float_X(X, op, name, n_features):
 
 
 # ---------------------------------------------------------------------------------------
+
+def _n_features_property(axis):
+    """``n_features``: read from ``means_`` (its axis ``axis``) once it exists, else the value set."""
+
+    def get(self):
+        if hasattr(self, "means_"):
+            return np.shape(self.means_)[axis]
+        return self.__dict__.get("_n_features")
+
+    def set(self, v):
+        self.__dict__["_n_features"] = None if v is None else int(v)
+
+    return property(get, set)
+
 class CategoricalHMM(BaseHMM):
     """HMM with categorical (discrete symbol) emissions; X holds integer symbols (n_samples, 1)."""
 
@@ -270,15 +284,7 @@ class GaussianHMM(BaseHMM):
     def _set_covars_raw(self, cv):
         self.covars_ = cv
 
-    @property
-    def n_features(self):
-        if hasattr(self, "means_"):
-            return np.shape(self.means_)[1]
-        return self.__dict__.get("_n_features")
-
-    @n_features.setter
-    def n_features(self, v):
-        self.__dict__["_n_features"] = None if v is None else int(v)
+    n_features = _n_features_property(1)  # means_ is (K, D)
 
     def _validate_X(self, X, op, fitting=False):
         nf = self.n_features
@@ -421,15 +427,7 @@ class GMMHMM(BaseHMM):
         self.covars_prior = covars_prior
         self.covars_weight = covars_weight
 
-    @property
-    def n_features(self):
-        if hasattr(self, "means_"):
-            return np.shape(self.means_)[2]
-        return self.__dict__.get("_n_features")
-
-    @n_features.setter
-    def n_features(self, v):
-        self.__dict__["_n_features"] = None if v is None else int(v)
+    n_features = _n_features_property(2)  # means_ is (K, M, D)
 
     def _priors(self):
         """Effective priors broadcast to their shapes (hmmlearn's defaults per covariance type)."""

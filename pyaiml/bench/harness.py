@@ -7,7 +7,9 @@ Method (kept identical for pyaiml and its peers):
   no trimming), so neither side pays a fresh page fault per call for its output buffers;
   this matters on VMs where first-touch faults are slow;
 - warm-up calls, then ``repeats`` rounds in which every implementation runs once in turn
-  (so drifts in machine load hit all sides alike); each sample is the mean of enough
+  (so drifts in machine load hit all sides alike); before each sample a short pause lets
+  the previous library's spinning pool threads go idle (see ``time_interleaved``), and a
+  lead-in call wakes the timed library's pool; each sample is the mean of enough
   inner calls to last at least ``min_time`` seconds; the median and the 25-75% spread of
   the samples are reported.
 """
@@ -78,9 +80,19 @@ class Timing:
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2,
-                     min_time: float = 0.02) -> dict[str, Timing]:
-    """Time each callable, interleaving them round by round."""
+                     min_time: float = 0.02, settle: float = 0.1) -> dict[str, Timing]:
+    """Time each callable, interleaving them round by round.
+
+    Before each sample the harness sleeps ``settle`` seconds and, for calls shorter than
+    50 ms, makes one untimed lead-in call. Thread pools of the library that ran before
+    (OpenBLAS, libgomp, Numba, pyaiml's own) spin for a while after their last task; without
+    the pause those spinning threads compete for the cores with whichever library is timed
+    next, which penalises the callable that follows a spinning pool (on a 2-core machine,
+    by up to 2x). The lead-in call absorbs the wake-up of the timed library's own pool,
+    so every side is timed warm and alone.
+    """
     inner = {}
+    lead_in = {}
     for name, f in fns.items():
         for _ in range(warmup):
             f()
@@ -88,10 +100,15 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 7, war
         f()
         dt = max(time.perf_counter() - t0, 1e-7)
         inner[name] = max(1, int(min_time / dt))
+        lead_in[name] = dt < 0.05
     samples: dict[str, list] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, f in fns.items():
             n = inner[name]
+            if settle > 0:
+                time.sleep(settle)
+            if lead_in[name]:
+                f()
             t0 = time.perf_counter()
             for _ in range(n):
                 f()
@@ -130,10 +147,10 @@ class Case:
     work: float | None = None      # units of work per call for that throughput
 
 
-def run_case(case: Case, repeats: int, min_time: float, warmup: int = 2) -> dict:
+def run_case(case: Case, repeats: int, min_time: float, warmup: int = 2, settle: float = 0.1) -> dict:
     if case.validate is not None:
         case.validate()
-    t = time_interleaved(case.fns, repeats=repeats, warmup=warmup, min_time=min_time)
+    t = time_interleaved(case.fns, repeats=repeats, warmup=warmup, min_time=min_time, settle=settle)
     row = {"suite": case.suite, "case": case.name, "shape": case.shape, "timings": {}, **case.extra}
     for k, v in t.items():
         d = v.as_dict()
@@ -227,6 +244,7 @@ def run_suites(names: list[str], quick: bool, threads: int, json_path: str | Non
     repeats = 3 if quick else 7
     min_time = 0.01 if quick else 0.05
     warmup = 1 if quick else 2  # quick: one warm-up call (the calibration call follows it anyway)
+    settle = 0.05 if quick else 0.1  # pause before each sample: see time_interleaved
     rows = []
     seconds = {}
     for name in names:
@@ -246,7 +264,7 @@ def run_suites(names: list[str], quick: bool, threads: int, json_path: str | Non
                 err = e
                 break
             try:
-                row = run_case(case, repeats, min_time, warmup)
+                row = run_case(case, repeats, min_time, warmup, settle)
             except Exception as e:  # a failed validation is reported, not hidden
                 row = {"suite": case.suite, "case": case.name, "shape": case.shape, "error": str(e)}
             rows.append(row)

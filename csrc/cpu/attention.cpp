@@ -1,9 +1,12 @@
 // attention.cpp: flash-style scaled dot-product attention (see attention.h), compiled per ISA.
 //
-// Forward: one task per (n, q head, block of BQ query rows); key tiles of BK: S = Q K^T
-// (sgemm_st), scale + mask + causal limit, online softmax in base 2 (scores times
-// scale * log2 e; running max m, sum l, the output accumulator rescaled by 2^(m_old - m_new)),
-// O += P V (sgemm_st); then O / l and lse = (m + log2 l) * ln 2. Causal tiles above the
+// Forward: K^T of a kv head is packed once per thread and call (panels of NR keys), V read
+// in place (packed only when Dv is not a multiple of NR). Query rows run in strips of MR
+// (the register rows of the attention micro-kernel), blocks of FWD_QB strips sharing each
+// chunk of FWD_BK keys: S = Q K^T for the strip (micro-kernel, Q rows broadcast in place),
+// scale + mask + causal limit, online softmax in base 2 (scores times scale * log2 e;
+// running max m, sum l, the output accumulator rescaled by 2^(m_old - m_new)), O += P V
+// (micro-kernel); then O / l and lse = (m + log2 l) * ln 2. Causal chunks above a strip's
 // diagonal are never visited; on the diagonal a row's softmax runs over its causal length.
 // The fast kernels report NaN scores or non-finite results (NaN/inf inputs, overflow); the
 // binding then reruns the call on the _naive kernels.
@@ -16,7 +19,8 @@
 //   split scheme (fewer heads): tasks over (n, kv head, key tile) for dK/dV and over
 //     (n, q head, query tile) for dQ (S, P, dP recomputed in each), so a single head still
 //     uses every thread.
-// All splits depend on the shape only: results do not depend on the thread count.
+// The backward's splits depend on the shape only; the forward's split depends on the thread
+// count, but no result bit does (a row's sums run in one fixed order whatever its task).
 // The _naive kernels: one query row at a time in double, masked pairs skipped (NaN-safe).
 #include "cpu/attention.h"
 
@@ -49,14 +53,12 @@ constexpr int GEMM_MR = 14;
 constexpr int GEMM_MR = 6;
 #endif
 
-// Tile sizes. Query tiles are whole multiples of the GEMM's register rows (MR) so no partial
-// row tile runs in the P V and dS K products; key tiles are multiples of 64 (NR of every ISA
-// divides 64). Large forward tiles amortise the packing of K^T and V inside sgemm_st over
-// many query rows. Measured on the 2-core AVX-512 VM (busy, ratios to torch interleaved),
-// (8,8,512,64) forward: BQ 112/BK 128 1.01-1.07x, BQ 224/BK 256 1.26-1.30x, BQ 448/BK 256
-// 1.24-1.35x, BQ 896/BK 256 1.22x, BQ 448/BK 512 1.10x. Causal keeps 112-row tiles (less
-// work wasted above the diagonal): BK 128 1.66x, BK 256 1.81x; at (1,16,2048,64) causal
-// BQ 112 1.28x, 224 1.27x, 448 1.14x.
+// Tile sizes. The forward's strips are MR rows (a partial last strip runs with its own row
+// count), its key chunks and the backward's tiles multiples of 64 (NR of every ISA divides
+// 64). Forward, 1 thread, busy VM, process CPU time: FWD_BK 128 / 256 / 512 and FWD_QB 4 /
+// 8 / 16 all within +-3% at (8,8,512,64) (89-94 GFLOP/s) and causal (1,16,2048,64) (90-93).
+// The earlier forward (sgemm_st per tile, K^T and V re-packed per query tile) ran the same
+// shapes at 79-81 and 81-82 GFLOP/s in the same session.
 constexpr int MR = GEMM_MR;     // query rows per strip (register rows of the micro-kernel)
 constexpr int NV = 2;
 constexpr int NR = NV * VL;      // key columns (S) / value columns (O) per micro-kernel tile
@@ -688,10 +690,13 @@ bool forward(const AttnArgs& a) {
   P.Dvp = (a.Dv + NR - 1) / NR * NR;
   P.vpacked = a.Dv % NR != 0;
   P.call = g_fwd_calls.fetch_add(1, std::memory_order_relaxed) + 1;
-  // Whole heads per task when there are enough of them (each head packs K^T once); fewer
-  // heads are split into strip groups so every thread has work (each thread then packs the
-  // head it works on). The split changes no result bit (see fwd_group).
-  const int64_t NH = a.N * a.Hq, want = 4 * static_cast<int64_t>(get_num_threads());
+  // Whole heads per task when there are at least 8 per thread (each head packs K^T once);
+  // fewer heads are split into strip groups so the last tasks are short (a thread that
+  // starts late or is preempted then delays the call by less; each thread packs the heads
+  // it works on). (1,8,128,64) at 2 threads on the busy VM, best of 150 samples: 4 tasks per
+  // thread 0.185-0.220 ms, 8 per thread 0.194-0.220 ms, 16 per thread 0.211-0.213 ms; the
+  // 10th percentile was lower with more tasks. The split changes no result bit (fwd_group).
+  const int64_t NH = a.N * a.Hq, want = 8 * static_cast<int64_t>(get_num_threads());
   P.nqg = NH >= want ? 1 : std::min(P.nstrips, (want + NH - 1) / NH);
   parallel_for(NH * P.nqg, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {

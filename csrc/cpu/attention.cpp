@@ -54,8 +54,9 @@ constexpr int GEMM_MR = 6;
 #endif
 
 // Tile sizes. The forward's strips are MR rows (a partial last strip runs with its own row
-// count), its key chunks and the backward's tiles multiples of 64 (NR of every ISA divides
-// 64). Forward, 1 thread, busy VM, process CPU time: FWD_BK 128 / 256 / 512 and FWD_QB 4 /
+// count); the backward's query tiles are whole multiples of the GEMM's MR (no partial row
+// tile in its P V and dS K products); key chunks and tiles are multiples of 64 (NR of every
+// ISA divides 64). Forward, 1 thread, busy VM, process CPU time: FWD_BK 128 / 256 / 512 and FWD_QB 4 /
 // 8 / 16 all within +-3% at (8,8,512,64) (89-94 GFLOP/s) and causal (1,16,2048,64) (90-93).
 // The earlier forward (sgemm_st per tile, K^T and V re-packed per query tile) ran the same
 // shapes at 79-81 and 81-82 GFLOP/s in the same session.

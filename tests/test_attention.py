@@ -180,6 +180,97 @@ def test_large_tiles(backend, monkeypatch):
     _check_case(backend, ((1, 1), (1, 1), 333, 333, 64, 64, None, False), monkeypatch)
 
 
+# The C++ forward works on query strips of MR rows (14 with AVX-512, 6 otherwise; the last
+# strip partial, run with its own row count), key chunks of 256 (partial last chunk, causal
+# diagonal inside a chunk), K^T packed in panels of NR keys (32/16/8) and V read in place
+# when Dv is a multiple of NR, else packed zero-padded. Lengths around every one of those
+# sizes, head dims 1, 3, 64, 80, with and without causal and masks, and GQA.
+_STRIP_LS = [1, 7, 33, 97, 128, 129]
+_STRIP_DS = [1, 3, 64, 80]
+
+
+def _strip_cases():
+    out = []
+    for i, (L, D) in enumerate(itertools.product(_STRIP_LS, _STRIP_DS)):
+        Lk = (L, 300, 40)[i % 3]
+        Dv = (D, 32, 17)[(i // 3) % 3]
+        mk = (None, None, "bool_pad", "float", None, "bool_full")[i % 6]
+        lead = (((1, 8), (1, 8)), ((2, 4), (2, 2)))[i % 2]
+        out.append((lead[0], lead[1], L, Lk, D, Dv, mk, bool((i // 2) % 2)))
+    return out
+
+
+STRIP_CASES = _strip_cases()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", STRIP_CASES, ids=[f"L{c[2]}x{c[3]}-D{c[4]}/{c[5]}-{c[6]}-{'c' if c[7] else 'n'}" for c in STRIP_CASES])
+def test_forward_strips(backend, case, monkeypatch):
+    if backend != "cpp" and case[2] * case[3] * max(case[4], case[5]) > 129 * 300 * 32:
+        pytest.skip("big case: C++ only")
+    _check_case(backend, case, monkeypatch, seed=3)
+
+
+def test_fast_path_matches_general_path(rng, monkeypatch):
+    """Plain 4-D float32 calls skip the Python argument handling; the result is the general
+    path's, bit for bit (same kernel), and every other call still takes the general path."""
+    monkeypatch.delenv("PYAIML_BACKEND", raising=False)
+    q = rng.standard_normal((2, 3, 129, 80), dtype=np.float32)
+    k = rng.standard_normal((2, 3, 97, 80), dtype=np.float32)
+    v = rng.standard_normal((2, 3, 97, 17), dtype=np.float32)
+    for causal in (False, True):
+        for scale in (None, 0.3):
+            o, l = ops.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, return_lse=True)
+            # Fortran-ordered copies are not C-contiguous: the general path copies them
+            qf, kf, vf = (np.asfortranarray(x) for x in (q, k, v))
+            o2, l2 = ops.scaled_dot_product_attention(qf, kf, vf, is_causal=causal, scale=scale, return_lse=True)
+            o3 = ops.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+            assert np.array_equal(o, o2) and np.array_equal(l, l2) and np.array_equal(o, o3)
+            r = torch_ref(q, k, v, None, causal, scale or 80 ** -0.5, False, np.zeros((2, 3, 129, 17), np.float32))
+            close(o, r[0])
+            close(l, r[1])
+    # an int scale and a float32 scale take the general path and agree
+    a = ops.scaled_dot_product_attention(q, k, v, scale=1)
+    b = ops.scaled_dot_product_attention(q, k, v, scale=np.float32(1.0))
+    c = ops.scaled_dot_product_attention(q, k, v, scale=1.0)
+    assert np.array_equal(a, c) and np.array_equal(b, c)
+    with pytest.raises(ValueError, match="scale must be finite"):
+        ops.scaled_dot_product_attention(q, k, v, scale=float("inf"))
+
+
+def test_every_isa_strips():
+    """The strip kernel without a mask (the plain softmax path), partial strips and chunks,
+    Dv packed and in place, causal, on every ISA this machine runs."""
+    C = _backend.native()
+    if C is None:
+        pytest.skip("C++ backend not built")
+    code = """
+import numpy as np, pyaiml, pyaiml.ops as ops
+from pyaiml.reference.attention import attention_forward
+rng = np.random.default_rng(0)
+for (Lq, Lk, D, Dv) in ((129, 300, 64, 64), (7, 33, 3, 17), (128, 128, 80, 32), (1, 97, 1, 1)):
+    q = rng.standard_normal((1, 3, Lq, D), dtype=np.float32)
+    k = rng.standard_normal((1, 3, Lk, D), dtype=np.float32)
+    v = rng.standard_normal((1, 3, Lk, Dv), dtype=np.float32)
+    for causal in (False, True):
+        res = []
+        for nt in (1, 2):
+            pyaiml.set_num_threads(nt)
+            o, l = ops.scaled_dot_product_attention(q, k, v, is_causal=causal, return_lse=True)
+            res.append((o, l))
+        ro, rl = attention_forward(q, k, v, None, causal, D ** -0.5)
+        assert np.allclose(res[0][0], ro, rtol=1e-4, atol=1e-5), abs(res[0][0] - ro).max()
+        assert np.allclose(res[0][1], rl, rtol=1e-4, atol=1e-5), abs(res[0][1] - rl).max()
+        assert np.array_equal(res[0][0], res[1][0]) and np.array_equal(res[0][1], res[1][1])
+print("ok")
+"""
+    import os
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for isa in C.supported_isas():
+        r = run_py(code, PYAIML_ISA=isa, PYAIML_BACKEND="cpp", PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        assert r.returncode == 0 and "ok" in r.stdout, (isa, r.stderr[-2000:])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fully_masked_rows(backend, monkeypatch):
     monkeypatch.setenv("PYAIML_BACKEND", backend)

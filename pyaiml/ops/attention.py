@@ -27,6 +27,7 @@ Tests: tests/test_attention.py.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -153,6 +154,42 @@ class _Prep:
         return _backend.resolve(name)
 
 
+_F32 = np.dtype(np.float32)
+
+
+def _fast_forward(q, k, v, is_causal, scale):
+    """(out, lse) straight from the C++ kernel for the common call (4-D C-contiguous float32
+    ndarrays with equal (N, H), no mask, non-empty, the C++ backend chosen), else None.
+
+    The general path costs 15-25 us of Python per call, 7-10% of a (1, 8, 128, 64) forward;
+    this one does the same checks in a few attribute reads. Anything else (masks, GQA, other
+    dtypes or layouts, bad input with its error message) takes the general path.
+    """
+    if not (type(q) is np.ndarray and type(k) is np.ndarray and type(v) is np.ndarray):
+        return None
+    if q.dtype != _F32 or k.dtype != _F32 or v.dtype != _F32 or q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        return None
+    N, H, Lq, D = q.shape
+    kN, kH, Lk, kD = k.shape
+    vN, vH, vL, Dv = v.shape
+    if not (kN == vN == N and kH == vH == H and kD == D and vL == Lk):
+        return None
+    if N * H * Lq * Lk * D * Dv == 0:
+        return None
+    if not (q.flags.c_contiguous and k.flags.c_contiguous and v.flags.c_contiguous):
+        return None
+    if scale is None:
+        scale = 1.0 / math.sqrt(D)
+    elif type(scale) is not float or not math.isfinite(scale):
+        return None
+    if os.environ.get("PYAIML_BACKEND", "") not in ("", "cpp"):
+        return None
+    C = _backend.native()
+    if C is None:
+        return None
+    return C.attention_forward(q, k, v, None, bool(is_causal), scale, False)
+
+
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False, return_lse=False):
     """Attention ``softmax(q k^T * scale + mask) v`` (``torch.nn.functional`` semantics).
@@ -178,6 +215,10 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
         raise ValueError(
             f"{_OP}: dropout_p must be 0.0 (apply dropout outside the kernel). Received {dropout_p!r}"
         )
+    if attn_mask is None:
+        r = _fast_forward(q, k, v, is_causal, scale)
+        if r is not None:
+            return r if return_lse else r[0]
     p = _Prep(_OP, q, k, v, attn_mask, is_causal, scale, enable_gqa)
     if p.empty:
         out = np.zeros((p.N, p.Hq, p.Lq, p.Dv), dtype=p.dtype)

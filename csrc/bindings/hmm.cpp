@@ -69,10 +69,12 @@ void register_hmm(py::module_& m) {
   m.def(
       "hmm_forward_backward",
       [](py::array startprob, py::array transmat, py::array logb, py::array offsets, bool log_space, bool want_post,
-         bool want_xi, py::object symbols, bool want_counts, bool want_start) {
+         bool want_xi, py::object symbols, bool want_counts, bool want_start, py::object obs) {
         const char* op = "hmm_forward_backward";
         Common c = common(startprob, transmat, logb, offsets, symbols, op);
         PYAIML_CHECK(!want_counts || c.M > 0, op, ": counts need symbols");
+        py::array_t<double> xo;
+        py::object psum = py::none(), osum = py::none(), osq = py::none();
         py::object counts = py::none(), start = py::none();
         py::array_t<double> lp(c.S);
         py::object post = py::none(), xi = py::none();
@@ -108,15 +110,32 @@ void register_hmm(py::module_& m) {
           a.start = x.mutable_data();
           start = x;
         }
+        if (!obs.is_none()) {
+          xo = require_contiguous<double>(obs.cast<py::array>(), op, "obs");
+          require_ndim(xo, 2, op, "obs");
+          PYAIML_CHECK(xo.shape(0) == c.N, op, ": obs must have one row per frame (", c.N, ", D). Received ",
+                       shape_str(xo));
+          const int64_t D = xo.shape(1);
+          a.obs = xo.data();
+          a.D = D;
+          py::array_t<double> ps(c.K), s1({c.K, D}), s2({c.K, D});
+          a.post_sum = ps.mutable_data();
+          a.obs_sum = s1.mutable_data();
+          a.obs_sq = s2.mutable_data();
+          psum = ps;
+          osum = s1;
+          osq = s2;
+        }
         {
           py::gil_scoped_release nogil;
           hmm_kernels().forward_backward(a);
         }
-        return py::make_tuple(lp, post, xi, counts, start);
+        return py::make_tuple(lp, post, xi, counts, start, psum, osum, osq);
       },
       py::arg("startprob"), py::arg("transmat"), py::arg("framelogprob"), py::arg("offsets"),
       py::arg("log_space") = false, py::arg("posteriors") = true, py::arg("xi") = true,
-      py::arg("symbols") = py::none(), py::arg("counts") = false, py::arg("start") = false);
+      py::arg("symbols") = py::none(), py::arg("counts") = false, py::arg("start") = false,
+      py::arg("obs") = py::none());
 
   m.def(
       "hmm_viterbi",

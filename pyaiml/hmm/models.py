@@ -59,9 +59,8 @@ def _float_X(X, op, name, n_features):
     X = np.ascontiguousarray(X, dtype=np.float64)
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name}.{op}: X has {X.shape[1]} features but the model has {n_features}")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        t, d = np.argwhere(bad)[0]
+    if not _ops.all_finite(X):
+        t, d = np.argwhere(~np.isfinite(X))[0]
         raise ValueError(f"{name}.{op}: X must be finite (no NaN or inf). Received {X[t, d]} at sample {t}, "
                          f"feature {d}")
     return X
@@ -319,7 +318,8 @@ class GaussianHMM(BaseHMM):
             raise ValueError(f"{e} (degenerate covariance: add data, raise min_covar or covars_prior)") from None
 
     def _compute_log_likelihood(self, X):
-        return _ops.hmm_gaussian_loglik(X, None, None, _params=self._emission_params())
+        # X comes from _validate_X (float64, C-contiguous, finite, n_features columns)
+        return _ops.gaussian_loglik_checked(X, self._emission_params())
 
     def _init(self, X, off, rs):
         super()._init(X, off, rs)
@@ -351,13 +351,19 @@ class GaussianHMM(BaseHMM):
             st["obs*obs.T"] = np.zeros((K, D, D))
         return st
 
+    def _estep_wants(self):
+        mc = "m" in self.params or "c" in self.params
+        outer = "c" in self.params and self.covariance_type in ("tied", "full")
+        return outer, False, mc
+
     def _accumulate_sufficient_statistics(self, stats, X, off, lb, post, counts):
+        g = stats.pop("_gauss", None)
         if "m" in self.params or "c" in self.params:
-            stats["post"] += post.sum(axis=0)
-            stats["obs"] += post.T @ X
+            stats["post"] += g[0]
+            stats["obs"] += g[1]
         if "c" in self.params:
             if self.covariance_type in ("spherical", "diag"):
-                stats["obs**2"] += post.T @ (X ** 2)
+                stats["obs**2"] += g[2]
             else:
                 for k in range(self.n_components):
                     stats["obs*obs.T"][k] += (X * post[:, k:k + 1]).T @ X

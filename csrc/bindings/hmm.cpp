@@ -153,6 +153,7 @@ void register_hmm(py::module_& m) {
         a.log_transmat = c.A.data();
         a.logb = c.lb.data();
         a.sym = c.M ? c.sym.data() : nullptr;
+        a.n_symbols = c.M;
         a.logprob = lp.mutable_data();
         a.states = states.mutable_data();
         {

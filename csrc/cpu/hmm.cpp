@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <immintrin.h>
 #include <limits>
 #include <vector>
 
@@ -234,9 +235,19 @@ inline double vmaxp(const double* v, int64_t KP) {
     const vd b = ld(v + k);
     a = b > a ? b : a;
   }
+#if defined(__AVX512F__)
+  vd b = __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3);
+  a = b > a ? b : a;
+  b = __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5);
+  a = b > a ? b : a;
+  b = __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6);
+  a = b > a ? b : a;
+  return a[0];
+#else
   double m = a[0];
   for (int l = 1; l < DL; ++l) m = a[l] > m ? a[l] : m;
   return m;
+#endif
 }
 
 // Horizontal sum of one vector (a tree of shuffles).
@@ -290,7 +301,6 @@ struct Acc {
 struct Scratch {
   std::vector<double> a, b, c, d, v1, v2, v3, v4;
   std::vector<double> sal[PMAX], sb[PMAX], ssc[PMAX], sbeta[PMAX], sg[PMAX];
-  std::vector<int64_t> psi[PMAX];
 };
 thread_local Scratch tl;
 
@@ -594,8 +604,11 @@ void fb_scaled_pack(const Model& m, SeqS* q, int P, bool need_g, double* X) {
     for (int64_t t = 0; t < s.T; ++t) {
       const double* row = s.e.row(t);
       double* bt = s.B + t * KP;
-      std::memcpy(bt, row, K * sizeof(double));
-      for (int64_t k = K; k < KP; ++k) bt[k] = NEG_INF;
+      if (K == KP) {
+        for (int64_t k = 0; k < KP; k += DL) st(bt + k, ld(row + k));
+      } else {
+        for (int64_t k = 0; k < KP; ++k) bt[k] = k < K ? row[k] : NEG_INF;
+      }
       const double mb = vmaxp(bt, KP);
       if (!(mb > NEG_INF)) {
         s.alive = false;
@@ -887,57 +900,122 @@ void forward_backward(const HmmFbArgs& a) {
 }
 
 
-// Viterbi state of one sequence in a pack.
+// Viterbi of one sequence in a pack: the forward pass keeps only the maxima, rows
+// d_t[j] = max_i (d_{t-1}[i] + logA[i, j]) + log b_t[j] (T x KP); the backtrack recomputes
+// the one argmax it needs per frame, the highest i with d_{t-1}[i] + logA[i, s_t] equal to
+// the maximum (the same sums, so the same path as keeping every argmax; half the vector
+// work of a compare-and-blend argmax in the forward pass).
 struct SeqV {
   Emis e;
   int64_t T = 0;
-  double* d0 = nullptr;
-  double* d1 = nullptr;
-  int64_t* psi = nullptr;
+  double* Dr = nullptr;  // (T, KP)
 };
 
-// Viterbi step t: d1[j] = max_i d0[i] + logA[i, j] (+ log b_t[j]), psi = the highest i
-// reaching the maximum.
-inline void vit_step(const Model& m, SeqV& v, int64_t t) {
+inline const double* vrow(const Emis& e, int64_t t, int64_t KP, const double* ptab) {
+  return ptab ? ptab + e.sym[t] * KP : e.lb + t * e.K;
+}
+
+inline void vit_step(const Model& m, SeqV& v, int64_t t, const double* ptab) {
   const int64_t K = m.K, KP = m.KP;
-  const double* d0 = v.d0;
-  double* d1 = v.d1;
-  int64_t* psi = v.psi;
-  const double* row = v.e.row(t);
+  const double* d0 = v.Dr + (t - 1) * KP;
+  double* d1 = v.Dr + t * KP;
   int64_t j = 0;
-  // 4 independent max/argmax chains per pass over i (compare + blend latency hidden).
   for (; j + 4 * DL <= KP; j += 4 * DL) {
     vd c0 = sp(NEG_INF), c1 = c0, c2 = c0, c3 = c0;
-    vl g0{}, g1{}, g2{}, g3{};
     const double* r = m.logA.data() + j;
     for (int64_t i = 0; i < K; ++i, r += KP) {
       const vd di = sp(d0[i]);
-      const vl vi = vl{} + i;
       const vd x0 = di + ld(r), x1 = di + ld(r + DL), x2 = di + ld(r + 2 * DL), x3 = di + ld(r + 3 * DL);
-      const vl m0 = x0 >= c0, m1 = x1 >= c1, m2 = x2 >= c2, m3 = x3 >= c3;
-      c0 = m0 ? x0 : c0; c1 = m1 ? x1 : c1; c2 = m2 ? x2 : c2; c3 = m3 ? x3 : c3;
-      g0 = m0 ? vi : g0; g1 = m1 ? vi : g1; g2 = m2 ? vi : g2; g3 = m3 ? vi : g3;
+      c0 = x0 > c0 ? x0 : c0; c1 = x1 > c1 ? x1 : c1; c2 = x2 > c2 ? x2 : c2; c3 = x3 > c3 ? x3 : c3;
     }
     st(d1 + j, c0); st(d1 + j + DL, c1); st(d1 + j + 2 * DL, c2); st(d1 + j + 3 * DL, c3);
-    vl_u* qq = reinterpret_cast<vl_u*>(psi + t * KP + j);
-    qq[0] = g0; qq[1] = g1; qq[2] = g2; qq[3] = g3;
   }
   for (; j < KP; j += DL) {
-    vd acc = sp(NEG_INF);
-    vl arg{};
+    vd c0 = sp(NEG_INF), c1 = c0;
     const double* r = m.logA.data() + j;
-    for (int64_t i = 0; i < K; ++i, r += KP) {
-      const vd cand = sp(d0[i]) + ld(r);
-      const vl gt = cand >= acc;
-      acc = gt ? cand : acc;
-      arg = gt ? vl{} + i : arg;
+    int64_t i = 0;
+    for (; i + 1 < K; i += 2, r += 2 * KP) {
+      const vd x0 = sp(d0[i]) + ld(r), x1 = sp(d0[i + 1]) + ld(r + KP);
+      c0 = x0 > c0 ? x0 : c0;
+      c1 = x1 > c1 ? x1 : c1;
     }
-    st(d1 + j, acc);
-    *reinterpret_cast<vl_u*>(psi + t * KP + j) = arg;
+    if (i < K) {
+      const vd x0 = sp(d0[i]) + ld(r);
+      c0 = x0 > c0 ? x0 : c0;
+    }
+    st(d1 + j, c1 > c0 ? c1 : c0);
   }
-  for (int64_t k = 0; k < K; ++k) d1[k] += row[k];
-  for (int64_t k = K; k < KP; ++k) d1[k] = NEG_INF;
-  std::swap(v.d0, v.d1);
+  const double* row = vrow(v.e, t, KP, ptab);
+  if (ptab) {
+    for (int64_t k = 0; k < KP; k += DL) st(d1 + k, ld(d1 + k) + ld(row + k));
+  } else {
+    for (int64_t k = 0; k < K; ++k) d1[k] += row[k];
+    for (int64_t k = K; k < KP; ++k) d1[k] = NEG_INF;
+  }
+}
+
+inline vd vmax(vd a, vd b) { return a > b ? a : b; }
+
+// Viterbi steps 1..Tc-1 of P sequences with K <= DL: the row in a register, logA's rows too,
+// a tree of maxima over the lane broadcasts.
+template <int P>
+void vit_v1(const Model& m, SeqV* v, int64_t Tc, const double* ptab) {
+  vd R[DL];
+  for (int i = 0; i < DL; ++i) R[i] = ld(m.logA.data() + i * DL);
+  vd d[P];
+  for (int p = 0; p < P; ++p) d[p] = ld(v[p].Dr);
+  for (int64_t t = 1; t < Tc; ++t) {
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) {
+      vd c[DL];
+#pragma GCC unroll 8
+      for (int i = 0; i < DL; ++i) c[i] = __builtin_shuffle(d[p], vl{} + i) + R[i];
+#pragma GCC unroll 8
+      for (int w = DL / 2; w >= 1; w /= 2)
+#pragma GCC unroll 8
+        for (int i = 0; i < w; ++i) c[i] = vmax(c[i], c[i + w]);
+      const double* row = ptab ? ptab + v[p].e.sym[t] * DL : v[p].e.lb + t * DL;
+      d[p] = c[0] + ld(row);
+      st(v[p].Dr + t * DL, d[p]);
+    }
+  }
+}
+
+// Max of all lanes, in every lane.
+inline vd hmax_all(vd v) {
+#if defined(__AVX512F__)
+  v = vmax(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
+  v = vmax(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
+  v = vmax(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6));
+#elif defined(__AVX2__)
+  v = vmax(v, __builtin_shufflevector(v, v, 2, 3, 0, 1));
+  v = vmax(v, __builtin_shufflevector(v, v, 1, 0, 3, 2));
+#else
+  v = vmax(v, __builtin_shufflevector(v, v, 1, 0));
+#endif
+  return v;
+}
+// Bit l set where a[l] == b[l].
+inline unsigned eq_mask(vd a, vd b) {
+#if defined(__AVX512F__)
+  return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_EQ_OQ);
+#elif defined(__AVX2__)
+  return unsigned(_mm256_movemask_pd(_mm256_cmp_pd((__m256d)a, (__m256d)b, _CMP_EQ_OQ)));
+#else
+  return unsigned(_mm_movemask_pd(_mm_cmpeq_pd((__m128d)a, (__m128d)b)));
+#endif
+}
+// Highest i < KP with dp[i] + col[i] maximal. Padded entries are -inf, so a padded index
+// comes back only when every entry is -inf; the caller clamps it to K - 1, the highest state.
+inline int64_t argmax_hi(const double* dp, const double* col, int64_t KP) {
+  vd mx = ld(dp) + ld(col);
+  for (int64_t k = DL; k < KP; k += DL) mx = vmax(mx, ld(dp + k) + ld(col + k));
+  mx = hmax_all(mx);
+  for (int64_t k = KP - DL; k >= 0; k -= DL) {
+    const unsigned msk = eq_mask(ld(dp + k) + ld(col + k), mx);
+    if (msk) return k + 31 - __builtin_clz(msk);
+  }
+  return 0;
 }
 
 void viterbi(const HmmViterbiArgs& a) {
@@ -947,10 +1025,23 @@ void viterbi(const HmmViterbiArgs& a) {
   const int64_t K = m.K, KP = m.KP;
   m.logA.assign(KP * KP, NEG_INF);
   m.logpi.assign(KP, NEG_INF);
+  std::vector<double> logAT(KP * KP, NEG_INF);
   for (int64_t i = 0; i < K; ++i) {
     m.logpi[i] = a.log_startprob[i];
-    for (int64_t j = 0; j < K; ++j) m.logA[i * KP + j] = a.log_transmat[i * K + j];
+    for (int64_t j = 0; j < K; ++j) {
+      m.logA[i * KP + j] = a.log_transmat[i * K + j];
+      logAT[j * KP + i] = a.log_transmat[i * K + j];
+    }
   }
+  // symbols: the (M, K) table padded to (M, KP) with -inf
+  std::vector<double> ptab;
+  if (a.sym) {
+    ptab.assign(a.n_symbols * KP, NEG_INF);
+    for (int64_t r = 0; r < a.n_symbols; ++r)
+      std::memcpy(ptab.data() + r * KP, a.logb + r * K, K * sizeof(double));
+  }
+  const double* pt = a.sym ? ptab.data() : nullptr;
+  const bool one_vec = KP == DL && (a.sym || K == KP);
   const int P = pack_size(KP);
   const int64_t npack = (a.S + P - 1) / P;
   parallel_for(npack, 1, [&](int64_t p0, int64_t p1) {
@@ -958,7 +1049,7 @@ void viterbi(const HmmViterbiArgs& a) {
       const int64_t s0 = pk * P;
       const int np = int(std::min<int64_t>(P, a.S - s0));
       SeqV v[PMAX];
-      int64_t Tmax = 0;
+      int64_t Tmax = 0, Tmin = std::numeric_limits<int64_t>::max();
       for (int j = 0; j < np; ++j) {
         const int64_t o = a.offsets[s0 + j], T = a.offsets[s0 + j + 1] - o;
         SeqV& x = v[j];
@@ -966,30 +1057,44 @@ void viterbi(const HmmViterbiArgs& a) {
         x.e.sym = a.sym ? a.sym + o : nullptr;
         x.e.K = K;
         x.T = T;
-        x.d0 = grow(tl.sal[j], 2 * KP);
-        x.d1 = x.d0 + KP;
-        if (tl.psi[j].size() < size_t(T * KP)) tl.psi[j].assign(T * KP, 0);
-        x.psi = tl.psi[j].data();
-        const double* row0 = x.e.row(0);
-        for (int64_t k = 0; k < KP; ++k) x.d0[k] = k < K ? m.logpi[k] + row0[k] : NEG_INF;
+        x.Dr = grow(tl.sal[j], T * KP);
+        const double* row0 = vrow(x.e, 0, KP, pt);
+        for (int64_t k = 0; k < KP; ++k) x.Dr[k] = k < K ? m.logpi[k] + row0[k] : NEG_INF;
         Tmax = std::max(Tmax, T);
+        Tmin = std::min(Tmin, T);
       }
-      for (int64_t t = 1; t < Tmax; ++t)
+      int64_t t1 = 1;
+      if (one_vec) {
+        switch (np) {
+          case 1: vit_v1<1>(m, v, Tmin, pt); break;
+          case 2: vit_v1<2>(m, v, Tmin, pt); break;
+          case 3: vit_v1<3>(m, v, Tmin, pt); break;
+          default: vit_v1<4>(m, v, Tmin, pt); break;
+        }
+        t1 = Tmin;
+      }
+      for (int64_t t = t1; t < Tmax; ++t)
         for (int j = 0; j < np; ++j)
-          if (t < v[j].T) vit_step(m, v[j], t);
+          if (t < v[j].T) vit_step(m, v[j], t, pt);
+      // backtrack, the pack's sequences in lockstep (each step is a short dependent chain)
+      int64_t best[PMAX];
       for (int j = 0; j < np; ++j) {
         const SeqV& x = v[j];
-        int64_t* states = a.states + a.offsets[s0 + j];
-        int64_t best = 0;
+        const double* dl = x.Dr + (x.T - 1) * KP;
+        int64_t b = 0;
         for (int64_t k = 1; k < K; ++k)
-          if (x.d0[k] > x.d0[best]) best = k;
-        a.logprob[s0 + j] = x.d0[best];
-        states[x.T - 1] = best;
-        for (int64_t t = x.T - 1; t > 0; --t) {
-          best = x.psi[t * KP + best];
-          states[t - 1] = best;
-        }
+          if (dl[k] > dl[b]) b = k;
+        a.logprob[s0 + j] = dl[b];
+        a.states[a.offsets[s0 + j] + x.T - 1] = b;
+        best[j] = b;
       }
+      for (int64_t r = 1; r < Tmax; ++r)
+        for (int j = 0; j < np; ++j) {
+          const int64_t t = v[j].T - r;
+          if (t <= 0) continue;
+          best[j] = std::min(K - 1, argmax_hi(v[j].Dr + (t - 1) * KP, logAT.data() + best[j] * KP, KP));
+          a.states[a.offsets[s0 + j] + t - 1] = best[j];
+        }
     }
   });
 }

@@ -46,6 +46,7 @@ struct HmmViterbiArgs {
   const double* log_transmat = nullptr;   // (K, K)
   const double* logb = nullptr;  // (N, K), or (M, K) table if sym
   const int64_t* sym = nullptr;
+  int64_t n_symbols = 0;      // M (rows of the table) when sym is given
   double* logprob = nullptr;  // (S,) out: log-probability of the best path
   int64_t* states = nullptr;  // (N,) out; ties: first state at the last frame, then the
                               // highest-index predecessor (the same path as hmmlearn 0.3)

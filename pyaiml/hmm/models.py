@@ -3,8 +3,10 @@
 Constructor arguments, attribute shapes (``covars_`` getter/setter per covariance type),
 initialisation and M-step formulas follow hmmlearn 0.3, so one EM step from the same
 starting parameters gives the same parameters (tests/test_hmm_parity.py). Emission
-log-likelihoods for all frames come from ``pyaiml.ops`` kernels in one call; sufficient
-statistics are matrix products over all frames.
+log-likelihoods for all frames come from ``pyaiml.ops`` kernels in one call; the E-step
+kernel also returns the categorical counts and the Gaussian posterior-weighted sums of x
+and x^2, so CategoricalHMM and diagonal/spherical GaussianHMM never build the (N, K)
+posteriors during fit (full/tied covariances and GMMHMM use them in NumPy products).
 """
 from __future__ import annotations
 

@@ -4,6 +4,8 @@
 // _C.hmm_loglik_full. float64, C-contiguous; sequences given by int64 offsets (S + 1,).
 // Every precondition is checked here before the GIL is released (pyaiml/ops/hmm.py checks
 // them first with friendlier messages; these checks keep direct _C calls from crashing).
+#include <algorithm>
+
 #include "bindings/common.h"
 #include "cpu/hmm.h"
 
@@ -54,9 +56,15 @@ Common common(py::array startprob, py::array transmat, py::array logb, py::array
     c.N = c.sym.shape(0);
     c.M = c.lb.shape(0);
     const int64_t* x = c.sym.data();
-    for (int64_t t = 0; t < c.N; ++t)
-      PYAIML_CHECK(x[t] >= 0 && x[t] < c.M, op, ": symbols must be in [0, ", c.M, "). Received ", x[t],
-                   " at sample ", t);
+    int64_t lo = 0, hi = 0;  // one branch-free pass; the offending sample is looked up only on failure
+    for (int64_t t = 0; t < c.N; ++t) {
+      lo = std::min(lo, x[t]);
+      hi = std::max(hi, x[t]);
+    }
+    if (lo < 0 || hi >= c.M)
+      for (int64_t t = 0; t < c.N; ++t)
+        PYAIML_CHECK(x[t] >= 0 && x[t] < c.M, op, ": symbols must be in [0, ", c.M, "). Received ", x[t],
+                     " at sample ", t);
   }
   check_offsets(c.off, c.N, op);
   c.S = c.off.shape(0) - 1;

@@ -104,8 +104,9 @@ class CategoricalHMM(BaseHMM):
                              f"Received shape {X.shape}")
         if X.dtype.kind not in "iu":
             raise ValueError(f"{name}.{op}: symbols must be integers. Received dtype {X.dtype}")
-        neg = np.flatnonzero(X[:, 0] < 0)
-        if neg.size:
+        lo, hi = (int(X.min()), int(X.max())) if X.size else (0, -1)
+        if lo < 0:
+            neg = np.flatnonzero(X[:, 0] < 0)
             raise ValueError(f"{name}.{op}: symbols must be non-negative. Received {X[neg[0], 0]} at sample {neg[0]}")
         nf = self.n_features
         if nf is None and hasattr(self, "emissionprob_"):
@@ -113,10 +114,10 @@ class CategoricalHMM(BaseHMM):
         if nf is None:
             if not fitting:
                 raise ValueError(f"{name}.{op}: n_features is unknown; fit the model or set emissionprob_")
-            self.n_features = int(X.max()) + 1
+            self.n_features = hi + 1
         else:
-            big = np.flatnonzero(X[:, 0] >= nf)
-            if big.size:
+            if hi >= nf:
+                big = np.flatnonzero(X[:, 0] >= nf)
                 raise ValueError(f"{name}.{op}: symbols must be < n_features = {nf}. Received {X[big[0], 0]} at "
                                  f"sample {big[0]}")
             self.n_features = int(nf)

@@ -537,7 +537,8 @@ inline vd vecmat1(vd a, const vd* R) {
 // Forward steps 1..Tc-1 of P sequences (row 0 done, scales set), then leaves E/ex/s_last.
 // fused: dense emissions with K == DL whose rows 1..Tc-1 are exponentiated here (into B, for
 // the backward pass) rather than in a separate pass: the exp work fills the gaps of the
-// dependent chain. K=8, 100 x 1000 frames, one thread: forward 2.7 -> see results.
+// dependent chain. K=8, 100 x 1000 frames, one thread (AVX-512, Zen 4): score 2.44 -> 2.33 ms
+// against the separate pass (the exp is throughput-bound either way).
 template <int P>
 void fwd_v1(const Model& m, SeqS* q, int64_t Tc, bool fused) {
   vd R[DL];

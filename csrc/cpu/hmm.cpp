@@ -340,7 +340,12 @@ struct Sink {
 
   void push(int64_t t) {
     const double* g = G + nb * KP;
-    if (post) std::memcpy(post + t * K, g, K * sizeof(double));
+    if (post) {
+      if (K == KP)
+        for (int64_t k = 0; k < KP; k += DL) st(post + t * K + k, ld(g + k));
+      else
+        std::memcpy(post + t * K, g, K * sizeof(double));
+    }
     if (acc->cnt) {
       double* c = acc->cnt + sym[t] * KP;
       for (int64_t k = 0; k < KP; k += DL) st(c + k, ld(c + k) + ld(g + k));

@@ -194,7 +194,8 @@ def test_kernel_outputs_do_not_depend_on_thread_count():
                     r += list(C.hmm_forward_backward(pi, A, table, off, log_space, True, True, sym, True, True))
                 r += list(C.hmm_viterbi(np.log(pi), np.log(A), lb, off))
                 r += list(C.hmm_viterbi(np.log(pi), np.log(A), table, off, sym))
-                r.append(C.hmm_loglik_gaussian(X, X[:K].copy() if N >= K else np.ones((K, 4)), np.ones((K, 4)), np.zeros(K)))
+                mu = X[:K].copy() if N >= K else np.ones((K, 4))
+                r.append(C.hmm_loglik_gaussian(X, mu, np.ones((K, 4)), np.zeros(K)))
                 res.append([x for x in r if x is not None])
             out[K] = res
     finally:

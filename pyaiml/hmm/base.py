@@ -4,9 +4,9 @@ sampling, convergence monitor, save/load without pickle, left-right topologies.
 The E-step is one native call over all sequences (``pyaiml.ops.hmm_forward_backward``:
 threaded, GIL released, same bits for any thread count); it also returns the emission
 statistics the M-step needs where the kernel has them (per-symbol posterior sums,
-posterior-weighted sums of Gaussian frames and their squares), so the (N, K) posteriors are
-only written out when a model needs them (full and tied covariances, GMMHMM). Emission models live in
-``pyaiml.hmm.models``. Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py.
+posterior-weighted sums of Gaussian frames and their squares), so the (N, K) posteriors
+are only written out when a model needs them (full and tied covariances, GMMHMM).
+Emission models live in ``pyaiml.hmm.models``. Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ float64 by default; float32 input is accepted and computed in float64 inside (re
 returned as float32). Registry ops: ``hmm_forward_backward``, ``hmm_forward_backward_stats``
 (the same plus posterior-weighted sums of the frames and their squares, for Gaussian
 M-steps, without writing the posteriors out), ``hmm_viterbi``, ``hmm_loglik_gaussian``
-(C++ -> Numba -> NumPy). Tests: tests/test_hmm_ops.py.
+(C++ -> Numba -> NumPy). Tests: tests/test_hmm_ops.py, tests/test_hmm_kernels.py.
 """
 from __future__ import annotations
 

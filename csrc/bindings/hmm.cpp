@@ -4,6 +4,8 @@
 // _C.hmm_loglik_full. float64, C-contiguous; sequences given by int64 offsets (S + 1,).
 // Every precondition is checked here before the GIL is released (pyaiml/ops/hmm.py checks
 // them first with friendlier messages; these checks keep direct _C calls from crashing).
+#include <algorithm>
+
 #include "bindings/common.h"
 #include "cpu/hmm.h"
 
@@ -54,9 +56,15 @@ Common common(py::array startprob, py::array transmat, py::array logb, py::array
     c.N = c.sym.shape(0);
     c.M = c.lb.shape(0);
     const int64_t* x = c.sym.data();
-    for (int64_t t = 0; t < c.N; ++t)
-      PYAIML_CHECK(x[t] >= 0 && x[t] < c.M, op, ": symbols must be in [0, ", c.M, "). Received ", x[t],
-                   " at sample ", t);
+    int64_t lo = 0, hi = 0;  // one branch-free pass; the offending sample is looked up only on failure
+    for (int64_t t = 0; t < c.N; ++t) {
+      lo = std::min(lo, x[t]);
+      hi = std::max(hi, x[t]);
+    }
+    if (lo < 0 || hi >= c.M)
+      for (int64_t t = 0; t < c.N; ++t)
+        PYAIML_CHECK(x[t] >= 0 && x[t] < c.M, op, ": symbols must be in [0, ", c.M, "). Received ", x[t],
+                     " at sample ", t);
   }
   check_offsets(c.off, c.N, op);
   c.S = c.off.shape(0) - 1;
@@ -69,10 +77,12 @@ void register_hmm(py::module_& m) {
   m.def(
       "hmm_forward_backward",
       [](py::array startprob, py::array transmat, py::array logb, py::array offsets, bool log_space, bool want_post,
-         bool want_xi, py::object symbols, bool want_counts, bool want_start) {
+         bool want_xi, py::object symbols, bool want_counts, bool want_start, py::object obs) {
         const char* op = "hmm_forward_backward";
         Common c = common(startprob, transmat, logb, offsets, symbols, op);
         PYAIML_CHECK(!want_counts || c.M > 0, op, ": counts need symbols");
+        py::array_t<double> xo;
+        py::object psum = py::none(), osum = py::none(), osq = py::none();
         py::object counts = py::none(), start = py::none();
         py::array_t<double> lp(c.S);
         py::object post = py::none(), xi = py::none();
@@ -108,15 +118,32 @@ void register_hmm(py::module_& m) {
           a.start = x.mutable_data();
           start = x;
         }
+        if (!obs.is_none()) {
+          xo = require_contiguous<double>(obs.cast<py::array>(), op, "obs");
+          require_ndim(xo, 2, op, "obs");
+          PYAIML_CHECK(xo.shape(0) == c.N, op, ": obs must have one row per frame (", c.N, ", D). Received ",
+                       shape_str(xo));
+          const int64_t D = xo.shape(1);
+          a.obs = xo.data();
+          a.D = D;
+          py::array_t<double> ps(c.K), s1({c.K, D}), s2({c.K, D});
+          a.post_sum = ps.mutable_data();
+          a.obs_sum = s1.mutable_data();
+          a.obs_sq = s2.mutable_data();
+          psum = ps;
+          osum = s1;
+          osq = s2;
+        }
         {
           py::gil_scoped_release nogil;
           hmm_kernels().forward_backward(a);
         }
-        return py::make_tuple(lp, post, xi, counts, start);
+        return py::make_tuple(lp, post, xi, counts, start, psum, osum, osq);
       },
       py::arg("startprob"), py::arg("transmat"), py::arg("framelogprob"), py::arg("offsets"),
       py::arg("log_space") = false, py::arg("posteriors") = true, py::arg("xi") = true,
-      py::arg("symbols") = py::none(), py::arg("counts") = false, py::arg("start") = false);
+      py::arg("symbols") = py::none(), py::arg("counts") = false, py::arg("start") = false,
+      py::arg("obs") = py::none());
 
   m.def(
       "hmm_viterbi",
@@ -134,6 +161,7 @@ void register_hmm(py::module_& m) {
         a.log_transmat = c.A.data();
         a.logb = c.lb.data();
         a.sym = c.M ? c.sym.data() : nullptr;
+        a.n_symbols = c.M;
         a.logprob = lp.mutable_data();
         a.states = states.mutable_data();
         {

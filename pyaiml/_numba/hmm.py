@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from pyaiml.reference.hmm import with_extras
+from pyaiml.reference.hmm import with_extras, with_stats
 
 _NEG_INF = -np.inf
 
@@ -245,6 +245,7 @@ def viterbi(log_startprob, log_transmat, framelogprob, offsets, symbols=None):
 
 
 forward_backward = with_extras(_forward_backward)
+forward_backward_stats = with_stats(forward_backward)
 
 
 @nb.njit(parallel=True, cache=True)

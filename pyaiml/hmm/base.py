@@ -2,9 +2,11 @@
 sampling, convergence monitor, save/load without pickle, left-right topologies.
 
 The E-step is one native call over all sequences (``pyaiml.ops.hmm_forward_backward``:
-threaded, GIL released, same bits for any thread count); sufficient statistics of the
-emissions are matrix products over all frames at once. Emission models live in
-``pyaiml.hmm.models``. Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py.
+threaded, GIL released, same bits for any thread count); it also returns the emission
+statistics the M-step needs where the kernel has them (per-symbol posterior sums,
+posterior-weighted sums of Gaussian frames and their squares), so the (N, K) posteriors
+are only written out when a model needs them (full and tied covariances, GMMHMM).
+Emission models live in ``pyaiml.hmm.models``. Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py.
 """
 from __future__ import annotations
 
@@ -348,11 +350,23 @@ class BaseHMM:
     _estep_posteriors = True  # emission statistics need the (N, K) posteriors
     _estep_counts = False     # ... or only per-symbol posterior sums (categorical)
 
+    def _estep_wants(self):
+        """(posteriors, per-symbol counts, Gaussian frame sums) the E-step asks the kernel for."""
+        return self._estep_posteriors, self._estep_counts and "e" in self.params, False
+
     def _do_estep(self, X, off):
-        counts = self._estep_counts and "e" in self.params
-        lb, lp, post, xi, cnt, st = self._fb(X, off, posteriors=self._estep_posteriors, xi="t" in self.params,
-                                             counts=counts, start="s" in self.params)
+        want_post, counts, gauss = self._estep_wants()
+        lb, sym = self._emission(X)
+        args = (self.startprob_, self.transmat_, lb, off, self.implementation == "log", want_post,
+                "t" in self.params, sym, counts, "s" in self.params)
+        if gauss:
+            # posterior sums, posterior-weighted frames and squared frames from the kernel
+            lp, post, xi, cnt, st, *g = _ops.fb_stats_checked(*args, X)
+        else:
+            lp, post, xi, cnt, st = _ops.fb_checked(*args)
+            g = None
         stats = self._initialize_sufficient_statistics()
+        stats["_gauss"] = g
         self._raise_impossible(lp, off, "fit")
         stats["nobs"] = len(off) - 1
         if "s" in self.params:
@@ -360,6 +374,7 @@ class BaseHMM:
         if "t" in self.params:
             stats["trans"] = xi
         self._accumulate_sufficient_statistics(stats, X, off, lb, post, cnt)
+        stats.pop("_gauss", None)
         self.__dict__.pop("_last_comp", None)
         return stats, float(lp.sum())
 

@@ -3,8 +3,10 @@
 Constructor arguments, attribute shapes (``covars_`` getter/setter per covariance type),
 initialisation and M-step formulas follow hmmlearn 0.3, so one EM step from the same
 starting parameters gives the same parameters (tests/test_hmm_parity.py). Emission
-log-likelihoods for all frames come from ``pyaiml.ops`` kernels in one call; sufficient
-statistics are matrix products over all frames.
+log-likelihoods for all frames come from ``pyaiml.ops`` kernels in one call; the E-step
+kernel also returns the categorical counts and the Gaussian posterior-weighted sums of x
+and x^2, so CategoricalHMM and diagonal/spherical GaussianHMM never build the (N, K)
+posteriors during fit (full/tied covariances and GMMHMM use them in NumPy products).
 """
 from __future__ import annotations
 
@@ -59,9 +61,8 @@ def _float_X(X, op, name, n_features):
     X = np.ascontiguousarray(X, dtype=np.float64)
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name}.{op}: X has {X.shape[1]} features but the model has {n_features}")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        t, d = np.argwhere(bad)[0]
+    if not _ops.all_finite(X):
+        t, d = np.argwhere(~np.isfinite(X))[0]
         raise ValueError(f"{name}.{op}: X must be finite (no NaN or inf). Received {X[t, d]} at sample {t}, "
                          f"feature {d}")
     return X
@@ -103,8 +104,9 @@ class CategoricalHMM(BaseHMM):
                              f"Received shape {X.shape}")
         if X.dtype.kind not in "iu":
             raise ValueError(f"{name}.{op}: symbols must be integers. Received dtype {X.dtype}")
-        neg = np.flatnonzero(X[:, 0] < 0)
-        if neg.size:
+        lo, hi = (int(X.min()), int(X.max())) if X.size else (0, -1)
+        if lo < 0:
+            neg = np.flatnonzero(X[:, 0] < 0)
             raise ValueError(f"{name}.{op}: symbols must be non-negative. Received {X[neg[0], 0]} at sample {neg[0]}")
         nf = self.n_features
         if nf is None and hasattr(self, "emissionprob_"):
@@ -112,10 +114,10 @@ class CategoricalHMM(BaseHMM):
         if nf is None:
             if not fitting:
                 raise ValueError(f"{name}.{op}: n_features is unknown; fit the model or set emissionprob_")
-            self.n_features = int(X.max()) + 1
+            self.n_features = hi + 1
         else:
-            big = np.flatnonzero(X[:, 0] >= nf)
-            if big.size:
+            if hi >= nf:
+                big = np.flatnonzero(X[:, 0] >= nf)
                 raise ValueError(f"{name}.{op}: symbols must be < n_features = {nf}. Received {X[big[0], 0]} at "
                                  f"sample {big[0]}")
             self.n_features = int(nf)
@@ -319,7 +321,8 @@ class GaussianHMM(BaseHMM):
             raise ValueError(f"{e} (degenerate covariance: add data, raise min_covar or covars_prior)") from None
 
     def _compute_log_likelihood(self, X):
-        return _ops.hmm_gaussian_loglik(X, None, None, _params=self._emission_params())
+        # X comes from _validate_X (float64, C-contiguous, finite, n_features columns)
+        return _ops.gaussian_loglik_checked(X, self._emission_params())
 
     def _init(self, X, off, rs):
         super()._init(X, off, rs)
@@ -351,13 +354,19 @@ class GaussianHMM(BaseHMM):
             st["obs*obs.T"] = np.zeros((K, D, D))
         return st
 
+    def _estep_wants(self):
+        mc = "m" in self.params or "c" in self.params
+        outer = "c" in self.params and self.covariance_type in ("tied", "full")
+        return outer, False, mc
+
     def _accumulate_sufficient_statistics(self, stats, X, off, lb, post, counts):
+        g = stats.pop("_gauss", None)
         if "m" in self.params or "c" in self.params:
-            stats["post"] += post.sum(axis=0)
-            stats["obs"] += post.T @ X
+            stats["post"] += g[0]
+            stats["obs"] += g[1]
         if "c" in self.params:
             if self.covariance_type in ("spherical", "diag"):
-                stats["obs**2"] += post.T @ (X ** 2)
+                stats["obs**2"] += g[2]
             else:
                 for k in range(self.n_components):
                     stats["obs*obs.T"][k] += (X * post[:, k:k + 1]).T @ X

@@ -9,7 +9,13 @@ _C = _backend.native()
 def forward_backward(startprob, transmat, framelogprob, offsets, log_space=False, posteriors=True, xi=True,
                      symbols=None, counts=False, start=False):
     return _C.hmm_forward_backward(startprob, transmat, framelogprob, offsets, log_space, posteriors, xi, symbols,
-                                   counts, start)
+                                   counts, start)[:5]
+
+
+def forward_backward_stats(startprob, transmat, framelogprob, offsets, log_space, posteriors, xi, symbols, counts,
+                           start, obs):
+    return _C.hmm_forward_backward(startprob, transmat, framelogprob, offsets, log_space, posteriors, xi, symbols,
+                                   counts, start, obs)
 
 
 def viterbi(log_startprob, log_transmat, framelogprob, offsets, symbols=None):

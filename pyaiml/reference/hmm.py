@@ -161,6 +161,29 @@ def viterbi(log_startprob, log_transmat, framelogprob, offsets, symbols=None):
 forward_backward = with_extras(_forward_backward)
 
 
+def with_stats(fb):
+    """Wrap a full-signature forward-backward (``with_extras``) into the statistics op: adds
+    ``obs`` (N, D) and returns (..., post_sum (K,), obs_sum (K, D), obs_sq (K, D)), sums of
+    posterior, posterior * x and posterior * x^2 over the frames of the sequences the model
+    can emit (the others contribute nothing)."""
+
+    def op(startprob, transmat, framelogprob, offsets, log_space, posteriors, xi, symbols, counts, start, obs):
+        lp, post, x, cnt, st = fb(startprob, transmat, framelogprob, offsets, log_space, True, xi, symbols, counts,
+                                  start)
+        ok = np.repeat(np.isfinite(lp), np.diff(offsets))
+        g = np.where(ok[:, None], post, 0.0)
+        X = np.asarray(obs, np.float64)
+        ps = g.sum(axis=0)
+        s1 = np.einsum("nk,nd->kd", g, X)
+        s2 = np.einsum("nk,nd->kd", g, X * X)
+        return lp, (post if posteriors else None), x, cnt, st, ps, s1, s2
+
+    return op
+
+
+forward_backward_stats = with_stats(forward_backward)
+
+
 def loglik_gaussian(X, means, prec, cst):
     """Gaussian emission log-likelihoods (N, K).
 

@@ -36,6 +36,7 @@ class Optimizer:
         self.weight_decay = weight_decay
         self.iterations = 0
         self._state: list[dict] = []
+        self._scratch: dict = {}  # per-slot work arrays of in-place updates (not state)
         if name:
             self.name = name
 
@@ -46,6 +47,7 @@ class Optimizer:
     def _ensure(self, params):
         if len(self._state) != len(params):
             self._state = [{s: np.zeros_like(p) for s in self._slots} for p, _ in params]
+            self._scratch = {}
 
     def _clip(self, params):
         grads = [g for _, g in params]
@@ -101,6 +103,7 @@ class Optimizer:
 
     def set_state(self, iterations, arrays, params):
         self._state = [{s: np.zeros_like(p) for s in self._slots} for p, _ in params]
+        self._scratch = {}
         for key, v in arrays.items():
             i, k = key.split("/", 1)
             i = int(i)
@@ -150,15 +153,31 @@ class Adam(Optimizer):
             self._slots = ("m", "v", "vhat")
 
     def _update(self, w, g, st, lr, t):
+        # In place with two scratch arrays kept per weight: the same arithmetic, in the same
+        # order, as m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); w -= (alpha m)/(sqrt(v) + eps),
+        # without the five temporaries per weight (speech Conv1D step, 1 thread: 0.27 -> 0.12 ms).
         f = w.dtype.type
         m, v = st["m"], st["v"]
-        m += (g - m) * f(1 - self.beta_1)
-        v += (g * g - v) * f(1 - self.beta_2)
+        sc = self._scratch.get(id(m))
+        if sc is None or sc[0] is not m:
+            sc = self._scratch[id(m)] = (m, np.empty_like(w), np.empty_like(w))
+        _, t1, t2 = sc
+        np.subtract(g, m, out=t1)
+        t1 *= f(1 - self.beta_1)
+        m += t1
+        np.multiply(g, g, out=t1)
+        t1 -= v
+        t1 *= f(1 - self.beta_2)
+        v += t1
         alpha = lr * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
         if self.amsgrad:
             np.maximum(st["vhat"], v, out=st["vhat"])
             v = st["vhat"]
-        w -= f(alpha) * m / (np.sqrt(v) + f(self.epsilon))
+        np.sqrt(v, out=t1)
+        t1 += f(self.epsilon)
+        np.multiply(m, f(alpha), out=t2)
+        t2 /= t1
+        w -= t2
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,

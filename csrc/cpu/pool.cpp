@@ -434,6 +434,26 @@ bool backward_scatter(const PoolShape& s_, const float* gy, const float* x, cons
       float* gk = gx + k * hw * C;
       const float* xk = x + k * hw * C;
       std::memset(gk, 0, sizeof(float) * hw * C);
+      if (T == kFlat) {  // no window geometry needed
+        const int64_t no = s.OH * s.OW * C;
+        const int64_t* ik = idx + k * no;
+        const float* gyk = gy + k * no;
+        if (C == 1) {
+          for (int64_t j = 0; j < no; ++j) {
+            const int64_t pos = ik[j];
+            bads |= (uint64_t)pos >= (uint64_t)hw;
+            if ((uint64_t)pos < (uint64_t)hw) gk[pos] += gyk[j];
+          }
+          continue;
+        }
+        for (int64_t j = 0; j < no; j += C)
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t pos = ik[j + c];
+            bads |= (uint64_t)pos >= (uint64_t)hw;
+            if ((uint64_t)pos < (uint64_t)hw) gk[pos * C + c] += gyk[j + c];
+          }
+        continue;
+      }
       for (int64_t oh = 0; oh < s.OH; ++oh)
         for (int64_t ow = 0; ow < s.OW; ++ow) {
           const Win r = window(s, oh, ow);

@@ -430,6 +430,7 @@ bool backward_scatter(const PoolShape& s_, const float* gy, const float* x, cons
   parallel_for(tasks, s_.cl ? 1 : std::max<int64_t>(1, 4096 / std::max<int64_t>(1, hw)), [&](int64_t b, int64_t e) {
     const PoolShape s = s_;  // a local copy: stores through y/win cannot alias it
     bool bads = false;
+    std::vector<int> abuf(T == kNone && s.cl ? s.C : 0);
     for (int64_t k = b; k < e; ++k) {
       float* gk = gx + k * hw * C;
       const float* xk = x + k * hw * C;
@@ -458,6 +459,13 @@ bool backward_scatter(const PoolShape& s_, const float* gy, const float* x, cons
         for (int64_t ow = 0; ow < s.OW; ++ow) {
           const Win r = window(s, oh, ow);
           const int64_t o = ((k * s.OH + oh) * s.OW + ow) * C;
+          int64_t cv = 0;  // channels [0, cv): argmax recomputed VL at a time into abuf
+          if (T == kNone && s.cl && hw < (int64_t(1) << 31))
+            for (; cv + VL <= C; cv += VL) {
+              vi a;
+              argmax_v<kFlat>(s, r, xk, cv, a);
+              std::memcpy(abuf.data() + cv, &a, sizeof(a));
+            }
           for (int64_t c = 0; c < C; ++c) {
             int64_t pos;
             if (T == kFlat) {
@@ -474,6 +482,8 @@ bool backward_scatter(const PoolShape& s_, const float* gy, const float* x, cons
                 bads = true;
                 continue;
               }
+            } else if (c < cv) {
+              pos = abuf[c];
             } else {
               argmax1<kFlat>(s, r, xk + c, C, pos);
             }

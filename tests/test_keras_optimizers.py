@@ -95,3 +95,36 @@ def test_schedule_drives_optimizer():
 def test_unknown_optimizer():
     with pytest.raises(ValueError, match="Unknown optimizer identifier 'adamw'. Valid identifiers: adam, rmsprop, sgd"):
         optimizers.get("adamw")
+
+
+@pytest.mark.parametrize("kw", [{}, {"clipnorm": 0.5}, {"global_clipnorm": 1.0}])
+def test_adam_flat_update_equals_per_weight_update(kw):
+    """Adam keeps m and v of all weights in two flat arrays and updates them in one go; the
+    result is bit-for-bit the per-weight rule (_update), in float32 as in training, and the
+    state survives get_state/set_state."""
+    rng = np.random.default_rng(5)
+    shapes = [(3, 3, 2, 4), (4,), (7, 5), (1,)]
+    w_a = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    w_b = [w.copy() for w in w_a]
+    a = optimizers.Adam(0.01, **kw)
+    b = optimizers.Adam(0.01, **kw)
+    for step in range(6):
+        g = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        a.apply([(w, gg.copy()) for w, gg in zip(w_a, g)])
+        # b: the per-weight path (what apply does without the flat state)
+        pb = [(w, gg.copy()) for w, gg in zip(w_b, g)]
+        b._ensure(pb)
+        b._clip(pb)
+        for (w, gg), st in zip(pb, b._state):
+            b._update(w, gg, st, b.current_lr(), b.iterations + 1)
+        b.iterations += 1
+        if step == 2:  # round trip of the state through get_state / set_state
+            it, arrays = a.get_state()
+            a = optimizers.Adam(0.01, **kw)
+            a.set_state(it, {k: v.copy() for k, v in arrays.items()}, [(w, None) for w in w_a])
+    assert a._flat is not None
+    for x, y in zip(w_a, w_b):
+        np.testing.assert_array_equal(x, y)
+    for sa, sb in zip(a._state, b._state):
+        np.testing.assert_array_equal(sa["m"], sb["m"])
+        np.testing.assert_array_equal(sa["v"], sb["v"])

@@ -143,3 +143,194 @@ def test_native_indices_range_checked():
             with pytest.raises(ValueError, match=r"indices must lie in"):
                 C_.max_pool2d_backward(np.ascontiguousarray(g.transpose(0, 3, 1, 2)), np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
                                        q, False, np.ascontiguousarray(i.transpose(0, 3, 1, 2)))
+
+
+# ---------------------------------------------------------------- window indices, fused ReLU
+# (N, C, H, W, kernel, stride, padding): tiled windows with channel counts that hit the
+# vector tails (1, 3, 7, 33, 97), odd sizes (7x9: the last row/column is in no window),
+# 1xk windows (max_pool1d), and the general (padded, overlapping, gapped) path.
+WCASES2 = [
+    (2, 1, 4, 4, 2, None, 0),
+    (3, 3, 7, 9, 2, None, 0),
+    (2, 7, 7, 9, 2, None, 0),
+    (2, 33, 6, 6, 2, None, 0),
+    (1, 97, 5, 8, 2, None, 0),
+    (2, 16, 9, 7, (3, 2), None, 0),
+    (2, 32, 1, 13, (1, 2), None, 0),
+    (1, 7, 9, 11, 3, 2, 1),
+    (2, 17, 7, 7, 2, 3, 1),
+    (1, 5, 8, 6, (3, 2), (1, 3), (1, 0)),
+]
+
+
+def _wdata(rng, shape):
+    # small integers around 0: ties, exact zeros and all-negative windows
+    return rng.integers(-2, 3, shape).astype(np.float32)
+
+
+def _cl(a, cl, nd):
+    if not cl:
+        return a
+    return np.ascontiguousarray(a.transpose((0, 2, 3, 1) if nd == 2 else (0, 2, 1)))
+
+
+def _cf(a, cl, nd):
+    return a.transpose((0, 3, 1, 2) if nd == 2 else (0, 2, 1)) if cl else a
+
+
+@pytest.mark.parametrize("backend", backends_for("max_pool2d"))
+@pytest.mark.parametrize("cl", [False, True], ids=["NCHW", "NHWC"])
+@pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
+@pytest.mark.parametrize("i", range(len(WCASES2)))
+def test_window_indices_and_relu_match_torch(backend, cl, relu, i, rng, monkeypatch):
+    """Forward and gradient of max_pool2d(x) and of relu(max_pool2d(x)) through window
+    indices, against torch autograd (exact: pooling only selects)."""
+    N, C, H, W, k, s, p = WCASES2[i]
+    x = _wdata(rng, (N, C, H, W))
+    tx = torch.tensor(x, requires_grad=True)
+    ty = F.max_pool2d(tx, k, stride=s, padding=p)
+    if relu:
+        ty = F.relu(ty)
+    gy = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    ty.backward(torch.tensor(gy))
+    monkeypatch.setenv("PYAIML_BACKEND", backend)
+    fmt = "NHWC" if cl else "NCHW"
+    act = "relu" if relu else None
+    xi, gyi = _cl(x, cl, 2), _cl(gy, cl, 2)
+    y, win = ops.max_pool2d(xi, k, s, p, data_format=fmt, return_indices=True, activation=act,
+                            index_format="window")
+    assert win.dtype == np.uint8 and win.shape == y.shape
+    y2 = ops.max_pool2d(xi, k, s, p, data_format=fmt, activation=act)
+    gx = ops.max_pool2d_backward(gyi, xi, k, s, p, data_format=fmt, indices=win, index_format="window")
+    np.testing.assert_array_equal(_cf(y, cl, 2), ty.detach().numpy())
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_allclose(_cf(gx, cl, 2), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    if relu:
+        assert np.all((_cf(win, cl, 2) == 255) == (ty.detach().numpy() <= 0))
+    else:  # window positions agree with torch's flat indices
+        kh, kw = (k, k) if isinstance(k, int) else k
+        sh, sw = (kh, kw) if s is None else ((s, s) if isinstance(s, int) else s)
+        ph, pw = (p, p) if isinstance(p, int) else p
+        ti = F.max_pool2d(torch.tensor(x), k, stride=s, padding=p, return_indices=True)[1].numpy()
+        OH, OW = ti.shape[2:]
+        wi = _cf(win, cl, 2).astype(np.int64)
+        h = np.arange(OH)[:, None] * sh - ph + wi // kw
+        w = np.arange(OW)[None, :] * sw - pw + wi % kw
+        np.testing.assert_array_equal(h * W + w, ti)
+
+
+@pytest.mark.parametrize("backend", backends_for("max_pool2d"))
+@pytest.mark.parametrize("cl", [False, True], ids=["NCL", "NLC"])
+@pytest.mark.parametrize("case", [(3, 5, 126, 2, None, 0), (2, 64, 17, 2, None, 0), (1, 3, 10, 3, 2, 1)])
+def test_window_indices_and_relu_1d(backend, cl, case, rng, monkeypatch):
+    N, C, L, k, s, p = case
+    x = _wdata(rng, (N, C, L))
+    tx = torch.tensor(x, requires_grad=True)
+    ty = F.relu(F.max_pool1d(tx, k, stride=s, padding=p))
+    gy = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    ty.backward(torch.tensor(gy))
+    monkeypatch.setenv("PYAIML_BACKEND", backend)
+    fmt = "NLC" if cl else "NCL"
+    y, win = ops.max_pool1d(_cl(x, cl, 1), k, s, p, data_format=fmt, return_indices=True, activation="relu",
+                            index_format="window")
+    gx = ops.max_pool1d_backward(_cl(gy, cl, 1), _cl(x, cl, 1), k, s, p, data_format=fmt, indices=win,
+                                 index_format="window")
+    np.testing.assert_array_equal(_cf(y, cl, 1), ty.detach().numpy())
+    np.testing.assert_allclose(_cf(gx, cl, 1), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", backends_for("max_pool2d"))
+def test_relu_pool_keeps_nan_and_gates_its_gradient(backend, monkeypatch):
+    """relu(max) keeps a NaN maximum (torch does too); a NaN or non-positive window passes
+    no gradient, as torch's ReLU backward gives 0 there."""
+    monkeypatch.setenv("PYAIML_BACKEND", backend)
+    x = np.array([[[[1.0, -1.0], [np.nan, 0.5]], [[-3.0, -2.0], [-1.0, -4.0]]]], np.float32)  # (1, 2, 2, 2) NCHW
+    with ops_finite_checks(False):
+        y, win = ops.max_pool2d(x, 2, return_indices=True, activation="relu", index_format="window")
+        gx = ops.max_pool2d_backward(np.ones_like(y), x, 2, indices=win, index_format="window")
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 1, 0, 0] == 0
+    assert win[0, 0, 0, 0] == 255 and win[0, 1, 0, 0] == 255
+    assert not gx.any()
+
+
+class ops_finite_checks:
+    def __init__(self, on):
+        self.on = on
+
+    def __enter__(self):
+        self.prev = ops.get_check_finite()
+        ops.set_check_finite(self.on)
+
+    def __exit__(self, *a):
+        ops.set_check_finite(self.prev)
+
+
+@pytest.mark.parametrize("backend", backends_for("max_pool2d"))
+def test_window_indices_are_checked(backend, monkeypatch):
+    monkeypatch.setenv("PYAIML_BACKEND", backend)
+    x = np.zeros((1, 4, 4, 3), np.float32)
+    gy = np.ones((1, 2, 2, 3), np.float32)
+    for bad in (4, 254):
+        win = np.zeros(gy.shape, np.uint8)
+        win[0, 1, 0, 2] = bad
+        with pytest.raises(ValueError, match="window indices must lie in"):
+            ops.max_pool2d_backward(gy, x, 2, data_format="NHWC", indices=win, index_format="window")
+    # a padded window: position 0 of window (0, 0) lies in the padding
+    win = np.full((1, 2, 2, 3), 4, np.uint8)
+    win[0, 0, 0, 1] = 0
+    with pytest.raises(ValueError, match="window indices must lie in"):
+        ops.max_pool2d_backward(gy, x, 3, 2, 1, data_format="NHWC", indices=win, index_format="window")
+    # 255 (no gradient) is valid everywhere
+    gx = ops.max_pool2d_backward(gy, x, 2, data_format="NHWC", indices=np.full(gy.shape, 255, np.uint8),
+                                 index_format="window")
+    assert not gx.any()
+
+
+def test_window_and_relu_option_errors():
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    gy = np.zeros((1, 2, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="index_format must be 'flat' or 'window'"):
+        ops.max_pool2d(x, 2, return_indices=True, index_format="byte")
+    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+        ops.max_pool2d(x, 2, activation="tanh")
+    with pytest.raises(ValueError, match="with activation='relu', indices must use index_format='window'"):
+        ops.max_pool2d(x, 2, return_indices=True, activation="relu")
+    with pytest.raises(ValueError, match="needs kernel_size\\[0\\] \\* kernel_size\\[1\\] <= 254"):
+        ops.max_pool2d(np.zeros((1, 1, 16, 16), np.float32), 16, return_indices=True, index_format="window")
+    with pytest.raises(ValueError, match="window indices must lie in \\[0, 255\\]"):
+        ops.max_pool2d_backward(gy, x, 2, indices=np.full(gy.shape, 300), index_format="window")
+    with pytest.raises(ValueError, match="index_format must be 'flat' or 'window'"):
+        ops.max_pool2d_backward(gy, x, 2, indices=np.zeros(gy.shape, np.uint8), index_format="byte")
+    # int64 window positions are accepted (converted after the range check)
+    gx = ops.max_pool2d_backward(gy + 1, x, 2, indices=np.zeros(gy.shape, np.int64), index_format="window")
+    assert gx[0, 0, 0, 0] == 1 and gx.sum() == 8
+
+
+def test_cached_call_plans_keep_argument_checks():
+    """A validated call signature is remembered; values that merely compare equal to it
+    (True == 1, 2.0 == 2) must still be rejected."""
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    ops.max_pool2d(x, 2)
+    ops.max_pool2d(x, 1, 1)
+    with pytest.raises(TypeError, match="kernel_size must be an int"):
+        ops.max_pool2d(x, 2.0)
+    with pytest.raises(TypeError, match="kernel_size must be an int"):
+        ops.max_pool2d(x, True)
+    with pytest.raises(TypeError, match="stride must be an int"):
+        ops.max_pool2d(x, 1, True)
+    np.testing.assert_array_equal(ops.max_pool2d(x, [2, 2]), ops.max_pool2d(x, (2, 2)))
+    # a non-contiguous input with a cached plan
+    xs = np.zeros((1, 2, 4, 8), np.float32)[..., ::2]
+    xs[:] = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
+    np.testing.assert_array_equal(ops.max_pool2d(xs, 2), ops.max_pool2d(np.ascontiguousarray(xs), 2))
+
+
+def test_finite_flag_from_the_kernel():
+    """The kernel's finite flag replaces the scan of y: +inf and NaN inputs are still named;
+    a -inf that no window's maximum sees does not matter (as before)."""
+    x = np.zeros((1, 4, 4, 2), np.float32)
+    x[0, 1, 2, 1] = np.inf
+    with pytest.raises(ValueError, match=r"x must be finite.*\(0, 1, 2, 1\)"):
+        ops.max_pool2d(x, 2, data_format="NHWC")
+    x[0, 1, 2, 1] = -np.inf
+    assert np.all(ops.max_pool2d(x, 2, data_format="NHWC") == 0)

@@ -9,6 +9,7 @@
 
 #include "bindings/common.h"
 #include "cpu/conv.h"
+#include "cpu/pool.h"
 
 namespace pyaiml {
 namespace {
@@ -156,45 +157,71 @@ void register_conv(py::module_& m) {
       py::arg("grad_out"), py::arg("x"), py::arg("weight"), py::arg("p"), py::arg("cl"), py::arg("need_b") = true,
       py::arg("naive") = false);
 
+  // max_pool2d: (y, indices or None); with finite=True, (y, indices or None, every y finite).
+  // window=True returns uint8 window positions (cpu/pool.h) instead of flat int64 indices;
+  // relu=True pools into max(y, 0) (window positions: kPoolNoGrad where the max is <= 0).
   m.def(
       "max_pool2d",
-      [](py::array x_, Q6 q, bool cl, bool with_idx) {
+      [](py::array x_, Q6 q, bool cl, bool with_idx, bool relu, bool window, bool finite) -> py::object {
         const char* op = "max_pool2d";
         auto x = arr4(x_, op, "x");
         PoolShape s = pool_shape(x, q, cl, op);
+        PYAIML_CHECK(!(with_idx && window) || s.KH * s.KW <= kPoolMaxWindow, op,
+                     ": window positions need kernel_size[0] * kernel_size[1] <= ", kPoolMaxWindow, ". Received (",
+                     s.KH, ", ", s.KW, ")");
         py::array_t<float> y(pool_out(s));
         py::object io = py::none();
         int64_t* ip = nullptr;
-        if (with_idx) {
+        uint8_t* wp = nullptr;
+        if (with_idx && window) {
+          py::array_t<uint8_t> win(pool_out(s));
+          wp = win.mutable_data();
+          io = win;
+        } else if (with_idx) {
           py::array_t<int64_t> idx(pool_out(s));
           ip = idx.mutable_data();
           io = idx;
         }
         const float* xp = x.data();
         float* yp = y.mutable_data();
+        bool ok;
         {
           py::gil_scoped_release nogil;
-          conv_kernels().max_pool2d_forward(s, xp, yp, ip);
+          ok = pool_kernels().forward(s, xp, yp, ip, wp, relu);
         }
+        if (finite) return py::make_tuple(y, io, ok);
         return py::make_tuple(y, io);
       },
-      py::arg("x"), py::arg("q"), py::arg("cl"), py::arg("with_idx") = false);
+      py::arg("x"), py::arg("q"), py::arg("cl"), py::arg("with_idx") = false, py::arg("relu") = false,
+      py::arg("window") = false, py::arg("finite") = false);
 
+  // indices: flat int64 (torch's), or with window=True the uint8 window positions of the
+  // forward; None recomputes the argmax from x.
   m.def(
       "max_pool2d_backward",
-      [](py::array gy_, py::array x_, Q6 q, bool cl, py::object idx_) {
+      [](py::array gy_, py::array x_, Q6 q, bool cl, py::object idx_, bool window) {
         const char* op = "max_pool2d_backward";
         auto x = arr4(x_, op, "x");
         auto gy = arr4(gy_, op, "grad_out");
         PoolShape s = pool_shape(x, q, cl, op);
         require_shape(gy, pool_out(s), op, "grad_out");
         py::array_t<int64_t> idx;
+        py::array_t<uint8_t> win;
         const int64_t* ip = nullptr;
+        const uint8_t* wp = nullptr;
         if (!idx_.is_none()) {
-          idx = require_contiguous<int64_t>(idx_.cast<py::array>(), op, "indices");
-          require_shape(idx, pool_out(s), op, "indices");
-          ip = idx.data();
           // Range: the kernel checks it while reading (never writing through a bad index).
+          if (window) {
+            PYAIML_CHECK(s.KH * s.KW <= kPoolMaxWindow, op, ": window positions need kernel_size[0] * kernel_size[1] <= ",
+                         kPoolMaxWindow, ". Received (", s.KH, ", ", s.KW, ")");
+            win = require_contiguous<uint8_t>(idx_.cast<py::array>(), op, "indices");
+            require_shape(win, pool_out(s), op, "indices");
+            wp = win.data();
+          } else {
+            idx = require_contiguous<int64_t>(idx_.cast<py::array>(), op, "indices");
+            require_shape(idx, pool_out(s), op, "indices");
+            ip = idx.data();
+          }
         }
         py::array_t<float> gx(std::vector<py::ssize_t>(x.shape(), x.shape() + 4));
         const float *gyp = gy.data(), *xp = x.data();
@@ -202,12 +229,16 @@ void register_conv(py::module_& m) {
         bool in_range;
         {
           py::gil_scoped_release nogil;
-          in_range = conv_kernels().max_pool2d_backward(s, gyp, xp, ip, gxp);
+          in_range = pool_kernels().backward(s, gyp, xp, ip, wp, gxp);
         }
+        if (window)
+          PYAIML_CHECK(in_range, op, ": window indices must lie in [0, kernel_size[0] * kernel_size[1]) = [0, ",
+                       s.KH * s.KW, ") and inside the input, or be ", (int)kPoolNoGrad, " (no gradient)");
         PYAIML_CHECK(in_range, op, ": indices must lie in [0, H*W) = [0, ", s.H * s.W, ")");
         return gx;
       },
-      py::arg("grad_out"), py::arg("x"), py::arg("q"), py::arg("cl"), py::arg("indices") = py::none());
+      py::arg("grad_out"), py::arg("x"), py::arg("q"), py::arg("cl"), py::arg("indices") = py::none(),
+      py::arg("window") = false);
 }
 
 }  // namespace pyaiml

@@ -7,8 +7,10 @@ Cases (batch 32, Adam, float32, the same thread count on both sides):
   - the speech Conv1D model (Conv1D 64 k3 relu, MaxPool 2, Conv1D 64 k3 relu, MaxPool 2,
     Dense 10 softmax; input (128, 1)): training step and inference against torch (NCL).
 pyaiml's step is exactly what ``fit`` runs per batch (``Sequential._train_step`` with the
-per-op input checks off, as inside fit); torch's is zero_grad / forward / cross_entropy
-on logits / backward / Adam.step. Before timing, both models get the same weights and
+per-op input checks off, as inside fit: conv + bias + ReLU fused, each max-pool after a
+ReLU taking the ReLU's gradient through one-byte window indices, the first layer's weight
+gradient only, softmax fused into the loss); torch's is zero_grad / forward /
+cross_entropy on logits / backward / Adam.step. Before timing, both models get the same weights and
 their outputs are compared, and pyaiml's first-layer kernel gradient is checked
 against torch's in float64.
 Throughput is samples per second. Run: ``python -m pyaiml.cli bench train``.

@@ -26,6 +26,18 @@ def _f(a, like):
     return np.asarray(a, dtype=like.dtype) if np.asarray(a).dtype != like.dtype else np.asarray(a)
 
 
+def _log_softmax_exp(z):
+    """(log_softmax(z), softmax(z)) over the last axis, sharing the work (stable: the row
+    maximum is subtracted). A handful of NumPy calls on a (32, 10) batch: the op-level
+    log_softmax + exp took ~0.1 ms of a 3-10 ms training step in validation and copies."""
+    ls = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(ls)
+    s = p.sum(axis=-1, keepdims=True)
+    ls -= np.log(s)
+    p /= s
+    return ls, p
+
+
 class Loss:
     name = "loss"
     fusable_activation = None  # 'softmax' / 'sigmoid' when value_and_grad_logits exists
@@ -105,9 +117,15 @@ class CategoricalCrossentropy(Loss):
     def value_and_grad_logits(self, y, z):
         y = _f(y, z)
         n = z.shape[0]
-        ls = ops.log_softmax(z, -1)
-        val = float(-(y * ls).sum(axis=-1, dtype=np.float64).mean())
-        g = (np.exp(ls) * y.sum(axis=-1, keepdims=True) - y) / z.dtype.type(n)
+        if z.size == 0 or y.shape != z.shape:
+            ls = ops.log_softmax(z, -1)
+            val = float(-(y * ls).sum(axis=-1, dtype=np.float64).mean())
+            return val, (np.exp(ls) * y.sum(axis=-1, keepdims=True) - y) / z.dtype.type(n)
+        ls, g = _log_softmax_exp(z)
+        val = -float((y * ls).sum(dtype=np.float64)) / (z.size // z.shape[-1])  # mean over rows
+        g *= y.sum(axis=-1, keepdims=True)
+        g -= y
+        g /= z.dtype.type(n)
         return val, g
 
 

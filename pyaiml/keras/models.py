@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 
+from pyaiml.keras import activations as _acts
 from pyaiml.keras import callbacks as _cb
 from pyaiml.keras import layers as _layers
 from pyaiml.keras import losses as _losses
@@ -216,21 +217,29 @@ class Sequential:
     def _forward(self, x, training, fused):
         mask = None
         last = len(self._layers) - 1
+        relu_out = False
         for i, l in enumerate(self._layers):
             l._skip_act = fused and i == last
+            l._relu_in = training and relu_out  # a max-pool after a ReLU takes its gradient (layers._MaxPool)
             x = l.forward(x, training, mask)
             mask = l.compute_mask(mask)
+            relu_out = getattr(l, "activation", None) is _acts.relu and not l._skip_act
         return x
 
     def _backward(self, g):
         first = next((i for i, l in enumerate(self._layers) if not isinstance(l, _layers.InputLayer)), 0)
+        nxt = None
         for i in range(len(self._layers) - 1, first - 1, -1):
             layer = self._layers[i]
             layer._dy_owned = True  # g is a fresh array nobody else holds
+            # the next layer (a max-pool with window indices) already applied this layer's ReLU gradient
+            layer._dy_relu_done = nxt is not None and getattr(nxt, "_gated", False)
             try:
                 g = layer.backward(g, need_dx=i != first)
             finally:
                 layer._dy_owned = False
+                layer._dy_relu_done = False
+            nxt = layer
 
     def _loss_and_pred(self, yb, out, fused):
         if fused:

@@ -46,6 +46,17 @@ def test_categorical_from_probs(rng):
          lambda y, p: -(y * torch.log((p / p.sum(1, keepdim=True)).clamp(1e-7, 1 - 1e-7))).sum(1).mean())
 
 
+def test_categorical_over_time_steps(rng):
+    # (batch, steps, classes): the loss is the mean over batch x steps rows, and so is the gradient's scale
+    z = rng.standard_normal((3, 4, 5)) * 3
+    y = np.eye(5)[rng.integers(0, 5, (3, 4))]
+    _cmp(losses.CategoricalCrossentropy(from_logits=True), y, z,
+         lambda y, z: F.cross_entropy(z.reshape(-1, 5), y.reshape(-1, 5)))
+    p = rng.random((3, 4, 5)) + 0.05
+    _cmp(losses.CategoricalCrossentropy(), y, p,
+         lambda y, p: -(y * torch.log((p / p.sum(-1, keepdim=True)).clamp(1e-7, 1 - 1e-7))).sum(-1).mean())
+
+
 def test_sparse_categorical(rng):
     z = rng.standard_normal((9, 4)) * 5
     ids = rng.integers(0, 4, 9)

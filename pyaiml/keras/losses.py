@@ -104,7 +104,7 @@ class CategoricalCrossentropy(Loss):
         y = _f(y_true, y_pred)
         if self.from_logits:
             return self.value_and_grad_logits(y, y_pred)
-        n = y_pred.shape[0]
+        n = max(1, y_pred.size // max(1, y_pred.shape[-1]))  # rows: the loss is their mean
         s = y_pred.sum(axis=-1, keepdims=True)
         p = y_pred / s
         pc = np.clip(p, EPS, 1 - EPS)
@@ -116,13 +116,13 @@ class CategoricalCrossentropy(Loss):
 
     def value_and_grad_logits(self, y, z):
         y = _f(y, z)
-        n = z.shape[0]
+        n = max(1, z.size // max(1, z.shape[-1]))  # rows (batch x time steps): the loss is their mean
         if z.size == 0 or y.shape != z.shape:
             ls = ops.log_softmax(z, -1)
             val = float(-(y * ls).sum(axis=-1, dtype=np.float64).mean())
             return val, (np.exp(ls) * y.sum(axis=-1, keepdims=True) - y) / z.dtype.type(n)
         ls, g = _log_softmax_exp(z)
-        val = -float((y * ls).sum(dtype=np.float64)) / (z.size // z.shape[-1])  # mean over rows
+        val = -float((y * ls).sum(dtype=np.float64)) / n  # mean over rows
         g *= y.sum(axis=-1, keepdims=True)
         g -= y
         g /= z.dtype.type(n)

@@ -218,3 +218,28 @@ def test_cpp_binding_rejects_bad_input():
         C.gemm(np.ones((1, 2, 2), np.float32), np.ones((2, 2), np.float32))
     with pytest.raises(ValueError, match="inner dimensions must match"):
         C.gemm(np.ones((1, 2, 3), np.float32), np.ones((1, 2, 2), np.float32))
+
+
+# Long reductions into a small output take the K-chunked path (chunks of 1024, partials summed
+# in chunk order): awkward K around the chunk edges, transposed A, bias, and the same bits for
+# any thread count.
+@pytest.mark.parametrize("M,K,N", [(1, 4096, 1), (7, 5000, 33), (97, 4097, 97), (28, 9001, 32), (3, 4100, 128)])
+def test_matmul_long_k_small_output(M, K, N, rng):
+    import pyaiml
+
+    a = rng.standard_normal((K, M), dtype=np.float32).T      # transposed view, as in weight gradients
+    b = rng.standard_normal((K, N), dtype=np.float32)
+    bias = rng.standard_normal(N, dtype=np.float32)
+    old = pyaiml.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3):
+            pyaiml.set_num_threads(t)
+            outs.append((ops.matmul(a, b), ops.linear(a, b.T, bias)))
+    finally:
+        pyaiml.set_num_threads(old)
+    ref = a.astype(np.float64) @ b
+    np.testing.assert_allclose(outs[0][0], ref, **tol(K))
+    np.testing.assert_allclose(outs[0][1], ref + bias, **tol(K))
+    for m, lin in outs[1:]:
+        assert np.array_equal(m, outs[0][0]) and np.array_equal(lin, outs[0][1])

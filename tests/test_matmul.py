@@ -220,9 +220,8 @@ def test_cpp_binding_rejects_bad_input():
         C.gemm(np.ones((1, 2, 3), np.float32), np.ones((1, 2, 2), np.float32))
 
 
-# Long reductions into a small output take the K-chunked path (chunks of 1024, partials summed
-# in chunk order): awkward K around the chunk edges, transposed A, bias, and the same bits for
-# any thread count.
+# Long reductions into a small output (the shape of weight gradients): awkward K, transposed A,
+# bias, and the same bits for any thread count.
 @pytest.mark.parametrize("M,K,N", [(1, 4096, 1), (7, 5000, 33), (97, 4097, 97), (28, 9001, 32), (3, 4100, 128)])
 def test_matmul_long_k_small_output(M, K, N, rng):
     import pyaiml

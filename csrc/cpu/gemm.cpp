@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <new>
 
 #include "common/parallel.h"
@@ -39,13 +38,6 @@ constexpr int64_t MC = MR * 12;
 constexpr int64_t NC = 2048;
 // K at or below this: A is read in place rather than packed.
 constexpr int64_t K_DIRECT = 64;
-// Long reductions into a small C (weight gradients such as (Cout x N*H*W) @ (N*H*W x
-// Cin*kH*kW)): K is cut into chunks of K_CHUNK, each multiplied into its own partial C, and
-// the partials are summed in chunk order. The path and the chunks depend on the shape only,
-// never on the thread count, so the result is the same for any number of threads.
-constexpr int64_t K_CHUNK = 1024;
-constexpr int64_t KSPLIT_MIN_K = 4 * K_CHUNK;
-constexpr int64_t KSPLIT_MAX_MN = 16384;
 
 struct AlignedBuf {
   float* p = nullptr;
@@ -256,56 +248,8 @@ void sgemm_st(const GemmArgs& g) {
   }
 }
 
-// C = sum over K chunks of A(:, chunk) B(chunk, :), then beta C, bias and relu (see K_CHUNK).
-static void sgemm_ksplit(const GemmArgs& g) {
-  const int64_t chunks = (g.K + K_CHUNK - 1) / K_CHUNK;
-  const int64_t mn = g.M * g.N;
-  std::unique_ptr<float, decltype(&std::free)> buf(
-      static_cast<float*>(std::aligned_alloc(64, ((chunks * mn * sizeof(float) + 63) / 64) * 64)), &std::free);
-  if (!buf) throw std::bad_alloc();
-  float* part = buf.get();
-  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
-    for (int64_t c = cb; c < ce; ++c) {
-      const int64_t k0 = c * K_CHUNK;
-      GemmArgs s;
-      s.M = g.M;
-      s.N = g.N;
-      s.K = std::min<int64_t>(K_CHUNK, g.K - k0);
-      s.A = g.A + k0 * g.csa;
-      s.rsa = g.rsa;
-      s.csa = g.csa;
-      s.B = g.B + k0 * g.rsb;
-      s.rsb = g.rsb;
-      s.csb = g.csb;
-      s.C = part + c * mn;
-      s.ldc = g.N;
-      sgemm_st(s);
-    }
-  });
-  // Sum the partials in chunk order; rows are split over the threads (each element's order
-  // of additions is fixed).
-  parallel_for(g.M, std::max<int64_t>(1, 4096 / g.N), [&](int64_t ib, int64_t ie) {
-    for (int64_t i = ib; i < ie; ++i) {
-      float* crow = g.C + i * g.ldc;
-      for (int64_t j = 0; j < g.N; ++j) {
-        float r = part[i * g.N + j];
-        for (int64_t c = 1; c < chunks; ++c) r += part[c * mn + i * g.N + j];
-        if (g.beta != 0.f) r += g.beta * crow[j];
-        if (g.bias_n) r += g.bias_n[j];
-        if (g.bias_m) r += g.bias_m[i];
-        if (g.relu) r = r > 0.f ? r : 0.f;
-        crow[j] = r;
-      }
-    }
-  });
-}
-
 void sgemm(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
-  if (g.K >= KSPLIT_MIN_K && g.M * g.N <= KSPLIT_MAX_MN) {
-    sgemm_ksplit(g);
-    return;
-  }
   const double flops = 2.0 * g.M * g.N * (g.K > 0 ? g.K : 1);
   const int T = get_num_threads();
   // Below ~0.5 MFLOP a second thread costs more than it saves.

@@ -10,8 +10,9 @@
 // grad_w is accumulated in a fixed number of image chunks (set by N, not by the thread
 // count) and reduced in order, so results do not depend on the thread count.
 // Channels-last 3x3 stride-1 convs with C, OC >= 16 use Winograd F(2x2, 3x3) instead (forward,
-// and grad_x as the full conv with the flipped kernel); GEMM N dimensions are padded to
-// whole register tiles, or the GEMM is turned around when OC is small.
+// and grad_x as the full conv with the flipped kernel) and F(3x3, 2x2) for grad_w; other
+// channels-last convs without groups use the direct kernels below (no im2col). GEMM N
+// dimensions are padded to whole register tiles, or the GEMM is turned around when OC is small.
 // The _naive kernels are plain loops in double: the oracle for tests.
 //
 // Not here: validation (bindings/conv.cpp), pooling (pool.cpp), float64.
@@ -367,18 +368,21 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
 
 }  // namespace
 
-// ---- direct kernels for few input channels: C <= 4, channels last, no groups ----
-// With K = KH*KW*C tiny (27 on cnn-a1, 27 on tiny, 3 on speech1) im2col + GEMM spends its
-// time packing and in GEMM edges. These read x in place ("implicit GEMM"): the K inputs of
-// output pixel p sit at fixed offsets off[k] from the pixel's corner in a zero-padded view of
-// x (x itself when no padding is needed), k = (kh*KW + kw)*C + c.
+// ---- direct ("implicit GEMM") kernels: channels last, no groups ----
+// im2col + GEMM spends much of its time packing, and with K = KH*KW*C tiny (27 on cnn-a1 and
+// tiny, 3 on speech1) in GEMM edges. These read x in place: the K inputs of output pixel p
+// sit at fixed offsets off[k] from the pixel's corner in a zero-padded view of x (x itself
+// when no padding is needed), k = (kh*KW + kw)*C + c.
 //   forward : y[p, o]   = b[o] + sum_k x(p, k) Wr[k, o]   tile: kDM pixels x 1-2 vectors of o
 //   grad_w  : gw[k, o]  = sum_p x(p, k) gy[p, o]          tile: kDK rows of k x 1-2 vectors of o,
 //             held in registers over all pixels of an image chunk; grad_b rides along
-//   grad_x  : gx(p, k) += sum_o gy[p, o] WT[o, k]         tile: kDM pixels x 1-2 vectors of k,
-//             scattered into (a padded copy of) gx, one image per task
+//             (3x3 stride 1 with C, OC >= 16: Winograd F(3x3, 2x2) instead, conv2d_wino_gw)
+//   grad_x  : stride 1 and C >= 16: the forward kernel (or Winograd) on the full conv of gy
+//             with the flipped kernel; otherwise per image with output pixels in vector
+//             lanes (gcol rows, then shifted adds into a channels-first padded gradient)
 // grad_w is summed over a fixed number of image chunks (a function of N) in order, so the
 // result does not depend on the thread count.
+// cnn-a1 (N32 3->32 32x32), single thread: forward ~1.0 -> ~0.6 ms, backward ~3.4 -> ~1.5 ms.
 namespace {
 
 #if defined(__AVX512F__)
@@ -387,7 +391,7 @@ constexpr int kDM = 12, kDK = 12;  // 24 zmm accumulators
 constexpr int kDM = 6, kDK = 6;  // 12 ymm/xmm accumulators
 #endif
 
-bool small_c_ok(const ConvShape& s) { return s.cl && s.G == 1 && s.C <= 4; }
+bool direct_ok(const ConvShape& s) { return s.cl && s.G == 1; }
 
 // Extent of the padded input along one axis that the conv reads.
 inline int64_t extent(int64_t O, int64_t st, int64_t K, int64_t d) { return (O - 1) * st + (K - 1) * d + 1; }
@@ -631,7 +635,123 @@ void sc_bias_pass(const float* g, int64_t rows, int64_t ldg, int64_t OCp, float*
 
 }  // namespace
 
-void conv2d_forward_small_c(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+namespace {
+// grad_w by Winograd F(3x3, 2x2): per 2x2 tile of gy and the 4x4 tile of x under it,
+// gw += G^T [ (A gy A^T) . (B^T d B) ] G (the transpose of F(2x2, 3x3)), summed over tiles in
+// the transformed domain, M[xi][o][c] = sum_t U[xi][t][o] V[xi][t][c], then one output
+// transform. The sums over a chunk's tiles run in registers (sc_gw_pass: tiles as pixels),
+// 16 x OC x C multiply-adds per 2x2 outputs against 36 x OC x C for the direct passes.
+// grad_b is the sum of gy, taken in the same pass. Fixed image chunks (a function of the
+// shape) own one M each, summed in order. cnn-a2 (N32 32->64 15x15): grad_w + grad_b ~2.0 ms
+// (direct passes; ~2.6 ms as im2col + GEMM before them) -> ~1.6 ms, single thread.
+void conv2d_wino_gw(const ConvShape& s, const float* gy, const float* x, float* gw, float* gb) {
+  const int64_t C = s.C, OC = s.OC, TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2, TT = TH * TW;
+  const int64_t Cp = (C + VL - 1) / VL * VL, OCp = (OC + VL - 1) / VL * VL;
+  // ~256 tiles per chunk (V and U of a chunk stay in L2 per xi), and >= 8 chunks when N >= 8
+  const int64_t per = std::max<int64_t>(1, std::min<int64_t>(256 / TT, s.N / 8));
+  const int64_t chunks = (s.N + per - 1) / per, msz = 16 * OC * Cp, maxt = per * TT;
+  std::vector<float> macc(chunks * msz, 0.f), bacc(chunks * OCp, 0.f);
+  std::vector<int64_t> ooff(OC);
+  for (int64_t o = 0; o < OC; ++o) ooff[o] = o;
+  const int64_t np = (OC + kDK - 1) / kDK, kb = (OC + np - 1) / np;  // balanced blocks of o
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+    float* V = scratch(t_v, 16 * maxt * Cp);
+    float* U = scratch(t_m, 16 * maxt * OCp);
+    if ((int64_t)t_zero.size() < std::max(Cp, OCp)) t_zero.assign(std::max(Cp, OCp), 0.f);
+    const float* zero = t_zero.data();
+    for (int64_t ch = cb; ch < ce; ++ch) {
+      const int64_t n0 = ch * per, n1 = std::min(s.N, n0 + per), nt = (n1 - n0) * TT;
+      float* M = macc.data() + ch * msz;
+      float* B = bacc.data() + ch * OCp;
+      const int64_t vs = nt * Cp, us = nt * OCp;  // strides between the 16 V and U matrices
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t n = n0 + t / TT, th = t % TT / TW, tw = t % TW;
+        // x tile: V[xi][t][c] = (B^T d B)[i][j]
+        const float* xn = x + n * s.H * s.W * C;
+        const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
+        const float* p[4][4];
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) {
+            const int64_t ih = ih0 + i, iw = iw0 + j;
+            p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
+          }
+        float* v = V + t * Cp;
+        int64_t c = 0;
+        for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
+        for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
+        for (; c < Cp; ++c)
+          for (int xi = 0; xi < 16; ++xi) v[xi * vs + c] = 0.f;
+        // gy tile: U[xi][t][o] = (A g A^T)[i][j], A = [1 0; 1 1; 1 -1; 0 -1]
+        const int64_t oh = 2 * th, ow = 2 * tw;
+        const float* gn = gy + n * s.OH * s.OW * OC;
+        const float* q[2][2];
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j)
+            q[i][j] = (oh + i < s.OH && ow + j < s.OW) ? gn + ((oh + i) * s.OW + ow + j) * OC : zero;
+        float* u = U + t * OCp;
+        auto gy_tile = [&](auto ld, auto st, int64_t o) {
+          const auto g00 = ld(q[0][0] + o), g01 = ld(q[0][1] + o), g10 = ld(q[1][0] + o), g11 = ld(q[1][1] + o);
+          using T = decltype(g00);
+          const T r[4][2] = {{g00, g01}, {g00 + g10, g01 + g11}, {g00 - g10, g01 - g11}, {-g10, -g11}};
+          for (int i = 0; i < 4; ++i) {
+            st(u + (i * 4 + 0) * us + o, r[i][0]);
+            st(u + (i * 4 + 1) * us + o, r[i][0] + r[i][1]);
+            st(u + (i * 4 + 2) * us + o, r[i][0] - r[i][1]);
+            st(u + (i * 4 + 3) * us + o, -r[i][1]);
+          }
+          if (gb) st(B + o, ld(B + o) + ((g00 + g01) + (g10 + g11)));
+        };
+        int64_t o = 0;
+        for (; o + VL <= OC; o += VL) gy_tile(ld_v, st_v, o);
+        for (; o < OC; ++o) gy_tile(ld_s, st_s, o);
+      }
+      if (!gw) continue;
+      // M[xi][o0 .. o0+kb][c0 .. c0+2VL] = sum_t U[xi][t][o] V[xi][t][c]
+      for (int xi = 0; xi < 16; ++xi)
+        for (int64_t c0 = 0; c0 < Cp; c0 += 2 * VL) {
+          const bool two = Cp - c0 > VL;
+          GwLoop a{U + xi * us, 0, 0, OCp, 1, nt, 1, V + xi * vs + c0, Cp};
+          for (int64_t o0 = 0; o0 < OC; o0 += kb) {
+            const int64_t no = std::min(kb, OC - o0);
+            (two ? kScGw2 : kScGw1)[no - 1](a, ooff.data() + o0, M + (xi * OC + o0) * Cp + c0, Cp, nullptr);
+          }
+        }
+    }
+  });
+  // sum the chunks in order, split over the pool by element ranges
+  parallel_for_static(msz, VL, [&](int64_t b, int64_t e) {
+    for (int64_t ch = 1; ch < chunks; ++ch) {
+      const float* src = macc.data() + ch * msz;
+      for (int64_t i = b; i < e; ++i) macc[i] += src[i];
+    }
+  });
+  if (gb) {
+    for (int64_t ch = 1; ch < chunks; ++ch)
+      for (int64_t o = 0; o < OC; ++o) bacc[o] += bacc[ch * OCp + o];
+    for (int64_t o = 0; o < OC; ++o) gb[o] = bacc[o];
+  }
+  if (!gw) return;
+  // gw[o][c] = G^T M G, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]
+  for (int64_t o = 0; o < OC; ++o)
+    for (int64_t c = 0; c < C; ++c) {
+      float m[4][4], t[3][4];
+      for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = macc[(xi * OC + o) * Cp + c];
+      for (int j = 0; j < 4; ++j) {
+        t[0][j] = m[0][j] + 0.5f * (m[1][j] + m[2][j]);
+        t[1][j] = 0.5f * (m[1][j] - m[2][j]);
+        t[2][j] = 0.5f * (m[1][j] + m[2][j]) + m[3][j];
+      }
+      float* d = gw + (o * C + c) * 9;
+      for (int i = 0; i < 3; ++i) {
+        d[i * 3 + 0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+        d[i * 3 + 1] = 0.5f * (t[i][1] - t[i][2]);
+        d[i * 3 + 2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+      }
+    }
+}
+}  // namespace
+
+void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
   const int64_t C = s.C, OC = s.OC, KHW = s.KH * s.KW, K = KHW * C, OCp = (OC + VL - 1) / VL * VL;
   std::vector<float> wr(K * OCp, 0.f), bp;
   for (int64_t o = 0; o < OC; ++o)
@@ -677,10 +797,34 @@ void conv2d_forward_small_c(const ConvShape& s, const float* x, const float* w, 
   });
 }
 
-void conv2d_backward_small_c(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
+void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
                              float* gw, float* gb) {
   const int64_t C = s.C, OC = s.OC, KHW = s.KH * s.KW, K = KHW * C, OCp = (OC + VL - 1) / VL * VL;
   const int64_t P = s.OH * s.OW;
+  // Stride 1 with C >= 16: grad_x is the full conv of gy with the flipped, transposed kernel
+  // (padding (K-1)*d - p), run by the Winograd or the direct forward kernel. speech2 (N32
+  // 64->64 L63 k3): ~0.77 ms (gcol GEMM + col2im) -> ~0.4 ms, single thread.
+  if (gx && s.sh == 1 && s.sw == 1 && C >= 16 && s.pt <= (s.KH - 1) * s.dh && s.pl <= (s.KW - 1) * s.dw) {
+    ConvShape t = s;
+    t.C = s.OC; t.OC = s.C; t.H = s.OH; t.W = s.OW; t.OH = s.H; t.OW = s.W;
+    t.pt = (s.KH - 1) * s.dh - s.pt; t.pl = (s.KW - 1) * s.dw - s.pl;
+    std::vector<float> wf(C * OC * KHW);
+    for (int64_t o = 0; o < OC; ++o)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t k = 0; k < KHW; ++k) wf[(c * OC + o) * KHW + (KHW - 1 - k)] = w[(o * C + c) * KHW + k];
+    const bool wino = s.KH == 3 && s.KW == 3 && s.dh == 1 && s.dw == 1 && s.OH + 2 - s.H - s.pt <= 2 &&
+                      s.OW + 2 - s.W - s.pl <= 2 && wino_ok(t);
+    if (wino)
+      conv2d_wino(t, gy, wf.data(), nullptr, false, gx);
+    else
+      conv2d_forward_direct(t, gy, wf.data(), nullptr, false, gx);
+    gx = nullptr;  // done
+  }
+  if (gw && wino_ok(s)) {
+    conv2d_wino_gw(s, gy, x, gw, gb);
+    gw = gb = nullptr;  // done
+    if (!gx) return;
+  }
   const PadGeom pg = pad_geom(s);
   const std::vector<int64_t> off = tap_offsets(s, pg);
   const int64_t ps = s.sw * C;
@@ -819,13 +963,13 @@ void conv2d_backward_small_c(const ConvShape& s, const float* gy, const float* x
 }
 
 void conv2d_forward(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
-  if (small_c_ok(s)) {
-    conv2d_forward_small_c(s, x, w, b, relu, y);
-    return;
-  }
   const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, Kg = s.KH * s.KW * Cg, P = s.OH * s.OW;
   if (wino_ok(s)) {
     conv2d_wino(s, x, w, b, relu, y);
+    return;
+  }
+  if (direct_ok(s)) {
+    conv2d_forward_direct(s, x, w, b, relu, y);
     return;
   }
   const int64_t T = tile_rows(Kg, P), tiles = (P + T - 1) / T;
@@ -915,8 +1059,8 @@ void conv2d_forward(const ConvShape& s, const float* x, const float* w, const fl
 
 void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
                      float* gb) {
-  if (small_c_ok(s)) {
-    conv2d_backward_small_c(s, gy, x, w, gx, gw, gb);
+  if (direct_ok(s)) {
+    conv2d_backward_direct(s, gy, x, w, gx, gw, gb);
     return;
   }
   const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, Kg = s.KH * s.KW * Cg, K1 = Kg + 1, P = s.OH * s.OW;

@@ -307,65 +307,6 @@ inline void wino_out(const float* m, int64_t ms, const float* b, bool relu, int6
 
 thread_local std::vector<float> t_v, t_m, t_zero;
 
-void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
-  const int64_t C = s.C, OC = s.OC, TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2, TT = TH * TW;
-  // Tiles are numbered across the whole batch, so a block may span images (small images
-  // like 13x13 -> 49 tiles would otherwise give short GEMMs).
-  const int64_t kb = kWinoTiles;
-  const int64_t blocks = (s.N * TT + kb - 1) / kb;
-  const int64_t OCp = padn(OC);  // GEMM N padded (see padn)
-  const std::vector<float> u = wino_weights(s, w, OCp);
-  parallel_for(blocks, 1, [&](int64_t tb, int64_t te) {
-    float* V = scratch(t_v, 16 * kb * C);
-    float* M = scratch(t_m, 16 * kb * OCp);
-    if ((int64_t)t_zero.size() < C) t_zero.assign(C, 0.f);
-    const float* zero = t_zero.data();
-    for (int64_t task = tb; task < te; ++task) {
-      const int64_t g0 = task * kb, nt = std::min(kb, s.N * TT - g0);
-      // input transform: V[xi][t][c] = (B^T d B)[i][j]
-      for (int64_t t = 0; t < nt; ++t) {
-        const int64_t n = (g0 + t) / TT, th = (g0 + t) % TT / TW, tw = (g0 + t) % TW;
-        const float* xn = x + n * s.H * s.W * C;
-        const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
-        const float* p[4][4];
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) {
-            const int64_t ih = ih0 + i, iw = iw0 + j;
-            p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
-          }
-        float* v = V + t * C;
-        const int64_t vs = kb * C;  // stride between the 16 V matrices
-        int64_t c = 0;
-        for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
-        for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
-      }
-      for (int xi = 0; xi < 16; ++xi) {
-        GemmArgs a;
-        a.M = nt; a.N = OCp; a.K = C;
-        a.A = V + xi * kb * C; a.rsa = C; a.csa = 1;
-        a.B = u.data() + xi * C * OCp; a.rsb = OCp; a.csb = 1;
-        a.C = M + xi * kb * OCp; a.ldc = OCp;
-        a.beta = 0.f;
-        sgemm_st(a);
-      }
-      // output transform: y = A^T m A (+ bias, relu)
-      const int64_t ms = kb * OCp;
-      for (int64_t t = 0; t < nt; ++t) {
-        const int64_t n = (g0 + t) / TT, th = (g0 + t) % TT / TW, tw = (g0 + t) % TW;
-        const int64_t oh = 2 * th, ow = 2 * tw;
-        const float* m = M + t * OCp;
-        float* y00 = y + ((n * s.OH + oh) * s.OW + ow) * OC;
-        const bool r1 = oh + 1 < s.OH, c1 = ow + 1 < s.OW;
-        float* dst[4] = {y00, c1 ? y00 + OC : nullptr, r1 ? y00 + s.OW * OC : nullptr,
-                         (r1 && c1) ? y00 + (s.OW + 1) * OC : nullptr};
-        int64_t o = 0;
-        for (; o + VL <= OC; o += VL) wino_out<vf>(m, ms, b, relu, o, dst, ld_v, st_v);
-        for (; o < OC; ++o) wino_out<float>(m, ms, b, relu, o, dst, ld_s, st_s);
-      }
-    }
-  });
-}
-
 }  // namespace
 
 // ---- direct ("implicit GEMM") kernels: channels last, no groups ----
@@ -636,6 +577,73 @@ void sc_bias_pass(const float* g, int64_t rows, int64_t ldg, int64_t OCp, float*
 }  // namespace
 
 namespace {
+void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+  const int64_t C = s.C, OC = s.OC, TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2, TT = TH * TW;
+  // Tiles are numbered across the whole batch, so a block may span images (small images
+  // like 13x13 -> 49 tiles would otherwise give short GEMMs).
+  const int64_t kb = kWinoTiles;
+  const int64_t blocks = (s.N * TT + kb - 1) / kb;
+  const int64_t OCp = padn(OC);  // GEMM N padded (see padn)
+  const std::vector<float> u = wino_weights(s, w, OCp);
+  std::vector<int64_t> ident(C);
+  for (int64_t c = 0; c < C; ++c) ident[c] = c;
+  parallel_for(blocks, 1, [&](int64_t tb, int64_t te) {
+    float* V = scratch(t_v, 16 * kb * C);
+    float* M = scratch(t_m, 16 * kb * OCp);
+    if ((int64_t)t_zero.size() < C) t_zero.assign(C, 0.f);
+    const float* zero = t_zero.data();
+    for (int64_t task = tb; task < te; ++task) {
+      const int64_t g0 = task * kb, nt = std::min(kb, s.N * TT - g0);
+      // input transform: V[xi][t][c] = (B^T d B)[i][j]
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t n = (g0 + t) / TT, th = (g0 + t) % TT / TW, tw = (g0 + t) % TW;
+        const float* xn = x + n * s.H * s.W * C;
+        const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
+        const float* p[4][4];
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) {
+            const int64_t ih = ih0 + i, iw = iw0 + j;
+            p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
+          }
+        float* v = V + t * C;
+        const int64_t vs = kb * C;  // stride between the 16 V matrices
+        int64_t c = 0;
+        for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
+        for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
+      }
+      // M[xi] = V[xi] U[xi] by the direct forward's register tiles (tiles as pixels, channels
+      // as taps): no packing (sgemm_st packed A and B on every call). Single thread: cnn-a2
+      // forward ~1.6 -> ~1.5 ms, its grad_x ~2.1 -> ~1.9 ms; mid forward ~48 -> ~41 ms.
+      const int64_t ntt = (nt + kDM - 1) / kDM, mt = (nt + ntt - 1) / ntt;
+      for (int xi = 0; xi < 16; ++xi)
+        for (int64_t ob = 0; ob < OCp; ob += 2 * VL) {
+          const int64_t nc = std::min<int64_t>(2 * VL, OCp - ob);
+          const auto& tab = nc > VL ? kScFwd2 : kScFwd1;
+          for (int64_t t0 = 0; t0 < nt; t0 += mt) {
+            const int64_t m = std::min(mt, nt - t0);
+            tab[m - 1](V + xi * kb * C + t0 * C, C, ident.data(), C, u.data() + xi * C * OCp + ob, OCp, nullptr,
+                       false, M + xi * kb * OCp + t0 * OCp + ob, OCp, nc);
+          }
+        }
+      // output transform: y = A^T m A (+ bias, relu)
+      const int64_t ms = kb * OCp;
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t n = (g0 + t) / TT, th = (g0 + t) % TT / TW, tw = (g0 + t) % TW;
+        const int64_t oh = 2 * th, ow = 2 * tw;
+        const float* m = M + t * OCp;
+        float* y00 = y + ((n * s.OH + oh) * s.OW + ow) * OC;
+        const bool r1 = oh + 1 < s.OH, c1 = ow + 1 < s.OW;
+        float* dst[4] = {y00, c1 ? y00 + OC : nullptr, r1 ? y00 + s.OW * OC : nullptr,
+                         (r1 && c1) ? y00 + (s.OW + 1) * OC : nullptr};
+        int64_t o = 0;
+        for (; o + VL <= OC; o += VL) wino_out<vf>(m, ms, b, relu, o, dst, ld_v, st_v);
+        for (; o < OC; ++o) wino_out<float>(m, ms, b, relu, o, dst, ld_s, st_s);
+      }
+    }
+  });
+}
+
+
 // grad_w by Winograd F(3x3, 2x2): per 2x2 tile of gy and the 4x4 tile of x under it,
 // gw += G^T [ (A gy A^T) . (B^T d B) ] G (the transpose of F(2x2, 3x3)), summed over tiles in
 // the transformed domain, M[xi][o][c] = sum_t U[xi][t][o] V[xi][t][c], then one output
@@ -950,10 +958,13 @@ void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x,
     }
   });
   if (!gw && !gb) return;
-  for (int64_t ch = 1; ch < chunks; ++ch) {
-    const float* src = acc.data() + ch * accsz;
-    for (int64_t i = 0; i < accsz; ++i) acc[i] += src[i];
-  }
+  // sum the chunks in order, split over the pool by element ranges (speech2: 16 x 193 x 64)
+  parallel_for_static(accsz, VL, [&](int64_t b, int64_t e) {
+    for (int64_t ch = 1; ch < chunks; ++ch) {
+      const float* src = acc.data() + ch * accsz;
+      for (int64_t i = b; i < e; ++i) acc[i] += src[i];
+    }
+  });
   if (gw)
     for (int64_t o = 0; o < OC; ++o)
       for (int64_t c = 0; c < C; ++c)

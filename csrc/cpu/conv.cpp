@@ -224,8 +224,10 @@ inline float* scratch(std::vector<float>& v, int64_t n) {
 namespace {
 
 // Tiles per task (V: 16*kWinoTiles*C floats, M: 16*kWinoTiles*OC). 56, 98 and 140 were within
-// noise of each other on mid and cnn-a2 (single thread, loaded 2-core Zen 4 VM).
-constexpr int64_t kWinoTiles = 112;
+// noise of each other on mid and cnn-a2 (single thread, loaded 2-core Zen 4 VM); 56 (since
+// the products run in register tiles, 56 vs 112 also tie) splits cnn-a2 into 28 tasks and its
+// grad_x into 37, which 2 threads share more evenly than 14 and 19.
+constexpr int64_t kWinoTiles = 56;
 
 bool wino_ok(const ConvShape& s) {
   return s.cl && s.G == 1 && s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&

@@ -4,7 +4,8 @@ autograd), the C++ kernels against their _naive oracles, thread-count independen
 
 Paths covered (channels last, no groups): few input channels (C 1..4: forward, grad_w in
 registers, grad_x with pixels in vector lanes), C >= 16 at stride 1 (grad_x as the forward
-of the flipped kernel), 3x3 stride 1 with C, OC >= 16 (Winograd forward, grad_x and grad_w).
+of the flipped kernel), 3x3 stride 1 with C, OC >= 16 (Winograd forward, grad_x and grad_w),
+1x3 stride 1 with C, OC >= 16 (Winograd F(2, 3) forward and grad_x).
 Tolerances: the rule of tests/test_conv.py (_check).
 """
 import numpy as np
@@ -35,6 +36,8 @@ DIRECT2 = [
     (2, 16, 24, 9, 10, 3, 2, 1, (2, 1), 2, 1),     # C >= 16 dilated: grad_x as a direct forward
     (3, 24, 20, 5, 5, 1, 1, 1, 0, 1, 1),           # 1x1
     (2, 6, 12, 9, 7, 3, 3, 1, 1, 1, 3),            # groups: still im2col + GEMM
+    (2, 16, 20, 5, 9, 1, 3, 1, 1, 1, 1),           # 1x3 Winograd F(2, 3) with zero rows (padding 1 on H)
+    (1, 17, 16, 3, 4, 1, 3, 1, (0, 2), 1, 1),      # 1x3 Winograd, odd output width
 ]
 # (N, C, OC, L, K, stride, padding, dilation, groups)
 DIRECT1 = [
@@ -42,6 +45,9 @@ DIRECT1 = [
     (3, 64, 64, 33, 3, 1, 0, 1, 1),                # speech2-like: grad_x as a direct forward
     (2, 3, 33, 7, 5, 2, 2, 1, 1),
     (1, 17, 1, 1, 1, 1, 0, 1, 1),
+    (2, 16, 17, 8, 3, 1, 1, 1, 1),                 # Winograd F(2, 3): forward and grad_x, padding 1
+    (1, 20, 33, 97, 3, 1, "same", 1, 1),
+    (5, 17, 16, 4, 3, 1, 2, 1, 1),                 # padding 2: grad_x window starts at the edge
 ]
 
 
@@ -77,6 +83,8 @@ def _params(s, p, d, G=1):
     (3, 32, 64, 15, 15, 3, 3, 1, 0, 1),
     (2, 17, 16, 7, 5, 3, 3, 1, ((2, 1), (0, 2)), 1),
     (2, 33, 19, 6, 9, 2, 3, 1, ((1, 1), (0, 0)), 2),
+    (3, 16, 33, 2, 13, 1, 3, 1, ((0, 1), (2, 1)), 1),   # 1x3 Winograd F(2, 3)
+    (2, 64, 64, 1, 63, 1, 3, 1, 0, 1),                  # speech2's layer
 ])
 def test_direct_kernels_match_naive(case):
     """Asymmetric padding, per-axis stride/dilation; every subset of the gradients."""

@@ -129,33 +129,41 @@ void register_conv(py::module_& m) {
 
   m.def(
       "conv2d_backward",
-      [](py::array gy_, py::array x_, py::array w_, P9 p, bool cl, bool need_b, bool naive) {
+      [](py::array gy_, py::array x_, py::array w_, P9 p, bool cl, bool need_b, bool naive, bool need_x,
+         bool need_w) {
         const char* op = "conv2d_backward";
         auto x = arr4(x_, op, "x");
         auto w = arr4(w_, op, "weight");
         auto gy = arr4(gy_, op, "grad_out");
         ConvShape s = conv_shape(x, w, p, cl, op);
         require_shape(gy, out_shape(s), op, "grad_out");
-        py::array_t<float> gx(std::vector<py::ssize_t>(x.shape(), x.shape() + 4));
-        py::array_t<float> gw(std::vector<py::ssize_t>(w.shape(), w.shape() + 4));
-        py::object gb_obj = py::none();
-        float* gbp = nullptr;
+        py::object gx_obj = py::none(), gw_obj = py::none(), gb_obj = py::none();
+        float *gxp = nullptr, *gwp = nullptr, *gbp = nullptr;
+        if (need_x) {
+          py::array_t<float> gx(std::vector<py::ssize_t>(x.shape(), x.shape() + 4));
+          gxp = gx.mutable_data();
+          gx_obj = gx;
+        }
+        if (need_w) {
+          py::array_t<float> gw(std::vector<py::ssize_t>(w.shape(), w.shape() + 4));
+          gwp = gw.mutable_data();
+          gw_obj = gw;
+        }
         if (need_b) {
           py::array_t<float> gb(std::vector<py::ssize_t>{s.OC});
           gbp = gb.mutable_data();
           gb_obj = gb;
         }
         const float *gyp = gy.data(), *xp = x.data(), *wp = w.data();
-        float *gxp = gx.mutable_data(), *gwp = gw.mutable_data();
         {
           py::gil_scoped_release nogil;
           const ConvKernels& k = conv_kernels();
           (naive ? k.conv2d_backward_naive : k.conv2d_backward)(s, gyp, xp, wp, gxp, gwp, gbp);
         }
-        return py::make_tuple(gx, gw, gb_obj);
+        return py::make_tuple(gx_obj, gw_obj, gb_obj);
       },
       py::arg("grad_out"), py::arg("x"), py::arg("weight"), py::arg("p"), py::arg("cl"), py::arg("need_b") = true,
-      py::arg("naive") = false);
+      py::arg("naive") = false, py::arg("need_x") = true, py::arg("need_w") = true);
 
   // max_pool2d: (y, indices or None); with finite=True, (y, indices or None, every y finite).
   // window=True returns uint8 window positions (cpu/pool.h) instead of flat int64 indices;

@@ -10,8 +10,10 @@
 // grad_w is accumulated in a fixed number of image chunks (set by N, not by the thread
 // count) and reduced in order, so results do not depend on the thread count.
 // Channels-last 3x3 stride-1 convs with C, OC >= 16 use Winograd F(2x2, 3x3) instead (forward,
-// and grad_x as the full conv with the flipped kernel); GEMM N dimensions are padded to
-// whole register tiles, or the GEMM is turned around when OC is small.
+// and grad_x as the full conv with the flipped kernel) and F(3x3, 2x2) for grad_w; 1x3
+// (conv1d k3) stride-1 ones use F(2, 3) for the forward and grad_x and F(3, 2) for grad_w; other
+// channels-last convs without groups use the direct kernels below (no im2col). GEMM N
+// dimensions are padded to whole register tiles, or the GEMM is turned around when OC is small.
 // The _naive kernels are plain loops in double: the oracle for tests.
 //
 // Not here: validation (bindings/conv.cpp), pooling (pool.cpp), float64.
@@ -19,9 +21,14 @@
 #include "cpu/conv.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 #include <vector>
+
+#include <immintrin.h>
 
 #include "common/parallel.h"
 #include "common/simd.h"
@@ -219,8 +226,10 @@ inline float* scratch(std::vector<float>& v, int64_t n) {
 namespace {
 
 // Tiles per task (V: 16*kWinoTiles*C floats, M: 16*kWinoTiles*OC). 56, 98 and 140 were within
-// noise of each other on mid and cnn-a2 (single thread, loaded 2-core Zen 4 VM).
-constexpr int64_t kWinoTiles = 112;
+// noise of each other on mid and cnn-a2 (single thread, loaded 2-core Zen 4 VM); 56 (since
+// the products run in register tiles, 56 vs 112 also tie) splits cnn-a2 into 28 tasks and its
+// grad_x into 37, which 2 threads share more evenly than 14 and 19.
+constexpr int64_t kWinoTiles = 56;
 
 bool wino_ok(const ConvShape& s) {
   return s.cl && s.G == 1 && s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
@@ -302,6 +311,276 @@ inline void wino_out(const float* m, int64_t ms, const float* b, bool relu, int6
 
 thread_local std::vector<float> t_v, t_m, t_zero;
 
+}  // namespace
+
+// ---- direct ("implicit GEMM") kernels: channels last, no groups ----
+// im2col + GEMM spends much of its time packing, and with K = KH*KW*C tiny (27 on cnn-a1 and
+// tiny, 3 on speech1) in GEMM edges. These read x in place: the K inputs of output pixel p
+// sit at fixed offsets off[k] from the pixel's corner in a zero-padded view of x (x itself
+// when no padding is needed), k = (kh*KW + kw)*C + c.
+//   forward : y[p, o]   = b[o] + sum_k x(p, k) Wr[k, o]   tile: kDM pixels x 1-2 vectors of o
+//   grad_w  : gw[k, o]  = sum_p x(p, k) gy[p, o]          tile: kDK rows of k x 1-2 vectors of o,
+//             held in registers over all pixels of an image chunk; grad_b rides along
+//             (3x3 stride 1 with C, OC >= 16: Winograd F(3x3, 2x2) instead, conv2d_wino_gw)
+//   grad_x  : stride 1 and C >= 16: the forward kernel (or Winograd) on the full conv of gy
+//             with the flipped kernel; otherwise per image with output pixels in vector
+//             lanes (gcol rows, then shifted adds into a channels-first padded gradient)
+// grad_w is summed over a fixed number of image chunks (a function of N) in order, so the
+// result does not depend on the thread count.
+// cnn-a1 (N32 3->32 32x32), single thread: forward ~1.0 -> ~0.6 ms, backward ~3.4 -> ~1.5 ms.
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kDM = 12, kDK = 12;  // 24 zmm accumulators
+#else
+constexpr int kDM = 6, kDK = 6;  // 12 ymm/xmm accumulators
+#endif
+
+bool direct_ok(const ConvShape& s) { return s.cl && s.G == 1; }
+
+// Extent of the padded input along one axis that the conv reads.
+inline int64_t extent(int64_t O, int64_t st, int64_t K, int64_t d) { return (O - 1) * st + (K - 1) * d + 1; }
+
+// Geometry of the zero-padded view: Hp x Wp x C per image, rows rs floats apart. Padding is
+// needed when the conv reads outside x (pt, pl > 0, or past the bottom/right edge).
+struct PadGeom {
+  int64_t Hp, Wp, rs, img;
+  bool copy;
+};
+
+PadGeom pad_geom(const ConvShape& s) {
+  PadGeom g;
+  g.Hp = extent(s.OH, s.sh, s.KH, s.dh);
+  g.Wp = extent(s.OW, s.sw, s.KW, s.dw);
+  g.copy = s.pt > 0 || s.pl > 0 || g.Hp > s.H || g.Wp > s.W;
+  if (!g.copy) {
+    g.Hp = s.H;
+    g.Wp = s.W;
+  }
+  g.rs = g.Wp * s.C;
+  g.img = g.Hp * g.rs;
+  return g;
+}
+
+// Image n of x into its padded view d (Hp x Wp x C, zero outside x).
+void pad_image(const ConvShape& s, const PadGeom& g, const float* xn, float* d) {
+  std::memset(d, 0, sizeof(float) * g.img);
+  const int64_t h1 = std::min(s.H, g.Hp - s.pt), w1 = std::min(s.W, g.Wp - s.pl);
+  for (int64_t h = 0; h < h1; ++h)
+    std::memcpy(d + (h + s.pt) * g.rs + s.pl * s.C, xn + h * s.W * s.C, sizeof(float) * std::max<int64_t>(w1, 0) * s.C);
+}
+
+// Interior of a padded gradient image back into gx's image (positions never read get 0).
+void unpad_image(const ConvShape& s, const PadGeom& g, const float* d, float* gn) {
+  const int64_t h1 = std::min(s.H, g.Hp - s.pt), w1 = std::max<int64_t>(std::min(s.W, g.Wp - s.pl), 0);
+  for (int64_t h = 0; h < s.H; ++h) {
+    float* o = gn + h * s.W * s.C;
+    if (h < h1) {
+      std::memcpy(o, d + (h + s.pt) * g.rs + s.pl * s.C, sizeof(float) * w1 * s.C);
+      std::memset(o + w1 * s.C, 0, sizeof(float) * (s.W - w1) * s.C);
+    } else {
+      std::memset(o, 0, sizeof(float) * s.W * s.C);
+    }
+  }
+}
+
+std::vector<int64_t> tap_offsets(const ConvShape& s, const PadGeom& g) {
+  std::vector<int64_t> off(s.KH * s.KW * s.C);
+  for (int64_t kh = 0; kh < s.KH; ++kh)
+    for (int64_t kw = 0; kw < s.KW; ++kw)
+      for (int64_t c = 0; c < s.C; ++c) off[(kh * s.KW + kw) * s.C + c] = kh * s.dh * g.rs + kw * s.dw * s.C + c;
+  return off;
+}
+
+// Broadcast of a float from memory: one vbroadcastss. (simd.h's splat, vf{} + x, keeps an
+// extra scalar add of +0.f in the FMA loop; on tiny the kernel went ~9.3 -> ~6.8 us.)
+static inline vf bcast(const float* p) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_set1_ps(*p);
+#elif defined(__AVX2__)
+  return (vf)_mm256_set1_ps(*p);
+#else
+  return (vf)_mm_set1_ps(*p);
+#endif
+}
+
+// dst[j*ld + i] = src[i*ls + j] for i < rows, j < cols; 8x8 blocks in ymm registers where the
+// ISA has them (the scalar copy was ~35% of cnn-a1's grad_x).
+void transpose(const float* src, int64_t ls, int64_t rows, int64_t cols, float* dst, int64_t ld) {
+  int64_t i0 = 0;
+#if defined(__AVX2__)
+  // The last block of rows/columns is moved back to overlap the previous one (rewriting the
+  // same values) rather than done element by element.
+  for (int64_t ib = 0; rows >= 8 && ib < rows; ib += 8) {
+    i0 = std::min(ib, rows - 8);
+    for (int64_t jb = 0; cols >= 8 && jb < cols; jb += 8) {
+      const int64_t j0 = std::min(jb, cols - 8);
+      const float* q = src + i0 * ls + j0;
+      const __m256 r0 = _mm256_loadu_ps(q), r1 = _mm256_loadu_ps(q + ls), r2 = _mm256_loadu_ps(q + 2 * ls),
+                   r3 = _mm256_loadu_ps(q + 3 * ls), r4 = _mm256_loadu_ps(q + 4 * ls), r5 = _mm256_loadu_ps(q + 5 * ls),
+                   r6 = _mm256_loadu_ps(q + 6 * ls), r7 = _mm256_loadu_ps(q + 7 * ls);
+      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+                   t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+                   t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+                   u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+                   u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+                   u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      float* d = dst + j0 * ld + i0;
+      _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+      _mm256_storeu_ps(d + ld, _mm256_permute2f128_ps(u1, u5, 0x20));
+      _mm256_storeu_ps(d + 2 * ld, _mm256_permute2f128_ps(u2, u6, 0x20));
+      _mm256_storeu_ps(d + 3 * ld, _mm256_permute2f128_ps(u3, u7, 0x20));
+      _mm256_storeu_ps(d + 4 * ld, _mm256_permute2f128_ps(u0, u4, 0x31));
+      _mm256_storeu_ps(d + 5 * ld, _mm256_permute2f128_ps(u1, u5, 0x31));
+      _mm256_storeu_ps(d + 6 * ld, _mm256_permute2f128_ps(u2, u6, 0x31));
+      _mm256_storeu_ps(d + 7 * ld, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    if (cols < 8)
+      for (int64_t j = 0; j < cols; ++j)
+        for (int64_t i = i0; i < i0 + 8; ++i) dst[j * ld + i] = src[i * ls + j];
+  }
+  if (rows >= 8) return;
+#endif
+  for (; i0 < rows; ++i0)
+    for (int64_t j = 0; j < cols; ++j) dst[j * ld + i0] = src[i0 * ls + j];
+}
+
+inline void store_part(float* d, vf v, int64_t n) {
+  if (n >= VL) {
+    storeu(d, v);
+    return;
+  }
+  float t[VL];
+  storeu(t, v);
+  for (int64_t j = 0; j < n; ++j) d[j] = t[j];
+}
+
+// y[i, 0:nc] (rows ldy apart) for M pixels ps floats apart from xb.
+template <int M, int V>
+void sc_fwd_tile(const float* xb, int64_t ps, const int64_t* off, int64_t K, const float* wr, int64_t ldw,
+                 const float* bias, bool relu, float* y, int64_t ldy, int64_t nc) {
+  vf acc[M][V];
+  for (int v = 0; v < V; ++v) {
+    const vf b0 = bias ? loadu(bias + v * VL) : vf{};
+    for (int i = 0; i < M; ++i) acc[i][v] = b0;
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const float* xk = xb + off[k];
+    vf wv[V];
+    for (int v = 0; v < V; ++v) wv[v] = loadu(wr + k * ldw + v * VL);
+    for (int i = 0; i < M; ++i) {
+      const vf a = bcast(xk + i * ps);
+      for (int v = 0; v < V; ++v) acc[i][v] += a * wv[v];
+    }
+  }
+  for (int i = 0; i < M; ++i)
+    for (int v = 0; v < V; ++v) {
+      vf r = acc[i][v];
+      if (relu) r = vmax(r, vf{});
+      store_part(y + i * ldy + v * VL, r, nc - v * VL);
+    }
+}
+
+// grad_x with output pixels in vector lanes: out[kk*ldo + j] = sum_o wk[o*ldw + kk] gyT[o*ldg + j]
+// for KB taps kk and j < V*VL (one row of the channels-first gcol).
+template <int KB, int V>
+void sc_gx_tile(const float* gyt, int64_t ldg, int64_t OC, const float* wk, int64_t ldw, float* out, int64_t ldo) {
+  vf acc[KB][V];
+  for (int k = 0; k < KB; ++k)
+    for (int v = 0; v < V; ++v) acc[k][v] = vf{};
+  for (int64_t o = 0; o < OC; ++o) {
+    vf gv[V];
+    for (int v = 0; v < V; ++v) gv[v] = loadu(gyt + o * ldg + v * VL);
+    for (int k = 0; k < KB; ++k) {
+      const vf a = bcast(wk + o * ldw + k);
+      for (int v = 0; v < V; ++v) acc[k][v] += a * gv[v];
+    }
+  }
+  for (int k = 0; k < KB; ++k)
+    for (int v = 0; v < V; ++v) storeu(out + k * ldo + v * VL, acc[k][v]);
+}
+
+// Pixels of `nimg` images (x at xs + n*img + oh*rstep + ow*ps; gy rows ldg apart): out[kk][0:V*VL]
+// = sum_p x(p, off[kk]) gy[p], and with B, outb[0:V*VL] = sum_p gy[p].
+struct GwLoop {
+  const float* x;
+  int64_t img, rstep, ps, OH, OW, nimg;
+  const float* g;
+  int64_t ldg;
+};
+
+template <int KB, int V, bool B>
+void sc_gw_pass(const GwLoop& a, const int64_t* off, float* out, int64_t ldo, float* outb) {
+  vf acc[KB][V], accb[V];
+  for (int v = 0; v < V; ++v) {
+    accb[v] = vf{};
+    for (int k = 0; k < KB; ++k) acc[k][v] = vf{};
+  }
+  int64_t o[KB];
+  for (int k = 0; k < KB; ++k) o[k] = off[k];
+  const float* gp = a.g;
+  for (int64_t n = 0; n < a.nimg; ++n)
+    for (int64_t oh = 0; oh < a.OH; ++oh) {
+      const float* xr = a.x + n * a.img + oh * a.rstep;
+      for (int64_t ow = 0; ow < a.OW; ++ow, gp += a.ldg) {
+        const float* xb = xr + ow * a.ps;
+        vf gv[V];
+        for (int v = 0; v < V; ++v) gv[v] = loadu(gp + v * VL);
+        if (B)
+          for (int v = 0; v < V; ++v) accb[v] += gv[v];
+        for (int k = 0; k < KB; ++k) {
+          const vf xv = bcast(xb + o[k]);
+          for (int v = 0; v < V; ++v) acc[k][v] += xv * gv[v];
+        }
+      }
+    }
+  for (int k = 0; k < KB; ++k)
+    for (int v = 0; v < V; ++v) storeu(out + k * ldo + v * VL, acc[k][v]);
+  if (B)
+    for (int v = 0; v < V; ++v) storeu(outb + v * VL, accb[v]);
+}
+
+using ScFwdFn = void (*)(const float*, int64_t, const int64_t*, int64_t, const float*, int64_t, const float*, bool,
+                         float*, int64_t, int64_t);
+using ScGxFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t);
+using ScGwFn = void (*)(const GwLoop&, const int64_t*, float*, int64_t, float*);
+
+template <int V, size_t... I>
+constexpr std::array<ScFwdFn, sizeof...(I)> sc_fwd_table(std::index_sequence<I...>) {
+  return {&sc_fwd_tile<int(I) + 1, V>...};
+}
+template <int V, size_t... I>
+constexpr std::array<ScGxFn, sizeof...(I)> sc_gx_table(std::index_sequence<I...>) {
+  return {&sc_gx_tile<int(I) + 1, V>...};
+}
+template <int V, bool B, size_t... I>
+constexpr std::array<ScGwFn, sizeof...(I)> sc_gw_table(std::index_sequence<I...>) {
+  return {&sc_gw_pass<int(I) + 1, V, B>...};
+}
+constexpr auto kScFwd1 = sc_fwd_table<1>(std::make_index_sequence<kDM>{});
+constexpr auto kScFwd2 = sc_fwd_table<2>(std::make_index_sequence<kDM>{});
+constexpr auto kScGx1 = sc_gx_table<1>(std::make_index_sequence<kDK>{});
+constexpr auto kScGx2 = sc_gx_table<2>(std::make_index_sequence<kDK>{});
+constexpr auto kScGw1 = sc_gw_table<1, false>(std::make_index_sequence<kDK>{});
+constexpr auto kScGw2 = sc_gw_table<2, false>(std::make_index_sequence<kDK>{});
+constexpr auto kScGw1b = sc_gw_table<1, true>(std::make_index_sequence<kDK>{});
+constexpr auto kScGw2b = sc_gw_table<2, true>(std::make_index_sequence<kDK>{});
+
+thread_local std::vector<float> t_pad, t_gpad, t_gyt, t_gct;
+
+// Bias-only gradient over a chunk: out[0:OCp] = sum of gy rows (OCp wide).
+void sc_bias_pass(const float* g, int64_t rows, int64_t ldg, int64_t OCp, float* out) {
+  for (int64_t o = 0; o < OCp; o += VL) {
+    vf acc = vf{};
+    for (int64_t r = 0; r < rows; ++r) acc += loadu(g + r * ldg + o);
+    storeu(out + o, acc);
+  }
+}
+
+}  // namespace
+
+namespace {
 void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
   const int64_t C = s.C, OC = s.OC, TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2, TT = TH * TW;
   // Tiles are numbered across the whole batch, so a block may span images (small images
@@ -310,6 +589,8 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
   const int64_t blocks = (s.N * TT + kb - 1) / kb;
   const int64_t OCp = padn(OC);  // GEMM N padded (see padn)
   const std::vector<float> u = wino_weights(s, w, OCp);
+  std::vector<int64_t> ident(C);
+  for (int64_t c = 0; c < C; ++c) ident[c] = c;
   parallel_for(blocks, 1, [&](int64_t tb, int64_t te) {
     float* V = scratch(t_v, 16 * kb * C);
     float* M = scratch(t_m, 16 * kb * OCp);
@@ -334,15 +615,20 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
         for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
         for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
       }
-      for (int xi = 0; xi < 16; ++xi) {
-        GemmArgs a;
-        a.M = nt; a.N = OCp; a.K = C;
-        a.A = V + xi * kb * C; a.rsa = C; a.csa = 1;
-        a.B = u.data() + xi * C * OCp; a.rsb = OCp; a.csb = 1;
-        a.C = M + xi * kb * OCp; a.ldc = OCp;
-        a.beta = 0.f;
-        sgemm_st(a);
-      }
+      // M[xi] = V[xi] U[xi] by the direct forward's register tiles (tiles as pixels, channels
+      // as taps): no packing (sgemm_st packed A and B on every call). Single thread: cnn-a2
+      // forward ~1.6 -> ~1.5 ms, its grad_x ~2.1 -> ~1.9 ms; mid forward ~48 -> ~41 ms.
+      const int64_t ntt = (nt + kDM - 1) / kDM, mt = (nt + ntt - 1) / ntt;
+      for (int xi = 0; xi < 16; ++xi)
+        for (int64_t ob = 0; ob < OCp; ob += 2 * VL) {
+          const int64_t nc = std::min<int64_t>(2 * VL, OCp - ob);
+          const auto& tab = nc > VL ? kScFwd2 : kScFwd1;
+          for (int64_t t0 = 0; t0 < nt; t0 += mt) {
+            const int64_t m = std::min(mt, nt - t0);
+            tab[m - 1](V + xi * kb * C + t0 * C, C, ident.data(), C, u.data() + xi * C * OCp + ob, OCp, nullptr,
+                       false, M + xi * kb * OCp + t0 * OCp + ob, OCp, nc);
+          }
+        }
       // output transform: y = A^T m A (+ bias, relu)
       const int64_t ms = kb * OCp;
       for (int64_t t = 0; t < nt; ++t) {
@@ -361,12 +647,541 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
   });
 }
 
+
+// ---- Winograd F(2, 3) along W: 1x3 kernels, stride 1, channels last, no groups ----
+// The 1-D version of conv2d_wino for the speech convs (conv1d k3 = conv2d 1x3): per tile of 2
+// outputs, y = A^T [ (G g) . (B^T d) ], 4 products (C x OC each) instead of 6: 1.5x fewer
+// multiply-adds. Used for C, OC >= 16. speech2 (N32 64->64 L63): forward ~0.47 -> ~0.37 ms,
+// its grad_x (the same kind of conv) ~0.49 -> ~0.39 ms, single thread.
+bool wino1d_ok(const ConvShape& s) {
+  return s.cl && s.G == 1 && s.KH == 1 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dw == 1 && s.C >= 16 &&
+         s.OC >= 16 && s.OW >= 4;
+}
+
+void conv2d_wino1d(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+  const int64_t C = s.C, OC = s.OC, TW = (s.OW + 1) / 2, NT = s.N * s.OH * TW;
+  const int64_t kb = kWinoTiles, OCp = padn(OC);
+  // U[xi][c][o] = (G g)[xi], g = w[o, c, 0, 0:3]
+  std::vector<float> u(4 * C * OCp, 0.f), bp;
+  for (int64_t o = 0; o < OC; ++o)
+    for (int64_t c = 0; c < C; ++c) {
+      const float* g = w + (o * C + c) * 3;
+      const float r[4] = {g[0], 0.5f * (g[0] + g[1] + g[2]), 0.5f * (g[0] - g[1] + g[2]), g[2]};
+      for (int xi = 0; xi < 4; ++xi) u[(xi * C + c) * OCp + o] = r[xi];
+    }
+  if (b) {
+    bp.assign(OCp, 0.f);
+    std::memcpy(bp.data(), b, sizeof(float) * OC);
+  }
+  std::vector<int64_t> ident(C);
+  for (int64_t c = 0; c < C; ++c) ident[c] = c;
+  const int64_t blocks = (NT + kb - 1) / kb;
+  parallel_for(blocks, 1, [&](int64_t tb, int64_t te) {
+    float* V = scratch(t_v, 4 * kb * C);
+    float* M = scratch(t_m, 4 * kb * OCp);
+    if ((int64_t)t_zero.size() < C) t_zero.assign(C, 0.f);
+    const float* zero = t_zero.data();
+    for (int64_t task = tb; task < te; ++task) {
+      const int64_t g0 = task * kb, nt = std::min(kb, NT - g0);
+      const int64_t vs = kb * C, ms = kb * OCp;
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t r = (g0 + t) / TW, tw = (g0 + t) % TW, n = r / s.OH, oh = r % s.OH;
+        const int64_t ih = oh - s.pt, iw0 = 2 * tw - s.pl;
+        const float* xr = (ih >= 0 && ih < s.H) ? x + (n * s.H + ih) * s.W * C : nullptr;
+        const float* p[4];
+        for (int j = 0; j < 4; ++j) p[j] = (xr && iw0 + j >= 0 && iw0 + j < s.W) ? xr + (iw0 + j) * C : zero;
+        float* v = V + t * C;
+        auto tile = [&](auto ld, auto st, int64_t c) {
+          const auto d0 = ld(p[0] + c), d1 = ld(p[1] + c), d2 = ld(p[2] + c), d3 = ld(p[3] + c);
+          st(v + c, d0 - d2);
+          st(v + vs + c, d1 + d2);
+          st(v + 2 * vs + c, d2 - d1);
+          st(v + 3 * vs + c, d1 - d3);
+        };
+        int64_t c = 0;
+        for (; c + VL <= C; c += VL) tile(ld_v, st_v, c);
+        for (; c < C; ++c) tile(ld_s, st_s, c);
+      }
+      const int64_t nq = (nt + kDM - 1) / kDM, mt = (nt + nq - 1) / nq;  // balanced tiles
+      for (int xi = 0; xi < 4; ++xi)
+        for (int64_t ob = 0; ob < OCp; ob += 2 * VL) {
+          const int64_t nc = std::min<int64_t>(2 * VL, OCp - ob);
+          const auto& tab = nc > VL ? kScFwd2 : kScFwd1;
+          for (int64_t t0 = 0; t0 < nt; t0 += mt) {
+            const int64_t m = std::min(mt, nt - t0);
+            tab[m - 1](V + xi * vs + t0 * C, C, ident.data(), C, u.data() + xi * C * OCp + ob, OCp, nullptr, false,
+                       M + xi * ms + t0 * OCp + ob, OCp, nc);
+          }
+        }
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t r = (g0 + t) / TW, tw = (g0 + t) % TW;
+        float* y0 = y + (r * s.OW + 2 * tw) * OC;
+        const bool two = 2 * tw + 1 < s.OW;
+        const float* m = M + t * OCp;
+        auto out = [&](auto ld, auto st, int64_t o) {
+          const auto m0 = ld(m + o), m1 = ld(m + ms + o), m2 = ld(m + 2 * ms + o), m3 = ld(m + 3 * ms + o);
+          using T = std::decay_t<decltype(m0)>;
+          const T bo = b ? ld(bp.data() + o) : T{};
+          T a = m0 + m1 + m2 + bo, c1 = m1 - m2 - m3 + bo;
+          if (relu) {
+            a = a > T{} ? a : T{};
+            c1 = c1 > T{} ? c1 : T{};
+          }
+          st(y0 + o, a);
+          if (two) st(y0 + OC + o, c1);
+        };
+        int64_t o = 0;
+        for (; o + VL <= OC; o += VL) out(ld_v, st_v, o);
+        for (; o < OC; ++o) out(ld_s, st_s, o);
+      }
+    }
+  });
+}
+
+// grad_w by Winograd F(3x3, 2x2): per 2x2 tile of gy and the 4x4 tile of x under it,
+// gw += G^T [ (A gy A^T) . (B^T d B) ] G (the transpose of F(2x2, 3x3)), summed over tiles in
+// the transformed domain, M[xi][o][c] = sum_t U[xi][t][o] V[xi][t][c], then one output
+// transform. The sums over a chunk's tiles run in registers (sc_gw_pass: tiles as pixels),
+// 16 x OC x C multiply-adds per 2x2 outputs against 36 x OC x C for the direct passes.
+// grad_b is the sum of gy, taken in the same pass. Fixed image chunks (a function of the
+// shape) own one M each, summed in order. cnn-a2 (N32 32->64 15x15): grad_w + grad_b ~2.0 ms
+// (direct passes; ~2.6 ms as im2col + GEMM before them) -> ~1.6 ms, single thread.
+void conv2d_wino_gw(const ConvShape& s, const float* gy, const float* x, float* gw, float* gb) {
+  const int64_t C = s.C, OC = s.OC, TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2, TT = TH * TW;
+  const int64_t Cp = (C + VL - 1) / VL * VL, OCp = (OC + VL - 1) / VL * VL;
+  // ~256 tiles per chunk (V and U of a chunk stay in L2 per xi), and >= 8 chunks when N >= 8
+  const int64_t per = std::max<int64_t>(1, std::min<int64_t>(256 / TT, s.N / 8));
+  const int64_t chunks = (s.N + per - 1) / per, msz = 16 * OC * Cp, maxt = per * TT;
+  std::vector<float> macc(chunks * msz, 0.f), bacc(chunks * OCp, 0.f);
+  std::vector<int64_t> ooff(OC);
+  for (int64_t o = 0; o < OC; ++o) ooff[o] = o;
+  const int64_t np = (OC + kDK - 1) / kDK, kb = (OC + np - 1) / np;  // balanced blocks of o
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+    float* V = scratch(t_v, 16 * maxt * Cp);
+    float* U = scratch(t_m, 16 * maxt * OCp);
+    if ((int64_t)t_zero.size() < std::max(Cp, OCp)) t_zero.assign(std::max(Cp, OCp), 0.f);
+    const float* zero = t_zero.data();
+    for (int64_t ch = cb; ch < ce; ++ch) {
+      const int64_t n0 = ch * per, n1 = std::min(s.N, n0 + per), nt = (n1 - n0) * TT;
+      float* M = macc.data() + ch * msz;
+      float* B = bacc.data() + ch * OCp;
+      const int64_t vs = nt * Cp, us = nt * OCp;  // strides between the 16 V and U matrices
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t n = n0 + t / TT, th = t % TT / TW, tw = t % TW;
+        // x tile: V[xi][t][c] = (B^T d B)[i][j]
+        const float* xn = x + n * s.H * s.W * C;
+        const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
+        const float* p[4][4];
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) {
+            const int64_t ih = ih0 + i, iw = iw0 + j;
+            p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
+          }
+        float* v = V + t * Cp;
+        int64_t c = 0;
+        for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
+        for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
+        for (; c < Cp; ++c)
+          for (int xi = 0; xi < 16; ++xi) v[xi * vs + c] = 0.f;
+        // gy tile: U[xi][t][o] = (A g A^T)[i][j], A = [1 0; 1 1; 1 -1; 0 -1]
+        const int64_t oh = 2 * th, ow = 2 * tw;
+        const float* gn = gy + n * s.OH * s.OW * OC;
+        const float* q[2][2];
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j)
+            q[i][j] = (oh + i < s.OH && ow + j < s.OW) ? gn + ((oh + i) * s.OW + ow + j) * OC : zero;
+        float* u = U + t * OCp;
+        auto gy_tile = [&](auto ld, auto st, int64_t o) {
+          const auto g00 = ld(q[0][0] + o), g01 = ld(q[0][1] + o), g10 = ld(q[1][0] + o), g11 = ld(q[1][1] + o);
+          using T = decltype(g00);
+          const T r[4][2] = {{g00, g01}, {g00 + g10, g01 + g11}, {g00 - g10, g01 - g11}, {-g10, -g11}};
+          for (int i = 0; i < 4; ++i) {
+            st(u + (i * 4 + 0) * us + o, r[i][0]);
+            st(u + (i * 4 + 1) * us + o, r[i][0] + r[i][1]);
+            st(u + (i * 4 + 2) * us + o, r[i][0] - r[i][1]);
+            st(u + (i * 4 + 3) * us + o, -r[i][1]);
+          }
+          if (gb) st(B + o, ld(B + o) + ((g00 + g01) + (g10 + g11)));
+        };
+        int64_t o = 0;
+        for (; o + VL <= OC; o += VL) gy_tile(ld_v, st_v, o);
+        for (; o < OC; ++o) gy_tile(ld_s, st_s, o);
+      }
+      if (!gw) continue;
+      // M[xi][o0 .. o0+kb][c0 .. c0+2VL] = sum_t U[xi][t][o] V[xi][t][c]
+      for (int xi = 0; xi < 16; ++xi)
+        for (int64_t c0 = 0; c0 < Cp; c0 += 2 * VL) {
+          const bool two = Cp - c0 > VL;
+          GwLoop a{U + xi * us, 0, 0, OCp, 1, nt, 1, V + xi * vs + c0, Cp};
+          for (int64_t o0 = 0; o0 < OC; o0 += kb) {
+            const int64_t no = std::min(kb, OC - o0);
+            (two ? kScGw2 : kScGw1)[no - 1](a, ooff.data() + o0, M + (xi * OC + o0) * Cp + c0, Cp, nullptr);
+          }
+        }
+    }
+  });
+  // sum the chunks in order, split over the pool by element ranges
+  parallel_for_static(msz, VL, [&](int64_t b, int64_t e) {
+    for (int64_t ch = 1; ch < chunks; ++ch) {
+      const float* src = macc.data() + ch * msz;
+      for (int64_t i = b; i < e; ++i) macc[i] += src[i];
+    }
+  });
+  if (gb) {
+    for (int64_t ch = 1; ch < chunks; ++ch)
+      for (int64_t o = 0; o < OC; ++o) bacc[o] += bacc[ch * OCp + o];
+    for (int64_t o = 0; o < OC; ++o) gb[o] = bacc[o];
+  }
+  if (!gw) return;
+  // gw[o][c] = G^T M G, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]
+  for (int64_t o = 0; o < OC; ++o)
+    for (int64_t c = 0; c < C; ++c) {
+      float m[4][4], t[3][4];
+      for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = macc[(xi * OC + o) * Cp + c];
+      for (int j = 0; j < 4; ++j) {
+        t[0][j] = m[0][j] + 0.5f * (m[1][j] + m[2][j]);
+        t[1][j] = 0.5f * (m[1][j] - m[2][j]);
+        t[2][j] = 0.5f * (m[1][j] + m[2][j]) + m[3][j];
+      }
+      float* d = gw + (o * C + c) * 9;
+      for (int i = 0; i < 3; ++i) {
+        d[i * 3 + 0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+        d[i * 3 + 1] = 0.5f * (t[i][1] - t[i][2]);
+        d[i * 3 + 2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+      }
+    }
+}
+// grad_w of 1x3 stride-1 convs by Winograd F(3, 2) along W (the 1-D conv2d_wino_gw): per tile
+// of 2 gy values and the 4 inputs under it, gw += G^T [ (A g) . (B^T d) ]; 4 products per 2
+// outputs against 6. speech2 (N32 64->64 L63): grad_w + grad_b ~0.49 -> ~0.36 ms, 1 thread.
+bool wino1d_gw_ok(const ConvShape& s) { return wino1d_ok(s) && s.pt == 0; }
+
+void conv2d_wino1d_gw(const ConvShape& s, const float* gy, const float* x, float* gw, float* gb) {
+  const int64_t C = s.C, OC = s.OC, TW = (s.OW + 1) / 2, TT = s.OH * TW;
+  const int64_t Cp = (C + VL - 1) / VL * VL, OCp = (OC + VL - 1) / VL * VL;
+  const int64_t per = std::max<int64_t>(1, std::min<int64_t>(256 / TT, s.N / 8));
+  const int64_t chunks = (s.N + per - 1) / per, msz = 4 * OC * Cp, maxt = per * TT;
+  std::vector<float> macc(chunks * msz, 0.f), bacc(chunks * OCp, 0.f);
+  std::vector<int64_t> ooff(OC);
+  for (int64_t o = 0; o < OC; ++o) ooff[o] = o;
+  const int64_t np = (OC + kDK - 1) / kDK, kb = (OC + np - 1) / np;
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+    float* V = scratch(t_v, 4 * maxt * Cp);
+    float* U = scratch(t_m, 4 * maxt * OCp);
+    if ((int64_t)t_zero.size() < std::max(Cp, OCp)) t_zero.assign(std::max(Cp, OCp), 0.f);
+    const float* zero = t_zero.data();
+    for (int64_t ch = cb; ch < ce; ++ch) {
+      const int64_t n0 = ch * per, n1 = std::min(s.N, n0 + per), nt = (n1 - n0) * TT;
+      float* M = macc.data() + ch * msz;
+      float* B = bacc.data() + ch * OCp;
+      const int64_t vs = nt * Cp, us = nt * OCp;
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t n = n0 + t / TT, oh = t % TT / TW, tw = t % TW;
+        const int64_t iw0 = 2 * tw - s.pl;
+        const float* xr = oh < s.H ? x + (n * s.H + oh) * s.W * C : nullptr;  // pt == 0
+        const float* p[4];
+        for (int j = 0; j < 4; ++j) p[j] = (xr && iw0 + j >= 0 && iw0 + j < s.W) ? xr + (iw0 + j) * C : zero;
+        float* v = V + t * Cp;
+        auto xt = [&](auto ld, auto st, int64_t c) {
+          const auto d0 = ld(p[0] + c), d1 = ld(p[1] + c), d2 = ld(p[2] + c), d3 = ld(p[3] + c);
+          st(v + c, d0 - d2);
+          st(v + vs + c, d1 + d2);
+          st(v + 2 * vs + c, d2 - d1);
+          st(v + 3 * vs + c, d1 - d3);
+        };
+        int64_t c = 0;
+        for (; c + VL <= C; c += VL) xt(ld_v, st_v, c);
+        for (; c < C; ++c) xt(ld_s, st_s, c);
+        for (; c < Cp; ++c)
+          for (int xi = 0; xi < 4; ++xi) v[xi * vs + c] = 0.f;
+        // U[xi][t][o] = (A g)[xi], A = [1 0; 1 1; 1 -1; 0 -1]
+        const float* gr = gy + ((n * s.OH + oh) * s.OW + 2 * tw) * OC;
+        const float* q0 = gr;
+        const float* q1 = 2 * tw + 1 < s.OW ? gr + OC : zero;
+        float* u = U + t * OCp;
+        auto gt = [&](auto ld, auto st, int64_t o) {
+          const auto g0 = ld(q0 + o), g1 = ld(q1 + o);
+          st(u + o, g0);
+          st(u + us + o, g0 + g1);
+          st(u + 2 * us + o, g0 - g1);
+          st(u + 3 * us + o, -g1);
+          if (gb) st(B + o, ld(B + o) + (g0 + g1));
+        };
+        int64_t o = 0;
+        for (; o + VL <= OC; o += VL) gt(ld_v, st_v, o);
+        for (; o < OC; ++o) gt(ld_s, st_s, o);
+      }
+      if (!gw) continue;
+      for (int xi = 0; xi < 4; ++xi)
+        for (int64_t c0 = 0; c0 < Cp; c0 += 2 * VL) {
+          const bool two = Cp - c0 > VL;
+          GwLoop a{U + xi * us, 0, 0, OCp, 1, nt, 1, V + xi * vs + c0, Cp};
+          for (int64_t o0 = 0; o0 < OC; o0 += kb) {
+            const int64_t no = std::min(kb, OC - o0);
+            (two ? kScGw2 : kScGw1)[no - 1](a, ooff.data() + o0, M + (xi * OC + o0) * Cp + c0, Cp, nullptr);
+          }
+        }
+    }
+  });
+  parallel_for_static(msz, VL, [&](int64_t b, int64_t e) {
+    for (int64_t ch = 1; ch < chunks; ++ch) {
+      const float* src = macc.data() + ch * msz;
+      for (int64_t i = b; i < e; ++i) macc[i] += src[i];
+    }
+  });
+  if (gb) {
+    for (int64_t ch = 1; ch < chunks; ++ch)
+      for (int64_t o = 0; o < OC; ++o) bacc[o] += bacc[ch * OCp + o];
+    for (int64_t o = 0; o < OC; ++o) gb[o] = bacc[o];
+  }
+  if (!gw) return;
+  // gw[o][c] = G^T m, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]
+  for (int64_t o = 0; o < OC; ++o)
+    for (int64_t c = 0; c < C; ++c) {
+      const float m0 = macc[(0 * OC + o) * Cp + c], m1 = macc[(1 * OC + o) * Cp + c], m2 = macc[(2 * OC + o) * Cp + c],
+                  m3 = macc[(3 * OC + o) * Cp + c];
+      float* d = gw + (o * C + c) * 3;
+      d[0] = m0 + 0.5f * (m1 + m2);
+      d[1] = 0.5f * (m1 - m2);
+      d[2] = 0.5f * (m1 + m2) + m3;
+    }
+}
+
 }  // namespace
+
+void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+  const int64_t C = s.C, OC = s.OC, KHW = s.KH * s.KW, K = KHW * C, OCp = (OC + VL - 1) / VL * VL;
+  std::vector<float> wr(K * OCp, 0.f), bp;
+  for (int64_t o = 0; o < OC; ++o)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t k = 0; k < KHW; ++k) wr[(k * C + c) * OCp + o] = w[(o * C + c) * KHW + k];
+  if (b) {
+    bp.assign(OCp, 0.f);
+    std::memcpy(bp.data(), b, sizeof(float) * OC);
+  }
+  const PadGeom pg = pad_geom(s);
+  std::vector<float> xpad;
+  const float* xb = x;
+  if (pg.copy) {
+    xpad.resize(s.N * pg.img);
+    parallel_for(s.N, 8, [&](int64_t nb, int64_t ne) {
+      for (int64_t n = nb; n < ne; ++n) pad_image(s, pg, x + n * s.H * s.W * C, xpad.data() + n * pg.img);
+    });
+    xb = xpad.data();
+  }
+  const std::vector<int64_t> off = tap_offsets(s, pg);
+  const int64_t ps = s.sw * C;
+  // >= ~512 K multiply-adds per task: tiny (N1 3->16 28x28, 292 K, ~7 us) stays on the calling
+  // thread rather than pay for waking the pool.
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 19) / std::max<int64_t>(1, s.OW * K * OC));
+  // Tiles of near-equal width (OW 26: 9+9+8 rather than 12+12+2, whose short tile is
+  // FMA-latency bound).
+  const int64_t ntw = (s.OW + kDM - 1) / kDM, mt = (s.OW + ntw - 1) / ntw;
+  parallel_for(s.N * s.OH, grain, [&](int64_t rb, int64_t re) {
+    for (int64_t r = rb; r < re; ++r) {
+      const int64_t n = r / s.OH, oh = r % s.OH;
+      const float* xr = xb + n * pg.img + oh * s.sh * pg.rs;
+      float* yr = y + r * s.OW * OC;
+      for (int64_t ob = 0; ob < OC; ob += 2 * VL) {
+        const int64_t nc = std::min<int64_t>(2 * VL, OC - ob);
+        const auto& tab = nc > VL ? kScFwd2 : kScFwd1;
+        for (int64_t ow = 0; ow < s.OW; ow += mt) {
+          const int64_t m = std::min<int64_t>(mt, s.OW - ow);
+          tab[m - 1](xr + ow * ps, ps, off.data(), K, wr.data() + ob, OCp, b ? bp.data() + ob : nullptr, relu,
+                     yr + ow * OC + ob, OC, nc);
+        }
+      }
+    }
+  });
+}
+
+void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
+                             float* gw, float* gb) {
+  const int64_t C = s.C, OC = s.OC, KHW = s.KH * s.KW, K = KHW * C, OCp = (OC + VL - 1) / VL * VL;
+  const int64_t P = s.OH * s.OW;
+  // Stride 1 with C >= 16: grad_x is the full conv of gy with the flipped, transposed kernel
+  // (padding (K-1)*d - p), run by the Winograd or the direct forward kernel. speech2 (N32
+  // 64->64 L63 k3): ~0.77 ms (gcol GEMM + col2im) -> ~0.4 ms, single thread.
+  if (gx && s.sh == 1 && s.sw == 1 && C >= 16 && s.pt <= (s.KH - 1) * s.dh && s.pl <= (s.KW - 1) * s.dw) {
+    ConvShape t = s;
+    t.C = s.OC; t.OC = s.C; t.H = s.OH; t.W = s.OW; t.OH = s.H; t.OW = s.W;
+    t.pt = (s.KH - 1) * s.dh - s.pt; t.pl = (s.KW - 1) * s.dw - s.pl;
+    std::vector<float> wf(C * OC * KHW);
+    for (int64_t o = 0; o < OC; ++o)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t k = 0; k < KHW; ++k) wf[(c * OC + o) * KHW + (KHW - 1 - k)] = w[(o * C + c) * KHW + k];
+    const bool wino = s.KH == 3 && s.KW == 3 && s.dh == 1 && s.dw == 1 && s.OH + 2 - s.H - s.pt <= 2 &&
+                      s.OW + 2 - s.W - s.pl <= 2 && wino_ok(t);
+    if (wino)
+      conv2d_wino(t, gy, wf.data(), nullptr, false, gx);
+    else if (wino1d_ok(t))
+      conv2d_wino1d(t, gy, wf.data(), nullptr, false, gx);
+    else
+      conv2d_forward_direct(t, gy, wf.data(), nullptr, false, gx);
+    gx = nullptr;  // done
+  }
+  if (gw && wino_ok(s)) {
+    conv2d_wino_gw(s, gy, x, gw, gb);
+    gw = gb = nullptr;  // done
+    if (!gx) return;
+  }
+  if (gw && wino1d_gw_ok(s)) {
+    conv2d_wino1d_gw(s, gy, x, gw, gb);
+    gw = gb = nullptr;  // done
+    if (!gx) return;
+  }
+  const PadGeom pg = pad_geom(s);
+  const std::vector<int64_t> off = tap_offsets(s, pg);
+  const int64_t ps = s.sw * C;
+  // grad_x per image: gyT (channels first, OWp wide) -> gcol rows gc[k][j] = sum_o wk[o][k] gyT[o][j]
+  // -> summed into the channels-first padded gradient gt (C x Hp x RW) -> gx (channels last).
+  // Rows of gt are RW floats (whole vectors, past the padded width); rows of gc LDC floats:
+  // LP zeros on the left, so shifted reads stay inside, then RW.
+  const int64_t OWp = (s.OW + VL - 1) / VL * VL, LP = (s.KW - 1) * s.dw;
+  const int64_t RW = (OWp * s.sw + LP + VL - 1) / VL * VL, LDC = LP + RW;
+  std::vector<float> wk;
+  if (gx) {
+    wk.resize(OC * K);
+    for (int64_t o = 0; o < OC; ++o)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t k = 0; k < KHW; ++k) wk[o * K + k * C + c] = w[(o * C + c) * KHW + k];
+  }
+  // Fixed chunks of images (a function of N only) own one accumulator each: K rows of
+  // grad_w and one of grad_b, OCp wide.
+  const int64_t per = (s.N + 15) / 16, chunks = (s.N + per - 1) / per, accsz = (K + 1) * OCp;
+  std::vector<float> acc((gw || gb) ? chunks * accsz : 0, 0.f);
+  const int64_t np = (K + kDK - 1) / kDK, kb = (K + np - 1) / np;  // balanced passes over k
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t ch = cb; ch < ce; ++ch) {
+      const int64_t n0 = ch * per, n1 = std::min(s.N, n0 + per), ni = n1 - n0;
+      if (gx) {
+        for (int64_t n = n0; n < n1; ++n) {
+          // gyT[oh][o][0:OWp] (zero past OW), gt[c][Hp][RW] channels first, zeroed
+          float* gyt = scratch(t_gyt, s.OH * OC * OWp);
+          const float* gn = gy + n * P * OC;
+          for (int64_t oh = 0; oh < s.OH; ++oh) {
+            float* d = gyt + oh * OC * OWp;
+            transpose(gn + oh * s.OW * OC, OC, s.OW, OC, d, OWp);
+            for (int64_t o = 0; o < OC; ++o)
+              for (int64_t ow = s.OW; ow < OWp; ++ow) d[o * OWp + ow] = 0.f;
+          }
+          float* gt = scratch(t_gpad, C * pg.Hp * RW);
+          std::memset(gt, 0, sizeof(float) * C * pg.Hp * RW);
+          // gcol of one output row, channels first: gc[k][LP + j], zero for j outside [0, OWp)
+          float* gc = scratch(t_gct, K * LDC);
+          std::memset(gc, 0, sizeof(float) * K * LDC);
+          for (int64_t oh = 0; oh < s.OH; ++oh) {
+            const float* gr = gyt + oh * OC * OWp;
+            for (int64_t ob = 0; ob < OWp; ob += 2 * VL) {
+              const bool two = OWp - ob > VL;
+              for (int64_t k0 = 0; k0 < K; k0 += kb) {
+                const int64_t nk = std::min(kb, K - k0);
+                (two ? kScGx2 : kScGx1)[nk - 1](gr + ob, OWp, OC, wk.data() + k0, K, gc + k0 * LDC + LP + ob, LDC);
+              }
+            }
+            // col2im: row (c, ih) of gt gets the KW taps of (kh, c), shifted by kw*dw. Summing
+            // the shifted rows in registers keeps stores from overlapping (overlapping
+            // read-modify-writes stall on store forwarding: 3x slower on cnn-a1).
+            for (int64_t kh = 0; kh < s.KH; ++kh)
+              for (int64_t c = 0; c < C; ++c) {
+                float* dst = gt + (c * pg.Hp + oh * s.sh + kh * s.dh) * RW;
+                const float* src = gc + (kh * s.KW * C + c) * LDC + LP;
+                if (s.sw == 1) {
+                  for (int64_t j = 0; j < RW; j += VL) {
+                    vf v = loadu(dst + j);
+                    for (int64_t kw = 0; kw < s.KW; ++kw) v += loadu(src + kw * C * LDC + j - kw * s.dw);
+                    storeu(dst + j, v);
+                  }
+                } else {
+                  for (int64_t kw = 0; kw < s.KW; ++kw) {
+                    const float* sk = src + kw * C * LDC;
+                    float* dk = dst + kw * s.dw;
+                    for (int64_t j = 0; j < s.OW; ++j) dk[j * s.sw] += sk[j];
+                  }
+                }
+              }
+          }
+          // back to channels last, dropping the padding
+          float* gxn = gx + n * s.H * s.W * C;
+          const int64_t w1 = std::max<int64_t>(0, std::min(s.W, RW - s.pl));
+          for (int64_t h = 0; h < s.H; ++h) {
+            float* o = gxn + h * s.W * C;
+            if (h + s.pt >= pg.Hp) {
+              std::memset(o, 0, sizeof(float) * s.W * C);
+              continue;
+            }
+            for (int64_t c = 0; c < C; ++c) {
+              const float* src = gt + (c * pg.Hp + h + s.pt) * RW + s.pl;
+              for (int64_t w_ = 0; w_ < w1; ++w_) o[w_ * C + c] = src[w_];
+              for (int64_t w_ = w1; w_ < s.W; ++w_) o[w_ * C + c] = 0.f;
+            }
+          }
+        }
+      }
+      if (!gw && !gb) continue;
+      // gy of the chunk, OCp wide (copied with zero columns when OC is not whole vectors)
+      const float* g = gy + n0 * P * OC;
+      int64_t ldg = OC;
+      if (OCp != OC) {
+        float* gpd = scratch(t_gcol, ni * P * OCp);
+        for (int64_t r = 0; r < ni * P; ++r) {
+          std::memcpy(gpd + r * OCp, g + r * OC, sizeof(float) * OC);
+          std::memset(gpd + r * OCp + OC, 0, sizeof(float) * (OCp - OC));
+        }
+        g = gpd;
+        ldg = OCp;
+      }
+      float* A = acc.data() + ch * accsz;
+      if (!gw) {
+        sc_bias_pass(g, ni * P, ldg, OCp, A + K * OCp);
+        continue;
+      }
+      const float* xs = x + n0 * s.H * s.W * C;
+      if (pg.copy) {
+        float* xp = scratch(t_pad, ni * pg.img);
+        for (int64_t n = 0; n < ni; ++n) pad_image(s, pg, xs + n * s.H * s.W * C, xp + n * pg.img);
+        xs = xp;
+      }
+      for (int64_t ob = 0; ob < OCp; ob += 2 * VL) {
+        const bool two = OCp - ob > VL;
+        GwLoop a{xs, pg.img, s.sh * pg.rs, ps, s.OH, s.OW, ni, g + ob, ldg};
+        for (int64_t k0 = 0; k0 < K; k0 += kb) {
+          const int64_t nk = std::min(kb, K - k0);
+          const bool withb = gb && k0 == 0;
+          const auto& tab = two ? (withb ? kScGw2b : kScGw2) : (withb ? kScGw1b : kScGw1);
+          tab[nk - 1](a, off.data() + k0, A + k0 * OCp + ob, OCp, A + K * OCp + ob);
+        }
+      }
+    }
+  });
+  if (!gw && !gb) return;
+  // sum the chunks in order, split over the pool by element ranges (speech2: 16 x 193 x 64)
+  parallel_for_static(accsz, VL, [&](int64_t b, int64_t e) {
+    for (int64_t ch = 1; ch < chunks; ++ch) {
+      const float* src = acc.data() + ch * accsz;
+      for (int64_t i = b; i < e; ++i) acc[i] += src[i];
+    }
+  });
+  if (gw)
+    for (int64_t o = 0; o < OC; ++o)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t k = 0; k < KHW; ++k) gw[(o * C + c) * KHW + k] = acc[(k * C + c) * OCp + o];
+  if (gb)
+    for (int64_t o = 0; o < OC; ++o) gb[o] = acc[K * OCp + o];
+}
 
 void conv2d_forward(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
   const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, Kg = s.KH * s.KW * Cg, P = s.OH * s.OW;
   if (wino_ok(s)) {
     conv2d_wino(s, x, w, b, relu, y);
+    return;
+  }
+  if (wino1d_ok(s)) {
+    conv2d_wino1d(s, x, w, b, relu, y);
+    return;
+  }
+  if (direct_ok(s)) {
+    conv2d_forward_direct(s, x, w, b, relu, y);
     return;
   }
   const int64_t T = tile_rows(Kg, P), tiles = (P + T - 1) / T;
@@ -456,7 +1271,12 @@ void conv2d_forward(const ConvShape& s, const float* x, const float* w, const fl
 
 void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
                      float* gb) {
+  if (direct_ok(s)) {
+    conv2d_backward_direct(s, gy, x, w, gx, gw, gb);
+    return;
+  }
   const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, Kg = s.KH * s.KW * Cg, K1 = Kg + 1, P = s.OH * s.OW;
+  const bool need_acc = gw || gb;
   const int64_t T = tile_rows(K1, P);
   // Fixed chunks of images (a function of N only) own one grad_w accumulator each.
   const int64_t chunks = std::min<int64_t>(s.N, 8), per = (s.N + chunks - 1) / chunks;
@@ -470,7 +1290,7 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
   ConvShape t = s;
   t.C = s.OC; t.OC = s.C; t.H = s.OH; t.W = s.OW; t.OH = s.H; t.OW = s.W;
   t.pt = s.KH - 1 - s.pt; t.pl = s.KW - 1 - s.pl;
-  const bool wino_gx = s.G == 1 && s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
+  const bool wino_gx = gx && s.G == 1 && s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
                        s.cl && s.pt <= 2 && s.pl <= 2 && s.OH + 2 - s.H - s.pt <= 2 && s.OW + 2 - s.W - s.pl <= 2 &&
                        wino_ok(t);
   if (wino_gx) {
@@ -479,7 +1299,7 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
       for (int64_t c = 0; c < s.C; ++c)
         for (int64_t k = 0; k < 9; ++k) wt[(c * s.OC + o) * 9 + (8 - k)] = w[(o * s.C + c) * 9 + k];
     conv2d_wino(t, gy, wt.data(), nullptr, false, gx);
-  } else {
+  } else if (gx) {
     std::memset(gx, 0, sizeof(float) * s.N * s.C * s.H * s.W);
   }
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
@@ -524,8 +1344,8 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
             }
             a.beta = 1.f;
             d.beta = 0.f;
-            sgemm_st(a);
-            if (wino_gx) continue;
+            if (need_acc) sgemm_st(a);
+            if (wino_gx || !gx) continue;
             sgemm_st(d);
             if (s.cl)
               col2im_cl(s, gcol, n, g, r0, r1, gx, Kgp);
@@ -535,6 +1355,7 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
         }
     }
   });
+  if (!need_acc) return;
   for (int64_t ch = 1; ch < chunks; ++ch) {
     const float* src = acc.data() + ch * accsz;
     for (int64_t i = 0; i < accsz; ++i) acc[i] += src[i];
@@ -544,14 +1365,13 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
     const float* ag = acc.data() + g * K1 * OCg;
     for (int64_t o = 0; o < OCg; ++o) {
       const int64_t oc = g * OCg + o;
-      if (s.cl) {
+      if (gw && s.cl) {
         for (int64_t c = 0; c < Cg; ++c)
           for (int64_t k = 0; k < KHW; ++k) gw[(oc * Cg + c) * KHW + k] = ag[(k * Cg + c) * OCg + o];
-        if (gb) gb[oc] = ag[Kg * OCg + o];
-      } else {
+      } else if (gw) {
         for (int64_t k = 0; k < Kg; ++k) gw[oc * Kg + k] = ag[k * OCg + o];
-        if (gb) gb[oc] = ag[Kg * OCg + o];
       }
+      if (gb) gb[oc] = ag[Kg * OCg + o];
     }
   }
 }
@@ -607,8 +1427,10 @@ void conv2d_backward_naive(const ConvShape& s, const float* gy, const float* x, 
                 dw[wk] += gv * x[xk];
               }
         }
-  for (size_t i = 0; i < dx.size(); ++i) gx[i] = (float)dx[i];
-  for (size_t i = 0; i < dw.size(); ++i) gw[i] = (float)dw[i];
+  if (gx)
+    for (size_t i = 0; i < dx.size(); ++i) gx[i] = (float)dx[i];
+  if (gw)
+    for (size_t i = 0; i < dw.size(); ++i) gw[i] = (float)dw[i];
   if (gb)
     for (int64_t o = 0; o < s.OC; ++o) gb[o] = (float)db[o];
 }

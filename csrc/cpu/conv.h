@@ -30,7 +30,7 @@ struct ConvKernels {
   void (*conv2d_forward)(const ConvShape&, const float* x, const float* w, const float* b, bool relu, float* y);
   void (*conv2d_forward_naive)(const ConvShape&, const float* x, const float* w, const float* b, bool relu,
                                float* y);
-  // gb may be null (no bias gradient). gx, gw, gb are overwritten.
+  // Each of gx, gw, gb may be null (that gradient is not computed); the others are overwritten.
   void (*conv2d_backward)(const ConvShape&, const float* gy, const float* x, const float* w, float* gx, float* gw,
                           float* gb);
   void (*conv2d_backward_naive)(const ConvShape&, const float* gy, const float* x, const float* w, float* gx,

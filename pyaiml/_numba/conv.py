@@ -107,7 +107,8 @@ def conv2d(x, w, b, p, cl=False, relu=False):
     return y
 
 
-def conv2d_backward(gy, x, w, p, cl=False, need_b=True):
+def conv2d_backward(gy, x, w, p, cl=False, need_b=True, need_x=True, need_w=True):
+    """Gradients (grad_x, grad_w, grad_b); those not asked for are None (computed, then dropped)."""
     sh, sw, pt, pb, pl, pr, dh, dw, G = p
     OC, Cg, KH, KW = w.shape
     N = x.shape[0]
@@ -120,7 +121,7 @@ def conv2d_backward(gy, x, w, p, cl=False, need_b=True):
     gb = None
     if need_b:
         gb = gy.sum(axis=(0, 1, 2) if cl else (0, 2, 3), dtype=np.float64).astype(np.float32)
-    return gx, gw.astype(np.float32), gb
+    return gx if need_x else None, gw.astype(np.float32) if need_w else None, gb
 
 
 @nb.njit(parallel=True, cache=True)

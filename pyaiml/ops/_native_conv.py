@@ -11,8 +11,8 @@ def conv2d(x, w, b, p, cl=False, relu=False):
     return _C.conv2d(x, w, b, p, cl, relu)
 
 
-def conv2d_backward(gy, x, w, p, cl=False, need_b=True):
-    return _C.conv2d_backward(gy, x, w, p, cl, need_b)
+def conv2d_backward(gy, x, w, p, cl=False, need_b=True, need_x=True, need_w=True):
+    return _C.conv2d_backward(gy, x, w, p, cl, need_b, False, need_x, need_w)
 
 
 def max_pool2d(x, q, cl=False, with_idx=False):

@@ -55,8 +55,8 @@ def conv2d(x, w, b, p, cl=False, relu=False):
     return _back(y.astype(x.dtype), cl)
 
 
-def conv2d_backward(gy, x, w, p, cl=False, need_b=True):
-    """Gradients of conv2d: (grad_x like x, grad_w like w, grad_b (OC,) or None)."""
+def conv2d_backward(gy, x, w, p, cl=False, need_b=True, need_x=True, need_w=True):
+    """Gradients of conv2d: (grad_x like x, grad_w like w, grad_b (OC,)); None where not asked for."""
     sh, sw, pt, pb, pl, pr, dh, dw, G = p
     xd = _nchw(x, cl).astype(np.float64)
     gd = _nchw(gy, cl).astype(np.float64)
@@ -78,7 +78,7 @@ def conv2d_backward(gy, x, w, p, cl=False, need_b=True):
                 gxp[sl] += np.einsum("nohw,oc->nchw", gg, wd[g * OCg:(g + 1) * OCg, :, i, j])
     gx = gxp[:, :, pt:pt + H, pl:pl + W]
     gb = gd.sum(axis=(0, 2, 3)).astype(x.dtype) if need_b else None
-    return _back(gx.astype(x.dtype), cl), gw.astype(w.dtype), gb
+    return _back(gx.astype(x.dtype), cl) if need_x else None, gw.astype(w.dtype) if need_w else None, gb
 
 
 def _pool_taps(x, q):

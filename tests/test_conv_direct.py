@@ -1,0 +1,177 @@
+"""The direct (implicit-GEMM) conv kernels of csrc/cpu/conv.cpp, the Winograd weight gradient
+and the backward's output_mask, on awkward shapes: every backend against torch (float64
+autograd), the C++ kernels against their _naive oracles, thread-count independence.
+
+Paths covered (channels last, no groups): few input channels (C 1..4: forward, grad_w in
+registers, grad_x with pixels in vector lanes), C >= 16 at stride 1 (grad_x as the forward
+of the flipped kernel), 3x3 stride 1 with C, OC >= 16 (Winograd forward, grad_x and grad_w),
+1x3 stride 1 with C, OC >= 16 (Winograd F(2, 3) forward and grad_x).
+Tolerances: the rule of tests/test_conv.py (_check).
+"""
+import numpy as np
+import pytest
+
+from helpers import backends_for
+from test_conv import _check
+
+import pyaiml
+import pyaiml.ops as ops
+from pyaiml import _backend
+
+torch = pytest.importorskip("torch")
+
+# (N, C, OC, H, W, KH, KW, stride, padding, dilation, groups)
+DIRECT2 = [
+    (5, 1, 16, 9, 97, 3, 3, 1, 0, 1, 1),           # C 1, OW 95: tiles of 12 + a short one
+    (1, 2, 33, 7, 9, 3, 3, 2, 1, 1, 1),            # stride 2, OC 33 (a partial vector)
+    (5, 3, 1, 11, 10, 3, 3, 1, "same", 2, 1),      # OC 1, dilation 2, padding
+    (1, 4, 16, 1, 1, 1, 1, 1, 0, 1, 1),            # 1x1 image
+    (2, 3, 32, 32, 32, 3, 3, 1, 0, 1, 1),          # cnn-a1's layer
+    (1, 3, 33, 5, 6, 5, 2, (2, 1), (2, 1), 1, 1),  # kernel larger than the image side, per-axis stride
+    (2, 4, 7, 13, 3, 2, 3, 1, (3, 2), (1, 2), 1),  # padding beyond the kernel extent
+    (2, 16, 16, 7, 9, 3, 3, 1, 1, 1, 1),           # Winograd forward, grad_x, grad_w
+    (5, 17, 33, 13, 11, 3, 3, 1, 0, 1, 1),         # Winograd, odd C and OC
+    (1, 16, 17, 6, 6, 3, 3, 1, 2, 1, 1),           # Winograd, padding 2 (grad_x by the direct kernel)
+    (2, 20, 16, 9, 8, 3, 3, 2, 1, 1, 1),           # C >= 16 strided: grad_x per image
+    (2, 16, 24, 9, 10, 3, 2, 1, (2, 1), 2, 1),     # C >= 16 dilated: grad_x as a direct forward
+    (3, 24, 20, 5, 5, 1, 1, 1, 0, 1, 1),           # 1x1
+    (2, 6, 12, 9, 7, 3, 3, 1, 1, 1, 3),            # groups: still im2col + GEMM
+    (2, 16, 20, 5, 9, 1, 3, 1, 1, 1, 1),           # 1x3 Winograd F(2, 3) with zero rows (padding 1 on H)
+    (1, 17, 16, 3, 4, 1, 3, 1, (0, 2), 1, 1),      # 1x3 Winograd, odd output width
+]
+# (N, C, OC, L, K, stride, padding, dilation, groups)
+DIRECT1 = [
+    (5, 1, 64, 97, 3, 1, 0, 1, 1),                 # speech1-like
+    (3, 64, 64, 33, 3, 1, 0, 1, 1),                # speech2-like: grad_x as a direct forward
+    (2, 3, 33, 7, 5, 2, 2, 1, 1),
+    (1, 17, 1, 1, 1, 1, 0, 1, 1),
+    (2, 16, 17, 8, 3, 1, 1, 1, 1),                 # Winograd F(2, 3): forward and grad_x, padding 1
+    (1, 20, 33, 97, 3, 1, "same", 1, 1),
+    (5, 17, 16, 4, 3, 1, 2, 1, 1),                 # padding 2: grad_x window starts at the edge
+]
+
+
+@pytest.mark.parametrize("backend", backends_for("conv2d"))
+@pytest.mark.parametrize("i", range(len(DIRECT2)))
+def test_direct_conv2d_matches_torch(backend, i, rng, monkeypatch):
+    if backend == "numpy" and i % 3:
+        pytest.skip("sampled: numpy backend runs every third case")
+    _check(2, backend, True, np.float32, DIRECT2[i], rng, monkeypatch)
+    if backend == "cpp":
+        _check(2, backend, False, np.float32, DIRECT2[i], rng, monkeypatch)
+
+
+@pytest.mark.parametrize("backend", backends_for("conv2d"))
+@pytest.mark.parametrize("i", range(len(DIRECT1)))
+def test_direct_conv1d_matches_torch(backend, i, rng, monkeypatch):
+    _check(1, backend, True, np.float32, DIRECT1[i], rng, monkeypatch)
+
+
+def _params(s, p, d, G=1):
+    sh, sw = (s, s) if isinstance(s, int) else s
+    (pt, pb), (pl, pr) = [(v, v) if isinstance(v, int) else v for v in ((p, p) if isinstance(p, int) else p)]
+    dh, dw = (d, d) if isinstance(d, int) else d
+    return (sh, sw, pt, pb, pl, pr, dh, dw, G)
+
+
+@pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
+@pytest.mark.parametrize("case", [
+    (1, 3, 16, 28, 28, 3, 3, 1, 0, 1),
+    (5, 2, 33, 8, 7, 3, 2, 2, ((1, 0), (2, 1)), (1, 2)),
+    (3, 4, 1, 5, 9, 2, 3, 1, ((0, 3), (1, 1)), 1),
+    (2, 1, 17, 1, 97, 1, 5, (1, 3), ((0, 0), (4, 2)), 1),
+    (3, 32, 64, 15, 15, 3, 3, 1, 0, 1),
+    (2, 17, 16, 7, 5, 3, 3, 1, ((2, 1), (0, 2)), 1),
+    (2, 33, 19, 6, 9, 2, 3, 1, ((1, 1), (0, 0)), 2),
+    (3, 16, 33, 2, 13, 1, 3, 1, ((0, 1), (2, 1)), 1),   # 1x3 Winograd F(2, 3)
+    (2, 64, 64, 1, 63, 1, 3, 1, 0, 1),                  # speech2's layer
+])
+def test_direct_kernels_match_naive(case):
+    """Asymmetric padding, per-axis stride/dilation; every subset of the gradients."""
+    C_ = _backend.native()
+    N, C, OC, H, W, KH, KW, s, pad, d = case
+    p = _params(s, pad, d)
+    r = np.random.default_rng(0)
+    x = r.standard_normal((N, H, W, C), dtype=np.float32)
+    w = r.standard_normal((OC, C, KH, KW), dtype=np.float32)
+    b = r.standard_normal(OC, dtype=np.float32)
+    for relu in (False, True):
+        np.testing.assert_allclose(C_.conv2d(x, w, b, p, True, relu), C_.conv2d(x, w, b, p, True, relu, True),
+                                   rtol=1e-4, atol=1e-4)
+    y = C_.conv2d(x, w, None, p, True)
+    gy = r.standard_normal(y.shape, dtype=np.float32)
+    want = C_.conv2d_backward(gy, x, w, p, True, True, True)
+    tol = 2e-4 * np.sqrt(gy.size)
+    for need_x in (False, True):
+        for need_w in (False, True):
+            for need_b in (False, True):
+                got = C_.conv2d_backward(gy, x, w, p, True, need_b, False, need_x, need_w)
+                for g, wt, need in zip(got, want, (need_x, need_w, need_b)):
+                    if need:
+                        np.testing.assert_allclose(g, wt, rtol=1e-4, atol=tol)
+                    else:
+                        assert g is None
+
+
+@pytest.mark.parametrize("backend", backends_for("conv2d"))
+@pytest.mark.parametrize("nd", [1, 2])
+def test_output_mask(backend, nd, rng, monkeypatch):
+    monkeypatch.setenv("PYAIML_BACKEND", backend)
+    if nd == 2:
+        x = rng.standard_normal((3, 9, 8, 3), dtype=np.float32)
+        w = rng.standard_normal((16, 3, 3, 3), dtype=np.float32)
+        fwd, bwd, fmt = ops.conv2d, ops.conv2d_backward, "NHWC"
+    else:
+        x = rng.standard_normal((3, 20, 17), dtype=np.float32)
+        w = rng.standard_normal((16, 17, 3), dtype=np.float32)
+        fwd, bwd, fmt = ops.conv1d, ops.conv1d_backward, "NLC"
+    gy = rng.standard_normal(fwd(x, w, padding=1, data_format=fmt).shape, dtype=np.float32)
+    full = bwd(gy, x, w, padding=1, data_format=fmt)
+    for mask in [(a, b, c) for a in (False, True) for b in (False, True) for c in (False, True)]:
+        got = bwd(gy, x, w, padding=1, data_format=fmt, output_mask=mask)
+        for g, f, m in zip(got, full, mask):
+            if m:
+                np.testing.assert_allclose(g, f, rtol=1e-5, atol=1e-5)
+            else:
+                assert g is None
+    # output_mask overrides needs_bias_grad
+    assert bwd(gy, x, w, padding=1, data_format=fmt, needs_bias_grad=False, output_mask=(False, True, True))[2] \
+        is not None
+    assert bwd(gy, x, w, padding=1, data_format=fmt, needs_bias_grad=False)[2] is None
+
+
+def test_output_mask_errors(rng):
+    x = rng.standard_normal((2, 3, 6, 6), dtype=np.float32)
+    w = rng.standard_normal((4, 3, 3, 3), dtype=np.float32)
+    gy = np.zeros((2, 4, 4, 4), np.float32)
+    for bad in [(True, True), (1, 1, 1), "xwb", (True, True, None)]:
+        with pytest.raises(TypeError, match="output_mask must be a tuple of 3 bools"):
+            ops.conv2d_backward(gy, x, w, output_mask=bad)
+    gx, gw, gb = ops.conv2d_backward(gy[:0], x[:0], w, output_mask=(False, True, False))
+    assert gx is None and gw.shape == w.shape and not gw.any() and gb is None
+
+
+@pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
+@pytest.mark.parametrize("shape", [
+    ((11, 9, 10, 3), (33, 3, 3, 3), 0),    # few channels
+    ((17, 7, 9, 16), (24, 16, 3, 3), 1),   # Winograd: several images per chunk
+    ((5, 1, 40, 20), (16, 20, 1, 3), 0),   # 1-D, grad_x as a direct forward
+])
+def test_direct_results_do_not_depend_on_thread_count(shape, rng):
+    xs, ws, pad = shape
+    x = rng.standard_normal(xs, dtype=np.float32)
+    w = rng.standard_normal(ws, dtype=np.float32)
+    b = rng.standard_normal(ws[0], dtype=np.float32)
+    gy = rng.standard_normal(ops.conv2d(x, w, padding=pad, data_format="NHWC").shape, dtype=np.float32)
+    n0 = pyaiml.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            pyaiml.set_num_threads(n)
+            outs.append((ops.conv2d(x, w, b, padding=pad, data_format="NHWC"),)
+                        + ops.conv2d_backward(gy, x, w, padding=pad, data_format="NHWC"))
+    finally:
+        pyaiml.set_num_threads(n0)
+    for o in outs[1:]:
+        for a, b_ in zip(outs[0], o):
+            np.testing.assert_array_equal(a, b_)

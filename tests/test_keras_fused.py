@@ -1,6 +1,6 @@
 """The training step's fused paths against torch autograd in float64: a max-pool after a
 ReLU takes the ReLU's gradient through its window indices (the layer before skips its
-ReLU mask), the first layer computes only its weight gradient (bias folded into the GEMM),
+ReLU mask), the first layer computes only its weight and bias gradients (the conv op's output_mask),
 softmax + cross-entropy on the logits. Shapes are odd on purpose (pool 2 floors 7 -> 3, the
 last row/column gets no gradient) and the data give exact zeros and all-negative windows.
 """

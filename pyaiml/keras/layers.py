@@ -430,6 +430,272 @@ class _Conv(Layer, _ActMixin):
             return self._y
         return self._act_fwd(conv(*args))
 
+    def backward(self, dy, need_dx=True):
+        raise NotImplementedError
+
+    def __call__(self, x, training=False, mask=None):
+        x = np.asarray(x)
+        if x.dtype.kind == "f" and x.dtype != FLOATX:
+            x = x.astype(FLOATX)
+        self._ensure_built(x.shape[1:])
+        self._check_input(x.shape[1:])
+        return self.forward(x, training, mask)
+
+    def _check_input(self, shape):
+        want = self.input_shape
+        if want is None:
+            return
+        if len(shape) != len(want) or any(w is not None and w != s for w, s in zip(want, shape)):
+            raise InputSpecError(f"Input of shape {_shape_str(tuple(shape))} does not fit layer {self.name!r} "
+                                 f"({type(self).__name__}), which expects {_shape_str(want)}")
+
+    def get_config(self):
+        cfg = {"name": self.name, "trainable": self.trainable}
+        if self._input_shape_arg is not None:
+            cfg["input_shape"] = list(self._input_shape_arg)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}>"
+
+
+class _ActMixin:
+    """Layers with an ``activation=`` argument: forward/backward of the activation, with
+    the softmax step skipped when the model fuses it into the loss."""
+
+    def _act_fwd(self, z):
+        if self._skip_act:
+            self._z = self._y = None
+            return z
+        y = self.activation.forward(z)
+        self._z = z if self.activation.needs_input else None
+        self._y = y
+        return y
+
+    def _act_bwd(self, dy):
+        if self._skip_act or self.activation is _acts.linear:
+            return dy
+        if self._dy_relu_done and self.activation is _acts.relu:
+            return dy  # the max-pool after this layer applied the ReLU gradient (pool.py: window indices)
+        if self.activation is _acts.relu and self._dy_owned and dy.flags.writeable and dy.flags.c_contiguous:
+            # inside a model's backward pass dy belongs to this layer alone: mask it in place
+            return ops.relu_backward(dy, self._y, out=dy)
+        return self.activation.backward(dy, self._z, self._y)
+
+
+class InputLayer(Layer):
+    """``keras.Input(shape)``: declares the model's input shape; no computation."""
+
+    def __init__(self, shape=None, name=None, input_shape=None, batch_size=None, **kw):
+        shape = shape if shape is not None else input_shape
+        if shape is None:
+            raise ValueError("Input: shape is required, e.g. Input(shape=(32, 32, 3))")
+        super().__init__(name=name, input_shape=shape, **kw)
+
+    def forward(self, x, training=False, mask=None):
+        return x
+
+    def backward(self, dy, need_dx=True):
+        return dy
+
+    def get_config(self):
+        return {"name": self.name, "shape": list(self._input_shape_arg)}
+
+
+def Input(shape=None, batch_size=None, name=None, dtype=None):  # noqa: N802 - Keras name
+    return InputLayer(shape=shape, name=name)
+
+
+class Dense(Layer, _ActMixin):
+    supports_masking = True
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kw):
+        super().__init__(**kw)
+        if not isinstance(units, (int, np.integer)) or units < 1:
+            raise ValueError(f"Dense: units must be a positive integer. Received {units!r}")
+        self.units = int(units)
+        self.activation = _acts.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        _inits.get(kernel_initializer), _inits.get(bias_initializer)
+
+    def build(self, input_shape):
+        if len(input_shape) < 1 or input_shape[-1] is None:
+            raise InputSpecError(f"{self.name}: Dense needs a known last dimension. Received input shape "
+                                 f"{_shape_str(input_shape)}")
+        self.add_weight("kernel", (input_shape[-1], self.units), self.kernel_initializer)
+        if self.use_bias:
+            self.add_weight("bias", (self.units,), self.bias_initializer)
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def forward(self, x, training=False, mask=None):
+        self._x = x
+        z = ops.linear(x, self.kernel.T, self.bias if self.use_bias else None)
+        return self._act_fwd(z)
+
+    def backward(self, dy, need_dx=True):
+        dz = self._act_bwd(dy)
+        x = self._x
+        x2 = x.reshape(-1, x.shape[-1])
+        d2 = dz.reshape(-1, self.units)
+        # grad_kernel (in, out) = x^T dz; grad_x = dz kernel^T; both through pyaiml's GEMM
+        self.grads["kernel"] += ops.matmul(x2.T, d2)
+        if self.use_bias:
+            self.grads["bias"] += d2.sum(axis=0)
+        if not need_dx:
+            return None
+        return ops.matmul(d2, self.kernel.T).reshape(x.shape)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation.name,
+                "use_bias": self.use_bias, "kernel_initializer": _init_name(self.kernel_initializer),
+                "bias_initializer": _init_name(self.bias_initializer)}
+
+
+def _init_name(i):
+    return i if isinstance(i, str) else getattr(i, "__name__", str(i))
+
+
+def _same_pads(size, k, s, d):
+    """TF/Keras 'same': output ceil(size/s); total padding split with the extra at the end."""
+    out = -(-size // s)
+    tot = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
+    return tot // 2, tot - tot // 2
+
+
+class _Conv(Layer, _ActMixin):
+    rank = 2
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
+                 groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kw):
+        super().__init__(**kw)
+        r = self.rank
+        cname = type(self).__name__
+        if not isinstance(filters, (int, np.integer)) or filters < 1:
+            raise ValueError(f"{cname}: filters must be a positive integer. Received {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = tuple_n(kernel_size, r, f"{cname}: kernel_size")
+        self.strides = tuple_n(strides, r, f"{cname}: strides")
+        self.dilation_rate = tuple_n(dilation_rate, r, f"{cname}: dilation_rate")
+        pad = padding.lower() if isinstance(padding, str) else padding
+        allowed = ("valid", "same", "causal") if r == 1 else ("valid", "same")
+        if pad not in allowed:
+            raise ValueError(f"{cname}: padding must be one of {', '.join(allowed)}. Received {padding!r}")
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(f"{cname}: strides > 1 together with dilation_rate > 1 is not supported "
+                             f"(as in Keras). Received strides={self.strides}, dilation_rate={self.dilation_rate}")
+        self.padding = pad
+        df = data_format or "channels_last"
+        if df not in ("channels_last", "channels_first"):
+            raise ValueError(f"{cname}: data_format must be 'channels_last' or 'channels_first'. Received {data_format!r}")
+        self.data_format = df
+        if not isinstance(groups, (int, np.integer)) or groups < 1 or self.filters % groups:
+            raise ValueError(f"{cname}: groups must be a positive integer dividing filters={filters}. Received {groups!r}")
+        self.groups = int(groups)
+        self.activation = _acts.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        _inits.get(kernel_initializer), _inits.get(bias_initializer)
+
+    # layout helpers
+    @property
+    def _cl(self):
+        return self.data_format == "channels_last"
+
+    def _spatial(self, shape):
+        return tuple(shape[:-1]) if self._cl else tuple(shape[1:])
+
+    def _channels(self, shape):
+        return shape[-1] if self._cl else shape[0]
+
+    def _pads(self, spatial):
+        if self.padding == "valid":
+            return [(0, 0)] * self.rank
+        if self.padding == "causal":
+            return [(self.dilation_rate[0] * (self.kernel_size[0] - 1), 0)]
+        return [_same_pads(n, k, s, d) for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate)]
+
+    def build(self, input_shape):
+        cname = type(self).__name__
+        if len(input_shape) != self.rank + 1:
+            raise InputSpecError(f"{self.name}: {cname} expects inputs of rank {self.rank + 2} "
+                                 f"(batch, {'steps' if self.rank == 1 else 'rows, cols'}, channels). "
+                                 f"Received input shape {_shape_str(input_shape)}")
+        cin = self._channels(input_shape)
+        if cin is None or cin % self.groups:
+            raise InputSpecError(f"{self.name}: input channels ({cin}) must be known and divisible by groups={self.groups}")
+        self._cin = cin
+        kshape = self.kernel_size + (cin // self.groups, self.filters)   # Keras layout for the initializer
+        w = _inits.get(self.kernel_initializer)(kshape)
+        self._register("kernel", np.ascontiguousarray(self._from_keras("kernel", w), dtype=FLOATX))
+        if self.use_bias:
+            self.add_weight("bias", (self.filters,), self.bias_initializer)
+        super().build(input_shape)
+
+    def _to_keras(self, name, arr):
+        if name == "kernel":  # OI(H)W -> (H)WIO
+            return arr.transpose(tuple(range(2, 2 + self.rank)) + (1, 0))
+        return arr
+
+    def _from_keras(self, name, arr):
+        if name == "kernel":  # (H)WIO -> OI(H)W
+            r = self.rank
+            return arr.transpose((r + 1, r) + tuple(range(r)))
+        return arr
+
+    def compute_output_shape(self, input_shape):
+        sp = self._spatial(input_shape)
+        if len(sp) != self.rank:
+            raise InputSpecError(f"{type(self).__name__} expects rank-{self.rank + 2} inputs. Received {_shape_str(input_shape)}")
+        out = []
+        for n, k, s, d, (lo, hi) in zip(sp, self.kernel_size, self.strides, self.dilation_rate, self._pads(sp)):
+            if n is None:
+                out.append(None)
+                continue
+            o = (n + lo + hi - d * (k - 1) - 1) // s + 1
+            if o < 1:
+                raise InputSpecError(f"{self.name}: input size {n} is smaller than the (dilated) kernel "
+                                     f"{d * (k - 1) + 1} with padding {self.padding!r}. Input shape {_shape_str(input_shape)}")
+            out.append(o)
+        return tuple(out) + (self.filters,) if self._cl else (self.filters,) + tuple(out)
+
+    def _fmt(self):
+        if self.rank == 2:
+            return "NHWC" if self._cl else "NCHW"
+        return "NLC" if self._cl else "NCL"
+
+    def _op_padding(self, x):
+        """Return (x_padded, op_padding, crop) where crop undoes an explicit pad in backward."""
+        sp = x.shape[1:-1] if self._cl else x.shape[2:]
+        pads = self._pads(sp)
+        if all(lo == hi for lo, hi in pads):
+            p = tuple(lo for lo, _ in pads)
+            return x, (p if self.rank == 2 else p[0]), None
+        widths = [(0, 0)] + list(pads) + [(0, 0)] if self._cl else [(0, 0), (0, 0)] + list(pads)
+        return np.pad(x, widths), (0,) * self.rank if self.rank == 2 else 0, widths
+
+    def forward(self, x, training=False, mask=None):
+        xp, p, crop = self._op_padding(x)
+        self._xp, self._p, self._crop = xp, p, crop
+        conv = ops.conv2d if self.rank == 2 else ops.conv1d
+        args = (xp, self.kernel, self.bias if self.use_bias else None, self.strides if self.rank == 2 else self.strides[0],
+                p, self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt())
+        if self.activation is _acts.relu and not self._skip_act:
+            self._z, self._y = None, conv(*args, activation="relu")  # fused conv + bias + ReLU
+            return self._y
+        return self._act_fwd(conv(*args))
+
     def _weight_grad_only(self, dz):
         """Kernel and bias gradients without the input gradient (the model's first layer):
         im2col of the input once, then one GEMM. The conv op's backward always computes
@@ -476,16 +742,17 @@ class _Conv(Layer, _ActMixin):
 
     def backward(self, dy, need_dx=True):
         dz = np.ascontiguousarray(self._act_bwd(dy))
-        if not need_dx and self.groups == 1 and self._cl:
-            self._weight_grad_only(dz)
-            return None
         back = ops.conv2d_backward if self.rank == 2 else ops.conv1d_backward
+        # The model's first layer needs no input gradient: the op then skips that work (for the
+        # mission CNN's first layer, kernel + bias gradients 0.35 ms instead of ~1 ms at 2 threads).
         gx, gw, gb = back(dz, self._xp, self.kernel, self.strides if self.rank == 2 else self.strides[0], self._p,
                           self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt(),
-                          self.use_bias)
+                          output_mask=(need_dx, True, self.use_bias))
         self.grads["kernel"] += gw
         if self.use_bias:
             self.grads["bias"] += gb
+        if not need_dx:
+            return None
         if self._crop is not None:
             gx = gx[tuple(slice(lo, gx.shape[i] - hi) for i, (lo, hi) in enumerate(self._crop))]
         return gx

@@ -257,30 +257,23 @@ void sgemm(const GemmArgs& g) {
     sgemm_st(g);
     return;
   }
-  // Split the rows when there are enough of them (each part packs its own copy of B,
-  // a K x N cost against (M/T) x N x K flops); otherwise split the columns.
+  auto rows = [&](int64_t b, int64_t e) {
+    GemmArgs s = g;
+    s.M = e - b;
+    s.A = g.A + b * g.rsa;
+    s.C = g.C + b * g.ldc;
+    if (g.bias_m) s.bias_m = g.bias_m + b;
+    sgemm_st(s);
+  };
   if (g.M >= int64_t(T) * MR * 4 && g.K * g.N <= 65536) {
     // B is small (the im2col shapes of convs): rows are handed out in blocks, dynamically,
     // each block packing its own small copy of B, so a thread that starts late or is
     // descheduled does not hold up the whole call.
-    const int64_t grain = std::clamp<int64_t>((g.M / (8 * T)) / MR * MR, MR * 4, MC * 8);
-    parallel_for(g.M, grain, [&](int64_t b, int64_t e) {
-      GemmArgs s = g;
-      s.M = e - b;
-      s.A = g.A + b * g.rsa;
-      s.C = g.C + b * g.ldc;
-      if (g.bias_m) s.bias_m = g.bias_m + b;
-      sgemm_st(s);
-    });
+    parallel_for(g.M, std::clamp<int64_t>((g.M / (8 * T)) / MR * MR, MR * 4, MC * 8), rows);
   } else if (g.M >= int64_t(T) * MR * 4 || g.N < int64_t(T) * NR) {
-    parallel_for_static(g.M, MR, [&](int64_t b, int64_t e) {
-      GemmArgs s = g;
-      s.M = e - b;
-      s.A = g.A + b * g.rsa;
-      s.C = g.C + b * g.ldc;
-      if (g.bias_m) s.bias_m = g.bias_m + b;
-      sgemm_st(s);
-    });
+    // Split the rows when there are enough of them (each part packs its own copy of B,
+    // a K x N cost against (M/T) x N x K flops); otherwise split the columns.
+    parallel_for_static(g.M, MR, rows);
   } else {
     parallel_for_static(g.N, NR, [&](int64_t b, int64_t e) {
       GemmArgs s = g;

@@ -1,4 +1,4 @@
-"""Numba fallbacks of the conv family (conv2d, max_pool2d, forward and backward), with the
+"""Numba fallbacks of the conv family (conv2d forward and backward; pooling is in pool.py), with the
 registry signatures of pyaiml/reference/conv.py.
 
 Direct loops (no im2col): every kernel indexes x as (N, H, W, C); channels-first arrays are
@@ -7,7 +7,7 @@ over batch/output rows with prange; the innermost loop runs over output channels
 are contiguous in the repacked weights, so it vectorises. grad_w is accumulated per image
 and summed in image order (independent of the thread count).
 Not the fast path (csrc/cpu/conv.cpp is); float32 only (float64 runs in NumPy).
-Tests: tests/test_conv.py and tests/test_pool.py run these against torch.
+Tests: tests/test_conv.py runs these against torch.
 """
 from __future__ import annotations
 
@@ -122,71 +122,3 @@ def conv2d_backward(gy, x, w, p, cl=False, need_b=True, need_x=True, need_w=True
     if need_b:
         gb = gy.sum(axis=(0, 1, 2) if cl else (0, 2, 3), dtype=np.float64).astype(np.float32)
     return gx if need_x else None, gw.astype(np.float32) if need_w else None, gb
-
-
-@nb.njit(parallel=True, cache=True)
-def _pool_fwd(x, kh_, kw_, sh, sw, ph, pw, y, idx, with_idx):
-    N, H, W, C = x.shape
-    _, OH, OW, _ = y.shape
-    for t in nb.prange(N * OH):
-        n = t // OH
-        oh = t % OH
-        for ow in range(OW):
-            h0 = max(oh * sh - ph, 0)
-            h1 = min(oh * sh - ph + kh_, H)
-            w0 = max(ow * sw - pw, 0)
-            w1 = min(ow * sw - pw + kw_, W)
-            for c in range(C):
-                m = x[n, h0, w0, c]
-                a = h0 * W + w0
-                for h in range(h0, h1):
-                    for w_ in range(w0, w1):
-                        v = x[n, h, w_, c]
-                        if v > m or v != v:  # first maximum wins; NaN propagates
-                            m = v
-                            a = h * W + w_
-                y[n, oh, ow, c] = m
-                if with_idx:
-                    idx[n, oh, ow, c] = a
-
-
-@nb.njit(parallel=True, cache=True)
-def _pool_bwd(gy, idx, gx):
-    N, H, W, C = gx.shape
-    _, OH, OW, _ = gy.shape
-    for n in nb.prange(N):
-        for h in range(H):
-            for w_ in range(W):
-                for c in range(C):
-                    gx[n, h, w_, c] = 0.0
-        for oh in range(OH):
-            for ow in range(OW):
-                for c in range(C):
-                    a = idx[n, oh, ow, c]
-                    gx[n, a // W, a % W, c] += gy[n, oh, ow, c]
-
-
-def _pool_out(x, q, cl):
-    kh, kw, sh, sw, ph, pw = q
-    N = x.shape[0]
-    C, H, W = (x.shape[3], x.shape[1], x.shape[2]) if cl else x.shape[1:]
-    OH = (H + 2 * ph - kh) // sh + 1
-    OW = (W + 2 * pw - kw) // sw + 1
-    return (N, OH, OW, C) if cl else (N, C, OH, OW)
-
-
-def max_pool2d(x, q, cl=False, with_idx=False):
-    kh, kw, sh, sw, ph, pw = q
-    shape = _pool_out(x, q, cl)
-    y = np.empty(shape, dtype=x.dtype)
-    idx = np.empty(shape, dtype=np.int64)
-    _pool_fwd(_hwc(x, cl), kh, kw, sh, sw, ph, pw, _hwc(y, cl), _hwc(idx, cl), True)
-    return y, (idx if with_idx else None)
-
-
-def max_pool2d_backward(gy, x, q, cl=False, idx=None):
-    if idx is None:
-        _, idx = max_pool2d(x, q, cl, True)
-    gx = np.empty_like(x)
-    _pool_bwd(_hwc(gy, cl), _hwc(idx, cl), _hwc(gx, cl))
-    return gx

@@ -13,11 +13,3 @@ def conv2d(x, w, b, p, cl=False, relu=False):
 
 def conv2d_backward(gy, x, w, p, cl=False, need_b=True, need_x=True, need_w=True):
     return _C.conv2d_backward(gy, x, w, p, cl, need_b, False, need_x, need_w)
-
-
-def max_pool2d(x, q, cl=False, with_idx=False):
-    return _C.max_pool2d(x, q, cl, with_idx)
-
-
-def max_pool2d_backward(gy, x, q, cl=False, idx=None):
-    return _C.max_pool2d_backward(gy, x, q, cl, idx)

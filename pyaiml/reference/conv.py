@@ -1,5 +1,5 @@
-"""NumPy oracles for conv2d / max_pool2d, forward and backward (conv1d and max_pool1d run
-through them with H = 1).
+"""NumPy oracles for conv2d, forward and backward (conv1d runs through it with H = 1;
+pooling lives in pyaiml/reference/pool.py).
 
 Slow and obvious: one shifted slice of the zero-padded input per kernel tap, einsum per
 group, float64 inside, the input's dtype out. Not tuned; the C++ kernels (csrc/cpu/conv.cpp)
@@ -9,7 +9,6 @@ Tests: tests/test_conv.py compares all three against torch.
 Shared argument convention (the same for every backend):
 - conv parameters p = (sh, sw, pt, pb, pl, pr, dh, dw, G): strides, paddings top/bottom/
   left/right, dilations, groups.
-- pool parameters q = (kh, kw, sh, sw, ph, pw).
 - cl: channels last. x is (N, C, H, W) when False, (N, H, W, C) when True; outputs and
   gradients follow x's layout. weight is always (OC, C/G, KH, KW).
 """
@@ -79,48 +78,3 @@ def conv2d_backward(gy, x, w, p, cl=False, need_b=True, need_x=True, need_w=True
     gx = gxp[:, :, pt:pt + H, pl:pl + W]
     gb = gd.sum(axis=(0, 2, 3)).astype(x.dtype) if need_b else None
     return _back(gx.astype(x.dtype), cl) if need_x else None, gw.astype(w.dtype) if need_w else None, gb
-
-
-def _pool_taps(x, q):
-    """Yields (i, j, window values (N, C, OH, OW), flat input index (OH, OW)) per tap."""
-    kh, kw, sh, sw, ph, pw = q
-    N, C, H, W = x.shape
-    OH = _out_size(H, kh, sh, ph, ph, 1)
-    OW = _out_size(W, kw, sw, pw, pw, 1)
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
-    oh = np.arange(OH)[:, None] * sh - ph
-    ow = np.arange(OW)[None, :] * sw - pw
-    for i in range(kh):
-        for j in range(kw):
-            v = xp[:, :, i:i + sh * (OH - 1) + 1:sh, j:j + sw * (OW - 1) + 1:sw]
-            yield v, (oh + i) * W + (ow + j)
-
-
-def max_pool2d(x, q, cl=False, with_idx=False):
-    """x (N, C, H, W) or (N, H, W, C) -> (y in x's layout, flat h*W+w argmax indices or None)."""
-    xd = _nchw(x, cl)
-    best = idx = None
-    for v, flat in _pool_taps(xd, q):
-        if best is None:
-            best = v.copy()
-            idx = np.broadcast_to(flat, v.shape).copy()
-        else:
-            take = (v > best) | np.isnan(v)  # the first maximum in row-major window order wins
-            best = np.where(take, v, best)
-            idx = np.where(take, flat, idx)
-    y = _back(best.astype(x.dtype), cl)
-    return y, (_back(idx.astype(np.int64), cl) if with_idx else None)
-
-
-def max_pool2d_backward(gy, x, q, cl=False, idx=None):
-    """grad_x: each output's gradient goes to its (first) argmax input element."""
-    if idx is None:
-        _, idx = max_pool2d(x, q, cl, True)
-    idx = _nchw(idx, cl)
-    gd = _nchw(gy, cl).astype(np.float64)
-    N, C = idx.shape[:2]
-    H, W = _nchw(x, cl).shape[2:]
-    gx = np.zeros((N * C, H * W))
-    rows = np.repeat(np.arange(N * C), idx.shape[2] * idx.shape[3])
-    np.add.at(gx, (rows, idx.reshape(-1)), gd.reshape(-1))
-    return _back(gx.reshape(N, C, H, W).astype(x.dtype), cl)

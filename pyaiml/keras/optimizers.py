@@ -185,13 +185,7 @@ class Adam(Optimizer):
         t = self.iterations + 1
         # the arithmetic of _update, in the same order, over all weights at once
         np.concatenate([g.reshape(-1) for _, g in params], out=G)
-        np.subtract(G, M, out=T1)
-        T1 *= f(1 - self.beta_1)
-        M += T1
-        np.multiply(G, G, out=T1)
-        T1 -= V
-        T1 *= f(1 - self.beta_2)
-        V += T1
+        self._moments(G, M, V, T1, f)
         alpha = self.current_lr() * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
         np.sqrt(V, out=T1)
         T1 += f(self.epsilon)
@@ -203,6 +197,16 @@ class Adam(Optimizer):
             a += n
         self.iterations += 1
 
+    def _moments(self, g, m, v, t1, f):
+        """m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2), in place, t1 as scratch."""
+        np.subtract(g, m, out=t1)
+        t1 *= f(1 - self.beta_1)
+        m += t1
+        np.multiply(g, g, out=t1)
+        t1 -= v
+        t1 *= f(1 - self.beta_2)
+        v += t1
+
     def _update(self, w, g, st, lr, t):
         # In place with two scratch arrays kept per weight: the same arithmetic, in the same
         # order, as m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); w -= (alpha m)/(sqrt(v) + eps),
@@ -213,13 +217,7 @@ class Adam(Optimizer):
         if sc is None or sc[0] is not m:
             sc = self._scratch[id(m)] = (m, np.empty_like(w), np.empty_like(w))
         _, t1, t2 = sc
-        np.subtract(g, m, out=t1)
-        t1 *= f(1 - self.beta_1)
-        m += t1
-        np.multiply(g, g, out=t1)
-        t1 -= v
-        t1 *= f(1 - self.beta_2)
-        v += t1
+        self._moments(g, m, v, t1, f)
         alpha = lr * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
         if self.amsgrad:
             np.maximum(st["vhat"], v, out=st["vhat"])

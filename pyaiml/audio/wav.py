@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 
 import numpy as np
+
+from pyaiml._io import atomic_write
 
 PCM, IEEE_FLOAT, ALAW, MULAW, EXTENSIBLE = 0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE
 _TAG_NAMES = {
@@ -225,17 +226,4 @@ def write_wav(path, data, rate: int, subtype: str = "PCM_16", extensible: bool =
     if len(chunks) + 4 > 0xFFFFFFFF:
         raise ValueError(f"write_wav: {len(raw)} bytes of audio exceed the 4 GiB RIFF limit")
     out = b"RIFF" + struct.pack("<I", len(chunks) + 4) + b"WAVE" + chunks
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(out)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    path = atomic_write(path, lambda f: f.write(out), suffix=".wav", mode=0o644)  # mkstemp makes 0600 files

@@ -14,12 +14,12 @@ import json
 import os
 import string
 import sys
-import tempfile
 import warnings
 from collections import deque
 
 import numpy as np
 
+from pyaiml._io import atomic_savez
 from pyaiml.ops import hmm as _ops
 
 DECODER_ALGORITHMS = ("viterbi", "map")
@@ -483,16 +483,7 @@ class BaseHMM:
         meta = {"format": "pyaiml.hmm/1", "class": type(self).__name__, "config": self._config(),
                 "history": [float(h) for h in self.monitor_.history]}
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=d)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_savez(path, **arrays)
         return path
 
 

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from pyaiml._io import atomic_savez
 from pyaiml.hmm.base import left_right
 from pyaiml.hmm.base import load as _load_hmm
 from pyaiml.hmm.models import GMMHMM, GaussianHMM
@@ -371,16 +372,7 @@ class HMMClassifier:
             raise ValueError("HMMClassifier.save: labels must be numbers or strings to be saved")
         meta = {"format": _FORMAT, "config": cfg, "n_features": int(self.n_features_in_)}
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmpf = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=d)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmpf, path)
-        except BaseException:
-            if os.path.exists(tmpf):
-                os.unlink(tmpf)
-            raise
+        atomic_savez(path, **arrays)
         return path
 
     @classmethod

@@ -242,6 +242,16 @@ def _fill_covars(cv, ct, K, D):
     return np.eye(D)[None] * np.ravel(cv)[:, None, None]
 
 
+def _validate_float_X(self, X, op, fitting=False):
+    """Gaussian and GMM emissions: float frames (N, n_features); a model without n_features
+    takes it from the first data it sees."""
+    nf = self.n_features
+    X = _float_X(X, op, type(self).__name__, nf)
+    if nf is None:
+        self.n_features = X.shape[1]
+    return X
+
+
 class GaussianHMM(BaseHMM):
     """HMM with Gaussian emissions; covariance_type in spherical, diag, full, tied.
 
@@ -288,12 +298,7 @@ class GaussianHMM(BaseHMM):
 
     n_features = _n_features_property(1)  # means_ is (K, D)
 
-    def _validate_X(self, X, op, fitting=False):
-        nf = self.n_features
-        X = _float_X(X, op, type(self).__name__, nf)
-        if nf is None:
-            self.n_features = X.shape[1]
-        return X
+    _validate_X = _validate_float_X
 
     def _check(self):
         super()._check()
@@ -456,12 +461,7 @@ class GMMHMM(BaseHMM):
         p["covars_w"] = np.broadcast_to(cw, shp[1]).astype(float)
         return p
 
-    def _validate_X(self, X, op, fitting=False):
-        nf = self.n_features
-        X = _float_X(X, op, type(self).__name__, nf)
-        if nf is None:
-            self.n_features = X.shape[1]
-        return X
+    _validate_X = _validate_float_X
 
     def _check(self):
         super()._check()

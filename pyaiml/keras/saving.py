@@ -24,11 +24,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 
 import numpy as np
+
+from pyaiml._io import atomic_write
 
 FORMAT = "pyaiml.keras"
 FORMAT_VERSION = 1
@@ -41,19 +42,7 @@ def _atomic_write(path: str, write_fn, overwrite=True):
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d):
         raise FileNotFoundError(f"save: directory {d} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pyaiml", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, write_fn, suffix=".pyaiml", fsync=True)
 
 
 def _npz_bytes(arrays: dict) -> bytes:

@@ -20,27 +20,12 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
 
 import numpy as np
 
+from pyaiml._io import atomic_savez
+
 FORMAT = "pyaiml.KeyedVectors/1"
-
-
-def _atomic_npz(path, **arrays):
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _json_arr(obj):
@@ -520,7 +505,7 @@ class KeyedVectors:
     # -- native save ----------------------------------------------------------------------
     def save(self, fname):
         """Save to one .npz file (no pickle), atomically."""
-        _atomic_npz(fname, meta=_json_arr({"format": FORMAT, "vector_size": self.vector_size}),
+        atomic_savez(fname, meta=_json_arr({"format": FORMAT, "vector_size": self.vector_size}),
                     keys=_json_arr(self.index_to_key), vectors=np.ascontiguousarray(self.vectors),
                     **{f"attr_{k}": v for k, v in self.expandos.items()})
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from pyaiml import _backend
 from pyaiml.text import vocab as _vocab
-from pyaiml.text.keyedvectors import KeyedVectors, _atomic_npz, _from_json_arr, _json_arr, _load_npz
+from pyaiml._io import atomic_savez
+from pyaiml.text.keyedvectors import KeyedVectors, _from_json_arr, _json_arr, _load_npz
 
 _backend.register_op(
     "word2vec_train_epoch",
@@ -291,7 +292,7 @@ class Word2Vec:
             arrays["syn1neg"] = np.ascontiguousarray(self.syn1neg)
         if self.syn1 is not None:
             arrays["syn1"] = np.ascontiguousarray(self.syn1)
-        _atomic_npz(fname, **arrays)
+        atomic_savez(fname, **arrays)
 
     @classmethod
     def load(cls, fname, *args, **kwargs):

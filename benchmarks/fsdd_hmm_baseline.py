@@ -26,6 +26,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data", "fsdd")
 
 
+def _left_right_start(n_states: int):
+    """Start in state 0; stay or move one state right with probability 1/2 (the last state stays)."""
+    A = np.zeros((n_states, n_states))
+    for i in range(n_states):
+        A[i, i] = 0.5
+        A[i, min(i + 1, n_states - 1)] += 0.5
+    return np.eye(n_states)[0], A
+
+
 def left_right_hmm(n_states: int, n_iter: int, seed: int, seqs=None):
     """Left-right GaussianHMM (self-loop or next state, start in state 0). With ``seqs``, means
     and variances start from a uniform segmentation of every sequence into n_states parts
@@ -42,12 +51,7 @@ def left_right_hmm(n_states: int, n_iter: int, seed: int, seqs=None):
         segs = [np.concatenate(p) for p in parts]
         m.means_ = np.stack([g.mean(0) for g in segs])
         m.covars_ = np.stack([g.var(0) + 1e-2 for g in segs])
-    m.startprob_ = np.eye(n_states)[0]
-    A = np.zeros((n_states, n_states))
-    for i in range(n_states):
-        A[i, i] = 0.5
-        A[i, min(i + 1, n_states - 1)] += 0.5
-    m.transmat_ = A
+    m.startprob_, m.transmat_ = _left_right_start(n_states)
     return m
 
 
@@ -58,12 +62,7 @@ def left_right_gmmhmm(n_states: int, n_mix: int, n_iter: int, seed: int, seqs):
 
     m = GMMHMM(n_components=n_states, n_mix=n_mix, covariance_type="diag", n_iter=n_iter, random_state=seed,
                init_params="", params="stmcw", implementation="scaling")
-    m.startprob_ = np.eye(n_states)[0]
-    A = np.zeros((n_states, n_states))
-    for i in range(n_states):
-        A[i, i] = 0.5
-        A[i, min(i + 1, n_states - 1)] += 0.5
-    m.transmat_ = A
+    m.startprob_, m.transmat_ = _left_right_start(n_states)
     parts = [[] for _ in range(n_states)]
     for X in seqs:
         for s, seg in enumerate(np.array_split(X, n_states)):

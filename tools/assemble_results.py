@@ -21,6 +21,12 @@ between runs, so each section states when, on which commit and how it was run.
 
 Reproduce: `pip install ".[bench]" && pyaiml bench <suite>` (or `pytest benchmarks
 --benchmark-only`). Regenerate this file: `python tools/assemble_results.py`.
+
+`pyaiml bench all --quick` (every suite, 3 samples of 10 ms per row, 0.05 s pause) is an
+overview, not a measurement to quote: at commit b840012 on the idle machine it finished in
+119 s, but several short rows read far below their full runs minutes earlier (GEMM square-1024
+0.46x, conv cnn-a1 fwd 0.34x, pool-a1 bwd 0.37x against 0.95x, 1.19x and 1.60x in the full
+runs below). The tables below are full runs.
 """
 
 

@@ -242,3 +242,107 @@ def test_matmul_long_k_small_output(M, K, N, rng):
     np.testing.assert_allclose(outs[0][1], ref + bias, **tol(K))
     for m, lin in outs[1:]:
         assert np.array_equal(m, outs[0][0]) and np.array_equal(lin, outs[0][1])
+
+
+# The C++ kernel flags NaN/inf in its result (before bias and relu) instead of scanning the
+# inputs first; every code path must raise the flag: A read in place or packed, B read in
+# place (N 32/64) or packed, K split into blocks, rows split dynamically, columns split.
+FLAG_SHAPES = [(28800, 27, 32), (6272, 288, 64), (97, 33, 1025), (1025, 600, 96), (5, 7, 3), (300, 70, 64)]
+
+
+@pytest.mark.parametrize("M,K,N", FLAG_SHAPES)
+@pytest.mark.parametrize("naive", [False, True])
+def test_cpp_gemm_flags_non_finite(M, K, N, naive, rng):
+    import pyaiml
+
+    C = _backend.native()
+    if C is None:
+        pytest.skip("C++ backend not built")
+    if naive and M * N * K > 5e6:
+        pytest.skip("naive kernel: large shapes take too long")
+    a = rng.standard_normal((1, M, K), dtype=np.float32)
+    b = rng.standard_normal((1, K, N), dtype=np.float32)
+    bias = rng.standard_normal(N, dtype=np.float32)
+    old = pyaiml.get_num_threads()
+    try:
+        for t in (1, 2):
+            pyaiml.set_num_threads(t)
+            c, finite = C.gemm(a, b, bias, True, naive, True)
+            assert finite
+            np.testing.assert_allclose(c[0], np.maximum(a[0].astype(np.float64) @ b[0] + bias, 0), **tol(K))
+            for val in (np.nan, np.inf, -np.inf):
+                for which, idx in (("a", (0, M - 1, K // 2)), ("a", (0, M // 3, 0)), ("b", (0, K - 1, N - 1)), ("b", (0, 0, N // 2))):
+                    x = a.copy() if which == "a" else b.copy()
+                    x[idx] = val
+                    # relu would turn a NaN into 0: the flag must come from before the epilogue
+                    args = (x, b) if which == "a" else (a, x)
+                    assert not C.gemm(*args, bias, True, naive, True)[1], (which, idx, val, t)
+    finally:
+        pyaiml.set_num_threads(old)
+
+
+def test_overflow_with_finite_inputs_returns_inf():
+    # The kernel's flag also goes up on overflow; the inputs are finite, so no error.
+    big = np.full((40, 40), 1e30, np.float32)
+    out = ops.matmul(big, big)
+    assert np.isposinf(out).all()
+    assert np.isposinf(ops.linear(big, big)).all()
+
+
+@pytest.mark.parametrize("val", [np.nan, np.inf])
+def test_non_finite_named_in_large_and_batched_inputs(val, rng):
+    a0 = rng.standard_normal((3, 500, 27), dtype=np.float32)
+    a = a0.copy()
+    a[2, 499, 26] = val
+    b = rng.standard_normal((27, 32), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"matmul: a must be finite.*index \(2, 499, 26\)"):
+        ops.matmul(a, b)
+    bb = rng.standard_normal((3, 27, 64), dtype=np.float32)
+    bb[1, 5, 63] = val
+    with pytest.raises(ValueError, match=r"matmul: b must be finite.*index \(1, 5, 63\)"):
+        ops.matmul(a0, bb)
+    w = rng.standard_normal((64, 27), dtype=np.float32)
+    w[10, 3] = val
+    with pytest.raises(ValueError, match=r"linear: weight must be finite.*index \(10, 3\)"):
+        ops.linear(a0, w)
+
+
+def test_cpp_gemm_output_is_64_byte_aligned(rng):
+    C = _backend.native()
+    if C is None:
+        pytest.skip("C++ backend not built")
+    for M, K, N in [(28800, 27, 32), (1, 1, 1), (7, 3, 5)]:
+        c = C.gemm(rng.standard_normal((2, M, K), dtype=np.float32), rng.standard_normal((2, K, N), dtype=np.float32))
+        assert c.ctypes.data % 64 == 0 and c.flags.c_contiguous and c.flags.writeable
+        assert c.shape == (2, M, N)
+
+
+# B read in place: row-major B whose rows are whole 32/64-float panels, including sliced views
+# (row stride 64 with 32 columns) and rows handed out in shrinking blocks over the threads.
+@pytest.mark.parametrize("M,K,N,cols", [(28800, 27, 32, 32), (6272, 288, 64, 64), (5000, 300, 64, 32), (1000, 5, 64, 64), (13, 40, 32, 32)])
+def test_matmul_narrow_b_in_place(M, K, N, cols, rng):
+    import pyaiml
+
+    a = rng.standard_normal((M, K), dtype=np.float32)
+    b = rng.standard_normal((K, N), dtype=np.float32)[:, :cols]
+    ref = a.astype(np.float64) @ b
+    old = pyaiml.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3):
+            pyaiml.set_num_threads(t)
+            outs.append(ops.matmul(a, b))
+    finally:
+        pyaiml.set_num_threads(old)
+    np.testing.assert_allclose(outs[0], ref, **tol(K))
+    for o in outs[1:]:
+        assert np.array_equal(o, outs[0])
+
+
+@pytest.mark.parametrize("N", [32, 64])
+def test_matmul_narrow_b_negative_and_zero_row_stride(N, rng):
+    a = rng.standard_normal((700, 40), dtype=np.float32)
+    b = rng.standard_normal((40, N), dtype=np.float32)
+    np.testing.assert_allclose(ops.matmul(a, b[::-1]), a.astype(np.float64) @ b[::-1], **tol(40))
+    row = np.broadcast_to(b[:1], (40, N))  # row stride 0
+    np.testing.assert_allclose(ops.matmul(a, row), a.astype(np.float64) @ row, **tol(40))

@@ -1,6 +1,9 @@
-// bindings/gemm.cpp: _C.gemm(a, b, bias=None, relu=False, naive=False).
+// bindings/gemm.cpp: _C.gemm(a, b, bias=None, relu=False, naive=False, check_finite=False).
 // a: (Bt, M, K), b: (Bt, K, N), float32, any strides (0 for broadcast, negative allowed);
-// returns a new C-contiguous (Bt, M, N). Python (pyaiml/ops) handles batching rules.
+// returns a new C-contiguous (Bt, M, N), 64-byte aligned. With check_finite it returns
+// (c, finite): finite is False when some value of A B was NaN or inf, which a NaN or inf
+// input always causes (overflow can too); the caller then checks the inputs. Python
+// (pyaiml/ops) handles batching rules.
 #include "bindings/common.h"
 #include "cpu/gemm.h"
 
@@ -9,7 +12,7 @@ namespace pyaiml {
 void register_gemm(py::module_& m) {
   m.def(
       "gemm",
-      [](py::array a, py::array b, py::object bias, bool relu, bool naive) {
+      [](py::array a, py::array b, py::object bias, bool relu, bool naive, bool check_finite) -> py::object {
         const char* op = "matmul";
         require_dtype<float>(a, op, "a");
         require_dtype<float>(b, op, "b");
@@ -30,7 +33,8 @@ void register_gemm(py::module_& m) {
                        ",). Received ", shape_str(bias_arr));
           bias_p = bias_arr.data();
         }
-        py::array_t<float> c({Bt, M, N});
+        py::array_t<float> c = new_aligned_array<float>({Bt, M, N});
+        int nonfinite = 0;
         const float* pa = static_cast<const float*>(a.data());
         const float* pb = static_cast<const float*>(b.data());
         float* pc = c.mutable_data();
@@ -53,12 +57,15 @@ void register_gemm(py::module_& m) {
             g.beta = 0.f;
             g.bias_n = bias_p;
             g.relu = relu;
+            if (check_finite) g.nonfinite = &nonfinite;
             (naive ? k.sgemm_naive : k.sgemm)(g);
           }
         }
-        return c;
+        if (check_finite) return py::make_tuple(c, nonfinite == 0);
+        return std::move(c);
       },
-      py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("naive") = false);
+      py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("naive") = false,
+      py::arg("check_finite") = false);
 }
 
 }  // namespace pyaiml

@@ -5,7 +5,8 @@
 //   baseline (SSE2): MR=6 x NR=8 (12 xmm accumulators)
 // Blocking: B packed KC x NC (KC x NR micro-panels stay in L1 while A streams from L2),
 // A packed MC x KC. A is read in place (no packing) when K is small, where packing would
-// cost as much as the multiply (conv im2col shapes such as K=27).
+// cost as much as the multiply (conv im2col shapes such as K=27); B is read in place when
+// its rows are narrow whole panels (N = 32 or 64), already the packed layout but strided.
 // Tests: tests/test_matmul.py.
 #include "cpu/gemm.h"
 
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "common/parallel.h"
 #include "common/simd.h"
@@ -112,9 +114,10 @@ struct Tile {
 
 // acc = A_panel(MR x kc) * B_panel(kc x NR). PACKED: A(i, k) at A[k * MR + i];
 // otherwise at A[i * ars + k * acs] for i < mr (rows past mr are not read).
+// B(k, j) at B[k * bs + j] (bs = NR when packed).
 template <bool PACKED>
 inline void micro(int64_t kc, const float* __restrict A, int64_t ars, int64_t acs, int mr,
-                  const float* __restrict B, Tile& t) {
+                  const float* __restrict B, int64_t bs, Tile& t) {
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
@@ -123,7 +126,7 @@ inline void micro(int64_t kc, const float* __restrict A, int64_t ars, int64_t ac
     for (int64_t k = 0; k < kc; ++k) {
       vf b[NV];
 #pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) b[j] = load(B + k * NR + j * VL);
+      for (int j = 0; j < NV; ++j) b[j] = loadu(B + k * bs + j * VL);
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
         const float a = PACKED ? A[k * MR + i] : A[i * ars + k * acs];
@@ -135,7 +138,7 @@ inline void micro(int64_t kc, const float* __restrict A, int64_t ars, int64_t ac
     for (int64_t k = 0; k < kc; ++k) {
       vf b[NV];
 #pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) b[j] = load(B + k * NR + j * VL);
+      for (int j = 0; j < NV; ++j) b[j] = loadu(B + k * bs + j * VL);
       for (int i = 0; i < mr; ++i) {
         const float a = A[i * ars + k * acs];
 #pragma GCC unroll 4
@@ -146,11 +149,13 @@ inline void micro(int64_t kc, const float* __restrict A, int64_t ars, int64_t ac
 }
 
 // Writes the tile to C(i0:i0+mr, j0:j0+nr): C = acc + beta * C, then bias/relu if `last`.
+// With `bad` (last pass only), folds x * 0 of every value before bias/relu into *bad: NaN
+// there means some value was NaN or inf.
 inline void store_tile(const GemmArgs& g, const Tile& t, int64_t i0, int64_t j0, int mr, int nr,
-                       float beta, bool last) {
+                       float beta, bool last, vf* bad) {
   const bool epi = last && (g.bias_n || g.bias_m || g.relu);
   if (mr == MR && nr == NR) {
-    vf bn[NV];
+    vf bn[NV], chk[NV] = {};
     if (epi && g.bias_n)
       for (int j = 0; j < NV; ++j) bn[j] = loadu(g.bias_n + j0 + j * VL);
 #pragma GCC unroll 16
@@ -161,6 +166,7 @@ inline void store_tile(const GemmArgs& g, const Tile& t, int64_t i0, int64_t j0,
       for (int j = 0; j < NV; ++j) {
         vf r = t.c[i][j];
         if (beta != 0.f) r += loadu(crow + j * VL) * beta;
+        if (bad) chk[j] += r * 0.f;
         if (epi) {
           if (g.bias_n) r += bn[j];
           if (g.bias_m) r += bm;
@@ -169,9 +175,12 @@ inline void store_tile(const GemmArgs& g, const Tile& t, int64_t i0, int64_t j0,
         storeu(crow + j * VL, r);
       }
     }
+    if (bad)
+      for (int j = 0; j < NV; ++j) *bad += chk[j];
     return;
   }
   alignas(64) float tmp[MR][NR];
+  float chk = 0.f;
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NV; ++j) storeu(&tmp[i][j * VL], t.c[i][j]);
   for (int i = 0; i < mr; ++i) {
@@ -179,6 +188,7 @@ inline void store_tile(const GemmArgs& g, const Tile& t, int64_t i0, int64_t j0,
     for (int j = 0; j < nr; ++j) {
       float r = tmp[i][j];
       if (beta != 0.f) r += beta * crow[j];
+      if (bad) chk += r * 0.f;
       if (epi) {
         if (g.bias_n) r += g.bias_n[j0 + j];
         if (g.bias_m) r += g.bias_m[i0 + i];
@@ -187,6 +197,7 @@ inline void store_tile(const GemmArgs& g, const Tile& t, int64_t i0, int64_t j0,
       crow[j] = r;
     }
   }
+  if (bad) (*bad)[0] += chk;
 }
 
 // Epilogue alone (K == 0): C = beta * C + bias, relu.
@@ -214,37 +225,48 @@ void sgemm_st(const GemmArgs& g) {
   // Packing A pays when its micro-panels are reused over many NR panels of B; with few
   // (N <= 2 NR) or a short K the packing costs as much as it saves.
   const bool direct = g.K <= K_DIRECT || g.N <= 2 * NR;
+  // Row-major B with rows of at most 256 bytes, cut into whole NR panels: each panel's rows
+  // sit at most 256 bytes apart, which streams as well as a packed copy and saves making it.
+  const bool b_direct = g.csb == 1 && g.N % NR == 0 && std::abs(g.rsb) <= 64;
   const int64_t nc_max = std::min<int64_t>(NC, ((g.N + NR - 1) / NR) * NR);
   // K split into equal blocks of at most KC (288 -> 2 x 144, not 256 + 32).
   const int64_t kc_step = (g.K + (g.K + KC - 1) / KC - 1) / ((g.K + KC - 1) / KC);
   const int64_t kc_max = kc_step;
-  float* bp = tl_pack_b.get(static_cast<size_t>(nc_max * kc_max));
+  float* bp = b_direct ? nullptr : tl_pack_b.get(static_cast<size_t>(nc_max * kc_max));
   float* ap = direct ? nullptr : tl_pack_a.get(static_cast<size_t>(MC * kc_max));
   Tile t;
+  vf bad{};
   for (int64_t jc = 0; jc < g.N; jc += NC) {
     const int64_t nc = std::min<int64_t>(NC, g.N - jc);
     for (int64_t pc = 0; pc < g.K; pc += kc_step) {
       const int64_t kc = std::min<int64_t>(kc_step, g.K - pc);
       const float beta = pc == 0 ? g.beta : 1.f;
       const bool last = pc + kc >= g.K;
-      pack_b(g, pc, kc, jc, nc, bp);
+      vf* chk = last && g.nonfinite ? &bad : nullptr;
+      if (!b_direct) pack_b(g, pc, kc, jc, nc, bp);
       for (int64_t ic = 0; ic < g.M; ic += MC) {
         const int64_t mc = std::min<int64_t>(MC, g.M - ic);
         if (!direct) pack_a(g, ic, mc, pc, kc, ap);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
-          const float* bpanel = bp + jr * kc;
+          const float* bpanel = b_direct ? g.B + pc * g.rsb + jc + jr : bp + jr * kc;
+          const int64_t bs = b_direct ? g.rsb : NR;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
             if (direct)
-              micro<false>(kc, g.A + (ic + ir) * g.rsa + pc * g.csa, g.rsa, g.csa, mr, bpanel, t);
+              micro<false>(kc, g.A + (ic + ir) * g.rsa + pc * g.csa, g.rsa, g.csa, mr, bpanel, bs, t);
             else
-              micro<true>(kc, ap + ir * kc, 0, 0, mr, bpanel, t);
-            store_tile(g, t, ic + ir, jc + jr, mr, nr, beta, last);
+              micro<true>(kc, ap + ir * kc, 0, 0, mr, bpanel, bs, t);
+            store_tile(g, t, ic + ir, jc + jr, mr, nr, beta, last, chk);
           }
         }
       }
     }
+  }
+  if (g.nonfinite) {
+    bool any = false;
+    for (int i = 0; i < VL; ++i) any |= bad[i] != bad[i];
+    if (any) __atomic_store_n(g.nonfinite, 1, __ATOMIC_RELAXED);
   }
 }
 
@@ -266,10 +288,29 @@ void sgemm(const GemmArgs& g) {
     sgemm_st(s);
   };
   if (g.M >= int64_t(T) * MR * 4 && g.K * g.N <= 65536) {
-    // B is small (the im2col shapes of convs): rows are handed out in blocks, dynamically,
-    // each block packing its own small copy of B, so a thread that starts late or is
-    // descheduled does not hold up the whole call.
-    parallel_for(g.M, std::clamp<int64_t>((g.M / (8 * T)) / MR * MR, MR * 4, MC * 8), rows);
+    // B is small (the im2col shapes of convs): rows are handed out dynamically in blocks that
+    // shrink as the rows run out (each a remaining/(2T) share, within [4 MR, 8 MC]), so a
+    // thread that starts late or is descheduled does not hold up the call and the threads
+    // finish together.
+    const int64_t cmin = MR * 4, cmax = MC * 8;
+    // Full cmax blocks while more than 2T of them remain, then the shrinking tail.
+    const int64_t head = std::max<int64_t>(0, g.M / cmax - 2 * T);
+    std::vector<int64_t> tail{head * cmax};
+    while (tail.back() < g.M) {
+      const int64_t rem = g.M - tail.back();
+      int64_t c = std::clamp<int64_t>((rem / (2 * T)) / MR * MR, cmin, cmax);
+      if (rem - c < cmin) c = rem;
+      tail.push_back(tail.back() + c);
+    }
+    const int64_t nb = head + static_cast<int64_t>(tail.size()) - 1;
+    parallel_for(nb, 1, [&](int64_t cb, int64_t ce) {
+      for (int64_t c = cb; c < ce; ++c) {
+        if (c < head)
+          rows(c * cmax, (c + 1) * cmax);
+        else
+          rows(tail[c - head], tail[c - head + 1]);
+      }
+    });
   } else if (g.M >= int64_t(T) * MR * 4 || g.N < int64_t(T) * NR) {
     // Split the rows when there are enough of them (each part packs its own copy of B,
     // a K x N cost against (M/T) x N x K flops); otherwise split the columns.
@@ -294,6 +335,7 @@ void sgemm_naive(const GemmArgs& g) {
       float* c = g.C + i * g.ldc + j;
       float r = static_cast<float>(s);
       if (g.beta != 0.f) r += g.beta * *c;
+      if (g.nonfinite && !(r - r == 0.f)) *g.nonfinite = 1;
       if (g.bias_n) r += g.bias_n[j];
       if (g.bias_m) r += g.bias_m[i];
       if (g.relu) r = r > 0.f ? r : 0.f;

@@ -26,6 +26,9 @@ struct GemmArgs {
   const float* bias_n = nullptr;  // optional: C(i, j) += bias_n[j]
   const float* bias_m = nullptr;  // optional: C(i, j) += bias_m[i]
   bool relu = false;              // optional: C = max(C, 0) after the bias
+  // optional: set to 1 when any C(i, j), before bias and relu, is NaN or inf. A NaN or inf in
+  // A or B always reaches C (inf * 0 is NaN), so callers check their inputs only then.
+  int* nonfinite = nullptr;
 };
 
 struct GemmKernels {

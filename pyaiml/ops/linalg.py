@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml import _backend
-from pyaiml.ops._validate import as_array, float_dtype, require_finite, require_nonempty
+from pyaiml.ops._validate import as_array, float_dtype, get_check_finite, require_finite, require_nonempty
 
 _backend.register_op(
     "gemm",
@@ -27,16 +27,46 @@ def _same_dtype(op: str, **arrays) -> np.dtype:
     return next(iter(dts.values()))
 
 
-def _gemm3(a3: np.ndarray, b3: np.ndarray, bias=None, relu: bool = False) -> np.ndarray:
-    """(Bt, M, K) @ (Bt, K, N) [+ bias (N,)] [relu] -> (Bt, M, N), any strides, one dtype."""
+def _kernel_checks_finite(dtype) -> bool:
+    """Whether the inputs' NaN/inf check can wait for the product (C++ backend, float32).
+
+    The C++ kernel flags a NaN or inf in its result at no extra pass over memory, and a NaN
+    or inf in an input always reaches the result (inf * 0 is NaN), so the inputs are then
+    scanned only when the flag is up. Scanning them first would cost a full read of A, as
+    much as the product itself for the skinny GEMMs of convolutions.
+    """
+    return get_check_finite() and dtype == np.float32 and _backend.choose("gemm")[0] == "cpp"
+
+
+def _gemm3(a3: np.ndarray, b3: np.ndarray, bias=None, relu: bool = False, nonfinite=None) -> np.ndarray:
+    """(Bt, M, K) @ (Bt, K, N) [+ bias (N,)] [relu] -> (Bt, M, N), any strides, one dtype.
+
+    With ``nonfinite`` (a one-item list, C++ backend), sets ``nonfinite[0]`` when the product
+    had a NaN or inf before bias and relu.
+    """
     if a3.dtype == np.float64:
         from pyaiml.reference.gemm import gemm as ref
 
         return ref(a3, b3, bias, relu)
+    if nonfinite is not None:
+        from pyaiml.ops._native import gemm_checked
+
+        c, finite = gemm_checked(a3, b3, bias, relu)
+        if not finite:
+            nonfinite[0] = True
+        return c
     return _backend.resolve("gemm")(a3, b3, bias, relu)
 
 
-def _batched(a: np.ndarray, b: np.ndarray, op: str) -> np.ndarray:
+def _check_inputs_after(nonfinite, op: str, **arrays) -> None:
+    """Names the input that holds a NaN or inf once the product has flagged one; a flag
+    with finite inputs is overflow, and the result stands (as in torch)."""
+    if nonfinite is not None and nonfinite[0]:
+        for name, x in arrays.items():
+            require_finite(x, op, name)
+
+
+def _batched(a: np.ndarray, b: np.ndarray, op: str, nonfinite=None) -> np.ndarray:
     """a (..., M, K) @ b (..., K, N) with batch broadcasting, without copying operands."""
     M, K = a.shape[-2:]
     K2, N = b.shape[-2:]
@@ -54,14 +84,14 @@ def _batched(a: np.ndarray, b: np.ndarray, op: str) -> np.ndarray:
     if b.ndim == 2 and a.ndim > 2:
         # Fold a's batch dimensions into M: one large GEMM instead of many small ones.
         a2 = a.reshape(-1, K)
-        return _gemm3(a2[None], b[None])[0].reshape(*a.shape[:-2], M, N)
+        return _gemm3(a2[None], b[None], nonfinite=nonfinite)[0].reshape(*a.shape[:-2], M, N)
     if not batch:
-        return _gemm3(a[None], b[None])[0]
+        return _gemm3(a[None], b[None], nonfinite=nonfinite)[0]
     ab = np.broadcast_to(a, batch + (M, K))
     bb = np.broadcast_to(b, batch + (K, N))
     out = np.empty(batch + (M, N), dtype=a.dtype)
     for idx in np.ndindex(*batch[:-1]):
-        out[idx] = _gemm3(ab[idx], bb[idx])
+        out[idx] = _gemm3(ab[idx], bb[idx], nonfinite=nonfinite)
     return out
 
 
@@ -81,19 +111,23 @@ def matmul(a, b) -> np.ndarray:
     op = "matmul"
     a = as_array(a, op, "a")
     b = as_array(b, op, "b")
-    _same_dtype(op, a=a, b=b)
+    dtype = _same_dtype(op, a=a, b=b)
+    deferred = _kernel_checks_finite(dtype)
     for name, x in (("a", a), ("b", b)):
         if x.ndim < 1:
             raise ValueError(f"{op}: {name} must be at least 1-D. Received a scalar of shape {tuple(x.shape)}")
         require_nonempty(x, op, name)
-        require_finite(x, op, name)
+        if not deferred:
+            require_finite(x, op, name)
     squeeze_a = a.ndim == 1
     squeeze_b = b.ndim == 1
     if squeeze_a:
         a = a[None, :]
     if squeeze_b:
         b = b[:, None]
-    out = _batched(a, b, op)
+    nonfinite = [False] if deferred else None
+    out = _batched(a, b, op, nonfinite)
+    _check_inputs_after(nonfinite, op, a=a, b=b)
     if squeeze_a and squeeze_b:
         return out.reshape(out.shape[:-2])
     if squeeze_a:
@@ -121,7 +155,7 @@ def linear(x, weight, bias=None) -> np.ndarray:
     weight = as_array(weight, op, "weight")
     if bias is not None:
         bias = as_array(bias, op, "bias")
-    _same_dtype(op, x=x, weight=weight, bias=bias)
+    dtype = _same_dtype(op, x=x, weight=weight, bias=bias)
     if x.ndim < 1:
         raise ValueError(f"{op}: x must be at least 1-D (..., in_features). Received shape {tuple(x.shape)}")
     if weight.ndim != 2:
@@ -133,14 +167,18 @@ def linear(x, weight, bias=None) -> np.ndarray:
         )
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},). Received {tuple(bias.shape)}")
+    deferred = _kernel_checks_finite(dtype)
     for name, v in (("x", x), ("weight", weight), ("bias", bias)):
         if v is not None:
             require_nonempty(v, op, name)
-            require_finite(v, op, name)
+            if not (deferred and name != "bias"):
+                require_finite(v, op, name)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     b = None if bias is None else np.ascontiguousarray(bias)
-    y = _gemm3(x2[None], weight.T[None], b)[0]
+    nonfinite = [False] if deferred else None
+    y = _gemm3(x2[None], weight.T[None], b, nonfinite=nonfinite)[0]
+    _check_inputs_after(nonfinite, op, x=x, weight=weight)
     return y.reshape(*lead, weight.shape[0])
 
 

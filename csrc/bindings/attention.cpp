@@ -79,8 +79,8 @@ void register_attention(py::module_& m) {
       [](py::array q, py::array k, py::array v, py::object mask, bool causal, double scale, bool naive) {
         Prepared p = prepare("scaled_dot_product_attention", q, k, v, mask, causal, scale);
         AttnArgs& a = p.a;
-        py::array_t<float> out({a.N, a.Hq, a.Lq, a.Dv});
-        py::array_t<float> lse({a.N, a.Hq, a.Lq});
+        py::array_t<float> out = new_aligned_array<float>({a.N, a.Hq, a.Lq, a.Dv});
+        py::array_t<float> lse = new_aligned_array<float>({a.N, a.Hq, a.Lq});
         a.out = out.mutable_data();
         a.lse = lse.mutable_data();
         {
@@ -119,9 +119,9 @@ void register_attention(py::module_& m) {
           a.out = const_cast<float*>(o_arr.data());
           a.lse = const_cast<float*>(l_arr.data());
         }
-        py::array_t<float> dq({a.N, a.Hq, a.Lq, a.D});
-        py::array_t<float> dk({a.N, a.Hk, a.Lk, a.D});
-        py::array_t<float> dv({a.N, a.Hk, a.Lk, a.Dv});
+        py::array_t<float> dq = new_aligned_array<float>({a.N, a.Hq, a.Lq, a.D});
+        py::array_t<float> dk = new_aligned_array<float>({a.N, a.Hk, a.Lk, a.D});
+        py::array_t<float> dv = new_aligned_array<float>({a.N, a.Hk, a.Lk, a.Dv});
         a.dq = dq.mutable_data();
         a.dk = dk.mutable_data();
         a.dv = dv.mutable_data();

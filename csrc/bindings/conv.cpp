@@ -113,7 +113,7 @@ void register_conv(py::module_& m) {
           require_shape(b, {s.OC}, op, "bias");
           bp = b.data();
         }
-        py::array_t<float> y(out_shape(s));
+        py::array_t<float> y = new_aligned_array<float>(out_shape(s));
         const float* xp = x.data();
         const float* wp = w.data();
         float* yp = y.mutable_data();
@@ -140,17 +140,17 @@ void register_conv(py::module_& m) {
         py::object gx_obj = py::none(), gw_obj = py::none(), gb_obj = py::none();
         float *gxp = nullptr, *gwp = nullptr, *gbp = nullptr;
         if (need_x) {
-          py::array_t<float> gx(std::vector<py::ssize_t>(x.shape(), x.shape() + 4));
+          py::array_t<float> gx = new_aligned_array<float>(std::vector<py::ssize_t>(x.shape(), x.shape() + 4));
           gxp = gx.mutable_data();
           gx_obj = gx;
         }
         if (need_w) {
-          py::array_t<float> gw(std::vector<py::ssize_t>(w.shape(), w.shape() + 4));
+          py::array_t<float> gw = new_aligned_array<float>(std::vector<py::ssize_t>(w.shape(), w.shape() + 4));
           gwp = gw.mutable_data();
           gw_obj = gw;
         }
         if (need_b) {
-          py::array_t<float> gb(std::vector<py::ssize_t>{s.OC});
+          py::array_t<float> gb = new_aligned_array<float>(std::vector<py::ssize_t>{s.OC});
           gbp = gb.mutable_data();
           gb_obj = gb;
         }
@@ -177,7 +177,7 @@ void register_conv(py::module_& m) {
         PYAIML_CHECK(!(with_idx && window) || s.KH * s.KW <= kPoolMaxWindow, op,
                      ": window positions need kernel_size[0] * kernel_size[1] <= ", kPoolMaxWindow, ". Received (",
                      s.KH, ", ", s.KW, ")");
-        py::array_t<float> y(pool_out(s));
+        py::array_t<float> y = new_aligned_array<float>(pool_out(s));
         py::object io = py::none();
         int64_t* ip = nullptr;
         uint8_t* wp = nullptr;
@@ -231,7 +231,7 @@ void register_conv(py::module_& m) {
             ip = idx.data();
           }
         }
-        py::array_t<float> gx(std::vector<py::ssize_t>(x.shape(), x.shape() + 4));
+        py::array_t<float> gx = new_aligned_array<float>(std::vector<py::ssize_t>(x.shape(), x.shape() + 4));
         const float *gyp = gy.data(), *xp = x.data();
         float* gxp = gx.mutable_data();
         bool in_range;

@@ -115,6 +115,29 @@ def test_concurrent_python_threads(rng):
     assert not errs
 
 
+@pytest.mark.parametrize("spin_us", ["0", "1000"])
+def test_pool_late_and_sleeping_workers(spin_us):
+    # Workers that sleep between jobs (PYAIML_SPIN_US=0) wake late and skip jobs the caller
+    # has finished; more threads than cores, many short jobs of every size, thread count
+    # changes in between: every result right, nothing hangs.
+    if _backend.native() is None:
+        pytest.skip("C++ backend not built")
+    code = """
+import numpy as np, pyaiml, pyaiml.ops as o
+rng = np.random.default_rng(0)
+pyaiml.set_num_threads(7)
+for i in range(300):
+    M = int(rng.integers(1, 3000)); K = int(rng.integers(1, 40)); N = int(rng.integers(1, 70))
+    a = rng.standard_normal((M, K), dtype=np.float32); b = rng.standard_normal((K, N), dtype=np.float32)
+    np.testing.assert_allclose(o.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    if i % 50 == 0:
+        pyaiml.set_num_threads(int(rng.integers(1, 8)))
+print("ok")
+"""
+    r = run_py(code, PYAIML_SPIN_US=spin_us)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr
+
+
 def test_missing_extension_warns_once():
     code = ("import sys; sys.modules['pyaiml._C'] = None\n"
             "import warnings, numpy as np, pyaiml.ops as o\n"

@@ -1,8 +1,10 @@
-// parallel.cpp: the thread pool behind parallel_for. Workers spin briefly after a job
-// (back-to-back kernel calls then cost no wake-up) and sleep on a condition variable after.
+// parallel.cpp: the thread pool behind parallel_for. Workers spin for a while after a job
+// (back-to-back kernel calls then cost no wake-up) and sleep on a condition variable after;
+// a worker that is late for a job skips it instead of holding up the caller.
 #include "common/parallel.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -29,14 +31,34 @@ namespace {
 thread_local int tl_index = 0;
 thread_local bool tl_in_region = false;
 
-// Spin this many pause iterations before sleeping. PAUSE takes ~65 cycles on Zen 4 and
-// ~140 on recent Intel, so 2000 is ~40-100 us: enough for back-to-back kernel calls, short
-// enough not to steal a core from other libraries' threads (torch's) between our calls.
-constexpr int kSpinIters = 2000;
+// How long an idle worker spins (checking for the next job) before it sleeps: 1 ms by
+// default, PYAIML_SPIN_US to change it (0: sleep at once). A worker that has gone to sleep
+// takes tens of microseconds to wake, and on a VM the host may deschedule an idle vCPU for
+// milliseconds; with calls in a burst (a training step, a benchmark loop) the workers stay
+// awake. The cost is one busy core for up to 1 ms after the last call, far less than the
+// OpenMP runtimes' defaults.
+int64_t spin_ns_from_env() {
+  if (const char* env = std::getenv("PYAIML_SPIN_US")) {
+    char* end = nullptr;
+    long v = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && v >= 0 && v <= 10000000) return int64_t(v) * 1000;
+  }
+  return 1000000;
+}
 
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Jobs are announced by bumping gen_. A worker takes part in a job only if it joins while the
+// job is still open: slot_ holds (job << 8) | open bit (0x80) | number joined. The caller works
+// through the chunks itself, then closes the job and waits only for the workers that joined
+// (they are running chunks). A worker that wakes late finds the job closed and skips it, so a
+// descheduled worker costs the caller nothing beyond doing its share.
 class Pool {
  public:
-  explicit Pool(int n) { start(n); }
+  explicit Pool(int n) : spin_ns_(spin_ns_from_env()) { start(n); }
   ~Pool() { stop(); }
 
   int size() const { return nthreads_; }
@@ -58,24 +80,34 @@ class Pool {
     n_ = n;
     grain_ = grain;
     nchunks_ = nchunks;
+    helpers_.store(helpers, std::memory_order_relaxed);
     next_.store(0, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
     error_ = nullptr;
-    helpers_ = helpers;
+    const uint64_t job = gen_.load(std::memory_order_relaxed) + 1;
+    slot_.store((job << 8) | kOpen, std::memory_order_release);
     {
       std::lock_guard<std::mutex> lk(sleep_mutex_);
-      gen_.fetch_add(1, std::memory_order_release);
+      gen_.store(job, std::memory_order_release);
     }
-    sleep_cv_.notify_all();
+    if (sleepers_.load(std::memory_order_acquire) > 0) sleep_cv_.notify_all();
     work(0);
-    while (done_.load(std::memory_order_acquire) < helpers) PYAIML_PAUSE();
+    // Close the job; only the workers that joined before this are waited for.
+    uint64_t s = slot_.load(std::memory_order_acquire);
+    while (!slot_.compare_exchange_weak(s, s & ~uint64_t(kOpen), std::memory_order_acq_rel)) {
+    }
+    const int joined = static_cast<int>(s & kCount);
+    while (done_.load(std::memory_order_acquire) < joined) PYAIML_PAUSE();
     if (error_) std::rethrow_exception(error_);
     return true;
   }
 
  private:
+  static constexpr uint64_t kOpen = 0x80, kCount = 0x7f;
+
   void start(int n) {
     nthreads_ = n < 1 ? 1 : n;
+    if (nthreads_ > 128) nthreads_ = 128;  // joined count must fit in 7 bits
     quit_ = false;
     const uint64_t g0 = gen_.load(std::memory_order_acquire);
     for (int i = 1; i < nthreads_; ++i) workers_.emplace_back([this, i, g0] { loop(i, g0); });
@@ -112,22 +144,37 @@ class Pool {
     tl_index = 0;
   }
 
+  // Joins job `job` if it is still open and has room for this worker.
+  bool join(uint64_t job, int index) {
+    uint64_t s = slot_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((s >> 8) != (job & (~uint64_t(0) >> 8)) || !(s & kOpen)) return false;
+      if (index > helpers_.load(std::memory_order_relaxed)) return false;
+      if (slot_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) return true;
+    }
+  }
+
   void loop(int index, uint64_t seen) {
     for (;;) {
       uint64_t g = gen_.load(std::memory_order_acquire);
-      for (int s = 0; g == seen && s < kSpinIters; ++s) {
-        PYAIML_PAUSE();
-        g = gen_.load(std::memory_order_acquire);
+      if (g == seen && spin_ns_ > 0) {
+        const int64_t deadline = now_ns() + spin_ns_;
+        for (int s = 1; g == seen; ++s) {
+          PYAIML_PAUSE();
+          g = gen_.load(std::memory_order_acquire);
+          if ((s & 63) == 0 && now_ns() > deadline) break;
+        }
       }
       if (g == seen) {
         std::unique_lock<std::mutex> lk(sleep_mutex_);
+        sleepers_.fetch_add(1, std::memory_order_acq_rel);
         sleep_cv_.wait(lk, [&] { return gen_.load(std::memory_order_acquire) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_acq_rel);
         g = gen_.load(std::memory_order_acquire);
       }
       seen = g;
       if (quit_) return;
-      // Only helpers 1..helpers_ take part; the others skip this job.
-      if (index <= helpers_) {
+      if (join(g, index)) {
         work(index);
         done_.fetch_add(1, std::memory_order_release);
       }
@@ -135,17 +182,20 @@ class Pool {
   }
 
   int nthreads_ = 1;
+  const int64_t spin_ns_;
   std::vector<std::thread> workers_;
   std::mutex run_mutex_, sleep_mutex_, error_mutex_;
   std::condition_variable sleep_cv_;
   std::atomic<uint64_t> gen_{0};
+  std::atomic<uint64_t> slot_{0};
+  std::atomic<int> sleepers_{0};
   std::atomic<int64_t> next_{0};
   std::atomic<int> done_{0};
   bool quit_ = false;
   RangeFn fn_ = nullptr;
   void* ctx_ = nullptr;
   int64_t n_ = 0, grain_ = 1, nchunks_ = 0;
-  int helpers_ = 0;
+  std::atomic<int> helpers_{0};
   std::exception_ptr error_;
 };
 

@@ -27,7 +27,7 @@ overview, not a measurement to quote: at commit b840012 on the idle machine it f
 119 s, but several short rows read far below their full runs minutes earlier (GEMM square-1024
 0.46x, conv cnn-a1 fwd 0.34x, pool-a1 bwd 0.37x against 0.95x, 1.19x and 1.60x in the full
 runs below). At commit af3753f it took 129 s and read 0.57x at square-1024 and 0.67x at the
-small pooling backward, against 1.00x-1.07x and 1.58x in full runs. The tables below are full runs.
+small pooling backward, against 1.00x-1.07x and 0.94x-1.58x in full runs. The tables below are full runs.
 """
 
 

@@ -49,6 +49,17 @@ def _validate_env() -> None:
             ok = False
         if not ok:
             raise ValueError(f"PYAIML_NUM_THREADS must be a positive integer. Received {nt!r}")
+    spin = os.environ.get("PYAIML_SPIN_US", "")
+    if spin:
+        try:
+            ok = 0 <= int(spin) <= 10_000_000
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                "PYAIML_SPIN_US (how long idle pool threads spin, in microseconds) must be an integer "
+                f"from 0 to 10000000. Received {spin!r}"
+            )
 
 
 _validate_env()

@@ -260,8 +260,8 @@ inline double vmaxp(const double* v, int64_t KP) {
 #endif
 }
 
-// Horizontal sum of one vector (a tree of shuffles).
-inline double hsum(vd v) {
+// Sum of all lanes, in every lane.
+inline vd hsum_all(vd v) {
 #if defined(__AVX512F__)
   v = v + __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
   v = v + __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
@@ -272,8 +272,10 @@ inline double hsum(vd v) {
 #else
   v = v + __builtin_shufflevector(v, v, 1, 0);
 #endif
-  return v[0];
+  return v;
 }
+// Horizontal sum of one vector.
+inline double hsum(vd v) { return hsum_all(v)[0]; }
 // Sum of a padded row (entries K..KP are zero).
 inline double vsum(const double* v, int64_t KP) {
   vd a = ld(v);
@@ -489,20 +491,6 @@ inline void bwd_step(const Model& m, SeqS& q, int64_t t, bool need_g) {
 // A's rows too; lane broadcasts replace the store/reload of the row between steps, and the
 // power-of-two scale is taken from the row sum with vector integer operations.
 
-// Sum of all lanes, in every lane.
-inline vd hsum_all(vd v) {
-#if defined(__AVX512F__)
-  v = v + __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
-  v = v + __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
-  v = v + __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
-#elif defined(__AVX2__)
-  v = v + __builtin_shufflevector(v, v, 2, 3, 0, 1);
-  v = v + __builtin_shufflevector(v, v, 1, 0, 3, 2);
-#else
-  v = v + __builtin_shufflevector(v, v, 1, 0);
-#endif
-  return v;
-}
 inline vd vmax(vd a, vd b) { return a > b ? a : b; }
 // Max of all lanes, in every lane.
 inline vd hmax_all(vd v) {

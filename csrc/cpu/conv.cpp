@@ -648,6 +648,21 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
 }
 
 
+// One 1-D input tile of F(2, 3) / F(3, 2): V[xi][c] = (B^T d)[xi], B^T = [1 0 -1 0; 0 1 1 0;
+// 0 -1 1 0; 0 1 0 -1], from the 4 pixels p, written at v[xi * vs + c] for c < C.
+inline void wino1d_in(const float* const p[4], float* v, int64_t vs, int64_t C) {
+  auto tile = [&](auto ld, auto st, int64_t c) {
+    const auto d0 = ld(p[0] + c), d1 = ld(p[1] + c), d2 = ld(p[2] + c), d3 = ld(p[3] + c);
+    st(v + c, d0 - d2);
+    st(v + vs + c, d1 + d2);
+    st(v + 2 * vs + c, d2 - d1);
+    st(v + 3 * vs + c, d1 - d3);
+  };
+  int64_t c = 0;
+  for (; c + VL <= C; c += VL) tile(ld_v, st_v, c);
+  for (; c < C; ++c) tile(ld_s, st_s, c);
+}
+
 // ---- Winograd F(2, 3) along W: 1x3 kernels, stride 1, channels last, no groups ----
 // The 1-D version of conv2d_wino for the speech convs (conv1d k3 = conv2d 1x3): per tile of 2
 // outputs, y = A^T [ (G g) . (B^T d) ], 4 products (C x OC each) instead of 6: 1.5x fewer
@@ -690,17 +705,7 @@ void conv2d_wino1d(const ConvShape& s, const float* x, const float* w, const flo
         const float* xr = (ih >= 0 && ih < s.H) ? x + (n * s.H + ih) * s.W * C : nullptr;
         const float* p[4];
         for (int j = 0; j < 4; ++j) p[j] = (xr && iw0 + j >= 0 && iw0 + j < s.W) ? xr + (iw0 + j) * C : zero;
-        float* v = V + t * C;
-        auto tile = [&](auto ld, auto st, int64_t c) {
-          const auto d0 = ld(p[0] + c), d1 = ld(p[1] + c), d2 = ld(p[2] + c), d3 = ld(p[3] + c);
-          st(v + c, d0 - d2);
-          st(v + vs + c, d1 + d2);
-          st(v + 2 * vs + c, d2 - d1);
-          st(v + 3 * vs + c, d1 - d3);
-        };
-        int64_t c = 0;
-        for (; c + VL <= C; c += VL) tile(ld_v, st_v, c);
-        for (; c < C; ++c) tile(ld_s, st_s, c);
+        wino1d_in(p, V + t * C, vs, C);
       }
       const int64_t nq = (nt + kDM - 1) / kDM, mt = (nt + nq - 1) / nq;  // balanced tiles
       for (int xi = 0; xi < 4; ++xi)
@@ -738,78 +743,40 @@ void conv2d_wino1d(const ConvShape& s, const float* x, const float* w, const flo
   });
 }
 
-// grad_w by Winograd F(3x3, 2x2): per 2x2 tile of gy and the 4x4 tile of x under it,
-// gw += G^T [ (A gy A^T) . (B^T d B) ] G (the transpose of F(2x2, 3x3)), summed over tiles in
-// the transformed domain, M[xi][o][c] = sum_t U[xi][t][o] V[xi][t][c], then one output
-// transform. The sums over a chunk's tiles run in registers (sc_gw_pass: tiles as pixels),
-// 16 x OC x C multiply-adds per 2x2 outputs against 36 x OC x C for the direct passes.
-// grad_b is the sum of gy, taken in the same pass. Fixed image chunks (a function of the
-// shape) own one M each, summed in order. cnn-a2 (N32 32->64 15x15): grad_w + grad_b ~2.0 ms
-// (direct passes; ~2.6 ms as im2col + GEMM before them) -> ~1.6 ms, single thread.
-void conv2d_wino_gw(const ConvShape& s, const float* gy, const float* x, float* gw, float* gb) {
-  const int64_t C = s.C, OC = s.OC, TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2, TT = TH * TW;
+// The driver shared by the Winograd weight gradients, NX transform points per tile and TT
+// tiles per image. tile(n, tt, v, vs, u, us, zero, B) writes tile tt of image n: V[xi][c] at
+// v[xi * vs + c] (c < C) and U[xi][o] at u[xi * us + o] (o < OC), and adds gy's sums into the
+// bias row B; out(macc) turns the summed M[xi][o][c], at macc[(xi * OC + o) * Cp + c], into gw.
+template <int NX, class TileFn, class OutFn>
+void wino_gw_run(const ConvShape& s, int64_t TT, float* gw, float* gb, TileFn tile, OutFn out) {
+  const int64_t C = s.C, OC = s.OC;
   const int64_t Cp = (C + VL - 1) / VL * VL, OCp = (OC + VL - 1) / VL * VL;
   // ~256 tiles per chunk (V and U of a chunk stay in L2 per xi), and >= 8 chunks when N >= 8
   const int64_t per = std::max<int64_t>(1, std::min<int64_t>(256 / TT, s.N / 8));
-  const int64_t chunks = (s.N + per - 1) / per, msz = 16 * OC * Cp, maxt = per * TT;
+  const int64_t chunks = (s.N + per - 1) / per, msz = NX * OC * Cp, maxt = per * TT;
   std::vector<float> macc(chunks * msz, 0.f), bacc(chunks * OCp, 0.f);
   std::vector<int64_t> ooff(OC);
   for (int64_t o = 0; o < OC; ++o) ooff[o] = o;
   const int64_t np = (OC + kDK - 1) / kDK, kb = (OC + np - 1) / np;  // balanced blocks of o
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
-    float* V = scratch(t_v, 16 * maxt * Cp);
-    float* U = scratch(t_m, 16 * maxt * OCp);
+    float* V = scratch(t_v, NX * maxt * Cp);
+    float* U = scratch(t_m, NX * maxt * OCp);
     if ((int64_t)t_zero.size() < std::max(Cp, OCp)) t_zero.assign(std::max(Cp, OCp), 0.f);
     const float* zero = t_zero.data();
     for (int64_t ch = cb; ch < ce; ++ch) {
       const int64_t n0 = ch * per, n1 = std::min(s.N, n0 + per), nt = (n1 - n0) * TT;
       float* M = macc.data() + ch * msz;
       float* B = bacc.data() + ch * OCp;
-      const int64_t vs = nt * Cp, us = nt * OCp;  // strides between the 16 V and U matrices
+      const int64_t vs = nt * Cp, us = nt * OCp;  // strides between the NX V and U matrices
       for (int64_t t = 0; t < nt; ++t) {
-        const int64_t n = n0 + t / TT, th = t % TT / TW, tw = t % TW;
-        // x tile: V[xi][t][c] = (B^T d B)[i][j]
-        const float* xn = x + n * s.H * s.W * C;
-        const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
-        const float* p[4][4];
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) {
-            const int64_t ih = ih0 + i, iw = iw0 + j;
-            p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
-          }
         float* v = V + t * Cp;
-        int64_t c = 0;
-        for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
-        for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
-        for (; c < Cp; ++c)
-          for (int xi = 0; xi < 16; ++xi) v[xi * vs + c] = 0.f;
-        // gy tile: U[xi][t][o] = (A g A^T)[i][j], A = [1 0; 1 1; 1 -1; 0 -1]
-        const int64_t oh = 2 * th, ow = 2 * tw;
-        const float* gn = gy + n * s.OH * s.OW * OC;
-        const float* q[2][2];
-        for (int i = 0; i < 2; ++i)
-          for (int j = 0; j < 2; ++j)
-            q[i][j] = (oh + i < s.OH && ow + j < s.OW) ? gn + ((oh + i) * s.OW + ow + j) * OC : zero;
-        float* u = U + t * OCp;
-        auto gy_tile = [&](auto ld, auto st, int64_t o) {
-          const auto g00 = ld(q[0][0] + o), g01 = ld(q[0][1] + o), g10 = ld(q[1][0] + o), g11 = ld(q[1][1] + o);
-          using T = decltype(g00);
-          const T r[4][2] = {{g00, g01}, {g00 + g10, g01 + g11}, {g00 - g10, g01 - g11}, {-g10, -g11}};
-          for (int i = 0; i < 4; ++i) {
-            st(u + (i * 4 + 0) * us + o, r[i][0]);
-            st(u + (i * 4 + 1) * us + o, r[i][0] + r[i][1]);
-            st(u + (i * 4 + 2) * us + o, r[i][0] - r[i][1]);
-            st(u + (i * 4 + 3) * us + o, -r[i][1]);
-          }
-          if (gb) st(B + o, ld(B + o) + ((g00 + g01) + (g10 + g11)));
-        };
-        int64_t o = 0;
-        for (; o + VL <= OC; o += VL) gy_tile(ld_v, st_v, o);
-        for (; o < OC; ++o) gy_tile(ld_s, st_s, o);
+        tile(n0 + t / TT, t % TT, v, vs, U + t * OCp, us, zero, B);
+        for (int64_t c = C; c < Cp; ++c)
+          for (int xi = 0; xi < NX; ++xi) v[xi * vs + c] = 0.f;
       }
       if (!gw) continue;
       // M[xi][o0 .. o0+kb][c0 .. c0+2VL] = sum_t U[xi][t][o] V[xi][t][c]
-      for (int xi = 0; xi < 16; ++xi)
+      for (int xi = 0; xi < NX; ++xi)
         for (int64_t c0 = 0; c0 < Cp; c0 += 2 * VL) {
           const bool two = Cp - c0 > VL;
           GwLoop a{U + xi * us, 0, 0, OCp, 1, nt, 1, V + xi * vs + c0, Cp};
@@ -832,25 +799,77 @@ void conv2d_wino_gw(const ConvShape& s, const float* gy, const float* x, float* 
       for (int64_t o = 0; o < OC; ++o) bacc[o] += bacc[ch * OCp + o];
     for (int64_t o = 0; o < OC; ++o) gb[o] = bacc[o];
   }
-  if (!gw) return;
-  // gw[o][c] = G^T M G, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]
-  for (int64_t o = 0; o < OC; ++o)
-    for (int64_t c = 0; c < C; ++c) {
-      float m[4][4], t[3][4];
-      for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = macc[(xi * OC + o) * Cp + c];
-      for (int j = 0; j < 4; ++j) {
-        t[0][j] = m[0][j] + 0.5f * (m[1][j] + m[2][j]);
-        t[1][j] = 0.5f * (m[1][j] - m[2][j]);
-        t[2][j] = 0.5f * (m[1][j] + m[2][j]) + m[3][j];
-      }
-      float* d = gw + (o * C + c) * 9;
-      for (int i = 0; i < 3; ++i) {
-        d[i * 3 + 0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
-        d[i * 3 + 1] = 0.5f * (t[i][1] - t[i][2]);
-        d[i * 3 + 2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
-      }
-    }
+  if (gw) out(macc.data(), Cp);
 }
+
+// grad_w by Winograd F(3x3, 2x2): per 2x2 tile of gy and the 4x4 tile of x under it,
+// gw += G^T [ (A gy A^T) . (B^T d B) ] G (the transpose of F(2x2, 3x3)), summed over tiles in
+// the transformed domain, M[xi][o][c] = sum_t U[xi][t][o] V[xi][t][c], then one output
+// transform. The sums over a chunk's tiles run in registers (sc_gw_pass: tiles as pixels),
+// 16 x OC x C multiply-adds per 2x2 outputs against 36 x OC x C for the direct passes.
+// grad_b is the sum of gy, taken in the same pass. Fixed image chunks (a function of the
+// shape) own one M each, summed in order. cnn-a2 (N32 32->64 15x15): grad_w + grad_b ~2.0 ms
+// (direct passes; ~2.6 ms as im2col + GEMM before them) -> ~1.6 ms, single thread.
+void conv2d_wino_gw(const ConvShape& s, const float* gy, const float* x, float* gw, float* gb) {
+  const int64_t C = s.C, OC = s.OC, TW = (s.OW + 1) / 2, TT = (s.OH + 1) / 2 * TW;
+  auto tile = [&](int64_t n, int64_t tt, float* v, int64_t vs, float* u, int64_t us, const float* zero, float* B) {
+    const int64_t th = tt / TW, tw = tt % TW;
+    // x tile: V[xi][t][c] = (B^T d B)[i][j]
+    const float* xn = x + n * s.H * s.W * C;
+    const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
+    const float* p[4][4];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        const int64_t ih = ih0 + i, iw = iw0 + j;
+        p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
+      }
+    int64_t c = 0;
+    for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
+    for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
+    // gy tile: U[xi][t][o] = (A g A^T)[i][j], A = [1 0; 1 1; 1 -1; 0 -1]
+    const int64_t oh = 2 * th, ow = 2 * tw;
+    const float* gn = gy + n * s.OH * s.OW * OC;
+    const float* q[2][2];
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j)
+        q[i][j] = (oh + i < s.OH && ow + j < s.OW) ? gn + ((oh + i) * s.OW + ow + j) * OC : zero;
+    auto gy_tile = [&](auto ld, auto st, int64_t o) {
+      const auto g00 = ld(q[0][0] + o), g01 = ld(q[0][1] + o), g10 = ld(q[1][0] + o), g11 = ld(q[1][1] + o);
+      using T = decltype(g00);
+      const T r[4][2] = {{g00, g01}, {g00 + g10, g01 + g11}, {g00 - g10, g01 - g11}, {-g10, -g11}};
+      for (int i = 0; i < 4; ++i) {
+        st(u + (i * 4 + 0) * us + o, r[i][0]);
+        st(u + (i * 4 + 1) * us + o, r[i][0] + r[i][1]);
+        st(u + (i * 4 + 2) * us + o, r[i][0] - r[i][1]);
+        st(u + (i * 4 + 3) * us + o, -r[i][1]);
+      }
+      if (gb) st(B + o, ld(B + o) + ((g00 + g01) + (g10 + g11)));
+    };
+    int64_t o = 0;
+    for (; o + VL <= OC; o += VL) gy_tile(ld_v, st_v, o);
+    for (; o < OC; ++o) gy_tile(ld_s, st_s, o);
+  };
+  wino_gw_run<16>(s, TT, gw, gb, tile, [&](const float* macc, int64_t Cp) {
+    // gw[o][c] = G^T M G, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]
+    for (int64_t o = 0; o < OC; ++o)
+      for (int64_t c = 0; c < C; ++c) {
+        float m[4][4], t[3][4];
+        for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = macc[(xi * OC + o) * Cp + c];
+        for (int j = 0; j < 4; ++j) {
+          t[0][j] = m[0][j] + 0.5f * (m[1][j] + m[2][j]);
+          t[1][j] = 0.5f * (m[1][j] - m[2][j]);
+          t[2][j] = 0.5f * (m[1][j] + m[2][j]) + m[3][j];
+        }
+        float* d = gw + (o * C + c) * 9;
+        for (int i = 0; i < 3; ++i) {
+          d[i * 3 + 0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+          d[i * 3 + 1] = 0.5f * (t[i][1] - t[i][2]);
+          d[i * 3 + 2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+        }
+      }
+  });
+}
+
 // grad_w of 1x3 stride-1 convs by Winograd F(3, 2) along W (the 1-D conv2d_wino_gw): per tile
 // of 2 gy values and the 4 inputs under it, gw += G^T [ (A g) . (B^T d) ]; 4 products per 2
 // outputs against 6. speech2 (N32 64->64 L63): grad_w + grad_b ~0.49 -> ~0.36 ms, 1 thread.
@@ -858,93 +877,41 @@ bool wino1d_gw_ok(const ConvShape& s) { return wino1d_ok(s) && s.pt == 0; }
 
 void conv2d_wino1d_gw(const ConvShape& s, const float* gy, const float* x, float* gw, float* gb) {
   const int64_t C = s.C, OC = s.OC, TW = (s.OW + 1) / 2, TT = s.OH * TW;
-  const int64_t Cp = (C + VL - 1) / VL * VL, OCp = (OC + VL - 1) / VL * VL;
-  const int64_t per = std::max<int64_t>(1, std::min<int64_t>(256 / TT, s.N / 8));
-  const int64_t chunks = (s.N + per - 1) / per, msz = 4 * OC * Cp, maxt = per * TT;
-  std::vector<float> macc(chunks * msz, 0.f), bacc(chunks * OCp, 0.f);
-  std::vector<int64_t> ooff(OC);
-  for (int64_t o = 0; o < OC; ++o) ooff[o] = o;
-  const int64_t np = (OC + kDK - 1) / kDK, kb = (OC + np - 1) / np;
-  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
-    float* V = scratch(t_v, 4 * maxt * Cp);
-    float* U = scratch(t_m, 4 * maxt * OCp);
-    if ((int64_t)t_zero.size() < std::max(Cp, OCp)) t_zero.assign(std::max(Cp, OCp), 0.f);
-    const float* zero = t_zero.data();
-    for (int64_t ch = cb; ch < ce; ++ch) {
-      const int64_t n0 = ch * per, n1 = std::min(s.N, n0 + per), nt = (n1 - n0) * TT;
-      float* M = macc.data() + ch * msz;
-      float* B = bacc.data() + ch * OCp;
-      const int64_t vs = nt * Cp, us = nt * OCp;
-      for (int64_t t = 0; t < nt; ++t) {
-        const int64_t n = n0 + t / TT, oh = t % TT / TW, tw = t % TW;
-        const int64_t iw0 = 2 * tw - s.pl;
-        const float* xr = oh < s.H ? x + (n * s.H + oh) * s.W * C : nullptr;  // pt == 0
-        const float* p[4];
-        for (int j = 0; j < 4; ++j) p[j] = (xr && iw0 + j >= 0 && iw0 + j < s.W) ? xr + (iw0 + j) * C : zero;
-        float* v = V + t * Cp;
-        auto xt = [&](auto ld, auto st, int64_t c) {
-          const auto d0 = ld(p[0] + c), d1 = ld(p[1] + c), d2 = ld(p[2] + c), d3 = ld(p[3] + c);
-          st(v + c, d0 - d2);
-          st(v + vs + c, d1 + d2);
-          st(v + 2 * vs + c, d2 - d1);
-          st(v + 3 * vs + c, d1 - d3);
-        };
-        int64_t c = 0;
-        for (; c + VL <= C; c += VL) xt(ld_v, st_v, c);
-        for (; c < C; ++c) xt(ld_s, st_s, c);
-        for (; c < Cp; ++c)
-          for (int xi = 0; xi < 4; ++xi) v[xi * vs + c] = 0.f;
-        // U[xi][t][o] = (A g)[xi], A = [1 0; 1 1; 1 -1; 0 -1]
-        const float* gr = gy + ((n * s.OH + oh) * s.OW + 2 * tw) * OC;
-        const float* q0 = gr;
-        const float* q1 = 2 * tw + 1 < s.OW ? gr + OC : zero;
-        float* u = U + t * OCp;
-        auto gt = [&](auto ld, auto st, int64_t o) {
-          const auto g0 = ld(q0 + o), g1 = ld(q1 + o);
-          st(u + o, g0);
-          st(u + us + o, g0 + g1);
-          st(u + 2 * us + o, g0 - g1);
-          st(u + 3 * us + o, -g1);
-          if (gb) st(B + o, ld(B + o) + (g0 + g1));
-        };
-        int64_t o = 0;
-        for (; o + VL <= OC; o += VL) gt(ld_v, st_v, o);
-        for (; o < OC; ++o) gt(ld_s, st_s, o);
+  auto tile = [&](int64_t n, int64_t tt, float* v, int64_t vs, float* u, int64_t us, const float* zero, float* B) {
+    const int64_t oh = tt / TW, tw = tt % TW;
+    const int64_t iw0 = 2 * tw - s.pl;
+    const float* xr = oh < s.H ? x + (n * s.H + oh) * s.W * C : nullptr;  // pt == 0
+    const float* p[4];
+    for (int j = 0; j < 4; ++j) p[j] = (xr && iw0 + j >= 0 && iw0 + j < s.W) ? xr + (iw0 + j) * C : zero;
+    wino1d_in(p, v, vs, C);
+    // U[xi][t][o] = (A g)[xi], A = [1 0; 1 1; 1 -1; 0 -1]
+    const float* gr = gy + ((n * s.OH + oh) * s.OW + 2 * tw) * OC;
+    const float* q0 = gr;
+    const float* q1 = 2 * tw + 1 < s.OW ? gr + OC : zero;
+    auto gt = [&](auto ld, auto st, int64_t o) {
+      const auto g0 = ld(q0 + o), g1 = ld(q1 + o);
+      st(u + o, g0);
+      st(u + us + o, g0 + g1);
+      st(u + 2 * us + o, g0 - g1);
+      st(u + 3 * us + o, -g1);
+      if (gb) st(B + o, ld(B + o) + (g0 + g1));
+    };
+    int64_t o = 0;
+    for (; o + VL <= OC; o += VL) gt(ld_v, st_v, o);
+    for (; o < OC; ++o) gt(ld_s, st_s, o);
+  };
+  wino_gw_run<4>(s, TT, gw, gb, tile, [&](const float* macc, int64_t Cp) {
+    // gw[o][c] = G^T m, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]
+    for (int64_t o = 0; o < OC; ++o)
+      for (int64_t c = 0; c < C; ++c) {
+        const float m0 = macc[(0 * OC + o) * Cp + c], m1 = macc[(1 * OC + o) * Cp + c], m2 = macc[(2 * OC + o) * Cp + c],
+                    m3 = macc[(3 * OC + o) * Cp + c];
+        float* d = gw + (o * C + c) * 3;
+        d[0] = m0 + 0.5f * (m1 + m2);
+        d[1] = 0.5f * (m1 - m2);
+        d[2] = 0.5f * (m1 + m2) + m3;
       }
-      if (!gw) continue;
-      for (int xi = 0; xi < 4; ++xi)
-        for (int64_t c0 = 0; c0 < Cp; c0 += 2 * VL) {
-          const bool two = Cp - c0 > VL;
-          GwLoop a{U + xi * us, 0, 0, OCp, 1, nt, 1, V + xi * vs + c0, Cp};
-          for (int64_t o0 = 0; o0 < OC; o0 += kb) {
-            const int64_t no = std::min(kb, OC - o0);
-            (two ? kScGw2 : kScGw1)[no - 1](a, ooff.data() + o0, M + (xi * OC + o0) * Cp + c0, Cp, nullptr);
-          }
-        }
-    }
   });
-  parallel_for_static(msz, VL, [&](int64_t b, int64_t e) {
-    for (int64_t ch = 1; ch < chunks; ++ch) {
-      const float* src = macc.data() + ch * msz;
-      for (int64_t i = b; i < e; ++i) macc[i] += src[i];
-    }
-  });
-  if (gb) {
-    for (int64_t ch = 1; ch < chunks; ++ch)
-      for (int64_t o = 0; o < OC; ++o) bacc[o] += bacc[ch * OCp + o];
-    for (int64_t o = 0; o < OC; ++o) gb[o] = bacc[o];
-  }
-  if (!gw) return;
-  // gw[o][c] = G^T m, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]
-  for (int64_t o = 0; o < OC; ++o)
-    for (int64_t c = 0; c < C; ++c) {
-      const float m0 = macc[(0 * OC + o) * Cp + c], m1 = macc[(1 * OC + o) * Cp + c], m2 = macc[(2 * OC + o) * Cp + c],
-                  m3 = macc[(3 * OC + o) * Cp + c];
-      float* d = gw + (o * C + c) * 3;
-      d[0] = m0 + 0.5f * (m1 + m2);
-      d[1] = 0.5f * (m1 - m2);
-      d[2] = 0.5f * (m1 + m2) + m3;
-    }
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 // Blocking: B packed KC x NC (KC x NR micro-panels stay in L1 while A streams from L2),
 // A packed MC x KC. A is read in place (no packing) when K is small, where packing would
 // cost as much as the multiply (conv im2col shapes such as K=27); B is read in place when
-// its rows are narrow whole panels (N = 32 or 64), already the packed layout but strided.
+// its rows are whole NR panels at most 64 floats long (N = 32 or 64 with AVX-512), already the
+// packed layout but strided.
 // Tests: tests/test_matmul.py.
 #include "cpu/gemm.h"
 

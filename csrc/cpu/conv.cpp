@@ -1403,8 +1403,7 @@ void conv2d_backward_naive(const ConvShape& s, const float* gy, const float* x, 
 }
 
 const ConvKernels& conv_kernels() {
-  static const ConvKernels k{&conv2d_forward,     &conv2d_forward_naive, &conv2d_backward,
-                             &conv2d_backward_naive, &max_pool2d_forward, &max_pool2d_backward};
+  static const ConvKernels k{&conv2d_forward, &conv2d_forward_naive, &conv2d_backward, &conv2d_backward_naive};
   return k;
 }
 

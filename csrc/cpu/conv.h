@@ -1,6 +1,6 @@
 // conv.h: shapes and the per-ISA kernel table of the conv family: conv2d forward/backward
-// (channels first or last, groups, stride, dilation, asymmetric zero padding) and
-// max_pool2d forward/backward. conv1d and max_pool1d are these with H = 1.
+// (channels first or last, groups, stride, dilation, asymmetric zero padding); conv1d is
+// conv2d with H = 1. Max pooling's shape (PoolShape) is here too; its kernels are in pool.h.
 //
 // Not here: argument validation (bindings/conv.cpp checks everything before calling),
 // float64 (NumPy reference), ceil_mode/dilated pooling.
@@ -35,21 +35,8 @@ struct ConvKernels {
                           float* gb);
   void (*conv2d_backward_naive)(const ConvShape&, const float* gy, const float* x, const float* w, float* gx,
                                 float* gw, float* gb);
-  void (*max_pool2d_forward)(const PoolShape&, const float* x, float* y, int64_t* idx /* may be null */);
-  // Returns false when an index lies outside [0, H*W) (such entries are skipped).
-  bool (*max_pool2d_backward)(const PoolShape&, const float* gy, const float* x, const int64_t* idx /* may be null */,
-                              float* gx);
 };
 
 PYAIML_KERNEL_TABLE(ConvKernels, conv_kernels)
 
 }  // namespace pyaiml
-
-#ifdef PYAIML_ISA_NS
-namespace pyaiml {
-namespace PYAIML_ISA_NS {
-void max_pool2d_forward(const PoolShape& s, const float* x, float* y, int64_t* idx);
-bool max_pool2d_backward(const PoolShape& s, const float* gy, const float* x, const int64_t* idx, float* gx);
-}  // namespace PYAIML_ISA_NS
-}  // namespace pyaiml
-#endif

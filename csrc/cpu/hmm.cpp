@@ -45,7 +45,6 @@ constexpr int DL = VL / 2;  // doubles per vector
 typedef double vd __attribute__((vector_size(VL * 4)));
 typedef double vd_u __attribute__((vector_size(VL * 4), aligned(8)));
 typedef int64_t vl __attribute__((vector_size(VL * 4)));
-typedef int64_t vl_u __attribute__((vector_size(VL * 4), aligned(8)));
 
 constexpr double NEG_INF = -std::numeric_limits<double>::infinity();
 constexpr int64_t G_MAX = 64;  // fixed number of reduction groups (not the thread count)
@@ -314,7 +313,7 @@ struct Acc {
 };
 
 struct Scratch {
-  std::vector<double> a, b, c, d, v1, v2, v3, v4;
+  std::vector<double> a, b, c, d, v1, v2, v3;
   std::vector<double> sal[PMAX], sb[PMAX], ssc[PMAX], sbeta[PMAX], sg[PMAX];
 };
 thread_local Scratch tl;

@@ -364,11 +364,7 @@ bool forward_t(const PoolShape& s, const float* x, float* y, int64_t* idx, uint8
 
 template <bool RELU>
 bool forward_r(const PoolShape& s, const float* x, float* y, int64_t* idx, uint8_t* win) {
-  if (idx) {
-    // flat and window indices together: two passes (no caller asks for both)
-    const bool ok = forward_t<kFlat, RELU>(s, x, y, idx, nullptr);
-    return win ? forward_t<kWin, RELU>(s, x, y, nullptr, win) && ok : ok;
-  }
+  if (idx) return forward_t<kFlat, RELU>(s, x, y, idx, nullptr);
   if (win) return forward_t<kWin, RELU>(s, x, y, nullptr, win);
   return forward_t<kNone, RELU>(s, x, y, nullptr, nullptr);
 }
@@ -514,15 +510,6 @@ bool pool_backward(const PoolShape& s, const float* gy, const float* x, const in
   if (idx) return backward_t<kFlat>(s, gy, x, idx, nullptr, gx);
   if (win) return backward_t<kWin>(s, gy, x, nullptr, win, gx);
   return backward_t<kNone>(s, gy, x, nullptr, nullptr, gx);
-}
-
-// The conv family's table (conv.h) keeps these two entry points.
-void max_pool2d_forward(const PoolShape& s, const float* x, float* y, int64_t* idx) {
-  pool_forward(s, x, y, idx, nullptr, false);
-}
-
-bool max_pool2d_backward(const PoolShape& s, const float* gy, const float* x, const int64_t* idx, float* gx) {
-  return pool_backward(s, gy, x, idx, nullptr, gx);
 }
 
 const PoolKernels& pool_kernels() {

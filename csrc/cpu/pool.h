@@ -19,8 +19,8 @@ constexpr uint8_t kPoolNoGrad = 255;
 constexpr int64_t kPoolMaxWindow = 254;  // largest KH * KW that window positions can encode
 
 struct PoolKernels {
-  // y = max over each window (relu: max(y, 0)); idx / win may be null. Returns whether
-  // every y is finite.
+  // y = max over each window (relu: max(y, 0)); idx / win may be null, and at most one is
+  // given (idx wins). Returns whether every y is finite.
   bool (*forward)(const PoolShape&, const float* x, float* y, int64_t* idx, uint8_t* win, bool relu);
   // gx (overwritten) from gy and idx, or win, or (both null) the argmax recomputed from x.
   // Returns false when an index is invalid (outside [0, H*W), or a window position that is

@@ -540,7 +540,7 @@ class _MaxPool(Layer):
         args = (x, self._k(self.pool_size), self._k(self.strides), self._p, self._fmt())
         self._win = None
         self._gated = False
-        if training and self.pool_size[0] * self.pool_size[-1] <= MAX_WINDOW:
+        if training and int(np.prod(self.pool_size)) <= MAX_WINDOW:
             # Keep the argmax as one byte per output (its position in the window) for backward.
             # After a ReLU (the model says so) the pool also takes the ReLU's gradient: its
             # windows whose maximum is 0 pass none, so the previous layer skips its ReLU mask

@@ -25,6 +25,9 @@ _ENV_ISAS = ("baseline", "avx2", "avx512")
 _lock = threading.Lock()
 _registry: dict[str, dict[str, str]] = {}
 _resolved: dict[tuple[str, str], object] = {}
+# (op, PYAIML_BACKEND value) -> (backend, callable): the choice depends only on the variable
+# (availability is fixed per process), so each op call costs one dict lookup.
+_chosen: dict[tuple, tuple[str, object]] = {}
 _warned: set[str] = set()
 _C = None
 _C_error: str | None = None
@@ -108,6 +111,7 @@ def register_op(name: str, **impls: str) -> None:
             raise ValueError(f"register_op: unknown backend {b!r} for op {name!r}; valid: {BACKENDS}")
     with _lock:
         _registry.setdefault(name, {}).update(impls)
+        _chosen.clear()
 
 
 def _warn_once(key: str, msg: str) -> None:
@@ -174,10 +178,34 @@ def choose(name: str) -> tuple[str, str]:
     raise RuntimeError(f"no backend available for op {name!r}")
 
 
+def _backend_env():
+    """PYAIML_BACKEND as bytes or str ("" when unset). os.environ.get costs ~0.9 us (it
+    encodes the key every time); on POSIX the mapping's own dict answers in ~0.1 us and sees
+    every change made through os.environ."""
+    data = getattr(os.environ, "_data", None)
+    if os.name == "posix" and isinstance(data, dict):
+        return data.get(b"PYAIML_BACKEND", b"")
+    return os.environ.get("PYAIML_BACKEND", "")
+
+
+def _chosen_impl(name: str) -> tuple[str, object]:
+    key = (name, _backend_env())
+    hit = _chosen.get(key)
+    if hit is None:
+        backend, _ = choose(name)
+        hit = _chosen[key] = (backend, resolve(name, backend))
+    return hit
+
+
+def chosen_backend(name: str) -> str:
+    """The backend op ``name`` runs on now (``choose``'s answer, remembered per PYAIML_BACKEND)."""
+    return _chosen_impl(name)[0]
+
+
 def resolve(name: str, backend: str | None = None):
     """The callable implementing op ``name`` (on ``backend``, or the chosen one)."""
     if backend is None:
-        backend, _ = choose(name)
+        return _chosen_impl(name)[1]
     key = (name, backend)
     fn = _resolved.get(key)
     if fn is None:

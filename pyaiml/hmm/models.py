@@ -17,6 +17,7 @@ import numpy as np
 
 from pyaiml.hmm.base import BaseHMM, check_random_state, normalize
 from pyaiml.ops import hmm as _ops
+from pyaiml.ops._validate import all_finite
 
 COVARIANCE_TYPES = _ops.COVARIANCE_TYPES
 
@@ -61,7 +62,7 @@ def _float_X(X, op, name, n_features):
     X = np.ascontiguousarray(X, dtype=np.float64)
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name}.{op}: X has {X.shape[1]} features but the model has {n_features}")
-    if not _ops.all_finite(X):
+    if not all_finite(X):
         t, d = np.argwhere(~np.isfinite(X))[0]
         raise ValueError(f"{name}.{op}: X must be finite (no NaN or inf). Received {X[t, d]} at sample {t}, "
                          f"feature {d}")

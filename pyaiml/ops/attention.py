@@ -27,7 +27,6 @@ Tests: tests/test_attention.py.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
@@ -182,12 +181,9 @@ def _fast_forward(q, k, v, is_causal, scale):
         scale = 1.0 / math.sqrt(D)
     elif type(scale) is not float or not math.isfinite(scale):
         return None
-    if os.environ.get("PYAIML_BACKEND", "") not in ("", "cpp"):
+    if _backend.chosen_backend("attention_forward") != "cpp":
         return None
-    C = _backend.native()
-    if C is None:
-        return None
-    return C.attention_forward(q, k, v, None, bool(is_causal), scale, False)
+    return _backend.resolve("attention_forward")(q, k, v, None, is_causal, scale)
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,

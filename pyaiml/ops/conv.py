@@ -10,12 +10,10 @@ whatever the data format. Tests: tests/test_conv.py.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from pyaiml import _backend
-from pyaiml.ops._validate import _check_finite, as_array, float_dtype, require_finite
+from pyaiml.ops._validate import as_array, float_dtype, require_finite
 
 _backend.register_op(
     "conv2d",
@@ -30,24 +28,11 @@ _backend.register_op(
     numpy="pyaiml.reference.conv:conv2d_backward",
 )
 
-_C = _backend.native()
-
 _FORMATS2 = {"NCHW": False, "NHWC": True, "channels_first": False, "channels_last": True}
 _FORMATS1 = {"NCL": False, "NLC": True, "NCW": False, "NWC": True, "channels_first": False, "channels_last": True}
 
 
-_resolved: dict = {}
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-
-
-def _backend_env():
-    """PYAIML_BACKEND as bytes or str ("" when unset). os.environ.get costs ~0.9 us (it
-    encodes the key every time); on POSIX the mapping's own dict answers in ~0.1 us and sees
-    every change made through os.environ."""
-    data = getattr(os.environ, "_data", None)
-    if os.name == "posix" and isinstance(data, dict):
-        return data.get(b"PYAIML_BACKEND", b"")
-    return os.environ.get("PYAIML_BACKEND", "")
 
 
 def _impl(name, dtype):
@@ -55,13 +40,7 @@ def _impl(name, dtype):
         from pyaiml.reference import conv as ref
 
         return getattr(ref, name)
-    # The registry's choice depends only on PYAIML_BACKEND (availability is fixed per
-    # process): remember it per value, saving ~2 us per call (small convs are ~20 us).
-    key = (name, _backend_env())
-    fn = _resolved.get(key)
-    if fn is None:
-        fn = _resolved[key] = _backend.resolve(name)
-    return fn
+    return _backend.resolve(name)
 
 
 def _ints(v, n, op, name, minimum):
@@ -181,13 +160,6 @@ def _prepare_checks(op, x, weight, stride, padding, dilation, groups, cl, nd):
     return p, tuple(out)
 
 
-def _finite(a, op, name):
-    """require_finite for a C-contiguous float array, one native pass (~0.3 us) when it is
-    clean; the full check (and its message) only when it is not."""
-    if _check_finite[0] and not (_C is not None and _C.all_finite(a)):
-        require_finite(a, op, name)
-
-
 def _conv(op, nd, x, weight, bias, stride, padding, dilation, groups, data_format, activation):
     # Every check of the general path runs, each once; the common case (ndarrays of one
     # float dtype) skips the generic helpers. tiny (N1 3->16 28x28): ~6 -> ~2 us of checks.
@@ -211,9 +183,9 @@ def _conv(op, nd, x, weight, bias, stride, padding, dilation, groups, data_forma
         if bias.shape != (OC,):
             raise ValueError(f"{op}: bias must have shape ({OC},). Received {tuple(bias.shape)}")
         bias = np.ascontiguousarray(bias)
-        _finite(bias, op, "bias")
-    _finite(x4, op, "x")
-    _finite(w4, op, "weight")
+        require_finite(bias, op, "bias")
+    require_finite(x4, op, "x")
+    require_finite(w4, op, "weight")
     N = x.shape[0]
     oshape = (N,) + osp + (OC,) if cl else (N, OC) + osp
     if N == 0:
@@ -286,15 +258,11 @@ def _conv_backward(op, nd, grad_out, x, weight, stride, padding, dilation, group
         return (np.zeros(x.shape, dt) if need_x else None, np.zeros(weight.shape, dt) if need_w else None,
                 np.zeros((OC,), dt) if need_b else None)
     g4 = np.ascontiguousarray(g.reshape((N,) + (1,) * (2 - nd) + osp + (OC,) if cl else (N, OC) + (1,) * (2 - nd) + osp))
-    _finite(g4, op, "grad_out")
+    require_finite(g4, op, "grad_out")
     if not (need_x or need_w or need_b):
         return None, None, None
-    if need_x and need_w:
-        gx, gw, gb = _impl("conv2d_backward", dt)(g4, x4, w4, p, cl, need_b)
-    else:
-        gx, gw, gb = _impl("conv2d_backward", dt)(g4, x4, w4, p, cl, need_b, need_x=need_x, need_w=need_w)
-    return (gx.reshape(x.shape) if need_x else None, gw.reshape(weight.shape) if need_w else None,
-            gb if need_b else None)
+    gx, gw, gb = _impl("conv2d_backward", dt)(g4, x4, w4, p, cl, need_b, need_x=need_x, need_w=need_w)
+    return (gx.reshape(x.shape) if need_x else None, gw.reshape(weight.shape) if need_w else None, gb)
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, data_format="NCHW",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml import _backend
-from pyaiml.ops._validate import as_array, require_finite
+from pyaiml.ops._validate import all_finite, as_array, require_finite
 
 _backend.register_op(
     "hmm_forward_backward",
@@ -169,18 +169,6 @@ def fb_stats_checked(pi, A, lb, off, log_space, posteriors, xi, symbols, counts,
                                                           start, obs)
 
 
-def all_finite(x) -> bool:
-    """True when every entry of the float array ``x`` is finite.
-
-    A NaN or inf anywhere makes the sum NaN or inf, so a finite sum settles it in one
-    vectorised pass without a temporary (100000 x 13 frames: 0.33 ms, against 0.44 ms for
-    ``np.isfinite(x).all()`` and 1.26 ms for the scalar ``_C.all_finite`` loop); a sum that
-    overflows falls back to the exact test."""
-    if np.isfinite(np.add.reduce(x, axis=None)):
-        return True
-    return bool(np.isfinite(x).all())
-
-
 def viterbi_checked(pi, A, lb, off, symbols=None):
     with np.errstate(divide="ignore"):
         lpi, lA = np.log(pi), np.log(A)
@@ -300,12 +288,11 @@ def _check_X(X, D, op):
     return x
 
 
-def hmm_gaussian_loglik(X, means, covars, covariance_type="diag", *, _params=None):
+def hmm_gaussian_loglik(X, means, covars, covariance_type="diag"):
     """Gaussian emission log-likelihoods (N, K) for each frame and state."""
     op = "hmm_gaussian_loglik"
-    mu, prec, cst = _params if _params is not None else gaussian_params(means, covars, covariance_type, op)
-    x = _check_X(X, mu.shape[1], op)
-    return _backend.resolve("hmm_loglik_gaussian")(x, mu, prec, cst)
+    params = gaussian_params(means, covars, covariance_type, op)
+    return gaussian_loglik_checked(_check_X(X, params[0].shape[1], op), params)
 
 
 def gaussian_loglik_checked(x, params):

@@ -35,7 +35,7 @@ def _kernel_checks_finite(dtype) -> bool:
     scanned only when the flag is up. Scanning them first would cost a full read of A, as
     much as the product itself for the skinny GEMMs of convolutions.
     """
-    return get_check_finite() and dtype == np.float32 and _backend.choose("gemm")[0] == "cpp"
+    return get_check_finite() and dtype == np.float32 and _backend.chosen_backend("gemm") == "cpp"
 
 
 def _gemm3(a3: np.ndarray, b3: np.ndarray, bias=None, relu: bool = False, nonfinite=None) -> np.ndarray:

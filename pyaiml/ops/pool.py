@@ -20,8 +20,6 @@ scan. Measured on (32, 13, 13, 64) 2x2: 13 -> 4 us of Python per forward call.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from pyaiml import _backend
@@ -44,11 +42,6 @@ _backend.register_op(
 _INDEX_FORMATS = ("flat", "window")
 MAX_WINDOW = 254  # largest kernel_size product that window indices can encode (255 = no gradient)
 _F64, _I64, _U8 = np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.uint8)
-_resolved: dict = {}
-try:  # os.environ.get costs 0.5-2 us (it encodes the key); its backing dict is read directly
-    _ENV, _ENV_KEY = os.environ._data, os.environ.encodekey("PYAIML_BACKEND")
-except AttributeError:  # pragma: no cover - not CPython's os.environ
-    _ENV, _ENV_KEY = None, None
 
 
 def _impl(name, dtype):
@@ -56,12 +49,7 @@ def _impl(name, dtype):
         from pyaiml.reference import pool as ref
 
         return getattr(ref, name)
-    # The registry's choice depends only on PYAIML_BACKEND (availability is fixed per process).
-    key = (name, _ENV.get(_ENV_KEY) if _ENV is not None else os.environ.get("PYAIML_BACKEND", ""))
-    fn = _resolved.get(key)
-    if fn is None:
-        fn = _resolved[key] = _backend.resolve(name)
-    return fn
+    return _backend.resolve(name)
 
 
 class _Plan:

@@ -37,6 +37,7 @@
 
 #include "common/parallel.h"
 #include "common/simd.h"
+#include "common/transpose.h"
 #include "cpu/gemm.h"
 
 namespace pyaiml {
@@ -398,71 +399,13 @@ thread_local HeadPack tl_head;
 thread_local Buf tl_kp, tl_vp;
 std::atomic<uint64_t> g_fwd_calls{0};
 
-#if defined(__AVX__)
-// dst[c * ldd + r] = src[r * lds + c] for an 8 x 8 block (AVX shuffles).
-static inline void transpose8(const float* src, int64_t lds, float* dst, int64_t ldd) {
-  __m256 r[8], t[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int h = 0; h < 8; h += 4) {
-    r[h] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 4; ++i) {
-    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
-    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
-  }
-}
-#endif
-
-// dst[c * ldd + r] = src[r * lds + c] for a 4 x 4 block (SSE, every x86-64 ISA).
-static inline void transpose4(const float* src, int64_t lds, float* dst, int64_t ldd) {
-  __m128 r0 = _mm_loadu_ps(src), r1 = _mm_loadu_ps(src + lds);
-  __m128 r2 = _mm_loadu_ps(src + 2 * lds), r3 = _mm_loadu_ps(src + 3 * lds);
-  _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-  _mm_storeu_ps(dst, r0);
-  _mm_storeu_ps(dst + ldd, r1);
-  _mm_storeu_ps(dst + 2 * ldd, r2);
-  _mm_storeu_ps(dst + 3 * ldd, r3);
-}
-
-// K (Lk x D, row-major) -> ceil(Lk / NR) panels of D x NR. Block transposes: 8 x 8 (AVX)
-// packs a 128 x 64 head in ~40% of the 4 x 4 time and ~20% of the scalar loop's.
+// K (Lk x D, row-major) -> ceil(Lk / NR) panels of D x NR (transpose.h's 8 x 8 blocks).
 void pack_kt(const float* K, int64_t Lk, int64_t D, float* kp) {
   for (int64_t j0 = 0; j0 < Lk; j0 += NR) {
     float* dst = kp + (j0 / NR) * D * NR;
     const int64_t w = std::min<int64_t>(NR, Lk - j0);
     if (w < NR) std::fill(dst, dst + D * NR, 0.f);
-    int64_t jj = 0;
-#if defined(__AVX__)
-    for (; jj + 8 <= w; jj += 8) {
-      const float* src = K + (j0 + jj) * D;
-      int64_t d = 0;
-      for (; d + 8 <= D; d += 8) transpose8(src + d, D, dst + d * NR + jj, NR);
-      for (; d + 4 <= D; d += 4) {
-        transpose4(src + d, D, dst + d * NR + jj, NR);
-        transpose4(src + 4 * D + d, D, dst + d * NR + jj + 4, NR);
-      }
-      for (; d < D; ++d)
-        for (int t = 0; t < 8; ++t) dst[d * NR + jj + t] = src[t * D + d];
-    }
-#endif
-    for (; jj + 4 <= w; jj += 4) {
-      const float* src = K + (j0 + jj) * D;
-      int64_t d = 0;
-      for (; d + 4 <= D; d += 4) transpose4(src + d, D, dst + d * NR + jj, NR);
-      for (; d < D; ++d)
-        for (int t = 0; t < 4; ++t) dst[d * NR + jj + t] = src[t * D + d];
-    }
-    for (; jj < w; ++jj) {
-      const float* src = K + (j0 + jj) * D;
-      for (int64_t d = 0; d < D; ++d) dst[d * NR + jj] = src[d];
-    }
+    transpose(K + j0 * D, D, w, D, dst, NR);
   }
 }
 

@@ -304,6 +304,7 @@ struct Emis {
 // frames and squared frames (D x KP each).
 struct Acc {
   double* X = nullptr;
+  double* Xe = nullptr;  // log space: exact counts of steps the factored product lost (K x KP)
   double* cnt = nullptr;
   double* start = nullptr;
   double* psum = nullptr;
@@ -313,7 +314,7 @@ struct Acc {
 };
 
 struct Scratch {
-  std::vector<double> a, b, c, d, v1, v2, v3;
+  std::vector<double> a, b, c, d, v1, v2, v3, v4, v5;
   std::vector<double> sal[PMAX], sb[PMAX], ssc[PMAX], sbeta[PMAX], sg[PMAX];
 };
 thread_local Scratch tl;
@@ -711,8 +712,33 @@ void fb_scaled_pack(const Model& m, SeqS* q, int P, bool need_g, double* X) {
 }
 
 
-// One sequence, log space.
-double fb_log(const Model& m, const Emis& e, int64_t T, Sink& sink, double* X) {
+// One sequence, log space. Each step is L + log((exp(la - L)) A): the row is shifted by its
+// own maximum, so a state more than ~745 nats behind the best one contributes an exp that
+// underflows to 0. Such a state can still be the only way to explain later frames, so every
+// entry of the product below LSE_TINY is recomputed exactly as a log-sum-exp over its
+// sources (lse_dot); an entry above it is off by at most K terms of 2^-1074 each (vexp is
+// right down to the subnormal range), under K * 5e-34 relative. Expected transition counts
+// of step t come from U_{t-1} and W_t as sum_ij U A W = 1 says they should; a step where
+// that sum is off (a lost path, or W overflowing) is summed exactly in log space into Xe.
+constexpr double LSE_TINY = 1e-290;
+
+// log sum_i exp(x[i] + log M[i]) over i < K: one entry of a log-space vector-matrix product
+// (M a row of A or of A^T), shifted by its own maximum, so nothing that matters underflows.
+inline double lse_dot(const double* x, const double* M, int64_t K, double* buf) {
+  double mx = NEG_INF;
+  for (int64_t i = 0; i < K; ++i) {
+    const double v = (M[i] > 0.0 && x[i] > NEG_INF) ? x[i] + std::log(M[i]) : NEG_INF;
+    buf[i] = v;
+    mx = v > mx ? v : mx;
+  }
+  if (!(mx > NEG_INF)) return NEG_INF;
+  double s = 0.0;
+  for (int64_t i = 0; i < K; ++i)
+    if (buf[i] > NEG_INF) s += std::exp(buf[i] - mx);
+  return mx + std::log(s);
+}
+
+double fb_log(const Model& m, const Emis& e, int64_t T, Sink& sink, double* X, double* Xe) {
   const bool need_g = sink.post || sink.acc->cnt || sink.acc->start || sink.acc->sx;
   const int64_t K = m.K, KP = m.KP;
   double* LA = grow(tl.a, T * KP);  // log alpha
@@ -720,18 +746,20 @@ double fb_log(const Model& m, const Emis& e, int64_t T, Sink& sink, double* X) {
   double* L = grow(tl.c, T);        // logsumexp of log alpha_t
   double* lb = grow(tl.v1, KP);
   double* tmp = grow(tl.v2, KP);
+  double* buf = grow(tl.v4, KP);
   for (int64_t t = 0; t < T; ++t) {
     const double* row = e.row(t);
     double* la = LA + t * KP;
     double* u = U + t * KP;
     if (t == 0) {
       for (int64_t k = 0; k < KP; k += DL) st(la + k, vlog(ld(m.pi.data() + k)));
-      for (int64_t k = 0; k < K; ++k) la[k] += row[k];
     } else {
       vecmat(U + (t - 1) * KP, m.A.data(), K, KP, tmp);
       for (int64_t k = 0; k < KP; k += DL) st(la + k, vlog(ld(tmp + k)) + L[t - 1]);
-      for (int64_t k = 0; k < K; ++k) la[k] += row[k];
+      for (int64_t j = 0; j < K; ++j)
+        if (tmp[j] < LSE_TINY) la[j] = lse_dot(la - KP, m.AT.data() + j * KP, K, buf);
     }
+    for (int64_t k = 0; k < K; ++k) la[k] += row[k];
     for (int64_t k = K; k < KP; ++k) la[k] = NEG_INF;
     const double mx = vmaxp(la, KP);
     if (!(mx > NEG_INF) || std::isnan(mx)) return NEG_INF;
@@ -746,6 +774,7 @@ double fb_log(const Model& m, const Emis& e, int64_t T, Sink& sink, double* X) {
   if (!need_g && !X) return lp;
   double* W = X ? grow(tl.d, T * KP) : nullptr;
   double* v = grow(tl.v3, KP);
+  double* lv = grow(tl.v5, KP);
   for (int64_t k = 0; k < KP; ++k) lb[k] = k < K ? 0.0 : NEG_INF;
   for (int64_t t = T - 1; t >= 0; --t) {
     if (need_g) {
@@ -760,18 +789,40 @@ double fb_log(const Model& m, const Emis& e, int64_t T, Sink& sink, double* X) {
     }
     if (t > 0) {
       const double* row = e.row(t);
-      for (int64_t k = 0; k < K; ++k) v[k] = row[k] + lb[k];
-      for (int64_t k = K; k < KP; ++k) v[k] = NEG_INF;
-      const double mv = vmaxp(v, KP);
+      for (int64_t k = 0; k < K; ++k) lv[k] = row[k] + lb[k];
+      for (int64_t k = K; k < KP; ++k) lv[k] = NEG_INF;
+      const double mv = vmaxp(lv, KP);
       const vd vmv = sp(mv);
-      for (int64_t k = 0; k < KP; k += DL) st(v + k, vexp(ld(v + k) - vmv));
-      if (W) {
-        const vd f = sp(std::exp(mv + L[t - 1] - lp));
-        double* w = W + t * KP;
-        for (int64_t k = 0; k < KP; k += DL) st(w + k, ld(v + k) * f);
-      }
+      for (int64_t k = 0; k < KP; k += DL) st(v + k, vexp(ld(lv + k) - vmv));
       vecmat(v, m.AT.data(), K, KP, tmp);
-      for (int64_t k = 0; k < KP; k += DL) st(lb + k, vlog(ld(tmp + k)) + mv);
+      if (W) {
+        // sum_ij xi_t(i, j) = f * (U_{t-1} . A v) must be 1; the tolerance covers the rounding
+        // of the large sums in the exponent
+        const double f = std::exp(mv + L[t - 1] - lp);
+        const double* up = U + (t - 1) * KP;
+        double c = 0.0;
+        for (int64_t k = 0; k < K; ++k) c += up[k] * tmp[k];
+        c *= f;
+        const double tol = 1e-7 + 1e-15 * (std::fabs(mv) + std::fabs(L[t - 1]) + std::fabs(lp));
+        double* w = W + t * KP;
+        if (std::fabs(c - 1.0) <= tol) {
+          const vd vf = sp(f);
+          for (int64_t k = 0; k < KP; k += DL) st(w + k, ld(v + k) * vf);
+        } else {
+          for (int64_t k = 0; k < KP; ++k) w[k] = 0.0;
+          const double* lap = LA + (t - 1) * KP;
+          for (int64_t i = 0; i < K; ++i) {
+            if (!(lap[i] > NEG_INF)) continue;
+            const double* Ai = m.A.data() + i * KP;
+            double* xe = Xe + i * KP;
+            for (int64_t j = 0; j < K; ++j)
+              if (Ai[j] > 0.0 && lv[j] > NEG_INF) xe[j] += std::exp(lap[i] + std::log(Ai[j]) + lv[j] - lp);
+          }
+        }
+      }
+      for (int64_t k = 0; k < KP; k += DL) st(lb + k, vlog(ld(tmp + k)) + vmv);
+      for (int64_t i = 0; i < K; ++i)
+        if (tmp[i] < LSE_TINY) lb[i] = lse_dot(lv, m.A.data() + i * KP, K, buf);
       for (int64_t k = K; k < KP; ++k) lb[k] = NEG_INF;
     }
   }
@@ -827,9 +878,10 @@ void forward_backward(const HmmFbArgs& a) {
   const int64_t K = a.K, KP = m.KP, M = a.sym ? a.n_symbols : 0;
   const int64_t D = a.obs ? a.D : 0;
   const int P = a.log_space ? 1 : pack_size(KP);
-  const std::vector<int64_t> gb = make_groups(a.S, a.offsets, K * KP + M * KP + 2 * KP + 2 * D * KP, P);
+  const std::vector<int64_t> gb = make_groups(a.S, a.offsets, (a.log_space ? 2 : 1) * K * KP + M * KP + 2 * KP + 2 * D * KP, P);
   const int64_t G = int64_t(gb.size()) - 1;
-  const int64_t o_cnt = a.xi ? K * KP : 0;
+  const int64_t o_xe = a.xi ? K * KP : 0;  // exact log-space counts (log space only)
+  const int64_t o_cnt = o_xe + (a.xi && a.log_space ? K * KP : 0);
   const int64_t o_start = o_cnt + (a.counts ? M * KP : 0);
   const int64_t o_ps = o_start + (a.start ? KP : 0);
   const int64_t gsz = o_ps + (a.obs ? KP + 2 * D * KP : 0);
@@ -854,6 +906,7 @@ void forward_backward(const HmmFbArgs& a) {
       Acc acc;
       double* p = part.data() + g * gsz;
       if (a.xi) acc.X = p;
+      if (a.xi && a.log_space) acc.Xe = p + o_xe;
       if (a.counts) acc.cnt = p + o_cnt;
       if (a.start) acc.start = p + o_start;
       if (a.obs) {
@@ -886,7 +939,7 @@ void forward_backward(const HmmFbArgs& a) {
           x.sink.G = grow(tl.sg[j], nrow * KP);
         }
         if (a.log_space) {
-          a.logprob[s0] = fb_log(m, q[0].e, q[0].T, q[0].sink, acc.X);
+          a.logprob[s0] = fb_log(m, q[0].e, q[0].T, q[0].sink, acc.X, acc.Xe);
         } else {
           for (int j = 0; j < np; ++j) {
             // one spare row: xi_accum may read up to IB - 1 entries past a row's K
@@ -921,7 +974,16 @@ void forward_backward(const HmmFbArgs& a) {
         out[i * cols + j] = mul ? s * mul[i * cols + j] : s;
       }
   };
-  if (a.xi) reduce(0, K, K, KP, a.xi, a.transmat);
+  if (a.xi) {
+    reduce(0, K, K, KP, a.xi, a.transmat);
+    if (a.log_space)
+      for (int64_t i = 0; i < K; ++i)
+        for (int64_t j = 0; j < K; ++j) {
+          double s = 0.0;
+          for (int64_t g = 0; g < G; ++g) s += part[g * gsz + o_xe + i * KP + j];
+          a.xi[i * K + j] += s;
+        }
+  }
   if (a.counts) reduce(o_cnt, M, K, KP, a.counts, nullptr);
   if (a.start) reduce(o_start, 1, K, KP, a.start, nullptr);
   if (a.obs) {

@@ -85,13 +85,38 @@ def _fb_scaled(pi, A, lb, post, want_post, X, want_xi):
     return lp
 
 
+# Below this, an entry of the max-shifted product may have lost underflowed terms: it is
+# recomputed exactly as a log-sum-exp over its sources (see csrc/cpu/hmm.cpp, fb_log).
+_LSE_TINY = 1e-290
+
+
+@nb.njit(cache=True, inline="always")
+def _lse_dot(x, M, buf):
+    """log sum_i exp(x[i] + log M[i]) over the entries with M[i] > 0, shifted by its own max."""
+    mx = _NEG_INF
+    for i in range(x.shape[0]):
+        v = x[i] + np.log(M[i]) if (M[i] > 0.0 and x[i] > _NEG_INF) else _NEG_INF
+        buf[i] = v
+        if v > mx:
+            mx = v
+    if not mx > _NEG_INF:
+        return _NEG_INF
+    s = 0.0
+    for i in range(x.shape[0]):
+        if buf[i] > _NEG_INF:
+            s += np.exp(buf[i] - mx)
+    return mx + np.log(s)
+
+
 @nb.njit(cache=True)
-def _fb_log(pi, A, lb, post, want_post, X, want_xi):
+def _fb_log(pi, A, lb, post, want_post, X, Xe, want_xi):
     T, K = lb.shape
     la = np.empty((T, K))
     U = np.empty((T, K))
     L = np.empty(T)
     tmp = np.empty(K)
+    buf = np.empty(K)
+    AT = np.ascontiguousarray(A.T)
     for t in range(T):
         if t == 0:
             for k in range(K):
@@ -104,7 +129,10 @@ def _fb_log(pi, A, lb, post, want_post, X, want_xi):
                 for j in range(K):
                     tmp[j] += u * A[i, j]
             for j in range(K):
-                la[t, j] = (np.log(tmp[j]) if tmp[j] > 0 else _NEG_INF) + L[t - 1] + lb[t, j]
+                if tmp[j] < _LSE_TINY:
+                    la[t, j] = _lse_dot(la[t - 1], AT[j], buf) + lb[t, j]
+                else:
+                    la[t, j] = np.log(tmp[j]) + L[t - 1] + lb[t, j]
         mx = _NEG_INF
         for k in range(K):
             if la[t, k] > mx:
@@ -124,6 +152,7 @@ def _fb_log(pi, A, lb, post, want_post, X, want_xi):
     W = np.zeros((T, K))
     lbeta = np.zeros(K)
     v = np.empty(K)
+    lv = np.empty(K)
     for t in range(T - 1, -1, -1):
         if want_post:
             mx = _NEG_INF
@@ -140,19 +169,40 @@ def _fb_log(pi, A, lb, post, want_post, X, want_xi):
         if t > 0:
             mv = _NEG_INF
             for k in range(K):
-                v[k] = lb[t, k] + lbeta[k]
-                if v[k] > mv:
-                    mv = v[k]
+                lv[k] = lb[t, k] + lbeta[k]
+                if lv[k] > mv:
+                    mv = lv[k]
             for k in range(K):
-                v[k] = np.exp(v[k] - mv)
-            f = np.exp(mv + L[t - 1] - lp)
-            for k in range(K):
-                W[t, k] = v[k] * f
+                v[k] = np.exp(lv[k] - mv)
             for i in range(K):
                 acc = 0.0
                 for j in range(K):
                     acc += A[i, j] * v[j]
-                lbeta[i] = (np.log(acc) if acc > 0 else _NEG_INF) + mv
+                tmp[i] = acc
+            if want_xi:
+                # sum_ij xi_t = f * (U_{t-1} . A v) must be 1; a step where it is not is summed
+                # exactly in log space
+                f = np.exp(mv + L[t - 1] - lp)
+                c = 0.0
+                for k in range(K):
+                    c += U[t - 1, k] * tmp[k]
+                c *= f
+                tol = 1e-7 + 1e-15 * (abs(mv) + abs(L[t - 1]) + abs(lp))
+                if abs(c - 1.0) <= tol:
+                    for k in range(K):
+                        W[t, k] = v[k] * f
+                else:
+                    for i in range(K):
+                        if not la[t - 1, i] > _NEG_INF:
+                            continue
+                        for j in range(K):
+                            if A[i, j] > 0.0 and lv[j] > _NEG_INF:
+                                Xe[i, j] += np.exp(la[t - 1, i] + np.log(A[i, j]) + lv[j] - lp)
+            for i in range(K):
+                if tmp[i] < _LSE_TINY:
+                    lbeta[i] = _lse_dot(lv, A[i], buf)
+                else:
+                    lbeta[i] = np.log(tmp[i]) + mv
     if want_xi:
         for t in range(T - 1):
             for i in range(K):
@@ -163,13 +213,13 @@ def _fb_log(pi, A, lb, post, want_post, X, want_xi):
 
 
 @nb.njit(parallel=True, cache=True)
-def _fb_batch(pi, A, lb, off, log_space, want_post, want_xi, lp, post, xis):
+def _fb_batch(pi, A, lb, off, log_space, want_post, want_xi, lp, post, xis, xes):
     S = off.shape[0] - 1
     for s in nb.prange(S):
         o0, o1 = off[s], off[s + 1]
         p = post[o0:o1]
         if log_space:
-            r = _fb_log(pi, A, lb[o0:o1], p, want_post, xis[s], want_xi)
+            r = _fb_log(pi, A, lb[o0:o1], p, want_post, xis[s], xes[s], want_xi)
         else:
             r = _fb_scaled(pi, A, lb[o0:o1], p, want_post, xis[s], want_xi)
         lp[s] = r
@@ -178,6 +228,7 @@ def _fb_batch(pi, A, lb, off, log_space, want_post, want_xi, lp, post, xis):
             if want_post:
                 p[:, :] = np.nan
             xis[s][:, :] = 0.0
+            xes[s][:, :] = 0.0
 
 
 def _forward_backward(startprob, transmat, framelogprob, offsets, log_space=False, posteriors=True, xi=True):
@@ -185,16 +236,20 @@ def _forward_backward(startprob, transmat, framelogprob, offsets, log_space=Fals
     N, K = framelogprob.shape
     lp = np.empty(S)
     post = np.empty((N, K)) if posteriors else np.empty((N, 0))
-    xis = np.zeros((S if xi else 1, K, K))
-    if not xi:
-        xis = np.zeros((S, 0, 0))
-    _fb_batch(startprob, transmat, framelogprob, offsets, bool(log_space), bool(posteriors), bool(xi), lp, post, xis)
+    xis = np.zeros((S, K, K) if xi else (S, 0, 0))
+    # exact log-space counts of the steps the factored product lost (added after the * A)
+    xes = np.zeros((S, K, K) if xi and log_space else (S, 0, 0))
+    _fb_batch(startprob, transmat, framelogprob, offsets, bool(log_space), bool(posteriors), bool(xi), lp, post, xis,
+              xes)
     xs = None
     if xi:
         xs = np.zeros((K, K))
         for s in range(S):  # fixed order
             xs += xis[s]
         xs *= transmat
+        if log_space:
+            for s in range(S):
+                xs += xes[s]
     return lp, (post if posteriors else None), xs
 
 

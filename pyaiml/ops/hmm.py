@@ -146,8 +146,7 @@ def hmm_forward_backward(startprob, transmat, framelogprob, lengths=None, *, imp
     pi, A = check_model(startprob, transmat, op)
     lb, dt = _framelogprob(framelogprob, pi.size, op)
     off = offsets_from_lengths(lengths, lb.shape[0], op)
-    lp, post, x, _, _ = _backend.resolve("hmm_forward_backward")(pi, A, lb, off, implementation == "log",
-                                                                  bool(posteriors), bool(xi))
+    lp, post, x, _, _ = fb_checked(pi, A, lb, off, implementation == "log", bool(posteriors), bool(xi))
     if dt == np.float32:
         lp = lp.astype(np.float32)
         post = None if post is None else post.astype(np.float32)
@@ -155,18 +154,48 @@ def hmm_forward_backward(startprob, transmat, framelogprob, lengths=None, *, imp
     return lp, post, x
 
 
+class ScalingUnderflowError(ValueError):
+    """The scaled-probability recursion lost every path of a sequence that log space keeps."""
+
+
+def _check_scaled(lp, pi, A, lb, off, symbols, op):
+    """Scaled recursions return -inf both for a sequence the model cannot emit and for one whose
+    every path underflowed (a state far behind the best one that later frames need); log space
+    tells them apart. Raises ScalingUnderflowError for the second kind."""
+    dead = np.flatnonzero(~(lp > -np.inf))
+    if dead.size == 0:
+        return
+    for s in dead:
+        o0, o1 = int(off[s]), int(off[s + 1])
+        rows = lb[o0:o1] if symbols is None else lb[symbols[o0:o1]]
+        l = _backend.resolve("hmm_forward_backward")(pi, A, np.ascontiguousarray(rows), np.array([0, o1 - o0]),
+                                                      True, False, False)[0][0]
+        if l > -np.inf:
+            raise ScalingUnderflowError(
+                f"{op}: implementation='scaling' underflowed on sequence {s} (frames {o0}..{o1 - 1}): its "
+                f"log-likelihood is {l:.6g} in log space, but every scaled path fell below the smallest double. "
+                "Use implementation='log' (exact for any range of log-likelihoods)"
+            )
+
+
 def fb_checked(pi, A, lb, off, log_space, posteriors, xi, symbols=None, counts=False, start=False):
     """The registry op on arguments already validated (used by pyaiml.hmm models: their
     parameters are checked by _check and emission rows come from pyaiml's own kernels)."""
-    return _backend.resolve("hmm_forward_backward")(pi, A, lb, off, log_space, posteriors, xi, symbols, counts, start)
+    r = _backend.resolve("hmm_forward_backward")(pi, A, lb, off, log_space, posteriors, xi, symbols, counts, start)
+    if not log_space:
+        _check_scaled(r[0], pi, A, lb, off, symbols, "hmm_forward_backward")
+    return r
 
 
 def fb_stats_checked(pi, A, lb, off, log_space, posteriors, xi, symbols, counts, start, obs):
     """``fb_checked`` plus Gaussian statistics of ``obs`` (N, D) float64 C-contiguous frames:
     returns (logprob, post, xi, counts, start, post_sum (K,), obs_sum (K, D), obs_sq (K, D)),
     sums over the frames of sequences the model can emit."""
-    return _backend.resolve("hmm_forward_backward_stats")(pi, A, lb, off, log_space, posteriors, xi, symbols, counts,
-                                                          start, obs)
+    r = _backend.resolve("hmm_forward_backward_stats")(pi, A, lb, off, log_space, posteriors, xi, symbols, counts,
+                                                       start, obs)
+    if not log_space:
+        _check_scaled(r[0], pi, A, lb, off, symbols, "hmm_forward_backward")
+    return r
 
 
 def viterbi_checked(pi, A, lb, off, symbols=None):

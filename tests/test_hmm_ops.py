@@ -1,4 +1,5 @@
-"""HMM kernels (pyaiml.ops.hmm_*): every backend against the NumPy oracle on awkward sizes,
+"""HMM kernels (pyaiml.ops.hmm_*): every backend against independent oracles on awkward sizes
+(tests/hmm_oracle.py, itself checked against every path of tiny models here),
 published forward-backward values, log vs scaling, long sequences, thread-count
 invariance, and argument errors.
 
@@ -11,9 +12,9 @@ import pytest
 import pyaiml
 from pyaiml import _backend
 from pyaiml.ops import hmm as H
-from pyaiml.reference import hmm as R
 
 from helpers import backends_for
+import hmm_oracle as O
 
 
 def _model(K, rng, zeros=False):
@@ -23,6 +24,24 @@ def _model(K, rng, zeros=False):
         A[:, 1] = 0.0  # state 1 unreachable after t=0
         A /= A.sum(axis=1, keepdims=True)
     return pi, A
+
+
+@pytest.mark.parametrize("K,T", [(1, 4), (2, 5), (3, 4), (4, 3)])
+def test_oracles_match_path_enumeration(K, T):
+    # the test oracles against the definition: a sum and a max over all K^T paths
+    rng = np.random.default_rng(10 * K + T)
+    pi, A = _model(K, rng, zeros=True)
+    lb = rng.normal(size=(T, K)) * 3
+    if K > 1:
+        lb[1, 0] = -np.inf
+    lp_all, post_all, xi_all, best = O.enumerate_paths(pi, A, lb)
+    lp, post, xi = O.forward_backward(pi, A, lb, [0, T])
+    np.testing.assert_allclose(lp[0], lp_all, rtol=1e-12)
+    np.testing.assert_allclose(post, post_all, atol=1e-12)
+    np.testing.assert_allclose(xi, xi_all, atol=1e-12)
+    with np.errstate(divide="ignore"):
+        lpv, st = O.viterbi(np.log(pi), np.log(A), lb, [0, T])
+    np.testing.assert_allclose(lpv[0], best, rtol=1e-12)
 
 
 @pytest.mark.parametrize("backend", backends_for("hmm_forward_backward"))
@@ -36,7 +55,7 @@ def test_forward_backward_matches_oracle(backend, K, log_space):
     lb = rng.normal(size=(off[-1], K)) * 4 - 30
     fn = _backend.resolve("hmm_forward_backward", backend)
     lp, post, xi = fn(pi, A, lb, off, log_space, True, True)[:3]
-    lp0, post0, xi0 = R._forward_backward(pi, A, lb, off, log_space=False)
+    lp0, post0, xi0 = O.forward_backward(pi, A, lb, off)
     np.testing.assert_allclose(lp, lp0, rtol=1e-12)
     np.testing.assert_allclose(post, post0, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(xi, xi0, rtol=1e-9, atol=1e-11)
@@ -65,7 +84,7 @@ def test_symbol_table_counts_and_start(backend, log_space):
     fn = _backend.resolve("hmm_forward_backward", backend)
     with np.errstate(divide="ignore"):
         lp, post, xi, cnt, st = fn(pi, A, np.ascontiguousarray(table), off, log_space, True, True, sym, True, True)
-    lp0, post0, xi0 = R._forward_backward(pi, A, table[sym], off)
+    lp0, post0, xi0 = O.forward_backward(pi, A, table[sym], off)
     np.testing.assert_allclose(lp, lp0, rtol=1e-12)
     assert lp[3] == -np.inf
     ok = np.repeat(np.isfinite(lp0), lens)
@@ -87,7 +106,7 @@ def test_viterbi_matches_oracle(backend, K):
     with np.errstate(divide="ignore"):
         lpi, lA = np.log(pi), np.log(A)
     lp, st = _backend.resolve("hmm_viterbi", backend)(lpi, lA, lb, off)
-    lp0, st0 = R.viterbi(lpi, lA, lb, off)
+    lp0, st0 = O.viterbi(lpi, lA, lb, off)
     np.testing.assert_allclose(lp, lp0, rtol=1e-13)
     np.testing.assert_array_equal(st, st0)
 
@@ -273,7 +292,7 @@ def test_extreme_emission_spread_and_tiny_transitions(backend):
     lb = rng.normal(size=(300, K)) * 150
     off = np.array([0, 120, 300], dtype=np.int64)
     fn = _backend.resolve("hmm_forward_backward", backend)
-    want = R._forward_backward(pi, A, lb, off, log_space=True)
+    want = O.forward_backward(pi, A, lb, off)
     for log_space in (False, True):
         lp, post, xi = fn(pi, A, lb, off, log_space, True, True)[:3]
         np.testing.assert_allclose(lp, want[0], rtol=1e-12)

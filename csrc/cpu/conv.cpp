@@ -58,7 +58,6 @@ void im2col_cl(const ConvShape& s, const float* x, int64_t n, int64_t g, int64_t
                int64_t ld) {
   const int64_t Cg = s.C / s.G;
   const float* xn = x + n * s.H * s.W * s.C + g * Cg;
-  const bool rowcopy = s.G == 1 && s.dw == 1;  // a kernel row is KW*C contiguous floats
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t oh = r / s.OW, ow = r % s.OW;
     float* d = col + (r - r0) * ld;
@@ -70,10 +69,6 @@ void im2col_cl(const ConvShape& s, const float* x, int64_t n, int64_t g, int64_t
         continue;
       }
       const float* xr = xn + ih * s.W * s.C;
-      if (rowcopy && iw0 >= 0 && iw0 + s.KW <= s.W) {
-        copy_small(d, xr + iw0 * s.C, s.KW * Cg);
-        continue;
-      }
       for (int64_t kw = 0; kw < s.KW; ++kw) {
         const int64_t iw = iw0 + kw * s.dw;
         if (iw < 0 || iw >= s.W)
@@ -90,7 +85,6 @@ void col2im_cl(const ConvShape& s, const float* gcol, int64_t n, int64_t g, int6
                int64_t ld) {
   const int64_t Cg = s.C / s.G;
   float* gn = gx + n * s.H * s.W * s.C + g * Cg;
-  const bool rowcopy = s.G == 1 && s.dw == 1;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t oh = r / s.OW, ow = r % s.OW;
     const float* d = gcol + (r - r0) * ld;
@@ -99,11 +93,6 @@ void col2im_cl(const ConvShape& s, const float* gcol, int64_t n, int64_t g, int6
       const int64_t ih = ih0 + kh * s.dh;
       if (ih < 0 || ih >= s.H) continue;
       float* gr = gn + ih * s.W * s.C;
-      if (rowcopy && iw0 >= 0 && iw0 + s.KW <= s.W) {  // the kernel row is KW*C contiguous floats
-        float* o = gr + iw0 * s.C;
-        for (int64_t i = 0; i < s.KW * Cg; ++i) o[i] += d[i];
-        continue;
-      }
       for (int64_t kw = 0; kw < s.KW; ++kw) {
         const int64_t iw = iw0 + kw * s.dw;
         if (iw < 0 || iw >= s.W) continue;
@@ -369,20 +358,6 @@ void pad_image(const ConvShape& s, const PadGeom& g, const float* xn, float* d) 
   const int64_t h1 = std::min(s.H, g.Hp - s.pt), w1 = std::min(s.W, g.Wp - s.pl);
   for (int64_t h = 0; h < h1; ++h)
     std::memcpy(d + (h + s.pt) * g.rs + s.pl * s.C, xn + h * s.W * s.C, sizeof(float) * std::max<int64_t>(w1, 0) * s.C);
-}
-
-// Interior of a padded gradient image back into gx's image (positions never read get 0).
-void unpad_image(const ConvShape& s, const PadGeom& g, const float* d, float* gn) {
-  const int64_t h1 = std::min(s.H, g.Hp - s.pt), w1 = std::max<int64_t>(std::min(s.W, g.Wp - s.pl), 0);
-  for (int64_t h = 0; h < s.H; ++h) {
-    float* o = gn + h * s.W * s.C;
-    if (h < h1) {
-      std::memcpy(o, d + (h + s.pt) * g.rs + s.pl * s.C, sizeof(float) * w1 * s.C);
-      std::memset(o + w1 * s.C, 0, sizeof(float) * (s.W - w1) * s.C);
-    } else {
-      std::memset(o, 0, sizeof(float) * s.W * s.C);
-    }
-  }
 }
 
 std::vector<int64_t> tap_offsets(const ConvShape& s, const PadGeom& g) {
@@ -1128,23 +1103,15 @@ void conv2d_forward(const ConvShape& s, const float* x, const float* w, const fl
       for (int64_t g = 0; g < s.G; ++g) std::memcpy(&bp[g * OCp], b + g * OCg, sizeof(float) * OCg);
     }
   }
-  // A 1x1, stride-1, unpadded channels-last conv reads x in place as the GEMM's A.
-  const bool direct = s.cl && s.G == 1 && s.KH == 1 && s.KW == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 &&
-                      s.pl == 0 && s.OH == s.H && s.OW == s.W;
   parallel_for(s.N * tiles, 1, [&](int64_t tb, int64_t te) {
     for (int64_t t = tb; t < te; ++t) {
       const int64_t n = t / tiles, r0 = (t % tiles) * T, r1 = std::min(P, r0 + T);
       for (int64_t g = 0; g < s.G; ++g) {
         GemmArgs a;
         if (s.cl) {
-          const float* A;
-          if (direct) {
-            A = x + (n * P + r0) * s.C;
-          } else {
-            float* col = scratch(t_col, T * Kg);
-            im2col_cl(s, x, n, g, r0, r1, col, Kg);
-            A = col;
-          }
+          float* col = scratch(t_col, T * Kg);
+          im2col_cl(s, x, n, g, r0, r1, col, Kg);
+          const float* A = col;
           a.M = r1 - r0; a.N = OCg; a.K = Kg;
           a.A = A; a.rsa = Kg; a.csa = 1;
           a.N = OCp;
@@ -1211,23 +1178,7 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
   const int64_t Kgp = padn(Kg);
   std::vector<float> wt;
   if (s.cl) wt = repack_cl_t(s, w, Kgp);
-  // Stride-1 3x3 channels last: grad_x is a full conv of gy with the flipped, transposed
-  // kernel (padding 2 - p), which the Winograd forward computes; only grad_w needs col.
-  ConvShape t = s;
-  t.C = s.OC; t.OC = s.C; t.H = s.OH; t.W = s.OW; t.OH = s.H; t.OW = s.W;
-  t.pt = s.KH - 1 - s.pt; t.pl = s.KW - 1 - s.pl;
-  const bool wino_gx = gx && s.G == 1 && s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
-                       s.cl && s.pt <= 2 && s.pl <= 2 && s.OH + 2 - s.H - s.pt <= 2 && s.OW + 2 - s.W - s.pl <= 2 &&
-                       wino_ok(t);
-  if (wino_gx) {
-    std::vector<float> wt(s.C * s.OC * 9);
-    for (int64_t o = 0; o < s.OC; ++o)
-      for (int64_t c = 0; c < s.C; ++c)
-        for (int64_t k = 0; k < 9; ++k) wt[(c * s.OC + o) * 9 + (8 - k)] = w[(o * s.C + c) * 9 + k];
-    conv2d_wino(t, gy, wt.data(), nullptr, false, gx);
-  } else if (gx) {
-    std::memset(gx, 0, sizeof(float) * s.N * s.C * s.H * s.W);
-  }
+  if (gx) std::memset(gx, 0, sizeof(float) * s.N * s.C * s.H * s.W);
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t ch = cb; ch < ce; ++ch) {
       float* A = acc.data() + ch * accsz;
@@ -1271,7 +1222,7 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
             a.beta = 1.f;
             d.beta = 0.f;
             if (need_acc) sgemm_st(a);
-            if (wino_gx || !gx) continue;
+            if (!gx) continue;
             sgemm_st(d);
             if (s.cl)
               col2im_cl(s, gcol, n, g, r0, r1, gx, Kgp);

@@ -120,11 +120,7 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
   }
   if (gx && p.gx_as_conv) {
     const ConvShape t = grad_x_conv(s);
-    const int64_t C = s.C, OC = s.OC, KHW = s.KH * s.KW;
-    std::vector<float> wf(C * OC * KHW);
-    for (int64_t o = 0; o < OC; ++o)
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t k = 0; k < KHW; ++k) wf[(c * OC + o) * KHW + (KHW - 1 - k)] = w[(o * C + c) * KHW + k];
+    const std::vector<float> wf = pack_weights(w, weight_pack(WLayout::kCOKf, s, 0));
     forward_by(p.gx, t, gy, wf.data(), nullptr, false, gx);
     gx = nullptr;  // done
   }

@@ -1,6 +1,6 @@
 // conv_common.h: what the conv family's files share, per ISA: the entry points of each
 // algorithm (called by the drivers in conv.cpp, which pick one per shape and output), the
-// scratch buffers and the GEMM N padding.
+// weight repack all of them use, the scratch buffers and the GEMM N padding.
 //   conv_im2col.cpp   im2col / col2im tiles + SGEMM: channels first, and grouped channels last
 //   conv_direct.cpp   register-tiled direct kernels: channels last without groups
 //   conv_winograd.cpp Winograd F(2x2, 3x3) and F(2, 3), forward and grad_w
@@ -48,6 +48,64 @@ void conv2d_wino1d_gw(const ConvShape& s, const float* gy, const float* x, float
 void conv2d_forward_naive(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y);
 void conv2d_backward_naive(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
                            float* gb);
+
+// ---- weight repacking ----
+// w is OIHW, (OC, Cg, KH, KW) with OC = G * OCg, read as (G, OCg, Cg, KHW): tap k = kh*KW + kw.
+// The kernels read it in one of these layouts; ld is the padded length of the innermost axis
+// (zeros past the real elements):
+enum class WLayout {
+  kGKCO,  // [g][k][c][o], o padded to ld: W of col[P, kk] @ W[kk, o] with kk = k*Cg + c
+          // (channels-last im2col, direct forward, Winograd U with transform points as taps)
+  kGOKC,  // [g][o][k][c], kk padded to ld: W^T of gy @ W^T (grad_x gcol) and W @ col^T
+  kGCKO,  // [g][c][k][o], o padded to ld: rows in channels-first col order (im2col grad_w)
+  kCOKf,  // [c][o][KHW - 1 - k], G = 1, ld unused: the kernel of grad_x as a forward conv
+};
+
+// Where w[g*OCg + o][c][k] sits in the packed array (at) and its length (size).
+struct WeightPack {
+  int64_t G, OCg, Cg, KHW;
+  int64_t sg, so, sc, sk;  // strides of group, output channel, input channel, tap
+  bool flip;               // tap k at KHW - 1 - k
+  int64_t size;
+  int64_t at(int64_t g, int64_t o, int64_t c, int64_t k) const {
+    return g * sg + o * so + c * sc + (flip ? KHW - 1 - k : k) * sk;
+  }
+};
+
+inline WeightPack weight_pack(WLayout layout, int64_t G, int64_t OCg, int64_t Cg, int64_t KHW, int64_t ld) {
+  WeightPack p{G, OCg, Cg, KHW, 0, 0, 0, 0, false, 0};
+  switch (layout) {
+    case WLayout::kGKCO: p.sk = Cg * ld; p.sc = ld; p.so = 1; p.sg = KHW * Cg * ld; break;
+    case WLayout::kGOKC: p.so = ld; p.sk = Cg; p.sc = 1; p.sg = OCg * ld; break;
+    case WLayout::kGCKO: p.sc = KHW * ld; p.sk = ld; p.so = 1; p.sg = Cg * KHW * ld; break;
+    case WLayout::kCOKf: p.sc = OCg * KHW; p.so = KHW; p.sk = 1; p.sg = Cg * OCg * KHW; p.flip = true; break;
+  }
+  p.size = G * p.sg;
+  return p;
+}
+
+// The layout of a conv's weights; a bias is the weight (OC, 1, 1, 1): weight_pack(l, G, OCg, 1, 1, ld).
+inline WeightPack weight_pack(WLayout layout, const ConvShape& s, int64_t ld) {
+  return weight_pack(layout, s.G, s.OC / s.G, s.C / s.G, s.KH * s.KW, ld);
+}
+
+// w (OIHW) -> a zero-padded packed copy.
+inline std::vector<float> pack_weights(const float* w, const WeightPack& p) {
+  std::vector<float> d(p.size, 0.f);
+  for (int64_t g = 0; g < p.G; ++g)
+    for (int64_t o = 0; o < p.OCg; ++o)
+      for (int64_t c = 0; c < p.Cg; ++c)
+        for (int64_t k = 0; k < p.KHW; ++k) d[p.at(g, o, c, k)] = w[((g * p.OCg + o) * p.Cg + c) * p.KHW + k];
+  return d;
+}
+
+// The inverse: a packed grad_w back into w's OIHW layout (padding dropped).
+inline void unpack_weights(const float* d, const WeightPack& p, float* w) {
+  for (int64_t g = 0; g < p.G; ++g)
+    for (int64_t o = 0; o < p.OCg; ++o)
+      for (int64_t c = 0; c < p.Cg; ++c)
+        for (int64_t k = 0; k < p.KHW; ++k) w[((g * p.OCg + o) * p.Cg + c) * p.KHW + k] = d[p.at(g, o, c, k)];
+}
 
 // A thread's scratch buffer, grown to at least n floats (contents undefined).
 inline float* scratch(std::vector<float>& v, int64_t n) {

@@ -90,14 +90,9 @@ void sc_bias_pass(const float* g, int64_t rows, int64_t ldg, int64_t OCp, float*
 
 void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
   const int64_t C = s.C, OC = s.OC, KHW = s.KH * s.KW, K = KHW * C, OCp = (OC + VL - 1) / VL * VL;
-  std::vector<float> wr(K * OCp, 0.f), bp;
-  for (int64_t o = 0; o < OC; ++o)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t k = 0; k < KHW; ++k) wr[(k * C + c) * OCp + o] = w[(o * C + c) * KHW + k];
-  if (b) {
-    bp.assign(OCp, 0.f);
-    std::memcpy(bp.data(), b, sizeof(float) * OC);
-  }
+  const std::vector<float> wr = pack_weights(w, weight_pack(WLayout::kGKCO, s, OCp));  // Wr[k][o]
+  std::vector<float> bp;
+  if (b) bp = pack_weights(b, weight_pack(WLayout::kGKCO, 1, OC, 1, 1, OCp));
   const PadGeom pg = pad_geom(s);
   std::vector<float> xpad;
   const float* xb = x;
@@ -147,13 +142,8 @@ void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x,
   // LP zeros on the left, so shifted reads stay inside, then RW.
   const int64_t OWp = (s.OW + VL - 1) / VL * VL, LP = (s.KW - 1) * s.dw;
   const int64_t RW = (OWp * s.sw + LP + VL - 1) / VL * VL, LDC = LP + RW;
-  std::vector<float> wk;
-  if (gx) {
-    wk.resize(OC * K);
-    for (int64_t o = 0; o < OC; ++o)
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t k = 0; k < KHW; ++k) wk[o * K + k * C + c] = w[(o * C + c) * KHW + k];
-  }
+  std::vector<float> wk;  // wk[o][k]
+  if (gx) wk = pack_weights(w, weight_pack(WLayout::kGOKC, s, K));
   // Fixed chunks of images (a function of N only) own one accumulator each: K rows of
   // grad_w and one of grad_b, OCp wide.
   const int64_t per = (s.N + 15) / 16, chunks = (s.N + per - 1) / per, accsz = (K + 1) * OCp;
@@ -270,10 +260,7 @@ void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x,
       for (int64_t i = b; i < e; ++i) acc[i] += src[i];
     }
   });
-  if (gw)
-    for (int64_t o = 0; o < OC; ++o)
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t k = 0; k < KHW; ++k) gw[(o * C + c) * KHW + k] = acc[(k * C + c) * OCp + o];
+  if (gw) unpack_weights(acc.data(), weight_pack(WLayout::kGKCO, s, OCp), gw);
   if (gb)
     for (int64_t o = 0; o < OC; ++o) gb[o] = acc[K * OCp + o];
 }

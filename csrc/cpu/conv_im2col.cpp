@@ -165,30 +165,6 @@ void col2im_cf(const ConvShape& s, const float* gcol, int64_t n, int64_t g, int6
   }
 }
 
-// Channels-last weights: Wr[g][kk][o] (o padded to OCp with zeros), kk = (kh*KW + kw)*Cg + c.
-std::vector<float> repack_cl(const ConvShape& s, const float* w, int64_t OCp) {
-  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, KHW = s.KH * s.KW, Kg = KHW * Cg;
-  std::vector<float> wr(s.G * Kg * OCp, 0.f);
-  for (int64_t g = 0; g < s.G; ++g)
-    for (int64_t o = 0; o < OCg; ++o)
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t k = 0; k < KHW; ++k)
-          wr[(g * Kg + k * Cg + c) * OCp + o] = w[((g * OCg + o) * Cg + c) * KHW + k];
-  return wr;
-}
-
-// Transposed channels-last weights for grad_x: WrT[g][o][kk] (kk padded to Kgp with zeros).
-std::vector<float> repack_cl_t(const ConvShape& s, const float* w, int64_t Kgp) {
-  const int64_t Cg = s.C / s.G, OCg = s.OC / s.G, KHW = s.KH * s.KW;
-  std::vector<float> wt(s.G * OCg * Kgp, 0.f);
-  for (int64_t g = 0; g < s.G; ++g)
-    for (int64_t o = 0; o < OCg; ++o)
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t k = 0; k < KHW; ++k)
-          wt[(g * OCg + o) * Kgp + k * Cg + c] = w[((g * OCg + o) * Cg + c) * KHW + k];
-  return wt;
-}
-
 thread_local std::vector<float> t_col, t_out;
 
 }  // namespace
@@ -200,19 +176,11 @@ void conv2d_forward_im2col(const ConvShape& s, const float* x, const float* w, c
   const int64_t OCp = padn(OCg);
   const bool narrow = s.cl && 2 * OCg <= OCp;
   std::vector<float> wr, bp, wmat;
-  if (narrow) {  // W as [g][o][kk], kk = (kh*KW + kw)*Cg + c (col's column order)
-    wmat.resize(s.G * OCg * Kg);
-    const int64_t KHW = s.KH * s.KW;
-    for (int64_t oc = 0; oc < s.OC; ++oc)
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t k = 0; k < KHW; ++k) wmat[oc * Kg + k * Cg + c] = w[(oc * Cg + c) * KHW + k];
-  }
+  // W as [g][o][kk], kk = (kh*KW + kw)*Cg + c (col's column order)
+  if (narrow) wmat = pack_weights(w, weight_pack(WLayout::kGOKC, s, Kg));
   if (s.cl) {
-    wr = repack_cl(s, w, OCp);
-    if (b && OCp != OCg) {
-      bp.assign(s.G * OCp, 0.f);
-      for (int64_t g = 0; g < s.G; ++g) std::memcpy(&bp[g * OCp], b + g * OCg, sizeof(float) * OCg);
-    }
+    wr = pack_weights(w, weight_pack(WLayout::kGKCO, s, OCp));  // Wr[g][kk][o], o padded to OCp
+    if (b && OCp != OCg) bp = pack_weights(b, weight_pack(WLayout::kGKCO, s.G, OCg, 1, 1, OCp));
   }
   parallel_for(s.N * tiles, 1, [&](int64_t tb, int64_t te) {
     for (int64_t t = tb; t < te; ++t) {
@@ -284,7 +252,7 @@ void conv2d_backward_im2col(const ConvShape& s, const float* gy, const float* x,
   std::vector<float> acc(chunks * accsz, 0.f);
   const int64_t Kgp = padn(Kg);
   std::vector<float> wt;
-  if (s.cl) wt = repack_cl_t(s, w, Kgp);
+  if (s.cl) wt = pack_weights(w, weight_pack(WLayout::kGOKC, s, Kgp));  // WrT[g][o][kk], kk padded to Kgp
   if (gx) std::memset(gx, 0, sizeof(float) * s.N * s.C * s.H * s.W);
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t ch = cb; ch < ce; ++ch) {
@@ -344,20 +312,15 @@ void conv2d_backward_im2col(const ConvShape& s, const float* gy, const float* x,
     const float* src = acc.data() + ch * accsz;
     for (int64_t i = 0; i < accsz; ++i) acc[i] += src[i];
   }
-  const int64_t KHW = s.KH * s.KW;
-  for (int64_t g = 0; g < s.G; ++g) {
-    const float* ag = acc.data() + g * K1 * OCg;
-    for (int64_t o = 0; o < OCg; ++o) {
-      const int64_t oc = g * OCg + o;
-      if (gw && s.cl) {
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t k = 0; k < KHW; ++k) gw[(oc * Cg + c) * KHW + k] = ag[(k * Cg + c) * OCg + o];
-      } else if (gw) {
-        for (int64_t k = 0; k < Kg; ++k) gw[oc * Kg + k] = ag[k * OCg + o];
-      }
-      if (gb) gb[oc] = ag[Kg * OCg + o];
-    }
+  // Per group, K1 rows of OCg: grad_w's Kg rows in col's column order, then grad_b's.
+  if (gw) {
+    WeightPack p = weight_pack(s.cl ? WLayout::kGKCO : WLayout::kGCKO, s, OCg);
+    p.sg = K1 * OCg;
+    unpack_weights(acc.data(), p, gw);
   }
+  if (gb)
+    for (int64_t g = 0; g < s.G; ++g)
+      for (int64_t o = 0; o < OCg; ++o) gb[g * OCg + o] = acc[(g * K1 + Kg) * OCg + o];
 }
 
 }  // namespace PYAIML_ISA_NS

@@ -39,7 +39,8 @@ constexpr int64_t kWinoTiles = 56;
 
 // U[xi][c][o] = (G g G^T)[i][j], xi = 4i + j, g = w[o, c] (3x3).
 std::vector<float> wino_weights(const ConvShape& s, const float* w, int64_t OCp) {
-  std::vector<float> u(16 * s.C * OCp, 0.f);
+  const WeightPack p = weight_pack(WLayout::kGKCO, 1, s.OC, s.C, 16, OCp);
+  std::vector<float> u(p.size, 0.f);
   for (int64_t o = 0; o < s.OC; ++o)
     for (int64_t c = 0; c < s.C; ++c) {
       const float* g = w + (o * s.C + c) * 9;
@@ -53,7 +54,7 @@ std::vector<float> wino_weights(const ConvShape& s, const float* w, int64_t OCp)
       for (int i = 0; i < 4; ++i) {
         const float r[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]), 0.5f * (t[i][0] - t[i][1] + t[i][2]),
                             t[i][2]};
-        for (int j = 0; j < 4; ++j) u[((i * 4 + j) * s.C + c) * OCp + o] = r[j];
+        for (int j = 0; j < 4; ++j) u[p.at(0, o, c, i * 4 + j)] = r[j];
       }
     }
   return u;
@@ -204,17 +205,15 @@ void conv2d_wino1d(const ConvShape& s, const float* x, const float* w, const flo
   const int64_t C = s.C, OC = s.OC, TW = (s.OW + 1) / 2, NT = s.N * s.OH * TW;
   const int64_t kb = kWinoTiles, OCp = padn(OC);
   // U[xi][c][o] = (G g)[xi], g = w[o, c, 0, 0:3]
-  std::vector<float> u(4 * C * OCp, 0.f), bp;
+  const WeightPack up = weight_pack(WLayout::kGKCO, 1, OC, C, 4, OCp);
+  std::vector<float> u(up.size, 0.f), bp;
   for (int64_t o = 0; o < OC; ++o)
     for (int64_t c = 0; c < C; ++c) {
       const float* g = w + (o * C + c) * 3;
       const float r[4] = {g[0], 0.5f * (g[0] + g[1] + g[2]), 0.5f * (g[0] - g[1] + g[2]), g[2]};
-      for (int xi = 0; xi < 4; ++xi) u[(xi * C + c) * OCp + o] = r[xi];
+      for (int xi = 0; xi < 4; ++xi) u[up.at(0, o, c, xi)] = r[xi];
     }
-  if (b) {
-    bp.assign(OCp, 0.f);
-    std::memcpy(bp.data(), b, sizeof(float) * OC);
-  }
+  if (b) bp = pack_weights(b, weight_pack(WLayout::kGKCO, 1, OC, 1, 1, OCp));
   std::vector<int64_t> ident(C);
   for (int64_t c = 0; c < C; ++c) ident[c] = c;
   const int64_t blocks = (NT + kb - 1) / kb;

@@ -77,7 +77,7 @@ ConvPlan conv_plan(const ConvShape& s) {
   if (!p.gx_as_conv)
     p.gx = A::kDirect;  // per image, output pixels in vector lanes, shifted adds into gx
   else if (wino_ok(t) && s.OH + 2 - s.H - s.pt <= 2 && s.OW + 2 - s.W - s.pl <= 2)
-    p.gx = A::kWino;  // as the forward; bottom/right padding <= 2 too (t's, 2 - it, >= 0)
+    p.gx = A::kWino;  // as the forward; the bottom/right padding (OH + 2 - H - pt) must be <= 2 too
   else if (wino1d_ok(t))
     p.gx = A::kWino1d;  // as the forward (speech2's grad_x ~0.49 -> ~0.39 ms)
   else

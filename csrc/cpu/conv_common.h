@@ -1,6 +1,6 @@
 // conv_common.h: what the conv family's files share, per ISA: the entry points of each
 // algorithm (called by the drivers in conv.cpp, which pick one per shape and output), the
-// weight repack all of them use, the scratch buffers and the GEMM N padding.
+// one weight repack of the fast kernels, the scratch buffers and the GEMM N padding.
 //   conv_im2col.cpp   im2col / col2im tiles + SGEMM: channels first, and grouped channels last
 //   conv_direct.cpp   register-tiled direct kernels: channels last without groups
 //   conv_winograd.cpp Winograd F(2x2, 3x3) and F(2, 3), forward and grad_w

@@ -1,0 +1,269 @@
+// conv_direct.cpp: the direct ("implicit GEMM") conv2d kernels for channels last without
+// groups, compiled once per ISA. conv_plan (conv.cpp) sends them the forward and the
+// gradients that Winograd (conv_winograd.cpp) does not take.
+//
+// im2col + GEMM spends much of its time packing, and with K = KH*KW*C tiny (27 on cnn-a1 and
+// tiny, 3 on speech1) in GEMM edges. These read x in place: the K inputs of output pixel p
+// sit at fixed offsets off[k] from the pixel's corner in a zero-padded view of x (x itself
+// when no padding is needed), k = (kh*KW + kw)*C + c.
+//   forward : y[p, o]   = b[o] + sum_k x(p, k) Wr[k, o]   tile: kDM pixels x 1-2 vectors of o
+//   grad_w  : gw[k, o]  = sum_p x(p, k) gy[p, o]          tile: kDK rows of k x 1-2 vectors of o,
+//             held in registers over all pixels of an image chunk; grad_b rides along
+//   grad_x  : per image with output pixels in vector lanes (gcol rows, then shifted adds
+//             into a channels-first padded gradient). At stride 1 with C >= 16, conv.cpp
+//             runs grad_x as the forward conv of gy with the flipped kernel instead.
+// grad_w is summed over a fixed number of image chunks (a function of N) in order, so the
+// result does not depend on the thread count.
+// cnn-a1 (N32 3->32 32x32), single thread: forward ~1.0 -> ~0.6 ms, backward ~3.4 -> ~1.5 ms.
+//
+// Not here: the register tiles (conv_tiles.h), the choice of algorithm (conv.cpp), groups and
+// channels first (conv_im2col.cpp), validation (bindings/conv.cpp).
+// Tests: tests/test_conv_direct.py (against torch and the _naive kernels, thread-count
+// independence), tests/test_conv_algorithms.py.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/parallel.h"
+#include "common/simd.h"
+#include "common/transpose.h"
+#include "cpu/conv.h"
+#include "cpu/conv_common.h"
+#include "cpu/conv_tiles.h"
+
+namespace pyaiml {
+namespace PYAIML_ISA_NS {
+namespace {
+
+// Extent of the padded input along one axis that the conv reads.
+inline int64_t extent(int64_t O, int64_t st, int64_t K, int64_t d) { return (O - 1) * st + (K - 1) * d + 1; }
+
+// Geometry of the zero-padded view: Hp x Wp x C per image, rows rs floats apart. Padding is
+// needed when the conv reads outside x (pt, pl > 0, or past the bottom/right edge).
+struct PadGeom {
+  int64_t Hp, Wp, rs, img;
+  bool copy;
+};
+
+PadGeom pad_geom(const ConvShape& s) {
+  PadGeom g;
+  g.Hp = extent(s.OH, s.sh, s.KH, s.dh);
+  g.Wp = extent(s.OW, s.sw, s.KW, s.dw);
+  g.copy = s.pt > 0 || s.pl > 0 || g.Hp > s.H || g.Wp > s.W;
+  if (!g.copy) {
+    g.Hp = s.H;
+    g.Wp = s.W;
+  }
+  g.rs = g.Wp * s.C;
+  g.img = g.Hp * g.rs;
+  return g;
+}
+
+// Image n of x into its padded view d (Hp x Wp x C, zero outside x).
+void pad_image(const ConvShape& s, const PadGeom& g, const float* xn, float* d) {
+  std::memset(d, 0, sizeof(float) * g.img);
+  const int64_t h1 = std::min(s.H, g.Hp - s.pt), w1 = std::min(s.W, g.Wp - s.pl);
+  for (int64_t h = 0; h < h1; ++h)
+    std::memcpy(d + (h + s.pt) * g.rs + s.pl * s.C, xn + h * s.W * s.C, sizeof(float) * std::max<int64_t>(w1, 0) * s.C);
+}
+
+std::vector<int64_t> tap_offsets(const ConvShape& s, const PadGeom& g) {
+  std::vector<int64_t> off(s.KH * s.KW * s.C);
+  for (int64_t kh = 0; kh < s.KH; ++kh)
+    for (int64_t kw = 0; kw < s.KW; ++kw)
+      for (int64_t c = 0; c < s.C; ++c) off[(kh * s.KW + kw) * s.C + c] = kh * s.dh * g.rs + kw * s.dw * s.C + c;
+  return off;
+}
+
+thread_local std::vector<float> t_pad, t_gpad, t_gyt, t_gct;
+
+// Bias-only gradient over a chunk: out[0:OCp] = sum of gy rows (OCp wide).
+void sc_bias_pass(const float* g, int64_t rows, int64_t ldg, int64_t OCp, float* out) {
+  for (int64_t o = 0; o < OCp; o += VL) {
+    vf acc = vf{};
+    for (int64_t r = 0; r < rows; ++r) acc += loadu(g + r * ldg + o);
+    storeu(out + o, acc);
+  }
+}
+
+}  // namespace
+
+void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+  const int64_t C = s.C, OC = s.OC, KHW = s.KH * s.KW, K = KHW * C, OCp = (OC + VL - 1) / VL * VL;
+  const std::vector<float> wr = pack_weights(w, weight_pack(WLayout::kGKCO, s, OCp));  // Wr[k][o]
+  std::vector<float> bp;
+  if (b) bp = pack_weights(b, weight_pack(WLayout::kGKCO, 1, OC, 1, 1, OCp));
+  const PadGeom pg = pad_geom(s);
+  std::vector<float> xpad;
+  const float* xb = x;
+  if (pg.copy) {
+    xpad.resize(s.N * pg.img);
+    parallel_for(s.N, 8, [&](int64_t nb, int64_t ne) {
+      for (int64_t n = nb; n < ne; ++n) pad_image(s, pg, x + n * s.H * s.W * C, xpad.data() + n * pg.img);
+    });
+    xb = xpad.data();
+  }
+  const std::vector<int64_t> off = tap_offsets(s, pg);
+  const int64_t ps = s.sw * C;
+  // >= ~512 K multiply-adds per task: tiny (N1 3->16 28x28, 292 K, ~7 us) stays on the calling
+  // thread rather than pay for waking the pool.
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 19) / std::max<int64_t>(1, s.OW * K * OC));
+  // Tiles of near-equal width (OW 26: 9+9+8 rather than 12+12+2, whose short tile is
+  // FMA-latency bound).
+  const int64_t ntw = (s.OW + kDM - 1) / kDM, mt = (s.OW + ntw - 1) / ntw;
+  parallel_for(s.N * s.OH, grain, [&](int64_t rb, int64_t re) {
+    for (int64_t r = rb; r < re; ++r) {
+      const int64_t n = r / s.OH, oh = r % s.OH;
+      const float* xr = xb + n * pg.img + oh * s.sh * pg.rs;
+      float* yr = y + r * s.OW * OC;
+      for (int64_t ob = 0; ob < OC; ob += 2 * VL) {
+        const int64_t nc = std::min<int64_t>(2 * VL, OC - ob);
+        const auto& tab = nc > VL ? kScFwd2 : kScFwd1;
+        for (int64_t ow = 0; ow < s.OW; ow += mt) {
+          const int64_t m = std::min<int64_t>(mt, s.OW - ow);
+          tab[m - 1](xr + ow * ps, ps, off.data(), K, wr.data() + ob, OCp, b ? bp.data() + ob : nullptr, relu,
+                     yr + ow * OC + ob, OC, nc);
+        }
+      }
+    }
+  });
+}
+
+void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
+                            float* gw, float* gb) {
+  const int64_t C = s.C, OC = s.OC, KHW = s.KH * s.KW, K = KHW * C, OCp = (OC + VL - 1) / VL * VL;
+  const int64_t P = s.OH * s.OW;
+  const PadGeom pg = pad_geom(s);
+  const std::vector<int64_t> off = tap_offsets(s, pg);
+  const int64_t ps = s.sw * C;
+  // grad_x per image: gyT (channels first, OWp wide) -> gcol rows gc[k][j] = sum_o wk[o][k] gyT[o][j]
+  // -> summed into the channels-first padded gradient gt (C x Hp x RW) -> gx (channels last).
+  // Rows of gt are RW floats (whole vectors, past the padded width); rows of gc LDC floats:
+  // LP zeros on the left, so shifted reads stay inside, then RW.
+  const int64_t OWp = (s.OW + VL - 1) / VL * VL, LP = (s.KW - 1) * s.dw;
+  const int64_t RW = (OWp * s.sw + LP + VL - 1) / VL * VL, LDC = LP + RW;
+  std::vector<float> wk;  // wk[o][k]
+  if (gx) wk = pack_weights(w, weight_pack(WLayout::kGOKC, s, K));
+  // Fixed chunks of images (a function of N only) own one accumulator each: K rows of
+  // grad_w and one of grad_b, OCp wide.
+  const int64_t per = (s.N + 15) / 16, chunks = (s.N + per - 1) / per, accsz = (K + 1) * OCp;
+  std::vector<float> acc((gw || gb) ? chunks * accsz : 0, 0.f);
+  const int64_t np = (K + kDK - 1) / kDK, kb = (K + np - 1) / np;  // balanced passes over k
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t ch = cb; ch < ce; ++ch) {
+      const int64_t n0 = ch * per, n1 = std::min(s.N, n0 + per), ni = n1 - n0;
+      if (gx) {
+        for (int64_t n = n0; n < n1; ++n) {
+          // gyT[oh][o][0:OWp] (zero past OW), gt[c][Hp][RW] channels first, zeroed
+          float* gyt = scratch(t_gyt, s.OH * OC * OWp);
+          const float* gn = gy + n * P * OC;
+          for (int64_t oh = 0; oh < s.OH; ++oh) {
+            float* d = gyt + oh * OC * OWp;
+            transpose(gn + oh * s.OW * OC, OC, s.OW, OC, d, OWp);
+            for (int64_t o = 0; o < OC; ++o)
+              for (int64_t ow = s.OW; ow < OWp; ++ow) d[o * OWp + ow] = 0.f;
+          }
+          float* gt = scratch(t_gpad, C * pg.Hp * RW);
+          std::memset(gt, 0, sizeof(float) * C * pg.Hp * RW);
+          // gcol of one output row, channels first: gc[k][LP + j], zero for j outside [0, OWp)
+          float* gc = scratch(t_gct, K * LDC);
+          std::memset(gc, 0, sizeof(float) * K * LDC);
+          for (int64_t oh = 0; oh < s.OH; ++oh) {
+            const float* gr = gyt + oh * OC * OWp;
+            for (int64_t ob = 0; ob < OWp; ob += 2 * VL) {
+              const bool two = OWp - ob > VL;
+              for (int64_t k0 = 0; k0 < K; k0 += kb) {
+                const int64_t nk = std::min(kb, K - k0);
+                (two ? kScGx2 : kScGx1)[nk - 1](gr + ob, OWp, OC, wk.data() + k0, K, gc + k0 * LDC + LP + ob, LDC);
+              }
+            }
+            // col2im: row (c, ih) of gt gets the KW taps of (kh, c), shifted by kw*dw. Summing
+            // the shifted rows in registers keeps stores from overlapping (overlapping
+            // read-modify-writes stall on store forwarding: 3x slower on cnn-a1).
+            for (int64_t kh = 0; kh < s.KH; ++kh)
+              for (int64_t c = 0; c < C; ++c) {
+                float* dst = gt + (c * pg.Hp + oh * s.sh + kh * s.dh) * RW;
+                const float* src = gc + (kh * s.KW * C + c) * LDC + LP;
+                if (s.sw == 1) {
+                  for (int64_t j = 0; j < RW; j += VL) {
+                    vf v = loadu(dst + j);
+                    for (int64_t kw = 0; kw < s.KW; ++kw) v += loadu(src + kw * C * LDC + j - kw * s.dw);
+                    storeu(dst + j, v);
+                  }
+                } else {
+                  for (int64_t kw = 0; kw < s.KW; ++kw) {
+                    const float* sk = src + kw * C * LDC;
+                    float* dk = dst + kw * s.dw;
+                    for (int64_t j = 0; j < s.OW; ++j) dk[j * s.sw] += sk[j];
+                  }
+                }
+              }
+          }
+          // back to channels last, dropping the padding
+          float* gxn = gx + n * s.H * s.W * C;
+          const int64_t w1 = std::max<int64_t>(0, std::min(s.W, RW - s.pl));
+          for (int64_t h = 0; h < s.H; ++h) {
+            float* o = gxn + h * s.W * C;
+            if (h + s.pt >= pg.Hp) {
+              std::memset(o, 0, sizeof(float) * s.W * C);
+              continue;
+            }
+            for (int64_t c = 0; c < C; ++c) {
+              const float* src = gt + (c * pg.Hp + h + s.pt) * RW + s.pl;
+              for (int64_t w_ = 0; w_ < w1; ++w_) o[w_ * C + c] = src[w_];
+              for (int64_t w_ = w1; w_ < s.W; ++w_) o[w_ * C + c] = 0.f;
+            }
+          }
+        }
+      }
+      if (!gw && !gb) continue;
+      // gy of the chunk, OCp wide (copied with zero columns when OC is not whole vectors)
+      const float* g = gy + n0 * P * OC;
+      int64_t ldg = OC;
+      if (OCp != OC) {
+        float* gpd = scratch(t_gcol, ni * P * OCp);
+        for (int64_t r = 0; r < ni * P; ++r) {
+          std::memcpy(gpd + r * OCp, g + r * OC, sizeof(float) * OC);
+          std::memset(gpd + r * OCp + OC, 0, sizeof(float) * (OCp - OC));
+        }
+        g = gpd;
+        ldg = OCp;
+      }
+      float* A = acc.data() + ch * accsz;
+      if (!gw) {
+        sc_bias_pass(g, ni * P, ldg, OCp, A + K * OCp);
+        continue;
+      }
+      const float* xs = x + n0 * s.H * s.W * C;
+      if (pg.copy) {
+        float* xp = scratch(t_pad, ni * pg.img);
+        for (int64_t n = 0; n < ni; ++n) pad_image(s, pg, xs + n * s.H * s.W * C, xp + n * pg.img);
+        xs = xp;
+      }
+      for (int64_t ob = 0; ob < OCp; ob += 2 * VL) {
+        const bool two = OCp - ob > VL;
+        GwLoop a{xs, pg.img, s.sh * pg.rs, ps, s.OH, s.OW, ni, g + ob, ldg};
+        for (int64_t k0 = 0; k0 < K; k0 += kb) {
+          const int64_t nk = std::min(kb, K - k0);
+          const bool withb = gb && k0 == 0;
+          const auto& tab = two ? (withb ? kScGw2b : kScGw2) : (withb ? kScGw1b : kScGw1);
+          tab[nk - 1](a, off.data() + k0, A + k0 * OCp + ob, OCp, A + K * OCp + ob);
+        }
+      }
+    }
+  });
+  if (!gw && !gb) return;
+  // sum the chunks in order, split over the pool by element ranges (speech2: 16 x 193 x 64)
+  parallel_for_static(accsz, VL, [&](int64_t b, int64_t e) {
+    for (int64_t ch = 1; ch < chunks; ++ch) {
+      const float* src = acc.data() + ch * accsz;
+      for (int64_t i = b; i < e; ++i) acc[i] += src[i];
+    }
+  });
+  if (gw) unpack_weights(acc.data(), weight_pack(WLayout::kGKCO, s, OCp), gw);
+  if (gb)
+    for (int64_t o = 0; o < OC; ++o) gb[o] = acc[K * OCp + o];
+}
+
+}  // namespace PYAIML_ISA_NS
+}  // namespace pyaiml

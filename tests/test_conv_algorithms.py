@@ -1,0 +1,133 @@
+"""Every row of conv_plan (csrc/cpu/conv.cpp), the table that picks the conv algorithm for each
+result of a shape: im2col + GEMM (conv_im2col.cpp), the direct kernels (conv_direct.cpp),
+Winograd F(2x2, 3x3) and F(2, 3) (conv_winograd.cpp). For one or more shapes per row, the C++
+fast kernels against their _naive oracle (loops in double, conv_naive.cpp): y with bias, with
+and without the fused ReLU; grad_x, grad_w and grad_b computed together and each on its own
+(output_mask); and bitwise the same results with 1 and 2 threads. The slow test reruns the
+comparison under PYAIML_ISA for every ISA this CPU runs.
+
+Shapes go to _C directly with raw (top, bottom, left, right) padding, so rows that only
+asymmetric padding reaches are covered too. Tolerance: the rule of tests/test_conv.py (_close).
+"""
+import os
+
+import numpy as np
+import pytest
+
+from helpers import run_py
+from test_conv import _close
+
+import pyaiml
+from pyaiml import _backend
+
+# name: the algorithms the plan gives forward / grad_x / grad_w ("as conv": grad_x is the
+# forward conv of gy with the flipped kernel, run by that algorithm; "gcol": the direct grad_x
+# with output pixels in vector lanes), then why.
+# shape: (channels_last, N, C, OC, H, W, KH, KW, (sh, sw), (pt, pb, pl, pr), (dh, dw), G)
+ROWS = {
+    "wino/wino as conv/wino": (True, 2, 16, 17, 9, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "wino/wino as conv/wino: 8 grad_w chunks of 2 images": (True, 16, 16, 16, 6, 6, 3, 3, (1, 1), (1, 1, 1, 1),
+                                                            (1, 1), 1),
+    "wino/direct as conv/wino: bottom padding 3": (True, 2, 16, 16, 7, 7, 3, 3, (1, 1), (1, 3, 1, 0), (1, 1), 1),
+    "wino/gcol/wino: padding 3 > KH - 1": (True, 2, 17, 16, 6, 7, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1), 1),
+    "direct/wino as conv/direct: OH*OW < 16 <= H*W": (True, 2, 16, 16, 5, 5, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "direct/direct as conv/direct: H*W < 16": (True, 2, 16, 16, 3, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "direct/direct as conv/direct: OC < 16": (True, 3, 16, 8, 8, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "direct/direct as conv/direct: 5x5 dilation 2": (True, 2, 16, 16, 11, 12, 5, 5, (1, 1), (2, 3, 4, 4), (2, 2), 1),
+    "direct/direct as conv/direct: 1x1": (True, 3, 16, 24, 5, 6, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "direct/gcol/direct: C < 16, grad_w chunks of 2 images": (True, 20, 3, 32, 6, 9, 3, 3, (1, 1), (1, 1, 1, 1),
+                                                              (1, 1), 1),
+    "direct/gcol/direct: stride 2": (True, 2, 5, 7, 11, 10, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    "direct/gcol/direct: stride (1, 2), C >= 16": (True, 2, 16, 16, 7, 9, 3, 3, (1, 2), (1, 1, 1, 1), (1, 1), 1),
+    "wino1d/wino1d as conv/wino1d": (True, 2, 16, 20, 1, 11, 1, 3, (1, 1), (0, 0, 1, 1), (1, 1), 1),
+    "wino1d/wino1d as conv/wino1d: 2-D, odd OW": (True, 7, 32, 17, 2, 10, 1, 3, (1, 1), (0, 0, 0, 1), (1, 1), 1),
+    "wino1d/gcol/direct: top padding 1": (True, 2, 16, 16, 3, 9, 1, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "direct/wino1d as conv/direct: OW < 4 <= W": (True, 2, 16, 16, 1, 4, 1, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "direct/direct as conv/direct: 1x3 dilation 2": (True, 2, 16, 16, 1, 12, 1, 3, (1, 1), (0, 0, 2, 2), (1, 2), 1),
+    "im2col: NCHW": (False, 2, 16, 16, 8, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "im2col: NCHW, groups, per-axis stride and dilation": (False, 3, 6, 12, 11, 10, 3, 3, (2, 1), (1, 2, 0, 1),
+                                                           (1, 2), 3),
+    "im2col: NCHW, row tiles, 8 grad_w chunks": (False, 9, 64, 8, 16, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "im2col: NHWC depthwise (GEMM turned around)": (True, 2, 16, 16, 8, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 16),
+    "im2col: NHWC groups, OC/G 20 (GEMM N padded)": (True, 2, 4, 40, 7, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),
+    "im2col: NHWC groups, OC/G 32": (True, 2, 8, 64, 6, 6, 3, 3, (1, 1), (0, 1, 1, 0), (1, 1), 2),
+    "im2col: NHWC groups, row tiles": (True, 1, 128, 64, 16, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),
+}
+
+MASKS = [(True, False, False), (False, True, False), (False, False, True), (False, True, True)]
+
+needs_cpp = pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
+
+
+def _arrays(name):
+    cl, N, C, OC, H, W, KH, KW, (sh, sw), (pt, pb, pl, pr), (dh, dw), G = ROWS[name]
+    OH = (H + pt + pb - dh * (KH - 1) - 1) // sh + 1
+    OW = (W + pl + pr - dw * (KW - 1) - 1) // sw + 1
+    r = np.random.default_rng(sum(map(ord, name)))
+    x = r.standard_normal((N, H, W, C) if cl else (N, C, H, W), dtype=np.float32)
+    w = r.standard_normal((OC, C // G, KH, KW), dtype=np.float32)
+    b = r.standard_normal(OC, dtype=np.float32)
+    gy = r.standard_normal((N, OH, OW, OC) if cl else (N, OC, OH, OW), dtype=np.float32)
+    p = (sh, sw, pt, pb, pl, pr, dh, dw, G)
+    terms = {"y": C // G * KH * KW, "grad_x": OC // G * KH * KW, "grad_w": N * OH * OW, "grad_b": N * OH * OW}
+    return x, w, b, gy, p, cl, terms
+
+
+def check_row(name):
+    """The fast kernels against the _naive ones on ROWS[name]; raises AssertionError."""
+    C_ = _backend.native()
+    x, w, b, gy, p, cl, terms = _arrays(name)
+    for relu in (False, True):
+        y = C_.conv2d(x, w, b, p, cl, relu, False)
+        _close(f"{name}: y (relu={relu})", y, C_.conv2d(x, w, b, p, cl, relu, True).astype(np.float64), terms["y"])
+    want = C_.conv2d_backward(gy, x, w, p, cl, True, True)
+    got = C_.conv2d_backward(gy, x, w, p, cl, True, False)
+    for what, g, r in zip(("grad_x", "grad_w", "grad_b"), got, want):
+        _close(f"{name}: {what}", g, r.astype(np.float64), terms[what])
+    for mask in MASKS:
+        got = C_.conv2d_backward(gy, x, w, p, cl, mask[2], False, mask[0], mask[1])
+        for what, m, g, r in zip(("grad_x", "grad_w", "grad_b"), mask, got, want):
+            if m:
+                _close(f"{name}: {what} alone, mask {mask}", g, r.astype(np.float64), terms[what])
+            else:
+                assert g is None, f"{name}: {what} returned for mask {mask}"
+
+
+@needs_cpp
+@pytest.mark.parametrize("name", list(ROWS))
+def test_fast_kernels_match_naive(name):
+    check_row(name)
+
+
+@needs_cpp
+@pytest.mark.parametrize("name", list(ROWS))
+def test_results_do_not_depend_on_thread_count(name):
+    C_ = _backend.native()
+    x, w, b, gy, p, cl, _ = _arrays(name)
+    n0 = pyaiml.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2):
+            pyaiml.set_num_threads(n)
+            outs.append((C_.conv2d(x, w, b, p, cl, True, False),) + tuple(C_.conv2d_backward(gy, x, w, p, cl, True)))
+    finally:
+        pyaiml.set_num_threads(n0)
+    for a, a2 in zip(*outs):
+        np.testing.assert_array_equal(a, a2)
+
+
+@needs_cpp
+@pytest.mark.slow
+def test_every_isa():
+    """check_row on every row, under each ISA this CPU runs (one interpreter per ISA)."""
+    C_ = _backend.native()
+    tests = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join([os.path.dirname(tests), tests, os.environ.get("PYTHONPATH", "")])
+    code = ("import test_conv_algorithms as t\n"
+            "for name in t.ROWS:\n"
+            "    t.check_row(name)\n"
+            "from pyaiml import _backend\n"
+            "print('ok', _backend.native().isa())\n")
+    for isa in C_.supported_isas():
+        r = run_py(code, PYAIML_ISA=isa, PYAIML_BACKEND="cpp", PYTHONPATH=path)
+        assert r.returncode == 0 and f"ok {isa}" in r.stdout, (isa, r.stderr[-3000:])

@@ -92,12 +92,17 @@ def npz_bytes(**arrays) -> bytes:
 
 
 class CorruptFileError(ValueError):
-    """A file that is corrupted, truncated or not of the format its loader reads."""
+    """A file that is corrupted, truncated or not of the format its loader reads; ``why``
+    holds the reason alone."""
+
+    def __init__(self, msg, why=""):
+        super().__init__(msg)
+        self.why = why
 
 
 def bad_file(op: str, label, why: str) -> CorruptFileError:
     """The error of a loader for a file that is corrupted, truncated or not of its format."""
-    return CorruptFileError(f"{op}: {label} is corrupted, truncated or not a file of this format ({why})")
+    return CorruptFileError(f"{op}: {label} is corrupted, truncated or not a file of this format ({why})", why)
 
 
 # Everything reading a malformed archive or .npy header can raise (zipfile reports bad offsets
@@ -161,14 +166,14 @@ def _declared_entries(fobj, total):
     return entries
 
 
-def read_npz(source, op: str, label=None) -> dict:
-    """The arrays of an ``np.savez`` archive: ``{name: array}``.
+def zip_members(source, op: str, label=None, kind="ZIP archive") -> dict:
+    """Every member of a ZIP archive: ``{name: bytes}``, each read in full (CRC checked).
 
     source: a path or the archive's bytes; label: how errors name it (default the path).
-    Object arrays are refused (no pickle). A member whose declared size exceeds what the
-    archive can hold, an array header that disagrees with its member's size, a CRC mismatch,
-    a truncated or otherwise malformed archive: ``ValueError`` naming ``label``.
-    A missing file is ``FileNotFoundError`` as usual.
+    The member count must match the archive's end record, names must be distinct, and no
+    member may declare more bytes than the archive could hold (stored: its size; deflated:
+    1032 times it) before it is read. Anything malformed is a ``ValueError``
+    (:class:`CorruptFileError`) naming ``label``; a missing file is ``FileNotFoundError``.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         fobj, total = io.BytesIO(source), len(source)
@@ -183,7 +188,7 @@ def read_npz(source, op: str, label=None) -> dict:
         try:
             z = zipfile.ZipFile(fobj)
         except _PARSE_ERRORS as e:
-            raise bad_file(op, label, f"not a readable .npz (ZIP) archive: {type(e).__name__}: {e}") from None
+            raise bad_file(op, label, f"not a {kind}: {type(e).__name__}: {e}") from None
         with z:
             infos = z.infolist()
             declared = _declared_entries(fobj, total)
@@ -192,10 +197,7 @@ def read_npz(source, op: str, label=None) -> dict:
                                           f"says {declared}")
             for info in infos:
                 name = info.filename
-                if not name.endswith(".npy"):
-                    raise bad_file(op, label, f"member {name!r} is not an .npy array")
-                key = name[:-4]
-                if key in out:
+                if name in out:
                     raise bad_file(op, label, f"member {name!r} appears twice")
                 limit = total if info.compress_type == zipfile.ZIP_STORED else _DEFLATE_RATIO * total
                 if info.compress_size > total or info.file_size > limit:
@@ -209,5 +211,25 @@ def read_npz(source, op: str, label=None) -> dict:
                 if len(data) != info.file_size:
                     raise bad_file(op, label, f"member {name!r} holds {len(data)} bytes, its header says "
                                               f"{info.file_size}")
-                out[key] = _npy(data, op, label, name)
+                out[name] = data
+    return out
+
+
+def read_npz(source, op: str, label=None) -> dict:
+    """The arrays of an ``np.savez`` archive: ``{name: array}``.
+
+    source: a path or the archive's bytes; label: how errors name it (default the path).
+    The archive is read by :func:`zip_members`; each .npy header is checked against its
+    member's size before the array is made; object arrays are refused (no pickle).
+    Anything malformed is a ``ValueError`` naming ``label``.
+    """
+    if label is None:
+        label = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
+    out = {}
+    for name, data in zip_members(source, op, label, kind=".npz (ZIP) archive").items():
+        if not name.endswith(".npy"):
+            raise bad_file(op, label, f"member {name!r} is not an .npy array")
+        if name[:-4] in out:
+            raise bad_file(op, label, f"member {name!r} appears twice")
+        out[name[:-4]] = _npy(data, op, label, name)
     return out

@@ -14,6 +14,7 @@ the save tests of each family (no temporary is left behind, corrupted files are 
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -113,17 +114,26 @@ _PARSE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, st
                  NotImplementedError, SyntaxError, RecursionError)
 
 
-def _npy(data: bytes, op: str, label, member: str) -> np.ndarray:
-    """One .npy member (its bytes already read and CRC-checked) as a writable array."""
-    f = io.BytesIO(data)
+_CHUNK = 1 << 20  # bytes copied at a time from an archive member into its array
+
+
+def _npy_header(f, op, label, member):
+    """(shape, fortran_order, dtype, header bytes) of the .npy stream ``f``, checked."""
+    pre = f.read(12)
     try:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
+        version = np.lib.format.read_magic(io.BytesIO(pre))
+        if version not in ((1, 0), (2, 0)):
             raise ValueError(f".npy version {version} is not supported")
+        start = 10 + struct.unpack_from("<H", pre, 8)[0] if version == (1, 0) else 12 + struct.unpack_from("<I", pre, 8)[0]
+        if start > 10 + 65536:
+            raise ValueError(f"a header of {start} bytes")
+        head = pre + f.read(start - len(pre))
+        h = io.BytesIO(head)
+        np.lib.format.read_magic(h)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(h, max_header_size=65536)
+        if h.tell() != start:
+            raise ValueError("the header is shorter than its length field says")
     except _PARSE_ERRORS as e:
         raise bad_file(op, label, f"member {member!r} has a bad array header: {type(e).__name__}: {e}") from None
     if dtype.hasobject:
@@ -132,16 +142,43 @@ def _npy(data: bytes, op: str, label, member: str) -> np.ndarray:
         raise bad_file(op, label, f"member {member!r} declares dtype {dtype}")
     if any(not isinstance(s, int) or s < 0 for s in shape):
         raise bad_file(op, label, f"member {member!r} declares shape {shape}")
-    count = 1
-    for s in shape:
-        count *= s
-    nbytes = count * dtype.itemsize
-    start = f.tell()
-    if nbytes != len(data) - start:
-        raise bad_file(op, label, f"member {member!r} declares shape {shape} of {dtype} ({nbytes} bytes) but "
-                                  f"holds {len(data) - start} bytes of data")
-    a = np.frombuffer(data, dtype=dtype, count=count, offset=start)
-    return a.reshape(shape, order="F" if fortran else "C").copy()
+    return shape, fortran, dtype, len(head)
+
+
+def _npy_member(z, info, op, label) -> np.ndarray:
+    """One .npy member as a writable array: the header is checked against the member's size
+    before the array is allocated, then the data is copied in chunks (CRC checked at the end)."""
+    name = info.filename
+    with z.open(info) as m:
+        if info.compress_type != zipfile.ZIP_STORED:
+            # np.savez_compressed: the declared size may exceed the file's many times, so the
+            # member is inflated first (as much as its data really gives) and read from memory
+            data = m.read(info.file_size + 1)
+            if len(data) != info.file_size:
+                raise bad_file(op, label, f"member {name!r} holds {len(data)} bytes, its header says "
+                                          f"{info.file_size}")
+            m = io.BytesIO(data)
+        shape, fortran, dtype, start = _npy_header(m, op, label, name)
+        count = 1
+        for n in shape:
+            count *= n
+        nbytes = count * dtype.itemsize
+        if nbytes != info.file_size - start:
+            raise bad_file(op, label, f"member {name!r} declares shape {shape} of {dtype} ({nbytes} bytes) but "
+                                      f"holds {info.file_size - start} bytes of data")
+        # nbytes <= file_size: checked against the archive's size (stored) or already read (deflated)
+        a = np.empty(count, dtype=dtype)
+        buf = a.view(np.uint8).reshape(-1) if count else a
+        for off in range(0, nbytes, _CHUNK):
+            chunk = m.read(min(_CHUNK, nbytes - off))
+            if len(chunk) != min(_CHUNK, nbytes - off):
+                raise bad_file(op, label, f"member {name!r} ends after {off + len(chunk)} of {nbytes} data bytes")
+            buf[off:off + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        if m.read(1):  # also reaches the end of the member, where zipfile compares the CRC
+            raise bad_file(op, label, f"member {name!r} is longer than its header says")
+    if fortran:
+        return a.reshape(shape[::-1]).transpose()
+    return a.reshape(shape)
 
 
 def _declared_entries(fobj, total):
@@ -166,24 +203,17 @@ def _declared_entries(fobj, total):
     return entries
 
 
-def zip_members(source, op: str, label=None, kind="ZIP archive") -> dict:
-    """Every member of a ZIP archive: ``{name: bytes}``, each read in full (CRC checked).
-
-    source: a path or the archive's bytes; label: how errors name it (default the path).
-    The member count must match the archive's end record, names must be distinct, and no
-    member may declare more bytes than the archive could hold (stored: its size; deflated:
-    1032 times it) before it is read. Anything malformed is a ``ValueError``
-    (:class:`CorruptFileError`) naming ``label``; a missing file is ``FileNotFoundError``.
-    """
+@contextlib.contextmanager
+def _zip(source, op, label, kind):
+    """The ZipFile of ``source`` (a path or bytes) and its members, once the directory has
+    been checked: member count against the end record, distinct names, and no member
+    declaring more bytes than the archive could hold (stored: its size; deflated: 1032 times
+    it)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         fobj, total = io.BytesIO(source), len(source)
-        label = "<bytes>" if label is None else label
     else:
-        path = os.fspath(source)
-        label = path if label is None else label
-        fobj = open(path, "rb")
+        fobj = open(os.fspath(source), "rb")
         total = os.fstat(fobj.fileno()).st_size
-    out = {}
     with fobj:
         try:
             z = zipfile.ZipFile(fobj)
@@ -195,23 +225,49 @@ def zip_members(source, op: str, label=None, kind="ZIP archive") -> dict:
             if declared != len(infos):
                 raise bad_file(op, label, f"the archive's directory lists {len(infos)} members, its end record "
                                           f"says {declared}")
+            seen = set()
             for info in infos:
-                name = info.filename
-                if name in out:
-                    raise bad_file(op, label, f"member {name!r} appears twice")
+                if info.filename in seen:
+                    raise bad_file(op, label, f"member {info.filename!r} appears twice")
+                seen.add(info.filename)
                 limit = total if info.compress_type == zipfile.ZIP_STORED else _DEFLATE_RATIO * total
                 if info.compress_size > total or info.file_size > limit:
-                    raise bad_file(op, label, f"member {name!r} declares {info.file_size} bytes "
+                    raise bad_file(op, label, f"member {info.filename!r} declares {info.file_size} bytes "
                                               f"({info.compress_size} stored) in a {total}-byte file")
-                try:
-                    with z.open(info) as m:  # checks the member's CRC once all of it is read
-                        data = m.read(info.file_size + 1)
-                except _PARSE_ERRORS as e:
-                    raise bad_file(op, label, f"member {name!r} cannot be read: {type(e).__name__}: {e}") from None
-                if len(data) != info.file_size:
-                    raise bad_file(op, label, f"member {name!r} holds {len(data)} bytes, its header says "
-                                              f"{info.file_size}")
-                out[name] = data
+            try:
+                yield z, infos
+            except _PARSE_ERRORS as e:
+                if isinstance(e, CorruptFileError):
+                    raise
+                raise bad_file(op, label, f"{type(e).__name__}: {e}") from None
+
+
+def _label(source, label):
+    if label is not None:
+        return label
+    return "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
+
+
+def zip_members(source, op: str, label=None, kind="ZIP archive") -> dict:
+    """Every member of a ZIP archive: ``{name: bytes}``, each read in full (CRC checked).
+
+    source: a path or the archive's bytes; label: how errors name it (default the path).
+    The directory is checked before anything is read (member count against the archive's
+    end record, distinct names, no member declaring more than the archive could hold).
+    Anything malformed is a ``ValueError`` (:class:`CorruptFileError`) naming ``label``; a
+    missing file is ``FileNotFoundError``.
+    """
+    label = _label(source, label)
+    out = {}
+    with _zip(source, op, label, kind) as (z, infos):
+        for info in infos:
+            name = info.filename
+            with z.open(info) as m:  # checks the member's CRC once all of it is read
+                data = m.read(info.file_size + 1)
+            if len(data) != info.file_size:
+                raise bad_file(op, label, f"member {name!r} holds {len(data)} bytes, its header says "
+                                          f"{info.file_size}")
+            out[name] = data
     return out
 
 
@@ -219,17 +275,19 @@ def read_npz(source, op: str, label=None) -> dict:
     """The arrays of an ``np.savez`` archive: ``{name: array}``.
 
     source: a path or the archive's bytes; label: how errors name it (default the path).
-    The archive is read by :func:`zip_members`; each .npy header is checked against its
-    member's size before the array is made; object arrays are refused (no pickle).
-    Anything malformed is a ``ValueError`` naming ``label``.
+    The archive's directory is checked as :func:`zip_members` does; each .npy header is
+    checked against its member's size before the array is allocated, and the data is read
+    straight into the array; object arrays are refused (no pickle). Anything malformed is a
+    ``ValueError`` naming ``label``; a missing file is ``FileNotFoundError``.
     """
-    if label is None:
-        label = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
+    label = _label(source, label)
     out = {}
-    for name, data in zip_members(source, op, label, kind=".npz (ZIP) archive").items():
-        if not name.endswith(".npy"):
-            raise bad_file(op, label, f"member {name!r} is not an .npy array")
-        if name[:-4] in out:
-            raise bad_file(op, label, f"member {name!r} appears twice")
-        out[name[:-4]] = _npy(data, op, label, name)
+    with _zip(source, op, label, ".npz (ZIP) archive") as (z, infos):
+        for info in infos:
+            name = info.filename
+            if not name.endswith(".npy"):
+                raise bad_file(op, label, f"member {name!r} is not an .npy array")
+            if name[:-4] in out:
+                raise bad_file(op, label, f"member {name!r} appears twice")
+            out[name[:-4]] = _npy_member(z, info, op, label)
     return out

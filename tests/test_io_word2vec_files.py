@@ -275,3 +275,20 @@ def test_word2vec_npz_checks(tmp_path):
     _rewrite(p, sample_thr=np.asarray(m._sample_thr, np.int64))
     with pytest.raises(ValueError, match="sample_thr must be .* uint32 values"):
         Word2Vec.load(p)
+
+
+def test_npz_load_reads_arrays_in_place(tmp_path):
+    """read_npz copies each stored member straight into its array: loading 8 MB of vectors
+    peaks near 8 MB, not at twice that."""
+    kv = KeyedVectors(250)
+    kv.add_vectors([f"w{i}" for i in range(8000)], np.random.default_rng(0).standard_normal((8000, 250)))
+    p = str(tmp_path / "big.npz")
+    kv.save(p)
+    tracemalloc.start()
+    try:
+        back = KeyedVectors.load(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(back.vectors, kv.vectors)
+    assert peak < kv.vectors.nbytes * 1.3 + (2 << 20), (peak, kv.vectors.nbytes)

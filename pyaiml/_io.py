@@ -7,7 +7,8 @@
 - :func:`read_npz`: the arrays of an ``np.savez`` archive, read without pickle and without
   trusting the sizes it declares: every member's size is checked against the archive, and
   every array's header against its member, before anything is allocated; CRCs are checked;
-  anything malformed is a ``ValueError`` naming the file.
+  anything malformed is a ``ValueError`` naming the file. :func:`zip_members` does the same
+  for the members of any ZIP archive (Keras .keras files).
 
 Not here: the formats themselves (each family's save/load). Tests: tests/test_io_*.py and
 the save tests of each family (no temporary is left behind, corrupted files are refused).
@@ -25,7 +26,7 @@ import zlib
 
 import numpy as np
 
-# The most a deflate stream can expand (zlib's documented bound is 1032:1), plus slack.
+# The most a deflate stream can expand (zlib's documented bound is 1032:1).
 _DEFLATE_RATIO = 1032
 
 
@@ -124,7 +125,10 @@ def _npy_header(f, op, label, member):
         version = np.lib.format.read_magic(io.BytesIO(pre))
         if version not in ((1, 0), (2, 0)):
             raise ValueError(f".npy version {version} is not supported")
-        start = 10 + struct.unpack_from("<H", pre, 8)[0] if version == (1, 0) else 12 + struct.unpack_from("<I", pre, 8)[0]
+        if version == (1, 0):
+            start = 10 + struct.unpack_from("<H", pre, 8)[0]
+        else:
+            start = 12 + struct.unpack_from("<I", pre, 8)[0]
         if start > 10 + 65536:
             raise ValueError(f"a header of {start} bytes")
         head = pre + f.read(start - len(pre))

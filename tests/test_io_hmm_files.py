@@ -72,7 +72,8 @@ def test_member_named_like_a_method_is_refused(saved):
 @pytest.mark.parametrize("make,name,value,msg", [
     (_gauss, "startprob_", np.array([1.5, -0.5]), r"startprob_ must be non-negative \(probabilities\). Received -0.5"),
     (_gauss, "transmat_", np.array([[0.7, 0.3], [1.2, -0.2]]), r"transmat_ must be non-negative.*\[1, 1\]"),
-    (_gauss, "means_", np.array([[0.0, np.nan], [2.0, -1.0]]), r"means_ must be finite. Received nan at index \[0, 1\]"),
+    (_gauss, "means_", np.array([[0.0, np.nan], [2.0, -1.0]]),
+     r"means_ must be finite. Received nan at index \[0, 1\]"),
     (_gauss, "covars_", np.array([[1.0, -0.5], [0.7, 1.2]]), r"covars_: .*'diag' covars must be positive"),
     (_gauss, "startprob_", np.array([0.6, 0.3]), r"startprob must sum to 1"),
     (_gmm, "weights_", np.array([[1.5, -0.5], [0.5, 0.5]]), r"weights_ must be non-negative.*Received -0.5"),

@@ -178,10 +178,12 @@ def test_binary_key_that_is_not_utf8(tmp_path):
     assert kv.index_to_key == ["\ufffd\ufffd"] and kv.vectors.tolist() == [[1.0, 2.0]]
 
 
-@pytest.mark.parametrize("line,msg", [(b"w1 -3\n", r"count must be >= 0 \(a word count\). Received -3 for 'w1' on line 2"),
-                                      (b"w1 lots\n", r"line 2 is not '<word> <count>'"),
-                                      (b"w1\n", r"line 2 is not '<word> <count>'"),
-                                      (b"w1 \xff\n", r"line 2 is not utf8 text")])
+@pytest.mark.parametrize("line,msg", [
+    (b"w1 -3\n", r"count must be >= 0 \(a word count\). Received -3 for 'w1' on line 2"),
+    (b"w1 lots\n", r"line 2 is not '<word> <count>'"),
+    (b"w1\n", r"line 2 is not '<word> <count>'"),
+    (b"w1 \xff\n", r"line 2 is not utf8 text"),
+])
 def test_bad_vocabulary_files(tmp_path, line, msg):
     p, pv = tmp_path / "v.txt", tmp_path / "vocab.txt"
     _kv().save_word2vec_format(str(p), fvocab=str(pv))

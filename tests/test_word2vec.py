@@ -539,10 +539,12 @@ def test_train_epoch_op_checks_arguments_on_every_backend(backend, monkeypatch):
                 shrink_windows=1, alpha=0.025, min_alpha=1e-4, epoch=0, epochs=1, seed=1, workers=1,
                 compute_loss=True)
     cases = [
-        (ValueError, r"words must be in \[0, 3\). Received 7 at position 2", {"words": np.array([0, 1, 7, 0], np.int32)}),
+        (ValueError, r"words must be in \[0, 3\). Received 7 at position 2",
+         {"words": np.array([0, 1, 7, 0], np.int32)}),
         (ValueError, "padded to a multiple of 16", {"syn0": np.zeros((3, 8), np.float32)}),
         (TypeError, "syn1neg must be a float32 NumPy array", {"syn1neg": None}),
-        (ValueError, r"sent_off must start at 0 and end at len\(words\) \(4\)", {"sent_off": np.array([0, 5], np.int64)}),
+        (ValueError, r"sent_off must start at 0 and end at len\(words\) \(4\)",
+         {"sent_off": np.array([0, 5], np.int64)}),
         (ValueError, "sent_off must be non-decreasing", {"sent_off": np.array([0, 3, 2, 4], np.int64)}),
         (ValueError, r"job_off must start at 0 and end at the number of sentences \(2\)",
          {"job_off": np.array([0, 1], np.int64)}),

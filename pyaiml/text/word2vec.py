@@ -3,8 +3,9 @@
 Python side (this file and vocab.py): vocabulary, subsampling thresholds, the noise alias
 table and the Huffman tree, and the corpus packed into int32 arrays once per ``train``
 call. Native side (``pyaiml.ops.word2vec_train_epoch``: csrc/cpu/word2vec.cpp, or
-pyaiml/_numba/word2vec.py): one call per epoch over those arrays, in ``workers`` threads, GIL released, learning rate decaying
-linearly from ``alpha`` to ``min_alpha`` over all epochs as in gensim.
+pyaiml/_numba/word2vec.py): one call per epoch over those arrays, in ``workers`` threads,
+GIL released, learning rate decaying linearly from ``alpha`` to ``min_alpha`` over all
+epochs as in gensim.
 
 Differences from gensim, on purpose:
 - a sentence given as a plain ``str`` is tokenised (``pyaiml.text.simple_tokenize``, with a

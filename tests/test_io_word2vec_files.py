@@ -179,7 +179,8 @@ def test_binary_key_that_is_not_utf8(tmp_path):
 
 
 @pytest.mark.parametrize("line,msg", [
-    (b"w1 -3\n", r"count must be >= 0 \(a word count\). Received -3 for 'w1' on line 2"),
+    (b"w1 -3\n", r"count must be >= 0 \(a word count\) and < 2\*\*63. Received -3 for 'w1' on line 2"),
+    (b"w1 9223372036854775808\n", r"count must be .* Received 9223372036854775808 for 'w1'"),
     (b"w1 lots\n", r"line 2 is not '<word> <count>'"),
     (b"w1\n", r"line 2 is not '<word> <count>'"),
     (b"w1 \xff\n", r"line 2 is not utf8 text"),

@@ -99,16 +99,16 @@ def _read_vocab_counts(fvocab, encoding, unicode_errors, op):
                 raise bad_file(op, path, f"line {lineno} is not {encoding} text: {e}") from None
             if not line.strip():
                 continue
-            w, _, c = line.rstrip().rpartition(" ")
+            w, sep, c = line.rstrip().rpartition(" ")
             try:
                 n = int(c)
             except ValueError:
                 n = None
-            if not _ or n is None:
+            if not sep or n is None:
                 raise bad_file(op, path, f"line {lineno} is not '<word> <count>'. Received {line[:60]!r}")
-            if n < 0:
-                raise bad_file(op, path, f"count must be >= 0 (a word count). Received {n} for {w!r} on line "
-                                         f"{lineno}")
+            if not 0 <= n < 2**63:
+                raise bad_file(op, path, f"count must be >= 0 (a word count) and < 2**63. Received {n} for {w!r} on "
+                                         f"line {lineno}")
             counts[w] = n
     return counts
 

@@ -12,16 +12,14 @@ summary table:
             inputs, Adam, categorical cross-entropy, batch 32) on the bundled 8x8 digits
             upscaled to 32x32x3; test accuracy on a stratified 20% split.
   speech    when the Free Spoken Digit Dataset is found: one left-right Gaussian HMM per digit
-            on MFCC features (``pyaiml.hmm.HMMClassifier`` when installed, else one
-            ``pyaiml.hmm.GaussianHMM`` per digit here); test accuracy on FSDD's official split
-            (recordings 0-4 of every speaker and digit). Not found: skipped with a hint.
+            on MFCC features (``pyaiml.hmm.HMMClassifier``); test accuracy on FSDD's official
+            split (recordings 0-4 of every speaker and digit). Not found: skipped with a hint.
   text      a character-level Transformer language model (``pyaiml.seq.TransformerLM``) trained
             for a fixed time budget on Tiny Shakespeare; validation loss and a sample.
 
-Where FSDD is looked for: ``--fsdd DIR``, else ``$PYAIML_FSDD``, else ``./data/fsdd`` and
-``../shared/data/fsdd`` relative to the current directory (a folder holding the .wav files
-or a ``recordings/`` folder of them). An explicit path that holds no FSDD is an error of that
-section; a missing default is a skip.
+Where FSDD is looked for: ``--fsdd DIR``, else ``$PYAIML_FSDD``, else ``./data/fsdd`` in the
+current directory (a folder holding the .wav files or a ``recordings/`` folder of them). An
+explicit path that holds no FSDD is an error of that section; a missing default is a skip.
 
 What it is not: a benchmark (``pyaiml bench``) or a test. The default budgets aim at well
 under 10 minutes on a 2-core machine; ``--quick`` shrinks every section to seconds (used by
@@ -40,7 +38,7 @@ import warnings
 import numpy as np
 
 SECTIONS = ("word2vec", "cnn", "speech", "text")
-FSDD_DEFAULTS = (os.path.join("data", "fsdd"), os.path.join("..", "shared", "data", "fsdd"))
+FSDD_DEFAULTS = (os.path.join("data", "fsdd"),)
 FSDD_HINT = ("get the Free Spoken Digit Dataset (https://github.com/Jakobovski/free-spoken-digit-dataset, "
              "CC BY-SA 4.0) and run `pyaiml demo --fsdd PATH` (the folder with the .wav files or with "
              "recordings/), or set PYAIML_FSDD=PATH, or put it in ./data/fsdd")
@@ -67,7 +65,7 @@ class Budget:
 
 
 # Measured (pyaiml demo, 2 threads, AVX-512, shared 2-core VM, 2026-11-28): word2vec 5-6 s,
-# cnn 22-32 s, speech 4 s with HMMClassifier (55 s with the per-digit loop under heavy load),
+# cnn 22-32 s, speech 4 s,
 # text 150 s + 1-3 s; total 183 s (load ~5) and 246 s (load ~12). Quiet machine: word2vec 1.4 s,
 # cnn 4.6 s, speech 1.9 s, text 151 s (1830-1940 steps); total 159 s. The validation loss is taken
 # on the whole held-out tenth (1,742 windows, ~2 s): 1.71 nats/char after 150 s of training.
@@ -269,23 +267,10 @@ def find_fsdd(explicit=None, environ=None, cwd=None):
     return None, "default", tried
 
 
-def _left_right_gaussian_hmm(seqs, n_states, n_iter, seed):
-    """One GaussianHMM, left-right (stay or step on), flat start: every training sequence cut
-    into n_states equal parts, state s starts from the mean/variance of the s-th parts."""
-    from pyaiml.hmm import GaussianHMM, left_right
-
-    m = GaussianHMM(n_components=n_states, covariance_type="diag", n_iter=n_iter, random_state=seed,
-                    init_params="", params="stmc")
-    m.startprob_, m.transmat_ = left_right(n_states, 1, self_loop=0.5)
-    parts = [np.concatenate([np.array_split(x, n_states)[s] for x in seqs]) for s in range(n_states)]
-    m.means_ = np.stack([p.mean(0) for p in parts]).astype(np.float64)
-    m.covars_ = np.stack([p.var(0) + 1e-2 for p in parts]).astype(np.float64)
-    return m.fit(seqs)
-
-
 def section_speech(b: Budget, fsdd=None) -> str:
     from pyaiml.audio.features import mfcc_features
     from pyaiml.datasets.fsdd import load_fsdd
+    from pyaiml.hmm import HMMClassifier
 
     path, source, tried = find_fsdd(fsdd)
     if path is None:
@@ -321,29 +306,10 @@ def section_speech(b: Budget, fsdd=None) -> str:
     Xte = [feats[int(i)] for i in test]
     ytr, yte = ds.digits[train], ds.digits[test]
     t1 = time.perf_counter()
-    try:
-        from pyaiml.hmm import HMMClassifier
-    except ImportError:
-        HMMClassifier = None
-    if HMMClassifier is not None:
-        _say(f"  model: pyaiml.hmm.HMMClassifier, {b.speech_states} left-right states per digit, diagonal "
-             f"Gaussians, {b.speech_iter} Baum-Welch iterations")
-        clf = HMMClassifier(n_states=b.speech_states, n_iter=b.speech_iter, random_state=0).fit(Xtr, ytr)
-        pred = np.asarray(clf.predict(Xte))
-    else:
-        _say(f"  model: one pyaiml.hmm.GaussianHMM per digit, {b.speech_states} left-right states, diagonal "
-             f"Gaussians, flat start, {b.speech_iter} Baum-Welch iterations")
-        bar = Progress("digit models", 10)
-        models = []
-        for d in range(10):
-            seqs = [x for x, y in zip(Xtr, ytr) if y == d]
-            if not seqs:
-                raise ValueError(f"FSDD at {path}: no training recording of digit {d}")
-            models.append(_left_right_gaussian_hmm(seqs, b.speech_states, b.speech_iter, seed=d))
-            bar.update(d + 1, f"digit {d}: {len(seqs)} recordings")
-        bar.close()
-        ll = np.stack([m.score(Xte, per_sequence=True) for m in models], axis=1)  # (n_test, 10)
-        pred = ll.argmax(1)
+    _say(f"  model: pyaiml.hmm.HMMClassifier, {b.speech_states} left-right states per digit, diagonal "
+         f"Gaussians, {b.speech_iter} Baum-Welch iterations")
+    clf = HMMClassifier(n_states=b.speech_states, n_iter=b.speech_iter, random_state=0).fit(Xtr, ytr)
+    pred = np.asarray(clf.predict(Xte))
     dt = time.perf_counter() - t1
     acc = float(np.mean(pred == yte))
     per = "  ".join(f"{d}:{np.mean(pred[yte == d] == d):.0%}" for d in range(10) if np.any(yte == d))

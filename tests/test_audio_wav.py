@@ -186,8 +186,10 @@ def test_write_errors_and_atomicity(tmp_path):
         write_wav(p, np.zeros(4), 8000, subtype="ULAW")
     with pytest.raises(ValueError, match=r"data must be 1-D.*Received shape \(2, 2, 2\)"):
         write_wav(p, np.zeros((2, 2, 2)), 8000)
-    with pytest.raises(ValueError, match="rate must be a positive integer"):
+    with pytest.raises(ValueError, match=r"rate must be an integer in \[1, 4294967295\] \(Hz\). Received 0"):
         write_wav(p, np.zeros(4), 0)
+    with pytest.raises(ValueError, match="rate must be an integer .* Received True"):
+        write_wav(p, np.zeros(4), True)
     with pytest.raises(ValueError, match="finite"):
         write_wav(p, np.array([0.0, np.nan]), 8000)
     with pytest.raises(ValueError, match="int16: PCM_16"):
@@ -198,11 +200,38 @@ def test_write_errors_and_atomicity(tmp_path):
     assert [f for f in os.listdir(tmp_path)] == ["w.wav"]  # no temporary left behind
 
 
-def test_fsdd_file_matches_scipy():
-    from helpers import shared_data
+@pytest.mark.parametrize("shape,kw,msg", [
+    ((2, 65536), {}, r"channels must be <= 65535 \(a 16-bit header field\). Received data of shape \(2, 65536\), "
+                     "65536 channels"),
+    ((1, 40000), {}, r"a sample frame of 40000 channels x 16 bits is 80000 bytes.*<= 32767 channels with subtype "
+                     r"'PCM_16'. Received data of shape \(1, 40000\)"),
+    ((1, 8192), {"subtype": "DOUBLE"}, r"a sample frame of 8192 channels x 64 bits is 65536 bytes.*<= 8191 channels"),
+    ((3, 2), {"rate": 2**31}, r"rate x block size = 2147483648 x 4 = 8589934592 bytes per second exceeds the "
+                              r"header's 32-bit field"),
+])
+def test_header_fields_checked_before_writing(tmp_path, shape, kw, msg):
+    p = tmp_path / "w.wav"
+    write_wav(p, np.zeros(3), 8000)
+    before = p.read_bytes()
+    kw = {"rate": 8000, **kw}
+    with pytest.raises(ValueError, match=f"write_wav: {msg}"):
+        write_wav(p, np.zeros(shape, np.float32), **kw)
+    assert p.read_bytes() == before and os.listdir(tmp_path) == ["w.wav"]
 
+
+def test_widest_header_fields_round_trip(tmp_path):
+    p = tmp_path / "w.wav"
+    x = np.linspace(-1, 0.99, 2 * 32767, dtype=np.float32).reshape(2, 32767)
+    write_wav(p, x, 8000)  # block size 65534 bytes: the largest that fits
+    y, sr = read_wav(p)
+    np.testing.assert_array_equal(y, np.clip(np.rint(x.astype(np.float64) * 32768), -32768, 32767) / 32768)
+    write_wav(p, np.zeros((1, 1), np.float32), 0xFFFFFFFF, subtype="PCM_U8")  # byte rate 2**32 - 1
+    assert read_wav(p)[1] == 0xFFFFFFFF
+
+
+def test_fsdd_file_matches_scipy(fsdd_path):
     wf = pytest.importorskip("scipy.io.wavfile")
-    p = os.path.join(shared_data("fsdd", "recordings"), "0_jackson_0.wav")
+    p = os.path.join(fsdd_path, "recordings", "0_jackson_0.wav")
     y, sr = read_wav(p)
     sr2, d = wf.read(p)
     assert sr == sr2 == 8000

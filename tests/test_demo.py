@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import shared_data
 from pyaiml import cli, demo
 
 
@@ -81,18 +80,18 @@ def _fake_fsdd(root):
 def test_find_fsdd_order(tmp_path):
     cwd = tmp_path / "work" / "repo"
     cwd.mkdir(parents=True)
-    # nothing anywhere: None, and both defaults were tried
+    # nothing anywhere: None, and the one default was tried
     p, src, tried = demo.find_fsdd(None, environ={}, cwd=str(cwd))
-    assert p is None and src == "default" and len(tried) == 2
-    # ../shared/data/fsdd relative to the current directory
+    assert p is None and src == "default" and tried == [str(cwd / "data" / "fsdd")]
+    # a development checkout's ../shared/data/fsdd is not a place the library knows about
     _fake_fsdd(tmp_path / "work" / "shared" / "data" / "fsdd")
     p, src, _ = demo.find_fsdd(None, environ={}, cwd=str(cwd))
-    assert p == str(tmp_path / "work" / "shared" / "data" / "fsdd") and src == "default"
-    # ./data/fsdd wins over it
+    assert p is None and src == "default"
+    # ./data/fsdd
     _fake_fsdd(cwd / "data" / "fsdd")
-    p, _, _ = demo.find_fsdd(None, environ={}, cwd=str(cwd))
-    assert p == str(cwd / "data" / "fsdd")
-    # the environment variable wins over the defaults, --fsdd over both (returned even if empty)
+    p, src, _ = demo.find_fsdd(None, environ={}, cwd=str(cwd))
+    assert (p, src) == (str(cwd / "data" / "fsdd"), "default")
+    # the environment variable wins over the default, --fsdd over both (returned even if empty)
     p, src, _ = demo.find_fsdd(None, environ={"PYAIML_FSDD": str(tmp_path / "env")}, cwd=str(cwd))
     assert (p, src) == (str(tmp_path / "env"), "PYAIML_FSDD")
     p, src, _ = demo.find_fsdd("mine", environ={"PYAIML_FSDD": "x"}, cwd=str(cwd))
@@ -115,25 +114,21 @@ def test_speech_explicit_path_without_data_fails(capsys, tmp_path):
     assert "speech     failed" in out
 
 
-def test_speech_quick_on_fsdd(capsys):
-    path = shared_data("fsdd")
-    rc, out = _run(capsys, only="speech", fsdd=path)
+def test_speech_quick_on_fsdd(capsys, fsdd_path):
+    # found through PYAIML_FSDD (tests/conftest.py sets it when the shared copy exists)
+    rc, out = _run(capsys, only="speech")
     assert rc == 0, out
-    assert "official split" in out and "test accuracy" in out
+    assert f"FSDD at {os.path.abspath(fsdd_path)} (PYAIML_FSDD)" in out
+    assert "official split" in out and "test accuracy" in out and "pyaiml.hmm.HMMClassifier" in out
     acc = float(out.split("test accuracy ")[1].split()[0])
     assert acc > 0.2                                  # 2 EM iterations on 100 recordings; chance is 0.1
 
 
-def test_speech_quick_fallback_without_hmm_classifier(capsys, monkeypatch):
-    """Without pyaiml.hmm.HMMClassifier the demo trains one left-right GaussianHMM per digit itself."""
-    import pyaiml.hmm
-
-    path = shared_data("fsdd")
-    monkeypatch.delattr(pyaiml.hmm, "HMMClassifier", raising=False)
-    rc, out = _run(capsys, only="speech", fsdd=path)
+def test_speech_explicit_path_wins_over_the_environment(capsys, fsdd_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYAIML_FSDD", str(tmp_path / "nowhere"))
+    rc, out = _run(capsys, only="speech", fsdd=fsdd_path)
     assert rc == 0, out
-    assert "one pyaiml.hmm.GaussianHMM per digit" in out and "digit models 10/10" in out
-    assert float(out.split("test accuracy ")[1].split()[0]) > 0.2
+    assert f"FSDD at {os.path.abspath(fsdd_path)} (--fsdd)" in out
 
 
 def test_progress_bar_modes(monkeypatch):

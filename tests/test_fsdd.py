@@ -1,5 +1,6 @@
 """pyaiml.datasets.fsdd.load_fsdd: the layout, the official split, bad files (raise / warn and
-skip), on a small generated folder, and on the shared FSDD copy (skipped when absent)."""
+skip), on a small generated folder, and on FSDD itself (found through PYAIML_FSDD, see
+tests/conftest.py; skipped when absent)."""
 import os
 
 import numpy as np
@@ -75,10 +76,8 @@ def test_errors(tmp_path):
         load_fsdd(tmp_path, on_error="ignore")
 
 
-def test_shared_fsdd():
-    from helpers import shared_data
-
-    ds = load_fsdd(shared_data("fsdd"))
+def test_shared_fsdd(fsdd_path):
+    ds = load_fsdd(fsdd_path)
     assert len(ds) == 2500 and ds.skipped == []
     assert sorted(set(ds.speakers.tolist())) == ["george", "jackson", "nicolas", "theo", "yweweler"]
     assert set(ds.rates.tolist()) == {8000}

@@ -2,8 +2,10 @@
 ModelCheckpoint continues its History and ends with the same weights as an uninterrupted
 run; atomic writes; clear errors for truncated, corrupted or unknown files.
 """
+import io
 import json
 import os
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -164,3 +166,63 @@ def test_custom_layer_registration(tmp_path):
     m.save(p)
     x = np.ones((2, 3), np.float32)
     np.testing.assert_array_equal(load_model(p).predict(x), m.predict(x))
+
+
+def _repack(src, dst, **members):
+    """Copy the archive src to dst with some members replaced (bytes) or dropped (None)."""
+    with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w") as zo:
+        for n in zi.namelist():
+            if n in members:
+                if members[n] is not None:
+                    zo.writestr(n, members[n])
+            else:
+                zo.writestr(n, zi.read(n))
+        for n, d in members.items():
+            if n not in zi.namelist() and d is not None:
+                zo.writestr(n, d)
+
+
+def _npy_declaring(shape):
+    """An .npz whose one array's header declares `shape` (float64) over 8 bytes of data."""
+    hdr = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+    hdr["shape"] = shape
+    b = io.BytesIO()
+    np.lib.format.write_array_header_1_0(b, hdr)
+    z = io.BytesIO()
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("000/00.npy", b.getvalue() + b"\0" * 8)
+    return z.getvalue()
+
+
+def test_inconsistent_archives(tmp_path):
+    m = _model()
+    p = tmp_path / "m.keras"
+    m.save(p)
+    q = tmp_path / "q.keras"
+    tracemalloc.start()
+    try:
+        _repack(p, q, **{"weights.npz": _npy_declaring((1 << 40,))})
+        with pytest.raises(ValueError, match=rf"load_model: {q} .*weights.npz cannot be read: member '000/00.npy' "
+                                             r"declares shape \(1099511627776,\) of float64 \(8796093022208 bytes\) "
+                                             r"but holds 8 bytes"):
+            load_model(q)
+        assert tracemalloc.get_traced_memory()[1] < 64 << 20
+    finally:
+        tracemalloc.stop()
+    cases = [
+        ({"config.json": b"[1, 2]"}, "config.json must hold a JSON object"),
+        ({"config.json": json.dumps({"model": {"config": {"layers": "x"}}}).encode()}, "model config cannot be used"),
+        ({"metadata.json": b"\xff\xfe"}, "metadata.json cannot be parsed"),
+        ({"history.json": b'{"epoch": ["x"]}'}, "history.json cannot be used"),
+        ({"optimizer.npz": _npy_declaring(())}, "optimizer.npz needs 'iterations'"),
+        ({"evil.py": b"print(1)"}, r"unexpected members \['evil.py'\]"),
+        ({"weights.npz": None}, "member weights.npz is missing"),
+    ]
+    for members, msg in cases:
+        _repack(p, q, **members)
+        with pytest.raises(ValueError, match=rf"load_model: {q} is not a valid pyaiml model file \(.*{msg}"):
+            load_model(q)
+    w = tmp_path / "w.npz"
+    w.write_bytes(_npy_declaring((2, 1 << 40)))
+    with pytest.raises(ValueError, match=rf"load_weights: {w} is corrupted.*declares shape \(2, 1099511627776\)"):
+        m.load_weights(w)

@@ -197,9 +197,27 @@ def write_wav(path, data, rate: int, subtype: str = "PCM_16", extensible: bool =
     x = np.asarray(data)
     if x.ndim not in (1, 2) or (x.ndim == 2 and x.shape[1] == 0):
         raise ValueError(f"write_wav: data must be 1-D (n,) or 2-D (n, channels). Received shape {x.shape}")
-    if not isinstance(rate, (int, np.integer)) or rate < 1 or rate > 0xFFFFFFFF:
-        raise ValueError(f"write_wav: rate must be a positive integer. Received {rate!r}")
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, np.integer)) or not 1 <= rate <= 0xFFFFFFFF:
+        raise ValueError(f"write_wav: rate must be an integer in [1, 4294967295] (Hz). Received {rate!r}")
     ch = 1 if x.ndim == 1 else x.shape[1]
+    # Every header field is checked against its width before anything is encoded.
+    block = ch * bits // 8
+    if ch > 0xFFFF:
+        raise ValueError(f"write_wav: channels must be <= 65535 (a 16-bit header field). Received data of shape "
+                         f"{x.shape}, {ch} channels")
+    if block > 0xFFFF:
+        raise ValueError(f"write_wav: a sample frame of {ch} channels x {bits} bits is {block} bytes; the header's "
+                         f"16-bit block size holds <= 65535, so <= {0xFFFF // (bits // 8)} channels with subtype "
+                         f"{subtype!r}. Received data of shape {x.shape}")
+    if rate * block > 0xFFFFFFFF:
+        raise ValueError(f"write_wav: rate x block size = {rate} x {block} = {rate * block} bytes per second exceeds "
+                         f"the header's 32-bit field (4294967295). Received rate {rate}, data of shape {x.shape}")
+    nbytes = (x.shape[0] if x.ndim == 2 else x.size) * block
+    fmt_len = 40 if extensible else 16
+    riff = 4 + (8 + fmt_len) + (12 if tag == IEEE_FLOAT else 0) + 8 + nbytes + (nbytes & 1)
+    if riff > 0xFFFFFFFF:
+        raise ValueError(f"write_wav: {nbytes} bytes of audio exceed the 4 GiB RIFF limit (32-bit sizes). Received "
+                         f"data of shape {x.shape}")
     if x.dtype.kind in "iu":
         native = {np.dtype(np.int16): 16, np.dtype(np.int32): 32, np.dtype(np.uint8): 8}.get(x.dtype)
         if tag != PCM or native != bits:
@@ -213,7 +231,6 @@ def write_wav(path, data, rate: int, subtype: str = "PCM_16", extensible: bool =
         raw = _encode(x, tag, bits)
     else:
         raise TypeError(f"write_wav: data must be a float or integer array. Received dtype {x.dtype}")
-    block = ch * bits // 8
     if extensible:
         guid = struct.pack("<H", tag) + _GUID_TAIL
         fmt = struct.pack("<HHIIHHHHI", EXTENSIBLE, ch, rate, rate * block, block, bits, 22, bits, 0) + guid
@@ -223,7 +240,5 @@ def write_wav(path, data, rate: int, subtype: str = "PCM_16", extensible: bool =
     if tag == IEEE_FLOAT:  # a 'fact' chunk (sample frames) is required for non-PCM formats
         chunks += b"fact" + struct.pack("<II", 4, len(raw) // block)
     chunks += b"data" + struct.pack("<I", len(raw)) + raw + (b"\x00" if len(raw) & 1 else b"")
-    if len(chunks) + 4 > 0xFFFFFFFF:
-        raise ValueError(f"write_wav: {len(raw)} bytes of audio exceed the 4 GiB RIFF limit")
     out = b"RIFF" + struct.pack("<I", len(chunks) + 4) + b"WAVE" + chunks
-    path = atomic_write(path, lambda f: f.write(out), suffix=".wav", mode=0o644)  # mkstemp makes 0600 files
+    atomic_write(path, lambda f: f.write(out), suffix=".wav")

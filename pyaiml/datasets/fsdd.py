@@ -5,7 +5,8 @@ What it is: a reader of ``{digit}_{speaker}_{index}.wav`` files (in ``path`` or 
 the dataset's official split (indexes 0-4 test, the rest train).
 What it is not: a downloader; pyaiml ships no FSDD data and never requires it. FSDD is by
 Zohar Jackson et al., CC BY-SA 4.0: attribute it wherever it is used.
-Test: tests/test_fsdd.py (skips when the shared copy is absent).
+Test: tests/test_fsdd.py (its FSDD part reads the folder named by PYAIML_FSDD and skips
+without one; tests/conftest.py sets the variable when a shared copy is found).
 """
 from __future__ import annotations
 

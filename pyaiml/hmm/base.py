@@ -6,10 +6,15 @@ threaded, GIL released, same bits for any thread count); it also returns the emi
 statistics the M-step needs where the kernel has them (per-symbol posterior sums,
 posterior-weighted sums of Gaussian frames and their squares), so the (N, K) posteriors
 are only written out when a model needs them (full and tied covariances, GMMHMM).
-Emission models live in ``pyaiml.hmm.models``. Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py.
+Emission models live in ``pyaiml.hmm.models``. Files: ``save`` writes one .npz (config and
+history as JSON, parameters as arrays) atomically; ``load`` reads only the parameter names of
+the saved class and checks their values as the models' setters and ``_check`` do, raising
+``ValueError`` naming the file for anything else.
+Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py, tests/test_io_hmm_files.py.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import string
@@ -19,10 +24,11 @@ from collections import deque
 
 import numpy as np
 
-from pyaiml._io import atomic_savez
+from pyaiml._io import atomic_savez, bad_file, read_npz
 from pyaiml.ops import hmm as _ops
 
 DECODER_ALGORITHMS = ("viterbi", "map")
+FORMAT = "pyaiml.hmm/1"
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -168,8 +174,6 @@ class BaseHMM:
             raise ValueError(f"{name}: n_init must be >= 1. Received {self.n_init}")
 
     def get_params(self, deep=True):
-        import inspect
-
         sig = inspect.signature(type(self).__init__)
         return {p: getattr(self, p) for p in sig.parameters if p != "self"}
 
@@ -470,9 +474,8 @@ class BaseHMM:
                 cfg[k] = v
         return cfg
 
-    def save(self, path):
-        """Write config (JSON) and parameters to one ``.npz`` file, atomically; no pickle."""
-        path = os.fspath(path)
+    def _save_arrays(self):
+        """The arrays ``save`` writes: parameters, n_features and ``__meta__`` (JSON as uint8)."""
         arrays = {}
         for n in self._saved_attributes():
             if hasattr(self, n):
@@ -480,39 +483,112 @@ class BaseHMM:
         for extra in ("n_features",):
             if getattr(self, extra, None) is not None:
                 arrays[extra] = np.asarray(int(getattr(self, extra)))
-        meta = {"format": "pyaiml.hmm/1", "class": type(self).__name__, "config": self._config(),
+        meta = {"format": FORMAT, "class": type(self).__name__, "config": self._config(),
                 "history": [float(h) for h in self.monitor_.history]}
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        atomic_savez(path, **arrays)
+        return arrays
+
+    def save(self, path):
+        """Write config (JSON) and parameters to one ``.npz`` file, atomically; no pickle."""
+        path = os.fspath(path)
+        atomic_savez(path, **self._save_arrays())
         return path
 
 
-def load(path):
-    """Load a model written by ``save`` (no pickle is ever read)."""
+_PROBABILITIES = ("startprob_", "transmat_", "emissionprob_", "weights_")
+
+
+def _json_meta(a, op, label):
+    if a.dtype != np.uint8 or a.ndim != 1:
+        raise bad_file(op, label, f"__meta__ must be a 1-D uint8 array of JSON. Received {a.dtype} {a.shape}")
+    try:
+        meta = json.loads(a.tobytes().decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise bad_file(op, label, f"__meta__ is not JSON: {type(e).__name__}: {e}") from None
+    if not isinstance(meta, dict):
+        raise bad_file(op, label, "__meta__ must be a JSON object")
+    return meta
+
+
+def _model_from_arrays(z, op, label):
+    """A model from the arrays of a ``save`` file, every name and value checked."""
     from pyaiml.hmm import models
 
-    with np.load(os.fspath(path), allow_pickle=False) as z:
-        if "__meta__" not in z:
-            raise ValueError(f"load: {path} is not a pyaiml.hmm model file (no __meta__ entry)")
-        meta = json.loads(bytes(z["__meta__"]).decode("utf-8"))
-        cls = {"CategoricalHMM": models.CategoricalHMM, "GaussianHMM": models.GaussianHMM,
-               "GMMHMM": models.GMMHMM}.get(meta.get("class"))
-        if cls is None:
-            raise ValueError(f"load: unknown model class {meta.get('class')!r} in {path}")
-        cfg = {k: (np.array(v["__array__"]) if isinstance(v, dict) and "__array__" in v else v)
-               for k, v in meta["config"].items()}
+    if "__meta__" not in z:
+        raise bad_file(op, label, "no __meta__ entry, so not a pyaiml.hmm model file")
+    meta = _json_meta(z["__meta__"], op, label)
+    if meta.get("format", FORMAT) != FORMAT:
+        raise bad_file(op, label, f"format {meta.get('format')!r}, expected {FORMAT!r}")
+    classes = {"CategoricalHMM": models.CategoricalHMM, "GaussianHMM": models.GaussianHMM, "GMMHMM": models.GMMHMM}
+    cls = classes.get(meta.get("class"))
+    if cls is None:
+        raise bad_file(op, label, f"unknown model class {meta.get('class')!r}; expected one of {sorted(classes)}")
+    cfg = meta.get("config")
+    if not isinstance(cfg, dict):
+        raise bad_file(op, label, "config must be a JSON object")
+    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise bad_file(op, label, f"config names {unknown}, which are not {cls.__name__} arguments")
+    try:
+        cfg = {k: (np.array(v["__array__"], dtype=np.float64) if isinstance(v, dict) and "__array__" in v else v)
+               for k, v in cfg.items()}
         m = cls(**cfg)
-        for n in z.files:
-            if n == "__meta__":
-                continue
-            v = z[n]
-            if n == "n_features":
-                m.n_features = int(v)
-            elif n == "covars_" and hasattr(type(m), "_set_covars_raw"):
+    except (ValueError, TypeError) as e:
+        raise bad_file(op, label, f"its config is invalid: {type(e).__name__}: {e}") from None
+    names = m._saved_attributes()
+    unknown = sorted(set(z) - set(names) - {"__meta__", "n_features"})
+    if unknown:
+        raise bad_file(op, label, f"members {unknown} are not {cls.__name__} parameters (expected {list(names)})")
+    for n in names:
+        if n not in z:
+            continue
+        v = z[n]
+        if v.dtype.kind not in "fiu":
+            raise bad_file(op, label, f"{n} must be numeric. Received dtype {v.dtype}")
+        v = v.astype(np.float64)
+        if not np.isfinite(v).all():
+            raise bad_file(op, label, f"{n} must be finite. Received {v[~np.isfinite(v)][0]} "
+                                      f"at index {np.argwhere(~np.isfinite(v))[0].tolist()}")
+        if n in _PROBABILITIES and (v < 0).any():
+            raise bad_file(op, label, f"{n} must be non-negative (probabilities). Received {v[v < 0][0]} at index "
+                                      f"{np.argwhere(v < 0)[0].tolist()}")
+        try:
+            if n == "covars_" and hasattr(type(m), "_set_covars_raw"):
                 m._set_covars_raw(v)
             else:
                 setattr(m, n, v)
-        for h in meta.get("history", []):
-            m.monitor_.history.append(h)
-        m.monitor_.iter = len(m.monitor_.history)
+        except ValueError as e:
+            raise bad_file(op, label, f"{n}: {e}") from None
+    if "n_features" in z:
+        v = z["n_features"]
+        if v.shape != () or v.dtype.kind not in "iu" or int(v) < 1:
+            raise bad_file(op, label, f"n_features must be an integer >= 1. Received {v.dtype} {v.shape} {v!r:.40}")
+        m.n_features = int(v)
+        if "means_" in z and m.n_features != int(v):
+            raise bad_file(op, label, f"n_features is {int(v)}, but means_ has {m.n_features} features")
+    if all(n in z for n in names):
+        try:
+            m._check()
+        except ValueError as e:
+            raise bad_file(op, label, str(e)) from None
+    history = meta.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, (int, float)) and not isinstance(h, bool)
+                                                for h in history):
+        raise bad_file(op, label, "history must be a JSON list of numbers")
+    for h in history:
+        m.monitor_.history.append(float(h))
+    m.monitor_.iter = len(m.monitor_.history)
     return m
+
+
+def load(path):
+    """Load a model written by ``save`` (no pickle is ever read).
+
+    Only the parameter names of the saved class are read (any other member is refused);
+    every value is checked as the models check their parameters (shapes, finite values,
+    probabilities >= 0 that sum to 1, positive covariances); anything amiss is a
+    ``ValueError`` naming the file.
+    """
+    path = os.fspath(path)
+    return _model_from_arrays(read_npz(path, "load"), "load", path)

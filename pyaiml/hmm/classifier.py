@@ -8,23 +8,24 @@ the mean and variance of the i-th segments, as HTK's HCompV/flat start does), th
 Baum-Welch. Classes train in parallel Python threads: the HMM kernels release the GIL.
 What it is not: a continuous-speech decoder (no language model, no word graph) and not a
 discriminative trainer (each class model sees only its own examples).
-Test: tests/test_speech_hmm.py (FSDD parts skip when ../shared/data/fsdd is absent);
-speed against hmmlearn: python -m pyaiml.cli bench speech.
+Files: ``save`` writes one .npz (config as JSON, the classes, each class model in the HMM
+models' own save format); ``load`` checks every part (each model as ``pyaiml.hmm.load`` does,
+and that it is the model the config describes) and raises ``ValueError`` naming the file.
+Test: tests/test_speech_hmm.py (FSDD parts skip when ../shared/data/fsdd is absent),
+tests/test_io_hmm_files.py; speed against hmmlearn: python -m pyaiml.cli bench speech.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from pyaiml._io import atomic_savez
-from pyaiml.hmm.base import left_right
-from pyaiml.hmm.base import load as _load_hmm
+from pyaiml._io import atomic_savez, bad_file, npz_bytes, read_npz
+from pyaiml.hmm.base import _json_meta, _model_from_arrays, left_right
 from pyaiml.hmm.models import GMMHMM, GaussianHMM
 
 EMISSIONS = ("gaussian", "gmm")
@@ -107,36 +108,6 @@ def _one_blas_thread():
     except ImportError:  # pragma: no cover - optional
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
-
-
-_LOG2PI = float(np.log(2.0 * np.pi))
-
-
-def _diag_terms(X, means, var):
-    """-0.5 * Mahalanobis + log-normaliser for diagonal Gaussians, as two GEMMs:
-    (N, D) x (C, D) means / variances -> (N, C)."""
-    prec = 1.0 / var
-    q = (X * X) @ prec.T - 2.0 * (X @ (means * prec).T)
-    return -0.5 * (q + ((means * means * prec).sum(1) - np.log(prec).sum(1) + X.shape[1] * _LOG2PI))
-
-
-def _fast_diag_emissions(m):
-    """Bind GEMM-form emission log-likelihoods to a diagonal-covariance model instance.
-
-    Measured on one FSDD digit model (9,000 frames, 8 states, 39 features), one BLAS thread:
-    1.7 ms per call against 11.9 ms for the model's own per-frame kernel; equal to 2e-13.
-    Only this instance changes (its class, save format and results stay those of pyaiml.hmm).
-    """
-    if isinstance(m, GMMHMM):
-        def component_loglik(X):
-            K, M, D = m.means_.shape
-            c = _diag_terms(X, m.means_.reshape(K * M, D), np.asarray(m.covars_).reshape(K * M, D))
-            with np.errstate(divide="ignore"):
-                return c.reshape(len(X), K, M) + np.log(m.weights_)[None]
-        m._component_loglik = component_loglik
-    else:
-        m._compute_log_likelihood = lambda X: _diag_terms(X, m.means_, np.asarray(m._covars_))
-    return m
 
 
 class HMMClassifier:
@@ -285,8 +256,6 @@ class HMMClassifier:
     def _fit_class(self, c, seqs):
         seed = self._seed(c)
         m = self._init_model(self._new_model(seed), seqs, seed)
-        if self.covariance_type == "diag":
-            _fast_diag_emissions(m)
         with warnings.catch_warnings():
             # a left-right model's last-state row never sees a transition out; the kernels keep
             # it and warn, which is expected here
@@ -359,17 +328,13 @@ class HMMClassifier:
         models' own save format); written atomically, read back without pickle by :meth:`load`."""
         self._check_fitted("save")
         path = os.fspath(path)
-        arrays = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for i, m in enumerate(self.models_):
-                f = os.path.join(tmp, f"m{i}.npz")
-                m.save(f)
-                with open(f, "rb") as fh:
-                    arrays[f"model_{i}"] = np.frombuffer(fh.read(), dtype=np.uint8)
+        arrays = {f"model_{i}": np.frombuffer(npz_bytes(**m._save_arrays()), dtype=np.uint8)
+                  for i, m in enumerate(self.models_)}
         cfg = {k: (int(v) if isinstance(v, np.integer) else v) for k, v in self.get_params().items()}
         arrays["classes"] = np.asarray(self.classes_)
-        if arrays["classes"].dtype == object:
-            raise ValueError("HMMClassifier.save: labels must be numbers or strings to be saved")
+        if arrays["classes"].dtype.kind not in "iufU":
+            raise ValueError(f"HMMClassifier.save: labels must be numbers or strings to be saved. Received dtype "
+                             f"{arrays['classes'].dtype}")
         meta = {"format": _FORMAT, "config": cfg, "n_features": int(self.n_features_in_)}
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         atomic_savez(path, **arrays)
@@ -377,23 +342,60 @@ class HMMClassifier:
 
     @classmethod
     def load(cls, path):
-        """Read a classifier written by :meth:`save`."""
-        with np.load(os.fspath(path), allow_pickle=False) as z:
-            if "__meta__" not in z.files:
-                raise ValueError(f"HMMClassifier.load: {path} is not a saved HMMClassifier (no __meta__ entry)")
-            meta = json.loads(bytes(z["__meta__"]).decode("utf-8"))
-            if meta.get("format") != _FORMAT:
-                raise ValueError(f"HMMClassifier.load: {path} holds {meta.get('format')!r}, not {_FORMAT!r}")
-            clf = cls(**meta["config"])
-            clf.classes_ = z["classes"]
-            models = []
-            with tempfile.TemporaryDirectory() as tmp:
-                for i in range(len(clf.classes_)):
-                    f = os.path.join(tmp, f"m{i}.npz")
-                    with open(f, "wb") as fh:
-                        fh.write(z[f"model_{i}"].tobytes())
-                    models.append(_load_hmm(f))
-            clf.models_ = models
-            clf.n_features_in_ = int(meta["n_features"])
-        return clf
+        """Read a classifier written by :meth:`save`.
 
+        Each class model is checked as ``pyaiml.hmm.load`` checks a model file, and against
+        the configuration (emission, states, covariance type, features); distinct labels, one
+        model per label, no other members. Anything amiss is a ``ValueError`` naming the file."""
+        op = "HMMClassifier.load"
+        path = os.fspath(path)
+        z = read_npz(path, op)
+        if "__meta__" not in z:
+            raise bad_file(op, path, "no __meta__ entry, so not a saved HMMClassifier")
+        meta = _json_meta(z["__meta__"], op, path)
+        if meta.get("format") != _FORMAT:
+            raise bad_file(op, path, f"format {meta.get('format')!r}, expected {_FORMAT!r}")
+        cfg = meta.get("config")
+        if not isinstance(cfg, dict):
+            raise bad_file(op, path, "config must be a JSON object")
+        try:
+            clf = cls(**cfg)
+        except (ValueError, TypeError) as e:
+            raise bad_file(op, path, f"its config is invalid: {type(e).__name__}: {e}") from None
+        D = meta.get("n_features")
+        if isinstance(D, bool) or not isinstance(D, int) or D < 1:
+            raise bad_file(op, path, f"n_features must be an integer >= 1. Received {D!r}")
+        classes = z.get("classes")
+        if classes is None or classes.ndim != 1 or classes.size == 0 or classes.dtype.kind not in "iufU":
+            raise bad_file(op, path, "classes must be a non-empty 1-D array of numbers or strings")
+        if len(np.unique(classes)) != len(classes):
+            raise bad_file(op, path, "classes must be distinct")
+        want = {"__meta__", "classes"} | {f"model_{i}" for i in range(len(classes))}
+        if set(z) != want:
+            raise bad_file(op, path, f"members {sorted(set(z) ^ want)} are missing or unexpected for "
+                                     f"{len(classes)} classes")
+        kind = GaussianHMM if clf.emission == "gaussian" else GMMHMM
+        models = []
+        for i in range(len(classes)):
+            label = f"{path} (model_{i})"
+            raw = z[f"model_{i}"]
+            if raw.dtype != np.uint8 or raw.ndim != 1:
+                raise bad_file(op, path, f"model_{i} must be the bytes of a model file. Received {raw.dtype} "
+                                         f"{raw.shape}")
+            m = _model_from_arrays(read_npz(raw.tobytes(), op, label), op, label)
+            if type(m) is not kind or m.n_components != clf.n_states or m.covariance_type != clf.covariance_type \
+                    or (kind is GMMHMM and m.n_mix != clf.n_mix):
+                raise bad_file(op, label, f"a {type(m).__name__} with {m.n_components} states and "
+                                          f"{m.covariance_type!r} covariances, but the config describes "
+                                          f"{kind.__name__} models with {clf.n_states} states and "
+                                          f"{clf.covariance_type!r} covariances")
+            missing = [n for n in m._saved_attributes() if not hasattr(m, n)]
+            if missing:
+                raise bad_file(op, label, f"the model is not fitted (no {missing})")
+            if m.n_features != D:
+                raise bad_file(op, label, f"the model has {m.n_features} features, the classifier {D}")
+            models.append(m)
+        clf.classes_ = classes
+        clf.models_ = models
+        clf.n_features_in_ = D
+        return clf

@@ -133,8 +133,10 @@ class CategoricalHMM(BaseHMM):
         if E.shape != (self.n_components, self.n_features):
             raise ValueError(f"{name}: emissionprob_ must have shape ({self.n_components}, {self.n_features}). "
                              f"Received {E.shape}")
-        if not np.all(np.isfinite(E)) or (E < 0).any():
-            raise ValueError(f"{name}: emissionprob_ must be finite and non-negative")
+        bad = np.argwhere(~(E >= 0) | ~np.isfinite(E))
+        if bad.size:
+            raise ValueError(f"{name}: emissionprob_ must be finite and non-negative (probabilities). Received "
+                             f"{E[tuple(bad[0])]} for state {bad[0][0]}, symbol {bad[0][1]}")
         rs = E.sum(axis=1)
         bad = np.flatnonzero(np.abs(rs - 1) > 1e-6)
         if bad.size:
@@ -473,6 +475,10 @@ class GMMHMM(BaseHMM):
         self.covars_ = np.asarray(self.covars_, dtype=np.float64)
         if self.weights_.shape != (K, M):
             raise ValueError(f"{name}: weights_ must have shape ({K}, {M}). Received {self.weights_.shape}")
+        bad = np.argwhere(~(self.weights_ >= 0) | ~np.isfinite(self.weights_))
+        if bad.size:
+            raise ValueError(f"{name}: weights_ must be finite and non-negative (mixture weights). Received "
+                             f"{self.weights_[tuple(bad[0])]} for state {bad[0][0]}, mixture component {bad[0][1]}")
         ws = self.weights_.sum(axis=1)
         bad = np.flatnonzero(np.abs(ws - 1) > 1e-6)
         if bad.size:
@@ -480,6 +486,10 @@ class GMMHMM(BaseHMM):
                              f"to {ws[bad[0]]:.6g}")
         if self.means_.ndim != 3 or self.means_.shape[:2] != (K, M):
             raise ValueError(f"{name}: means_ must have shape ({K}, {M}, n_features). Received {self.means_.shape}")
+        for what, a in (("means_", self.means_), ("covars_", self.covars_)):
+            if not all_finite(a):
+                raise ValueError(f"{name}: {what} must be finite. Received {a[~np.isfinite(a)][0]} at index "
+                                 f"{np.argwhere(~np.isfinite(a))[0].tolist()}")
         D = self.means_.shape[2]
         want = {"spherical": (K, M), "tied": (K, D, D), "diag": (K, M, D), "full": (K, M, D, D)}[self.covariance_type]
         if self.covars_.shape != want:

@@ -15,21 +15,25 @@ Weights-only files (``save_weights``) are a plain ``.npz`` with the same weight 
 
 Writes are atomic: the archive is written to a temporary file in the target directory,
 flushed and fsynced, then renamed over the target; a failure leaves any previous file
-intact. Loading checks the archive's CRCs and contents and raises ``ValueError`` naming
-the file for anything corrupted, truncated or from a newer format version.
-Tests: tests/test_keras_saving.py.
+intact. Loading reads the archive with pyaiml._io (declared sizes checked against the file
+before anything is allocated, CRCs, member count), checks every part (JSON objects, weights
+of the architecture's number, shapes and float dtypes, optimizer state, history) and raises
+``ValueError`` naming the file for anything corrupted, truncated, inconsistent or from a
+newer format version.
+Not checked before allocating: the layer sizes in config.json (the layers allocate their
+weights when the model is built from it).
+Tests: tests/test_keras_saving.py, tests/test_io_corrupt_files.py.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
+import re
 import zipfile
-import zlib
 
 import numpy as np
 
-from pyaiml._io import atomic_write
+from pyaiml._io import CorruptFileError, atomic_write, npz_bytes, read_npz, zip_members
 
 FORMAT = "pyaiml.keras"
 FORMAT_VERSION = 1
@@ -46,9 +50,7 @@ def _atomic_write(path: str, write_fn, overwrite=True):
 
 
 def _npz_bytes(arrays: dict) -> bytes:
-    b = io.BytesIO()
-    np.savez(b, **arrays)
-    return b.getvalue()
+    return npz_bytes(**arrays)
 
 
 def _weight_arrays(model) -> dict:
@@ -95,6 +97,11 @@ def save_model(model, filepath, overwrite=True, history=None):
     _atomic_write(filepath, write, overwrite)
 
 
+MEMBERS = ("metadata.json", "config.json", "weights.npz", "optimizer.npz", "history.json")
+# What building a model from a config, or compiling it, raises on a config it cannot use.
+_CONFIG_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError)
+
+
 def _bad(path, why):
     return ValueError(f"load_model: {path} is not a valid pyaiml model file ({why}). "
                       "It may be truncated or corrupted; re-save the model.")
@@ -102,10 +109,19 @@ def _bad(path, why):
 
 def _read_npz(data: bytes, path, what):
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except Exception as e:
-        raise _bad(path, f"{what} cannot be read: {type(e).__name__}: {e}") from None
+        return read_npz(data, "load_model", f"{path} ({what})")
+    except CorruptFileError as e:
+        raise _bad(path, f"{what} cannot be read: {e.why}") from None
+
+
+def _json(raw, path, what):
+    try:
+        d = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _bad(path, f"{what} cannot be parsed: {type(e).__name__}: {e}") from None
+    if not isinstance(d, dict):
+        raise _bad(path, f"{what} must hold a JSON object. Received {type(d).__name__}")
+    return d
 
 
 def load_model(filepath, compile=True):
@@ -116,43 +132,38 @@ def load_model(filepath, compile=True):
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_model: no such file: {path}")
     try:
-        with zipfile.ZipFile(path, "r") as z:
-            badfile = z.testzip()
-            if badfile is not None:
-                raise _bad(path, f"member {badfile} fails its CRC check")
-            names = set(z.namelist())
-            for need in ("metadata.json", "config.json", "weights.npz"):
-                if need not in names:
-                    raise _bad(path, f"member {need} is missing")
-            raw = {n: z.read(n) for n in names}
-    except zipfile.BadZipFile as e:
-        raise _bad(path, f"not a ZIP archive: {e}") from None
-    except (EOFError, OSError, zipfile.LargeZipFile, zlib.error, RuntimeError) as e:
-        raise _bad(path, f"{type(e).__name__}: {e}") from None
-    try:
-        meta = json.loads(raw["metadata.json"])
-        cfg = json.loads(raw["config.json"])
-    except (ValueError, UnicodeDecodeError) as e:
-        raise _bad(path, f"JSON cannot be parsed: {e}") from None
+        raw = zip_members(path, "load_model", path)
+    except CorruptFileError as e:
+        raise _bad(path, e.why) from None
+    extra = sorted(set(raw) - set(MEMBERS))
+    if extra:
+        raise _bad(path, f"unexpected members {extra}")
+    for need in ("metadata.json", "config.json", "weights.npz"):
+        if need not in raw:
+            raise _bad(path, f"member {need} is missing")
+    meta = _json(raw["metadata.json"], path, "metadata.json")
+    cfg = _json(raw["config.json"], path, "config.json")
     if meta.get("format") != FORMAT:
         raise _bad(path, f"format is {meta.get('format')!r}, expected {FORMAT!r}")
     v = meta.get("format_version")
     if not isinstance(v, int) or v > FORMAT_VERSION or v < 1:
         raise ValueError(f"load_model: {path} has format_version {v!r}; this pyaiml reads versions 1..{FORMAT_VERSION}. "
                          "Upgrade pyaiml to load it.")
+    weights = _read_npz(raw["weights.npz"], path, "weights.npz")
     try:
         model = Sequential.from_config(cfg["model"]["config"])
-    except (KeyError, TypeError) as e:
-        raise _bad(path, f"model config is incomplete: {type(e).__name__}: {e}") from None
+    except _CONFIG_ERRORS as e:
+        raise _bad(path, f"model config cannot be used: {type(e).__name__}: {e}") from None
     if not model.built:
         raise _bad(path, "model config has no input shape")
-    weights = _read_npz(raw["weights.npz"], path, "weights.npz")
     ws = []
     for i, layer in enumerate(model._layers):
         for j in range(len(layer._weight_names)):
             k = f"{i:03d}/{j:02d}"
             if k not in weights:
                 raise _bad(path, f"weight {k} of layer {layer.name!r} is missing")
+            if weights[k].dtype.kind != "f":
+                raise _bad(path, f"weight {k} of layer {layer.name!r} must be floats. Received {weights[k].dtype}")
             ws.append(weights[k])
     if len(ws) != len(weights):
         raise _bad(path, f"it holds {len(weights)} weight arrays, the architecture has {len(ws)}")
@@ -162,19 +173,31 @@ def load_model(filepath, compile=True):
         raise _bad(path, str(e)) from None
     cc = cfg.get("compile")
     if compile and cc:
-        model.compile(optimizer=optimizers.get(cc["optimizer"]), loss=losses.get(cc["loss"]), metrics=cc["metrics"])
+        try:
+            model.compile(optimizer=optimizers.get(cc["optimizer"]), loss=losses.get(cc["loss"]),
+                          metrics=cc["metrics"])
+        except _CONFIG_ERRORS as e:
+            raise _bad(path, f"compile config cannot be used: {type(e).__name__}: {e}") from None
         if "optimizer.npz" in raw:
             st = _read_npz(raw["optimizer.npz"], path, "optimizer.npz")
-            it = int(st.pop("iterations"))
+            it = st.pop("iterations", None)
+            if it is None or it.shape != () or it.dtype.kind not in "iu" or int(it) < 0:
+                raise _bad(path, "optimizer.npz needs 'iterations', an integer >= 0")
+            bad = [k for k in st if not re.fullmatch(r"[0-9]{1,9}/[A-Za-z0-9_]+", k)]
+            if bad:
+                raise _bad(path, f"optimizer state key {bad[0]!r} is not '<parameter index>/<slot>'")
+            bad = [k for k, a in st.items() if a.dtype.kind != "f"]
+            if bad:
+                raise _bad(path, f"optimizer state {bad[0]!r} must be floats. Received {st[bad[0]].dtype}")
             try:
-                model.optimizer.set_state(it, st, model._params())
+                model.optimizer.set_state(int(it), st, model._params())
             except ValueError as e:
                 raise _bad(path, str(e)) from None
     if "history.json" in raw:
         try:
-            model.history = callbacks.History.from_json(json.loads(raw["history.json"]))
-        except (ValueError, AttributeError) as e:
-            raise _bad(path, f"history.json cannot be parsed: {e}") from None
+            model.history = callbacks.History.from_json(_json(raw["history.json"], path, "history.json"))
+        except _CONFIG_ERRORS as e:
+            raise _bad(path, f"history.json cannot be used: {type(e).__name__}: {e}") from None
     return model
 
 
@@ -189,14 +212,15 @@ def load_weights(model, filepath):
     path = os.fspath(filepath)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_weights: no such file: {path}")
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        weights = _read_npz(data, path, "weights")
-    except ValueError as e:
-        raise ValueError(str(e).replace("load_model", "load_weights")) from None
+    weights = read_npz(path, "load_weights")
     keys = sorted(weights)
     n = sum(len(l._weight_names) for l in model._layers)
     if len(keys) != n:
         raise ValueError(f"load_weights: {path} holds {len(keys)} arrays, the model has {n}")
-    model.set_weights([weights[k] for k in keys])
+    bad = [k for k in keys if weights[k].dtype.kind != "f"]
+    if bad:
+        raise ValueError(f"load_weights: {path}: weight {bad[0]} must be floats. Received {weights[bad[0]].dtype}")
+    try:
+        model.set_weights([weights[k] for k in keys])
+    except ValueError as e:
+        raise ValueError(f"load_weights: {path} does not fit the model: {e}") from None

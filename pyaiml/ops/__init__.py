@@ -10,6 +10,7 @@ from pyaiml.ops.activations import (gelu, gelu_backward, log_softmax, log_softma
 from pyaiml.ops.hmm import hmm_categorical_loglik, hmm_forward_backward, hmm_gaussian_loglik, hmm_gmm_loglik, hmm_viterbi
 from pyaiml.ops.conv import conv1d, conv1d_backward, conv2d, conv2d_backward  # noqa: E402
 from pyaiml.ops.pool import max_pool1d, max_pool1d_backward, max_pool2d, max_pool2d_backward  # noqa: E402
+from pyaiml.ops.word2vec import word2vec_train_epoch  # noqa: E402
 
 __all__ = [
     "matmul",
@@ -27,6 +28,7 @@ __all__ = [
     "max_pool1d", "max_pool1d_backward", "max_pool2d", "max_pool2d_backward",
     "scaled_dot_product_attention",
     "scaled_dot_product_attention_backward",
+    "word2vec_train_epoch",
     "set_check_finite",
     "get_check_finite",
 ]

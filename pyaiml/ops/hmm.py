@@ -54,28 +54,68 @@ _LOG2PI = np.log(2 * np.pi)
 
 
 def offsets_from_lengths(lengths, n: int, op: str) -> np.ndarray:
-    """(S + 1,) int64 offsets from ``lengths``; checks they are positive and sum to ``n``."""
+    """(S + 1,) int64 offsets from ``lengths`` (S,); checks they are whole numbers >= 1 that
+    sum to ``n``.
+
+    Every check is made without overflow: each length is compared with ``n`` before any sum,
+    and the sum is exact (int64 only where S * n cannot overflow it, else Python integers),
+    so lengths such as ``[2**62] * 3 + [2**62 + 6]`` (an int64 sum that wraps round to 6) or
+    uint64 ``[2**64 - 1, 7]`` are refused instead of reaching the kernels.
+    """
     if lengths is None:
         if n < 1:
             raise ValueError(f"{op}: X must hold at least one frame. Received {n} frames")
         return np.array([0, n], dtype=np.int64)
-    ln = np.asarray(lengths)
+    try:
+        ln = np.asarray(lengths)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ValueError(f"{op}: lengths must be a 1-D sequence of integers. Received {type(lengths).__name__} "
+                         f"({e})") from None
     if ln.ndim != 1 or ln.size == 0:
         raise ValueError(f"{op}: lengths must be a non-empty 1-D sequence of integers. Received shape {ln.shape}")
-    if ln.dtype.kind not in "iu":
-        if ln.dtype.kind == "f" and np.all(np.isfinite(ln)) and np.all(ln == np.round(ln)):
-            ln = ln.astype(np.int64)
-        else:
-            raise TypeError(f"{op}: lengths must be integers. Received dtype {ln.dtype}")
-    bad = np.flatnonzero(ln <= 0)
+    if ln.dtype == object:  # Python integers beyond 64 bits: checked exactly, one by one
+        vals = ln.tolist()
+        for i, v in enumerate(vals):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{op}: lengths must be integers. Received {type(v).__name__} {v!r:.40} at "
+                                 f"lengths[{i}]")
+            if v < 1:
+                raise ValueError(f"{op}: every sequence length must be >= 1. Received lengths[{i}] = {v}")
+            if v > n:
+                raise ValueError(f"{op}: a sequence length cannot exceed the number of frames {n}. Received "
+                                 f"lengths[{i}] = {v}")
+        ln = np.array(vals, dtype=np.int64)
+    elif ln.dtype.kind == "f":
+        whole = np.isfinite(ln) & (ln == np.floor(ln))
+        if not whole.all():
+            i = int(np.argmin(whole))
+            raise ValueError(f"{op}: lengths must be whole numbers. Received lengths[{i}] = {ln[i]} "
+                             f"(dtype {ln.dtype})")
+    elif ln.dtype.kind not in "iu":
+        raise ValueError(f"{op}: lengths must be integers. Received dtype {ln.dtype}")
+    bad = np.flatnonzero(ln < 1)
     if bad.size:
         raise ValueError(
             f"{op}: every sequence length must be >= 1. Received lengths[{bad[0]}] = {ln[bad[0]]}"
         )
-    total = int(ln.sum())
-    if total != n:
-        raise ValueError(f"{op}: lengths must sum to the number of frames {n}. Received a sum of {total}")
-    return np.concatenate([[0], np.cumsum(ln, dtype=np.int64)]).astype(np.int64)
+    big = np.flatnonzero(ln > n)  # NumPy compares the Python int n exactly with any integer dtype
+    if big.size:
+        raise ValueError(f"{op}: a sequence length cannot exceed the number of frames {n}. Received "
+                         f"lengths[{big[0]}] = {ln[big[0]]}")
+    S = ln.size
+    if S > n:
+        raise ValueError(f"{op}: lengths must sum to the number of frames {n}. Received {S} sequences of at "
+                         f"least one frame each")
+    ln = ln.astype(np.int64)  # exact: every length is in [1, n]
+    if S * n >= 2**63:  # int64 partial sums could wrap round: the total in Python integers first
+        total = sum(ln.tolist())
+        if total != n:
+            raise ValueError(f"{op}: lengths must sum to the number of frames {n}. Received a sum of {total}")
+    off = np.zeros(S + 1, dtype=np.int64)
+    np.cumsum(ln, out=off[1:])
+    if off[-1] != n:
+        raise ValueError(f"{op}: lengths must sum to the number of frames {n}. Received a sum of {int(off[-1])}")
+    return off
 
 
 def _f64(x, op, name):

@@ -10,8 +10,10 @@
   Spearman, OOV %), ``evaluate_word_analogies`` (3CosAdd, batched as one matrix product).
 - Files: ``save_word2vec_format``/``load_word2vec_format`` in the word2vec text and binary
   formats (readable by gensim and word2vec.c, and reading theirs; values round-trip exactly),
-  and ``save``/``load``: one .npz file (vectors, counts, vocabulary as JSON), written to a
-  temporary file and renamed into place; no pickle on either side.
+  and ``save``/``load``: one .npz file (vectors, counts, vocabulary as JSON); no pickle on
+  either side. Every save goes through pyaiml._io.atomic_write (a failed save leaves any
+  previous file as it was); every load checks the sizes a file declares against the file
+  before allocating and raises ``ValueError`` naming the file for anything malformed.
 
 Not here: training (pyaiml/text/word2vec.py). Tests: tests/test_word2vec*.py.
 """
@@ -23,28 +25,92 @@ import os
 
 import numpy as np
 
-from pyaiml._io import atomic_savez
+from pyaiml._io import atomic_savez, atomic_write, bad_file, read_npz
 
 FORMAT = "pyaiml.KeyedVectors/1"
+_HEADER_MAX = 1000       # bytes of a word2vec header line '<count> <dimension>'
+_WORD_MAX = 100000       # bytes of one key in the binary format
+_BAD_KEY_CHARS = " \n"   # the formats separate keys from values by a space and rows by a newline
 
 
 def _json_arr(obj):
     return np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
 
 
-def _from_json_arr(a):
-    return json.loads(bytes(np.asarray(a, dtype=np.uint8)).decode("utf-8"))
-
-
-def _load_npz(path, fmt):
+def _from_json_arr(a, op, path, what):
+    """JSON stored as a uint8 array; any malformation is a ValueError naming the file."""
+    a = np.asarray(a)
+    if a.dtype != np.uint8 or a.ndim != 1:
+        raise bad_file(op, path, f"{what} must be a 1-D uint8 array of JSON text. Received {a.dtype} {a.shape}")
     try:
-        z = np.load(os.fspath(path), allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise ValueError(f"{fmt}: {path!s} is not a pyaiml save file ({e})") from None
-    if not hasattr(z, "files") or "meta" not in z.files:
-        raise ValueError(f"{fmt}: {path!s} is not a pyaiml save file (no 'meta' entry)")
-    meta = _from_json_arr(z["meta"])
+        return json.loads(a.tobytes().decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise bad_file(op, path, f"{what} is not JSON: {type(e).__name__}: {e}") from None
+
+
+def _load_npz(path, op):
+    """(arrays, meta dict) of a pyaiml .npz save file."""
+    path = os.fspath(path)
+    z = read_npz(path, op)
+    if "meta" not in z:
+        raise bad_file(op, path, f"no 'meta' entry, so not a pyaiml save file (members: {sorted(z)[:8]})")
+    meta = _from_json_arr(z["meta"], op, path, "meta")
+    if not isinstance(meta, dict) or not isinstance(meta.get("format"), str):
+        raise bad_file(op, path, "meta must be a JSON object with a 'format' string")
     return z, meta
+
+
+def _check_keys(keys, op, path):
+    """The JSON key list: distinct strings."""
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise bad_file(op, path, "keys must be a JSON list of strings")
+    if len(set(keys)) != len(keys):
+        seen = set()
+        dup = next(k for k in keys if k in seen or seen.add(k))
+        raise bad_file(op, path, f"key {dup!r} appears twice")
+    return keys
+
+
+def _check_matrix(a, shape, op, path, what):
+    if a.dtype.kind != "f" or a.shape != shape:
+        raise bad_file(op, path, f"{what} must be a float array of shape {shape}. Received {a.dtype} {a.shape}")
+    return a
+
+
+def _check_counts(c, V, op, path, what="attr_count"):
+    """Word counts: V integers >= 0."""
+    if c.dtype.kind not in "iu" or c.shape != (V,):
+        raise bad_file(op, path, f"{what} must be {V} integers. Received {c.dtype} {c.shape}")
+    neg = np.flatnonzero(c < 0)
+    if neg.size:
+        raise bad_file(op, path, f"{what} must be >= 0 (word counts). Received {c[neg[0]]} at row {neg[0]}")
+    return c.astype(np.int64)
+
+
+def _read_vocab_counts(fvocab, encoding, unicode_errors, op):
+    """``{word: count}`` from a vocabulary file of '<word> <count>' lines."""
+    path = os.fspath(fvocab)
+    counts = {}
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode(encoding, errors=unicode_errors).rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise bad_file(op, path, f"line {lineno} is not {encoding} text: {e}") from None
+            if not line.strip():
+                continue
+            w, sep, c = line.rstrip().rpartition(" ")
+            try:
+                n = int(c)
+            except ValueError:
+                n = None
+            if not sep or n is None:
+                raise bad_file(op, path, f"line {lineno} is not '<word> <count>'. Received {line[:60]!r}")
+            if not 0 <= n < 2**63:
+                raise bad_file(op, path, f"count must be >= 0 (a word count) and < 2**63. Received {n} for {w!r} on "
+                                         f"line {lineno}")
+            counts[w] = n
+    return counts
 
 
 class KeyedVectors:
@@ -380,123 +446,111 @@ class KeyedVectors:
         """Write the word2vec text or binary format (gensim and word2vec.c read it).
 
         Text values are written in their shortest exact float32 form, so they load back
-        bit for bit.
+        bit for bit. Everything is checked before writing (a key with a space or a newline,
+        which no reader could split from its values, is a ``ValueError``), and each file is
+        written through a temporary file renamed into place, so a failed save leaves any
+        previous file (``fname`` and ``fvocab``) as it was.
         """
-        V = len(self) if total_vec is None else int(total_vec)
-        vecs = np.asarray(self.vectors, dtype=np.float32)
+        op = "save_word2vec_format"
+        n, D = len(self.index_to_key), self.vector_size
+        vecs = np.asarray(self.vectors)
+        if vecs.shape != (n, D):
+            raise ValueError(f"{op}: vectors must have one row of {D} values per key, shape ({n}, {D}). "
+                             f"Received shape {vecs.shape}")
+        vecs = vecs.astype(np.float32)
+        V = n if total_vec is None else total_vec
+        if isinstance(V, bool) or not isinstance(V, (int, np.integer)) or V < 0:
+            raise ValueError(f"{op}: total_vec must be an integer >= 0. Received {total_vec!r}")
+        words = []
+        for i, k in enumerate(self.index_to_key):
+            w = f"{prefix}{k}"
+            bad = [c for c in _BAD_KEY_CHARS if c in w]
+            if bad:
+                raise ValueError(f"{op}: key {w!r} (row {i}) contains {bad[0]!r}, which separates keys from values "
+                                 "in the word2vec formats; such a file could not be read back")
+            try:
+                words.append(w.encode("utf8"))
+            except UnicodeEncodeError as e:
+                raise ValueError(f"{op}: key {w!r} (row {i}) cannot be written as UTF-8 ({e.reason})") from None
+        counts = self.expandos.get("count")
         if fvocab is not None:
-            with open(fvocab, "wb") as vout:
-                counts = self.expandos.get("count")
-                for i, k in enumerate(self.index_to_key):
-                    c = int(counts[i]) if counts is not None else len(self) - i
-                    vout.write(f"{prefix}{k} {c}\n".encode("utf8"))
-        with open(fname, "ab" if append else "wb") as f:
+            cnt = (np.asarray(counts).tolist() if counts is not None else list(range(n, 0, -1)))
+            if len(cnt) != n:
+                raise ValueError(f"{op}: the 'count' attribute has {len(cnt)} entries for {n} keys")
+
+            def write_vocab(f):
+                for w, c in zip(words, cnt):
+                    f.write(w + f" {int(c)}\n".encode("ascii"))
+
+            atomic_write(fvocab, write_vocab)
+
+        def write(f):
             if write_header:
-                f.write(f"{V} {self.vector_size}\n".encode("utf8"))
-            for i, k in enumerate(self.index_to_key):
+                f.write(f"{int(V)} {D}\n".encode("ascii"))
+            for w, row in zip(words, vecs):
                 if binary:
-                    f.write(f"{prefix}{k} ".encode("utf8") + vecs[i].astype("<f4").tobytes() + b"\n")
+                    f.write(w + b" " + row.astype("<f4").tobytes() + b"\n")
                 else:
-                    f.write(f"{prefix}{k} {' '.join(str(v) for v in vecs[i])}\n".encode("utf8"))
+                    f.write(w + b" " + " ".join(str(v) for v in row).encode("ascii") + b"\n")
+
+        atomic_write(fname, write, append=append)
 
     @classmethod
     def load_word2vec_format(cls, fname, fvocab=None, binary=False, encoding="utf8", unicode_errors="strict",
                              limit=None, datatype=np.float32, no_header=False):
         """Read the word2vec text or binary format (as written by gensim or word2vec.c).
 
-        A file that is truncated, whose header is not ``<count> <dim>``, or whose rows do not
-        have ``dim`` numbers raises ``ValueError`` naming the file and the line.
+        A file whose header is not ``<count> <dim>``, whose header declares more vectors than
+        the file can hold (checked before anything is allocated), that is truncated (also in
+        the middle of its last number: a text row must end with a newline), that holds more
+        rows than its header says, whose rows do not have ``dim`` numbers, or whose keys do
+        not decode raises ``ValueError`` naming the file and the line or vector. ``fvocab``:
+        '<word> <count>' lines; a count that is not an integer >= 0 is a ``ValueError``.
         """
+        op = "load_word2vec_format"
         name = os.fspath(fname)
-        counts = None
-        if fvocab is not None:
-            counts = {}
-            with open(fvocab, "rb") as f:
-                for line in f:
-                    w, c = line.decode(encoding, errors=unicode_errors).rstrip().rsplit(" ", 1)
-                    counts[w] = int(c)
+        counts = _read_vocab_counts(fvocab, encoding, unicode_errors, op) if fvocab is not None else None
         with open(name, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             if no_header:
                 if binary:
-                    raise ValueError("load_word2vec_format: no_header=True needs the text format")
-                lines = f.read().decode(encoding, errors=unicode_errors).splitlines()
-                first = lines[0].split() if lines else []
-                if len(first) < 2:
-                    raise ValueError(f"load_word2vec_format: {name} is empty or not in word2vec text format")
-                V, D = len(lines), len(first) - 1
-                header_lines = lines
+                    raise ValueError(f"{op}: no_header=True needs the text format")
+                keys, vecs = _read_text_rows(f, name, op, None, None, encoding, unicode_errors, limit)
+                D = vecs.shape[1]
             else:
-                head = f.readline()
+                head = f.readline(_HEADER_MAX)
                 try:
                     parts = head.decode("ascii").split()
-                    V, D = int(parts[0]), int(parts[1])
-                    if len(parts) != 2 or V < 0 or D < 1:
+                    if len(parts) != 2 or not head.endswith(b"\n"):
                         raise ValueError
-                except (ValueError, IndexError, UnicodeDecodeError):
-                    raise ValueError(
-                        f"load_word2vec_format: {name} does not start with a '<count> <dimension>' header "
-                        f"(first bytes {head[:40]!r}); not a word2vec file?"
-                    ) from None
-                header_lines = None
-            if limit:
-                V = min(V, int(limit))
-            keys, vecs = [], np.zeros((V, D), dtype=np.float32)
-            if binary:
-                nbytes = 4 * D
-                for i in range(V):
-                    word = bytearray()
-                    while True:
-                        ch = f.read(1)
-                        if not ch:
-                            raise ValueError(f"load_word2vec_format: {name} is truncated: header says {V} vectors, "
-                                             f"file ends in vector {i}")
-                        if ch == b" ":
-                            break
-                        if ch != b"\n" or word:
-                            word += ch
-                        if len(word) > 100000:
-                            raise ValueError(f"load_word2vec_format: {name} vector {i} has no word/vector separator; "
-                                             "not a binary word2vec file?")
-                    raw = f.read(nbytes)
-                    if len(raw) < nbytes:
-                        raise ValueError(f"load_word2vec_format: {name} is truncated: vector {i} has "
-                                         f"{len(raw)} of {nbytes} bytes")
-                    keys.append(word.decode(encoding, errors=unicode_errors))
-                    vecs[i] = np.frombuffer(raw, dtype="<f4")
-            else:
-                src = iter(header_lines) if header_lines is not None else f
-                i = 0
-                for lineno, line in enumerate(src, start=1 if header_lines is not None else 2):
-                    if i >= V:
-                        break
-                    if isinstance(line, bytes):
-                        try:
-                            line = line.decode(encoding, errors=unicode_errors)
-                        except UnicodeDecodeError:
-                            raise ValueError(f"load_word2vec_format: {name} line {lineno} is not {encoding} text, "
-                                             "so not a number either (binary file read as text? pass binary=True)"
-                                             ) from None
-                    parts = line.rstrip("\n").rstrip().split(" ")
-                    if len(parts) != D + 1:
-                        raise ValueError(f"load_word2vec_format: {name} line {lineno} has {len(parts) - 1} values, "
-                                         f"expected {D} (truncated or not a word2vec text file?)")
-                    try:
-                        vecs[i] = np.array(parts[1:], dtype=np.float32)
-                    except ValueError:
-                        raise ValueError(f"load_word2vec_format: {name} line {lineno} has a value that is not a "
-                                         "number (binary file read as text?)") from None
-                    keys.append(parts[0])
-                    i += 1
-                if i < V:
-                    raise ValueError(f"load_word2vec_format: {name} is truncated: header says {V} vectors, found {i}")
+                    V, D = int(parts[0]), int(parts[1])
+                    if V < 0 or D < 1:
+                        raise ValueError
+                except (ValueError, UnicodeDecodeError):
+                    raise bad_file(op, name, f"it does not start with a '<count> <dimension>' header line "
+                                             f"(first bytes {head[:40]!r})") from None
+                rows = min(V, int(limit)) if limit else V
+                # the smallest row: an empty key, then D numbers of one digit each after a space and a
+                # newline (text), or a space and D float32 values (binary)
+                least = rows * (4 * D + 1 if binary else 2 * D + 1)
+                left = size - len(head)
+                if least > left:
+                    raise bad_file(op, name, f"the header declares {V} vectors of {D} values, which need at "
+                                             f"least {least} bytes, but only {left} follow the header")
+                if binary:
+                    keys, vecs = _read_binary_rows(f, name, op, rows, D, encoding, unicode_errors)
+                else:
+                    keys, vecs = _read_text_rows(f, name, op, rows, D, encoding, unicode_errors, None)
+                if rows == V and f.read(_HEADER_MAX).strip():
+                    raise bad_file(op, name, f"the header says {V} vectors, but more data follows vector {V}")
         kv = cls(D)
-        uniq, rows = {}, []
+        uniq, idx = {}, []
         for i, k in enumerate(keys):
             if k not in uniq:
-                uniq[k] = len(rows)
-                rows.append(i)
+                uniq[k] = len(idx)
+                idx.append(i)
         keys = list(uniq)
-        vecs = vecs[rows] if len(rows) != len(vecs) else vecs
+        vecs = vecs[idx] if len(idx) != len(vecs) else vecs
         cnt = np.array([counts.get(k, 0) for k in keys] if counts is not None else
                        [len(keys) - i for i in range(len(keys))], dtype=np.int64)
         kv._set(keys, vecs.astype(datatype), cnt)
@@ -511,27 +565,124 @@ class KeyedVectors:
 
     @classmethod
     def load(cls, fname, mmap=None):
-        """Load a file written by :meth:`save` (or the ``wv`` part of a Word2Vec save)."""
-        z, meta = _load_npz(fname, "KeyedVectors.load")
-        if meta.get("format") == "pyaiml.Word2Vec/1":
+        """Load a file written by :meth:`save` (or the ``wv`` part of a Word2Vec save).
+
+        Anything malformed (not a pyaiml .npz, members missing or of the wrong shape, keys
+        that repeat, negative counts) is a ``ValueError`` naming the file."""
+        op = "KeyedVectors.load"
+        path = os.fspath(fname)
+        z, meta = _load_npz(path, op)
+        if meta["format"] == "pyaiml.Word2Vec/1":
             from pyaiml.text.word2vec import Word2Vec
 
-            return Word2Vec.load(fname).wv
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"KeyedVectors.load: {fname!s} has format {meta.get('format')!r}, expected {FORMAT!r}")
-        kv = cls(int(meta["vector_size"]))
-        keys = _from_json_arr(z["keys"])
-        vecs = np.array(z["vectors"])
-        if vecs.shape != (len(keys), kv.vector_size):
-            raise ValueError(f"KeyedVectors.load: {fname!s} is inconsistent: {len(keys)} keys, vectors {vecs.shape}")
+            return Word2Vec.load(path).wv
+        if meta["format"] != FORMAT:
+            raise bad_file(op, path, f"format {meta['format']!r}, expected {FORMAT!r}")
+        D = meta.get("vector_size")
+        if isinstance(D, bool) or not isinstance(D, int) or D < 1:
+            raise bad_file(op, path, f"vector_size must be an integer >= 1. Received {D!r}")
+        for k in ("keys", "vectors"):
+            if k not in z:
+                raise bad_file(op, path, f"member {k!r} is missing")
+        extra = sorted(k for k in z if k not in ("meta", "keys", "vectors") and not k.startswith("attr_"))
+        if extra:
+            raise bad_file(op, path, f"unexpected members {extra}")
+        keys = _check_keys(_from_json_arr(z["keys"], op, path, "keys"), op, path)
+        vecs = _check_matrix(z["vectors"], (len(keys), D), op, path, "vectors")
+        kv = cls(D)
         kv._set(keys, vecs)
-        for f in z.files:
-            if f.startswith("attr_"):
-                kv.expandos[f[5:]] = np.array(z[f])
+        for f in z:
+            if f == "attr_count":
+                kv.expandos["count"] = _check_counts(z[f], len(keys), op, path)
+            elif f.startswith("attr_"):
+                a = z[f]
+                if a.dtype.kind not in "iuf" or a.shape != (len(keys),):
+                    raise bad_file(op, path, f"{f} must be {len(keys)} numbers. Received {a.dtype} {a.shape}")
+                kv.expandos[f[5:]] = a
         return kv
 
     def __repr__(self):
         return f"KeyedVectors<vector_size={self.vector_size}, {len(self)} keys>"
+
+
+def _decode_key(raw, encoding, unicode_errors, op, name, where):
+    try:
+        return raw.decode(encoding, errors=unicode_errors)
+    except UnicodeDecodeError as e:
+        raise bad_file(op, name, f"{where}: the key is not {encoding} text ({e.reason}); pass unicode_errors="
+                                 "'replace' to read it anyway") from None
+
+
+def _read_binary_rows(f, name, op, V, D, encoding, unicode_errors):
+    """V rows of '<key> <D little-endian float32>' (a newline after each is optional)."""
+    keys, vecs = [], np.empty((V, D), dtype=np.float32)
+    nbytes = 4 * D
+    for i in range(V):
+        word = bytearray()
+        while True:
+            ch = f.read(1)
+            if not ch:
+                raise bad_file(op, name, f"truncated: the header says {V} vectors, the file ends in vector {i}")
+            if ch == b" ":
+                break
+            if ch != b"\n" or word:
+                word += ch
+            if len(word) > _WORD_MAX:
+                raise bad_file(op, name, f"vector {i} has no key/vector separator in {_WORD_MAX} bytes; not a "
+                                         "binary word2vec file?")
+        raw = f.read(nbytes)
+        if len(raw) < nbytes:
+            raise bad_file(op, name, f"truncated: vector {i} has {len(raw)} of {nbytes} bytes")
+        keys.append(_decode_key(bytes(word), encoding, unicode_errors, op, name, f"vector {i}"))
+        vecs[i] = np.frombuffer(raw, dtype="<f4")
+    return keys, vecs
+
+
+def _read_text_rows(f, name, op, V, D, encoding, unicode_errors, limit):
+    """Rows of '<key> <D numbers>' each ending with a newline; V rows (None: every line,
+    D from the first one, limited to ``limit`` rows)."""
+    lineno = 1 if V is not None else 0
+    keys, rows = [], []
+    out = np.empty((V, D), dtype=np.float32) if V is not None else None  # V checked against the file size
+    want = V if V is not None else (int(limit) if limit else None)
+    while want is None or len(keys) < want:
+        raw = f.readline()
+        lineno += 1
+        if not raw:
+            break
+        if not raw.endswith(b"\n"):
+            raise bad_file(op, name, f"line {lineno} does not end with a newline: the file is cut off (the last "
+                                     "number may be incomplete)")
+        try:
+            line = raw.decode(encoding, errors=unicode_errors)
+        except UnicodeDecodeError:
+            raise bad_file(op, name, f"line {lineno} is not {encoding} text, so not a number either (binary "
+                                     "file read as text? pass binary=True)") from None
+        parts = line.rstrip("\n").rstrip().split(" ")
+        if D is None:
+            D = len(parts) - 1
+            if D < 1:
+                raise bad_file(op, name, f"line {lineno} holds no numbers; not in word2vec text format")
+        if len(parts) != D + 1:
+            raise bad_file(op, name, f"line {lineno} has {len(parts) - 1} values, expected {D} (truncated or "
+                                     "not a word2vec text file?)")
+        try:
+            row = np.array(parts[1:], dtype=np.float32)
+        except ValueError:
+            raise bad_file(op, name, f"line {lineno} has a value that is not a number (binary file read as "
+                                     "text?)") from None
+        if out is not None:
+            out[len(keys)] = row
+        else:
+            rows.append(row)
+        keys.append(parts[0])
+    if V is not None and len(keys) < V:
+        raise bad_file(op, name, f"truncated: the header says {V} vectors, found {len(keys)}")
+    if V is None:
+        if not keys:
+            raise bad_file(op, name, "it is empty")
+        out = np.vstack(rows)
+    return keys, out
 
 
 def _rank(x):

@@ -2,9 +2,10 @@
 
 Python side (this file and vocab.py): vocabulary, subsampling thresholds, the noise alias
 table and the Huffman tree, and the corpus packed into int32 arrays once per ``train``
-call. Native side (csrc/cpu/word2vec.cpp, or pyaiml/_numba/word2vec.py): one call per
-epoch over those arrays, in ``workers`` threads, GIL released, learning rate decaying
-linearly from ``alpha`` to ``min_alpha`` over all epochs as in gensim.
+call. Native side (``pyaiml.ops.word2vec_train_epoch``: csrc/cpu/word2vec.cpp, or
+pyaiml/_numba/word2vec.py): one call per epoch over those arrays, in ``workers`` threads,
+GIL released, learning rate decaying linearly from ``alpha`` to ``min_alpha`` over all
+epochs as in gensim.
 
 Differences from gensim, on purpose:
 - a sentence given as a plain ``str`` is tokenised (``pyaiml.text.simple_tokenize``, with a
@@ -16,7 +17,8 @@ Differences from gensim, on purpose:
 - ``workers=1`` with a ``seed`` is exactly repeatable (gensim is not, because of its
   per-word hash seeding and threads); with more workers updates race (Hogwild), as in gensim;
 - the corpus is held in memory as int32 ids during ``train`` (4 bytes per word).
-- ``save``/``load`` use one .npz file (arrays + JSON), never pickle.
+- ``save``/``load`` use one .npz file (arrays + JSON), never pickle; ``load`` checks every
+  member against the others and raises ``ValueError`` naming the file for anything amiss.
 
 Tests: tests/test_word2vec*.py; benchmarks: pyaiml/bench/word2vec.py.
 """
@@ -27,19 +29,14 @@ import time
 
 import numpy as np
 
-from pyaiml import _backend
+from pyaiml._io import atomic_savez, bad_file
+from pyaiml.ops.word2vec import INT32_MAX, INT64_MAX, MAX_NEGATIVE, MAX_WORKERS, word2vec_train_epoch
 from pyaiml.text import vocab as _vocab
-from pyaiml._io import atomic_savez
-from pyaiml.text.keyedvectors import KeyedVectors, _from_json_arr, _json_arr, _load_npz
-
-_backend.register_op(
-    "word2vec_train_epoch",
-    cpp="pyaiml.ops._native_word2vec:train_epoch",
-    numba="pyaiml._numba.word2vec:train_epoch",
-    numpy="pyaiml.reference.word2vec:train_epoch",
-)
+from pyaiml.text.keyedvectors import (KeyedVectors, _check_counts, _check_keys, _check_matrix, _from_json_arr,
+                                      _json_arr, _load_npz)
 
 FORMAT = "pyaiml.Word2Vec/1"
+SEED_MAX = 2**64 - 1
 PAD = 16  # rows padded to 16 floats (64 bytes): whole SIMD vectors, cache-line aligned rows
 
 
@@ -57,9 +54,20 @@ def _padded(V, D, fill=None, rng=None):
     return m
 
 
-def _int_arg(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"Word2Vec: {name} must be an integer >= {lo}. Received {v!r}")
+# Integer arguments: (lowest, highest); the highest is what the trainer's C types hold.
+INT_ARGS = {"vector_size": (1, INT32_MAX), "window": (1, INT32_MAX), "min_count": (1, INT64_MAX),
+            "epochs": (1, INT64_MAX), "workers": (1, MAX_WORKERS), "negative": (0, MAX_NEGATIVE),
+            "max_vocab_size": (1, INT64_MAX), "max_final_vocab": (1, INT64_MAX), "seed": (0, SEED_MAX)}
+
+
+def _int_arg(name, v, op="Word2Vec"):
+    lo, hi = INT_ARGS[name]
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise ValueError(f"{op}: {name} must be an integer >= {lo}. Received {v!r}")
+    if v < lo:
+        raise ValueError(f"{op}: {name} must be an integer >= {lo}. Received {v}")
+    if v > hi:
+        raise ValueError(f"{op}: {name} must be an integer <= {hi}. Received {v}")
     return int(v)
 
 
@@ -95,19 +103,17 @@ class Word2Vec:
                  ns_exponent=0.75, cbow_mean=1, hashfxn=None, epochs=5, null_word=0, trim_rule=None,
                  sorted_vocab=1, batch_words=10000, compute_loss=False, callbacks=(), comment=None,
                  max_final_vocab=None, shrink_windows=True):
-        self.vector_size = _int_arg("vector_size", vector_size, 1)
-        self.window = _int_arg("window", window, 1)
-        self.min_count = _int_arg("min_count", min_count, 1)
-        self.epochs = _int_arg("epochs", epochs, 1)
-        self.workers = _int_arg("workers", workers, 1)
-        self.negative = _int_arg("negative", negative, 0)
+        self.vector_size = _int_arg("vector_size", vector_size)
+        self.window = _int_arg("window", window)
+        self.min_count = _int_arg("min_count", min_count)
+        self.epochs = _int_arg("epochs", epochs)
+        self.workers = _int_arg("workers", workers)
+        self.negative = _int_arg("negative", negative)
         self.hs = int(bool(hs))
         self.sg = int(bool(sg))
         self.cbow_mean = int(bool(cbow_mean))
         if self.negative == 0 and not self.hs:
             raise ValueError("Word2Vec: negative=0 with hs=0 leaves nothing to train; set negative>0 (e.g. 5) or hs=1")
-        if self.negative > 1000:
-            raise ValueError(f"Word2Vec: negative must be <= 1000. Received {negative}")
         for name, v in (("alpha", alpha), ("min_alpha", min_alpha), ("sample", sample), ("ns_exponent", ns_exponent)):
             if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v):
                 raise ValueError(f"Word2Vec: {name} must be a finite number. Received {v!r}")
@@ -116,11 +122,10 @@ class Word2Vec:
         if sample < 0:
             raise ValueError(f"Word2Vec: sample must be >= 0. Received {sample}")
         if max_vocab_size is not None:
-            _int_arg("max_vocab_size", max_vocab_size, 1)
+            max_vocab_size = _int_arg("max_vocab_size", max_vocab_size)
         if max_final_vocab is not None:
-            _int_arg("max_final_vocab", max_final_vocab, 1)
-        if seed is None or isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"Word2Vec: seed must be an integer. Received {seed!r}")
+            max_final_vocab = _int_arg("max_final_vocab", max_final_vocab)
+        seed = _int_arg("seed", seed)
         self.alpha, self.min_alpha = float(alpha), float(min_alpha)
         self.sample, self.ns_exponent = float(sample), float(ns_exponent)
         self.max_vocab_size, self.max_final_vocab = max_vocab_size, max_final_vocab
@@ -230,7 +235,7 @@ class Word2Vec:
             corpus_iterable = self._file_corpus(corpus_file)
         if corpus_iterable is None:
             raise ValueError("Word2Vec.train: give corpus_iterable (sentences) or corpus_file")
-        epochs = self.epochs if epochs is None else _int_arg("epochs", epochs, 1)
+        epochs = self.epochs if epochs is None else _int_arg("epochs", epochs, "Word2Vec.train")
         if compute_loss is not None:
             self.compute_loss = bool(compute_loss)
         cbs = self.callbacks if callbacks is None else tuple(callbacks)
@@ -241,7 +246,7 @@ class Word2Vec:
             raise ValueError("Word2Vec.train: the corpus is empty" + (" (a generator already consumed by build_vocab?"
                              " pass a list or a restartable iterable)" if n == 0 else ""))
         job_off = _vocab.jobs(sent_off)
-        fn = _backend.resolve("word2vec_train_epoch")
+        seed = (self.seed + 7919 * self.train_count) & SEED_MAX
         for cb in cbs:
             getattr(cb, "on_train_begin", lambda m: None)(self)
         eff_total = 0
@@ -250,11 +255,11 @@ class Word2Vec:
         for ep in range(epochs):
             for cb in cbs:
                 getattr(cb, "on_epoch_begin", lambda m: None)(self)
-            loss, eff, _pairs = fn(self._syn0p, self._syn1negp, self._syn1p, words, sent_off, job_off,
-                                   self._sample_thr, self._alias_thr, self._alias_idx, self._codes, self._points,
-                                   self._code_off, self.sg, self.hs, self.negative, self.window, self.cbow_mean,
-                                   int(self.shrink_windows), alpha, min_alpha, ep, epochs,
-                                   self.seed + 7919 * self.train_count, self.workers, self.compute_loss)
+            loss, eff, _pairs = word2vec_train_epoch(
+                self._syn0p, self._syn1negp, self._syn1p, words, sent_off, job_off, self._sample_thr,
+                self._alias_thr, self._alias_idx, self._codes, self._points, self._code_off, self.sg, self.hs,
+                self.negative, self.window, self.cbow_mean, int(self.shrink_windows), alpha, min_alpha, ep, epochs,
+                seed, self.workers, self.compute_loss)
             eff_total += eff
             self.running_training_loss = float(loss)
             self.epoch_losses.append(float(loss))
@@ -296,31 +301,58 @@ class Word2Vec:
 
     @classmethod
     def load(cls, fname, *args, **kwargs):
-        """Load a model written by :meth:`save`."""
-        z, meta = _load_npz(fname, "Word2Vec.load")
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"Word2Vec.load: {fname!s} has format {meta.get('format')!r}, expected {FORMAT!r} "
-                             "(KeyedVectors files load with KeyedVectors.load)")
+        """Load a model written by :meth:`save`.
+
+        Every member is checked against the others before use (hyperparameters as the
+        constructor checks them, shapes, counts >= 0, the output weights the settings need);
+        anything amiss is a ``ValueError`` naming the file."""
+        op = "Word2Vec.load"
+        path = os.fspath(fname)
+        z, meta = _load_npz(path, op)
+        if meta["format"] != FORMAT:
+            raise bad_file(op, path, f"format {meta['format']!r}, expected {FORMAT!r} (KeyedVectors files load "
+                                     "with KeyedVectors.load)")
+        missing = [k for k in cls._HYPER if k not in meta]
+        if missing:
+            raise bad_file(op, path, f"meta lacks {missing}")
         m = cls.__new__(cls)
-        Word2Vec.__init__(m, vector_size=meta["vector_size"], window=meta["window"], min_count=meta["min_count"],
-                          max_vocab_size=meta["max_vocab_size"], sample=meta["sample"], sg=meta["sg"], hs=meta["hs"],
-                          negative=meta["negative"], ns_exponent=meta["ns_exponent"], cbow_mean=meta["cbow_mean"],
-                          alpha=meta["alpha"], min_alpha=meta["min_alpha"], epochs=meta["epochs"],
-                          workers=meta["workers"], seed=meta["seed"], compute_loss=meta["compute_loss"],
-                          max_final_vocab=meta["max_final_vocab"], shrink_windows=meta["shrink_windows"])
+        try:
+            Word2Vec.__init__(m, vector_size=meta["vector_size"], window=meta["window"],
+                              min_count=meta["min_count"], max_vocab_size=meta["max_vocab_size"],
+                              sample=meta["sample"], sg=meta["sg"], hs=meta["hs"], negative=meta["negative"],
+                              ns_exponent=meta["ns_exponent"], cbow_mean=meta["cbow_mean"], alpha=meta["alpha"],
+                              min_alpha=meta["min_alpha"], epochs=meta["epochs"], workers=meta["workers"],
+                              seed=meta["seed"], compute_loss=meta["compute_loss"],
+                              max_final_vocab=meta["max_final_vocab"], shrink_windows=meta["shrink_windows"])
+        except (ValueError, TypeError) as e:
+            raise bad_file(op, path, f"its settings are invalid: {e}") from None
         for k in ("corpus_count", "corpus_total_words", "train_count", "effective_min_count"):
-            setattr(m, k, meta[k])
-        keys = _from_json_arr(z["keys"])
-        vec = np.array(z["vectors"])
+            v = meta[k]
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= INT64_MAX:
+                raise bad_file(op, path, f"{k} must be an integer >= 0. Received {v!r}")
+            setattr(m, k, v)
+        want = {"meta", "keys", "vectors", "counts", "sample_thr"} | ({"syn1neg"} if m.negative else set()) \
+            | ({"syn1"} if m.hs else set())
+        if set(z) != want:
+            raise bad_file(op, path, f"members {sorted(z)}, expected {sorted(want)} for negative={m.negative}, "
+                                     f"hs={m.hs}")
+        keys = _check_keys(_from_json_arr(z["keys"], op, path, "keys"), op, path)
         V, D = len(keys), m.vector_size
-        if vec.shape != (V, D):
-            raise ValueError(f"Word2Vec.load: {fname!s} is inconsistent: {V} keys, vectors {vec.shape}")
-        cnt = np.array(z["counts"], dtype=np.int64)
-        m._sample_thr = np.array(z["sample_thr"], dtype=np.uint32)
+        if V < 1:
+            raise bad_file(op, path, "the vocabulary is empty")
+        vec = _check_matrix(z["vectors"], (V, D), op, path, "vectors")
+        cnt = _check_counts(z["counts"], V, op, path, "counts")
+        if m.negative and not cnt.any():
+            raise bad_file(op, path, "counts are all 0, so there is no noise distribution for negative sampling")
+        thr = z["sample_thr"]
+        if thr.dtype != np.uint32 or thr.shape != (V,):
+            raise bad_file(op, path, f"sample_thr must be {V} uint32 values. Received {thr.dtype} {thr.shape}")
+        m._sample_thr = thr
         m._prepare_tables(keys, cnt)
         m._syn0p = _padded(V, D, fill=vec)
-        m._syn1negp = _padded(V, D, fill=np.array(z["syn1neg"])) if m.negative else None
-        m._syn1p = _padded(V, D, fill=np.array(z["syn1"])) if m.hs else None
+        m._syn1negp = _padded(V, D, fill=_check_matrix(z["syn1neg"], (V, D), op, path, "syn1neg")) if m.negative \
+            else None
+        m._syn1p = _padded(V, D, fill=_check_matrix(z["syn1"], (V, D), op, path, "syn1")) if m.hs else None
         m._expose(keys, cnt)
         return m
 

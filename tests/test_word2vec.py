@@ -512,10 +512,6 @@ def test_integer_arguments_are_range_checked_by_name(arg, value, msg):
 
 
 def test_largest_seed_trains_like_the_numpy_oracle(monkeypatch):
-    if _backend.choose(OP)[0] == "numba":
-        # pyaiml/_numba/word2vec.py passes the seed to the kernel as a Python int, which Numba
-        # converts to int64: seeds >= 2**63 raise OverflowError there (the C++ binding takes uint64)
-        pytest.xfail("the Numba trainer takes seeds < 2**63 only")
     sents = topic_corpus(6, L=5)
     got = Word2Vec(sents, vector_size=4, min_count=1, epochs=1, workers=1, seed=2**64 - 1)
     monkeypatch.setenv("PYAIML_BACKEND", "numpy")

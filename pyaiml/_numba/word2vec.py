@@ -230,7 +230,7 @@ def train_epoch(syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias
     job_pairs = np.zeros(n_jobs, np.int64)
     args = (syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias_thr, alias_idx, codes, points,
             code_off, int(sg), int(hs), int(negative), int(window), int(cbow_mean), int(shrink_windows),
-            float(alpha), float(min_alpha), int(epoch), int(epochs), int(seed) & 0xFFFFFFFFFFFFFFFF,
+            float(alpha), float(min_alpha), int(epoch), int(epochs), np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF),
             bool(compute_loss))
     tail = (SIG_TABLE, job_loss, job_eff, job_pairs, max_sent, max_rows)
     W = max(1, min(int(workers), n_jobs))

@@ -173,3 +173,30 @@ def test_gaussian_hmm_outlier_matches_hmmlearn(backend, monkeypatch):
             m.fit(X)
     np.testing.assert_allclose(ours.transmat_, theirs.transmat_, atol=1e-10)
     np.testing.assert_allclose(ours.means_, theirs.means_, atol=1e-8)
+
+
+def test_classifier_falls_back_to_log_space_where_scaling_underflows():
+    """HMMClassifier's default 'scaling' must not lose a sequence: the hand case above as a
+    2-D Gaussian model (state 1 800 nats behind at frame 0, state 0 1000 nats ahead at frame 1)."""
+    from pyaiml.hmm import HMMClassifier
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.normal(size=(12, 2)) + 3 * (i % 2) for i in range(8)]
+    clf = HMMClassifier(n_states=3, n_iter=2, topology="ergodic", n_jobs=1).fit(seqs, np.arange(8) % 2)
+    assert clf.implementation == "scaling"
+    m = clf.models_[0]
+    a = np.sqrt(2000.0)
+    m.startprob_ = PI
+    m.transmat_ = A
+    m.means_ = np.array([[0.0, 0.0], [40.0, 0.0], [0.0, a]])
+    m.covars_ = np.ones((3, 2))
+    X = np.array([[0.0, a / 2], [-5.0, 0.0]])
+    with pytest.raises(H.ScalingUnderflowError):
+        m.score(X)
+    got = clf.log_likelihoods([X])[0, 0]
+    m.implementation = "log"
+    want = m.score(X)
+    const = -np.log(2 * np.pi)  # the 2-D unit-variance normalising constant per frame
+    # frame maxima -250 and -12.5 stand for the hand case's 0 and 1000: LP shifted by -250 - 1012.5
+    assert want == pytest.approx(LP + 2 * const - 250.0 - 1012.5, rel=1e-12)
+    assert got == want

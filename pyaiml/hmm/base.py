@@ -135,6 +135,11 @@ class BaseHMM:
     Extras over hmmlearn: ``X`` may be a list of arrays (one per sequence) wherever
     ``X, lengths`` is taken; ``score(..., per_sequence=True)``; ``n_init`` restarts keeping
     the best; the full log-likelihood history in ``monitor_.history``; ``save``/``load``.
+
+    ``implementation``: "log" (default) is exact for any spread of log-likelihoods; "scaling"
+    is faster but flushes states more than ~708 nats behind a frame's best (see
+    ``pyaiml.ops.hmm_forward_backward``): it raises ScalingUnderflowError where that loses a
+    whole sequence.
     """
 
     _param_names: tuple = ()         # fitted attributes saved by save()

@@ -172,7 +172,13 @@ def hmm_forward_backward(startprob, transmat, framelogprob, lengths=None, *, imp
     ----------
     startprob : (K,)   transmat : (K, K)   framelogprob : (N, K) emission log-likelihoods
     lengths : (S,) ints summing to N, or None for one sequence
-    implementation : "scaling" or "log"
+    implementation : "scaling" or "log". "log" is exact for any spread of log-likelihoods.
+        "scaling" keeps probabilities scaled per frame, faster, but a state whose emission or
+        forward probability falls more than ~708 nats below the frame's best is flushed to
+        zero: where that loses every path of a sequence it raises ScalingUnderflowError (a
+        ValueError) instead of returning -inf; where other paths survive, the lost ones are
+        missing from the result, so use "log" (the default of every pyaiml.hmm model) when
+        states can differ by hundreds of nats in one frame (outliers, extreme features).
 
     Returns
     -------

@@ -20,10 +20,10 @@ import warnings
 import numpy as np
 
 from pyaiml.audio import mfcc_features
-from pyaiml.datasets.fsdd import load_fsdd
+from pyaiml.datasets.fsdd import find_fsdd, load_fsdd
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data", "fsdd")
+DEFAULT_DATA = find_fsdd()[0]  # PYAIML_FSDD, else ./data/fsdd
 
 
 def _left_right_start(n_states: int):

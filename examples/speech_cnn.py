@@ -3,7 +3,7 @@
 Data: the Free Spoken Digit Dataset (FSDD; Zohar Jackson et al., CC BY-SA 4.0), 2,500
 8 kHz recordings of the digits 0-9 by 5 speakers, official split (recording indexes 0-4
 test, 5-49 train). Not shipped with pyaiml: pass the folder holding ``recordings/`` as the
-first argument or in PYAIML_FSDD (default: the project's ../shared/data/fsdd).
+first argument, or in PYAIML_FSDD, or put it in ./data/fsdd.
 
 Features: each recording becomes a 128-point vector, the mean log power spectrum
 (256-point frames, hop 128, Hann window, pre-emphasis 0.97; bins 1-128, i.e. 31 Hz-4 kHz),
@@ -26,9 +26,7 @@ import wave
 import numpy as np
 
 import pyaiml as tf
-
-DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "fsdd")
-
+from pyaiml.datasets.fsdd import find_fsdd
 
 def read_wav(path):
     with wave.open(path, "rb") as w:
@@ -64,7 +62,9 @@ def load(root):
 
 
 def main():
-    root = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("PYAIML_FSDD", DEFAULT)
+    root = find_fsdd(sys.argv[1] if len(sys.argv) > 1 else None)[0]
+    if root is None:
+        raise SystemExit("FSDD not found: pass its folder, set PYAIML_FSDD, or put it in ./data/fsdd")
     tf.set_num_threads(2)
     tf.keras.utils.set_random_seed(0)
     X_train, y_train_ids, X_test, y_test_ids = load(root)

@@ -17,7 +17,7 @@ Test sets: "official" (indexes 0-4), with --extra-test DIR2 "extra" (every WAV t
 carries the digit; others are reported and skipped), with --loso "loso-<speaker>" for every
 speaker held out in turn and "loso-mean".
 
-Run: python examples/speech_digits.py --data ../shared/data/fsdd [--extra-test DIR] [--loso]
+Run: python examples/speech_digits.py --data FSDD_DIR [--extra-test DIR] [--loso]
 Not a test (tests/test_speech_*.py) and not a benchmark (python -m pyaiml.bench.speech).
 """
 from __future__ import annotations
@@ -32,12 +32,12 @@ import numpy as np
 
 import pyaiml
 from pyaiml.audio import mfcc_features
-from pyaiml.datasets.fsdd import load_fsdd
+from pyaiml.datasets.fsdd import find_fsdd, load_fsdd
 from pyaiml.hmm import HMMClassifier
 from pyaiml.speech import CNNClassifier
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data", "fsdd")
+DEFAULT_DATA = find_fsdd()[0]  # PYAIML_FSDD, else ./data/fsdd
 
 
 def features(ds, label):

@@ -6,20 +6,18 @@ averaged phrase vector, and save the vectors in the word2vec text format that ge
 word2vec.c read.
 
 Run: python examples/word2vec_shakespeare.py [path/to/input.txt]
-(default: ../shared/data/tinyshakespeare/input.txt next to the repository).
+(default: the copy shipped with pyaiml, pyaiml.datasets.load_tiny_shakespeare()).
 """
 import os
 import sys
 import time
 import warnings
 
+from pyaiml.datasets import load_tiny_shakespeare
 from pyaiml.models import Word2Vec
 
-here = os.path.dirname(os.path.abspath(__file__))
-path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "..", "shared", "data", "tinyshakespeare",
-                                                            "input.txt")
-with open(path, encoding="utf8") as f:
-    lines = [line for line in f if line.strip() and not line.rstrip().endswith(":")]  # drop speaker tags
+text = load_tiny_shakespeare(sys.argv[1] if len(sys.argv) > 1 else None)
+lines = [line for line in text.splitlines() if line.strip() and not line.rstrip().endswith(":")]  # no speaker tags
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # we pass plain strings on purpose: pyaiml tokenises them

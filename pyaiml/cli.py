@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     pd.add_argument("--only", metavar="LIST", help="comma-separated sections to run: word2vec,cnn,speech,text "
                     "(default: all)")
     pd.add_argument("--fsdd", metavar="DIR", help="Free Spoken Digit Dataset folder for the speech section "
-                    "(default: $PYAIML_FSDD, else ./data/fsdd or ../shared/data/fsdd)")
+                    "(default: $PYAIML_FSDD, else ./data/fsdd)")
     pd.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run in seconds")
     pd.add_argument("--threads", type=int, default=None, help="pyaiml threads (default: pyaiml's default)")
     args = p.parse_args(argv)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import sys
 import time
 import traceback
@@ -37,8 +36,9 @@ import warnings
 
 import numpy as np
 
+from pyaiml.datasets.fsdd import find_fsdd, holds_fsdd  # noqa: F401 (find_fsdd: part of the demo API)
+
 SECTIONS = ("word2vec", "cnn", "speech", "text")
-FSDD_DEFAULTS = (os.path.join("data", "fsdd"),)
 FSDD_HINT = ("get the Free Spoken Digit Dataset (https://github.com/Jakobovski/free-spoken-digit-dataset, "
              "CC BY-SA 4.0) and run `pyaiml demo --fsdd PATH` (the folder with the .wav files or with "
              "recordings/), or set PYAIML_FSDD=PATH, or put it in ./data/fsdd")
@@ -234,39 +234,6 @@ def section_cnn(b: Budget) -> str:
 
 
 # ----------------------------------------------------------------------------- speech
-def _holds_fsdd(path):
-    for d in (path, os.path.join(path, "recordings")):
-        try:
-            if any(n.lower().endswith(".wav") for n in os.listdir(d)):
-                return True
-        except OSError:
-            pass
-    return False
-
-
-def find_fsdd(explicit=None, environ=None, cwd=None):
-    """Where the speech section reads FSDD: ``(path or None, source, tried)``.
-
-    ``source`` is "--fsdd", "PYAIML_FSDD" or "default"; with an explicit path or the
-    environment variable that path is returned whether or not it holds FSDD (the caller
-    reports it); otherwise the first default folder that holds .wav files, or None.
-    """
-    environ = os.environ if environ is None else environ
-    cwd = os.getcwd() if cwd is None else cwd
-    if explicit:
-        return os.path.abspath(os.path.join(cwd, os.path.expanduser(explicit))), "--fsdd", [explicit]
-    if environ.get("PYAIML_FSDD"):
-        p = environ["PYAIML_FSDD"]
-        return os.path.abspath(os.path.join(cwd, os.path.expanduser(p))), "PYAIML_FSDD", [p]
-    tried = []
-    for rel in FSDD_DEFAULTS:
-        p = os.path.normpath(os.path.join(cwd, rel))
-        tried.append(p)
-        if _holds_fsdd(p):
-            return p, "default", tried
-    return None, "default", tried
-
-
 def section_speech(b: Budget, fsdd=None) -> str:
     from pyaiml.audio.features import mfcc_features
     from pyaiml.datasets.fsdd import load_fsdd
@@ -277,7 +244,7 @@ def section_speech(b: Budget, fsdd=None) -> str:
         _say(f"  FSDD not found (looked in {', '.join(tried)}).")
         _say(f"  To run this section, {FSDD_HINT}.")
         raise Skip("FSDD not found; see the hint above")
-    if not _holds_fsdd(path):
+    if not holds_fsdd(path):
         raise FileNotFoundError(f"{source} points at {path}, which holds no .wav files (nor a recordings/ folder "
                                 f"of them); {FSDD_HINT}")
     t0 = time.perf_counter()

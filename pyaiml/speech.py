@@ -8,7 +8,7 @@ length only matters for cost), and :class:`CNNClassifier` (fit / predict / predi
 score over lists of sequences, the counterpart of pyaiml.hmm.HMMClassifier).
 What it is not: a feature extractor (use pyaiml.audio.mfcc_features or log_mel_spectrogram)
 nor a streaming recognizer.
-Test: tests/test_speech_cnn.py (FSDD parts skip when ../shared/data/fsdd is absent).
+Test: tests/test_speech_cnn.py (FSDD parts skip when FSDD is not found; see tests/conftest.py).
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Audio suite: pyaiml.audio against librosa (and scipy for resampling and WAV reading).
 
 Throughput is seconds of audio processed per second of wall time ("x" real time).
-Cases: the recognizer pipeline mfcc_features over FSDD recordings (when the shared copy is
-present) against the same pipeline written with librosa; mfcc and log-mel on longer
+Cases: the recognizer pipeline mfcc_features over FSDD recordings (when FSDD is found:
+PYAIML_FSDD or ./data/fsdd) against the same pipeline written with librosa; mfcc and log-mel on longer
 signals with librosa's parameters; polyphase resampling; WAV reading.
 Validation first: the librosa pipeline is configured to compute the same features
 (same trimming, pre-emphasis, framing with the end padded, Hamming window, HTK filters,
@@ -16,7 +16,6 @@ import numpy as np
 
 from pyaiml.bench.harness import Case, check_close
 
-FSDD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data", "fsdd")
 SR = 8000
 # mfcc_features defaults at 8 kHz: 25 ms / 10 ms frames, 256-point FFT, 26 HTK mel bands 20-4000 Hz
 P = dict(win=200, hop=80, n_fft=256, n_mels=26, fmin=20.0, lifter=22.0, trim_frame=200, trim_hop=50, top_db=40.0)
@@ -44,10 +43,17 @@ def librosa_pipeline(librosa, y, sr):
     return (F / np.where(sd * sd > 1e-8, sd, 1.0)).astype(np.float32)
 
 
+def _fsdd_path():
+    from pyaiml.datasets.fsdd import find_fsdd, holds_fsdd
+
+    p = find_fsdd()[0]
+    return p if p is not None and holds_fsdd(p) else None
+
+
 def _fsdd_signals(limit):
     from pyaiml.datasets.fsdd import load_fsdd
 
-    ds = load_fsdd(FSDD)
+    ds = load_fsdd(_fsdd_path())
     idx = np.arange(len(ds))
     if limit and limit < len(ds):
         idx = idx[:: len(ds) // limit][:limit]  # spread over digits and speakers
@@ -63,7 +69,7 @@ def cases(quick: bool = False):
         librosa = None
     rng = np.random.default_rng(0)
 
-    if os.path.isdir(FSDD):
+    if _fsdd_path() is not None:
         sigs, rates, names, folder = _fsdd_signals(250 if quick else 0)
         secs = sum(len(y) / r for y, r in zip(sigs, rates))
         fns = {"pyaiml": lambda: [A.mfcc_features(y, r) for y, r in zip(sigs, rates)]}

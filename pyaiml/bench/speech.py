@@ -13,13 +13,12 @@ this shared 2-core machine); pyaiml trains the 10 classes in parallel threads wi
 pyaiml's thread count (2 by default in ``pyaiml bench``), 'scaling' too.
 Validation before timing: both sides' test accuracy on the official test split must be
 within 3 points of each other and above 90%.
-Needs the FSDD copy (../shared/data/fsdd or PYAIML_FSDD) and hmmlearn; yields nothing
+Needs FSDD (PYAIML_FSDD or ./data/fsdd) and hmmlearn; yields nothing
 without the data. ``python -m pyaiml.bench.speech`` runs the suite with fewer repeats for the
 GMM rows (hmmlearn's GMMHMM recipe takes ~80 s per run) and prints a table.
 """
 from __future__ import annotations
 
-import os
 import time
 import warnings
 
@@ -27,8 +26,6 @@ import numpy as np
 
 from pyaiml.bench.harness import Case
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DATA = os.path.join(HERE, "..", "..", "..", "shared", "data", "fsdd")
 K, N_MIX, N_ITER = 8, 3, 15
 
 _CACHE = {}
@@ -36,10 +33,12 @@ _CACHE = {}
 
 def fsdd_features(path=None):
     """(features list, digits, train_idx, test_idx) of the FSDD copy, or None when absent."""
-    path = path or os.environ.get("PYAIML_FSDD", DEFAULT_DATA)
+    from pyaiml.datasets.fsdd import find_fsdd, holds_fsdd
+
+    path = find_fsdd(path)[0]
     if path in _CACHE:
         return _CACHE[path]
-    if not os.path.isdir(path):
+    if path is None or not holds_fsdd(path):
         return None
     from pyaiml.audio import mfcc_features
     from pyaiml.datasets.fsdd import load_fsdd

@@ -146,3 +146,41 @@ def load_fsdd(path, on_error: str = "raise", speakers=None) -> FSDD:
                 digits=np.array([m[1] for m in meta], dtype=np.int64),
                 speakers=np.array([m[0] for m in meta]), indexes=idx, filenames=[m[3] for m in meta],
                 train_idx=np.flatnonzero(~tst), test_idx=np.flatnonzero(tst), skipped=skipped, path=folder)
+
+
+# Where FSDD is looked for, in order: an explicit path, $PYAIML_FSDD, ./data/fsdd.
+FSDD_DEFAULTS = (os.path.join("data", "fsdd"),)
+
+
+def holds_fsdd(path):
+    """True when ``path`` or its ``recordings/`` sub-folder holds .wav files."""
+    for d in (path, os.path.join(path, "recordings")):
+        try:
+            if any(n.lower().endswith(".wav") for n in os.listdir(d)):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def find_fsdd(explicit=None, environ=None, cwd=None):
+    """Where pyaiml looks for FSDD (demo, benchmarks, examples): ``(path or None, source, tried)``.
+
+    ``source`` is "--fsdd", "PYAIML_FSDD" or "default"; with an explicit path or the
+    environment variable that path is returned whether or not it holds FSDD (the caller
+    reports it); otherwise the first default folder that holds .wav files, or None.
+    """
+    environ = os.environ if environ is None else environ
+    cwd = os.getcwd() if cwd is None else cwd
+    if explicit:
+        return os.path.abspath(os.path.join(cwd, os.path.expanduser(explicit))), "--fsdd", [explicit]
+    if environ.get("PYAIML_FSDD"):
+        p = environ["PYAIML_FSDD"]
+        return os.path.abspath(os.path.join(cwd, os.path.expanduser(p))), "PYAIML_FSDD", [p]
+    tried = []
+    for rel in FSDD_DEFAULTS:
+        p = os.path.normpath(os.path.join(cwd, rel))
+        tried.append(p)
+        if holds_fsdd(p):
+            return p, "default", tried
+    return None, "default", tried

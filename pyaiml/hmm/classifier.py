@@ -11,7 +11,7 @@ discriminative trainer (each class model sees only its own examples).
 Files: ``save`` writes one .npz (config as JSON, the classes, each class model in the HMM
 models' own save format); ``load`` checks every part (each model as ``pyaiml.hmm.load`` does,
 and that it is the model the config describes) and raises ``ValueError`` naming the file.
-Test: tests/test_speech_hmm.py (FSDD parts skip when ../shared/data/fsdd is absent),
+Test: tests/test_speech_hmm.py (FSDD parts skip when FSDD is not found; see tests/conftest.py),
 tests/test_io_hmm_files.py; speed against hmmlearn: python -m pyaiml.cli bench speech.
 """
 from __future__ import annotations

@@ -15,7 +15,6 @@ void register_attention(py::module_& m);
 PYBIND11_MODULE(_C, m) {
   using namespace pyaiml;
   m.doc() = "pyaiml native kernels (C++). Use pyaiml.ops, not this module.";
-  validate_isa_env();
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -24,6 +23,10 @@ PYBIND11_MODULE(_C, m) {
     }
   });
 
+  // Called by pyaiml/_backend.py right after the import: a PYAIML_ISA that this CPU cannot
+  // run raises ValueError there. (An exception thrown by the module's init would reach
+  // Python as an ImportError, indistinguishable from a missing build.)
+  m.def("validate_isa_env", &validate_isa_env);
   m.def("isa", [] { return std::string(isa_name(active_isa())); }, "ISA the kernels run with.");
   m.def("best_isa", [] { return std::string(isa_name(best_isa())); });
   m.def("compiled_isas", [] {
@@ -40,6 +43,7 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("get_num_threads", &get_num_threads);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.attr("MAX_NUM_THREADS") = kMaxThreads;
   m.def("default_num_threads", &default_num_threads);
 #ifdef PYAIML_VERSION_INFO
   m.attr("__version__") = PYAIML_VERSION_INFO;

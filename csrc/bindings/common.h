@@ -63,11 +63,14 @@ inline py::array_t<T> require_contiguous(const py::array& a, const char* op, con
 // A new C-contiguous array whose data starts on a 64-byte boundary (NumPy's own allocations
 // are 16-byte aligned, so every 64-byte vector store into them would straddle two cache
 // lines). The memory is freed when the array is.
+// A size whose byte count overflows is out of memory too (never a short allocation).
 template <class T>
 inline py::array_t<T> new_aligned_array(const std::vector<py::ssize_t>& shape) {
-  size_t n = 1;
-  for (py::ssize_t d : shape) n *= static_cast<size_t>(d);
-  const size_t bytes = std::max<size_t>(64, (n * sizeof(T) + 63) / 64 * 64);
+  size_t bytes = sizeof(T);
+  for (py::ssize_t d : shape)
+    if (d < 0 || __builtin_mul_overflow(bytes, static_cast<size_t>(d), &bytes)) throw std::bad_alloc();
+  if (bytes > (size_t(1) << 62)) throw std::bad_alloc();
+  bytes = std::max<size_t>(64, (bytes + 63) / 64 * 64);
   void* p = std::aligned_alloc(64, bytes);
   if (!p) throw std::bad_alloc();
   py::capsule owner(p, [](void* q) { std::free(q); });

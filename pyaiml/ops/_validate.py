@@ -1,5 +1,13 @@
-"""Argument checks shared by the ops: dtype, ndim, emptiness and finiteness, with messages
-that name the op, the argument, the rule and what was received."""
+"""Argument checks shared by the ops: dtype, ndim, emptiness, finiteness and integer
+parameters, with messages that name the op, the argument, the rule and what was received.
+
+Integer parameters (stride, padding, dilation, kernel_size, groups; ``int_tuple`` and
+``int_arg``): a Python int or a NumPy integer scalar, or for tuples a list/tuple of n of
+them (or of one, repeated, as torch.nn.functional takes it). Bools are refused everywhere
+(TypeError), scalars and elements alike: torch refuses them for conv arguments, and
+``stride=True`` is more likely a slip than a 1. Values must lie in [minimum, MAX_EXTENT];
+sizes computed from them (padded input, dilated kernel, output) are Python ints, exact,
+checked against MAX_EXTENT before any array or kernel sees them."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +16,68 @@ from pyaiml import _backend
 
 FLOATS = (np.float32, np.float64)
 _F32 = np.dtype(np.float32)
+
+# Largest spatial size, padded size, (dilated) kernel extent, stride, padding or dilation of
+# conv and pool (csrc/common/checks.h kMaxExtent): any product of two such values fits in
+# int64, so the C++ shape arithmetic cannot overflow.
+MAX_EXTENT = 2**31 - 1
+_INT_TYPES = (int, np.integer)
+_BOOL_TYPES = (bool, np.bool_)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, _INT_TYPES) and not isinstance(v, _BOOL_TYPES)
+
+
+def int_tuple(v, n: int, op: str, name: str, minimum: int, maximum: int = MAX_EXTENT) -> tuple:
+    """An int, or a list/tuple of n ints (or of 1, repeated), each in [minimum, maximum]
+    -> a tuple of n Python ints. TypeError for anything else (bools included), ValueError
+    for a value out of range."""
+    if _is_int(v):
+        t = (int(v),) * n
+    elif isinstance(v, (tuple, list)) and len(v) in (1, n) and all(_is_int(e) for e in v):
+        t = tuple(int(e) for e in v) * (n // len(v))
+    else:
+        raise TypeError(f"{op}: {name} must be an int or a tuple of {n} ints. Received {v!r}")
+    if any(e < minimum for e in t):
+        raise ValueError(f"{op}: {name} must be >= {minimum}. Received {v!r}")
+    if any(e > maximum for e in t):
+        raise ValueError(f"{op}: {name} must be at most {maximum}. Received {v!r}")
+    return t
+
+
+def int_arg(v, op: str, name: str, minimum: int, maximum: int = MAX_EXTENT) -> int:
+    """One int (or NumPy integer, not a bool) in [minimum, maximum] -> a Python int."""
+    if not _is_int(v):
+        raise TypeError(f"{op}: {name} must be an int. Received {v!r}")
+    if v < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}. Received {v!r}")
+    if v > maximum:
+        raise ValueError(f"{op}: {name} must be at most {maximum}. Received {v!r}")
+    return int(v)
+
+
+def window_out(op: str, size, k, stride, pads, dilation, padding_arg, what="kernel") -> tuple:
+    """Output sizes of a sliding window, exactly (Python ints), per spatial dimension i:
+    (size[i] + pads[i][0] + pads[i][1] - (dilation[i] * (k[i] - 1) + 1)) // stride[i] + 1.
+
+    Every input size, padded size and dilated kernel extent must be at most MAX_EXTENT
+    (ValueError naming x, padding / dilation); a window that does not fit returns an output
+    size < 1, which the caller reports in its own words."""
+    out = []
+    for i in range(len(size)):
+        if size[i] > MAX_EXTENT:
+            raise ValueError(f"{op}: x's spatial sizes must be at most {MAX_EXTENT}. Received {tuple(size)}")
+        full = size[i] + pads[i][0] + pads[i][1]
+        if full > MAX_EXTENT:
+            raise ValueError(f"{op}: padding makes the padded input larger than {MAX_EXTENT}. Received padding "
+                             f"{padding_arg!r} for input size {tuple(size)}")
+        ext = dilation[i] * (k[i] - 1) + 1
+        if ext > MAX_EXTENT:
+            raise ValueError(f"{op}: dilation makes the {what} extent dilation * (size - 1) + 1 larger than "
+                             f"{MAX_EXTENT}. Received dilation {tuple(dilation)} for {what} size {tuple(k)}")
+        out.append((full - ext) // stride[i] + 1 if full >= ext else 0)
+    return tuple(out)
 
 _check_finite = [True]
 

@@ -102,6 +102,10 @@ class _Prep:
         else:
             try:
                 scale = float(scale)
+            except OverflowError:  # an int beyond float range
+                r = repr(scale)
+                raise ValueError(f"{op}: scale must be finite. Received {r if len(r) <= 40 else r[:24] + '...'} "
+                                 f"(an integer of {len(r)} digits, beyond float range)") from None
             except (TypeError, ValueError):
                 raise TypeError(f"{op}: scale must be a number or None. Received {type(scale).__name__}") from None
             if not math.isfinite(scale):

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml import _backend
-from pyaiml.ops._validate import as_array, float_dtype, get_check_finite, require_finite
-from pyaiml.ops.conv import _FORMATS1, _FORMATS2, _data_format, _ints
+from pyaiml.ops._validate import as_array, float_dtype, get_check_finite, int_tuple, require_finite, window_out
+from pyaiml.ops.conv import _FORMATS1, _FORMATS2, _data_format
 
 _backend.register_op(
     "max_pool2d",
@@ -58,7 +58,7 @@ class _Plan:
 
     def __init__(self, cl, q, oshape, oshape4, shape4):
         self.cl, self.q, self.oshape, self.oshape4, self.shape4 = cl, q, oshape, oshape4, shape4
-        self.kk = q[0] * q[1]
+        self.kk = q[0] * q[1]  # Python ints: exact (a C product of two huge sizes could wrap)
         self.flat = oshape == oshape4
 
 
@@ -89,9 +89,11 @@ def _plan(op, nd, x, kernel_size, stride, padding, data_format):
     want = ("(N, L, C)" if cl else "(N, C, L)") if nd == 1 else ("(N, H, W, C)" if cl else "(N, C, H, W)")
     if x.ndim != nd + 2:
         raise ValueError(f"{op}: x must be {nd + 2}-D {want}. Received shape {tuple(x.shape)}")
-    k = _ints(kernel_size, nd, op, "kernel_size", 1)
-    s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else _ints(stride, nd, op, "stride", 1)
-    p = _ints(padding, nd, op, "padding", 0)
+    # Parameters first (each within [minimum, MAX_EXTENT]), then the exact output size.
+    k = int_tuple(kernel_size, nd, op, "kernel_size", 1)
+    s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else int_tuple(
+        stride, nd, op, "stride", 1)
+    p = int_tuple(padding, nd, op, "padding", 0)
     if any(p[i] > k[i] // 2 for i in range(nd)):
         raise ValueError(f"{op}: padding must be at most half the kernel size. Received padding {padding!r} "
                          f"for kernel_size {kernel_size!r}")
@@ -99,12 +101,10 @@ def _plan(op, nd, x, kernel_size, stride, padding, data_format):
     C = x.shape[-1] if cl else x.shape[1]
     if C < 1 or any(e < 1 for e in sp):
         raise ValueError(f"{op}: x must have non-empty channel and spatial dimensions. Received shape {tuple(x.shape)}")
-    out = []
-    for i in range(nd):
-        if sp[i] + 2 * p[i] < k[i]:
-            raise ValueError(f"{op}: kernel_size must fit in the padded input. Received kernel_size {k} for input "
-                             f"size {tuple(sp)} with padding {p}")
-        out.append((sp[i] + 2 * p[i] - k[i]) // s[i] + 1)
+    out = window_out(op, sp, k, s, tuple((e, e) for e in p), (1,) * nd, padding, what="kernel_size")
+    if any(o < 1 for o in out):
+        raise ValueError(f"{op}: kernel_size must fit in the padded input. Received kernel_size {k} for input "
+                         f"size {tuple(sp)} with padding {p}")
     N = x.shape[0]
     if nd == 1:
         q = (1, k[0], 1, s[0], 0, p[0])

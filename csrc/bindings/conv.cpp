@@ -5,6 +5,7 @@
 // precondition is checked again here, so a direct call with bad values raises ValueError
 // instead of reading out of bounds: parameters and sizes are range-checked (kMaxExtent,
 // common/checks.h) before the output size is computed, so no shape arithmetic overflows.
+// Inputs whose data is not aligned to 4 bytes are copied first (bindings/common.h).
 // Compute runs with the GIL released.
 #include <algorithm>
 #include <array>

@@ -52,8 +52,8 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "all_finite",
       [](py::array a) {
-        // Contiguous float32/float64: one pass, no temporary; other layouts: NumPy.
-        if (!(a.flags() & py::array::c_style)) {
+        // Contiguous aligned float32/float64: one pass, no temporary; others: NumPy.
+        if (!(a.flags() & py::array::c_style) || !is_aligned(a)) {
           py::object np = py::module_::import("numpy");
           return np.attr("isfinite")(a).attr("all")().cast<bool>();
         }

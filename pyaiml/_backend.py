@@ -7,7 +7,10 @@ missing (the compiled extension was not built, or Numba is not installed) falls 
 one warning that names the fallback and how to get the fast path.
 
 Implementations are registered as ``"module:function"`` strings and imported on first use,
-so importing pyaiml never imports Numba or compiles anything.
+so importing pyaiml never imports Numba or compiles anything. ``resolve(name)`` (or
+``chosen(name)``, which also says the backend) is the one way an op finds its
+implementation; the answer is remembered per PYAIML_BACKEND value, so a call costs one read
+of the variable and one dict lookup.
 
 Environment (checked at import; a bad value raises ValueError naming the variable):
 
@@ -94,7 +97,7 @@ _validate_env()
 
 
 def _load_C():
-    global _C, _C_error
+    global _C, _C_error, _getenv
     if _C is not None or _C_error is not None:
         return _C
     try:
@@ -106,6 +109,7 @@ def _load_C():
     # missing build, so its ValueError ("PYAIML_ISA=avx512 is not supported by this CPU
     # (supported: ...)") stops the call instead of falling back. Checked on every attempt.
     mod.validate_isa_env()
+    _getenv = mod.getenv
     _C = mod
     return _C
 
@@ -169,7 +173,7 @@ def choose(name: str) -> tuple[str, str]:
     impls = _registry.get(name)
     if impls is None:
         raise KeyError(f"unknown op {name!r}; registered: {sorted(_registry)}")
-    forced = os.environ.get("PYAIML_BACKEND", "")
+    forced = _backend_env()
     order = [b for b in ("cpp", "numba", "numpy") if b in impls]
     if forced:
         if forced in impls:
@@ -206,18 +210,26 @@ def choose(name: str) -> tuple[str, str]:
     raise RuntimeError(f"no backend available for op {name!r}")
 
 
-def _backend_env():
-    """PYAIML_BACKEND as bytes or str ("" when unset). os.environ.get costs ~0.9 us (it
-    encodes the key every time); on POSIX the mapping's own dict answers in ~0.1 us and sees
-    every change made through os.environ."""
-    data = getattr(os.environ, "_data", None)
-    if os.name == "posix" and isinstance(data, dict):
-        return data.get(b"PYAIML_BACKEND", b"")
-    return os.environ.get("PYAIML_BACKEND", "")
+def _py_getenv(name: str):
+    return os.environ.get(name)
 
 
-def _chosen_impl(name: str) -> tuple[str, object]:
-    key = (name, _backend_env())
+# getenv(name) -> str or None. Once the extension is loaded, _C.getenv: the C library's
+# environment, which sees every change made through os.environ (those go through putenv /
+# unsetenv), read without the two KeyErrors that os.environ.get raises and catches inside
+# the Mapping protocol when the variable is unset. Op calls read PYAIML_BACKEND with it.
+_getenv = _py_getenv
+
+
+def _backend_env() -> str:
+    """PYAIML_BACKEND, "" when unset."""
+    return _getenv("PYAIML_BACKEND") or ""
+
+
+def chosen(name: str) -> tuple[str, object]:
+    """(backend, callable) that op ``name`` runs on now: ``choose``'s answer, remembered per
+    PYAIML_BACKEND value (availability is fixed per process)."""
+    key = (name, _getenv("PYAIML_BACKEND"))
     hit = _chosen.get(key)
     if hit is None:
         backend, _ = choose(name)
@@ -226,14 +238,15 @@ def _chosen_impl(name: str) -> tuple[str, object]:
 
 
 def chosen_backend(name: str) -> str:
-    """The backend op ``name`` runs on now (``choose``'s answer, remembered per PYAIML_BACKEND)."""
-    return _chosen_impl(name)[0]
+    """The backend op ``name`` runs on now (``chosen(name)[0]``)."""
+    return chosen(name)[0]
 
 
 def resolve(name: str, backend: str | None = None):
     """The callable implementing op ``name`` (on ``backend``, or the chosen one)."""
     if backend is None:
-        return _chosen_impl(name)[1]
+        hit = _chosen.get((name, _getenv("PYAIML_BACKEND")))
+        return hit[1] if hit is not None else chosen(name)[1]
     key = (name, backend)
     fn = _resolved.get(key)
     if fn is None:
@@ -305,7 +318,7 @@ def backend_info() -> dict:
 
     C = _load_C()
     info: dict = {
-        "backend_env": os.environ.get("PYAIML_BACKEND") or None,
+        "backend_env": _backend_env() or None,
         "cpp": {"available": C is not None, "reason": _available("cpp")[1]},
         "numba": {"available": _numba_available(), "reason": _available("numba")[1]},
         "cuda": {"available": False, "reason": _available("cuda")[1]},
@@ -332,7 +345,10 @@ def backend_info() -> dict:
 
         info["versions"]["numba"] = numba.__version__
     for name in sorted(_registry):
-        b, why = choose(name)
+        try:
+            b, why = choose(name)
+        except RuntimeError as e:  # an op with only a C++ implementation (gemm_checked), unbuilt
+            b, why = None, str(e)
         info["ops"][name] = {
             "backend": b,
             "isa": info["isa"] if b == "cpp" else None,

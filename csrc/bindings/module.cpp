@@ -1,5 +1,7 @@
 // module.cpp: the one PYBIND11_MODULE (pyaiml._C). Each op family registers itself from its
 // own bindings/<family>.cpp.
+#include <cstdlib>
+
 #include "bindings/common.h"
 #include "common/isa.h"
 #include "common/parallel.h"
@@ -10,6 +12,18 @@ void register_word2vec(py::module_& m);
 void register_hmm(py::module_& m);
 void register_conv(py::module_& m);
 void register_attention(py::module_& m);
+
+namespace {
+
+PyObject* py_getenv(PyObject*, PyObject* name) {
+  const char* n = PyUnicode_AsUTF8(name);
+  if (!n) return nullptr;
+  const char* v = std::getenv(n);
+  if (!v) Py_RETURN_NONE;
+  return PyUnicode_DecodeFSDefault(v);  // as os.environ decodes
+}
+
+}  // namespace
 }  // namespace pyaiml
 
 PYBIND11_MODULE(_C, m) {
@@ -48,6 +62,16 @@ PYBIND11_MODULE(_C, m) {
 #ifdef PYAIML_VERSION_INFO
   m.attr("__version__") = PYAIML_VERSION_INFO;
 #endif
+
+  // getenv(name) -> str or None: the C library's environment, which every os.environ
+  // assignment and deletion updates (putenv / unsetenv). pyaiml/_backend.py reads
+  // PYAIML_BACKEND through it on every op call, so it uses the plain CPython calling
+  // convention (no pybind11 argument conversion); os.environ.get raises and catches two
+  // KeyErrors when the variable is unset.
+  static PyMethodDef getenv_def[] = {
+      {"getenv", py_getenv, METH_O, "getenv(name) -> str or None, from the C library's environment"},
+      {nullptr, nullptr, 0, nullptr}};
+  if (PyModule_AddFunctions(m.ptr(), getenv_def) != 0) throw py::error_already_set();
 
   m.def(
       "all_finite",

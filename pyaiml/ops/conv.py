@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml import _backend
-from pyaiml.ops._validate import as_array, float_dtype, int_arg, int_tuple, require_finite, window_out
+from pyaiml.ops._validate import (as_array, finite_check, float_dtype, int_arg, int_tuple, require_finite,
+                                  window_out)
 
 _backend.register_op(
     "conv2d",
@@ -36,11 +37,13 @@ _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _impl(name, dtype):
+    """(backend, callable) of op ``name``: the registry's choice; float64 runs on the NumPy
+    reference."""
     if dtype is _F64 or dtype == np.float64:
         from pyaiml.reference import conv as ref
 
-        return getattr(ref, name)
-    return _backend.resolve(name)
+        return "numpy", getattr(ref, name)
+    return _backend.chosen(name)
 
 
 def _data_format(fmt, table, op):
@@ -156,19 +159,21 @@ def _conv(op, nd, x, weight, bias, stride, padding, dilation, groups, data_forma
     if activation is not None and activation != "relu" and activation != "linear":
         raise ValueError(f"{op}: activation must be None or 'relu'. Received {activation!r}")
     x4, w4, p, osp = _prepare(op, x, weight, stride, padding, dilation, groups, cl, nd)
+    backend, impl = _impl("conv2d", dt)
+    check = finite_check(backend)
     OC = weight.shape[0]
     if bias is not None:
         if bias.shape != (OC,):
             raise ValueError(f"{op}: bias must have shape ({OC},). Received {tuple(bias.shape)}")
         bias = np.ascontiguousarray(bias)
-        require_finite(bias, op, "bias")
-    require_finite(x4, op, "x")
-    require_finite(w4, op, "weight")
+        require_finite(bias, op, "bias", check)
+    require_finite(x4, op, "x", check)
+    require_finite(w4, op, "weight", check)
     N = x.shape[0]
     oshape = (N,) + osp + (OC,) if cl else (N, OC) + osp
     if N == 0:
         return np.zeros(oshape, dtype=dt)
-    y = _impl("conv2d", dt)(x4, w4, bias, p, cl, activation == "relu")
+    y = impl(x4, w4, bias, p, cl, activation == "relu")
     return y if nd == 2 else y.reshape(oshape)
 
 
@@ -236,10 +241,11 @@ def _conv_backward(op, nd, grad_out, x, weight, stride, padding, dilation, group
         return (np.zeros(x.shape, dt) if need_x else None, np.zeros(weight.shape, dt) if need_w else None,
                 np.zeros((OC,), dt) if need_b else None)
     g4 = np.ascontiguousarray(g.reshape((N,) + (1,) * (2 - nd) + osp + (OC,) if cl else (N, OC) + (1,) * (2 - nd) + osp))
-    require_finite(g4, op, "grad_out")
+    backend, impl = _impl("conv2d_backward", dt)
+    require_finite(g4, op, "grad_out", finite_check(backend))
     if not (need_x or need_w or need_b):
         return None, None, None
-    gx, gw, gb = _impl("conv2d_backward", dt)(g4, x4, w4, p, cl, need_b, need_x=need_x, need_w=need_w)
+    gx, gw, gb = impl(g4, x4, w4, p, cl, need_b, need_x=need_x, need_w=need_w)
     return (gx.reshape(x.shape) if need_x else None, gw.reshape(weight.shape) if need_w else None, gb)
 
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml import _backend
-from pyaiml.ops._validate import as_array, float_dtype, get_check_finite, int_tuple, require_finite, window_out
+from pyaiml.ops._validate import (as_array, finite_check, float_dtype, get_check_finite, int_tuple, require_finite,
+                                  window_out)
 from pyaiml.ops.conv import _FORMATS1, _FORMATS2, _data_format
 
 _backend.register_op(
@@ -45,11 +46,13 @@ _F64, _I64, _U8 = np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.uint8)
 
 
 def _impl(name, dtype):
+    """(backend, callable) of op ``name``: the registry's choice; float64 runs on the NumPy
+    reference."""
     if dtype == _F64:
         from pyaiml.reference import pool as ref
 
-        return getattr(ref, name)
-    return _backend.resolve(name)
+        return "numpy", getattr(ref, name)
+    return _backend.chosen(name)
 
 
 class _Plan:
@@ -152,11 +155,12 @@ def _pool(op, nd, x, kernel_size, stride, padding, data_format, return_indices, 
         y = np.zeros(plan.oshape, x.dtype)
         return (y, np.zeros(plan.oshape, np.int64 if index == "flat" else np.uint8)) if return_indices else y
     x4 = _x4(x, plan)
-    y, idx, finite = _impl("max_pool2d", x.dtype)(x4, plan.q, plan.cl, index, relu)
+    backend, impl = _impl("max_pool2d", x.dtype)
+    y, idx, finite = impl(x4, plan.q, plan.cl, index, relu)
     # NaN and +inf reach the output of their window, so a finite output means that no
     # non-finite input mattered; otherwise the full check on x names the element.
     if not finite and get_check_finite():
-        require_finite(x4, op, "x")  # raises: a non-finite output comes from a non-finite x
+        require_finite(x4, op, "x", finite_check(backend))  # raises: a non-finite output comes from a non-finite x
     if not plan.flat:
         y = y.reshape(plan.oshape)
         idx = idx if idx is None else idx.reshape(plan.oshape)
@@ -203,7 +207,7 @@ def _pool_backward(op, nd, grad_out, x, kernel_size, stride, padding, data_forma
         raise TypeError(f"{op}: grad_out must have x's dtype {x.dtype}. Received {g.dtype}")
     if g.shape != plan.oshape:
         raise ValueError(f"{op}: grad_out must have the forward output's shape {plan.oshape}. Received {tuple(g.shape)}")
-    impl = _impl("max_pool2d_backward", x.dtype)
+    backend, impl = _impl("max_pool2d_backward", x.dtype)
     idx = None
     if indices is not None:
         idx = indices if type(indices) is np.ndarray else as_array(indices, op, "indices")
@@ -221,8 +225,9 @@ def _pool_backward(op, nd, grad_out, x, kernel_size, stride, padding, data_forma
             if idx.min() < lo or idx.max() > hi:
                 raise ValueError(f"{op}: window indices must lie in [0, 255]. Received values in "
                                  f"[{idx.min()}, {idx.max()}]")
-        if index_format == "flat" and getattr(impl, "__module__", "") != "pyaiml.ops._native_pool" and idx.size:
-            # The C++ kernel checks the range itself while reading; the others are checked here.
+        if index_format == "flat" and backend != "cpp" and idx.size:
+            # The C++ kernel checks the range itself while reading (bindings/conv.cpp raises);
+            # the other backends' indices are checked here.
             H, W = plan.shape4[1:3] if plan.cl else plan.shape4[2:]
             if idx.min() < 0 or idx.max() >= H * W:
                 raise ValueError(f"{op}: indices must lie in [0, {H * W}). Received values in "
@@ -235,7 +240,7 @@ def _pool_backward(op, nd, grad_out, x, kernel_size, stride, padding, data_forma
         return np.zeros(x.shape, x.dtype)
     x4 = _x4(x, plan)
     if idx is None:
-        require_finite(x4, op, "x")
+        require_finite(x4, op, "x", finite_check(backend))
     g4 = g if plan.flat else g.reshape(plan.oshape4)
     if not g4.flags.c_contiguous:
         g4 = np.ascontiguousarray(g4)

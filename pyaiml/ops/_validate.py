@@ -10,6 +10,8 @@ sizes computed from them (padded input, dilated kernel, output) are Python ints,
 checked against MAX_EXTENT before any array or kernel sees them."""
 from __future__ import annotations
 
+import contextvars
+
 import numpy as np
 
 from pyaiml import _backend
@@ -87,16 +89,49 @@ def window_out(op: str, size, k, stride, pads, dilation, padding_arg, what="kern
         out.append((full - ext) // stride[i] + 1 if full >= ext else 0)
     return tuple(out)
 
-_check_finite = [True]
+_check_finite = [True]  # the process-wide setting (set_check_finite)
+# The setting of the innermost finite_checks block of this thread or asyncio task (None:
+# none). A new thread starts with an empty context; a task starts with its creator's.
+_finite_override: contextvars.ContextVar = contextvars.ContextVar("pyaiml_check_finite", default=None)
 
 
 def set_check_finite(enabled: bool) -> None:
-    """Turn the NaN/inf input checks of pyaiml.ops on (default) or off."""
+    """Turn the NaN/inf input checks of pyaiml.ops on (default) or off for the whole
+    process. Inside a :class:`finite_checks` block, that block's setting wins (in its own
+    thread or task)."""
     _check_finite[0] = bool(enabled)
 
 
 def get_check_finite() -> bool:
-    return _check_finite[0]
+    """Whether the NaN/inf input checks run here: the setting of the innermost enclosing
+    :class:`finite_checks` block of this thread or task, else the process-wide one."""
+    v = _finite_override.get()
+    return _check_finite[0] if v is None else v
+
+
+class finite_checks:
+    """Context manager: the NaN/inf input checks on or off inside the block, for this thread
+    (or asyncio task) only; other threads keep their own setting. Blocks nest, and each
+    restores the setting it found, also when the block raises.
+
+    ``with pyaiml.ops.finite_checks(False): model.fit(...)`` skips the scans of a training
+    loop whose inputs were checked once; ``set_check_finite`` changes the process-wide
+    default instead.
+    """
+
+    __slots__ = ("_enabled", "_tokens")
+
+    def __init__(self, enabled: bool):
+        self._enabled = bool(enabled)
+        self._tokens: list = []
+
+    def __enter__(self):
+        self._tokens.append(_finite_override.set(self._enabled))
+        return self
+
+    def __exit__(self, *exc):
+        _finite_override.reset(self._tokens.pop())
+        return False
 
 
 def as_array(x, op: str, name: str) -> np.ndarray:
@@ -152,17 +187,22 @@ def finite_check(backend: str):
     return _backend.resolve("all_finite", backend)
 
 
-def require_finite(x: np.ndarray, op: str, name: str, check=None) -> None:
+def require_finite(x: np.ndarray, op: str, name: str, check=None, shape=None) -> None:
     """ValueError naming ``op``, ``name`` and the first NaN/inf of ``x`` (float arrays; a
-    no-op when the checks are off). ``check``: an ``all_finite`` implementation from
-    ``finite_check``, else the registry's."""
-    if not _check_finite[0] or x.dtype.kind != "f":
+    no-op when the checks are off, see get_check_finite). ``check``: an ``all_finite``
+    implementation from ``finite_check``, else the registry's. ``shape``: the shape of the
+    caller's array when ``x`` is a C-order reshape of it (conv1d's 4-D view), so the index
+    is reported in the caller's terms."""
+    v = _finite_override.get()
+    if not (_check_finite[0] if v is None else v) or x.dtype.kind != "f":
         return
     if (check if check is not None else _backend.resolve("all_finite"))(x):
         return
     bad = np.argwhere(~np.isfinite(x))[0]
-    v = x[tuple(bad)]
+    val = x[tuple(bad)]
+    if shape is not None and tuple(shape) != x.shape:
+        bad = np.unravel_index(np.ravel_multi_index(tuple(bad), x.shape), shape)
     raise ValueError(
-        f"{op}: {name} must be finite (no NaN or inf). Received {v} at index {tuple(int(i) for i in bad)} "
+        f"{op}: {name} must be finite (no NaN or inf). Received {val} at index {tuple(int(i) for i in bad)} "
         "(pyaiml.ops.set_check_finite(False) skips this check)"
     )

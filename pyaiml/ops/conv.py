@@ -167,8 +167,8 @@ def _conv(op, nd, x, weight, bias, stride, padding, dilation, groups, data_forma
             raise ValueError(f"{op}: bias must have shape ({OC},). Received {tuple(bias.shape)}")
         bias = np.ascontiguousarray(bias)
         require_finite(bias, op, "bias", check)
-    require_finite(x4, op, "x", check)
-    require_finite(w4, op, "weight", check)
+    require_finite(x4, op, "x", check, x.shape)
+    require_finite(w4, op, "weight", check, weight.shape)
     N = x.shape[0]
     oshape = (N,) + osp + (OC,) if cl else (N, OC) + osp
     if N == 0:
@@ -242,7 +242,7 @@ def _conv_backward(op, nd, grad_out, x, weight, stride, padding, dilation, group
                 np.zeros((OC,), dt) if need_b else None)
     g4 = np.ascontiguousarray(g.reshape((N,) + (1,) * (2 - nd) + osp + (OC,) if cl else (N, OC) + (1,) * (2 - nd) + osp))
     backend, impl = _impl("conv2d_backward", dt)
-    require_finite(g4, op, "grad_out", finite_check(backend))
+    require_finite(g4, op, "grad_out", finite_check(backend), g.shape)
     if not (need_x or need_w or need_b):
         return None, None, None
     gx, gw, gb = impl(g4, x4, w4, p, cl, need_b, need_x=need_x, need_w=need_w)

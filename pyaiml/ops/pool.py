@@ -160,7 +160,8 @@ def _pool(op, nd, x, kernel_size, stride, padding, data_format, return_indices, 
     # NaN and +inf reach the output of their window, so a finite output means that no
     # non-finite input mattered; otherwise the full check on x names the element.
     if not finite and get_check_finite():
-        require_finite(x4, op, "x", finite_check(backend))  # raises: a non-finite output comes from a non-finite x
+        # raises: a non-finite output comes from a non-finite x
+        require_finite(x4, op, "x", finite_check(backend), x.shape)
     if not plan.flat:
         y = y.reshape(plan.oshape)
         idx = idx if idx is None else idx.reshape(plan.oshape)
@@ -240,7 +241,7 @@ def _pool_backward(op, nd, grad_out, x, kernel_size, stride, padding, data_forma
         return np.zeros(x.shape, x.dtype)
     x4 = _x4(x, plan)
     if idx is None:
-        require_finite(x4, op, "x", finite_check(backend))
+        require_finite(x4, op, "x", finite_check(backend), x.shape)
     g4 = g if plan.flat else g.reshape(plan.oshape4)
     if not g4.flags.c_contiguous:
         g4 = np.ascontiguousarray(g4)

@@ -4,12 +4,18 @@ dilation / kernel_size / groups values get a ValueError naming the argument, nev
 size, a wrong result or pybind11's anonymous "incompatible function arguments". One integer
 rule (pyaiml/ops/_validate.py int_tuple) for the ops and the torch bridge: ints and NumPy
 integer scalars, a tuple of n or of 1; bools refused."""
+import os
+
 import numpy as np
 import pytest
 
 import pyaiml.ops as ops
 from pyaiml import _backend
 from pyaiml.ops._validate import MAX_EXTENT
+
+from helpers import run_py
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 X = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
 W = np.random.default_rng(1).standard_normal((3, 2, 3, 3)).astype(np.float32)
@@ -132,3 +138,34 @@ def test_pool_binding_window_product_does_not_wrap():
         C.max_pool2d_backward(np.zeros((1, 2, 1, 1), np.float32), X, q, False, np.zeros((1, 2, 1, 1), np.uint8), True)
     with pytest.raises(ValueError, match="max_pool2d: the padded input must be at most 2147483647"):
         C.max_pool2d(X, (2**31 - 1, 2, 1, 1, 2**30 - 1, 0), False)
+
+
+def test_padded_input_element_count_bounded():
+    # Stride 2^30 - 1 keeps the output at 2 x 2 while the channels-last kernel copies the
+    # padded region it reads, (2^30)^2 x 16 floats: the count wrapped to 0 in int64 and the
+    # copy wrote through a null buffer (a segfault). Run in a child so a regression cannot
+    # take the test process down.
+    code = """
+import numpy as np, pyaiml.ops as ops
+from pyaiml import _backend
+x = np.ones((1, 1, 1, 16), np.float32); w = np.ones((1, 16, 1, 1), np.float32)
+try:
+    ops.conv2d(x, w, padding=2**29, stride=2**30 - 1, data_format="NHWC")
+except ValueError as e:
+    print("ops:", e)
+C = _backend.native()
+if C is not None:
+    try:
+        C.conv2d(x, w, None, (2**30 - 1, 2**30 - 1, 2**29, 2**29, 2**29, 2**29, 1, 1, 1), True)
+    except ValueError as e:
+        print("binding:", e)
+else:
+    print("binding: the padded input must hold at most 2^60 elements (no extension)")
+"""
+    r = run_py(code, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout.splitlines()
+    assert len(out) == 2, r.stdout
+    assert out[0].startswith("ops: conv2d: padding makes the padded input too large") and "more than 2**60" in out[0]
+    assert "Received padding 536870912 for x of shape (1, 1, 1, 16)" in out[0]
+    assert out[1].startswith("binding: ") and "the padded input must hold at most 2^60 elements" in out[1]

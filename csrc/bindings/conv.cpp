@@ -76,6 +76,11 @@ ConvShape conv_shape(const py::array& x, const py::array& w, const P9& p, bool c
                shape_str(x));
   PYAIML_CHECK(eh <= kMaxExtent && ew <= kMaxExtent, op, ": the dilated kernel must be at most ", kMaxExtent,
                " along each dimension. Received dilation (", s.dh, ", ", s.dw, ") for weight ", shape_str(w));
+  int64_t padded = 0;
+  const bool huge = __builtin_mul_overflow(s.N, s.C, &padded) || __builtin_mul_overflow(padded, fh, &padded) ||
+                    __builtin_mul_overflow(padded, fw, &padded) || padded > kMaxPaddedElements;
+  PYAIML_CHECK(!huge, op, ": the padded input must hold at most 2^60 elements (N * C * padded H * padded W). ",
+               "Received padding (", s.pt, ", ", pb, ", ", s.pl, ", ", pr, ") for x ", shape_str(x));
   PYAIML_CHECK(fh >= eh && fw >= ew, op, ": the (dilated) kernel must fit in the padded input. Received weight ",
                shape_str(w), " for x ", shape_str(x));
   s.OH = (fh - eh) / s.sh + 1;

@@ -26,5 +26,8 @@ template <class... Parts>
 // every such value in [0, kMaxExtent], any sum of a few of them and any product of two fit
 // in int64, so the shape arithmetic after the check cannot overflow.
 constexpr int64_t kMaxExtent = (int64_t(1) << 31) - 1;
+// Largest zero-padded conv input, N * C * padded H * padded W elements (the kernels may
+// copy it, cpu/conv.cpp pad_geom): its byte count and every offset into it fit in 64 bits.
+constexpr int64_t kMaxPaddedElements = int64_t(1) << 60;
 
 }  // namespace pyaiml

@@ -31,6 +31,9 @@ _backend.register_op(
 # conv and pool (csrc/common/checks.h kMaxExtent): any product of two such values fits in
 # int64, so the C++ shape arithmetic cannot overflow.
 MAX_EXTENT = 2**31 - 1
+# Largest zero-padded conv input, N * C * padded H * padded W elements (kMaxPaddedElements):
+# the C++ kernels may copy it, and its byte count must fit in 64 bits.
+MAX_PADDED_ELEMENTS = 2**60
 _INT_TYPES = (int, np.integer)
 _BOOL_TYPES = (bool, np.bool_)
 

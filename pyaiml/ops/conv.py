@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml import _backend
-from pyaiml.ops._validate import (as_array, finite_check, float_dtype, int_arg, int_tuple, require_finite,
-                                  window_out)
+from pyaiml.ops._validate import (MAX_PADDED_ELEMENTS, as_array, finite_check, float_dtype, int_arg, int_tuple,
+                                  require_finite, window_out)
 
 _backend.register_op(
     "conv2d",
@@ -128,6 +128,12 @@ def _prepare_checks(op, x, weight, stride, padding, dilation, groups, cl, nd):
     else:
         pads = tuple((e, e) for e in pp)
     out = window_out(op, sp, k, s, pads, d, padding)
+    padded = x.shape[0] * C
+    for i in range(nd):
+        padded *= sp[i] + pads[i][0] + pads[i][1]
+    if padded > MAX_PADDED_ELEMENTS:
+        raise ValueError(f"{op}: padding makes the padded input too large: N * C * padded sizes = {padded} elements, "
+                         f"more than 2**60. Received padding {padding!r} for x of shape {tuple(x.shape)}")
     if any(o < 1 for o in out):
         raise ValueError(
             f"{op}: the (dilated) kernel must fit in the padded input. Received kernel size {tuple(k)} with "

@@ -32,7 +32,6 @@ import importlib
 import operator
 import os
 import platform
-import sys
 import threading
 import warnings
 

@@ -92,6 +92,7 @@ def window_out(op: str, size, k, stride, pads, dilation, padding_arg, what="kern
         out.append((full - ext) // stride[i] + 1 if full >= ext else 0)
     return tuple(out)
 
+
 _check_finite = [True]  # the process-wide setting (set_check_finite)
 # The setting of the innermost finite_checks block of this thread or asyncio task (None:
 # none). A new thread starts with an empty context; a task starts with its creator's.

@@ -68,7 +68,7 @@ def test_hidden_isas_pick_the_next_best(hidden, best):
         best = "baseline"
     code = MATMUL + ("import json; from pyaiml import _backend; C = _backend.native()\n"
                      "print(json.dumps([C.isa(), C.supported_isas(), err]))\n")
-    r = _run(code, PYAIML_HIDE_ISA=hidden, PYAIML_BACKEND="")
+    r = _run(code, PYAIML_HIDE_ISA=hidden, PYAIML_BACKEND="", PYAIML_ISA="")
     assert r.returncode == 0, r.stderr
     isa, supported, err = json.loads(r.stdout)
     assert isa == best and supported[-1] == best and "avx512" not in supported
@@ -77,6 +77,6 @@ def test_hidden_isas_pick_the_next_best(hidden, best):
 
 @pytest.mark.parametrize("val", ["sse4", "baseline", "avx512,", ",avx2", "AVX2"])
 def test_hide_isa_bad_value(val):
-    r = _run("import pyaiml", PYAIML_HIDE_ISA=val)
+    r = _run("import pyaiml", PYAIML_HIDE_ISA=val, PYAIML_ISA="")
     assert r.returncode != 0
     assert "ValueError" in r.stderr and "PYAIML_HIDE_ISA" in r.stderr and repr(val) in r.stderr

@@ -7,20 +7,41 @@ missing (the compiled extension was not built, or Numba is not installed) falls 
 one warning that names the fallback and how to get the fast path.
 
 Implementations are registered as ``"module:function"`` strings and imported on first use,
-so importing pyaiml never imports Numba or compiles anything.
+so importing pyaiml never imports Numba or compiles anything. ``resolve(name)`` (or
+``chosen(name)``, which also says the backend) is the one way an op finds its
+implementation; the answer is remembered per PYAIML_BACKEND value, so a call costs one read
+of the variable and one dict lookup.
+
+Environment (checked at import; a bad value raises ValueError naming the variable):
+
+- ``PYAIML_BACKEND=cpp|numba|numpy|cuda``: read on every op call, so a change made
+  through ``os.environ`` takes effect at the next call;
+- ``PYAIML_ISA=baseline|avx2|avx512``: the C++ kernels' instruction set; one this CPU
+  cannot run raises ValueError ("... is not supported by this CPU") when the extension is
+  first loaded;
+- ``PYAIML_NUM_THREADS=N``, 1 <= N <= ``MAX_THREADS`` (128, the thread pool's limit);
+- ``PYAIML_SPIN_US=N``: how long idle pool threads spin (csrc/common/parallel.cpp);
+- ``PYAIML_HIDE_ISA=avx512`` (or ``avx2``, or ``avx2,avx512``): a testing hook that makes
+  the ISA selection treat those instruction sets (and every one above the lowest named) as
+  unsupported by this CPU, so the AVX2 and baseline paths and the unsupported-ISA error can
+  be tested on an AVX-512 machine (csrc/common/isa.h). Nothing else reads it.
 """
 from __future__ import annotations
 
 import importlib
+import operator
 import os
 import platform
-import sys
 import threading
 import warnings
 
 BACKENDS = ("cuda", "cpp", "numba", "numpy")
 _ENV_BACKENDS = ("cpp", "numba", "numpy", "cuda")
 _ENV_ISAS = ("baseline", "avx2", "avx512")
+_HIDEABLE_ISAS = ("avx2", "avx512")
+# Largest thread count: the pool counts the workers that joined a job in 7 bits
+# (csrc/common/parallel.h kMaxThreads, exported as _C.MAX_NUM_THREADS).
+MAX_THREADS = 128
 
 _lock = threading.Lock()
 _registry: dict[str, dict[str, str]] = {}
@@ -44,14 +65,20 @@ def _validate_env() -> None:
     isa = os.environ.get("PYAIML_ISA", "")
     if isa and isa not in _ENV_ISAS:
         raise ValueError(f"PYAIML_ISA must be one of {', '.join(_ENV_ISAS)} (or unset). Received {isa!r}")
+    hide = os.environ.get("PYAIML_HIDE_ISA", "")
+    if hide and not all(h in _HIDEABLE_ISAS for h in hide.split(",")):
+        raise ValueError(
+            "PYAIML_HIDE_ISA (a testing hook: instruction sets to treat as unsupported by this CPU) must be a "
+            f"comma-separated list of {', '.join(_HIDEABLE_ISAS)} (or unset). Received {hide!r}"
+        )
     nt = os.environ.get("PYAIML_NUM_THREADS", "")
     if nt:
         try:
-            ok = int(nt) >= 1
+            ok = 1 <= int(nt) <= MAX_THREADS
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(f"PYAIML_NUM_THREADS must be a positive integer. Received {nt!r}")
+            raise ValueError(f"PYAIML_NUM_THREADS must be an integer from 1 to {MAX_THREADS}. Received {nt!r}")
     spin = os.environ.get("PYAIML_SPIN_US", "")
     if spin:
         try:
@@ -69,7 +96,7 @@ _validate_env()
 
 
 def _load_C():
-    global _C, _C_error
+    global _C, _C_error, _getenv
     if _C is not None or _C_error is not None:
         return _C
     try:
@@ -77,7 +104,11 @@ def _load_C():
     except ImportError as e:  # not built: fall back, with a warning at first use
         _C_error = f"{type(e).__name__}: {e}"
         return None
-    # A PYAIML_ISA this CPU cannot run raises ValueError from the module's init: not caught.
+    # The extension is there: a PYAIML_ISA this CPU cannot run is the caller's error, not a
+    # missing build, so its ValueError ("PYAIML_ISA=avx512 is not supported by this CPU
+    # (supported: ...)") stops the call instead of falling back. Checked on every attempt.
+    mod.validate_isa_env()
+    _getenv = mod.getenv
     _C = mod
     return _C
 
@@ -141,7 +172,7 @@ def choose(name: str) -> tuple[str, str]:
     impls = _registry.get(name)
     if impls is None:
         raise KeyError(f"unknown op {name!r}; registered: {sorted(_registry)}")
-    forced = os.environ.get("PYAIML_BACKEND", "")
+    forced = _backend_env()
     order = [b for b in ("cpp", "numba", "numpy") if b in impls]
     if forced:
         if forced in impls:
@@ -178,18 +209,26 @@ def choose(name: str) -> tuple[str, str]:
     raise RuntimeError(f"no backend available for op {name!r}")
 
 
-def _backend_env():
-    """PYAIML_BACKEND as bytes or str ("" when unset). os.environ.get costs ~0.9 us (it
-    encodes the key every time); on POSIX the mapping's own dict answers in ~0.1 us and sees
-    every change made through os.environ."""
-    data = getattr(os.environ, "_data", None)
-    if os.name == "posix" and isinstance(data, dict):
-        return data.get(b"PYAIML_BACKEND", b"")
-    return os.environ.get("PYAIML_BACKEND", "")
+def _py_getenv(name: str):
+    return os.environ.get(name)
 
 
-def _chosen_impl(name: str) -> tuple[str, object]:
-    key = (name, _backend_env())
+# getenv(name) -> str or None. Once the extension is loaded, _C.getenv: the C library's
+# environment, which sees every change made through os.environ (those go through putenv /
+# unsetenv), read without the two KeyErrors that os.environ.get raises and catches inside
+# the Mapping protocol when the variable is unset. Op calls read PYAIML_BACKEND with it.
+_getenv = _py_getenv
+
+
+def _backend_env() -> str:
+    """PYAIML_BACKEND, "" when unset."""
+    return _getenv("PYAIML_BACKEND") or ""
+
+
+def chosen(name: str) -> tuple[str, object]:
+    """(backend, callable) that op ``name`` runs on now: ``choose``'s answer, remembered per
+    PYAIML_BACKEND value (availability is fixed per process)."""
+    key = (name, _getenv("PYAIML_BACKEND"))
     hit = _chosen.get(key)
     if hit is None:
         backend, _ = choose(name)
@@ -198,14 +237,15 @@ def _chosen_impl(name: str) -> tuple[str, object]:
 
 
 def chosen_backend(name: str) -> str:
-    """The backend op ``name`` runs on now (``choose``'s answer, remembered per PYAIML_BACKEND)."""
-    return _chosen_impl(name)[0]
+    """The backend op ``name`` runs on now (``chosen(name)[0]``)."""
+    return chosen(name)[0]
 
 
 def resolve(name: str, backend: str | None = None):
     """The callable implementing op ``name`` (on ``backend``, or the chosen one)."""
     if backend is None:
-        return _chosen_impl(name)[1]
+        hit = _chosen.get((name, _getenv("PYAIML_BACKEND")))
+        return hit[1] if hit is not None else chosen(name)[1]
     key = (name, backend)
     fn = _resolved.get(key)
     if fn is None:
@@ -235,13 +275,27 @@ def get_num_threads() -> int:
     return _py_threads[0]
 
 
-_py_threads = [int(os.environ.get("PYAIML_NUM_THREADS", "0") or 0) or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))]
+_py_threads = [int(os.environ.get("PYAIML_NUM_THREADS", "0") or 0) or min(MAX_THREADS, (
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))]
 
 
 def set_num_threads(n: int) -> None:
-    """Size pyaiml's one thread pool (C++ kernels, and Numba's threading layer)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    """Size pyaiml's one thread pool (C++ kernels, and Numba's threading layer).
+
+    ``n``: an integer (NumPy integer scalars too) from 1 to ``MAX_THREADS`` (128, the
+    pool's limit); anything else raises ValueError. The default is the usable cores, at
+    most ``MAX_THREADS``, or PYAIML_NUM_THREADS.
+    """
+    try:  # operator.index: ints and NumPy integer scalars (it refuses NumPy bools)
+        v = None if isinstance(n, bool) else operator.index(n)
+    except TypeError:
+        v = None
+    if v is None or v < 1:
         raise ValueError(f"set_num_threads: n must be an integer >= 1. Received {n!r}")
+    if v > MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be at most {MAX_THREADS} (the thread pool's limit). "
+                         f"Received {n!r}")
+    n = v
     _py_threads[0] = n
     C = _load_C()
     if C is not None:
@@ -263,7 +317,7 @@ def backend_info() -> dict:
 
     C = _load_C()
     info: dict = {
-        "backend_env": os.environ.get("PYAIML_BACKEND") or None,
+        "backend_env": _backend_env() or None,
         "cpp": {"available": C is not None, "reason": _available("cpp")[1]},
         "numba": {"available": _numba_available(), "reason": _available("numba")[1]},
         "cuda": {"available": False, "reason": _available("cuda")[1]},
@@ -290,7 +344,10 @@ def backend_info() -> dict:
 
         info["versions"]["numba"] = numba.__version__
     for name in sorted(_registry):
-        b, why = choose(name)
+        try:
+            b, why = choose(name)
+        except RuntimeError as e:  # an op with only a C++ implementation (gemm_checked), unbuilt
+            b, why = None, str(e)
         info["ops"][name] = {
             "backend": b,
             "isa": info["isa"] if b == "cpp" else None,

@@ -2,7 +2,8 @@
 // q (N, Hq, Lq, D), k (N, Hk, Lk, D), v (N, Hk, Lk, Dv) C-contiguous; Hq a multiple of Hk;
 // mask None or a 4-D (N, Hq, Lq, Lk) bool/float32 array with any strides (0 = broadcast).
 // pyaiml/ops/attention.py reshapes the public (..., L, D) arguments into this form.
-// naive=True runs the row-by-row kernels (masked pairs skipped, NaN-safe).
+// naive=True runs the row-by-row kernels (masked pairs skipped, NaN-safe). Arrays whose
+// data is not aligned to their item size are copied first (bindings/common.h).
 #include "bindings/common.h"
 #include "cpu/attention.h"
 
@@ -52,7 +53,7 @@ Prepared prepare(const char* op, py::array q, py::array k, py::array v, py::obje
   a.causal = causal;
   a.scale = static_cast<float>(scale);
   if (!mask.is_none()) {
-    p.mask = mask.cast<py::array>();
+    p.mask = aligned(mask.cast<py::array>());
     PYAIML_CHECK(p.mask.ndim() == 4 && p.mask.shape(0) == a.N && p.mask.shape(1) == a.Hq && p.mask.shape(2) == a.Lq &&
                      p.mask.shape(3) == a.Lk,
                  op, ": attn_mask must have shape (", a.N, ", ", a.Hq, ", ", a.Lq, ", ", a.Lk, "). Received ",

@@ -53,21 +53,45 @@ inline std::vector<int64_t> elem_strides(const py::array& a, const char* op, con
   return s;
 }
 
+inline bool is_aligned(const py::array& a) {
+  return reinterpret_cast<uintptr_t>(a.data()) % static_cast<uintptr_t>(a.itemsize()) == 0;
+}
+
+// `a` itself, or an aligned copy of it (same shape, NumPy's order "K") when its data does
+// not start on a multiple of its item size, as in a view np.frombuffer(buf, np.float32,
+// offset=1). The kernels read elements through T* and through vector types that assume
+// element alignment. NumPy's own allocations are aligned, so the common case is one test.
+inline py::array aligned(const py::array& a) {
+  if (is_aligned(a)) return a;
+  return py::module_::import("numpy").attr("array")(a);
+}
+
+// An input the kernel only reads: dtype T, C-contiguous, aligned (copied if it is not).
 template <class T>
 inline py::array_t<T> require_contiguous(const py::array& a, const char* op, const char* name) {
   require_dtype<T>(a, op, name);
   PYAIML_CHECK(a.flags() & py::array::c_style, op, ": ", name, " must be C-contiguous");
-  return py::array_t<T>(a);
+  return py::array_t<T>(aligned(a));
+}
+
+// An array the kernel writes in place cannot be swapped for a copy: a misaligned one is
+// refused.
+inline void require_aligned(const py::array& a, const char* op, const char* name) {
+  PYAIML_CHECK(is_aligned(a), op, ": ", name, " must be aligned to its item size (", a.itemsize(),
+               " bytes); its data starts at an odd address");
 }
 
 // A new C-contiguous array whose data starts on a 64-byte boundary (NumPy's own allocations
 // are 16-byte aligned, so every 64-byte vector store into them would straddle two cache
 // lines). The memory is freed when the array is.
+// A size whose byte count overflows is out of memory too (never a short allocation).
 template <class T>
 inline py::array_t<T> new_aligned_array(const std::vector<py::ssize_t>& shape) {
-  size_t n = 1;
-  for (py::ssize_t d : shape) n *= static_cast<size_t>(d);
-  const size_t bytes = std::max<size_t>(64, (n * sizeof(T) + 63) / 64 * 64);
+  size_t bytes = sizeof(T);
+  for (py::ssize_t d : shape)
+    if (d < 0 || __builtin_mul_overflow(bytes, static_cast<size_t>(d), &bytes)) throw std::bad_alloc();
+  if (bytes > (size_t(1) << 62)) throw std::bad_alloc();
+  bytes = std::max<size_t>(64, (bytes + 63) / 64 * 64);
   void* p = std::aligned_alloc(64, bytes);
   if (!p) throw std::bad_alloc();
   py::capsule owner(p, [](void* q) { std::free(q); });

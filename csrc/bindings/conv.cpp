@@ -3,9 +3,13 @@
 // parameters p = (sh, sw, pt, pb, pl, pr, dh, dw, G), pool parameters q = (kh, kw, sh, sw,
 // ph, pw). pyaiml/ops/conv.py and pool.py resolve torch-style arguments into these; every
 // precondition is checked again here, so a direct call with bad values raises ValueError
-// instead of reading out of bounds. Compute runs with the GIL released.
+// instead of reading out of bounds: parameters and sizes are range-checked (kMaxExtent,
+// common/checks.h) before the output size is computed, so no shape arithmetic overflows.
+// Inputs whose data is not aligned to 4 bytes are copied first (bindings/common.h).
+// Compute runs with the GIL released.
 #include <algorithm>
 #include <array>
+#include <initializer_list>
 
 #include "bindings/common.h"
 #include "cpu/conv.h"
@@ -22,6 +26,25 @@ py::array_t<float> arr4(const py::array& a, const char* op, const char* name) {
   return require_contiguous<float>(a, op, name);
 }
 
+// Every value of `v` in [lo, kMaxExtent]; the message shows them as received.
+void check_params(const char* op, const char* name, std::initializer_list<int64_t> v, int64_t lo) {
+  bool low = false, high = false;
+  for (int64_t e : v) {
+    low |= e < lo;
+    high |= e > kMaxExtent;
+  }
+  if (!low && !high) return;
+  std::ostringstream os;
+  os << "(";
+  size_t i = 0;
+  for (int64_t e : v) os << (i++ ? ", " : "") << e;
+  os << ")";
+  if (low) fail(op, ": ", name, " must be >= ", lo, ". Received ", os.str());
+  fail(op, ": ", name, " must be at most ", kMaxExtent, ". Received ", os.str());
+}
+
+// Parameters and sizes are range-checked before any arithmetic on them (kMaxExtent), so
+// the sums and products below fit in int64.
 ConvShape conv_shape(const py::array& x, const py::array& w, const P9& p, bool cl, const char* op) {
   ConvShape s{};
   s.N = x.shape(0);
@@ -33,10 +56,9 @@ ConvShape conv_shape(const py::array& x, const py::array& w, const P9& p, bool c
   s.KW = w.shape(3);
   s.sh = p[0]; s.sw = p[1]; s.pt = p[2]; s.pl = p[4]; s.dh = p[6]; s.dw = p[7]; s.G = p[8];
   const int64_t pb = p[3], pr = p[5];
-  PYAIML_CHECK(s.sh >= 1 && s.sw >= 1, op, ": stride must be >= 1. Received (", s.sh, ", ", s.sw, ")");
-  PYAIML_CHECK(s.dh >= 1 && s.dw >= 1, op, ": dilation must be >= 1. Received (", s.dh, ", ", s.dw, ")");
-  PYAIML_CHECK(s.pt >= 0 && pb >= 0 && s.pl >= 0 && pr >= 0, op, ": padding must be >= 0. Received (", s.pt, ", ",
-               pb, ", ", s.pl, ", ", pr, ")");
+  check_params(op, "stride", {s.sh, s.sw}, 1);
+  check_params(op, "dilation", {s.dh, s.dw}, 1);
+  check_params(op, "padding", {s.pt, pb, s.pl, pr}, 0);
   PYAIML_CHECK(s.G >= 1 && s.C % s.G == 0 && s.OC % s.G == 0, op,
                ": groups must be >= 1 and divide the input and output channels. Received groups=", s.G,
                ", channels ", s.C, " -> ", s.OC);
@@ -44,12 +66,25 @@ ConvShape conv_shape(const py::array& x, const py::array& w, const P9& p, bool c
                shape_str(w), " for x ", shape_str(x));
   PYAIML_CHECK(s.N >= 1 && s.C >= 1 && s.OC >= 1 && s.KH >= 1 && s.KW >= 1 && s.H >= 1 && s.W >= 1, op,
                ": x and weight must not be empty. Received x ", shape_str(x), ", weight ", shape_str(w));
+  PYAIML_CHECK(s.H <= kMaxExtent && s.W <= kMaxExtent && s.KH <= kMaxExtent && s.KW <= kMaxExtent, op,
+               ": spatial and kernel sizes must be at most ", kMaxExtent, ". Received x ", shape_str(x), ", weight ",
+               shape_str(w));
   const int64_t eh = s.dh * (s.KH - 1) + 1, ew = s.dw * (s.KW - 1) + 1;
-  PYAIML_CHECK(s.H + s.pt + pb >= eh && s.W + s.pl + pr >= ew, op,
-               ": the (dilated) kernel must fit in the padded input. Received weight ", shape_str(w), " for x ",
+  const int64_t fh = s.H + s.pt + pb, fw = s.W + s.pl + pr;
+  PYAIML_CHECK(fh <= kMaxExtent && fw <= kMaxExtent, op, ": the padded input must be at most ", kMaxExtent,
+               " along each dimension. Received padding (", s.pt, ", ", pb, ", ", s.pl, ", ", pr, ") for x ",
                shape_str(x));
-  s.OH = (s.H + s.pt + pb - eh) / s.sh + 1;
-  s.OW = (s.W + s.pl + pr - ew) / s.sw + 1;
+  PYAIML_CHECK(eh <= kMaxExtent && ew <= kMaxExtent, op, ": the dilated kernel must be at most ", kMaxExtent,
+               " along each dimension. Received dilation (", s.dh, ", ", s.dw, ") for weight ", shape_str(w));
+  int64_t padded = 0;
+  const bool huge = __builtin_mul_overflow(s.N, s.C, &padded) || __builtin_mul_overflow(padded, fh, &padded) ||
+                    __builtin_mul_overflow(padded, fw, &padded) || padded > kMaxPaddedElements;
+  PYAIML_CHECK(!huge, op, ": the padded input must hold at most 2^60 elements (N * C * padded H * padded W). ",
+               "Received padding (", s.pt, ", ", pb, ", ", s.pl, ", ", pr, ") for x ", shape_str(x));
+  PYAIML_CHECK(fh >= eh && fw >= ew, op, ": the (dilated) kernel must fit in the padded input. Received weight ",
+               shape_str(w), " for x ", shape_str(x));
+  s.OH = (fh - eh) / s.sh + 1;
+  s.OW = (fw - ew) / s.sw + 1;
   s.cl = cl;
   return s;
 }
@@ -67,11 +102,15 @@ PoolShape pool_shape(const py::array& x, const Q6& q, bool cl, const char* op) {
   s.W = cl ? x.shape(2) : x.shape(3);
   s.KH = q[0]; s.KW = q[1]; s.sh = q[2]; s.sw = q[3]; s.ph = q[4]; s.pw = q[5];
   s.cl = cl;
-  PYAIML_CHECK(s.KH >= 1 && s.KW >= 1, op, ": kernel_size must be >= 1. Received (", s.KH, ", ", s.KW, ")");
-  PYAIML_CHECK(s.sh >= 1 && s.sw >= 1, op, ": stride must be >= 1. Received (", s.sh, ", ", s.sw, ")");
-  PYAIML_CHECK(s.ph >= 0 && s.pw >= 0 && 2 * s.ph <= s.KH && 2 * s.pw <= s.KW, op,
+  check_params(op, "kernel_size", {s.KH, s.KW}, 1);
+  check_params(op, "stride", {s.sh, s.sw}, 1);
+  check_params(op, "padding", {s.ph, s.pw}, 0);
+  PYAIML_CHECK(2 * s.ph <= s.KH && 2 * s.pw <= s.KW, op,
                ": padding must be >= 0 and at most half the kernel size. Received (", s.ph, ", ", s.pw, ")");
   PYAIML_CHECK(s.N >= 1 && s.C >= 1 && s.H >= 1 && s.W >= 1, op, ": x must not be empty. Received ", shape_str(x));
+  PYAIML_CHECK(s.H + 2 * s.ph <= kMaxExtent && s.W + 2 * s.pw <= kMaxExtent, op,
+               ": the padded input must be at most ", kMaxExtent, " along each dimension. Received x ",
+               shape_str(x), " with padding (", s.ph, ", ", s.pw, ")");
   PYAIML_CHECK(s.H + 2 * s.ph >= s.KH && s.W + 2 * s.pw >= s.KW, op,
                ": kernel_size must fit in the padded input. Received x ", shape_str(x));
   s.OH = (s.H + 2 * s.ph - s.KH) / s.sh + 1;

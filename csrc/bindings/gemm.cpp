@@ -1,6 +1,7 @@
 // bindings/gemm.cpp: _C.gemm(a, b, bias=None, relu=False, naive=False, check_finite=False).
 // a: (Bt, M, K), b: (Bt, K, N), float32, any strides (0 for broadcast, negative allowed);
-// returns a new C-contiguous (Bt, M, N), 64-byte aligned. With check_finite it returns
+// returns a new C-contiguous (Bt, M, N), 64-byte aligned. An operand whose data is not
+// 4-byte aligned is copied first. With check_finite it returns
 // (c, finite): finite is False when some value of A B was NaN or inf, which a NaN or inf
 // input always causes (overflow can too); the caller then checks the inputs. Python
 // (pyaiml/ops) handles batching rules.
@@ -18,6 +19,8 @@ void register_gemm(py::module_& m) {
         require_dtype<float>(b, op, "b");
         require_ndim(a, 3, op, "a");
         require_ndim(b, 3, op, "b");
+        a = aligned(a);  // a copy only when the data is not 4-byte aligned
+        b = aligned(b);
         const int64_t Bt = a.shape(0), M = a.shape(1), K = a.shape(2), N = b.shape(2);
         PYAIML_CHECK(b.shape(0) == Bt, op, ": a and b must have the same batch size. Received ", shape_str(a),
                      " and ", shape_str(b));

@@ -1,5 +1,7 @@
 // module.cpp: the one PYBIND11_MODULE (pyaiml._C). Each op family registers itself from its
 // own bindings/<family>.cpp.
+#include <cstdlib>
+
 #include "bindings/common.h"
 #include "common/isa.h"
 #include "common/parallel.h"
@@ -10,12 +12,23 @@ void register_word2vec(py::module_& m);
 void register_hmm(py::module_& m);
 void register_conv(py::module_& m);
 void register_attention(py::module_& m);
+
+namespace {
+
+PyObject* py_getenv(PyObject*, PyObject* name) {
+  const char* n = PyUnicode_AsUTF8(name);
+  if (!n) return nullptr;
+  const char* v = std::getenv(n);
+  if (!v) Py_RETURN_NONE;
+  return PyUnicode_DecodeFSDefault(v);  // as os.environ decodes
+}
+
+}  // namespace
 }  // namespace pyaiml
 
 PYBIND11_MODULE(_C, m) {
   using namespace pyaiml;
   m.doc() = "pyaiml native kernels (C++). Use pyaiml.ops, not this module.";
-  validate_isa_env();
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -24,6 +37,10 @@ PYBIND11_MODULE(_C, m) {
     }
   });
 
+  // Called by pyaiml/_backend.py right after the import: a PYAIML_ISA that this CPU cannot
+  // run raises ValueError there. (An exception thrown by the module's init would reach
+  // Python as an ImportError, indistinguishable from a missing build.)
+  m.def("validate_isa_env", &validate_isa_env);
   m.def("isa", [] { return std::string(isa_name(active_isa())); }, "ISA the kernels run with.");
   m.def("best_isa", [] { return std::string(isa_name(best_isa())); });
   m.def("compiled_isas", [] {
@@ -40,16 +57,27 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("get_num_threads", &get_num_threads);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.attr("MAX_NUM_THREADS") = kMaxThreads;
   m.def("default_num_threads", &default_num_threads);
 #ifdef PYAIML_VERSION_INFO
   m.attr("__version__") = PYAIML_VERSION_INFO;
 #endif
 
+  // getenv(name) -> str or None: the C library's environment, which every os.environ
+  // assignment and deletion updates (putenv / unsetenv). pyaiml/_backend.py reads
+  // PYAIML_BACKEND through it on every op call, so it uses the plain CPython calling
+  // convention (no pybind11 argument conversion); os.environ.get raises and catches two
+  // KeyErrors when the variable is unset.
+  static PyMethodDef getenv_def[] = {
+      {"getenv", py_getenv, METH_O, "getenv(name) -> str or None, from the C library's environment"},
+      {nullptr, nullptr, 0, nullptr}};
+  if (PyModule_AddFunctions(m.ptr(), getenv_def) != 0) throw py::error_already_set();
+
   m.def(
       "all_finite",
       [](py::array a) {
-        // Contiguous float32/float64: one pass, no temporary; other layouts: NumPy.
-        if (!(a.flags() & py::array::c_style)) {
+        // Contiguous aligned float32/float64: one pass, no temporary; others: NumPy.
+        if (!(a.flags() & py::array::c_style) || !is_aligned(a)) {
           py::object np = py::module_::import("numpy");
           return np.attr("isfinite")(a).attr("all")().cast<bool>();
         }

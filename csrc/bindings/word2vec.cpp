@@ -16,6 +16,7 @@ const T* vec_arg(const py::array& a, const char* name, int64_t want_len) {
   require_dtype<T>(a, op, name);
   require_ndim(a, 1, op, name);
   PYAIML_CHECK(a.flags() & py::array::c_style, op, ": ", name, " must be C-contiguous");
+  require_aligned(a, op, name);
   if (want_len >= 0)
     PYAIML_CHECK(a.shape(0) == want_len, op, ": ", name, " must have length ", want_len, ". Received ",
                  shape_str(a));
@@ -28,6 +29,7 @@ float* mat_arg(const py::array& a, const char* name, int64_t V, int64_t ld) {
   require_ndim(a, 2, op, name);
   PYAIML_CHECK(a.flags() & py::array::c_style, op, ": ", name, " must be C-contiguous");
   PYAIML_CHECK(a.writeable(), op, ": ", name, " must be writeable");
+  require_aligned(a, op, name);
   PYAIML_CHECK(a.shape(0) == V && a.shape(1) == ld, op, ": ", name, " must have shape (", V, ", ", ld,
                "). Received ", shape_str(a));
   return static_cast<float*>(const_cast<void*>(a.data()));

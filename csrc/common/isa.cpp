@@ -1,9 +1,11 @@
-// isa.cpp: CPU feature detection (cpuid + xgetbv) and the PYAIML_ISA override.
+// isa.cpp: CPU feature detection (cpuid + xgetbv), the PYAIML_ISA override and the
+// PYAIML_HIDE_ISA testing hook (isa.h).
 #include "common/isa.h"
 
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 
 #if PYAIML_HAVE_X86
 #include <cpuid.h>
@@ -36,8 +38,43 @@ static unsigned long long xgetbv0() {
 }
 #endif
 
+static bool parse_isa(const char* s, size_t n, Isa* out) {
+  for (Isa isa : {Isa::baseline, Isa::avx2, Isa::avx512})
+    if (std::strlen(isa_name(isa)) == n && std::strncmp(s, isa_name(isa), n) == 0) {
+      *out = isa;
+      return true;
+    }
+  return false;
+}
+
+// The lowest ISA named in PYAIML_HIDE_ISA (comma-separated avx2 / avx512), or
+// Isa::baseline when it is unset; *ok = false when a name is not one of those two.
+static Isa lowest_hidden(bool* ok) {
+  *ok = true;
+  const char* env = std::getenv("PYAIML_HIDE_ISA");
+  Isa low = Isa::baseline;
+  if (!env || !*env) return low;
+  for (const char* p = env;;) {
+    const char* e = std::strchr(p, ',');
+    const size_t n = e ? size_t(e - p) : std::strlen(p);
+    Isa isa;
+    if (!parse_isa(p, n, &isa) || isa == Isa::baseline) {
+      *ok = false;
+    } else if (low == Isa::baseline || static_cast<int>(isa) < static_cast<int>(low)) {
+      low = isa;
+    }
+    if (!e) break;
+    p = e + 1;  // an empty name after a comma is refused like any other
+  }
+  return low;
+}
+
 bool cpu_supports(Isa isa) {
   if (isa == Isa::baseline) return true;
+  bool ok;
+  const Isa hidden = lowest_hidden(&ok);
+  // Every ISA from the lowest hidden one up (AVX-512 code uses AVX2 instructions too).
+  if (hidden != Isa::baseline && static_cast<int>(isa) >= static_cast<int>(hidden)) return false;
 #if PYAIML_HAVE_X86
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
@@ -64,34 +101,36 @@ Isa best_isa() {
   return Isa::baseline;
 }
 
-static bool parse_isa(const char* s, Isa* out) {
-  for (Isa isa : {Isa::baseline, Isa::avx2, Isa::avx512})
-    if (std::strcmp(s, isa_name(isa)) == 0) {
-      *out = isa;
-      return true;
-    }
-  return false;
-}
-
 void validate_isa_env() {
+  bool hide_ok;
+  lowest_hidden(&hide_ok);
+  if (!hide_ok)
+    throw std::invalid_argument(std::string("PYAIML_HIDE_ISA (a testing hook) must be a comma-separated list of "
+                                            "avx2, avx512. Received '") +
+                                std::getenv("PYAIML_HIDE_ISA") + "'");
   const char* env = std::getenv("PYAIML_ISA");
   if (!env || !*env) return;
   Isa isa;
-  if (!parse_isa(env, &isa))
+  if (!parse_isa(env, std::strlen(env), &isa))
     throw std::invalid_argument(std::string("PYAIML_ISA must be one of baseline, avx2, avx512. Received '") +
                                 env + "'");
   if (!isa_compiled(isa))
     throw std::invalid_argument(std::string("PYAIML_ISA=") + env + " is not compiled into this build");
-  if (!cpu_supports(isa))
-    throw std::invalid_argument(std::string("PYAIML_ISA=") + env + " is not supported by this CPU (best: " +
-                                isa_name(best_isa()) + ")");
+  if (!cpu_supports(isa)) {
+    std::string supported;
+    for (Isa i : {Isa::baseline, Isa::avx2, Isa::avx512})
+      if (isa_compiled(i) && cpu_supports(i)) supported += std::string(supported.empty() ? "" : ", ") + isa_name(i);
+    throw std::invalid_argument(std::string("PYAIML_ISA=") + env + " is not supported by this CPU (supported: " +
+                                supported + "); unset PYAIML_ISA to use the best of them");
+  }
 }
 
 Isa active_isa() {
   static const Isa isa = [] {
     const char* env = std::getenv("PYAIML_ISA");
     Isa forced;
-    if (env && *env && parse_isa(env, &forced) && isa_compiled(forced) && cpu_supports(forced)) return forced;
+    if (env && *env && parse_isa(env, std::strlen(env), &forced) && isa_compiled(forced) && cpu_supports(forced))
+      return forced;
     return best_isa();
   }();
   return isa;

@@ -1,6 +1,11 @@
 // isa.h: run-time instruction-set selection. Every file in csrc/cpu/ is compiled once per
 // ISA inside namespace pyaiml::<isa>; a family's kernel table is picked here at first use
 // from the best ISA the CPU supports, or from PYAIML_ISA=baseline|avx2|avx512.
+//
+// Testing hook: PYAIML_HIDE_ISA=avx512 (or avx2, or avx2,avx512) makes the selection treat
+// those ISAs, and every ISA above the lowest one named, as unsupported by this CPU, so the
+// AVX2 and baseline paths (and the error for a PYAIML_ISA the CPU lacks) can be tested on
+// an AVX-512 machine. Nothing else reads it.
 #pragma once
 #include <string>
 
@@ -9,11 +14,11 @@ namespace pyaiml {
 enum class Isa : int { baseline = 0, avx2 = 1, avx512 = 2 };
 
 const char* isa_name(Isa isa);
-bool cpu_supports(Isa isa);   // the CPU and OS can run code built for this ISA
+bool cpu_supports(Isa isa);   // the CPU and OS can run code built for this ISA (and it is not hidden)
 bool isa_compiled(Isa isa);   // this build carries code for this ISA
 Isa best_isa();               // best compiled and supported
 Isa active_isa();             // PYAIML_ISA if set (validated), else best_isa(); fixed at first call
-void validate_isa_env();      // throws std::invalid_argument on a bad PYAIML_ISA
+void validate_isa_env();      // throws std::invalid_argument on a bad PYAIML_ISA or PYAIML_HIDE_ISA
 
 }  // namespace pyaiml
 

@@ -3,6 +3,7 @@
 // a worker that is late for a job skips it instead of holding up the caller.
 #include "common/parallel.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -106,8 +107,7 @@ class Pool {
   static constexpr uint64_t kOpen = 0x80, kCount = 0x7f;
 
   void start(int n) {
-    nthreads_ = n < 1 ? 1 : n;
-    if (nthreads_ > 128) nthreads_ = 128;  // joined count must fit in 7 bits
+    nthreads_ = std::clamp(n, 1, kMaxThreads);  // set_num_threads checks; the joined count has 7 bits
     quit_ = false;
     const uint64_t g0 = gen_.load(std::memory_order_acquire);
     for (int i = 1; i < nthreads_; ++i) workers_.emplace_back([this, i, g0] { loop(i, g0); });
@@ -215,17 +215,18 @@ int default_num_threads() {
   if (const char* env = std::getenv("PYAIML_NUM_THREADS")) {
     char* end = nullptr;
     long v = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && v >= 1 && v <= 4096) return static_cast<int>(v);
+    // pyaiml/_backend.py rejects other values at import.
+    if (end != env && *end == '\0' && v >= 1 && v <= kMaxThreads) return static_cast<int>(v);
   }
 #if defined(__linux__)
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) {
     int c = CPU_COUNT(&set);
-    if (c >= 1) return c;
+    if (c >= 1) return std::min(c, kMaxThreads);
   }
 #endif
   unsigned hc = std::thread::hardware_concurrency();
-  return hc ? static_cast<int>(hc) : 1;
+  return hc ? std::min(static_cast<int>(hc), kMaxThreads) : 1;
 }
 
 int get_num_threads() {
@@ -238,7 +239,9 @@ int get_num_threads() {
 }
 
 void set_num_threads(int n) {
-  if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1. Received " + std::to_string(n));
+  if (n < 1 || n > kMaxThreads)
+    throw std::invalid_argument("set_num_threads: n must be from 1 to " + std::to_string(kMaxThreads) +
+                                ". Received " + std::to_string(n));
   g_num_threads.store(n, std::memory_order_relaxed);
   std::lock_guard<std::mutex> g(g_pool_mutex);
   if (g_pool && g_pool->size() != n) g_pool->resize(n);

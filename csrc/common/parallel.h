@@ -9,9 +9,13 @@
 
 namespace pyaiml {
 
+// Largest pool: the job slot counts the workers that joined in 7 bits (parallel.cpp).
+// pyaiml/_backend.py MAX_THREADS is the same number.
+constexpr int kMaxThreads = 128;
+
 int get_num_threads();
-void set_num_threads(int n);  // n >= 1
-int default_num_threads();    // PYAIML_NUM_THREADS, else usable cores
+void set_num_threads(int n);  // 1 <= n <= kMaxThreads, else std::invalid_argument
+int default_num_threads();    // PYAIML_NUM_THREADS, else usable cores, at most kMaxThreads
 
 // Index of the calling participant within the current parallel_for, in [0, num_threads).
 // 0 outside a parallel region. Use it to pick per-thread scratch.

@@ -14,9 +14,10 @@
 // Backward: when the windows tile the input (stride == kernel, no padding: the Keras
 // pools) every input element belongs to at most one window, so grad_x is written once,
 // row of windows by row of windows, by comparing each element's position with its
-// window's index (no zero fill of the covered part, no scatter). Otherwise grad_x is zeroed
-// and the gradients are scattered image by image (channels last) or plane by plane, so no
-// two threads write the same element. Indices are range-checked while they are read and a
+// window's index (no zero fill of the covered part, no scatter); a flat index from the
+// caller that lies outside its window sends the call to the scatter below. Otherwise
+// grad_x is zeroed and the gradients are scattered image by image (channels last) or
+// plane by plane, so no two threads write the same element. Indices are range-checked while they are read and a
 // bad one is never written through; the kernel reports it and the binding raises.
 //
 // Not here: validation (bindings/conv.cpp), ceil_mode, dilation, float64.
@@ -176,10 +177,12 @@ inline void fwd_tiled_row(const Tile& tl, const float* xr, int64_t h0, float* yr
 }
 
 // grad_x of one row of windows: every element of the window gets its output's gradient if
-// it is the recorded argmax, else 0 (T = kNone: the argmax is recomputed from x).
+// it is the recorded argmax, else 0 (T = kNone: the argmax is recomputed from x). A flat
+// index that matches no element of its own window sets missv / misss (its gradient belongs
+// elsewhere; backward_t then scatters instead).
 template <int T, int KH_, int KW_>
 inline void bwd_tiled_row(const Tile& tl, const float* gr, const int64_t* ir, const uint8_t* wr, const float* xr,
-                          float* gxr, int64_t h0, vi& badv, bool& bads) {
+                          float* gxr, int64_t h0, vi& badv, bool& bads, vi& missv, bool& misss) {
   const int64_t W = tl.W, C = tl.C, OW = tl.OW, hw = tl.hw;
   const int64_t KH = KH_ ? KH_ : tl.KH, KW = KW_ ? KW_ : tl.KW, kk = KH * KW;
   for (int64_t ow = 0; ow < OW; ++ow) {
@@ -211,9 +214,14 @@ inline void bwd_tiled_row(const Tile& tl, const float* gr, const int64_t* ir, co
           }
       }
       const vf gv = loadu(gr + o + c);
+      vi hit = vi{};
       for (int64_t i = 0; i < KH; ++i)
-        for (int64_t j = 0; j < KW; ++j)
-          storeu(gb + (i * W + j) * C + c, a == (int)(T == kFlat ? (h0 + i) * W + w0 + j : i * KW + j) ? gv : vf{});
+        for (int64_t j = 0; j < KW; ++j) {
+          const vi eq = a == (int)(T == kFlat ? (h0 + i) * W + w0 + j : i * KW + j);
+          if (T == kFlat) hit |= eq;
+          storeu(gb + (i * W + j) * C + c, eq ? gv : vf{});
+        }
+      if (T == kFlat) missv |= ~hit;
     }
     for (; c < C; ++c) {
       int64_t a;
@@ -235,9 +243,14 @@ inline void bwd_tiled_row(const Tile& tl, const float* gr, const int64_t* ir, co
             }
       }
       const float g = gr[o + c];
+      bool hit = false;
       for (int64_t i = 0; i < KH; ++i)
-        for (int64_t j = 0; j < KW; ++j)
-          gb[(i * W + j) * C + c] = a == (T == kFlat ? (h0 + i) * W + w0 + j : i * KW + j) ? g : 0.f;
+        for (int64_t j = 0; j < KW; ++j) {
+          const bool eq = a == (T == kFlat ? (h0 + i) * W + w0 + j : i * KW + j);
+          if (T == kFlat) hit |= eq;
+          gb[(i * W + j) * C + c] = eq ? g : 0.f;
+        }
+      if (T == kFlat) misss |= !hit;
     }
   }
 }
@@ -279,6 +292,9 @@ bool forward_cl(const PoolShape& s_, const float* x, float* y, int64_t* idx, uin
   std::atomic<bool> bad{false};
   parallel_for(s_.N * s_.OH, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, s_.OW * C)), [&](int64_t b, int64_t e) {
     const PoolShape s = s_;  // a local copy: stores through y/win cannot alias it
+    // argmax_v keeps flat indices in 32-bit lanes: planes of 2^31 elements or more take the
+    // scalar loop.
+    const bool vec = T != kFlat || s.H * s.W < (int64_t(1) << 31);
     vi badv = vi{};
     bool bads = false;
     for (int64_t t = b; t < e; ++t) {
@@ -288,7 +304,7 @@ bool forward_cl(const PoolShape& s_, const float* x, float* y, int64_t* idx, uin
         const Win r = window(s, oh, ow);
         const int64_t o = ((n * s.OH + oh) * s.OW + ow) * C;
         int64_t c = 0;
-        for (; c + VL <= C; c += VL) {
+        for (; vec && c + VL <= C; c += VL) {
           vi a;
           vf m = argmax_v<T>(s, r, xn, c, a);
           if (RELU) {
@@ -372,17 +388,17 @@ bool forward_r(const PoolShape& s, const float* x, float* y, int64_t* idx, uint8
 // ------------------------------------------------------------------ backward
 
 // Windows tile the input (uncovered: the last W % KW columns and H % KH rows, zeroed
-// here). Parallel over rows of windows.
+// here). Parallel over rows of windows. *miss: some flat index lies outside its window.
 template <int T>
 bool backward_tiled_cl(const PoolShape& s, const float* gy, const float* x, const int64_t* idx, const uint8_t* win,
-                       float* gx) {
+                       float* gx, bool* miss) {
   const Tile tl{s.W, s.C, s.OW, s.KH, s.KW, s.H * s.W};
   const int64_t OH = s.OH, H = s.H, W = s.W, OW = s.OW, C = s.C, KH = s.KH, KW = s.KW;
   const int64_t Wc = OW * KW;  // covered columns
-  std::atomic<bool> bad{false};
+  std::atomic<bool> bad{false}, missed{false};
   parallel_for(s.N * OH, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, KH * W * C)), [&](int64_t b, int64_t e) {
-    vi badv = vi{};
-    bool bads = false;
+    vi badv = vi{}, missv = vi{};
+    bool bads = false, misss = false;
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / OH, oh = t % OH, h0 = oh * KH;
       float* gxr = gx + (n * H + h0) * W * C;
@@ -395,15 +411,20 @@ bool backward_tiled_cl(const PoolShape& s, const float* gy, const float* x, cons
       const uint8_t* wr = win ? win + t * OW * C : nullptr;
       const float* xr = x + (n * H + h0) * W * C;
       if (KH == 2 && KW == 2)
-        bwd_tiled_row<T, 2, 2>(tl, gr, ir, wr, xr, gxr, h0, badv, bads);
+        bwd_tiled_row<T, 2, 2>(tl, gr, ir, wr, xr, gxr, h0, badv, bads, missv, misss);
       else if (KH == 1 && KW == 2)
-        bwd_tiled_row<T, 1, 2>(tl, gr, ir, wr, xr, gxr, h0, badv, bads);
+        bwd_tiled_row<T, 1, 2>(tl, gr, ir, wr, xr, gxr, h0, badv, bads, missv, misss);
       else
-        bwd_tiled_row<T, 0, 0>(tl, gr, ir, wr, xr, gxr, h0, badv, bads);
+        bwd_tiled_row<T, 0, 0>(tl, gr, ir, wr, xr, gxr, h0, badv, bads, missv, misss);
     }
-    for (int i = 0; i < VL; ++i) bads |= badv[i] != 0;
+    for (int i = 0; i < VL; ++i) {
+      bads |= badv[i] != 0;
+      misss |= missv[i] != 0;
+    }
     if (bads) bad.store(true, std::memory_order_relaxed);
+    if (misss) missed.store(true, std::memory_order_relaxed);
   });
+  *miss = missed.load();
   return !bad.load();
 }
 
@@ -495,7 +516,14 @@ bool backward_scatter(const PoolShape& s_, const float* gy, const float* x, cons
 template <int T>
 bool backward_t(const PoolShape& s, const float* gy, const float* x, const int64_t* idx, const uint8_t* win,
                 float* gx) {
-  if (s.cl && is_tiled(s) && s.H * s.W < (int64_t(1) << 31)) return backward_tiled_cl<T>(s, gy, x, idx, win, gx);
+  if (s.cl && is_tiled(s) && s.H * s.W < (int64_t(1) << 31)) {
+    bool miss = false;
+    const bool ok = backward_tiled_cl<T>(s, gy, x, idx, win, gx, &miss);
+    // A caller's flat index outside its own window (never one of the forward's): the tiled
+    // pass dropped that gradient, so redo the whole call as a scatter-add, which puts every
+    // gradient where its index says, as the channels-first path and torch do.
+    if (!miss) return ok;
+  }
   return backward_scatter<T>(s, gy, x, idx, win, gx);
 }
 

@@ -1,9 +1,11 @@
 """Functional ops with ``torch.nn.functional`` semantics and explicit ``*_backward``.
 
 Each op validates its arguments, fixes dtype and contiguity, and calls the implementation
-the backend registry picks (C++, Numba or NumPy); see ``pyaiml.backend_info()``.
+the backend registry picks (C++, Numba or NumPy); see ``pyaiml.backend_info()``. Inputs are
+checked for NaN/inf unless ``set_check_finite(False)`` (process-wide) or a
+``with finite_checks(False):`` block (this thread only) turns the checks off.
 """
-from pyaiml.ops._validate import get_check_finite, set_check_finite
+from pyaiml.ops._validate import finite_checks, get_check_finite, set_check_finite
 from pyaiml.ops.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from pyaiml.ops.linalg import linear, linear_backward, matmul, matmul_backward
 from pyaiml.ops.activations import (gelu, gelu_backward, log_softmax, log_softmax_backward, relu, relu_backward, sigmoid, sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)  # noqa: E501
@@ -31,4 +33,5 @@ __all__ = [
     "word2vec_train_epoch",
     "set_check_finite",
     "get_check_finite",
+    "finite_checks",
 ]

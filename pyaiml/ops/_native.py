@@ -1,9 +1,13 @@
 """Thin adapters from the registry's op signatures to pyaiml._C entry points."""
 from __future__ import annotations
 
+import numpy as np
+
 from pyaiml import _backend
+from pyaiml.ops._validate import all_finite_numpy
 
 _C = _backend.native()
+_F32 = np.dtype(np.float32)
 
 
 def gemm(a3, b3, bias=None, relu=False):
@@ -13,3 +17,12 @@ def gemm(a3, b3, bias=None, relu=False):
 def gemm_checked(a3, b3, bias=None, relu=False):
     """(c, finite): finite is False when some value of a3 @ b3 was NaN or inf."""
     return _C.gemm(a3, b3, bias, relu, False, True)
+
+
+def all_finite(x):
+    """float32: one native pass (NumPy for non-contiguous or misaligned arrays); float64:
+    NumPy's sum test, faster than the scalar C loop (see all_finite_numpy)."""
+    dt = x.dtype
+    if dt is _F32 or dt == _F32:
+        return _C.all_finite(x)
+    return all_finite_numpy(x)

@@ -102,6 +102,10 @@ class _Prep:
         else:
             try:
                 scale = float(scale)
+            except OverflowError:  # an int beyond float range
+                r = repr(scale)
+                raise ValueError(f"{op}: scale must be finite. Received {r if len(r) <= 40 else r[:24] + '...'} "
+                                 f"(an integer of {len(r)} digits, beyond float range)") from None
             except (TypeError, ValueError):
                 raise TypeError(f"{op}: scale must be a number or None. Received {type(scale).__name__}") from None
             if not math.isfinite(scale):
@@ -181,9 +185,10 @@ def _fast_forward(q, k, v, is_causal, scale):
         scale = 1.0 / math.sqrt(D)
     elif type(scale) is not float or not math.isfinite(scale):
         return None
-    if _backend.chosen_backend("attention_forward") != "cpp":
+    backend, impl = _backend.chosen("attention_forward")
+    if backend != "cpp":
         return None
-    return _backend.resolve("attention_forward")(q, k, v, None, is_causal, scale)
+    return impl(q, k, v, None, is_causal, scale)
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml import _backend
-from pyaiml.ops._validate import as_array, float_dtype, require_finite
+from pyaiml.ops._validate import (MAX_PADDED_ELEMENTS, as_array, finite_check, float_dtype, int_arg, int_tuple,
+                                  require_finite, window_out)
 
 _backend.register_op(
     "conv2d",
@@ -36,27 +37,13 @@ _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _impl(name, dtype):
+    """(backend, callable) of op ``name``: the registry's choice; float64 runs on the NumPy
+    reference."""
     if dtype is _F64 or dtype == np.float64:
         from pyaiml.reference import conv as ref
 
-        return getattr(ref, name)
-    return _backend.resolve(name)
-
-
-def _ints(v, n, op, name, minimum):
-    """An int or a length-n sequence of ints, each >= minimum -> tuple of n ints."""
-    if isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{op}: {name} must be an int or a tuple of {n} ints. Received {v!r}")
-    if isinstance(v, (int, np.integer)):
-        t = (int(v),) * n
-    elif isinstance(v, (tuple, list)) and len(v) == n and all(
-            isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)) for e in v):
-        t = tuple(int(e) for e in v)
-    else:
-        raise TypeError(f"{op}: {name} must be an int or a tuple of {n} ints. Received {v!r}")
-    if any(e < minimum for e in t):
-        raise ValueError(f"{op}: {name} must be >= {minimum}. Received {v!r}")
-    return t
+        return "numpy", getattr(ref, name)
+    return _backend.chosen(name)
 
 
 def _data_format(fmt, table, op):
@@ -109,13 +96,18 @@ def _prepare_checks(op, x, weight, stride, padding, dilation, groups, cl, nd):
         raise ValueError(f"{op}: x must be {nd + 2}-D {want_x}. Received shape {tuple(x.shape)}")
     if weight.ndim != nd + 2:
         raise ValueError(f"{op}: weight must be {nd + 2}-D {want_w}. Received shape {tuple(weight.shape)}")
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)):
-        raise TypeError(f"{op}: groups must be an int. Received {groups!r}")
-    G = int(groups)
-    if G < 1:
-        raise ValueError(f"{op}: groups must be >= 1. Received {groups}")
-    s = _ints(stride, nd, op, "stride", 1)
-    d = _ints(dilation, nd, op, "dilation", 1)
+    G = int_arg(groups, op, "groups", 1)
+    # Parameters first (each within [minimum, MAX_EXTENT]), then the exact output size.
+    s = int_tuple(stride, nd, op, "stride", 1)
+    if isinstance(padding, str):
+        if padding not in ("valid", "same"):
+            raise ValueError(f"{op}: padding must be an int, a tuple, 'valid' or 'same'. Received {padding!r}")
+        if padding == "same" and any(e != 1 for e in s):
+            raise ValueError(f"{op}: padding='same' needs stride 1 (as in torch). Received stride {stride!r}")
+        pp = None
+    else:
+        pp = int_tuple(padding, nd, op, "padding", 0)
+    d = int_tuple(dilation, nd, op, "dilation", 1)
     C = x.shape[-1] if cl else x.shape[1]
     sp = x.shape[1:-1] if cl else x.shape[2:]
     OC = weight.shape[0]
@@ -131,26 +123,21 @@ def _prepare_checks(op, x, weight, stride, padding, dilation, groups, cl, nd):
     if any(e < 1 for e in k) or OC < 1:
         raise ValueError(f"{op}: weight must not be empty. Received shape {tuple(weight.shape)}")
     ek = tuple(d[i] * (k[i] - 1) + 1 for i in range(nd))
-    if isinstance(padding, str):
-        if padding == "valid":
-            pads = ((0, 0),) * nd
-        elif padding == "same":
-            if any(e != 1 for e in s):
-                raise ValueError(f"{op}: padding='same' needs stride 1 (as in torch). Received stride {stride!r}")
-            pads = tuple(((e - 1) // 2, (e - 1) - (e - 1) // 2) for e in ek)
-        else:
-            raise ValueError(f"{op}: padding must be an int, a tuple, 'valid' or 'same'. Received {padding!r}")
+    if pp is None:
+        pads = ((0, 0),) * nd if padding == "valid" else tuple(((e - 1) // 2, (e - 1) - (e - 1) // 2) for e in ek)
     else:
-        pp = _ints(padding, nd, op, "padding", 0)
         pads = tuple((e, e) for e in pp)
-    out = []
+    out = window_out(op, sp, k, s, pads, d, padding)
+    padded = x.shape[0] * C
     for i in range(nd):
-        full = sp[i] + pads[i][0] + pads[i][1]
-        if full < ek[i]:
-            raise ValueError(
-                f"{op}: the (dilated) kernel must fit in the padded input. Received kernel size {tuple(k)} with "
-                f"dilation {d} (extent {ek}) for input size {tuple(sp)} padded by {[list(q) for q in pads]}")
-        out.append((full - ek[i]) // s[i] + 1)
+        padded *= sp[i] + pads[i][0] + pads[i][1]
+    if padded > MAX_PADDED_ELEMENTS:
+        raise ValueError(f"{op}: padding makes the padded input too large: N * C * padded sizes = {padded} elements, "
+                         f"more than 2**60. Received padding {padding!r} for x of shape {tuple(x.shape)}")
+    if any(o < 1 for o in out):
+        raise ValueError(
+            f"{op}: the (dilated) kernel must fit in the padded input. Received kernel size {tuple(k)} with "
+            f"dilation {d} (extent {ek}) for input size {tuple(sp)} padded by {[list(q) for q in pads]}")
     if C < 1:
         raise ValueError(f"{op}: x must have at least one channel. Received shape {tuple(x.shape)}")
     if nd == 1:
@@ -178,19 +165,21 @@ def _conv(op, nd, x, weight, bias, stride, padding, dilation, groups, data_forma
     if activation is not None and activation != "relu" and activation != "linear":
         raise ValueError(f"{op}: activation must be None or 'relu'. Received {activation!r}")
     x4, w4, p, osp = _prepare(op, x, weight, stride, padding, dilation, groups, cl, nd)
+    backend, impl = _impl("conv2d", dt)
+    check = finite_check(backend)
     OC = weight.shape[0]
     if bias is not None:
         if bias.shape != (OC,):
             raise ValueError(f"{op}: bias must have shape ({OC},). Received {tuple(bias.shape)}")
         bias = np.ascontiguousarray(bias)
-        require_finite(bias, op, "bias")
-    require_finite(x4, op, "x")
-    require_finite(w4, op, "weight")
+        require_finite(bias, op, "bias", check)
+    require_finite(x4, op, "x", check, x.shape)
+    require_finite(w4, op, "weight", check, weight.shape)
     N = x.shape[0]
     oshape = (N,) + osp + (OC,) if cl else (N, OC) + osp
     if N == 0:
         return np.zeros(oshape, dtype=dt)
-    y = _impl("conv2d", dt)(x4, w4, bias, p, cl, activation == "relu")
+    y = impl(x4, w4, bias, p, cl, activation == "relu")
     return y if nd == 2 else y.reshape(oshape)
 
 
@@ -258,10 +247,11 @@ def _conv_backward(op, nd, grad_out, x, weight, stride, padding, dilation, group
         return (np.zeros(x.shape, dt) if need_x else None, np.zeros(weight.shape, dt) if need_w else None,
                 np.zeros((OC,), dt) if need_b else None)
     g4 = np.ascontiguousarray(g.reshape((N,) + (1,) * (2 - nd) + osp + (OC,) if cl else (N, OC) + (1,) * (2 - nd) + osp))
-    require_finite(g4, op, "grad_out")
+    backend, impl = _impl("conv2d_backward", dt)
+    require_finite(g4, op, "grad_out", finite_check(backend), g.shape)
     if not (need_x or need_w or need_b):
         return None, None, None
-    gx, gw, gb = _impl("conv2d_backward", dt)(g4, x4, w4, p, cl, need_b, need_x=need_x, need_w=need_w)
+    gx, gw, gb = impl(g4, x4, w4, p, cl, need_b, need_x=need_x, need_w=need_w)
     return (gx.reshape(x.shape) if need_x else None, gw.reshape(weight.shape) if need_w else None, gb)
 
 

@@ -17,6 +17,8 @@ _backend.register_op(
     numba="pyaiml._numba.gemm:gemm",
     numpy="pyaiml.reference.gemm:gemm",
 )
+# gemm that also reports a NaN/inf in the product (C++ only; called when "gemm" runs on C++).
+_backend.register_op("gemm_checked", cpp="pyaiml.ops._native:gemm_checked")
 
 
 def _same_dtype(op: str, **arrays) -> np.dtype:
@@ -49,9 +51,7 @@ def _gemm3(a3: np.ndarray, b3: np.ndarray, bias=None, relu: bool = False, nonfin
 
         return ref(a3, b3, bias, relu)
     if nonfinite is not None:
-        from pyaiml.ops._native import gemm_checked
-
-        c, finite = gemm_checked(a3, b3, bias, relu)
+        c, finite = _backend.resolve("gemm_checked", "cpp")(a3, b3, bias, relu)
         if not finite:
             nonfinite[0] = True
         return c

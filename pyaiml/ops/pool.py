@@ -23,8 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml import _backend
-from pyaiml.ops._validate import as_array, float_dtype, get_check_finite, require_finite
-from pyaiml.ops.conv import _FORMATS1, _FORMATS2, _data_format, _ints
+from pyaiml.ops._validate import (as_array, finite_check, float_dtype, get_check_finite, int_tuple, require_finite,
+                                  window_out)
+from pyaiml.ops.conv import _FORMATS1, _FORMATS2, _data_format
 
 _backend.register_op(
     "max_pool2d",
@@ -45,11 +46,13 @@ _F64, _I64, _U8 = np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.uint8)
 
 
 def _impl(name, dtype):
+    """(backend, callable) of op ``name``: the registry's choice; float64 runs on the NumPy
+    reference."""
     if dtype == _F64:
         from pyaiml.reference import pool as ref
 
-        return getattr(ref, name)
-    return _backend.resolve(name)
+        return "numpy", getattr(ref, name)
+    return _backend.chosen(name)
 
 
 class _Plan:
@@ -58,7 +61,7 @@ class _Plan:
 
     def __init__(self, cl, q, oshape, oshape4, shape4):
         self.cl, self.q, self.oshape, self.oshape4, self.shape4 = cl, q, oshape, oshape4, shape4
-        self.kk = q[0] * q[1]
+        self.kk = q[0] * q[1]  # Python ints: exact (a C product of two huge sizes could wrap)
         self.flat = oshape == oshape4
 
 
@@ -89,9 +92,11 @@ def _plan(op, nd, x, kernel_size, stride, padding, data_format):
     want = ("(N, L, C)" if cl else "(N, C, L)") if nd == 1 else ("(N, H, W, C)" if cl else "(N, C, H, W)")
     if x.ndim != nd + 2:
         raise ValueError(f"{op}: x must be {nd + 2}-D {want}. Received shape {tuple(x.shape)}")
-    k = _ints(kernel_size, nd, op, "kernel_size", 1)
-    s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else _ints(stride, nd, op, "stride", 1)
-    p = _ints(padding, nd, op, "padding", 0)
+    # Parameters first (each within [minimum, MAX_EXTENT]), then the exact output size.
+    k = int_tuple(kernel_size, nd, op, "kernel_size", 1)
+    s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else int_tuple(
+        stride, nd, op, "stride", 1)
+    p = int_tuple(padding, nd, op, "padding", 0)
     if any(p[i] > k[i] // 2 for i in range(nd)):
         raise ValueError(f"{op}: padding must be at most half the kernel size. Received padding {padding!r} "
                          f"for kernel_size {kernel_size!r}")
@@ -99,12 +104,10 @@ def _plan(op, nd, x, kernel_size, stride, padding, data_format):
     C = x.shape[-1] if cl else x.shape[1]
     if C < 1 or any(e < 1 for e in sp):
         raise ValueError(f"{op}: x must have non-empty channel and spatial dimensions. Received shape {tuple(x.shape)}")
-    out = []
-    for i in range(nd):
-        if sp[i] + 2 * p[i] < k[i]:
-            raise ValueError(f"{op}: kernel_size must fit in the padded input. Received kernel_size {k} for input "
-                             f"size {tuple(sp)} with padding {p}")
-        out.append((sp[i] + 2 * p[i] - k[i]) // s[i] + 1)
+    out = window_out(op, sp, k, s, tuple((e, e) for e in p), (1,) * nd, padding, what="kernel_size")
+    if any(o < 1 for o in out):
+        raise ValueError(f"{op}: kernel_size must fit in the padded input. Received kernel_size {k} for input "
+                         f"size {tuple(sp)} with padding {p}")
     N = x.shape[0]
     if nd == 1:
         q = (1, k[0], 1, s[0], 0, p[0])
@@ -152,11 +155,13 @@ def _pool(op, nd, x, kernel_size, stride, padding, data_format, return_indices, 
         y = np.zeros(plan.oshape, x.dtype)
         return (y, np.zeros(plan.oshape, np.int64 if index == "flat" else np.uint8)) if return_indices else y
     x4 = _x4(x, plan)
-    y, idx, finite = _impl("max_pool2d", x.dtype)(x4, plan.q, plan.cl, index, relu)
+    backend, impl = _impl("max_pool2d", x.dtype)
+    y, idx, finite = impl(x4, plan.q, plan.cl, index, relu)
     # NaN and +inf reach the output of their window, so a finite output means that no
     # non-finite input mattered; otherwise the full check on x names the element.
     if not finite and get_check_finite():
-        require_finite(x4, op, "x")  # raises: a non-finite output comes from a non-finite x
+        # raises: a non-finite output comes from a non-finite x
+        require_finite(x4, op, "x", finite_check(backend), x.shape)
     if not plan.flat:
         y = y.reshape(plan.oshape)
         idx = idx if idx is None else idx.reshape(plan.oshape)
@@ -203,7 +208,7 @@ def _pool_backward(op, nd, grad_out, x, kernel_size, stride, padding, data_forma
         raise TypeError(f"{op}: grad_out must have x's dtype {x.dtype}. Received {g.dtype}")
     if g.shape != plan.oshape:
         raise ValueError(f"{op}: grad_out must have the forward output's shape {plan.oshape}. Received {tuple(g.shape)}")
-    impl = _impl("max_pool2d_backward", x.dtype)
+    backend, impl = _impl("max_pool2d_backward", x.dtype)
     idx = None
     if indices is not None:
         idx = indices if type(indices) is np.ndarray else as_array(indices, op, "indices")
@@ -221,8 +226,9 @@ def _pool_backward(op, nd, grad_out, x, kernel_size, stride, padding, data_forma
             if idx.min() < lo or idx.max() > hi:
                 raise ValueError(f"{op}: window indices must lie in [0, 255]. Received values in "
                                  f"[{idx.min()}, {idx.max()}]")
-        if index_format == "flat" and getattr(impl, "__module__", "") != "pyaiml.ops._native_pool" and idx.size:
-            # The C++ kernel checks the range itself while reading; the others are checked here.
+        if index_format == "flat" and backend != "cpp" and idx.size:
+            # The C++ kernel checks the range itself while reading (bindings/conv.cpp raises);
+            # the other backends' indices are checked here.
             H, W = plan.shape4[1:3] if plan.cl else plan.shape4[2:]
             if idx.min() < 0 or idx.max() >= H * W:
                 raise ValueError(f"{op}: indices must lie in [0, {H * W}). Received values in "
@@ -235,7 +241,7 @@ def _pool_backward(op, nd, grad_out, x, kernel_size, stride, padding, data_forma
         return np.zeros(x.shape, x.dtype)
     x4 = _x4(x, plan)
     if idx is None:
-        require_finite(x4, op, "x")
+        require_finite(x4, op, "x", finite_check(backend), x.shape)
     g4 = g if plan.flat else g.reshape(plan.oshape4)
     if not g4.flags.c_contiguous:
         g4 = np.ascontiguousarray(g4)

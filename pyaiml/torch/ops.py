@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pyaiml.ops._validate import int_arg, int_tuple, window_out
 from pyaiml.torch import _kernels as K
 from pyaiml.torch import _threads
 
@@ -202,14 +203,8 @@ _conv1d_op.register_autograd(_make_conv_backward(torch.ops.pyaiml.conv1d_backwar
 
 
 def _ints(op, name, v, nd, minimum):
-    if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, (tuple, list)) and len(v) in (1, nd)
-                                                          and all(isinstance(e, int) and not isinstance(e, bool)
-                                                                  for e in v))):
-        raise TypeError(f"{op}: {name} must be an int or a tuple of {nd} ints. Received {v!r}")
-    t = [int(v)] * nd if isinstance(v, int) else [int(e) for e in v] * (nd // len(v))
-    if any(e < minimum for e in t):
-        raise ValueError(f"{op}: {name} must be >= {minimum}. Received {v!r}")
-    return t
+    """pyaiml.ops' integer-parameter rule (pyaiml/ops/_validate.py int_tuple) as a list."""
+    return list(int_tuple(v, nd, op, name, minimum))
 
 
 def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
@@ -224,15 +219,13 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
     if weight.dim() != nd + 2:
         raise ValueError(f"{op}: weight must be {nd + 2}-D (Cout, Cin/groups, {'kH, kW' if nd == 2 else 'kL'}). "
                          f"Received shape {tuple(weight.shape)}")
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int. Received {groups!r}")
+    groups = int_arg(groups, op, "groups", 1)
     if x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups != 0:
         raise ValueError(f"{op}: x has {x.shape[1]} channels but weight {tuple(weight.shape)} with groups={groups} "
                          f"expects {weight.shape[1] * groups} (and Cout divisible by groups)")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},). Received {tuple(bias.shape)}")
     s = _ints(op, "stride", stride, nd, 1)
-    d = _ints(op, "dilation", dilation, nd, 1)
     if isinstance(padding, str):
         if padding not in ("same", "valid"):
             raise ValueError(f"{op}: padding must be an int, a tuple, 'valid' or 'same'. Received {padding!r}")
@@ -243,6 +236,12 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
     else:
         same = False
         p = _ints(op, "padding", padding, nd, 0)
+    d = _ints(op, "dilation", dilation, nd, 1)
+    k = tuple(weight.shape[2:])
+    # Exact sizes (Python ints) within MAX_EXTENT before torch's int64 schema or a kernel sees them.
+    ek = [d[i] * (k[i] - 1) + 1 for i in range(nd)]
+    pads = [((e - 1) // 2, (e - 1) - (e - 1) // 2) for e in ek] if same else [(e, e) for e in p]
+    window_out(op, tuple(x.shape[2:]), k, s, pads, d, padding)
     if not same:
         osz = _conv_out(x.shape[2:], weight.shape[2:], s, p, d, False)
         if any(o < 1 for o in osz):
@@ -380,6 +379,7 @@ def _pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indic
     if any(p[i] > k[i] // 2 for i in range(nd)):
         raise ValueError(f"{op}: padding must be at most half the kernel size. Received padding {padding!r} "
                          f"for kernel_size {kernel_size!r}")
+    window_out(op, tuple(x.shape[2:]), k, s, [(e, e) for e in p], [1] * nd, padding, what="kernel_size")
     if any(o < 1 for o in _pool_out(x.shape[2:], k, s, p)):
         raise ValueError(f"{op}: kernel_size {tuple(k)} must fit in the padded input {tuple(x.shape[2:])} "
                          f"(padding {tuple(p)})")

@@ -1,0 +1,66 @@
+"""Thread-count limits: set_num_threads and PYAIML_NUM_THREADS accept 1..MAX_THREADS (the
+pool's limit, 128) and refuse more with a ValueError instead of capping it silently."""
+import os
+
+import numpy as np
+import pytest
+
+import pyaiml
+from pyaiml import _backend
+
+from helpers import run_py
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(code, **env):
+    return run_py(code, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **env)
+
+
+@pytest.mark.parametrize("n", [10**6, 129, 2**64])
+def test_set_num_threads_above_the_limit(n):
+    old = pyaiml.get_num_threads()
+    with pytest.raises(ValueError, match=rf"set_num_threads: n must be at most 128 \(the thread pool's limit\)\. "
+                                         rf"Received {n}"):
+        pyaiml.set_num_threads(n)
+    assert pyaiml.get_num_threads() == old
+
+
+def test_set_num_threads_limit_and_numpy_integers(rng):
+    old = pyaiml.get_num_threads()
+    a = rng.standard_normal((130, 70), dtype=np.float32)
+    b = rng.standard_normal((70, 50), dtype=np.float32)
+    try:
+        pyaiml.set_num_threads(np.int64(2))
+        assert pyaiml.get_num_threads() == 2
+        pyaiml.set_num_threads(_backend.MAX_THREADS)
+        assert pyaiml.get_num_threads() == 128
+        np.testing.assert_allclose(pyaiml.ops.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    finally:
+        pyaiml.set_num_threads(old)
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        pyaiml.set_num_threads(np.True_)
+
+
+def test_native_limit_matches_and_refuses():
+    C = _backend.native()
+    if C is None:
+        pytest.skip("C++ backend not built")
+    assert C.MAX_NUM_THREADS == _backend.MAX_THREADS == 128
+    old = C.get_num_threads()
+    with pytest.raises(ValueError, match="set_num_threads: n must be from 1 to 128. Received 1000"):
+        C.set_num_threads(1000)
+    assert C.get_num_threads() == old
+    assert 1 <= C.default_num_threads() <= 128
+
+
+@pytest.mark.parametrize("val", ["129", "1000000"])
+def test_env_num_threads_above_the_limit(val):
+    r = _run("import pyaiml", PYAIML_NUM_THREADS=val)
+    assert r.returncode != 0
+    assert "ValueError: PYAIML_NUM_THREADS must be an integer from 1 to 128" in r.stderr and repr(val) in r.stderr
+
+
+def test_env_num_threads_at_the_limit():
+    r = _run("import pyaiml; print(pyaiml.get_num_threads())", PYAIML_NUM_THREADS="128")
+    assert r.returncode == 0 and r.stdout.strip() == "128", r.stderr

@@ -172,3 +172,16 @@ else:
     assert out[0].startswith("ops: conv2d: padding makes the padded input too large") and "more than 2**60" in out[0]
     assert "Received padding 536870912 for x of shape (1, 1, 1, 16)" in out[0]
     assert out[1].startswith("binding: ") and "the padded input must hold at most 2^60 elements" in out[1]
+
+
+def test_torch_bridge_sdpa_scale_is_checked():
+    torch = pytest.importorskip("torch")
+    import pyaiml.torch as pt
+
+    q = torch.randn(1, 2, 4, 8)
+    with pytest.raises(ValueError, match="scale must be finite. Received an integer of 1329 bits"):
+        pt.ops.scaled_dot_product_attention(q, q, q, scale=10**400)
+    with pytest.raises(ValueError, match="scale must be finite. Received nan"):
+        pt.ops.scaled_dot_product_attention(q, q, q, scale=float("nan"))
+    with pytest.raises(TypeError, match="scale must be a real number or None. Received str"):
+        pt.ops.scaled_dot_product_attention(q, q, q, scale="x")

@@ -64,3 +64,17 @@ def test_env_num_threads_above_the_limit(val):
 def test_env_num_threads_at_the_limit():
     r = _run("import pyaiml; print(pyaiml.get_num_threads())", PYAIML_NUM_THREADS="128")
     assert r.returncode == 0 and r.stdout.strip() == "128", r.stderr
+
+
+def test_torch_bridge_caps_its_thread_sync_at_the_pool_limit(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from pyaiml import _backend
+    from pyaiml.torch import _threads
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 512)
+    old = _backend.get_num_threads()
+    try:
+        _threads.sync()
+        assert _backend.get_num_threads() == _backend.MAX_THREADS
+    finally:
+        _backend.set_num_threads(old)

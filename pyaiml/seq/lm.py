@@ -243,9 +243,7 @@ class TransformerLM:
         C = self.context
         keep = C - C // 4
         s = max(0, len(out) - C)  # window start
-        prev = _validate.get_check_finite()
-        _validate.set_check_finite(False)
-        try:
+        with _validate.finite_checks(False):  # this thread only: the logits are our own
             caches, n_cached = None, 0
             for _ in range(int(max_new_tokens)):
                 if len(out) - s > C:
@@ -264,8 +262,6 @@ class TransformerLM:
                     n_cached += new.shape[1]
                     logits = self._head(h[:, -1:])[0, 0]
                 out.append(sample_token(logits, rs, do_sample, temperature, top_k, top_p))
-        finally:
-            _validate.set_check_finite(prev)
         res = np.asarray(out, dtype=np.int64)
         if isinstance(prompt, str):
             return self.tokenizer.decode(res)

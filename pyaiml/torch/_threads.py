@@ -32,6 +32,6 @@ def sync() -> None:
     """Make pyaiml's thread count equal torch's (cheap when they already agree)."""
     if not _sync[0]:
         return
-    n = torch.get_num_threads()
+    n = min(torch.get_num_threads(), _backend.MAX_THREADS)  # pyaiml's pool holds at most 128
     if _backend.get_num_threads() != n:
         _backend.set_num_threads(n)

@@ -23,6 +23,7 @@ Tests: tests/test_torch_bridge*.py.
 """
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -505,7 +506,14 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
             raise NotImplementedError(f"{op}: gradients with respect to attn_mask are not implemented; pass "
                                       f"attn_mask.detach()")
     if scale is not None:
-        scale = float(scale)
+        try:
+            scale = float(scale)
+        except OverflowError:
+            raise ValueError(f"{op}: scale must be finite. Received an integer of {int(scale).bit_length()} bits") from None
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{op}: scale must be a real number or None. Received {type(scale).__name__}") from e
+        if not math.isfinite(scale):
+            raise ValueError(f"{op}: scale must be finite. Received {scale}")
     out, _ = torch.ops.pyaiml.sdpa(query, key, value, attn_mask, bool(is_causal), scale, bool(enable_gqa))
     return out
 

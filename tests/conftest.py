@@ -2,21 +2,49 @@
 
 PYAIML_REQUIRE_CPP=1 (set by .ci/run) makes the suite fail when the compiled extension is
 missing, so a broken build can never pass as a green run on the fallback backends.
+
+PYAIML_TEST_NO_TORCH=1 hides torch (``import torch`` raises ImportError), as on a machine
+without it: the op tests then check the C++ and Numba backends against pyaiml.reference and
+skip the NumPy backend, which is pyaiml.reference itself.
+
+Hypothesis (tests/test_fuzz_*.py): the "default" profile runs a small, derandomized example
+budget (reproducible in CI); PYAIML_FUZZ=slow loads the "slow" profile (2000 examples per
+test, fresh random examples each run). ``pytest -m slow tests/test_fuzz_*.py`` runs the
+slow-marked copies of the fuzz tests, which carry the slow budget themselves.
 """
 import os
+import sys
+
+if os.environ.get("PYAIML_TEST_NO_TORCH") == "1":
+    sys.modules["torch"] = None  # before anything imports it
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import pyaiml
 from pyaiml import _backend
 
+FUZZ_EXAMPLES = {"default": 25, "slow": 2000}
+
+settings.register_profile("default", max_examples=FUZZ_EXAMPLES["default"], deadline=None, derandomize=True,
+                          database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("slow", max_examples=FUZZ_EXAMPLES["slow"], deadline=None, derandomize=False,
+                          database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_profile = os.environ.get("PYAIML_FUZZ", "default") or "default"
+if _profile not in FUZZ_EXAMPLES:
+    raise ValueError(f"PYAIML_FUZZ must be one of {', '.join(FUZZ_EXAMPLES)} (or unset). Received {_profile!r}")
+settings.load_profile(_profile)
 
 
 def pytest_report_header(config):
     info = pyaiml.backend_info()
+    torch = "hidden (PYAIML_TEST_NO_TORCH=1)" if sys.modules.get("torch", 0) is None else "if installed"
     return (f"pyaiml: backend={os.environ.get('PYAIML_BACKEND') or 'auto'} cpp={info['cpp']['available']} "
-            f"isa={info['isa']} threads={info['num_threads']} numba={info['numba']['available']}")
+            f"isa={info['isa']} threads={info['num_threads']} numba={info['numba']['available']} "
+            f"torch={torch} fuzz profile={_profile}")
 
 
 def pytest_sessionstart(session):

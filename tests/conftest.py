@@ -7,10 +7,11 @@ PYAIML_TEST_NO_TORCH=1 hides torch (``import torch`` raises ImportError), as on 
 without it: the op tests then check the C++ and Numba backends against pyaiml.reference and
 skip the NumPy backend, which is pyaiml.reference itself.
 
-Hypothesis (tests/test_fuzz_*.py): the "default" profile runs a small, derandomized example
-budget (reproducible in CI); PYAIML_FUZZ=slow loads the "slow" profile (2000 examples per
-test, fresh random examples each run). ``pytest -m slow tests/test_fuzz_*.py`` runs the
-slow-marked copies of the fuzz tests, which carry the slow budget themselves.
+Hypothesis (tests/test_fuzz_*.py, profiles in tests/fuzzing.py): the "default" profile runs
+50 derandomized examples per test (reproducible in CI); PYAIML_FUZZ=slow loads the "slow"
+profile (2000 examples per test, fresh random examples each run). ``pytest -m slow
+tests/test_fuzz_*.py`` runs the slow-marked copies of the fuzz tests, which carry the slow
+budget themselves.
 """
 import os
 import sys
@@ -20,22 +21,15 @@ if os.environ.get("PYAIML_TEST_NO_TORCH") == "1":
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
+import fuzzing
 import pyaiml
 from pyaiml import _backend
 
-FUZZ_EXAMPLES = {"default": 25, "slow": 2000}
-
-settings.register_profile("default", max_examples=FUZZ_EXAMPLES["default"], deadline=None, derandomize=True,
-                          database=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("slow", max_examples=FUZZ_EXAMPLES["slow"], deadline=None, derandomize=False,
-                          database=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 _profile = os.environ.get("PYAIML_FUZZ", "default") or "default"
-if _profile not in FUZZ_EXAMPLES:
-    raise ValueError(f"PYAIML_FUZZ must be one of {', '.join(FUZZ_EXAMPLES)} (or unset). Received {_profile!r}")
+if _profile not in fuzzing.EXAMPLES:
+    raise ValueError(f"PYAIML_FUZZ must be one of {', '.join(fuzzing.EXAMPLES)} (or unset). Received {_profile!r}")
 settings.load_profile(_profile)
 
 

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs the default test suite against pyaiml._C built with AddressSanitizer and
+# UndefinedBehaviorSanitizer; exits non-zero on any sanitizer report or test failure.
+#
+# What it does:
+#  1. builds _C into build/asan with -fsanitize=address,undefined -fno-omit-frame-pointer -O1 -g
+#     (CMAKE_CXX_FLAGS / CMAKE_SHARED_LINKER_FLAGS; CMakeLists.txt adds -O3 per target after
+#     them, so the kernels are compiled at -O3 with the checks, as they ship);
+#  2. stages a copy of pyaiml/ (with that _C), tests/ and pyproject.toml in build/asan/stage, so
+#     that the suite and the fresh interpreters some tests start (every ISA, the threads
+#     tests) all import the sanitized build, and the working tree is left alone;
+#  3. runs pytest there (the default selection: -m 'not slow') with libasan and libstdc++
+#     preloaded into python (libubsan comes in as _C's dependency), ASAN_OPTIONS=detect_leaks=0 (CPython and
+#     NumPy keep allocations until exit by design) and UBSAN_OPTIONS=halt_on_error=1:
+#     print_stacktrace=1; every report is written to build/asan/logs/ (one file per process,
+#     subprocesses included) and printed at the end.
+# Numba stays on (its JIT code is not instrumented, but the numba backend's tests still run
+# the C++ ops they call); its cache goes to build/asan/numba-cache so a second run does not
+# compile again.
+#
+# Usage: tools/sanitize.sh [extra pytest arguments, e.g. tests/test_conv.py -x]
+# Environment: PYTHON (default python), JOBS (build jobs, default 2), LIBASAN (the ASan runtime
+# to preload; default: what g++ -print-file-name=libasan.so names).
+# Takes the suite's time a few times over (ASan doubles the C++ time; the build ~5 min on 2
+# cores). Needs GCC's or Clang's libasan and libubsan (Debian: part of gcc).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PYTHON:-python}
+OUT=$ROOT/build/asan
+SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -O1 -g"
+
+echo "== build (build/asan) =="
+cmake -S . -B "$OUT" -G Ninja -DCMAKE_BUILD_TYPE=None \
+  -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" \
+  -Dpybind11_DIR="$($PY -c 'import pybind11; print(pybind11.get_cmake_dir())')" \
+  -DPython_EXECUTABLE="$(command -v "$PY")" >/dev/null || exit 2
+cmake --build "$OUT" -j"${JOBS:-2}" || exit 2
+
+echo "== stage (build/asan/stage) =="
+STAGE=$OUT/stage
+rm -rf "$STAGE" "$OUT/logs"
+mkdir -p "$STAGE" "$OUT/logs" "$OUT/numba-cache"
+cp -r pyaiml tests pyproject.toml "$STAGE"/
+find "$STAGE" -name __pycache__ -prune -exec rm -rf {} +
+rm -f "$STAGE"/pyaiml/_C*.so
+cp "$OUT"/_C*.so "$STAGE"/pyaiml/
+
+LIBASAN=${LIBASAN:-$(${CXX:-g++} -print-file-name=libasan.so)}
+if [ ! -e "$LIBASAN" ]; then
+  echo "sanitize.sh: libasan.so not found ($LIBASAN); set LIBASAN=/path/to/libasan.so" >&2
+  exit 2
+fi
+
+# libstdc++ right after libasan: python does not link it, and ASan's __cxa_throw interceptor
+# must find the real one at start-up (else "CHECK failed ... real___cxa_throw" at the first
+# C++ exception, i.e. the first ValueError from _C)
+LIBSTDCXX=$(${CXX:-g++} -print-file-name=libstdc++.so)
+echo "== pytest with LD_PRELOAD=$LIBASAN $LIBSTDCXX =="
+start=$(date +%s)
+(
+  cd "$STAGE" &&
+  LD_PRELOAD="$LIBASAN $LIBSTDCXX" \
+  ASAN_OPTIONS="detect_leaks=0:log_path=$OUT/logs/asan:print_summary=1" \
+  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$OUT/logs/ubsan" \
+  NUMBA_CACHE_DIR="$OUT/numba-cache" PYTHONPATH="$STAGE" PYAIML_REQUIRE_CPP=1 \
+  "$PY" -m pytest -q -p no:cacheprovider "$@"
+)
+rc=$?
+echo "sanitize.sh: pytest exit status $rc after $(( $(date +%s) - start )) s"
+
+reports=$(find "$OUT/logs" -type f | sort)
+if [ -n "$reports" ]; then
+  echo "== sanitizer reports =="
+  for f in $reports; do
+    echo "---- $f"
+    cat "$f"
+  done
+  echo "sanitize.sh: $(echo "$reports" | wc -l) process(es) reported; see build/asan/logs" >&2
+  exit 1
+fi
+echo "sanitize.sh: no sanitizer report"
+exit $rc

@@ -5,9 +5,10 @@ from 0 (empty results, rows with no visible key), head dims D and Dv, masks (non
 additive float with -inf entries) of every broadcastable shape (and some that do not
 broadcast), is_causal, scale (default or any finite value, negative included), dtype
 (float32; float64, which runs through pyaiml.reference; sometimes mixed), the backward with
-or without the forward's out and lse, and a few more invalid calls (dropout_p > 0, D or L
-mismatches, integer masks). Valid calls are compared with attention_oracle below, invalid
-ones must raise ValueError/TypeError naming the op.
+or without the forward's out and lse, arrays whose data is not 64-byte aligned, and a few
+more invalid calls (dropout_p > 0, D or L mismatches, integer masks). Valid calls are
+compared with attention_oracle below, invalid ones must raise ValueError/TypeError naming
+the op.
 
 Oracle: the definition in float64 over the full (..., Lq, Lk) score matrix (k/v heads
 repeated for GQA), pyaiml's documented conventions for rows with no visible key (zero
@@ -25,7 +26,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import pyaiml.ops as ops
-from fuzzing import SEEDS, assert_close, fuzz_test, valid_or_raises
+from fuzzing import SEEDS, assert_close, fuzz_test, misaligned, valid_or_raises
 from helpers import backends_for
 
 BACKENDS = backends_for("attention_forward")
@@ -92,7 +93,8 @@ def attention_cases(draw):
                 Dv=draw(st.integers(1, 8)), kind=kind, mshape=mshape, causal=draw(st.booleans()),
                 scale=draw(st.one_of(st.none(), st.floats(-1.5, 1.5, allow_nan=False))),
                 dtype=draw(st.sampled_from([np.float32, np.float32, np.float32, np.float64])),
-                keep_out=draw(st.booleans()), broken=broken, seed=draw(SEEDS))
+                keep_out=draw(st.booleans()), broken=broken, misalign=draw(st.integers(0, 3)) == 0,
+                seed=draw(SEEDS))
 
 
 def _valid(c):
@@ -125,6 +127,8 @@ def check_attention(backend, c):
     k = r.standard_normal(klead + (Lk, D + (broken == "D"))).astype(other if broken == "dtype" else dt)
     v = r.standard_normal(klead + (Lk + (broken == "Lv"), Dv)).astype(dt)
     g = r.standard_normal(lead + (Lq, Dv)).astype(dt)
+    if c["misalign"]:
+        q, k, v, g = (misaligned(a) for a in (q, k, v, g))
     mask = None
     if c["kind"] == "bool":
         mask = r.random(c["mshape"]) < 0.7

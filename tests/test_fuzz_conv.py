@@ -3,8 +3,9 @@
 Drawn: batch, channels, groups (sometimes not dividing the channels), kernel sizes,
 strides, dilations, padding (int, per-axis tuple, "same", "valid"; sometimes more than the
 input), data format (channels first or last), dtype (float32; float64, which runs through
-pyaiml.reference; sometimes mixed), fused ReLU, the backward's output_mask. Valid calls are
-compared with conv_oracle below, invalid ones must raise ValueError/TypeError naming the op.
+pyaiml.reference; sometimes mixed), fused ReLU, the backward's output_mask, arrays whose
+data is not 64-byte aligned. Valid calls are compared with conv_oracle below, invalid ones
+must raise ValueError/TypeError naming the op.
 
 Oracle: every output's receptive field gathered by index arithmetic (out-of-range taps read
 0), one einsum per group; grad_w by the same gather, grad_x scattered back with np.add.at;
@@ -19,7 +20,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import pyaiml.ops as ops
-from fuzzing import SEEDS, assert_close, fuzz_test, valid_or_raises
+from fuzzing import SEEDS, assert_close, fuzz_test, misaligned, valid_or_raises
 from helpers import backends_for
 
 BACKENDS = backends_for("conv2d")
@@ -85,8 +86,12 @@ def conv_cases(draw):
     d = tuple(draw(st.integers(1, 3)) for _ in range(nd))
     sp = tuple(draw(st.integers(1, 11)) for _ in range(nd))
     kind = draw(st.sampled_from(["int", "tuple", "same", "valid"]))
-    padding = {"int": lambda: draw(st.integers(0, 3)), "tuple": lambda: tuple(draw(st.integers(0, 3)) for _ in range(nd)),
-               "same": lambda: "same", "valid": lambda: "valid"}[kind]()
+    if kind == "int":
+        padding = draw(st.integers(0, 3))
+    elif kind == "tuple":
+        padding = tuple(draw(st.integers(0, 3)) for _ in range(nd))
+    else:
+        padding = kind
     if kind == "same" and draw(st.integers(0, 9)):  # 'same' needs stride 1; 1 in 10 tries another
         s = (1,) * nd
     else:
@@ -98,7 +103,7 @@ def conv_cases(draw):
                 bias=draw(st.booleans()), relu=draw(st.booleans()),
                 mask=draw(st.sampled_from([None, (True, True, True), (False, True, True), (True, False, False),
                                            (False, False, True)])),
-                seed=draw(SEEDS))
+                misalign=draw(st.integers(0, 3)) == 0, seed=draw(SEEDS))
 
 
 def _valid(c, pads):
@@ -128,6 +133,8 @@ def check_conv(backend, c):
     perm = ((0, 2, 1) if nd == 1 else (0, 2, 3, 1)) if c["cl"] else None
     inv = ((0, 2, 1) if nd == 1 else (0, 3, 1, 2)) if c["cl"] else None
     xi = np.ascontiguousarray(x.transpose(perm)) if perm else x
+    if c["misalign"]:
+        xi, w = misaligned(xi), misaligned(w)
     pads = _pads(c["padding"], c["k"], c["d"], c["s"])
     valid = _valid(c, pads)
     kw = dict(stride=stride, padding=c["padding"], dilation=dilation, groups=c["G"], data_format=fmt)
@@ -152,11 +159,15 @@ def check_conv(backend, c):
     assert_close("y", y.transpose(inv) if inv else y, want, _tol(c["dtype"], want, terms))
     gy = gy4.astype(c["dtype"])
     gyi = np.ascontiguousarray(gy.transpose(perm)) if perm else gy
+    if c["misalign"]:
+        gyi = misaligned(gyi)
     got = bwd(gyi, xi, w, output_mask=c["mask"], **kw)
     n_terms = c["N"] * int(np.prod(gy.shape[2:]))
     mask = c["mask"] or (True, True, True)
-    for name, g, wnt, terms, m in (("grad_x", got[0], gx_w, (c["OC"] // c["G"]) * int(np.prod(c["k"])), mask[0]),
-                                   ("grad_w", got[1], gw_w, n_terms, mask[1]), ("grad_b", got[2], gb_w, n_terms, mask[2])):
+    x_terms = (c["OC"] // c["G"]) * int(np.prod(c["k"]))
+    for name, g, wnt, terms, m in (("grad_x", got[0], gx_w, x_terms, mask[0]),
+                                   ("grad_w", got[1], gw_w, n_terms, mask[1]),
+                                   ("grad_b", got[2], gb_w, n_terms, mask[2])):
         if not m:
             assert g is None, f"{name} was not asked for"
             continue

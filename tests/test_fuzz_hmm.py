@@ -3,10 +3,11 @@
 Drawn: K 1..4 states, 1..3 sequences of 1..5 frames, random stochastic startprob and
 transmat with structural zeros, emission log-likelihoods with some -inf (so that some
 sequences cannot be emitted at all), float64 or float32 frames, the "scaling" and "log"
-implementations, which outputs to compute, and invalid calls (probabilities that do not sum
-to 1 or are negative, wrong shapes, lengths that do not add up or are 0, NaN or +inf frames,
-an unknown implementation). Valid calls are compared with the brute-force oracle below,
-invalid ones must raise ValueError/TypeError naming the op.
+implementations, which outputs to compute, arrays whose data is not 64-byte aligned, and
+invalid calls (probabilities that do not sum to 1 or are negative, wrong shapes, lengths
+that do not add up or are 0, NaN or +inf frames, an unknown implementation). Valid calls
+are compared with the brute-force oracle below, invalid ones must raise ValueError/TypeError
+naming the op.
 
 Oracle: every one of the K**T state paths of each sequence enumerated, its log-probability
 summed term by term in float64: the log-likelihood is their log-sum-exp, posteriors and
@@ -25,7 +26,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import pyaiml.ops as ops
-from fuzzing import SEEDS, assert_close, fuzz_test, valid_or_raises
+from fuzzing import SEEDS, assert_close, fuzz_test, misaligned, valid_or_raises
 from helpers import backends_for
 
 
@@ -65,7 +66,7 @@ def hmm_cases(draw):
                                                   "lb_width", "lb_nan", "lb_posinf", "impl"]))
     return dict(K=K, lengths=lengths, broken=broken, log=draw(st.booleans()),
                 f32=draw(st.integers(0, 4)) == 0, posteriors=draw(st.booleans()), xi=draw(st.booleans()),
-                as_list=draw(st.booleans()), seed=draw(SEEDS))
+                as_list=draw(st.booleans()), misalign=draw(st.integers(0, 3)) == 0, seed=draw(SEEDS))
 
 
 def _model(c):
@@ -100,6 +101,8 @@ def _model(c):
         lb[n - 1, K - 1] = np.inf
     if c["f32"]:
         lb = lb.astype(np.float32)
+    if c["misalign"]:
+        pi, A, lb = misaligned(pi), misaligned(A), misaligned(lb)
     return pi, A, lb, (lengths if c["as_list"] else np.array(lengths))
 
 

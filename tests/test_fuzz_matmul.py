@@ -2,8 +2,8 @@
 
 Drawn: operand ranks 1-4 (1-D operands promoted and squeezed as in torch), M, K, N from 0
 (empty: invalid), batch dimensions that broadcast (sizes 1 or B) or do not, K mismatches,
-transposed (Fortran-ordered) and negative-stride views, dtype (float32; float64, which runs
-through NumPy; sometimes mixed), linear with or without bias and with wrong weight or bias
+transposed (Fortran-ordered) and negative-stride views, data not 64-byte aligned, dtype
+(float32; float64, which runs through NumPy; sometimes mixed), linear with or without bias and with wrong weight or bias
 shapes. Valid calls are compared with np.einsum in float64 (its own summation loops, not
 the BLAS product the numpy backend calls), invalid ones must raise ValueError/TypeError
 naming the op.
@@ -18,10 +18,11 @@ import pytest
 from hypothesis import strategies as st
 
 import pyaiml.ops as ops
-from fuzzing import SEEDS, assert_close, fuzz_test, valid_or_raises
+from fuzzing import SEEDS, assert_close, fuzz_test, misaligned, valid_or_raises
 from helpers import backends_for
 
 BACKENDS = backends_for("gemm")
+VIEWS = ["C", "F", "neg", "misaligned"]
 
 
 def matmul_oracle(a, b):
@@ -37,11 +38,13 @@ def matmul_oracle(a, b):
 
 
 def _view(r, x, kind):
-    """x's values in a C-contiguous, Fortran-ordered or negative-stride array."""
+    """x's values in a C-contiguous, Fortran-ordered, negative-stride or misaligned array."""
     if kind == "F" and x.ndim >= 2:
         return np.asfortranarray(x)
     if kind == "neg" and x.ndim >= 1:
         return np.ascontiguousarray(x[..., ::-1])[..., ::-1]
+    if kind == "misaligned":
+        return misaligned(x)
     return x
 
 
@@ -71,7 +74,7 @@ def matmul_cases(draw):
     dtype = draw(st.sampled_from([np.float32, np.float32, np.float32, np.float64]))
     return dict(sa=sa, sb=sb, nb=nb, dtype=dtype, bdtype=dtype if draw(st.integers(0, 19)) else
                 (np.float64 if dtype == np.float32 else np.float32),
-                va=draw(st.sampled_from(["C", "F", "neg"])), vb=draw(st.sampled_from(["C", "F", "neg"])),
+                va=draw(st.sampled_from(VIEWS)), vb=draw(st.sampled_from(VIEWS)),
                 seed=draw(SEEDS))
 
 
@@ -124,7 +127,7 @@ def linear_cases(draw):
     broken = draw(st.sampled_from([None] * 12 + ["w_1d", "w_in", "bias_shape", "dtype"]))
     dtype = draw(st.sampled_from([np.float32, np.float32, np.float32, np.float64]))
     return dict(lead=lead, fin=fin, fout=fout, bias=draw(st.booleans()) or broken == "bias_shape", broken=broken,
-                dtype=dtype, view=draw(st.sampled_from(["C", "F", "neg"])), seed=draw(SEEDS))
+                dtype=dtype, view=draw(st.sampled_from(VIEWS)), seed=draw(SEEDS))
 
 
 def check_linear(backend, c):

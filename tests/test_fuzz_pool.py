@@ -2,9 +2,10 @@
 
 Drawn: shapes, kernel size, stride (default or given), padding (sometimes more than half
 the kernel, or a kernel larger than the padded input: invalid), data format, dtype
-(float32; float64, which runs through pyaiml.reference), index format, fused ReLU, and
-small-integer data, so that windows hold ties (the first maximum in row-major window order
-wins, as in torch) and, with ReLU, windows whose maximum is <= 0. Valid calls are compared
+(float32; float64, which runs through pyaiml.reference), index format, fused ReLU, arrays
+whose data is not 64-byte aligned, and small-integer data, so that windows hold ties (the
+first maximum in row-major window order wins, as in torch) and, with ReLU, windows whose
+maximum is <= 0. Valid calls are compared
 with pool_oracle below, exactly (pooling only selects; gradients are sums of a few grad_out
 values, compared to 1e-6); invalid ones must raise ValueError/TypeError naming the op.
 
@@ -19,7 +20,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import pyaiml.ops as ops
-from fuzzing import SEEDS, assert_close, fuzz_test, valid_or_raises
+from fuzzing import SEEDS, assert_close, fuzz_test, misaligned, valid_or_raises
 from helpers import backends_for
 
 BACKENDS = backends_for("max_pool2d")
@@ -67,7 +68,7 @@ def pool_cases(draw):
                 as_int=draw(st.booleans()), cl=draw(st.booleans()),
                 dtype=draw(st.sampled_from([np.float32, np.float32, np.float32, np.float64])),
                 relu=draw(st.booleans()), indices=draw(st.booleans()), index_format=index_format,
-                seed=draw(SEEDS))
+                misalign=draw(st.integers(0, 3)) == 0, seed=draw(SEEDS))
 
 
 def check_pool(backend, c):
@@ -81,6 +82,8 @@ def check_pool(backend, c):
     perm = ((0, 2, 1) if nd == 1 else (0, 2, 3, 1)) if c["cl"] else None
     inv = ((0, 2, 1) if nd == 1 else (0, 3, 1, 2)) if c["cl"] else None
     xi = np.ascontiguousarray(x.transpose(perm)) if perm else x
+    if c["misalign"]:
+        xi = misaligned(xi)
     k2 = (1,) + c["k"] if nd == 1 else c["k"]
     s = c["k"] if c["stride"] is None else c["stride"]
     s2, p2, sp2 = ((1,) + s, (0,) + c["p"], (1,) + c["sp"]) if nd == 1 else (s, c["p"], c["sp"])
@@ -114,6 +117,8 @@ def check_pool(backend, c):
         np.testing.assert_array_equal(back(idx), want)
     gy = sq(gy4)
     gyi = np.ascontiguousarray(gy.transpose(perm)) if perm else gy
+    if c["misalign"]:
+        gyi = misaligned(gyi)
     if c["relu"] and idx is None:
         return  # without window indices the backward is max pooling's alone
     gx = bwd(gyi, xi, indices=idx, index_format=c["index_format"], **kw)

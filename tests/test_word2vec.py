@@ -182,7 +182,7 @@ def test_backends_agree_with_the_numpy_oracle(sg, hs, neg, D):
                            base._codes, base._points, base._code_off, sg, hs, neg, 3, 1, 1, 0.05, 0.001, ep, 2,
                            3, 1, True))
         results[b] = (s0, s1n if neg else s1, outs)
-    ref = results.pop("numpy")  # the oracle here; tests/test_word2vec.py::test_backends_match_the_hs_definition checks it
+    ref = results.pop("numpy")  # the oracle here; test_backends_match_the_hs_definition checks it
     assert ref[2][0][2] > 0
     for b, (s0, s1x, outs) in results.items():
         # float32 kernels vs the float64 oracle over a few hundred updates; sigma table error 3e-6

@@ -12,8 +12,9 @@
 #  3. runs pytest there (the default selection: -m 'not slow') with libasan and libstdc++
 #     preloaded into python (libubsan comes in as _C's dependency),
 #     ASAN_OPTIONS=detect_leaks=0 (CPython and NumPy keep allocations until exit by design)
-#     and UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1; every report is written to
-#     build/asan/logs/ (one file per process, subprocesses included) and printed at the end.
+#     and UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1; ASan writes its reports to
+#     build/asan/logs/ (one file per process, subprocesses included), UBSan to stderr, kept
+#     in build/asan/pytest.out; every report is printed again at the end.
 # Numba stays on (its JIT code is not instrumented: the C++ kernels are what this checks);
 # its cache goes to build/asan/numba-cache so a second run does not compile again.
 # No -DNDEBUG (build type None): assert()s in csrc/ are live too.
@@ -59,25 +60,37 @@ fi
 LIBSTDCXX=$(${CXX:-g++} -print-file-name=libstdc++.so)
 echo "== pytest with LD_PRELOAD=$LIBASAN $LIBSTDCXX =="
 start=$(date +%s)
+# --capture=sys: pytest captures Python's sys.stdout/err only, so what the sanitizer runtimes
+# write to file descriptor 2 reaches build/asan/pytest.out even when halt_on_error aborts the
+# process (UBSan, loaded beside ASan, ignores log_path and always writes there)
 (
   cd "$STAGE" &&
   LD_PRELOAD="$LIBASAN $LIBSTDCXX" \
   ASAN_OPTIONS="detect_leaks=0:log_path=$OUT/logs/asan:print_summary=1" \
   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$OUT/logs/ubsan" \
   NUMBA_CACHE_DIR="$OUT/numba-cache" PYTHONPATH="$STAGE" PYAIML_REQUIRE_CPP=1 \
-  "$PY" -m pytest -q -p no:cacheprovider "$@"
+  "$PY" -m pytest -q -p no:cacheprovider --capture=sys "$@" 2>&1 | tee "$OUT/pytest.out"
+  exit "${PIPESTATUS[0]}"
 )
 rc=$?
 echo "sanitize.sh: pytest exit status $rc after $(( $(date +%s) - start )) s"
 
+# reports: ASan's log files (one per process), and report lines in pytest's output (UBSan's,
+# and those of subprocesses that tests echo in their failure messages)
 reports=$(find "$OUT/logs" -type f | sort)
-if [ -n "$reports" ]; then
+inline=$(grep -c -E "runtime error:|ERROR: AddressSanitizer|CHECK failed" "$OUT/pytest.out" || true)
+if [ -n "$reports" ] || [ "$inline" -gt 0 ]; then
   echo "== sanitizer reports =="
   for f in $reports; do
     echo "---- $f"
     cat "$f"
   done
-  echo "sanitize.sh: $(echo "$reports" | wc -l) process(es) reported; see build/asan/logs" >&2
+  if [ "$inline" -gt 0 ]; then
+    echo "---- in build/asan/pytest.out:"
+    grep -n -E -A3 "runtime error:|ERROR: AddressSanitizer|CHECK failed" "$OUT/pytest.out"
+  fi
+  echo "sanitize.sh: sanitizer reports: $(echo "$reports" | grep -c . || true) log file(s), $inline line(s) in" \
+       "build/asan/pytest.out" >&2
   exit 1
 fi
 echo "sanitize.sh: no sanitizer report"

@@ -13,11 +13,25 @@ profile (2000 examples per test, fresh random examples each run). ``pytest -m sl
 tests/test_fuzz_*.py`` runs the slow-marked copies of the fuzz tests, which carry the slow
 budget themselves.
 """
+import importlib.abc
 import os
 import sys
 
-if os.environ.get("PYAIML_TEST_NO_TORCH") == "1":
-    sys.modules["torch"] = None  # before anything imports it
+NO_TORCH = os.environ.get("PYAIML_TEST_NO_TORCH") == "1"
+
+
+class _HideTorch(importlib.abc.MetaPathFinder):
+    """Makes ``import torch`` (and torch.*) raise ModuleNotFoundError. Not sys.modules["torch"]
+    = None: SciPy's array-API helpers look torch up in sys.modules and fail on a None there."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by PYAIML_TEST_NO_TORCH=1)", name=name)
+        return None
+
+
+if NO_TORCH:
+    sys.meta_path.insert(0, _HideTorch())  # before anything imports it
 
 import numpy as np
 import pytest
@@ -35,7 +49,7 @@ settings.load_profile(_profile)
 
 def pytest_report_header(config):
     info = pyaiml.backend_info()
-    torch = "hidden (PYAIML_TEST_NO_TORCH=1)" if sys.modules.get("torch", 0) is None else "if installed"
+    torch = "hidden (PYAIML_TEST_NO_TORCH=1)" if NO_TORCH else "if installed"
     return (f"pyaiml: backend={os.environ.get('PYAIML_BACKEND') or 'auto'} cpp={info['cpp']['available']} "
             f"isa={info['isa']} threads={info['num_threads']} numba={info['numba']['available']} "
             f"torch={torch} fuzz profile={_profile}")

@@ -23,8 +23,9 @@
 # PYAIML_FUZZ=slow the fuzz tests run their 2000-example budget under the sanitizers.
 # Environment: PYTHON (default python), JOBS (build jobs, default 2), CXX (default g++),
 # LIBASAN (the ASan runtime to preload; default: what $CXX -print-file-name=libasan.so names).
-# Measured (2-core VM under load ~4): build 3-20 min, default suite 487 s (about 2.5 times
-# its plain time). Needs the compiler's libasan and libubsan (Debian: part of gcc).
+# Measured on the 2-core VM (shared, load 2-5): build ~11 min; default suite 125 s with a
+# warm Numba cache (98 s without sanitizers), 487 s on the first run (cold cache, load ~4).
+# Needs the compiler's libasan and libubsan (Debian: part of gcc).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -22,6 +22,26 @@ def backends_for(op):
     return out
 
 
+def optional_torch():
+    """torch, or None where it is not installed (or hidden by PYAIML_TEST_NO_TORCH=1)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def oracle_for(backend, torch):
+    """Which oracle checks `backend`: "torch" where installed, else "reference"
+    (pyaiml.reference). The NumPy backend is pyaiml.reference itself, so without torch its
+    case is skipped."""
+    if torch is not None:
+        return "torch"
+    if backend == "numpy":
+        pytest.skip("the numpy backend is pyaiml.reference itself: its oracle is torch, not installed here")
+    return "reference"
+
+
 def shared_data(*parts):
     path = os.path.join(SHARED_DATA, *parts)
     if not os.path.exists(path):

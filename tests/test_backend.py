@@ -173,5 +173,7 @@ def test_cli_bench_gemm_quick_json(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads(out.read_text())
     row = rep["rows"][0]
-    assert row["case"] == "t" and row["timings"]["pyaiml"]["gflops"] > 0
+    t = row["timings"]["pyaiml"]
+    assert row["case"] == "t" and row["shape"] == "M64 K48 N40"
+    assert t["gflops"] == pytest.approx(2.0 * 64 * 48 * 40 / t["median_s"] / 1e9, rel=1e-12)
     assert rep["machine"]["allocator"]

@@ -2,6 +2,10 @@
 awkward shapes, both data formats; the C++ fast kernels against their _naive oracles;
 fused bias+ReLU; thread-count independence; bad input.
 
+Without torch (or with PYAIML_TEST_NO_TORCH=1) the C++ and Numba backends are checked
+against pyaiml.reference.conv (float64) instead, and the NumPy backend, which is that
+reference, is skipped; the naive-vs-fast and thread-count checks need no torch.
+
 Tolerance rule (float32 kernels vs a float64 oracle): |got - want| <= 3e-5 * sqrt(n_terms)
 * max|want| + 1e-5, n_terms the length of the longest sum (C/G*KH*KW for y and grad_x,
 N*OH*OW for grad_w/grad_b): float32 rounding grows like sqrt of the summed terms.
@@ -9,14 +13,15 @@ N*OH*OW for grad_w/grad_b): float32 rounding grows like sqrt of the summed terms
 import numpy as np
 import pytest
 
-from helpers import backends_for
+from helpers import backends_for, optional_torch, oracle_for
 
 import pyaiml
 import pyaiml.ops as ops
 from pyaiml import _backend
+from pyaiml.reference import conv as R
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+torch = optional_torch()
+F = torch.nn.functional if torch is not None else None
 
 # (N, C, OC, H, W, KH, KW, stride, padding, dilation, groups)
 CASES2 = [
@@ -54,6 +59,54 @@ def _close(name, got, want, nterms):
     assert err <= _tol(want, nterms), f"{name}: max error {err:.3g} > {_tol(want, nterms):.3g}"
 
 
+def _pair(v, nd):
+    return (v,) * nd if isinstance(v, int) else tuple(v)
+
+
+def _ref_params(nd, k, stride, padding, dilation, groups):
+    """torch's conv arguments -> pyaiml.reference's (sh, sw, pt, pb, pl, pr, dh, dw, G); 1-D
+    runs as 2-D with H = 1. "same" puts the odd padding element at the end, as torch does."""
+    s, d = _pair(stride, nd), _pair(dilation, nd)
+    if padding == "valid":
+        pads = [(0, 0)] * nd
+    elif padding == "same":
+        pads = [((d[i] * (k[i] - 1)) // 2, d[i] * (k[i] - 1) - (d[i] * (k[i] - 1)) // 2) for i in range(nd)]
+    else:
+        pads = [(e, e) for e in _pair(padding, nd)]
+    if nd == 1:
+        return (1, s[0], 0, 0, pads[0][0], pads[0][1], 1, d[0], groups)
+    return (s[0], s[1], pads[0][0], pads[0][1], pads[1][0], pads[1][1], d[0], d[1], groups)
+
+
+def _out_shape(nd, xs, ws, stride, padding, dilation, groups):
+    """torch's output shape (N, OC, *spatial) of a channels-first conv."""
+    p = _ref_params(nd, ws[2:], stride, padding, dilation, groups)
+    sh, sw, pt, pb, pl, pr, dh, dw, _ = p
+    kh, kw = (1,) + tuple(ws[2:]) if nd == 1 else tuple(ws[2:])
+    H, W = (1,) + tuple(xs[2:]) if nd == 1 else tuple(xs[2:])
+    OH = (H + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    OW = (W + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    return (xs[0], ws[0], OW) if nd == 1 else (xs[0], ws[0], OH, OW)
+
+
+def _reference(nd, x, w, b, gy, stride, padding, dilation, groups):
+    """pyaiml.reference.conv in float64, channels first: (y, grad_x, grad_w, grad_b)."""
+    p = _ref_params(nd, w.shape[2:], stride, padding, dilation, groups)
+    x, w, gy = (np.asarray(a, np.float64) for a in (x, w, gy))
+    if nd == 1:
+        x, w, gy = x[:, :, None, :], w[:, :, None, :], gy[:, :, None, :]
+    y = R.conv2d(x, w, np.asarray(b, np.float64), p)
+    gx, gw, gb = R.conv2d_backward(gy, x, w, p)
+    if nd == 1:
+        y, gx, gw = y[:, :, 0], gx[:, :, 0], gw[:, :, 0]
+    return y, gx, gw, gb
+
+
+def _oracle(who, nd, x, w, b, gy, stride, padding, dilation, groups):
+    f = _torch_ref if who == "torch" else _reference
+    return f(nd, x, w, b, gy, stride, padding, dilation, groups)
+
+
 def _torch_ref(nd, x, w, b, gy, stride, padding, dilation, groups):
     tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     tw = torch.tensor(w, dtype=torch.float64, requires_grad=True)
@@ -75,17 +128,15 @@ def _check(nd, backend, cl, dtype, case, rng, monkeypatch):
         xs, ws = (N, C, L), (OC, C // G, K)
         perm, inv, fmt = (0, 2, 1), (0, 2, 1), ("NLC" if cl else "NCL")
         conv, conv_b = ops.conv1d, ops.conv1d_backward
+    # float64 runs through pyaiml.reference whatever the backend: only torch can check it
+    who = oracle_for("numpy" if dtype == np.float64 else backend, torch)
     x = rng.standard_normal(xs)
     w = rng.standard_normal(ws)
     b = rng.standard_normal(OC)
-    y_ref = None
-    # torch's output shape decides grad_out's shape
-    with torch.no_grad():
-        f = F.conv1d if nd == 1 else F.conv2d
-        oshape = f(torch.zeros(xs, dtype=torch.float64), torch.zeros(ws, dtype=torch.float64),
-                   stride=s, padding=p, dilation=d, groups=G).shape
-    gy = rng.standard_normal(tuple(oshape))
-    y_ref, gx_ref, gw_ref, gb_ref = _torch_ref(nd, x, w, b, gy, s, p, d, G)
+    oshape = _out_shape(nd, xs, ws, s, p, d, G)
+    gy = rng.standard_normal(oshape)
+    y_ref, gx_ref, gw_ref, gb_ref = _oracle(who, nd, x, w, b, gy, s, p, d, G)
+    assert y_ref.shape == oshape
     monkeypatch.setenv("PYAIML_BACKEND", backend)
     xi = x.transpose(perm) if cl else x
     gyi = gy.transpose(perm) if cl else gy
@@ -106,7 +157,7 @@ def _check(nd, backend, cl, dtype, case, rng, monkeypatch):
 @pytest.mark.parametrize("backend", backends_for("conv2d"))
 @pytest.mark.parametrize("cl", [False, True], ids=["NCHW", "NHWC"])
 @pytest.mark.parametrize("i", range(len(CASES2)))
-def test_conv2d_matches_torch(backend, cl, i, rng, monkeypatch):
+def test_conv2d_matches_oracle(backend, cl, i, rng, monkeypatch):
     # Sampled: the numpy backend (slow einsum loops) runs every other case.
     if backend == "numpy" and i % 2:
         pytest.skip("sampled: numpy backend runs the even cases")
@@ -116,7 +167,7 @@ def test_conv2d_matches_torch(backend, cl, i, rng, monkeypatch):
 @pytest.mark.parametrize("backend", backends_for("conv2d"))
 @pytest.mark.parametrize("cl", [False, True], ids=["NCL", "NLC"])
 @pytest.mark.parametrize("i", range(len(CASES1)))
-def test_conv1d_matches_torch(backend, cl, i, rng, monkeypatch):
+def test_conv1d_matches_oracle(backend, cl, i, rng, monkeypatch):
     _check(1, backend, cl, np.float32, CASES1[i], rng, monkeypatch)
 
 
@@ -206,14 +257,18 @@ def test_noncontiguous_views(backend, rng, monkeypatch):
     base = rng.standard_normal((2, 8, 9, 6), dtype=np.float32)
     x = base.transpose(0, 3, 1, 2)[:, ::2]           # NCHW view, non-contiguous
     w = rng.standard_normal((3, 3, 2, 2), dtype=np.float32).transpose(0, 1, 3, 2)
+    who = oracle_for(backend, torch)
+
+    def ref(xc, wc, stride):  # channels-first copies
+        zb, gy = np.zeros(wc.shape[0]), np.zeros(_out_shape(2, xc.shape, wc.shape, stride, 0, 1, 1))
+        return _oracle(who, 2, np.array(xc), np.array(wc), zb, gy, stride, 0, 1, 1)[0]
+
     y = ops.conv2d(x, w, stride=(1, 2))
-    yr = F.conv2d(torch.tensor(np.array(x)), torch.tensor(np.array(w)), stride=(1, 2)).numpy()
-    np.testing.assert_allclose(y, yr, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(y, ref(x, w, (1, 2)), rtol=1e-4, atol=1e-4)
     xl = base[:, :, ::-1, :]                         # NHWC view with a negative stride
     w6 = rng.standard_normal((4, 6, 3, 3), dtype=np.float32)
     yl = ops.conv2d(xl, w6, data_format="NHWC")
-    ylr = F.conv2d(torch.tensor(np.array(xl.transpose(0, 3, 1, 2))), torch.tensor(w6)).numpy().transpose(0, 2, 3, 1)
-    np.testing.assert_allclose(yl, ylr, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(yl, ref(xl.transpose(0, 3, 1, 2), w6, 1).transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
 
 
 def test_batch_zero():

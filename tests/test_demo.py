@@ -39,7 +39,10 @@ def test_cli_rejects_unknown_section(capsys):
         cli.main(["demo", "--threads", "0"])
 
 
-def test_quick_word2vec_cnn_text(capsys):
+def test_quick_word2vec_cnn_text(capsys, monkeypatch):
+    recorded = []
+    run_demo = demo.run_demo
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **kw: recorded.extend(run_demo(*a, **kw)) or recorded)
     rc, out = _run(capsys, only="word2vec,cnn,text")
     assert rc == 0, out
     assert "model.wv['machine learning'][:8] = [" in out
@@ -51,9 +54,15 @@ def test_quick_word2vec_cnn_text(capsys):
     summary = out.split("\nSummary\n", 1)[1].splitlines()
     rows = {ln.split()[0]: ln.split() for ln in summary[2:]}
     assert set(rows) == {"word2vec", "cnn", "text", "total"}
-    for name in ("word2vec", "cnn", "text"):
-        assert rows[name][1] == "ok", out
-        assert float(rows[name][-1]) >= 0.0
+    # the seconds column is each section's measured time and the total covers them all
+    assert [r.section for r in recorded] == ["word2vec", "cnn", "text"]
+    for r in recorded:
+        assert rows[r.section][1] == r.status == "ok", out
+        assert rows[r.section][-1] == f"{r.seconds:.1f}"
+    total = float(rows["total"][-1])
+    assert total + 0.05 >= sum(r.seconds for r in recorded)
+    # the language model trains until its time budget is spent
+    assert recorded[2].seconds >= demo.QUICK.text_seconds
     assert "speech" not in rows
 
 
@@ -185,7 +194,10 @@ def test_bench_writes_json_and_png(tmp_path, monkeypatch, capsys):
     assert report["quick"] is True and report["machine"]["cores"] == os.cpu_count()
     assert set(report["suite_seconds"]) == {"tiny"}
     ok, bad = report["rows"]
-    assert ok["ratio"] > 0 and ok["timings"]["pyaiml"]["median_s"] > 0
+    t = ok["timings"]
+    assert ok["ratio"] == pytest.approx(t["numpy"]["median_s"] / t["pyaiml"]["median_s"], rel=1e-12)
+    assert t["pyaiml"]["gflops"] == pytest.approx(2 * 8 ** 3 / t["pyaiml"]["median_s"] / 1e9, rel=1e-12)
+    assert t["pyaiml"]["p25_s"] <= t["pyaiml"]["median_s"] <= t["pyaiml"]["p75_s"]
     assert "differs" in bad["error"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     img = mpimg.imread(str(png))

@@ -122,7 +122,10 @@ def test_adam_flat_update_equals_per_weight_update(kw):
             it, arrays = a.get_state()
             a = optimizers.Adam(0.01, **kw)
             a.set_state(it, {k: v.copy() for k, v in arrays.items()}, [(w, None) for w in w_a])
-    assert a._flat is not None
+    # the flat path ran: its two arrays hold the per-weight rule's m and v, weight after weight
+    M, V = a._flat[:2]
+    np.testing.assert_array_equal(M, np.concatenate([st["m"].ravel() for st in b._state]))
+    np.testing.assert_array_equal(V, np.concatenate([st["v"].ravel() for st in b._state]))
     for x, y in zip(w_a, w_b):
         np.testing.assert_array_equal(x, y)
     for sa, sb in zip(a._state, b._state):

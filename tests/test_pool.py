@@ -1,16 +1,22 @@
 """max_pool1d / max_pool2d forward and backward: every backend against torch (values,
 indices and gradients exactly: pooling only selects), both data formats, ties (the
 gradient goes to the first maximum, as in torch), padding, strides, overlapping and
-disjoint windows, bad input."""
+disjoint windows, bad input.
+
+Without torch (or with PYAIML_TEST_NO_TORCH=1) the C++ and Numba backends are checked
+against pyaiml.reference.pool instead, and the NumPy backend, which is that reference, is
+skipped."""
 import numpy as np
 import pytest
 
-from helpers import backends_for
+from helpers import backends_for, optional_torch, oracle_for
 
 import pyaiml.ops as ops
+from pyaiml import _backend
+from pyaiml.reference import pool as R
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+torch = optional_torch()
+F = torch.nn.functional if torch is not None else None
 
 # (N, C, H, W, kernel, stride, padding)
 CASES2 = [
@@ -29,20 +35,57 @@ def _data(rng, shape):
     return rng.integers(-2, 3, shape).astype(np.float32)
 
 
+def _pair(v, nd):
+    return (v,) * nd if isinstance(v, int) else tuple(v)
+
+
+def _pool_q(nd, k, s, p):
+    """torch's pooling arguments -> pyaiml.reference's q = (kh, kw, sh, sw, ph, pw)."""
+    k = _pair(k, nd)
+    s = k if s is None else _pair(s, nd)
+    p = _pair(p, nd)
+    return (1, k[0], 1, s[0], 0, p[0]) if nd == 1 else (k[0], k[1], s[0], s[1], p[0], p[1])
+
+
+def _out_shape(nd, shape, k, s, p):
+    kh, kw, sh, sw, ph, pw = _pool_q(nd, k, s, p)
+    H, W = (1, shape[2]) if nd == 1 else shape[2:]
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    return tuple(shape[:2]) + ((OW,) if nd == 1 else (OH, OW))
+
+
+def _oracle(who, nd, x, k, s, p, gy, relu=False):
+    """(y, flat indices, grad_x) of max_pool (then ReLU when relu), channels first."""
+    if who == "torch":
+        tx = torch.tensor(x, requires_grad=True)
+        ty, ti = (F.max_pool1d if nd == 1 else F.max_pool2d)(tx, k, stride=s, padding=p, return_indices=True)
+        if relu:
+            ty = F.relu(ty)
+        ty.backward(torch.tensor(gy))
+        return ty.detach().numpy(), ti.numpy(), tx.grad.numpy()
+    q = _pool_q(nd, k, s, p)
+    x4, g4 = (a[:, :, None] if nd == 1 else a for a in (x, gy))
+    y, idx, _ = R.max_pool2d(x4, q, index="flat")
+    if relu:  # ReLU's gradient passes where its input is > 0, as torch's
+        g4 = np.where(y > 0, g4, 0).astype(g4.dtype)
+        y = np.maximum(y, 0)
+    gx = R.max_pool2d_backward(g4, x4, q, indices=idx)
+    return tuple(a[:, :, 0] if nd == 1 else a for a in (y, idx, gx))
+
+
 def _check(nd, backend, cl, case, rng, monkeypatch):
     if nd == 2:
         N, C, H, W, k, s, p = case
         shape, perm, inv = (N, C, H, W), (0, 2, 3, 1), (0, 3, 1, 2)
-        fmt, pool, pool_b, tpool = ("NHWC" if cl else "NCHW"), ops.max_pool2d, ops.max_pool2d_backward, F.max_pool2d
+        fmt, pool, pool_b = ("NHWC" if cl else "NCHW"), ops.max_pool2d, ops.max_pool2d_backward
     else:
         N, C, L, k, s, p = case
         shape, perm, inv = (N, C, L), (0, 2, 1), (0, 2, 1)
-        fmt, pool, pool_b, tpool = ("NLC" if cl else "NCL"), ops.max_pool1d, ops.max_pool1d_backward, F.max_pool1d
+        fmt, pool, pool_b = ("NLC" if cl else "NCL"), ops.max_pool1d, ops.max_pool1d_backward
+    who = oracle_for(backend, torch)
     x = _data(rng, shape)
-    tx = torch.tensor(x, requires_grad=True)
-    ty, ti = tpool(tx, k, stride=s, padding=p, return_indices=True)
-    gy = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
-    ty.backward(torch.tensor(gy))
+    gy = rng.standard_normal(_out_shape(nd, shape, k, s, p)).astype(np.float32)
+    y_ref, i_ref, gx_ref = _oracle(who, nd, x, k, s, p, gy)
     monkeypatch.setenv("PYAIML_BACKEND", backend)
     xi = np.ascontiguousarray(x.transpose(perm)) if cl else x
     gyi = np.ascontiguousarray(gy.transpose(perm)) if cl else gy
@@ -52,35 +95,42 @@ def _check(nd, backend, cl, case, rng, monkeypatch):
     gx_i = pool_b(gyi, xi, k, s, p, data_format=fmt, indices=idx)
     if cl:
         y, y2, idx, gx, gx_i = (a.transpose(inv) for a in (y, y2, idx, gx, gx_i))
-    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(y2, y)
-    np.testing.assert_array_equal(idx, ti.numpy())
-    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(gx_i, tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(idx, i_ref)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(gx_i, gx_ref, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("backend", backends_for("max_pool2d"))
 @pytest.mark.parametrize("cl", [False, True], ids=["NCHW", "NHWC"])
 @pytest.mark.parametrize("i", range(len(CASES2)))
-def test_max_pool2d_matches_torch(backend, cl, i, rng, monkeypatch):
+def test_max_pool2d_matches_oracle(backend, cl, i, rng, monkeypatch):
     _check(2, backend, cl, CASES2[i], rng, monkeypatch)
 
 
 @pytest.mark.parametrize("backend", backends_for("max_pool2d"))
 @pytest.mark.parametrize("cl", [False, True], ids=["NCL", "NLC"])
 @pytest.mark.parametrize("i", range(len(CASES1)))
-def test_max_pool1d_matches_torch(backend, cl, i, rng, monkeypatch):
+def test_max_pool1d_matches_oracle(backend, cl, i, rng, monkeypatch):
     _check(1, backend, cl, CASES1[i], rng, monkeypatch)
 
 
 def test_float64_and_noncontiguous(rng):
+    # float64 runs through pyaiml.reference: only torch can check it; float32 runs on the
+    # chosen backend (reference-checked without torch unless that is the numpy backend)
     base = rng.standard_normal((2, 9, 8, 6))
     x = base.transpose(0, 3, 1, 2)[:, :, ::-1]           # float64, non-contiguous NCHW view
+    x32 = np.array(x[:, ::2], np.float32)
+    y32 = ops.max_pool2d(x.astype(np.float32)[:, ::2], 2)
+    who = oracle_for(_backend.chosen_backend("max_pool2d"), torch)
+    g32 = np.zeros(_out_shape(2, x32.shape, 2, None, 0), np.float32)
+    np.testing.assert_array_equal(y32, _oracle(who, 2, x32, 2, None, 0, g32)[0])
     y = ops.max_pool2d(x, 3, 2, 1)
     assert y.dtype == np.float64
-    np.testing.assert_array_equal(y, F.max_pool2d(torch.tensor(np.array(x)), 3, 2, 1).numpy())
-    y32 = ops.max_pool2d(x.astype(np.float32)[:, ::2], 2)
-    np.testing.assert_array_equal(y32, F.max_pool2d(torch.tensor(np.array(x[:, ::2], np.float32)), 2).numpy())
+    who = oracle_for("numpy", torch)
+    g64 = np.zeros(_out_shape(2, x.shape, 3, 2, 1))
+    np.testing.assert_array_equal(y, _oracle(who, 2, np.array(x), 3, 2, 1, g64)[0])
 
 
 X = np.zeros((2, 3, 8, 8), np.float32)
@@ -182,17 +232,14 @@ def _cf(a, cl, nd):
 @pytest.mark.parametrize("cl", [False, True], ids=["NCHW", "NHWC"])
 @pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
 @pytest.mark.parametrize("i", range(len(WCASES2)))
-def test_window_indices_and_relu_match_torch(backend, cl, relu, i, rng, monkeypatch):
+def test_window_indices_and_relu_match_oracle(backend, cl, relu, i, rng, monkeypatch):
     """Forward and gradient of max_pool2d(x) and of relu(max_pool2d(x)) through window
     indices, against torch autograd (exact: pooling only selects)."""
     N, C, H, W, k, s, p = WCASES2[i]
+    who = oracle_for(backend, torch)
     x = _wdata(rng, (N, C, H, W))
-    tx = torch.tensor(x, requires_grad=True)
-    ty = F.max_pool2d(tx, k, stride=s, padding=p)
-    if relu:
-        ty = F.relu(ty)
-    gy = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
-    ty.backward(torch.tensor(gy))
+    gy = rng.standard_normal(_out_shape(2, x.shape, k, s, p)).astype(np.float32)
+    y_ref, ti, gx_ref = _oracle(who, 2, x, k, s, p, gy, relu)
     monkeypatch.setenv("PYAIML_BACKEND", backend)
     fmt = "NHWC" if cl else "NCHW"
     act = "relu" if relu else None
@@ -202,16 +249,13 @@ def test_window_indices_and_relu_match_torch(backend, cl, relu, i, rng, monkeypa
     assert win.dtype == np.uint8 and win.shape == y.shape
     y2 = ops.max_pool2d(xi, k, s, p, data_format=fmt, activation=act)
     gx = ops.max_pool2d_backward(gyi, xi, k, s, p, data_format=fmt, indices=win, index_format="window")
-    np.testing.assert_array_equal(_cf(y, cl, 2), ty.detach().numpy())
+    np.testing.assert_array_equal(_cf(y, cl, 2), y_ref)
     np.testing.assert_array_equal(y2, y)
-    np.testing.assert_allclose(_cf(gx, cl, 2), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_cf(gx, cl, 2), gx_ref, rtol=1e-6, atol=1e-6)
     if relu:
-        assert np.all((_cf(win, cl, 2) == 255) == (ty.detach().numpy() <= 0))
-    else:  # window positions agree with torch's flat indices
-        kh, kw = (k, k) if isinstance(k, int) else k
-        sh, sw = (kh, kw) if s is None else ((s, s) if isinstance(s, int) else s)
-        ph, pw = (p, p) if isinstance(p, int) else p
-        ti = F.max_pool2d(torch.tensor(x), k, stride=s, padding=p, return_indices=True)[1].numpy()
+        assert np.all((_cf(win, cl, 2) == 255) == (y_ref <= 0))
+    else:  # window positions agree with the oracle's flat indices
+        kh, kw, sh, sw, ph, pw = _pool_q(2, k, s, p)
         OH, OW = ti.shape[2:]
         wi = _cf(win, cl, 2).astype(np.int64)
         h = np.arange(OH)[:, None] * sh - ph + wi // kw
@@ -224,19 +268,18 @@ def test_window_indices_and_relu_match_torch(backend, cl, relu, i, rng, monkeypa
 @pytest.mark.parametrize("case", [(3, 5, 126, 2, None, 0), (2, 64, 17, 2, None, 0), (1, 3, 10, 3, 2, 1)])
 def test_window_indices_and_relu_1d(backend, cl, case, rng, monkeypatch):
     N, C, L, k, s, p = case
+    who = oracle_for(backend, torch)
     x = _wdata(rng, (N, C, L))
-    tx = torch.tensor(x, requires_grad=True)
-    ty = F.relu(F.max_pool1d(tx, k, stride=s, padding=p))
-    gy = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
-    ty.backward(torch.tensor(gy))
+    gy = rng.standard_normal(_out_shape(1, x.shape, k, s, p)).astype(np.float32)
+    y_ref, _, gx_ref = _oracle(who, 1, x, k, s, p, gy, relu=True)
     monkeypatch.setenv("PYAIML_BACKEND", backend)
     fmt = "NLC" if cl else "NCL"
     y, win = ops.max_pool1d(_cl(x, cl, 1), k, s, p, data_format=fmt, return_indices=True, activation="relu",
                             index_format="window")
     gx = ops.max_pool1d_backward(_cl(gy, cl, 1), _cl(x, cl, 1), k, s, p, data_format=fmt, indices=win,
                                  index_format="window")
-    np.testing.assert_array_equal(_cf(y, cl, 1), ty.detach().numpy())
-    np.testing.assert_allclose(_cf(gx, cl, 1), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(_cf(y, cl, 1), y_ref)
+    np.testing.assert_allclose(_cf(gx, cl, 1), gx_ref, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("backend", backends_for("max_pool2d"))

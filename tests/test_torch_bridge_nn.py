@@ -113,7 +113,8 @@ def test_multihead_attention_matches_torch(batch_first, masks):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5)
     # need_weights=True falls back to torch's path and returns the weights.
     y2, w2 = mine(q, k, v, **kw)
-    assert w2 is not None
+    _, w_ref = ref(q, k, v, **kw)
+    torch.testing.assert_close(w2, w_ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(y2, y_ref, rtol=1e-4, atol=1e-5)
 
 

@@ -182,7 +182,7 @@ def test_backends_agree_with_the_numpy_oracle(sg, hs, neg, D):
                            base._codes, base._points, base._code_off, sg, hs, neg, 3, 1, 1, 0.05, 0.001, ep, 2,
                            3, 1, True))
         results[b] = (s0, s1n if neg else s1, outs)
-    ref = results["numpy"]
+    ref = results.pop("numpy")  # the oracle here; test_backends_match_the_hs_definition checks it
     assert ref[2][0][2] > 0
     for b, (s0, s1x, outs) in results.items():
         # float32 kernels vs the float64 oracle over a few hundred updates; sigma table error 3e-6
@@ -192,6 +192,70 @@ def test_backends_agree_with_the_numpy_oracle(sg, hs, neg, D):
             assert (e, p) == (er, pr), b  # the same random draws: same subsampling and windows
             assert l == pytest.approx(lr, rel=1e-4), b
         assert np.all(s0[:, D:] == 0), b  # padding stays zero
+
+
+def _hs_epoch_by_definition(syn0, syn1, sents, codes, points, code_off, sg, window, alpha):
+    """One hierarchical-softmax epoch written from the update rule (gensim's order: each
+    output row updated right after its own dot product), float64, exact sigma, no
+    subsampling, fixed windows, constant alpha, CBOW as the mean of the context.
+    Returns (syn0, syn1, loss, pairs)."""
+    syn0, syn1 = syn0.astype(np.float64), syn1.astype(np.float64)
+    loss, pairs = 0.0, 0
+
+    def example(l1, w):
+        nonlocal loss
+        neu1e = np.zeros_like(l1)
+        for c, node in zip(codes[code_off[w]:code_off[w + 1]], points[code_off[w]:code_off[w + 1]]):
+            f = float(l1 @ syn1[node])
+            g = (1 - int(c) - 1 / (1 + np.exp(-f))) * alpha
+            loss += np.log1p(np.exp(-f if c == 0 else f))  # -log sigma(+-f)
+            neu1e += g * syn1[node]
+            syn1[node] += g * l1
+        return neu1e
+
+    for sent in sents:
+        n = len(sent)
+        for i in range(n):
+            ctx = [sent[j] for j in range(max(i - window, 0), min(i + window + 1, n)) if j != i]
+            if sg:
+                for c in ctx:
+                    syn0[c] += example(syn0[c].copy(), sent[i])
+                    pairs += 1
+            elif ctx:
+                e = example(syn0[ctx].mean(0), sent[i])
+                for c in ctx:
+                    syn0[c] += e
+                pairs += 1
+    return syn0, syn1, loss, pairs
+
+
+@pytest.mark.parametrize("backend", backends_for(OP))
+@pytest.mark.parametrize("sg", [1, 0])
+def test_backends_match_the_hs_definition(backend, sg):
+    """Every trainer, the NumPy oracle included, against the update rule written out here:
+    hierarchical softmax with no random draws (no subsampling, no negatives, no window
+    shrinking, alpha constant), over two dozen sentences."""
+    sents = topic_corpus(24, seed=5, L=7)
+    m = Word2Vec(vector_size=19, min_count=1, sg=sg, hs=1, negative=0, window=2, sample=0, shrink_windows=False,
+                 workers=1, seed=2)
+    m.build_vocab(sents)
+    words, off, jobs = _tables(m, sents)
+    s0 = m._syn0p.copy()
+    s1 = (0.1 * np.random.default_rng(0).standard_normal(m._syn1p.shape)).astype(np.float32)
+    s1[:, 19:] = 0
+    packed = [words[off[i]:off[i + 1]].tolist() for i in range(len(off) - 1)]
+    want0, want1, want_loss, want_pairs = _hs_epoch_by_definition(s0, s1, packed, m._codes, m._points,
+                                                                   m._code_off, sg, 2, 0.05)
+    got0, got1 = s0.copy(), s1.copy()
+    loss, eff, pairs = _backend.resolve(OP, backend)(
+        got0, None, got1, words, off, jobs, m._sample_thr, m._alias_thr, m._alias_idx, m._codes, m._points,
+        m._code_off, sg, 1, 0, 2, 1, 0, 0.05, 0.05, 0, 1, 2, 1, True)
+    assert (eff, pairs) == (len(words), want_pairs)
+    # float32 rows over ~1000 sequential updates against float64; a wrong sign, row or
+    # order of updates gives errors of 1e-2 and up
+    np.testing.assert_allclose(got0, want0, rtol=1e-3, atol=2e-5)
+    np.testing.assert_allclose(got1, want1, rtol=1e-3, atol=2e-5)
+    assert loss == pytest.approx(want_loss, rel=1e-4)
 
 
 @pytest.mark.parametrize("sg", [1, 0])
@@ -239,10 +303,13 @@ def test_loss_first_epoch_value():
     s0, s1 = m._syn0p.copy(), np.zeros_like(m._syn1p)
     s1[:] = 0
     ref = _backend.resolve(OP, "numpy")(s0.copy(), None, s1.copy(), *args(s0, s1)[3:])
+    assert ref[2] == 10  # 6 words, window 1: 2 * 6 - 2 pairs
     for b in backends_for(OP):
+        if b == "numpy":
+            continue
         got = _backend.resolve(OP, b)(*args(s0.copy(), s1.copy()))
         assert got[0] == pytest.approx(ref[0], rel=1e-5)
-        assert got[2] == 10  # 6 words, window 1: 2 * 6 - 2 pairs
+        assert got[2] == 10
     # one word, path of length n0, zero output weights -> n0 log 2
     one = [["p", "q"]]
     w2, o2, j2 = _tables(m, one)

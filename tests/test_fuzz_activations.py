@@ -126,7 +126,7 @@ def check_elementwise(c):
 @st.composite
 def softmax_cases(draw):
     rank = draw(st.integers(1, 3))
-    shape = tuple(draw(st.integers(1, 5)) for _ in range(rank))  # empty dims: see the xfail test below
+    shape = tuple(draw(st.integers(1, 5)) for _ in range(rank))  # empty dims: test_softmax_over_an_empty_dimension
     dim = draw(st.integers(-rank, rank - 1)) if draw(st.integers(0, 9)) else draw(st.sampled_from([rank, -rank - 1]))
     return dict(shape=shape, dim=dim, dtype=draw(st.sampled_from([np.float32, np.float64])),
                 scale=draw(st.sampled_from([0.01, 1.0, 3.0, 30.0, 1e4])), log=draw(st.booleans()),
@@ -162,23 +162,29 @@ def check_softmax(c):
     assert_close(bname, got, wg, atol=tol["atol"] * scale * 10, rtol=tol["rtol"])
 
 
-@pytest.mark.xfail(strict=True, reason="softmax/log_softmax over an empty dimension raise NumPy's 'zero-size array "
-                                      "to reduction operation maximum' ValueError, which does not name the op "
-                                      "(torch returns an empty result)")
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_softmax_over_an_empty_dimension(name):
     x = np.ones((2, 0), np.float32)
-    try:
-        y = getattr(ops, name)(x, -1)
-    except ValueError as e:
-        assert str(e).startswith(f"{name}:"), e
-    else:
-        assert y.shape == (2, 0)
+    y = getattr(ops, name)(x, -1)  # empty, as torch
+    assert y.shape == (2, 0) and y.dtype == np.float32
+    assert getattr(ops, name + "_backward")(y, y, -1).shape == (2, 0)
+    z = getattr(ops, name)(np.ones((0, 3), np.float64), 1)
+    assert z.shape == (0, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="gelu(approximate='none') of a 0-D array returns shape (1,): the erf helper "
-                                      "(pyaiml/_numba/activations.py) goes through np.ascontiguousarray, which makes "
-                                      "0-D arrays 1-D")
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_of_a_0d_input(name):
+    # torch: dim 0 or -1; softmax of a scalar is 1, log_softmax 0, both gradients 0
+    x = np.array(2.5, np.float32)
+    for dim in (0, -1):
+        y = getattr(ops, name)(x, dim)
+        assert y.shape == () and float(y) == (1.0 if name == "softmax" else 0.0)
+        g = getattr(ops, name + "_backward")(np.array(1.0, np.float32), y, dim)
+        assert g.shape == () and float(g) == 0.0
+    with pytest.raises(ValueError, match=f"{name}: dim must be in \\[-1, 0\\] for a 0-D input. Received 1"):
+        getattr(ops, name)(x, 1)
+
+
 @pytest.mark.parametrize("backward", [False, True])
 def test_gelu_keeps_a_0d_shape(backward):
     x = np.array(0.5, np.float32)

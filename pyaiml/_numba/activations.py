@@ -18,7 +18,7 @@ def _erf_loop(x, out):
 
 def erf(x: np.ndarray) -> np.ndarray:
     """Elementwise erf of a float32/float64 array (same dtype and shape)."""
-    xc = np.ascontiguousarray(x)
+    xc = np.ascontiguousarray(x)  # 0-D comes back 1-D: the shape is restored below
     out = np.empty_like(xc)
     _erf_loop(xc.reshape(-1), out.reshape(-1))
-    return out
+    return out.reshape(np.shape(x))

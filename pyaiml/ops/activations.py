@@ -27,9 +27,17 @@ def _x(x, op, name="x"):
 
 
 def _dim(x, dim, op):
-    if not -x.ndim <= dim < x.ndim:
-        raise ValueError(f"{op}: dim must be in [{-x.ndim}, {x.ndim - 1}] for a {x.ndim}-D input. Received {dim}")
-    return dim
+    """The reduction axis; a 0-D input takes dim 0 or -1 (as torch) and is reduced as (1,)."""
+    n = max(x.ndim, 1)
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{op}: dim must be an integer. Received {type(dim).__name__}")
+    if not -n <= dim < n:
+        raise ValueError(f"{op}: dim must be in [{-n}, {n - 1}] for a {x.ndim}-D input. Received {dim}")
+    return int(dim) if x.ndim else -1
+
+
+def _as_1d_if_0d(*arrays):
+    return tuple(a.reshape(1) if a.ndim == 0 else a for a in arrays)
 
 
 def _same(g, y, op):
@@ -89,9 +97,12 @@ def tanh_backward(grad_out, out) -> np.ndarray:
 def softmax(x, dim: int = -1) -> np.ndarray:
     x = _x(x, "softmax")
     dim = _dim(x, dim, "softmax")
-    e = np.exp(x - x.max(axis=dim, keepdims=True))
+    if x.size == 0:  # an empty reduction gives an empty result, as torch
+        return np.empty_like(x)
+    (x1,) = _as_1d_if_0d(x)
+    e = np.exp(x1 - x1.max(axis=dim, keepdims=True))
     e /= e.sum(axis=dim, keepdims=True)
-    return e
+    return e.reshape(x.shape)
 
 
 def softmax_backward(grad_out, out, dim: int = -1) -> np.ndarray:
@@ -99,15 +110,21 @@ def softmax_backward(grad_out, out, dim: int = -1) -> np.ndarray:
     g, y = _x(grad_out, "softmax_backward", "grad_out"), _x(out, "softmax_backward", "out")
     _same(g, y, "softmax_backward")
     dim = _dim(y, dim, "softmax_backward")
-    return y * (g - (g * y).sum(axis=dim, keepdims=True))
+    if y.size == 0:
+        return np.empty_like(g)
+    g1, y1 = _as_1d_if_0d(g, y)
+    return (y1 * (g1 - (g1 * y1).sum(axis=dim, keepdims=True))).reshape(y.shape)
 
 
 def log_softmax(x, dim: int = -1) -> np.ndarray:
     x = _x(x, "log_softmax")
     dim = _dim(x, dim, "log_softmax")
-    z = x - x.max(axis=dim, keepdims=True)
+    if x.size == 0:
+        return np.empty_like(x)
+    (x1,) = _as_1d_if_0d(x)
+    z = x1 - x1.max(axis=dim, keepdims=True)
     z -= np.log(np.exp(z).sum(axis=dim, keepdims=True))
-    return z
+    return z.reshape(x.shape)
 
 
 def log_softmax_backward(grad_out, out, dim: int = -1) -> np.ndarray:
@@ -115,7 +132,10 @@ def log_softmax_backward(grad_out, out, dim: int = -1) -> np.ndarray:
     g, y = _x(grad_out, "log_softmax_backward", "grad_out"), _x(out, "log_softmax_backward", "out")
     _same(g, y, "log_softmax_backward")
     dim = _dim(y, dim, "log_softmax_backward")
-    return g - np.exp(y) * g.sum(axis=dim, keepdims=True)
+    if y.size == 0:
+        return np.empty_like(g)
+    g1, y1 = _as_1d_if_0d(g, y)
+    return (g1 - np.exp(y1) * g1.sum(axis=dim, keepdims=True)).reshape(y.shape)
 
 
 _SQRT_2_PI = np.sqrt(2.0 / np.pi)

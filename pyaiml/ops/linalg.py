@@ -195,7 +195,15 @@ def matmul_backward(grad_out, a, b) -> tuple[np.ndarray, np.ndarray]:
     _same_dtype(op, grad_out=g, a=a, b=b)
     if a.ndim < 2 or b.ndim < 2:
         raise ValueError(f"{op}: a and b must be at least 2-D. Received {tuple(a.shape)} and {tuple(b.shape)}")
-    expect = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"{op}: inner dimensions must match (a's last, b's second-to-last). Received a "
+                         f"{tuple(a.shape)} and b {tuple(b.shape)}")
+    try:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{op}: batch dimensions must broadcast. Received a {tuple(a.shape)} and "
+                         f"b {tuple(b.shape)}") from None
+    expect = batch + (a.shape[-2], b.shape[-1])
     if g.shape != expect:
         raise ValueError(f"{op}: grad_out must have shape {expect}. Received {tuple(g.shape)}")
     ga = _batched(g, np.swapaxes(b, -1, -2), op)

@@ -185,3 +185,12 @@ def test_torch_bridge_sdpa_scale_is_checked():
         pt.ops.scaled_dot_product_attention(q, q, q, scale=float("nan"))
     with pytest.raises(TypeError, match="scale must be a real number or None. Received str"):
         pt.ops.scaled_dot_product_attention(q, q, q, scale="x")
+
+
+def test_an_output_too_large_to_allocate_says_what_was_asked_for():
+    if _backend.choose("conv2d")[0] != "cpp":
+        pytest.skip("the C++ allocation message")
+    x = np.ones((1, 1, 4, 4), np.float32)
+    w = np.ones((1, 1, 3, 3), np.float32)
+    with pytest.raises(MemoryError, match=r"cannot allocate an output of shape \(1, 1, 2097154, 2097154\) \(16.0 TiB\)"):
+        ops.conv2d(x, w, padding=2**20)

@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <new>
 #include <sstream>
@@ -85,15 +86,32 @@ inline void require_aligned(const py::array& a, const char* op, const char* name
 // are 16-byte aligned, so every 64-byte vector store into them would straddle two cache
 // lines). The memory is freed when the array is.
 // A size whose byte count overflows is out of memory too (never a short allocation).
+// Failure is a MemoryError naming the shape and the bytes asked for.
+[[noreturn]] inline void out_of_memory(const std::vector<py::ssize_t>& shape, double bytes) {
+  std::string dims;
+  for (size_t i = 0; i < shape.size(); ++i) dims += (i ? ", " : "") + std::to_string(shape[i]);
+  if (shape.size() == 1) dims += ",";
+  const char* unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  int u = 0;
+  while (bytes >= 1024.0 && u < 6) bytes /= 1024.0, ++u;
+  char size[32];
+  std::snprintf(size, sizeof size, "%.1f %s", bytes, unit[u]);
+  PyErr_SetString(PyExc_MemoryError,
+                  ("pyaiml: cannot allocate an output of shape (" + dims + ") (" + size + ")").c_str());
+  throw py::error_already_set();
+}
+
 template <class T>
 inline py::array_t<T> new_aligned_array(const std::vector<py::ssize_t>& shape) {
   size_t bytes = sizeof(T);
+  double want = double(sizeof(T));
+  for (py::ssize_t d : shape) want *= double(d);
   for (py::ssize_t d : shape)
-    if (d < 0 || __builtin_mul_overflow(bytes, static_cast<size_t>(d), &bytes)) throw std::bad_alloc();
-  if (bytes > (size_t(1) << 62)) throw std::bad_alloc();
+    if (d < 0 || __builtin_mul_overflow(bytes, static_cast<size_t>(d), &bytes)) out_of_memory(shape, want);
+  if (bytes > (size_t(1) << 62)) out_of_memory(shape, want);
   bytes = std::max<size_t>(64, (bytes + 63) / 64 * 64);
   void* p = std::aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
+  if (!p) out_of_memory(shape, want);
   py::capsule owner(p, [](void* q) { std::free(q); });
   return py::array_t<T>(shape, static_cast<T*>(p), owner);
 }

@@ -35,7 +35,7 @@ at commit af3753f it read 0.57x at GEMM square-1024 and 0.67x at the small pooli
 Known gaps (stated in the sections below):
 - torch bridge: the mission CNN step through `pyaiml.torch` runs at 0.6-0.75x torch's speed on one
   thread; a custom-op `max_pool2d` call costs 54-70 us against torch's 3-5 us (1 thread).
-- GEMM square-256 reads 0.93x-0.94x torch.mm (no target); NumPy's OpenBLAS beats both at the square
+- GEMM square-256 reads 0.88x torch.mm (no target); NumPy's OpenBLAS beats both at the square
   sizes.
 - The audio, speech training-speed and torch bridge timings come only from the loaded shared VM;
   audio's from before the trim default moved from 30 dB to 40 dB; the GMM training-speed ratio is

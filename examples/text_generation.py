@@ -9,7 +9,6 @@ The text is the copy shipped in pyaiml/datasets/data (or --data PATH to input.tx
 import argparse
 import time
 
-import numpy as np
 
 import pyaiml
 from pyaiml.datasets.shakespeare import load_tiny_shakespeare, split_text

@@ -50,9 +50,15 @@ def shared_data(*parts):
 
 
 def run_py(code, timeout=300, **env):
-    """Run `code` in a fresh interpreter, outside the source tree (so the installed pyaiml is
-    the one imported), with extra environment variables."""
+    """Run `code` in a fresh interpreter, outside the source tree, importing the pyaiml this
+    process imported, with extra environment variables."""
     e = dict(os.environ)
+    # the child imports the same pyaiml as this process: the installed one, or the checkout
+    # under development (a relative PYTHONPATH=. would not survive the change of directory)
+    import pyaiml
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pyaiml.__file__)))
+    e["PYTHONPATH"] = os.pathsep.join([here] + [p for p in e.get("PYTHONPATH", "").split(os.pathsep) if p])
     e.update(env)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e,
                           timeout=timeout, cwd=tempfile.gettempdir())

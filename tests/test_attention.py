@@ -19,7 +19,6 @@ import pytest
 import pyaiml
 import pyaiml.ops as ops
 from pyaiml import _backend
-from pyaiml.ops import attention as A
 from helpers import backends_for, optional_torch, oracle_for, run_py
 from pyaiml.reference import attention as R
 

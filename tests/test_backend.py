@@ -1,8 +1,5 @@
 """The registry, ISA dispatch, thread pool and CLI."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest

@@ -13,7 +13,6 @@ The default run samples positions (all of the first and last 32 bytes, where the
 and archive directories are, and 48 spread over the rest) and one flip pattern per position;
 the slow run cuts at every byte and flips every byte three ways.
 """
-import os
 import tracemalloc
 
 import numpy as np

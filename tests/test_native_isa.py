@@ -3,7 +3,6 @@ ValueError (it is not a missing build), and the PYAIML_HIDE_ISA testing hook pla
 without AVX-512 (or AVX2) on any machine. Every check runs in a fresh interpreter, since the
 ISA is fixed at the extension's first use."""
 import json
-import os
 
 import pytest
 
@@ -11,7 +10,6 @@ from pyaiml import _backend
 
 from helpers import run_py
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MATMUL = ("import numpy as np, pyaiml.ops as o\n"
           "a = np.random.default_rng(0).standard_normal((37, 65), dtype=np.float32)\n"
           "b = np.random.default_rng(1).standard_normal((65, 33), dtype=np.float32)\n"
@@ -19,8 +17,7 @@ MATMUL = ("import numpy as np, pyaiml.ops as o\n"
 
 
 def _run(code, **env):
-    path = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
-    return run_py(code, PYTHONPATH=path, **env)
+    return run_py(code, **env)
 
 
 def _compiled():

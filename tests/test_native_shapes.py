@@ -4,7 +4,6 @@ dilation / kernel_size / groups values get a ValueError naming the argument, nev
 size, a wrong result or pybind11's anonymous "incompatible function arguments". One integer
 rule (pyaiml/ops/_validate.py int_tuple) for the ops and the torch bridge: ints and NumPy
 integer scalars, a tuple of n or of 1; bools refused."""
-import os
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from pyaiml.ops._validate import MAX_EXTENT
 
 from helpers import backends_for, run_py
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 X = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
 W = np.random.default_rng(1).standard_normal((3, 2, 3, 3)).astype(np.float32)
@@ -165,7 +163,7 @@ if C is not None:
 else:
     print("binding: the padded input must hold at most 2^60 elements (no extension)")
 """
-    r = run_py(code, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = run_py(code)
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout.splitlines()
     assert len(out) == 2, r.stdout

@@ -1,6 +1,5 @@
 """Thread-count limits: set_num_threads and PYAIML_NUM_THREADS accept 1..MAX_THREADS (the
 pool's limit, 128) and refuse more with a ValueError instead of capping it silently."""
-import os
 
 import numpy as np
 import pytest
@@ -10,11 +9,10 @@ from pyaiml import _backend
 
 from helpers import run_py
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(code, **env):
-    return run_py(code, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **env)
+    return run_py(code, **env)
 
 
 @pytest.mark.parametrize("n", [10**6, 129, 2**64])

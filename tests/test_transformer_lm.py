@@ -1,6 +1,5 @@
 """TransformerLM: KV-cached generation gives exactly the tokens of full recomputation,
 sampling rules, bad input, save/load, the Tiny Shakespeare loader."""
-import warnings
 
 import numpy as np
 import pytest

@@ -10,12 +10,10 @@ posteriors during fit (full/tied covariances and GMMHMM use them in NumPy produc
 """
 from __future__ import annotations
 
-import string
-import warnings
 
 import numpy as np
 
-from pyaiml.hmm.base import BaseHMM, check_random_state, normalize
+from pyaiml.hmm.base import BaseHMM, normalize
 from pyaiml.ops import hmm as _ops
 from pyaiml.ops._validate import all_finite
 

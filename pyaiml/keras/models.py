@@ -15,7 +15,6 @@ Tests: tests/test_keras_api.py, tests/test_keras_train.py.
 """
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 

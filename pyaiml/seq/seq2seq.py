@@ -19,8 +19,6 @@ Tests: tests/test_transformer_seq2seq.py.
 """
 from __future__ import annotations
 
-import sys
-import time
 
 import numpy as np
 

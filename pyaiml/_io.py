@@ -9,6 +9,9 @@
   every array's header against its member, before anything is allocated; CRCs are checked;
   anything malformed is a ``ValueError`` naming the file. :func:`zip_members` does the same
   for the members of any ZIP archive (Keras .keras files).
+- Encrypted files (pyaiml.privacy.crypto): ``atomic_write(..., key=)`` seals what it writes;
+  :func:`plain_source` opens a sealed file for the readers above (``key=`` on both), and
+  names an encrypted file opened without a key.
 
 Not here: the formats themselves (each family's save/load). Tests: tests/test_io_*.py and
 the save tests of each family (no temporary is left behind, corrupted files are refused).
@@ -44,14 +47,26 @@ def _umask() -> int:
     return old
 
 
-def atomic_write(path, write_fn, *, suffix=".tmp", mode=None, fsync=False, append=False):
+def atomic_write(path, write_fn, *, suffix=".tmp", mode=None, fsync=False, append=False, key=None,
+                 inner="file"):
     """Call ``write_fn(f)`` on a binary file that becomes ``path`` when it returns.
 
     mode: permission bits for the result; default: those of the file being replaced, else
     0o666 less the umask (what ``open(path, "wb")`` gives). fsync: flush the data to disk
     before the rename. append: the new file starts with a copy of the existing one (if any),
-    so an interrupted append also leaves the old file as it was. Returns the path as a str.
+    so an interrupted append also leaves the old file as it was. key: encrypt what
+    ``write_fn`` writes (AES-256-GCM, pyaiml.privacy.crypto; ``inner`` names the format in the
+    authenticated header). Returns the path as a str.
     """
+    if key is not None:
+        if append:
+            raise ValueError("atomic_write: append and key cannot be combined")
+        buf = io.BytesIO()
+        write_fn(buf)
+        from pyaiml.privacy.crypto import seal
+
+        blob = seal(buf.getvalue(), key, inner)
+        return atomic_write(path, lambda f: f.write(blob), suffix=suffix, mode=mode, fsync=fsync)
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     try:
@@ -81,9 +96,10 @@ def atomic_write(path, write_fn, *, suffix=".tmp", mode=None, fsync=False, appen
     return path
 
 
-def atomic_savez(path, **arrays):
-    """``np.savez(path, **arrays)`` through :func:`atomic_write` (no ``.npz`` is appended)."""
-    return atomic_write(path, lambda f: np.savez(f, **arrays), suffix=".npz")
+def atomic_savez(path, key=None, inner="npz", **arrays):
+    """``np.savez(path, **arrays)`` through :func:`atomic_write` (no ``.npz`` is appended);
+    encrypted with ``key`` when given."""
+    return atomic_write(path, lambda f: np.savez(f, **arrays), suffix=".npz", key=key, inner=inner)
 
 
 def npz_bytes(**arrays) -> bytes:
@@ -207,6 +223,40 @@ def _declared_entries(fobj, total):
     return entries
 
 
+class EncryptedFileError(ValueError):
+    """An encrypted file opened without a key."""
+
+
+def plain_source(source, op: str, label=None, key=None, inner=None):
+    """What a loader reads: ``source`` itself (a path or bytes) when it is not encrypted and no
+    key is given, else the decrypted bytes. An encrypted file without a key, or a key for a
+    file that is not encrypted, is a ValueError naming the file (a key means the caller
+    expects an authenticated file: a plain one in its place is refused, not trusted)."""
+    from pyaiml.privacy.crypto import MAGIC, open_sealed, read_header
+
+    label = _label(source, label)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        head = bytes(source[:len(MAGIC)])
+    else:
+        with open(os.fspath(source), "rb") as f:
+            head = f.read(len(MAGIC))
+    if head != MAGIC:
+        if key is not None:
+            raise ValueError(f"{op}: {label} is not encrypted, but a key was given (refusing an unauthenticated "
+                             "file where an encrypted one is expected)")
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        blob = bytes(source)
+    else:
+        with open(os.fspath(source), "rb") as f:
+            blob = f.read()
+    if key is None:
+        h, _ = read_header(blob, f"{op}: {label}")
+        raise EncryptedFileError(f"{op}: {label} is encrypted (key id {h['key_id']}): pass key= (bytes, "
+                                 "'file:PATH', 'env:NAME' or a callable)")
+    return open_sealed(blob, key, f"{op}: {label}", inner)
+
+
 @contextlib.contextmanager
 def _zip(source, op, label, kind):
     """The ZipFile of ``source`` (a path or bytes) and its members, once the directory has
@@ -252,7 +302,7 @@ def _label(source, label):
     return "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
 
 
-def zip_members(source, op: str, label=None, kind="ZIP archive") -> dict:
+def zip_members(source, op: str, label=None, kind="ZIP archive", key=None, inner=None) -> dict:
     """Every member of a ZIP archive: ``{name: bytes}``, each read in full (CRC checked).
 
     source: a path or the archive's bytes; label: how errors name it (default the path).
@@ -262,6 +312,7 @@ def zip_members(source, op: str, label=None, kind="ZIP archive") -> dict:
     missing file is ``FileNotFoundError``.
     """
     label = _label(source, label)
+    source = plain_source(source, op, label, key, inner)
     out = {}
     with _zip(source, op, label, kind) as (z, infos):
         for info in infos:
@@ -275,7 +326,7 @@ def zip_members(source, op: str, label=None, kind="ZIP archive") -> dict:
     return out
 
 
-def read_npz(source, op: str, label=None) -> dict:
+def read_npz(source, op: str, label=None, key=None, inner=None) -> dict:
     """The arrays of an ``np.savez`` archive: ``{name: array}``.
 
     source: a path or the archive's bytes; label: how errors name it (default the path).
@@ -285,6 +336,7 @@ def read_npz(source, op: str, label=None) -> dict:
     ``ValueError`` naming ``label``; a missing file is ``FileNotFoundError``.
     """
     label = _label(source, label)
+    source = plain_source(source, op, label, key, inner)
     out = {}
     with _zip(source, op, label, ".npz (ZIP) archive") as (z, infos):
         for info in infos:

@@ -1,4 +1,5 @@
-"""The ``pyaiml`` command: ``pyaiml info``, ``pyaiml bench [suite ...]``, ``pyaiml demo``."""
+"""The ``pyaiml`` command: ``pyaiml info``, ``pyaiml bench [suite ...]``, ``pyaiml demo``, and the encrypted-file
+tools ``pyaiml encrypt|decrypt|rekey|keygen``."""
 from __future__ import annotations
 
 import argparse
@@ -68,6 +69,27 @@ def _demo(args) -> int:
     return demo_main(only=args.only, fsdd=args.fsdd, quick=args.quick, threads=args.threads)
 
 
+def _crypto(args) -> int:
+    from pyaiml.privacy import crypto
+
+    try:
+        if args.cmd == "keygen":
+            print(f"{args.path}: new key, id {crypto.generate_key_file(args.path)}")
+        elif args.cmd == "encrypt":
+            out = crypto.encrypt_file(args.src, args.dst or args.src, crypto.KeyFile(args.key_file))
+            print(f"{out}: encrypted with key {crypto.key_id(crypto.KeyFile(args.key_file).read())}")
+        elif args.cmd == "decrypt":
+            print(f"{crypto.decrypt_file(args.src, args.dst or args.src, crypto.KeyFile(args.key_file))}: decrypted")
+        else:
+            new = crypto.KeyFile(args.new_key_file)
+            out = crypto.rekey_file(args.src, crypto.KeyFile(args.key_file), new)
+            print(f"{out}: re-encrypted with key {crypto.key_id(new.read())}")
+    except (ValueError, OSError) as e:
+        print(f"pyaiml {args.cmd}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
     from pyaiml import __version__
 
@@ -89,7 +111,21 @@ def main(argv=None) -> int:
                     "(default: $PYAIML_FSDD, else ./data/fsdd)")
     pd.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run in seconds")
     pd.add_argument("--threads", type=int, default=None, help="pyaiml threads (default: pyaiml's default)")
+    for name, what in (("encrypt", "encrypt a model file (AES-256-GCM)"), ("decrypt", "decrypt an encrypted file"),
+                       ("rekey", "re-encrypt an encrypted file under a new key, in place")):
+        pe = sub.add_parser(name, help=what)
+        pe.add_argument("src", help="the file")
+        if name != "rekey":
+            pe.add_argument("dst", nargs="?", help="where to write (default: in place)")
+        pe.add_argument("--key-file", required=True, help="key file (64 hex digits, base64, or "
+                        "32 raw bytes)" + ("; the current key" if name == "rekey" else ""))
+        if name == "rekey":
+            pe.add_argument("--new-key-file", required=True, help="key file of the new key")
+    pk = sub.add_parser("keygen", help="write a new random key file (owner-readable only)")
+    pk.add_argument("path")
     args = p.parse_args(argv)
+    if args.cmd in ("encrypt", "decrypt", "rekey", "keygen"):
+        return _crypto(args)
     if args.cmd == "info":
         return _info(args)
     if args.cmd == "bench":

@@ -197,7 +197,7 @@ def load_tensors(path, names=None) -> tuple[dict, dict]:
             meta = dict(hdr.get("__metadata__") or {})
         bf16 = {k for k, v in hdr.items() if k != "__metadata__" and v["dtype"] == "BF16"}
         with safetensors.safe_open(fname, framework="numpy") as f:
-            for name in f:
+            for name in f.keys():  # noqa: SIM118 (safe_open has keys() but is not iterable)
                 if names is not None and name not in names:
                     continue
                 if name in out:

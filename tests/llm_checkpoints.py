@@ -39,7 +39,14 @@ def _lines(n=1500):
 def bpe_tokenizer(folder, specials, bos=None, vocab_size=320, chat_template=None, extra_config=None):
     """Byte-level BPE trained on Shakespeare; ``bos`` (a special token) is prepended to
     every encoding when given. Writes tokenizer.json and tokenizer_config.json."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -64,7 +71,15 @@ def bpe_tokenizer(folder, specials, bos=None, vocab_size=320, chat_template=None
 
 
 def wordpiece_tokenizer(folder, vocab_size=400):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -104,8 +119,8 @@ def make_gpt2(folder, seed=0, dtype=None, tokenizer=True, save_kw=None, **overri
                                                                 "bos_token": "<|endoftext|>"})
     # initializer_range 0.2 (not 0.02): a tiny model that does not repeat one token, so the
     # greedy comparisons see varied sequences (29 distinct ids in 48, partial UTF-8 included)
-    cfg = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=320, n_positions=128, bos_token_id=0, eos_token_id=0,
-               pad_token_id=0, initializer_range=0.2)
+    cfg = {"n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 320, "n_positions": 128, "bos_token_id": 0, "eos_token_id": 0,
+               "pad_token_id": 0, "initializer_range": 0.2}
     cfg.update(overrides)
     torch.manual_seed(seed)
     return _save(GPT2LMHeadModel(GPT2Config(**cfg)), folder, dtype, **(save_kw or {}))
@@ -119,9 +134,9 @@ def make_llama(folder, seed=0, kind="llama", dtype=None, tokenizer=True, save_kw
     if tokenizer:
         bpe_tokenizer(folder, ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"], bos="<s>", chat_template=CHATML,
                       extra_config={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
-    cfg = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-               initializer_range=0.2)
+    cfg = {"vocab_size": 320, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "max_position_embeddings": 256, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+               "initializer_range": 0.2}
     cfg.update(overrides)
     names = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "mistral": ("MistralConfig", "MistralForCausalLM"),
              "qwen2": ("Qwen2Config", "Qwen2ForCausalLM")}[kind]
@@ -142,8 +157,8 @@ def make_bert(folder, seed=0, tokenizer=True, **overrides):
 
     if tokenizer:
         wordpiece_tokenizer(folder)
-    cfg = dict(vocab_size=400, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-               max_position_embeddings=64, pad_token_id=0)
+    cfg = {"vocab_size": 400, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+               "max_position_embeddings": 64, "pad_token_id": 0}
     cfg.update(overrides)
     torch.manual_seed(seed)
     return _save(BertModel(BertConfig(**cfg)), folder)

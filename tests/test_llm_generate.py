@@ -6,15 +6,14 @@ sequence, streaming and callbacks, chat templates, and option errors.
 
 Skipped without torch, transformers, safetensors or tokenizers.
 """
+import llm_checkpoints as ck
 import numpy as np
 import pytest
 
-import llm_checkpoints as ck
+from pyaiml import llm
+from pyaiml.llm.generate import process_logits, sample
 
 torch, transformers = ck.require()
-
-import pyaiml.llm as llm  # noqa: E402
-from pyaiml.llm.generate import process_logits, sample  # noqa: E402
 
 N_NEW = 48
 

@@ -8,14 +8,13 @@ sides; the products are summed in a different order, ~1e-7 observed); BERT hidde
 and embeddings within 1e-5 absolute (LayerNorm keeps them O(1)). Skipped without torch,
 transformers, safetensors or tokenizers.
 """
+import llm_checkpoints as ck
 import numpy as np
 import pytest
 
-import llm_checkpoints as ck
+from pyaiml import llm
 
 torch, transformers = ck.require()
-
-import pyaiml.llm as llm  # noqa: E402
 
 RTOL = 1e-4
 

@@ -1,5 +1,5 @@
 """The ``pyaiml`` command: ``pyaiml info``, ``pyaiml bench [suite ...]``, ``pyaiml demo``, the encrypted-file
-tools ``pyaiml encrypt|decrypt|rekey|keygen``, and ``pyaiml llm generate|bench`` (pyaiml.llm.cli)."""
+tools ``pyaiml encrypt|decrypt|rekey|keygen``, and ``pyaiml llm generate|bench|quantize`` (pyaiml.llm.cli)."""
 from __future__ import annotations
 
 import argparse
@@ -91,8 +91,8 @@ def _crypto(args) -> int:
 
 
 def _llm_parser(sub) -> None:
-    """``pyaiml llm generate|bench MODEL_DIR``: Hugging Face checkpoints (pyaiml.llm.cli runs them)."""
-    pl = sub.add_parser("llm", help="Hugging Face checkpoints (GPT-2, Llama, BERT): generate text, benchmark")
+    """``pyaiml llm generate|bench|quantize``: Hugging Face checkpoints (pyaiml.llm.cli runs them)."""
+    pl = sub.add_parser("llm", help="Hugging Face checkpoints (GPT-2, Llama, BERT): generate text, benchmark, quantize")
     lsub = pl.add_subparsers(dest="llm_cmd")
     g = lsub.add_parser("generate", help="stream a continuation of --prompt to stdout")
     g.add_argument("model_dir", help="checkpoint folder: config.json, *.safetensors, tokenizer.json")
@@ -116,6 +116,9 @@ def _llm_parser(sub) -> None:
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    q = lsub.add_parser("quantize", help="write an int8 (Q8_0: blocks of 32, float16 scales) copy of a checkpoint")
+    q.add_argument("model_dir")
+    q.add_argument("out_dir")
 
 
 def main(argv=None) -> int:

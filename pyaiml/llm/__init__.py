@@ -63,10 +63,17 @@ def load(path, tokenizer: bool = True):
     fam = family(cfg)
     p = os.fspath(path)
     gcfg = read_generation_config(p)
-    tensors, _ = load_tensors(p)
+    tensors, meta = load_tensors(p)
+    quantized = meta.get("format") == "pyaiml-q8_0"
+    if quantized:
+        from pyaiml.llm.quant import load_quantized_tensors
+
+        tensors = load_quantized_tensors(tensors, meta, p)
     tok = None
     if tokenizer and os.path.isfile(os.path.join(p, "tokenizer.json")):
         eos = gcfg.get("eos_token_id", cfg.get("eos_token_id"))
         tok = Tokenizer(p, eos_token_id=eos)
     model = _CLASSES[fam](cfg, tensors, tokenizer=tok, generation_config=gcfg, path=p)
+    if quantized:
+        model.quantization = "q8_0"
     return model

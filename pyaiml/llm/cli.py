@@ -1,4 +1,4 @@
-"""``pyaiml llm generate|bench``: the command-line side of pyaiml.llm (the parser lives in
+"""``pyaiml llm generate|bench|quantize``: the command-line side of pyaiml.llm (the parser lives in
 pyaiml/cli.py; this module runs the subcommands).
 
 - ``pyaiml llm generate MODEL_DIR --prompt TEXT [--max-tokens N --temperature T --top-k K
@@ -9,6 +9,7 @@ pyaiml/cli.py; this module runs the subcommands).
   --threads N --json PATH]`` times prefill (one forward over the prompt) and decode (one
   cached step per token, greedy, end-of-sequence ignored) on random token ids and prints
   tokens/s for each (median of the repeats, with min and max).
+- ``pyaiml llm quantize MODEL_DIR OUT_DIR`` writes an int8 copy (pyaiml.llm.quant's layout).
 
 Not here: model code. Tests: tests/test_llm_cli.py.
 """
@@ -110,12 +111,23 @@ def run_bench(args) -> int:
     return 0
 
 
+def run_quantize(args) -> int:
+    from pyaiml.llm.quant import save_quantized
+
+    r = save_quantized(args.model_dir, args.out_dir)
+    print(f"{args.out_dir}: {r['quantized']} weights in int8 Q8_0 (blocks of 32, float16 scales), {r['kept']} tensors "
+          f"kept in float32; model.safetensors {r['bytes'] / 2**20:.2f} MiB")
+    return 0
+
+
 def run(args) -> int:
     try:
         if args.llm_cmd == "generate":
             return run_generate(args)
         if args.llm_cmd == "bench":
             return run_bench(args)
+        if args.llm_cmd == "quantize":
+            return run_quantize(args)
     except (ValueError, TypeError, ImportError, OSError) as e:
         print(f"pyaiml llm {args.llm_cmd}: {e}", file=sys.stderr)
         return 1

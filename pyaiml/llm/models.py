@@ -60,15 +60,34 @@ class Linear:
         return ops.linear(x, self.wt.T, self.b)
 
 
-def _cat_linear(parts) -> Linear:
-    """One Linear computing the concatenation of several (sharing the input)."""
-    wt = np.concatenate([p.wt for p in parts], axis=1)
+def _cat_linear(parts):
+    """One Linear (or QLinear, when every part is one) computing the concatenation of
+    several that share the input."""
     bs = [p.b for p in parts]
     if all(b is None for b in bs):
         b = None
     else:
-        b = np.concatenate([np.zeros(p.wt.shape[1], np.float32) if p.b is None else p.b for p in parts])
-    return Linear(wt, b)
+        b = np.concatenate([np.zeros(p.shape[1], np.float32) if p.b is None else p.b for p in parts])
+    if all(not isinstance(p, Linear) for p in parts):
+        from pyaiml.llm.quant import QLinear
+
+        return QLinear(np.concatenate([p.q for p in parts], axis=1), np.concatenate([p.scale for p in parts], axis=1),
+                       b)
+    return Linear(np.concatenate([p.wt for p in parts], axis=1), b)
+
+
+def _head(t, where, V, C):
+    """The output head from 'lm_head.weight': float (V, C) or quantized (q, scale)."""
+    if isinstance(t, tuple):
+        from pyaiml.llm.quant import BLOCK, QLinear
+
+        q, s = t
+        if q.shape != (V, C) or s.shape != (V, C // BLOCK):
+            raise ValueError(f"{where}: quantized lm_head.weight has shapes {q.shape} / {s.shape}; expected {(V, C)}")
+        return QLinear(q.T, s.T)
+    if t.shape != (V, C):
+        raise ValueError(f"{where}: lm_head.weight has shape {t.shape}; expected {(V, C)}")
+    return Linear.from_torch(t)
 
 
 class Weights:
@@ -86,6 +105,9 @@ class Weights:
             near = sorted(self.t)[:8]
             raise ValueError(f"{self.where}: missing tensor {name!r} in the checkpoint (first names present: {near})")
         a = self.t.pop(name)
+        if isinstance(a, tuple):
+            raise ValueError(  # noqa: TRY004 (a bad file)
+                f"{self.where}: tensor {name!r} is stored quantized (.q8), but pyaiml.llm reads it only as float")
         if shape is not None and tuple(a.shape) != tuple(shape):
             raise ValueError(f"{self.where}: tensor {name!r} has shape {tuple(a.shape)}; config.json implies "
                              f"{tuple(shape)}")
@@ -95,6 +117,17 @@ class Weights:
         """weight (out, in) (torch.nn.Linear) or (in, out) (GPT-2's Conv1D), and a bias
         when the config says there is one."""
         shape = (n_out, n_in) if torch_layout else (n_in, n_out)
+        v = self.t.get(f"{name}.weight")
+        if isinstance(v, tuple):  # int8 + scales (pyaiml.llm.quant)
+            from pyaiml.llm.quant import BLOCK, QLinear
+
+            q, s = self.t.pop(f"{name}.weight")
+            sshape = (n_out, n_in // BLOCK) if torch_layout else (n_in // BLOCK, n_out)
+            if q.shape != shape or s.shape != sshape:
+                raise ValueError(f"{self.where}: quantized tensor {name!r}.weight has shapes {q.shape} / scales "
+                                 f"{s.shape}; config.json implies {shape} / {sshape}")
+            b = self.take(f"{name}.bias", (n_out,)) if bias else None
+            return QLinear(q.T, s.T, b) if torch_layout else QLinear(q, s, b)
         w = self.take(f"{name}.weight", shape)
         b = self.take(f"{name}.bias", (n_out,)) if bias else None
         return Linear.from_torch(w, b) if torch_layout else Linear(w, b)
@@ -185,6 +218,16 @@ class DecoderLM:
         self.pad_token_id = int(pad)
         self.window = None
         self.sliding_layers = None
+        self.quantization = None
+
+    def quantize(self, scheme: str = "q8_0") -> int:
+        """Quantize the block projections (and an untied head) to int8 in place
+        (pyaiml.llm.quant); returns the number of layers converted."""
+        if scheme != "q8_0":
+            raise ValueError(f"quantize: scheme must be 'q8_0'. Received {scheme!r}")
+        from pyaiml.llm.quant import quantize_model
+
+        return quantize_model(self)
 
     # -- graph pieces each family provides -----------------------------------------------
     def _embed(self, ids, positions):
@@ -337,13 +380,11 @@ class GPT2(DecoderLM):
                 W.t.pop(p + buf, None)
         self.ln_f = (W.take("ln_f.weight", (C,)), W.take("ln_f.bias", (C,)))
         head = tensors.get("lm_head.weight")
-        if head is not None and head.shape != (V, C):
-            raise ValueError(f"{w}: lm_head.weight has shape {head.shape}; expected {(V, C)}")
-        if head is None or np.array_equal(head, wte):
+        if head is None or (not isinstance(head, tuple) and np.array_equal(head, wte)):
             self.head = Linear(wte.T)
             self.wte = _ColumnEmbedding(self.head.wt)
         else:
-            self.head = Linear.from_torch(head)
+            self.head = _head(head, w, V, C)
             self.wte = np.ascontiguousarray(wte)
         del wte
 
@@ -435,9 +476,7 @@ class Llama(DecoderLM):
             if not tied:
                 raise ValueError(f"{w}: missing tensor 'lm_head.weight' and tie_word_embeddings is false")
             head = self.embed
-        elif head.shape != (V, C):
-            raise ValueError(f"{w}: lm_head.weight has shape {head.shape}; expected {(V, C)}")
-        self.head = Linear.from_torch(head)
+        self.head = _head(head, w, V, C)
         self.I = I
 
     def weights_nbytes(self):

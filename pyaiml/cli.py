@@ -1,5 +1,5 @@
-"""The ``pyaiml`` command: ``pyaiml info``, ``pyaiml bench [suite ...]``, ``pyaiml demo``, and the encrypted-file
-tools ``pyaiml encrypt|decrypt|rekey|keygen``."""
+"""The ``pyaiml`` command: ``pyaiml info``, ``pyaiml bench [suite ...]``, ``pyaiml demo``, the encrypted-file
+tools ``pyaiml encrypt|decrypt|rekey|keygen``, and ``pyaiml llm generate|bench|quantize`` (pyaiml.llm.cli)."""
 from __future__ import annotations
 
 import argparse
@@ -90,6 +90,37 @@ def _crypto(args) -> int:
     return 0
 
 
+def _llm_parser(sub) -> None:
+    """``pyaiml llm generate|bench|quantize``: Hugging Face checkpoints (pyaiml.llm.cli runs them)."""
+    pl = sub.add_parser("llm", help="Hugging Face checkpoints (GPT-2, Llama, BERT): generate text, benchmark, quantize")
+    lsub = pl.add_subparsers(dest="llm_cmd")
+    g = lsub.add_parser("generate", help="stream a continuation of --prompt to stdout")
+    g.add_argument("model_dir", help="checkpoint folder: config.json, *.safetensors, tokenizer.json")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-tokens", type=int, default=128, help="new tokens at most (default 128)")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--stop", action="append", help="stop string (repeatable)")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--ignore-eos", action="store_true", help="go on past the end-of-sequence token")
+    g.add_argument("--chat", action="store_true", help="send --prompt as a user message through the chat template")
+    g.add_argument("--no-echo", action="store_true", help="do not print the prompt before the continuation")
+    g.add_argument("--threads", type=int, default=None)
+    b = lsub.add_parser("bench", help="prefill and decode tokens/s on random ids")
+    b.add_argument("model_dir")
+    b.add_argument("--prompt-tokens", type=int, default=128)
+    b.add_argument("--decode-tokens", type=int, default=32)
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    q = lsub.add_parser("quantize", help="write an int8 (Q8_0: blocks of 32, float16 scales) copy of a checkpoint")
+    q.add_argument("model_dir")
+    q.add_argument("out_dir")
+
+
 def main(argv=None) -> int:
     from pyaiml import __version__
 
@@ -123,9 +154,20 @@ def main(argv=None) -> int:
             pe.add_argument("--new-key-file", required=True, help="key file of the new key")
     pk = sub.add_parser("keygen", help="write a new random key file (owner-readable only)")
     pk.add_argument("path")
+    _llm_parser(sub)
     args = p.parse_args(argv)
     if args.cmd in ("encrypt", "decrypt", "rekey", "keygen"):
         return _crypto(args)
+    if args.cmd == "llm":
+        if getattr(args, "llm_cmd", None) is None:
+            p.parse_args(["llm", "--help"])
+        for name in ("max_tokens", "prompt_tokens", "decode_tokens", "batch", "repeats", "threads"):
+            v = getattr(args, name, None)
+            if v is not None and v < (0 if name == "max_tokens" else 1):
+                p.error(f"--{name.replace('_', '-')} must be >= {0 if name == 'max_tokens' else 1}. Received {v}")
+        from pyaiml.llm.cli import run
+
+        return run(args)
     if args.cmd == "info":
         return _info(args)
     if args.cmd == "bench":

@@ -1,0 +1,154 @@
+"""Building blocks of the checkpoint graphs that are not GEMMs or attention: LayerNorm,
+RMSNorm, the activations configs name, and rotary position embeddings (RoPE) with the
+scaling variants Llama-family configs declare.
+
+Shapes: ``x`` (..., C); norms and activations keep the shape. RoPE tables are (B, L, D/2)
+for positions (B, L). Everything is float32 in, float32 out; the norms accumulate their
+moments in float32 like the reference implementations.
+
+RoPE scaling (``rope_parameters`` in transformers 5 configs, ``rope_theta`` +
+``rope_scaling`` in older ones): ``default``, ``linear`` (frequencies / factor),
+``dynamic`` (NTK-aware base growth once the sequence passes max_position_embeddings,
+recomputed from the longest position of each call, as transformers does within one
+generate call) and ``llama3`` (wavelength-banded smoothing). Other types (yarn, longrope,
+...) are refused by :func:`rope_spec` with the type named.
+
+Not here: the model graphs (pyaiml.llm.models). Tests: tests/test_llm_models.py compares
+the whole graphs against transformers.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pyaiml import ops
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    mu = x.mean(axis=-1, keepdims=True)
+    d = x - mu
+    var = np.mean(d * d, axis=-1, keepdims=True)
+    d *= 1.0 / np.sqrt(var + np.float32(eps))
+    d *= w
+    d += b
+    return d
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    ms = np.mean(x * x, axis=-1, keepdims=True)
+    y = x * (1.0 / np.sqrt(ms + np.float32(eps)))
+    y *= w
+    return y
+
+
+def _gelu_tanh(x):
+    return ops.gelu(x, approximate="tanh")
+
+
+def _gelu_erf(x):
+    return ops.gelu(x)
+
+
+def _silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def _relu(x):
+    return np.maximum(x, 0, dtype=x.dtype)
+
+
+def _quick_gelu(x):
+    return x / (1.0 + np.exp(-1.702 * x))
+
+
+ACTIVATIONS = {
+    "gelu_new": _gelu_tanh, "gelu_pytorch_tanh": _gelu_tanh, "gelu_fast": _gelu_tanh,
+    "gelu": _gelu_erf, "silu": _silu, "swish": _silu, "relu": _relu, "quick_gelu": _quick_gelu,
+}
+
+
+def activation(name: str, where: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{where}: activation {name!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class RopeSpec:
+    """Everything needed to build RoPE tables for a config."""
+
+    def __init__(self, rope_type, theta, dim, factor=1.0, max_pos=None, low=1.0, high=4.0, orig_max=None):
+        self.rope_type, self.theta, self.dim = rope_type, float(theta), int(dim)
+        self.factor, self.max_pos, self.low, self.high, self.orig_max = factor, max_pos, low, high, orig_max
+        self._base_inv = self._inv_freq(self.theta)
+        if rope_type == "linear":
+            self._base_inv = self._base_inv / np.float32(factor)
+        elif rope_type == "llama3":
+            self._base_inv = self._llama3(self._base_inv)
+
+    def _inv_freq(self, base):
+        # float32 exponent as the reference computes it: arange(0, dim, 2) / dim in float32
+        e = (np.arange(0, self.dim, 2, dtype=np.float32) / np.float32(self.dim)).astype(np.float64)
+        return (1.0 / (np.float64(np.float32(base)) ** e)).astype(np.float32)
+
+    def _llama3(self, inv):
+        low_wl = self.orig_max / self.low
+        high_wl = self.orig_max / self.high
+        wl = (2 * math.pi / inv.astype(np.float64)).astype(np.float32)
+        out = np.where(wl > low_wl, inv / np.float32(self.factor), inv)
+        smooth = (self.orig_max / wl - self.low) / (self.high - self.low)
+        smoothed = (1 - smooth) * out / np.float32(self.factor) + smooth * out
+        medium = ~(wl < high_wl) & ~(wl > low_wl)
+        return np.where(medium, smoothed, out).astype(np.float32)
+
+    def inv_freq(self, seq_len: int) -> np.ndarray:
+        if self.rope_type == "dynamic" and seq_len > self.max_pos:
+            base = self.theta * ((self.factor * seq_len / self.max_pos) - (self.factor - 1)) ** (
+                self.dim / (self.dim - 2))
+            return self._inv_freq(base)
+        return self._base_inv
+
+    def tables(self, positions: np.ndarray):
+        """cos, sin (B, L, D/2) float32 for integer positions (B, L)."""
+        seq_len = int(positions.max()) + 1 if positions.size else 0
+        inv = self.inv_freq(seq_len)
+        ang = positions.astype(np.float32)[..., None] * inv  # float32 products, as the reference
+        return np.cos(ang), np.sin(ang)
+
+
+def rope_spec(cfg: dict, head_dim: int, where: str) -> RopeSpec:
+    """RopeSpec of a Llama-family config (either config generation's layout)."""
+    params = cfg.get("rope_parameters")
+    if isinstance(params, dict) and "rope_type" not in params and any(isinstance(v, dict) for v in params.values()):
+        raise ValueError(f"{where}: per-layer rope_parameters are not supported. Received {params!r}")
+    if not isinstance(params, dict):
+        params = dict(cfg.get("rope_scaling") or {})
+        params.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
+    rt = params.get("rope_type", params.get("type", "default")) or "default"
+    theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
+    prf = params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
+    if prf != 1.0:
+        raise ValueError(f"{where}: partial_rotary_factor must be 1.0. Received {prf!r}")
+    if rt not in ("default", "linear", "dynamic", "llama3"):
+        raise ValueError(f"{where}: rope type {rt!r} is not supported; supported: default, linear, dynamic, llama3")
+    factor = float(params.get("factor", 1.0))
+    if rt != "default" and not factor >= 1.0:
+        raise ValueError(f"{where}: rope factor must be >= 1. Received {factor!r}")
+    max_pos = int(cfg.get("max_position_embeddings", 2048))
+    orig = params.get("original_max_position_embeddings", max_pos)
+    return RopeSpec(rt, theta, head_dim, factor, max_pos, float(params.get("low_freq_factor", 1.0)),
+                    float(params.get("high_freq_factor", 4.0)), int(orig))
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate-half RoPE on x (B, L, H, D) with tables (B, L, D/2): pairs (i, i + D/2)."""
+    h = x.shape[-1] // 2
+    c = cos[:, :, None, :]
+    s = sin[:, :, None, :]
+    x1, x2 = x[..., :h], x[..., h:]
+    out = np.empty_like(x)
+    out[..., :h] = x1 * c - x2 * s
+    out[..., h:] = x2 * c + x1 * s
+    return out

@@ -52,13 +52,13 @@ def word2vec():
     return Word2Vec(sents, vector_size=16, window=3, min_count=1, workers=1, seed=0, epochs=3)
 
 
-def transformer_lm(context=48):
+def transformer_lm(context=48, specials=()):
     from pyaiml.keras._common import seed
     from pyaiml.seq import TransformerLM
     from pyaiml.seq.tokenizer import CharTokenizer
 
     seed(4)  # deterministic weights
-    tok = CharTokenizer.from_text(TEXT, specials=["<eos>"])
+    tok = CharTokenizer.from_text(TEXT, specials=list(specials))
     return TransformerLM(context=context, width=32, num_layers=2, num_heads=4, tokenizer=tok)
 
 

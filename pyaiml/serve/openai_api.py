@@ -97,9 +97,9 @@ def _unsupported(body):
 
 
 def _hold(text, stops):
-    """How many trailing characters of ``text`` may still become a stop string (or complete
-    a multi-byte character): they are held back from a stream until decided."""
-    h = 1 if text.endswith("\ufffd") else 0
+    """How many trailing characters of ``text`` may still become a stop string: they are
+    held back from a stream until decided."""
+    h = 0
     for s in stops:
         for k in range(min(len(s) - 1, len(text)), 0, -1):
             if text.endswith(s[:k]):
@@ -109,11 +109,11 @@ def _hold(text, stops):
 
 
 class _Choice:
-    __slots__ = ("echo", "finish", "ids", "index", "req", "sent", "t_first", "t_last")
+    __slots__ = ("echo", "finish", "ids", "index", "req", "sent", "stable", "t_first", "t_last")
 
 
     def __init__(self, index, req, echo=""):
-        self.index, self.req, self.ids, self.sent, self.finish = index, req, [], 0, None
+        self.index, self.req, self.ids, self.sent, self.stable, self.finish = index, req, [], 0, 0, None
         self.t_first = self.t_last = None
         self.echo = echo
 
@@ -177,14 +177,20 @@ async def _run(st, name, adapter, scheduler, prompts, params, stops, t0):
                     c.t_last = now
                     c.ids.append(ev[1])
                     text = adapter.decode_text(c.ids)
-                    cut = min((k for k in (text.find(s) for s in stops) if k >= 0), default=-1)
+                    # Text is final up to the last point where it does not end inside a
+                    # multi-byte character (byte-fallback tokens decode to U+FFFD until the
+                    # character is complete); only that part is searched and sent.
+                    if not text.endswith("\ufffd"):
+                        c.stable = len(text)
+                    done_text = text[:c.stable]
+                    cut = min((k for k in (done_text.find(s) for s in stops) if k >= 0), default=-1)
                     if cut >= 0:
                         c.finish = "stop"
                         c.req.cancel()
                         active.discard(i)
                         yield c, text[c.sent:cut], "stop"
                         continue
-                    safe = len(text) - _hold(text, stops)
+                    safe = c.stable - _hold(done_text, stops)
                     if safe > c.sent:
                         delta = text[c.sent:safe]
                         c.sent = safe

@@ -85,6 +85,9 @@ class ServeState:
             m.close()
 
 
+_GLOBAL = object()  # "use create_app's key" (a model's own "key": None means a plain file)
+
+
 def _spec(name, spec):
     """(object or path, version, key) of one entry of ``models``."""
     if isinstance(spec, dict):
@@ -92,8 +95,8 @@ def _spec(name, spec):
         if unknown or ("path" in spec) == ("model" in spec):
             raise ValueError(f"create_app: models[{name!r}] as a dict takes 'path' or 'model' (one of them), and "
                              f"optionally 'version' and 'key'. Received keys {sorted(spec)}")
-        return spec.get("path", spec.get("model")), str(spec.get("version", "1")), spec.get("key")
-    return spec, "1", None
+        return spec.get("path", spec.get("model")), str(spec.get("version", "1")), spec.get("key", _GLOBAL)
+    return spec, "1", _GLOBAL
 
 
 def _check_name(name):
@@ -156,7 +159,7 @@ def create_app(models, api_key=None, api_key_file=None, key=None, max_batch_size
             _check_name(name)
             obj, version, mkey = _spec(name, spec)
             if isinstance(obj, (str, os.PathLike)):
-                kind, obj = sm.load_file(obj, key=mkey if mkey is not None else key)
+                kind, obj = sm.load_file(obj, key=key if mkey is _GLOBAL else mkey)
             else:
                 kind = sm.kind_of(obj)
             if kind == "keras":

@@ -25,15 +25,12 @@ Tests: tests/test_serve_v2.py, tests/test_serve_openai.py, tests/test_serve_ops.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import json
 import logging
 import os
 import time
-
-import numpy as np
 
 from pyaiml.serve.tensors import TensorError, encode_response, parse_request
 
@@ -394,15 +391,3 @@ def v2_routes(st):
                    Route(prefix + "/config", handler(model_config), methods=["GET"]),
                    Route(prefix + "/infer", handler(infer), methods=["POST"])]
     return routes
-
-
-def _jsonable(a):
-    return np.asarray(a).tolist()
-
-
-async def wait_future(fut, timeout):
-    """Await a concurrent future with a timeout (504 when it passes)."""
-    try:
-        return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
-    except asyncio.TimeoutError:
-        raise HTTPError(504, f"the request took longer than {timeout} s") from None

@@ -147,6 +147,39 @@ async def _run(st, name, adapter, scheduler, prompts, params, stops, t0):
     mt = st.metrics
     timeout = st.limits["timeout"]
 
+    def step(c, ev):
+        """(text to send, finish reason or None) after one scheduler event of choice c."""
+        kind = ev[0]
+        if kind == "error":
+            raise HTTPError(500, f"generation failed: {ev[1]}")
+        if kind != "token":  # done
+            c.finish = "stop" if ev[1] == "stop" else "length"
+            return adapter.decode_text(c.ids)[c.sent:], c.finish
+        now = time.monotonic()
+        if c.t_first is None:
+            c.t_first = now
+            if all(x.t_first is None or x is c for x in choices):
+                mt.ttft.labels(name).observe(now - t0)
+        c.t_last = now
+        c.ids.append(ev[1])
+        text = adapter.decode_text(c.ids)
+        # Text is final up to the last point where it does not end inside a multi-byte
+        # character (byte-fallback tokens decode to U+FFFD until the character is
+        # complete); only that part is searched and sent.
+        if not text.endswith("\ufffd"):
+            c.stable = len(text)
+        done_text = text[:c.stable]
+        cut = min((k for k in (done_text.find(s) for s in stops) if k >= 0), default=-1)
+        if cut >= 0:
+            c.finish = "stop"
+            c.req.cancel()
+            return text[c.sent:cut], "stop"
+        safe = c.stable - _hold(done_text, stops)
+        if safe > c.sent:
+            delta, c.sent = text[c.sent:safe], safe
+            return delta, None
+        return "", None
+
     async def events():
         active = {c.index for c in choices}
         for c in choices:
@@ -161,45 +194,23 @@ async def _run(st, name, adapter, scheduler, prompts, params, stops, t0):
                 left = timeout - (time.monotonic() - t0)
                 if left <= 0:
                     raise asyncio.TimeoutError
-                i, ev = await asyncio.wait_for(q.get(), left)
-                c = choices[i]
-                if c.finish is not None:
-                    continue
-                kind = ev[0]
-                if kind == "error":
-                    raise HTTPError(500, f"generation failed: {ev[1]}")
-                if kind == "token":
-                    now = time.monotonic()
-                    if c.t_first is None:
-                        c.t_first = now
-                        if all(x.t_first is None or x is c for x in choices):
-                            mt.ttft.labels(name).observe(now - t0)
-                    c.t_last = now
-                    c.ids.append(ev[1])
-                    text = adapter.decode_text(c.ids)
-                    # Text is final up to the last point where it does not end inside a
-                    # multi-byte character (byte-fallback tokens decode to U+FFFD until the
-                    # character is complete); only that part is searched and sent.
-                    if not text.endswith("\ufffd"):
-                        c.stable = len(text)
-                    done_text = text[:c.stable]
-                    cut = min((k for k in (done_text.find(s) for s in stops) if k >= 0), default=-1)
-                    if cut >= 0:
-                        c.finish = "stop"
-                        c.req.cancel()
-                        active.discard(i)
-                        yield c, text[c.sent:cut], "stop"
+                evs = [await asyncio.wait_for(q.get(), left)]
+                while not q.empty():  # a consumer that lags gets the tokens queued so far in one chunk
+                    evs.append(q.get_nowait())
+                out = {}
+                for i, ev in evs:
+                    c = choices[i]
+                    if c.finish is not None:
                         continue
-                    safe = c.stable - _hold(done_text, stops)
-                    if safe > c.sent:
-                        delta = text[c.sent:safe]
-                        c.sent = safe
-                        yield c, delta, None
-                else:  # done
-                    c.finish = "stop" if ev[1] == "stop" else "length"
-                    active.discard(i)
-                    text = adapter.decode_text(c.ids)
-                    yield c, text[c.sent:], c.finish
+                    delta, finish = step(c, ev)
+                    if finish is not None:
+                        active.discard(i)
+                    if delta or finish is not None:
+                        d = out.setdefault(i, ["", None])
+                        d[0] += delta
+                        d[1] = finish
+                for i, (delta, finish) in out.items():
+                    yield choices[i], delta, finish
         except asyncio.TimeoutError:
             raise HTTPError(504, f"the request took longer than the server's limit of {timeout:g} s") from None
         finally:

@@ -318,3 +318,22 @@ def test_import_without_the_serve_extra():
     assert r.returncode == 0, r.stderr
     assert "IMPORTERROR pyaiml.serve needs starlette, uvicorn, prometheus-client: pip install 'pyaiml[serve]'" \
         in r.stdout
+
+
+def test_load_generator_short_run(paths):
+    """A few requests at 2 clients: every one succeeds and is counted; other hosts refused."""
+    import asyncio
+
+    from pyaiml.serve.loadgen import lm_load, main, v2_load
+
+    app = create_app({"lm": paths["lm"], "cnn": paths["cnn"]})
+    with ServerThread(app) as srv:
+        r = asyncio.run(lm_load(srv.url, "lm", 2, 4, max_tokens=8, prompt="all", max_seconds=60))
+        assert (r["requests"], r["failed"], r["tokens"]) == (4, 0, 32) and r["ttft_p99_s"] > 0
+        r = asyncio.run(v2_load(srv.url, "cnn", 2, 6, rows=3, max_seconds=60))
+        assert (r["requests"], r["failed"]) == (6, 0) and r["rows_per_s"] > 0
+        with pytest.raises(ValueError, match="model 'nope': HTTP 404"):
+            asyncio.run(v2_load(srv.url, "nope", 1, 2, max_seconds=60))
+    with pytest.raises(ValueError, match="only loopback servers"):
+        asyncio.run(lm_load("http://example.com:8000", "lm", 1, 1))
+    assert main(["--url", "http://10.0.0.1:8000", "--lm", "x"]) == 2

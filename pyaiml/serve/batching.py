@@ -2,9 +2,14 @@
 
 What it is: :class:`DynamicBatcher` owns one worker thread per model. ``submit(x)`` queues a
 request of ``len(x)`` rows and returns a ``concurrent.futures.Future``; the worker takes the
-first waiting request, then keeps collecting until the batch holds ``max_batch_size`` rows or
-``max_delay`` seconds have passed since that first request arrived, concatenates the rows,
-makes one call ``fn(batch)``, and hands each request its own slice of the result. A request
+first waiting request and every request already queued behind it (up to ``max_batch_size``
+rows), then waits for more only while the batch is smaller than the previous one and less
+than ``max_delay`` seconds have passed since its first request arrived; it concatenates the
+rows, makes one call ``fn(batch)``, and hands each request its own slice of the result.
+Waiting only up to the previous batch's size keeps a lone client from paying the delay on
+every request (measured on the mission CNN behind the server: 1 client, a fixed 5 ms wait
+halved its throughput), while concurrent clients, whose requests queue up during each
+model call, grow the batches step by step. A request
 larger than ``max_batch_size`` runs alone (never split), and a request that does not fit
 the remaining room waits for the next batch, so rows of one request stay together and in
 order. The model is called from this one thread only, so models whose layers keep
@@ -49,6 +54,7 @@ class DynamicBatcher:
         self._q = collections.deque()
         self._cv = threading.Condition()
         self._stop = False
+        self._last = 1  # rows of the previous batch: how many to wait for
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -112,6 +118,7 @@ class DynamicBatcher:
             x, fut, t0 = self._q.popleft()
             batch, rows = [(x, fut)], len(x)
             deadline = t0 + self.max_delay
+            target = min(self.max_batch_size, self._last)
             while rows < self.max_batch_size:
                 if self._q:
                     nx, nf, _ = self._q[0]
@@ -122,7 +129,8 @@ class DynamicBatcher:
                     rows += len(nx)
                     continue
                 left = deadline - time.monotonic()
-                if left <= 0 or self._stop:
+                if rows >= target or left <= 0 or self._stop:
                     break
                 self._cv.wait(left)
+            self._last = rows
             return batch

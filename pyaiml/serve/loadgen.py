@@ -108,8 +108,10 @@ async def v2_load(url, model, concurrency, n_requests, rows=1, max_seconds=120.0
     url = _check_url(url)
     async with httpx.AsyncClient(base_url=url, timeout=max_seconds + 60, headers=headers,
                                  limits=httpx.Limits(max_connections=concurrency + 4)) as c:
-        meta = (await c.get(f"/v2/models/{model}")).json()
-        inp = meta["inputs"][0]
+        r = await c.get(f"/v2/models/{model}")
+        if r.status_code != 200:
+            raise ValueError(f"loadgen: model {model!r}: HTTP {r.status_code} {r.text[:200]}")
+        inp = r.json()["inputs"][0]
         shape = [rows] + [d if d > 0 else 1 for d in inp["shape"][1:]]
         x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
         # binary tensor extension: what tritonclient sends, and cheap to build

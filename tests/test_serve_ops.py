@@ -272,7 +272,17 @@ def test_cli_serves_and_sigterm_finishes_in_flight_streams(paths, tmp_path):
         for t in ts:
             t.start()
         started.wait()
-        p.send_signal(signal.SIGTERM)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as probe:
+            assert probe.get("/v2/health/ready").status_code == 200  # a kept-alive connection
+            p.send_signal(signal.SIGTERM)
+            t0, status = time.monotonic(), 200
+            while status == 200 and time.monotonic() - t0 < 30:
+                try:  # uvicorn closes idle kept-alive connections at its next tick (0.1 s)
+                    status = probe.get("/v2/health/ready").status_code
+                except httpx.TransportError:
+                    status = None
+            assert status == 503  # unready at once, while the streams finish
+            assert any(t.is_alive() for t in ts)
         for t in ts:
             t.join(120)
         assert p.wait(60) == -signal.SIGTERM

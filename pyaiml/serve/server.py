@@ -21,6 +21,25 @@ import threading
 import time
 
 
+def _server_class():
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """uvicorn.Server that turns readiness off the moment a stop signal arrives (the
+        requests in flight then finish; new ones on kept-alive connections see 503)."""
+
+        serve_state = None
+
+        def handle_exit(self, sig, frame):
+            st = self.serve_state
+            if st is not None:
+                st.ready = False
+                st.metrics.ready.set(0)
+            super().handle_exit(sig, frame)
+
+    return _Server
+
+
 class ServerThread:
     """Serve ``app`` with uvicorn on ``host:port`` (port 0: a free one) in a daemon thread.
 
@@ -48,6 +67,10 @@ class ServerThread:
             time.sleep(0.01)
 
     def stop(self, timeout=30):
+        st = getattr(getattr(self.server.config.app, "state", None), "serve", None)
+        if st is not None:
+            st.ready = False
+            st.metrics.ready.set(0)
         self.server.should_exit = True
         self.thread.join(timeout)
         self.sock.close()
@@ -144,6 +167,7 @@ def main(args) -> int:
           file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                             lifespan="on", timeout_graceful_shutdown=args.graceful_timeout)
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
+    server.serve_state = st
     server.run()
     return 0 if server.started else 1

@@ -202,7 +202,7 @@ class V2Model:
         pass
 
 
-def _need(inputs, name, model, allowed=None):
+def _need(inputs, name, model):
     if name not in inputs:
         raise TensorError(f"model '{model}': input '{name}' is required; the request gives {sorted(inputs)}")
     return inputs[name]

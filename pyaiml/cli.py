@@ -1,5 +1,6 @@
 """The ``pyaiml`` command: ``pyaiml info``, ``pyaiml bench [suite ...]``, ``pyaiml demo``, the encrypted-file
-tools ``pyaiml encrypt|decrypt|rekey|keygen``, and ``pyaiml llm generate|bench|quantize`` (pyaiml.llm.cli)."""
+tools ``pyaiml encrypt|decrypt|rekey|keygen``, ``pyaiml llm generate|bench|quantize`` (pyaiml.llm.cli) and
+``pyaiml serve`` (pyaiml/serve/server.py)."""
 from __future__ import annotations
 
 import argparse
@@ -155,7 +156,15 @@ def main(argv=None) -> int:
     pk = sub.add_parser("keygen", help="write a new random key file (owner-readable only)")
     pk.add_argument("path")
     _llm_parser(sub)
+    from pyaiml.serve.server import add_arguments as _serve_arguments
+
+    _serve_arguments(sub.add_parser("serve", help="serve saved models over HTTP (OpenAI-compatible and Open "
+                                    "Inference Protocol v2); needs the serve extra"))
     args = p.parse_args(argv)
+    if args.cmd == "serve":
+        from pyaiml.serve.server import main as serve_main
+
+        return serve_main(args)
     if args.cmd in ("encrypt", "decrypt", "rekey", "keygen"):
         return _crypto(args)
     if args.cmd == "llm":

@@ -1,0 +1,393 @@
+"""The ASGI app: :func:`create_app` (Starlette), its middleware and the Open Inference Protocol v2 routes.
+
+What it is: ``create_app(models={name: path or object}, ...)`` loads every model (so the
+app is ready before any port opens), wraps each for the protocol that fits it and returns
+a Starlette app with
+
+- Open Inference Protocol v2 (Keras, HMM, HMMClassifier, Word2Vec/KeyedVectors):
+  ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready`` (503 until ready and while
+  shutting down), ``/v2/models/{name}[/versions/{v}]``, ``.../ready``, ``.../config``,
+  ``POST .../infer`` (JSON and the binary tensor extension; errors ``{"error": msg}``);
+- OpenAI-compatible routes (TransformerLM and adapters; Word2Vec for embeddings): see
+  pyaiml/serve/openai_api.py;
+- ``GET /metrics`` (Prometheus text format, see pyaiml/serve/metrics.py).
+
+Middleware (one ASGI layer, streaming-safe): Bearer API keys when keys are given (compared
+with ``hmac.compare_digest`` against every key; ``/v2/health/*`` stay open for probes),
+request metrics, and one structured access-log line per request (JSON on the
+``pyaiml.serve.access`` logger: time, client, method, path, route, status, bytes, seconds,
+model). Request bodies above ``max_body_bytes`` get 413; malformed JSON, bad tensors and
+unknown models get 4xx in each protocol's error format; an unexpected failure of a model
+call is a 500 with a JSON body and the worker goes on.
+
+What it is not: TLS termination or rate limiting per key (put a proxy in front).
+Tests: tests/test_serve_v2.py, tests/test_serve_openai.py, tests/test_serve_ops.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import os
+import time
+
+from pyaiml.serve.tensors import TensorError, encode_response, parse_request
+
+access_log = logging.getLogger("pyaiml.serve.access")
+
+_OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
+
+
+class HTTPError(Exception):
+    """An error answered with ``status`` and ``message`` in the route's protocol format."""
+
+    def __init__(self, status, message, code=None, param=None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+def read_keys(path) -> list:
+    """API keys from a file: one per line; blank lines and lines starting with # ignored."""
+    path = os.fspath(path)
+    with open(path, encoding="utf-8") as f:
+        keys = [ln.strip() for ln in f if ln.strip() and not ln.strip().startswith("#")]
+    if not keys:
+        raise ValueError(f"serve: the API key file {path} holds no key (one key per line)")
+    short = [k for k in keys if len(k) < 16]
+    if short:
+        raise ValueError(f"serve: API keys must be at least 16 characters; {path} has one of {len(short[0])}")
+    return keys
+
+
+class ServeState:
+    """Everything the routes share: models, schedulers, metrics, limits."""
+
+    def __init__(self, metrics, limits):
+        self.metrics = metrics
+        self.limits = limits
+        self.v2 = {}       # name -> V2Model
+        self.lms = {}      # name -> (adapter, Scheduler)
+        self.vectors = {}  # name -> VectorsModel (also served by /v1/embeddings)
+        self.ready = False
+        self.created = int(time.time())
+        self.keys = []
+
+    def close(self):
+        self.ready = False
+        self.metrics.ready.set(0)
+        for _, sch in self.lms.values():
+            sch.close()
+        for m in self.v2.values():
+            m.close()
+
+
+_GLOBAL = object()  # "use create_app's key" (a model's own "key": None means a plain file)
+
+
+def _spec(name, spec):
+    """(object or path, version, key) of one entry of ``models``."""
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"path", "model", "version", "key"}
+        if unknown or ("path" in spec) == ("model" in spec):
+            raise ValueError(f"create_app: models[{name!r}] as a dict takes 'path' or 'model' (one of them), and "
+                             f"optionally 'version' and 'key'. Received keys {sorted(spec)}")
+        return spec.get("path", spec.get("model")), str(spec.get("version", "1")), spec.get("key", _GLOBAL)
+    return spec, "1", _GLOBAL
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not name or any(c in name for c in "/ ?#%") or len(name) > 128:
+        raise ValueError(f"create_app: model names must be non-empty strings without '/', spaces, '?', '#', '%' "
+                         f"(at most 128 characters). Received {name!r}")
+
+
+def create_app(models, api_key=None, api_key_file=None, key=None, max_batch_size=32, max_delay=0.005,
+               max_running=32, max_queue=256, prefill_chunk=256, max_tokens_limit=4096, max_body_bytes=16 << 20,
+               request_timeout=600.0):
+    """The ASGI app serving ``models``.
+
+    Parameters
+    ----------
+    models : dict name -> model file path, model object (Sequential, HMM, HMMClassifier,
+        Word2Vec, KeyedVectors, TransformerLM, an LMAdapter), or a dict ``{"path" | "model",
+        "version", "key"}``
+    api_key : str or list of str, accepted Bearer keys (None: no authentication)
+    api_key_file : path of a file with one key per line (adds to ``api_key``)
+    key : decryption key for encrypted model files (bytes, "file:PATH", "env:NAME", callable)
+    max_batch_size, max_delay : dynamic batching of v2 Keras models (rows, seconds)
+    max_running, max_queue, prefill_chunk : language-model scheduler (running sequences,
+        waiting requests before 429, prompt tokens prefilled per step)
+    max_tokens_limit : the largest ``max_tokens`` a request may ask for
+    max_body_bytes : request bodies above this get 413
+    request_timeout : seconds a generation may take before it is cancelled (504)
+    """
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from pyaiml.serve import models as sm
+    from pyaiml.serve.engine import LMAdapter, Scheduler, TransformerLMAdapter
+    from pyaiml.serve.metrics import Metrics
+    from pyaiml.serve.openai_api import openai_routes
+
+    if not isinstance(models, dict) or not models:
+        raise ValueError(f"create_app: models must be a non-empty dict name -> path or model. Received {models!r:.80}")
+    for n, v, lo in (("max_batch_size", max_batch_size, 1), ("max_tokens_limit", max_tokens_limit, 1),
+                     ("max_body_bytes", max_body_bytes, 1024)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"create_app: {n} must be an integer >= {lo}. Received {v!r}")
+    for n, v in (("max_delay", max_delay), ("request_timeout", request_timeout)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise ValueError(f"create_app: {n} must be a number of seconds >= 0. Received {v!r}")
+    metrics = Metrics()
+    st = ServeState(metrics, {"max_tokens": max_tokens_limit, "max_body": max_body_bytes,
+                              "timeout": float(request_timeout)})
+    keys = []
+    if api_key is not None:
+        keys += [api_key] if isinstance(api_key, str) else list(api_key)
+    if api_key_file is not None:
+        keys += read_keys(api_key_file)
+    if any(not isinstance(k, str) or not k for k in keys):
+        raise ValueError("create_app: API keys must be non-empty strings")
+    st.keys = [k.encode() for k in keys]
+
+    try:
+        for name, spec in models.items():
+            _check_name(name)
+            obj, version, mkey = _spec(name, spec)
+            if isinstance(obj, (str, os.PathLike)):
+                kind, obj = sm.load_file(obj, key=key if mkey is _GLOBAL else mkey)
+            else:
+                kind = sm.kind_of(obj)
+            if kind == "keras":
+                st.v2[name] = sm.KerasModel(name, obj, version, max_batch_size, max_delay,
+                                            on_batch=metrics.batch.labels(name).observe)
+            elif kind == "hmm":
+                st.v2[name] = sm.HMMModel(name, obj, version)
+            elif kind == "hmm-classifier":
+                st.v2[name] = sm.HMMClassifierModel(name, obj, version)
+            elif kind in ("word2vec", "keyedvectors"):
+                vm = sm.VectorsModel(name, obj.wv if kind == "word2vec" else obj, version)
+                st.v2[name] = st.vectors[name] = vm
+            else:
+                adapter = obj if isinstance(obj, LMAdapter) else TransformerLMAdapter(obj)
+                qg, rg, bh = metrics.queue.labels(name), metrics.running.labels(name), metrics.batch.labels(name)
+
+                def on_step(b, running, waiting, qg=qg, rg=rg, bh=bh):
+                    bh.observe(b)
+                    rg.set(running)
+                    qg.set(waiting)
+
+                st.lms[name] = (adapter, Scheduler(adapter, max_running, max_queue, prefill_chunk, on_step, name))
+                st.lms[name][0].version = version
+    except BaseException:
+        st.close()
+        raise
+    st.ready = True
+    metrics.ready.set(1)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        st.close()  # uvicorn calls this after the in-flight requests have finished
+
+    routes = v2_routes(st) + openai_routes(st) + [Route("/metrics", _metrics_route(st), methods=["GET"])]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.serve = st
+    return _Middleware(app, st)
+
+
+# ---------------------------------------------------------------------- middleware
+class _Middleware:
+    """Auth, metrics and access log around the Starlette app (pure ASGI: streams pass through)."""
+
+    def __init__(self, app, st):
+        self.app = app
+        self.st = st
+        self.state = app.state
+        self._routes = [(r, getattr(r, "path", "")) for r in app.routes]
+
+    def __getattr__(self, name):  # expose .routes, .state, ... of the wrapped app
+        return getattr(self.app, name)
+
+    def _route(self, scope):
+        from starlette.routing import Match
+
+        for r, path in self._routes:
+            m, _ = r.matches(scope)
+            if m == Match.FULL:
+                return path
+        return "unmatched"
+
+    def _authorized(self, scope):
+        if not self.st.keys or scope["path"] in _OPEN_PATHS:
+            return True
+        auth = b""
+        for k, v in scope.get("headers", ()):
+            if k == b"authorization":
+                auth = v
+                break
+        scheme, _, token = auth.partition(b" ")
+        ok = False
+        for key in self.st.keys:  # every key compared, in constant time each
+            ok |= hmac.compare_digest(token.strip(), key)
+        return ok and scheme.lower() == b"bearer"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        info = {"status": 500, "bytes": 0}
+
+        async def send_wrap(msg):
+            if msg["type"] == "http.response.start":
+                info["status"] = msg["status"]
+            elif msg["type"] == "http.response.body":
+                info["bytes"] += len(msg.get("body", b""))
+            await send(msg)
+
+        try:
+            if not self._authorized(scope):
+                path = scope["path"]
+                msg = "a valid API key is required: send the header 'Authorization: Bearer <key>'"
+                body = _openai_error_body(401, msg, "invalid_api_key") if path.startswith("/v1") \
+                    else json.dumps({"error": msg}).encode()
+                await send_wrap({"type": "http.response.start", "status": 401,
+                                 "headers": [(b"content-type", b"application/json"),
+                                             (b"www-authenticate", b"Bearer")]})
+                await send_wrap({"type": "http.response.body", "body": body})
+            else:
+                await self.app(scope, receive, send_wrap)
+        finally:
+            dt = time.perf_counter() - t0
+            route = self._route(scope)
+            try:
+                self.st.metrics.requests.labels(route, scope.get("method", ""), str(info["status"])).inc()
+                self.st.metrics.latency.labels(route).observe(dt)
+            except Exception:  # noqa: BLE001, S110 - metrics must never break serving
+                pass
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client") or ("", 0)
+                rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() % 1 * 1000):03d}Z",
+                       "client": f"{client[0]}:{client[1]}", "method": scope.get("method"), "path": scope["path"],
+                       "route": route, "status": info["status"], "bytes": info["bytes"], "seconds": round(dt, 6),
+                       "model": (scope.get("state") or {}).get("model")}
+                access_log.info(json.dumps(rec))
+
+
+def _openai_error_body(status, message, code=None, param=None):
+    kind = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+            413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error", 504: "timeout"}.get(
+        status, "server_error" if status >= 500 else "invalid_request_error")
+    return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}}).encode()
+
+
+async def read_body(request, st) -> bytes:
+    """The request body, 413 beyond the limit (checked on Content-Length, then while reading)."""
+    limit = st.limits["max_body"]
+    cl = request.headers.get("content-length")
+    if cl is not None and cl.isdigit() and int(cl) > limit:
+        raise HTTPError(413, f"the request body has {cl} bytes, more than the limit of {limit}")
+    chunks, n = [], 0
+    async for c in request.stream():
+        n += len(c)
+        if n > limit:
+            raise HTTPError(413, f"the request body is larger than the limit of {limit} bytes")
+        chunks.append(c)
+    return b"".join(chunks)
+
+
+def _metrics_route(st):
+    from starlette.responses import Response
+
+    async def metrics(request):
+        for name, (_, sch) in st.lms.items():
+            st.metrics.queue.labels(name).set(sch.waiting)
+            st.metrics.running.labels(name).set(sch.running)
+        for name, m in st.v2.items():
+            if hasattr(m, "batcher"):
+                st.metrics.queue.labels(name).set(m.batcher.depth)
+        body, ctype = st.metrics.render()
+        return Response(body, media_type=ctype)
+
+    return metrics
+
+
+# ---------------------------------------------------------------------- v2 routes
+def v2_routes(st):
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from pyaiml import __version__
+
+    def err(status, msg):
+        return JSONResponse({"error": msg}, status_code=status)
+
+    def model_of(request):
+        name = request.path_params["name"]
+        request.state.model = name
+        m = st.v2.get(name)
+        if m is None:
+            lm = " (a language model: use the /v1 routes)" if name in st.lms else ""
+            raise HTTPError(404, f"unknown model '{name}'{lm}; this server has {sorted(st.v2)}")
+        v = request.path_params.get("version")
+        if v is not None and v != m.version:
+            raise HTTPError(404, f"model '{name}' has no version '{v}'; it has version '{m.version}'")
+        return m
+
+    def handler(fn):
+        async def h(request):
+            try:
+                return await fn(request)
+            except HTTPError as e:
+                return err(e.status, e.message)
+            except TensorError as e:
+                return err(400, str(e))
+            except Exception as e:
+                logging.getLogger("pyaiml.serve").exception("v2 request failed")
+                return err(500, f"{type(e).__name__}: {e}")
+        return h
+
+    async def server_meta(request):
+        return JSONResponse({"name": "pyaiml", "version": __version__,
+                             "extensions": ["binary_tensor_data", "model_configuration"]})
+
+    async def live(request):
+        return JSONResponse({"live": True})
+
+    async def ready(request):
+        return JSONResponse({"ready": st.ready}, status_code=200 if st.ready else 503)
+
+    async def model_meta(request):
+        return JSONResponse(model_of(request).metadata())
+
+    async def model_ready(request):
+        m = model_of(request)
+        return JSONResponse({"name": m.name, "ready": st.ready}, status_code=200 if st.ready else 503)
+
+    async def model_config(request):
+        return JSONResponse(model_of(request).config())
+
+    async def infer(request):
+        m = model_of(request)
+        if not st.ready:
+            raise HTTPError(503, "the server is shutting down")
+        body = await read_body(request, st)
+        req, inputs = parse_request(body, request.headers.get("inference-header-content-length"))
+        params = req.get("parameters") or {}
+        outputs = await m.infer(inputs, params)
+        payload, hlen = encode_response(req, m.name, m.version, outputs)
+        if hlen is None:
+            return Response(payload, media_type="application/json")
+        return Response(payload, media_type="application/octet-stream",
+                        headers={"Inference-Header-Content-Length": str(hlen)})
+
+    routes = [Route("/v2", handler(server_meta), methods=["GET"]),
+              Route("/v2/health/live", handler(live), methods=["GET"]),
+              Route("/v2/health/ready", handler(ready), methods=["GET"])]
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        routes += [Route(prefix, handler(model_meta), methods=["GET"]),
+                   Route(prefix + "/ready", handler(model_ready), methods=["GET"]),
+                   Route(prefix + "/config", handler(model_config), methods=["GET"]),
+                   Route(prefix + "/infer", handler(infer), methods=["POST"])]
+    return routes

@@ -1,0 +1,173 @@
+"""Running the app: the ``pyaiml serve`` command and :class:`ServerThread` (uvicorn in a thread).
+
+What it is: :func:`add_arguments` / :func:`main` implement ``pyaiml serve --model
+NAME[:VERSION]=PATH ... [--host 127.0.0.1] [--port 8000] [--api-key-file F] [--key-file K]
+[--threads N]``: every model is loaded (and decrypted with ``--key-file``) before uvicorn
+opens the port, the server binds to 127.0.0.1 unless told otherwise, access logs go to
+stderr as one JSON object per line, and SIGTERM/SIGINT stop accepting connections, let the
+requests in flight finish (``--graceful-timeout`` seconds at most), then stop the model
+workers. :class:`ServerThread` runs an app on a loopback port in a background thread, for
+tests, benchmarks and notebooks.
+
+What it is not: a process manager (run several processes behind a proxy for more).
+Tests: tests/test_serve_ops.py (the command in a subprocess: readiness, SIGTERM during load).
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+import time
+
+
+def _server_class():
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """uvicorn.Server that turns readiness off the moment a stop signal arrives (the
+        requests in flight then finish; new ones on kept-alive connections see 503)."""
+
+        serve_state = None
+
+        def handle_exit(self, sig, frame):
+            st = self.serve_state
+            if st is not None:
+                st.ready = False
+                st.metrics.ready.set(0)
+            super().handle_exit(sig, frame)
+
+    return _Server
+
+
+class ServerThread:
+    """Serve ``app`` with uvicorn on ``host:port`` (port 0: a free one) in a daemon thread.
+
+    ``url`` is ``http://host:port``; :meth:`stop` shuts down gracefully. Usable as a
+    context manager."""
+
+    def __init__(self, app, host="127.0.0.1", port=0, timeout_graceful_shutdown=10, **config):
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.url = f"http://{self.host}:{self.port}"
+        cfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                             timeout_graceful_shutdown=timeout_graceful_shutdown, **config)
+        self.server = uvicorn.Server(cfg)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name=f"uvicorn-{self.port}", daemon=True)
+        self.thread.start()
+        t0 = time.monotonic()
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() - t0 > 30:
+                raise RuntimeError("ServerThread: uvicorn did not start")
+            time.sleep(0.01)
+
+    def stop(self, timeout=30):
+        st = getattr(getattr(self.server.config.app, "state", None), "serve", None)
+        if st is not None:
+            st.ready = False
+            st.metrics.ready.set(0)
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def parse_model_arg(s):
+    """``NAME[:VERSION]=PATH`` -> (name, version, path); ValueError naming the rule."""
+    name, sep, path = s.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"--model must be NAME=PATH or NAME:VERSION=PATH. Received {s!r}")
+    name, _, version = name.partition(":")
+    return name, version or "1", path
+
+
+def add_arguments(p):
+    """The options of ``pyaiml serve`` on an argparse (sub)parser."""
+    p.add_argument("--model", action="append", required=True, metavar="NAME[:VERSION]=PATH",
+                   help="a saved model to serve (repeat for several): .keras, HMM/HMMClassifier/Word2Vec/"
+                        "KeyedVectors/TransformerLM .npz, word2vec .bin/.txt")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key-file", help="file of accepted API keys, one per line (clients send "
+                   "'Authorization: Bearer KEY'); without it no key is asked for")
+    p.add_argument("--key-file", help="key file to decrypt encrypted model files (see pyaiml keygen)")
+    p.add_argument("--threads", type=int, default=None, help="pyaiml compute threads (default: pyaiml's default)")
+    p.add_argument("--max-batch-size", type=int, default=32, help="rows per dynamic batch of v2 Keras models "
+                   "and sequences per decode step of language models (default 32)")
+    p.add_argument("--max-delay-ms", type=float, default=5.0, help="how long a v2 request may wait for others to "
+                   "batch with (default 5 ms)")
+    p.add_argument("--max-queue", type=int, default=256, help="waiting generation requests per model before 429 "
+                   "(default 256)")
+    p.add_argument("--prefill-chunk", type=int, default=256, help="prompt tokens prefilled per scheduler step "
+                   "(default 256)")
+    p.add_argument("--max-tokens", type=int, default=4096, help="largest max_tokens a request may ask for")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds a generation may take (default 600)")
+    p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to let in-flight requests "
+                   "finish after SIGTERM (default 30)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log level (info includes the JSON access log)")
+
+
+def main(args) -> int:
+    """Run ``pyaiml serve`` with parsed ``args``; returns the exit status."""
+    from pyaiml.serve import require
+
+    try:
+        require()
+    except ImportError as e:
+        print(f"pyaiml serve: {e}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from pyaiml.serve.app import create_app
+
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"pyaiml serve: --threads must be >= 1. Received {args.threads}", file=sys.stderr)
+            return 2
+        import pyaiml
+
+        pyaiml.set_num_threads(args.threads)
+    level = getattr(logging, args.log_level.upper())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("pyaiml.serve")
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+    try:
+        models = {}
+        for s in args.model:
+            name, version, path = parse_model_arg(s)
+            if name in models:
+                raise ValueError(f"--model: the name {name!r} is given twice")
+            models[name] = {"path": path, "version": version}
+        t0 = time.perf_counter()
+        app = create_app(models, api_key_file=args.api_key_file,
+                         key=None if args.key_file is None else f"file:{args.key_file}",
+                         max_batch_size=args.max_batch_size, max_delay=args.max_delay_ms / 1000.0,
+                         max_running=args.max_batch_size, max_queue=args.max_queue, prefill_chunk=args.prefill_chunk,
+                         max_tokens_limit=args.max_tokens, request_timeout=args.timeout)
+    except (ValueError, TypeError, OSError) as e:
+        print(f"pyaiml serve: {e}", file=sys.stderr)
+        return 1
+    st = app.state.serve
+    print(f"pyaiml serve: {len(models)} model(s) loaded in {time.perf_counter() - t0:.2f} s "
+          f"(v2: {sorted(st.v2)}, language models: {sorted(st.lms)}); listening on http://{args.host}:{args.port}",
+          file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=args.graceful_timeout)
+    server = _server_class()(config)
+    server.serve_state = st
+    server.run()
+    return 0 if server.started else 1

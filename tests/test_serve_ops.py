@@ -1,0 +1,349 @@
+"""pyaiml.serve operations: Bearer API keys (401 without or with a wrong key, in each
+protocol's error format; health probes open), Prometheus /metrics after real traffic,
+the JSON access log, encrypted model files, model files that are not models, the
+``pyaiml serve`` command in a subprocess (ready once listening, SIGTERM during streaming
+load finishes every in-flight request, then exits 0), and ``import pyaiml.serve`` without
+the serve extra.
+
+Bounded: tiny models, loopback only, each subprocess under a timeout.
+"""
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
+httpx = pytest.importorskip("httpx")
+
+import serve_models
+from helpers import run_py
+
+import pyaiml
+from pyaiml.serve import ServerThread, create_app
+
+KEY = "k-0123456789abcdef0123456789"
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    return serve_models.save_all(tmp_path_factory.mktemp("opsmodels"))
+
+
+@pytest.fixture(scope="module")
+def keyed(paths, tmp_path_factory):
+    kf = tmp_path_factory.mktemp("keys") / "api.keys"
+    kf.write_text(f"# API keys, one per line\n{KEY}\n\nsecond-key-abcdefghijkl\n")
+    app = create_app({"cnn": paths["cnn"], "lm": paths["lm"], "w2v": paths["w2v"]}, api_key_file=str(kf))
+    with ServerThread(app) as srv:
+        srv.app = app
+        yield srv
+
+
+# ---------------------------------------------------------------------- API keys
+def test_api_key_required_in_both_protocols(keyed):
+    x = {"inputs": [{"name": "input", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [0.0] * 64}]}
+    comp = {"model": "lm", "prompt": "all", "max_tokens": 2}
+    with httpx.Client(base_url=keyed.url, timeout=30) as h:
+        for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789"}, {"Authorization": KEY},
+                        {"Authorization": f"Basic {KEY}"}):
+            r = h.post("/v2/models/cnn/infer", json=x, headers=headers)
+            assert r.status_code == 401 and "valid API key" in r.json()["error"]
+            assert r.headers["www-authenticate"] == "Bearer"
+            r = h.post("/v1/completions", json=comp, headers=headers)
+            assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+            assert h.get("/metrics", headers=headers).status_code == 401
+        assert h.get("/v2/health/live").status_code == 200 and h.get("/v2/health/ready").status_code == 200
+        for k in (KEY, "second-key-abcdefghijkl"):
+            good = {"Authorization": f"Bearer {k}"}
+            assert h.post("/v2/models/cnn/infer", json=x, headers=good).status_code == 200
+            assert h.post("/v1/completions", json=comp, headers=good).status_code == 200
+
+
+def test_api_key_with_the_real_clients(keyed):
+    openai = pytest.importorskip("openai")
+    bad = openai.OpenAI(base_url=keyed.url + "/v1", api_key="nope-nope-nope-nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.completions.create(model="lm", prompt="a", max_tokens=1)
+    good = openai.OpenAI(base_url=keyed.url + "/v1", api_key=KEY, max_retries=0)
+    assert good.completions.create(model="lm", prompt="a", max_tokens=3).usage.completion_tokens == 3
+    assert [m.id for m in good.models.list()] == ["lm", "w2v"]
+    th = pytest.importorskip("tritonclient.http")
+    c = th.InferenceServerClient(keyed.url.removeprefix("http://"))
+    inp = th.InferInput("input", [1, 8, 8, 1], "FP32")
+    inp.set_data_from_numpy(np.zeros((1, 8, 8, 1), np.float32))
+    with pytest.raises(Exception, match="valid API key"):
+        c.infer("cnn", [inp])
+    assert c.infer("cnn", [inp], headers={"Authorization": f"Bearer {KEY}"}).as_numpy("output").shape == (1, 3)
+    c.close()
+
+
+def test_api_key_file_errors(tmp_path, paths):
+    empty = tmp_path / "empty.keys"
+    empty.write_text("# nothing\n\n")
+    with pytest.raises(ValueError, match="holds no key"):
+        create_app({"ghmm": paths["ghmm"]}, api_key_file=str(empty))
+    short = tmp_path / "short.keys"
+    short.write_text("abc\n")
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        create_app({"ghmm": paths["ghmm"]}, api_key_file=str(short))
+
+
+# ---------------------------------------------------------------------- metrics and logs
+def _samples(text, name):
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def test_metrics_after_traffic(paths):
+    app = create_app({"cnn": paths["cnn"], "lm": paths["lm"]}, max_delay=0.01)
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as h:
+        x = {"inputs": [{"name": "input", "shape": [2, 8, 8, 1], "datatype": "FP32", "data": [0.5] * 128}]}
+        for _ in range(3):
+            assert h.post("/v2/models/cnn/infer", json=x).status_code == 200
+        assert h.post("/v2/models/cnn/infer", json={"inputs": []}).status_code == 400
+        r = h.post("/v1/completions", json={"model": "lm", "prompt": "all", "max_tokens": 12, "stream": True})
+        assert r.text.endswith("data: [DONE]\n\n")
+        m = h.get("/metrics")
+        assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
+        t = m.text
+    req = _samples(t, "pyaiml_serve_requests_total")
+    assert req['pyaiml_serve_requests_total{method="POST",route="/v2/models/{name}/infer",status="200"}'] == 3
+    assert req['pyaiml_serve_requests_total{method="POST",route="/v2/models/{name}/infer",status="400"}'] == 1
+    assert req['pyaiml_serve_requests_total{method="POST",route="/v1/completions",status="200"}'] == 1
+    assert _samples(t, "pyaiml_serve_request_seconds_count")[
+        'pyaiml_serve_request_seconds_count{route="/v2/models/{name}/infer"}'] == 4
+    assert _samples(t, "pyaiml_serve_batch_size_sum")['pyaiml_serve_batch_size_sum{model="cnn"}'] == 6
+    assert _samples(t, "pyaiml_serve_generated_tokens_total")['pyaiml_serve_generated_tokens_total{model="lm"}'] == 12
+    assert _samples(t, "pyaiml_serve_prompt_tokens_total")['pyaiml_serve_prompt_tokens_total{model="lm"}'] == 3
+    assert _samples(t, "pyaiml_serve_time_to_first_token_seconds_count")[
+        'pyaiml_serve_time_to_first_token_seconds_count{model="lm"}'] == 1
+    assert _samples(t, "pyaiml_serve_tokens_per_second_count")['pyaiml_serve_tokens_per_second_count{model="lm"}'] == 1
+    assert _samples(t, "pyaiml_serve_queue_depth")['pyaiml_serve_queue_depth{model="lm"}'] == 0
+    assert _samples(t, "pyaiml_serve_running_sequences")['pyaiml_serve_running_sequences{model="lm"}'] == 0
+    assert _samples(t, "pyaiml_serve_models_ready")["pyaiml_serve_models_ready"] == 1
+
+
+def test_access_log_is_one_json_object_per_request(paths, caplog):
+    app = create_app({"ghmm": paths["ghmm"]})
+    with caplog.at_level(logging.INFO, logger="pyaiml.serve.access"), ServerThread(app) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as h:
+        h.get("/v2/models/ghmm")
+        h.get("/v2/models/missing")
+        h.post("/v2/models/ghmm/infer", json={"inputs": [{"name": "X", "shape": [3, 2], "datatype": "FP64",
+                                                          "data": [0.0] * 6}]})
+    recs = [json.loads(r.getMessage()) for r in caplog.records if r.name == "pyaiml.serve.access"]
+    assert [(r["method"], r["path"], r["status"]) for r in recs] == [
+        ("GET", "/v2/models/ghmm", 200), ("GET", "/v2/models/missing", 404), ("POST", "/v2/models/ghmm/infer", 200)]
+    r = recs[2]
+    assert r["route"] == "/v2/models/{name}/infer" and r["model"] == "ghmm" and r["bytes"] > 0
+    assert r["seconds"] > 0 and r["client"].startswith("127.0.0.1:") and r["time"].endswith("Z")
+    assert recs[1]["model"] == "missing"
+
+
+# ---------------------------------------------------------------------- model files
+def test_encrypted_model_files(tmp_path, paths):
+    from pyaiml.keras.models import load_model
+    from pyaiml.privacy import crypto
+
+    key_file = tmp_path / "model.key"
+    crypto.generate_key_file(str(key_file))
+    key = f"file:{key_file}"
+    m = load_model(paths["cnn"])
+    m.save(tmp_path / "cnn.keras", key=key)
+    serve_models.word2vec().save(str(tmp_path / "w2v.npz"), key=key)
+    serve_models.transformer_lm().save(tmp_path / "lm.npz", key=key)
+    models = {"cnn": str(tmp_path / "cnn.keras"), "w2v": str(tmp_path / "w2v.npz"), "lm": str(tmp_path / "lm.npz")}
+    with pytest.raises(ValueError, match="is encrypted"):
+        create_app(models)
+    other = tmp_path / "other.key"
+    crypto.generate_key_file(str(other))
+    with pytest.raises(ValueError, match="wrong key"):
+        create_app(models, key=f"file:{other}")
+    app = create_app({**models, "plain": {"path": paths["ghmm"], "key": None, "version": "3"}}, key=key)
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 1)).astype(np.float32)
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as h:
+        r = h.post("/v2/models/cnn/infer", json={"inputs": [{"name": "input", "shape": [2, 8, 8, 1],
+                                                             "datatype": "FP32", "data": x.reshape(-1).tolist()}]})
+        np.testing.assert_allclose(np.asarray(r.json()["outputs"][0]["data"]).reshape(2, 3), m.predict(x), atol=1e-7)
+        assert h.post("/v1/completions", json={"model": "lm", "prompt": "a", "max_tokens": 2}).status_code == 200
+        assert h.get("/v2/models/plain").json()["versions"] == ["3"]
+        assert h.get("/v2/models/plain/versions/3/ready").status_code == 200
+
+
+def test_files_that_are_not_models(tmp_path, paths):
+    junk = tmp_path / "junk.npz"
+    np.savez(junk, a=np.arange(3))
+    with pytest.raises(ValueError, match="not a saved pyaiml model"):
+        create_app({"x": str(junk)})
+    txt = tmp_path / "notes.md"
+    txt.write_text("hello")
+    with pytest.raises(ValueError, match="cannot tell what model"):
+        create_app({"x": str(txt)})
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        create_app({"x": str(tmp_path / "missing.keras")})
+    with pytest.raises(ValueError, match="model names must be"):
+        create_app({"a/b": paths["ghmm"]})
+    with pytest.raises(TypeError, match="cannot serve a list"):
+        create_app({"x": [1, 2]})
+    with pytest.raises(ValueError, match="max_batch_size must be an integer >= 1"):
+        create_app({"x": paths["ghmm"]}, max_batch_size=0)
+    # word2vec C formats load by extension
+    from pyaiml.models import Word2Vec
+
+    kv = Word2Vec.load(paths["w2v"]).wv
+    kv.save_word2vec_format(str(tmp_path / "v.bin"), binary=True)
+    kv.save_word2vec_format(str(tmp_path / "v.txt"))
+    app = create_app({"b": str(tmp_path / "v.bin"), "t": str(tmp_path / "v.txt")})
+    assert set(app.state.serve.vectors) == {"b", "t"}
+    app.state.serve.close()
+
+
+# ---------------------------------------------------------------------- the command
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pyaiml.__file__)))
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([here] + [p for p in e.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return e
+
+
+def test_cli_serves_and_sigterm_finishes_in_flight_streams(paths, tmp_path):
+    """`pyaiml serve` answers ready as soon as its port accepts connections (models are
+    loaded first); SIGTERM while 6 streams run lets each finish all its tokens; the process
+    then ends (uvicorn re-raises the signal once shut down, so the status is -SIGTERM) and
+    the port closes."""
+    port = _free_port()
+    kf = tmp_path / "api.keys"
+    kf.write_text(KEY + "\n")
+    log = open(tmp_path / "server.log", "w+")  # noqa: SIM115 - the child writes it until it exits
+    p = subprocess.Popen([sys.executable, "-m", "pyaiml.cli", "serve", "--model", f"lm={paths['lm']}",
+                          "--model", f"cnn:2={paths['cnn']}", "--port", str(port), "--api-key-file", str(kf),
+                          "--threads", "1", "--graceful-timeout", "60"],
+                         stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=str(tmp_path))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5)
+                break
+            except httpx.TransportError:
+                assert p.poll() is None, (tmp_path / "server.log").read_text()
+                assert time.monotonic() - t0 < 60, "the server did not start"
+                time.sleep(0.05)
+        assert r.status_code == 200 and r.json() == {"ready": True}  # never seen unready: loaded before listening
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=auth) as h:
+            assert h.get("/v2/models/cnn").json()["versions"] == ["2"]
+        results, started = [None] * 6, threading.Barrier(7, timeout=60)
+
+        def stream(i):
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120, headers=auth) as h, \
+                    h.stream("POST", "/v1/completions", json={"model": "lm", "prompt": "all", "max_tokens": 400,
+                                                             "temperature": 0.8, "seed": i, "stream": True}) as r:
+                events, first = [], True
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(line[6:])
+                        if first:
+                            first = False
+                            started.wait()
+                results[i] = events
+
+        ts = [threading.Thread(target=stream, args=(i,)) for i in range(6)]
+        for t in ts:
+            t.start()
+        started.wait()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as probe:
+            assert probe.get("/v2/health/ready").status_code == 200  # a kept-alive connection
+            p.send_signal(signal.SIGTERM)
+            t0, status = time.monotonic(), 200
+            while status == 200 and time.monotonic() - t0 < 30:
+                try:  # uvicorn closes idle kept-alive connections at its next tick (0.1 s)
+                    status = probe.get("/v2/health/ready").status_code
+                except httpx.TransportError:
+                    status = None
+            assert status == 503  # unready at once, while the streams finish
+            assert any(t.is_alive() for t in ts)
+        for t in ts:
+            t.join(120)
+        assert p.wait(60) == -signal.SIGTERM
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+        log.close()
+    for i, ev in enumerate(results):
+        assert ev is not None and ev[-1] == "[DONE]", f"stream {i} was cut: {ev and ev[-3:]}"
+        chunks = [json.loads(e) for e in ev[:-1]]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=5)
+    out = (tmp_path / "server.log").read_text()
+    assert "2 model(s) loaded" in out
+    access = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    assert sum(1 for a in access if a["path"] == "/v1/completions" and a["status"] == 200) == 6
+
+
+def test_cli_errors(paths, tmp_path):
+    e = _env()
+    r = subprocess.run([sys.executable, "-m", "pyaiml.cli", "serve", "--model", "nothing-here"], check=False,
+                       capture_output=True, text=True, env=e, timeout=120, cwd=str(tmp_path))
+    assert r.returncode == 1 and "--model must be NAME=PATH or NAME:VERSION=PATH. Received 'nothing-here'" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "pyaiml.cli", "serve", "--model", f"a={tmp_path / 'none.keras'}"],
+                       check=False, capture_output=True, text=True, env=e, timeout=120, cwd=str(tmp_path))
+    assert r.returncode == 1 and "no such model file" in r.stderr
+
+
+def test_import_without_the_serve_extra():
+    r = run_py("import sys\n"
+               "for m in ('starlette', 'uvicorn', 'prometheus_client'): sys.modules[m] = None\n"
+               "import importlib.util\n"
+               "real = importlib.util.find_spec\n"
+               "importlib.util.find_spec = lambda n, *a: None if n in ('starlette', 'uvicorn', 'prometheus_client') "
+               "else real(n, *a)\n"
+               "import pyaiml, pyaiml.serve, pyaiml.cli\n"
+               "try:\n"
+               "    pyaiml.serve.create_app({'x': 'y'})\n"
+               "except ImportError as e:\n"
+               "    print('IMPORTERROR', e)\n", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "IMPORTERROR pyaiml.serve needs starlette, uvicorn, prometheus-client: pip install 'pyaiml[serve]'" \
+        in r.stdout
+
+
+def test_load_generator_short_run(paths):
+    """A few requests at 2 clients: every one succeeds and is counted; other hosts refused."""
+    import asyncio
+
+    from pyaiml.serve.loadgen import lm_load, main, v2_load
+
+    app = create_app({"lm": paths["lm"], "cnn": paths["cnn"]})
+    with ServerThread(app) as srv:
+        r = asyncio.run(lm_load(srv.url, "lm", 2, 4, max_tokens=8, prompt="all", max_seconds=60))
+        assert (r["requests"], r["failed"], r["tokens"]) == (4, 0, 32) and r["ttft_p99_s"] > 0
+        r = asyncio.run(v2_load(srv.url, "cnn", 2, 6, rows=3, max_seconds=60))
+        assert (r["requests"], r["failed"]) == (6, 0) and r["rows_per_s"] > 0
+        with pytest.raises(ValueError, match="model 'nope': HTTP 404"):
+            asyncio.run(v2_load(srv.url, "nope", 1, 2, max_seconds=60))
+    with pytest.raises(ValueError, match="only loopback servers"):
+        asyncio.run(lm_load("http://example.com:8000", "lm", 1, 1))
+    assert main(["--url", "http://10.0.0.1:8000", "--lm", "x"]) == 2

@@ -13,15 +13,21 @@ import warnings
 
 import numpy as np
 import pytest
-
-import pyaiml.keras as keras
-from pyaiml.keras import layers as L
-from pyaiml.privacy import DPSGD, DPKerasAdamOptimizer, DPKerasSGDOptimizer, compute_epsilon, compute_noise_multiplier
 from helpers import run_py
+
+from pyaiml import keras
+from pyaiml.keras import layers as L
+from pyaiml.privacy import (
+    DPSGD,
+    DPKerasAdamOptimizer,
+    DPKerasSGDOptimizer,
+    compute_epsilon,
+    compute_noise_multiplier,
+)
 
 dpa = pytest.importorskip("dp_accounting")
 
-TOL = dict(rtol=1e-10, atol=1e-10)
+TOL = {"rtol": 1e-10, "atol": 1e-10}
 
 
 # ---------------------------------------------------------------------------- per-example gradients
@@ -352,18 +358,18 @@ def test_compute_noise_multiplier():
 
 # ---------------------------------------------------------------------------- bad arguments and layers
 @pytest.mark.parametrize("kw,match", [
-    (dict(l2_norm_clip=-1.0, noise_multiplier=1.0), "l2_norm_clip must be finite and > 0. Received -1.0"),
-    (dict(l2_norm_clip=0, noise_multiplier=1.0), "l2_norm_clip must be finite and > 0"),
-    (dict(l2_norm_clip=float("nan"), noise_multiplier=1.0), "l2_norm_clip must be finite"),
-    (dict(l2_norm_clip=1.0, noise_multiplier=-0.5), "noise_multiplier must be finite and >= 0. Received -0.5"),
-    (dict(l2_norm_clip=1.0, noise_multiplier=float("inf")), "noise_multiplier must be finite"),
-    (dict(l2_norm_clip=1.0, noise_multiplier=1.0, sampling="fixed"), "sampling must be one of poisson, shuffle"),
-    (dict(l2_norm_clip=1.0, noise_multiplier=1.0, delta=1.0), "delta must be finite and > 0 and < 1"),
-    (dict(l2_norm_clip=1.0, noise_multiplier=1.0, accountant="gdp"), "accountant must be one of rdp, pld"),
-    (dict(l2_norm_clip=1.0, noise_multiplier=1.0, num_microbatches=4), "num_microbatches must be None"),
-    (dict(l2_norm_clip=1.0, noise_multiplier=1.0, seed=-2), "seed must be None or an integer >= 0"),
-    (dict(l2_norm_clip=1.0, noise_multiplier=1.0, base="adagrad"), "Unknown optimizer identifier 'adagrad'"),
-    (dict(l2_norm_clip=1.0, noise_multiplier=1.0, base=keras.optimizers.SGD(), learning_rate=0.1),
+    ({"l2_norm_clip": -1.0, "noise_multiplier": 1.0}, "l2_norm_clip must be finite and > 0. Received -1.0"),
+    ({"l2_norm_clip": 0, "noise_multiplier": 1.0}, "l2_norm_clip must be finite and > 0"),
+    ({"l2_norm_clip": float("nan"), "noise_multiplier": 1.0}, "l2_norm_clip must be finite"),
+    ({"l2_norm_clip": 1.0, "noise_multiplier": -0.5}, "noise_multiplier must be finite and >= 0. Received -0.5"),
+    ({"l2_norm_clip": 1.0, "noise_multiplier": float("inf")}, "noise_multiplier must be finite"),
+    ({"l2_norm_clip": 1.0, "noise_multiplier": 1.0, "sampling": "fixed"}, "sampling must be one of poisson, shuffle"),
+    ({"l2_norm_clip": 1.0, "noise_multiplier": 1.0, "delta": 1.0}, "delta must be finite and > 0 and < 1"),
+    ({"l2_norm_clip": 1.0, "noise_multiplier": 1.0, "accountant": "gdp"}, "accountant must be one of rdp, pld"),
+    ({"l2_norm_clip": 1.0, "noise_multiplier": 1.0, "num_microbatches": 4}, "num_microbatches must be None"),
+    ({"l2_norm_clip": 1.0, "noise_multiplier": 1.0, "seed": -2}, "seed must be None or an integer >= 0"),
+    ({"l2_norm_clip": 1.0, "noise_multiplier": 1.0, "base": "adagrad"}, "Unknown optimizer identifier 'adagrad'"),
+    ({"l2_norm_clip": 1.0, "noise_multiplier": 1.0, "base": keras.optimizers.SGD(), "learning_rate": 0.1},
      "carries its own learning rate"),
 ])
 def test_bad_arguments(kw, match):

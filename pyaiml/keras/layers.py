@@ -535,17 +535,20 @@ class _Conv(Layer, _ActMixin):
             gx = gx[tuple(slice(lo, gx.shape[i] - hi) for i, (lo, hi) in enumerate(self._crop))]
         return gx
 
-    # per-example gradients (DP-SGD). With P_i (L, Cin/groups * prod(kernel_size)) the input
-    # patches of example i (one row per output position, in the kernel's (cin, k...) order)
-    # and D_i (L, filters) its output gradients, the kernel gradient of example i is
-    # D_i^T P_i per group: one batched matmul over the batch.
+    # per-example gradients (DP-SGD). With P_i (L, prod(kernel_size) * Cin/groups) the input
+    # patches of example i (one row per output position; columns in (k..., cin) order, which
+    # is the channels-last memory order, so gathering them copies contiguous runs) and D_i
+    # (L, filters) its output gradients, example i's kernel gradient is D_i^T P_i per group:
+    # one batched matmul over the batch (or, when L*L is the smaller size, its squared norm
+    # <P_i P_i^T, D_i D_i^T> without building it). The clipped sum is then one GEMM,
+    # (c * D)^T P over all examples' rows.
     per_example_rule = True
 
     def backward_per_example(self, dy, need_dx=True):
         if not self.trainable:
             return self.backward(dy, need_dx)
         dz = np.ascontiguousarray(self._act_bwd(dy))
-        self._pe = [dz, None]
+        self._pe = [dz, None, None]  # output gradients; (P, D); per-example kernel gradients if built
         if not need_dx:
             return None
         back = ops.conv2d_backward if self.rank == 2 else ops.conv1d_backward
@@ -557,7 +560,9 @@ class _Conv(Layer, _ActMixin):
         return gx
 
     def _pe_patches_and_dz(self):
-        """P (B, G, L, Cg*prod(k)) and D (B, G, L, filters/G) of the cached batch."""
+        """P (B, G, L, prod(k) * Cg) and D (B, G, L, filters/G) of the cached batch."""
+        if self._pe[1] is not None:
+            return self._pe[1]
         r, G = self.rank, self.groups
         x = self._xp if self._cl else np.moveaxis(self._xp, 1, -1)  # (B, *spatial, C)
         p = self._p if r == 2 else (self._p,)
@@ -571,17 +576,28 @@ class _Conv(Layer, _ActMixin):
             (st[0],) + tuple(st[1 + i] * self.strides[i] for i in range(r))
             + tuple(st[1 + i] * self.dilation_rate[i] for i in range(r)) + (st[-1] * (C // G), st[-1]),
             writeable=False)
-        # (B, *osp, *k, G, Cg) -> (B, G, *osp, Cg, *k)
-        perm = (0, 2 * r + 1) + tuple(range(1, r + 1)) + (2 * r + 2,) + tuple(range(r + 1, 2 * r + 1))
         L = int(np.prod(osp))
-        P = np.ascontiguousarray(win.transpose(perm)).reshape(B, G, L, -1)
+        if G == 1:
+            P = np.ascontiguousarray(win).reshape(B, 1, L, -1)
+        else:  # (B, *osp, *k, G, Cg) -> (B, G, *osp, *k, Cg)
+            P = np.ascontiguousarray(np.moveaxis(win, 2 * r + 1, 1)).reshape(B, G, L, -1)
         D = dz.reshape(B, L, G, self.filters // G).transpose(0, 2, 1, 3)
+        self._pe[1] = (P, D)
         return P, D
+
+    def _kernel_layout(self, g):
+        """(..., OC, prod(k) * Cg) in (k..., cin) column order -> (..., OC, Cg, *k), the kernel's."""
+        r = self.rank
+        lead = g.shape[:-2]
+        g = g.reshape(lead + (self.filters,) + self.kernel_size + (self._cin // self.groups,))
+        n = len(lead)
+        return np.moveaxis(g, n + 1 + r, n + 1)
 
     def per_example_grads(self):
         P, D = self._pe_patches_and_dz()
         B = P.shape[0]
-        out = {"kernel": np.matmul(D.transpose(0, 1, 3, 2), P).reshape((B,) + self.kernel.shape)}
+        g = np.matmul(D.transpose(0, 1, 3, 2), P).reshape(B, self.filters, -1)
+        out = {"kernel": np.ascontiguousarray(self._kernel_layout(g))}
         if self.use_bias:
             out["bias"] = D.sum(axis=2).reshape(B, self.filters)
         return out
@@ -594,7 +610,7 @@ class _Conv(Layer, _ActMixin):
                           np.matmul(D, D.transpose(0, 1, 3, 2))).astype(np.float64)
         else:
             g = np.matmul(D.transpose(0, 1, 3, 2), P)  # (B, G, OC/G, K), kept for accumulate_clipped
-            self._pe[1] = g
+            self._pe[2] = g
             k = _sqnorms(g)
         if self.use_bias:
             k = k + _sqnorms(D.sum(axis=2))
@@ -602,22 +618,20 @@ class _Conv(Layer, _ActMixin):
 
     def accumulate_clipped(self, c):
         """grads += sum_i c_i * (gradient of example i); releases the per-example cache."""
-        dz, g = self._pe
-        cc = c.astype(dz.dtype).reshape((-1,) + (1,) * (dz.ndim - 1))
+        P, D = self._pe_patches_and_dz()
+        B, G, L, K = P.shape
+        g = self._pe[2]
+        cd = c.astype(D.dtype)
         if g is not None:
-            self.grads["kernel"] += np.tensordot(c.astype(g.dtype), g, axes=1).reshape(self.kernel.shape)
-            if self.use_bias:
-                ch = dz.ndim - 1 if self._cl else 1
-                self.grads["bias"] += (dz * cc).sum(axis=tuple(i for i in range(dz.ndim) if i != ch))
-        else:
-            back = ops.conv2d_backward if self.rank == 2 else ops.conv1d_backward
-            _, gw, gb = back(np.ascontiguousarray(dz * cc), self._xp, self.kernel,
-                             self.strides if self.rank == 2 else self.strides[0], self._p,
-                             self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups,
-                             self._fmt(), output_mask=(False, True, self.use_bias))
-            self.grads["kernel"] += gw
-            if self.use_bias:
-                self.grads["bias"] += gb
+            s = np.tensordot(cd, g, axes=1)  # (G, OC/G, K)
+        else:  # every example's rows at once, per group: (c D)^T P, (OC/G, B*L) @ (B*L, K)
+            dzc = (self._pe[0] if self._cl else np.moveaxis(self._pe[0], 1, -1)).reshape(B, L, self.filters)
+            dzc = (dzc * cd[:, None, None]).reshape(B * L, self.filters)
+            og = self.filters // G
+            s = np.stack([ops.matmul(dzc[:, j * og:(j + 1) * og].T, P[:, j].reshape(B * L, K)) for j in range(G)])
+        self.grads["kernel"] += self._kernel_layout(s.reshape(self.filters, K))
+        if self.use_bias:
+            self.grads["bias"] += np.tensordot(cd, D.sum(axis=2), axes=1).reshape(self.filters)
         self._pe = None
 
     def get_config(self):

@@ -43,6 +43,7 @@ float64, clipping and noise statistics, the accountant against dp-accounting dir
 """
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import warnings
@@ -150,6 +151,19 @@ def compute_noise_multiplier(target_epsilon, steps, sampling_rate, delta, accoun
     def f(s):
         return _epsilon([(q, steps)], s, delta, accountant)
 
+    # dp-accounting logs (absl) each Renyi order it drops for the small noise multipliers the
+    # search probes; those probes are not results, so their log lines are held back here
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)
+    try:
+        return _bisect(f, eps, tol, w, steps, q, delta)
+    finally:
+        absl_log.setLevel(level)
+
+
+def _bisect(f, eps, tol, w, steps, q, delta):
+    """Smallest s (to relative tol) with f(s) <= eps; f decreases in s."""
     hi = 1.0
     while f(hi) > eps:
         hi *= 2

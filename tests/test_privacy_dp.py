@@ -297,6 +297,16 @@ def test_train_on_batch_has_no_sampling_rate():
         opt.epsilon()
 
 
+def test_fit_after_train_on_batch_logs_nan_epsilon():
+    m = keras.Sequential([L.Input((3,)), L.Dense(2)])
+    m.compile(optimizer=DPSGD(1.0, 1.0, seed=0), loss="mse")
+    x, y = np.ones((8, 3), np.float32), np.zeros((8, 2), np.float32)
+    m.train_on_batch(x, y)
+    with pytest.warns(UserWarning, match="epsilon spent is unknown"):
+        h = m.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert np.isnan(h.history["epsilon"]).all() and m.optimizer.steps == 5
+
+
 def test_apply_without_per_example_gradients_refused():
     opt = DPSGD(1.0, 1.0)
     w, g = np.zeros(3, np.float32), np.ones(3, np.float32)

@@ -419,7 +419,7 @@ class Sequential:
                     vr = self._evaluate(val[0], val[1], validation_batch_size or bs, fused)
                     logs.update({"val_" + k: v for k, v in vr.items()})
                 if dp:
-                    logs["epsilon"] = self.optimizer.epsilon()
+                    logs["epsilon"] = self.optimizer.logged_epsilon()
                 cl.on_epoch_end(epoch, logs)
                 if self.stop_training:
                     break

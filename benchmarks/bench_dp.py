@@ -296,6 +296,14 @@ def report(res):
     out.append("|---|---:|---:|")
     for k, v in t.items():
         out.append(f"| {k} | {v['median_ms']:.3f} [{v['p25_ms']:.3f}-{v['p75_ms']:.3f}] | {v['median_ms'] / base:.2f}x |")
+    if res.get("opacus_train"):
+        o = res["opacus_train"]
+        out.append("")
+        out.append(f"Accountant cross-check: Opacus's engine samples at q = 1/len(loader) = {o['opacus_q']:.4f} "
+                   f"(expected batch {o['opacus_q'] * n:.1f}) instead of {BATCH}/{n} = {BATCH / n:.4f}, hence its "
+                   f"{o['epsilon']:.3f}; at q = {BATCH}/{n} its RDP analysis gives {o['opacus_rdp_epsilon_at_our_q']:.3f} "
+                   f"and dp-accounting's {o['pyaiml_epsilon_same_steps']:.3f} (the PLD accountant, "
+                   f"`accountant=\"pld\"`: {o['pyaiml_pld_epsilon']:.3f}).")
     if "Opacus DP" in t:
         out.append("")
         out.append(f"DP step, Opacus / pyaiml: {t['Opacus DP']['median_ms'] / t['pyaiml DP']['median_ms']:.2f}x "
@@ -347,8 +355,16 @@ def main(argv=None):
         sigma = compute_noise_multiplier(8.0, steps_of(n), BATCH / n, DELTA)
         res["opacus_sigma"] = sigma
         res["opacus_train"] = opacus_train(torch, opacus, data, sigma)
-        res["opacus_train"]["pyaiml_epsilon_same_steps"] = compute_epsilon(res["opacus_train"]["steps"], BATCH / n,
-                                                                           sigma, DELTA)
+        o = res["opacus_train"]
+        o["pyaiml_epsilon_same_steps"] = compute_epsilon(o["steps"], BATCH / n, sigma, DELTA)
+        o["pyaiml_pld_epsilon"] = compute_epsilon(o["steps"], BATCH / n, sigma, DELTA, accountant="pld")
+        # Opacus's own RDP analysis at pyaiml's sampling rate (its engine samples at 1 / len(loader))
+        from opacus.accountants.analysis import rdp as orpd
+        orders = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+        o["opacus_rdp_epsilon_at_our_q"] = float(orpd.get_privacy_spent(
+            orders=orders, rdp=orpd.compute_rdp(q=BATCH / n, noise_multiplier=sigma, steps=o["steps"], orders=orders),
+            delta=DELTA)[0])
+        o["opacus_q"] = 1.0 / -(-n // BATCH)
         log(f"  Opacus: {res['opacus_train']}")
     text = report(res)
     print()

@@ -584,10 +584,13 @@ Model = Sequential
 
 
 def load_model(filepath, compile=True):
-    """Load a model saved with ``model.save`` (see pyaiml/keras/saving.py)."""
+    """Load a model saved with ``model.save`` (see pyaiml/keras/saving.py). A model compiled
+    with pyaiml.privacy.DPSGD comes back with it (its accountant's step count included)."""
     from pyaiml.keras import saving
+    from pyaiml.privacy.dp import loadable
 
-    return saving.load_model(filepath, compile=compile)
+    with loadable():
+        return saving.load_model(filepath, compile=compile)
 
 
 def clone_model(model):

@@ -43,6 +43,7 @@ float64, clipping and noise statistics, the accountant against dp-accounting dir
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
@@ -406,8 +407,20 @@ class DPSGD(_opt.Optimizer):
                 f"base={type(self.base).__name__} sampling={self.sampling}>")
 
 
-# load_model rebuilds the optimizer from its class name
-_opt._TABLE.setdefault("dpsgd", DPSGD)
+@contextlib.contextmanager
+def loadable():
+    """Within the block, pyaiml.keras.optimizers.get finds DPSGD by name, as load_model needs
+    to rebuild a saved model's optimizer from its class name. Only for the block: a permanent
+    entry would offer "dpsgd" as an ``optimizer=`` string, which cannot work without a clip
+    and a noise multiplier. ``pyaiml.keras.models.load_model`` uses it."""
+    added = "dpsgd" not in _opt._TABLE
+    if added:
+        _opt._TABLE["dpsgd"] = DPSGD
+    try:
+        yield
+    finally:
+        if added:
+            _opt._TABLE.pop("dpsgd", None)
 
 
 def DPKerasSGDOptimizer(l2_norm_clip, noise_multiplier, num_microbatches=None, learning_rate=0.01,

@@ -10,8 +10,15 @@ The per-op NaN/inf input checks of pyaiml.ops are switched off inside fit/evalua
 after x has been checked once; a NaN loss stops training with an error that names the
 epoch and batch.
 
+DP-SGD (an optimizer with ``is_dp``, pyaiml.privacy.DPSGD): a separate step,
+``_train_step_dp``: the backward pass caches each layer's output gradients instead of
+summing weight gradients, the layers give each example's squared gradient norm, the
+optimizer turns them into clip factors, the layers sum the clipped gradients, and the
+optimizer adds noise and updates. fit then draws Poisson-sampled batches from the
+optimizer and logs ``epsilon`` per epoch. The ordinary path does not change.
+
 Not here: the functional API and subclassed models (Sequential only), sample weights.
-Tests: tests/test_keras_api.py, tests/test_keras_train.py.
+Tests: tests/test_keras_api.py, tests/test_keras_train.py, tests/test_privacy_dp.py.
 """
 from __future__ import annotations
 
@@ -163,6 +170,8 @@ class Sequential:
         self.metrics = [_metrics.get(m, self.loss) for m in self._metric_ids]
         self.compiled = True
         self._fuse_checked = False
+        if getattr(self.optimizer, "is_dp", False):
+            self._dp_check()
 
     def _fusion(self):
         """Return True when the last layer's activation is fused into the loss."""
@@ -247,6 +256,57 @@ class Sequential:
         val, g = self.loss.value_and_grad(yb, out)
         return val, g, out
 
+    # ------------------------------------------------------------------ DP-SGD step
+    def _dp_check(self):
+        """ValueError naming every layer DP-SGD cannot train through; else the trainable layers."""
+        bad = [r for r in (l.per_example_support() for l in self._layers) if r]
+        if bad:
+            raise ValueError("DP-SGD: " + "; ".join(bad))
+        return [l for l in self._layers if l.trainable and l._trainable_names]
+
+    def _backward_per_example(self, g):
+        """``_backward`` with ``backward_per_example``: layers cache output gradients."""
+        first = next((i for i, l in enumerate(self._layers) if not isinstance(l, _layers.InputLayer)), 0)
+        nxt = None
+        for i in range(len(self._layers) - 1, first - 1, -1):
+            layer = self._layers[i]
+            layer._dy_owned = True
+            layer._dy_relu_done = nxt is not None and getattr(nxt, "_gated", False)
+            try:
+                g = layer.backward_per_example(g, need_dx=i != first)
+            finally:
+                layer._dy_owned = False
+                layer._dy_relu_done = False
+            nxt = layer
+
+    def _train_step_dp(self, xb, yb, fused, expected_batch_size):
+        """One DP-SGD step: per-example gradients of the per-example losses, each example's
+        gradient over all trainable weights clipped to the optimizer's l2_norm_clip, summed;
+        the optimizer adds Gaussian noise, divides by ``expected_batch_size`` and updates. An
+        empty batch (Poisson sampling) still takes a step: noise only."""
+        opt = self.optimizer
+        tl = self._dp_check()
+        for l in tl:
+            l.zero_grad()
+        n = len(xb)
+        if n == 0:
+            opt.apply_private(self._params(), expected_batch_size)
+            return 0.0, None
+        out = self._forward(xb, True, fused)
+        val, g, pred = self._loss_and_pred(yb, out, fused)
+        if not np.isfinite(val):
+            return val, pred
+        # the loss is the batch mean of per-example losses: n * g holds each one's own gradient
+        self._backward_per_example(g * g.dtype.type(n))
+        sq = np.zeros(n)
+        for l in tl:
+            sq += l.per_example_sq_norms()
+        c = opt.clip_factors(sq)
+        for l in tl:
+            l.accumulate_clipped(c)
+        opt.apply_private(self._params(), expected_batch_size)
+        return val, pred
+
     def _train_step(self, xb, yb, fused):
         for l in self._layers:
             if l.grads:
@@ -309,12 +369,19 @@ class Sequential:
         self.history = history
         cl = _cb.CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose, "samples": n})
         fused = self._fusion()
+        dp = getattr(self.optimizer, "is_dp", False)
+        if dp:  # DP-SGD: the optimizer draws the batches (Poisson sampling, rate batch_size / n)
+            self._dp_check()
+            self.optimizer.begin_fit(n, bs)
         self.stop_training = False
         with _NoFiniteChecks():
             cl.on_train_begin()
             for epoch in range(initial_epoch, epochs):
                 cl.on_epoch_begin(epoch)
-                if shuffle:
+                batches = self.optimizer.epoch_batches(n, steps) if dp else None
+                if batches is not None:
+                    xe, ye = x, y
+                elif shuffle:
                     perm = rng().permutation(n)
                     xe, ye = x[perm], y[perm]
                 else:
@@ -325,9 +392,15 @@ class Sequential:
                 logs = {}
                 for b in range(steps):
                     cl.on_train_batch_begin(b)
-                    s = slice(b * bs, min(n, (b + 1) * bs))
-                    xb, yb = xe[s], ye[s]
-                    lv, pred = self._train_step(xb, yb, fused)
+                    if batches is not None:
+                        xb, yb = x[batches[b]], y[batches[b]]
+                    else:
+                        s = slice(b * bs, min(n, (b + 1) * bs))
+                        xb, yb = xe[s], ye[s]
+                    if dp:
+                        lv, pred = self._train_step_dp(xb, yb, fused, bs)
+                    else:
+                        lv, pred = self._train_step(xb, yb, fused)
                     if not np.isfinite(lv):
                         raise NonFiniteLossError(
                             f"fit: the loss became {lv} at epoch {epoch + 1}, batch {b + 1} (of {steps}); training "
@@ -335,15 +408,18 @@ class Sequential:
                     k = len(xb)
                     tot += lv * k
                     cnt += k
-                    for m in self.metrics:
-                        m.update_state(yb, pred)
-                    logs = {"loss": tot / cnt, **{m.name: m.result() for m in self.metrics}}
+                    if k:  # a Poisson-sampled batch can be empty
+                        for m in self.metrics:
+                            m.update_state(yb, pred)
+                    logs = {"loss": tot / max(cnt, 1), **{m.name: m.result() for m in self.metrics}}
                     cl.on_train_batch_end(b, logs)
                     if self.stop_training:
                         break
                 if val is not None and (epoch + 1) % validation_freq == 0:
                     vr = self._evaluate(val[0], val[1], validation_batch_size or bs, fused)
                     logs.update({"val_" + k: v for k, v in vr.items()})
+                if dp:
+                    logs["epsilon"] = self.optimizer.logged_epsilon()
                 cl.on_epoch_end(epoch, logs)
                 if self.stop_training:
                     break
@@ -406,13 +482,20 @@ class Sequential:
         y = self._y(y, len(x))
         fused = self._fusion()
         with _NoFiniteChecks():
-            lv, pred = self._train_step(x, y, fused)
+            if getattr(self.optimizer, "is_dp", False):
+                # DP-SGD on a batch the caller chose: normalised by its size; the sampling rate is
+                # unknown to the accountant (optimizer.epsilon() says so)
+                self.optimizer.begin_batch()
+                lv, pred = self._train_step_dp(x, y, fused, max(1, len(x)))
+            else:
+                lv, pred = self._train_step(x, y, fused)
         if not np.isfinite(lv):
             raise NonFiniteLossError(f"train_on_batch: the loss became {lv}")
         r = {"loss": lv}
         for m in self.metrics:
             m.reset_state()
-            m.update_state(y, pred)
+            if pred is not None:  # None: an empty DP-SGD batch
+                m.update_state(y, pred)
             r[m.name] = m.result()
         if return_dict:
             return r
@@ -504,10 +587,14 @@ Model = Sequential
 
 def load_model(filepath, compile=True, key=None):
     """Load a model saved with ``model.save`` (see pyaiml/keras/saving.py); ``key`` for an
-    encrypted file (a wrong key, or any changed byte, is a ValueError and loads nothing)."""
+    encrypted file (a wrong key, or any changed byte, is a ValueError and loads nothing). A
+    model compiled with pyaiml.privacy.DPSGD comes back with it (its accountant's step count
+    included)."""
     from pyaiml.keras import saving
+    from pyaiml.privacy.dp import loadable
 
-    return saving.load_model(filepath, compile=compile, key=key)
+    with loadable():
+        return saving.load_model(filepath, compile=compile, key=key)
 
 
 def clone_model(model):

@@ -4,8 +4,10 @@ it needs.
 What it is: :func:`pad_or_crop` (variable-length (n_frames, n_features) sequences -> one
 (N, frames, n_features) float32 batch), :func:`build_cnn` (the mission's Conv1D stack with the
 convolutions running along time and GlobalAveragePooling1D in place of Flatten, so the input
-length only matters for cost), and :class:`CNNClassifier` (fit / predict / predict_proba /
-score over lists of sequences, the counterpart of pyaiml.hmm.HMMClassifier).
+length only matters for cost), :class:`SpecAugment` (time and feature masking, redrawn every
+epoch) and :class:`CNNClassifier` (fit / predict / predict_proba / score over lists of
+sequences, the counterpart of pyaiml.hmm.HMMClassifier; ``spec_augment=`` and an
+``n_estimators`` seed ensemble are its speaker-robustness options).
 What it is not: a feature extractor (use pyaiml.audio.mfcc_features or log_mel_spectrogram)
 nor a streaming recognizer.
 Test: tests/test_speech_cnn.py (FSDD parts skip when FSDD is not found; see tests/conftest.py).
@@ -88,6 +90,64 @@ def build_cnn(n_frames: int, n_features: int, n_classes: int, *, filters: int = 
     return model
 
 
+class SpecAugment:
+    """SpecAugment-style masking (Park et al., 2019) for (N, frames, features) batches.
+
+    Each sequence gets ``time_masks`` spans of 0..``time_width`` consecutive frames and
+    ``feature_masks`` spans of 0..``feature_width`` consecutive features set to ``value``
+    (0: the mean of CMVN-normalised features); widths and positions are drawn uniformly per
+    sequence and per call. ``feature_groups`` > 1 splits the feature axis into that many equal
+    blocks and masks the same span in each: with ``mfcc_features``' 39 columns (13 MFCCs, their
+    deltas and delta-deltas) ``feature_groups=3`` hides a band of cepstra with its deltas.
+    :class:`CNNClassifier` applies it to its training batch afresh every epoch.
+    """
+
+    def __init__(self, time_masks=2, time_width=8, feature_masks=1, feature_width=4, feature_groups=3, value=0.0):
+        for n, v in (("time_masks", time_masks), ("time_width", time_width), ("feature_masks", feature_masks),
+                     ("feature_width", feature_width)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"SpecAugment: {n} must be an integer >= 0. Received {v!r}")
+        if isinstance(feature_groups, bool) or not isinstance(feature_groups, (int, np.integer)) or feature_groups < 1:
+            raise ValueError(f"SpecAugment: feature_groups must be an integer >= 1. Received {feature_groups!r}")
+        if not np.isfinite(float(value)):
+            raise ValueError(f"SpecAugment: value must be finite. Received {value!r}")
+        self.time_masks, self.time_width = int(time_masks), int(time_width)
+        self.feature_masks, self.feature_width = int(feature_masks), int(feature_width)
+        self.feature_groups, self.value = int(feature_groups), float(value)
+
+    def get_config(self):
+        return {"time_masks": self.time_masks, "time_width": self.time_width, "feature_masks": self.feature_masks,
+                "feature_width": self.feature_width, "feature_groups": self.feature_groups, "value": self.value}
+
+    def __repr__(self):
+        return "SpecAugment(" + ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()) + ")"
+
+    def __call__(self, batch, rng):
+        """A masked copy of ``batch`` (N, T, F); ``rng`` a numpy Generator."""
+        B = np.array(batch, dtype=np.float32, copy=True)
+        if B.ndim != 3:
+            raise ValueError(f"SpecAugment: batch must be 3-D (N, frames, features). Received shape {B.shape}")
+        N, T, F = B.shape
+        G = self.feature_groups
+        if F % G:
+            raise ValueError(f"SpecAugment: feature_groups={G} must divide the {F} features per frame")
+        Fg = F // G
+        t_idx = np.arange(T)
+        f_idx = np.arange(Fg)
+        for _ in range(self.time_masks):
+            w = rng.integers(0, min(self.time_width, T) + 1, size=N)
+            t0 = (rng.random(N) * (T - w + 1)).astype(np.int64)
+            m = (t_idx[None, :] >= t0[:, None]) & (t_idx[None, :] < (t0 + w)[:, None])
+            B[m] = self.value
+        for _ in range(self.feature_masks):
+            w = rng.integers(0, min(self.feature_width, Fg) + 1, size=N)
+            f0 = (rng.random(N) * (Fg - w + 1)).astype(np.int64)
+            m = (f_idx[None, :] >= f0[:, None]) & (f_idx[None, :] < (f0 + w)[:, None])  # (N, Fg)
+            m = np.tile(m, (1, G))  # the same band in every group
+            B[np.broadcast_to(m[:, None, :], B.shape)] = self.value
+        return B
+
+
 class CNNClassifier:
     """1-D CNN word classifier over variable-length feature sequences.
 
@@ -99,13 +159,23 @@ class CNNClassifier:
     filters, kernel_size, hidden (64), dropout (0.3), learning_rate : see :func:`build_cnn`.
     epochs, batch_size : training schedule; random_state : seed for initialisation and
         shuffling (pyaiml.keras.utils.set_random_seed); verbose : passed to ``fit``.
+    spec_augment : None (default), True (``SpecAugment()``'s defaults) or a
+        :class:`SpecAugment`: masks redrawn for every epoch of training.
+    n_estimators : int >= 1 (1). Train that many networks from seeds random_state,
+        random_state + 1, ... and average their predicted probabilities (training and
+        prediction cost grow in proportion).
 
-    Attributes (after fit): classes_, model_ (the compiled keras Sequential), n_frames_,
-    n_features_in_, history_.
+    Speaker robustness, measured leave one speaker out on FSDD (examples/speech_digits.py
+    --loso; figures in benchmarks/RESULTS.md): per-speaker CMVN of the features
+    (pyaiml.audio.speaker_cmvn) and 0.9/1.1 speed-perturbed training copies
+    (pyaiml.audio.speed_perturb) help most; ``spec_augment`` and ``n_estimators`` add to them.
+
+    Attributes (after fit): classes_, model_ (the compiled keras Sequential; the first of
+    the ensemble), models_ (all of them), n_frames_, n_features_in_, history_ (the first's).
     """
 
     def __init__(self, n_frames=None, filters=64, kernel_size=3, hidden=64, dropout=0.3, learning_rate=1e-3,
-                 epochs=30, batch_size=32, random_state=0, verbose=0):
+                 epochs=30, batch_size=32, random_state=0, verbose=0, spec_augment=None, n_estimators=1):
         self.n_frames = n_frames
         self.filters = filters
         self.kernel_size = kernel_size
@@ -116,6 +186,8 @@ class CNNClassifier:
         self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
+        self.spec_augment = spec_augment
+        self.n_estimators = n_estimators
 
     def _batch(self, X, op):
         try:
@@ -152,18 +224,41 @@ class CNNClassifier:
         n = len(X) if hasattr(X, "__len__") else -1
         if y.ndim != 1 or len(y) != n:
             raise ValueError(f"CNNClassifier.fit: y must hold one label per sequence ({n}). Received shape {y.shape}")
+        aug = self.spec_augment
+        if aug is True:
+            aug = SpecAugment()
+        elif aug is not None and aug is not False and not isinstance(aug, SpecAugment):
+            raise ValueError(f"CNNClassifier.fit: spec_augment must be None, True or a SpecAugment. Received {aug!r}")
+        n_est = self.n_estimators
+        if isinstance(n_est, bool) or not isinstance(n_est, (int, np.integer)) or n_est < 1:
+            raise ValueError(f"CNNClassifier.fit: n_estimators must be an integer >= 1. Received {n_est!r}")
         B = self._batch(X, "fit")
         self.classes_, yi = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"CNNClassifier.fit: y must hold at least 2 classes. Received {list(self.classes_)}")
         self.n_frames_, self.n_features_in_ = B.shape[1], B.shape[2]
-        if self.random_state is not None:
-            keras.utils.set_random_seed(int(self.random_state))
-        self.model_ = build_cnn(self.n_frames_, self.n_features_in_, len(self.classes_), filters=self.filters,
-                                kernel_size=self.kernel_size, hidden=self.hidden, dropout=self.dropout,
-                                learning_rate=self.learning_rate)
+        if aug and self.n_features_in_ % aug.feature_groups:
+            aug = SpecAugment(**dict(aug.get_config(), feature_groups=1))  # groups that do not fit: one band
         Y = keras.utils.to_categorical(yi, len(self.classes_))
-        self.history_ = self.model_.fit(B, Y, batch_size=self.batch_size, epochs=self.epochs, verbose=self.verbose)
+        self.models_ = []
+        for e in range(int(n_est)):
+            seed = None if self.random_state is None else int(self.random_state) + e
+            if seed is not None:
+                keras.utils.set_random_seed(seed)
+            model = build_cnn(self.n_frames_, self.n_features_in_, len(self.classes_), filters=self.filters,
+                              kernel_size=self.kernel_size, hidden=self.hidden, dropout=self.dropout,
+                              learning_rate=self.learning_rate)
+            hist = model.history
+            if aug:
+                rng = np.random.default_rng(seed)
+                for ep in range(int(self.epochs)):
+                    hist = model.fit(aug(B, rng), Y, batch_size=self.batch_size, epochs=ep + 1, initial_epoch=ep,
+                                     verbose=self.verbose)
+            else:
+                hist = model.fit(B, Y, batch_size=self.batch_size, epochs=self.epochs, verbose=self.verbose)
+            self.models_.append(model)
+            if e == 0:
+                self.model_, self.history_ = model, hist
         return self
 
     def _check_fitted(self, op):
@@ -172,7 +267,10 @@ class CNNClassifier:
 
     def predict_proba(self, X):
         self._check_fitted("predict_proba")
-        return np.asarray(self.model_.predict(self._batch(X, "predict"), batch_size=256, verbose=0))
+        B = self._batch(X, "predict")
+        models = getattr(self, "models_", None) or [self.model_]
+        P = sum(np.asarray(m.predict(B, batch_size=256, verbose=0), dtype=np.float64) for m in models)
+        return (P / len(models)).astype(np.float32)
 
     def predict(self, X):
         P = self.predict_proba(X)

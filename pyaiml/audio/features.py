@@ -74,6 +74,65 @@ def cmvn(X, *, variance: bool = True, eps: float = 1e-8) -> np.ndarray:
     return Y.astype(np.float32)
 
 
+def speaker_cmvn(features, speakers, *, variance: bool = True, eps: float = 1e-8) -> list:
+    """Per-speaker cepstral mean (and variance) normalisation.
+
+    Every utterance of one speaker is normalised with the mean and standard deviation of all
+    that speaker's frames (``features`` given here), instead of its own (:func:`cmvn`). A
+    short word carries too few frames for stable statistics of its own, and its own mean
+    removes part of the word; a speaker's statistics over many words remove the speaker
+    (vocal tract, channel, level) and keep the word. Measured on FSDD, leave one speaker out
+    (each held-out speaker normalised over their own recordings): Gaussian HMM 85.3% ->
+    91.7%, GMM-HMM 84.0% -> 91.9%, 1-D CNN 77.7% -> 84.5% (see examples/speech_digits.py).
+
+    Use the same grouping at recognition time: a new speaker's recordings are normalised
+    together (an enrolment set of their utterances, or the session so far). Statistics from
+    a handful of utterances are noisier; see the speech section of benchmarks/RESULTS.md.
+
+    Parameters
+    ----------
+    features : sequence of arrays, shape (n_frames_i, n_features), one per utterance
+    speakers : sequence of hashable labels, one per utterance (any grouping works: a
+        speaker, a session, a speaker and an augmentation factor)
+    variance : also divide by the standard deviation; features whose std is below
+        sqrt(eps) are only centred.
+
+    Returns
+    -------
+    list of float32 arrays, same shapes, in the order given
+    """
+    feats = list(features)
+    spk = list(speakers)
+    if not feats:
+        raise ValueError("speaker_cmvn: features must hold at least one utterance. Received an empty sequence")
+    if len(spk) != len(feats):
+        raise ValueError(f"speaker_cmvn: speakers must have one label per utterance ({len(feats)}). Received {len(spk)}")
+    arrs = []
+    for i, x in enumerate(feats):
+        a = np.asarray(x)
+        if a.ndim != 2 or a.shape[0] == 0:
+            raise ValueError(f"speaker_cmvn: features[{i}] must be 2-D (n_frames, n_features), non-empty. "
+                             f"Received shape {a.shape}")
+        if a.shape[1] != np.shape(feats[0])[1]:
+            raise ValueError(f"speaker_cmvn: every utterance must have {np.shape(feats[0])[1]} features (as "
+                             f"features[0]). Received {a.shape[1]} in features[{i}]")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"speaker_cmvn: features[{i}] must be finite. Received NaN or inf values")
+        arrs.append(a)
+    groups: dict = {}
+    for i, g in enumerate(spk):
+        groups.setdefault(g, []).append(i)
+    out = [None] * len(arrs)
+    for idx in groups.values():
+        X = np.concatenate([arrs[i] for i in idx]).astype(np.float64)
+        mu = X.mean(axis=0)
+        sd = X.std(axis=0) if variance else None
+        scale = np.where(sd * sd > eps, sd, 1.0) if variance else 1.0
+        for i in idx:
+            out[i] = ((arrs[i] - mu) / scale).astype(np.float32)
+    return out
+
+
 def _frame_ms(y, frame_length, hop_length):
     fr = frame(y, frame_length, hop_length, center=True, pad_mode="constant")
     return np.mean(np.square(fr, dtype=np.float64), axis=1)
@@ -155,7 +214,9 @@ def mfcc_features(signal, rate, *, n_mfcc: int = 13, n_mels: int = 26, win_ms: f
          lifter ``lifter`` (22);
       6. with ``deltas``: deltas and delta-deltas (regression width ``delta_width``) appended
          -> 3 * n_mfcc columns;
-      7. with ``normalize``: per-utterance CMVN of every column.
+      7. with ``normalize`` (True or "utterance"): per-utterance CMVN of every column
+         (False or "none": none; per-speaker CMVN: ``mfcc_features_batch(...,
+         normalize="speaker", speakers=...)`` or :func:`speaker_cmvn`).
 
     Parameters
     ----------
@@ -169,6 +230,12 @@ def mfcc_features(signal, rate, *, n_mfcc: int = 13, n_mels: int = 26, win_ms: f
         Empty signal, a signal whose peak is below ``min_silence_db`` dBFS (all silent),
         fmax > rate / 2, or a trimmed signal shorter than one window.
     """
+    if isinstance(normalize, str) and normalize == "speaker":
+        raise ValueError("mfcc_features: normalize='speaker' needs all of a speaker's utterances; use "
+                         "mfcc_features_batch(signals, rates, normalize='speaker', speakers=...) or speaker_cmvn")
+    if normalize not in (True, False, "utterance", "none"):
+        raise ValueError(f"mfcc_features: normalize must be True/'utterance' or False/'none'. Received {normalize!r}")
+    normalize = normalize in (True, "utterance")
     return _pipeline([signal], [rate], [name], dict(
         n_mfcc=n_mfcc, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms, n_fft=n_fft, fmin=fmin, fmax=fmax,
         window=window, preemph=preemph, lifter=lifter, deltas=deltas, delta_width=delta_width,
@@ -176,7 +243,7 @@ def mfcc_features(signal, rate, *, n_mfcc: int = 13, n_mels: int = 26, win_ms: f
         min_silence_db=min_silence_db))[0]
 
 
-def mfcc_features_batch(signals, rates, *, names=None, **kwargs) -> list:
+def mfcc_features_batch(signals, rates, *, names=None, speakers=None, **kwargs) -> list:
     """:func:`mfcc_features` for many utterances at once; same keyword arguments, same results.
 
     Trimming and framing run per utterance; the FFT, filterbank and DCT run in blocks of 1024
@@ -190,6 +257,8 @@ def mfcc_features_batch(signals, rates, *, names=None, **kwargs) -> list:
     signals : sequence of arrays, shape (n_i,) or (n_i, channels)
     rates : one rate for all, or a sequence of rates (one per signal)
     names : optional sequence of names for error messages (file names, say)
+    speakers : with ``normalize="speaker"``, one speaker label per signal: CMVN over each
+        speaker's utterances (:func:`speaker_cmvn`) instead of per utterance.
 
     Returns
     -------
@@ -212,12 +281,28 @@ def mfcc_features_batch(signals, rates, *, names=None, **kwargs) -> list:
     if unknown:
         raise TypeError(f"mfcc_features_batch: unexpected keyword argument(s) {sorted(unknown)}")
     kw = dict(_DEFAULTS, **kwargs)
+    by_speaker = isinstance(kw["normalize"], str) and kw["normalize"] == "speaker"
+    if by_speaker:
+        if speakers is None or len(list(speakers)) != len(signals):
+            raise ValueError(f"mfcc_features_batch: normalize='speaker' needs speakers=, one label per signal "
+                             f"({len(signals)}). Received {None if speakers is None else len(list(speakers))}")
+        kw["normalize"] = False
+    elif speakers is not None:
+        raise ValueError("mfcc_features_batch: speakers= is only used with normalize='speaker'. Received "
+                         f"normalize={kw['normalize']!r}")
+    elif kw["normalize"] not in (True, False, "utterance", "none"):
+        raise ValueError(f"mfcc_features_batch: normalize must be True/'utterance', False/'none' or 'speaker'. "
+                         f"Received {kw['normalize']!r}")
+    else:
+        kw["normalize"] = kw["normalize"] in (True, "utterance")
     out = [None] * len(signals)
     for r in sorted(set(float(v) if np.isscalar(v) else -1.0 for v in rates)):
         idx = [i for i, v in enumerate(rates) if (float(v) if np.isscalar(v) else -1.0) == r]
         res = _pipeline([signals[i] for i in idx], [rates[i] for i in idx], [names[i] for i in idx], kw)
         for i, f in zip(idx, res):
             out[i] = f
+    if by_speaker:
+        out = speaker_cmvn(out, list(speakers))
     return out
 
 

@@ -95,6 +95,36 @@ def resample(y, orig_sr: int, target_sr: int, *, taps_per_side: int = 10, beta: 
     return out[:, 0] if x.ndim == 1 else out
 
 
+def speed_perturb(y, factor: float, *, taps_per_side: int = 10, beta: float = 5.0) -> np.ndarray:
+    """Play ``y`` ``factor`` times faster (tempo and pitch together), at the same sample rate.
+
+    The training augmentation of Ko et al. (2015, "Audio augmentation for speech
+    recognition"): copies at 0.9 and 1.1 shift every formant by -10% / +10% and change the
+    duration, which stands in for speakers with longer or shorter vocal tracts. Done by
+    :func:`resample` with the ratio ``factor`` written as a fraction p/q (denominator at most
+    100): output length ceil(n * q / p).
+
+    Parameters
+    ----------
+    y : array, shape (n,) or (n, channels)
+    factor : float in [0.5, 2.0]; 1.0 returns a float32 copy.
+
+    Returns
+    -------
+    float32 array, shape (ceil(n / factor),) (or with channels)
+    """
+    from fractions import Fraction
+
+    try:
+        f = float(factor)
+    except (TypeError, ValueError):
+        raise ValueError(f"speed_perturb: factor must be a number in [0.5, 2.0]. Received {factor!r}") from None
+    if not (0.5 <= f <= 2.0):
+        raise ValueError(f"speed_perturb: factor must be a number in [0.5, 2.0]. Received {factor!r}")
+    r = Fraction(f).limit_denominator(100)
+    return resample(y, r.numerator, r.denominator, taps_per_side=taps_per_side, beta=beta)
+
+
 # --------------------------------------------------------------------------- filters, frames
 
 

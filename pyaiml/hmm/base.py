@@ -624,10 +624,12 @@ class BaseHMM:
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         return arrays
 
-    def save(self, path):
-        """Write config (JSON) and parameters to one ``.npz`` file, atomically; no pickle."""
+    def save(self, path, key=None):
+        """Write config (JSON) and parameters to one ``.npz`` file, atomically; no pickle.
+        ``key``: encrypt it (AES-256-GCM, see pyaiml.privacy); read it back with
+        ``pyaiml.hmm.load(path, key=...)``."""
         path = os.fspath(path)
-        atomic_savez(path, **self._save_arrays())
+        atomic_savez(path, key=key, inner="hmm", **self._save_arrays())
         return path
 
 
@@ -736,8 +738,9 @@ def _model_from_arrays(z, op, label):
     return m
 
 
-def load(path):
-    """Load a model written by ``save`` (no pickle is ever read).
+def load(path, key=None):
+    """Load a model written by ``save`` (no pickle is ever read); ``key`` for an encrypted
+    file (a wrong key or any changed byte is a ValueError and loads nothing).
 
     Only the parameter names of the saved class are read (any other member is refused);
     every value is checked as the models check their parameters (shapes, finite values,
@@ -745,4 +748,4 @@ def load(path):
     ``ValueError`` naming the file.
     """
     path = os.fspath(path)
-    return _model_from_arrays(read_npz(path, "load"), "load", path)
+    return _model_from_arrays(read_npz(path, "load", key=key, inner="hmm"), "load", path)

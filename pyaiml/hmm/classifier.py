@@ -344,9 +344,10 @@ class HMMClassifier:
         return float(np.mean(self.predict(X) == y))
 
     # ----- persistence (no pickle) ---------------------------------------------------
-    def save(self, path):
+    def save(self, path, key=None):
         """One ``.npz``: the configuration, classes and every class model (each in the HMM
-        models' own save format); written atomically, read back without pickle by :meth:`load`."""
+        models' own save format); written atomically, read back without pickle by :meth:`load`.
+        ``key``: encrypt it (AES-256-GCM, see pyaiml.privacy)."""
         self._check_fitted("save")
         path = os.fspath(path)
         arrays = {f"model_{i}": np.frombuffer(npz_bytes(**m._save_arrays()), dtype=np.uint8)
@@ -358,11 +359,11 @@ class HMMClassifier:
                              f"{arrays['classes'].dtype}")
         meta = {"format": _FORMAT, "config": cfg, "n_features": int(self.n_features_in_)}
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        atomic_savez(path, **arrays)
+        atomic_savez(path, key=key, inner="hmm-classifier", **arrays)
         return path
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, key=None):
         """Read a classifier written by :meth:`save`.
 
         Each class model is checked as ``pyaiml.hmm.load`` checks a model file, and against
@@ -370,7 +371,7 @@ class HMMClassifier:
         model per label, no other members. Anything amiss is a ``ValueError`` naming the file."""
         op = "HMMClassifier.load"
         path = os.fspath(path)
-        z = read_npz(path, op)
+        z = read_npz(path, op, key=key, inner="hmm-classifier")
         if "__meta__" not in z:
             raise bad_file(op, path, "no __meta__ entry, so not a saved HMMClassifier")
         meta = _json_meta(z["__meta__"], op, path)

@@ -187,11 +187,12 @@ class ModelCheckpoint(Callback):
     """Save the model (or only its weights) after each epoch; ``filepath`` may contain
     ``{epoch}`` and log names, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.keras"``. Full saves
     carry the optimizer state and the History, so ``load_model`` + ``fit(initial_epoch=...)``
-    resumes training."""
+    resumes training. ``key``: encrypt every checkpoint (see ``Sequential.save``)."""
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
-                 mode="auto", save_freq="epoch", initial_value_threshold=None):
+                 mode="auto", save_freq="epoch", initial_value_threshold=None, key=None):
         super().__init__()
+        self.key = key
         if save_freq != "epoch":
             raise ValueError(f"ModelCheckpoint: only save_freq='epoch' is supported. Received {save_freq!r}")
         if mode not in ("auto", "min", "max"):
@@ -215,9 +216,9 @@ class ModelCheckpoint(Callback):
                 return
             self.best = v
         if self.save_weights_only:
-            self.model.save_weights(path)
+            self.model.save_weights(path, key=self.key)
         else:
-            self.model._save_during_fit(path, epoch, logs)
+            self.model._save_during_fit(path, epoch, logs, key=self.key)
         if self.verbose:
             print(f"Epoch {epoch + 1}: saved model to {path}")
 

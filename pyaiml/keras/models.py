@@ -470,41 +470,44 @@ class Sequential:
             m._build(tuple(cfg["input_shape"]))
         return m
 
-    def save(self, filepath, overwrite=True):
+    def save(self, filepath, overwrite=True, key=None):
         """Save architecture, weights, compile settings, optimizer state and History to one
-        zip file (format described in pyaiml/keras/saving.py); atomic."""
+        zip file (format described in pyaiml/keras/saving.py); atomic. ``key``: encrypt it
+        (AES-256-GCM; bytes, ``"file:PATH"``, ``"env:NAME"``, a KeyFile or a callable, see
+        pyaiml.privacy); load it with ``load_model(filepath, key=...)``."""
         from pyaiml.keras import saving
 
-        saving.save_model(self, filepath, overwrite=overwrite)
+        saving.save_model(self, filepath, overwrite=overwrite, key=key)
 
-    def _save_during_fit(self, path, epoch, logs):
+    def _save_during_fit(self, path, epoch, logs, key=None):
         from pyaiml.keras import saving
 
         # the History callback runs after user callbacks: include this epoch explicitly
         h = _cb.History.from_json(self.history.to_json()) if self.history is not None else _cb.History()
         if not h.epoch or h.epoch[-1] != epoch:
             h.on_epoch_end(epoch, logs)
-        saving.save_model(self, path, history=h)
+        saving.save_model(self, path, history=h, key=key)
 
-    def save_weights(self, filepath, overwrite=True):
+    def save_weights(self, filepath, overwrite=True, key=None):
         from pyaiml.keras import saving
 
-        saving.save_weights(self, filepath, overwrite=overwrite)
+        saving.save_weights(self, filepath, overwrite=overwrite, key=key)
 
-    def load_weights(self, filepath):
+    def load_weights(self, filepath, key=None):
         from pyaiml.keras import saving
 
-        saving.load_weights(self, filepath)
+        saving.load_weights(self, filepath, key=key)
 
 
 Model = Sequential
 
 
-def load_model(filepath, compile=True):
-    """Load a model saved with ``model.save`` (see pyaiml/keras/saving.py)."""
+def load_model(filepath, compile=True, key=None):
+    """Load a model saved with ``model.save`` (see pyaiml/keras/saving.py); ``key`` for an
+    encrypted file (a wrong key, or any changed byte, is a ValueError and loads nothing)."""
     from pyaiml.keras import saving
 
-    return saving.load_model(filepath, compile=compile)
+    return saving.load_model(filepath, compile=compile, key=key)
 
 
 def clone_model(model):

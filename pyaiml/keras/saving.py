@@ -39,14 +39,14 @@ FORMAT = "pyaiml.keras"
 FORMAT_VERSION = 1
 
 
-def _atomic_write(path: str, write_fn, overwrite=True):
+def _atomic_write(path: str, write_fn, overwrite=True, key=None, inner="keras"):
     path = os.fspath(path)
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"save: {path} exists and overwrite=False")
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d):
         raise FileNotFoundError(f"save: directory {d} does not exist")
-    atomic_write(path, write_fn, suffix=".pyaiml", fsync=True)
+    atomic_write(path, write_fn, suffix=".pyaiml", fsync=True, key=key, inner=inner)
 
 
 def _npz_bytes(arrays: dict) -> bytes:
@@ -70,7 +70,7 @@ def _compile_config(model):
             "metrics": [m if isinstance(m, str) else m.name for m in model._metric_ids]}
 
 
-def save_model(model, filepath, overwrite=True, history=None):
+def save_model(model, filepath, overwrite=True, history=None, key=None):
     import pyaiml
 
     if not model.built:
@@ -94,7 +94,7 @@ def save_model(model, filepath, overwrite=True, history=None):
             for name, data in files.items():
                 z.writestr(name, data)
 
-    _atomic_write(filepath, write, overwrite)
+    _atomic_write(filepath, write, overwrite, key)
 
 
 MEMBERS = ("metadata.json", "config.json", "weights.npz", "optimizer.npz", "history.json")
@@ -124,7 +124,7 @@ def _json(raw, path, what):
     return d
 
 
-def load_model(filepath, compile=True):
+def load_model(filepath, compile=True, key=None):
     from pyaiml.keras import callbacks, losses, optimizers
     from pyaiml.keras.models import Sequential
 
@@ -132,7 +132,7 @@ def load_model(filepath, compile=True):
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_model: no such file: {path}")
     try:
-        raw = zip_members(path, "load_model", path)
+        raw = zip_members(path, "load_model", path, key=key, inner="keras")
     except CorruptFileError as e:
         raise _bad(path, e.why) from None
     extra = sorted(set(raw) - set(MEMBERS))
@@ -201,18 +201,18 @@ def load_model(filepath, compile=True):
     return model
 
 
-def save_weights(model, filepath, overwrite=True):
+def save_weights(model, filepath, overwrite=True, key=None):
     if not model.built:
         raise ValueError("save_weights: the model is not built yet")
     data = _npz_bytes(_weight_arrays(model))
-    _atomic_write(filepath, lambda f: f.write(data), overwrite)
+    _atomic_write(filepath, lambda f: f.write(data), overwrite, key, "keras-weights")
 
 
-def load_weights(model, filepath):
+def load_weights(model, filepath, key=None):
     path = os.fspath(filepath)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_weights: no such file: {path}")
-    weights = read_npz(path, "load_weights")
+    weights = read_npz(path, "load_weights", key=key, inner="keras-weights")
     keys = sorted(weights)
     n = sum(len(l._weight_names) for l in model._layers)
     if len(keys) != n:

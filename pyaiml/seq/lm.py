@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 
 import numpy as np
 
+from pyaiml._io import atomic_savez, bad_file, read_npz
 from pyaiml.keras import layers as kl
 from pyaiml.keras import losses as klosses
 from pyaiml.keras import optimizers as kopt
@@ -40,6 +42,8 @@ from pyaiml.keras.models import Sequential
 from pyaiml.ops import _validate
 from pyaiml.seq.layers import PositionalEmbedding, TransformerEncoderBlock
 from pyaiml.seq.tokenizer import CharTokenizer
+
+_FORMAT = "pyaiml.TransformerLM/1"
 
 
 def _check_sampling(max_new_tokens, temperature, top_k, top_p, do_sample):
@@ -268,19 +272,49 @@ class TransformerLM:
         return res
 
     # ------------------------------------------------------------------ saving
-    def save(self, path):
-        """One .npz: config JSON, tokenizer JSON, weights in model order."""
+    def save(self, path, key=None):
+        """One .npz: config JSON, tokenizer JSON, weights in model order; atomic, no pickle.
+        ``key``: encrypt it (AES-256-GCM, see pyaiml.privacy)."""
         ws = self.model.get_weights()
-        meta = {"config": self.config, "tokenizer": None if self.tokenizer is None else self.tokenizer.to_json()}
-        np.savez(path, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                 **{f"w{i}": w for i, w in enumerate(ws)})
+        meta = {"format": _FORMAT, "config": self.config,
+                "tokenizer": None if self.tokenizer is None else self.tokenizer.to_json()}
+        return atomic_savez(path, key=key, inner="transformer-lm",
+                            __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                            **{f"w{i}": w for i, w in enumerate(ws)})
 
     @classmethod
-    def load(cls, path):
-        with np.load(path) as f:
-            meta = json.loads(bytes(f["__meta__"]).decode())
-            tok = None if meta["tokenizer"] is None else CharTokenizer.from_json(meta["tokenizer"])
+    def load(cls, path, key=None):
+        """Read a model written by :meth:`save`. The config is checked as the constructor checks
+        it, the weights against the architecture it builds (count, shapes, float dtypes);
+        anything amiss is a ``ValueError`` naming the file; ``key`` for an encrypted file."""
+        op = "TransformerLM.load"
+        path = os.fspath(path)
+        z = read_npz(path, op, key=key, inner="transformer-lm")
+        if "__meta__" not in z or z["__meta__"].dtype != np.uint8 or z["__meta__"].ndim != 1:
+            raise bad_file(op, path, "no __meta__ entry of JSON bytes, so not a saved TransformerLM")
+        try:
+            meta = json.loads(z["__meta__"].tobytes().decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            raise bad_file(op, path, f"__meta__ is not JSON: {type(e).__name__}: {e}") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise bad_file(op, path, "__meta__ must be a JSON object with a 'config' object")
+        if meta.get("format", _FORMAT) != _FORMAT:
+            raise bad_file(op, path, f"format {meta.get('format')!r}, expected {_FORMAT!r}")
+        try:
+            tok = None if meta.get("tokenizer") is None else CharTokenizer.from_json(meta["tokenizer"])
             lm = cls(tokenizer=tok, **meta["config"])
-            n = len([k for k in f.files if k.startswith("w")])
-            lm.model.set_weights([f[f"w{i}"] for i in range(n)])
+        except (ValueError, TypeError, KeyError) as e:
+            raise bad_file(op, path, f"its config is invalid: {type(e).__name__}: {e}") from None
+        n = len(lm.model.get_weights())
+        want = {"__meta__"} | {f"w{i}" for i in range(n)}
+        if set(z) != want:
+            raise bad_file(op, path, f"members {sorted(set(z) ^ want)[:6]} are missing or unexpected for an "
+                                     f"architecture of {n} weight arrays")
+        bad = [i for i in range(n) if z[f"w{i}"].dtype.kind != "f"]
+        if bad:
+            raise bad_file(op, path, f"weight w{bad[0]} must be floats. Received {z[f'w{bad[0]}'].dtype}")
+        try:
+            lm.model.set_weights([z[f"w{i}"] for i in range(n)])
+        except ValueError as e:
+            raise bad_file(op, path, str(e)) from None
         return lm

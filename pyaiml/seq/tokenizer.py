@@ -25,6 +25,7 @@ Not here: subword (BPE) merges. Tests: tests/test_tokenizer.py.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -160,14 +161,26 @@ class CharTokenizer:
             raise ValueError(f"CharTokenizer.from_json: unsupported version {d.get('version')!r} (this reads 1)")
         return cls(d["chars"], d.get("specials", []), d.get("byte_fallback", True))
 
-    def save(self, path):
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.to_json())
+    def save(self, path, key=None):
+        """Write the JSON form atomically; ``key``: encrypt it (see pyaiml.privacy)."""
+        from pyaiml._io import atomic_write
+
+        data = self.to_json().encode("utf-8")
+        return atomic_write(path, lambda f: f.write(data), key=key, inner="char-tokenizer")
 
     @classmethod
-    def load(cls, path):
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read())
+    def load(cls, path, key=None):
+        from pyaiml._io import plain_source
+
+        src = plain_source(os.fspath(path), "CharTokenizer.load", key=key, inner="char-tokenizer")
+        if not isinstance(src, bytes):
+            with open(src, "rb") as f:
+                src = f.read()
+        try:
+            text = src.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"CharTokenizer.load: {os.fspath(path)} is not UTF-8 JSON ({e})") from None
+        return cls.from_json(text)
 
     def __eq__(self, other):
         return (isinstance(other, CharTokenizer) and self.chars == other.chars and self.specials == other.specials

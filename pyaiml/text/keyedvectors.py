@@ -19,13 +19,15 @@ Not here: training (pyaiml/text/word2vec.py). Tests: tests/test_word2vec*.py.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import json
 import os
 
 import numpy as np
 
-from pyaiml._io import atomic_savez, atomic_write, bad_file, read_npz
+from pyaiml._io import atomic_savez, atomic_write, bad_file, plain_source, read_npz
 
 FORMAT = "pyaiml.KeyedVectors/1"
 _HEADER_MAX = 1000       # bytes of a word2vec header line '<count> <dimension>'
@@ -48,10 +50,22 @@ def _from_json_arr(a, op, path, what):
         raise bad_file(op, path, f"{what} is not JSON: {type(e).__name__}: {e}") from None
 
 
-def _load_npz(path, op):
-    """(arrays, meta dict) of a pyaiml .npz save file."""
+@contextlib.contextmanager
+def _open_plain(path, op, key, inner):
+    """A binary file object over ``path``'s content (decrypted in memory when it is sealed)."""
+    src = plain_source(path, op, path, key, inner)
+    if isinstance(src, bytes):
+        with io.BytesIO(src) as f:
+            yield f
+    else:
+        with open(path, "rb") as f:
+            yield f
+
+
+def _load_npz(path, op, key=None, inner=None):
+    """(arrays, meta dict) of a pyaiml .npz save file (decrypted with ``key`` when given)."""
     path = os.fspath(path)
-    z = read_npz(path, op)
+    z = read_npz(path, op, key=key, inner=inner)
     if "meta" not in z:
         raise bad_file(op, path, f"no 'meta' entry, so not a pyaiml save file (members: {sorted(z)[:8]})")
     meta = _from_json_arr(z["meta"], op, path, "meta")
@@ -87,11 +101,11 @@ def _check_counts(c, V, op, path, what="attr_count"):
     return c.astype(np.int64)
 
 
-def _read_vocab_counts(fvocab, encoding, unicode_errors, op):
+def _read_vocab_counts(fvocab, encoding, unicode_errors, op, key=None):
     """``{word: count}`` from a vocabulary file of '<word> <count>' lines."""
     path = os.fspath(fvocab)
     counts = {}
-    with open(path, "rb") as f:
+    with _open_plain(path, op, key, "word2vec-vocab") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 line = raw.decode(encoding, errors=unicode_errors).rstrip("\r\n")
@@ -442,8 +456,10 @@ class KeyedVectors:
 
     # -- word2vec formats -----------------------------------------------------------------
     def save_word2vec_format(self, fname, fvocab=None, binary=False, total_vec=None, write_header=True,
-                             prefix="", append=False, sort_attr="count"):
+                             prefix="", append=False, sort_attr="count", key=None):
         """Write the word2vec text or binary format (gensim and word2vec.c read it).
+        ``key``: encrypt the file (and ``fvocab``) with AES-256-GCM (see pyaiml.privacy);
+        only pyaiml's ``load_word2vec_format(..., key=)`` reads it back then.
 
         Text values are written in their shortest exact float32 form, so they load back
         bit for bit. Everything is checked before writing (a key with a space or a newline,
@@ -482,7 +498,7 @@ class KeyedVectors:
                 for w, c in zip(words, cnt):
                     f.write(w + f" {int(c)}\n".encode("ascii"))
 
-            atomic_write(fvocab, write_vocab)
+            atomic_write(fvocab, write_vocab, key=key, inner="word2vec-vocab")
 
         def write(f):
             if write_header:
@@ -493,11 +509,11 @@ class KeyedVectors:
                 else:
                     f.write(w + b" " + " ".join(str(v) for v in row).encode("ascii") + b"\n")
 
-        atomic_write(fname, write, append=append)
+        atomic_write(fname, write, append=append, key=key, inner="word2vec-format")
 
     @classmethod
     def load_word2vec_format(cls, fname, fvocab=None, binary=False, encoding="utf8", unicode_errors="strict",
-                             limit=None, datatype=np.float32, no_header=False):
+                             limit=None, datatype=np.float32, no_header=False, key=None):
         """Read the word2vec text or binary format (as written by gensim or word2vec.c).
 
         A file whose header is not ``<count> <dim>``, whose header declares more vectors than
@@ -506,12 +522,14 @@ class KeyedVectors:
         rows than its header says, whose rows do not have ``dim`` numbers, or whose keys do
         not decode raises ``ValueError`` naming the file and the line or vector. ``fvocab``:
         '<word> <count>' lines; a count that is not an integer >= 0 is a ``ValueError``.
+        ``key``: for files written with ``save_word2vec_format(..., key=)``.
         """
         op = "load_word2vec_format"
         name = os.fspath(fname)
-        counts = _read_vocab_counts(fvocab, encoding, unicode_errors, op) if fvocab is not None else None
-        with open(name, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        counts = _read_vocab_counts(fvocab, encoding, unicode_errors, op, key) if fvocab is not None else None
+        with _open_plain(name, op, key, "word2vec-format") as f:
+            size = f.seek(0, 2)
+            f.seek(0)
             if no_header:
                 if binary:
                     raise ValueError(f"{op}: no_header=True needs the text format")
@@ -557,25 +575,26 @@ class KeyedVectors:
         return kv
 
     # -- native save ----------------------------------------------------------------------
-    def save(self, fname):
-        """Save to one .npz file (no pickle), atomically."""
-        atomic_savez(fname, meta=_json_arr({"format": FORMAT, "vector_size": self.vector_size}),
+    def save(self, fname, key=None):
+        """Save to one .npz file (no pickle), atomically; ``key``: encrypt it (AES-256-GCM,
+        see pyaiml.privacy)."""
+        atomic_savez(fname, key=key, inner="keyedvectors", meta=_json_arr({"format": FORMAT, "vector_size": self.vector_size}),
                     keys=_json_arr(self.index_to_key), vectors=np.ascontiguousarray(self.vectors),
                     **{f"attr_{k}": v for k, v in self.expandos.items()})
 
     @classmethod
-    def load(cls, fname, mmap=None):
+    def load(cls, fname, mmap=None, key=None):
         """Load a file written by :meth:`save` (or the ``wv`` part of a Word2Vec save).
 
         Anything malformed (not a pyaiml .npz, members missing or of the wrong shape, keys
         that repeat, negative counts) is a ``ValueError`` naming the file."""
         op = "KeyedVectors.load"
         path = os.fspath(fname)
-        z, meta = _load_npz(path, op)
+        z, meta = _load_npz(path, op, key)
         if meta["format"] == "pyaiml.Word2Vec/1":
             from pyaiml.text.word2vec import Word2Vec
 
-            return Word2Vec.load(path).wv
+            return Word2Vec.load(path, key=key).wv
         if meta["format"] != FORMAT:
             raise bad_file(op, path, f"format {meta['format']!r}, expected {FORMAT!r}")
         D = meta.get("vector_size")

@@ -285,8 +285,9 @@ class Word2Vec:
               "max_final_vocab", "shrink_windows", "corpus_count", "corpus_total_words", "train_count",
               "effective_min_count")
 
-    def save(self, fname, *args, **kwargs):
-        """Save the whole model (for further training) to one .npz file; no pickle; atomic."""
+    def save(self, fname, *args, key=None, **kwargs):
+        """Save the whole model (for further training) to one .npz file; no pickle; atomic.
+        ``key``: encrypt it (AES-256-GCM, see pyaiml.privacy)."""
         if self._syn0p is None:
             raise RuntimeError("Word2Vec.save: the model has no vocabulary yet")
         meta = {"format": FORMAT, **{k: getattr(self, k) for k in self._HYPER}}
@@ -297,10 +298,10 @@ class Word2Vec:
             arrays["syn1neg"] = np.ascontiguousarray(self.syn1neg)
         if self.syn1 is not None:
             arrays["syn1"] = np.ascontiguousarray(self.syn1)
-        atomic_savez(fname, **arrays)
+        atomic_savez(fname, key=key, inner="word2vec", **arrays)
 
     @classmethod
-    def load(cls, fname, *args, **kwargs):
+    def load(cls, fname, *args, key=None, **kwargs):
         """Load a model written by :meth:`save`.
 
         Every member is checked against the others before use (hyperparameters as the
@@ -308,7 +309,7 @@ class Word2Vec:
         anything amiss is a ``ValueError`` naming the file."""
         op = "Word2Vec.load"
         path = os.fspath(fname)
-        z, meta = _load_npz(path, op)
+        z, meta = _load_npz(path, op, key, "word2vec")
         if meta["format"] != FORMAT:
             raise bad_file(op, path, f"format {meta['format']!r}, expected {FORMAT!r} (KeyedVectors files load "
                                      "with KeyedVectors.load)")

@@ -668,14 +668,15 @@ def _json_meta(a, op, label):
 
 def _model_from_arrays(z, op, label):
     """A model from the arrays of a ``save`` file, every name and value checked."""
-    from pyaiml.hmm import models
+    from pyaiml.hmm import count_models, models
 
     if "__meta__" not in z:
         raise bad_file(op, label, "no __meta__ entry, so not a pyaiml.hmm model file")
     meta = _json_meta(z["__meta__"], op, label)
     if meta.get("format", FORMAT) != FORMAT:
         raise bad_file(op, label, f"format {meta.get('format')!r}, expected {FORMAT!r}")
-    classes = {"CategoricalHMM": models.CategoricalHMM, "GaussianHMM": models.GaussianHMM, "GMMHMM": models.GMMHMM}
+    classes = {"CategoricalHMM": models.CategoricalHMM, "GaussianHMM": models.GaussianHMM, "GMMHMM": models.GMMHMM,
+               "MultinomialHMM": count_models.MultinomialHMM, "PoissonHMM": count_models.PoissonHMM}
     cls = classes.get(meta.get("class"))
     if cls is None:
         raise bad_file(op, label, f"unknown model class {meta.get('class')!r}; expected one of {sorted(classes)}")

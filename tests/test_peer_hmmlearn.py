@@ -3,8 +3,9 @@
 Runs the suite twice with one seed: against the real hmmlearn (the control, which must pass
 everything it does not itself mark xfail) and against pyaiml through the shim package (the
 target, whose pass fraction must be >= 0.98 of what the control collects). About 5 minutes
-of CPU (12 min wall on a busy 2-core machine); select with ``pytest -m slow tests/test_peer_hmmlearn.py``. Skipped without
-hmmlearn and scikit-learn (the suite imports both).
+of CPU (12 min wall on a busy 2-core machine); select with
+``pytest -m slow tests/test_peer_hmmlearn.py``. Skipped without hmmlearn and scikit-learn
+(the suite imports both).
 """
 import importlib.util
 import os

@@ -17,7 +17,8 @@ Emission models live in ``pyaiml.hmm.models``. Files: ``save`` writes one .npz (
 history as JSON, parameters as arrays) atomically; ``load`` reads only the parameter names of
 the saved class and checks their values as the models' setters and ``_check`` do, raising
 ``ValueError`` naming the file for anything else.
-Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py, tests/test_io_hmm_files.py.
+Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py, tests/test_io_hmm_files.py,
+tests/test_hmm_compat.py, hmmlearn's own suite (tools/peer_suites.py hmmlearn).
 """
 from __future__ import annotations
 
@@ -417,11 +418,13 @@ class BaseHMM:
         self._check_and_set_n_features(X)
         K = self.n_components
         init = 1.0 / K
-        rs = self._rng()
-        if self._needs_init("s", "startprob_"):
-            self.startprob_ = rs.dirichlet(np.full(K, init))
-        if self._needs_init("t", "transmat_"):
-            self.transmat_ = rs.dirichlet(np.full(K, init), size=K)
+        need_s, need_t = self._needs_init("s", "startprob_"), self._needs_init("t", "transmat_")
+        if need_s or need_t:
+            rs = self._rng()
+            if need_s:
+                self.startprob_ = rs.dirichlet(np.full(K, init))
+            if need_t:
+                self.transmat_ = rs.dirichlet(np.full(K, init), size=K)
         per_param = self._get_n_fit_scalars_per_param()
         if per_param is not None:
             n_fit = sum(v for p, v in per_param.items() if p in self.params)

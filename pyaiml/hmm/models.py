@@ -7,6 +7,12 @@ log-likelihoods for all frames come from ``pyaiml.ops`` kernels in one call; the
 kernel also returns the categorical counts and the Gaussian posterior-weighted sums of x
 and x^2, so CategoricalHMM and diagonal/spherical GaussianHMM never build the (N, K)
 posteriors during fit (full/tied covariances and GMMHMM use them in NumPy products).
+hmmlearn's hooks are kept: ``_init(X, lengths)`` (the same random_state gives hmmlearn's
+startprob_, transmat_ and emissionprob_ draws; k-means for the Gaussian means is pyaiml's
+own, as scikit-learn is not a dependency), ``_check_and_set_n_features``,
+``_get_n_fit_scalars_per_param`` (aic/bic), covariance setters taking hmmlearn's shapes.
+Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py, tests/test_hmm_compat.py, and
+hmmlearn's own suite (tools/peer_suites.py hmmlearn, tests/test_peer_hmmlearn.py).
 """
 from __future__ import annotations
 
@@ -453,8 +459,8 @@ class GaussianHMM(BaseHMM):
                     self._covars_ = (cp + c_n.sum(axis=0)) / (cvw + stats["post"].sum())
                 else:
                     self._covars_ = (cp + c_n) / (cvw + stats["post"][:, None, None])
-            # min_covar also floors the covariances after each M-step (hmmlearn uses it only at
-            # initialisation); inactive unless a variance falls below it.
+            # after each M-step: variances below min_covar are raised to it (diag/spherical);
+            # full/tied matrices are kept unless not positive definite (see _floor_covars)
             self._covars_ = _floor_covars(self._covars_, ct, self.min_covar)
 
     def _generate_sample_from_state(self, state, random_state):

@@ -372,3 +372,31 @@ def test_utils():
     np.testing.assert_array_equal(utils.fill_covars(np.array([1.0, 2.0]), "spherical", 2, 3)[1], 2 * np.eye(3))
     with pytest.raises(ValueError, match="covariance_type must be one of"):
         utils.fill_covars(np.ones(2), "banana", 2, 2)
+
+
+def test_refit_on_other_width_when_means_and_covars_are_reinitialised():
+    m = ph.GaussianHMM(2, random_state=0, n_iter=2).fit(np.random.default_rng(10).normal(size=(30, 2)))
+    m.fit(np.random.default_rng(11).normal(size=(30, 4)))  # init_params "stmc": nothing kept is 2-wide
+    assert m.means_.shape == (2, 4) and m.n_features == 4
+    m.init_params = "st"
+    with pytest.raises(ValueError, match="3 features but the model has 4"):
+        m.fit(np.zeros((30, 3)))
+
+
+# constant first feature (hmmlearn's issue #2 data): singular covariances, states losing all mass
+_ZERO_VAR = np.c_[np.full(9, 715.0), np.arange(585, 0, -65.0),
+                  [0.0, 1.047, 0.721, -0.458, -6.431, -2.901, 8.455, 4.094, -1.217],
+                  [0.0, -60.37, -52.71, -78.06, -55.99, -78.02, -70.33, -58.36, -44.81]]
+
+
+def test_gmm_on_singular_data_log_and_scaling_agree():
+    hist = []
+    for impl in ("log", "scaling"):
+        rs = np.random.RandomState(14)
+        h = ph.GMMHMM(3, 2, covariance_type="tied", random_state=rs, implementation=impl, n_iter=10, tol=-np.inf)
+        h.fit(_ZERO_VAR)
+        assert np.all(np.isfinite(h.weights_)) and np.allclose(h.weights_.sum(axis=1), 1)
+        assert all(np.linalg.eigvalsh(c)[0] > 0 for c in h.covars_)
+        hist.append(np.array(h.monitor_.history))
+    np.testing.assert_allclose(hist[1], hist[0], rtol=1e-9)
+    assert np.all(np.isfinite(hist[0]))

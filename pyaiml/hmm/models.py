@@ -279,21 +279,46 @@ def _floor_covars(cv, ct, floor):
 
 
 def _is_pd(c):
+    """Positive definite to working precision: the smallest eigenvalue above 1e-12 of the
+    largest (a covariance with a condition number beyond ~1e12 is singular for every use
+    made of it: log-likelihoods of +-1e10 per frame, Cholesky factors of rounding noise)."""
     try:
-        L = np.linalg.cholesky(c)
+        w = np.linalg.eigvalsh(0.5 * (c + c.T))
     except np.linalg.LinAlgError:
         return False
-    return bool(np.all(np.diagonal(L) > 0))
+    return bool(w[0] > 1e-12 * w[-1] > 0)
+
+
+def _reinit_all_features(self):
+    """fit will overwrite every parameter shaped by n_features (means and covariances)."""
+    return "m" in self.init_params and "c" in self.init_params
 
 
 def _validate_float_X(self, X, op, fitting=False):
-    """Gaussian and GMM emissions: float frames (N, n_features); a model without n_features
-    takes it from the first data it sees."""
-    nf = self.n_features
+    """Gaussian and GMM emissions: float frames (N, n_features), checked against the model's
+    n_features; in fit, only when a parameter shaped by it is kept (not in init_params)."""
+    nf = None if fitting and _reinit_all_features(self) else self.n_features
     X = _float_X(X, op, type(self).__name__, nf)
-    if nf is None:
+    if nf is None and not fitting:
         self.n_features = X.shape[1]
     return X
+
+
+def _check_and_set_float_n_features(self, X):
+    """Set n_features from X, or check X against it. Where fit re-initialises both means_ and
+    covars_ (the only parameters shaped by n_features), data of another width replaces them
+    (hmmlearn does the same on a model whose n_features was not fixed by an earlier _check)."""
+    D = np.shape(X)[1]
+    if self.n_features not in (None, D) and _reinit_all_features(self):
+        for name in ("means_", "covars_"):
+            if hasattr(self, name):
+                delattr(self, name)
+        self.n_features = None
+    if self.n_features is None:
+        self.n_features = D
+    elif self.n_features != D:
+        raise ValueError(f"{type(self).__name__}: X has {D} features but the model has n_features = "
+                         f"{self.n_features}")
 
 
 class GaussianHMM(BaseHMM):
@@ -343,6 +368,7 @@ class GaussianHMM(BaseHMM):
     n_features = _n_features_property(1)  # means_ is (K, D)
 
     _validate_X = _validate_float_X
+    _check_and_set_n_features = _check_and_set_float_n_features
 
     _trusted_loglik = True
 
@@ -518,6 +544,7 @@ class GMMHMM(BaseHMM):
         return p
 
     _validate_X = _validate_float_X
+    _check_and_set_n_features = _check_and_set_float_n_features
 
     _trusted_loglik = True
 
@@ -665,7 +692,8 @@ class GMMHMM(BaseHMM):
         pr = self._priors()
         # Mixture components (or, for 'tied', states) that received no posterior mass keep
         # their previous means and covariances instead of collapsing to 0/0 (where hmmlearn
-        # yields NaN or a zero covariance); their weight goes to 0 as in hmmlearn.
+        # yields NaN or a zero covariance); their weight goes to 0 as in hmmlearn. A state with
+        # no mass at all keeps its previous weights too (0/0 again in hmmlearn).
         dead = stats["post_mix_sum"] < 1e-12
         dead_state = stats["post_sum"] < 1e-12
         old_means, old_covars = self.means_.copy(), self.covars_.copy()
@@ -673,7 +701,11 @@ class GMMHMM(BaseHMM):
             a1 = pr["weights"] - 1
             w_n = stats["post_mix_sum"] + a1
             w_d = (stats["post_sum"] + a1.sum(axis=1))[:, None]
-            self.weights_ = w_n / w_d
+            with np.errstate(divide="ignore", invalid="ignore"):
+                w = w_n / w_d
+            keep = dead_state | ~np.all(np.isfinite(w), axis=1)
+            w[keep] = self.weights_[keep]
+            self.weights_ = w
         if "m" in self.params:
             m_n = stats["m_n"]
             m_d = stats["post_mix_sum"] + pr["means_w"]

@@ -638,6 +638,9 @@ class BaseHMM:
 
 def _check_distributions(a, what, name, atol=1e-6):
     """``a`` (..., n): finite, non-negative, each last-axis row summing to 1 (ValueError otherwise)."""
+    s = np.atleast_1d(a.sum(axis=-1))
+    if a.size and a.min() >= 0 and np.isfinite(s).all() and np.abs(s - 1.0).max() <= atol:
+        return  # the common case in one pass: no inf/NaN (their sums would not be finite or 1)
     bad = np.argwhere(~np.isfinite(a) | ~(a >= 0))
     if bad.size:
         i = tuple(bad[0])

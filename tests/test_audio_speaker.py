@@ -34,6 +34,22 @@ def test_speaker_cmvn_matches_definition():
                                np.concatenate([F[i] for i in idx]).std(0), rtol=1e-5)
 
 
+def test_speaker_cmvn_with_reference_statistics():
+    rng = np.random.default_rng(4)
+    train = _feats(rng, 6, shift=2.0)
+    test = _feats(rng, 3, shift=2.5)
+    out = speaker_cmvn(test, ["s"] * 3, reference=train, reference_speakers=["s"] * 6)
+    X = np.concatenate(train)
+    for a, b in zip(out, test):
+        np.testing.assert_allclose(a, (b - X.mean(0)) / X.std(0), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="no reference utterances for speaker"):
+        speaker_cmvn(test, ["t"] * 3, reference=train, reference_speakers=["s"] * 6)
+    with pytest.raises(ValueError, match="reference_speakers must have one label"):
+        speaker_cmvn(test, ["s"] * 3, reference=train)
+    with pytest.raises(ValueError, match="reference_speakers needs reference"):
+        speaker_cmvn(test, ["s"] * 3, reference_speakers=["s"])
+
+
 def test_speaker_cmvn_constant_column_only_centred():
     F = [np.ones((4, 2)) * [1.0, 5.0], np.ones((3, 2)) * [1.0, 5.0]]
     F[0][:, 0] += np.arange(4)

@@ -74,20 +74,22 @@ def cmvn(X, *, variance: bool = True, eps: float = 1e-8) -> np.ndarray:
     return Y.astype(np.float32)
 
 
-def speaker_cmvn(features, speakers, *, variance: bool = True, eps: float = 1e-8) -> list:
+def speaker_cmvn(features, speakers, *, variance: bool = True, eps: float = 1e-8, reference=None,
+                 reference_speakers=None) -> list:
     """Per-speaker cepstral mean (and variance) normalisation.
 
     Every utterance of one speaker is normalised with the mean and standard deviation of all
-    that speaker's frames (``features`` given here), instead of its own (:func:`cmvn`). A
-    short word carries too few frames for stable statistics of its own, and its own mean
-    removes part of the word; a speaker's statistics over many words remove the speaker
-    (vocal tract, channel, level) and keep the word. Measured on FSDD, leave one speaker out
-    (each held-out speaker normalised over their own recordings): Gaussian HMM 85.3% ->
-    91.7%, GMM-HMM 84.0% -> 91.9%, 1-D CNN 77.7% -> 84.5% (see examples/speech_digits.py).
+    that speaker's frames, instead of its own (:func:`cmvn`). A short word carries too few
+    frames for stable statistics of its own, and its own mean removes part of the word; a
+    speaker's statistics over many words remove the speaker (vocal tract, channel, level) and
+    keep the word. Measured on FSDD, leave one speaker out (each held-out speaker normalised
+    over their own recordings): Gaussian HMM 85.3% -> 91.7%, GMM-HMM 84.0% -> 91.9%, 1-D CNN
+    77.7% -> 84.5% (examples/speech_digits.py --loso; benchmarks/RESULTS.md).
 
     Use the same grouping at recognition time: a new speaker's recordings are normalised
-    together (an enrolment set of their utterances, or the session so far). Statistics from
-    a handful of utterances are noisier; see the speech section of benchmarks/RESULTS.md.
+    together (an enrolment set of their utterances, or the session so far); with
+    ``reference`` the statistics come from those utterances instead of ``features``
+    themselves (e.g. a known speaker's training recordings for their test recordings).
 
     Parameters
     ----------
@@ -96,41 +98,64 @@ def speaker_cmvn(features, speakers, *, variance: bool = True, eps: float = 1e-8
         speaker, a session, a speaker and an augmentation factor)
     variance : also divide by the standard deviation; features whose std is below
         sqrt(eps) are only centred.
+    reference, reference_speakers : optional utterances (and their labels) to take each
+        speaker's statistics from; every speaker in ``speakers`` must appear there.
 
     Returns
     -------
     list of float32 arrays, same shapes, in the order given
     """
+    arrs, spk = _utterances(features, speakers, "features", "speakers")
+    if reference is None:
+        if reference_speakers is not None:
+            raise ValueError("speaker_cmvn: reference_speakers needs reference")
+        ref, ref_spk = arrs, spk
+    else:
+        ref, ref_spk = _utterances(reference, reference_speakers, "reference", "reference_speakers")
+        if ref[0].shape[1] != arrs[0].shape[1]:
+            raise ValueError(f"speaker_cmvn: reference has {ref[0].shape[1]} features per frame, features have "
+                             f"{arrs[0].shape[1]}")
+    groups: dict = {}
+    for i, g in enumerate(ref_spk):
+        groups.setdefault(g, []).append(i)
+    missing = sorted({repr(g) for g in spk if g not in groups})
+    if missing:
+        raise ValueError(f"speaker_cmvn: no reference utterances for speaker(s) {', '.join(missing[:5])}")
+    stats = {}
+    for g, idx in groups.items():
+        X = np.concatenate([ref[i] for i in idx]).astype(np.float64)
+        mu = X.mean(axis=0)
+        if variance:
+            sd = X.std(axis=0)
+            stats[g] = (mu, np.where(sd * sd > eps, sd, 1.0))
+        else:
+            stats[g] = (mu, 1.0)
+    return [((a - stats[g][0]) / stats[g][1]).astype(np.float32) for a, g in zip(arrs, spk)]
+
+
+def _utterances(features, speakers, fname, sname):
     feats = list(features)
-    spk = list(speakers)
     if not feats:
-        raise ValueError("speaker_cmvn: features must hold at least one utterance. Received an empty sequence")
+        raise ValueError(f"speaker_cmvn: {fname} must hold at least one utterance. Received an empty sequence")
+    if speakers is None:
+        raise ValueError(f"speaker_cmvn: {sname} must have one label per utterance ({len(feats)}). Received None")
+    spk = list(speakers)
     if len(spk) != len(feats):
-        raise ValueError(f"speaker_cmvn: speakers must have one label per utterance ({len(feats)}). Received {len(spk)}")
+        raise ValueError(f"speaker_cmvn: {sname} must have one label per utterance ({len(feats)}). "
+                         f"Received {len(spk)}")
     arrs = []
     for i, x in enumerate(feats):
         a = np.asarray(x)
         if a.ndim != 2 or a.shape[0] == 0:
-            raise ValueError(f"speaker_cmvn: features[{i}] must be 2-D (n_frames, n_features), non-empty. "
+            raise ValueError(f"speaker_cmvn: {fname}[{i}] must be 2-D (n_frames, n_features), non-empty. "
                              f"Received shape {a.shape}")
         if a.shape[1] != np.shape(feats[0])[1]:
             raise ValueError(f"speaker_cmvn: every utterance must have {np.shape(feats[0])[1]} features (as "
-                             f"features[0]). Received {a.shape[1]} in features[{i}]")
+                             f"{fname}[0]). Received {a.shape[1]} in {fname}[{i}]")
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"speaker_cmvn: features[{i}] must be finite. Received NaN or inf values")
+            raise ValueError(f"speaker_cmvn: {fname}[{i}] must be finite. Received NaN or inf values")
         arrs.append(a)
-    groups: dict = {}
-    for i, g in enumerate(spk):
-        groups.setdefault(g, []).append(i)
-    out = [None] * len(arrs)
-    for idx in groups.values():
-        X = np.concatenate([arrs[i] for i in idx]).astype(np.float64)
-        mu = X.mean(axis=0)
-        sd = X.std(axis=0) if variance else None
-        scale = np.where(sd * sd > eps, sd, 1.0) if variance else 1.0
-        for i in idx:
-            out[i] = ((arrs[i] - mu) / scale).astype(np.float32)
-    return out
+    return arrs, spk
 
 
 def _frame_ms(y, frame_length, hop_length):

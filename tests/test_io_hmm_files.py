@@ -105,8 +105,8 @@ def test_categorical_negative_emission_probabilities(saved):
 def test_bad_meta_and_config(saved, tmp_path):
     p = saved(_gauss())
     meta = _meta(p)
-    _rewrite(p, __meta__=_arr({**meta, "class": "PoissonHMM"}))
-    with pytest.raises(ValueError, match=rf"{p}.*unknown model class 'PoissonHMM'"):
+    _rewrite(p, __meta__=_arr({**meta, "class": "VariationalGaussianHMM"}))
+    with pytest.raises(ValueError, match=rf"{p}.*unknown model class 'VariationalGaussianHMM'"):
         ph.load(p)
     _rewrite(p, __meta__=_arr({**meta, "config": {**meta["config"], "steal": 1}}))
     with pytest.raises(ValueError, match=rf"{p}.*config names \['steal'\], which are not GaussianHMM arguments"):

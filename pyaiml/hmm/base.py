@@ -1,6 +1,13 @@
 """Base class of pyaiml's hmmlearn-compatible HMMs: input handling, EM loop, decoding,
 sampling, convergence monitor, save/load without pickle, left-right topologies.
 
+hmmlearn's extension points work as there: a subclass that defines only
+``_compute_log_likelihood`` (or ``_compute_likelihood``) gets score, decode, predict and
+sampling of states through this class; ``_init(X, lengths)``, ``_check_and_set_n_features``,
+``_needs_init`` (logs when ``init_params`` overwrites a parameter that was set),
+``_get_n_fit_scalars_per_param`` (logs a degenerate fit; ``aic``/``bic``) keep hmmlearn's
+names and signatures, and messages go to the ``logging`` logger of this module as there.
+
 The E-step is one native call over all sequences (``pyaiml.ops.hmm_forward_backward``:
 threaded, GIL released, same bits for any thread count); it also returns the emission
 statistics the M-step needs where the kernel has them (per-symbol posterior sums,
@@ -10,12 +17,15 @@ Emission models live in ``pyaiml.hmm.models``. Files: ``save`` writes one .npz (
 history as JSON, parameters as arrays) atomically; ``load`` reads only the parameter names of
 the saved class and checks their values as the models' setters and ``_check`` do, raising
 ``ValueError`` naming the file for anything else.
-Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py, tests/test_io_hmm_files.py.
+Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py, tests/test_io_hmm_files.py,
+tests/test_hmm_compat.py, hmmlearn's own suite (tools/peer_suites.py hmmlearn).
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import json
+import logging
 import os
 import string
 import sys
@@ -26,6 +36,9 @@ import numpy as np
 
 from pyaiml._io import atomic_savez, bad_file, read_npz
 from pyaiml.ops import hmm as _ops
+from pyaiml.ops._validate import all_finite
+
+_log = logging.getLogger(__name__)
 
 DECODER_ALGORITHMS = ("viterbi", "map")
 FORMAT = "pyaiml.hmm/1"
@@ -223,28 +236,77 @@ class BaseHMM:
     def _seq_of(off, t):
         return int(np.searchsorted(off, t, side="right") - 1)
 
+    def _validate_X(self, X, op, fitting=False):
+        """Frames for a model defined by ``_compute_log_likelihood`` alone: real numbers, finite."""
+        if X.dtype.kind not in "biuf":
+            raise TypeError(f"{type(self).__name__}.{op}: X must hold real numbers. Received dtype {X.dtype}")
+        if X.dtype.kind == "f" and not all_finite(X):
+            t, d = np.argwhere(~np.isfinite(X))[0]
+            raise ValueError(f"{type(self).__name__}.{op}: X must be finite (no NaN or inf). Received {X[t, d]} at "
+                             f"sample {t}, feature {d}")
+        return X
+
+    def _check_and_set_n_features(self, X):
+        """Set ``n_features`` from X (n_samples, n_features), or check X against the one the model has."""
+        n = np.shape(X)[1]
+        nf = getattr(self, "n_features", None)
+        if nf is None:
+            self.n_features = n
+        elif nf != n:
+            raise ValueError(f"{type(self).__name__}: X has {n} features but the model has n_features = {nf}")
+
     def _check_is_fitted(self, op):
         if not hasattr(self, "startprob_") or not hasattr(self, "transmat_"):
             raise ValueError(f"{type(self).__name__}.{op}: this model is not fitted yet; call fit or set its parameters")
 
     # ----- parameter checks ----------------------------------------------------------
     def _check(self):
+        """Validate startprob_ (then transmat_): shapes, finite, non-negative, sums of 1."""
         K = self.n_components
         name = type(self).__name__
-        self.startprob_ = np.asarray(self.startprob_, dtype=np.float64)
-        self.transmat_ = np.asarray(self.transmat_, dtype=np.float64)
-        if self.startprob_.shape != (K,):
-            raise ValueError(f"{name}: startprob_ must have shape ({K},). Received {self.startprob_.shape}")
-        if self.transmat_.shape != (K, K):
-            raise ValueError(f"{name}: transmat_ must have shape ({K}, {K}). Received {self.transmat_.shape}")
-        _ops.check_model(self.startprob_, self.transmat_, name)
+        sp = np.asarray(self.startprob_, dtype=np.float64)
+        if sp.shape != (K,):
+            raise ValueError(f"{name}: startprob_ must have shape ({K},). Received {sp.shape}")
+        _check_distributions(sp, "startprob", name)
+        self.startprob_ = sp
+        tm = np.asarray(self.transmat_, dtype=np.float64)
+        if tm.shape != (K, K):
+            raise ValueError(f"{name}: transmat_ must have shape ({K}, {K}). Received {tm.shape}")
+        _check_distributions(tm, "transmat", name)
+        self.transmat_ = tm
 
     # ----- likelihoods ---------------------------------------------------------------
     def _compute_log_likelihood(self, X):
-        raise NotImplementedError
+        """(n_samples, n_components) log p(x_t | state k); a subclass defines this or
+        ``_compute_likelihood`` (this default takes the log of the latter)."""
+        if type(self)._compute_likelihood is BaseHMM._compute_likelihood:
+            raise NotImplementedError(f"{type(self).__name__} must define _compute_log_likelihood or "
+                                      f"_compute_likelihood")
+        with np.errstate(divide="ignore"):
+            return np.log(self._compute_likelihood(X))
 
-    def _framelogprob(self, X, off, op):
-        lb = self._compute_log_likelihood(X)
+    def _compute_likelihood(self, X):
+        """(n_samples, n_components) p(x_t | state k): exp of ``_compute_log_likelihood``."""
+        if type(self)._compute_log_likelihood is BaseHMM._compute_log_likelihood:
+            raise NotImplementedError(f"{type(self).__name__} must define _compute_log_likelihood or "
+                                      f"_compute_likelihood")
+        with np.errstate(under="ignore"):
+            return np.exp(self._compute_log_likelihood(X))
+
+    # pyaiml's own emission models produce their log-likelihoods with the kernels' checks;
+    # those of a user's subclass are checked (shape, no NaN or +inf) before the kernel sees them.
+    _trusted_loglik = False
+
+    def _checked_loglik(self, lb, n):
+        K = self.n_components
+        lb = np.ascontiguousarray(lb, dtype=np.float64)
+        if lb.shape != (n, K):
+            raise ValueError(f"{type(self).__name__}._compute_log_likelihood must return shape ({n}, {K}). "
+                             f"Received {lb.shape}")
+        if np.isnan(lb).any() or np.isposinf(lb).any():
+            t, k = np.argwhere(np.isnan(lb) | np.isposinf(lb))[0]
+            raise ValueError(f"{type(self).__name__}._compute_log_likelihood returned {lb[t, k]} at sample {t}, "
+                             f"state {k}; log-likelihoods must be finite or -inf")
         return lb
 
     def _raise_impossible(self, lp, off, op):
@@ -257,7 +319,8 @@ class BaseHMM:
 
     def _emission(self, X):
         """(framelogprob (N, K), None), or (table (M, K), symbols (N,)) for categorical models."""
-        return self._compute_log_likelihood(X), None
+        lb = self._compute_log_likelihood(X)
+        return (lb if self._trusted_loglik else self._checked_loglik(lb, X.shape[0])), None
 
     def _fb(self, X, off, posteriors=True, xi=False, counts=False, start=False):
         """One native forward-backward over all sequences: (lb, logprob, post, xi, counts, start)."""
@@ -315,7 +378,9 @@ class BaseHMM:
 
     # ----- sampling ------------------------------------------------------------------
     def _generate_sample_from_state(self, state, random_state):
-        raise NotImplementedError
+        """One emission (n_features,) from ``state``. The base class emits nothing: sampling a
+        model without emissions gives X of shape (n_samples, 0) and the state sequence."""
+        return ()
 
     def sample(self, n_samples=1, random_state=None, currstate=None):
         """(X (n_samples, n_features), states (n_samples,)) drawn from the model."""
@@ -338,16 +403,71 @@ class BaseHMM:
         return np.atleast_2d(X), np.array(states, dtype=int)
 
     # ----- training ------------------------------------------------------------------
-    def _init(self, X, off, rs):
+    def _rng(self):
+        """The random generator of one initialisation: a fresh one from an int random_state on
+        every call, as hmmlearn does (so the same seed gives hmmlearn's startprob_ and transmat_,
+        and its emissionprob_ / lambdas_ draws); one generator shared by the n_init restarts."""
+        rs = self.__dict__.get("_restart_rng")
+        return rs if rs is not None else check_random_state(self.random_state)
+
+    def _init(self, X, lengths=None):
+        """Initialise the parameters named in ``init_params`` (and any not set yet) from X.
+
+        ``lengths`` is accepted for hmmlearn's signature; the initialisation does not use it.
+        """
+        self._check_and_set_n_features(X)
         K = self.n_components
         init = 1.0 / K
-        if self._needs_init("s", "startprob_"):
-            self.startprob_ = rs.dirichlet(np.full(K, init))
-        if self._needs_init("t", "transmat_"):
-            self.transmat_ = rs.dirichlet(np.full(K, init), size=K)
+        need_s, need_t = self._needs_init("s", "startprob_"), self._needs_init("t", "transmat_")
+        if need_s or need_t:
+            rs = self._rng()
+            if need_s:
+                self.startprob_ = rs.dirichlet(np.full(K, init))
+            if need_t:
+                self.transmat_ = rs.dirichlet(np.full(K, init), size=K)
+        per_param = self._get_n_fit_scalars_per_param()
+        if per_param is not None:
+            n_fit = sum(v for p, v in per_param.items() if p in self.params)
+            if np.size(X) < n_fit:
+                _log.warning("Fitting a model with %d free scalar parameters with only %d data points will "
+                             "result in a degenerate solution.", n_fit, np.size(X))
 
     def _needs_init(self, code, name):
-        return code in self.init_params or not hasattr(self, name)
+        """Whether ``_init`` sets ``name``: ``code`` is in init_params (logged when that overwrites a
+        value already set, as hmmlearn does) or the attribute does not exist yet."""
+        if code in self.init_params:
+            if hasattr(self, name):
+                _log.warning("Even though the %r attribute is set, it will be overwritten during initialization "
+                             "because 'init_params' contains %r", name, code)
+            return True
+        return not hasattr(self, name)
+
+    def _get_n_fit_scalars_per_param(self):
+        """{parameter code: number of free scalars}, for aic/bic and the degenerate-fit check."""
+        K = self.n_components
+        return {"s": K - 1, "t": K * (K - 1)}
+
+    def aic(self, X, lengths=None):
+        """Akaike information criterion: -2 log-likelihood + 2 * (free parameters)."""
+        n = sum(self._get_n_fit_scalars_per_param().values())
+        return -2 * self.score(X, lengths) + 2 * n
+
+    def bic(self, X, lengths=None):
+        """Bayesian information criterion: -2 log-likelihood + (free parameters) * log(n_samples)."""
+        n = sum(self._get_n_fit_scalars_per_param().values())
+        Xa, _ = self._split_input(X, lengths, "bic")
+        return -2 * self.score(X, lengths) + n * np.log(Xa.shape[0])
+
+    def get_stationary_distribution(self):
+        """Stationary distribution of the chain: the left eigenvector of transmat_ for eigenvalue 1."""
+        if not hasattr(self, "transmat_"):
+            raise ValueError(f"{type(self).__name__}.get_stationary_distribution: transmat_ is not set; fit the "
+                             f"model or set it")
+        A = np.asarray(self.transmat_, dtype=np.float64)
+        w, v = np.linalg.eig(A.T)
+        vec = v[:, np.argmax(w.real)]
+        vec = vec.real if np.allclose(vec.imag, 0) else vec
+        return vec / vec.sum()
 
     def _initialize_sufficient_statistics(self):
         K = self.n_components
@@ -406,10 +526,21 @@ class BaseHMM:
             normalize(tm, axis=1)
             self.transmat_ = tm
 
-    def _fit_once(self, X, off, rs):
-        self._init(X, off, rs)
+    def _reset_monitor(self):
+        """Reset ``monitor_`` for a new fit. A plain ConvergenceMonitor takes the model's current
+        tol, n_iter and verbose; a user's own monitor class is kept as it is (hmmlearn's hook)."""
+        mon = getattr(self, "monitor_", None)
+        if not isinstance(mon, ConvergenceMonitor):
+            mon = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+        elif type(mon) is ConvergenceMonitor:
+            mon.tol, mon.n_iter, mon.verbose = self.tol, self.n_iter, self.verbose
+        mon._reset()
+        self.monitor_ = mon
+
+    def _fit_once(self, X, off):
+        self._init(X, np.diff(off))
         self._check()
-        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+        self._reset_monitor()
         for _ in range(int(self.n_iter)):
             stats, lp = self._do_estep(X, off)
             self._do_mstep(stats)
@@ -428,27 +559,30 @@ class BaseHMM:
         self._validate_config()
         X, off = self._split_input(X, lengths, "fit")
         X = self._validate_X(X, "fit", fitting=True)
-        rs = check_random_state(self.random_state)
         n_init = int(self.n_init)
         if n_init == 1:
-            self._fit_once(X, off, rs)
+            self._fit_once(X, off)
             return self
         names = self._saved_attributes()
         given = {n: np.array(self._raw(n), copy=True) for n in names if hasattr(self, n)}
         best, best_state = -np.inf, None
         self.init_history_ = []
-        for r in range(n_init):
-            for n in names:
-                if n in given:
-                    setattr(self, n, given[n].copy())
-                elif hasattr(self, n):
-                    delattr(self, n)
-            lp = self._fit_once(X, off, rs)
-            self.init_history_.append(lp)
-            if best_state is None or lp > best:
-                best = lp
-                best_state = {n: np.array(self._raw(n), copy=True) for n in names}
-                best_state["_monitor"] = self.monitor_
+        self._restart_rng = check_random_state(self.random_state)
+        try:
+            for _ in range(n_init):
+                for n in names:
+                    if n in given:
+                        setattr(self, n, given[n].copy())
+                    elif hasattr(self, n):
+                        delattr(self, n)
+                lp = self._fit_once(X, off)
+                self.init_history_.append(lp)
+                if best_state is None or lp > best:
+                    best = lp
+                    best_state = {n: np.array(self._raw(n), copy=True) for n in names}
+                    best_state["_monitor"] = copy.deepcopy(self.monitor_)
+        finally:
+            self.__dict__.pop("_restart_rng", None)
         for n in names:
             setattr(self, n, best_state[n])
         self.monitor_ = best_state["_monitor"]
@@ -502,6 +636,27 @@ class BaseHMM:
         return path
 
 
+def _check_distributions(a, what, name, atol=1e-6):
+    """``a`` (..., n): finite, non-negative, each last-axis row summing to 1 (ValueError otherwise)."""
+    s = np.atleast_1d(a.sum(axis=-1))
+    if a.size and a.min() >= 0 and np.isfinite(s).all() and np.abs(s - 1.0).max() <= atol:
+        return  # the common case in one pass: no inf/NaN (their sums would not be finite or 1)
+    bad = np.argwhere(~np.isfinite(a) | ~(a >= 0))
+    if bad.size:
+        i = tuple(bad[0])
+        raise ValueError(f"{name}: {what} must be finite and non-negative (probabilities). Received {a[i]} at "
+                         f"index {list(map(int, i))}")
+    s = np.atleast_1d(a.sum(axis=-1))
+    bad = np.argwhere(np.abs(s - 1.0) > atol)
+    if bad.size:
+        i = tuple(bad[0])
+        if a.ndim == 1:
+            raise ValueError(f"{name}: {what} must sum to 1. Received a sum of {s[i]:.6g}")
+        row = int(i[0]) if len(i) == 1 else list(map(int, i))
+        raise ValueError(f"{name}: every row of {what} must sum to 1. Received row {row} (state {row}) summing to "
+                         f"{s[i]:.6g}")
+
+
 _PROBABILITIES = ("startprob_", "transmat_", "emissionprob_", "weights_")
 
 
@@ -519,14 +674,15 @@ def _json_meta(a, op, label):
 
 def _model_from_arrays(z, op, label):
     """A model from the arrays of a ``save`` file, every name and value checked."""
-    from pyaiml.hmm import models
+    from pyaiml.hmm import count_models, models
 
     if "__meta__" not in z:
         raise bad_file(op, label, "no __meta__ entry, so not a pyaiml.hmm model file")
     meta = _json_meta(z["__meta__"], op, label)
     if meta.get("format", FORMAT) != FORMAT:
         raise bad_file(op, label, f"format {meta.get('format')!r}, expected {FORMAT!r}")
-    classes = {"CategoricalHMM": models.CategoricalHMM, "GaussianHMM": models.GaussianHMM, "GMMHMM": models.GMMHMM}
+    classes = {"CategoricalHMM": models.CategoricalHMM, "GaussianHMM": models.GaussianHMM, "GMMHMM": models.GMMHMM,
+               "MultinomialHMM": count_models.MultinomialHMM, "PoissonHMM": count_models.PoissonHMM}
     cls = classes.get(meta.get("class"))
     if cls is None:
         raise bad_file(op, label, f"unknown model class {meta.get('class')!r}; expected one of {sorted(classes)}")

@@ -7,13 +7,19 @@ log-likelihoods for all frames come from ``pyaiml.ops`` kernels in one call; the
 kernel also returns the categorical counts and the Gaussian posterior-weighted sums of x
 and x^2, so CategoricalHMM and diagonal/spherical GaussianHMM never build the (N, K)
 posteriors during fit (full/tied covariances and GMMHMM use them in NumPy products).
+hmmlearn's hooks are kept: ``_init(X, lengths)`` (the same random_state gives hmmlearn's
+startprob_, transmat_ and emissionprob_ draws; k-means for the Gaussian means is pyaiml's
+own, as scikit-learn is not a dependency), ``_check_and_set_n_features``,
+``_get_n_fit_scalars_per_param`` (aic/bic), covariance setters taking hmmlearn's shapes.
+Tests: tests/test_hmm_models.py, tests/test_hmm_parity.py, tests/test_hmm_compat.py, and
+hmmlearn's own suite (tools/peer_suites.py hmmlearn, tests/test_peer_hmmlearn.py).
 """
 from __future__ import annotations
-
 
 import numpy as np
 
 from pyaiml.hmm.base import BaseHMM, normalize
+from pyaiml.hmm.utils import fill_covars
 from pyaiml.ops import hmm as _ops
 from pyaiml.ops._validate import all_finite
 
@@ -108,12 +114,12 @@ class CategoricalHMM(BaseHMM):
             neg = np.flatnonzero(X[:, 0] < 0)
             raise ValueError(f"{name}.{op}: symbols must be non-negative. Received {X[neg[0], 0]} at sample {neg[0]}")
         nf = self.n_features
-        if nf is None and hasattr(self, "emissionprob_"):
+        if nf is None and hasattr(self, "emissionprob_") and not (fitting and "e" in self.init_params):
             nf = np.shape(self.emissionprob_)[1]
         if nf is None:
             if not fitting:
                 raise ValueError(f"{name}.{op}: n_features is unknown; fit the model or set emissionprob_")
-            self.n_features = hi + 1
+            # fit: _init takes it from the data (the largest symbol + 1)
         else:
             if hi >= nf:
                 big = np.flatnonzero(X[:, 0] >= nf)
@@ -154,10 +160,33 @@ class CategoricalHMM(BaseHMM):
             table = np.ascontiguousarray(np.log(self.emissionprob_).T)
         return table, X[:, 0]
 
-    def _init(self, X, off, rs):
-        super()._init(X, off, rs)
+    def _check_and_set_n_features(self, X):
+        """X must hold non-negative integer symbols below n_features; sets n_features (the largest
+        symbol + 1) when the model has none."""
+        name = type(self).__name__
+        X = np.asarray(X)
+        if X.dtype.kind not in "iu":
+            raise ValueError(f"{name}: symbols must be integers. Received dtype {X.dtype}")
+        if X.size == 0:
+            raise ValueError(f"{name}: X holds no symbols")
+        lo, hi = int(X.min()), int(X.max())
+        if lo < 0:
+            raise ValueError(f"{name}: symbols must be non-negative. Received {lo}")
+        if self.n_features is None:
+            self.n_features = hi + 1
+        elif hi >= self.n_features:
+            raise ValueError(f"{name}: symbols must be < n_features = {self.n_features}. Received {hi}")
+
+    def _get_n_fit_scalars_per_param(self):
+        K, M = self.n_components, self.n_features
+        return {"s": K - 1, "t": K * (K - 1), "e": K * (M - 1)}
+
+    def _init(self, X, lengths=None):
+        if self.n_features is None and hasattr(self, "emissionprob_") and "e" not in self.init_params:
+            self.n_features = np.shape(self.emissionprob_)[1]
+        super()._init(X, lengths)
         if self._needs_init("e", "emissionprob_"):
-            self.emissionprob_ = rs.rand(self.n_components, self.n_features)
+            self.emissionprob_ = self._rng().rand(self.n_components, self.n_features)
             normalize(self.emissionprob_, axis=1)
 
     def _initialize_sufficient_statistics(self):
@@ -184,8 +213,15 @@ class CategoricalHMM(BaseHMM):
 def _validate_covars(covars, ct, K, name):
     cv = np.array(covars, dtype=np.float64, copy=True)
     if ct == "spherical":
+        # hmmlearn's shapes: (K,), K values in any shape ((K, 1), (K, 1, 1, 1)), or (K, D) with
+        # one value repeated along each row (what its M-step stores)
+        if cv.ndim >= 1 and cv.shape[0] == K and cv.size == K:
+            cv = cv.reshape(K)
+        elif cv.ndim == 2 and cv.shape[0] == K and np.all(cv == cv[:, :1]):
+            cv = np.ascontiguousarray(cv[:, 0])
         if cv.ndim != 1 or len(cv) != K:
-            raise ValueError(f"{name}: 'spherical' covars must have shape ({K},). Received {cv.shape}")
+            raise ValueError(f"{name}: 'spherical' covars must have shape ({K},) (or ({K}, n_features) with one "
+                             f"value per row). Received {cv.shape}")
         bad = np.flatnonzero(~(cv > 0))
         if bad.size:
             raise ValueError(f"{name}: 'spherical' covars must be positive. Received {cv[bad[0]]} for state {bad[0]}")
@@ -214,43 +250,75 @@ def _validate_covars(covars, ct, K, name):
 
 
 def _floor_covars(cv, ct, floor):
-    """Raise variances below ``floor`` to it (diag/spherical), or shift matrices whose smallest
-    eigenvalue is below ``floor`` by (floor - that eigenvalue) * I (full/tied, any leading dims).
-    A no-op for well-conditioned covariances, so hmmlearn parity is kept there."""
+    """Keep covariances usable after an M-step, with ``floor`` = min_covar.
+
+    diag/spherical: variances below ``floor`` are raised to it. full/tied: a matrix is left as
+    the M-step made it while it is positive definite (hmmlearn's M-step, however small its
+    eigenvalues: data on a small scale keeps its exact EM updates, so the log-likelihood never
+    decreases because of the floor); one that is not (a state or component whose points span
+    fewer than n_features dimensions) gets ``floor * I`` added, hmmlearn's fallback when its
+    Cholesky factorisation fails, and, if still not positive definite, is shifted so that its
+    smallest eigenvalue is ``floor``. ``floor <= 0`` turns all of this off.
+    """
     if floor is None or floor <= 0:
         return cv
     if ct in ("diag", "spherical"):
         return np.where(cv < floor, floor, cv)
     flat = cv.reshape((-1,) + cv.shape[-2:])
     D = flat.shape[-1]
+    eye = np.eye(D)
     for i in range(flat.shape[0]):
         c = flat[i]
-        if not np.all(np.isfinite(c)):
+        if not np.all(np.isfinite(c)) or _is_pd(c):
             continue
-        lo = np.linalg.eigvalsh(0.5 * (c + c.T))[0]
-        if lo < floor:
-            flat[i] = c + (floor - lo) * np.eye(D)
+        c = c + floor * eye
+        if not _is_pd(c):
+            c = c + (floor - np.linalg.eigvalsh(0.5 * (c + c.T))[0]) * eye
+        flat[i] = c
     return flat.reshape(cv.shape)
 
 
-def _fill_covars(cv, ct, K, D):
-    if ct == "full":
-        return cv
-    if ct == "diag":
-        return np.array([np.diag(c) for c in cv])
-    if ct == "tied":
-        return np.tile(cv, (K, 1, 1))
-    return np.eye(D)[None] * np.ravel(cv)[:, None, None]
+def _is_pd(c):
+    """Positive definite to working precision: the smallest eigenvalue above 1e-12 of the
+    largest (a covariance with a condition number beyond ~1e12 is singular for every use
+    made of it: log-likelihoods of +-1e10 per frame, Cholesky factors of rounding noise)."""
+    try:
+        w = np.linalg.eigvalsh(0.5 * (c + c.T))
+    except np.linalg.LinAlgError:
+        return False
+    return bool(w[0] > 1e-12 * w[-1] > 0)
+
+
+def _reinit_all_features(self):
+    """fit will overwrite every parameter shaped by n_features (means and covariances)."""
+    return "m" in self.init_params and "c" in self.init_params
 
 
 def _validate_float_X(self, X, op, fitting=False):
-    """Gaussian and GMM emissions: float frames (N, n_features); a model without n_features
-    takes it from the first data it sees."""
-    nf = self.n_features
+    """Gaussian and GMM emissions: float frames (N, n_features), checked against the model's
+    n_features; in fit, only when a parameter shaped by it is kept (not in init_params)."""
+    nf = None if fitting and _reinit_all_features(self) else self.n_features
     X = _float_X(X, op, type(self).__name__, nf)
-    if nf is None:
+    if nf is None and not fitting:
         self.n_features = X.shape[1]
     return X
+
+
+def _check_and_set_float_n_features(self, X):
+    """Set n_features from X, or check X against it. Where fit re-initialises both means_ and
+    covars_ (the only parameters shaped by n_features), data of another width replaces them
+    (hmmlearn does the same on a model whose n_features was not fixed by an earlier _check)."""
+    D = np.shape(X)[1]
+    if self.n_features not in (None, D) and _reinit_all_features(self):
+        for name in ("means_", "covars_"):
+            if hasattr(self, name):
+                delattr(self, name)
+        self.n_features = None
+    if self.n_features is None:
+        self.n_features = D
+    elif self.n_features != D:
+        raise ValueError(f"{type(self).__name__}: X has {D} features but the model has n_features = "
+                         f"{self.n_features}")
 
 
 class GaussianHMM(BaseHMM):
@@ -284,7 +352,7 @@ class GaussianHMM(BaseHMM):
         if "_covars_" not in self.__dict__:
             raise AttributeError("covars_")
         D = self.means_.shape[1] if hasattr(self, "means_") else np.shape(self._covars_)[-1]
-        return _fill_covars(self._covars_, self.covariance_type, self.n_components, D)
+        return fill_covars(self._covars_, self.covariance_type, self.n_components, D)
 
     @covars_.setter
     def covars_(self, covars):
@@ -300,10 +368,22 @@ class GaussianHMM(BaseHMM):
     n_features = _n_features_property(1)  # means_ is (K, D)
 
     _validate_X = _validate_float_X
+    _check_and_set_n_features = _check_and_set_float_n_features
+
+    _trusted_loglik = True
+
+    def _get_n_fit_scalars_per_param(self):
+        K, D = self.n_components, self.n_features
+        return {"s": K - 1, "t": K * (K - 1), "m": K * D,
+                "c": {"spherical": K, "diag": K * D, "full": K * D * (D + 1) // 2,
+                      "tied": D * (D + 1) // 2}[self.covariance_type]}
 
     def _check(self):
-        super()._check()
         name = type(self).__name__
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"{name}: covariance_type must be one of {COVARIANCE_TYPES}. "
+                             f"Received {self.covariance_type!r}")
+        super()._check()
         self.means_ = np.asarray(self.means_, dtype=np.float64)
         if self.means_.ndim != 2 or self.means_.shape[0] != self.n_components:
             raise ValueError(f"{name}: means_ must have shape ({self.n_components}, n_features). "
@@ -330,13 +410,14 @@ class GaussianHMM(BaseHMM):
         # X comes from _validate_X (float64, C-contiguous, finite, n_features columns)
         return _ops.gaussian_loglik_checked(X, self._emission_params())
 
-    def _init(self, X, off, rs):
-        super()._init(X, off, rs)
+    def _init(self, X, lengths=None):
+        super()._init(X, lengths)
+        X = _float_X(X, "fit", type(self).__name__, None)
         K, D = self.n_components, X.shape[1]
         if self._needs_init("m", "means_"):
             if X.shape[0] < K:
                 raise ValueError(f"GaussianHMM.fit: {X.shape[0]} samples cannot initialise {K} state means")
-            self.means_, _ = _kmeans(X, K, rs)
+            self.means_, _ = _kmeans(X, K, self._rng())
         if self._needs_init("c", "covars_"):
             cv = np.atleast_2d(np.cov(X.T)) if X.shape[0] > 1 else np.zeros((D, D))
             cv = cv + self.min_covar * np.eye(D)
@@ -404,8 +485,8 @@ class GaussianHMM(BaseHMM):
                     self._covars_ = (cp + c_n.sum(axis=0)) / (cvw + stats["post"].sum())
                 else:
                     self._covars_ = (cp + c_n) / (cvw + stats["post"][:, None, None])
-            # min_covar also floors the covariances after each M-step (hmmlearn uses it only at
-            # initialisation); inactive unless a variance falls below it.
+            # after each M-step: variances below min_covar are raised to it (diag/spherical);
+            # full/tied matrices are kept unless not positive definite (see _floor_covars)
             self._covars_ = _floor_covars(self._covars_, ct, self.min_covar)
 
     def _generate_sample_from_state(self, state, random_state):
@@ -463,10 +544,24 @@ class GMMHMM(BaseHMM):
         return p
 
     _validate_X = _validate_float_X
+    _check_and_set_n_features = _check_and_set_float_n_features
+
+    _trusted_loglik = True
+
+    def _get_n_fit_scalars_per_param(self):
+        K, D, M = self.n_components, self.n_features, self.n_mix
+        # "w": K * (M - 1) free weights (one simplex per state); hmmlearn 0.3.3 counts M - 1
+        return {"s": K - 1, "t": K * (K - 1), "m": K * M * D,
+                "c": {"spherical": K * M, "diag": K * M * D, "full": K * M * D * (D + 1) // 2,
+                      "tied": K * D * (D + 1) // 2}[self.covariance_type],
+                "w": K * (M - 1)}
 
     def _check(self):
-        super()._check()
         name = type(self).__name__
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"{name}: covariance_type must be one of {COVARIANCE_TYPES}. "
+                             f"Received {self.covariance_type!r}")
+        super()._check()
         K, M = self.n_components, self.n_mix
         self.weights_ = np.asarray(self.weights_, dtype=np.float64)
         self.means_ = np.asarray(self.means_, dtype=np.float64)
@@ -513,8 +608,10 @@ class GMMHMM(BaseHMM):
         self._last_comp = comp  # kept for the E-step's mixture responsibilities
         return _ops._logsumexp_last(comp), None
 
-    def _init(self, X, off, rs):
-        super()._init(X, off, rs)
+    def _init(self, X, lengths=None):
+        super()._init(X, lengths)
+        X = _float_X(X, "fit", type(self).__name__, None)
+        rs = self._rng()
         K, D, M = self.n_components, X.shape[1], self.n_mix
         if X.shape[0] < K:
             raise ValueError(f"GMMHMM.fit: {X.shape[0]} samples cannot initialise {K} states")
@@ -595,7 +692,8 @@ class GMMHMM(BaseHMM):
         pr = self._priors()
         # Mixture components (or, for 'tied', states) that received no posterior mass keep
         # their previous means and covariances instead of collapsing to 0/0 (where hmmlearn
-        # yields NaN or a zero covariance); their weight goes to 0 as in hmmlearn.
+        # yields NaN or a zero covariance); their weight goes to 0 as in hmmlearn. A state with
+        # no mass at all keeps its previous weights too (0/0 again in hmmlearn).
         dead = stats["post_mix_sum"] < 1e-12
         dead_state = stats["post_sum"] < 1e-12
         old_means, old_covars = self.means_.copy(), self.covars_.copy()
@@ -603,7 +701,11 @@ class GMMHMM(BaseHMM):
             a1 = pr["weights"] - 1
             w_n = stats["post_mix_sum"] + a1
             w_d = (stats["post_sum"] + a1.sum(axis=1))[:, None]
-            self.weights_ = w_n / w_d
+            with np.errstate(divide="ignore", invalid="ignore"):
+                w = w_n / w_d
+            keep = dead_state | ~np.all(np.isfinite(w), axis=1)
+            w[keep] = self.weights_[keep]
+            self.weights_ = w
         if "m" in self.params:
             m_n = stats["m_n"]
             m_d = stats["post_mix_sum"] + pr["means_w"]

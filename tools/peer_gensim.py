@@ -170,9 +170,11 @@ def _results(xml_path):
     out, why = {}, {}
     for case in ET.parse(xml_path).getroot().iter("testcase"):
         mod = case.get("classname", "")
-        parts = mod.split(".")
-        fname = parts[0] + ".py"
-        node = "::".join([fname] + parts[1:] + [case.get("name")])
+        if mod:
+            parts = mod.split(".")
+            node = "::".join([parts[0] + ".py"] + parts[1:] + [case.get("name")])
+        else:  # a file that failed to import: pytest reports it under its module name
+            node = f"{case.get('name')}.py::<collection>"
         status = "passed"
         for child in case:
             if child.tag in ("failure", "error"):
@@ -224,8 +226,11 @@ def report(res, out=sys.stdout):
     side = "gensim (control)" if res["control"] else "pyaiml"
     print(f"gensim 4.4 test suite against {side}", file=out)
     print(f"excluded ({len(res['excluded'])}):", file=out)
+    by_reason = {}
     for node, reason in res["excluded"].items():
-        print(f"  {node}: {reason}", file=out)
+        by_reason.setdefault(reason, []).append(node.split("::")[-1])
+    for reason, tests in by_reason.items():
+        print(f"  {', '.join(tests)}: {reason}", file=out)
     for fname, c in sorted(res["per_file"].items()):
         print(f"{fname}: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['skipped']} skipped", file=out)
     t = res["total"]

@@ -439,7 +439,7 @@ class Word2Vec:
     def _trainable(self, op):
         """Raise unless wv is still the vocabulary and weights that build_vocab made."""
         if self._syn0p is None or self.wv.vectors.shape != (self._syn0p.shape[0], self.vector_size) \
-                or not np.shares_memory(self.wv.vectors, self._syn0p):
+                or not np.may_share_memory(self.wv.vectors, self._syn0p):
             raise RuntimeError(f"{op}: the model's wv is not the one build_vocab made (it was replaced, or keys "
                                "were added to it), so there are no output weights and tables to go with it; build "
                                "the vocabulary with build_vocab(...) first")

@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from helpers import backends_for
+
 from pyaiml import _backend
 from pyaiml.models import KeyedVectors, Word2Vec
 from pyaiml.text import simple_tokenize
@@ -296,7 +296,7 @@ def test_loss_first_epoch_value():
                  compute_loss=True, workers=1)
     m.build_vocab(sents)
     words, off, jobs = _tables(m, sents)
-    args = lambda s0, s1: (s0, None, s1, words, off, jobs, m._sample_thr, m._alias_thr, m._alias_idx, m._codes,  # noqa
+    args = lambda s0, s1: (s0, None, s1, words, off, jobs, m._sample_thr, m._alias_thr, m._alias_idx, m._codes,
                            m._points, m._code_off, 1, 1, 0, 1, 1, 0, 0.025, 0.0001, 0, 1, 1, 1, True)
     first = words[:2]  # first example: context words[1] predicts words[0]
     n0 = int(m._code_off[first[0] + 1] - m._code_off[first[0]])
@@ -343,7 +343,7 @@ def test_corpus_file_and_train_again(tmp_path):
     m = Word2Vec(corpus_file=str(p), vector_size=8, min_count=1, epochs=2, seed=2, workers=1)
     assert len(m.wv) == 40
     before = m.wv.vectors.copy()
-    eff, raw = m.train(corpus_file=str(p), epochs=1)
+    eff, raw = m.train(corpus_file=str(p), total_words=m.corpus_total_words, epochs=1)
     assert raw == 40 * 12 and 0 < eff <= raw
     assert not np.array_equal(before, m.wv.vectors)
 
@@ -475,8 +475,8 @@ def test_model_save_load_and_continue(tmp_path):
     assert m2.wv.index_to_key == m.wv.index_to_key
     assert np.array_equal(m2.wv.vectors, m.wv.vectors) and np.array_equal(m2.syn1, m.syn1)
     assert np.array_equal(m2.syn1neg, m.syn1neg)
-    m.train(sents, epochs=1)
-    m2.train(sents, epochs=1)
+    m.train(sents, total_examples=len(sents), epochs=1)
+    m2.train(sents, total_examples=len(sents), epochs=1)
     assert np.array_equal(m2.wv.vectors, m.wv.vectors)  # resumes identically (workers=1)
     kvp = tmp_path / "kv.npz"
     m.wv.save(str(kvp))
@@ -524,7 +524,7 @@ def test_bad_input():
     gen = (s for s in [["a", "b"]] * 5)
     m.build_vocab(gen)
     with pytest.raises(ValueError, match="generator already consumed"):
-        m.train(gen)
+        m.train(gen, total_examples=5, epochs=1)
 
 
 def test_native_entry_point_rejects_bad_arrays():
@@ -570,12 +570,12 @@ def test_native_entry_point_rejects_bad_arrays():
     ("window", np.int64(0), "window must be an integer >= 1. Received 0"),
 ])
 def test_integer_arguments_are_range_checked_by_name(arg, value, msg):
-    kw = {"min_count": 1, "vector_size": 4, **{arg: value}}
+    kw = {"min_count": 1, "vector_size": 4, arg: value}
     with pytest.raises(ValueError, match=f"Word2Vec: {msg}"):
         Word2Vec([["a", "b", "c"]] * 3, **kw)
     m = Word2Vec([["a", "b", "c"]] * 3, min_count=1, vector_size=4, epochs=1)
     with pytest.raises(ValueError, match="Word2Vec.train: epochs must be an integer <= 9223372036854775807"):
-        m.train([["a", "b"]], epochs=2**63)
+        m.train([["a", "b"]], total_examples=1, epochs=2**63)
 
 
 def test_largest_seed_trains_like_the_numpy_oracle(monkeypatch):

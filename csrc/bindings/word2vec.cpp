@@ -3,6 +3,8 @@
 // trainer never reads or writes out of bounds; then releases the GIL for the whole epoch.
 // The trainer starts `workers` threads of its own for the call (a per-model setting, like
 // gensim's), rather than using the shared pool, whose size is global.
+#include <cmath>
+
 #include "bindings/common.h"
 #include "cpu/word2vec.h"
 
@@ -44,7 +46,7 @@ void register_word2vec(py::module_& m) {
          py::array job_off, py::array sample_thr, py::array alias_thr, py::array alias_idx, py::array codes,
          py::array points, py::array code_off, int sg, int hs, int negative, int window, int cbow_mean,
          int shrink_windows, double alpha, double min_alpha, int64_t epoch, int64_t epochs, uint64_t seed,
-         int workers, int compute_loss) {
+         int workers, int compute_loss, py::object lockf) {
         const char* op = "word2vec";
         require_ndim(syn0, 2, op, "syn0");
         W2VArgs a;
@@ -123,6 +125,14 @@ void register_word2vec(py::module_& m) {
         a.seed = seed;
         a.workers = workers;
         a.compute_loss = compute_loss;
+        py::array lockf_arr;  // keeps the array alive while the kernel runs
+        if (!lockf.is_none()) {
+          PYAIML_CHECK(py::isinstance<py::array>(lockf), op, ": lockf must be a float32 NumPy array or None");
+          lockf_arr = py::reinterpret_borrow<py::array>(lockf);
+          a.lockf = vec_arg<float>(lockf_arr, "lockf", a.V);
+          for (int64_t i = 0; i < a.V; ++i)
+            PYAIML_CHECK(std::isfinite(a.lockf[i]), op, ": lockf must be finite. Received ", a.lockf[i], " at ", i);
+        }
         W2VResult r;
         {
           py::gil_scoped_release nogil;
@@ -134,7 +144,7 @@ void register_word2vec(py::module_& m) {
       py::arg("job_off"), py::arg("sample_thr"), py::arg("alias_thr"), py::arg("alias_idx"), py::arg("codes"),
       py::arg("points"), py::arg("code_off"), py::arg("sg"), py::arg("hs"), py::arg("negative"), py::arg("window"),
       py::arg("cbow_mean"), py::arg("shrink_windows"), py::arg("alpha"), py::arg("min_alpha"), py::arg("epoch"),
-      py::arg("epochs"), py::arg("seed"), py::arg("workers"), py::arg("compute_loss"));
+      py::arg("epochs"), py::arg("seed"), py::arg("workers"), py::arg("compute_loss"), py::arg("lockf") = py::none());
 }
 
 }  // namespace pyaiml

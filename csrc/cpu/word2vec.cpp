@@ -234,7 +234,12 @@ void train_job(const W2VArgs& a, int64_t job, Scratch& sc, double& loss, int64_t
           float* l1 = a.syn0 + int64_t(sent[j]) * ld;
           for (int64_t k = 0; k < ld; k += VL) storeu(neu1e + k, splat(0.f));
           train_example<NV>(a, sc, l1, sent[i], rng, alpha, loss);
-          for (int64_t k = 0; k < ld; k += VL) storeu(l1 + k, loadu(l1 + k) + loadu(neu1e + k));
+          if (a.lockf) {
+            const vf f = splat(a.lockf[sent[j]]);
+            for (int64_t k = 0; k < ld; k += VL) storeu(l1 + k, loadu(l1 + k) + f * loadu(neu1e + k));
+          } else {
+            for (int64_t k = 0; k < ld; k += VL) storeu(l1 + k, loadu(l1 + k) + loadu(neu1e + k));
+          }
           ++pairs;
         }
       } else {
@@ -259,7 +264,12 @@ void train_job(const W2VArgs& a, int64_t job, Scratch& sc, double& loss, int64_t
         for (int64_t j = lo; j < hi; ++j) {
           if (j == i) continue;
           float* r = a.syn0 + int64_t(sent[j]) * ld;
-          for (int64_t k = 0; k < ld; k += VL) storeu(r + k, loadu(r + k) + loadu(neu1e + k));
+          if (a.lockf) {
+            const vf f = splat(a.lockf[sent[j]]);
+            for (int64_t k = 0; k < ld; k += VL) storeu(r + k, loadu(r + k) + f * loadu(neu1e + k));
+          } else {
+            for (int64_t k = 0; k < ld; k += VL) storeu(r + k, loadu(r + k) + loadu(neu1e + k));
+          }
         }
         ++pairs;
       }

@@ -34,6 +34,8 @@ struct W2VArgs {
   const uint8_t* codes = nullptr;        // Huffman codes, path of w at code_off[w]..code_off[w+1]
   const int32_t* points = nullptr;       // inner-node rows of syn1 along that path
   const int64_t* code_off = nullptr;
+  const float* lockf = nullptr;          // per-word factor on syn0 updates (gensim's vectors_lockf);
+                                         // nullptr: 1 for every word (the plain update, no multiply)
   // Hyperparameters.
   int sg = 1, hs = 0, negative = 5, window = 5, cbow_mean = 1, shrink_windows = 1;
   double alpha = 0.025, min_alpha = 0.0001;

@@ -121,7 +121,8 @@ def _train_example(syn1neg, syn1, l1, neu1e, w, st, alpha, loss, hs, negative, V
 @nb.njit(cache=True, nogil=True)
 def _train_jobs(syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias_thr, alias_idx, codes, points,
                 code_off, sg, hs, negative, window, cbow_mean, shrink_windows, alpha0, min_alpha, epoch, epochs,
-                seed, want_loss, first_job, step, tab, job_loss, job_eff, job_pairs, max_sent, max_rows):
+                seed, want_loss, first_job, step, tab, job_loss, job_eff, job_pairs, max_sent, max_rows, lockf,
+                use_lockf):
     V, ld = syn0.shape
     total_words = max(words.shape[0], 1)
     total = np.float64(total_words) * np.float64(epochs)
@@ -168,8 +169,13 @@ def _train_jobs(syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias
                         loss = _train_example(syn1neg, syn1, l1, neu1e, sent[i], st, alpha, loss, hs, negative, V,
                                               alias_thr, alias_idx, codes, points, code_off, want_loss, tab, rows,
                                               labels, g)
-                        for k in range(ld):
-                            l1[k] += neu1e[k]
+                        if use_lockf:
+                            f = lockf[sent[j]]
+                            for k in range(ld):
+                                l1[k] += f * neu1e[k]
+                        else:
+                            for k in range(ld):
+                                l1[k] += neu1e[k]
                         pairs += 1
                 else:
                     count = 0
@@ -198,8 +204,13 @@ def _train_jobs(syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias
                         if j == i:
                             continue
                         r = sent[j]
-                        for k in range(ld):
-                            syn0[r, k] += neu1e[k]
+                        if use_lockf:
+                            f = lockf[r]
+                            for k in range(ld):
+                                syn0[r, k] += f * neu1e[k]
+                        else:
+                            for k in range(ld):
+                                syn0[r, k] += neu1e[k]
                     pairs += 1
         job_loss[job] = loss
         job_eff[job] = eff
@@ -208,7 +219,7 @@ def _train_jobs(syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias
 
 def train_epoch(syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias_thr, alias_idx, codes, points,
                 code_off, sg, hs, negative, window, cbow_mean, shrink_windows, alpha, min_alpha, epoch, epochs,
-                seed, workers, compute_loss):
+                seed, workers, compute_loss, lockf=None):
     """One epoch; returns (loss, effective_words, examples). Arrays as in the C++ binding."""
     V = syn0.shape[0]
     n_jobs = len(job_off) - 1
@@ -232,7 +243,9 @@ def train_epoch(syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias
             code_off, int(sg), int(hs), int(negative), int(window), int(cbow_mean), int(shrink_windows),
             float(alpha), float(min_alpha), int(epoch), int(epochs), np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF),
             bool(compute_loss))
-    tail = (SIG_TABLE, job_loss, job_eff, job_pairs, max_sent, max_rows)
+    use_lockf = lockf is not None
+    lockf = lockf if use_lockf else np.ones(1, np.float32)
+    tail = (SIG_TABLE, job_loss, job_eff, job_pairs, max_sent, max_rows, lockf, use_lockf)
     W = max(1, min(int(workers), n_jobs))
     if W == 1:
         _train_jobs(*args, 0, 1, *tail)

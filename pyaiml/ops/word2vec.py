@@ -91,7 +91,7 @@ def _in_range(a, name, hi):
 
 def word2vec_train_epoch(syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias_thr, alias_idx, codes,
                          points, code_off, sg, hs, negative, window, cbow_mean, shrink_windows, alpha, min_alpha,
-                         epoch, epochs, seed, workers, compute_loss):
+                         epoch, epochs, seed, workers, compute_loss, lockf=None):
     """One epoch of Word2Vec training, in place on ``syn0``/``syn1neg``/``syn1``.
 
     Parameters
@@ -108,6 +108,9 @@ def word2vec_train_epoch(syn0, syn1neg, syn1, words, sent_off, job_off, sample_t
     negative : int in [0, 1000]; window : int in [1, 2**31 - 1]; workers : [1, 1024].
     alpha, min_alpha : finite learning rates (linear decay from alpha to min_alpha).
     epoch, epochs : 0 <= epoch < epochs <= 2**63 - 1; seed : int in [0, 2**64).
+    lockf : (V,) float32 or None
+        Per-word factor on the updates of syn0 (gensim's ``vectors_lockf``: 0 freezes a word's
+        input vector, 1 trains it normally); None trains every word normally.
 
     Returns
     -------
@@ -159,6 +162,12 @@ def word2vec_train_epoch(syn0, syn1neg, syn1, words, sent_off, job_off, sample_t
             raise ValueError(f"{OP}: code_off must have length {V + 1}. Received shape {code_off.shape}")
         _in_range(codes, "codes", 2)
         _in_range(points, "points", V)
+    if lockf is not None:
+        _vec(lockf, "lockf", np.float32, V)
+        if not np.isfinite(lockf).all():
+            i = int(np.argmax(~np.isfinite(lockf)))
+            raise ValueError(f"{OP}: lockf must be finite. Received {lockf[i]} at position {i}")
     return _backend.resolve(OP)(syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias_thr, alias_idx,
                                 codes, points, code_off, sg, hs, negative, window, cbow_mean, shrink_windows,
-                                float(alpha), float(min_alpha), epoch, epochs, seed, workers, bool(compute_loss))
+                                float(alpha), float(min_alpha), epoch, epochs, seed, workers, bool(compute_loss),
+                                lockf)

@@ -52,7 +52,7 @@ def _rows(l1, neu1e, syn, rows, labels, alpha, loss):
 
 def train_epoch(syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias_thr, alias_idx, codes, points,
                 code_off, sg, hs, negative, window, cbow_mean, shrink_windows, alpha, min_alpha, epoch, epochs,
-                seed, workers, compute_loss):
+                seed, workers, compute_loss, lockf=None):
     V, ld = syn0.shape
     N = max(len(words), 1)
     total = float(N) * epochs
@@ -93,7 +93,8 @@ def train_epoch(syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias
                 if sg:
                     for j in ctx:
                         e = example(syn0[sent[j]].astype(np.float64), sent[i])
-                        syn0[sent[j]] = (syn0[sent[j]].astype(np.float64) + e).astype(np.float32)
+                        f = 1.0 if lockf is None else float(lockf[sent[j]])
+                        syn0[sent[j]] = (syn0[sent[j]].astype(np.float64) + f * e).astype(np.float32)
                         pairs_all += 1
                 elif ctx:
                     l1 = np.sum([syn0[sent[j]].astype(np.float64) for j in ctx], axis=0)
@@ -103,7 +104,8 @@ def train_epoch(syn0, syn1neg, syn1, words, sent_off, job_off, sample_thr, alias
                     if not cbow_mean:
                         e /= len(ctx)
                     for j in ctx:
-                        syn0[sent[j]] = (syn0[sent[j]].astype(np.float64) + e).astype(np.float32)
+                        f = 1.0 if lockf is None else float(lockf[sent[j]])
+                        syn0[sent[j]] = (syn0[sent[j]].astype(np.float64) + f * e).astype(np.float32)
                     pairs_all += 1
         loss_all += loss
     return (loss_all if compute_loss else 0.0), eff_all, pairs_all

@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from pyaiml._io import atomic_savez, atomic_write, bad_file, plain_source, read_npz
+from pyaiml._io import CorruptFileError, atomic_savez, atomic_write, bad_file, plain_source, read_npz
 
 FORMAT = "pyaiml.KeyedVectors/1"
 _HEADER_MAX = 1000       # bytes of a word2vec header line '<count> <dimension>'
@@ -101,6 +101,17 @@ def _check_counts(c, V, op, path, what="attr_count"):
     return c.astype(np.int64)
 
 
+def _truncated(op, label, why):
+    """A truncated word2vec file: a ValueError naming the file, and an EOFError as in gensim."""
+    return TruncatedFileError(f"{op}: {label} is corrupted, truncated or not a file of this format ({why})", why)
+
+
+def _undecodable(e, op, label, why):
+    """Text that does not decode: the UnicodeDecodeError gensim raises, naming the file."""
+    return UnicodeDecodeError(e.encoding, e.object, e.start, e.end,
+                              f"{e.reason}; {op}: {label} is corrupted, truncated or not a file of this format ({why})")
+
+
 def _read_vocab_counts(fvocab, encoding, unicode_errors, op, key=None):
     """``{word: count}`` from a vocabulary file of '<word> <count>' lines."""
     path = os.fspath(fvocab)
@@ -110,7 +121,7 @@ def _read_vocab_counts(fvocab, encoding, unicode_errors, op, key=None):
             try:
                 line = raw.decode(encoding, errors=unicode_errors).rstrip("\r\n")
             except UnicodeDecodeError as e:
-                raise bad_file(op, path, f"line {lineno} is not {encoding} text: {e}") from None
+                raise _undecodable(e, op, path, f"line {lineno} is not {encoding} text") from None
             if not line.strip():
                 continue
             w, sep, c = line.rstrip().rpartition(" ")
@@ -127,6 +138,23 @@ def _read_vocab_counts(fvocab, encoding, unicode_errors, op, key=None):
     return counts
 
 
+class EmptyKeyListError(ValueError, ZeroDivisionError):
+    """An empty list of keys where a mean is needed (gensim raises ZeroDivisionError)."""
+
+
+class TruncatedFileError(CorruptFileError, EOFError):
+    """A word2vec file that ends before the vectors its header declares (gensim: EOFError)."""
+
+
+class WrongClassError(CorruptFileError, AttributeError):
+    """A pyaiml save file of another class (gensim's load fails with AttributeError)."""
+
+
+class GensimPickleError(ValueError):
+    """A file written by gensim's ``save`` (a Python pickle), which pyaiml does not unpickle
+    unless asked to with ``trusted=True``."""
+
+
 class KeyedVectors:
     """Vectors addressed by string keys (gensim 4 ``KeyedVectors`` API).
 
@@ -135,18 +163,38 @@ class KeyedVectors:
     vector_size : int
         D, the dimension of every vector.
     count : int
-        Rows to allocate up front (filled with zeros); usually 0.
+        Rows to allocate up front (filled with zeros, taken by the next ``add_vector`` calls);
+        usually 0.
+    dtype : float dtype of ``vectors`` (float32 by default).
+
+    Attributes
+    ----------
+    vectors : (V, D) array; index_to_key : list of V keys; key_to_index : dict.
+    expandos : dict of per-key arrays (``'count'``: word counts), read with ``get_vecattr``.
+    vectors_lockf : (1,) or (V,) float32
+        Per-word factor on the training updates of the input vectors (Word2Vec reads it):
+        1 trains a word normally, 0 freezes it. One value applies to every word.
+
+    Errors are gensim's types: an unknown key is a ``KeyError``; ``n_similarity`` with an
+    empty list a ``ZeroDivisionError`` (also a ``ValueError``); a truncated word2vec file an
+    ``EOFError`` (also a ``ValueError``); text that does not decode with ``unicode_errors=
+    'strict'`` a ``UnicodeDecodeError`` naming the file. ``load`` never unpickles: a file
+    saved by gensim's ``save`` (a pickle) raises :class:`GensimPickleError`, which says how
+    to import it (``trusted=True``, with gensim installed).
     """
 
-    def __init__(self, vector_size: int, count: int = 0, dtype=np.float32):
+    def __init__(self, vector_size: int, count: int = 0, dtype=np.float32, mapfile_path=None):
         if isinstance(vector_size, bool) or not isinstance(vector_size, (int, np.integer)) or vector_size < 1:
             raise ValueError(f"KeyedVectors: vector_size must be an integer >= 1. Received {vector_size!r}")
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+            raise ValueError(f"KeyedVectors: count must be an integer >= 0. Received {count!r}")
         self.vector_size = int(vector_size)
-        self.vectors = np.zeros((count, self.vector_size), dtype=dtype)
-        self.index_to_key: list[str] = []
-        self.key_to_index: dict[str, int] = {}
+        self.vectors = np.zeros((int(count), self.vector_size), dtype=dtype)
+        self.index_to_key: list = []
+        self.key_to_index: dict = {}
         self.expandos: dict[str, np.ndarray] = {}
         self.norms = None
+        self.vectors_lockf = np.ones(1, dtype=np.float32)
 
     # -- building -------------------------------------------------------------------------
     def _set(self, keys, vectors, counts=None):
@@ -157,40 +205,106 @@ class KeyedVectors:
             self.expandos["count"] = np.asarray(counts, dtype=np.int64)
         self.norms = None
 
-    def add_vectors(self, keys, weights):
-        """Append keys with their vectors (existing keys are overwritten)."""
-        if isinstance(keys, str):
-            keys, weights = [keys], np.asarray(weights)[None]
-        weights = np.asarray(weights, dtype=self.vectors.dtype).reshape(len(keys), self.vector_size)
-        new = [k for k in keys if k not in self.key_to_index]
-        rows = np.concatenate([np.asarray(self.vectors), np.zeros((len(new), self.vector_size), self.vectors.dtype)])
-        for k in new:
-            self.key_to_index[k] = len(self.index_to_key)
-            self.index_to_key.append(k)
-        for k, w in zip(keys, weights):
-            rows[self.key_to_index[k]] = w
-        if "count" in self.expandos:
-            self.expandos["count"] = np.concatenate([self.expandos["count"], np.zeros(len(new), np.int64)])
-        self.vectors = rows
+    @property
+    def next_index(self):
+        """Index the next added key gets (rows beyond it were allocated up front)."""
+        return len(self.index_to_key)
+
+    def _weights(self, keys, weights, op):
+        w = np.asarray(weights)
+        if w.dtype.kind not in "fiub" or w.size != len(keys) * self.vector_size:
+            raise ValueError(f"{op}: weights must hold one vector of {self.vector_size} numbers per key, shape "
+                             f"({len(keys)}, {self.vector_size}). Received {w.dtype} shape {w.shape}")
+        return w.reshape(len(keys), self.vector_size)
+
+    def add_vectors(self, keys, weights, extras=None, replace=False):
+        """Add ``keys`` with their vectors (``weights``: one row per key).
+
+        A key already present keeps its vector unless ``replace`` (gensim's rule); new keys
+        are appended in order. ``extras``: {attribute: array (len(keys),)} stored with
+        ``set_vecattr`` semantics. Vectors keep this object's dtype.
+        """
+        op = "KeyedVectors.add_vectors"
+        if isinstance(keys, (str, int, np.integer)):
+            keys = [keys]
+        keys = list(keys)
+        w = self._weights(keys, weights, op)
+        n = len(self.index_to_key)
+        rows = np.asarray(self.vectors)[:n]  # rows allocated up front beyond n are taken over here
+        new, where = [], []
+        for k, row in zip(keys, range(len(keys))):
+            i = self.key_to_index.get(k)
+            if i is None:
+                self.key_to_index[k] = n + len(new)
+                self.index_to_key.append(k)
+                new.append(row)
+            elif replace or i >= n:
+                where.append((i, row))
+        grown = np.empty((n + len(new), self.vector_size), dtype=self.vectors.dtype)
+        grown[:n] = rows
+        if new:
+            grown[n:] = w[new]
+        for i, row in where:
+            grown[i] = w[row]
+        self.vectors = grown
+        for attr, a in list(self.expandos.items()):
+            self.expandos[attr] = np.concatenate([a[:n], np.zeros(len(new), a.dtype)])
+        for attr, vals in (extras or {}).items():
+            vals = np.asarray(vals)
+            if vals.shape[:1] != (len(keys),):
+                raise ValueError(f"{op}: extras[{attr!r}] must have one value per key ({len(keys)}). "
+                                 f"Received shape {vals.shape}")
+            for k, v in zip(keys, vals):
+                self.set_vecattr(k, attr, v)
+        if self.vectors_lockf.shape[0] not in (1, len(self.index_to_key)):
+            self.vectors_lockf = np.concatenate([self.vectors_lockf[:n], np.ones(len(new), np.float32)])
         self.norms = None
 
+    def add_vector(self, key, vector):
+        """Add one key (kept as it is if present); returns its index."""
+        self.add_vectors([key], np.asarray(vector)[None])
+        return self.key_to_index[key]
+
+    def __setitem__(self, keys, weights):
+        """``kv[key] = vector`` / ``kv[[k1, k2]] = rows``: add, replacing present keys."""
+        if not isinstance(keys, list):
+            keys = [keys]
+            weights = np.asarray(weights).reshape(1, -1)
+        self.add_vectors(keys, weights, replace=True)
+
+    def allocate_vecattrs(self, attrs=None, types=None):
+        """Make sure each attribute in ``attrs`` has an array of one value per key."""
+        for attr, t in zip(attrs or (), types or [np.int64] * len(attrs or ())):
+            if attr not in self.expandos:
+                self.expandos[attr] = np.zeros(len(self.index_to_key), dtype=t)
+
     def get_vecattr(self, key, attr):
-        return self.expandos[attr][self.get_index(key)].item()
+        """Attribute ``attr`` (e.g. ``'count'``) of ``key``."""
+        if attr not in self.expandos:
+            raise KeyError(f"get_vecattr: no attribute {attr!r} (present: {sorted(self.expandos)})")
+        v = self.expandos[attr][self.get_index(key)]
+        return v.item() if isinstance(v, np.generic) else v
 
     def set_vecattr(self, key, attr, val):
+        """Set attribute ``attr`` of ``key`` (the array is created on first use)."""
         if attr not in self.expandos:
-            self.expandos[attr] = np.zeros(len(self.index_to_key), np.int64)
-        self.expandos[attr][self.get_index(key)] = val
+            dt = np.int64 if isinstance(val, (int, np.integer)) else np.asarray(val).dtype
+            self.expandos[attr] = np.zeros(len(self.index_to_key), dt)
+        a = self.expandos[attr]
+        if len(a) < len(self.index_to_key):
+            self.expandos[attr] = a = np.concatenate([a, np.zeros(len(self.index_to_key) - len(a), a.dtype)])
+        a[self.get_index(key)] = val
 
     # -- lookup ---------------------------------------------------------------------------
     def __len__(self):
         return len(self.index_to_key)
 
     def __contains__(self, key):
-        return key in self.key_to_index
+        return self.has_index_for(key)
 
     def has_index_for(self, key):
-        return key in self.key_to_index
+        """True for a present key, or an int in [0, len)."""
+        return self.get_index(key, -1) >= 0
 
     def _missing(self, key):
         known = self.index_to_key[:20000]
@@ -199,7 +313,11 @@ class KeyedVectors:
         return KeyError(f"word {key!r} not in vocabulary ({len(self)} words){hint}")
 
     def get_index(self, key, default=None):
-        i = self.key_to_index.get(key) if isinstance(key, str) else None
+        """Row of ``key`` (an int in [0, len) is its own index); ``default`` or KeyError if absent."""
+        try:
+            i = self.key_to_index.get(key)
+        except TypeError:  # unhashable
+            i = None
         if i is not None:
             return i
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and 0 <= key < len(self):
@@ -252,86 +370,268 @@ class KeyedVectors:
         self.fill_norms()
         return self.vectors / self.norms[:, None]
 
-    # -- queries --------------------------------------------------------------------------
-    def _weighted(self, positive, negative):
-        def norm_list(x, sign):
-            if x is None:
-                return []
-            if isinstance(x, (str, np.ndarray)) or (isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str)
-                                                   and not isinstance(x[1], str)):
-                x = [x]
-            out = []
-            for item in x:
-                if isinstance(item, tuple) and len(item) == 2 and not isinstance(item[1], str):
-                    out.append((item[0], sign * float(item[1])))
-                else:
-                    out.append((item, sign * 1.0))
-            return out
-
-        items = norm_list(positive, 1.0) + norm_list(negative, -1.0)
-        if not items:
-            raise ValueError("most_similar: give at least one word or vector in positive or negative")
-        vecs, used = [], set()
-        for k, w in items:
-            if isinstance(k, np.ndarray):
-                vecs.append(w * k.astype(np.float64))
-            else:
-                vecs.append(w * self.get_vector(k, norm=True).astype(np.float64))
-                if k in self.key_to_index:
-                    used.add(self.key_to_index[k])
-                else:  # a phrase of known words: leave its words out of the answers too
-                    used.update(self._phrase(k) or ())
-        mean = np.mean(vecs, axis=0)
-        nrm = np.linalg.norm(mean)
-        if nrm > 0:
-            mean = mean / nrm
-        return mean, used
-
-    def most_similar(self, positive=None, negative=None, topn=10, clip_start=0, clip_end=None,
-                     restrict_vocab=None, indexer=None):
-        """Keys closest by cosine to the mean of ``positive`` minus ``negative`` (unit vectors).
-
-        Returns a list of ``(key, similarity)``, best first (the query words excluded), or, if
-        ``topn`` is None, the similarities to every key (array (V,)).
-        """
-        if isinstance(topn, (int, np.integer)) and topn < 1:
-            return []
-        mean, used = self._weighted(positive, negative)
-        end = len(self) if restrict_vocab is None else min(int(restrict_vocab), len(self))
-        if clip_end is not None:
-            end = min(end, clip_end)
+    def unit_normalize_all(self):
+        """Scale every vector to unit length, in place (training cannot sensibly go on)."""
         self.fill_norms()
-        m = np.asarray(self.vectors[clip_start:end], dtype=np.float32)
-        sims = (m @ mean.astype(np.float32)) / self.norms[clip_start:end]
-        if topn is None:
-            return sims
+        self.vectors /= self.norms[:, None].astype(self.vectors.dtype)
+        self.norms = np.ones(len(self.vectors), dtype=np.float32)
+
+    def init_sims(self, replace=False):
+        """gensim 3 name: fill the norms; ``replace=True`` normalises the vectors in place."""
+        self.fill_norms()
+        if replace:
+            self.unit_normalize_all()
+
+    def vectors_for_all(self, keys, allow_inference=True, copy_vecattrs=False):
+        """A new KeyedVectors with the vectors of the given keys that are present (deduplicated,
+        first-seen order). Its ``'count'`` is len..1 as for a word2vec file without counts,
+        unless ``copy_vecattrs`` copies every attribute of the keys from this object."""
+        vocab, seen = [], set()
+        for k in keys:
+            if k not in seen:
+                seen.add(k)
+                if k in self.key_to_index:
+                    vocab.append(k)
+        kv = KeyedVectors(self.vector_size, dtype=self.vectors.dtype)
+        idx = [self.key_to_index[k] for k in vocab]
+        kv._set(vocab, np.asarray(self.vectors)[idx].copy(), np.arange(len(vocab), 0, -1))
+        if copy_vecattrs:
+            for attr, a in self.expandos.items():
+                kv.expandos[attr] = a[idx].copy()
+        return kv
+
+    # -- queries --------------------------------------------------------------------------
+    @staticmethod
+    def _as_list(x):
+        """gensim's rule: None -> [], one key or a 1-D vector -> [it], a 2-D array -> its rows."""
+        if x is None:
+            return []
+        if isinstance(x, (str, int, np.integer)) or (isinstance(x, np.ndarray) and x.ndim == 1):
+            return [x]
+        if isinstance(x, np.ndarray):
+            if x.ndim != 2:
+                raise ValueError(f"most_similar: an array of vectors must be 1-D or 2-D (rows). Received shape "
+                                 f"{x.shape}")
+            return list(x)
+        return list(x)
+
+    def _present(self, key):
+        """A key, an index, or a phrase whose words are all keys."""
+        if self.has_index_for(key):
+            return True
+        try:
+            return self._phrase(key) is not None
+        except KeyError:
+            return False
+
+    def _key_rows(self, key):
+        """Rows a query key stands for (its own, or its words' for a phrase), for exclusion."""
+        i = self.get_index(key, -1)
+        if i >= 0:
+            return [i]
+        return self._phrase(key) or []
+
+    def get_mean_vector(self, keys, weights=None, pre_normalize=True, post_normalize=False, ignore_missing=True):
+        """Weighted mean of the vectors of ``keys`` (keys, ints or arrays), divided by the sum
+        of |weights|; each key's vector unit-normalised first if ``pre_normalize``, the result
+        if ``post_normalize``. Missing keys are skipped, or a KeyError if not ``ignore_missing``.
+        """
+        if isinstance(keys, np.ndarray) and keys.ndim == 2:
+            keys = list(keys)
+        if len(keys) == 0:
+            raise ValueError("get_mean_vector: keys must not be empty (cannot compute a mean of no vectors)")
+        w = np.ones(len(keys)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+        if w.shape[0] != len(keys):
+            raise ValueError(f"get_mean_vector: weights must have one value per key ({len(keys)}). Received "
+                             f"{w.shape[0]}")
+        mean = np.zeros(self.vector_size, dtype=np.float64)
+        total = 0.0
+        for k, wi in zip(keys, w):
+            if isinstance(k, np.ndarray):
+                v = k
+            elif self._present(k):
+                v = self.get_vector(k, norm=pre_normalize)
+            elif not ignore_missing:
+                self.get_vector(k)  # raises the KeyError that names the missing key (or phrase word)
+                continue
+            else:
+                continue
+            mean += wi * np.asarray(v, dtype=np.float64)
+            total += abs(wi)
+        if total > 0:
+            mean /= total
+        if post_normalize:
+            n = np.linalg.norm(mean)
+            if n > 0:
+                mean /= n
+        return mean.astype(self.vectors.dtype)
+
+    def _query(self, positive, negative, op):
+        """(items, weights, rows to exclude) of a most_similar-style query."""
+        items = self._as_list(positive) + self._as_list(negative)
+        npos = len(self._as_list(positive))
+        keys, weight, used = [], [], set()
+        for n, item in enumerate(items):
+            sign = 1.0 if n < npos else -1.0
+            if isinstance(item, (str, int, np.integer, np.ndarray)):
+                k, wt = item, sign
+            elif isinstance(item, tuple) and len(item) == 2:
+                k, wt = item[0], float(item[1])
+            else:
+                raise TypeError(f"{op}: each query item must be a key, a vector, or a (key or vector, weight) "
+                                f"pair. Received {type(item).__name__} {item!r:.60}")
+            keys.append(k)
+            weight.append(wt)
+            if not isinstance(k, np.ndarray):
+                used.update(self._key_rows(k))
+        if not keys:
+            raise ValueError(f"{op}: give at least one key or vector in positive or negative")
+        return keys, weight, used
+
+    def _top(self, sims, topn, used, offset=0):
         n = min(int(topn) + len(used), len(sims))
         best = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
         best = best[np.argsort(-sims[best], kind="stable")]
-        out = [(self.index_to_key[i + clip_start], float(sims[i])) for i in best if i + clip_start not in used]
+        out = [(self.index_to_key[i + offset], float(sims[i])) for i in best if i + offset not in used]
         return out[: int(topn)]
+
+    def most_similar(self, positive=None, negative=None, topn=10, clip_start=0, clip_end=None,
+                     restrict_vocab=None, indexer=None):
+        """Keys closest by cosine to the weighted mean of ``positive`` minus ``negative``.
+
+        Items are keys, vectors (1-D arrays; a 2-D array is a list of vectors) or
+        ``(item, weight)`` pairs; keys count unit-normalised, vectors as given. Returns a list
+        of ``(key, similarity)``, best first, the query keys excluded; with ``topn=None`` the
+        similarities to every key (array (V,)). ``restrict_vocab`` searches the first keys only.
+        """
+        if isinstance(topn, (int, np.integer)) and not isinstance(topn, bool) and topn < 1:
+            return []
+        keys, weight, used = self._query(positive, negative, "most_similar")
+        mean = self.get_mean_vector(keys, weight, pre_normalize=True, post_normalize=True, ignore_missing=False)
+        if indexer is not None and isinstance(topn, int):
+            return indexer.most_similar(mean, topn)
+        self.fill_norms()
+        if restrict_vocab:
+            clip_start, clip_end = 0, int(restrict_vocab)
+        end = len(self.vectors) if not clip_end else min(int(clip_end), len(self.vectors))
+        m = np.asarray(self.vectors[clip_start:end])
+        sims = (m @ mean.astype(m.dtype)) / self.norms[clip_start:end]
+        if not topn:
+            return sims
+        return self._top(sims, topn, used, clip_start)
+
+    def most_similar_cosmul(self, positive=None, negative=None, topn=10, restrict_vocab=None):
+        """Levy & Goldberg's 3CosMul: rank keys by prod((1 + cos(x, p)) / 2) over positives divided
+        by prod((1 + cos(x, n)) / 2) + 1e-6 over negatives. Keys count unit-normalised, vectors
+        as given (pass unit vectors). Same arguments and result as :meth:`most_similar`."""
+        if isinstance(topn, (int, np.integer)) and not isinstance(topn, bool) and topn < 1:
+            return []
+        pos, neg = self._as_list(positive), self._as_list(negative)
+        if not pos:
+            raise ValueError("most_similar_cosmul: give at least one positive key or vector")
+        _, _, used = self._query(pos, neg, "most_similar_cosmul")
+        self.fill_norms()
+        end = len(self.vectors) if not restrict_vocab else min(int(restrict_vocab), len(self.vectors))
+        m, norms = np.asarray(self.vectors[:end]), self.norms[:end]
+
+        def cos(term):
+            v = term if isinstance(term, np.ndarray) else self.get_vector(term, norm=True)
+            return (1.0 + (m @ np.asarray(v, dtype=m.dtype)) / norms) / 2.0
+
+        sims = np.prod([cos(t) for t in pos], axis=0)
+        if neg:
+            sims = sims / (np.prod([cos(t) for t in neg], axis=0) + 1e-6)
+        if not topn:
+            return sims
+        return self._top(sims, topn, used)
 
     def similar_by_word(self, word, topn=10, restrict_vocab=None):
         return self.most_similar(positive=[word], topn=topn, restrict_vocab=restrict_vocab)
 
+    similar_by_key = similar_by_word
+
     def similar_by_vector(self, vector, topn=10, restrict_vocab=None):
         return self.most_similar(positive=[np.asarray(vector)], topn=topn, restrict_vocab=restrict_vocab)
 
+    def most_similar_to_given(self, key1, keys_list):
+        """The key of ``keys_list`` most similar to ``key1``."""
+        if not len(keys_list):
+            raise ValueError("most_similar_to_given: keys_list must not be empty")
+        return keys_list[int(np.argmax([self.similarity(key1, k) for k in keys_list]))]
+
+    @staticmethod
+    def _cos(a, b):
+        """Cosine of two vectors in float64: a.b / sqrt((a.a)(b.b)), exactly 1.0 for a == b."""
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        d = float(np.sqrt(float(a @ a) * float(b @ b)))
+        return float(a @ b) / d if d > 0 else 0.0
+
+    @staticmethod
+    def cosine_similarities(vector_1, vectors_all):
+        """Cosine of ``vector_1`` (D,) with each row of ``vectors_all`` (N, D): array (N,)."""
+        v = np.asarray(vector_1, dtype=np.float64)
+        m = np.asarray(vectors_all, dtype=np.float64)
+        d = np.linalg.norm(m, axis=1) * np.linalg.norm(v)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(d > 0, (m @ v) / np.where(d > 0, d, 1.0), 0.0)
+
+    def distances(self, word_or_vector, other_words=()):
+        """Cosine distances (1 - cosine) from a key or vector to ``other_words`` (default: every key)."""
+        v = word_or_vector if isinstance(word_or_vector, np.ndarray) else self.get_vector(word_or_vector)
+        if other_words is None or not len(other_words):
+            others = self.vectors
+        else:
+            others = np.asarray(self.vectors)[[self.get_index(w) for w in other_words]]
+        return 1.0 - self.cosine_similarities(v, others)
+
+    def closer_than(self, key1, key2):
+        """Keys closer to ``key1`` than ``key2`` is (``key1`` itself left out)."""
+        d = self.distances(key1)
+        i1, i2 = self.get_index(key1), self.get_index(key2)
+        return [self.index_to_key[i] for i in np.flatnonzero(d < d[i2]) if i != i1]
+
+    words_closer_than = closer_than
+
+    def rank(self, key1, key2):
+        """Rank of ``key2`` among all keys by distance from ``key1`` (1 = closest)."""
+        return len(self.closer_than(key1, key2)) + 1
+
     def similarity(self, w1, w2):
-        """Cosine similarity of two keys."""
-        a = self.get_vector(w1, norm=True).astype(np.float64)
-        b = self.get_vector(w2, norm=True).astype(np.float64)
-        return float(a @ b)
+        """Cosine similarity of two keys (exactly 1.0 for a key with itself)."""
+        return self._cos(self[w1], self[w2])
 
     def n_similarity(self, ws1, ws2):
-        if not len(ws1) or not len(ws2):
-            raise ValueError("n_similarity: both word lists must be non-empty")
-        a = np.mean([self.get_vector(w, norm=True) for w in ws1], axis=0)
-        b = np.mean([self.get_vector(w, norm=True) for w in ws2], axis=0)
-        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        """Cosine similarity of the means of two key lists (an empty list: ZeroDivisionError)."""
+        if not (len(ws1) and len(ws2)):
+            raise EmptyKeyListError("n_similarity: ws1 and ws2 must both be non-empty lists of keys. Received "
+                                    f"{len(ws1)} and {len(ws2)} keys")
+        a = self.get_mean_vector(list(ws1), pre_normalize=False)
+        b = self.get_mean_vector(list(ws2), pre_normalize=False)
+        return self._cos(a, b)
 
     def distance(self, w1, w2):
+        """1 - similarity (0.0 for a key with itself)."""
         return 1.0 - self.similarity(w1, w2)
+
+    def relative_cosine_similarity(self, wa, wb, topn=10):
+        """similarity(wa, wb) divided by the summed similarities of wa's ``topn`` nearest keys
+        (Leeuwenberg et al. 2016); above 0.10 suggests a synonym."""
+        sims = self.similar_by_word(wa, topn)
+        if not sims:
+            raise ValueError("relative_cosine_similarity: no similar keys to compare with (topn < 1 or a "
+                             "one-key vocabulary)")
+        return self.similarity(wa, wb) / sum(s for _, s in sims)
+
+    def rank_by_centrality(self, words, use_norm=True):
+        """``[(similarity to the centroid, key), ...]`` best first, over the present keys."""
+        used = [w for w in words if w in self]
+        if not used:
+            raise ValueError("rank_by_centrality: none of the words is in the vocabulary")
+        vecs = np.vstack([self.get_vector(w, norm=use_norm) for w in used]).astype(np.float64)
+        mean = vecs.mean(axis=0)
+        mean /= max(np.linalg.norm(mean), 1e-30)
+        return sorted(zip((vecs @ mean).tolist(), used), reverse=True)
 
     def doesnt_match(self, words):
         """The word furthest from the mean of the (known) words."""
@@ -396,11 +696,17 @@ class KeyedVectors:
 
     def evaluate_word_analogies(self, analogies, restrict_vocab=300000, case_insensitive=True,
                                 dummy4unknown=False, similarity_function="most_similar"):
-        """Accuracy on ``a : b :: c : d`` questions (questions-words.txt format, 3CosAdd).
+        """Accuracy on ``a : b :: c : d`` questions (questions-words.txt format).
 
-        Returns ``(score, sections)`` like gensim: ``sections`` is a list of
-        ``{'section', 'correct', 'incorrect'}`` ending with ``'Total accuracy'``.
+        ``similarity_function``: ``'most_similar'`` (3CosAdd, the default) or
+        ``'most_similar_cosmul'`` (3CosMul, as :meth:`most_similar_cosmul` ranks). Returns
+        ``(score, sections)`` like gensim: ``sections`` is a list of ``{'section', 'correct',
+        'incorrect'}`` ending with ``'Total accuracy'``.
         """
+        if similarity_function not in ("most_similar", "most_similar_cosmul"):
+            raise ValueError("evaluate_word_analogies: similarity_function must be 'most_similar' or "
+                             f"'most_similar_cosmul'. Received {similarity_function!r}")
+        cosmul = similarity_function == "most_similar_cosmul"
         ok = self._ok_vocab(restrict_vocab, case_insensitive)
         R = min(restrict_vocab, len(self))
         self.fill_norms()
@@ -417,7 +723,11 @@ class KeyedVectors:
                 Q = normed[idx[:, 1]] - normed[idx[:, 0]] + normed[idx[:, 2]]
                 Q /= np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-30)
                 for s in range(0, len(Q), 2048):
-                    S = Q[s:s + 2048] @ normed.T
+                    if cosmul:  # (1 + cos) / 2 per term; b and c multiply, a divides
+                        a, b, c = ((1.0 + normed[idx[s:s + 2048, k]] @ normed.T) / 2.0 for k in range(3))
+                        S = b * c / (a + 1e-6)
+                    else:
+                        S = Q[s:s + 2048] @ normed.T
                     rr = np.arange(S.shape[0])
                     for c in range(3):
                         S[rr, idx[s:s + 2048, c]] = -np.inf
@@ -553,7 +863,7 @@ class KeyedVectors:
                 least = rows * (4 * D + 1 if binary else 2 * D + 1)
                 left = size - len(head)
                 if least > left:
-                    raise bad_file(op, name, f"the header declares {V} vectors of {D} values, which need at "
+                    raise _truncated(op, name, f"the header declares {V} vectors of {D} values, which need at "
                                              f"least {least} bytes, but only {left} follow the header")
                 if binary:
                     keys, vecs = _read_binary_rows(f, name, op, rows, D, encoding, unicode_errors)
@@ -580,23 +890,30 @@ class KeyedVectors:
         see pyaiml.privacy)."""
         atomic_savez(fname, key=key, inner="keyedvectors", meta=_json_arr({"format": FORMAT, "vector_size": self.vector_size}),
                     keys=_json_arr(self.index_to_key), vectors=np.ascontiguousarray(self.vectors),
-                    **{f"attr_{k}": v for k, v in self.expandos.items()})
+                    **{f"attr_{k}": v for k, v in self.expandos.items() if v.dtype.kind in "iuf"})
 
     @classmethod
-    def load(cls, fname, mmap=None, key=None):
+    def load(cls, fname, mmap=None, trusted=False, key=None):
         """Load a file written by :meth:`save` (or the ``wv`` part of a Word2Vec save).
 
         Anything malformed (not a pyaiml .npz, members missing or of the wrong shape, keys
-        that repeat, negative counts) is a ``ValueError`` naming the file."""
+        that repeat, negative counts) is a ``ValueError`` naming the file. A file saved by
+        gensim (a pickle) raises :class:`GensimPickleError` unless ``trusted=True``, which
+        reads it through gensim (installed separately) and converts it: only for files you
+        trust, since unpickling runs code from the file. ``mmap`` has no effect."""
         op = "KeyedVectors.load"
         path = os.fspath(fname)
+        if is_gensim_pickle(path):
+            if not trusted:
+                raise gensim_pickle_error(op, path, "KeyedVectors")
+            return cls.from_gensim(load_gensim(path, "kv"))
         z, meta = _load_npz(path, op, key)
         if meta["format"] == "pyaiml.Word2Vec/1":
             from pyaiml.text.word2vec import Word2Vec
 
             return Word2Vec.load(path, key=key).wv
         if meta["format"] != FORMAT:
-            raise bad_file(op, path, f"format {meta['format']!r}, expected {FORMAT!r}")
+            raise WrongClassError(bad_file(op, path, f"format {meta['format']!r}, expected {FORMAT!r}").args[0])
         D = meta.get("vector_size")
         if isinstance(D, bool) or not isinstance(D, int) or D < 1:
             raise bad_file(op, path, f"vector_size must be an integer >= 1. Received {D!r}")
@@ -620,16 +937,84 @@ class KeyedVectors:
                 kv.expandos[f[5:]] = a
         return kv
 
+    @classmethod
+    def from_gensim(cls, kv):
+        """A pyaiml KeyedVectors with the keys, vectors and attributes of a gensim 4
+        ``KeyedVectors`` (or of a gensim model's ``wv``)."""
+        kv = getattr(kv, "wv", kv)
+        if not hasattr(kv, "index_to_key") or not hasattr(kv, "vectors"):
+            raise TypeError(f"KeyedVectors.from_gensim: expected a gensim 4 KeyedVectors. Received {type(kv).__name__}")
+        keys = list(kv.index_to_key)
+        vecs = np.array(kv.vectors[:len(keys)])
+        out = cls(vecs.shape[1], dtype=vecs.dtype)
+        out._set(keys, vecs)
+        for attr, a in getattr(kv, "expandos", {}).items():
+            a = np.asarray(a)
+            if a.shape[:1] == (len(keys),) and a.dtype.kind in "iuf":
+                out.expandos[attr] = a.copy()
+        return out
+
     def __repr__(self):
         return f"KeyedVectors<vector_size={self.vector_size}, {len(self)} keys>"
+
+
+def is_gensim_pickle(path):
+    """True if ``path`` holds a Python pickle that names gensim classes (gensim's ``save``),
+    also gzip- or bzip2-compressed. Reads the first 4 KiB; unpickles nothing."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if head[:2] == b"\x1f\x8b":
+            import gzip
+
+            with gzip.open(path, "rb") as f:
+                head = f.read(4096)
+        elif head[:3] == b"BZh":
+            import bz2
+
+            with bz2.open(path, "rb") as f:
+                head = f.read(4096)
+    except (OSError, EOFError, ValueError):
+        return False
+    return head[:1] == b"\x80" and b"gensim" in head
+
+
+def gensim_pickle_error(op, path, cls):
+    return GensimPickleError(
+        f"{op}: {path} was saved by gensim: it is a Python pickle, and pyaiml does not unpickle files by "
+        "default, because unpickling runs whatever code the file names. If you trust the file, either load it "
+        f"with {cls}.load({path!r}, trusted=True) (reads it through gensim, which must be installed: pip install "
+        f"gensim), or convert it yourself with gensim: {cls}.from_gensim(gensim.models.{cls}.load(path)), then "
+        "save() it in pyaiml's pickle-free format. Vectors alone also travel in the word2vec formats "
+        "(gensim's save_word2vec_format, pyaiml's load_word2vec_format), which involve no pickle.")
+
+
+def load_gensim(path, what):
+    """Unpickle a gensim save file through gensim itself (the caller has opted in): a gensim
+    Word2Vec for ``what='model'``, or a KeyedVectors (a model's ``wv``) for ``'kv'``."""
+    try:
+        from gensim.models import KeyedVectors as GensimKeyedVectors
+        from gensim.models import Word2Vec as GensimWord2Vec
+        from gensim.utils import SaveLoad
+    except ImportError:
+        raise ImportError(f"{path}: reading a gensim save file (trusted=True) needs gensim installed "
+                          "(pip install gensim); pyaiml has no unpickler of its own") from None
+    if what == "model":
+        return GensimWord2Vec.load(path)
+    obj = SaveLoad.load(path)
+    if hasattr(obj, "wv"):
+        obj = obj.wv
+    if not isinstance(obj, GensimKeyedVectors):
+        raise TypeError(f"{path}: a gensim {type(obj).__name__}, not KeyedVectors or a model holding them")
+    return obj
 
 
 def _decode_key(raw, encoding, unicode_errors, op, name, where):
     try:
         return raw.decode(encoding, errors=unicode_errors)
     except UnicodeDecodeError as e:
-        raise bad_file(op, name, f"{where}: the key is not {encoding} text ({e.reason}); pass unicode_errors="
-                                 "'replace' to read it anyway") from None
+        raise _undecodable(e, op, name, f"{where}: the key is not {encoding} text ({e.reason}); pass "
+                                        "unicode_errors='replace' to read it anyway") from None
 
 
 def _read_binary_rows(f, name, op, V, D, encoding, unicode_errors):
@@ -641,7 +1026,7 @@ def _read_binary_rows(f, name, op, V, D, encoding, unicode_errors):
         while True:
             ch = f.read(1)
             if not ch:
-                raise bad_file(op, name, f"truncated: the header says {V} vectors, the file ends in vector {i}")
+                raise _truncated(op, name, f"truncated: the header says {V} vectors, the file ends in vector {i}")
             if ch == b" ":
                 break
             if ch != b"\n" or word:
@@ -651,7 +1036,7 @@ def _read_binary_rows(f, name, op, V, D, encoding, unicode_errors):
                                          "binary word2vec file?")
         raw = f.read(nbytes)
         if len(raw) < nbytes:
-            raise bad_file(op, name, f"truncated: vector {i} has {len(raw)} of {nbytes} bytes")
+            raise _truncated(op, name, f"truncated: vector {i} has {len(raw)} of {nbytes} bytes")
         keys.append(_decode_key(bytes(word), encoding, unicode_errors, op, name, f"vector {i}"))
         vecs[i] = np.frombuffer(raw, dtype="<f4")
     return keys, vecs
@@ -670,13 +1055,13 @@ def _read_text_rows(f, name, op, V, D, encoding, unicode_errors, limit):
         if not raw:
             break
         if not raw.endswith(b"\n"):
-            raise bad_file(op, name, f"line {lineno} does not end with a newline: the file is cut off (the last "
+            raise _truncated(op, name, f"line {lineno} does not end with a newline: the file is cut off (the last "
                                      "number may be incomplete)")
         try:
             line = raw.decode(encoding, errors=unicode_errors)
-        except UnicodeDecodeError:
-            raise bad_file(op, name, f"line {lineno} is not {encoding} text, so not a number either (binary "
-                                     "file read as text? pass binary=True)") from None
+        except UnicodeDecodeError as e:
+            raise _undecodable(e, op, name, f"line {lineno} is not {encoding} text, so not a number either "
+                                            "(binary file read as text? pass binary=True)") from None
         parts = line.rstrip("\n").rstrip().split(" ")
         if D is None:
             D = len(parts) - 1
@@ -696,7 +1081,7 @@ def _read_text_rows(f, name, op, V, D, encoding, unicode_errors, limit):
             rows.append(row)
         keys.append(parts[0])
     if V is not None and len(keys) < V:
-        raise bad_file(op, name, f"truncated: the header says {V} vectors, found {len(keys)}")
+        raise _truncated(op, name, f"truncated: the header says {V} vectors, found {len(keys)}")
     if V is None:
         if not keys:
             raise bad_file(op, name, "it is empty")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import warnings
 from collections import Counter
 
@@ -29,6 +30,7 @@ MAX_SENTENCE = 10000   # longer sentences are cut (gensim's MAX_WORDS_IN_BATCH)
 JOB_WORDS = 10000      # words per job handed to one trainer thread
 
 _warned_plain = [False]
+logger = logging.getLogger("pyaiml.text")
 
 
 def _plain_string_warning():
@@ -43,8 +45,12 @@ def _plain_string_warning():
         )
 
 
-def iter_sentences(corpus, what="sentences"):
-    """Yield each sentence of ``corpus`` as a list/tuple of tokens (strings tokenised)."""
+def iter_sentences(corpus, what="sentences", log=False):
+    """Yield each sentence of ``corpus`` as a list/tuple of tokens (strings tokenised).
+
+    With ``log``, the first plain-string sentence is also reported on the ``pyaiml.text``
+    logger in gensim's words (gensim users watch its log for this mistake)."""
+    logged = not log
     if isinstance(corpus, (str, bytes)):
         raise TypeError(
             f"Word2Vec: {what} must be an iterable of sentences (lists of str tokens, or str), "
@@ -59,6 +65,11 @@ def iter_sentences(corpus, what="sentences"):
     for i, s in enumerate(it):
         if isinstance(s, str):
             _plain_string_warning()
+            if not logged:
+                logged = True
+                logger.warning("Each 'sentences' item should be a list of words (usually unicode strings). First "
+                               "plain str item here is sentence %d; pyaiml tokenises such items with "
+                               "pyaiml.text.simple_tokenize (gensim would train on their characters).", i)
             yield simple_tokenize(s)
         elif isinstance(s, (list, tuple)):
             yield s
@@ -77,13 +88,26 @@ def _check_tokens(keys):
             raise TypeError(f"Word2Vec: tokens must be str. Received {type(k).__name__} {k!r:.60}")
 
 
-def scan(corpus, max_vocab_size=None):
-    """Count words. Returns (Counter, total_words, n_sentences)."""
+def _keep(w, c, min_count, trim_rule):
+    """gensim's rule: ``trim_rule(word, count, min_count)`` returns 1 (discard), 2 (keep) or
+    0 (default: keep if count >= min_count)."""
+    r = trim_rule(w, c, min_count) if trim_rule is not None else 0
+    return r == 2 or (r != 1 and c >= min_count)
+
+
+def scan(corpus, max_vocab_size=None, trim_rule=None):
+    """Count words. Returns (Counter, total_words, n_sentences).
+
+    With ``max_vocab_size``, whenever more distinct words than that have been seen (checked
+    after each sentence), words seen at most ``min_reduce`` times are dropped (``trim_rule``
+    may keep them) and ``min_reduce`` goes up by one, starting at 1. gensim drops counts
+    below ``min_reduce``, which removes nothing at the first prune; pyaiml's bound holds from
+    the first one."""
     counts: Counter = Counter()
     total = 0
     n = 0
     min_reduce = 1
-    for s in iter_sentences(corpus):
+    for s in iter_sentences(corpus, log=True):
         try:
             counts.update(s)
         except TypeError:
@@ -94,7 +118,7 @@ def scan(corpus, max_vocab_size=None):
         total += len(s)
         n += 1
         if max_vocab_size and len(counts) > max_vocab_size:
-            for w in [w for w, c in counts.items() if c <= min_reduce]:
+            for w in [w for w, c in counts.items() if not _keep(w, c, min_reduce + 1, trim_rule)]:
                 del counts[w]
             min_reduce += 1
     _check_tokens(counts.keys())

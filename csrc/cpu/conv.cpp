@@ -5,6 +5,7 @@
 //   conv_im2col.cpp   im2col / col2im tiles + SGEMM: channels first, and grouped channels last
 //   conv_direct.cpp   register-tiled direct kernels: channels last without groups
 //   conv_winograd.cpp Winograd F(2x2, 3x3) and F(2, 3), forward and grad_w
+//   conv_depthwise.cpp direct depthwise kernels (groups == C, OC = m * C), both layouts
 //   conv_naive.cpp    plain loops in double: the oracle (conv2d_*_naive)
 // Each sums in an order set by the shape alone, so no result depends on the thread count.
 //
@@ -25,6 +26,7 @@ enum class ConvAlgo {
   kDirect,  // conv_direct.cpp
   kWino,    // conv_winograd.cpp: F(2x2, 3x3); grad_w F(3x3, 2x2)
   kWino1d,  // conv_winograd.cpp: F(2, 3) along W; grad_w F(3, 2)
+  kDepthwise,  // conv_depthwise.cpp: every result
 };
 
 // The algorithm behind each result of one shape.
@@ -58,6 +60,11 @@ ConvShape grad_x_conv(const ConvShape& s) {
 // Rows are tried in order; the first that holds wins. Timings: single thread.
 ConvPlan conv_plan(const ConvShape& s) {
   using A = ConvAlgo;
+  // Depthwise (groups == C > 1), either layout: per-channel direct kernels. im2col + GEMM ran
+  // these as C GEMMs of one row each: N32 C96 56x56 k3 NHWC ~227 ms against ~21 ms for torch
+  // (AVX2, 2 threads); measured figures of this kernel: benchmarks/RESULTS.md, "Depthwise
+  // and pointwise convolution".
+  if (depthwise_ok(s)) return {A::kDepthwise, A::kDepthwise, false, A::kDepthwise, A::kDepthwise};
   // Channels first or groups: the direct and Winograd kernels are written for channels last
   // without groups. im2col computes every result (grad_b: col's extra column of ones).
   if (!s.cl || s.G != 1) return {A::kIm2col, A::kIm2col, false, A::kIm2col, A::kIm2col};
@@ -102,6 +109,7 @@ void forward_by(ConvAlgo a, const ConvShape& s, const float* x, const float* w, 
     case ConvAlgo::kDirect: conv2d_forward_direct(s, x, w, b, relu, y); break;
     case ConvAlgo::kWino: conv2d_wino(s, x, w, b, relu, y); break;
     case ConvAlgo::kWino1d: conv2d_wino1d(s, x, w, b, relu, y); break;
+    case ConvAlgo::kDepthwise: conv2d_forward_depthwise(s, x, w, b, relu, y); break;
   }
 }
 
@@ -114,6 +122,10 @@ void conv2d_forward(const ConvShape& s, const float* x, const float* w, const fl
 void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
                      float* gb) {
   const ConvPlan p = conv_plan(s);
+  if (p.gw == ConvAlgo::kDepthwise) {
+    conv2d_backward_depthwise(s, gy, x, w, gx, gw, gb);
+    return;
+  }
   if (p.gw == ConvAlgo::kIm2col) {  // all three are then: one pass over col tiles
     conv2d_backward_im2col(s, gy, x, w, gx, gw, gb);
     return;

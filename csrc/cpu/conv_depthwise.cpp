@@ -1,0 +1,458 @@
+// conv_depthwise.cpp: direct depthwise conv2d kernels, forward and backward, both layouts:
+// groups == C and OC = m * C (output channel o reads input channel o / m), any kernel size,
+// stride, dilation and zero padding. Compiled once per ISA like the rest of csrc/cpu/.
+//   channels last (N, H, W, C): vectors run over channels. y and grad_x are gathers, one
+//     output pixel at a time, over the taps that land inside the input (a tap list per
+//     pixel, so padding costs nothing); grad_w and grad_b run per 64-byte block of channels
+//     over every pixel, the block's KH*KW accumulators summed in pixel order.
+//   channels first (N, C, H, W): vectors run over output width. Each input plane is copied
+//     once into a zero-padded, stride-phase-split buffer (column i of phase q holds padded
+//     column i * sw + q), so every tap is a contiguous load; grad_x scatters into such a
+//     buffer and copies its interior back; grad_w and grad_b run per output channel over
+//     the images in order.
+// No result depends on the thread count: every output element is computed by one task in an
+// order set by the shape alone.
+//
+// Not here: the choice of this kernel for a shape (conv_plan in conv.cpp), groups between 1
+// and C (conv_im2col.cpp), validation (bindings/conv.cpp), float64 (NumPy reference).
+// Tests: tests/test_conv_depthwise.py (torch and the _naive kernels as oracles, every ISA
+// through PYAIML_ISA), tests/test_conv_algorithms.py.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/parallel.h"
+#include "cpu/conv_common.h"
+
+namespace pyaiml {
+namespace PYAIML_ISA_NS {
+namespace {
+
+// Loads and stores of a lane group: V = vf (VL lanes) or float (one lane, the channel tail).
+template <class V> inline V ld(const float* p);
+template <> inline vf ld<vf>(const float* p) { return loadu(p); }
+template <> inline float ld<float>(const float* p) { return *p; }
+inline void st(float* p, vf v) { storeu(p, v); }
+inline void st(float* p, float v) { *p = v; }
+inline vf relu_of(vf v) { return vmax(v, vf{}); }
+inline float relu_of(float v) { return v > 0.f ? v : 0.f; }
+template <class V> inline V zero() { return V{}; }
+
+// out[c] = init[c] + sum_t in[off[t] + c] * wk[wo[t] + c] for the NB lane groups at c (V wide).
+template <class V, int NB>
+inline void taps_block(const float* in, const float* wk, const int64_t* off, const int64_t* wo, int64_t nt,
+                       const float* init, bool relu, float* out) {
+  constexpr int64_t L = sizeof(V) / sizeof(float);
+  V acc[NB];
+  for (int i = 0; i < NB; ++i) acc[i] = init ? ld<V>(init + i * L) : zero<V>();
+  for (int64_t t = 0; t < nt; ++t) {
+    const float* a = in + off[t];
+    const float* b = wk + wo[t];
+    for (int i = 0; i < NB; ++i) acc[i] += ld<V>(a + i * L) * ld<V>(b + i * L);
+  }
+  for (int i = 0; i < NB; ++i) st(out + i * L, relu ? relu_of(acc[i]) : acc[i]);
+}
+
+// One pixel over all Cx channels (taps_block in blocks of 4 vectors, then vectors, then lanes).
+inline void taps_pixel(const float* in, const float* wk, const int64_t* off, const int64_t* wo, int64_t nt,
+                       const float* init, bool relu, float* out, int64_t Cx) {
+  int64_t c = 0;
+  for (; c + 4 * VL <= Cx; c += 4 * VL)
+    taps_block<vf, 4>(in + c, wk + c, off, wo, nt, init ? init + c : nullptr, relu, out + c);
+  for (; c + VL <= Cx; c += VL)
+    taps_block<vf, 1>(in + c, wk + c, off, wo, nt, init ? init + c : nullptr, relu, out + c);
+  for (; c < Cx; ++c) taps_block<float, 1>(in + c, wk + c, off, wo, nt, init ? init + c : nullptr, relu, out + c);
+}
+
+// Weights (OC, 1, KH, KW) -> [k][o].
+std::vector<float> taps_major(const ConvShape& s, const float* w) {
+  const int64_t KHW = s.KH * s.KW;
+  std::vector<float> d(KHW * s.OC);
+  for (int64_t o = 0; o < s.OC; ++o)
+    for (int64_t k = 0; k < KHW; ++k) d[k * s.OC + o] = w[o * KHW + k];
+  return d;
+}
+
+// x (N, H, W, C) with each channel repeated m times: (N, H, W, C * m), channel o = x's o / m.
+std::vector<float> expand_channels(const ConvShape& s, const float* x, int64_t m) {
+  const int64_t P = s.N * s.H * s.W, C = s.C;
+  std::vector<float> e(P * C * m);
+  parallel_for(P, 1024, [&](int64_t pb, int64_t pe) {
+    for (int64_t p = pb; p < pe; ++p)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t j = 0; j < m; ++j) e[(p * C + c) * m + j] = x[p * C + c];
+  });
+  return e;
+}
+
+thread_local std::vector<float> t_dw, t_dw2;
+thread_local std::vector<int64_t> t_off;
+
+// ---- channels last ----
+
+// y (N, OH, OW, OC) from xe (N, H, W, OC): the input with its channels already expanded.
+void fwd_nhwc(const ConvShape& s, const float* xe, const float* wk, const float* b, bool relu, float* y) {
+  const int64_t OC = s.OC, KHW = s.KH * s.KW;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, s.OW * OC * KHW));
+  parallel_for(s.N * s.OH, grain, [&](int64_t rb, int64_t re) {
+    if ((int64_t)t_off.size() < 2 * KHW) t_off.resize(2 * KHW);
+    int64_t* off = t_off.data();
+    int64_t* wo = off + KHW;
+    for (int64_t r = rb; r < re; ++r) {
+      const int64_t n = r / s.OH, oh = r % s.OH;
+      const float* xn = xe + n * s.H * s.W * OC;
+      for (int64_t ow = 0; ow < s.OW; ++ow) {
+        int64_t nt = 0;
+        for (int64_t kh = 0; kh < s.KH; ++kh) {
+          const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
+          if (ih < 0 || ih >= s.H) continue;
+          for (int64_t kw = 0; kw < s.KW; ++kw) {
+            const int64_t iw = ow * s.sw - s.pl + kw * s.dw;
+            if (iw < 0 || iw >= s.W) continue;
+            off[nt] = (ih * s.W + iw) * OC;
+            wo[nt++] = (kh * s.KW + kw) * OC;
+          }
+        }
+        taps_pixel(xn, wk, off, wo, nt, b, relu, y + (r * s.OW + ow) * OC, OC);
+      }
+    }
+  });
+}
+
+// grad_x (N, H, W, C): per input pixel, the taps of the output pixels that read it; with
+// m > 1 the OC-wide sum is folded over each channel's m outputs.
+void gx_nhwc(const ConvShape& s, const float* gy, const float* wk, float* gx) {
+  const int64_t OC = s.OC, C = s.C, m = OC / C, KHW = s.KH * s.KW;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, s.W * OC * KHW));
+  parallel_for(s.N * s.H, grain, [&](int64_t rb, int64_t re) {
+    if ((int64_t)t_off.size() < 2 * KHW) t_off.resize(2 * KHW);
+    int64_t* off = t_off.data();
+    int64_t* wo = off + KHW;
+    float* tmp = m > 1 ? scratch(t_dw, OC) : nullptr;
+    for (int64_t r = rb; r < re; ++r) {
+      const int64_t n = r / s.H, ih = r % s.H;
+      const float* gn = gy + n * s.OH * s.OW * OC;
+      for (int64_t iw = 0; iw < s.W; ++iw) {
+        int64_t nt = 0;
+        for (int64_t kh = 0; kh < s.KH; ++kh) {
+          const int64_t th = ih + s.pt - kh * s.dh;
+          if (th < 0 || th % s.sh) continue;
+          const int64_t oh = th / s.sh;
+          if (oh >= s.OH) continue;
+          for (int64_t kw = 0; kw < s.KW; ++kw) {
+            const int64_t tw = iw + s.pl - kw * s.dw;
+            if (tw < 0 || tw % s.sw) continue;
+            const int64_t ow = tw / s.sw;
+            if (ow >= s.OW) continue;
+            off[nt] = (oh * s.OW + ow) * OC;
+            wo[nt++] = (kh * s.KW + kw) * OC;
+          }
+        }
+        float* out = gx + (r * s.W + iw) * C;
+        if (m == 1) {
+          taps_pixel(gn, wk, off, wo, nt, nullptr, false, out, OC);
+        } else {
+          taps_pixel(gn, wk, off, wo, nt, nullptr, false, tmp, OC);
+          for (int64_t c = 0; c < C; ++c) {
+            float a = 0.f;
+            for (int64_t j = 0; j < m; ++j) a += tmp[c * m + j];
+            out[c] = a;
+          }
+        }
+      }
+    }
+  });
+}
+
+// The tap range [lo, hi) of each output position along one axis: the taps inside the input.
+void tap_ranges(int64_t O, int64_t I, int64_t K, int64_t st, int64_t p, int64_t d, std::vector<int64_t>& lo,
+                std::vector<int64_t>& hi) {
+  lo.assign(O, 0);
+  hi.assign(O, 0);
+  for (int64_t o = 0; o < O; ++o) {
+    int64_t a = K, b = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t i = o * st - p + k * d;
+      if (i >= 0 && i < I) { a = std::min(a, k); b = k + 1; }
+    }
+    lo[o] = a < b ? a : 0;
+    hi[o] = a < b ? b : 0;
+  }
+}
+
+// grad_w ([k][o], OC wide) and grad_b of channels [c, c + L) (L = sizeof(V) / 4) over every
+// pixel in order.
+template <class V>
+void gw_nhwc_block(const ConvShape& s, const float* gy, const float* xe, int64_t c, const int64_t* khlo,
+                   const int64_t* khhi, const int64_t* kwlo, const int64_t* kwhi, V* acc, float* gwk, float* gb) {
+  const int64_t OC = s.OC, KHW = s.KH * s.KW;
+  for (int64_t k = 0; k < KHW; ++k) acc[k] = zero<V>();
+  V accb = zero<V>();
+  for (int64_t n = 0; n < s.N; ++n) {
+    const float* xn = xe + n * s.H * s.W * OC + c;
+    for (int64_t oh = 0; oh < s.OH; ++oh) {
+      const float* gr = gy + ((n * s.OH + oh) * s.OW) * OC + c;
+      for (int64_t ow = 0; ow < s.OW; ++ow) {
+        const V g = ld<V>(gr + ow * OC);
+        accb += g;
+        for (int64_t kh = khlo[oh]; kh < khhi[oh]; ++kh) {
+          const float* xr = xn + ((oh * s.sh - s.pt + kh * s.dh) * s.W + ow * s.sw - s.pl) * OC;
+          V* ak = acc + kh * s.KW;
+          for (int64_t kw = kwlo[ow]; kw < kwhi[ow]; ++kw) ak[kw] += g * ld<V>(xr + kw * s.dw * OC);
+        }
+      }
+    }
+  }
+  if (gwk)
+    for (int64_t k = 0; k < KHW; ++k) st(gwk + k * OC + c, acc[k]);
+  if (gb) st(gb + c, accb);
+}
+
+void gw_nhwc(const ConvShape& s, const float* gy, const float* xe, float* gwk, float* gb) {
+  const int64_t OC = s.OC, KHW = s.KH * s.KW;
+  std::vector<int64_t> khlo, khhi, kwlo, kwhi;
+  tap_ranges(s.OH, s.H, s.KH, s.sh, s.pt, s.dh, khlo, khhi);
+  tap_ranges(s.OW, s.W, s.KW, s.sw, s.pl, s.dw, kwlo, kwhi);
+  if (!gwk) {  // bias only: no taps
+    std::fill(khhi.begin(), khhi.end(), 0);
+    std::fill(kwhi.begin(), kwhi.end(), 0);
+  }
+  // Blocks of 64 bytes (one cache line of a pixel's channels): 16 channels.
+  constexpr int64_t BW = 16;
+  const int64_t nblk = (OC + BW - 1) / BW;
+  parallel_for(nblk, 1, [&](int64_t bb, int64_t be) {
+    std::vector<vf> accv(KHW);
+    std::vector<float> accs(KHW);
+    for (int64_t blk = bb; blk < be; ++blk) {
+      const int64_t c0 = blk * BW, c1 = std::min(OC, c0 + BW);
+      int64_t c = c0;
+      for (; c + VL <= c1; c += VL)
+        gw_nhwc_block<vf>(s, gy, xe, c, khlo.data(), khhi.data(), kwlo.data(), kwhi.data(), accv.data(), gwk, gb);
+      for (; c < c1; ++c)
+        gw_nhwc_block<float>(s, gy, xe, c, khlo.data(), khhi.data(), kwlo.data(), kwhi.data(), accs.data(), gwk,
+                             gb);
+    }
+  });
+}
+
+// ---- channels first ----
+
+// The padded, phase-split copy of one input plane: row r (padded row, ih = r - pt), phase q,
+// column i holds padded column i * sw + q (iw = i * sw + q - pl); zero outside the input.
+struct PhaseGeom {
+  int64_t R, Q, Wq, ld;  // rows, phases (sw), columns per phase, row pitch (Q * ld per row)
+};
+
+PhaseGeom phase_geom(const ConvShape& s) {
+  PhaseGeom g{};
+  g.R = (s.OH - 1) * s.sh + (s.KH - 1) * s.dh + 1;
+  g.Q = s.sw;
+  const int64_t Wp = (s.OW - 1) * s.sw + (s.KW - 1) * s.dw + 1;
+  g.Wq = (Wp + s.sw - 1) / s.sw;
+  g.ld = g.Wq + 4 * VL;  // slack: a vector block starting at the last column stays inside
+  return g;
+}
+
+inline float* phase_row(float* buf, const PhaseGeom& g, int64_t r, int64_t q) { return buf + (r * g.Q + q) * g.ld; }
+
+void fill_phases(const ConvShape& s, const PhaseGeom& g, const float* plane, float* buf) {
+  std::memset(buf, 0, sizeof(float) * g.R * g.Q * g.ld);
+  for (int64_t r = 0; r < g.R; ++r) {
+    const int64_t ih = r - s.pt;
+    if (ih < 0 || ih >= s.H) continue;
+    const float* src = plane + ih * s.W;
+    if (s.sw == 1) {
+      const int64_t i0 = s.pl, n = std::min(s.W, g.Wq - s.pl);
+      if (n > 0) std::memcpy(phase_row(buf, g, r, 0) + i0, src, sizeof(float) * n);
+      continue;
+    }
+    for (int64_t iw = 0; iw < s.W; ++iw) {
+      const int64_t pc = iw + s.pl, i = pc / s.sw;
+      if (i < g.Wq) phase_row(buf, g, r, pc % s.sw)[i] = src[iw];
+    }
+  }
+}
+
+// y row oh of one plane: y[ow] = b + sum_k w[k] * phases(oh, k)[ow].
+template <int NB>
+inline void fwd_nchw_cols(const ConvShape& s, const PhaseGeom& g, const float* buf, const float* wp, int64_t oh,
+                          int64_t ow, float bias, vf* acc) {
+  for (int i = 0; i < NB; ++i) acc[i] = splat(bias);
+  for (int64_t kh = 0; kh < s.KH; ++kh) {
+    const int64_t r = oh * s.sh + kh * s.dh;
+    for (int64_t kw = 0; kw < s.KW; ++kw) {
+      const int64_t q = kw * s.dw;
+      const float* a = buf + (r * g.Q + q % s.sw) * g.ld + q / s.sw + ow;
+      const vf wv = splat(wp[kh * s.KW + kw]);
+      for (int i = 0; i < NB; ++i) acc[i] += wv * loadu(a + i * VL);
+    }
+  }
+}
+
+void fwd_nchw(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+  const PhaseGeom g = phase_geom(s);
+  const int64_t m = s.OC / s.C, KHW = s.KH * s.KW, plane = s.OH * s.OW;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, plane * KHW));
+  parallel_for(s.N * s.OC, grain, [&](int64_t pb, int64_t pe) {
+    float* buf = scratch(t_dw, g.R * g.Q * g.ld);
+    int64_t last = -1;
+    for (int64_t p = pb; p < pe; ++p) {
+      const int64_t n = p / s.OC, o = p % s.OC, xc = n * s.C + o / m;
+      if (xc != last) fill_phases(s, g, x + xc * s.H * s.W, buf);
+      last = xc;
+      const float* wp = w + o * KHW;
+      const float bias = b ? b[o] : 0.f;
+      float* yp = y + p * plane;
+      vf acc[4];
+      for (int64_t oh = 0; oh < s.OH; ++oh) {
+        float* yr = yp + oh * s.OW;
+        int64_t ow = 0;
+        for (; ow + 4 * VL <= s.OW; ow += 4 * VL) {
+          fwd_nchw_cols<4>(s, g, buf, wp, oh, ow, bias, acc);
+          for (int i = 0; i < 4; ++i) storeu(yr + ow + i * VL, relu ? relu_of(acc[i]) : acc[i]);
+        }
+        for (; ow < s.OW; ow += VL) {
+          fwd_nchw_cols<1>(s, g, buf, wp, oh, ow, bias, acc);
+          const vf v = relu ? relu_of(acc[0]) : acc[0];
+          const int64_t nl = std::min<int64_t>(VL, s.OW - ow);
+          if (nl == VL) storeu(yr + ow, v);
+          else for (int64_t i = 0; i < nl; ++i) yr[ow + i] = v[i];
+        }
+      }
+    }
+  });
+}
+
+// grad_x plane (n, c): scatter w[k] * gy[oh, ow] of the c's m output channels into a padded
+// phase buffer, then copy its interior out.
+void gx_nchw(const ConvShape& s, const float* gy, const float* w, float* gx) {
+  const PhaseGeom g = phase_geom(s);
+  const int64_t m = s.OC / s.C, KHW = s.KH * s.KW, plane = s.OH * s.OW;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, m * plane * KHW));
+  parallel_for(s.N * s.C, grain, [&](int64_t pb, int64_t pe) {
+    float* buf = scratch(t_dw, g.R * g.Q * g.ld);
+    float* gt = scratch(t_dw2, s.OW + VL);
+    for (int64_t p = pb; p < pe; ++p) {
+      const int64_t n = p / s.C, c = p % s.C;
+      std::memset(buf, 0, sizeof(float) * g.R * g.Q * g.ld);
+      for (int64_t j = 0; j < m; ++j) {
+        const int64_t o = c * m + j;
+        const float* gp = gy + (n * s.OC + o) * plane;
+        const float* wp = w + o * KHW;
+        for (int64_t oh = 0; oh < s.OH; ++oh) {
+          // the row, zero-padded to whole vectors
+          std::memcpy(gt, gp + oh * s.OW, sizeof(float) * s.OW);
+          std::memset(gt + s.OW, 0, sizeof(float) * VL);
+          for (int64_t kh = 0; kh < s.KH; ++kh) {
+            const int64_t r = oh * s.sh + kh * s.dh;
+            for (int64_t kw = 0; kw < s.KW; ++kw) {
+              const int64_t q = kw * s.dw;
+              float* a = buf + (r * g.Q + q % s.sw) * g.ld + q / s.sw;
+              const vf wv = splat(wp[kh * s.KW + kw]);
+              for (int64_t ow = 0; ow < s.OW; ow += VL) storeu(a + ow, loadu(a + ow) + wv * loadu(gt + ow));
+            }
+          }
+        }
+      }
+      float* out = gx + p * s.H * s.W;
+      for (int64_t ih = 0; ih < s.H; ++ih) {
+        const int64_t r = ih + s.pt;
+        float* orow = out + ih * s.W;
+        if (r >= g.R) {
+          std::memset(orow, 0, sizeof(float) * s.W);
+          continue;
+        }
+        for (int64_t iw = 0; iw < s.W; ++iw) {
+          const int64_t pc = iw + s.pl, i = pc / s.sw;
+          orow[iw] = i < g.Wq ? phase_row(buf, g, r, pc % s.sw)[i] : 0.f;
+        }
+      }
+    }
+  });
+}
+
+// grad_w and grad_b of output channel o: over images in order, rows, column vectors.
+void gw_nchw(const ConvShape& s, const float* gy, const float* x, float* gw, float* gb) {
+  const PhaseGeom g = phase_geom(s);
+  const int64_t m = s.OC / s.C, KHW = s.KH * s.KW, plane = s.OH * s.OW;
+  parallel_for(s.OC, 1, [&](int64_t ob, int64_t oe) {
+    float* buf = scratch(t_dw, g.R * g.Q * g.ld);
+    float* gt = scratch(t_dw2, s.OW + VL);
+    std::vector<vf> acc(KHW);
+    for (int64_t o = ob; o < oe; ++o) {
+      std::fill(acc.begin(), acc.end(), vf{});
+      vf accb = vf{};
+      for (int64_t n = 0; n < s.N; ++n) {
+        const float* gp = gy + (n * s.OC + o) * plane;
+        if (gw) fill_phases(s, g, x + (n * s.C + o / m) * s.H * s.W, buf);
+        for (int64_t oh = 0; oh < s.OH; ++oh) {
+          std::memcpy(gt, gp + oh * s.OW, sizeof(float) * s.OW);
+          std::memset(gt + s.OW, 0, sizeof(float) * VL);
+          for (int64_t ow = 0; ow < s.OW; ow += VL) {
+            const vf gv = loadu(gt + ow);
+            accb += gv;
+            if (!gw) continue;
+            for (int64_t kh = 0; kh < s.KH; ++kh) {
+              const int64_t r = oh * s.sh + kh * s.dh;
+              for (int64_t kw = 0; kw < s.KW; ++kw) {
+                const int64_t q = kw * s.dw;
+                acc[kh * s.KW + kw] += gv * loadu(buf + (r * g.Q + q % s.sw) * g.ld + q / s.sw + ow);
+              }
+            }
+          }
+        }
+      }
+      if (gw)
+        for (int64_t k = 0; k < KHW; ++k) gw[o * KHW + k] = hsum(acc[k]);
+      if (gb) gb[o] = hsum(accb);
+    }
+  });
+}
+
+}  // namespace
+
+bool depthwise_ok(const ConvShape& s) { return s.G == s.C && s.C > 1 && s.OC % s.C == 0; }
+
+void conv2d_forward_depthwise(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
+                              float* y) {
+  if (!s.cl) {
+    fwd_nchw(s, x, w, b, relu, y);
+    return;
+  }
+  const int64_t m = s.OC / s.C;
+  const std::vector<float> wk = taps_major(s, w);
+  if (m == 1) {
+    fwd_nhwc(s, x, wk.data(), b, relu, y);
+  } else {
+    const std::vector<float> xe = expand_channels(s, x, m);
+    fwd_nhwc(s, xe.data(), wk.data(), b, relu, y);
+  }
+}
+
+void conv2d_backward_depthwise(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
+                               float* gw, float* gb) {
+  if (!s.cl) {
+    if (gx) gx_nchw(s, gy, w, gx);
+    if (gw || gb) gw_nchw(s, gy, x, gw, gb);
+    return;
+  }
+  const int64_t m = s.OC / s.C;
+  if (gx) {
+    const std::vector<float> wk = taps_major(s, w);
+    gx_nhwc(s, gy, wk.data(), gx);
+  }
+  if (gw || gb) {
+    std::vector<float> xe;
+    if (m > 1 && gw) xe = expand_channels(s, x, m);
+    std::vector<float> gwk(gw ? s.KH * s.KW * s.OC : 0);
+    gw_nhwc(s, gy, m > 1 && gw ? xe.data() : x, gw ? gwk.data() : nullptr, gb);
+    if (gw) {
+      const int64_t KHW = s.KH * s.KW;
+      for (int64_t o = 0; o < s.OC; ++o)
+        for (int64_t k = 0; k < KHW; ++k) gw[o * KHW + k] = gwk[k * s.OC + o];
+    }
+  }
+}
+
+}  // namespace PYAIML_ISA_NS
+}  // namespace pyaiml

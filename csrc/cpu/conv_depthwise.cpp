@@ -59,8 +59,17 @@ inline void taps_pixel(const float* in, const float* wk, const int64_t* off, con
   int64_t c = 0;
   for (; c + 4 * VL <= Cx; c += 4 * VL)
     taps_block<vf, 4>(in + c, wk + c, off, wo, nt, init ? init + c : nullptr, relu, out + c);
-  for (; c + VL <= Cx; c += VL)
+  // the last 1-3 vectors in one block: more independent sums than one at a time
+  if (c + 3 * VL <= Cx) {
+    taps_block<vf, 3>(in + c, wk + c, off, wo, nt, init ? init + c : nullptr, relu, out + c);
+    c += 3 * VL;
+  } else if (c + 2 * VL <= Cx) {
+    taps_block<vf, 2>(in + c, wk + c, off, wo, nt, init ? init + c : nullptr, relu, out + c);
+    c += 2 * VL;
+  } else if (c + VL <= Cx) {
     taps_block<vf, 1>(in + c, wk + c, off, wo, nt, init ? init + c : nullptr, relu, out + c);
+    c += VL;
+  }
   for (; c < Cx; ++c) taps_block<float, 1>(in + c, wk + c, off, wo, nt, init ? init + c : nullptr, relu, out + c);
 }
 
@@ -180,57 +189,119 @@ void tap_ranges(int64_t O, int64_t I, int64_t K, int64_t st, int64_t p, int64_t 
   }
 }
 
-// grad_w ([k][o], OC wide) and grad_b of channels [c, c + L) (L = sizeof(V) / 4) over every
-// pixel in order.
-template <class V>
-void gw_nhwc_block(const ConvShape& s, const float* gy, const float* xe, int64_t c, const int64_t* khlo,
-                   const int64_t* khhi, const int64_t* kwlo, const int64_t* kwhi, V* acc, float* gwk, float* gb) {
-  const int64_t OC = s.OC, KHW = s.KH * s.KW;
-  for (int64_t k = 0; k < KHW; ++k) acc[k] = zero<V>();
-  V accb = zero<V>();
-  for (int64_t n = 0; n < s.N; ++n) {
-    const float* xn = xe + n * s.H * s.W * OC + c;
-    for (int64_t oh = 0; oh < s.OH; ++oh) {
-      const float* gr = gy + ((n * s.OH + oh) * s.OW) * OC + c;
-      for (int64_t ow = 0; ow < s.OW; ++ow) {
-        const V g = ld<V>(gr + ow * OC);
-        accb += g;
-        for (int64_t kh = khlo[oh]; kh < khhi[oh]; ++kh) {
-          const float* xr = xn + ((oh * s.sh - s.pt + kh * s.dh) * s.W + ow * s.sw - s.pl) * OC;
-          V* ak = acc + kh * s.KW;
-          for (int64_t kw = kwlo[ow]; kw < kwhi[ow]; ++kw) ak[kw] += g * ld<V>(xr + kw * s.dw * OC);
-        }
-      }
-    }
+// Partial grad_w of one (output row, kernel row) pair over the output columns [owa, owb),
+// where every tap of the kernel row lies inside the input: NB lane groups of channels from c,
+// KWT taps held in registers across the row. gr: gy's row, xr: x's row ih (both at channel 0);
+// pk: the partial sums [kw][o] of this kernel row.
+template <class V, int NB, int KWT>
+inline void gw_nhwc_run(const ConvShape& s, const float* gr, const float* xr, int64_t owa, int64_t owb, int64_t c,
+                        float* pk) {
+  constexpr int64_t L = sizeof(V) / sizeof(float);
+  const int64_t OC = s.OC;
+  V acc[KWT][NB];
+  for (int k = 0; k < KWT; ++k)
+    for (int i = 0; i < NB; ++i) acc[k][i] = ld<V>(pk + k * OC + c + i * L);
+  for (int64_t ow = owa; ow < owb; ++ow) {
+    V g[NB];
+    for (int i = 0; i < NB; ++i) g[i] = ld<V>(gr + ow * OC + c + i * L);
+    const float* xb = xr + (ow * s.sw - s.pl) * OC + c;
+    for (int k = 0; k < KWT; ++k)
+      for (int i = 0; i < NB; ++i) acc[k][i] += g[i] * ld<V>(xb + k * s.dw * OC + i * L);
   }
-  if (gwk)
-    for (int64_t k = 0; k < KHW; ++k) st(gwk + k * OC + c, acc[k]);
-  if (gb) st(gb + c, accb);
+  for (int k = 0; k < KWT; ++k)
+    for (int i = 0; i < NB; ++i) st(pk + k * OC + c + i * L, acc[k][i]);
 }
 
+// Registers: KWT * NB sums + NB gy vectors within 24 (AVX-512, 32 registers) or 12 (16).
+template <int KWT>
+constexpr int gw_nb() {
+  constexpr int q = (VL == 16 ? 24 : 12) / (KWT + 1);
+  return q > 4 ? 4 : (q < 1 ? 1 : q);
+}
+
+template <int KWT>
+void gw_nhwc_row_t(const ConvShape& s, const float* gr, const float* xr, int64_t owa, int64_t owb, float* pk) {
+  constexpr int NB = gw_nb<KWT>();
+  int64_t c = 0;
+  for (; c + NB * VL <= s.OC; c += NB * VL) gw_nhwc_run<vf, NB, KWT>(s, gr, xr, owa, owb, c, pk);
+  for (; c + VL <= s.OC; c += VL) gw_nhwc_run<vf, 1, KWT>(s, gr, xr, owa, owb, c, pk);
+  for (; c < s.OC; ++c) gw_nhwc_run<float, 1, KWT>(s, gr, xr, owa, owb, c, pk);
+}
+
+// The taps of output column ow that lie inside the input, one at a time (edges, and kernel
+// widths without a register version).
+void gw_nhwc_col(const ConvShape& s, const float* g, const float* xr, int64_t ow, int64_t kwlo, int64_t kwhi,
+                 float* pk) {
+  const int64_t OC = s.OC;
+  for (int64_t kw = kwlo; kw < kwhi; ++kw) {
+    const float* xp = xr + (ow * s.sw - s.pl + kw * s.dw) * OC;
+    float* p = pk + kw * OC;
+    int64_t c = 0;
+    for (; c + VL <= OC; c += VL) storeu(p + c, loadu(p + c) + loadu(g + c) * loadu(xp + c));
+    for (; c < OC; ++c) p[c] += g[c] * xp[c];
+  }
+}
+
+// grad_w ([k][o], OC wide; null: not asked) and grad_b over every pixel: partial sums per
+// chunk of output rows of one image (a fixed split), added up in chunk order.
 void gw_nhwc(const ConvShape& s, const float* gy, const float* xe, float* gwk, float* gb) {
   const int64_t OC = s.OC, KHW = s.KH * s.KW;
   std::vector<int64_t> khlo, khhi, kwlo, kwhi;
   tap_ranges(s.OH, s.H, s.KH, s.sh, s.pt, s.dh, khlo, khhi);
   tap_ranges(s.OW, s.W, s.KW, s.sw, s.pl, s.dw, kwlo, kwhi);
-  if (!gwk) {  // bias only: no taps
-    std::fill(khhi.begin(), khhi.end(), 0);
-    std::fill(kwhi.begin(), kwhi.end(), 0);
+  // columns whose taps all lie inside the input: [owa, owb)
+  int64_t owa = 0, owb = 0;
+  {
+    int64_t a = s.OW, b = 0;
+    for (int64_t ow = 0; ow < s.OW; ++ow)
+      if (kwlo[ow] == 0 && kwhi[ow] == s.KW) { a = std::min(a, ow); b = ow + 1; }
+    if (a < b) { owa = a; owb = b; }
   }
-  // Blocks of 64 bytes (one cache line of a pixel's channels): 16 channels.
-  constexpr int64_t BW = 16;
-  const int64_t nblk = (OC + BW - 1) / BW;
-  parallel_for(nblk, 1, [&](int64_t bb, int64_t be) {
-    std::vector<vf> accv(KHW);
-    std::vector<float> accs(KHW);
-    for (int64_t blk = bb; blk < be; ++blk) {
-      const int64_t c0 = blk * BW, c1 = std::min(OC, c0 + BW);
-      int64_t c = c0;
-      for (; c + VL <= c1; c += VL)
-        gw_nhwc_block<vf>(s, gy, xe, c, khlo.data(), khhi.data(), kwlo.data(), kwhi.data(), accv.data(), gwk, gb);
-      for (; c < c1; ++c)
-        gw_nhwc_block<float>(s, gy, xe, c, khlo.data(), khhi.data(), kwlo.data(), kwhi.data(), accs.data(), gwk,
-                             gb);
+  const bool regs = s.KW == 1 || s.KW == 3 || s.KW == 5 || s.KW == 7;
+  if (!regs) owa = owb = 0;
+  // ~2048 pixels per chunk (N32 C96 56x56: 64 chunks of 37 rows, 0.2 MB of partial sums)
+  const int64_t RB = std::min(s.OH, std::max<int64_t>(1, 2048 / s.OW));
+  const int64_t cpi = (s.OH + RB - 1) / RB, nchunk = s.N * cpi;
+  const int64_t psz = (gwk ? KHW * OC : 0) + OC;
+  std::vector<float> part(nchunk * psz, 0.f);
+  parallel_for(nchunk, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t ch = cb; ch < ce; ++ch) {
+      const int64_t n = ch / cpi, oh0 = (ch % cpi) * RB, oh1 = std::min(s.OH, oh0 + RB);
+      float* pw = part.data() + ch * psz;
+      float* pb = pw + (gwk ? KHW * OC : 0);
+      const float* xn = xe + n * s.H * s.W * OC;
+      for (int64_t oh = oh0; oh < oh1; ++oh) {
+        const float* gr = gy + (n * s.OH + oh) * s.OW * OC;
+        for (int64_t ow = 0; ow < s.OW; ++ow) {
+          const float* g = gr + ow * OC;
+          int64_t c = 0;
+          for (; c + VL <= OC; c += VL) storeu(pb + c, loadu(pb + c) + loadu(g + c));
+          for (; c < OC; ++c) pb[c] += g[c];
+        }
+        if (!gwk) continue;
+        for (int64_t kh = khlo[oh]; kh < khhi[oh]; ++kh) {
+          const float* xr = xn + (oh * s.sh - s.pt + kh * s.dh) * s.W * OC;
+          float* pk = pw + kh * s.KW * OC;
+          switch (owb > owa ? s.KW : 0) {
+            case 1: gw_nhwc_row_t<1>(s, gr, xr, owa, owb, pk); break;
+            case 3: gw_nhwc_row_t<3>(s, gr, xr, owa, owb, pk); break;
+            case 5: gw_nhwc_row_t<5>(s, gr, xr, owa, owb, pk); break;
+            case 7: gw_nhwc_row_t<7>(s, gr, xr, owa, owb, pk); break;
+            default: break;
+          }
+          for (int64_t ow = 0; ow < s.OW; ++ow)
+            if (ow < owa || ow >= owb) gw_nhwc_col(s, gr + ow * OC, xr, ow, kwlo[ow], kwhi[ow], pk);
+        }
+      }
+    }
+  });
+  // sum the chunks in order, element blocks in parallel
+  parallel_for(psz, 256, [&](int64_t eb, int64_t ee) {
+    for (int64_t e = eb; e < ee; ++e) {
+      float a = 0.f;
+      for (int64_t ch = 0; ch < nchunk; ++ch) a += part[ch * psz + e];
+      if (gwk && e < KHW * OC) gwk[e] = a;
+      else if (gb && e >= psz - OC) gb[e - (psz - OC)] = a;
     }
   });
 }
@@ -261,14 +332,17 @@ void fill_phases(const ConvShape& s, const PhaseGeom& g, const float* plane, flo
     const int64_t ih = r - s.pt;
     if (ih < 0 || ih >= s.H) continue;
     const float* src = plane + ih * s.W;
-    if (s.sw == 1) {
-      const int64_t i0 = s.pl, n = std::min(s.W, g.Wq - s.pl);
-      if (n > 0) std::memcpy(phase_row(buf, g, r, 0) + i0, src, sizeof(float) * n);
-      continue;
-    }
-    for (int64_t iw = 0; iw < s.W; ++iw) {
-      const int64_t pc = iw + s.pl, i = pc / s.sw;
-      if (i < g.Wq) phase_row(buf, g, r, pc % s.sw)[i] = src[iw];
+    for (int64_t q = 0; q < g.Q; ++q) {
+      // column i of phase q reads iw = i * sw + q - pl, for iw in [0, W) and i < Wq
+      const int64_t d0 = q - s.pl;
+      const int64_t i0 = d0 >= 0 ? 0 : (-d0 + s.sw - 1) / s.sw;
+      const int64_t i1 = std::min(g.Wq, d0 >= s.W ? 0 : (s.W - 1 - d0) / s.sw + 1);
+      float* dst = phase_row(buf, g, r, q);
+      if (s.sw == 1) {
+        if (i1 > i0) std::memcpy(dst + i0, src + i0 + d0, sizeof(float) * (i1 - i0));
+      } else {
+        for (int64_t i = i0; i < i1; ++i) dst[i] = src[i * s.sw + d0];
+      }
     }
   }
 }
@@ -289,6 +363,51 @@ inline void fwd_nchw_cols(const ConvShape& s, const PhaseGeom& g, const float* b
   }
 }
 
+// One column vector at ow of NR consecutive output rows from oh (independent sums: a narrow
+// plane, k5 14x14, otherwise waits on one FMA chain of KH*KW taps).
+template <int NR>
+inline void fwd_nchw_rows(const ConvShape& s, const PhaseGeom& g, const float* buf, const float* wp, int64_t oh,
+                          int64_t ow, float bias, vf* acc) {
+  for (int j = 0; j < NR; ++j) acc[j] = splat(bias);
+  for (int64_t kh = 0; kh < s.KH; ++kh) {
+    for (int64_t kw = 0; kw < s.KW; ++kw) {
+      const int64_t q = kw * s.dw;
+      const float* a = buf + ((oh * s.sh + kh * s.dh) * g.Q + q % s.sw) * g.ld + q / s.sw + ow;
+      const vf wv = splat(wp[kh * s.KW + kw]);
+      for (int j = 0; j < NR; ++j) acc[j] += wv * loadu(a + j * s.sh * g.Q * g.ld);
+    }
+  }
+}
+
+// One output plane yp (OH x OW) of a plane held in phase buffer buf, kernel wp (KH x KW).
+void plane_conv(const ConvShape& s, const PhaseGeom& g, const float* buf, const float* wp, float bias, bool relu,
+                float* yp) {
+  vf acc[4];
+  const int64_t owt = s.OW / (4 * VL) * (4 * VL);
+  for (int64_t oh = 0; oh < s.OH; ++oh) {
+    float* yr = yp + oh * s.OW;
+    for (int64_t ow = 0; ow < owt; ow += 4 * VL) {
+      fwd_nchw_cols<4>(s, g, buf, wp, oh, ow, bias, acc);
+      for (int i = 0; i < 4; ++i) storeu(yr + ow + i * VL, relu ? relu_of(acc[i]) : acc[i]);
+    }
+  }
+  for (int64_t ow = owt; ow < s.OW; ow += VL) {
+    const int64_t nl = std::min<int64_t>(VL, s.OW - ow);
+    for (int64_t oh = 0; oh < s.OH;) {
+      const int nr = s.OH - oh >= 4 ? 4 : 1;
+      if (nr == 4) fwd_nchw_rows<4>(s, g, buf, wp, oh, ow, bias, acc);
+      else fwd_nchw_rows<1>(s, g, buf, wp, oh, ow, bias, acc);
+      for (int j = 0; j < nr; ++j) {
+        const vf v = relu ? relu_of(acc[j]) : acc[j];
+        float* yr = yp + (oh + j) * s.OW + ow;
+        if (nl == VL) storeu(yr, v);
+        else for (int64_t i = 0; i < nl; ++i) yr[i] = v[i];
+      }
+      oh += nr;
+    }
+  }
+}
+
 void fwd_nchw(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
   const PhaseGeom g = phase_geom(s);
   const int64_t m = s.OC / s.C, KHW = s.KH * s.KW, plane = s.OH * s.OW;
@@ -300,72 +419,56 @@ void fwd_nchw(const ConvShape& s, const float* x, const float* w, const float* b
       const int64_t n = p / s.OC, o = p % s.OC, xc = n * s.C + o / m;
       if (xc != last) fill_phases(s, g, x + xc * s.H * s.W, buf);
       last = xc;
-      const float* wp = w + o * KHW;
-      const float bias = b ? b[o] : 0.f;
-      float* yp = y + p * plane;
-      vf acc[4];
-      for (int64_t oh = 0; oh < s.OH; ++oh) {
-        float* yr = yp + oh * s.OW;
-        int64_t ow = 0;
-        for (; ow + 4 * VL <= s.OW; ow += 4 * VL) {
-          fwd_nchw_cols<4>(s, g, buf, wp, oh, ow, bias, acc);
-          for (int i = 0; i < 4; ++i) storeu(yr + ow + i * VL, relu ? relu_of(acc[i]) : acc[i]);
-        }
-        for (; ow < s.OW; ow += VL) {
-          fwd_nchw_cols<1>(s, g, buf, wp, oh, ow, bias, acc);
-          const vf v = relu ? relu_of(acc[0]) : acc[0];
-          const int64_t nl = std::min<int64_t>(VL, s.OW - ow);
-          if (nl == VL) storeu(yr + ow, v);
-          else for (int64_t i = 0; i < nl; ++i) yr[ow + i] = v[i];
-        }
-      }
+      plane_conv(s, g, buf, w + o * KHW, b ? b[o] : 0.f, relu, y + p * plane);
     }
   });
 }
 
-// grad_x plane (n, c): scatter w[k] * gy[oh, ow] of the c's m output channels into a padded
-// phase buffer, then copy its interior out.
+// grad_x plane (n, c) as a stride-1 conv with the flipped kernel over U, gy of the c's m
+// output channels spread out by the stride (zeros between) and shifted by (K-1)*d - p:
+// gx[ih][iw] = sum_k wflip[k] * U[ih + kh*dh][iw + kw*dw]. A scatter of gy into a padded
+// buffer was 2-3x slower here: its overlapping vector read-modify-writes defeat store
+// forwarding (k5 14x14: ~5.6 -> ~1.5 ms).
 void gx_nchw(const ConvShape& s, const float* gy, const float* w, float* gx) {
-  const PhaseGeom g = phase_geom(s);
-  const int64_t m = s.OC / s.C, KHW = s.KH * s.KW, plane = s.OH * s.OW;
+  ConvShape t = s;
+  t.sh = t.sw = 1;
+  t.OH = s.H;
+  t.OW = s.W;
+  const PhaseGeom g = phase_geom(t);
+  const int64_t m = s.OC / s.C, KHW = s.KH * s.KW, plane = s.H * s.W;
+  const int64_t PT = (s.KH - 1) * s.dh - s.pt, PL = (s.KW - 1) * s.dw - s.pl;
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, m * plane * KHW));
   parallel_for(s.N * s.C, grain, [&](int64_t pb, int64_t pe) {
-    float* buf = scratch(t_dw, g.R * g.Q * g.ld);
-    float* gt = scratch(t_dw2, s.OW + VL);
+    float* buf = scratch(t_dw, g.R * g.ld);
+    float* tmp = m > 1 ? scratch(t_dw2, plane) : nullptr;
+    float wf[64];
+    std::vector<float> wfv;
+    float* wfp = KHW <= 64 ? wf : (wfv.resize(KHW), wfv.data());
     for (int64_t p = pb; p < pe; ++p) {
       const int64_t n = p / s.C, c = p % s.C;
-      std::memset(buf, 0, sizeof(float) * g.R * g.Q * g.ld);
+      float* out = gx + p * plane;
       for (int64_t j = 0; j < m; ++j) {
         const int64_t o = c * m + j;
-        const float* gp = gy + (n * s.OC + o) * plane;
-        const float* wp = w + o * KHW;
+        const float* gp = gy + (n * s.OC + o) * s.OH * s.OW;
+        std::memset(buf, 0, sizeof(float) * g.R * g.ld);
         for (int64_t oh = 0; oh < s.OH; ++oh) {
-          // the row, zero-padded to whole vectors
-          std::memcpy(gt, gp + oh * s.OW, sizeof(float) * s.OW);
-          std::memset(gt + s.OW, 0, sizeof(float) * VL);
-          for (int64_t kh = 0; kh < s.KH; ++kh) {
-            const int64_t r = oh * s.sh + kh * s.dh;
-            for (int64_t kw = 0; kw < s.KW; ++kw) {
-              const int64_t q = kw * s.dw;
-              float* a = buf + (r * g.Q + q % s.sw) * g.ld + q / s.sw;
-              const vf wv = splat(wp[kh * s.KW + kw]);
-              for (int64_t ow = 0; ow < s.OW; ow += VL) storeu(a + ow, loadu(a + ow) + wv * loadu(gt + ow));
-            }
+          const int64_t r = oh * s.sh + PT;
+          if (r < 0 || r >= g.R) continue;
+          float* row = buf + r * g.ld;
+          const float* src = gp + oh * s.OW;
+          // columns i = ow * sw + PL inside [0, Wq)
+          const int64_t o0 = PL >= 0 ? 0 : (-PL + s.sw - 1) / s.sw;
+          const int64_t o1 = std::min(s.OW, PL >= g.Wq ? 0 : (g.Wq - 1 - PL) / s.sw + 1);
+          if (s.sw == 1) {
+            if (o1 > o0) std::memcpy(row + o0 + PL, src + o0, sizeof(float) * (o1 - o0));
+          } else {
+            for (int64_t ow = o0; ow < o1; ++ow) row[ow * s.sw + PL] = src[ow];
           }
         }
-      }
-      float* out = gx + p * s.H * s.W;
-      for (int64_t ih = 0; ih < s.H; ++ih) {
-        const int64_t r = ih + s.pt;
-        float* orow = out + ih * s.W;
-        if (r >= g.R) {
-          std::memset(orow, 0, sizeof(float) * s.W);
-          continue;
-        }
-        for (int64_t iw = 0; iw < s.W; ++iw) {
-          const int64_t pc = iw + s.pl, i = pc / s.sw;
-          orow[iw] = i < g.Wq ? phase_row(buf, g, r, pc % s.sw)[i] : 0.f;
-        }
+        for (int64_t k = 0; k < KHW; ++k) wfp[k] = w[o * KHW + KHW - 1 - k];
+        plane_conv(t, g, buf, wfp, 0.f, false, j == 0 ? out : tmp);
+        if (j > 0)
+          for (int64_t i = 0; i < plane; ++i) out[i] += tmp[i];
       }
     }
   });

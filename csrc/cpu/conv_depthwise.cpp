@@ -99,10 +99,73 @@ thread_local std::vector<int64_t> t_off;
 
 // ---- channels last ----
 
+// P neighbouring pixels whose taps all lie inside the input, NB lane groups from channel c:
+// out(p)[c] = init[c] + sum over kernel rows r < nr and kw < KW of
+// a[r][p * ps + kw * ks + c] * wr[r][kw * OC + c]. Each weight vector loaded once serves the P
+// pixels (1 + 1/P loads per multiply-add instead of 2).
+template <class V, int NB, int P>
+inline void run_block(const float* const* a, const float* const* wr, int64_t nr, int64_t KW, int64_t ks, int64_t ps,
+                      int64_t OC, int64_t c, const float* init, bool relu, float* out) {
+  constexpr int64_t L = sizeof(V) / sizeof(float);
+  V acc[P][NB];
+  for (int p = 0; p < P; ++p)
+    for (int i = 0; i < NB; ++i) acc[p][i] = init ? ld<V>(init + c + i * L) : zero<V>();
+  for (int64_t r = 0; r < nr; ++r) {
+    const float* ar = a[r] + c;
+    const float* wk = wr[r] + c;
+    for (int64_t kw = 0; kw < KW; ++kw) {
+      V wv[NB];
+      for (int i = 0; i < NB; ++i) wv[i] = ld<V>(wk + kw * OC + i * L);
+      const float* ak = ar + kw * ks;
+      for (int p = 0; p < P; ++p)
+        for (int i = 0; i < NB; ++i) acc[p][i] += wv[i] * ld<V>(ak + p * ps + i * L);
+    }
+  }
+  for (int p = 0; p < P; ++p)
+    for (int i = 0; i < NB; ++i) st(out + p * OC + c + i * L, relu ? relu_of(acc[p][i]) : acc[p][i]);
+}
+
+// run_block over all OC channels of P pixels.
+template <int P>
+void run_pixels(const float* const* a, const float* const* wr, int64_t nr, int64_t KW, int64_t ks, int64_t ps,
+                int64_t OC, const float* init, bool relu, float* out) {
+  constexpr int NB = VL == 16 ? 4 : 2;
+  int64_t c = 0;
+  for (; c + NB * VL <= OC; c += NB * VL) run_block<vf, NB, P>(a, wr, nr, KW, ks, ps, OC, c, init, relu, out);
+  for (; c + VL <= OC; c += VL) run_block<vf, 1, P>(a, wr, nr, KW, ks, ps, OC, c, init, relu, out);
+  for (; c < OC; ++c) run_block<float, 1, P>(a, wr, nr, KW, ks, ps, OC, c, init, relu, out);
+}
+
+// Output columns [owa, owb) of a row whose taps all lie inside the input, in blocks of 4 then
+// 1: a[r] is kernel row r's input for column owa at tap kw = 0; a pixel further is ps on.
+void run_row(const float* const* a0, const float* const* wr, int64_t nr, int64_t KW, int64_t ks, int64_t ps,
+             int64_t OC, int64_t owa, int64_t owb, const float* init, bool relu, float* yrow) {
+  const float* a[64];
+  for (int64_t ow = owa; ow < owb;) {
+    const int P = owb - ow >= 4 ? 4 : 1;
+    for (int64_t r = 0; r < nr; ++r) a[r] = a0[r] + (ow - owa) * ps;
+    if (P == 4) run_pixels<4>(a, wr, nr, KW, ks, ps, OC, init, relu, yrow + ow * OC);
+    else run_pixels<1>(a, wr, nr, KW, ks, ps, OC, init, relu, yrow + ow * OC);
+    ow += P;
+  }
+}
+
+// The column range [a, b) of outputs whose taps all lie inside the input along one axis
+// (output o reads o * st - p + k * d for k < K); a == b when none.
+void inner_range(int64_t O, int64_t I, int64_t K, int64_t st, int64_t p, int64_t d, int64_t& a, int64_t& b) {
+  a = (p + st - 1) / st;
+  const int64_t last = I - 1 - (K - 1) * d + p;  // o * st <= last
+  b = last < 0 ? 0 : std::min(O, last / st + 1);
+  if (a > b) a = b;
+}
+
 // y (N, OH, OW, OC) from xe (N, H, W, OC): the input with its channels already expanded.
 void fwd_nhwc(const ConvShape& s, const float* xe, const float* wk, const float* b, bool relu, float* y) {
   const int64_t OC = s.OC, KHW = s.KH * s.KW;
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, s.OW * OC * KHW));
+  int64_t owa, owb;
+  inner_range(s.OW, s.W, s.KW, s.sw, s.pl, s.dw, owa, owb);
+  const bool fast = owb > owa && s.KH <= 64;
   parallel_for(s.N * s.OH, grain, [&](int64_t rb, int64_t re) {
     if ((int64_t)t_off.size() < 2 * KHW) t_off.resize(2 * KHW);
     int64_t* off = t_off.data();
@@ -110,7 +173,21 @@ void fwd_nhwc(const ConvShape& s, const float* xe, const float* wk, const float*
     for (int64_t r = rb; r < re; ++r) {
       const int64_t n = r / s.OH, oh = r % s.OH;
       const float* xn = xe + n * s.H * s.W * OC;
+      float* yrow = y + r * s.OW * OC;
+      if (fast) {
+        const float* a0[64];
+        const float* wr[64];
+        int64_t nr = 0;
+        for (int64_t kh = 0; kh < s.KH; ++kh) {
+          const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
+          if (ih < 0 || ih >= s.H) continue;
+          a0[nr] = xn + (ih * s.W + owa * s.sw - s.pl) * OC;
+          wr[nr++] = wk + kh * s.KW * OC;
+        }
+        run_row(a0, wr, nr, s.KW, s.dw * OC, s.sw * OC, OC, owa, owb, b, relu, yrow);
+      }
       for (int64_t ow = 0; ow < s.OW; ++ow) {
+        if (fast && ow >= owa && ow < owb) continue;
         int64_t nt = 0;
         for (int64_t kh = 0; kh < s.KH; ++kh) {
           const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
@@ -133,6 +210,13 @@ void fwd_nhwc(const ConvShape& s, const float* xe, const float* wk, const float*
 void gx_nhwc(const ConvShape& s, const float* gy, const float* wk, float* gx) {
   const int64_t OC = s.OC, C = s.C, m = OC / C, KHW = s.KH * s.KW;
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, s.W * OC * KHW));
+  // stride 1, m == 1: columns iw whose taps (ow = iw + pl - kw*dw, kw < KW) all lie in [0, OW)
+  int64_t iwa = 0, iwb = 0;
+  if (s.sh == 1 && s.sw == 1 && m == 1) {
+    iwa = std::max<int64_t>(0, (s.KW - 1) * s.dw - s.pl);
+    iwb = std::max<int64_t>(iwa, std::min(s.W, s.OW - s.pl));
+  }
+  const bool fast = iwb > iwa && s.KH <= 64;
   parallel_for(s.N * s.H, grain, [&](int64_t rb, int64_t re) {
     if ((int64_t)t_off.size() < 2 * KHW) t_off.resize(2 * KHW);
     int64_t* off = t_off.data();
@@ -141,7 +225,21 @@ void gx_nhwc(const ConvShape& s, const float* gy, const float* wk, float* gx) {
     for (int64_t r = rb; r < re; ++r) {
       const int64_t n = r / s.H, ih = r % s.H;
       const float* gn = gy + n * s.OH * s.OW * OC;
+      if (fast) {
+        // tap (kh, kw) reads gy at (ih + pt - kh*dh, iw + pl - kw*dw): columns step back by dw
+        const float* a0[64];
+        const float* wr[64];
+        int64_t nr = 0;
+        for (int64_t kh = 0; kh < s.KH; ++kh) {
+          const int64_t oh = ih + s.pt - kh * s.dh;
+          if (oh < 0 || oh >= s.OH) continue;
+          a0[nr] = gn + (oh * s.OW + iwa + s.pl) * OC;
+          wr[nr++] = wk + kh * s.KW * OC;
+        }
+        run_row(a0, wr, nr, s.KW, -s.dw * OC, OC, OC, iwa, iwb, nullptr, false, gx + r * s.W * C);
+      }
       for (int64_t iw = 0; iw < s.W; ++iw) {
+        if (fast && iw >= iwa && iw < iwb) continue;
         int64_t nt = 0;
         for (int64_t kh = 0; kh < s.KH; ++kh) {
           const int64_t th = ih + s.pt - kh * s.dh;
@@ -326,8 +424,9 @@ PhaseGeom phase_geom(const ConvShape& s) {
 
 inline float* phase_row(float* buf, const PhaseGeom& g, int64_t r, int64_t q) { return buf + (r * g.Q + q) * g.ld; }
 
+// Every call with one geometry writes the same positions, so the caller zeroes buf once per
+// task (the zeros elsewhere stay); zeroing it per plane cost as much as the copy.
 void fill_phases(const ConvShape& s, const PhaseGeom& g, const float* plane, float* buf) {
-  std::memset(buf, 0, sizeof(float) * g.R * g.Q * g.ld);
   for (int64_t r = 0; r < g.R; ++r) {
     const int64_t ih = r - s.pt;
     if (ih < 0 || ih >= s.H) continue;
@@ -341,7 +440,17 @@ void fill_phases(const ConvShape& s, const PhaseGeom& g, const float* plane, flo
       if (s.sw == 1) {
         if (i1 > i0) std::memcpy(dst + i0, src + i0 + d0, sizeof(float) * (i1 - i0));
       } else {
-        for (int64_t i = i0; i < i1; ++i) dst[i] = src[i * s.sw + d0];
+        int64_t i = i0;
+        if (s.sw == 2) {
+          // even lanes of two vectors (loads stay inside the row: 2 (i + VL) + d0 <= W)
+          vi even;
+          for (int l = 0; l < VL; ++l) even[l] = 2 * l;
+          for (; 2 * (i + VL) + d0 <= s.W && i + VL <= i1; i += VL) {
+            const float* sp = src + 2 * i + d0;
+            storeu(dst + i, __builtin_shuffle(loadu(sp), loadu(sp + VL), even));
+          }
+        }
+        for (; i < i1; ++i) dst[i] = src[i * s.sw + d0];
       }
     }
   }
@@ -414,6 +523,7 @@ void fwd_nchw(const ConvShape& s, const float* x, const float* w, const float* b
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, plane * KHW));
   parallel_for(s.N * s.OC, grain, [&](int64_t pb, int64_t pe) {
     float* buf = scratch(t_dw, g.R * g.Q * g.ld);
+    std::memset(buf, 0, sizeof(float) * g.R * g.Q * g.ld);
     int64_t last = -1;
     for (int64_t p = pb; p < pe; ++p) {
       const int64_t n = p / s.OC, o = p % s.OC, xc = n * s.C + o / m;
@@ -440,6 +550,7 @@ void gx_nchw(const ConvShape& s, const float* gy, const float* w, float* gx) {
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, m * plane * KHW));
   parallel_for(s.N * s.C, grain, [&](int64_t pb, int64_t pe) {
     float* buf = scratch(t_dw, g.R * g.ld);
+    std::memset(buf, 0, sizeof(float) * g.R * g.ld);  // U's positions are the same for every plane
     float* tmp = m > 1 ? scratch(t_dw2, plane) : nullptr;
     float wf[64];
     std::vector<float> wfv;
@@ -450,7 +561,6 @@ void gx_nchw(const ConvShape& s, const float* gy, const float* w, float* gx) {
       for (int64_t j = 0; j < m; ++j) {
         const int64_t o = c * m + j;
         const float* gp = gy + (n * s.OC + o) * s.OH * s.OW;
-        std::memset(buf, 0, sizeof(float) * g.R * g.ld);
         for (int64_t oh = 0; oh < s.OH; ++oh) {
           const int64_t r = oh * s.sh + PT;
           if (r < 0 || r >= g.R) continue;
@@ -480,6 +590,7 @@ void gw_nchw(const ConvShape& s, const float* gy, const float* x, float* gw, flo
   const int64_t m = s.OC / s.C, KHW = s.KH * s.KW, plane = s.OH * s.OW;
   parallel_for(s.OC, 1, [&](int64_t ob, int64_t oe) {
     float* buf = scratch(t_dw, g.R * g.Q * g.ld);
+    std::memset(buf, 0, sizeof(float) * g.R * g.Q * g.ld);
     float* gt = scratch(t_dw2, s.OW + VL);
     std::vector<vf> acc(KHW);
     for (int64_t o = ob; o < oe; ++o) {

@@ -194,7 +194,7 @@ def test_results_do_not_depend_on_thread_count(case, cl):
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_every_isa(isa):
     """check_naive on every case in both layouts under PYAIML_ISA (one interpreter per ISA),
-    and the public op against torch on a few."""
+    and the public op against torch on a few, the grouped and 1x1 ones (GEMM on AVX2) too."""
     C_ = _backend.native()
     if isa not in C_.supported_isas():
         pytest.skip(f"this CPU does not run {isa}")
@@ -210,6 +210,9 @@ def test_every_isa(isa):
             "        for cl in (False, True):\n"
             "            N, C, m, H, W, k, s, p, d = case\n"
             "            t._run(N, C, m * C, H, W, k, s, p, d, C, cl, np.float32, 5)\n"
+            "    for case in t.OTHER:\n"
+            "        for cl in (False, True):\n"
+            "            t._run(*case, cl, np.float32, 5)\n"
             "from pyaiml import _backend\n"
             "print('ok', _backend.native().isa())\n")
     r = run_py(code, PYAIML_ISA=isa, PYAIML_BACKEND="cpp", PYTHONPATH=path)

@@ -10,7 +10,8 @@
 // Each sums in an order set by the shape alone, so no result depends on the thread count.
 //
 // Not here: validation (bindings/conv.cpp), pooling (pool.cpp), float64 (NumPy reference).
-// Tests: tests/test_conv_algorithms.py (shapes on every row of conv_plan against the _naive
+// Tests: tests/test_conv_depthwise.py (depthwise and 1x1 rows against torch and _naive, every
+// ISA), tests/test_conv_algorithms.py (shapes on every row of conv_plan against the _naive
 // kernels), tests/test_conv.py, tests/test_conv_direct.py; each ISA with PYAIML_ISA.
 #include <vector>
 
@@ -104,9 +105,10 @@ void gemm1x1_backward(const ConvShape& s, const float* gy, const float* x, const
 ConvPlan conv_plan(const ConvShape& s) {
   using A = ConvAlgo;
   // Depthwise (groups == C > 1), either layout: per-channel direct kernels. im2col + GEMM ran
-  // these as C GEMMs of one row each: N32 C96 56x56 k3 NHWC ~227 ms against ~21 ms for torch
-  // (AVX2, 2 threads); measured figures of this kernel: benchmarks/RESULTS.md, "Depthwise
-  // and pointwise convolution".
+  // these as C GEMMs of one row each: N32 C96 56x56 k3 NHWC 227 ms against 21 ms for torch
+  // (Zen 3 AVX2, 2 threads). Now (loaded 2-core Zen 4, 2 threads) fwd+bwd NHWC 76 ms vs torch
+  // channels_last 112 ms, k5 N32 C240 14x14 20 vs 98 ms; every row of benchmarks/RESULTS.md,
+  // "Depthwise and pointwise convolution", at 0.87x-8x torch in the same layout.
   if (depthwise_ok(s)) return {A::kDepthwise, A::kDepthwise, false, A::kDepthwise, A::kDepthwise};
   // Pointwise channels last on AVX2: y = x W^T, grad_x = gy W, grad_w = gy^T x, each one
   // SGEMM straight on the arrays, no copies; grad_b by the direct kernel's row sums.

@@ -357,19 +357,23 @@ void gw_nhwc(const ConvShape& s, const float* gy, const float* xe, float* gwk, f
   }
   const bool regs = s.KW == 1 || s.KW == 3 || s.KW == 5 || s.KW == 7;
   if (!regs) owa = owb = 0;
-  // ~2048 pixels per chunk (N32 C96 56x56: 64 chunks of 37 rows, 0.2 MB of partial sums)
-  const int64_t RB = std::min(s.OH, std::max<int64_t>(1, 2048 / s.OW));
-  const int64_t cpi = (s.OH + RB - 1) / RB, nchunk = s.N * cpi;
-  const int64_t psz = (gwk ? KHW * OC : 0) + OC;
+  // Chunks of RB output rows of the whole batch (n * OH + oh), ~2048 pixels each (N32 C96
+  // 56x56: 49 chunks of 37 rows, 0.2 MB of partial sums), fewer and longer when the partial
+  // sums would pass 4 M floats (wide, large-kernel layers on big batches).
+  const int64_t psz = (gwk ? KHW * OC : 0) + OC, TR = s.N * s.OH;
+  int64_t RB = std::max<int64_t>(1, 2048 / s.OW);
+  RB = std::max(RB, (TR * psz + (int64_t(1) << 22) - 1) >> 22);
+  RB = std::min(RB, TR);
+  const int64_t nchunk = (TR + RB - 1) / RB;
   std::vector<float> part(nchunk * psz, 0.f);
   parallel_for(nchunk, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t ch = cb; ch < ce; ++ch) {
-      const int64_t n = ch / cpi, oh0 = (ch % cpi) * RB, oh1 = std::min(s.OH, oh0 + RB);
       float* pw = part.data() + ch * psz;
       float* pb = pw + (gwk ? KHW * OC : 0);
-      const float* xn = xe + n * s.H * s.W * OC;
-      for (int64_t oh = oh0; oh < oh1; ++oh) {
-        const float* gr = gy + (n * s.OH + oh) * s.OW * OC;
+      for (int64_t row = ch * RB; row < std::min(TR, (ch + 1) * RB); ++row) {
+        const int64_t n = row / s.OH, oh = row % s.OH;
+        const float* xn = xe + n * s.H * s.W * OC;
+        const float* gr = gy + row * s.OW * OC;
         for (int64_t ow = 0; ow < s.OW; ++ow) {
           const float* g = gr + ow * OC;
           int64_t c = 0;

@@ -1,17 +1,20 @@
 // conv_depthwise.cpp: direct depthwise conv2d kernels, forward and backward, both layouts:
 // groups == C and OC = m * C (output channel o reads input channel o / m), any kernel size,
 // stride, dilation and zero padding. Compiled once per ISA like the rest of csrc/cpu/.
-//   channels last (N, H, W, C): vectors run over channels. y and grad_x are gathers, one
-//     output pixel at a time, over the taps that land inside the input (a tap list per
-//     pixel, so padding costs nothing); grad_w and grad_b run per 64-byte block of channels
-//     over every pixel, the block's KH*KW accumulators summed in pixel order.
+//   channels last (N, H, W, C): vectors run over channels. y and grad_x are gathers: output
+//     pixels whose taps all lie inside the input go 4 at a time, each weight vector loaded
+//     once for the 4; edge pixels use a list of their in-bounds taps. grad_w and grad_b sum
+//     chunks of output rows into partial sums (the taps of one kernel row held in registers
+//     along an image row), added up in chunk order. m > 1 runs on a copy of x with each
+//     channel repeated m times.
 //   channels first (N, C, H, W): vectors run over output width. Each input plane is copied
-//     once into a zero-padded, stride-phase-split buffer (column i of phase q holds padded
-//     column i * sw + q), so every tap is a contiguous load; grad_x scatters into such a
-//     buffer and copies its interior back; grad_w and grad_b run per output channel over
-//     the images in order.
-// No result depends on the thread count: every output element is computed by one task in an
-// order set by the shape alone.
+//     into a zero-padded, stride-phase-split buffer (column i of phase q holds padded column
+//     i * sw + q), so every tap is a contiguous load; blocks of 4 vectors along a row, or 4
+//     rows of one vector for narrow planes. grad_x is the stride-1 conv, flipped kernel, of gy
+//     spread out by the stride; grad_w and grad_b run per output channel over the images in
+//     order.
+// No result depends on the thread count: every output element is summed in an order set by
+// the shape alone (grad_w: fixed chunks, added in chunk order).
 //
 // Not here: the choice of this kernel for a shape (conv_plan in conv.cpp), groups between 1
 // and C (conv_im2col.cpp), validation (bindings/conv.cpp), float64 (NumPy reference).

@@ -49,6 +49,12 @@ OTHER = [
     (3, 33, 7, 9, 10, 1, 1, 0, 1, 1),
     (1, 24, 144, 5, 7, 1, 1, 0, 1, 1),
     (3, 96, 24, 6, 5, 1, 1, 0, 1, 1),
+    # small groups, Cg == OCg in {2, 4, 8}, C a multiple of 16: channels-last direct forward
+    (3, 32, 32, 7, 9, 3, 1, 1, 1, 8),
+    (2, 16, 16, 6, 5, 3, 2, 1, 1, 8),
+    (1, 64, 64, 7, 6, 3, 1, (2, 1), 2, 8),
+    (2, 48, 48, 5, 7, 5, 1, 2, 1, 24),
+    (1, 16, 16, 4, 4, 3, 1, 0, 1, 4),
 ]
 
 
@@ -169,6 +175,30 @@ def check_naive(case, cl):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_cpp_matches_naive(case, cl):
     check_naive(case, cl)
+
+
+@needs_cpp
+@pytest.mark.parametrize("case", OTHER)
+def test_grouped_and_pointwise_match_naive(case):
+    """Channels last (the small-group forward and, on AVX2, the 1x1 GEMMs) against _naive."""
+    C_ = _backend.native()
+    N, C, OC, H, W, k, s, p, d, G = case
+    p2 = (p, p) if isinstance(p, int) else p
+    r = np.random.default_rng(2)
+    x = r.standard_normal((N, H, W, C), dtype=np.float32)
+    w = r.standard_normal((OC, C // G, k, k), dtype=np.float32)
+    b = r.standard_normal(OC, dtype=np.float32)
+    prm = (s, s, p2[0], p2[0], p2[1], p2[1], d, d, G)
+    for relu in (False, True):
+        _close(f"y relu={relu}", C_.conv2d(x, w, b, prm, True, relu, False),
+               C_.conv2d(x, w, b, prm, True, relu, True).astype(np.float64), C // G * k * k)
+    y = C_.conv2d(x, w, b, prm, True, False, False)
+    gy = r.standard_normal(y.shape, dtype=np.float32)
+    want = C_.conv2d_backward(gy, x, w, prm, True, True, True)
+    got = C_.conv2d_backward(gy, x, w, prm, True, True, False)
+    terms = (OC // G * k * k, N * y.shape[1] * y.shape[2], N * y.shape[1] * y.shape[2])
+    for what, g, ref, n in zip(("grad_x", "grad_w", "grad_b"), got, want, terms):
+        _close(what, g, ref.astype(np.float64), n)
 
 
 @needs_cpp

@@ -29,6 +29,7 @@ enum class ConvAlgo {
   kWino,    // conv_winograd.cpp: F(2x2, 3x3); grad_w F(3x3, 2x2)
   kWino1d,  // conv_winograd.cpp: F(2, 3) along W; grad_w F(3, 2)
   kDepthwise,  // conv_depthwise.cpp: every result
+  kGrouped,    // conv_depthwise.cpp: forward of small groups, channels last
   kGemm1x1,    // 1x1, stride 1, no padding, channels last: x (N*H*W, C) is the GEMM operand as it is
 };
 
@@ -115,6 +116,11 @@ ConvPlan conv_plan(const ConvShape& s) {
   if (gemm1x1_ok(s)) return {A::kGemm1x1, A::kGemm1x1, false, A::kGemm1x1, A::kDirect};
   // Channels first or groups: the direct and Winograd kernels are written for channels last
   // without groups. im2col computes every result (grad_b: col's extra column of ones).
+  // Channels last, groups of 2, 4 or 8 channels in and out: a direct forward that shuffles
+  // each x vector into its groups' lanes (im2col ran one GEMM per group of 4 columns: N8 C128
+  // G32 28x28 k3 NHWC ~12 ms vs ~1.7 ms for torch channels_last, 1 thread). The backward stays
+  // with im2col.
+  if (grouped_small_ok(s)) return {A::kGrouped, A::kIm2col, false, A::kIm2col, A::kIm2col};
   if (!s.cl || s.G != 1) return {A::kIm2col, A::kIm2col, false, A::kIm2col, A::kIm2col};
   ConvPlan p{};
 
@@ -159,6 +165,7 @@ void forward_by(ConvAlgo a, const ConvShape& s, const float* x, const float* w, 
     case ConvAlgo::kWino1d: conv2d_wino1d(s, x, w, b, relu, y); break;
     case ConvAlgo::kDepthwise: conv2d_forward_depthwise(s, x, w, b, relu, y); break;
     case ConvAlgo::kGemm1x1: gemm1x1_forward(s, x, w, b, relu, y); break;
+    case ConvAlgo::kGrouped: conv2d_forward_grouped_small(s, x, w, b, relu, y); break;
   }
 }
 

@@ -630,7 +630,83 @@ void gw_nchw(const ConvShape& s, const float* gy, const float* x, float* gw, flo
   });
 }
 
+// ---- grouped, channels last, Cg == OCg small ----
+// Output lane l of a vector at channel cb (a multiple of VL) is in group (cb + l) / Cg, whose
+// input channel c sits at cb + (l / Cg) * Cg + c: one shuffle of the x vector at cb per c.
+template <int CG, int NB>
+inline void grouped_block(const float* in, const float* wg, const int64_t* off, const int64_t* wo, int64_t nt,
+                          int64_t OC, const float* init, bool relu, float* out) {
+  vi idx[CG];
+  for (int c = 0; c < CG; ++c)
+    for (int l = 0; l < VL; ++l) idx[c][l] = (l / CG) * CG + c;
+  vf acc[NB];
+  for (int i = 0; i < NB; ++i) acc[i] = init ? loadu(init + i * VL) : vf{};
+  for (int64_t t = 0; t < nt; ++t) {
+    const float* a = in + off[t];
+    const float* w = wg + wo[t];
+    for (int i = 0; i < NB; ++i) {
+      const vf xv = loadu(a + i * VL);
+      for (int c = 0; c < CG; ++c) acc[i] += __builtin_shuffle(xv, idx[c]) * loadu(w + c * OC + i * VL);
+    }
+  }
+  for (int i = 0; i < NB; ++i) storeu(out + i * VL, relu ? relu_of(acc[i]) : acc[i]);
+}
+
+template <int CG>
+void grouped_fwd_t(const ConvShape& s, const float* x, const float* wg, const float* b, bool relu, float* y) {
+  const int64_t OC = s.OC, KHW = s.KH * s.KW;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, s.OW * OC * KHW * CG));
+  parallel_for(s.N * s.OH, grain, [&](int64_t rb, int64_t re) {
+    if ((int64_t)t_off.size() < 2 * KHW) t_off.resize(2 * KHW);
+    int64_t* off = t_off.data();
+    int64_t* wo = off + KHW;
+    for (int64_t r = rb; r < re; ++r) {
+      const int64_t n = r / s.OH, oh = r % s.OH;
+      const float* xn = x + n * s.H * s.W * OC;
+      for (int64_t ow = 0; ow < s.OW; ++ow) {
+        int64_t nt = 0;
+        for (int64_t kh = 0; kh < s.KH; ++kh) {
+          const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
+          if (ih < 0 || ih >= s.H) continue;
+          for (int64_t kw = 0; kw < s.KW; ++kw) {
+            const int64_t iw = ow * s.sw - s.pl + kw * s.dw;
+            if (iw < 0 || iw >= s.W) continue;
+            off[nt] = (ih * s.W + iw) * OC;
+            wo[nt++] = (kh * s.KW + kw) * CG * OC;
+          }
+        }
+        float* yp = y + (r * s.OW + ow) * OC;
+        int64_t c = 0;
+        for (; c + 4 * VL <= OC; c += 4 * VL)
+          grouped_block<CG, 4>(xn + c, wg + c, off, wo, nt, OC, b ? b + c : nullptr, relu, yp + c);
+        for (; c < OC; c += VL)
+          grouped_block<CG, 1>(xn + c, wg + c, off, wo, nt, OC, b ? b + c : nullptr, relu, yp + c);
+      }
+    }
+  });
+}
+
 }  // namespace
+
+bool grouped_small_ok(const ConvShape& s) {
+  const int64_t Cg = s.C / s.G;
+  return s.cl && s.G > 1 && Cg > 1 && Cg == s.OC / s.G && (Cg == 2 || Cg == 4 || Cg == 8) && VL % Cg == 0 &&
+         s.C % VL == 0;
+}
+
+void conv2d_forward_grouped_small(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
+                                  float* y) {
+  const int64_t Cg = s.C / s.G, OC = s.OC, KHW = s.KH * s.KW;
+  std::vector<float> wg(KHW * Cg * OC);  // [k][c][o] = w[o][c][k]
+  for (int64_t o = 0; o < OC; ++o)
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t k = 0; k < KHW; ++k) wg[(k * Cg + c) * OC + o] = w[(o * Cg + c) * KHW + k];
+  switch (Cg) {
+    case 2: grouped_fwd_t<2>(s, x, wg.data(), b, relu, y); break;
+    case 4: grouped_fwd_t<4>(s, x, wg.data(), b, relu, y); break;
+    default: grouped_fwd_t<8>(s, x, wg.data(), b, relu, y); break;
+  }
+}
 
 bool depthwise_ok(const ConvShape& s) { return s.G == s.C && s.C > 1 && s.OC % s.C == 0; }
 

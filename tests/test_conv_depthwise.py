@@ -221,6 +221,28 @@ def test_results_do_not_depend_on_thread_count(case, cl):
 
 
 @needs_cpp
+def test_small_groups_do_not_depend_on_thread_count():
+    C_ = _backend.native()
+    r = np.random.default_rng(4)
+    x = r.standard_normal((5, 9, 11, 32), dtype=np.float32)
+    w = r.standard_normal((32, 4, 3, 3), dtype=np.float32)
+    b = r.standard_normal(32, dtype=np.float32)
+    p = (1, 1, 1, 1, 1, 1, 1, 1, 8)
+    gy = r.standard_normal((5, 9, 11, 32), dtype=np.float32)
+    n0 = pyaiml.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            pyaiml.set_num_threads(n)
+            outs.append((C_.conv2d(x, w, b, p, True, False, False),) + tuple(C_.conv2d_backward(gy, x, w, p, True, True)))
+    finally:
+        pyaiml.set_num_threads(n0)
+    for o in outs[1:]:
+        for a, a2 in zip(outs[0], o):
+            np.testing.assert_array_equal(a, a2)
+
+
+@needs_cpp
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_every_isa(isa):
     """check_naive on every case in both layouts under PYAIML_ISA (one interpreter per ISA),

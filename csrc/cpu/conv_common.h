@@ -51,11 +51,13 @@ void conv2d_forward_depthwise(const ConvShape& s, const float* x, const float* w
                               float* y);
 void conv2d_backward_depthwise(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
                                float* gw, float* gb);
-// conv_depthwise.cpp: forward of grouped channels-last convs with C/G == OC/G in {2, 4, 8}
-// dividing VL and C a multiple of VL (ResNeXt-style small groups).
+// conv_depthwise.cpp: grouped channels-last convs with C/G == OC/G in {2, 4, 8} dividing VL
+// and C a multiple of VL (ResNeXt-style small groups), forward and backward.
 bool grouped_small_ok(const ConvShape& s);
 void conv2d_forward_grouped_small(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
                                   float* y);
+void conv2d_backward_grouped_small(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
+                                   float* gw, float* gb);
 
 // conv_naive.cpp: direct loops in double, every layout and shape.
 void conv2d_forward_naive(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y);

@@ -686,6 +686,98 @@ void grouped_fwd_t(const ConvShape& s, const float* x, const float* wg, const fl
   });
 }
 
+// grad_x of the small-group conv: per input pixel, the taps of the output pixels that read it;
+// wt[(k*CG + j)*C + ci] = w[g*CG + j][ci % CG][k] (C == OC here).
+template <int CG>
+void grouped_gx_t(const ConvShape& s, const float* gy, const float* wt, float* gx) {
+  const int64_t C = s.C, KHW = s.KH * s.KW;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, s.W * C * KHW * CG));
+  parallel_for(s.N * s.H, grain, [&](int64_t rb, int64_t re) {
+    if ((int64_t)t_off.size() < 2 * KHW) t_off.resize(2 * KHW);
+    int64_t* off = t_off.data();
+    int64_t* wo = off + KHW;
+    for (int64_t r = rb; r < re; ++r) {
+      const int64_t n = r / s.H, ih = r % s.H;
+      const float* gn = gy + n * s.OH * s.OW * C;
+      for (int64_t iw = 0; iw < s.W; ++iw) {
+        int64_t nt = 0;
+        for (int64_t kh = 0; kh < s.KH; ++kh) {
+          const int64_t th = ih + s.pt - kh * s.dh;
+          if (th < 0 || th % s.sh) continue;
+          const int64_t oh = th / s.sh;
+          if (oh >= s.OH) continue;
+          for (int64_t kw = 0; kw < s.KW; ++kw) {
+            const int64_t tw = iw + s.pl - kw * s.dw;
+            if (tw < 0 || tw % s.sw) continue;
+            const int64_t ow = tw / s.sw;
+            if (ow >= s.OW) continue;
+            off[nt] = (oh * s.OW + ow) * C;
+            wo[nt++] = (kh * s.KW + kw) * CG * C;
+          }
+        }
+        float* out = gx + (r * s.W + iw) * C;
+        int64_t c = 0;
+        for (; c + 4 * VL <= C; c += 4 * VL) grouped_block<CG, 4>(gn + c, wt + c, off, wo, nt, C, nullptr, false, out + c);
+        for (; c < C; c += VL) grouped_block<CG, 1>(gn + c, wt + c, off, wo, nt, C, nullptr, false, out + c);
+      }
+    }
+  });
+}
+
+// grad_w ([k][c][o], null: not asked) and grad_b of the small-group conv: partial sums per
+// chunk of output rows, added up in chunk order (as gw_nhwc).
+template <int CG>
+void grouped_gw_t(const ConvShape& s, const float* gy, const float* x, float* gwk, float* gb) {
+  const int64_t OC = s.OC, KHW = s.KH * s.KW;
+  const int64_t wsz = gwk ? KHW * CG * OC : 0, psz = wsz + OC, TR = s.N * s.OH;
+  int64_t RB = std::max<int64_t>(1, 2048 / s.OW);
+  RB = std::max(RB, (TR * psz + (int64_t(1) << 22) - 1) >> 22);
+  RB = std::min(RB, TR);
+  const int64_t nchunk = (TR + RB - 1) / RB;
+  std::vector<float> part(nchunk * psz, 0.f);
+  parallel_for(nchunk, 1, [&](int64_t cb, int64_t ce) {
+    vi idx[CG];
+    for (int c = 0; c < CG; ++c)
+      for (int l = 0; l < VL; ++l) idx[c][l] = (l / CG) * CG + c;
+    for (int64_t ch = cb; ch < ce; ++ch) {
+      float* pw = part.data() + ch * psz;
+      float* pb = pw + wsz;
+      for (int64_t row = ch * RB; row < std::min(TR, (ch + 1) * RB); ++row) {
+        const int64_t n = row / s.OH, oh = row % s.OH;
+        const float* xn = x + n * s.H * s.W * OC;
+        for (int64_t ow = 0; ow < s.OW; ++ow) {
+          const float* g = gy + (row * s.OW + ow) * OC;
+          for (int64_t c = 0; c < OC; c += VL) storeu(pb + c, loadu(pb + c) + loadu(g + c));
+          if (!gwk) continue;
+          for (int64_t kh = 0; kh < s.KH; ++kh) {
+            const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
+            if (ih < 0 || ih >= s.H) continue;
+            for (int64_t kw = 0; kw < s.KW; ++kw) {
+              const int64_t iw = ow * s.sw - s.pl + kw * s.dw;
+              if (iw < 0 || iw >= s.W) continue;
+              const float* xp = xn + (ih * s.W + iw) * OC;
+              float* pk = pw + (kh * s.KW + kw) * CG * OC;
+              for (int64_t c = 0; c < OC; c += VL) {
+                const vf gv = loadu(g + c), xv = loadu(xp + c);
+                for (int j = 0; j < CG; ++j)
+                  storeu(pk + j * OC + c, loadu(pk + j * OC + c) + gv * __builtin_shuffle(xv, idx[j]));
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  parallel_for(psz, 256, [&](int64_t eb, int64_t ee) {
+    for (int64_t e = eb; e < ee; ++e) {
+      float a = 0.f;
+      for (int64_t ch = 0; ch < nchunk; ++ch) a += part[ch * psz + e];
+      if (e < wsz) gwk[e] = a;
+      else if (gb) gb[e - wsz] = a;
+    }
+  });
+}
+
 }  // namespace
 
 bool grouped_small_ok(const ConvShape& s) {
@@ -705,6 +797,36 @@ void conv2d_forward_grouped_small(const ConvShape& s, const float* x, const floa
     case 2: grouped_fwd_t<2>(s, x, wg.data(), b, relu, y); break;
     case 4: grouped_fwd_t<4>(s, x, wg.data(), b, relu, y); break;
     default: grouped_fwd_t<8>(s, x, wg.data(), b, relu, y); break;
+  }
+}
+
+void conv2d_backward_grouped_small(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
+                                   float* gw, float* gb) {
+  const int64_t Cg = s.C / s.G, OC = s.OC, KHW = s.KH * s.KW;
+  if (gx) {
+    std::vector<float> wt(KHW * Cg * OC);  // [k][j][ci] = w[(ci / Cg) * Cg + j][ci % Cg][k]
+    for (int64_t ci = 0; ci < s.C; ++ci)
+      for (int64_t j = 0; j < Cg; ++j)
+        for (int64_t k = 0; k < KHW; ++k)
+          wt[(k * Cg + j) * s.C + ci] = w[(((ci / Cg) * Cg + j) * Cg + ci % Cg) * KHW + k];
+    switch (Cg) {
+      case 2: grouped_gx_t<2>(s, gy, wt.data(), gx); break;
+      case 4: grouped_gx_t<4>(s, gy, wt.data(), gx); break;
+      default: grouped_gx_t<8>(s, gy, wt.data(), gx); break;
+    }
+  }
+  if (gw || gb) {
+    std::vector<float> gwk(gw ? KHW * Cg * OC : 0);  // [k][c][o]
+    float* gp = gw ? gwk.data() : nullptr;
+    switch (Cg) {
+      case 2: grouped_gw_t<2>(s, gy, x, gp, gb); break;
+      case 4: grouped_gw_t<4>(s, gy, x, gp, gb); break;
+      default: grouped_gw_t<8>(s, gy, x, gp, gb); break;
+    }
+    if (gw)
+      for (int64_t o = 0; o < OC; ++o)
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t k = 0; k < KHW; ++k) gw[(o * Cg + c) * KHW + k] = gwk[(k * Cg + c) * OC + o];
   }
 }
 

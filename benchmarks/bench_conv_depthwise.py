@@ -1,4 +1,4 @@
-"""Depthwise and pointwise convolutions (MobileNet shapes): pyaiml.ops.conv2d against
+"""Depthwise, pointwise and small-group convolutions (MobileNet / ResNeXt shapes): pyaiml.ops.conv2d against
 torch.nn.functional.conv2d, both layouts, forward and forward+backward, side by side in one
 process with the same thread count (pyaiml.bench.harness: interleaved rounds, medians and
 25-75% spread, glibc allocator told to keep freed memory for both sides).
@@ -27,6 +27,7 @@ SHAPES = [
     ("dw k5 s1", 32, 240, 240, 14, 14, 5, 1, 2, 240),
     ("pw 96->24", 32, 96, 24, 56, 56, 1, 1, 0, 1),
     ("pw 24->144", 32, 24, 144, 56, 56, 1, 1, 0, 1),
+    ("grp G32 k3", 32, 128, 128, 28, 28, 3, 1, 1, 32),
 ]
 
 

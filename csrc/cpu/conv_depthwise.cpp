@@ -135,6 +135,15 @@ void run_pixels(const float* const* a, const float* const* wr, int64_t nr, int64
   constexpr int NB = VL == 16 ? 4 : 2;
   int64_t c = 0;
   for (; c + NB * VL <= OC; c += NB * VL) run_block<vf, NB, P>(a, wr, nr, KW, ks, ps, OC, c, init, relu, out);
+  // the last 1-3 vectors in one block (C240 on AVX-512: 4+4+4+3 rather than 4+4+4+1+1+1)
+  const int64_t rv = (OC - c) / VL;
+  if (NB > 2 && rv == 3) {
+    run_block<vf, 3, P>(a, wr, nr, KW, ks, ps, OC, c, init, relu, out);
+    c += 3 * VL;
+  } else if (NB > 1 && rv == 2) {
+    run_block<vf, 2, P>(a, wr, nr, KW, ks, ps, OC, c, init, relu, out);
+    c += 2 * VL;
+  }
   for (; c + VL <= OC; c += VL) run_block<vf, 1, P>(a, wr, nr, KW, ks, ps, OC, c, init, relu, out);
   for (; c < OC; ++c) run_block<float, 1, P>(a, wr, nr, KW, ks, ps, OC, c, init, relu, out);
 }

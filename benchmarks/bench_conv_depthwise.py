@@ -1,11 +1,12 @@
-"""Depthwise, pointwise and small-group convolutions (MobileNet / ResNeXt shapes): pyaiml.ops.conv2d against
-torch.nn.functional.conv2d, both layouts, forward and forward+backward, side by side in one
+"""Depthwise, pointwise and small-group convolutions (MobileNet / ResNeXt shapes):
+pyaiml.ops.conv2d against torch.nn.functional.conv2d, both layouts, forward and forward+backward, side by side in one
 process with the same thread count (pyaiml.bench.harness: interleaved rounds, medians and
 25-75% spread, glibc allocator told to keep freed memory for both sides).
 
 Each row is validated against torch before it is timed. Besides wall time, every
 implementation's CPU time per call is measured (process CPU seconds / wall seconds over a
-batch of calls): a ratio near the thread count means both threads were busy, much lower
+batch of calls), and the forward's C++ kernel is also timed alone (pyaiml._C.conv2d, without
+the ops layer's argument checks and NaN/inf scan of the inputs): a ratio near the thread count means both threads were busy, much lower
 means a side ran serially or waited.
 
 Not a test (no assertions on speed); run it by hand:
@@ -52,6 +53,10 @@ def _row(torch, ops, harness, rng, args, name, N, C, OC, H, W, k, s, p, G):
     txl = tx.contiguous(memory_format=torch.channels_last)
     tgl = tg.contiguous(memory_format=torch.channels_last)
     kw = {"stride": s, "padding": p, "groups": G}
+    from pyaiml import _backend
+
+    C_ = _backend.native()
+    prm = (s, s, p, p, p, p, 1, 1, G)
 
     def t_fwd(tx):
         with torch.no_grad():
@@ -70,6 +75,8 @@ def _row(torch, ops, harness, rng, args, name, N, C, OC, H, W, k, s, p, G):
             "torch": lambda: t_fwd(tx),
             "ours_cl": lambda: ops.conv2d(xl, w, b, data_format="NHWC", **kw),
             "torch_cl": lambda: t_fwd(txl),
+            # the C++ kernel alone: no argument checks, no NaN/inf scan of x and weight
+            "kernel_cl": lambda: C_.conv2d(xl, w, b, prm, True, False, False),
         },
         "fwd+bwd": {
             "ours_cf": lambda: (ops.conv2d(x, w, b, **kw), ops.conv2d_backward(gy, x, w, **kw)),
@@ -93,9 +100,11 @@ def _row(torch, ops, harness, rng, args, name, N, C, OC, H, W, k, s, p, G):
         t = harness.time_interleaved(fs, repeats=args.repeats, warmup=1, min_time=0.05)
         cw = {k2: _cpu_per_wall(fs[k2]) for k2 in ("ours_cl", "torch_cl")}
         ms = {k2: v.median * 1e3 for k2, v in t.items()}
+        kern = f"{ms['kernel_cl']:.2f} ({ms['torch_cl'] / ms['kernel_cl']:.2f}x)" if "kernel_cl" in ms else ""
         print(f"| {name} N{N} C{C}->{OC} {H}x{W} | {mode} | {ms['ours_cf']:.2f} | {ms['torch']:.2f} | "
               f"{ms['torch'] / ms['ours_cf']:.2f}x | {ms['ours_cl']:.2f} | {ms['torch_cl']:.2f} | "
-              f"{ms['torch_cl'] / ms['ours_cl']:.2f}x | {cw['ours_cl']:.2f}, {cw['torch_cl']:.2f} |", flush=True)
+              f"{ms['torch_cl'] / ms['ours_cl']:.2f}x | {kern} | {cw['ours_cl']:.2f}, {cw['torch_cl']:.2f} |",
+              flush=True)
 
 
 def main():
@@ -116,9 +125,9 @@ def main():
     harness.set_threads(args.threads)
     info = harness.machine_info()
     print(f"# {info.get('cpu', '?')}; pyaiml ISA {_backend.isa()}; threads {args.threads}; {alloc}")
-    print("| shape | mode | pyaiml NCHW | torch NCHW | ratio | pyaiml NHWC | torch CL | ratio | CPU/wall ours NHWC, "
-          "torch CL |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| shape | mode | pyaiml NCHW | torch NCHW | ratio | pyaiml NHWC | torch CL | ratio | NHWC kernel alone "
+          "(ratio) | CPU/wall ours NHWC, torch CL |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     for name, N, C, OC, H, W, k, s, p, G in SHAPES:

@@ -107,9 +107,10 @@ ConvPlan conv_plan(const ConvShape& s) {
   using A = ConvAlgo;
   // Depthwise (groups == C > 1), either layout: per-channel direct kernels. im2col + GEMM ran
   // these as C GEMMs of one row each: N32 C96 56x56 k3 NHWC 227 ms against 21 ms for torch
-  // (Zen 3 AVX2, 2 threads). Now (loaded 2-core Zen 4, 2 threads) fwd+bwd NHWC 76 ms vs torch
-  // channels_last 112 ms, k5 N32 C240 14x14 20 vs 98 ms; every row of benchmarks/RESULTS.md,
-  // "Depthwise and pointwise convolution", at 0.87x-8x torch in the same layout.
+  // (Zen 3 AVX2, 2 threads). Now (quiet 2-core Zen 4, 2 threads, AVX-512) 4.6 ms for the
+  // kernel vs torch channels_last 4.9 ms, fwd+bwd through pyaiml.ops 18.8 vs 17.5 ms; k5 N32
+  // C240 14x14 fwd+bwd 4.8 vs 13.1 ms (benchmarks/RESULTS.md, "Depthwise and pointwise
+  // convolution").
   if (depthwise_ok(s)) return {A::kDepthwise, A::kDepthwise, false, A::kDepthwise, A::kDepthwise};
   // Pointwise channels last on AVX2: y = x W^T, grad_x = gy W, grad_w = gy^T x, each one
   // SGEMM straight on the arrays, no copies; grad_b by the direct kernel's row sums.

@@ -5,16 +5,19 @@
 //   conv_im2col.cpp   im2col / col2im tiles + SGEMM: channels first, and grouped channels last
 //   conv_direct.cpp   register-tiled direct kernels: channels last without groups
 //   conv_winograd.cpp Winograd F(2x2, 3x3) and F(2, 3), forward and grad_w
+//   conv_depthwise.cpp direct depthwise kernels (groups == C, OC = m * C), both layouts
 //   conv_naive.cpp    plain loops in double: the oracle (conv2d_*_naive)
 // Each sums in an order set by the shape alone, so no result depends on the thread count.
 //
 // Not here: validation (bindings/conv.cpp), pooling (pool.cpp), float64 (NumPy reference).
-// Tests: tests/test_conv_algorithms.py (shapes on every row of conv_plan against the _naive
+// Tests: tests/test_conv_depthwise.py (depthwise and 1x1 rows against torch and _naive, every
+// ISA), tests/test_conv_algorithms.py (shapes on every row of conv_plan against the _naive
 // kernels), tests/test_conv.py, tests/test_conv_direct.py; each ISA with PYAIML_ISA.
 #include <vector>
 
 #include "cpu/conv.h"
 #include "cpu/conv_common.h"
+#include "cpu/gemm.h"
 
 namespace pyaiml {
 namespace PYAIML_ISA_NS {
@@ -25,6 +28,9 @@ enum class ConvAlgo {
   kDirect,  // conv_direct.cpp
   kWino,    // conv_winograd.cpp: F(2x2, 3x3); grad_w F(3x3, 2x2)
   kWino1d,  // conv_winograd.cpp: F(2, 3) along W; grad_w F(3, 2)
+  kDepthwise,  // conv_depthwise.cpp: every result
+  kGrouped,    // conv_depthwise.cpp: forward of small groups, channels last
+  kGemm1x1,    // 1x1, stride 1, no padding, channels last: x (N*H*W, C) is the GEMM operand as it is
 };
 
 // The algorithm behind each result of one shape.
@@ -55,11 +61,67 @@ ConvShape grad_x_conv(const ConvShape& s) {
   return t;
 }
 
+// AVX2 only. Single thread, N8 56x56 (noisy shared 2-core Zen 4; thread CPU time, best of 7):
+//   AVX2 (PYAIML_ISA=avx2) 24->144 forward GEMM ~2.1 ms vs direct ~3.0, grad_w ~3.9 vs ~4.7;
+//   96->24 forward ~1.7-2.3 vs ~1.5-2.3, grad_x ~1.2 vs ~1.7;
+//   AVX-512: the direct kernels win (24->144 grad_w ~1.8 vs ~3.7 ms, 96->24 forward ~1.5-3.0
+//   vs ~2.5-3.8), so there the plan keeps them.
+bool gemm1x1_ok(const ConvShape& s) {
+  return VL == 8 && s.cl && s.G == 1 && s.KH == 1 && s.KW == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 && s.pl == 0 &&
+         s.OH == s.H && s.OW == s.W;
+}
+
+// The three GEMMs of a pointwise channels-last conv; P = N*H*W pixels.
+void gemm1x1_forward(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+  GemmArgs g;
+  g.M = s.N * s.H * s.W; g.N = s.OC; g.K = s.C;
+  g.A = x; g.rsa = s.C; g.csa = 1;
+  g.B = w; g.rsb = 1; g.csb = s.C;  // B(c, o) = w[o][c]
+  g.C = y; g.ldc = s.OC;
+  g.bias_n = b; g.relu = relu;
+  sgemm(g);
+}
+
+void gemm1x1_backward(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw) {
+  const int64_t P = s.N * s.H * s.W;
+  if (gx) {  // (P, OC) @ (OC, C)
+    GemmArgs g;
+    g.M = P; g.N = s.C; g.K = s.OC;
+    g.A = gy; g.rsa = s.OC; g.csa = 1;
+    g.B = w; g.rsb = s.C; g.csb = 1;
+    g.C = gx; g.ldc = s.C;
+    sgemm(g);
+  }
+  if (gw) {  // (OC, P) @ (P, C): gy read transposed in place
+    GemmArgs g;
+    g.M = s.OC; g.N = s.C; g.K = P;
+    g.A = gy; g.rsa = 1; g.csa = s.OC;
+    g.B = x; g.rsb = s.C; g.csb = 1;
+    g.C = gw; g.ldc = s.C;
+    sgemm(g);
+  }
+}
+
 // Rows are tried in order; the first that holds wins. Timings: single thread.
 ConvPlan conv_plan(const ConvShape& s) {
   using A = ConvAlgo;
+  // Depthwise (groups == C > 1), either layout: per-channel direct kernels. im2col + GEMM ran
+  // these as C GEMMs of one row each: N32 C96 56x56 k3 NHWC 227 ms against 21 ms for torch
+  // (Zen 3 AVX2, 2 threads). Now (quiet 2-core Zen 4, 2 threads, AVX-512) 4.6 ms for the
+  // kernel vs torch channels_last 4.9 ms, fwd+bwd through pyaiml.ops 18.8 vs 17.5 ms; k5 N32
+  // C240 14x14 fwd+bwd 4.8 vs 13.1 ms (benchmarks/RESULTS.md, "Depthwise and pointwise
+  // convolution").
+  if (depthwise_ok(s)) return {A::kDepthwise, A::kDepthwise, false, A::kDepthwise, A::kDepthwise};
+  // Pointwise channels last on AVX2: y = x W^T, grad_x = gy W, grad_w = gy^T x, each one
+  // SGEMM straight on the arrays, no copies; grad_b by the direct kernel's row sums.
+  if (gemm1x1_ok(s)) return {A::kGemm1x1, A::kGemm1x1, false, A::kGemm1x1, A::kDirect};
   // Channels first or groups: the direct and Winograd kernels are written for channels last
   // without groups. im2col computes every result (grad_b: col's extra column of ones).
+  // Channels last, groups of 2, 4 or 8 channels in and out: a direct forward that shuffles
+  // each x vector into its groups' lanes (im2col ran one GEMM per group of 4 columns: N8 C128
+  // G32 28x28 k3 NHWC ~12 ms vs ~1.7 ms for torch channels_last, 1 thread); the backward the
+  // same way (grad_w and grad_b by chunk partial sums).
+  if (grouped_small_ok(s)) return {A::kGrouped, A::kGrouped, false, A::kGrouped, A::kGrouped};
   if (!s.cl || s.G != 1) return {A::kIm2col, A::kIm2col, false, A::kIm2col, A::kIm2col};
   ConvPlan p{};
 
@@ -102,6 +164,9 @@ void forward_by(ConvAlgo a, const ConvShape& s, const float* x, const float* w, 
     case ConvAlgo::kDirect: conv2d_forward_direct(s, x, w, b, relu, y); break;
     case ConvAlgo::kWino: conv2d_wino(s, x, w, b, relu, y); break;
     case ConvAlgo::kWino1d: conv2d_wino1d(s, x, w, b, relu, y); break;
+    case ConvAlgo::kDepthwise: conv2d_forward_depthwise(s, x, w, b, relu, y); break;
+    case ConvAlgo::kGemm1x1: gemm1x1_forward(s, x, w, b, relu, y); break;
+    case ConvAlgo::kGrouped: conv2d_forward_grouped_small(s, x, w, b, relu, y); break;
   }
 }
 
@@ -114,6 +179,19 @@ void conv2d_forward(const ConvShape& s, const float* x, const float* w, const fl
 void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
                      float* gb) {
   const ConvPlan p = conv_plan(s);
+  if (p.gw == ConvAlgo::kDepthwise) {
+    conv2d_backward_depthwise(s, gy, x, w, gx, gw, gb);
+    return;
+  }
+  if (p.gw == ConvAlgo::kGrouped) {
+    conv2d_backward_grouped_small(s, gy, x, w, gx, gw, gb);
+    return;
+  }
+  if (p.gw == ConvAlgo::kGemm1x1) {
+    gemm1x1_backward(s, gy, x, w, gx, gw);
+    if (gb) conv2d_backward_direct(s, gy, x, w, nullptr, nullptr, gb);
+    return;
+  }
   if (p.gw == ConvAlgo::kIm2col) {  // all three are then: one pass over col tiles
     conv2d_backward_im2col(s, gy, x, w, gx, gw, gb);
     return;

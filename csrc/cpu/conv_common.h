@@ -4,6 +4,7 @@
 //   conv_im2col.cpp   im2col / col2im tiles + SGEMM: channels first, and grouped channels last
 //   conv_direct.cpp   register-tiled direct kernels: channels last without groups
 //   conv_winograd.cpp Winograd F(2x2, 3x3) and F(2, 3), forward and grad_w
+//   conv_depthwise.cpp direct depthwise kernels (groups == C), both layouts
 //   conv_naive.cpp    plain loops in double: the oracle
 // Every entry point overwrites its outputs; a null gradient pointer is not computed.
 //
@@ -43,6 +44,20 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
 void conv2d_wino1d(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y);
 void conv2d_wino_gw(const ConvShape& s, const float* gy, const float* x, float* gw, float* gb);
 void conv2d_wino1d_gw(const ConvShape& s, const float* gy, const float* x, float* gw, float* gb);
+
+// conv_depthwise.cpp: groups == C > 1 (OC = m * C), both layouts, any kernel, stride, dilation.
+bool depthwise_ok(const ConvShape& s);
+void conv2d_forward_depthwise(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
+                              float* y);
+void conv2d_backward_depthwise(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
+                               float* gw, float* gb);
+// conv_depthwise.cpp: grouped channels-last convs with C/G == OC/G in {2, 4, 8} dividing VL
+// and C a multiple of VL (ResNeXt-style small groups), forward and backward.
+bool grouped_small_ok(const ConvShape& s);
+void conv2d_forward_grouped_small(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
+                                  float* y);
+void conv2d_backward_grouped_small(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
+                                   float* gw, float* gb);
 
 // conv_naive.cpp: direct loops in double, every layout and shape.
 void conv2d_forward_naive(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y);

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-ORDER = ["gemm", "conv", "attention", "hmm", "word2vec", "train", "audio", "speech", "torch_bridge", "sequence"]
+ORDER = ["gemm", "conv", "attention", "hmm", "word2vec", "train", "audio", "speech", "torch_bridge", "sequence", "llm", "dp",
+         "conv_depthwise"]
 
 HEADER = """# Benchmark results
 

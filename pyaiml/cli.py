@@ -109,6 +109,7 @@ def _llm_parser(sub) -> None:
     g.add_argument("--chat", action="store_true", help="send --prompt as a user message through the chat template")
     g.add_argument("--no-echo", action="store_true", help="do not print the prompt before the continuation")
     g.add_argument("--threads", type=int, default=None)
+    g.add_argument("--key-file", default=None, help="key of an encrypted weight file")
     b = lsub.add_parser("bench", help="prefill and decode tokens/s on random ids")
     b.add_argument("model_dir")
     b.add_argument("--prompt-tokens", type=int, default=128)
@@ -117,9 +118,12 @@ def _llm_parser(sub) -> None:
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    b.add_argument("--key-file", default=None, help="key of an encrypted weight file")
     q = lsub.add_parser("quantize", help="write an int8 (Q8_0: blocks of 32, float16 scales) copy of a checkpoint")
     q.add_argument("model_dir")
     q.add_argument("out_dir")
+    q.add_argument("--key-file", default=None, help="encrypt the written weight file with this key (AES-256-GCM)")
+    q.add_argument("--source-key-file", default=None, help="key of an encrypted source weight file")
 
 
 def main(argv=None) -> int:

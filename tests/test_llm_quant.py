@@ -106,3 +106,44 @@ def test_quantize_errors(tmp_path):
     save_file(t, tmp_path / "gq" / "model.safetensors", metadata={"format": "pyaiml-q8_0", "block_size": "32"})
     with pytest.raises(ValueError, match=r"c_attn.weight.q8 has no .*q8_scale"):
         llm.load(tmp_path / "gq")
+
+
+def test_encrypted_checkpoints(tmp_path, capsys):
+    """Weight files encrypted by `pyaiml llm quantize --key-file` and by `pyaiml encrypt`
+    (a float32 source) load with the key to the same logits; a wrong key, a
+    flipped byte, a missing key and a key for a plain folder are clear errors."""
+    pytest.importorskip("cryptography")
+    from pyaiml.privacy import crypto
+
+    src, enc, q = tmp_path / "f32", tmp_path / "enc", tmp_path / "q8"
+    ck.make_llama(src)
+    keyf, other = tmp_path / "k.key", tmp_path / "o.key"
+    crypto.generate_key_file(keyf)
+    crypto.generate_key_file(other)
+    ids = np.random.default_rng(2).integers(3, 320, (2, 24))
+    ref = llm.load(src)
+    assert main(["llm", "quantize", str(src), str(q), "--key-file", str(keyf)]) == 0
+    blob = (q / "model.safetensors").read_bytes()
+    assert crypto.is_sealed(blob)
+    plain_q = llm.quant.save_quantized(src, tmp_path / "q8plain")
+    assert plain_q["quantized"] > 0
+    np.testing.assert_array_equal(llm.load(q, key=f"file:{keyf}").logits(ids),
+                                  llm.load(tmp_path / "q8plain").logits(ids))
+    # a whole float32 folder encrypted with `pyaiml encrypt`
+    import shutil
+
+    shutil.copytree(src, enc)
+    assert main(["encrypt", str(src / "model.safetensors"), str(enc / "model.safetensors"),
+                 "--key-file", str(keyf)]) == 0
+    np.testing.assert_array_equal(llm.load(enc, key=f"file:{keyf}").logits(ids), ref.logits(ids))
+    with pytest.raises(ValueError, match="wrong key"):
+        llm.load(q, key=f"file:{other}")
+    with pytest.raises(ValueError, match="is encrypted .*pass key="):
+        llm.load(q)
+    with pytest.raises(ValueError, match="not encrypted, but a key was given"):
+        llm.load(src, key=f"file:{keyf}")
+    bad = bytearray(blob)
+    bad[len(bad) // 2] ^= 1
+    (q / "model.safetensors").write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match="failed authentication"):
+        llm.load(q, key=f"file:{keyf}")

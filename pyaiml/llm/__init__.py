@@ -51,19 +51,21 @@ __all__ = [
 _CLASSES = {"gpt2": GPT2, "llama": Llama, "bert": Bert}
 
 
-def load(path, tokenizer: bool = True):
+def load(path, tokenizer: bool = True, key=None):
     """The model of a checkpoint folder: a :class:`GPT2` / :class:`Llama` decoder (with
     ``generate``, ``stream``, ``chat``, ``logits``) or a :class:`Bert` encoder (``encode``,
     ``embed``).
 
     tokenizer: read tokenizer.json when the folder has one (``model.tokenizer``; None
     otherwise, and prompts must then be token ids).
+    key: for a folder whose weight file was encrypted (``pyaiml llm quantize --key-file``,
+    or ``pyaiml encrypt``); see pyaiml.privacy.
     """
     cfg = read_config(path)
     fam = family(cfg)
     p = os.fspath(path)
     gcfg = read_generation_config(p)
-    tensors, meta = load_tensors(p)
+    tensors, meta = load_tensors(p, key=key)
     quantized = meta.get("format") == "pyaiml-q8_0"
     if quantized:
         from pyaiml.llm.quant import load_quantized_tensors

@@ -101,18 +101,28 @@ def family(config: dict) -> str:
                      f"pyaiml.llm reads model_type {supported}")
 
 
-def _header(fname: str):
-    """(header dict, data start offset, file size) of a safetensors file, every tensor's
-    declared extent checked against its shape, dtype and the file's size."""
-    size = os.path.getsize(fname)
-    with open(fname, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError(f"{fname}: not a safetensors file (only {size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER or 8 + n > size:
-            raise ValueError(f"{fname}: safetensors header declares {n} bytes, but the file holds {size}")
-        raw = f.read(n)
+def _header(fname: str, blob: bytes | None = None):
+    """(header dict, data start offset, file size) of a safetensors file (or of its decrypted
+    bytes ``blob``), every tensor's declared extent checked against its shape, dtype and the
+    file's size."""
+    if blob is not None:
+        size = len(blob)
+        head = blob[:8]
+    else:
+        size = os.path.getsize(fname)
+        with open(fname, "rb") as f:
+            head = f.read(8)
+    if len(head) < 8:
+        raise ValueError(f"{fname}: not a safetensors file (only {size} bytes)")
+    (n,) = struct.unpack("<Q", head)
+    if n > _MAX_HEADER or 8 + n > size:
+        raise ValueError(f"{fname}: safetensors header declares {n} bytes, but the file holds {size}")
+    if blob is not None:
+        raw = blob[8:8 + n]
+    else:
+        with open(fname, "rb") as f:
+            f.seek(8)
+            raw = f.read(n)
     try:
         hdr = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -181,17 +191,55 @@ def _bf16_to_f32(u16: np.ndarray) -> np.ndarray:
     return (u16.astype(np.uint32) << 16).view(np.float32)
 
 
-def load_tensors(path, names=None) -> tuple[dict, dict]:
+def _sealed(fname: str) -> bool:
+    from pyaiml.privacy.crypto import MAGIC
+
+    with open(fname, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
+def _tensors_from_blob(fname, blob, hdr, start, names, out):
+    """The tensors of a decrypted safetensors file held in memory."""
+    for name, info in hdr.items():
+        if name == "__metadata__" or (names is not None and name not in names):
+            continue
+        if name in out:
+            raise ValueError(f"{fname}: tensor {name!r} appears in more than one shard")
+        dt, shape, (a, b) = info["dtype"], [int(x) for x in info["shape"]], info["data_offsets"]
+        t = np.frombuffer(blob, dtype=np.dtype(_DTYPES[dt][0]).newbyteorder("<"), count=(b - a) // _DTYPES[dt][1],
+                          offset=start + a).reshape(shape)
+        if dt == "BF16":
+            t = _bf16_to_f32(t)
+        elif t.dtype.kind == "f":
+            t = t.astype(np.float32)
+        else:
+            t = t.astype(t.dtype.newbyteorder("="))
+        out[name] = np.array(t, copy=True)
+
+
+def load_tensors(path, names=None, key=None) -> tuple[dict, dict]:
     """All tensors of a checkpoint folder (or of one .safetensors file) as NumPy arrays.
 
     Floating tensors come back as float32 (bf16/f16/f64 converted), integer ones as stored.
-    Returns (tensors, metadata of the first file).
+    Returns (tensors, metadata of the first file). ``key``: for weight files encrypted by
+    ``pyaiml llm quantize --key-file`` (AES-256-GCM, see pyaiml.privacy; decrypted in memory,
+    never written out); an encrypted file without a key, or a plain one with a key, is a
+    ValueError naming the file.
     """
     safetensors = _safetensors()
     p = os.fspath(path)
     files = [p] if os.path.isfile(p) else weight_files(p)
     out, meta = {}, None
     for fname in files:
+        if key is not None or _sealed(fname):
+            from pyaiml._io import plain_source
+
+            blob = plain_source(fname, "pyaiml.llm.load", fname, key, "safetensors")
+            hdr, start, _ = _header(fname, blob)
+            if meta is None:
+                meta = dict(hdr.get("__metadata__") or {})
+            _tensors_from_blob(fname, blob, hdr, start, names, out)
+            continue
         hdr, start, _ = _header(fname)
         if meta is None:
             meta = dict(hdr.get("__metadata__") or {})

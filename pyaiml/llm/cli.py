@@ -28,7 +28,8 @@ def _load(args):
 
     if getattr(args, "threads", None):
         pyaiml.set_num_threads(args.threads)
-    return llm.load(args.model_dir)
+    kf = getattr(args, "key_file", None)
+    return llm.load(args.model_dir, key=None if kf is None else f"file:{kf}")
 
 
 def run_generate(args) -> int:
@@ -114,7 +115,9 @@ def run_bench(args) -> int:
 def run_quantize(args) -> int:
     from pyaiml.llm.quant import save_quantized
 
-    r = save_quantized(args.model_dir, args.out_dir)
+    kf, skf = args.key_file, args.source_key_file
+    r = save_quantized(args.model_dir, args.out_dir, key=None if kf is None else f"file:{kf}",
+                       src_key=None if skf is None else f"file:{skf}")
     print(f"{args.out_dir}: {r['quantized']} weights in int8 Q8_0 (blocks of 32, float16 scales), {r['kept']} tensors "
           f"kept in float32; model.safetensors {r['bytes'] / 2**20:.2f} MiB")
     return 0

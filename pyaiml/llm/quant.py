@@ -120,16 +120,21 @@ def _input_axis(name: str, shape, conv1d_names) -> int:
     return 0 if name in conv1d_names else len(shape) - 1
 
 
-def save_quantized(src, dst) -> dict:
+def save_quantized(src, dst, key=None, src_key=None) -> dict:
     """Write a Q8_0 copy of checkpoint folder ``src`` into ``dst`` (see the module
-    docstring for the layout). Returns {"quantized": n, "kept": n, "bytes": size}."""
-    from safetensors.numpy import save_file
+    docstring for the layout), the weight file atomically. ``key``: encrypt the weight file
+    (AES-256-GCM, pyaiml.privacy; config.json and the tokenizer files stay plain text);
+    ``src_key``: the key of an encrypted ``src``. Returns {"quantized": n, "kept": n,
+    "bytes": size}."""
+    from safetensors.numpy import save
+
+    from pyaiml._io import atomic_write
 
     from pyaiml.llm.checkpoint import family, load_tensors, read_config
 
     cfg = read_config(src)
     fam = family(cfg)
-    tensors, meta = load_tensors(src)
+    tensors, meta = load_tensors(src, key=src_key)
     if meta.get("format") == FORMAT:
         raise ValueError(f"{src}: already quantized ({FORMAT})")
     src, dst = os.fspath(src), os.fspath(dst)
@@ -155,7 +160,8 @@ def save_quantized(src, dst) -> dict:
                 continue
         out[name] = np.ascontiguousarray(t)
     fname = os.path.join(dst, "model.safetensors")
-    save_file(out, fname, metadata={"format": FORMAT, "block_size": str(BLOCK)})
+    data = save(out, metadata={"format": FORMAT, "block_size": str(BLOCK)})
+    atomic_write(fname, lambda f: f.write(data), key=key, inner="safetensors", fsync=True)
     for extra in os.listdir(src):
         if extra.endswith(".json") and extra not in ("model.safetensors.index.json",) or extra.endswith(".jinja"):
             shutil.copy(os.path.join(src, extra), os.path.join(dst, extra))

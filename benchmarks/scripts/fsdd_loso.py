@@ -1,0 +1,120 @@
+"""Leave-one-speaker-out sweeps of the FSDD digit recognizers (the figures behind the speech
+section of benchmarks/RESULTS.md).
+
+Features: mfcc_features without normalisation, cached per speed factor in --cache; CMVN per
+speaker (--norm spk; a held-out speaker over their own recordings, or --enroll N of them) or
+per utterance (--norm utt); speed copies (--speed 0.9,1.0,1.1) each normalised as its own
+speaker group; recognizers: HMMClassifier (--model hmm --emission gmm|gaussian) or
+CNNClassifier (--model cnn, --specaug 1, --seeds N = n_estimators). Prints each held-out
+speaker's accuracy, the mean and the minimum. Not a test; needs FSDD (PYAIML_FSDD).
+Run: python benchmarks/scripts/fsdd_loso.py --model cnn --speed 0.9,1.0,1.1 --seeds 5
+""" 
+import argparse, os, time
+import numpy as np
+from pyaiml.audio import mfcc_features_batch, resample
+from pyaiml.datasets.fsdd import load_fsdd, find_fsdd
+from pyaiml.hmm import HMMClassifier
+from pyaiml.speech import CNNClassifier
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--model", default="hmm")
+ap.add_argument("--emission", default="gmm")
+ap.add_argument("--norm", default="spk")  # spk | utt
+ap.add_argument("--speed", default="1.0")  # e.g. 0.9,1.0,1.1
+ap.add_argument("--epochs", type=int, default=30)
+ap.add_argument("--specaug", type=int, default=0)  # online masking per epoch (1 = on)
+ap.add_argument("--tmask", type=int, default=8)
+ap.add_argument("--fmask", type=int, default=4)
+ap.add_argument("--seeds", type=int, default=1)
+ap.add_argument("--filters", type=int, default=64)
+ap.add_argument("--hidden", type=int, default=64)
+ap.add_argument("--dropout", type=float, default=0.3)
+ap.add_argument("--official", action="store_true")
+ap.add_argument("--speakers", default="")
+ap.add_argument("--feat", default="mfcc")
+ap.add_argument("--enroll", type=int, default=0)
+ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "pyaiml-fsdd-loso"))  # held-out speaker stats from N random utterances
+args = ap.parse_args()
+
+ds = load_fsdd(find_fsdd()[0] or "./data/fsdd")
+cache = args.cache
+os.makedirs(cache, exist_ok=True)
+RATIO = {0.8: (4, 5), 0.85: (17, 20), 0.9: (9, 10), 0.95: (19, 20), 1.0: None, 1.05: (21, 20), 1.1: (11, 10), 1.15: (23, 20), 1.2: (6, 5)}
+
+def feats_for(f):
+    p = f"{cache}/{args.feat}_{f}.npz"
+    if os.path.exists(p):
+        z = np.load(p)
+        return np.split(z["F"], z["ends"][:-1])
+    sig = ds.signals
+    if RATIO[f] is not None:
+        a, b = RATIO[f]  # speed factor f = a/b: output length n*b/a
+        sig = [resample(y, a, b) for y in sig]
+    if args.feat == "mfcc":
+        out = mfcc_features_batch(sig, ds.rates, normalize=False)
+    else:
+        raise SystemExit("feat")
+    ends = np.cumsum([len(o) for o in out])
+    np.savez(p, F=np.concatenate(out), ends=ends)
+    return out
+
+factors = [float(s) for s in args.speed.split(",")]
+F = {f: feats_for(f) for f in factors}
+if 1.0 not in F:
+    F[1.0] = feats_for(1.0)
+spk = ds.speakers
+dig = ds.digits
+
+def norm(feats, groups):
+    if args.norm == "utt":
+        return [(x - x.mean(0)) / np.maximum(x.std(0), 1e-4) for x in feats]
+    out = [None] * len(feats)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        X = np.concatenate([feats[i] for i in idx]).astype(np.float64)
+        mu, sd = X.mean(0), np.maximum(X.std(0), 1e-4)
+        for i in idx:
+            out[i] = ((feats[i] - mu) / sd).astype(np.float32)
+    return out
+
+NF = {f: norm(F[f], spk) for f in F}
+
+def make():
+    if args.model == "hmm":
+        return [HMMClassifier(n_states=8, emission=args.emission, n_mix=3, n_iter=15, random_state=0)]
+    from pyaiml.speech import SpecAugment
+    sa = SpecAugment(time_masks=2, time_width=args.tmask, feature_masks=1, feature_width=args.fmask, feature_groups=3) if args.specaug else None
+    return [CNNClassifier(epochs=args.epochs, random_state=0, filters=args.filters, hidden=args.hidden, dropout=args.dropout, n_frames=80,
+                          spec_augment=sa, n_estimators=args.seeds)]
+
+def run(tr, te):
+    Xtr, ytr = [], []
+    for f in factors:
+        Xtr += [NF[f][i] for i in tr]
+        ytr += list(dig[tr])
+    Xte = [NF[1.0][i] for i in te]
+    if args.enroll and args.norm == "spk":
+        r = np.random.default_rng(7)
+        enr = r.choice(te, size=args.enroll, replace=False)
+        X = np.concatenate([F[1.0][i] for i in enr]).astype(np.float64)
+        mu, sd = X.mean(0), np.maximum(X.std(0), 1e-4)
+        Xte = [((F[1.0][i] - mu) / sd).astype(np.float32) for i in te]
+    P = 0
+    for m in make():
+        m.fit(Xtr, np.array(ytr))
+        P = P + m.predict_proba(Xte)
+    return np.mean(m.classes_[P.argmax(1)] == dig[te])
+
+t0 = time.time()
+res = {}
+if args.official:
+    res["official"] = run(ds.train_idx, ds.test_idx)
+    print("official", res["official"], f"{time.time()-t0:.0f}s", flush=True)
+spks = args.speakers.split(",") if args.speakers else sorted(set(spk))
+for s in spks:
+    tr, te = ds.split(s)
+    res[s] = run(tr, te)
+    print(s, f"{res[s]:.3f}", f"{time.time()-t0:.0f}s", flush=True)
+l = [res[s] for s in spks]
+print("ARGS", vars(args))
+print("LOSO mean", f"{np.mean(l):.4f}", "min", f"{np.min(l):.3f}", f"{time.time()-t0:.0f}s")

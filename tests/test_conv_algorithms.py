@@ -122,7 +122,9 @@ def test_every_isa():
     """check_row on every row, under each ISA this CPU runs (one interpreter per ISA)."""
     C_ = _backend.native()
     tests = os.path.dirname(os.path.abspath(__file__))
-    path = os.pathsep.join([os.path.dirname(tests), tests, os.environ.get("PYTHONPATH", "")])
+    # the pyaiml this process imported (installed or checkout) first, then the tests folder
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pyaiml.__file__)))
+    path = os.pathsep.join([here, tests, os.environ.get("PYTHONPATH", "")])
     code = ("import test_conv_algorithms as t\n"
             "for name in t.ROWS:\n"
             "    t.check_row(name)\n"

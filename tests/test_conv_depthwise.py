@@ -251,7 +251,9 @@ def test_every_isa(isa):
     if isa not in C_.supported_isas():
         pytest.skip(f"this CPU does not run {isa}")
     tests = os.path.dirname(os.path.abspath(__file__))
-    path = os.pathsep.join([os.path.dirname(tests), tests, os.environ.get("PYTHONPATH", "")])
+    # the pyaiml this process imported (installed or checkout) first, then the tests folder
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pyaiml.__file__)))
+    path = os.pathsep.join([here, tests, os.environ.get("PYTHONPATH", "")])
     code = ("import numpy as np\n"
             "import test_conv_depthwise as t\n"
             "for case in t.CASES:\n"

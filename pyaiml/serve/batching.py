@@ -15,8 +15,8 @@ the remaining room waits for the next batch, so rows of one request stay togethe
 order. The model is called from this one thread only, so models whose layers keep
 per-call state are safe.
 
-``on_batch(rows)`` is called after each batch (the server counts batch sizes for
-/metrics). What it is not: a priority or padding scheduler (inputs of one model share their
+``on_batch(rows)`` is called after each model call, before its waiters get their results
+(the server counts batch sizes for /metrics). What it is not: a priority or padding scheduler (inputs of one model share their
 per-row shape; the server checks it before submitting).
 Tests: tests/test_serve_v2.py (concurrent clients merged into fewer calls; every reply equals
 the unbatched call).
@@ -95,6 +95,13 @@ class DynamicBatcher:
                 for _, f in live:
                     f.set_exception(e)
                 continue
+            # the batch is counted before any waiter hears back, so a client that has its
+            # reply also sees its rows in the metrics
+            if self.on_batch is not None:
+                try:
+                    self.on_batch(sum(len(x) for x, _ in live))
+                except Exception:  # noqa: BLE001, S110 - metrics must never break serving
+                    pass
             start = 0
             for x, f in live:
                 n = len(x)
@@ -103,11 +110,6 @@ class DynamicBatcher:
                 else:
                     f.set_result(y[start:start + n])
                 start += n
-            if self.on_batch is not None:
-                try:
-                    self.on_batch(start)
-                except Exception:  # noqa: BLE001, S110 - metrics must never break serving
-                    pass
 
     def _take_batch(self):
         with self._cv:

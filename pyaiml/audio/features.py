@@ -145,7 +145,11 @@ def _utterances(features, speakers, fname, sname):
                          f"Received {len(spk)}")
     arrs = []
     for i, x in enumerate(feats):
-        a = np.asarray(x)
+        try:
+            a = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"speaker_cmvn: {fname}[{i}] must be an array of numbers. Received "
+                             f"{type(x).__name__} of dtype {getattr(np.asarray(x), 'dtype', '?')}") from None
         if a.ndim != 2 or a.shape[0] == 0:
             raise ValueError(f"speaker_cmvn: {fname}[{i}] must be 2-D (n_frames, n_features), non-empty. "
                              f"Received shape {a.shape}")

@@ -9,10 +9,14 @@ CNNClassifier (--model cnn, --specaug 1, --seeds N = n_estimators). Prints each 
 speaker's accuracy, the mean and the minimum. Not a test; needs FSDD (PYAIML_FSDD).
 Run: python benchmarks/scripts/fsdd_loso.py --model cnn --speed 0.9,1.0,1.1 --seeds 5
 """ 
-import argparse, os, time
+import argparse
+import os
+import time
+
 import numpy as np
+
 from pyaiml.audio import mfcc_features_batch, resample
-from pyaiml.datasets.fsdd import load_fsdd, find_fsdd
+from pyaiml.datasets.fsdd import find_fsdd, load_fsdd
 from pyaiml.hmm import HMMClassifier
 from pyaiml.speech import CNNClassifier
 

@@ -38,7 +38,7 @@ ap.add_argument("--threads", type=int, default=2)  # torch's; set pyaiml's with 
 ap.add_argument("--skip-hmmlearn", action="store_true")
 args = ap.parse_args()
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(args.threads)
 ds = load_fsdd(find_fsdd()[0])
@@ -129,13 +129,13 @@ def main():
     CNNClassifier(n_frames=80, epochs=1, spec_augment=sa).fit(list(N1[:64]), y[:64])
     for rnd in range(args.rounds):
         for name, (X, yy), aug in (("plain", plain, False), ("augmented", augm, True)):
-            clf, w, r = timed(lambda: CNNClassifier(n_frames=80, epochs=args.epochs, random_state=rnd,
-                                                    spec_augment=sa if aug else None).fit(X, yy))
+            clf, w, r = timed(lambda X=X, yy=yy, aug=aug, rnd=rnd: CNNClassifier(
+                n_frames=80, epochs=args.epochs, random_state=rnd, spec_augment=sa if aug else None).fit(X, yy))
             acc = clf.score(Nte, yte)
             res.setdefault(("pyaiml", name), []).append(w)
             print(f"round {rnd} CNN {name:9s} pyaiml {w:7.2f} s (cpu/wall {r:.2f}) held-out acc {acc:.3f}", flush=True)
             B = pad_or_crop(X, 80)
-            net, w, r = timed(lambda: torch_cnn(B, yy, aug, seed=rnd))
+            net, w, r = timed(lambda B=B, yy=yy, aug=aug, rnd=rnd: torch_cnn(B, yy, aug, seed=rnd))
             res.setdefault(("torch", name), []).append(w)
             print(f"round {rnd} CNN {name:9s} torch  {w:7.2f} s (cpu/wall {r:.2f}) held-out acc "
                   f"{torch_acc(net, Bte, yte):.3f}", flush=True)

@@ -33,6 +33,7 @@ ap.add_argument("--seeds", type=int, default=1)
 ap.add_argument("--filters", type=int, default=64)
 ap.add_argument("--hidden", type=int, default=64)
 ap.add_argument("--kernel", type=int, default=3)
+ap.add_argument("--average", type=int, default=0)  # CNNClassifier(average_epochs=)
 ap.add_argument("--lr", type=float, default=1e-3)
 ap.add_argument("--dropout", type=float, default=0.3)
 ap.add_argument("--official", action="store_true")
@@ -94,7 +95,7 @@ def make():
     from pyaiml.speech import SpecAugment
     sa = SpecAugment(time_masks=2, time_width=args.tmask, feature_masks=1, feature_width=args.fmask, feature_groups=3) if args.specaug else None
     return [CNNClassifier(epochs=args.epochs, random_state=0, filters=args.filters, hidden=args.hidden, dropout=args.dropout, n_frames=80,
-                          kernel_size=args.kernel, learning_rate=args.lr,
+                          kernel_size=args.kernel, learning_rate=args.lr, average_epochs=args.average,
                           spec_augment=sa, n_estimators=args.seeds)]
 
 def run(tr, te):

@@ -157,6 +157,9 @@ class CNNClassifier:
         at least 16; 80 frames on FSDD); sequences are centre-cropped or padded to it
         (:func:`pad_or_crop`).
     filters, kernel_size, hidden (64), dropout (0.3), learning_rate : see :func:`build_cnn`.
+        ``kernel_size`` may also be a tuple of sizes: member ``e`` of the ensemble
+        (``n_estimators``) then uses ``kernel_size[e % len(kernel_size)]``, so the members
+        differ in receptive field as well as in seed.
     epochs, batch_size : training schedule; random_state : seed for initialisation and
         shuffling (pyaiml.keras.utils.set_random_seed); verbose : passed to ``fit``.
     spec_augment : None (default), True (``SpecAugment()``'s defaults) or a
@@ -241,6 +244,10 @@ class CNNClassifier:
         if isinstance(n_avg, bool) or not isinstance(n_avg, (int, np.integer)) or not 0 <= n_avg <= self.epochs:
             raise ValueError(f"CNNClassifier.fit: average_epochs must be an integer in [0, epochs={self.epochs}]. "
                              f"Received {n_avg!r}")
+        ks = self.kernel_size if isinstance(self.kernel_size, (tuple, list)) else (self.kernel_size,)
+        if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+            raise ValueError(f"CNNClassifier.fit: kernel_size must be an integer >= 1 or a non-empty tuple of them. "
+                             f"Received {self.kernel_size!r}")
         B = self._batch(X, "fit")
         self.classes_, yi = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
@@ -255,7 +262,7 @@ class CNNClassifier:
             if seed is not None:
                 keras.utils.set_random_seed(seed)
             model = build_cnn(self.n_frames_, self.n_features_in_, len(self.classes_), filters=self.filters,
-                              kernel_size=self.kernel_size, hidden=self.hidden, dropout=self.dropout,
+                              kernel_size=int(ks[e % len(ks)]), hidden=self.hidden, dropout=self.dropout,
                               learning_rate=self.learning_rate)
             hist = model.history
             if aug or n_avg:

@@ -111,7 +111,19 @@ def test_average_epochs_is_the_mean_of_the_last_epochs_weights():
     assert clf.history_.epoch == [0, 1, 2, 3]
 
 
+def test_kernel_size_tuple_alternates_over_the_ensemble():
+    X, y = _toy(np.random.default_rng(6))
+    clf = CNNClassifier(n_frames=16, filters=8, hidden=8, epochs=2, batch_size=16, n_estimators=3,
+                        kernel_size=(3, 5), random_state=1).fit(X, y)
+    sizes = [m.layers[0].get_weights()[0].shape[0] for m in clf.models_]
+    assert sizes == [3, 5, 3]
+    assert clf.predict_proba(X).shape == (len(X), 3)
+
+
 @pytest.mark.parametrize("kw, match", [({"n_estimators": 0}, "n_estimators must be an integer >= 1"),
+                                       ({"kernel_size": ()}, "kernel_size must be an integer >= 1 or a non-empty tuple"),
+                                       ({"kernel_size": (3, 0)}, "kernel_size must be"),
+                                       ({"kernel_size": 2.5}, "kernel_size must be"),
                                        ({"average_epochs": -1}, r"average_epochs must be an integer in \[0, epochs=1\]"),
                                        ({"average_epochs": 2}, "average_epochs must be"),
                                        ({"average_epochs": True}, "average_epochs must be"),

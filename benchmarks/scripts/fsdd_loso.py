@@ -32,7 +32,8 @@ ap.add_argument("--fmask", type=int, default=4)
 ap.add_argument("--seeds", type=int, default=1)
 ap.add_argument("--filters", type=int, default=64)
 ap.add_argument("--hidden", type=int, default=64)
-ap.add_argument("--kernel", type=int, default=3)
+ap.add_argument("--kernel", default="3")  # 3, or 3,7: ensemble members alternate kernel sizes
+ap.add_argument("--save-proba", default="")  # npz of every ensemble member's test probabilities per speaker
 ap.add_argument("--average", type=int, default=0)  # CNNClassifier(average_epochs=)
 ap.add_argument("--lr", type=float, default=1e-3)
 ap.add_argument("--dropout", type=float, default=0.3)
@@ -95,7 +96,7 @@ def make():
     from pyaiml.speech import SpecAugment
     sa = SpecAugment(time_masks=2, time_width=args.tmask, feature_masks=1, feature_width=args.fmask, feature_groups=3) if args.specaug else None
     return [CNNClassifier(epochs=args.epochs, random_state=0, filters=args.filters, hidden=args.hidden, dropout=args.dropout, n_frames=80,
-                          kernel_size=args.kernel, learning_rate=args.lr, average_epochs=args.average,
+                          kernel_size=tuple(int(k) for k in args.kernel.split(",")), learning_rate=args.lr, average_epochs=args.average,
                           spec_augment=sa, n_estimators=args.seeds)]
 
 def run(tr, te):
@@ -111,10 +112,16 @@ def run(tr, te):
         mu, sd = X.mean(0), np.maximum(X.std(0), 1e-4)
         Xtes = [[((F[1.0][i] - mu) / sd).astype(np.float32) for i in te]]
     Pf = [0.0] * len(Xtes)
+    members = saved.setdefault("members", [])
+    members.clear()
     for m in make():
         m.fit(Xtr, np.array(ytr))
         for k, Xte in enumerate(Xtes):
             Pf[k] = Pf[k] + m.predict_proba(Xte)
+        if args.save_proba and hasattr(m, "models_"):
+            from pyaiml.speech import pad_or_crop
+            Bte = pad_or_crop(Xtes[0], m.n_frames_)
+            members.append(np.stack([mm.predict(Bte, batch_size=256, verbose=0) for mm in m.models_]))
     P = sum(Pf)
     pred = m.classes_[P.argmax(1)]
     if len(Xtes) > 1:
@@ -136,6 +143,7 @@ def run(tr, te):
 t0 = time.time()
 res = {}
 extra = {}
+saved = {}
 if args.official:
     res["official"] = run(ds.train_idx, ds.test_idx)
     print("official", res["official"], f"{time.time()-t0:.0f}s", flush=True)
@@ -143,6 +151,10 @@ spks = args.speakers.split(",") if args.speakers else sorted(set(spk))
 for s in spks:
     tr, te = ds.split(s)
     res[s] = run(tr, te)
+    if args.save_proba and saved["members"]:
+        saved[s] = saved["members"][0]
+        saved[s + "_y"] = dig[te]
+        np.savez(args.save_proba, **{k: v for k, v in saved.items() if k != "members"})
     print(s, f"{res[s]:.3f}", f"{time.time()-t0:.0f}s", flush=True)
 l = [res[s] for s in spks]
 print("ARGS", vars(args))

@@ -116,8 +116,8 @@ def keras_fit(m, x, y, dtype, **kw):
 
 
 # ----------------------------------------------------------------------------- scenarios
-def _save(out, name, r, **arrays):
-    np.savez(os.path.join(out, f"{name}.rank{r}.npz"), **arrays)
+def _save(out, name, r, *arrays, **named):
+    np.savez(os.path.join(out, f"{name}.rank{r}.npz"), *arrays, **named)
 
 
 def scenario_hmm(out, dist):
@@ -157,8 +157,8 @@ def scenario_keras(out, dist):
     # resume: a fresh process restarted from the checkpoint continues with initial_epoch
     from pyaiml.keras.models import load_model
     x, y = make_images()
-    m = load_model(os.path.join(out, "ckpt_float64.keras"))
-    keras_fit(m, x, y, np.float64, epochs=2, initial_epoch=1, distribute="data_parallel")
+    m = load_model(os.path.join(out, "ckpt_float32.keras"))
+    keras_fit(m, x, y, np.float32, epochs=2, initial_epoch=1, distribute="data_parallel")
     _save(out, "keras_resume", r, *m.get_weights(), epochs=np.array(m.history.epoch))
 
 
@@ -194,10 +194,11 @@ def scenario_ddp(out, dist):
 
 
 def scenario_die(out, dist):
-    """Rank 1 is killed (SIGKILL) after the first all-reduce; rank 0 keeps training."""
+    """Rank TEST_DIST_VICTIM (default 1) is killed (SIGKILL) after the first all-reduce; the
+    other keeps training."""
     r = dist.init(timeout=float(os.environ.get("TEST_DIST_TIMEOUT", "20"))).rank
     dist.all_reduce(np.ones(3))
-    if r == 1:
+    if r == int(os.environ.get("TEST_DIST_VICTIM", "1")):
         with open(os.path.join(out, "ready"), "w") as f:
             f.write(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGKILL)

@@ -154,6 +154,12 @@ def scenario_keras(out, dist):
                       callbacks=[ModelCheckpoint(ckpt)])
         _save(out, f"keras_{np.dtype(dtype).name}", r, *m.get_weights(), loss=np.array(h.history["loss"]),
               acc=np.array(h.history["accuracy"]))
+    # a last global batch of one sample (fewer samples than ranks): computed whole on each rank
+    x, y = make_images(n=129)
+    m = keras_model(np.float64)
+    h = keras_fit(m, x, y, np.float64, epochs=2, distribute="data_parallel")
+    _save(out, "keras_partial", r, *m.get_weights(), loss=np.array(h.history["loss"]),
+          acc=np.array(h.history["accuracy"]))
     # resume: a fresh process restarted from the checkpoint continues with initial_epoch
     from pyaiml.keras.models import load_model
     x, y = make_images()

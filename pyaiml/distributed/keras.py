@@ -144,7 +144,7 @@ class FitSync:
         v = np.array([self._tot, float(self._cnt)] + [x for m in ms for x in (float(m._sum), float(m._n))])
         v = _core.all_reduce(v)
         for i, m in enumerate(ms):
-            m._sum, m._n = v[2 + 2 * i], int(round(v[3 + 2 * i]))
+            m._sum, m._n = float(v[2 + 2 * i]), int(v[3 + 2 * i] + 0.5)
         out = dict(logs)
         out["loss"] = v[0] / max(v[1], 1.0)
         for m in ms:

@@ -234,6 +234,19 @@ def scenario_bad_input(out, dist):
     gaussian_model().fit(part, distribute="data_parallel")
 
 
+def scenario_estep_error(out, dist):
+    """Rank 1's sequence has zero likelihood (a symbol no state emits): its E-step fails."""
+    from pyaiml.hmm import CategoricalHMM
+
+    r = dist.init(timeout=30).rank
+    m = CategoricalHMM(2, n_iter=3, init_params="", n_features=5)
+    m.startprob_ = np.array([0.5, 0.5])
+    m.transmat_ = np.full((2, 2), 0.5)
+    m.emissionprob_ = np.array([[0.25, 0.25, 0.25, 0.25, 0.0], [0.25, 0.25, 0.25, 0.25, 0.0]])
+    seq = np.array([[0], [1], [2]]) if r == 0 else np.array([[0], [4], [2]])
+    m.fit([seq], distribute="data_parallel")
+
+
 def main():
     name, out = sys.argv[1], sys.argv[2]
     import pyaiml.distributed as dist

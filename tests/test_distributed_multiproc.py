@@ -213,3 +213,29 @@ def test_bad_input_on_one_rank_stops_every_rank(tmp_path):
     assert res[1][0] != 0 and "X must be finite" in res[1][1]
     assert res[0][0] != 0
     assert "failed on rank 1 (ValueError: GaussianHMM.fit: X must be finite" in res[0][1], res[0][1][-3000:]
+
+
+def test_failed_e_step_on_one_rank_stops_every_rank(tmp_path):
+    res = run_ranks("estep_error", tmp_path)
+    assert res[1][0] != 0 and "zero likelihood" in res[1][1], res[1][1][-3000:]
+    assert res[0][0] != 0
+    assert "CategoricalHMM.fit E-step failed on rank 1 (ValueError: CategoricalHMM.fit: sequence 0" in res[0][1], \
+        res[0][1][-3000:]
+
+
+# ----------------------------------------------------------------------------- acceptance 4
+def test_example_runs_under_torchrun_and_resumes(tmp_path):
+    ckpt = tmp_path / "cnn.keras"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+           os.path.join(ROOT, "examples", "distributed_cnn.py"), "--ckpt", str(ckpt)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run(cmd + ["--epochs", "1"], env=env, capture_output=True, text=True, timeout=2 * LIMIT_S,
+                       check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "2 rank(s), backend gloo" in r.stdout and "Epoch 1/1" in r.stdout and "test accuracy" in r.stdout
+    assert r.stdout.count("test accuracy") == 1  # only rank 0 prints
+    assert ckpt.exists()
+    r = subprocess.run(cmd + ["--epochs", "2"], env=env, capture_output=True, text=True, timeout=2 * LIMIT_S,
+                       check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "starting at epoch 2 of 2" in r.stdout and "Epoch 2/2" in r.stdout and "Epoch 1/2" not in r.stdout

@@ -117,7 +117,8 @@ def _estep(model, local, prior_rank, ctx):
         model.__dict__.pop("_initialize_sufficient_statistics", None)
 
 
-def _reduce(stats, lp, bucket_bytes):
+def _flatten(stats):
+    """(keys, float64/int64 arrays) of the statistics that are summed over ranks."""
     keys = sorted(k for k, v in stats.items() if isinstance(v, (np.ndarray, int, float, np.number)))
     arrs = []
     for k in keys:
@@ -128,29 +129,89 @@ def _reduce(stats, lp, bucket_bytes):
             arrs.append(np.array([v], dtype=np.int64))
         else:
             arrs.append(np.array([v], dtype=np.float64))
-    arrs.append(np.array([lp], dtype=np.float64))
-    out = _core.all_reduce_many(arrs, bucket_bytes=bucket_bytes)
-    for k, v, o in zip(keys, [stats[k] for k in keys], out):
+    return keys, arrs
+
+
+def _unflatten(stats, keys, out):
+    for k, o in zip(keys, out):
+        v = stats[k]
         stats[k] = o if isinstance(v, np.ndarray) else (int(o[0]) if isinstance(v, (int, np.integer)) else float(o[0]))
-    return stats, float(out[-1][0])
+
+
+def em_lockstep(models, shards, bucket_bytes=_core._BUCKET_BYTES, prior_rank=0):
+    """Baum-Welch for several models at once, one all-reduce per iteration for all of them.
+
+    ``models`` hold the same parameters on every rank; ``shards[i]`` is this rank's
+    ``(X, offsets)`` for model i, or None. Each iteration packs every active model's E-step
+    statistics, its log-likelihood and an error flag into one bucketed all-reduce; then each
+    model takes its M-step and leaves when its monitor has converged. A model whose E-step
+    raised on any rank leaves at once on every rank. Returns {i: (own exception or None,
+    [(rank, exception class name, message), ...])} for the models that failed.
+    """
+    ctx = _core.context()
+    for m in models:
+        m._reset_monitor()
+    active = [i for i, m in enumerate(models) if int(m.n_iter) > 0]
+    errors = {}
+    while active:
+        bufs, layout, mine = [], [], {}
+        for i in active:
+            m = models[i]
+            try:
+                stats, lp = _estep(m, shards[i], prior_rank, ctx)
+                flag = 0.0
+            except Exception as e:  # noqa: BLE001 - reported to every rank below
+                mine[i] = e
+                m.__dict__.pop("_last_comp", None)
+                stats = _zeroed(m._initialize_sufficient_statistics)()
+                lp, flag = 0.0, 1.0
+            keys, arrs = _flatten(stats)
+            layout.append((i, stats, keys, len(arrs)))
+            bufs.extend(arrs)
+            bufs.append(np.array([lp, flag]))
+        out = _core.all_reduce_many(bufs, bucket_bytes=bucket_bytes)
+        pos, failed, done = 0, [], []
+        for i, stats, keys, k in layout:
+            vals, (lp, flag) = out[pos:pos + k], out[pos + k]
+            pos += k + 1
+            if flag > 0:
+                failed.append(i)
+                continue
+            m = models[i]
+            _unflatten(stats, keys, vals)
+            m._do_mstep(stats)
+            m.monitor_.report(float(lp))
+            if m.monitor_.converged:
+                done.append(i)
+                continue
+            dead = getattr(m, "_empty_rows", ())
+            if len(dead):
+                warnings.warn(f"{type(m).__name__}.fit: no transition from states {list(map(int, dead))} was "
+                              f"observed; their transmat_ rows keep their previous values", RuntimeWarning,
+                              stacklevel=3)
+        if failed:
+            info = _core.all_gather_json({str(i): [type(e).__name__, str(e)] for i, e in mine.items()})
+            for i in failed:
+                errors[i] = (mine.get(i), [(r, *d[str(i)]) for r, d in enumerate(info) if str(i) in d])
+        active = [i for i in active if i not in failed and i not in done]
+    return errors
+
+
+def _raise_failed(model, err):
+    own, where = err
+    if own is not None:
+        raise own
+    raise _core.DistributedError(
+        f"pyaiml.distributed: {type(model).__name__}.fit E-step failed on "
+        + "; ".join(f"rank {r} ({t}: {msg})" for r, t, msg in where),
+        ranks=[r for r, _, _ in where], remote_types=sorted({t for _, t, _ in where}))
 
 
 def _fit_once(model, local, counts, ctx, strategy):
-    root = _init_everywhere(model, local, counts, ctx)
-    model._reset_monitor()
-    name = type(model).__name__
-    for _ in range(int(model.n_iter)):
-        with _core.agreement(f"{name}.fit E-step"):
-            stats, lp = _estep(model, local, root, ctx)
-        stats, lp = _reduce(stats, lp, strategy.bucket_bytes)
-        model._do_mstep(stats)
-        model.monitor_.report(lp)
-        if model.monitor_.converged:
-            break
-        dead = getattr(model, "_empty_rows", ())
-        if len(dead):
-            warnings.warn(f"{name}.fit: no transition from states {list(map(int, dead))} was observed; their "
-                          f"transmat_ rows keep their previous values", RuntimeWarning, stacklevel=4)
+    _init_everywhere(model, local, counts, ctx)
+    errors = em_lockstep([model], [local], strategy.bucket_bytes)
+    if errors:
+        _raise_failed(model, errors[0])
     return model.monitor_.history[-1] if model.monitor_.history else -np.inf
 
 
@@ -226,20 +287,26 @@ def _flat_start_sums(seqs, K, D):
     return H.sum(0), H.T @ X, H.T @ (X * X), X.sum(0), np.array([float(len(X))])
 
 
-def flat_start(seqs, K, D, bucket_bytes=_core._BUCKET_BYTES):
-    """pyaiml.hmm.classifier._flat_start over the sequences of all ranks: (mu, var) (K, D).
+def flat_start_many(groups, K, D, bucket_bytes=_core._BUCKET_BYTES):
+    """pyaiml.hmm.classifier._flat_start for every group of sequences (one class each) over
+    the sequences of all ranks: [(mu, var) (K, D), ...], with two all-reduces for all groups.
     The pooled variance is computed in two passes (mean first), as NumPy's var does."""
-    n, s1, s2, tot, cnt = _core.all_reduce_many(_flat_start_sums(seqs, K, D), bucket_bytes=bucket_bytes)
-    g_mu = tot / cnt[0]
-    dev = np.zeros(D) if not seqs else sum(((x - g_mu) ** 2).sum(0) for x in seqs)
-    g_var = _core.all_reduce(np.ascontiguousarray(dev, dtype=np.float64)) / cnt[0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mu = s1 / n[:, None]
-        var = s2 / n[:, None] - mu * mu
-    var = np.maximum(var, 0.0)
-    mu[n == 0] = g_mu
-    var[n <= 1] = g_var
-    return mu, var
+    sums = [_flat_start_sums(g, K, D) for g in groups]
+    red = _core.all_reduce_many([a for s5 in sums for a in s5], bucket_bytes=bucket_bytes)
+    red = [red[5 * i:5 * i + 5] for i in range(len(groups))]
+    g_mu = [tot / max(cnt[0], 1.0) for _, _, _, tot, cnt in red]
+    devs = [np.zeros(D) if not g else sum(((x - mu) ** 2).sum(0) for x in g) for g, mu in zip(groups, g_mu)]
+    devs = _core.all_reduce_many([np.ascontiguousarray(d, dtype=np.float64) for d in devs], bucket_bytes=bucket_bytes)
+    out = []
+    for (n, s1, s2, _, cnt), mu_g, dev in zip(red, g_mu, devs):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mu = s1 / n[:, None]
+            var = s2 / n[:, None] - mu * mu
+        var = np.maximum(var, 0.0)
+        mu[n == 0] = mu_g
+        var[n <= 1] = dev / max(cnt[0], 1.0)
+        out.append((mu, var))
+    return out
 
 
 def _label_list(y):
@@ -248,10 +315,10 @@ def _label_list(y):
 
 def fit_classifier(clf, X, y, distribute="data_parallel"):
     """HMMClassifier.fit on this rank's shard (X, y): the classes are the union over ranks;
-    each class model is started flat from all ranks' segments and trained by sharded EM
-    (classes one after another, so that all ranks run the same collectives in order)."""
+    each class model is started flat from all ranks' segments and trained by sharded EM, all
+    classes in lockstep (:func:`em_lockstep`); a class whose scaled recursion underflowed on
+    any rank is trained again in log space on every rank."""
     from pyaiml.hmm.classifier import _as_sequences, _one_blas_thread
-    from pyaiml.ops.hmm import ScalingUnderflowError
 
     strategy = resolve(distribute, "HMMClassifier.fit")
     strategy.context()
@@ -285,25 +352,38 @@ def fit_classifier(clf, X, y, distribute="data_parallel"):
     classes = np.unique(np.concatenate([np.asarray(c) for _, c, _ in kinds if len(c)]))
     D = ds.pop()
     K = int(clf.n_states)
-    models = []
-    with _one_blas_thread():
-        for c, lab in enumerate(classes):
-            mine = [s for s, v in zip(seqs, y) if v == lab]
-            seed = clf._seed(c)
-            start = flat_start(mine, K, D, strategy.bucket_bytes)
-            m = clf._init_model(clf._new_model(seed), mine, seed, start=start)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # left-right last rows, as in HMMClassifier
-                try:
-                    fit_sharded(m, mine, None, strategy)
-                except (ScalingUnderflowError, _core.DistributedError) as e:
-                    if not (isinstance(e, ScalingUnderflowError) or "ScalingUnderflowError" in e.remote_types):
-                        raise
-                    m = clf._init_model(clf._new_model(seed), mine, seed, start=start)
-                    m.implementation = "log"
-                    fit_sharded(m, mine, None, strategy)
-                    m.implementation = clf.implementation
-            models.append(m)
+    groups = [[s for s, v in zip(seqs, y) if v == lab] for lab in classes]
+    starts = flat_start_many(groups, K, D, strategy.bucket_bytes)
+    seeds = [clf._seed(c) for c in range(len(classes))]
+
+    def build(c, implementation=None):
+        m = clf._init_model(clf._new_model(seeds[c]), groups[c], seeds[c], start=starts[c])
+        if implementation:
+            m.implementation = implementation
+        m.n_features = D
+        m._check()
+        return m
+
+    def shard_of(m, g):
+        return None if not g else m._split_input(g, None, "fit")
+
+    models = [build(c) for c in range(len(classes))]
+    with _one_blas_thread(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # left-right last rows, as in HMMClassifier
+        errors = em_lockstep(models, [shard_of(m, g) for m, g in zip(models, groups)], strategy.bucket_bytes)
+        # the scaled recursion lost a sequence on some rank: train that class again in log space everywhere
+        retry = sorted(c for c, (_, where) in errors.items() if any(t == "ScalingUnderflowError" for _, t, _ in where))
+        for c in sorted(set(errors) - set(retry)):
+            _raise_failed(models[c], errors[c])
+        if retry:
+            again = {c: build(c, "log") for c in retry}
+            errs = em_lockstep([again[c] for c in retry], [shard_of(again[c], groups[c]) for c in retry],
+                               strategy.bucket_bytes)
+            for j, c in enumerate(retry):
+                if j in errs:
+                    _raise_failed(again[c], errs[j])
+                again[c].implementation = clf.implementation
+                models[c] = again[c]
     clf.classes_ = classes
     clf.models_ = models
     clf.n_features_in_ = D

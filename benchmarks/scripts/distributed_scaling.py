@@ -113,7 +113,10 @@ def hmm_worker(args, dist_mode):
         clf.fit(X, y)
     dt = time.perf_counter() - t
     means = np.concatenate([m.means_.ravel() for m in clf.models_])
-    return {"s_fit": dt, "frames": int(sum(len(a) for a in X)), "seqs": len(X), "msum": float(np.abs(means).sum())}
+    m = clf.models_[0]
+    nbytes = 8 * (2 * m.n_components * m.n_features + m.n_components ** 2 + 2 * m.n_components + 3)
+    return {"s_fit": dt, "frames": int(sum(len(a) for a in X)), "seqs": len(X), "msum": float(np.abs(means).sum()),
+            "stat_bytes": nbytes * len(clf.models_)}
 
 
 def worker(args):
@@ -154,9 +157,12 @@ def load():
     return os.getloadavg()
 
 
+ALPHA_S = 20e-6  # latency per message hop assumed by the model (TCP within one data centre)
+
+
 def ring_model(n_bytes, t_compute_per_sample):
     """Rows of the ring all-reduce model: time = 2 (p-1)/p * bytes / bandwidth + 2 (p-1) * alpha."""
-    alpha = 20e-6  # per message hop, typical for TCP on a data-centre network
+    alpha = ALPHA_S
     rows = []
     for p in (2, 4, 8, 16, 32, 64):
         for gbit in (10, 100):
@@ -211,6 +217,14 @@ def main():
             for p, g, tbw, t, b in ring_model(params * 4, t_sample):
                 print(f"  p={p:2d} {g:3d} Gbit/s: bandwidth term {tbw:.3f} ms, with latency {t:.3f} ms, "
                       f"communication dominates below global batch {b:.0f}")
+        if case == "hmm":
+            r0 = rows["1x2"][0][0]
+            t_frame = t1 * 2 / (r0["frames"] * args.iters)  # one core's E+M time per frame and iteration
+            print(f"hmm model: {r0['stat_bytes']} statistic bytes per iteration (all classes), {r0['frames']} frames, "
+                  f"compute {t_frame * 1e6:.3f} us per frame per iteration per core")
+            for p, g, tbw, t, b in ring_model(r0["stat_bytes"], t_frame):
+                print(f"  p={p:2d} {g:3d} Gbit/s: all-reduce {t:.3f} ms per iteration; communication dominates below "
+                      f"{b:.0f} frames in total ({b / p:.0f} per machine; FSDD's training split has {r0['frames']})")
     print(f"load average after: {load()}")
 
 

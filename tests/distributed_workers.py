@@ -215,12 +215,24 @@ def scenario_die(out, dist):
 
 
 def scenario_hang(out, dist):
-    """Rank 1 stops entering collectives (a long sleep); rank 0 must give up after the timeout."""
+    """Rank 1 stops entering collectives (a long sleep, or SIGSTOP with TEST_DIST_HANG=stop);
+    rank 0 must give up after the timeout."""
     r = dist.init(timeout=float(os.environ.get("TEST_DIST_TIMEOUT", "8"))).rank
     dist.all_reduce(np.ones(3))
     if r == 1:
+        if os.environ.get("TEST_DIST_HANG") == "stop":
+            os.kill(os.getpid(), signal.SIGSTOP)
         time.sleep(120)
         return
+    dist.barrier()
+
+
+def scenario_raise(out, dist):
+    """Rank 1 raises outside any collective; rank 0, waiting in a barrier, names its error."""
+    r = dist.init(timeout=30).rank
+    dist.all_reduce(np.ones(3))
+    if r == 1:
+        raise RuntimeError("the data loader of rank 1 broke")
     dist.barrier()
 
 

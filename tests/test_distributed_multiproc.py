@@ -208,6 +208,21 @@ def test_hung_rank_is_named_after_the_timeout(tmp_path):
     assert "(barrier)" in out
 
 
+def test_frozen_rank_is_named_after_the_timeout(tmp_path):
+    res = run_ranks("hang", tmp_path, {"TEST_DIST_TIMEOUT": "6", "TEST_DIST_HANG": "stop"}, wait_for=[0])
+    rc, out = res[0]
+    assert rc != 0
+    assert "rank 1 stopped (no heartbeat" in out, out[-3000:]
+
+
+def test_uncaught_exception_on_a_rank_is_named_with_its_message(tmp_path):
+    res = run_ranks("raise", tmp_path)
+    assert res[1][0] != 0
+    rc, out = res[0]
+    assert rc != 0
+    assert "rank 1 failed: RuntimeError: the data loader of rank 1 broke" in out, out[-3000:]
+
+
 def test_bad_input_on_one_rank_stops_every_rank(tmp_path):
     res = run_ranks("bad_input", tmp_path)
     assert res[1][0] != 0 and "X must be finite" in res[1][1]

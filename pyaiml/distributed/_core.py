@@ -28,9 +28,11 @@ data parallelism, DDP, killed and frozen ranks).
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -77,7 +79,7 @@ class Context:
 
 
 _S: dict = {"ctx": None, "group": None, "owns_pg": False, "seq": 0, "op": "", "hb": None, "hb_stop": None,
-            "addr": None, "agent_store": False, "prefix": "pyaiml/0/"}
+            "addr": None, "agent_store": False, "prefix": "pyaiml/0/", "excepthook": None}
 
 
 # ----------------------------------------------------------------------------- setup
@@ -171,7 +173,22 @@ def init(backend=None, timeout=None, rank=None, world_size=None, master_addr=Non
     _S["group"] = _cpu_group(dist, backend, timeout)
     if w > 1:
         _start_heartbeat(dist, ctx)
+        _install_excepthook()
     return ctx
+
+
+def _install_excepthook():
+    """An uncaught exception on this rank is left in the store before the process exits, so a
+    peer whose collective then fails names this rank and its error (not only "stopped")."""
+    prev = sys.excepthook
+
+    def hook(et, ev, tb):
+        if not isinstance(ev, DistributedError):
+            _report_error(f"{et.__name__}: {ev}")
+        prev(et, ev, tb)
+
+    _S["excepthook"] = (prev, hook)
+    sys.excepthook = hook
 
 
 def _cpu_group(dist, backend, timeout):
@@ -205,16 +222,29 @@ def _start_heartbeat(dist, ctx):
     _S.update(hb=t, hb_stop=stop)
 
 
-def shutdown():
-    """Leave the process group (if :func:`init` created it) and stop the heartbeat."""
+def _stop_heartbeat():
     if _S["hb_stop"] is not None:
         _S["hb_stop"].set()
         _S["hb"].join(timeout=2 * _HEARTBEAT_S + 1)
+    _S.update(hb=None, hb_stop=None)
+
+
+atexit.register(_stop_heartbeat)  # no store writes while the interpreter tears down
+
+
+def shutdown():
+    """Leave the process group (if :func:`init` created it) and stop the heartbeat."""
+    _stop_heartbeat()
+    if _S["excepthook"] is not None:
+        prev, hook = _S["excepthook"]
+        if sys.excepthook is hook:
+            sys.excepthook = prev
+        _S["excepthook"] = None
     if _S["ctx"] is not None and _S["owns_pg"]:
         _, dist = _torch()
         if dist.is_initialized():
             dist.destroy_process_group()
-    _S.update(ctx=None, group=None, owns_pg=False, hb=None, hb_stop=None, seq=0, op="")
+    _S.update(ctx=None, group=None, owns_pg=False, seq=0, op="")
 
 
 def is_initialized():

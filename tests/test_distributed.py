@@ -182,6 +182,12 @@ def test_hmm_fit_distribute_in_a_world_of_one_equals_fit(torch_dist):
     b = gaussian_model("GMMHMM").fit(seqs, distribute="data_parallel")
     for n in a._saved_attributes():
         np.testing.assert_allclose(np.asarray(b._raw(n)), np.asarray(a._raw(n)), rtol=0, atol=1e-12)
+    # random initialisation and restarts go through the same path as in fit
+    from pyaiml.hmm import GaussianHMM
+    a = GaussianHMM(3, n_iter=4, n_init=2, random_state=0).fit(seqs)
+    b = GaussianHMM(3, n_iter=4, n_init=2, random_state=0).fit(seqs, distribute="data_parallel")
+    np.testing.assert_allclose(b.means_, a.means_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(b.init_history_, a.init_history_, rtol=1e-12)
     with pytest.raises(ValueError, match="no rank holds a sequence"):
         gaussian_model().fit([], distribute="data_parallel")
     with pytest.raises(ValueError, match="distribute must be None"):

@@ -19,7 +19,9 @@ What it is: :class:`FitSync`, the object ``Sequential.fit`` drives at five point
 Only rank 0 logs (ProgbarLogger) and writes checkpoints (ModelCheckpoint, whose saves are
 atomic); on other ranks those callbacks are left out. A global batch with fewer samples than
 ranks (a last partial batch) is computed whole on every rank and averaged, and counted once
-in the logs.
+in the logs. Per-batch logs (what a progress bar or TerminateOnNaN sees) are this rank's own;
+epoch logs are global. Validation data are evaluated whole on every rank (the same weights
+give the same figures; not split, so it costs each rank the full pass).
 What it is not: overlap of communication with the backward pass (the all-reduce starts once
 backward is done; the bucket layout is ready for per-layer hooks of the tape), per-rank
 dropout masks identical to a single process, or DP-SGD (refused).

@@ -32,6 +32,7 @@ import atexit
 import datetime
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -48,6 +49,8 @@ _DTYPES = (np.float64, np.float32, np.int64, np.int32, np.uint8)
 
 class DistributedError(RuntimeError):
     """A peer rank died, hung, or failed; ``ranks`` names them (empty when unknown)."""
+
+    __module__ = "pyaiml.distributed"  # the public name in tracebacks
 
     def __init__(self, message, ranks=(), remote_types=()):
         super().__init__(message)
@@ -299,6 +302,8 @@ def _diagnose(op, seq, exc):
         return DistributedError(f"{base}: {cause}")
     _, dist = _torch()
     try:
+        # a plain connect first: a TCPStore client retries a refused connection for its whole timeout
+        socket.create_connection(_S["addr"], timeout=2.0).close()
         store = _client(dist, 5.0)
         first = _read_peers(store, ctx)
         errs = {r: v["err"] for r, v in first.items() if v["err"]}

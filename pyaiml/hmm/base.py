@@ -554,8 +554,15 @@ class BaseHMM:
                               stacklevel=3)
         return self.monitor_.history[-1] if self.monitor_.history else -np.inf
 
-    def fit(self, X, lengths=None):
-        """Estimate the parameters by EM (Baum-Welch); ``n_init`` restarts keep the best."""
+    def fit(self, X, lengths=None, distribute=None):
+        """Estimate the parameters by EM (Baum-Welch); ``n_init`` restarts keep the best.
+
+        ``distribute``: None, "data_parallel" or a pyaiml.distributed.DataParallel: X is this
+        rank's shard (``[]`` for none) and each iteration's E-step statistics are summed over
+        all ranks before the M-step (pyaiml.distributed.hmm.fit_sharded)."""
+        if distribute is not None:
+            from pyaiml.distributed.hmm import fit_sharded
+            return fit_sharded(self, X, lengths, distribute)
         self._validate_config()
         X, off = self._split_input(X, lengths, "fit")
         X = self._validate_X(X, "fit", fitting=True)

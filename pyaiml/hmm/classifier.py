@@ -219,14 +219,15 @@ class HMMClassifier:
             return GaussianHMM(init_params="", params="stmc", **common)
         return GMMHMM(n_mix=int(self.n_mix), init_params="", params="stmcw", **common)
 
-    def _init_model(self, m, seqs, seed):
-        K, D = int(self.n_states), seqs[0].shape[1]
+    def _init_model(self, m, seqs, seed, start=None):
+        K = int(self.n_states)
         if self.topology == "left-right":
             m.startprob_, m.transmat_ = left_right(K)
         else:
             m.startprob_ = np.full(K, 1.0 / K)
             m.transmat_ = np.full((K, K), 1.0 / K)
-        mu, var = _flat_start(seqs, K)
+        mu, var = _flat_start(seqs, K) if start is None else start  # start: (mu, var) of a distributed fit
+        D = mu.shape[1]
         var = var + float(self.var_floor)
         ct = self.covariance_type
         if self.emission == "gaussian":
@@ -286,12 +287,18 @@ class HMMClassifier:
                 m.implementation = impl
 
     # ----- estimator API -------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X, y, distribute=None):
         """Train one model per class.
 
         X : list of arrays, shape (n_frames_i, n_features) (the same n_features for all)
         y : labels, one per sequence (ints or strings)
+        distribute : None, "data_parallel" or a pyaiml.distributed.DataParallel: X, y are this
+            rank's shard; the flat start and every EM iteration sum their statistics over all
+            ranks (pyaiml.distributed.hmm.fit_classifier), giving the single-process result.
         """
+        if distribute is not None:
+            from pyaiml.distributed.hmm import fit_classifier
+            return fit_classifier(self, X, y, distribute)
         self._validate_config()
         seqs = _as_sequences(X, "fit")
         y = np.asarray(y)

@@ -51,6 +51,8 @@ def _shape_str(s):
 class Sequential:
     """A linear stack of layers (``Sequential([...])`` or ``.add``)."""
 
+    _grad_hook = None  # called with _params() between backward and the optimizer step (pyaiml.distributed)
+
     def __init__(self, layers=None, name=None, trainable=True):
         self.name = name or "sequential"
         self._layers: list[_layers.Layer] = []
@@ -316,15 +318,21 @@ class Sequential:
         if not np.isfinite(val):
             return val, pred
         self._backward(g)
+        if self._grad_hook is not None:
+            self._grad_hook(self._params())
         self.optimizer.apply(self._params())
         return val, pred
 
     # ------------------------------------------------------------------ fit
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
-            steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
+            steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1,
+            distribute=None):
         """Train; returns a History. ``validation_split`` takes the last fraction of the
-        samples (before shuffling), as Keras does."""
+        samples (before shuffling), as Keras does. ``distribute``: None, "data_parallel" or a
+        pyaiml.distributed.DataParallel: every rank passes the same x, y; each global batch of
+        ``batch_size`` is split over the ranks and the gradients are summed before each step
+        (pyaiml.distributed.keras)."""
         self._need_compiled("fit")
         if class_weight is not None or sample_weight is not None:
             raise ValueError("fit: class_weight and sample_weight are not supported")
@@ -363,6 +371,11 @@ class Sequential:
             history.epoch = [self.history.epoch[i] for i in keep]
             history.history = {k: [v[i] for i in keep if i < len(v)] for k, v in self.history.history.items()}
         cbs = list(callbacks or [])
+        sync = None
+        if distribute is not None:
+            from pyaiml.distributed.keras import FitSync
+            sync = FitSync(self, distribute, x, y, bs)
+            cbs, verbose = sync.callbacks(cbs, verbose)
         if verbose:
             cbs.append(_cb.ProgbarLogger(verbose))
         cbs.append(history)
@@ -382,7 +395,7 @@ class Sequential:
                 if batches is not None:
                     xe, ye = x, y
                 elif shuffle:
-                    perm = rng().permutation(n)
+                    perm = rng().permutation(n) if sync is None else sync.permutation(rng().permutation(n))
                     xe, ye = x[perm], y[perm]
                 else:
                     xe, ye = x, y
@@ -397,6 +410,8 @@ class Sequential:
                     else:
                         s = slice(b * bs, min(n, (b + 1) * bs))
                         xb, yb = xe[s], ye[s]
+                        if sync is not None:
+                            xb, yb = sync.shard(xb, yb)
                     if dp:
                         lv, pred = self._train_step_dp(xb, yb, fused, bs)
                     else:
@@ -415,6 +430,8 @@ class Sequential:
                     cl.on_train_batch_end(b, logs)
                     if self.stop_training:
                         break
+                if sync is not None:
+                    logs = sync.epoch_logs(logs)
                 if val is not None and (epoch + 1) % validation_freq == 0:
                     vr = self._evaluate(val[0], val[1], validation_batch_size or bs, fused)
                     logs.update({"val_" + k: v for k, v in vr.items()})

@@ -225,13 +225,13 @@ def _expand(g, shape, axis, keepdims):
 
 def sum(a, axis=None, keepdims=False):
     x = _v(a)
-    out = np.sum(x, axis=axis, keepdims=keepdims)
+    out = np.asarray(np.sum(x, axis=axis, keepdims=keepdims))
     return record(out, (a,), lambda g, n: (np.broadcast_to(_expand(g, x.shape, axis, keepdims), x.shape),), "sum")
 
 
 def mean(a, axis=None, keepdims=False):
     x = _v(a)
-    out = np.mean(x, axis=axis, keepdims=keepdims)
+    out = np.asarray(np.mean(x, axis=axis, keepdims=keepdims))
     cnt = int(np.prod([x.shape[i] for i in _axes(axis, x.ndim)])) if x.ndim else 1
 
     def back(g, n):
@@ -242,7 +242,7 @@ def mean(a, axis=None, keepdims=False):
 def _extreme(name, f):
     def op(a, axis=None, keepdims=False):
         x = _v(a)
-        out = f(x, axis=axis, keepdims=keepdims)
+        out = np.asarray(f(x, axis=axis, keepdims=keepdims))
 
         def back(g, n):
             o = _expand(out, x.shape, axis, keepdims)

@@ -5,7 +5,7 @@ or ``import pyaiml as tf`` then ``tf.keras.Sequential([...])``. Channels last; f
 Sequential models. See models.py for the training loop, layers.py for the layer contract,
 saving.py for the file format. Tests: tests/test_keras_*.py.
 """
-from pyaiml.keras import (activations, callbacks, initializers, layers, losses, metrics, models, optimizers,
+from pyaiml.keras import (activations, callbacks, initializers, layers, losses, metrics, models, ops, optimizers,
                           saving, schedules, utils)
 from pyaiml.keras.layers import Input
 from pyaiml.keras.models import Model, Sequential, load_model
@@ -13,4 +13,4 @@ from pyaiml.keras.models import Model, Sequential, load_model
 optimizers.schedules = schedules
 
 __all__ = ["Sequential", "Model", "Input", "load_model", "activations", "callbacks", "initializers", "layers",
-           "losses", "metrics", "models", "optimizers", "saving", "schedules", "utils"]
+           "losses", "metrics", "models", "ops", "optimizers", "saving", "schedules", "utils"]

@@ -139,10 +139,7 @@ def test_take_pad_tile_repeat_and_clip():
 
 
 def test_variables_and_python_operators_in_ops():
-    w = keras.Variable(R(3, 2)) if hasattr(keras, "Variable") else None
-    from pyaiml.autograd import Variable
-
-    w = w or Variable(R(3, 2))
+    w = keras.Variable(R(3, 2))
     x = R(4, 3, seed=2)
     with GradientTape() as tape:
         loss = ops.mean(ops.square(x @ w - 1.0))

@@ -264,8 +264,8 @@ class Variable(Tensor):
 
     def __init__(self, value, trainable=True, name=None, dtype=None):
         v = np.asarray(value, dtype=dtype)
-        if v.dtype.kind == "f" and not v.flags.c_contiguous:
-            v = np.ascontiguousarray(v)
+        if not v.flags.c_contiguous:
+            v = np.array(v, order="C")
         super().__init__(v, requires_grad=bool(trainable) and v.dtype.kind == "f")
         self.trainable = bool(trainable)
         self.name = name or "variable"
@@ -329,6 +329,19 @@ def record(value, parents, backward, op):
         if not t._stopped:
             t._nodes.append(node)
     return out
+
+
+class paused:
+    """``with paused():`` no tape records inside (shape probes, metric computations)."""
+
+    def __enter__(self):
+        self._saved = list(_tapes())
+        _tapes().clear()
+        return self
+
+    def __exit__(self, *exc):
+        _tapes().extend(self._saved)
+        return False
 
 
 class GradientTape:

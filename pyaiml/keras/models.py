@@ -51,6 +51,8 @@ def _shape_str(s):
 class Sequential:
     """A linear stack of layers (``Sequential([...])`` or ``.add``)."""
 
+    _is_sequential = True
+
     def __init__(self, layers=None, name=None, trainable=True):
         self.name = name or "sequential"
         self._layers: list[_layers.Layer] = []
@@ -70,6 +72,9 @@ class Sequential:
         return [l for l in self._layers if not isinstance(l, _layers.InputLayer)]
 
     def add(self, layer):
+        if getattr(layer, "_is_keras_tensor", False) and isinstance(getattr(layer.node, "layer", None),
+                                                                    _layers.InputLayer):
+            layer = layer.node.layer  # keras.Input(...): the model's input declaration
         if not isinstance(layer, _layers.Layer):
             raise TypeError(f"Sequential.add: expected a pyaiml.keras layer. Received {type(layer).__name__}")
         if any(l.name == layer.name for l in self._layers):
@@ -468,6 +473,14 @@ class Sequential:
         return out
 
     def __call__(self, x, training=False):
+        from pyaiml.autograd.tape import Tensor, recording
+
+        if recording() or isinstance(x, Tensor):  # on a GradientTape: each layer's call() records
+            if not self.built:
+                self._ensure_built(np.asarray(getattr(x, "value", x)))
+            for layer in self._layers:
+                x = layer(x, training=training)
+            return x
         x = self._x(x)
         self._ensure_built(x)
         return self._forward(x, bool(training), False)
@@ -582,10 +595,7 @@ class Sequential:
         saving.load_weights(self, filepath, key=key)
 
 
-Model = Sequential
-
-
-def load_model(filepath, compile=True, key=None):
+def load_model(filepath, compile=True, key=None, custom_objects=None):
     """Load a model saved with ``model.save`` (see pyaiml/keras/saving.py); ``key`` for an
     encrypted file (a wrong key, or any changed byte, is a ValueError and loads nothing). A
     model compiled with pyaiml.privacy.DPSGD comes back with it (its accountant's step count
@@ -594,7 +604,7 @@ def load_model(filepath, compile=True, key=None):
     from pyaiml.privacy.dp import loadable
 
     with loadable():
-        return saving.load_model(filepath, compile=compile, key=key)
+        return saving.load_model(filepath, compile=compile, key=key, custom_objects=custom_objects)
 
 
 def clone_model(model):

@@ -79,8 +79,13 @@ class Optimizer:
         self.iterations += 1
 
     def apply_gradients(self, grads_and_vars):
-        """Keras-style: iterable of (grad, var)."""
-        self.apply([(v, g) for g, v in grads_and_vars])
+        """Keras-style: iterable of (grad, var); a var is an array or a Variable (its array is
+        updated in place); a None gradient (a variable the loss does not reach) counts as zeros."""
+        pairs = []
+        for g, v in grads_and_vars:
+            w = getattr(v, "value", v)
+            pairs.append((w, np.zeros_like(w) if g is None else np.asarray(g, dtype=w.dtype)))
+        self.apply(pairs)
 
     def _update(self, w, g, st, lr, t):
         raise NotImplementedError

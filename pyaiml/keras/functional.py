@@ -242,8 +242,8 @@ def symbolic_call(layer, args, kwargs):
 def _in_graph(layer, node, err):
     shapes = ", ".join(_shape_text(kt.shape) for kt in node.inputs)
     msg = str(err)
-    if layer.name in msg:
-        return f"{msg} (functional graph: inputs of shape {shapes})"
+    if layer.name in msg and "Received" in msg:
+        return msg
     return f"Layer {layer.name!r} ({type(layer).__name__}) received inputs of shape {shapes}: {msg}"
 
 

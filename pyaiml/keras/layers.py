@@ -1843,3 +1843,17 @@ from pyaiml.keras.merging import (  # noqa: F401
     multiply,
     subtract,
 )
+from pyaiml.keras.tape_layers import (  # noqa: F401
+    AveragePooling1D,
+    AveragePooling2D,
+    GlobalMaxPooling1D,
+    GlobalMaxPooling2D,
+    Permute,
+    RepeatVector,
+    Rescaling,
+    UpSampling2D,
+    ZeroPadding2D,
+)
+
+AvgPool1D, AvgPool2D = AveragePooling1D, AveragePooling2D
+GlobalMaxPool1D, GlobalMaxPool2D = GlobalMaxPooling1D, GlobalMaxPooling2D

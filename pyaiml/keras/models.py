@@ -17,7 +17,10 @@ optimizer turns them into clip factors, the layers sum the clipped gradients, an
 optimizer adds noise and updates. fit then draws Poisson-sampled batches from the
 optimizer and logs ``epsilon`` per epoch. The ordinary path does not change.
 
-Not here: the functional API and subclassed models (Sequential only), sample weights.
+A model holding a layer that has only a tape ``call()`` (no hand-written backward, e.g.
+Permute, UpSampling2D) trains through the tape instead (``_train_step_tape``), unfused.
+The functional API and subclassed models are pyaiml/keras/functional.py and model.py.
+Not here: sample weights.
 Tests: tests/test_keras_api.py, tests/test_keras_train.py, tests/test_privacy_dp.py.
 """
 from __future__ import annotations
@@ -178,8 +181,15 @@ class Sequential:
         if getattr(self.optimizer, "is_dp", False):
             self._dp_check()
 
+    def _tape_only(self):
+        """Layers with no hand-written backward (written only as call()): then the model
+        trains through the tape (pyaiml/autograd) instead of the fused path."""
+        return [l for l in self._layers if type(l).backward is _layers.Layer.backward]
+
     def _fusion(self):
         """Return True when the last layer's activation is fused into the loss."""
+        if self._tape_only():
+            return False
         if not self.loss.fusable_activation or self.loss.from_logits or not self.layers:
             return False
         last = self.layers[-1]
@@ -224,6 +234,10 @@ class Sequential:
 
     # ------------------------------------------------------------------ core steps
     def _forward(self, x, training, fused):
+        if self._tape_only():
+            for l in self._layers:
+                x = l(x, training=training)
+            return x.value if hasattr(x, "value") else x
         mask = None
         last = len(self._layers) - 1
         relu_out = False
@@ -312,7 +326,28 @@ class Sequential:
         opt.apply_private(self._params(), expected_batch_size)
         return val, pred
 
+    def _train_step_tape(self, xb, yb):
+        """A training step through the tape (a model with call()-only layers)."""
+        from pyaiml.autograd import GradientTape
+        from pyaiml.autograd import functional as F
+
+        tv = [v for l in self._layers for v in l.trainable_variables]
+        with GradientTape() as tape:
+            out = xb
+            for l in self._layers:
+                out = l(out, training=True)
+            loss = F.loss(self.loss, yb, out)
+        val = float(getattr(loss, "value", loss))
+        pred = getattr(out, "value", out)
+        if not np.isfinite(val):
+            return val, pred
+        grads = tape.gradient(loss, tv)
+        self.optimizer.apply([(v.value, np.zeros_like(v.value) if g is None else g) for v, g in zip(tv, grads)])
+        return val, pred
+
     def _train_step(self, xb, yb, fused):
+        if self._tape_only():
+            return self._train_step_tape(xb, yb)
         for l in self._layers:
             if l.grads:
                 l.zero_grad()

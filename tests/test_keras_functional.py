@@ -257,3 +257,27 @@ def test_disconnected_and_unused_inputs():
 def test_sequential_still_takes_an_input_tensor():
     s = keras.Sequential([keras.Input((3,)), layers.Dense(2)])
     assert s.built and s.predict(np.ones((2, 3))).shape == (2, 2)
+
+
+def test_sequential_and_models_inside_a_graph(tmp_path):
+    keras.utils.set_random_seed(4)
+    augment = keras.Sequential([layers.Rescaling(0.5), layers.Dense(6, activation="relu")])
+    inner_in = keras.Input((6,), name="inner_in")
+    inner = keras.Model(inner_in, layers.Dense(4, name="inner_dense")(inner_in), name="inner")
+    inp = keras.Input((3,), name="outer_in")
+    h = augment(inp)
+    out = layers.Dense(2, activation="softmax", name="top")(layers.Concatenate()([inner(h), h]))
+    m = keras.Model(inp, out)
+    assert len(m.trainable_variables) == 6 and m.count_params() == 3 * 6 + 6 + 6 * 4 + 4 + 10 * 2 + 2
+    x = R(40, 3).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    m.compile("adam", "sparse_categorical_crossentropy")
+    h0 = m.fit(x, y, epochs=4, verbose=0).history["loss"]
+    assert h0[-1] < h0[0]
+    before = inner.get_layer("inner_dense").kernel.copy()
+    m.fit(x, y, epochs=1, verbose=0)
+    assert not np.allclose(before, inner.get_layer("inner_dense").kernel)  # the nested model's weights train
+    p = tmp_path / "nested.keras"
+    m.save(p)
+    m2 = keras.models.load_model(p)
+    np.testing.assert_allclose(m2.predict(x), m.predict(x), rtol=1e-6)

@@ -510,6 +510,12 @@ class Sequential:
     def __call__(self, x, training=False):
         from pyaiml.autograd.tape import Tensor, recording
 
+        if getattr(x, "_is_keras_tensor", False):
+            # functional API: the layers join the graph one by one (pyaiml/keras/functional.py)
+            for layer in self._layers:
+                if not isinstance(layer, _layers.InputLayer):
+                    x = layer(x)
+            return x
         if recording() or isinstance(x, Tensor):  # on a GradientTape: each layer's call() records
             if not self.built:
                 self._ensure_built(np.asarray(getattr(x, "value", x)))

@@ -281,3 +281,26 @@ def test_sequential_and_models_inside_a_graph(tmp_path):
     m.save(p)
     m2 = keras.models.load_model(p)
     np.testing.assert_allclose(m2.predict(x), m.predict(x), rtol=1e-6)
+
+
+def test_embedding_mask_reaches_attention_and_pooling_like_sequential():
+    keras.utils.set_random_seed(5)
+    emb, mha = layers.Embedding(12, 8, mask_zero=True), layers.MultiHeadAttention(2, 4)
+    gap, head = layers.GlobalAveragePooling1D(), layers.Dense(3, activation="softmax")
+    seq = keras.Sequential([keras.Input((6,)), emb, mha, gap, head])  # Sequential passes the mask (its own loop)
+    ids = keras.Input((6,), dtype="int32")
+    h = emb(ids)
+    out = head(gap(mha(h, h)))
+    m = keras.Model(ids, out)
+    x = np.array([[3, 4, 5, 0, 0, 0], [7, 1, 2, 9, 11, 0], [5, 5, 5, 5, 5, 5]])
+    np.testing.assert_allclose(m.predict(x), seq.predict(x), rtol=1e-5)
+    # padding changes nothing: more zeros at the end give the same prediction
+    x2 = np.array([[3, 4, 5, 0, 0, 0, 0, 0]])
+    ids2 = keras.Input((None,), dtype="int32")
+    h2 = emb(ids2)
+    m2 = keras.Model(ids2, head(layers.GlobalAveragePooling1D()(mha(h2, h2))))
+    np.testing.assert_allclose(m2.predict(x2), m2.predict(x2[:, :3]), rtol=1e-5)
+    with GradientTape() as tape:  # on the tape too
+        y = m(x, training=True)
+    np.testing.assert_allclose(y.value, seq.predict(x), rtol=1e-5)
+    assert tape is not None

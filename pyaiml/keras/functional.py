@@ -14,7 +14,10 @@ on the tape for training, so shared layers, branches and merges are differentiat
 any other code. Its config lists layers and nodes (arguments with KerasTensor references
 ``{"__keras_tensor__": [layer, node, index]}``); ``from_config`` replays them.
 
-Not here: masks carried between layers, nested Input structures deeper than one list or
+Masks: an ``Embedding(mask_zero=True)`` output carries its padding mask to the layers after
+it that support masking (passed as ``mask=``): GlobalAveragePooling1D averages over the
+real steps, MultiHeadAttention (self-attention) ignores padded keys, as in Keras.
+Not here: masks in subclassed models' call(), nested Input structures deeper than one list or
 dict, KerasTensor slicing with tensors. Tests: tests/test_keras_functional.py.
 """
 from __future__ import annotations
@@ -362,16 +365,26 @@ class Functional(Model):
         return list(self._input_layers) + list(self._graph_layers)
 
     def call(self, inputs, training=None):
-        values = {}
+        values, masks = {}, {}
         flat = self._match_inputs(inputs)
         for kt, v in zip(self.inputs, flat):
             values[id(kt)] = v
         for node in self._nodes:
+            layer = node.layer
             args = _map(node.args, lambda kt: values[id(kt)])
             kwargs = _map(node.kwargs, lambda kt: values[id(kt)])
-            out = node.layer(*args, **kwargs)
-            for kt, v in zip(node.outputs, _leaves(out)):
+            # Keras's implicit masks: an Embedding(mask_zero=True) output's mask reaches the
+            # layers after it that support masking (GlobalAveragePooling1D, MultiHeadAttention)
+            in_mask = masks.get(id(node.inputs[0])) if node.inputs else None
+            if in_mask is not None and kwargs.get("mask") is None and layer._accepts("mask"):
+                kwargs["mask"] = in_mask
+            out = layer(*args, **kwargs)
+            leaves = _leaves(out)
+            out_mask = layer.compute_mask(in_mask) if len(leaves) == 1 else None
+            for kt, v in zip(node.outputs, leaves):
                 values[id(kt)] = v
+                if out_mask is not None:
+                    masks[id(kt)] = out_mask
         return _map(self._outputs_struct, lambda kt: values[id(kt)])
 
     def _match_inputs(self, inputs):

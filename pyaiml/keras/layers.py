@@ -1654,13 +1654,15 @@ class MultiHeadAttention(Layer):
         if (return_attention_scores or recording() or _symbolic((query, value, key))
                 or any(isinstance(a, Tensor) for a in (query, value, key))):
             kw = {"value": value, "key": key, "attention_mask": attention_mask, "use_causal_mask": use_causal_mask,
-                  "return_attention_scores": return_attention_scores}
+                  "return_attention_scores": return_attention_scores, "mask": mask}
             if training is not None:
                 kw["training"] = training
             return Layer.__call__(self, query, **kw)
         if training and self.dropout:
             raise ValueError(f"{self.name}: attention dropout runs on the tape; use this layer in a functional or "
                              "subclassed model (Sequential's hand-written backward has none)")
+        if mask is not None and attention_mask is None and (value is None or value is query) and key is None:
+            attention_mask = np.asarray(mask, dtype=bool)[:, None, :]  # self-attention: padded keys are masked
         q = np.asarray(query, dtype=FLOATX)
         v = q if value is None else np.asarray(value, dtype=FLOATX)
         k = v if key is None else np.asarray(key, dtype=FLOATX)
@@ -1692,8 +1694,10 @@ class MultiHeadAttention(Layer):
         return F.transpose(F.reshape(y, (B, T, self.num_heads, W.shape[2])), (0, 2, 1, 3))
 
     def call(self, query, value=None, key=None, attention_mask=None, use_causal_mask=None, training=None,
-             return_attention_scores=False):
+             return_attention_scores=False, mask=None):
         q = query
+        if mask is not None and attention_mask is None and (value is None or value is query) and key is None:
+            attention_mask = np.asarray(mask, dtype=bool)[:, None, :]  # self-attention: padded keys are masked
         v = q if value is None else self._convert_input(value)
         k = v if key is None else self._convert_input(key)
         for nm, a in (("query", q), ("value", v), ("key", k)):

@@ -427,3 +427,31 @@ def test_model_constructor_errors():
     m.compile("adam", {"nope": "mse"})
     with pytest.raises(ValueError, match=r"loss names \['nope'\] are not outputs"):
         m.fit(np.ones((2, 4)), np.zeros(2), verbose=0)
+
+
+# ---------------------------------------------------------------- Sequential on the tape
+def test_sequential_under_a_tape_matches_its_fused_backward():
+    from pyaiml.autograd import functional as F
+
+    keras.utils.set_random_seed(6)
+    seq = keras.Sequential([layers.Input((7, 7, 2)), layers.Conv2D(4, 3, activation="relu", padding="same"),
+                            layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(5, activation="tanh"),
+                            layers.Dense(3, activation="softmax")])
+    seq.compile("sgd", "categorical_crossentropy")
+    for layer in seq.layers:
+        layer._cast(np.float64)
+    x = R(4, 7, 7, 2)
+    y = np.eye(3)[[0, 2, 1, 1]]
+    for layer in seq.layers:
+        layer.zero_grad()
+    out = seq._forward(x, True, True)  # the fused path: softmax inside the loss
+    _, g = seq.loss.value_and_grad_logits(y, out)
+    seq._backward(g)
+    want = [gr.copy() for _, gr in seq._params()]
+    with GradientTape() as tape:
+        probs = seq(x, training=True)
+        loss = F.loss(seq.loss, y, probs)  # the softmax output is differentiated from its logits
+    got = tape.gradient(loss, seq.trainable_weights)
+    assert len(got) == len(want) == 6
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -295,7 +295,7 @@ def test_subclassed_model_fit_evaluate_predict():
     assert m.count_params() == 4 * 16 + 16 + 16 * 3 + 3
     lines = []
     m.summary(print_fn=lines.append)
-    assert any("(Dense)" in ln and " 80" in ln for ln in lines) and lines[-2].startswith("Non-trainable params: 0")
+    assert any("(Dense)" in ln and "(None, 16)" in ln and " 80" in ln for ln in lines) and lines[-2].startswith("Non-trainable params: 0")
 
 
 def test_custom_training_loop_with_apply_gradients():

@@ -99,6 +99,14 @@ def _shape_of(a):
     return tuple(a.shape) if hasattr(a, "shape") else tuple(np.shape(a))
 
 
+def _batchless(out):
+    """The shape of a call's result with the batch size as None (lists for several results)."""
+    if isinstance(out, (list, tuple)):
+        return [_batchless(o) for o in out]
+    shape = getattr(out, "shape", None)
+    return None if shape is None or not len(shape) else (None,) + tuple(shape[1:])
+
+
 _ACT_TAPE = {"linear": None, "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh, "softmax": F.softmax,
              "log_softmax": F.log_softmax, "gelu": F.gelu}
 
@@ -460,9 +468,11 @@ class Layer:
         _ctx.training = training
         try:
             with calling(self):
-                return self.call(*args, **kwargs)
+                out = self.call(*args, **kwargs)
         finally:
             _ctx.training = outer
+        self._call_output_shape = _batchless(out)  # for summary()
+        return out
 
     def _build_for_call(self, x, args, kwargs):
         shape = _shape_of(x)

@@ -489,7 +489,9 @@ class Model(_layers.Layer):
         """(layer name (type), output shape, params, connected to) per row."""
         rows = []
         for layer in self.layers:
-            shape = getattr(layer, "output_shape", None)
+            shape = getattr(layer, "_call_output_shape", None)
+            if shape is None and getattr(layer, "output_shape", None) is not None:
+                shape = (None,) + tuple(layer.output_shape)
             rows.append((f"{layer.name} ({type(layer).__name__})", _shape_text(shape) if layer.built else "?",
                          layer.count_params(), None))
         return rows

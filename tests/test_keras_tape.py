@@ -387,3 +387,38 @@ def test_numpy_function_on_a_tape_value_names_the_layer():
 def test_watch_refuses_integers():
     with GradientTape() as tape, pytest.raises(TypeError, match="floating-point"):
         tape.watch(np.arange(3))
+
+
+# ---------------------------------------------------------------- the ReLU-gradient fusion of conv + max pool
+def _conv_pool_torch(x, w, b, extra):
+    y = torch.relu(TF.conv2d(x.permute(0, 3, 1, 2), w, b, 1, 1))
+    p = TF.max_pool2d(y, 2).permute(0, 2, 3, 1)
+    out = p.sum() * 0 + (p * torch.tensor(_cot(p.shape))).sum()
+    if extra:  # the conv's output also read directly (a residual path): its ReLU mask must stay
+        out = out + (y.permute(0, 2, 3, 1) * torch.tensor(_cot(tuple(y.permute(0, 2, 3, 1).shape), 5))).sum()
+    return out
+
+
+def _cot(shape, seed=4):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+@pytest.mark.parametrize("extra", [False, True])
+def test_conv_relu_then_max_pool_gradients(extra, monkeypatch):
+    import pyaiml.ops as pops
+
+    x, w, b = R(2, 6, 6, 3), R(4, 3, 3, 3, seed=2), R(4, seed=3)
+    x[0, :2] = -5  # some windows entirely negative before the ReLU (the pool passes no gradient there)
+    calls = []
+    real = pops.relu_backward
+    monkeypatch.setattr(pops, "relu_backward", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def ours(x_, w_, b_):
+        y = F.conv(x_, w_, b_, 1, 1, 1, 1, "NHWC", "relu")
+        p = F.max_pool(y, (2, 2), (2, 2), 0, "NHWC")
+        out = F.sum(p * _cot(p.shape))
+        if extra:
+            out = out + F.sum(y * _cot(y.shape, 5))
+        return out
+    gradcheck(ours, lambda x_, w_, b_: _conv_pool_torch(x_, w_, b_, extra), x, w, b)
+    assert len(calls) == (1 if extra else 0)  # the mask is skipped only when the pool applied it

@@ -23,6 +23,7 @@ import numpy as np
 
 from pyaiml import ops
 from pyaiml.autograd.tape import Tensor, record, value_of
+from pyaiml.ops.pool import MAX_WINDOW
 
 _v = value_of
 
@@ -532,34 +533,51 @@ def einsum(subscripts, *operands):
 # ---------------------------------------------------------------- neural-network ops
 def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_format="NHWC", activation=None):
     """pyaiml.ops.conv1d/conv2d (weight OI(H)W, symmetric integer padding); rank from weight.
-    ``activation='relu'`` runs in the kernel's epilogue; its gradient masks by the output."""
+    ``activation='relu'`` runs in the kernel's epilogue; its gradient masks by the output,
+    unless every op that read the output was a max pool that applied that mask itself."""
     xv, w = _v(x), _v(weight)
     b = None if bias is None else _v(bias)
     two = w.ndim == 4
     fwd, bwd = (ops.conv2d, ops.conv2d_backward) if two else (ops.conv1d, ops.conv1d_backward)
     out = fwd(xv, w, b, stride, padding, dilation, groups, data_format, activation=activation)
+    holder = []
 
     def back(g, n):
         g = np.ascontiguousarray(g)
         if activation == "relu":
-            g = ops.relu_backward(g, out)
+            t = holder[0]
+            if not (t._gated and t._gated == t._uses):
+                g = ops.relu_backward(g, out)
         gx, gw, gb = bwd(g, xv, w, stride, padding, dilation, groups, data_format,
                          output_mask=(bool(n[0]), bool(n[1]), bool(bias is not None and n[2])))
         return gx, gw, gb
-    return record(out, (x, weight, bias), back, "conv")
+    r = record(out, (x, weight, bias), back, "conv")
+    if isinstance(r, Tensor):
+        holder.append(r)
+        r._relu_out = activation == "relu"
+    return r
 
 
 def max_pool(x, pool_size, strides, padding=0, data_format="NHWC"):
     """pyaiml.ops.max_pool1d/2d by rank of ``pool_size`` (an int: 1-D); gradient through the
-    forward's indices."""
+    forward's indices, one byte per output (the position in the window) when the window
+    allows. After a conv with a fused ReLU the pool also takes the ReLU's gradient (its
+    windows whose maximum is 0 pass none), and the conv then skips its ReLU mask."""
     xv = _v(x)
     two = isinstance(pool_size, tuple) and len(pool_size) == 2
     fwd, bwd = (ops.max_pool2d, ops.max_pool2d_backward) if two else (ops.max_pool1d, ops.max_pool1d_backward)
     if not recording_needed(x):
         return fwd(xv, pool_size, strides, padding, data_format)
-    out, idx = fwd(xv, pool_size, strides, padding, data_format, return_indices=True)
-    return record(out, (x,), lambda g, n: (bwd(np.ascontiguousarray(g), xv, pool_size, strides, padding, data_format,
-                                               indices=idx),), "max_pool")
+    kk = int(np.prod(pool_size))
+    fmt = "window" if kk <= MAX_WINDOW else "flat"
+    gate = fmt == "window" and getattr(x, "_relu_out", False)
+    out, idx = fwd(xv, pool_size, strides, padding, data_format, return_indices=True,
+                   activation="relu" if gate else None, index_format=fmt)
+    r = record(out, (x,), lambda g, n: (bwd(np.ascontiguousarray(g), xv, pool_size, strides, padding, data_format,
+                                            indices=idx, index_format=fmt),), "max_pool")
+    if gate:
+        x._gated += 1
+    return r
 
 
 def recording_needed(*xs):

@@ -86,13 +86,19 @@ class Tensor:
     """An array on the tape. ``value`` is the NumPy array; arithmetic operators and
     indexing are recorded ops; ``numpy()`` returns the array (no gradient flows through it)."""
 
-    __slots__ = ("__weakref__", "_softmax_of", "requires_grad", "value")
+    __slots__ = ("__weakref__", "_gated", "_relu_out", "_softmax_of", "_uses", "requires_grad", "value")
     __array_priority__ = 1000.0
 
     def __init__(self, value, requires_grad=False):
         self.value = value if type(value) is np.ndarray else np.asarray(value)
         self.requires_grad = bool(requires_grad)
         self._softmax_of = None  # the logits when this is a softmax output (loss fusion)
+        # ReLU-gradient fusion (functional.conv / max_pool): _relu_out marks the output of a
+        # conv with a fused ReLU; _uses counts the recorded ops that read this value, _gated
+        # those (max pools) whose backward already applies the ReLU's gradient
+        self._relu_out = False
+        self._uses = 0
+        self._gated = 0
 
     # array-like facts
     @property
@@ -323,6 +329,9 @@ def record(value, parents, backward, op):
     needs = tuple(type(p) is not np.ndarray and isinstance(p, Tensor) and p.requires_grad for p in parents)
     if not any(needs):
         return value
+    for p, need in zip(parents, needs):
+        if need:
+            p._uses += 1
     out = Tensor(value, True)
     node = Node(out, parents, needs, backward, op)
     for t in tapes:
@@ -429,6 +438,7 @@ def _backward(nodes, target, sources, output_gradients=None):
             continue
         g = np.ones_like(t.value) if og is None else np.broadcast_to(np.asarray(og, t.dtype), t.shape)
         _sum_into(grads, id(t), g)
+        t._uses += 1  # a gradient seeded here did not come through any op (see functional.conv)
     # sources given as the arrays behind Variables: find the Variable of each on the tape
     by_array = {}
     for n in nodes:

@@ -18,16 +18,18 @@ pyaiml.autograd.functional (the tape's primitives, the same pyaiml.ops kernels) 
 runs whenever a GradientTape records, on tape values, on symbolic ``keras.Input`` tensors
 (pyaiml/keras/functional.py), and for every user subclass: so a user's ``Layer`` or
 ``Model`` with ``build``/``call``/``add_weight`` trains like ours, and our layers work inside
-its ``call()``. ``forward``/``backward`` above remain the Sequential fast path (its fused
+its ``call()``. ``forward``/``backward`` remain the Sequential fast path (its fused
 hand-written backward), used when a built-in layer is called on plain arrays with no tape.
 Weights of built-in layers are arrays held as attributes and seen by the tape through a
 ``Variable`` sharing their memory (``_var``); ``add_weight(shape=..., initializer=...)``
 (Keras 3's signature) returns a ``Variable``. Nested layers held as attributes (alone or
 in lists, tuples, dicts) are tracked: their weights are the parent's.
 
-Not here: recurrent layers; mask propagation between layers of a functional graph.
+Not here: recurrent layers; masks inside a subclassed model's call() (the functional API
+carries an Embedding's mask: pyaiml/keras/functional.py).
 Tests: tests/test_keras_layers.py (forward and gradients against torch in float64);
-tests/test_keras_subclass.py (tape calls of every layer against torch, subclassing);
+tests/test_keras_subclass.py (each layer's tape call against its forward/backward in
+float64, subclassing); tests/test_keras_extras.py (the tape-only layers against torch);
 tests/test_privacy_dp.py (per-example gradients against a loop over examples).
 """
 from __future__ import annotations

@@ -93,8 +93,9 @@ def test_schedule_drives_optimizer():
 
 
 def test_unknown_optimizer():
-    with pytest.raises(ValueError, match="Unknown optimizer identifier 'adamw'. Valid identifiers: adam, rmsprop, sgd"):
-        optimizers.get("adamw")
+    with pytest.raises(ValueError, match="Unknown optimizer identifier 'adamx'. Valid identifiers: adam, adamw, "
+                                         "rmsprop, sgd"):
+        optimizers.get("adamx")
 
 
 @pytest.mark.parametrize("kw", [{}, {"clipnorm": 0.5}, {"global_clipnorm": 1.0}])

@@ -329,7 +329,7 @@ def test_save_and_load_keep_the_ledger(tmp_path):
     assert m2.optimizer.epsilon() == pytest.approx(m.optimizer.epsilon())
     assert m2.optimizer.iterations == m.optimizer.iterations == 10
     # only while loading: "dpsgd" is no optimizer= string (it needs a clip and a noise multiplier)
-    with pytest.raises(ValueError, match="Valid identifiers: adam, rmsprop, sgd$"):
+    with pytest.raises(ValueError, match="Valid identifiers: adam, adamw, rmsprop, sgd$"):
         keras.optimizers.get("dpsgd")
 
 

@@ -1,16 +1,29 @@
 """pyaiml.keras: a Keras-compatible training API on pyaiml's own ops.
 
 ``from pyaiml.keras.models import Sequential``, ``from pyaiml.keras.layers import Conv2D``,
-or ``import pyaiml as tf`` then ``tf.keras.Sequential([...])``. Channels last; float32;
-Sequential models. See models.py for the training loop, layers.py for the layer contract,
-saving.py for the file format. Tests: tests/test_keras_*.py.
+or ``import pyaiml as tf`` then ``tf.keras.Sequential([...])``. Channels last; float32.
+The three ways to build a model: ``Sequential`` (models.py, its own fused training loop),
+the functional API (``Input``, ``Model(inputs, outputs)``: functional.py) and subclassing
+(``Model``/``layers.Layer`` with ``build``/``call``: model.py, layers.py), the last two
+trained through the tape (pyaiml/autograd) with ``ops`` (Keras 3's ``keras.ops``).
+saving.py holds the file format, serialization.py the class registry.
+Tests: tests/test_keras_*.py.
 """
-from pyaiml.keras import (activations, callbacks, initializers, layers, losses, metrics, models, optimizers,
+from pyaiml.keras import (activations, callbacks, initializers, layers, losses, metrics, models, ops, optimizers,
                           saving, schedules, utils)
-from pyaiml.keras.layers import Input
-from pyaiml.keras.models import Model, Sequential, load_model
+from pyaiml.autograd.tape import Variable
+from pyaiml.keras.functional import Functional, Input, KerasTensor
+from pyaiml.keras.model import Model
+from pyaiml.keras.models import Sequential, load_model
+from pyaiml.keras.serialization import register_keras_serializable
+
+models.Model = Model
+models.Functional = Functional
+saving.register_keras_serializable = register_keras_serializable
+utils.register_keras_serializable = register_keras_serializable
 
 optimizers.schedules = schedules
 
-__all__ = ["Sequential", "Model", "Input", "load_model", "activations", "callbacks", "initializers", "layers",
-           "losses", "metrics", "models", "optimizers", "saving", "schedules", "utils"]
+__all__ = ["Sequential", "Model", "Functional", "Input", "KerasTensor", "Variable", "load_model",
+           "register_keras_serializable", "activations", "callbacks", "initializers", "layers",
+           "losses", "metrics", "models", "ops", "optimizers", "saving", "schedules", "utils"]

@@ -1,6 +1,6 @@
 """Keras callbacks: History, EarlyStopping (restore_best_weights always honoured, also
 when training ends without stopping early), ModelCheckpoint, LambdaCallback,
-TerminateOnNaN, and the progress display (ProgbarLogger: one line per epoch when stdout
+TerminateOnNaN, ReduceLROnPlateau, CSVLogger, and the progress display (ProgbarLogger: one line per epoch when stdout
 is not a terminal, or with verbose=2; a live bar throttled to ~10 updates/s on a TTY).
 Tests: tests/test_keras_api.py.
 """
@@ -246,3 +246,86 @@ class TerminateOnNaN(Callback):
         v = (logs or {}).get("loss")
         if v is not None and not np.isfinite(v):
             self.model.stop_training = True
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the optimizer's learning rate by ``factor`` when ``monitor`` has not improved
+    (by more than ``min_delta``) for ``patience`` epochs; then wait ``cooldown`` epochs; never
+    below ``min_lr``. Logs the current rate as ``learning_rate``."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
+                 cooldown=0, min_lr=0.0, **kw):
+        super().__init__()
+        if kw:
+            raise TypeError(f"ReduceLROnPlateau: unexpected keyword argument(s) {sorted(kw)}")
+        if not 0 < float(factor) < 1:
+            raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1). Received {factor!r}")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"ReduceLROnPlateau: mode must be 'auto', 'min' or 'max'. Received {mode!r}")
+        self.monitor, self.factor, self.patience = monitor, float(factor), int(patience)
+        self.verbose, self.min_delta, self.cooldown, self.min_lr = verbose, abs(float(min_delta)), int(cooldown), \
+            float(min_lr)
+        self.mode = ("max" if "acc" in monitor else "min") if mode == "auto" else mode
+
+    def on_train_begin(self, logs=None):
+        self.best, self.wait, self.cooldown_counter = None, 0, 0
+        if not isinstance(self.model.optimizer.learning_rate, float):
+            raise TypeError("ReduceLROnPlateau: the optimizer's learning_rate is a schedule; the callback needs a "
+                             "constant rate to reduce")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        opt = self.model.optimizer
+        v = logs.get(self.monitor)
+        if v is None:
+            raise ValueError(f"ReduceLROnPlateau: monitor {self.monitor!r} is not among the logged metrics "
+                             f"({', '.join(sorted(logs))})")
+        better = self.best is None or (v < self.best - self.min_delta if self.mode == "min"
+                                       else v > self.best + self.min_delta)
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if better:
+            self.best, self.wait = v, 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience and opt.learning_rate > self.min_lr:
+                new = max(opt.learning_rate * self.factor, self.min_lr)
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new:.4g}.")
+                opt.learning_rate = new
+                self.cooldown_counter, self.wait = self.cooldown, 0
+        logs["learning_rate"] = opt.learning_rate
+
+
+class CSVLogger(Callback):
+    """Write one row per epoch (``epoch`` then the logs, in the first epoch's key order) to a
+    CSV file; ``append=True`` continues an existing file without repeating the header."""
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        self.filename, self.sep, self.append = str(filename), separator, bool(append)
+        self.keys = None
+
+    def on_train_begin(self, logs=None):
+        import os
+
+        exists = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
+        self._f = open(self.filename, "a" if self.append else "w", encoding="utf-8")  # noqa: SIM115 - closed at train end
+        self._header = not exists
+        self.keys = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = list(logs)
+            if self._header:
+                self._f.write(self.sep.join(["epoch", *self.keys]) + "\n")
+        self._f.write(self.sep.join([str(epoch)] + [repr(float(logs[k])) if k in logs else "" for k in self.keys])
+                      + "\n")
+        self._f.flush()
+
+    def on_train_end(self, logs=None):
+        if getattr(self, "_f", None) is not None:
+            self._f.close()
+            self._f = None

@@ -13,15 +13,35 @@ Per-example gradients for DP-SGD (``backward_per_example``, ``per_example_grads`
 ``per_example_sq_norms``, ``accumulate_clipped``) on Dense, Conv1D/Conv2D, Embedding and
 LayerNormalization; BatchNormalization refuses (see ``Layer.per_example_support``).
 
-Not here: functional-API graphs (Sequential only), recurrent layers.
+Two ways through a layer. ``call(inputs, training=None, ...)`` is written with
+pyaiml.autograd.functional (the tape's primitives, the same pyaiml.ops kernels) and is what
+runs whenever a GradientTape records, on tape values, on symbolic ``keras.Input`` tensors
+(pyaiml/keras/functional.py), and for every user subclass: so a user's ``Layer`` or
+``Model`` with ``build``/``call``/``add_weight`` trains like ours, and our layers work inside
+its ``call()``. ``forward``/``backward`` remain the Sequential fast path (its fused
+hand-written backward), used when a built-in layer is called on plain arrays with no tape.
+Weights of built-in layers are arrays held as attributes and seen by the tape through a
+``Variable`` sharing their memory (``_var``); ``add_weight(shape=..., initializer=...)``
+(Keras 3's signature) returns a ``Variable``. Nested layers held as attributes (alone or
+in lists, tuples, dicts) are tracked: their weights are the parent's.
+
+Not here: recurrent layers; masks inside a subclassed model's call() (the functional API
+carries an Embedding's mask: pyaiml/keras/functional.py).
 Tests: tests/test_keras_layers.py (forward and gradients against torch in float64);
+tests/test_keras_subclass.py (each layer's tape call against its forward/backward in
+float64, subclassing); tests/test_keras_extras.py (the tape-only layers against torch);
 tests/test_privacy_dp.py (per-example gradients against a loop over examples).
 """
 from __future__ import annotations
 
+import inspect
+import threading
+
 import numpy as np
 
 import pyaiml.ops as ops
+from pyaiml.autograd import functional as F
+from pyaiml.autograd.tape import Tensor, Variable, calling, recording
 from pyaiml.ops.pool import MAX_WINDOW
 from pyaiml.keras import activations as _acts
 from pyaiml.keras import initializers as _inits
@@ -54,6 +74,51 @@ class InputSpecError(ValueError):
     """An input does not fit a layer (wrong rank or size)."""
 
 
+_ctx = threading.local()  # the training flag of the outermost call, inherited by nested calls
+
+
+# modules whose layers' call/build are ours (a subclass that overrides them is user code)
+BUILTIN_MODULES = {__name__}
+
+
+def _builtin(fn):
+    return getattr(fn, "__module__", None) in BUILTIN_MODULES
+
+
+def _symbolic(a):
+    if isinstance(a, (list, tuple)):
+        return any(_symbolic(b) for b in a)
+    if isinstance(a, dict):
+        return any(_symbolic(b) for b in a.values())
+    return getattr(a, "_is_keras_tensor", False)
+
+
+def _shape_of(a):
+    if isinstance(a, (list, tuple)):
+        return [_shape_of(b) for b in a]
+    if isinstance(a, dict):
+        return {k: _shape_of(b) for k, b in a.items()}
+    return tuple(a.shape) if hasattr(a, "shape") else tuple(np.shape(a))
+
+
+def _batchless(out):
+    """The shape of a call's result with the batch size as None (lists for several results)."""
+    if isinstance(out, (list, tuple)):
+        return [_batchless(o) for o in out]
+    shape = getattr(out, "shape", None)
+    return None if shape is None or not len(shape) else (None,) + tuple(shape[1:])
+
+
+_ACT_TAPE = {"linear": None, "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh, "softmax": F.softmax,
+             "log_softmax": F.log_softmax, "gelu": F.gelu}
+
+
+def _apply_act(act, x):
+    """A pyaiml.keras activation on the tape."""
+    f = _ACT_TAPE[act.name]
+    return x if f is None else f(x)
+
+
 class Layer:
     """Base class. Subclasses set ``_weight_names`` in build via ``add_weight``."""
 
@@ -76,6 +141,9 @@ class Layer:
         self.built = False
         self.input_shape = None
         self.output_shape = None
+        self._vars: dict[str, Variable] = {}  # name -> Variable (built-in weights: made on demand by _var)
+        self._attr_weights: set[str] = set()  # weights held as array attributes (built-in layers)
+        self._compute_dtype = FLOATX
         self._weight_names: list[str] = []
         self._trainable_names: list[str] = []
         self.grads: dict[str, np.ndarray] = {}
@@ -85,17 +153,135 @@ class Layer:
         self._dy_relu_done = False  # set by the model's backward pass: dy is already the ReLU's input gradient
 
     # ---- weights
-    def add_weight(self, name, shape, initializer="zeros", trainable=True):
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        self._trainable = bool(value)
+        for n, v in getattr(self, "_vars", {}).items():
+            v.requires_grad = self._trainable and n in self._trainable_names and v.value.dtype.kind == "f"
+        for sub in self._sublayers() if hasattr(self, "_vars") else ():
+            sub.trainable = value
+
+    def add_weight(self, *args, **kwargs):
+        """Keras 3: ``add_weight(shape=None, initializer=None, dtype=None, trainable=True, name=None)``
+        returns a Variable (keep it as an attribute and use it in ``call``). The built-in
+        layers' form ``add_weight(name, shape, initializer, trainable)`` holds an array."""
+        if args and isinstance(args[0], str):
+            return self._add_array_weight(*args, **kwargs)
+        return self._add_variable(*args, **kwargs)
+
+    def _add_array_weight(self, name, shape, initializer="zeros", trainable=True):
         w = _inits.get(initializer)(tuple(shape))
         return self._register(name, np.ascontiguousarray(w, dtype=FLOATX), trainable)
 
+    def _add_variable(self, shape=None, initializer=None, dtype=None, trainable=True, autocast=True, regularizer=None,
+                      constraint=None, aggregation="none", overwrite_with_gradient=False, name=None):
+        cname = type(self).__name__
+        try:
+            shape = () if shape is None else tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.name} ({cname}).add_weight: shape must be a tuple of ints (known sizes; build() "
+                             f"gets the input shape). Received {shape!r}") from None
+        if regularizer is not None or constraint is not None:
+            raise ValueError(f"{self.name} ({cname}).add_weight: regularizer and constraint are not supported")
+        dt = np.dtype(dtype or self._compute_dtype)
+        if initializer is None:
+            initializer = "glorot_uniform" if dt.kind == "f" and len(shape) >= 2 else "zeros"
+        if isinstance(initializer, (int, float, np.ndarray)):
+            arr = np.broadcast_to(np.asarray(initializer, dt), shape).copy()
+        else:
+            arr = np.asarray(_inits.get(initializer)(shape), dtype=dt)
+        if arr.shape != shape:
+            raise ValueError(f"{self.name} ({cname}).add_weight: the initializer gave shape {arr.shape}, not {shape}")
+        base = name or "variable"
+        name, k = base, 1
+        while name in self._vars or name in self._weight_names:
+            name, k = f"{base}_{k}", k + 1
+        v = Variable(np.array(arr, order="C"), trainable=trainable, name=f"{self.name}/{name}")
+        self._vars[name] = v
+        self._weight_names.append(name)
+        if trainable:
+            self._trainable_names.append(name)
+            self.grads[name] = np.zeros_like(v.value)
+        v.requires_grad = bool(trainable) and self.trainable and dt.kind == "f"
+        return v
+
     def _register(self, name, arr, trainable=True):
         setattr(self, name, arr)
+        self._attr_weights.add(name)
         self._weight_names.append(name)
         if trainable:
             self._trainable_names.append(name)
             self.grads[name] = np.zeros_like(arr)
         return arr
+
+    def _arr(self, name):
+        """The array of weight ``name``."""
+        return getattr(self, name) if name in self._attr_weights else self._vars[name].value
+
+    def _var(self, name):
+        """The Variable of weight ``name`` (for an array attribute, one sharing its memory)."""
+        v = self._vars.get(name)
+        if name in self._attr_weights:
+            arr = getattr(self, name)
+            if v is None or v.value is not arr:
+                v = self._vars[name] = Variable(arr, trainable=name in self._trainable_names, name=f"{self.name}/{name}")
+            v.requires_grad = self.trainable and name in self._trainable_names and arr.dtype.kind == "f"
+        return v
+
+    def _sublayers(self):
+        """Layers held as attributes (alone, or in lists, tuples and dicts), in assignment order."""
+        out, seen = [], set()
+
+        def visit(v, depth=0):
+            if isinstance(v, Layer):
+                if id(v) not in seen and v is not self:
+                    seen.add(id(v))
+                    out.append(v)
+            elif getattr(v, "_is_sequential", False):
+                for layer in v._layers:
+                    visit(layer)
+            elif isinstance(v, (list, tuple)) and depth < 2:
+                for b in v:
+                    visit(b, depth + 1)
+            elif isinstance(v, dict) and depth < 2:
+                for b in v.values():
+                    visit(b, depth + 1)
+        for k, v in vars(self).items():
+            if not k.startswith("_keras") and k != "_inbound":
+                visit(v)
+        return out
+
+    def _all_layers(self):
+        """This layer and every nested layer, depth first, each once."""
+        out, seen = [], set()
+
+        def walk(layer):
+            if id(layer) in seen:
+                return
+            seen.add(id(layer))
+            out.append(layer)
+            for sub in layer._sublayers():
+                walk(sub)
+        walk(self)
+        return out
+
+    @property
+    def variables(self):
+        """Variables of this layer and its nested layers (own first)."""
+        return [layer._var(n) for layer in self._all_layers() for n in layer._weight_names]
+
+    @property
+    def trainable_variables(self):
+        return [layer._var(n) for layer in self._all_layers() if layer.trainable for n in layer._trainable_names]
+
+    @property
+    def non_trainable_variables(self):
+        tv = {id(v) for v in self.trainable_variables}
+        return [v for v in self.variables if id(v) not in tv]
 
     def _to_keras(self, name, arr):
         return arr
@@ -105,27 +291,33 @@ class Layer:
 
     @property
     def weights(self):
-        return [getattr(self, n) for n in self._weight_names]
+        return [getattr(self, n) for n in self._weight_names] if not self._vars and not self._sublayers() else [
+            v.value for v in self.variables]
 
     @property
     def trainable_weights(self):
-        return [getattr(self, n) for n in self._trainable_names] if self.trainable else []
+        return [v.value for v in self.trainable_variables]
 
     @property
     def non_trainable_weights(self):
-        tw = set(self._trainable_names) if self.trainable else set()
-        return [getattr(self, n) for n in self._weight_names if n not in tw]
+        return [v.value for v in self.non_trainable_variables]
 
     def params_and_grads(self):
         if not self.trainable:
             return []
-        return [(getattr(self, n), self.grads[n]) for n in self._trainable_names]
+        return [(self._arr(n), self.grads[n]) for n in self._trainable_names]
 
     def _cast(self, dtype):
         """Re-type weights and gradients (tests run layers in float64 against torch)."""
-        for n in self._weight_names:
-            setattr(self, n, getattr(self, n).astype(dtype))
-        self.grads = {k: v.astype(dtype) for k, v in self.grads.items()}
+        for layer in self._all_layers():
+            for n in layer._weight_names:
+                if n in layer._attr_weights:
+                    setattr(layer, n, getattr(layer, n).astype(dtype))
+                else:
+                    v = layer._vars[n]
+                    v.value = v.value.astype(dtype)
+            layer.grads = {k: v.astype(dtype) for k, v in layer.grads.items()}
+            layer._compute_dtype = np.dtype(dtype)
         return self
 
     def zero_grad(self):
@@ -158,26 +350,32 @@ class Layer:
     def count_params(self):
         return int(sum(w.size for w in self.weights))
 
+    def _weight_slots(self):
+        """(layer, name) of every weight of this layer and its nested layers, in get_weights order."""
+        return [(layer, n) for layer in self._all_layers() for n in layer._weight_names]
+
     def get_weights(self):
-        """Weights as NumPy arrays in Keras layouts."""
-        return [np.array(self._to_keras(n, getattr(self, n))) for n in self._weight_names]
+        """Weights as NumPy arrays in Keras layouts (nested layers' after this layer's own)."""
+        return [np.array(layer._to_keras(n, layer._arr(n))) for layer, n in self._weight_slots()]
 
     def set_weights(self, weights):
         if not self.built:
             raise ValueError(f"{self.name}: set_weights before the layer is built (give it an input shape first)")
         weights = list(weights)
-        if len(weights) != len(self._weight_names):
-            raise ValueError(f"{self.name}: set_weights expects {len(self._weight_names)} arrays "
-                             f"({', '.join(self._weight_names)}). Received {len(weights)}")
+        slots = self._weight_slots()
+        if len(weights) != len(slots):
+            raise ValueError(f"{self.name}: set_weights expects {len(slots)} arrays "
+                             f"({', '.join(n for _, n in slots)}). Received {len(weights)}")
         new = []
-        for n, w in zip(self._weight_names, weights):
-            want = self._to_keras(n, getattr(self, n)).shape
+        for (layer, n), w in zip(slots, weights):
+            cur = layer._arr(n)
+            want = layer._to_keras(n, cur).shape
             w = np.asarray(w)
             if w.shape != want:
-                raise ValueError(f"{self.name}: weight {n!r} must have shape {want}. Received {w.shape}")
-            new.append(np.ascontiguousarray(self._from_keras(n, w), dtype=FLOATX))
-        for n, w in zip(self._weight_names, new):
-            getattr(self, n)[...] = w  # in place: optimizer state stays attached
+                raise ValueError(f"{layer.name}: weight {n!r} must have shape {want}. Received {w.shape}")
+            new.append(np.ascontiguousarray(layer._from_keras(n, w), dtype=cur.dtype))
+        for (layer, n), w in zip(slots, new):
+            layer._arr(n)[...] = w  # in place: optimizer state stays attached
 
     # ---- lifecycle
     def build(self, input_shape):
@@ -196,18 +394,99 @@ class Layer:
         return mask if self.supports_masking else None
 
     def forward(self, x, training=False, mask=None):
-        raise NotImplementedError
+        raise NotImplementedError(f"{self.name} ({type(self).__name__}) has no forward(); it runs through call()")
 
     def backward(self, dy, need_dx=True):
-        raise NotImplementedError
+        raise NotImplementedError(f"{self.name} ({type(self).__name__}) has no hand-written backward(); "
+                                  "differentiate its call() with a GradientTape")
 
-    def __call__(self, x, training=False, mask=None):
-        x = np.asarray(x)
-        if x.dtype.kind == "f" and x.dtype != FLOATX:
-            x = x.astype(FLOATX)
-        self._ensure_built(x.shape[1:])
-        self._check_input(x.shape[1:])
-        return self.forward(x, training, mask)
+    def call(self, inputs, *args, **kwargs):
+        raise NotImplementedError(f"Layer {self.name!r} ({type(self).__name__}) does not define call(self, inputs); "
+                                  "a subclass of keras.layers.Layer must implement it")
+
+    def __call__(self, *args, **kwargs):
+        if _symbolic(args) or _symbolic(kwargs):
+            from pyaiml.keras.functional import symbolic_call
+
+            return symbolic_call(self, args, kwargs)
+        x = args[0] if args else kwargs.get("inputs")
+        if (_builtin(type(self).call) and type(self).forward is not Layer.forward
+                and len(args) == 1 and set(kwargs) <= {"training", "mask"} and not recording()
+                and not isinstance(x, (Tensor, list, tuple, dict))):
+            # plain arrays, no tape: the fast path (caches what backward needs)
+            x = np.asarray(x)
+            if x.dtype.kind == "f" and x.dtype != self._compute_dtype:
+                x = x.astype(self._compute_dtype)
+            self._ensure_built(x.shape[1:])
+            self._check_input(x.shape[1:])
+            training = kwargs.get("training")
+            return self.forward(x, bool(getattr(_ctx, "training", None) if training is None else training),
+                                kwargs.get("mask"))
+        return self._tape_call(args, kwargs)
+
+    def _accepts(self, kw):
+        cache = type(self).__dict__.get("_call_params")
+        if cache is None:
+            try:
+                ps = inspect.signature(self.call).parameters
+                cache = {n for n in ps} | ({"**"} if any(p.kind == p.VAR_KEYWORD for p in ps.values()) else set())
+            except (TypeError, ValueError):
+                cache = {"**"}
+            type.__setattr__(type(self), "_call_params", cache)
+        return kw in cache or "**" in cache
+
+    def _convert_input(self, x):
+        if isinstance(x, Tensor):
+            return x
+        if isinstance(x, (list, tuple)):
+            return type(x)(self._convert_input(v) for v in x)
+        if isinstance(x, dict):
+            return {k: self._convert_input(v) for k, v in x.items()}
+        if x is None or isinstance(x, (str, bool)):
+            return x
+        a = np.asarray(x)
+        if a.dtype.kind == "f" and a.dtype != self._compute_dtype:
+            a = a.astype(self._compute_dtype)
+        return a
+
+    def _tape_call(self, args, kwargs):
+        """Run ``call`` (recorded when a tape records): build on first use, pass ``training``
+        (inherited from the enclosing call when not given) and ``mask`` where call takes them."""
+        args = list(args)
+        if args:
+            args[0] = self._convert_input(args[0])
+        elif "inputs" in kwargs:
+            kwargs["inputs"] = self._convert_input(kwargs["inputs"])
+        training = kwargs.pop("training", None)
+        outer = getattr(_ctx, "training", None)
+        if training is None:
+            training = outer
+        if not self.built:
+            self._build_for_call(args[0] if args else kwargs.get("inputs"), args, kwargs)
+        if self._accepts("training"):
+            kwargs["training"] = bool(training) if training is not None else False
+        if kwargs.get("mask", 0) is None and not self._accepts("mask"):
+            kwargs.pop("mask")
+        _ctx.training = training
+        try:
+            with calling(self):
+                out = self.call(*args, **kwargs)
+        finally:
+            _ctx.training = outer
+        self._call_output_shape = _batchless(out)  # for summary()
+        return out
+
+    def _build_for_call(self, x, args, kwargs):
+        shape = _shape_of(x)
+        if _builtin(type(self).build):
+            if type(self).build is Layer.build and not _builtin(type(self).call):
+                self.built = True  # a user layer without build(): its weights come from add_weight in call or __init__
+                return
+            self.build(shape[1:] if isinstance(shape, tuple) else [s[1:] for s in shape])
+        else:
+            with calling(self):
+                self.build(shape)
+        self.built = True
 
     def _check_input(self, shape):
         want = self.input_shape
@@ -226,6 +505,10 @@ class Layer:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def _act_call(self, x):
+        act = getattr(self, "activation", None)
+        return x if act is None else _apply_act(act, x)
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}>"
@@ -256,13 +539,38 @@ class _ActMixin:
 
 
 class InputLayer(Layer):
-    """``keras.Input(shape)``: declares the model's input shape; no computation."""
+    """``keras.Input(shape)``: declares a model's input (its ``output`` is the symbolic tensor
+    of the functional API); no computation."""
 
-    def __init__(self, shape=None, name=None, input_shape=None, batch_size=None, **kw):
+    def __init__(self, shape=None, name=None, input_shape=None, batch_size=None, dtype=None, **kw):
         shape = shape if shape is not None else input_shape
         if shape is None:
             raise ValueError("Input: shape is required, e.g. Input(shape=(32, 32, 3))")
+        try:
+            np.dtype(dtype or FLOATX)
+        except TypeError:
+            raise ValueError(f"Input: dtype must be a NumPy dtype name. Received {dtype!r}") from None
         super().__init__(name=name, input_shape=shape, **kw)
+        self.input_dtype = np.dtype(dtype or FLOATX)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self._output = None
+
+    @property
+    def output(self):
+        if self._output is None:
+            from pyaiml.keras.functional import KerasTensor, Node
+
+            node = Node(self, (), {})
+            self._output = KerasTensor((self.batch_size,) + tuple(self._input_shape_arg), self.input_dtype, node, 0,
+                                       self.name)
+            node.outputs = [self._output]
+        return self._output
+
+    def _convert_input(self, x):
+        return x
+
+    def call(self, inputs, training=None):
+        return inputs
 
     def forward(self, x, training=False, mask=None):
         return x
@@ -271,11 +579,20 @@ class InputLayer(Layer):
         return dy
 
     def get_config(self):
-        return {"name": self.name, "shape": list(self._input_shape_arg)}
+        cfg = {"name": self.name, "shape": list(self._input_shape_arg)}
+        if self.input_dtype != FLOATX:
+            cfg["dtype"] = self.input_dtype.name
+        if self.batch_size is not None:
+            cfg["batch_size"] = self.batch_size
+        return cfg
 
 
-def Input(shape=None, batch_size=None, name=None, dtype=None):  # noqa: N802 - Keras name
-    return InputLayer(shape=shape, name=name)
+def Input(shape=None, batch_size=None, name=None, dtype=None, **kw):
+    """``keras.Input``: a symbolic tensor (pyaiml/keras/functional.py); ``Sequential([Input(...), ...])``
+    takes it as its input declaration."""
+    from pyaiml.keras.functional import Input as _input
+
+    return _input(shape=shape, batch_size=batch_size, name=name, dtype=dtype, **kw)
 
 
 class Dense(Layer, _ActMixin):
@@ -304,6 +621,10 @@ class Dense(Layer, _ActMixin):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
+
+    def call(self, inputs, training=None):
+        y = F.dense(inputs, self._var("kernel"), self._var("bias") if self.use_bias else None)
+        return self._act_call(y)
 
     def forward(self, x, training=False, mask=None):
         self._x = x
@@ -507,6 +828,21 @@ class _Conv(Layer, _ActMixin):
         widths = [(0, 0)] + list(pads) + [(0, 0)] if self._cl else [(0, 0), (0, 0)] + list(pads)
         return np.pad(x, widths), (0,) * self.rank if self.rank == 2 else 0, widths
 
+    def call(self, inputs, training=None):
+        x, r = inputs, self.rank
+        pads = self._pads(x.shape[1:-1] if self._cl else x.shape[2:])
+        if all(lo == hi for lo, hi in pads):
+            p = tuple(lo for lo, _ in pads)
+        else:  # Keras 'same' with the extra row/column at the end: pad explicitly
+            x = F.pad(x, [(0, 0)] + list(pads) + [(0, 0)] if self._cl else [(0, 0), (0, 0)] + list(pads))
+            p = (0,) * r
+        relu = self.activation is _acts.relu
+        y = F.conv(x, self._var("kernel"), self._var("bias") if self.use_bias else None,
+                   self.strides if r == 2 else self.strides[0], p if r == 2 else p[0],
+                   self.dilation_rate if r == 2 else self.dilation_rate[0], self.groups, self._fmt(),
+                   "relu" if relu else None)  # conv + bias + ReLU in one kernel
+        return y if relu else self._act_call(y)
+
     def forward(self, x, training=False, mask=None):
         xp, p, crop = self._op_padding(x)
         self._xp, self._p, self._crop = xp, p, crop
@@ -708,6 +1044,18 @@ class _MaxPool(Layer):
     def _k(self, v):
         return v if self.rank == 2 else v[0]
 
+    def call(self, inputs, training=None):
+        x = inputs
+        pads = self._pads(x.shape[1:-1] if self._cl else x.shape[2:])
+        p = 0
+        if any(lo or hi for lo, hi in pads):
+            if all(lo == hi and lo <= k // 2 for (lo, hi), k in zip(pads, self.pool_size)):
+                p = self._k(tuple(lo for lo, _ in pads))
+            else:  # as forward: the lowest finite value, the extra row/column at the end
+                widths = [(0, 0)] + pads + [(0, 0)] if self._cl else [(0, 0), (0, 0)] + pads
+                x = F.pad(x, widths, constant_values=np.finfo(x.dtype).min)
+        return F.max_pool(x, self._k(self.pool_size), self._k(self.strides), p, self._fmt())
+
     def forward(self, x, training=False, mask=None):
         sp = x.shape[1:-1] if self._cl else x.shape[2:]
         pads = self._pads(sp)
@@ -794,6 +1142,13 @@ class _GlobalAvg(Layer):
             return tuple(1 if i in ax else d for i, d in enumerate(s))
         return tuple(d for i, d in enumerate(s) if i not in ax)
 
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None and self.rank == 1 and self.data_format == "channels_last":
+            w = np.asarray(mask, dtype=inputs.dtype)
+            w = (w / np.maximum(w.sum(axis=1, keepdims=True), 1))[:, :, None]
+            return F.sum(F.multiply(inputs, w), axis=1, keepdims=self.keepdims)
+        return F.mean(inputs, axis=self._axes(), keepdims=self.keepdims)
+
     def forward(self, x, training=False, mask=None):
         self._shape = x.shape
         self._w = None
@@ -839,6 +1194,9 @@ class Flatten(Layer):
             raise InputSpecError(f"{self.name}: Flatten needs every non-batch dimension known. Received {_shape_str(s)}")
         return (int(np.prod(s)),)
 
+    def call(self, inputs, training=None):
+        return F.reshape(inputs, (inputs.shape[0], -1))
+
     def forward(self, x, training=False, mask=None):
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
@@ -865,6 +1223,9 @@ class Reshape(Layer):
             raise InputSpecError(f"{self.name}: cannot reshape {_shape_str(s)} to {tuple(self.target_shape)}")
         return tuple(t)
 
+    def call(self, inputs, training=None):
+        return F.reshape(inputs, (inputs.shape[0],) + self.target_shape)
+
     def forward(self, x, training=False, mask=None):
         self._shape = x.shape
         return x.reshape((x.shape[0],) + self.target_shape)
@@ -887,6 +1248,11 @@ class Dropout(Layer):
         self.noise_shape = None if noise_shape is None else tuple(noise_shape)
         self.seed = seed
         self._rng = np.random.default_rng(seed) if seed is not None else None
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0:
+            return inputs
+        return F.dropout(inputs, self.rate, self._rng if self._rng is not None else rng(), self.noise_shape)
 
     def forward(self, x, training=False, mask=None):
         if not training or self.rate == 0:
@@ -913,6 +1279,9 @@ class Activation(Layer, _ActMixin):
     def __init__(self, activation, **kw):
         super().__init__(**kw)
         self.activation = _acts.get(activation)
+
+    def call(self, inputs, training=None):
+        return _apply_act(self.activation, inputs)
 
     def forward(self, x, training=False, mask=None):
         return self._act_fwd(x)
@@ -965,6 +1334,17 @@ class BatchNormalization(Layer):
         s = [1] * nd
         s[self._ax] = -1
         return s
+
+    def call(self, inputs, training=None):
+        g = self._var("gamma") if self.scale else None
+        b = self._var("beta") if self.center else None
+        if training:
+            out, mu, var = F.batch_norm(inputs, None, None, g, b, self.epsilon, self._ax, batch_stats=True)
+            m = self.momentum
+            self.moving_mean[...] = self.moving_mean * m + mu * (1 - m)
+            self.moving_variance[...] = self.moving_variance * m + var * (1 - m)
+            return out
+        return F.batch_norm(inputs, self.moving_mean, self.moving_variance, g, b, self.epsilon, self._ax)
 
     def forward(self, x, training=False, mask=None):
         red = tuple(i for i in range(x.ndim) if i != self._ax)
@@ -1027,6 +1407,10 @@ class LayerNormalization(Layer):
         if self.center:
             self.add_weight("beta", (c,), self._inits[1])
         super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        return F.layer_norm(inputs, self._var("gamma") if self.scale else None,
+                            self._var("beta") if self.center else None, self.epsilon)
 
     def forward(self, x, training=False, mask=None):
         mu = x.mean(axis=-1, keepdims=True)
@@ -1109,10 +1493,30 @@ class Embedding(Layer):
     def compute_output_shape(self, s):
         return tuple(s) + (self.output_dim,)
 
-    def __call__(self, x, training=False, mask=None):
+    def __call__(self, *args, **kwargs):
+        x = args[0] if args else None
+        if (len(args) != 1 or not set(kwargs) <= {"training", "mask"} or recording() or _symbolic(x)
+                or isinstance(x, Tensor)):
+            return Layer.__call__(self, *args, **kwargs)
         x = np.asarray(x)
         self._ensure_built(x.shape[1:])
-        return self.forward(x, training, mask)
+        return self.forward(x, kwargs.get("training", False), kwargs.get("mask"))
+
+    def _check_ids(self, x):
+        if x.dtype.kind == "f":
+            if not np.all(x == np.round(x)):
+                raise ValueError(f"{self.name}: Embedding inputs must be integer ids. Received non-integer values")
+        elif x.dtype.kind not in "iu":
+            raise ValueError(f"{self.name}: Embedding inputs must be integer ids. Received dtype {x.dtype}")
+        if x.size and (x.min() < 0 or x.max() >= self.input_dim):
+            raise ValueError(f"{self.name}: Embedding ids must be in [0, {self.input_dim}). "
+                             f"Received values in [{x.min()}, {x.max()}]")
+
+    def call(self, inputs, training=None):
+        x = np.asarray(inputs.value if isinstance(inputs, Tensor) else inputs)
+        self._check_ids(x)
+        self._ids = x
+        return F.take(self._var("embeddings"), x.astype(np.int64, copy=False), 0)
 
     def forward(self, x, training=False, mask=None):
         if x.dtype.kind == "f":
@@ -1190,7 +1594,9 @@ class MultiHeadAttention(Layer):
     on its input, with the padding mask of an ``Embedding(mask_zero=True)`` applied to the
     keys and ``use_causal_mask`` taken from the constructor. Weights in Keras layouts:
     query/key/value kernels (d, heads, key_dim), biases (heads, key_dim), output kernel
-    (heads, value_dim, d_out), bias (d_out,). Attention dropout is not supported.
+    (heads, value_dim, d_out), bias (d_out,). On the tape (functional and subclassed models,
+    custom loops) ``dropout`` (on the attention probabilities, in training) and
+    ``return_attention_scores=True`` are supported; Sequential's fast path refuses dropout.
     A query row whose keys are all masked gives zeros (the op's rule), where Keras
     would average over all keys.
     """
@@ -1203,9 +1609,9 @@ class MultiHeadAttention(Layer):
         for n, v in (("num_heads", num_heads), ("key_dim", key_dim)):
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"MultiHeadAttention: {n} must be a positive integer. Received {v!r}")
-        if dropout:
-            raise ValueError(f"MultiHeadAttention: attention dropout is not supported (use a Dropout layer). "
-                             f"Received dropout={dropout}")
+        if not 0 <= float(dropout) < 1:
+            raise ValueError(f"MultiHeadAttention: dropout must be in [0, 1). Received {dropout!r}")
+        self.dropout = float(dropout)
         if attention_axes is not None:
             raise ValueError("MultiHeadAttention: attention_axes is not supported (attention runs over axis 1)")
         self.num_heads, self.key_dim = int(num_heads), int(key_dim)
@@ -1255,8 +1661,20 @@ class MultiHeadAttention(Layer):
             self.grads[f"{nm}_bias"] += g2.sum(axis=0).reshape(W.shape[1:])
         return ops.matmul(g2, W.reshape(W.shape[0], -1).T).reshape(x.shape)
 
-    def __call__(self, query, value=None, key=None, attention_mask=None, use_causal_mask=None, training=False,
-                 mask=None):
+    def __call__(self, query, value=None, key=None, attention_mask=None, use_causal_mask=None, training=None,
+                 mask=None, return_attention_scores=False):
+        if (return_attention_scores or recording() or _symbolic((query, value, key))
+                or any(isinstance(a, Tensor) for a in (query, value, key))):
+            kw = {"value": value, "key": key, "attention_mask": attention_mask, "use_causal_mask": use_causal_mask,
+                  "return_attention_scores": return_attention_scores, "mask": mask}
+            if training is not None:
+                kw["training"] = training
+            return Layer.__call__(self, query, **kw)
+        if training and self.dropout:
+            raise ValueError(f"{self.name}: attention dropout runs on the tape; use this layer in a functional or "
+                             "subclassed model (Sequential's hand-written backward has none)")
+        if mask is not None and attention_mask is None and (value is None or value is query) and key is None:
+            attention_mask = np.asarray(mask, dtype=bool)[:, None, :]  # self-attention: padded keys are masked
         q = np.asarray(query, dtype=FLOATX)
         v = q if value is None else np.asarray(value, dtype=FLOATX)
         k = v if key is None else np.asarray(key, dtype=FLOATX)
@@ -1266,8 +1684,76 @@ class MultiHeadAttention(Layer):
         return self._attend(q, v, k, attention_mask, causal, value is None, key is None)
 
     def forward(self, x, training=False, mask=None):
+        if training and self.dropout:
+            raise ValueError(f"{self.name}: attention dropout runs on the tape; use this layer in a functional or "
+                             "subclassed model (Sequential's hand-written backward has none)")
         am = None if mask is None else np.asarray(mask, dtype=bool)[:, None, :]  # keys of padding are masked
         return self._attend(x, x, x, am, self.use_causal_mask, True, True)
+
+    def _build_for_call(self, x, args, kwargs):
+        q = x
+        v = kwargs.get("value") if len(args) < 2 else args[1]
+        k = kwargs.get("key") if len(args) < 3 else args[2]
+        v = q if v is None else v
+        k = v if k is None else k
+        self.build(tuple(q.shape[1:]), tuple(v.shape[1:]), tuple(k.shape[1:]))
+
+    def _proj_tape(self, x, nm):
+        W = self._var(f"{nm}_kernel")  # (d, heads, dh)
+        b = F.reshape(self._var(f"{nm}_bias"), (-1,)) if self.use_bias else None
+        y = F.dense(x, F.reshape(W, (W.shape[0], -1)), b)
+        B, T = x.shape[:2]
+        return F.transpose(F.reshape(y, (B, T, self.num_heads, W.shape[2])), (0, 2, 1, 3))
+
+    def call(self, query, value=None, key=None, attention_mask=None, use_causal_mask=None, training=None,
+             return_attention_scores=False, mask=None):
+        q = query
+        if mask is not None and attention_mask is None and (value is None or value is query) and key is None:
+            attention_mask = np.asarray(mask, dtype=bool)[:, None, :]  # self-attention: padded keys are masked
+        v = q if value is None else self._convert_input(value)
+        k = v if key is None else self._convert_input(key)
+        for nm, a in (("query", q), ("value", v), ("key", k)):
+            if len(a.shape) != 3:
+                raise InputSpecError(f"{self.name}: {nm} must be 3-D (batch, steps, features). Received {a.shape}")
+        B, T, S = q.shape[0], q.shape[1], v.shape[1]
+        causal = self.use_causal_mask if use_causal_mask is None else bool(use_causal_mask)
+        m = self._mask4(attention_mask, causal, B, T, S)
+        Q, K, V = self._proj_tape(q, "query"), self._proj_tape(k, "key"), self._proj_tape(v, "value")
+        scale = 1.0 / np.sqrt(self.key_dim)
+        scores = None
+        if return_attention_scores or (training and self.dropout):
+            s = F.multiply(F.matmul(Q, F.swapaxes(K, -1, -2)), scale)
+            if m is not None:
+                s = F.where(m, s, np.finfo(s.dtype).min / 2)
+            scores = F.softmax(s, -1)
+            p = F.dropout(scores, self.dropout, rng()) if (training and self.dropout) else scores
+            O = F.matmul(p, V)
+        else:
+            O = F.attention(Q, K, V, m, scale)
+        Oc = F.reshape(F.transpose(O, (0, 2, 1, 3)), (B, T, self.num_heads * self.value_dim))
+        y = F.dense(Oc, F.reshape(self._var("output_kernel"), (-1, self._od)),
+                    self._var("output_bias") if self.use_bias else None)
+        return (y, scores) if return_attention_scores else y
+
+    def _mask4(self, attention_mask, causal, B, T, S):
+        """The boolean mask (B, 1, T, S) of attention_mask (B, T|1, S) and the causal rule, or None."""
+        m = None
+        if attention_mask is not None:
+            m = np.asarray(attention_mask.value if isinstance(attention_mask, Tensor) else attention_mask)
+            if m.dtype != bool:
+                m = m.astype(bool)
+            if m.ndim == 2:
+                m = m[None]
+            if m.shape[-1] != S or m.shape[-2] not in (1, T):
+                raise ValueError(f"{self.name}: attention_mask must have shape (batch, {T}, {S}). Received {m.shape}")
+        if causal:
+            tri = np.tril(np.ones((T, S), dtype=bool))
+            m = tri[None] if m is None else (m & tri)
+        if m is not None:
+            m = np.ascontiguousarray(np.broadcast_to(m, (B, m.shape[1], S))[:, None])
+            if m.shape[2] != T:
+                m = np.ascontiguousarray(np.broadcast_to(m, (B, 1, T, S)))
+        return m
 
     def _attend(self, q_in, v_in, k_in, attention_mask, causal, self_v, self_k):
         for nm, a in (("query", q_in), ("value", v_in), ("key", k_in)):
@@ -1327,7 +1813,8 @@ class MultiHeadAttention(Layer):
         return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
                 "value_dim": self.value_dim, "use_bias": self.use_bias, "output_shape": self._out_dim_arg,
                 "kernel_initializer": _init_name(self.kernel_initializer),
-                "bias_initializer": _init_name(self.bias_initializer), "use_causal_mask": self.use_causal_mask}
+                "bias_initializer": _init_name(self.bias_initializer), "use_causal_mask": self.use_causal_mask,
+                "dropout": self.dropout}
 
 
 _LAYERS = {c.__name__: c for c in (
@@ -1356,3 +1843,33 @@ def deserialize(cfg: dict) -> Layer:
 
 def serialize(layer: Layer) -> dict:
     return {"class_name": type(layer).__name__, "config": layer.get_config()}
+
+
+# merge layers live in their own module (they take lists of tensors)
+from pyaiml.keras.merging import (  # noqa: F401
+    Add,
+    Average,
+    Concatenate,
+    Maximum,
+    Minimum,
+    Multiply,
+    Subtract,
+    add,
+    concatenate,
+    multiply,
+    subtract,
+)
+from pyaiml.keras.tape_layers import (  # noqa: F401
+    AveragePooling1D,
+    AveragePooling2D,
+    GlobalMaxPooling1D,
+    GlobalMaxPooling2D,
+    Permute,
+    RepeatVector,
+    Rescaling,
+    UpSampling2D,
+    ZeroPadding2D,
+)
+
+AvgPool1D, AvgPool2D = AveragePooling1D, AveragePooling2D
+GlobalMaxPool1D, GlobalMaxPool2D = GlobalMaxPooling1D, GlobalMaxPooling2D

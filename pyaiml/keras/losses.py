@@ -48,6 +48,12 @@ class Loss:
             self.name = name
 
     def __call__(self, y_true, y_pred):
+        from pyaiml.autograd.tape import Tensor
+
+        if isinstance(y_pred, Tensor):  # on a GradientTape: the mean loss as a recorded scalar
+            from pyaiml.autograd.functional import loss
+
+            return loss(self, y_true, y_pred)
         y_pred = np.asarray(y_pred)
         if y_pred.dtype.kind != "f":
             y_pred = y_pred.astype(np.float32)

@@ -17,7 +17,10 @@ optimizer turns them into clip factors, the layers sum the clipped gradients, an
 optimizer adds noise and updates. fit then draws Poisson-sampled batches from the
 optimizer and logs ``epsilon`` per epoch. The ordinary path does not change.
 
-Not here: the functional API and subclassed models (Sequential only), sample weights.
+A model holding a layer that has only a tape ``call()`` (no hand-written backward, e.g.
+Permute, UpSampling2D) trains through the tape instead (``_train_step_tape``), unfused.
+The functional API and subclassed models are pyaiml/keras/functional.py and model.py.
+Not here: sample weights.
 Tests: tests/test_keras_api.py, tests/test_keras_train.py, tests/test_privacy_dp.py.
 """
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Sequential:
     """A linear stack of layers (``Sequential([...])`` or ``.add``)."""
 
     _grad_hook = None  # called with _params() between backward and the optimizer step (pyaiml.distributed)
+    _is_sequential = True
 
     def __init__(self, layers=None, name=None, trainable=True):
         self.name = name or "sequential"
@@ -72,6 +76,9 @@ class Sequential:
         return [l for l in self._layers if not isinstance(l, _layers.InputLayer)]
 
     def add(self, layer):
+        if getattr(layer, "_is_keras_tensor", False) and isinstance(getattr(layer.node, "layer", None),
+                                                                    _layers.InputLayer):
+            layer = layer.node.layer  # keras.Input(...): the model's input declaration
         if not isinstance(layer, _layers.Layer):
             raise TypeError(f"Sequential.add: expected a pyaiml.keras layer. Received {type(layer).__name__}")
         if any(l.name == layer.name for l in self._layers):
@@ -175,8 +182,15 @@ class Sequential:
         if getattr(self.optimizer, "is_dp", False):
             self._dp_check()
 
+    def _tape_only(self):
+        """Layers with no hand-written backward (written only as call()): then the model
+        trains through the tape (pyaiml/autograd) instead of the fused path."""
+        return [l for l in self._layers if type(l).backward is _layers.Layer.backward]
+
     def _fusion(self):
         """Return True when the last layer's activation is fused into the loss."""
+        if self._tape_only():
+            return False
         if not self.loss.fusable_activation or self.loss.from_logits or not self.layers:
             return False
         last = self.layers[-1]
@@ -221,6 +235,10 @@ class Sequential:
 
     # ------------------------------------------------------------------ core steps
     def _forward(self, x, training, fused):
+        if self._tape_only():
+            for l in self._layers:
+                x = l(x, training=training)
+            return x.value if hasattr(x, "value") else x
         mask = None
         last = len(self._layers) - 1
         relu_out = False
@@ -309,7 +327,32 @@ class Sequential:
         opt.apply_private(self._params(), expected_batch_size)
         return val, pred
 
+    def _train_step_tape(self, xb, yb):
+        """A training step through the tape (a model with call()-only layers)."""
+        from pyaiml.autograd import GradientTape
+        from pyaiml.autograd import functional as F
+
+        tv = [v for l in self._layers for v in l.trainable_variables]
+        with GradientTape() as tape:
+            out = xb
+            for l in self._layers:
+                out = l(out, training=True)
+            loss = F.loss(self.loss, yb, out)
+        val = float(getattr(loss, "value", loss))
+        pred = getattr(out, "value", out)
+        if not np.isfinite(val):
+            return val, pred
+        grads = tape.gradient(loss, tv)
+        params = [(v.value, np.zeros_like(v.value) if g is None else g) for v, g in zip(tv, grads)]
+        if self._grad_hook is not None:  # pyaiml.distributed sums the gradients in place: own them
+            params = [(p, np.array(g, dtype=p.dtype, copy=True)) for p, g in params]
+            self._grad_hook(params)
+        self.optimizer.apply(params)
+        return val, pred
+
     def _train_step(self, xb, yb, fused):
+        if self._tape_only():
+            return self._train_step_tape(xb, yb)
         for l in self._layers:
             if l.grads:
                 l.zero_grad()
@@ -485,6 +528,20 @@ class Sequential:
         return out
 
     def __call__(self, x, training=False):
+        from pyaiml.autograd.tape import Tensor, recording
+
+        if getattr(x, "_is_keras_tensor", False):
+            # functional API: the layers join the graph one by one (pyaiml/keras/functional.py)
+            for layer in self._layers:
+                if not isinstance(layer, _layers.InputLayer):
+                    x = layer(x)
+            return x
+        if recording() or isinstance(x, Tensor):  # on a GradientTape: each layer's call() records
+            if not self.built:
+                self._ensure_built(np.asarray(getattr(x, "value", x)))
+            for layer in self._layers:
+                x = layer(x, training=training)
+            return x
         x = self._x(x)
         self._ensure_built(x)
         return self._forward(x, bool(training), False)
@@ -599,10 +656,7 @@ class Sequential:
         saving.load_weights(self, filepath, key=key)
 
 
-Model = Sequential
-
-
-def load_model(filepath, compile=True, key=None):
+def load_model(filepath, compile=True, key=None, custom_objects=None):
     """Load a model saved with ``model.save`` (see pyaiml/keras/saving.py); ``key`` for an
     encrypted file (a wrong key, or any changed byte, is a ValueError and loads nothing). A
     model compiled with pyaiml.privacy.DPSGD comes back with it (its accountant's step count
@@ -611,7 +665,7 @@ def load_model(filepath, compile=True, key=None):
     from pyaiml.privacy.dp import loadable
 
     with loadable():
-        return saving.load_model(filepath, compile=compile, key=key)
+        return saving.load_model(filepath, compile=compile, key=key, custom_objects=custom_objects)
 
 
 def clone_model(model):

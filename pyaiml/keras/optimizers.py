@@ -1,4 +1,4 @@
-"""Keras optimizers: SGD (momentum, Nesterov), Adam (amsgrad), RMSprop (momentum, centered).
+"""Keras optimizers: SGD (momentum, Nesterov), Adam (amsgrad), AdamW, RMSprop (momentum, centered).
 
 Update rules are Keras 3's (written out below); with a constant learning rate they equal
 torch.optim's (SGD: v = m*v - lr*g is -lr times torch's buffer; Adam: Keras's epsilon is
@@ -79,8 +79,13 @@ class Optimizer:
         self.iterations += 1
 
     def apply_gradients(self, grads_and_vars):
-        """Keras-style: iterable of (grad, var)."""
-        self.apply([(v, g) for g, v in grads_and_vars])
+        """Keras-style: iterable of (grad, var); a var is an array or a Variable (its array is
+        updated in place); a None gradient (a variable the loss does not reach) counts as zeros."""
+        pairs = []
+        for g, v in grads_and_vars:
+            w = getattr(v, "value", v)
+            pairs.append((w, np.zeros_like(w) if g is None else np.asarray(g, dtype=w.dtype)))
+        self.apply(pairs)
 
     def _update(self, w, g, st, lr, t):
         raise NotImplementedError
@@ -234,6 +239,19 @@ class Adam(Optimizer):
                 "amsgrad": self.amsgrad}
 
 
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Keras 3's): each step first w -= lr * weight_decay * w
+    (every weight), then the Adam update; ``clipnorm``/``clipvalue``/``global_clipnorm`` clip
+    the gradients before both."""
+    name = "AdamW"
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, **kw):
+        if weight_decay is None or not float(weight_decay) >= 0:
+            raise ValueError(f"AdamW: weight_decay must be a number >= 0. Received {weight_decay!r}")
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay=float(weight_decay), **kw)
+
+
 class RMSprop(Optimizer):
     """v = rho*v + (1-rho)g^2 (centered: minus mg^2); step = lr*g/sqrt(v + eps);
     momentum: b = momentum*b + step, w -= b; else w -= step."""
@@ -269,7 +287,7 @@ class RMSprop(Optimizer):
                 "centered": self.centered}
 
 
-_TABLE = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
+_TABLE = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
 
 def get(identifier) -> Optimizer:

@@ -5,8 +5,13 @@ customary) holding
   - ``metadata.json``: {"format": "pyaiml.keras", "format_version": 1, "pyaiml_version": ...}
   - ``config.json``: {"model": {"class_name": "Sequential", "config": {name, input_shape,
     layers: [{"class_name", "config"}, ...]}}, "compile": {optimizer, loss, metrics} or null}
+    Other models (pyaiml/keras/serialization.py): "class_name" "Functional" with the graph's
+    layers and nodes, or a registered subclass ("package>Name") with its get_config() and
+    "build_input_shape"; "compile" then also holds "loss_weights", and loss / metrics may be
+    lists or dicts by output name.
   - ``weights.npz``: every weight in Keras layout, key ``"{layer:03d}/{index:02d}"``
-    (layers in model order, weights in get_weights order); read with allow_pickle=False
+    (layers in model order, weights in get_weights order); other models: ``"{index:04d}"``
+    in ``model.get_weights()`` order; read with allow_pickle=False
   - ``optimizer.npz`` (when compiled and trained): ``iterations`` and slot arrays
     ``"{param}/{slot}"``
   - ``history.json``: {"epoch": [...], "history": {name: [...]}} so that
@@ -54,6 +59,8 @@ def _npz_bytes(arrays: dict) -> bytes:
 
 
 def _weight_arrays(model) -> dict:
+    if not getattr(model, "_is_sequential", False):
+        return {f"{i:04d}": w for i, w in enumerate(model.get_weights())}
     out = {}
     for i, layer in enumerate(model._layers):
         for j, w in enumerate(layer.get_weights()):
@@ -61,10 +68,42 @@ def _weight_arrays(model) -> dict:
     return out
 
 
+def _ser_loss(arg):
+    from pyaiml.keras import losses
+
+    if isinstance(arg, dict):
+        return {k: _ser_loss(v) for k, v in arg.items()}
+    if isinstance(arg, (list, tuple)):
+        return [_ser_loss(v) for v in arg]
+    return arg if isinstance(arg, str) else losses.serialize(losses.get(arg))
+
+
+def _ser_metrics(arg):
+    if isinstance(arg, dict):
+        return {k: _ser_metrics(v) for k, v in arg.items()}
+    if isinstance(arg, (list, tuple)):
+        return [_ser_metrics(v) for v in arg]
+    return arg if isinstance(arg, str) or arg is None else arg.name
+
+
+def _de_loss(arg):
+    from pyaiml.keras import losses
+
+    if isinstance(arg, dict) and "class_name" not in arg:
+        return {k: _de_loss(v) for k, v in arg.items()}
+    if isinstance(arg, list):
+        return [_de_loss(v) for v in arg]
+    return losses.get(arg)
+
+
 def _compile_config(model):
     if not model.compiled:
         return None
     from pyaiml.keras import losses, optimizers
+
+    if not getattr(model, "_is_sequential", False):
+        return {"optimizer": optimizers.serialize(model.optimizer), "loss": _ser_loss(model._loss_arg),
+                "metrics": _ser_metrics(model._metrics_arg), "loss_weights": model._loss_weights_arg}
 
     return {"optimizer": optimizers.serialize(model.optimizer), "loss": losses.serialize(model.loss),
             "metrics": [m if isinstance(m, str) else m.name for m in model._metric_ids]}
@@ -76,7 +115,9 @@ def save_model(model, filepath, overwrite=True, history=None, key=None):
     if not model.built:
         raise ValueError("save: the model is not built yet (give the first layer an input_shape, or fit it once)")
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "pyaiml_version": pyaiml.__version__}
-    cfg = {"model": {"class_name": "Sequential", "config": model.get_config()}, "compile": _compile_config(model)}
+    from pyaiml.keras.serialization import model_config
+
+    cfg = {"model": model_config(model), "compile": _compile_config(model)}
     files = {
         "metadata.json": json.dumps(meta, indent=1).encode(),
         "config.json": json.dumps(cfg, indent=1).encode(),
@@ -124,9 +165,9 @@ def _json(raw, path, what):
     return d
 
 
-def load_model(filepath, compile=True, key=None):
+def load_model(filepath, compile=True, key=None, custom_objects=None):
     from pyaiml.keras import callbacks, losses, optimizers
-    from pyaiml.keras.models import Sequential
+    from pyaiml.keras.serialization import UnregisteredClassError, model_from_config
 
     path = os.fspath(filepath)
     if not os.path.exists(path):
@@ -151,20 +192,24 @@ def load_model(filepath, compile=True, key=None):
                          "Upgrade pyaiml to load it.")
     weights = _read_npz(raw["weights.npz"], path, "weights.npz")
     try:
-        model = Sequential.from_config(cfg["model"]["config"])
+        model = model_from_config(cfg["model"], custom_objects)
+    except UnregisteredClassError as e:
+        raise ValueError(f"{e} ({path})") from None
     except _CONFIG_ERRORS as e:
         raise _bad(path, f"model config cannot be used: {type(e).__name__}: {e}") from None
     if not model.built:
         raise _bad(path, "model config has no input shape")
     ws = []
-    for i, layer in enumerate(model._layers):
-        for j in range(len(layer._weight_names)):
-            k = f"{i:03d}/{j:02d}"
-            if k not in weights:
-                raise _bad(path, f"weight {k} of layer {layer.name!r} is missing")
-            if weights[k].dtype.kind != "f":
-                raise _bad(path, f"weight {k} of layer {layer.name!r} must be floats. Received {weights[k].dtype}")
-            ws.append(weights[k])
+    sequential = getattr(model, "_is_sequential", False)
+    slots = ([(layer, i, j) for i, layer in enumerate(model._layers) for j in range(len(layer._weight_names))]
+             if sequential else [(model, i, None) for i in range(len(model.get_weights()))])
+    for layer, i, j in slots:
+        k = f"{i:03d}/{j:02d}" if sequential else f"{i:04d}"
+        if k not in weights:
+            raise _bad(path, f"weight {k} of layer {layer.name!r} is missing")
+        if weights[k].dtype.kind != "f":
+            raise _bad(path, f"weight {k} of layer {layer.name!r} must be floats. Received {weights[k].dtype}")
+        ws.append(weights[k])
     if len(ws) != len(weights):
         raise _bad(path, f"it holds {len(weights)} weight arrays, the architecture has {len(ws)}")
     try:
@@ -174,8 +219,12 @@ def load_model(filepath, compile=True, key=None):
     cc = cfg.get("compile")
     if compile and cc:
         try:
-            model.compile(optimizer=optimizers.get(cc["optimizer"]), loss=losses.get(cc["loss"]),
-                          metrics=cc["metrics"])
+            if sequential:
+                model.compile(optimizer=optimizers.get(cc["optimizer"]), loss=losses.get(cc["loss"]),
+                              metrics=cc["metrics"])
+            else:
+                model.compile(optimizer=optimizers.get(cc["optimizer"]), loss=_de_loss(cc["loss"]),
+                              metrics=cc["metrics"], loss_weights=cc.get("loss_weights"))
         except _CONFIG_ERRORS as e:
             raise _bad(path, f"compile config cannot be used: {type(e).__name__}: {e}") from None
         if "optimizer.npz" in raw:
@@ -214,7 +263,8 @@ def load_weights(model, filepath, key=None):
         raise FileNotFoundError(f"load_weights: no such file: {path}")
     weights = read_npz(path, "load_weights", key=key, inner="keras-weights")
     keys = sorted(weights)
-    n = sum(len(l._weight_names) for l in model._layers)
+    n = (sum(len(l._weight_names) for l in model._layers) if getattr(model, "_is_sequential", False)
+         else len(model.get_weights()))
     if len(keys) != n:
         raise ValueError(f"load_weights: {path} holds {len(keys)} arrays, the model has {n}")
     bad = [k for k in keys if weights[k].dtype.kind != "f"]

@@ -1,4 +1,4 @@
-"""Keras utilities: to_categorical, set_random_seed, and a stratified train/test split.
+"""Keras utilities: to_categorical, set_random_seed, pad_sequences, and a stratified train/test split.
 Tests: tests/test_keras_api.py.
 """
 from __future__ import annotations
@@ -59,3 +59,32 @@ def stratified_split(x, y, test_size=0.2, seed=0):
     r.shuffle(tr)
     r.shuffle(te)
     return x[tr], x[te], y[tr], y[te]
+
+
+def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncating="pre", value=0.0):
+    """Lists of ids -> one (n, maxlen) array, as Keras: sequences longer than ``maxlen`` lose
+    their start (truncating='pre') or end ('post'); shorter ones are filled with ``value``
+    before ('pre', the default) or after ('post'). ``maxlen`` defaults to the longest."""
+    for name, v in (("padding", padding), ("truncating", truncating)):
+        if v not in ("pre", "post"):
+            raise ValueError(f"pad_sequences: {name} must be 'pre' or 'post'. Received {v!r}")
+    try:
+        seqs = [np.asarray(s) for s in sequences]
+    except (TypeError, ValueError):
+        raise ValueError("pad_sequences: sequences must be an iterable of sequences") from None
+    if any(s.ndim != 1 for s in seqs if s.size):
+        raise ValueError("pad_sequences: each sequence must be 1-D. Received shapes "
+                         f"{sorted({s.shape for s in seqs if s.ndim != 1})}")
+    n = max((len(s) for s in seqs), default=0) if maxlen is None else int(maxlen)
+    if n < 0:
+        raise ValueError(f"pad_sequences: maxlen must be >= 0. Received {maxlen}")
+    out = np.full((len(seqs), n), value, dtype=dtype)
+    for i, s in enumerate(seqs):
+        if not len(s) or not n:
+            continue
+        s = s[-n:] if truncating == "pre" else s[:n]
+        if padding == "post":
+            out[i, :len(s)] = s
+        else:
+            out[i, n - len(s):] = s
+    return out

@@ -1,0 +1,730 @@
+"""Differentiable ops for the tape (pyaiml.autograd.tape): each computes on NumPy arrays
+and, when an input needs a gradient while a tape records, records its backward.
+
+What it is. The primitives that ``keras.ops`` and every layer's ``call()`` are written
+with: broadcasting arithmetic, unary math, reductions, shape ops, indexing, matmul and
+dense (x @ kernel + bias, one GEMM with its bias through pyaiml.ops.linear), activations
+(pyaiml.ops' relu/sigmoid/tanh/gelu/softmax/log_softmax and their ``*_backward``),
+convolution and max pooling (pyaiml.ops.conv*d / max_pool*d and their backward kernels;
+the conv backward skips the input gradient when the input needs none, as a model's first
+layer), scaled dot-product attention (forward keeps its log-sum-exp, backward is
+pyaiml.ops' kernel), layer and batch normalisation as single records, embedding lookup,
+padding, where, and a loss record that takes a loss object's own value-and-gradient.
+Shapes follow NumPy / torch semantics; dtypes are the inputs' (float32 or float64).
+
+Not here: ops on integer values that need gradients, complex numbers, second derivatives.
+Tests: tests/test_keras_tape.py (each op's gradient against torch autograd in float64).
+"""
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from pyaiml import ops
+from pyaiml.autograd.tape import Tensor, record, value_of
+from pyaiml.ops.pool import MAX_WINDOW
+
+_v = value_of
+
+
+def _unbroadcast(g, shape):
+    """Sum g over the dimensions broadcasting added to an input of ``shape``."""
+    if g.shape == tuple(shape):
+        return g
+    n = g.ndim - len(shape)
+    if n:
+        g = g.sum(axis=tuple(range(n)))
+    ax = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    if ax:
+        g = g.sum(axis=ax, keepdims=True)
+    return g
+
+
+def _float(a):
+    return a.dtype.kind == "f"
+
+
+# ---------------------------------------------------------------- arithmetic (broadcasting)
+def add(a, b):
+    x, y = _v(a), _v(b)
+    out = np.add(x, y)
+    return record(out, (a, b), lambda g, n: (_unbroadcast(g, x.shape) if n[0] else None,
+                                             _unbroadcast(g, y.shape) if n[1] else None), "add")
+
+
+def subtract(a, b):
+    x, y = _v(a), _v(b)
+    out = np.subtract(x, y)
+    return record(out, (a, b), lambda g, n: (_unbroadcast(g, x.shape) if n[0] else None,
+                                             _unbroadcast(-g, y.shape) if n[1] else None), "subtract")
+
+
+def multiply(a, b):
+    x, y = _v(a), _v(b)
+    out = np.multiply(x, y)
+    return record(out, (a, b), lambda g, n: (_unbroadcast(g * y, x.shape) if n[0] else None,
+                                             _unbroadcast(g * x, y.shape) if n[1] else None), "multiply")
+
+
+def divide(a, b):
+    x, y = _v(a), _v(b)
+    out = np.true_divide(x, y)
+    return record(out, (a, b), lambda g, n: (_unbroadcast(g / y, x.shape) if n[0] else None,
+                                             _unbroadcast(-g * out / y, y.shape) if n[1] else None), "divide")
+
+
+def power(a, b):
+    x, y = _v(a), _v(b)
+    out = np.power(x, y)
+
+    def back(g, n):
+        ga = _unbroadcast(g * y * np.power(x, y - 1), x.shape) if n[0] else None
+        gb = _unbroadcast(g * out * np.log(np.where(x > 0, x, 1)), y.shape) if n[1] else None
+        return ga, gb
+    return record(out, (a, b), back, "power")
+
+
+def maximum(a, b):
+    x, y = _v(a), _v(b)
+    out = np.maximum(x, y)
+    m = x >= y
+    return record(out, (a, b), lambda g, n: (_unbroadcast(g * m, x.shape) if n[0] else None,
+                                             _unbroadcast(g * ~m, y.shape) if n[1] else None), "maximum")
+
+
+def minimum(a, b):
+    x, y = _v(a), _v(b)
+    out = np.minimum(x, y)
+    m = x <= y
+    return record(out, (a, b), lambda g, n: (_unbroadcast(g * m, x.shape) if n[0] else None,
+                                             _unbroadcast(g * ~m, y.shape) if n[1] else None), "minimum")
+
+
+def negative(a):
+    return record(np.negative(_v(a)), (a,), lambda g, n: (-g,), "negative")
+
+
+# ---------------------------------------------------------------- unary math
+def _unary(name, f, df):
+    """An elementwise op whose gradient is g * df(x, out)."""
+    def op(a):
+        x = _v(a)
+        out = f(x)
+        return record(out, (a,), lambda g, n: (g * df(x, out),), name)
+    op.__name__ = name
+    return op
+
+
+exp = _unary("exp", np.exp, lambda x, y: y)
+log = _unary("log", np.log, lambda x, y: 1.0 / x)
+log1p = _unary("log1p", np.log1p, lambda x, y: 1.0 / (1.0 + x))
+sqrt = _unary("sqrt", np.sqrt, lambda x, y: 0.5 / y)
+rsqrt = _unary("rsqrt", lambda x: 1.0 / np.sqrt(x), lambda x, y: -0.5 * y / x)
+square = _unary("square", np.square, lambda x, y: 2 * x)
+abs = _unary("abs", np.abs, lambda x, y: np.sign(x))
+sin = _unary("sin", np.sin, lambda x, y: np.cos(x))
+cos = _unary("cos", np.cos, lambda x, y: -np.sin(x))
+softplus = _unary("softplus", lambda x: np.logaddexp(0, x), lambda x, y: ops.sigmoid(x) if x.dtype.kind == "f" else
+                  1 / (1 + np.exp(-x)))
+silu = _unary("silu", lambda x: x * ops.sigmoid(x), lambda x, y: ops.sigmoid(x) * (1 + x * (1 - ops.sigmoid(x))))
+
+
+def reciprocal(a):
+    return divide(1.0, a)
+
+
+def sign(a):
+    return np.sign(_v(a))
+
+
+def clip(a, lo, hi):
+    x = _v(a)
+    out = np.clip(x, lo, hi)
+    return record(out, (a,), lambda g, n: (g * ((x >= lo) & (x <= hi)),), "clip")
+
+
+def relu(a):
+    x = _v(a)
+    out = np.maximum(x, x.dtype.type(0))
+    return record(out, (a,), lambda g, n: (ops.relu_backward(np.ascontiguousarray(g), out),), "relu")
+
+
+def leaky_relu(a, negative_slope=0.2):
+    x = _v(a)
+    s = x.dtype.type(negative_slope)
+    out = np.where(x > 0, x, x * s)
+    return record(out, (a,), lambda g, n: (np.where(x > 0, g, g * s),), "leaky_relu")
+
+
+def elu(a, alpha=1.0):
+    x = _v(a)
+    out = np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+    return record(out, (a,), lambda g, n: (np.where(x > 0, g, g * (out + alpha)),), "elu")
+
+
+def sigmoid(a):
+    out = ops.sigmoid(_v(a))
+    return record(out, (a,), lambda g, n: (ops.sigmoid_backward(np.ascontiguousarray(g), out),), "sigmoid")
+
+
+def tanh(a):
+    out = ops.tanh(_v(a))
+    return record(out, (a,), lambda g, n: (ops.tanh_backward(np.ascontiguousarray(g), out),), "tanh")
+
+
+def gelu(a, approximate=False):
+    x = _v(a)
+    ap = "tanh" if approximate else "none"
+    out = ops.gelu(x, ap)
+    return record(out, (a,), lambda g, n: (ops.gelu_backward(np.ascontiguousarray(g), x, ap),), "gelu")
+
+
+def softmax(a, axis=-1):
+    x = _v(a)
+    out = ops.softmax(x, axis)
+    r = record(out, (a,), lambda g, n: (ops.softmax_backward(np.ascontiguousarray(g), out, axis),), "softmax")
+    if isinstance(r, Tensor) and axis in (-1, x.ndim - 1):
+        r._softmax_of = a  # a cross-entropy loss on r may use the logits (tape loss below)
+    return r
+
+
+def log_softmax(a, axis=-1):
+    out = ops.log_softmax(_v(a), axis)
+    return record(out, (a,), lambda g, n: (ops.log_softmax_backward(np.ascontiguousarray(g), out, axis),),
+                  "log_softmax")
+
+
+def cast(a, dtype):
+    x = _v(a)
+    dt = np.dtype(dtype)
+    out = x.astype(dt)
+    if dt.kind != "f":
+        return out
+    return record(out, (a,), lambda g, n: (g.astype(x.dtype),), "cast")
+
+
+def stop_gradient(a):
+    return _v(a)
+
+
+# ---------------------------------------------------------------- reductions
+def _axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)):
+        axis = (int(axis),)
+    return tuple(int(a) % ndim for a in axis)
+
+
+def _expand(g, shape, axis, keepdims):
+    """Bring a reduced gradient back to broadcast against the input ``shape``."""
+    if keepdims or not shape:
+        return g
+    return np.expand_dims(g, _axes(axis, len(shape)))
+
+
+def sum(a, axis=None, keepdims=False):
+    x = _v(a)
+    out = np.asarray(np.sum(x, axis=axis, keepdims=keepdims))
+    return record(out, (a,), lambda g, n: (np.broadcast_to(_expand(g, x.shape, axis, keepdims), x.shape),), "sum")
+
+
+def mean(a, axis=None, keepdims=False):
+    x = _v(a)
+    out = np.asarray(np.mean(x, axis=axis, keepdims=keepdims))
+    cnt = int(np.prod([x.shape[i] for i in _axes(axis, x.ndim)])) if x.ndim else 1
+
+    def back(g, n):
+        return (np.broadcast_to(_expand(g, x.shape, axis, keepdims) / x.dtype.type(builtins.max(cnt, 1)), x.shape),)
+    return record(out, (a,), back, "mean")
+
+
+def _extreme(name, f):
+    def op(a, axis=None, keepdims=False):
+        x = _v(a)
+        out = np.asarray(f(x, axis=axis, keepdims=keepdims))
+
+        def back(g, n):
+            o = _expand(out, x.shape, axis, keepdims)
+            m = (x == o)
+            cnt = m.sum(axis=_axes(axis, x.ndim), keepdims=True)  # ties share the gradient (as torch)
+            return (m * (_expand(g, x.shape, axis, keepdims) / cnt).astype(x.dtype),)
+        return record(out, (a,), back, name)
+    op.__name__ = name
+    return op
+
+
+max = _extreme("max", np.max)
+min = _extreme("min", np.min)
+
+
+def var(a, axis=None, keepdims=False):
+    m = mean(a, axis=axis, keepdims=True)
+    return mean(square(subtract(a, m)), axis=axis, keepdims=keepdims)
+
+
+def std(a, axis=None, keepdims=False):
+    return sqrt(var(a, axis=axis, keepdims=keepdims))
+
+
+def logsumexp(a, axis=None, keepdims=False):
+    x = _v(a)
+    mx = np.max(x, axis=axis, keepdims=True)
+    mx = np.where(np.isfinite(mx), mx, 0)
+    s = np.log(np.sum(np.exp(x - mx), axis=axis, keepdims=True)) + mx
+    out = s if keepdims else np.squeeze(s, axis=_axes(axis, x.ndim)) if x.ndim else s.reshape(())
+
+    def back(g, n):
+        return (_expand(g, x.shape, axis, keepdims) * np.exp(x - s),)
+    return record(out, (a,), back, "logsumexp")
+
+
+# ---------------------------------------------------------------- shapes and indexing
+def reshape(a, shape):
+    x = _v(a)
+    out = x.reshape(shape)
+    return record(out, (a,), lambda g, n: (g.reshape(x.shape),), "reshape")
+
+
+def transpose(a, axes=None):
+    x = _v(a)
+    out = np.transpose(x, axes)
+    inv = None if axes is None else tuple(np.argsort(axes))
+    return record(out, (a,), lambda g, n: (np.transpose(g, inv),), "transpose")
+
+
+def swapaxes(a, a1, a2):
+    nd = _v(a).ndim
+    ax = list(range(nd))
+    ax[a1 % nd], ax[a2 % nd] = ax[a2 % nd], ax[a1 % nd]
+    return transpose(a, tuple(ax))
+
+
+def expand_dims(a, axis):
+    x = _v(a)
+    return reshape(a, np.expand_dims(x, axis).shape)
+
+
+def squeeze(a, axis=None):
+    x = _v(a)
+    return reshape(a, np.squeeze(x, axis).shape)
+
+
+def broadcast_to(a, shape):
+    x = _v(a)
+    out = np.broadcast_to(x, shape)
+    return record(out, (a,), lambda g, n: (_unbroadcast(g, x.shape),), "broadcast_to")
+
+
+def tile(a, reps):
+    x = _v(a)
+    out = np.tile(x, reps)
+    r = tuple(reps) if isinstance(reps, (tuple, list)) else (reps,)
+    nd = builtins.max(x.ndim, len(r))
+    r = (1,) * (nd - len(r)) + r
+    xs = (1,) * (nd - x.ndim) + x.shape
+
+    def back(g, n):
+        gs = g.reshape(tuple(v for pair in zip(r, xs) for v in pair))
+        return (gs.sum(axis=tuple(range(0, 2 * nd, 2))).reshape(x.shape),)
+    return record(out, (a,), back, "tile")
+
+
+def repeat(a, repeats, axis=None):
+    x = _v(a)
+    if axis is None:
+        return repeat(reshape(a, (-1,)), repeats, 0)
+    if not isinstance(repeats, (int, np.integer)):
+        raise TypeError(f"repeat: repeats must be an int. Received {repeats!r}")
+    ax = axis % x.ndim
+    out = np.repeat(x, repeats, axis=ax)
+
+    def back(g, n):
+        s = x.shape[:ax] + (x.shape[ax], int(repeats)) + x.shape[ax + 1:]
+        return (g.reshape(s).sum(axis=ax + 1),)
+    return record(out, (a,), back, "repeat")
+
+
+def concatenate(xs, axis=0):
+    xs = list(xs)
+    vals = [_v(x) for x in xs]
+    out = np.concatenate(vals, axis=axis)
+    ax = axis % out.ndim
+    cuts = np.cumsum([v.shape[ax] for v in vals])[:-1]
+
+    def back(g, n):
+        parts = np.split(g, cuts, axis=ax)
+        return tuple(p if need else None for p, need in zip(parts, n))
+    return record(out, tuple(xs), back, "concatenate")
+
+
+def stack(xs, axis=0):
+    xs = list(xs)
+    vals = [_v(x) for x in xs]
+    out = np.stack(vals, axis=axis)
+    ax = axis % out.ndim
+
+    def back(g, n):
+        return tuple(np.take(g, i, axis=ax) if need else None for i, need in enumerate(n))
+    return record(out, tuple(xs), back, "stack")
+
+
+def _basic_index(idx):
+    items = idx if isinstance(idx, tuple) else (idx,)
+    return all(i is None or i is Ellipsis or isinstance(i, (slice, int, np.integer)) for i in items)
+
+
+def getitem(a, idx):
+    x = _v(a)
+    if isinstance(idx, Tensor):
+        idx = idx.value
+    if isinstance(idx, tuple):
+        idx = tuple(i.value if isinstance(i, Tensor) else i for i in idx)
+    out = x[idx]
+    basic = _basic_index(idx)
+
+    def back(g, n):
+        gx = np.zeros_like(x)
+        if basic:
+            gx[idx] = g
+        else:
+            np.add.at(gx, idx, g)
+        return (gx,)
+    return record(out, (a,), back, "getitem")
+
+
+def split(a, indices_or_sections, axis=0):
+    x = _v(a)
+    ax = axis % x.ndim
+    if isinstance(indices_or_sections, (int, np.integer)):
+        k = int(indices_or_sections)
+        if x.shape[ax] % k:
+            raise ValueError(f"split: axis {axis} of size {x.shape[ax]} cannot be split into {k} equal parts")
+        step = x.shape[ax] // k
+        bounds = [(i * step, (i + 1) * step) for i in range(k)]
+    else:
+        cuts = [0] + [int(i) for i in indices_or_sections] + [x.shape[ax]]
+        bounds = list(zip(cuts[:-1], cuts[1:]))
+    pre = (slice(None),) * ax
+    return [getitem(a, pre + (slice(lo, hi),)) for lo, hi in bounds]
+
+
+def take(a, indices, axis=None):
+    """Gather along ``axis`` (embedding lookup: axis 0 of a table); integer indices."""
+    x = _v(a)
+    ids = np.asarray(_v(indices))
+    if axis is None:
+        return take(reshape(a, (-1,)), ids, 0)
+    ax = axis % x.ndim
+    out = np.take(x, ids, axis=ax)
+
+    def back(g, n):
+        gx = np.zeros_like(x)
+        if ax == 0:
+            np.add.at(gx, ids.reshape(-1), g.reshape((-1,) + x.shape[1:]))
+        else:
+            gm = np.moveaxis(gx, ax, 0)
+            gg = np.moveaxis(g, tuple(range(ax, ax + ids.ndim)), tuple(range(ids.ndim)))
+            np.add.at(gm, ids.reshape(-1), gg.reshape((-1,) + gm.shape[1:]))
+        return (gx,)
+    return record(out, (a,), back, "take")
+
+
+def take_along_axis(a, indices, axis):
+    x = _v(a)
+    ids = np.asarray(_v(indices))
+    out = np.take_along_axis(x, ids, axis)
+
+    def back(g, n):
+        full = np.zeros_like(x)
+        idx = list(np.ix_(*[np.arange(s) for s in ids.shape]))
+        idx[axis % x.ndim] = ids
+        np.add.at(full, tuple(idx), g)
+        return (full,)
+    return record(out, (a,), back, "take_along_axis")
+
+
+def pad(a, pad_width, constant_values=0):
+    x = _v(a)
+    pw = np.broadcast_to(np.asarray(pad_width, dtype=np.int64).reshape(-1, 2) if np.ndim(pad_width) else
+                         np.full((x.ndim, 2), int(pad_width)), (x.ndim, 2))
+    out = np.pad(x, pw, constant_values=constant_values)
+    sl = tuple(slice(int(lo), out.shape[i] - int(hi)) for i, (lo, hi) in enumerate(pw))
+    return record(out, (a,), lambda g, n: (g[sl],), "pad")
+
+
+def where(cond, a, b):
+    c = np.asarray(_v(cond), dtype=bool)
+    x, y = _v(a), _v(b)
+    out = np.where(c, x, y)
+    return record(out, (a, b), lambda g, n: (_unbroadcast(np.where(c, g, 0), np.shape(x)) if n[0] else None,
+                                             _unbroadcast(np.where(c, 0, g), np.shape(y)) if n[1] else None),
+                  "where")
+
+
+# ---------------------------------------------------------------- linear algebra
+def _mm(a, b):
+    """matmul through pyaiml.ops where it applies (same float dtype, non-empty), else NumPy."""
+    if a.dtype == b.dtype and a.dtype in (np.float32, np.float64) and a.size and b.size:
+        return ops.matmul(a, b)
+    return np.matmul(a, b)
+
+
+def matmul(a, b):
+    x, y = _v(a), _v(b)
+    out = _mm(x, y)
+
+    def back(g, n):
+        xa = x[None, :] if x.ndim == 1 else x
+        yb = y[:, None] if y.ndim == 1 else y
+        if x.ndim == 1 and y.ndim == 1:
+            gg = np.reshape(g, (1, 1))
+        elif x.ndim == 1:
+            gg = np.expand_dims(g, -2)
+        elif y.ndim == 1:
+            gg = np.expand_dims(g, -1)
+        else:
+            gg = g
+        ga = _unbroadcast(_mm(gg, np.swapaxes(yb, -1, -2)), xa.shape).reshape(x.shape) if n[0] else None
+        gb = _unbroadcast(_mm(np.swapaxes(xa, -1, -2), gg), yb.shape).reshape(y.shape) if n[1] else None
+        return ga, gb
+    return record(out, (a, b), back, "matmul")
+
+
+def dense(x, kernel, bias=None):
+    """x (..., in) @ kernel (in, out) [+ bias (out,)]: one GEMM with the bias in its epilogue."""
+    xv, k = _v(x), _v(kernel)
+    b = None if bias is None else _v(bias)
+    if xv.dtype == k.dtype and xv.dtype in (np.float32, np.float64) and xv.size:
+        out = ops.linear(xv, k.T, b)
+    else:
+        out = np.matmul(xv, k) + (0 if b is None else b)
+
+    def back(g, n):
+        g2 = np.ascontiguousarray(g).reshape(-1, k.shape[1])
+        gx = _mm(g2, np.ascontiguousarray(k.T)).reshape(xv.shape) if n[0] else None
+        gk = _mm(np.ascontiguousarray(xv.reshape(-1, k.shape[0]).T), g2) if n[1] else None
+        gb = g2.sum(axis=0) if (bias is not None and n[2]) else None
+        return gx, gk, gb
+    return record(out, (x, kernel, bias), back, "dense")
+
+
+def einsum(subscripts, *operands):
+    vals = [_v(o) for o in operands]
+    out = np.einsum(subscripts, *vals)
+    ins, res = subscripts.replace(" ", "").split("->")
+    specs = ins.split(",")
+
+    def back(g, n):
+        grads = []
+        for i, need in enumerate(n):
+            if not need:
+                grads.append(None)
+                continue
+            others = [s for j, s in enumerate(specs) if j != i]
+            ov = [v for j, v in enumerate(vals) if j != i]
+            gi = np.einsum(",".join([res] + others) + "->" + specs[i], g, *ov)
+            grads.append(np.broadcast_to(gi, vals[i].shape).astype(vals[i].dtype))
+        return tuple(grads)
+    return record(out, tuple(operands), back, "einsum")
+
+
+# ---------------------------------------------------------------- neural-network ops
+def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_format="NHWC", activation=None):
+    """pyaiml.ops.conv1d/conv2d (weight OI(H)W, symmetric integer padding); rank from weight.
+    ``activation='relu'`` runs in the kernel's epilogue; its gradient masks by the output,
+    unless every op that read the output was a max pool that applied that mask itself."""
+    xv, w = _v(x), _v(weight)
+    b = None if bias is None else _v(bias)
+    two = w.ndim == 4
+    fwd, bwd = (ops.conv2d, ops.conv2d_backward) if two else (ops.conv1d, ops.conv1d_backward)
+    out = fwd(xv, w, b, stride, padding, dilation, groups, data_format, activation=activation)
+    holder = []
+
+    def back(g, n):
+        g = np.ascontiguousarray(g)
+        if activation == "relu":
+            t = holder[0]
+            if not (t._gated and t._gated == t._uses):
+                g = ops.relu_backward(g, out)
+        gx, gw, gb = bwd(g, xv, w, stride, padding, dilation, groups, data_format,
+                         output_mask=(bool(n[0]), bool(n[1]), bool(bias is not None and n[2])))
+        return gx, gw, gb
+    r = record(out, (x, weight, bias), back, "conv")
+    if isinstance(r, Tensor):
+        holder.append(r)
+        r._relu_out = activation == "relu"
+    return r
+
+
+def max_pool(x, pool_size, strides, padding=0, data_format="NHWC"):
+    """pyaiml.ops.max_pool1d/2d by rank of ``pool_size`` (an int: 1-D); gradient through the
+    forward's indices, one byte per output (the position in the window) when the window
+    allows. After a conv with a fused ReLU the pool also takes the ReLU's gradient (its
+    windows whose maximum is 0 pass none), and the conv then skips its ReLU mask."""
+    xv = _v(x)
+    two = isinstance(pool_size, tuple) and len(pool_size) == 2
+    fwd, bwd = (ops.max_pool2d, ops.max_pool2d_backward) if two else (ops.max_pool1d, ops.max_pool1d_backward)
+    if not recording_needed(x):
+        return fwd(xv, pool_size, strides, padding, data_format)
+    kk = int(np.prod(pool_size))
+    fmt = "window" if kk <= MAX_WINDOW else "flat"
+    gate = fmt == "window" and getattr(x, "_relu_out", False)
+    out, idx = fwd(xv, pool_size, strides, padding, data_format, return_indices=True,
+                   activation="relu" if gate else None, index_format=fmt)
+    r = record(out, (x,), lambda g, n: (bwd(np.ascontiguousarray(g), xv, pool_size, strides, padding, data_format,
+                                            indices=idx, index_format=fmt),), "max_pool")
+    if gate:
+        x._gated += 1
+    return r
+
+
+def recording_needed(*xs):
+    from pyaiml.autograd.tape import recording
+    return recording() and any(isinstance(x, Tensor) and x.requires_grad for x in xs)
+
+
+def attention(q, k, v, mask=None, scale=None, is_causal=False):
+    """softmax(q k^T * scale + mask) v over (..., L, D) arrays (pyaiml.ops' kernel, both ways)."""
+    qv, kv, vv = _v(q), _v(k), _v(v)
+    m = None if mask is None else np.asarray(_v(mask))
+    if not recording_needed(q, k, v):
+        return ops.scaled_dot_product_attention(qv, kv, vv, attn_mask=m, scale=scale, is_causal=is_causal)
+    out, lse = ops.scaled_dot_product_attention(qv, kv, vv, attn_mask=m, scale=scale, is_causal=is_causal,
+                                                return_lse=True)
+
+    def back(g, n):
+        return ops.scaled_dot_product_attention_backward(np.ascontiguousarray(g), qv, kv, vv, attn_mask=m,
+                                                         is_causal=is_causal, scale=scale, out=out, lse=lse)
+    return record(out, (q, k, v), back, "attention")
+
+
+def layer_norm(x, gamma=None, beta=None, epsilon=1e-3):
+    """Normalise over the last axis, then scale and shift (one record)."""
+    xv = _v(x)
+    mu = xv.mean(axis=-1, keepdims=True)
+    xc = xv - mu
+    inv = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + xv.dtype.type(epsilon))
+    xhat = xc * inv
+    gm = None if gamma is None else _v(gamma)
+    out = xhat * gm if gm is not None else xhat.copy()
+    if beta is not None:
+        out += _v(beta)
+
+    def back(g, n):
+        lead = tuple(range(g.ndim - 1))
+        gg = (g * xhat).sum(axis=lead) if (gamma is not None and n[1]) else None
+        gb = g.sum(axis=lead) if (beta is not None and n[2]) else None
+        gx = None
+        if n[0]:
+            d = g * gm if gm is not None else g
+            gx = (d - d.mean(axis=-1, keepdims=True) - xhat * (d * xhat).mean(axis=-1, keepdims=True)) * inv
+        return gx, gg, gb
+    return record(out, (x, gamma, beta), back, "layer_norm")
+
+
+def batch_norm(x, mean_, var_, gamma=None, beta=None, epsilon=1e-3, axis=-1, batch_stats=False):
+    """(x - mean) / sqrt(var + eps) * gamma + beta along ``axis``. With ``batch_stats`` the
+    mean and (biased) variance are the batch's, computed here and differentiated through;
+    returns (out, mean, var) then, else out."""
+    xv = _v(x)
+    ax = axis % xv.ndim
+    red = tuple(i for i in range(xv.ndim) if i != ax)
+    bs = [1] * xv.ndim
+    bs[ax] = -1
+    if batch_stats:
+        mu = xv.mean(axis=red, dtype=np.float64).astype(xv.dtype)
+        vr = xv.var(axis=red, dtype=np.float64).astype(xv.dtype)
+    else:
+        mu, vr = _v(mean_), _v(var_)
+    inv = (1.0 / np.sqrt(vr + xv.dtype.type(epsilon))).astype(xv.dtype)
+    xhat = (xv - mu.reshape(bs)) * inv.reshape(bs)
+    gm = None if gamma is None else _v(gamma)
+    out = xhat * gm.reshape(bs) if gm is not None else xhat.copy()
+    if beta is not None:
+        out += _v(beta).reshape(bs)
+
+    def back(g, n):
+        gg = (g * xhat).sum(axis=red) if (gamma is not None and n[1]) else None
+        gb = g.sum(axis=red) if (beta is not None and n[2]) else None
+        gx = None
+        if n[0]:
+            d = g * gm.reshape(bs) if gm is not None else g
+            if batch_stats:
+                cnt = xv.size // xv.shape[ax]
+                gx = (d - d.sum(axis=red, keepdims=True) / cnt
+                      - xhat * (d * xhat).sum(axis=red, keepdims=True) / cnt) * inv.reshape(bs)
+            else:
+                gx = d * inv.reshape(bs)
+        return gx, gg, gb
+    out = record(out, (x, gamma, beta), back, "batch_norm")
+    return (out, mu, vr) if batch_stats else out
+
+
+def dropout(x, rate, rng, noise_shape=None):
+    """Inverted dropout: keep each element with probability 1 - rate, scaled by 1/(1 - rate)."""
+    xv = _v(x)
+    if rate <= 0:
+        return x
+    shape = xv.shape if noise_shape is None else tuple(
+        xv.shape[i] if d is None else int(d) for i, d in enumerate(noise_shape))
+    keep = rng.random(shape, dtype=np.float32) >= rate
+    m = keep.astype(xv.dtype) * xv.dtype.type(1.0 / (1.0 - rate))
+    return multiply(x, m)
+
+
+def average_pool(x, pool_size, strides, spatial_axes):
+    """Mean over non-overlapping or strided windows (valid padding) of the given spatial axes."""
+    xv = _v(x)
+    r = len(spatial_axes)
+    win = np.lib.stride_tricks.sliding_window_view(xv, pool_size, axis=spatial_axes)
+    sl = [slice(None)] * xv.ndim
+    for a, s in zip(spatial_axes, strides):
+        sl[a] = slice(None, None, s)
+    w = win[tuple(sl)]
+    out = w.mean(axis=tuple(range(-r, 0)))
+    cnt = int(np.prod(pool_size))
+
+    def back(g, n):
+        gx = np.zeros_like(xv)
+        gw = np.lib.stride_tricks.sliding_window_view(gx, pool_size, axis=spatial_axes, writeable=True)[tuple(sl)]
+        # windows may overlap (stride < pool): accumulate one window offset at a time
+        gs = g / xv.dtype.type(cnt)
+        for off in np.ndindex(*pool_size):
+            gw[(Ellipsis,) + off] += gs
+        return (gx,)
+    return record(np.ascontiguousarray(out), (x,), back, "average_pool")
+
+
+def loss(loss_obj, y_true, y_pred):
+    """A loss object's mean value as a recorded scalar; its gradient is the loss's own
+    ``value_and_grad``. A softmax output (``softmax`` above) with a cross-entropy from
+    probabilities is differentiated from its logits instead (the stable fused form)."""
+    yv = np.asarray(_v(y_true))
+    logits = getattr(y_pred, "_softmax_of", None)
+    if (logits is not None and getattr(loss_obj, "fusable_activation", None) == "softmax"
+            and not loss_obj.from_logits and recording_needed(logits)):
+        z = _v(logits)
+        val, g = loss_obj.value_and_grad_logits(yv, z)
+        return record(np.asarray(val, dtype=z.dtype), (logits,), lambda go, n: (g * go,), "loss")
+    p = _v(y_pred)
+    if p.dtype.kind != "f":
+        p = p.astype(np.float32)
+    val, g = loss_obj.value_and_grad(yv, p)
+    return record(np.asarray(val, dtype=p.dtype), (y_pred,), lambda go, n: (g * go,), "loss")
+
+
+def one_hot(indices, num_classes, dtype="float32"):
+    ids = np.asarray(_v(indices)).astype(np.int64)
+    out = np.zeros(ids.shape + (int(num_classes),), dtype=dtype)
+    valid = (ids >= 0) & (ids < num_classes)
+    np.put_along_axis(out, np.where(valid, ids, 0)[..., None], valid[..., None].astype(dtype), axis=-1)
+    return out
+
+
+# ufuncs that NumPy hands to Tensor.__array_ufunc__ for ``ndarray <op> Tensor``
+_UFUNCS = {
+    "add": add, "subtract": subtract, "multiply": multiply, "true_divide": divide, "divide": divide,
+    "power": power, "matmul": matmul, "negative": negative, "maximum": maximum, "minimum": minimum,
+}

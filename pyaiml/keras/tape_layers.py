@@ -1,0 +1,252 @@
+"""Keras layers that exist only as a tape ``call()``: Permute, RepeatVector,
+GlobalMaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding2D, UpSampling2D, Rescaling.
+
+What they are. Shape and pooling layers written with pyaiml.autograd.functional's
+primitives (transpose, repeat, max, average_pool, pad, arithmetic), so their gradients come
+from the tape and they work in functional and subclassed models, in custom training loops,
+and in Sequential (which then trains through the tape: pyaiml/keras/models.py). Each has a
+pure ``compute_output_shape`` (batch excluded) and a ``get_config`` that round-trips.
+Channels last unless ``data_format="channels_first"``.
+
+Not here: AveragePooling with padding="same" (refused with a ValueError), bilinear
+upsampling. Tests: tests/test_keras_extras.py (values against torch/NumPy, gradients
+against torch autograd in float64).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pyaiml.autograd import functional as F
+from pyaiml.keras import layers as _layers
+from pyaiml.keras._common import tuple_n
+from pyaiml.keras.layers import InputSpecError, Layer, _shape_str
+
+_layers.BUILTIN_MODULES.add(__name__)
+
+
+def _data_format(cname, df):
+    df = df or "channels_last"
+    if df not in ("channels_last", "channels_first"):
+        raise ValueError(f"{cname}: data_format must be 'channels_last' or 'channels_first'. Received {df!r}")
+    return df
+
+
+def _need_rank(layer, shape, rank):
+    if len(shape) != rank:
+        raise InputSpecError(f"{layer.name}: {type(layer).__name__} expects inputs of rank {rank + 1} (with the batch). "
+                             f"Received input shape {_shape_str(tuple(shape))}")
+
+
+class Permute(Layer):
+    """Reorder the non-batch axes: ``dims`` is a permutation of 1..rank (Keras's numbering)."""
+
+    def __init__(self, dims, **kw):
+        super().__init__(**kw)
+        dims = tuple(int(d) for d in dims)
+        if sorted(dims) != list(range(1, len(dims) + 1)):
+            raise ValueError(f"Permute: dims must be a permutation of 1..{len(dims)}. Received {dims}")
+        self.dims = dims
+
+    def compute_output_shape(self, s):
+        _need_rank(self, s, len(self.dims))
+        return tuple(s[d - 1] for d in self.dims)
+
+    def call(self, inputs, training=None):
+        return F.transpose(inputs, (0,) + self.dims)
+
+    def get_config(self):
+        return {**super().get_config(), "dims": list(self.dims)}
+
+
+class RepeatVector(Layer):
+    """(batch, features) -> (batch, n, features)."""
+
+    def __init__(self, n, **kw):
+        super().__init__(**kw)
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"RepeatVector: n must be a positive integer. Received {n!r}")
+        self.n = int(n)
+
+    def compute_output_shape(self, s):
+        _need_rank(self, s, 1)
+        return (self.n, s[0])
+
+    def call(self, inputs, training=None):
+        return F.repeat(F.expand_dims(inputs, 1), self.n, axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "n": self.n}
+
+
+class _GlobalMax(Layer):
+    rank = 2
+
+    def __init__(self, data_format=None, keepdims=False, **kw):
+        super().__init__(**kw)
+        self.data_format = _data_format(type(self).__name__, data_format)
+        self.keepdims = bool(keepdims)
+
+    def _axes(self):
+        first = 1 if self.data_format == "channels_last" else 2
+        return tuple(range(first, first + self.rank))
+
+    def compute_output_shape(self, s):
+        _need_rank(self, s, self.rank + 1)
+        ax = [a - 1 for a in self._axes()]
+        if self.keepdims:
+            return tuple(1 if i in ax else d for i, d in enumerate(s))
+        return tuple(d for i, d in enumerate(s) if i not in ax)
+
+    def call(self, inputs, training=None):
+        return F.max(inputs, axis=self._axes(), keepdims=self.keepdims)
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format, "keepdims": self.keepdims}
+
+
+class GlobalMaxPooling1D(_GlobalMax):
+    rank = 1
+
+
+class GlobalMaxPooling2D(_GlobalMax):
+    rank = 2
+
+
+class _AvgPool(Layer):
+    rank = 2
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kw):
+        super().__init__(**kw)
+        cname = type(self).__name__
+        self.pool_size = tuple_n(pool_size, self.rank, f"{cname}: pool_size")
+        self.strides = self.pool_size if strides is None else tuple_n(strides, self.rank, f"{cname}: strides")
+        if padding != "valid":
+            raise ValueError(f"{cname}: only padding='valid' is supported. Received {padding!r}")
+        self.padding = padding
+        self.data_format = _data_format(cname, data_format)
+
+    def _spatial_axes(self):
+        first = 1 if self.data_format == "channels_last" else 2
+        return tuple(range(first, first + self.rank))
+
+    def compute_output_shape(self, s):
+        _need_rank(self, s, self.rank + 1)
+        out = list(s)
+        for a, k, st in zip(self._spatial_axes(), self.pool_size, self.strides):
+            n = s[a - 1]
+            if n is not None:
+                if n < k:
+                    raise InputSpecError(f"{self.name}: input size {n} is smaller than pool_size {k}. Input shape "
+                                         f"{_shape_str(tuple(s))}")
+                out[a - 1] = (n - k) // st + 1
+        return tuple(out)
+
+    def call(self, inputs, training=None):
+        return F.average_pool(inputs, self.pool_size, self.strides, self._spatial_axes())
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": list(self.pool_size), "strides": list(self.strides),
+                "padding": self.padding, "data_format": self.data_format}
+
+
+class AveragePooling1D(_AvgPool):
+    rank = 1
+
+
+class AveragePooling2D(_AvgPool):
+    rank = 2
+
+
+class ZeroPadding2D(Layer):
+    """Pad rows and columns with zeros: ``padding`` an int, (rows, cols) or
+    ((top, bottom), (left, right))."""
+
+    def __init__(self, padding=(1, 1), data_format=None, **kw):
+        super().__init__(**kw)
+        p = padding
+        try:
+            if isinstance(p, (int, np.integer)):
+                p = ((int(p),) * 2,) * 2
+            elif all(isinstance(v, (int, np.integer)) for v in p):
+                p = tuple((int(v), int(v)) for v in p)
+            else:
+                p = tuple(tuple(int(v) for v in pair) for pair in p)
+            ok = len(p) == 2 and all(len(pair) == 2 and min(pair) >= 0 for pair in p)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"ZeroPadding2D: padding must be an int, (rows, cols) or ((top, bottom), (left, right)) "
+                             f"of non-negative ints. Received {padding!r}")
+        self.padding = p
+        self.data_format = _data_format("ZeroPadding2D", data_format)
+
+    def _widths(self):
+        (t, b), (l, r) = self.padding
+        if self.data_format == "channels_last":
+            return [(0, 0), (t, b), (l, r), (0, 0)]
+        return [(0, 0), (0, 0), (t, b), (l, r)]
+
+    def compute_output_shape(self, s):
+        _need_rank(self, s, 3)
+        w = self._widths()[1:]
+        return tuple(None if d is None else d + lo + hi for d, (lo, hi) in zip(s, w))
+
+    def call(self, inputs, training=None):
+        return F.pad(inputs, self._widths())
+
+    def get_config(self):
+        return {**super().get_config(), "padding": [list(p) for p in self.padding], "data_format": self.data_format}
+
+
+class UpSampling2D(Layer):
+    """Repeat rows and columns ``size`` times (nearest neighbour)."""
+
+    def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", **kw):
+        super().__init__(**kw)
+        self.size = tuple_n(size, 2, "UpSampling2D: size")
+        if interpolation != "nearest":
+            raise ValueError(f"UpSampling2D: only interpolation='nearest' is supported. Received {interpolation!r}")
+        self.interpolation = interpolation
+        self.data_format = _data_format("UpSampling2D", data_format)
+
+    def _axes(self):
+        return (1, 2) if self.data_format == "channels_last" else (2, 3)
+
+    def compute_output_shape(self, s):
+        _need_rank(self, s, 3)
+        out = list(s)
+        for a, k in zip(self._axes(), self.size):
+            out[a - 1] = None if s[a - 1] is None else s[a - 1] * k
+        return tuple(out)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for a, k in zip(self._axes(), self.size):
+            if k > 1:
+                x = F.repeat(x, k, axis=a)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "size": list(self.size), "data_format": self.data_format,
+                "interpolation": self.interpolation}
+
+
+class Rescaling(Layer):
+    """x * scale + offset (e.g. Rescaling(1/255) for pixel values)."""
+
+    def __init__(self, scale, offset=0.0, **kw):
+        super().__init__(**kw)
+        self.scale, self.offset = float(scale), float(offset)
+
+    def call(self, inputs, training=None):
+        y = F.multiply(inputs, np.asarray(self.scale, dtype=inputs.dtype))
+        return F.add(y, np.asarray(self.offset, dtype=inputs.dtype)) if self.offset else y
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+
+CLASSES = (Permute, RepeatVector, GlobalMaxPooling1D, GlobalMaxPooling2D, AveragePooling1D, AveragePooling2D,
+           ZeroPadding2D, UpSampling2D, Rescaling)
+for _c in CLASSES:
+    _layers._LAYERS[_c.__name__] = _c

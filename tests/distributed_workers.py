@@ -103,6 +103,19 @@ def keras_model(dtype):
     return m
 
 
+def keras_tape_model():
+    """A Sequential with a layer that has only a tape call() (Rescaling): it trains on the tape."""
+    from pyaiml.keras import Sequential, utils
+    from pyaiml.keras import layers as L
+
+    utils.set_random_seed(12)
+    m = Sequential([L.Rescaling(0.5, input_shape=(10, 10, 1)), L.Conv2D(3, (3, 3), activation="relu"), L.Flatten(),
+                    L.Dense(3, activation="softmax")])
+    m.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    assert m._tape_only()
+    return m
+
+
 def keras_fit(m, x, y, dtype, **kw):
     """fit with the model's float type for data (fit casts x to float32 otherwise)."""
     import pyaiml.keras.models as km
@@ -160,6 +173,11 @@ def scenario_keras(out, dist):
     h = keras_fit(m, x, y, np.float64, epochs=2, distribute="data_parallel")
     _save(out, "keras_partial", r, *m.get_weights(), loss=np.array(h.history["loss"]),
           acc=np.array(h.history["accuracy"]))
+    # a Sequential that trains through the tape gets the same gradient all-reduce
+    x, y = make_images()
+    m = keras_tape_model()
+    h = keras_fit(m, x, y, np.float32, epochs=1, distribute="data_parallel")
+    _save(out, "keras_tape", r, *m.get_weights(), loss=np.array(h.history["loss"]))
     # resume: a fresh process restarted from the checkpoint continues with initial_epoch
     from pyaiml.keras.models import load_model
     x, y = make_images()

@@ -150,6 +150,17 @@ def test_keras_data_parallel_equals_single_process_batch_64(keras_run, dtype, rt
         np.testing.assert_array_equal(z["acc"], h.history["accuracy"])
 
 
+def test_keras_tape_sequential_data_parallel(keras_run):
+    x, y = W.make_images()
+    m = W.keras_tape_model()
+    h = W.keras_fit(m, x, y, np.float32, epochs=1)
+    for r in (0, 1):
+        z = _load(keras_run, "keras_tape", r)
+        for i, w in enumerate(m.get_weights()):
+            np.testing.assert_allclose(z[f"arr_{i}"], w, rtol=1e-5, atol=1e-6, err_msg=f"weight {i} rank {r}")
+        np.testing.assert_allclose(z["loss"], h.history["loss"], rtol=1e-5)
+
+
 def test_keras_last_batch_smaller_than_the_world(keras_run):
     x, y = W.make_images(n=129)  # batches of 64, 64 and 1
     m = W.keras_model(np.float64)

@@ -95,7 +95,8 @@ def add_arguments(p):
     """The options of ``pyaiml serve`` on an argparse (sub)parser."""
     p.add_argument("--model", action="append", required=True, metavar="NAME[:VERSION]=PATH",
                    help="a saved model to serve (repeat for several): .keras, HMM/HMMClassifier/Word2Vec/"
-                        "KeyedVectors/TransformerLM .npz, word2vec .bin/.txt")
+                        "KeyedVectors/TransformerLM .npz, word2vec .bin/.txt, or a Hugging Face checkpoint folder "
+                        "(GPT-2/Llama/Mistral/Qwen2 decoders, int8 folders of 'pyaiml llm quantize', BERT)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--api-key-file", help="file of accepted API keys, one per line (clients send "

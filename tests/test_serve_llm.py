@@ -235,17 +235,21 @@ def test_gpt2_position_limit_is_400(client, refs):
     assert r.usage.completion_tokens <= 129 - n
 
 
-def test_disconnect_mid_stream_frees_slot_and_cache(server):
+def test_disconnect_mid_stream_frees_slot_and_cache(server, refs):
+    """A stream that would run 300 tokens (its seed is picked so) loses its client after a
+    few: the request leaves the batch at the next step and its KV cache is dropped."""
     ad, sch = server.app.state.serve.lms["llama"]
+    ((seed, _),) = _long_runners(refs["llama"], 1, 300)
     released, orig = [], ad.release
     ad.release = lambda s: (released.append(s), orig(s))[1]
     steps0 = sch.steps
     try:
-        body = {"model": "llama", "prompt": "All:", "max_tokens": 500, "stream": True, "temperature": 1.0,
-                "seed": 1}
+        body = {"model": "llama", "prompt": "All:", "max_tokens": 300, "stream": True, "temperature": 1.0,
+                "seed": seed}
         with httpx.Client(base_url=server.url, timeout=60) as h, h.stream("POST", "/v1/completions", json=body) as r:
             lines = r.iter_lines()
             assert any(next(lines).startswith("data: ") for _ in range(4))
+            assert sch.running == 1 and released == []
         t0 = time.monotonic()
         while (sch.running or not released) and time.monotonic() - t0 < 30:
             time.sleep(0.01)
@@ -253,7 +257,7 @@ def test_disconnect_mid_stream_frees_slot_and_cache(server):
         del ad.release
     assert sch.running == 0 and sch.waiting == 0
     assert len(released) == 1 and released[0].cache is None
-    assert sch.steps - steps0 < 500
+    assert sch.steps - steps0 < 300 and len(released[0].ids) < len(refs["llama"].tokenizer.encode("All:")) + 300
 
 
 # ---------------------------------------------------------------------- embeddings

@@ -203,7 +203,8 @@ def create_app(models, api_key=None, api_key_file=None, key=None, max_batch_size
         st.close()  # uvicorn calls this after the in-flight requests have finished
 
     routes = v2_routes(st) + openai_routes(st) + [Route("/metrics", _metrics_route(st), methods=["GET"])]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: _route_error, 405: _route_error})
     app.state.serve = st
     return _Middleware(app, st)
 
@@ -297,9 +298,25 @@ class _Middleware:
                 access_log.info(json.dumps(rec))
 
 
+async def _route_error(request, exc):
+    """An unknown path (404) or a method a route does not take (405), as a JSON error in the
+    format of the protocol the path belongs to (Starlette's default is plain text)."""
+    from starlette.responses import Response
+
+    status = getattr(exc, "status_code", 404)
+    path = request.url.path
+    if status == 405:
+        msg = f"method {request.method} is not allowed on {path}"
+    else:
+        msg = f"no route {path}; this server speaks /v1 (OpenAI-compatible), /v2 (Open Inference Protocol) and /metrics"
+    body = _openai_error_body(status, msg) if path.startswith("/v1") else json.dumps({"error": msg}).encode()
+    headers = dict(getattr(exc, "headers", None) or {})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
 def _openai_error_body(status, message, code=None, param=None):
     kind = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
-            413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error", 504: "timeout"}.get(
+            405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error", 504: "timeout"}.get(
         status, "server_error" if status >= 500 else "invalid_request_error")
     return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}}).encode()
 

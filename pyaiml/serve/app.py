@@ -225,6 +225,9 @@ class _Middleware:
     def _route(self, scope):
         from starlette.routing import Match
 
+        r = scope.get("route")  # the router records the route it picked (skips matching 14 patterns again)
+        if r is not None and getattr(r, "path", None):
+            return r.path
         for r, path in self._routes:
             m, _ = r.matches(scope)
             if m == Match.FULL:

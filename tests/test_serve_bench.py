@@ -8,6 +8,7 @@ Bounded: the test models of tests/serve_models.py, a handful of requests per lev
 """
 import argparse
 import asyncio
+import time
 
 import pytest
 
@@ -90,3 +91,24 @@ def test_keep_alive_client_reconnects():
         loadgen._check_url("http://192.168.1.1:80")
     with pytest.raises(ValueError, match="must be http://HOST:PORT"):
         loadgen._check_url("https://127.0.0.1:80")
+
+
+def test_memory_trimmer():
+    """malloc_trim runs every interval from its thread, and no more once stopped."""
+    from pyaiml.serve.server import MemoryTrimmer
+
+    t = MemoryTrimmer(0.02)
+    try:
+        if not t.available:
+            pytest.skip("this C library has no malloc_trim")
+        time.sleep(0.3)
+        assert t.trims >= 3
+    finally:
+        t.stop()
+    n = t.trims
+    time.sleep(0.1)
+    assert t.trims == n  # stopped
+    off = MemoryTrimmer(0)
+    assert off._thread is None
+    off.trim()
+    assert off.trims == (1 if off.available else 0)

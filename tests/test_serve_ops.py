@@ -380,6 +380,9 @@ def test_cli_errors(paths, tmp_path):
     r = subprocess.run([sys.executable, "-m", "pyaiml.cli", "serve", "--model", f"a={tmp_path / 'none.keras'}"],
                        check=False, capture_output=True, text=True, env=e, timeout=120, cwd=str(tmp_path))
     assert r.returncode == 1 and "no such model file" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "pyaiml.cli", "serve", "--model", "a=b", "--trim-memory", "-1"],
+                       check=False, capture_output=True, text=True, env=e, timeout=120, cwd=str(tmp_path))
+    assert r.returncode == 2 and "--trim-memory must be >= 0 seconds. Received -1.0" in r.stderr
 
 
 def test_import_without_the_serve_extra():

@@ -164,7 +164,9 @@ def make_recognizers(args):
         "hmm": lambda: HMMClassifier(n_states=args.states, emission=args.emission, n_mix=args.mix,
                                      n_iter=args.iter, random_state=args.seed),
         "cnn": lambda: CNNClassifier(n_frames=args.frames, epochs=args.epochs, random_state=args.seed,
-                                     spec_augment=aug, n_estimators=args.estimators),
+                                     spec_augment=aug, n_estimators=args.estimators,
+                                     kernel_size=tuple(int(k) for k in args.kernels.split(",")),
+                                     average_epochs=args.average),
     }
 
 
@@ -190,6 +192,8 @@ def main(argv=None):
     ap.add_argument("--no-spec-augment", dest="spec_augment", action="store_false",
                     help="train the CNN without SpecAugment masking")
     ap.add_argument("--estimators", type=int, default=1, help="CNN seed ensemble size")
+    ap.add_argument("--kernels", default="3", help="CNN kernel sizes, alternating over the ensemble (e.g. 3,7)")
+    ap.add_argument("--average", type=int, default=0, help="CNN: average weights over the last N epochs")
     ap.add_argument("--out", default="speech_digits_out", help="folder for the confusion-matrix PNGs")
     args = ap.parse_args(argv)
 

@@ -157,6 +157,9 @@ class CNNClassifier:
         at least 16; 80 frames on FSDD); sequences are centre-cropped or padded to it
         (:func:`pad_or_crop`).
     filters, kernel_size, hidden (64), dropout (0.3), learning_rate : see :func:`build_cnn`.
+        ``kernel_size`` may also be a tuple of sizes: member ``e`` of the ensemble
+        (``n_estimators``) then uses ``kernel_size[e % len(kernel_size)]``, so the members
+        differ in receptive field as well as in seed.
     epochs, batch_size : training schedule; random_state : seed for initialisation and
         shuffling (pyaiml.keras.utils.set_random_seed); verbose : passed to ``fit``.
     spec_augment : None (default), True (``SpecAugment()``'s defaults) or a
@@ -164,6 +167,9 @@ class CNNClassifier:
     n_estimators : int >= 1 (1). Train that many networks from seeds random_state,
         random_state + 1, ... and average their predicted probabilities (training and
         prediction cost grow in proportion).
+    average_epochs : int >= 0 (0). Average each network's weights over its last that many
+        epochs (stochastic weight averaging with Adam's constant rate) and keep the average;
+        0 keeps the last epoch's weights.
 
     Speaker robustness, measured leave one speaker out on FSDD (examples/speech_digits.py
     --loso; figures in benchmarks/RESULTS.md): per-speaker CMVN of the features
@@ -175,7 +181,8 @@ class CNNClassifier:
     """
 
     def __init__(self, n_frames=None, filters=64, kernel_size=3, hidden=64, dropout=0.3, learning_rate=1e-3,
-                 epochs=30, batch_size=32, random_state=0, verbose=0, spec_augment=None, n_estimators=1):
+                 epochs=30, batch_size=32, random_state=0, verbose=0, spec_augment=None, n_estimators=1,
+                 average_epochs=0):
         self.n_frames = n_frames
         self.filters = filters
         self.kernel_size = kernel_size
@@ -188,6 +195,7 @@ class CNNClassifier:
         self.verbose = verbose
         self.spec_augment = spec_augment
         self.n_estimators = n_estimators
+        self.average_epochs = average_epochs
 
     def _batch(self, X, op):
         try:
@@ -232,6 +240,14 @@ class CNNClassifier:
         n_est = self.n_estimators
         if isinstance(n_est, bool) or not isinstance(n_est, (int, np.integer)) or n_est < 1:
             raise ValueError(f"CNNClassifier.fit: n_estimators must be an integer >= 1. Received {n_est!r}")
+        n_avg = self.average_epochs
+        if isinstance(n_avg, bool) or not isinstance(n_avg, (int, np.integer)) or not 0 <= n_avg <= self.epochs:
+            raise ValueError(f"CNNClassifier.fit: average_epochs must be an integer in [0, epochs={self.epochs}]. "
+                             f"Received {n_avg!r}")
+        ks = self.kernel_size if isinstance(self.kernel_size, (tuple, list)) else (self.kernel_size,)
+        if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+            raise ValueError(f"CNNClassifier.fit: kernel_size must be an integer >= 1 or a non-empty tuple of them. "
+                             f"Received {self.kernel_size!r}")
         B = self._batch(X, "fit")
         self.classes_, yi = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
@@ -246,14 +262,21 @@ class CNNClassifier:
             if seed is not None:
                 keras.utils.set_random_seed(seed)
             model = build_cnn(self.n_frames_, self.n_features_in_, len(self.classes_), filters=self.filters,
-                              kernel_size=self.kernel_size, hidden=self.hidden, dropout=self.dropout,
+                              kernel_size=int(ks[e % len(ks)]), hidden=self.hidden, dropout=self.dropout,
                               learning_rate=self.learning_rate)
             hist = model.history
-            if aug:
+            if aug or n_avg:
                 rng = np.random.default_rng(seed)
+                avg, n_in = None, 0
                 for ep in range(int(self.epochs)):
-                    hist = model.fit(aug(B, rng), Y, batch_size=self.batch_size, epochs=ep + 1, initial_epoch=ep,
-                                     verbose=self.verbose)
+                    hist = model.fit(aug(B, rng) if aug else B, Y, batch_size=self.batch_size, epochs=ep + 1,
+                                     initial_epoch=ep, verbose=self.verbose)
+                    if n_avg and ep >= self.epochs - n_avg:
+                        w = [np.asarray(a, dtype=np.float64) for a in model.get_weights()]
+                        avg = w if avg is None else [a + b for a, b in zip(avg, w)]
+                        n_in += 1
+                if n_avg:
+                    model.set_weights([(a / n_in).astype(np.float32) for a in avg])
             else:
                 hist = model.fit(B, Y, batch_size=self.batch_size, epochs=self.epochs, verbose=self.verbose)
             self.models_.append(model)

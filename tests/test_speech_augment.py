@@ -87,7 +87,46 @@ def test_ensemble_is_mean_of_members_and_options_train():
     assert any(not np.array_equal(a, b) for a, b in zip(plain.model_.get_weights(), w0))  # masking changed training
 
 
+def test_average_epochs_is_the_mean_of_the_last_epochs_weights():
+    from pyaiml import keras
+    from pyaiml.speech import build_cnn, pad_or_crop
+
+    X, y = _toy(np.random.default_rng(4))
+    clf = CNNClassifier(n_frames=16, filters=8, hidden=8, epochs=4, batch_size=16, random_state=2,
+                        average_epochs=2).fit(X, y)
+    # the same training by hand, epoch by epoch, keeping every epoch's weights
+    keras.utils.set_random_seed(2)
+    model = build_cnn(16, 6, 3, filters=8, kernel_size=3, hidden=8, dropout=0.3, learning_rate=1e-3)
+    B, Y = pad_or_crop(X, 16), keras.utils.to_categorical(y, 3)
+    seen = []
+    for ep in range(4):
+        model.fit(B, Y, batch_size=16, epochs=ep + 1, initial_epoch=ep, verbose=0)
+        seen.append([np.asarray(a, dtype=np.float64) for a in model.get_weights()])
+    want = [(a + b) / 2 for a, b in zip(seen[2], seen[3])]
+    got = clf.model_.get_weights()
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(g, s) for g, s in zip(got, seen[3]))  # not just the last epoch
+    assert clf.history_.epoch == [0, 1, 2, 3]
+
+
+def test_kernel_size_tuple_alternates_over_the_ensemble():
+    X, y = _toy(np.random.default_rng(6))
+    clf = CNNClassifier(n_frames=16, filters=8, hidden=8, epochs=2, batch_size=16, n_estimators=3,
+                        kernel_size=(3, 5), random_state=1).fit(X, y)
+    sizes = [m.layers[0].get_weights()[0].shape[0] for m in clf.models_]
+    assert sizes == [3, 5, 3]
+    assert clf.predict_proba(X).shape == (len(X), 3)
+
+
 @pytest.mark.parametrize("kw, match", [({"n_estimators": 0}, "n_estimators must be an integer >= 1"),
+                                       ({"kernel_size": ()}, "kernel_size must be an integer >= 1 or a non-empty tuple"),
+                                       ({"kernel_size": (3, 0)}, "kernel_size must be"),
+                                       ({"kernel_size": 2.5}, "kernel_size must be"),
+                                       ({"average_epochs": -1}, r"average_epochs must be an integer in \[0, epochs=1\]"),
+                                       ({"average_epochs": 2}, "average_epochs must be"),
+                                       ({"average_epochs": True}, "average_epochs must be"),
                                        ({"n_estimators": 1.5}, "n_estimators must be"),
                                        ({"spec_augment": "yes"}, "spec_augment must be None, True or a SpecAugment")])
 def test_option_errors(kw, match):

@@ -9,10 +9,14 @@ CNNClassifier (--model cnn, --specaug 1, --seeds N = n_estimators). Prints each 
 speaker's accuracy, the mean and the minimum. Not a test; needs FSDD (PYAIML_FSDD).
 Run: python benchmarks/scripts/fsdd_loso.py --model cnn --speed 0.9,1.0,1.1 --seeds 5
 """ 
-import argparse, os, time
+import argparse
+import os
+import time
+
 import numpy as np
+
 from pyaiml.audio import mfcc_features_batch, resample
-from pyaiml.datasets.fsdd import load_fsdd, find_fsdd
+from pyaiml.datasets.fsdd import find_fsdd, load_fsdd
 from pyaiml.hmm import HMMClassifier
 from pyaiml.speech import CNNClassifier
 
@@ -28,11 +32,17 @@ ap.add_argument("--fmask", type=int, default=4)
 ap.add_argument("--seeds", type=int, default=1)
 ap.add_argument("--filters", type=int, default=64)
 ap.add_argument("--hidden", type=int, default=64)
+ap.add_argument("--kernel", default="3")  # 3, or 3,7: ensemble members alternate kernel sizes
+ap.add_argument("--save-proba", default="")  # npz of every ensemble member's test probabilities per speaker
+ap.add_argument("--average", type=int, default=0)  # CNNClassifier(average_epochs=)
+ap.add_argument("--lr", type=float, default=1e-3)
 ap.add_argument("--dropout", type=float, default=0.3)
 ap.add_argument("--official", action="store_true")
 ap.add_argument("--speakers", default="")
 ap.add_argument("--feat", default="mfcc")
 ap.add_argument("--enroll", type=int, default=0)
+ap.add_argument("--confusion", action="store_true")  # print each held-out speaker's confusion matrix
+ap.add_argument("--tta", default="")  # e.g. 0.9,1.0,1.1: average predictions over speed copies of the test utterances
 ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "pyaiml-fsdd-loso"))  # held-out speaker stats from N random utterances
 args = ap.parse_args()
 
@@ -59,7 +69,8 @@ def feats_for(f):
     return out
 
 factors = [float(s) for s in args.speed.split(",")]
-F = {f: feats_for(f) for f in factors}
+tta = [float(s) for s in args.tta.split(",")] if args.tta else [1.0]
+F = {f: feats_for(f) for f in sorted(set(factors) | set(tta))}
 if 1.0 not in F:
     F[1.0] = feats_for(1.0)
 spk = ds.speakers
@@ -85,6 +96,7 @@ def make():
     from pyaiml.speech import SpecAugment
     sa = SpecAugment(time_masks=2, time_width=args.tmask, feature_masks=1, feature_width=args.fmask, feature_groups=3) if args.specaug else None
     return [CNNClassifier(epochs=args.epochs, random_state=0, filters=args.filters, hidden=args.hidden, dropout=args.dropout, n_frames=80,
+                          kernel_size=tuple(int(k) for k in args.kernel.split(",")), learning_rate=args.lr, average_epochs=args.average,
                           spec_augment=sa, n_estimators=args.seeds)]
 
 def run(tr, te):
@@ -92,21 +104,46 @@ def run(tr, te):
     for f in factors:
         Xtr += [NF[f][i] for i in tr]
         ytr += list(dig[tr])
-    Xte = [NF[1.0][i] for i in te]
+    Xtes = [[NF[f][i] for i in te] for f in tta]
     if args.enroll and args.norm == "spk":
         r = np.random.default_rng(7)
         enr = r.choice(te, size=args.enroll, replace=False)
         X = np.concatenate([F[1.0][i] for i in enr]).astype(np.float64)
         mu, sd = X.mean(0), np.maximum(X.std(0), 1e-4)
-        Xte = [((F[1.0][i] - mu) / sd).astype(np.float32) for i in te]
-    P = 0
+        Xtes = [[((F[1.0][i] - mu) / sd).astype(np.float32) for i in te]]
+    Pf = [0.0] * len(Xtes)
+    members = saved.setdefault("members", [])
+    members.clear()
     for m in make():
         m.fit(Xtr, np.array(ytr))
-        P = P + m.predict_proba(Xte)
-    return np.mean(m.classes_[P.argmax(1)] == dig[te])
+        for k, Xte in enumerate(Xtes):
+            Pf[k] = Pf[k] + m.predict_proba(Xte)
+        if args.save_proba and hasattr(m, "models_"):
+            from pyaiml.speech import pad_or_crop
+            Bte = pad_or_crop(Xtes[0], m.n_frames_)
+            members.append(np.stack([mm.predict(Bte, batch_size=256, verbose=0) for mm in m.models_]))
+    P = sum(Pf)
+    pred = m.classes_[P.argmax(1)]
+    if len(Xtes) > 1:
+        # unsupervised speaker adaptation: the speed factor whose predictions are most
+        # confident on average over the speaker's recordings (no labels used)
+        conf = [np.mean(np.max(p / p.sum(1, keepdims=True), axis=1)) for p in Pf]
+        k = int(np.argmax(conf))
+        acc = {f"x{f}": np.mean(m.classes_[p.argmax(1)] == dig[te]) for f, p in zip(tta, Pf)}
+        acc["select"] = np.mean(m.classes_[Pf[k].argmax(1)] == dig[te])
+        print("  tta", " ".join(f"{a} {v:.3f}" for a, v in acc.items()), f"(selected x{tta[k]})", flush=True)
+        for a, v in acc.items():
+            extra.setdefault(a, []).append(v)
+    if args.confusion:
+        C = np.zeros((10, 10), dtype=int)
+        np.add.at(C, (dig[te], pred), 1)
+        print("confusion (rows: true digit, columns: predicted)\n" + "\n".join(" ".join(f"{v:3d}" for v in r) for r in C))
+    return np.mean(pred == dig[te])
 
 t0 = time.time()
 res = {}
+extra = {}
+saved = {}
 if args.official:
     res["official"] = run(ds.train_idx, ds.test_idx)
     print("official", res["official"], f"{time.time()-t0:.0f}s", flush=True)
@@ -114,7 +151,13 @@ spks = args.speakers.split(",") if args.speakers else sorted(set(spk))
 for s in spks:
     tr, te = ds.split(s)
     res[s] = run(tr, te)
+    if args.save_proba and saved["members"]:
+        saved[s] = saved["members"][0]
+        saved[s + "_y"] = dig[te]
+        np.savez(args.save_proba, **{k: v for k, v in saved.items() if k != "members"})
     print(s, f"{res[s]:.3f}", f"{time.time()-t0:.0f}s", flush=True)
 l = [res[s] for s in spks]
 print("ARGS", vars(args))
 print("LOSO mean", f"{np.mean(l):.4f}", "min", f"{np.min(l):.3f}", f"{time.time()-t0:.0f}s")
+for a, v in extra.items():
+    print(f"  tta {a}: LOSO mean {np.mean(v):.4f} min {np.min(v):.3f}")

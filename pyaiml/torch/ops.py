@@ -17,12 +17,17 @@ copy, and gives a channels-last result, as torch's own conv does; likewise a 3-D
 (N, L, C) runs the NLC kernel.
 
 The public functions below (``conv2d``, ...) take ``torch.nn.functional`` arguments, check
-them (device, dtype, ranks) and call the ops. All kernel calls go through
+them (device, dtype, ranks; the shape and parameter checks are remembered per call signature)
+and call the ops. In plain eager code they skip torch.library's Python dispatcher and run
+the op's implementation directly (through an autograd.Function applying the op's registered
+formula when gradients are needed); under torch.compile, functorch transforms, torch
+function or dispatch modes, or with tensor subclasses they call the registered ops. All kernel calls go through
 pyaiml/torch/_kernels.py. Not here: CUDA kernels, double backward, dropout inside attention.
 Tests: tests/test_torch_bridge*.py.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -58,15 +63,18 @@ def _cl(x: Tensor) -> bool:
 
 def _np(t: Tensor, cl: bool = False) -> np.ndarray:
     """A NumPy view of t (copy only when its strides are neither plain nor channels last)."""
-    t = t.detach()
+    if t.requires_grad:
+        t = t.detach()
     if cl:
         t = t.movedim(1, -1)
-    return t.contiguous().numpy()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    return t.numpy()
 
 
 def _pt(a: np.ndarray, dtype: torch.dtype, cl: bool = False) -> Tensor:
     """A tensor on a kernel's output (no copy); channels-last results come back as NC* views."""
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    t = torch.from_numpy(a if a.flags.c_contiguous else np.ascontiguousarray(a))
     if t.dtype != dtype:
         t = t.to(dtype)
     return t.movedim(-1, 1) if cl else t
@@ -84,6 +92,89 @@ def _check_impl(op: str, *ts) -> None:
     for t in ts:
         if t is not None and t.device.type != "cpu":
             raise ValueError(f"{op}: tensors must be on the CPU. Received a tensor on '{t.device}'")
+
+
+# --------------------------------------------------------------------------- eager calls
+
+# In plain eager code a call skips torch.library's Python dispatcher (about 20-30 us per call)
+# and runs the op's implementation directly; with gradients needed, through an
+# autograd.Function that applies the op's own registered formula (the same setup_context and
+# backward functions). Under torch.compile, functorch transforms, torch function or dispatch
+# modes, or tensor subclasses, calls go through the registered ops as before.
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _direct(*ts) -> bool:
+    if (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+            or torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()):
+        return False
+    return all(t is None or type(t) in _PLAIN for t in ts)
+
+
+class _Spec:
+    __slots__ = ("backward", "impl", "setup")
+
+    def __init__(self, impl, setup, backward):
+        self.impl, self.setup, self.backward = impl, setup, backward
+
+
+class _Direct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, spec, *inputs):
+        out = spec.impl(*inputs)
+        spec.setup(ctx, inputs, out)
+        ctx.spec = spec
+        return out
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, *ctx.spec.backward(ctx, *grads))
+
+
+def _run(spec, op, args, tensors):
+    """One public call: direct (see above) or through the registered op."""
+    if not _direct(*tensors):
+        return op(*args)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _Direct.apply(spec, *args)
+    return spec.impl(*args)
+
+
+def _either(op, impl):
+    """A backward op for an autograd formula: the implementation itself when no graph is being
+    recorded (plain eager backward), else the registered op (double backward, compile)."""
+    def call(*a):
+        if not torch.is_grad_enabled() and _direct(*[t for t in a if isinstance(t, Tensor)]):
+            return impl(*a)
+        return op(*a)
+
+    return call
+
+
+_CHECKED: dict = {}
+
+
+def _key(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _checked(fn, *args):
+    """fn(*args) (a pure check-and-normalise of shapes and parameters), remembered per argument
+    values: a repeated call with the same shapes and parameters skips the checks. Arguments
+    that cannot be hashed (or are not plain values) are checked every time."""
+    try:
+        key = (fn, *(_key(a) for a in args))
+        hit = _CHECKED.get(key)
+    except TypeError:
+        return fn(*args)
+    if hit is None:
+        if not all(a is None or type(a) in (int, bool, str, float, tuple, list, torch.Size) for a in args[1:]):
+            return fn(*args)
+        hit = fn(*args)
+        if len(_CHECKED) > 4096:
+            _CHECKED.clear()
+        _CHECKED[key] = hit
+    return hit
 
 
 # --------------------------------------------------------------------------- convolution
@@ -199,8 +290,10 @@ def _make_conv_backward(bwd_op):
     return backward
 
 
-_conv2d_op.register_autograd(_make_conv_backward(torch.ops.pyaiml.conv2d_backward), setup_context=_conv_setup)
-_conv1d_op.register_autograd(_make_conv_backward(torch.ops.pyaiml.conv1d_backward), setup_context=_conv_setup)
+_CONV = {nd: _Spec(functools.partial(_conv_fwd_impl, nd), _conv_setup, _make_conv_backward(
+    _either(getattr(torch.ops.pyaiml, f"conv{nd}d_backward"), functools.partial(_conv_bwd_impl, nd)))) for nd in (1, 2)}
+_conv2d_op.register_autograd(_CONV[2].backward, setup_context=_conv_setup)
+_conv1d_op.register_autograd(_CONV[1].backward, setup_context=_conv_setup)
 
 
 def _ints(op, name, v, nd, minimum):
@@ -208,24 +301,20 @@ def _ints(op, name, v, nd, minimum):
     return list(int_tuple(v, nd, op, name, minimum))
 
 
-def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
+def _conv_params(nd, xshape, wshape, bshape, stride, padding, dilation, groups):
     op = f"pyaiml.torch.conv{nd}d"
-    _check_tensor(op, "x", x)
-    _check_tensor(op, "weight", weight, x.dtype)
-    if bias is not None:
-        _check_tensor(op, "bias", bias, x.dtype)
     want = "(N, C, H, W)" if nd == 2 else "(N, C, L)"
-    if x.dim() != nd + 2:
-        raise ValueError(f"{op}: x must be {nd + 2}-D {want}. Received shape {tuple(x.shape)}")
-    if weight.dim() != nd + 2:
+    if len(xshape) != nd + 2:
+        raise ValueError(f"{op}: x must be {nd + 2}-D {want}. Received shape {tuple(xshape)}")
+    if len(wshape) != nd + 2:
         raise ValueError(f"{op}: weight must be {nd + 2}-D (Cout, Cin/groups, {'kH, kW' if nd == 2 else 'kL'}). "
-                         f"Received shape {tuple(weight.shape)}")
+                         f"Received shape {tuple(wshape)}")
     groups = int_arg(groups, op, "groups", 1)
-    if x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups != 0:
-        raise ValueError(f"{op}: x has {x.shape[1]} channels but weight {tuple(weight.shape)} with groups={groups} "
-                         f"expects {weight.shape[1] * groups} (and Cout divisible by groups)")
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},). Received {tuple(bias.shape)}")
+    if xshape[1] != wshape[1] * groups or wshape[0] % groups != 0:
+        raise ValueError(f"{op}: x has {xshape[1]} channels but weight {tuple(wshape)} with groups={groups} "
+                         f"expects {wshape[1] * groups} (and Cout divisible by groups)")
+    if bshape is not None and tuple(bshape) != (wshape[0],):
+        raise ValueError(f"{op}: bias must have shape ({wshape[0]},). Received {tuple(bshape)}")
     s = _ints(op, "stride", stride, nd, 1)
     if isinstance(padding, str):
         if padding not in ("same", "valid"):
@@ -238,18 +327,29 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
         same = False
         p = _ints(op, "padding", padding, nd, 0)
     d = _ints(op, "dilation", dilation, nd, 1)
-    k = tuple(weight.shape[2:])
+    k = tuple(wshape[2:])
     # Exact sizes (Python ints) within MAX_EXTENT before torch's int64 schema or a kernel sees them.
     ek = [d[i] * (k[i] - 1) + 1 for i in range(nd)]
     pads = [((e - 1) // 2, (e - 1) - (e - 1) // 2) for e in ek] if same else [(e, e) for e in p]
-    window_out(op, tuple(x.shape[2:]), k, s, pads, d, padding)
+    window_out(op, tuple(xshape[2:]), k, s, pads, d, padding)
     if not same:
-        osz = _conv_out(x.shape[2:], weight.shape[2:], s, p, d, False)
+        osz = _conv_out(xshape[2:], wshape[2:], s, p, d, False)
         if any(o < 1 for o in osz):
-            raise ValueError(f"{op}: the dilated kernel {tuple(weight.shape[2:])} (dilation {tuple(d)}) must fit in "
-                             f"the padded input {tuple(x.shape[2:])} (padding {tuple(p)})")
+            raise ValueError(f"{op}: the dilated kernel {tuple(wshape[2:])} (dilation {tuple(d)}) must fit in "
+                             f"the padded input {tuple(xshape[2:])} (padding {tuple(p)})")
+    return tuple(s), tuple(p), tuple(d), groups, same
+
+
+def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
+    op = f"pyaiml.torch.conv{nd}d"
+    _check_tensor(op, "x", x)
+    _check_tensor(op, "weight", weight, x.dtype)
+    if bias is not None:
+        _check_tensor(op, "bias", bias, x.dtype)
+    s, p, d, groups, same = _checked(_conv_params, nd, x.shape, weight.shape, None if bias is None else bias.shape,
+                                     stride, padding, dilation, groups)
     fn = torch.ops.pyaiml.conv2d if nd == 2 else torch.ops.pyaiml.conv1d
-    return fn(x, weight, bias, s, p, d, groups, same)
+    return _run(_CONV[nd], fn, (x, weight, bias, list(s), list(p), list(d), groups, same), (x, weight, bias))
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding: Union[int, str, tuple] = 0,
@@ -358,16 +458,18 @@ def _make_pool_backward(bwd_op):
     return backward
 
 
-_max_pool2d_op.register_autograd(_make_pool_backward(torch.ops.pyaiml.max_pool2d_backward), setup_context=_pool_setup)
-_max_pool1d_op.register_autograd(_make_pool_backward(torch.ops.pyaiml.max_pool1d_backward), setup_context=_pool_setup)
+_POOL = {nd: _Spec(functools.partial(_pool_fwd_impl, nd), _pool_setup, _make_pool_backward(
+    _either(getattr(torch.ops.pyaiml, f"max_pool{nd}d_backward"), functools.partial(_pool_bwd_impl, nd))))
+    for nd in (1, 2)}
+_max_pool2d_op.register_autograd(_POOL[2].backward, setup_context=_pool_setup)
+_max_pool1d_op.register_autograd(_POOL[1].backward, setup_context=_pool_setup)
 
 
-def _pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+def _pool_params(nd, shape, kernel_size, stride, padding, dilation, ceil_mode):
     op = f"pyaiml.torch.max_pool{nd}d"
-    _check_tensor(op, "x", x)
-    if x.dim() != nd + 2:
+    if len(shape) != nd + 2:
         raise ValueError(f"{op}: x must be {nd + 2}-D {'(N, C, H, W)' if nd == 2 else '(N, C, L)'}. "
-                         f"Received shape {tuple(x.shape)}")
+                         f"Received shape {tuple(shape)}")
     k = _ints(op, "kernel_size", kernel_size, nd, 1)
     s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else _ints(
         op, "stride", stride, nd, 1)
@@ -380,12 +482,18 @@ def _pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indic
     if any(p[i] > k[i] // 2 for i in range(nd)):
         raise ValueError(f"{op}: padding must be at most half the kernel size. Received padding {padding!r} "
                          f"for kernel_size {kernel_size!r}")
-    window_out(op, tuple(x.shape[2:]), k, s, [(e, e) for e in p], [1] * nd, padding, what="kernel_size")
-    if any(o < 1 for o in _pool_out(x.shape[2:], k, s, p)):
-        raise ValueError(f"{op}: kernel_size {tuple(k)} must fit in the padded input {tuple(x.shape[2:])} "
+    window_out(op, tuple(shape[2:]), k, s, [(e, e) for e in p], [1] * nd, padding, what="kernel_size")
+    if any(o < 1 for o in _pool_out(shape[2:], k, s, p)):
+        raise ValueError(f"{op}: kernel_size {tuple(k)} must fit in the padded input {tuple(shape[2:])} "
                          f"(padding {tuple(p)})")
+    return tuple(k), tuple(s), tuple(p)
+
+
+def _pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    _check_tensor(f"pyaiml.torch.max_pool{nd}d", "x", x)
+    k, s, p = _checked(_pool_params, nd, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     fn = torch.ops.pyaiml.max_pool2d if nd == 2 else torch.ops.pyaiml.max_pool1d
-    y, idx = fn(x, k, s, p)
+    y, idx = _run(_POOL[nd], fn, (x, list(k), list(s), list(p)), (x,))
     return (y, idx) if return_indices else y
 
 
@@ -411,14 +519,26 @@ def _mask_np(m: Optional[Tensor]):
     return m.detach().contiguous().numpy()
 
 
-@torch.library.custom_op("pyaiml::sdpa", mutates_args=(), device_types="cpu")
-def _sdpa_op(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool, scale: Optional[float],
-             enable_gqa: bool) -> Tuple[Tensor, Tensor]:
+def _sdpa_fwd_impl(q, k, v, attn_mask, is_causal, scale, enable_gqa):
     _check_impl("pyaiml::sdpa", q, k, v, attn_mask)
     _threads.sync()
     out, lse = K.scaled_dot_product_attention(_np(q), _np(k), _np(v), _mask_np(attn_mask), is_causal, scale,
                                               enable_gqa)
     return _pt(out, q.dtype), _pt(lse, torch.float32)
+
+
+def _sdpa_bwd_impl(grad_out, q, k, v, attn_mask, is_causal, scale, enable_gqa, out, lse):
+    _check_impl("pyaiml::sdpa_backward", grad_out, q, k, v, attn_mask, out, lse)
+    _threads.sync()
+    gq, gk, gv = K.scaled_dot_product_attention_backward(_np(grad_out), _np(q), _np(k), _np(v), _mask_np(attn_mask),
+                                                         is_causal, scale, enable_gqa, _np(out), _np(lse))
+    return _pt(gq, q.dtype), _pt(gk, k.dtype), _pt(gv, v.dtype)
+
+
+@torch.library.custom_op("pyaiml::sdpa", mutates_args=(), device_types="cpu")
+def _sdpa_op(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool, scale: Optional[float],
+             enable_gqa: bool) -> Tuple[Tensor, Tensor]:
+    return _sdpa_fwd_impl(q, k, v, attn_mask, is_causal, scale, enable_gqa)
 
 
 @_sdpa_op.register_fake
@@ -430,11 +550,7 @@ def _(q, k, v, attn_mask, is_causal, scale, enable_gqa):
 def _sdpa_backward_op(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
                       scale: Optional[float], enable_gqa: bool, out: Tensor,
                       lse: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    _check_impl("pyaiml::sdpa_backward", grad_out, q, k, v, attn_mask, out, lse)
-    _threads.sync()
-    gq, gk, gv = K.scaled_dot_product_attention_backward(_np(grad_out), _np(q), _np(k), _np(v), _mask_np(attn_mask),
-                                                         is_causal, scale, enable_gqa, _np(out), _np(lse))
-    return _pt(gq, q.dtype), _pt(gk, k.dtype), _pt(gv, v.dtype)
+    return _sdpa_bwd_impl(grad_out, q, k, v, attn_mask, is_causal, scale, enable_gqa, out, lse)
 
 
 @_sdpa_backward_op.register_fake
@@ -450,13 +566,17 @@ def _sdpa_setup(ctx, inputs, output):
     ctx.params = (is_causal, scale, enable_gqa)
 
 
+_sdpa_bwd = _either(torch.ops.pyaiml.sdpa_backward, _sdpa_bwd_impl)
+
+
 def _sdpa_backward(ctx, grad_out, grad_lse):
     q, k, v, attn_mask, out, lse = ctx.saved_tensors
     is_causal, scale, enable_gqa = ctx.params
-    gq, gk, gv = torch.ops.pyaiml.sdpa_backward(grad_out, q, k, v, attn_mask, is_causal, scale, enable_gqa, out, lse)
+    gq, gk, gv = _sdpa_bwd(grad_out, q, k, v, attn_mask, is_causal, scale, enable_gqa, out, lse)
     return gq, gk, gv, None, None, None, None
 
 
+_SDPA = _Spec(_sdpa_fwd_impl, _sdpa_setup, _sdpa_backward)
 _sdpa_op.register_autograd(_sdpa_backward, setup_context=_sdpa_setup)
 
 
@@ -514,7 +634,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
             raise TypeError(f"{op}: scale must be a real number or None. Received {type(scale).__name__}") from e
         if not math.isfinite(scale):
             raise ValueError(f"{op}: scale must be finite. Received {scale}")
-    out, _ = torch.ops.pyaiml.sdpa(query, key, value, attn_mask, bool(is_causal), scale, bool(enable_gqa))
+    out, _ = _run(_SDPA, torch.ops.pyaiml.sdpa, (query, key, value, attn_mask, bool(is_causal), scale,
+                                                 bool(enable_gqa)), (query, key, value, attn_mask))
     return out
 
 

@@ -21,7 +21,8 @@ Modules: app (create_app, middleware, v2 routes), openai_api (/v1 routes), engin
 (LMAdapter, TransformerLMAdapter, Scheduler), llm_adapter (DecoderAdapter,
 EncoderEmbeddings for pyaiml.llm checkpoints), batching (DynamicBatcher), models (file
 detection, v2 wrappers), tensors (v2 tensor codec), metrics, server (``pyaiml serve``,
-ServerThread). Tests: tests/test_serve_*.py.
+ServerThread, MemoryTrimmer), loadgen (a bounded loopback load generator), bench
+(``pyaiml bench serve``). Tests: tests/test_serve_*.py.
 """
 from __future__ import annotations
 

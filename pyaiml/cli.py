@@ -1,6 +1,6 @@
 """The ``pyaiml`` command: ``pyaiml info``, ``pyaiml bench [suite ...]``, ``pyaiml demo``, the encrypted-file
-tools ``pyaiml encrypt|decrypt|rekey|keygen``, ``pyaiml llm generate|bench|quantize`` (pyaiml.llm.cli) and
-``pyaiml serve`` (pyaiml/serve/server.py)."""
+tools ``pyaiml encrypt|decrypt|rekey|keygen``, ``pyaiml llm generate|bench|quantize`` (pyaiml.llm.cli),
+``pyaiml serve`` (pyaiml/serve/server.py) and ``pyaiml bench serve`` (pyaiml/serve/bench.py)."""
 from __future__ import annotations
 
 import argparse
@@ -129,12 +129,18 @@ def _llm_parser(sub) -> None:
 def main(argv=None) -> int:
     from pyaiml import __version__
 
+    rest = sys.argv[1:] if argv is None else list(argv)
+    if rest[:2] == ["bench", "serve"]:  # the server under load: its own options (pyaiml/serve/bench.py)
+        from pyaiml.serve.bench import main as bench_serve
+
+        return bench_serve(rest[2:])
     p = argparse.ArgumentParser(prog="pyaiml", description="pyaiml: fast kernels behind familiar Python APIs")
     p.add_argument("--version", action="version", version=f"pyaiml {__version__}")
     sub = p.add_subparsers(dest="cmd")
     pi = sub.add_parser("info", help="which backend and ISA each op runs on, and why")
     pi.add_argument("--json", action="store_true", help="print backend_info() as JSON")
-    pb = sub.add_parser("bench", help="side-by-side benchmarks against the installed peers")
+    pb = sub.add_parser("bench", help="side-by-side benchmarks against the installed peers; 'pyaiml bench serve "
+                        "--help': the server under load")
     pb.add_argument("suites", nargs="*", help="suites to run (default: all)")
     pb.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
     pb.add_argument("--threads", type=int, default=None, help="threads for every library (default: 2)")

@@ -352,18 +352,25 @@ def test_malformed_and_unknown_are_4xx_in_openai_format(server, client):
 def test_disconnect_mid_stream_frees_the_slot(server):
     """The client leaves after a few tokens of 1000: the request stops at the next step
     (far fewer than 1000 decode steps run) and its slot and cache are freed."""
-    sch = server.app.state.serve.lms["lm"][1]
+    ad, sch = server.app.state.serve.lms["lm"]
     steps0 = sch.steps
+    released, orig = [], ad.release
+    ad.release = lambda s: (released.append(s), orig(s))[1]
     body = {"model": "lm", "prompt": "all", "max_tokens": 1000, "stream": True}
-    with httpx.Client(base_url=server.url, timeout=60) as h, h.stream("POST", "/v1/completions", json=body) as r:
-        lines = r.iter_lines()
-        got = [next(lines) for _ in range(6)]
-        assert any(x.startswith("data: ") for x in got)
-    t0 = time.monotonic()
-    while sch.running and time.monotonic() - t0 < 20:
-        time.sleep(0.01)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as h, h.stream("POST", "/v1/completions", json=body) as r:
+            lines = r.iter_lines()
+            got = [next(lines) for _ in range(6)]
+            assert any(x.startswith("data: ") for x in got)
+            assert sch.running == 1 and released == []
+        t0 = time.monotonic()
+        while (sch.running or not released) and time.monotonic() - t0 < 20:
+            time.sleep(0.01)
+    finally:
+        del ad.release
     assert sch.running == 0 and sch.waiting == 0
     assert sch.steps - steps0 < 1000
+    assert len(released) == 1 and released[0].caches is None  # the KV caches are dropped
 
 
 class GatedBigram(BigramAdapter):

@@ -1,6 +1,8 @@
 """pyaiml.serve operations: Bearer API keys (401 without or with a wrong key, in each
 protocol's error format; health probes open), Prometheus /metrics after real traffic,
-the JSON access log, encrypted model files, model files that are not models, the
+the JSON access log, every kind of malformed request answered with its 4xx in its
+protocol's error format (JSON, unknown model, tensor shape and datatype, body size,
+max_tokens, unknown route or method), encrypted model files, model files that are not models, the
 ``pyaiml serve`` command in a subprocess (ready once listening, SIGTERM during streaming
 load finishes every in-flight request, then exits 0), and ``import pyaiml.serve`` without
 the serve extra.
@@ -96,6 +98,73 @@ def test_api_key_file_errors(tmp_path, paths):
     short.write_text("abc\n")
     with pytest.raises(ValueError, match="at least 16 characters"):
         create_app({"ghmm": paths["ghmm"]}, api_key_file=str(short))
+
+
+# ---------------------------------------------------------------------- malformed requests
+_CNN_X = {"inputs": [{"name": "input", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [0.0] * 64}]}
+_V1 = {"error": {"message", "type", "param", "code"}}
+
+# (method, path, body: dict -> JSON, bytes -> raw, None -> no body, status, words in the message)
+MALFORMED = [
+    # malformed JSON, in each route that takes a body
+    ("POST", "/v1/completions", b"{oops", 400, "not valid JSON"),
+    ("POST", "/v1/chat/completions", b"[1, 2", 400, "not valid JSON"),
+    ("POST", "/v1/embeddings", b"\xff\xfe", 400, "not valid JSON"),
+    ("POST", "/v2/models/cnn/infer", b"{oops", 400, "not valid JSON"),
+    ("POST", "/v1/chat/completions", b"[1, 2]", 400, "must be a JSON object"),
+    ("POST", "/v2/models/cnn/infer", b"7", 400, "must be a JSON object"),
+    # wrong tensor shapes and datatypes
+    ("POST", "/v2/models/cnn/infer", {"inputs": [{"name": "input", "shape": [1, 8, 8], "datatype": "FP32",
+                                                  "data": [0.0] * 64}]}, 400, "shape must be [-1, 8, 8, 1]"),
+    ("POST", "/v2/models/cnn/infer", {"inputs": [{"name": "input", "shape": [1, 8, 8, 1], "datatype": "BYTES",
+                                                  "data": ["a"] * 64}]}, 400, "must be numeric"),
+    ("POST", "/v2/models/ghmm/infer", {"inputs": [{"name": "X", "shape": [2, 3], "datatype": "FP64",
+                                                   "data": [0.0] * 6}]}, 400, "shape must be [-1, 2]"),
+    ("POST", "/v2/models/w2v/infer", {"inputs": [{"name": "words", "shape": [1], "datatype": "FP32",
+                                                  "data": [1.0]}]}, 400, "datatype must be BYTES"),
+    # unknown models, in each protocol
+    ("POST", "/v1/completions", {"model": "gpt-4", "prompt": "x"}, 404, "'gpt-4' does not exist"),
+    ("POST", "/v1/chat/completions", {"model": "cnn", "messages": [{"role": "user", "content": "x"}]}, 404,
+     "'cnn' does not exist"),
+    ("POST", "/v1/embeddings", {"model": "lm", "input": "x"}, 404, "embedding models here"),
+    ("GET", "/v1/models/nope", None, 404, "'nope' does not exist"),
+    ("POST", "/v2/models/nope/infer", _CNN_X, 404, "unknown model 'nope'"),
+    ("GET", "/v2/models/lm", None, 404, "a language model: use the /v1 routes"),
+    ("GET", "/v2/models/cnn/versions/9", None, 404, "has no version '9'"),
+    # limits: body size, max_tokens, fields of the wrong type
+    ("POST", "/v1/completions", b" " * 5000, 413, "limit of 4096"),
+    ("POST", "/v2/models/cnn/infer", b" " * 5000, 413, "limit of 4096"),
+    ("POST", "/v1/completions", {"model": "lm", "prompt": "a", "max_tokens": 65}, 400, "'max_tokens' must be"),
+    ("POST", "/v1/chat/completions", {"model": "lm", "messages": "hi"}, 400, "'messages' must be a non-empty list"),
+    ("POST", "/v1/embeddings", {"model": "w2v", "input": 5}, 400, "'input' must be a string"),
+    # routes and methods that do not exist
+    ("GET", "/v1/completions", None, 405, "method GET is not allowed on /v1/completions"),
+    ("DELETE", "/v2/models/cnn", None, 405, "method DELETE is not allowed"),
+    ("GET", "/v1/nothing", None, 404, "no route /v1/nothing"),
+    ("GET", "/v3/x", None, 404, "no route /v3/x"),
+]
+
+
+def test_each_malformed_request_kind_gets_its_4xx(paths):
+    """Every kind of bad request gets its 4xx with a JSON error body in the format of the
+    protocol its path belongs to (OpenAI's ``{"error": {...}}`` on /v1, ``{"error": msg}``
+    on /v2 and elsewhere), never a 500; the server answers normally afterwards."""
+    app = create_app({"cnn": paths["cnn"], "ghmm": paths["ghmm"], "w2v": paths["w2v"], "lm": paths["lm"]},
+                     max_body_bytes=4096, max_tokens_limit=64)
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as h:
+        for method, path, body, status, words in MALFORMED:
+            kw = {} if body is None else {"content": body} if isinstance(body, bytes) else {"json": body}
+            r = h.request(method, path, **kw)
+            where = f"{method} {path} {body!r:.60}"
+            assert r.status_code == status, (where, r.status_code, r.text)
+            assert r.headers["content-type"] == "application/json", where
+            err = r.json()["error"]
+            if path.startswith("/v1"):
+                assert set(err) == _V1["error"] and words in err["message"], (where, err)
+            else:
+                assert isinstance(err, str) and words in err, (where, err)
+        assert h.post("/v2/models/cnn/infer", json=_CNN_X).status_code == 200
+        assert h.post("/v1/completions", json={"model": "lm", "prompt": "a", "max_tokens": 2}).status_code == 200
 
 
 # ---------------------------------------------------------------------- metrics and logs
@@ -311,6 +380,9 @@ def test_cli_errors(paths, tmp_path):
     r = subprocess.run([sys.executable, "-m", "pyaiml.cli", "serve", "--model", f"a={tmp_path / 'none.keras'}"],
                        check=False, capture_output=True, text=True, env=e, timeout=120, cwd=str(tmp_path))
     assert r.returncode == 1 and "no such model file" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "pyaiml.cli", "serve", "--model", "a=b", "--trim-memory", "-1"],
+                       check=False, capture_output=True, text=True, env=e, timeout=120, cwd=str(tmp_path))
+    assert r.returncode == 2 and "--trim-memory must be >= 0 seconds. Received -1.0" in r.stderr
 
 
 def test_import_without_the_serve_extra():

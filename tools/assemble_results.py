@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 ORDER = ["gemm", "conv", "attention", "hmm", "word2vec", "train", "audio", "speech", "torch_bridge", "sequence", "llm", "dp",
-         "conv_depthwise", "distributed"]
+         "conv_depthwise", "distributed", "serve"]
 
 HEADER = """# Benchmark results
 

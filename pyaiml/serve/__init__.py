@@ -3,12 +3,14 @@
     from pyaiml.serve import create_app
     app = create_app(models={"cnn": "cnn.keras", "shakespeare": "lm.npz", "w2v": "w2v.npz"})
     # any ASGI server runs it; or from the shell:
-    #   pyaiml serve --model cnn=cnn.keras --model shakespeare=lm.npz --port 8000
+    #   pyaiml serve --model cnn=cnn.keras --model shakespeare=lm.npz --model qwen=path/to/hf-folder
 
-Language models (``TransformerLM`` files, or any :class:`LMAdapter`) are served on
-``/v1/completions`` and ``/v1/chat/completions`` (streaming included) with continuous
-batching; Keras, HMM, HMMClassifier and Word2Vec models on ``/v2/models/{name}/infer``
-(Keras with dynamic batching); Word2Vec also on ``/v1/embeddings``. Prometheus metrics on
+Language models (``TransformerLM`` files, Hugging Face checkpoint folders that pyaiml.llm
+reads: GPT-2, Llama, Mistral, Qwen2, int8-quantized ones too, or any :class:`LMAdapter`)
+are served on ``/v1/completions`` and ``/v1/chat/completions`` (streaming included) with
+continuous batching; Keras, HMM, HMMClassifier and Word2Vec models on
+``/v2/models/{name}/infer`` (Keras with dynamic batching); Word2Vec and BERT checkpoint
+folders on ``/v1/embeddings``. Prometheus metrics on
 ``/metrics``, Bearer API keys, structured access logs, graceful shutdown.
 
 Needs the ``serve`` extra (``pip install 'pyaiml[serve]'``: starlette, uvicorn,
@@ -16,9 +18,11 @@ prometheus-client); ``import pyaiml`` and ``import pyaiml.serve`` work without i
 :func:`create_app` then raises ImportError saying what to install.
 
 Modules: app (create_app, middleware, v2 routes), openai_api (/v1 routes), engine
-(LMAdapter, TransformerLMAdapter, Scheduler), batching (DynamicBatcher), models (file
+(LMAdapter, TransformerLMAdapter, Scheduler), llm_adapter (DecoderAdapter,
+EncoderEmbeddings for pyaiml.llm checkpoints), batching (DynamicBatcher), models (file
 detection, v2 wrappers), tensors (v2 tensor codec), metrics, server (``pyaiml serve``,
-ServerThread). Tests: tests/test_serve_*.py.
+ServerThread, MemoryTrimmer), loadgen (a bounded loopback load generator), bench
+(``pyaiml bench serve``). Tests: tests/test_serve_*.py.
 """
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ a Starlette app with
   ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready`` (503 until ready and while
   shutting down), ``/v2/models/{name}[/versions/{v}]``, ``.../ready``, ``.../config``,
   ``POST .../infer`` (JSON and the binary tensor extension; errors ``{"error": msg}``);
-- OpenAI-compatible routes (TransformerLM and adapters; Word2Vec for embeddings): see
+- OpenAI-compatible routes (TransformerLM, pyaiml.llm checkpoints and other adapters;
+  Word2Vec and BERT checkpoints for embeddings): see
   pyaiml/serve/openai_api.py;
 - ``GET /metrics`` (Prometheus text format, see pyaiml/serve/metrics.py).
 
@@ -69,6 +70,7 @@ class ServeState:
         self.v2 = {}       # name -> V2Model
         self.lms = {}      # name -> (adapter, Scheduler)
         self.vectors = {}  # name -> VectorsModel (also served by /v1/embeddings)
+        self.encoders = {}  # name -> EncoderEmbeddings (pyaiml.llm BERT; /v1/embeddings only)
         self.ready = False
         self.created = int(time.time())
         self.keys = []
@@ -109,9 +111,9 @@ def create_app(models, api_key=None, api_key_file=None, key=None, max_batch_size
 
     Parameters
     ----------
-    models : dict name -> model file path, model object (Sequential, HMM, HMMClassifier,
-        Word2Vec, KeyedVectors, TransformerLM, an LMAdapter), or a dict ``{"path" | "model",
-        "version", "key"}``
+    models : dict name -> model file path (or Hugging Face checkpoint folder), model object
+        (Sequential, HMM, HMMClassifier, Word2Vec, KeyedVectors, TransformerLM, a pyaiml.llm
+        decoder or Bert, an LMAdapter), or a dict ``{"path" | "model", "version", "key"}``
     api_key : str or list of str, accepted Bearer keys (None: no authentication)
     api_key_file : path of a file with one key per line (adds to ``api_key``)
     key : decryption key for encrypted model files (bytes, "file:PATH", "env:NAME", callable)
@@ -169,8 +171,17 @@ def create_app(models, api_key=None, api_key_file=None, key=None, max_batch_size
             elif kind in ("word2vec", "keyedvectors"):
                 vm = sm.VectorsModel(name, obj.wv if kind == "word2vec" else obj, version)
                 st.v2[name] = st.vectors[name] = vm
+            elif kind == "llm-encoder":
+                from pyaiml.serve.llm_adapter import EncoderEmbeddings
+
+                st.encoders[name] = EncoderEmbeddings(name, obj)
             else:
-                adapter = obj if isinstance(obj, LMAdapter) else TransformerLMAdapter(obj)
+                if kind == "llm-decoder":
+                    from pyaiml.serve.llm_adapter import DecoderAdapter
+
+                    adapter = DecoderAdapter(obj)
+                else:
+                    adapter = obj if isinstance(obj, LMAdapter) else TransformerLMAdapter(obj)
                 qg, rg, bh = metrics.queue.labels(name), metrics.running.labels(name), metrics.batch.labels(name)
 
                 def on_step(b, running, waiting, qg=qg, rg=rg, bh=bh):
@@ -192,7 +203,8 @@ def create_app(models, api_key=None, api_key_file=None, key=None, max_batch_size
         st.close()  # uvicorn calls this after the in-flight requests have finished
 
     routes = v2_routes(st) + openai_routes(st) + [Route("/metrics", _metrics_route(st), methods=["GET"])]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: _route_error, 405: _route_error})
     app.state.serve = st
     return _Middleware(app, st)
 
@@ -213,6 +225,9 @@ class _Middleware:
     def _route(self, scope):
         from starlette.routing import Match
 
+        r = scope.get("route")  # the router records the route it picked (skips matching 14 patterns again)
+        if r is not None and getattr(r, "path", None):
+            return r.path
         for r, path in self._routes:
             m, _ = r.matches(scope)
             if m == Match.FULL:
@@ -237,13 +252,28 @@ class _Middleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
-        info = {"status": 500, "bytes": 0}
+        info = {"status": 500, "bytes": 0, "counted": False}
+
+        def count():
+            # Counted before the last body message goes out: a client that has its whole
+            # reply and then reads /metrics sees its request there.
+            if info["counted"]:
+                return
+            info["counted"] = True
+            try:
+                route = self._route(scope)
+                self.st.metrics.requests.labels(route, scope.get("method", ""), str(info["status"])).inc()
+                self.st.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+            except Exception:  # noqa: BLE001, S110 - metrics must never break serving
+                pass
 
         async def send_wrap(msg):
             if msg["type"] == "http.response.start":
                 info["status"] = msg["status"]
             elif msg["type"] == "http.response.body":
                 info["bytes"] += len(msg.get("body", b""))
+                if not msg.get("more_body", False):
+                    count()
             await send(msg)
 
         try:
@@ -260,13 +290,9 @@ class _Middleware:
                 await self.app(scope, receive, send_wrap)
         finally:
             dt = time.perf_counter() - t0
-            route = self._route(scope)
-            try:
-                self.st.metrics.requests.labels(route, scope.get("method", ""), str(info["status"])).inc()
-                self.st.metrics.latency.labels(route).observe(dt)
-            except Exception:  # noqa: BLE001, S110 - metrics must never break serving
-                pass
+            count()  # a request that ended without a complete reply
             if access_log.isEnabledFor(logging.INFO):
+                route = self._route(scope)
                 client = scope.get("client") or ("", 0)
                 rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() % 1 * 1000):03d}Z",
                        "client": f"{client[0]}:{client[1]}", "method": scope.get("method"), "path": scope["path"],
@@ -275,9 +301,25 @@ class _Middleware:
                 access_log.info(json.dumps(rec))
 
 
+async def _route_error(request, exc):
+    """An unknown path (404) or a method a route does not take (405), as a JSON error in the
+    format of the protocol the path belongs to (Starlette's default is plain text)."""
+    from starlette.responses import Response
+
+    status = getattr(exc, "status_code", 404)
+    path = request.url.path
+    if status == 405:
+        msg = f"method {request.method} is not allowed on {path}"
+    else:
+        msg = f"no route {path}; this server speaks /v1 (OpenAI-compatible), /v2 (Open Inference Protocol) and /metrics"
+    body = _openai_error_body(status, msg) if path.startswith("/v1") else json.dumps({"error": msg}).encode()
+    headers = dict(getattr(exc, "headers", None) or {})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
 def _openai_error_body(status, message, code=None, param=None):
     kind = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
-            413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error", 504: "timeout"}.get(
+            405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error", 504: "timeout"}.get(
         status, "server_error" if status >= 500 else "invalid_request_error")
     return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}}).encode()
 

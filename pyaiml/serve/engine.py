@@ -6,7 +6,8 @@ What it is:
   language model (encode/decode text, start a sequence with its own KV cache, prefill a
   chunk of its prompt, run one decode step for many sequences at once, append a sampled
   token, free it). A model family plugs in by subclassing it; :class:`TransformerLMAdapter`
-  serves pyaiml's own ``TransformerLM`` files.
+  serves pyaiml's own ``TransformerLM`` files, pyaiml/serve/llm_adapter.py the Hugging Face
+  checkpoints of pyaiml.llm.
 - :class:`Scheduler`: one thread per language model that interleaves every running request
   at token boundaries. Each iteration (1) admits waiting requests while fewer than
   ``max_running`` run, (2) runs one batched decode step for every sequence whose prompt is
@@ -17,8 +18,9 @@ What it is:
   string found, timeout) frees its slot and cache at the next step. ``max_queue`` bounds the
   waiting line: :meth:`Scheduler.submit` raises :class:`QueueFull` (HTTP 429) beyond it.
 
-Sampling is :func:`pyaiml.seq.lm.sample_token` with a per-request ``numpy`` Generator seeded
-by the request's ``seed``, and the TransformerLM adapter keeps ``generate``'s context policy
+Sampling is the adapter's :meth:`LMAdapter.sample` (by default
+:func:`pyaiml.seq.lm.sample_token`) with a per-request ``numpy`` Generator seeded by the
+request's ``seed``, and the TransformerLM adapter keeps ``generate``'s context policy
 (prompt truncated to its last ``context`` tokens; a full window slides by re-prefilling its
 last ``context - context // 4`` tokens), so a request with the same seed, temperature and
 top_p yields exactly ``TransformerLM.generate``'s tokens, greedy or sampled, alone or in a
@@ -58,8 +60,12 @@ class LMAdapter:
       token each
     - ``append(state, token)``; ``release(state)``
 
-    The routes call ``encode(text) -> list[int]``, ``decode_text(ids) -> str`` and
-    ``chat_prompt(messages) -> str`` from other threads: keep them free of shared state.
+    The routes call ``encode(text) -> list[int]``, ``decode_text(ids) -> str``,
+    ``chat_prompt_ids(messages) -> list[int]`` and ``check_request(prompt_ids, max_tokens)``
+    (a ValueError there is the client's 400) from other threads: keep them free of shared
+    state. ``sample(logits, temperature, top_p, rng) -> int`` picks each token (the
+    default is TransformerLM's sampler; an adapter overrides it to match its own model's
+    ``generate``).
     """
 
     context_length = 0
@@ -78,6 +84,22 @@ class LMAdapter:
         own: one ``role: content`` line per message, then ``assistant:`` for the reply
         (which stops at the next ``\\nuser:`` line)."""
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+    def chat_prompt_ids(self, messages) -> list:
+        """The token ids of a chat request's prompt (default: :meth:`chat_prompt`, encoded)."""
+        return self.encode(self.chat_prompt(messages))
+
+    def check_request(self, prompt_ids, max_tokens):
+        """Raise ValueError (answered 400) for a request the model cannot run, such as one
+        longer than its positions; the default accepts every request."""
+
+    def sample(self, logits, temperature, top_p, rng) -> int:
+        """One token from logits (V,): greedy at temperature 0, else temperature and
+        nucleus sampling with one draw from the request's Generator ``rng``."""
+        from pyaiml.seq.lm import sample_token
+
+        t = temperature
+        return sample_token(logits, rng, t > 0, t if t > 0 else 1.0, None, top_p)
 
     def start(self, prompt_ids):
         raise NotImplementedError
@@ -283,10 +305,7 @@ class Scheduler:
         self._send(req, ("done", reason))
 
     def _token(self, req, logits):
-        t = req.temperature
-        from pyaiml.seq.lm import sample_token
-
-        tok = sample_token(logits, req.rng, t > 0, t if t > 0 else 1.0, None, req.top_p)
+        tok = int(self.adapter.sample(logits, req.temperature, req.top_p, req.rng))
         req.generated += 1
         self._send(req, ("token", tok))
         if tok in self.adapter.eos_ids:

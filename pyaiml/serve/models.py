@@ -6,7 +6,9 @@ What it is:
   file names its format in its authenticated header, a plain ``.keras`` archive has
   ``metadata.json``, a pyaiml ``.npz`` has a JSON ``__meta__`` (TransformerLM, HMM,
   HMMClassifier) or ``meta`` (Word2Vec, KeyedVectors) member naming its format; word2vec
-  C-format files are recognised by extension (``.bin`` binary; ``.txt``/``.vec`` text).
+  C-format files are recognised by extension (``.bin`` binary; ``.txt``/``.vec`` text); a
+  folder with ``config.json`` is a Hugging Face checkpoint, read by ``pyaiml.llm.load``
+  (served by pyaiml/serve/llm_adapter.py).
   Every format is read by its own loader (no pickle anywhere), with ``key=`` for encrypted
   files.
 - :func:`wrap` turns a loaded object into what the routes serve: a :class:`V2Model`
@@ -118,6 +120,14 @@ def load_file(path, key=None):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"serve: no such model file: {path}")
+    if os.path.isdir(path):
+        from pyaiml import llm
+
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ValueError(f"serve: {path} is a folder without config.json; a folder is served as a Hugging Face "
+                             "checkpoint (config.json + safetensors + tokenizer.json)")
+        model = llm.load(path, key=key)
+        return ("llm-encoder" if isinstance(model, llm.Bert) else "llm-decoder"), model
     kind = detect_kind(path)
     if kind == "keras":
         from pyaiml.keras.models import load_model
@@ -153,17 +163,18 @@ def kind_of(obj) -> str:
     from pyaiml.hmm import HMMClassifier
     from pyaiml.hmm.base import BaseHMM
     from pyaiml.keras.models import Sequential
+    from pyaiml.llm import Bert, DecoderLM
     from pyaiml.models import KeyedVectors, Word2Vec
     from pyaiml.seq import TransformerLM
     from pyaiml.serve.engine import LMAdapter
 
     for cls, kind in ((Sequential, "keras"), (BaseHMM, "hmm"), (HMMClassifier, "hmm-classifier"),
                       (Word2Vec, "word2vec"), (KeyedVectors, "keyedvectors"), (TransformerLM, "transformer-lm"),
-                      (LMAdapter, "lm")):
+                      (DecoderLM, "llm-decoder"), (Bert, "llm-encoder"), (LMAdapter, "lm")):
         if isinstance(obj, cls):
             return kind
     raise TypeError(f"serve: cannot serve a {type(obj).__name__}; give a path or a Sequential, an HMM, an "
-                    "HMMClassifier, a Word2Vec/KeyedVectors, a TransformerLM or an LMAdapter")
+                    "HMMClassifier, a Word2Vec/KeyedVectors, a TransformerLM, a pyaiml.llm model or an LMAdapter")
 
 
 # ---------------------------------------------------------------------- v2 models

@@ -10,15 +10,18 @@ What it is: the request and response formats of OpenAI's API, enough for the off
   ``seed=s, n=1`` gives exactly ``TransformerLM.generate(..., seed=s)``), ``echo``,
   ``stream`` (server-sent events, ``data: [DONE]`` last; ``stream_options.include_usage``
   adds a final usage chunk), ``usage`` counts.
-- ``POST /v1/chat/completions``: ``messages`` rendered by the adapter's chat format (for
-  TransformerLM, which has no template: ``role: content`` lines then ``assistant:``,
-  stopping at the next ``\\nuser:``), ``max_tokens``/``max_completion_tokens`` (default 256),
-  the same sampling fields, streaming as ``chat.completion.chunk`` deltas.
-- ``POST /v1/embeddings`` (Word2Vec/KeyedVectors models): one vector per input string,
+- ``POST /v1/chat/completions``: ``messages`` rendered by the adapter's chat format (a
+  checkpoint's own chat template; for TransformerLM and checkpoints without one:
+  ``role: content`` lines then ``assistant:``, stopping at the next ``\\nuser:``),
+  ``max_tokens``/``max_completion_tokens`` (default 256), the same sampling fields,
+  streaming as ``chat.completion.chunk`` deltas.
+- ``POST /v1/embeddings``: Word2Vec/KeyedVectors models give one vector per input string,
   the mean of the vectors of its words (``pyaiml.text.tokenize.simple_tokenize``; words
   not in the vocabulary are skipped; a text with no known word is a 400);
   ``encoding_format`` ``float`` or ``base64`` (little-endian float32, what the client asks
-  for by default); ``usage.prompt_tokens`` counts the words.
+  for by default); ``usage.prompt_tokens`` counts the words. BERT checkpoint folders: one
+  unit vector per input string or token-id list (mean of the last hidden states),
+  ``usage.prompt_tokens`` counts the tokens.
 - ``GET /v1/models``, ``GET /v1/models/{id}``.
 
 Errors use OpenAI's body ``{"error": {"message", "type", "param", "code"}}``: 400 for a
@@ -28,7 +31,8 @@ request timeout. Not supported (400 when asked for): logprobs, logit_bias, non-z
 presence/frequency penalties, tools, best_of > n.
 
 What it is not: the Assistants, Files, Images or Audio APIs.
-Tests: tests/test_serve_openai.py (with the real openai client, streaming included).
+Tests: tests/test_serve_openai.py and tests/test_serve_llm.py (with the real openai client,
+streaming included).
 """
 from __future__ import annotations
 
@@ -262,7 +266,7 @@ def openai_routes(st):
             raise _bad(f"'model' must be a string naming a model. Received {name!r:.60}", "model")
         request.state.model = name
         if name not in st.lms:
-            extra = " (an embedding model: use /v1/embeddings)" if name in st.vectors else ""
+            extra = " (an embedding model: use /v1/embeddings)" if name in st.vectors or name in st.encoders else ""
             raise HTTPError(404, f"The model '{name}' does not exist{extra}; language models here: {sorted(st.lms)}",
                             code="model_not_found", param="model")
         if not st.ready:
@@ -290,7 +294,10 @@ def openai_routes(st):
 
     def prompt_ids(adapter, p, where):
         if isinstance(p, str):
-            ids = adapter.encode(p)
+            try:
+                ids = adapter.encode(p)
+            except ValueError as e:
+                raise _bad(f"'{where}': {e}", "prompt") from None
             if not ids:
                 raise _bad(f"'{where}' is empty; give at least one token", "prompt")
             return ids
@@ -332,8 +339,13 @@ def openai_routes(st):
                 if not isinstance(c, str):
                     raise _bad(f"messages[{i}].content must be a string. Received {c!r:.60}", "messages")
                 norm.append({"role": m["role"], "content": c})
-            text = adapter.chat_prompt(norm)
-            prompts = [(prompt_ids(adapter, text, "messages"), "")]
+            try:
+                ids = adapter.chat_prompt_ids(norm)
+            except (ValueError, TypeError) as e:  # e.g. a role the chat template refuses
+                raise _bad(f"'messages': {e}", "messages") from None
+            if not ids:
+                raise _bad("'messages' render to an empty prompt", "messages")
+            prompts = [(ids, "")]
             stops = stops + [s for s in adapter.chat_stop if s not in stops]
         else:
             p = body.get("prompt")
@@ -348,6 +360,11 @@ def openai_routes(st):
             for k, x in enumerate(items):
                 ids = prompt_ids(adapter, x, "prompt" if len(items) == 1 else f"prompt[{k}]")
                 prompts.append((ids, (x if isinstance(x, str) else adapter.decode_text(ids)) if echo else ""))
+        for ids, _ in prompts:
+            try:
+                adapter.check_request(ids, params["max_tokens"])
+            except ValueError as e:
+                raise _bad(str(e), "max_tokens") from None
         st.metrics.prompt_tokens.labels(name).inc(sum(len(ids) for ids, _ in prompts))
         choices, events = await _run(st, name, adapter, sch, prompts, params, stops, t0)
         cid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
@@ -419,9 +436,11 @@ def openai_routes(st):
             raise _bad(f"'model' must be a string naming a model. Received {name!r:.60}", "model")
         request.state.model = name
         vm = st.vectors.get(name)
+        if vm is None and name in st.encoders:
+            return await encoder_embeddings(body, name, st.encoders[name])
         if vm is None:
             raise HTTPError(404, f"The model '{name}' does not exist or has no embeddings; embedding models here: "
-                                 f"{sorted(st.vectors)}", code="model_not_found", param="model")
+                                 f"{sorted(st.vectors) + sorted(st.encoders)}", code="model_not_found", param="model")
         inp = body.get("input")
         items = [inp] if isinstance(inp, str) else inp
         if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
@@ -448,17 +467,54 @@ def openai_routes(st):
         return JSONResponse({"object": "list", "data": data, "model": name,
                              "usage": {"prompt_tokens": ntok, "total_tokens": ntok}})
 
+    def embedding_format(body, D):
+        fmt = body.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            raise _bad(f"'encoding_format' must be 'float' or 'base64'. Received {fmt!r}", "encoding_format")
+        dims = body.get("dimensions")
+        if dims is not None and dims != D:
+            raise _bad(f"'dimensions' must be {D} (the model's vector size) or absent. Received {dims!r}", "dimensions")
+        return fmt
+
+    def embedding_entry(i, v, fmt):
+        emb = base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode() if fmt == "base64" \
+            else [float(x) for x in v]
+        return {"object": "embedding", "index": i, "embedding": emb}
+
+    async def encoder_embeddings(body, name, em):
+        from starlette.concurrency import run_in_threadpool
+
+        inp = body.get("input")
+
+        def is_ids(x):
+            return isinstance(x, list) and bool(x) and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
+
+        items = [inp] if isinstance(inp, str) or is_ids(inp) else inp
+        if not isinstance(items, list) or not items or not all(isinstance(x, str) or is_ids(x) for x in items):
+            raise _bad("'input' must be a string, a list of strings, a list of token ids or a list of such lists "
+                       f"(none empty). Received {inp!r:.60}", "input")
+        fmt = embedding_format(body, em.dim)
+        try:
+            seqs = em.token_ids(items)
+        except ValueError as e:
+            raise _bad(str(e), "input") from None
+        E = await run_in_threadpool(em.embed_ids, seqs)
+        ntok = sum(len(s) for s in seqs)
+        st.metrics.prompt_tokens.labels(name).inc(ntok)
+        return JSONResponse({"object": "list", "data": [embedding_entry(i, v, fmt) for i, v in enumerate(E)],
+                             "model": name, "usage": {"prompt_tokens": ntok, "total_tokens": ntok}})
+
     def model_entry(name):
         owned = "pyaiml"
         return {"id": name, "object": "model", "created": st.created, "owned_by": owned}
 
     async def list_models(request):
-        names = list(st.lms) + [n for n in st.vectors if n not in st.lms]
+        names = list(st.lms) + [n for n in st.vectors if n not in st.lms] + list(st.encoders)
         return JSONResponse({"object": "list", "data": [model_entry(n) for n in names]})
 
     async def get_model(request):
         name = request.path_params["name"]
-        if name not in st.lms and name not in st.vectors:
+        if name not in st.lms and name not in st.vectors and name not in st.encoders:
             raise HTTPError(404, f"The model '{name}' does not exist", code="model_not_found", param="model")
         return JSONResponse(model_entry(name))
 

@@ -147,7 +147,7 @@ saved = {}
 if args.official:
     res["official"] = run(ds.train_idx, ds.test_idx)
     print("official", res["official"], f"{time.time()-t0:.0f}s", flush=True)
-spks = args.speakers.split(",") if args.speakers else sorted(set(spk))
+spks = [] if args.speakers == "none" else args.speakers.split(",") if args.speakers else sorted(set(spk))
 for s in spks:
     tr, te = ds.split(s)
     res[s] = run(tr, te)
@@ -158,6 +158,7 @@ for s in spks:
     print(s, f"{res[s]:.3f}", f"{time.time()-t0:.0f}s", flush=True)
 l = [res[s] for s in spks]
 print("ARGS", vars(args))
-print("LOSO mean", f"{np.mean(l):.4f}", "min", f"{np.min(l):.3f}", f"{time.time()-t0:.0f}s")
+if l:
+    print("LOSO mean", f"{np.mean(l):.4f}", "min", f"{np.min(l):.3f}", f"{time.time()-t0:.0f}s")
 for a, v in extra.items():
     print(f"  tta {a}: LOSO mean {np.mean(v):.4f} min {np.min(v):.3f}")

@@ -31,6 +31,7 @@ from pyaiml.keras import losses as _losses
 from pyaiml.keras import metrics as _metrics
 from pyaiml.keras import optimizers as _opt
 from pyaiml.keras._common import rng
+from pyaiml.keras.saving import SavingMixin
 from pyaiml.ops import _validate
 
 
@@ -98,7 +99,7 @@ def _arrays(x, what, float_ok=True):
     return _Data(out, kind, keys)
 
 
-class Model(_layers.Layer):
+class Model(SavingMixin, _layers.Layer):
     """A Layer with compile/fit/evaluate/predict, save/load and summary.
 
     ``keras.Model(inputs, outputs, name=...)`` builds a functional model; a subclass
@@ -546,31 +547,6 @@ class Model(_layers.Layer):
         """Subclasses that take constructor arguments override this (as in Keras); the base
         holds the name and the input shape the model was built with."""
         return {"name": self.name, "trainable": self.trainable}
-
-    def save(self, filepath, overwrite=True, key=None):
-        """Save architecture (config, registered class), weights, compile settings, optimizer
-        state and History (pyaiml/keras/saving.py's format, no pickle)."""
-        from pyaiml.keras import saving
-
-        saving.save_model(self, filepath, overwrite=overwrite, key=key)
-
-    def _save_during_fit(self, path, epoch, logs, key=None):
-        from pyaiml.keras import saving
-
-        h = _cb.History.from_json(self.history.to_json()) if self.history is not None else _cb.History()
-        if not h.epoch or h.epoch[-1] != epoch:
-            h.on_epoch_end(epoch, logs)
-        saving.save_model(self, path, history=h, key=key)
-
-    def save_weights(self, filepath, overwrite=True, key=None):
-        from pyaiml.keras import saving
-
-        saving.save_weights(self, filepath, overwrite=overwrite, key=key)
-
-    def load_weights(self, filepath, key=None):
-        from pyaiml.keras import saving
-
-        saving.load_weights(self, filepath, key=key)
 
     def _params(self):
         return [(v.value, None) for v in self._train_vars()]

@@ -35,6 +35,7 @@ from pyaiml.keras import losses as _losses
 from pyaiml.keras import metrics as _metrics
 from pyaiml.keras import optimizers as _opt
 from pyaiml.keras._common import FLOATX, rng
+from pyaiml.keras.saving import SavingMixin
 from pyaiml.ops import _validate
 
 
@@ -51,7 +52,7 @@ def _shape_str(s):
     return "(None, " + ", ".join("None" if d is None else str(d) for d in s) + ")"
 
 
-class Sequential:
+class Sequential(SavingMixin):
     """A linear stack of layers (``Sequential([...])`` or ``.add``)."""
 
     _grad_hook = None  # called with _params() between backward and the optimizer step (pyaiml.distributed)
@@ -626,34 +627,6 @@ class Sequential:
         if not m.built and cfg.get("input_shape") is not None:
             m._build(tuple(cfg["input_shape"]))
         return m
-
-    def save(self, filepath, overwrite=True, key=None):
-        """Save architecture, weights, compile settings, optimizer state and History to one
-        zip file (format described in pyaiml/keras/saving.py); atomic. ``key``: encrypt it
-        (AES-256-GCM; bytes, ``"file:PATH"``, ``"env:NAME"``, a KeyFile or a callable, see
-        pyaiml.privacy); load it with ``load_model(filepath, key=...)``."""
-        from pyaiml.keras import saving
-
-        saving.save_model(self, filepath, overwrite=overwrite, key=key)
-
-    def _save_during_fit(self, path, epoch, logs, key=None):
-        from pyaiml.keras import saving
-
-        # the History callback runs after user callbacks: include this epoch explicitly
-        h = _cb.History.from_json(self.history.to_json()) if self.history is not None else _cb.History()
-        if not h.epoch or h.epoch[-1] != epoch:
-            h.on_epoch_end(epoch, logs)
-        saving.save_model(self, path, history=h, key=key)
-
-    def save_weights(self, filepath, overwrite=True, key=None):
-        from pyaiml.keras import saving
-
-        saving.save_weights(self, filepath, overwrite=overwrite, key=key)
-
-    def load_weights(self, filepath, key=None):
-        from pyaiml.keras import saving
-
-        saving.load_weights(self, filepath, key=key)
 
 
 def load_model(filepath, compile=True, key=None, custom_objects=None):

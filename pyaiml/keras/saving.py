@@ -274,3 +274,30 @@ def load_weights(model, filepath, key=None):
         model.set_weights([weights[k] for k in keys])
     except ValueError as e:
         raise ValueError(f"load_weights: {path} does not fit the model: {e}") from None
+
+
+class SavingMixin:
+    """``save``, ``save_weights``, ``load_weights`` and ModelCheckpoint's save for every model
+    class (Sequential, Model)."""
+
+    def save(self, filepath, overwrite=True, key=None):
+        """Save architecture, weights, compile settings, optimizer state and History to a
+        zip file (format above, no pickle); atomic. ``key``: encrypt it (AES-256-GCM; bytes,
+        ``"file:PATH"``, ``"env:NAME"``, a KeyFile or a callable, see pyaiml.privacy); load it
+        with ``load_model(filepath, key=...)``."""
+        save_model(self, filepath, overwrite=overwrite, key=key)
+
+    def _save_during_fit(self, path, epoch, logs, key=None):
+        from pyaiml.keras import callbacks as _cb
+
+        # the History callback runs after user callbacks: include this epoch explicitly
+        h = _cb.History.from_json(self.history.to_json()) if self.history is not None else _cb.History()
+        if not h.epoch or h.epoch[-1] != epoch:
+            h.on_epoch_end(epoch, logs)
+        save_model(self, path, history=h, key=key)
+
+    def save_weights(self, filepath, overwrite=True, key=None):
+        save_weights(self, filepath, overwrite=overwrite, key=key)
+
+    def load_weights(self, filepath, key=None):
+        load_weights(self, filepath, key=key)

@@ -14,11 +14,11 @@ import importlib
 
 __version__ = "0.1.0"
 
-from pyaiml._backend import backend_info, get_num_threads, set_num_threads  # noqa: E402
+from pyaiml._backend import backend_info, get_num_threads, get_spin_us, set_num_threads, set_spin_us  # noqa: E402
 
 _SUBMODULES = ("ops", "keras", "hmm", "models", "text", "audio", "datasets", "torch", "reference")
 
-__all__ = ["backend_info", "get_num_threads", "set_num_threads", "__version__", *_SUBMODULES]
+__all__ = ["backend_info", "get_num_threads", "get_spin_us", "set_num_threads", "set_spin_us", "__version__", *_SUBMODULES]
 
 
 def __getattr__(name: str):

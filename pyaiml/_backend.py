@@ -20,7 +20,8 @@ Environment (checked at import; a bad value raises ValueError naming the variabl
   cannot run raises ValueError ("... is not supported by this CPU") when the extension is
   first loaded;
 - ``PYAIML_NUM_THREADS=N``, 1 <= N <= ``MAX_THREADS`` (128, the thread pool's limit);
-- ``PYAIML_SPIN_US=N``: how long idle pool threads spin (csrc/common/parallel.cpp);
+- ``PYAIML_SPIN_US=N``: how long idle pool threads spin (csrc/common/parallel.cpp; at run
+  time ``set_spin_us``; pyaiml.torch sets 0 unless this variable is set);
 - ``PYAIML_HIDE_ISA=avx512`` (or ``avx2``, or ``avx2,avx512``): a testing hook that makes
   the ISA selection treat those instruction sets (and every one above the lowest named) as
   unsupported by this CPU, so the AVX2 and baseline paths and the unsupported-ISA error can
@@ -307,6 +308,35 @@ def set_num_threads(n: int) -> None:
             numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
         except Exception:  # pragma: no cover
             pass
+
+
+def get_spin_us() -> int:
+    """How long pyaiml's idle pool threads spin before sleeping, in microseconds (1000 by
+    default, PYAIML_SPIN_US at start); 0 when there is no compiled pool."""
+    C = _load_C()
+    if C is None or not hasattr(C, "get_spin_us"):
+        return 0
+    return int(C.get_spin_us())
+
+
+def set_spin_us(us: int) -> None:
+    """Set how long idle pool threads spin, waiting for the next call, before they sleep.
+
+    Spinning keeps a burst of calls (a training step) from paying tens of microseconds of
+    wake-up each; but a spinning thread holds a core, which slows another thread pool that
+    runs next on the same cores (torch's, inside pyaiml.torch, which sets 0 for this reason).
+    ``us``: an integer from 0 to 10,000,000; takes effect from the threads' next wait. No-op
+    without the compiled pool (the Numba backend has its own).
+    """
+    try:
+        v = None if isinstance(us, bool) else operator.index(us)
+    except TypeError:
+        v = None
+    if v is None or not 0 <= v <= 10_000_000:
+        raise ValueError(f"set_spin_us: us must be an integer from 0 to 10000000. Received {us!r}")
+    C = _load_C()
+    if C is not None and hasattr(C, "set_spin_us"):
+        C.set_spin_us(v)
 
 
 def backend_info() -> dict:

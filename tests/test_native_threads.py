@@ -76,3 +76,42 @@ def test_torch_bridge_caps_its_thread_sync_at_the_pool_limit(monkeypatch):
         assert _backend.get_num_threads() == _backend.MAX_THREADS
     finally:
         _backend.set_num_threads(old)
+
+
+# --------------------------------------------------------------------------- spinning
+
+def test_spin_us_round_trip_and_errors():
+    if _backend._load_C() is None:
+        pytest.skip("no compiled pool")
+    old = pyaiml.get_spin_us()
+    try:
+        pyaiml.set_spin_us(0)
+        assert pyaiml.get_spin_us() == 0
+        pyaiml.set_spin_us(np.int64(250))
+        assert pyaiml.get_spin_us() == 250
+        for bad in (-1, 10_000_001, 1.5, True, "10"):
+            with pytest.raises(ValueError, match="set_spin_us: us must be an integer from 0 to 10000000"):
+                pyaiml.set_spin_us(bad)
+        assert pyaiml.get_spin_us() == 250
+        # kernels run the same with any spin
+        a = np.arange(12, dtype=np.float32).reshape(3, 4)
+        pyaiml.set_spin_us(0)
+        np.testing.assert_array_equal(pyaiml.ops.matmul(a, a.T), a @ a.T)
+    finally:
+        pyaiml.set_spin_us(old)
+
+
+def test_spin_from_env_and_torch_bridge_turns_it_off():
+    pytest.importorskip("torch")
+    if _backend._load_C() is None:
+        pytest.skip("no compiled pool")
+    code = ("import pyaiml, torch, pyaiml.torch as pt\n"
+            "before = pyaiml.get_spin_us()\n"
+            "pt.max_pool2d(torch.zeros(1, 1, 4, 4), 2)\n"
+            "print(before, pyaiml.get_spin_us())")
+    r = _run(code, PYAIML_SPIN_US="")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1000", "0"]  # default 1 ms; the bridge's first call sets 0
+    r = _run(code, PYAIML_SPIN_US="300")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["300", "300"]  # the user's setting is kept

@@ -59,6 +59,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.attr("MAX_NUM_THREADS") = kMaxThreads;
   m.def("default_num_threads", &default_num_threads);
+  m.def("get_spin_us", &get_spin_us);
+  m.def("set_spin_us", &set_spin_us, py::arg("us"));
 #ifdef PYAIML_VERSION_INFO
   m.attr("__version__") = PYAIML_VERSION_INFO;
 #endif

@@ -38,6 +38,9 @@ thread_local bool tl_in_region = false;
 // milliseconds; with calls in a burst (a training step, a benchmark loop) the workers stay
 // awake. The cost is one busy core for up to 1 ms after the last call, far less than the
 // OpenMP runtimes' defaults.
+// set_spin_us changes it at run time (the torch bridge sets 0: torch's own pool runs next).
+std::atomic<int64_t> g_spin_ns{-1};
+
 int64_t spin_ns_from_env() {
   if (const char* env = std::getenv("PYAIML_SPIN_US")) {
     char* end = nullptr;
@@ -45,6 +48,15 @@ int64_t spin_ns_from_env() {
     if (end != env && *end == '\0' && v >= 0 && v <= 10000000) return int64_t(v) * 1000;
   }
   return 1000000;
+}
+
+int64_t get_spin_ns() {
+  int64_t v = g_spin_ns.load(std::memory_order_relaxed);
+  if (v < 0) {
+    v = spin_ns_from_env();
+    g_spin_ns.store(v, std::memory_order_relaxed);
+  }
+  return v;
 }
 
 int64_t now_ns() {
@@ -59,7 +71,7 @@ int64_t now_ns() {
 // descheduled worker costs the caller nothing beyond doing its share.
 class Pool {
  public:
-  explicit Pool(int n) : spin_ns_(spin_ns_from_env()) { start(n); }
+  explicit Pool(int n) { start(n); }
   ~Pool() { stop(); }
 
   int size() const { return nthreads_; }
@@ -157,8 +169,9 @@ class Pool {
   void loop(int index, uint64_t seen) {
     for (;;) {
       uint64_t g = gen_.load(std::memory_order_acquire);
-      if (g == seen && spin_ns_ > 0) {
-        const int64_t deadline = now_ns() + spin_ns_;
+      const int64_t spin_ns = get_spin_ns();
+      if (g == seen && spin_ns > 0) {
+        const int64_t deadline = now_ns() + spin_ns;
         for (int s = 1; g == seen; ++s) {
           PYAIML_PAUSE();
           g = gen_.load(std::memory_order_acquire);
@@ -182,7 +195,6 @@ class Pool {
   }
 
   int nthreads_ = 1;
-  const int64_t spin_ns_;
   std::vector<std::thread> workers_;
   std::mutex run_mutex_, sleep_mutex_, error_mutex_;
   std::condition_variable sleep_cv_;
@@ -245,6 +257,14 @@ void set_num_threads(int n) {
   g_num_threads.store(n, std::memory_order_relaxed);
   std::lock_guard<std::mutex> g(g_pool_mutex);
   if (g_pool && g_pool->size() != n) g_pool->resize(n);
+}
+
+int64_t get_spin_us() { return get_spin_ns() / 1000; }
+
+void set_spin_us(int64_t us) {
+  if (us < 0 || us > 10000000)
+    throw std::invalid_argument("set_spin_us: us must be from 0 to 10000000. Received " + std::to_string(us));
+  g_spin_ns.store(us * 1000, std::memory_order_relaxed);
 }
 
 int thread_index() { return tl_index; }

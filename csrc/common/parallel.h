@@ -16,6 +16,10 @@ constexpr int kMaxThreads = 128;
 int get_num_threads();
 void set_num_threads(int n);  // 1 <= n <= kMaxThreads, else std::invalid_argument
 int default_num_threads();    // PYAIML_NUM_THREADS, else usable cores, at most kMaxThreads
+// How long idle workers spin before sleeping (PYAIML_SPIN_US at start, 1000 by default);
+// 0 <= us <= 10^7, else std::invalid_argument. Takes effect from the workers' next idle wait.
+int64_t get_spin_us();
+void set_spin_us(int64_t us);
 
 // Index of the calling participant within the current parallel_for, in [0, num_threads).
 // 0 outside a parallel region. Use it to pick per-thread scratch.

@@ -8,15 +8,25 @@ calls ``torch.set_num_threads(n)`` therefore controls both. ``set_sync(False)`` 
 rule off (pyaiml then keeps whatever ``pyaiml.set_num_threads`` set).
 
 Not a scheduler: torch inter-op parallelism (``torch.jit.fork``, DataLoader workers) is the
-user's to size. Tests: tests/test_torch_bridge.py::test_threads_follow_torch.
+user's to size.
+
+Spinning: pyaiml's idle pool threads normally spin for 1 ms after a call (so a burst of calls
+does not pay wake-ups); inside torch that spin holds a core while torch's own pool runs the
+next op, and on 2 cores it made torch's ops (and the whole training step) several times
+slower. The first synchronised call therefore sets pyaiml's spin to 0 (pyaiml.set_spin_us),
+unless PYAIML_SPIN_US was set by the user. Tests: tests/test_torch_bridge.py::
+test_threads_follow_torch, tests/test_torch_bridge_direct.py.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
 from pyaiml import _backend
 
 _sync = [True]
+_spin_done = [False]
 
 
 def set_sync(flag: bool) -> None:
@@ -32,6 +42,10 @@ def sync() -> None:
     """Make pyaiml's thread count equal torch's (cheap when they already agree)."""
     if not _sync[0]:
         return
+    if not _spin_done[0]:
+        _spin_done[0] = True
+        if not os.environ.get("PYAIML_SPIN_US"):
+            _backend.set_spin_us(0)
     n = min(torch.get_num_threads(), _backend.MAX_THREADS)  # pyaiml's pool holds at most 128
     if _backend.get_num_threads() != n:
         _backend.set_num_threads(n)

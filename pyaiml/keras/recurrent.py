@@ -97,7 +97,7 @@ def _mm(a, b):
     """a @ b through pyaiml's GEMM (its thread pool: the per-step products are small, and
     NumPy's BLAS pool, sized apart from pyaiml.set_num_threads, oversubscribes a loaded
     machine: 32x128 @ 128x512 took 61 us on one OpenBLAS thread, 270 us on two, 80 us here)."""
-    return ops.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b))
+    return ops.matmul(a, b)  # any strides: the GEMM packs its operands itself
 
 
 def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
@@ -242,11 +242,11 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
                     e[:, 2 * H:] = dn * r
                     dhprev += _mm(e, UT)
                 else:
-                    drh_t = _mm(np.ascontiguousarray(dn), UhT)
+                    drh_t = _mm(dn, UhT)
                     drh[t] = drh_t
                     d[:, H:2 * H] = drh_t * hp * dR(r)
                     dhprev += drh_t * r
-                    dhprev += _mm(np.ascontiguousarray(d[:, :2 * H]), UzrT)
+                    dhprev += _mm(d[:, :2 * H], UzrT)
                 dh = dhprev
             else:
                 d[...] = dht * dA(g)

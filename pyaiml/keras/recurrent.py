@@ -553,6 +553,8 @@ class Bidirectional(Layer):
         if backward_layer is None:
             bcfg = dict(cfg, name="backward_" + layer.name.removeprefix("backward_"),
                         go_backwards=not layer.go_backwards)
+            if cfg.get("seed") is not None:  # its own dropout masks, still reproducible
+                bcfg["seed"] = int(cfg["seed"]) + 1
             self.backward_layer = type(layer).from_config(bcfg)
         else:
             if not isinstance(backward_layer, _RNN):

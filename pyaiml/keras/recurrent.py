@@ -192,20 +192,27 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
         dc = np.zeros((B, H), dt)
         if with_c and kind == "lstm":
             dc = np.array(gout[:, T], dtype=dt)
-        dpre = np.empty((T, B, GH), dt)  # gradient of the gates' pre-activations (= of xp)
+        dpre = np.empty((B, T, GH), dt)  # gradient of the gates' pre-activations (= of xp)
         UT = np.ascontiguousarray(Uv.T)
         UzrT = UT[:2 * H] if kind == "gru" else None
         UhT = np.ascontiguousarray(UT[2 * H:]) if kind == "gru" else None
         dA = _ACT_DY[act]
         dR = _ACT_DY[ract]
+        if kind == "lstm":
+            # the gates' derivatives for all steps at once (a few large passes instead of
+            # several small ones per step): recurrent activation for i, f, o; activation for c
+            dG = dR(gates)
+            dG[:, :, 2 * H:3 * H] = dA(gates[:, :, 2 * H:3 * H])
+            dAc = dA(acs)
+        elif kind == "simple_rnn":
+            dG = dA(gates)
         if kind == "gru":
-            dhpr = np.empty((T, B, GH), dt) if reset_after else None  # gradient of h @ U (+ b_hh)
-            drh = None if reset_after else np.empty((T, B, H), dt)  # gradient of r * h_prev
+            dhpr = np.empty((B, T, GH), dt) if reset_after else None  # gradient of h @ U (+ b_hh)
         for t in range(T - 1, -1, -1):
             dh += gh_seq[t]
             hp = hs[t]
             g = gates[t]
-            d = dpre[t]
+            d = dpre[:, t]
             if m is not None:
                 mt = m[t]
                 dht = dh * mt
@@ -220,11 +227,12 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
                     dc_carry = dc - dct
                 else:
                     dct, dc_carry = dc, None
-                dct = dct + dht * o * dA(a)
-                d[:, :H] = dct * gg * dR(i)
-                d[:, H:2 * H] = dct * cs[t] * dR(f)
-                d[:, 2 * H:3 * H] = dct * i * dA(gg)
-                d[:, 3 * H:] = dht * a * dR(o)
+                dct = dct + dht * o * dAc[t]
+                np.multiply(dct, gg, out=d[:, :H])
+                np.multiply(dct, cs[t], out=d[:, H:2 * H])
+                np.multiply(dct, i, out=d[:, 2 * H:3 * H])
+                np.multiply(dht, a, out=d[:, 3 * H:])
+                d *= dG[t]
                 dc = dct * f
                 if dc_carry is not None:
                     dc += dc_carry
@@ -237,39 +245,39 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
                 dhprev = dht * z
                 if reset_after:
                     d[:, H:2 * H] = dn * extra[t] * dR(r)
-                    e = dhpr[t]
+                    e = dhpr[:, t]
                     e[:, :2 * H] = d[:, :2 * H]
                     e[:, 2 * H:] = dn * r
                     dhprev += _mm(e, UT)
                 else:
                     drh_t = _mm(dn, UhT)
-                    drh[t] = drh_t
                     d[:, H:2 * H] = drh_t * hp * dR(r)
                     dhprev += drh_t * r
                     dhprev += _mm(d[:, :2 * H], UzrT)
                 dh = dhprev
             else:
-                d[...] = dht * dA(g)
+                np.multiply(dht, dG[t], out=d)
                 dh = _mm(d, UT)
             if dh_carry is not None:
                 dh += dh_carry
-        gx = dpre.transpose(1, 0, 2) if needs[0] else None
+        gx = dpre if needs[0] else None
         gU = gb = None
-        hprev = hs[:T].reshape(T * B, H)
+        hprev = np.ascontiguousarray(hs[:T].transpose(1, 0, 2)).reshape(B * T, H) if needs[1] else None
         if needs[1]:
             if kind == "gru" and reset_after:
                 gU = _mm(hprev.T, dhpr.reshape(T * B, GH))
             elif kind == "gru":
                 gU = np.empty_like(Uv)
                 gU[:, :2 * H] = _mm(hprev.T, dpre[:, :, :2 * H].reshape(T * B, 2 * H))
-                gU[:, 2 * H:] = _mm(extra.reshape(T * B, H).T, dpre[:, :, 2 * H:].reshape(T * B, H))
+                rh = np.ascontiguousarray(extra.transpose(1, 0, 2)).reshape(B * T, H)
+                gU[:, 2 * H:] = _mm(rh.T, dpre[:, :, 2 * H:].reshape(T * B, H))
             else:
                 gU = _mm(hprev.T, dpre.reshape(T * B, GH))
         if b_rec is not None and needs[2]:
             gb = dhpr.reshape(T * B, GH).sum(axis=0)
         gh0 = dh if (h0 is not None and needs[3]) else None
         gc0 = dc if (c0 is not None and kind == "lstm" and needs[4]) else None
-        return (None if gx is None else np.ascontiguousarray(gx), gU, gb, gh0, gc0)
+        return gx, gU, gb, gh0, gc0
 
     return record(out, (xp, U, b_rec, h0, c0), back, f"{kind}_scan")
 

@@ -347,6 +347,32 @@ def test_bidirectional_against_transcription(merge_mode, return_sequences, maske
         _close(a, b.numpy(), f"gradient {i}")
 
 
+@pytest.mark.parametrize("kind", ["gru", "simple_rnn"])
+@pytest.mark.parametrize("return_state", [False, True])
+def test_bidirectional_other_layers_against_transcription(kind, return_state):
+    keras.utils.set_random_seed(4)
+    bi = layers.Bidirectional(CLS[kind](H, return_sequences=True, return_state=return_state))
+    bi.build((T, D))
+    bi._cast(np.float64)
+    rs = np.random.default_rng(9)
+    bi.set_weights([rs.normal(0, 0.5, w.shape) for w in bi.get_weights()])
+    x = rs.normal(size=(B, T, D))
+    mask = _pad_mask()
+    cots = [rs.normal(size=(B, T, 2 * H))] + ([rs.normal(size=(B, H)) for _ in range(2)] if return_state else [])
+    po, pg = _run_pyaiml(bi, x, cots, mask=mask)
+    ws = [_t(w).requires_grad_() for w in bi.get_weights()]
+    xt = _t(x).requires_grad_()
+    yf, hf, _ = _torch_keras(kind, xt, *ws[:3], mask=mask, zero_output_for_mask=True)
+    yb, hb, _ = _torch_keras(kind, xt, *ws[3:], mask=mask, go_backwards=True, zero_output_for_mask=True)
+    outs = [torch.cat([yf, yb.flip(1)], -1)] + ([hf, hb] if return_state else [])
+    loss = sum((o * _t(c)).sum() for o, c in zip(outs, cots))
+    tg = torch.autograd.grad(loss, [xt] + ws)
+    for a, b in zip(po, outs):
+        _close(a, b.detach().numpy(), "output")
+    for i, (a, b) in enumerate(zip(pg, tg)):
+        _close(a, b.numpy(), f"gradient {i}")
+
+
 def test_bidirectional_return_state_and_shapes():
     bi = layers.Bidirectional(layers.GRU(4, return_sequences=True, return_state=True))
     x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
@@ -396,6 +422,22 @@ def test_dropout_is_one_input_mask_per_sequence():
     ref = _make("lstm", return_sequences=True)
     np.testing.assert_allclose(layer(x, training=True), ref(x * keep * 2.0), atol=1e-12)
     np.testing.assert_allclose(layer(x, training=False), ref(x), atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+def test_dropout_gradients_against_transcription(kind):
+    layer = _make(kind, dropout=0.3, seed=5, return_sequences=True)
+    x = np.random.default_rng(10).normal(size=(B, T, D))
+    keep = np.random.default_rng(5).random((B, 1, D), dtype=np.float32) >= 0.3
+    cots = _cots(kind, True, False)
+    po, pg = _run_pyaiml(layer, x, cots, mask=_pad_mask(), training=True)
+    ws = [_t(w).requires_grad_() for w in layer.get_weights()]
+    xt = _t(x).requires_grad_()
+    seq, _, _ = _torch_keras(kind, xt * _t(keep / 0.7), *ws, act=layer.activation.name, mask=_pad_mask())
+    tg = torch.autograd.grad((seq * _t(cots[0])).sum(), [xt] + ws)
+    _close(po[0], seq.detach().numpy(), "output")
+    for i, (a, b) in enumerate(zip(pg, tg)):
+        _close(a, b.numpy(), f"gradient {i}")
 
 
 # ---------------------------------------------------------------- the three ways to build a model, fit, save/load

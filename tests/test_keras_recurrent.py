@@ -576,3 +576,13 @@ def test_call_errors():
         layer(x, mask=np.ones((2, 4), bool))
     with pytest.raises(ValueError, match="does not fit"):
         keras.Sequential([keras.Input(shape=(3, 5)), layers.LSTM(4)]).predict(np.zeros((2, 3, 6)), verbose=0)
+
+
+def test_dp_sgd_names_the_recurrent_layer_it_cannot_clip():
+    pytest.importorskip("dp_accounting")
+    from pyaiml.privacy import DPSGD
+
+    model = keras.Sequential([keras.Input(shape=(5, 3)), layers.Bidirectional(layers.LSTM(4)), layers.Dense(2)])
+    model.build()
+    with pytest.raises(ValueError, match=r"'forward_lstm' \(LSTM\) has trainable weights .* no per-example"):
+        model.compile(DPSGD(l2_norm_clip=1.0, noise_multiplier=1.0), "mse")

@@ -590,6 +590,12 @@ class Bidirectional(Layer):
             return []
         return self.forward_layer.params_and_grads() + self.backward_layer.params_and_grads()
 
+    def per_example_support(self):
+        """DP-SGD: the wrapped layers have no per-example gradient rule (the reason, named)."""
+        if not self.trainable:
+            return None
+        return self.forward_layer.per_example_support() or self.backward_layer.per_example_support()
+
     def build(self, input_shape):
         self.forward_layer.build(tuple(input_shape))
         self.backward_layer.build(tuple(input_shape))

@@ -279,6 +279,18 @@ def test_fully_padded_row_gives_zero_output():
     assert np.all(out[1] == 0) and np.all(out[0] != 0)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+def test_padded_steps_keep_the_state_exactly(kind):
+    layer = CLS[kind](4, return_sequences=True, return_state=True)
+    x = np.random.default_rng(11).normal(size=(2, 6, 3)).astype(np.float32)
+    m = np.ones((2, 6), bool)
+    m[0, 3:] = False
+    out = layer(x, mask=m)
+    seq, h = out[0], out[1]
+    assert np.array_equal(seq[0, 3:], np.repeat(seq[0, 2:3], 3, axis=0))  # previous output repeated, bit for bit
+    assert np.array_equal(h[0], seq[0, 2]) and np.array_equal(h[1], seq[1, 5])
+
+
 # ---------------------------------------------------------------- masks from Embedding
 @pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU, layers.SimpleRNN])
 def test_embedding_mask_equals_unpadded_sequences(cls):

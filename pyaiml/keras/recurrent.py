@@ -118,7 +118,8 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
     h0v = np.zeros((B, H), dt) if h0 is None else np.asarray(value_of(h0), dt)
     c0v = np.zeros((B, H), dt) if (c0 is None or kind != "lstm") else np.asarray(value_of(c0), dt)
     brv = None if b_rec is None else value_of(b_rec)
-    m = None if mask is None else np.ascontiguousarray(np.asarray(mask, dtype=dt).T[:, :, None])  # (T, B, 1)
+    mb = None if mask is None else np.ascontiguousarray(np.asarray(mask, dtype=bool).T[:, :, None])  # (T, B, 1)
+    m = None if mb is None else mb.astype(dt)
     fa, fr = _ACT_FWD[act], _ACT_FWD[ract]
 
     hs = np.empty((T + 1, B, H), dt)  # hs[t + 1] = h after step t
@@ -147,10 +148,9 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
             a[...] = c
             fa(a)
             h = o * a
-            if m is not None:
-                mt = m[t]
-                c = cs[t] + mt * (c - cs[t])
-                h = hp + mt * (h - hp)
+            if m is not None:  # padded steps keep the states exactly
+                c = np.where(mb[t], c, cs[t])
+                h = np.where(mb[t], h, hp)
             cs[t + 1] = c
             hs[t + 1] = h
         elif kind == "gru":
@@ -175,12 +175,12 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
             z, n = g[:, :H], g[:, 2 * H:]
             h = n + z * (hp - n)
             if m is not None:
-                h = hp + m[t] * (h - hp)
+                h = np.where(mb[t], h, hp)
             hs[t + 1] = h
         else:
             np.add(_mm(hp, Uv), xv[:, t], out=g)
             fa(g)
-            h = g if m is None else hp + m[t] * (g - hp)
+            h = g if m is None else np.where(mb[t], g, hp)
             hs[t + 1] = h
     out_tb = hs[1:]
     if with_c and kind == "lstm":

@@ -24,8 +24,8 @@ rule: the same features for every step) in training.
 Not here: ``recurrent_dropout`` > 0, ``stateful=True``, activations other than tanh,
 sigmoid, relu and linear (refused with a ValueError), RNN over custom cells, C++ kernels:
 the scan is NumPy around pyaiml's GEMM, and an LSTM training step (batch 32, 64 steps, 128
-units) takes about twice torch.nn.LSTM's time (benchmarks/scripts/lstm_train_step.py: 36 ms
-against 17 ms at 2 threads; the GEMMs are ~60% of it, the per-step NumPy calls the rest).
+units) takes about twice torch.nn.LSTM's time (benchmarks/scripts/lstm_train_step.py: 0.52x
+torch at 2 threads, 0.60x at 1; the GEMMs are ~40% of it, the per-step NumPy calls the rest).
 Tests: tests/test_keras_recurrent.py (forward and every gradient against torch.nn.LSTM /
 GRU / RNN and a torch transcription in float64 for every supported option, masks,
 Bidirectional merge modes, the three ways to build a model, save/load).

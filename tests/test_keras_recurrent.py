@@ -575,6 +575,14 @@ def test_bidirectional_needs_a_recurrent_layer():
         layers.Bidirectional(layers.Dense(4))
 
 
+def test_integer_features_are_taken_as_floats():
+    layer = layers.GRU(3)
+    x = np.arange(24).reshape(2, 4, 3) % 3
+    np.testing.assert_array_equal(layer(x), layer(x.astype(np.float32)))
+    with pytest.raises(TypeError, match="inputs must be numbers. Received dtype <U1"):
+        layer(np.full((2, 4, 3), "a"))
+
+
 def test_call_errors():
     layer = layers.LSTM(4)
     with pytest.raises(ValueError, match=r"expects inputs of shape \(batch, steps, features\)"):

@@ -434,6 +434,10 @@ class _RNN(Layer):
         if xv.ndim != 3:
             raise InputSpecError(f"{self.name}: {type(self).__name__} expects inputs of shape (batch, steps, "
                                  f"features). Received shape {tuple(xv.shape)}")
+        if xv.dtype.kind in "iub":  # integer or boolean features (not ids): as the layer's floats, as Keras
+            x = xv = xv.astype(self._compute_dtype)
+        elif xv.dtype.kind != "f":
+            raise TypeError(f"{self.name}: inputs must be numbers. Received dtype {xv.dtype}")
         B, T, _ = xv.shape
         if T == 0:
             raise ValueError(f"{self.name}: the input has no time steps (shape {tuple(xv.shape)})")

@@ -155,12 +155,12 @@ class Sequential(SavingMixin):
 
     def set_weights(self, weights):
         weights = list(weights)
-        n = sum(len(l._weight_names) for l in self._layers)
+        n = sum(len(l._weight_slots()) for l in self._layers)
         if len(weights) != n:
             raise ValueError(f"set_weights: the model has {n} weight arrays. Received {len(weights)}")
         i = 0
         for l in self._layers:
-            k = len(l._weight_names)
+            k = len(l._weight_slots())
             l.set_weights(weights[i:i + k])
             i += k
 
@@ -237,8 +237,7 @@ class Sequential(SavingMixin):
     # ------------------------------------------------------------------ core steps
     def _forward(self, x, training, fused):
         if self._tape_only():
-            for l in self._layers:
-                x = l(x, training=training)
+            x = self._call_layers(x, training)
             return x.value if hasattr(x, "value") else x
         mask = None
         last = len(self._layers) - 1
@@ -328,6 +327,18 @@ class Sequential(SavingMixin):
         opt.apply_private(self._params(), expected_batch_size)
         return val, pred
 
+    def _call_layers(self, x, training):
+        """Each layer's call() in turn (the tape path); an Embedding(mask_zero=True) mask
+        reaches the layers whose call takes ``mask`` (LSTM, GRU, GlobalAveragePooling1D, ...)."""
+        mask = None
+        for l in self._layers:
+            if mask is not None and l._accepts("mask"):
+                x = l(x, training=training, mask=mask)
+            else:
+                x = l(x, training=training)
+            mask = l.compute_mask(mask)
+        return x
+
     def _train_step_tape(self, xb, yb):
         """A training step through the tape (a model with call()-only layers)."""
         from pyaiml.autograd import GradientTape
@@ -335,9 +346,7 @@ class Sequential(SavingMixin):
 
         tv = [v for l in self._layers for v in l.trainable_variables]
         with GradientTape() as tape:
-            out = xb
-            for l in self._layers:
-                out = l(out, training=True)
+            out = self._call_layers(xb, True)
             loss = F.loss(self.loss, yb, out)
         val = float(getattr(loss, "value", loss))
         pred = getattr(out, "value", out)
@@ -540,9 +549,7 @@ class Sequential(SavingMixin):
         if recording() or isinstance(x, Tensor):  # on a GradientTape: each layer's call() records
             if not self.built:
                 self._ensure_built(np.asarray(getattr(x, "value", x)))
-            for layer in self._layers:
-                x = layer(x, training=training)
-            return x
+            return self._call_layers(x, training)
         x = self._x(x)
         self._ensure_built(x)
         return self._forward(x, bool(training), False)

@@ -201,7 +201,7 @@ def load_model(filepath, compile=True, key=None, custom_objects=None):
         raise _bad(path, "model config has no input shape")
     ws = []
     sequential = getattr(model, "_is_sequential", False)
-    slots = ([(layer, i, j) for i, layer in enumerate(model._layers) for j in range(len(layer._weight_names))]
+    slots = ([(layer, i, j) for i, layer in enumerate(model._layers) for j in range(len(layer._weight_slots()))]
              if sequential else [(model, i, None) for i in range(len(model.get_weights()))])
     for layer, i, j in slots:
         k = f"{i:03d}/{j:02d}" if sequential else f"{i:04d}"

@@ -1,0 +1,107 @@
+"""One LSTM training step, pyaiml.keras on the tape against torch.nn.LSTM.
+
+Case: batch 32, 64 steps, 128 input features, 128 units, float32; the step is the forward
+pass of one LSTM layer returning sequences, a mean-squared loss against a fixed target, the
+backward pass to the input and every weight (no optimizer update on either side). Both
+sides get the same thread count (``--threads``, default 2: pyaiml.set_num_threads and
+torch.set_num_threads; the OpenBLAS pool NumPy uses is limited the same way through
+threadpoolctl when installed, else OPENBLAS_NUM_THREADS set before NumPy loads). Outputs
+and gradients are validated against each other first (weights copied, gate order i,f,c,o
+on both), then ``--rounds`` rounds alternate the two sides, ``--steps`` steps each after a
+warm-up; medians and ranges of the per-step time. The machine is shared: the load average
+is printed with the result.
+
+Run: python benchmarks/scripts/lstm_train_step.py [--threads 2] [--rounds 5] [--steps 10]
+Not a test (tests/test_keras_recurrent.py checks the gradients in float64).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+if __name__ == "__main__":
+    _t = next((a.split("=")[1] for a in sys.argv if a.startswith("--threads=")), None)
+    if _t is None and "--threads" in sys.argv:
+        _t = sys.argv[sys.argv.index("--threads") + 1]
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", _t or "2")
+    os.environ.setdefault("OMP_NUM_THREADS", _t or "2")
+
+import numpy as np
+
+N, T, D, H = 32, 64, 128, 128
+
+
+def _pyaiml_step(layer, x, target):
+    from pyaiml.autograd import GradientTape
+    from pyaiml.autograd import functional as F
+
+    with GradientTape() as tape:
+        xx = tape.watch(x)
+        y = layer(xx, training=True)
+        loss = F.mean(F.square(F.subtract(y, target)))
+    return loss, tape.gradient(loss, [xx] + layer.trainable_variables)
+
+
+def main(threads=2, rounds=5, steps=10):
+    import torch
+
+    import pyaiml
+    from pyaiml.keras import layers
+
+    pyaiml.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    rs = np.random.default_rng(0)
+    x = rs.normal(size=(N, T, D)).astype(np.float32)
+    target = rs.normal(size=(N, T, H)).astype(np.float32)
+    layer = layers.LSTM(H, return_sequences=True)
+    layer.build((T, D))
+    k, u, b = layer.get_weights()
+    m = torch.nn.LSTM(D, H, batch_first=True)
+    with torch.no_grad():
+        m.weight_ih_l0.copy_(torch.from_numpy(k.T.copy()))
+        m.weight_hh_l0.copy_(torch.from_numpy(u.T.copy()))
+        m.bias_ih_l0.copy_(torch.from_numpy(b))
+        m.bias_hh_l0.zero_()
+    xt = torch.from_numpy(x).requires_grad_()
+    tt = torch.from_numpy(target)
+
+    def torch_step():
+        xt.grad = None
+        m.zero_grad()
+        y, _ = m(xt)
+        loss = torch.nn.functional.mse_loss(y, tt)
+        loss.backward()
+        return loss
+
+    # validate
+    loss_p, grads = _pyaiml_step(layer, x, target)
+    loss_t = torch_step()
+    np.testing.assert_allclose(float(loss_p.value), float(loss_t), rtol=1e-4)
+    np.testing.assert_allclose(grads[0], xt.grad.numpy(), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(grads[2], m.weight_hh_l0.grad.numpy().T, rtol=1e-3, atol=1e-6)
+
+    tp, tt_ = [], []
+    for _ in range(rounds):
+        for fn, out in ((lambda: _pyaiml_step(layer, x, target), tp), (torch_step, tt_)):
+            fn()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            out.append((time.perf_counter() - t0) / steps * 1e3)
+    mp, mt = float(np.median(tp)), float(np.median(tt_))
+    print(f"LSTM training step (batch {N}, {T} steps, {D} features, {H} units, float32, {threads} threads)")
+    print(f"  pyaiml {mp:.2f} ms [{min(tp):.2f}-{max(tp):.2f}]   torch.nn.LSTM {mt:.2f} ms "
+          f"[{min(tt_):.2f}-{max(tt_):.2f}]   ratio torch/pyaiml {mt / mp:.2f}x")
+    print(f"  load average {os.getloadavg()}, torch {torch.__version__}, numpy {np.__version__}")
+    return mp, mt
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=10)
+    a = ap.parse_args()
+    main(a.threads, a.rounds, a.steps)

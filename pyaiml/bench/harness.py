@@ -88,7 +88,9 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 7, war
     (OpenBLAS, libgomp, Numba, pyaiml's own) spin for a while after their last task; without
     the pause those spinning threads compete for the cores with whichever library is timed
     next, which penalises the callable that follows a spinning pool (on a 2-core machine,
-    by up to 2x). The lead-in call absorbs the wake-up of the timed library's own pool,
+    by up to 2x). OpenBLAS's threads spin for about 0.1 s: a 0.05 s pause left pyaiml's
+    GEMM, timed after numpy's, at 0.44-0.58x torch in quick runs against 0.9-1.6x in full
+    runs, so quick runs pause 0.1 s too. The lead-in call absorbs the wake-up of the timed library's own pool,
     so every side is timed warm and alone.
     """
     inner = {}
@@ -244,7 +246,7 @@ def run_suites(names: list[str], quick: bool, threads: int, json_path: str | Non
     repeats = 3 if quick else 7
     min_time = 0.01 if quick else 0.05
     warmup = 1 if quick else 2  # quick: one warm-up call (the calibration call follows it anyway)
-    settle = 0.05 if quick else 0.1  # pause before each sample: see time_interleaved
+    settle = 0.1  # pause before each sample (quick runs too: OpenBLAS threads spin ~0.1 s), see time_interleaved
     rows = []
     seconds = {}
     for name in names:

@@ -10,10 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode
 
-import pyaiml.torch as pt  # noqa: E402
-from pyaiml.torch import ops as P  # noqa: E402
+import pyaiml.torch as pt
 
 
 def _t(rng, *shape, grad=True, dtype=torch.float64):

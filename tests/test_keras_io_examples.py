@@ -45,7 +45,7 @@ def test_custom_training_loop_with_keras_ops(capsys):
 
 @pytest.mark.parametrize("name", ["image_classification_residual", "text_classification_transformer",
                                   "custom_training_loop", "denoising_autoencoder", "multi_input_multi_output",
-                                  "lstm_sequence_classification", "char_lstm_text_generation"])
+                                  "lstm_sequence_classification", "char_lstm_text_generation", "addition_rnn"])
 def test_examples_import_only_pyaiml(name):
     with open(os.path.join(os.path.dirname(__file__), "..", "examples", "keras_io", f"{name}.py")) as f:
         src = f.read()
@@ -115,3 +115,17 @@ def test_char_lstm_sample_temperature():
     assert 0.2 < hot.count(2) / 2000 < 0.45  # a high one flattens towards uniform (0.1 -> ~0.29)
     with pytest.raises(ValueError, match="temperature"):
         ex.sample(preds, 0)
+
+
+def test_addition_seq2seq_accuracy_rises(capsys):
+    import addition_rnn as ex
+
+    model = ex.make_model(units=32)
+    assert [type(layer).__name__ for layer in model.layers] == ["LSTM", "RepeatVector", "LSTM", "TimeDistributed"]
+    assert tuple(model.output_shape)[-2:] == (ex.DIGITS + 1, len(ex.chars))
+    acc = ex.main(epochs=10, training_size=5000, verbose=0)  # ~0.37 -> ~0.51 per character
+    assert acc[-1] > acc[0] + 0.07 and acc[-1] > 0.45
+    out = capsys.readouterr().out
+    assert out.count("Q ") == 100 and ("☑" in out or "☒" in out)
+    with pytest.raises(ValueError, match="training_size"):
+        ex.generate_data(5)

@@ -81,5 +81,5 @@ def test_bad_inputs_are_named():
     with pytest.raises(TypeError, match="TimeDistributed: layer must be"):
         layers.TimeDistributed("dense")
     td = layers.TimeDistributed(layers.Dense(2), name="td")
-    with pytest.raises(ValueError, match="td: TimeDistributed needs an input of at least 3 dimensions"):
+    with pytest.raises(ValueError, match=r"td: TimeDistributed needs an input of at least 3 dimensions \(batch, steps, features\). Received input shape \(None, 3\)$"):
         td(np.ones((4, 3), "float32"))

@@ -727,7 +727,7 @@ class TimeDistributed(Layer):
     def _need_steps(self, s):
         if len(s) < 2:
             raise InputSpecError(f"{self.name}: TimeDistributed needs an input of at least 3 dimensions (batch, "
-                                 f"steps, features). Received input shape {_shape_str((None,) + tuple(s))}")
+                                 f"steps, features). Received input shape {_shape_str(tuple(s))}")
 
     def build(self, input_shape):
         s = tuple(input_shape)
@@ -749,7 +749,7 @@ class TimeDistributed(Layer):
         shape = value_of(inputs).shape
         if len(shape) < 3:
             raise InputSpecError(f"{self.name}: TimeDistributed needs an input of at least 3 dimensions (batch, "
-                                 f"steps, features). Received input shape {_shape_str(shape)}")
+                                 f"steps, features). Received input shape {_shape_str(tuple(shape[1:]))}")
         b, t = shape[0], shape[1]
         y = self.layer(F.reshape(inputs, (b * t,) + tuple(shape[2:])), training=training)
         if isinstance(y, (list, tuple)):

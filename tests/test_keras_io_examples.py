@@ -5,7 +5,9 @@ with a loose accuracy floor that a broken model, a gradient that does not reach 
 weights, or a graph wired wrong would miss (the floors sit well under what a run reaches:
 residual CNN ~0.9 test accuracy after 3 epochs, Transformer ~0.9 validation accuracy after
 3, custom loop ~0.9 after 3, bidirectional LSTM ~0.95 after 3; the autoencoder's denoised
-error ~0.3 of the noisy input's; the ticket model's two losses fall). What they are not: measurements of speed or of final accuracy.
+error ~0.3 of the noisy input's; the ticket model's two losses fall; the character LSTM's loss
+~3.11 -> ~2.70 in 3 epochs on 6000 characters; the addition seq2seq model's per-character
+validation accuracy ~0.37 -> ~0.51 in 10 epochs on 5000 questions). What they are not: measurements of speed or of final accuracy.
 Run: PYTHONPATH=$PWD python -m pytest -q tests/test_keras_io_examples.py
 """
 import os

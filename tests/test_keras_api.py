@@ -225,7 +225,7 @@ def _small():
 
 def test_unknown_identifiers():
     m = _small()
-    with pytest.raises(ValueError, match="Unknown optimizer identifier 'adamm'. Valid identifiers: adam, adamw, rmsprop, sgd"):
+    with pytest.raises(ValueError, match="Unknown optimizer identifier 'adamm'. Valid identifiers: adagrad, adam, adamw, nadam, rmsprop, sgd"):
         m.compile("adamm", "mse")
     with pytest.raises(ValueError, match="Unknown loss identifier 'cross'.*binary_crossentropy"):
         m.compile("adam", "cross")

@@ -45,6 +45,14 @@ CASES = [
      lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9, eps=1e-12), 1e-8),
     ("rmsprop-momentum-centered", lambda: optimizers.RMSprop(0.01, rho=0.9, momentum=0.5, centered=True, epsilon=1e-12),
      lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9, momentum=0.5, centered=True, eps=1e-12), 1e-8),
+    ("adagrad", lambda: optimizers.Adagrad(0.1, initial_accumulator_value=0.1, epsilon=1e-12),
+     lambda p: torch.optim.Adagrad(p, lr=0.1, initial_accumulator_value=0.1, eps=1e-12), 1e-9),
+    ("adagrad-zero-start", lambda: optimizers.Adagrad(0.05, initial_accumulator_value=0.0, epsilon=1e-14),
+     lambda p: torch.optim.Adagrad(p, lr=0.05, eps=1e-14), 1e-9),
+    ("nadam", lambda: optimizers.Nadam(0.01, epsilon=1e-12),
+     lambda p: torch.optim.NAdam(p, lr=0.01, eps=1e-12, momentum_decay=1.0), 1e-9),
+    ("nadam-betas", lambda: optimizers.Nadam(0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-12),
+     lambda p: torch.optim.NAdam(p, lr=0.02, betas=(0.8, 0.99), eps=1e-12, momentum_decay=1.0), 1e-9),
 ]
 
 
@@ -93,8 +101,8 @@ def test_schedule_drives_optimizer():
 
 
 def test_unknown_optimizer():
-    with pytest.raises(ValueError, match="Unknown optimizer identifier 'adamx'. Valid identifiers: adam, adamw, "
-                                         "rmsprop, sgd"):
+    with pytest.raises(ValueError, match="Unknown optimizer identifier 'adamx'. Valid identifiers: adagrad, adam, "
+                                         "adamw, nadam, rmsprop, sgd"):
         optimizers.get("adamx")
 
 
@@ -132,3 +140,36 @@ def test_adam_flat_update_equals_per_weight_update(kw):
     for sa, sb in zip(a._state, b._state):
         np.testing.assert_array_equal(sa["m"], sb["m"])
         np.testing.assert_array_equal(sa["v"], sb["v"])
+
+
+@pytest.mark.parametrize("cls", [optimizers.Adagrad, optimizers.Nadam])
+def test_adagrad_nadam_state_round_trip_and_lookup(cls):
+    """Stopping after 7 steps, carrying the state through get_state/set_state into a fresh
+    optimizer, then 8 more steps gives the weights of 15 uninterrupted steps (Nadam's
+    momentum-schedule product is rebuilt from the step count)."""
+    rng = np.random.default_rng(7)
+    w0 = rng.standard_normal(5)
+    gs = [rng.standard_normal(5) for _ in range(15)]
+    a, w_a = cls(0.05), w0.copy()
+    for g in gs:
+        a.apply([(w_a, g.copy())])
+    b, w_b = cls(0.05), w0.copy()
+    for g in gs[:7]:
+        b.apply([(w_b, g.copy())])
+    it, arrays = b.get_state()
+    c = cls(0.05)
+    c.set_state(it, {k: v.copy() for k, v in arrays.items()}, [(w_b, gs[0])])
+    for g in gs[7:]:
+        c.apply([(w_b, g.copy())])
+    np.testing.assert_allclose(w_b, w_a, rtol=1e-12, atol=1e-14)
+    name = cls.__name__.lower()
+    assert type(optimizers.get(name)) is cls
+    back = optimizers.get(optimizers.serialize(cls(0.2)))
+    assert type(back) is cls and back.get_config() == cls(0.2).get_config()
+
+
+def test_adagrad_nadam_bad_arguments():
+    with pytest.raises(ValueError, match="Adagrad: initial_accumulator_value must be >= 0. Received -1"):
+        optimizers.Adagrad(initial_accumulator_value=-1)
+    with pytest.raises(ValueError, match=r"Nadam: beta_1 must be in \[0, 1\). Received 1.0"):
+        optimizers.Nadam(beta_1=1.0)

@@ -2,7 +2,7 @@
 when training ends without stopping early), ModelCheckpoint, LambdaCallback,
 TerminateOnNaN, ReduceLROnPlateau, CSVLogger, and the progress display (ProgbarLogger: one line per epoch when stdout
 is not a terminal, or with verbose=2; a live bar throttled to ~10 updates/s on a TTY).
-Tests: tests/test_keras_api.py.
+Tests: tests/test_keras_api.py, tests/test_keras_terminate_on_nan.py.
 """
 from __future__ import annotations
 
@@ -242,9 +242,14 @@ class LambdaCallback(Callback):
 
 
 class TerminateOnNaN(Callback):
+    """Sets ``model.stop_training`` when a batch's logged loss is NaN or infinite. (pyaiml's
+    ``fit`` itself raises NonFiniteLossError on such a loss before callbacks see it; this
+    callback serves loops that log through callbacks without that check.)"""
+
     def on_train_batch_end(self, batch, logs=None):
         v = (logs or {}).get("loss")
         if v is not None and not np.isfinite(v):
+            print(f"Batch {batch}: Invalid loss, terminating training")
             self.model.stop_training = True
 
 

@@ -25,7 +25,7 @@ Weights of built-in layers are arrays held as attributes and seen by the tape th
 (Keras 3's signature) returns a ``Variable``. Nested layers held as attributes (alone or
 in lists, tuples, dicts) are tracked: their weights are the parent's.
 
-Recurrent layers (SimpleRNN, LSTM, GRU, Bidirectional) live in pyaiml/keras/recurrent.py.
+Recurrent layers (SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed) live in pyaiml/keras/recurrent.py.
 Not here: masks inside a subclassed model's call() (the functional API
 carries an Embedding's mask: pyaiml/keras/functional.py).
 Tests: tests/test_keras_layers.py (forward and gradients against torch in float64);
@@ -1860,7 +1860,8 @@ from pyaiml.keras.merging import (  # noqa: F401
     multiply,
     subtract,
 )
-from pyaiml.keras.recurrent import GRU, LSTM, Bidirectional, SimpleRNN  # noqa: F401
+from pyaiml.keras.recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed  # noqa: F401
+from pyaiml.keras.preprocessing_layers import Normalization  # noqa: F401
 from pyaiml.keras.tape_layers import (  # noqa: F401
     AveragePooling1D,
     AveragePooling2D,

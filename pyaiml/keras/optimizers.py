@@ -1,4 +1,4 @@
-"""Keras optimizers: SGD (momentum, Nesterov), Adam (amsgrad), AdamW, RMSprop (momentum, centered).
+"""Keras optimizers: SGD (momentum, Nesterov), Adam (amsgrad), AdamW, RMSprop (momentum, centered), Adagrad, Nadam.
 
 Update rules are Keras 3's (written out below); with a constant learning rate they equal
 torch.optim's (SGD: v = m*v - lr*g is -lr times torch's buffer; Adam: Keras's epsilon is
@@ -287,7 +287,79 @@ class RMSprop(Optimizer):
                 "centered": self.centered}
 
 
-_TABLE = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+class Adagrad(Optimizer):
+    """acc += g^2; w -= lr*g/sqrt(acc + eps); the accumulator starts at
+    ``initial_accumulator_value`` (Keras's 0.1; torch.optim.Adagrad's 0 and its epsilon added
+    to sqrt(acc) instead, so they agree where both start alike and epsilon is tiny)."""
+    name = "Adagrad"
+    _slots = ("accumulator",)
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, **kw):
+        super().__init__(learning_rate, **kw)
+        if not initial_accumulator_value >= 0:
+            raise ValueError(f"Adagrad: initial_accumulator_value must be >= 0. Received {initial_accumulator_value}")
+        self.initial_accumulator_value, self.epsilon = float(initial_accumulator_value), float(epsilon)
+
+    def _alloc_state(self, params):
+        self._state = [{"accumulator": np.full_like(p, self.initial_accumulator_value)} for p, _ in params]
+
+    def _update(self, w, g, st, lr, t):
+        f = w.dtype.type
+        acc = st["accumulator"]
+        acc += g * g
+        w -= f(lr) * g / np.sqrt(acc + f(self.epsilon))
+
+    def get_config(self):
+        return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
+                "epsilon": self.epsilon}
+
+
+class Nadam(Optimizer):
+    """Adam with Nesterov momentum (Dozat 2016), Keras 3's schedule u_t = b1(1 - 0.5*0.96^t):
+    m, v as Adam; m_hat = u_{t+1} m/(1 - prod_{i<=t+1} u_i) + (1 - u_t) g/(1 - prod_{i<=t} u_i);
+    w -= lr*m_hat/(sqrt(v/(1 - b2^t)) + eps). Equals torch.optim.NAdam with
+    momentum_decay=1 (torch's default 0.004 is the schedule 0.96^(0.004 t))."""
+    name = "Nadam"
+    _slots = ("m", "v")
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kw):
+        super().__init__(learning_rate, **kw)
+        for n, b in (("beta_1", beta_1), ("beta_2", beta_2)):
+            if not 0 <= b < 1:
+                raise ValueError(f"Nadam: {n} must be in [0, 1). Received {b}")
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self._prod = (0, 1.0)  # (t, prod_{i<=t} u_i), recomputed when iterations jump (set_state)
+
+    def _u(self, t):
+        return self.beta_1 * (1.0 - 0.5 * 0.96 ** t)
+
+    def _u_product(self, t):
+        k, p = self._prod
+        if k != t - 1:
+            k, p = 0, 1.0
+        for i in range(k + 1, t + 1):
+            p *= self._u(i)
+        self._prod = (t, p)
+        return p
+
+    def apply(self, params):
+        self._prod_t = self._u_product(self.iterations + 1)
+        super().apply(params)
+
+    def _update(self, w, g, st, lr, t):
+        f = w.dtype.type
+        m, v = st["m"], st["v"]
+        m += (g - m) * f(1 - self.beta_1)
+        v += (g * g - v) * f(1 - self.beta_2)
+        u_t, u_next = self._u(t), self._u(t + 1)
+        m_hat = m * f(u_next / (1 - self._prod_t * u_next)) + g * f((1 - u_t) / (1 - self._prod_t))
+        w -= f(lr) * m_hat / (np.sqrt(v / f(1 - self.beta_2 ** t)) + f(self.epsilon))
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+_TABLE = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad, "nadam": Nadam}
 
 
 def get(identifier) -> Optimizer:

@@ -1,4 +1,4 @@
-"""Keras 3 recurrent layers on the tape: SimpleRNN, LSTM, GRU and the Bidirectional wrapper.
+"""Keras 3 recurrent layers on the tape: SimpleRNN, LSTM, GRU, the Bidirectional and TimeDistributed wrappers.
 
 What it is. Each layer's ``call()`` is two recorded tape ops: the input projection of every
 time step as one GEMM (``F.dense`` on (batch, steps, features): x @ kernel + bias), then
@@ -28,7 +28,8 @@ units) takes about twice torch.nn.LSTM's time (benchmarks/scripts/lstm_train_ste
 torch at 2 threads, 0.60x at 1; the GEMMs are ~40% of it, the per-step NumPy calls the rest).
 Tests: tests/test_keras_recurrent.py (forward and every gradient against torch.nn.LSTM /
 GRU / RNN and a torch transcription in float64 for every supported option, masks,
-Bidirectional merge modes, the three ways to build a model, save/load).
+Bidirectional merge modes, the three ways to build a model, save/load);
+tests/test_keras_time_distributed.py (TimeDistributed against torch, in models, save/load).
 """
 from __future__ import annotations
 
@@ -697,6 +698,78 @@ class Bidirectional(Layer):
         return cls(layer, backward_layer=back, **config)
 
 
-CLASSES = (SimpleRNN, LSTM, GRU, Bidirectional)
+# ---------------------------------------------------------------- TimeDistributed
+class TimeDistributed(Layer):
+    """Apply one layer to every time step: (batch, steps, *features) is folded to
+    (batch*steps, *features), run through the wrapped layer (one set of weights shared by all
+    steps), and unfolded to (batch, steps, *out). A mask on the steps passes through
+    unchanged. Weights: the wrapped layer's."""
+
+    supports_masking = True
+
+    def __init__(self, layer, **kw):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"TimeDistributed: layer must be a keras.layers.Layer instance. Received "
+                            f"{type(layer).__name__}")
+        if kw.get("name") is None:
+            kw["name"] = _layers._auto_name("time_distributed")
+        super().__init__(**kw)
+        self.layer = layer
+        if layer._input_shape_arg is not None and self._input_shape_arg is None:
+            self._input_shape_arg = layer._input_shape_arg
+
+    def params_and_grads(self):
+        return self.layer.params_and_grads() if self.trainable else []
+
+    def per_example_support(self):
+        return self.layer.per_example_support() if self.trainable else None
+
+    def _need_steps(self, s):
+        if len(s) < 2:
+            raise InputSpecError(f"{self.name}: TimeDistributed needs an input of at least 3 dimensions (batch, "
+                                 f"steps, features). Received input shape {_shape_str(tuple(s))}")
+
+    def build(self, input_shape):
+        s = tuple(input_shape)
+        self._need_steps(s)
+        if not self.layer.built:
+            self.layer.build(s[1:])
+            self.layer.built = True
+        super().build(s)
+
+    def compute_output_shape(self, s):
+        s = tuple(s)
+        self._need_steps(s)
+        return (s[0],) + tuple(self.layer.compute_output_shape(s[1:]))
+
+    def compute_mask(self, mask):
+        return mask
+
+    def call(self, inputs, training=False):
+        shape = value_of(inputs).shape
+        if len(shape) < 3:
+            raise InputSpecError(f"{self.name}: TimeDistributed needs an input of at least 3 dimensions (batch, "
+                                 f"steps, features). Received input shape {_shape_str(tuple(shape[1:]))}")
+        b, t = shape[0], shape[1]
+        y = self.layer(F.reshape(inputs, (b * t,) + tuple(shape[2:])), training=training)
+        if isinstance(y, (list, tuple)):
+            raise TypeError(f"{self.name}: TimeDistributed needs a wrapped layer with one output; "
+                            f"{self.layer.name!r} returned {len(y)}")
+        return F.reshape(y, (b, t) + tuple(value_of(y).shape[1:]))
+
+    def get_config(self):
+        from pyaiml.keras import serialization
+
+        return {**super().get_config(), "layer": serialization.serialize_layer(self.layer)}
+
+    @classmethod
+    def from_config(cls, config):
+        from pyaiml.keras import serialization
+
+        config = dict(config)
+        return cls(serialization.deserialize_layer(config.pop("layer")), **config)
+
+
+CLASSES = (SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed)
 for _c in CLASSES:
     _layers._LAYERS[_c.__name__] = _c

@@ -242,9 +242,10 @@ class LambdaCallback(Callback):
 
 
 class TerminateOnNaN(Callback):
-    """Sets ``model.stop_training`` when a batch's logged loss is NaN or infinite. (pyaiml's
-    ``fit`` itself raises NonFiniteLossError on such a loss before callbacks see it; this
-    callback serves loops that log through callbacks without that check.)"""
+    """Sets ``model.stop_training`` when a batch's logged loss is NaN or infinite. Without it
+    pyaiml's ``fit`` raises NonFiniteLossError on such a loss; with it, ``fit`` hands the
+    loss to this callback and stops as Keras does (the non-finite step's update is not
+    applied), returning the History so far."""
 
     def on_train_batch_end(self, batch, logs=None):
         v = (logs or {}).get("loss")

@@ -382,6 +382,10 @@ class Model(SavingMixin, _layers.Layer):
                     s = slice(b * bs, min(n, (b + 1) * bs))
                     xb, yb = xe.take(s), ye.take(s)
                     lv, pv, preds = self._train_step(xb, yb)
+                    if not np.isfinite(lv) and any(isinstance(c, _cb.TerminateOnNaN) for c in cl.callbacks):
+                        cl.on_train_batch_end(b, {"loss": lv})  # Keras: the callback stops training
+                        self.stop_training = True
+                        break
                     if not np.isfinite(lv):
                         raise NonFiniteLossError(
                             f"fit: the loss became {lv} at epoch {epoch + 1}, batch {b + 1} (of {steps}); training "

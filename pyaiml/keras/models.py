@@ -469,6 +469,10 @@ class Sequential(SavingMixin):
                         lv, pred = self._train_step_dp(xb, yb, fused, bs)
                     else:
                         lv, pred = self._train_step(xb, yb, fused)
+                    if not np.isfinite(lv) and any(isinstance(c, _cb.TerminateOnNaN) for c in cl.callbacks):
+                        cl.on_train_batch_end(b, {"loss": lv})  # Keras: the callback stops training
+                        self.stop_training = True
+                        break
                     if not np.isfinite(lv):
                         raise NonFiniteLossError(
                             f"fit: the loss became {lv} at epoch {epoch + 1}, batch {b + 1} (of {steps}); training "

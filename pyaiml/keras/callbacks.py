@@ -241,6 +241,25 @@ class LambdaCallback(Callback):
                     setattr(self, n, lambda i, logs=None, f=f: f(i, logs))
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def non_finite_loss(model, cl, lv, epoch, b, steps) -> bool:
+    """fit's rule for a batch loss ``lv``: False when finite; with a TerminateOnNaN among the
+    callbacks, hand it the loss, stop training and return True (the caller ends the epoch);
+    otherwise raise NonFiniteLossError."""
+    if np.isfinite(lv):
+        return False
+    if any(isinstance(c, TerminateOnNaN) for c in cl.callbacks):
+        cl.on_train_batch_end(b, {"loss": lv})  # Keras: the callback stops training
+        model.stop_training = True
+        return True
+    raise NonFiniteLossError(
+        f"fit: the loss became {lv} at epoch {epoch + 1}, batch {b + 1} (of {steps}); training "
+        "stopped. Lower the learning rate, scale the inputs, or check the labels.")
+
+
 class TerminateOnNaN(Callback):
     """Sets ``model.stop_training`` when a batch's logged loss is NaN or infinite. Without it
     pyaiml's ``fit`` raises NonFiniteLossError on such a loss; with it, ``fit`` hands the

@@ -35,8 +35,7 @@ from pyaiml.keras.saving import SavingMixin
 from pyaiml.ops import _validate
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+NonFiniteLossError = _cb.NonFiniteLossError  # one class for every model kind
 
 
 def _flat(x):
@@ -382,14 +381,8 @@ class Model(SavingMixin, _layers.Layer):
                     s = slice(b * bs, min(n, (b + 1) * bs))
                     xb, yb = xe.take(s), ye.take(s)
                     lv, pv, preds = self._train_step(xb, yb)
-                    if not np.isfinite(lv) and any(isinstance(c, _cb.TerminateOnNaN) for c in cl.callbacks):
-                        cl.on_train_batch_end(b, {"loss": lv})  # Keras: the callback stops training
-                        self.stop_training = True
+                    if _cb.non_finite_loss(self, cl, lv, epoch, b, steps):
                         break
-                    if not np.isfinite(lv):
-                        raise NonFiniteLossError(
-                            f"fit: the loss became {lv} at epoch {epoch + 1}, batch {b + 1} (of {steps}); training "
-                            "stopped. Lower the learning rate, scale the inputs, or check the labels.")
                     k = len(xb)
                     tot += lv * k
                     cnt += k

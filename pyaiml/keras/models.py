@@ -39,8 +39,7 @@ from pyaiml.keras.saving import SavingMixin
 from pyaiml.ops import _validate
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+NonFiniteLossError = _cb.NonFiniteLossError  # one class for every model kind
 
 
 def _NoFiniteChecks():  # noqa: N802 (the name its callers use)
@@ -469,14 +468,8 @@ class Sequential(SavingMixin):
                         lv, pred = self._train_step_dp(xb, yb, fused, bs)
                     else:
                         lv, pred = self._train_step(xb, yb, fused)
-                    if not np.isfinite(lv) and any(isinstance(c, _cb.TerminateOnNaN) for c in cl.callbacks):
-                        cl.on_train_batch_end(b, {"loss": lv})  # Keras: the callback stops training
-                        self.stop_training = True
+                    if _cb.non_finite_loss(self, cl, lv, epoch, b, steps):
                         break
-                    if not np.isfinite(lv):
-                        raise NonFiniteLossError(
-                            f"fit: the loss became {lv} at epoch {epoch + 1}, batch {b + 1} (of {steps}); training "
-                            "stopped. Lower the learning rate, scale the inputs, or check the labels.")
                     k = len(xb)
                     tot += lv * k
                     cnt += k

@@ -327,13 +327,16 @@ class DecoderLM:
 
 
 class _ColumnEmbedding:
-    """Token rows read from a (C, V) matrix's columns (the tied output head's layout)."""
+    """Token rows read from the columns of the tied output head (a Linear's (C, V) weight, or
+    a quantized head's, dequantized)."""
 
-    def __init__(self, cv: np.ndarray):
-        self.cv = cv
+    def __init__(self, head):
+        self.head = head
 
     def __getitem__(self, ids):
-        return self.cv[:, ids].transpose(*range(1, ids.ndim + 1), 0)
+        if hasattr(self.head, "columns"):
+            return self.head.columns(ids)
+        return self.head.wt[:, ids].transpose(*range(1, ids.ndim + 1), 0)
 
 
 class GPT2(DecoderLM):
@@ -363,7 +366,8 @@ class GPT2(DecoderLM):
             self.scale.append(s)
         pre = _find_prefix(tensors, "wte.weight", ("transformer.", "", "model."))
         W = Weights(tensors, pre, w)
-        wte = W.take("wte.weight", (V, C))
+        qwte = W.t.pop("wte.weight") if isinstance(W.t.get("wte.weight"), tuple) else None
+        wte = None if qwte is not None else W.take("wte.weight", (V, C))
         self.wpe = np.ascontiguousarray(W.take("wpe.weight", (P, C)))
         self.layers = []
         for i in range(L):
@@ -380,9 +384,15 @@ class GPT2(DecoderLM):
                 W.t.pop(p + buf, None)
         self.ln_f = (W.take("ln_f.weight", (C,)), W.take("ln_f.bias", (C,)))
         head = tensors.get("lm_head.weight")
-        if head is None or (not isinstance(head, tuple) and np.array_equal(head, wte)):
+        if qwte is not None:  # a quantized folder: the tied head and embedding as one int8 (V, C)
+            if head is not None:
+                raise ValueError(f"{w}: wte.weight is stored quantized, which a checkpoint with its own "
+                                 "lm_head.weight never is")
+            self.head = _head(qwte, w, V, C)
+            self.wte = _ColumnEmbedding(self.head)
+        elif head is None or (not isinstance(head, tuple) and np.array_equal(head, wte)):
             self.head = Linear(wte.T)
-            self.wte = _ColumnEmbedding(self.head.wt)
+            self.wte = _ColumnEmbedding(self.head)
         else:
             self.head = _head(head, w, V, C)
             self.wte = np.ascontiguousarray(wte)

@@ -149,8 +149,31 @@ def test_every_isa(isa):
             "        t.test_gemv_f32('cpp', M, K, N, rng)\n"
             "    if K % 32 == 0:\n"
             "        t.test_linear_q8('cpp', M, K, N, rng)\n"
+            "for K in (31, 300, 768):\n"
+            "    t.test_rows_do_not_depend_on_the_batch(K, rng)\n"
             "from pyaiml import _backend\n"
             "print('ok', _backend.native().isa())\n")
     r = run_py(code, PYAIML_ISA=isa, PYAIML_BACKEND="cpp",
                PYTHONPATH=os.pathsep.join([here, tests, os.environ.get("PYTHONPATH", "")]))
     assert r.returncode == 0 and f"ok {isa}" in r.stdout, (isa, r.stderr[-3000:])
+
+
+@needs_cpp
+@pytest.mark.parametrize("K", [1, 31, 96, 300, 544, 768, 2048])
+def test_rows_do_not_depend_on_the_batch(K, rng):
+    """A row's result is bit for bit the same whether it goes through the streaming kernel
+    (up to 8 rows) or the GEMM (more rows), for float32 and int8: a sequence's logits do not
+    depend on how many others it is decoded with."""
+    N = 200
+    x = rng.standard_normal((20, K)).astype(np.float32)
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    gemm = _backend.resolve("gemm", "cpp")
+    big = gemm(x[None], w[None], b)[0]
+    for m in (1, 3, 8):
+        np.testing.assert_array_equal(gemm(x[None, :m], w[None], b)[0], big[:m])
+    if K % 32 == 0:
+        q, s = _q8(rng, K, N)
+        big = ops.linear_q8(x, q, s, b)
+        for m in (1, 5, 8):
+            np.testing.assert_array_equal(ops.linear_q8(x[:m], q, s, b), big[:m])

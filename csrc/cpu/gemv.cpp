@@ -1,14 +1,14 @@
 // gemv.cpp: streaming y = x W (+ bias) for M <= 8 rows, float32 or Q8_0 int8 W (gemv.h), and
 // the int8 GEMM for more rows. Compiled once per ISA.
 //
-// Streaming order. The columns are cut into groups of 64 (one cache line of int8 weights, four
-// of float32); the pool's threads take contiguous runs of groups. Within a group, K is walked
-// in blocks of 32 rows (the quantization block): for each block, each sub-panel of the group
-// (NV vectors wide, so that M x NV partial sums stay in registers) loads its partial sums
-// from y, runs the 32 rows, and stores them back. y's group stays in L1, and every cache line
-// of W is read from memory once: the sub-panels of one block touch the same lines within a
-// few hundred cycles. int8 weights are widened and scaled in registers (vpmovsxbd, vcvtdq2ps,
-// one multiply by the block's scale), then used for all M rows.
+// Streaming order. The pool's threads take contiguous runs of 64-column groups; each thread
+// walks its columns in bands (2048 / M columns) whose slice of y and of the partial sums stays
+// in L1. For a band, W is applied 8 rows at a time across the whole band, so it is read as 8
+// sequential streams, each cache line once; within those 8 rows, sub-panels NV vectors wide
+// keep M x NV sums in registers. int8 weights are widened and scaled in registers
+// (vpmovsxbd, vcvtdq2ps, one multiply by the block's scale), then used for all M rows.
+// The summation order of every output is sgemm's (see run_band): the GEMV and the GEMM give
+// the same bits, so a sequence's logits do not depend on the batch it is decoded in.
 // Tests: tests/test_gemv.py.
 #include "cpu/gemv.h"
 
@@ -62,117 +62,6 @@ inline float half_to_float(uint16_t h) {
   return static_cast<float>(f);
 }
 
-// y(rows [i0, i0 + MB), columns [n0, n0 + NV * VL)) += x W over rows [k0, k1) of W (at most
-// one quantization block). The products are summed in registers; int8 rows are summed
-// unscaled and the block's scale applied once at the end.
-template <bool Q8, int MB, int NV>
-inline void panel(const GemvArgs& g, int64_t i0, int64_t n0, int64_t k0, int64_t k1) {
-  vf acc[MB][NV];
-  for (int i = 0; i < MB; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
-  const float* x = g.x + i0 * g.ldx;
-  for (int64_t k = k0; k < k1; ++k) {
-    vf w[NV];
-    if (Q8) {
-      const int8_t* r = g.q + k * g.ldw + n0;
-      for (int v = 0; v < NV; ++v) w[v] = load_q(r + v * VL);
-    } else {
-      const float* r = g.w + k * g.ldw + n0;
-      for (int v = 0; v < NV; ++v) w[v] = loadu(r + v * VL);
-    }
-    for (int i = 0; i < MB; ++i) {
-      const vf xb = splat(x[i * g.ldx + k]);
-      for (int v = 0; v < NV; ++v) acc[i][v] += xb * w[v];
-    }
-  }
-  vf sc[NV];
-  if (Q8)
-    for (int v = 0; v < NV; ++v) sc[v] = load_h(g.s + (k0 / KB) * g.ldw + n0 + v * VL);
-  for (int i = 0; i < MB; ++i)
-    for (int v = 0; v < NV; ++v) {
-      float* yp = g.y + (i0 + i) * g.ldy + n0 + v * VL;
-      storeu(yp, Q8 ? loadu(yp) + acc[i][v] * sc[v] : loadu(yp) + acc[i][v]);
-    }
-}
-
-// Columns [n0, n0 + n) with n < VL, one at a time.
-template <bool Q8>
-void columns_scalar(const GemvArgs& g, int64_t n0, int64_t n, int64_t k0, int64_t k1) {
-  for (int64_t i = 0; i < g.M; ++i)
-    for (int64_t j = n0; j < n0 + n; ++j) {
-      float s = 0.f;
-      const float* x = g.x + i * g.ldx;
-      if (Q8) {
-        for (int64_t k = k0; k < k1; ++k) s += x[k] * static_cast<float>(g.q[k * g.ldw + j]);
-        s *= half_to_float(g.s[(k0 / KB) * g.ldw + j]);
-      } else {
-        for (int64_t k = k0; k < k1; ++k) s += x[k] * g.w[k * g.ldw + j];
-      }
-      g.y[i * g.ldy + j] += s;
-    }
-}
-
-// Registers: MB x NV accumulators + NV weight vectors + one broadcast. AVX-512 has 32 vector
-// registers, AVX2 and SSE 16.
-#if defined(__AVX512F__)
-constexpr int REGS = 32;
-#else
-constexpr int REGS = 16;
-#endif
-template <int MB>
-constexpr int nv_for() {
-  return (MB * 4 + 4 + 1 <= REGS) ? 4 : (MB * 2 + 2 + 1 <= REGS) ? 2 : 1;
-}
-
-// Columns [n0, n0 + n) for rows [k0, k1): sub-panels of NV vectors, then single vectors,
-// then single columns.
-template <bool Q8, int MB>
-void band_rows(const GemvArgs& g, int64_t n0, int64_t n, int64_t k0, int64_t k1) {
-  constexpr int NV = nv_for<MB>();
-  int64_t j = 0;
-  for (; j + NV * VL <= n; j += NV * VL) panel<Q8, MB, NV>(g, 0, n0 + j, k0, k1);
-  for (; j + VL <= n; j += VL) panel<Q8, MB, 1>(g, 0, n0 + j, k0, k1);
-  if (j < n) columns_scalar<Q8>(g, n0 + j, n - j, k0, k1);
-}
-
-// Columns [n0, n0 + n): y starts as the bias (or zero), then every ROWS rows of W are added
-// across the whole band, so W is read as ROWS sequential streams.
-template <bool Q8>
-void run_band(const GemvArgs& g, int64_t n0, int64_t n) {
-  for (int64_t i = 0; i < g.M; ++i) {
-    float* yr = g.y + i * g.ldy + n0;
-    if (g.bias)
-      std::memcpy(yr, g.bias + n0, sizeof(float) * n);
-    else
-      std::memset(yr, 0, sizeof(float) * n);
-  }
-  for (int64_t k0 = 0; k0 < g.K; k0 += ROWS) {
-    const int64_t k1 = std::min<int64_t>(k0 + ROWS, g.K);
-    switch (g.M) {
-      case 1: band_rows<Q8, 1>(g, n0, n, k0, k1); break;
-      case 2: band_rows<Q8, 2>(g, n0, n, k0, k1); break;
-      case 3: band_rows<Q8, 3>(g, n0, n, k0, k1); break;
-      case 4: band_rows<Q8, 4>(g, n0, n, k0, k1); break;
-      case 5: band_rows<Q8, 5>(g, n0, n, k0, k1); break;
-      case 6: band_rows<Q8, 6>(g, n0, n, k0, k1); break;
-      case 7: band_rows<Q8, 7>(g, n0, n, k0, k1); break;
-      default: band_rows<Q8, 8>(g, n0, n, k0, k1); break;
-    }
-  }
-}
-
-template <bool Q8>
-void gemv_any(const GemvArgs& g) {
-  if (g.M <= 0 || g.N <= 0) return;
-  // y's band stays in L1 (16 KiB of it): wider bands for fewer rows.
-  const int64_t band = std::max<int64_t>(GROUP, (4096 / g.M) / GROUP * GROUP);
-  const int64_t groups = (g.N + GROUP - 1) / GROUP;
-  parallel_for_static(groups, 1, [&](int64_t b, int64_t e) {
-    const int64_t c0 = b * GROUP, c1 = std::min<int64_t>(e * GROUP, g.N);
-    for (int64_t n0 = c0; n0 < c1; n0 += band) run_band<Q8>(g, n0, std::min<int64_t>(band, c1 - n0));
-  });
-}
-
 struct AlignedFloats {
   float* p = nullptr;
   size_t n = 0;
@@ -188,12 +77,162 @@ struct AlignedFloats {
     return p;
   }
 };
-thread_local AlignedFloats tl_wide;
+thread_local AlignedFloats tl_wide, tl_partial;
+
+// P(rows [0, MB), columns [n0, n0 + NV * VL)) continued over rows [k0, k1) of W: the partial
+// sums of the current block come from P (zero when `first`), get one FMA per row of W in row
+// order, and go back to P. int8 rows are widened and multiplied by their scale first (one
+// rounding, as gemm_q8's widened panels hold them).
+template <bool Q8, int MB, int NV>
+inline void panel(const GemvArgs& g, float* P, int64_t ldp, int64_t n0, int64_t k0, int64_t k1, bool first) {
+  vf acc[MB][NV];
+  for (int i = 0; i < MB; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = first ? vf{} : loadu(P + i * ldp + v * VL);
+  vf sc[NV];
+  if (Q8)
+    for (int v = 0; v < NV; ++v) sc[v] = load_h(g.s + (k0 / KB) * g.ldw + n0 + v * VL);
+  for (int64_t k = k0; k < k1; ++k) {
+    vf w[NV];
+    if (Q8) {
+      const int8_t* r = g.q + k * g.ldw + n0;
+      for (int v = 0; v < NV; ++v) w[v] = load_q(r + v * VL) * sc[v];
+    } else {
+      const float* r = g.w + k * g.ldw + n0;
+      for (int v = 0; v < NV; ++v) w[v] = loadu(r + v * VL);
+    }
+    for (int i = 0; i < MB; ++i) {
+      const vf xb = splat(g.x[i * g.ldx + k]);
+      for (int v = 0; v < NV; ++v) acc[i][v] += w[v] * xb;
+    }
+  }
+  for (int i = 0; i < MB; ++i)
+    for (int v = 0; v < NV; ++v) storeu(P + i * ldp + v * VL, acc[i][v]);
+}
+
+// a * b + c rounded as the vector code rounds it: one FMA where the ISA has it (GCC does not
+// always contract the scalar expression), a multiply and an add where it does not.
+inline float fmadd(float a, float b, float c) {
+#if defined(__FMA__)
+  return __builtin_fmaf(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// The same for single columns [n0, n0 + n), n < VL.
+template <bool Q8>
+void columns_scalar(const GemvArgs& g, float* P, int64_t ldp, int64_t n0, int64_t n, int64_t k0, int64_t k1,
+                    bool first) {
+  for (int64_t i = 0; i < g.M; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      float s = first ? 0.f : P[i * ldp + j];
+      const float* x = g.x + i * g.ldx;
+      const int64_t c = n0 + j;
+      if (Q8) {
+        const float sc = half_to_float(g.s[(k0 / KB) * g.ldw + c]);
+        for (int64_t k = k0; k < k1; ++k) s = fmadd(static_cast<float>(g.q[k * g.ldw + c]) * sc, x[k], s);
+      } else {
+        for (int64_t k = k0; k < k1; ++k) s = fmadd(g.w[k * g.ldw + c], x[k], s);
+      }
+      P[i * ldp + j] = s;
+    }
+}
+
+// Registers: MB x NV accumulators + NV weight vectors + one broadcast. AVX-512 has 32 vector
+// registers, AVX2 and SSE 16.
+#if defined(__AVX512F__)
+constexpr int REGS = 32;
+#else
+constexpr int REGS = 16;
+#endif
+template <int MB>
+constexpr int nv_for() {
+  return (MB * 4 + 4 + 1 <= REGS) ? 4 : (MB * 2 + 2 + 1 <= REGS) ? 2 : 1;
+}
+
+// Columns [n0, n0 + n) (P's column 0 is n0) for rows [k0, k1): sub-panels of NV vectors, then
+// single vectors, then single columns.
+template <bool Q8, int MB>
+void band_rows(const GemvArgs& g, float* P, int64_t ldp, int64_t n0, int64_t n, int64_t k0, int64_t k1, bool first) {
+  constexpr int NV = nv_for<MB>();
+  int64_t j = 0;
+  for (; j + NV * VL <= n; j += NV * VL) panel<Q8, MB, NV>(g, P + j, ldp, n0 + j, k0, k1, first);
+  for (; j + VL <= n; j += VL) panel<Q8, MB, 1>(g, P + j, ldp, n0 + j, k0, k1, first);
+  if (j < n) columns_scalar<Q8>(g, P + j, ldp, n0 + j, n - j, k0, k1, first);
+}
+
+// Columns [n0, n0 + n) of y. The summation order of each y(i, j) is the one sgemm (gemm.cpp)
+// and gemm_q8 use, so a row's result does not depend on how many rows share the call: K in
+// blocks of `block` rows (the last may be shorter), each block a chain of FMAs from 0 in row
+// order, the blocks added to y in order, then the bias. Within a block, ROWS rows of W at a
+// time are applied across the whole band (ROWS sequential streams through memory), the
+// block's partial sums waiting in P (L1) in between.
+template <bool Q8>
+void run_band(const GemvArgs& g, int64_t n0, int64_t n, int64_t block, float* P) {
+  const int64_t ldp = n;
+  for (int64_t b0 = 0; b0 < g.K; b0 += block) {
+    const int64_t b1 = std::min<int64_t>(b0 + block, g.K);
+    for (int64_t k0 = b0; k0 < b1; k0 += ROWS) {
+      const int64_t k1 = std::min<int64_t>(k0 + ROWS, b1);
+      const bool first = k0 == b0;
+      switch (g.M) {
+        case 1: band_rows<Q8, 1>(g, P, ldp, n0, n, k0, k1, first); break;
+        case 2: band_rows<Q8, 2>(g, P, ldp, n0, n, k0, k1, first); break;
+        case 3: band_rows<Q8, 3>(g, P, ldp, n0, n, k0, k1, first); break;
+        case 4: band_rows<Q8, 4>(g, P, ldp, n0, n, k0, k1, first); break;
+        case 5: band_rows<Q8, 5>(g, P, ldp, n0, n, k0, k1, first); break;
+        case 6: band_rows<Q8, 6>(g, P, ldp, n0, n, k0, k1, first); break;
+        case 7: band_rows<Q8, 7>(g, P, ldp, n0, n, k0, k1, first); break;
+        default: band_rows<Q8, 8>(g, P, ldp, n0, n, k0, k1, first); break;
+      }
+    }
+    for (int64_t i = 0; i < g.M; ++i) {
+      float* yr = g.y + i * g.ldy + n0;
+      const float* pr = P + i * ldp;
+      if (b0 == 0)
+        std::memcpy(yr, pr, sizeof(float) * n);
+      else
+        for (int64_t j = 0; j < n; ++j) yr[j] = pr[j] + yr[j];
+    }
+  }
+  if (g.bias)
+    for (int64_t i = 0; i < g.M; ++i) {
+      float* yr = g.y + i * g.ldy + n0;
+      for (int64_t j = 0; j < n; ++j) yr[j] += g.bias[n0 + j];
+    }
+}
+
+// Rows per block of K: sgemm's rule (equal blocks of at most 256) for float32; whole 256-row
+// slices for int8 (gemm_q8 widens W slice by slice).
+constexpr int64_t QK = 256;
+inline int64_t f32_block(int64_t K) {
+  const int64_t nb = (K + 255) / 256;
+  return (K + nb - 1) / nb;
+}
+
+template <bool Q8>
+void gemv_any(const GemvArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.K == 0) {  // y = bias
+    for (int64_t i = 0; i < g.M; ++i)
+      for (int64_t j = 0; j < g.N; ++j) g.y[i * g.ldy + j] = g.bias ? g.bias[j] : 0.f;
+    return;
+  }
+  const int64_t block = Q8 ? QK : f32_block(g.K);
+  // y's band and its partial sums stay in L1 (8 KiB each): wider bands for fewer rows.
+  const int64_t band = std::max<int64_t>(GROUP, (2048 / g.M) / GROUP * GROUP);
+  const int64_t groups = (g.N + GROUP - 1) / GROUP;
+  parallel_for_static(groups, 1, [&](int64_t b, int64_t e) {
+    float* P = tl_partial.get(static_cast<size_t>(g.M * band));
+    const int64_t c0 = b * GROUP, c1 = std::min<int64_t>(e * GROUP, g.N);
+    for (int64_t n0 = c0; n0 < c1; n0 += band) run_band<Q8>(g, n0, std::min<int64_t>(band, c1 - n0), block, P);
+  });
+}
 
 // int8 GEMM: for each 128-column chunk (the pool's unit) and each 256-row slice of K, the
 // slice of W is widened to float32 in a per-thread buffer (128 KiB, L2-resident) and
 // multiplied with the single-thread SGEMM, accumulating over the slices.
-constexpr int64_t QN = 128, QK = 256;
+constexpr int64_t QN = 128;
 
 void widen(const GemvArgs& g, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* out) {
   for (int64_t k = k0; k < k0 + kc; ++k) {
@@ -238,7 +277,7 @@ void gemm_q8(const GemvArgs& g) {
         a.C = g.y + n0;
         a.ldc = g.ldy;
         a.beta = k0 ? 1.f : 0.f;
-        a.bias_n = (k0 == 0 && g.bias) ? g.bias + n0 : nullptr;
+        a.bias_n = (k0 + kc >= g.K && g.bias) ? g.bias + n0 : nullptr;  // after the last slice
         sgemm_st(a);
       }
     }

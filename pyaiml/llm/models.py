@@ -27,9 +27,11 @@ tests/test_llm_models.py (logits against transformers within 1e-4, padding, erro
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from pyaiml import ops
+from pyaiml import _backend, ops
 from pyaiml.llm.cache import KVCache
 from pyaiml.llm.layers import activation, apply_rope, layer_norm, rms_norm, rope_spec
 
@@ -255,13 +257,22 @@ class DecoderLM:
         s, L = step.start, q.shape[1]
         c.k[li, :, :, s:s + L] = k.transpose(0, 2, 1, 3)
         c.v[li, :, :, s:s + L] = v.transpose(0, 2, 1, 3)
-        K = c.k[li, :, :, :step.T]
-        V = c.v[li, :, :, :step.T]
         sliding = self.sliding_layers is not None and self.sliding_layers[li]
         mask, causal = step.mask(sliding)
+        K = c.k[li, :, :, :step.T]
+        V = c.v[li, :, :, :step.T]
+        B = q.shape[0]
+        if _backend.chosen_backend("attention_forward") == "cpp":
+            # the cache views go to the kernel as they are (rows contiguous, heads Tmax * D
+            # apart): no copy of the cache per layer and token
+            H = self.num_heads
+            m = None if mask is None else np.broadcast_to(mask, (B, H, L, step.T))
+            o, _ = _backend.native().attention_forward(
+                np.ascontiguousarray(q.transpose(0, 2, 1, 3)), K, V, m, causal,
+                1.0 / math.sqrt(self.head_dim) if scale is None else float(scale), False)
+            return o.transpose(0, 2, 1, 3).reshape(B, L, -1)
         o = ops.scaled_dot_product_attention(q.transpose(0, 2, 1, 3), K, V, attn_mask=mask, is_causal=causal,
                                              scale=scale, enable_gqa=self.num_kv_heads != self.num_heads)
-        B = q.shape[0]
         return o.transpose(0, 2, 1, 3).reshape(B, L, -1)
 
     def forward(self, ids, cache: KVCache, valid=None, last_only: bool = False) -> np.ndarray:

@@ -4,7 +4,7 @@ scaling variants Llama-family configs declare.
 
 Shapes: ``x`` (..., C); norms and activations keep the shape. RoPE tables are (B, L, D/2)
 for positions (B, L). Everything is float32 in, float32 out; the norms accumulate their
-moments in float32 like the reference implementations.
+moments in float32 like the reference implementations (the ``norm`` op: csrc/cpu/norm.cpp).
 
 RoPE scaling (``rope_parameters`` in transformers 5 configs, ``rope_theta`` +
 ``rope_scaling`` in older ones): ``default``, ``linear`` (frequencies / factor),
@@ -22,26 +22,27 @@ import math
 
 import numpy as np
 
-from pyaiml import ops
+from pyaiml import _backend, ops
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
+def _norm(x: np.ndarray, w, b, eps: float, rms: bool) -> np.ndarray:
+    # The model's own float32 activations and weights: straight to the registry's kernel
+    # (pyaiml.ops.layer_norm / rms_norm validate their arguments on every call, which costs
+    # more than normalising one decode row).
+    x2 = x.reshape(-1, x.shape[-1])
+    if x2.strides[-1] != x2.itemsize:
+        x2 = np.ascontiguousarray(x2)
+    return _backend.resolve("norm")(x2, w, b, float(eps), rms).reshape(x.shape)
+
+
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
-    mu = x.mean(axis=-1, keepdims=True)
-    d = x - mu
-    var = np.mean(d * d, axis=-1, keepdims=True)
-    d *= 1.0 / np.sqrt(var + np.float32(eps))
-    d *= w
-    d += b
-    return d
+    return _norm(x, w, b, eps, False)
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    ms = np.mean(x * x, axis=-1, keepdims=True)
-    y = x * (1.0 / np.sqrt(ms + np.float32(eps)))
-    y *= w
-    return y
+    return _norm(x, w, None, eps, True)
 
 
 def _gelu_tanh(x):

@@ -11,7 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml import _backend
-from pyaiml.ops._validate import as_array, get_check_finite, require_finite, require_nonempty
+from pyaiml.ops._validate import (
+    as_array,
+    get_check_finite,
+    require_finite,
+    require_nonempty,
+)
 
 _backend.register_op(
     "norm",

@@ -10,7 +10,7 @@ import pytest
 from helpers import backends_for, optional_torch
 
 from pyaiml import _backend, ops
-from pyaiml.reference.norm import norm as ref
+from pyaiml.reference.transformer import norm as ref
 
 torch = optional_torch()
 

@@ -13,6 +13,7 @@ void register_hmm(py::module_& m);
 void register_conv(py::module_& m);
 void register_attention(py::module_& m);
 void register_norm(py::module_& m);
+void register_act(py::module_& m);
 
 namespace {
 
@@ -112,4 +113,5 @@ PYBIND11_MODULE(_C, m) {
   register_conv(m);
   register_attention(m);
   register_norm(m);
+  register_act(m);
 }

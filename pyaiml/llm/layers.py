@@ -46,7 +46,7 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 
 
 def _gelu_tanh(x):
-    return ops.gelu(x, approximate="tanh")
+    return _backend.resolve("gelu_tanh")(x)
 
 
 def _gelu_erf(x):
@@ -69,6 +69,17 @@ ACTIVATIONS = {
     "gelu_new": _gelu_tanh, "gelu_pytorch_tanh": _gelu_tanh, "gelu_fast": _gelu_tanh,
     "gelu": _gelu_erf, "silu": _silu, "swish": _silu, "relu": _relu, "quick_gelu": _quick_gelu,
 }
+
+
+def gated(act, x: np.ndarray, inter: int) -> np.ndarray:
+    """act(x[..., :inter]) * x[..., inter:] (the gated MLP of Llama-family models); SiLU on the
+    fused ``swiglu`` kernel."""
+    if act is _silu:
+        x2 = x.reshape(-1, 2 * inter)
+        if x2.strides[-1] != x2.itemsize:
+            x2 = np.ascontiguousarray(x2)
+        return _backend.resolve("swiglu")(x2).reshape(*x.shape[:-1], inter)
+    return act(x[..., :inter]) * x[..., inter:]
 
 
 def activation(name: str, where: str):

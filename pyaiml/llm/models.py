@@ -33,7 +33,7 @@ import numpy as np
 
 from pyaiml import _backend, ops
 from pyaiml.llm.cache import KVCache
-from pyaiml.llm.layers import activation, apply_rope, layer_norm, rms_norm, rope_spec
+from pyaiml.llm.layers import activation, apply_rope, gated, layer_norm, rms_norm, rope_spec
 
 
 class Linear:
@@ -526,7 +526,7 @@ class Llama(DecoderLM):
         h = h + d["o"](self._attend(i, q, k, v, step))
         m = rms_norm(h, d["ln2"], self.eps)
         gu = d["gate_up"](m)
-        return h + d["down"](self.act(gu[..., :self.I]) * gu[..., self.I:])
+        return h + d["down"](gated(self.act, gu, self.I))
 
     def _head(self, h):
         return self.head(rms_norm(h, self.norm, self.eps))

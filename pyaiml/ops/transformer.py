@@ -1,10 +1,16 @@
-"""LayerNorm and RMSNorm over the last axis, forward only: ``layer_norm`` with
-``torch.nn.functional.layer_norm(x, (n,), weight, bias, eps)`` semantics (biased variance) and
-``rms_norm`` as Llama's RMSNorm (``x / sqrt(mean(x^2) + eps) * weight``).
+"""The per-token pieces of transformer inference besides GEMM and attention, forward only.
 
-float32 runs on the registry's ``norm`` op (C++ csrc/cpu/norm.cpp, Numba, NumPy); float64 on
-NumPy. Each row is normalised on its own, so a row's result does not depend on the others.
-Not here: gradients (pyaiml.autograd.functional.layer_norm trains). Tests: tests/test_norm.py.
+Public: ``layer_norm`` with ``torch.nn.functional.layer_norm(x, (n,), weight, bias, eps)``
+semantics over the last axis (biased variance) and ``rms_norm`` as Llama's RMSNorm
+(``x / sqrt(mean(x^2) + eps) * weight``): float32 on the registry's ``norm`` op (C++
+csrc/cpu/norm.cpp, Numba, NumPy), float64 on NumPy; each row is normalised on its own, so a
+row's result does not depend on the others.
+Registry ops for pyaiml.llm's MLPs (no argument checks; float32, model-internal arrays):
+``gelu_tanh`` (GPT-2's gelu_new) and ``swiglu`` (silu of the first half of each row times the
+second), C++ csrc/cpu/act.cpp, Numba, NumPy.
+
+Not here: gradients (pyaiml.autograd.functional trains). Tests: tests/test_norm.py,
+tests/test_act.py.
 """
 from __future__ import annotations
 
@@ -21,8 +27,20 @@ from pyaiml.ops._validate import (
 _backend.register_op(
     "norm",
     cpp="pyaiml.ops._native:norm",
-    numba="pyaiml._numba.norm:norm",
-    numpy="pyaiml.reference.norm:norm",
+    numba="pyaiml._numba.transformer:norm",
+    numpy="pyaiml.reference.transformer:norm",
+)
+_backend.register_op(
+    "gelu_tanh",
+    cpp="pyaiml.ops._native:gelu_tanh",
+    numba="pyaiml._numba.transformer:gelu_tanh",
+    numpy="pyaiml.reference.transformer:gelu_tanh",
+)
+_backend.register_op(
+    "swiglu",
+    cpp="pyaiml.ops._native:swiglu",
+    numba="pyaiml._numba.transformer:swiglu",
+    numpy="pyaiml.reference.transformer:swiglu",
 )
 
 
@@ -57,7 +75,7 @@ def _run(op, x, weight, bias, eps, rms):
     if x2.strides[-1] != x.itemsize:
         x2 = np.ascontiguousarray(x2)
     if x.dtype == np.float64:
-        from pyaiml.reference.norm import norm as ref
+        from pyaiml.reference.transformer import norm as ref
 
         y = ref(x2, args["weight"], args["bias"], eps, rms)
     else:

@@ -390,9 +390,9 @@ def test_bad_shapes_and_options():
         pt.max_pool1d(x[0], 2, dilation=2)
     with pytest.raises(ValueError, match="at most half the kernel"):
         pt.max_pool2d(x, 2, padding=2)
-    with pytest.raises(NotImplementedError, match="dropout_p must be 0.0"):
+    with pytest.raises(ValueError, match=r"dropout_p must lie in \[0, 1\]"):
         pt.scaled_dot_product_attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3),
-                                        dropout_p=0.1)
+                                        dropout_p=1.1)
     with pytest.raises(ValueError, match=r"log_transmat must have shape \(K, K\) = \(2, 2\)"):
         pt.hmm_forward_backward(torch.zeros(2), torch.zeros(3, 3), torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"log_emission must have shape \(T, K\)"):

@@ -16,16 +16,16 @@ import warnings
 
 import numpy as np
 import pytest
-
-import pyaiml.ops as ops
 from helpers import backends_for
+
+from pyaiml import ops
 from pyaiml.ops.attention import dropout_keep_mask
 
 torch = pytest.importorskip("torch")
 
-import pyaiml.torch as pt  # noqa: E402
-from pyaiml.torch import nn as pnn  # noqa: E402
-from pyaiml.torch import ops as pto  # noqa: E402
+import pyaiml.torch as pt
+from pyaiml.torch import nn as pnn
+from pyaiml.torch import ops as pto
 
 GEMM_BACKENDS = backends_for("gemm")
 
@@ -146,6 +146,8 @@ def test_dropout_float64_and_empty_rows():
     np.testing.assert_allclose(out, want[0], rtol=1e-12, atol=1e-12)
     assert not out[:, :, 1].any()
     dq, dk, dv = ops.scaled_dot_product_attention_backward(g, q, k, v, attn_mask=mask, dropout_p=0.5, dropout_seed=9)
+    np.testing.assert_allclose(dk, want[2], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dv, want[3], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dq, want[1], rtol=1e-10, atol=1e-12)
     assert not dq[:, :, 1].any()
     # p = 1 drops everything

@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from transformers import (  # noqa: E402
+from transformers import (
     BertConfig,
     BertModel,
     GPT2Config,
@@ -26,9 +26,9 @@ from transformers import (  # noqa: E402
     LlamaForCausalLM,
 )
 
-import pyaiml.torch.integrations.transformers as pyaiml_hf  # noqa: E402
-from pyaiml.torch import _kernels as K  # noqa: E402
-from pyaiml.torch import ops as pto  # noqa: E402
+import pyaiml.torch.integrations.transformers as pyaiml_hf
+from pyaiml.torch import _kernels as K
+from pyaiml.torch import ops as pto
 
 NAME = pyaiml_hf.register()
 ATOL = 1e-5

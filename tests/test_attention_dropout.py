@@ -272,6 +272,26 @@ def test_registered_dropout_ops_pass_opcheck():
                                                                           else a for a in args]))
 
 
+def test_compiled_dropout_draws_fresh_seeds_like_eager():
+    """torch.compile (aot_eager, fullgraph) keeps the seed a per-call draw from torch's
+    generator: successive calls differ, and torch.manual_seed gives eager's result."""
+    torch._dynamo.reset()
+    q = torch.randn(1, 2, 4, 8)
+
+    def f(q):
+        return pt.scaled_dot_product_attention(q, q, q, dropout_p=0.3)
+
+    cf = torch.compile(f, backend="aot_eager", fullgraph=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a, b = cf(q), cf(q)
+        torch.manual_seed(21)
+        c = cf(q)
+    assert not torch.equal(a, b)
+    torch.manual_seed(21)
+    assert torch.equal(c, f(q))
+
+
 def test_bridge_dropout_errors():
     x = torch.zeros(1, 2, 3)
     with pytest.raises(ValueError, match=r"dropout_p must lie in \[0, 1\]. Received -0.1"):

@@ -14,8 +14,9 @@ Attention dropout (``dropout_p > 0``): each call draws a 62-bit seed from a torc
 (``generator=`` or torch's default CPU generator, so ``torch.manual_seed`` reproduces the
 masks); pyaiml::sdpa_dropout takes the seed as an argument and the kernel derives the keep
 mask from it (pyaiml.ops.attention.dropout_keep_mask: NumPy's Philox keyed by the seed);
-the backward gets the same seed and regenerates the same mask. With ``dropout_p = 0`` the
-call is exactly the op without dropout (pyaiml::sdpa).
+the backward gets the same seed and regenerates the same mask. Under torch.compile the draw is
+traced too (each compiled call draws a fresh seed; tests/test_attention_dropout.py). With
+``dropout_p = 0`` the call is exactly the op without dropout (pyaiml::sdpa).
 
 Other dtypes: float16 and bfloat16 tensors (e.g. a model converted with ``convert`` after
 ``.to(torch.bfloat16)``) run torch's own function instead (``torch.nn.functional``), with one

@@ -21,6 +21,7 @@ speed benchmark. GPT-2 ties its output head to the token embedding, so the head 
 embeddings stay float32 in Q8_0 (pyaiml/llm/quant.py); every block projection is int8.
 
 Run: python benchmarks/scripts/llm_int8_quality.py [--steps 300 --threads 2 --out DIR]
+     (again with --out DIR --reuse: re-score that model, e.g. after a change to pyaiml.llm)
 Figures: benchmarks/results/llm.md, section "int8 quality".
 """
 import argparse
@@ -55,11 +56,16 @@ p.add_argument("--steps", type=int, default=300)
 p.add_argument("--lr", type=float, default=2e-3)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--eval-batch", type=int, default=32)
+p.add_argument("--reuse", action="store_true",
+               help="score the model and tokenizer already in --out/f32 (written by an earlier run) instead of "
+                    "training them again")
 a = p.parse_args()
 
 torch.set_num_threads(a.threads)
 pyaiml.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
+if a.reuse and not a.out:
+    p.error("--reuse needs --out, the folder of the earlier run")
 out_dir = a.out or tempfile.mkdtemp(prefix="pyaiml-int8-quality-")
 f32_dir, q8_dir = os.path.join(out_dir, "f32"), os.path.join(out_dir, "q8_0")
 os.makedirs(f32_dir, exist_ok=True)
@@ -72,13 +78,16 @@ train_text, held_text = text[:cut], text[cut:]
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-tok = Tokenizer(models.BPE())
-tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-tok.decoder = decoders.ByteLevel()
-trainer = trainers.BpeTrainer(vocab_size=a.vocab, special_tokens=["<|endoftext|>"],
-                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-tok.train_from_iterator(train_text.split("\n\n"), trainer=trainer)
-tok.save(os.path.join(f32_dir, "tokenizer.json"))
+if a.reuse:
+    tok = Tokenizer.from_file(os.path.join(f32_dir, "tokenizer.json"))
+else:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=a.vocab, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(train_text.split("\n\n"), trainer=trainer)
+    tok.save(os.path.join(f32_dir, "tokenizer.json"))
 V = tok.get_vocab_size()
 train_ids = np.array(tok.encode(train_text).ids, dtype=np.int64)
 held_ids = np.array(tok.encode(held_text).ids, dtype=np.int64)
@@ -89,12 +98,17 @@ print(f"data: {len(train_text)} / {len(held_text)} characters -> {len(train_ids)
 # ------------------------------------------------------------------ training
 from transformers import GPT2Config, GPT2LMHeadModel
 
-cfg = GPT2Config(vocab_size=V, n_positions=a.ctx, n_embd=a.width, n_layer=a.layers, n_head=a.heads,
-                 bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
-model = GPT2LMHeadModel(cfg)
+if a.reuse:
+    model = GPT2LMHeadModel.from_pretrained(f32_dir, attn_implementation="sdpa")
+    c = model.config
+    a.layers, a.width, a.heads, a.ctx = c.n_layer, c.n_embd, c.n_head, c.n_positions
+else:
+    cfg = GPT2Config(vocab_size=V, n_positions=a.ctx, n_embd=a.width, n_layer=a.layers, n_head=a.heads,
+                     bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
+    model = GPT2LMHeadModel(cfg)
 nparams = sum(t.numel() for t in model.parameters())
 print(f"model: GPT-2 architecture, {a.layers} layers x {a.width} ({a.heads} heads), context {a.ctx}, "
-      f"{nparams / 1e6:.2f} M parameters (tied head)")
+      f"{nparams / 1e6:.2f} M parameters (tied head){' (reused from ' + f32_dir + ')' if a.reuse else ''}")
 decay = [t for n, t in model.named_parameters() if t.dim() >= 2]
 no_decay = [t for n, t in model.named_parameters() if t.dim() < 2]
 opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
@@ -124,7 +138,7 @@ def held_loss_torch(m, n=16):
 
 model.train()
 t0 = time.perf_counter()
-for step in range(a.steps):
+for step in range(0 if a.reuse else a.steps):
     idx = gen.integers(0, len(train_ids) - a.ctx, size=a.batch)
     x = torch.from_numpy(np.stack([train_ids[i:i + a.ctx] for i in idx]))
     for g in opt.param_groups:
@@ -139,8 +153,9 @@ for step in range(a.steps):
               f"{held_loss_torch(model):.3f}  {time.perf_counter() - t0:.0f} s", flush=True)
 train_s = time.perf_counter() - t0
 model.eval()
-model.save_pretrained(f32_dir)
-print(f"trained {a.steps} steps x {a.batch} x {a.ctx} tokens in {train_s:.0f} s; saved to {f32_dir}")
+if not a.reuse:
+    model.save_pretrained(f32_dir)
+    print(f"trained {a.steps} steps x {a.batch} x {a.ctx} tokens in {train_s:.0f} s; saved to {f32_dir}")
 
 # ------------------------------------------------------------------ scoring
 m32 = llm.load(f32_dir)
@@ -186,7 +201,7 @@ print(f"scored {count} held-out positions with 4 models in {time.perf_counter() 
 res = {
     "held_out_tokens_predicted": count,
     "windows": n_windows,
-    "train_seconds": round(train_s, 1),
+    "train_seconds": None if a.reuse else round(train_s, 1),
     "params_millions": round(nparams / 1e6, 3),
     "layers_quantized": nq,
     "q8_file_bytes": info["bytes"],

@@ -17,8 +17,8 @@ What it does, end to end, on this machine's CPU:
 
 What it is not: a tuned language model (a few minutes of CPU training: the figures describe a
 small, under-trained model, and the script prints its held-out loss so that is visible), nor a
-speed benchmark. GPT-2 ties its output head to the token embedding, so the head and the
-embeddings stay float32 in Q8_0 (pyaiml/llm/quant.py); every block projection is int8.
+speed benchmark. Which tensors become int8 is pyaiml.llm.quant's choice (the block projections,
+and GPT-2's tied head/embedding since main 9e5ca51); the JSON reports how many.
 
 Run: python benchmarks/scripts/llm_int8_quality.py [--steps 300 --threads 2 --out DIR]
      (again with --out DIR --reuse: re-score that model, e.g. after a change to pyaiml.llm)

@@ -27,6 +27,37 @@ from pyaiml import _backend, ops
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
+class _Kernels:
+    """The registry's implementations the model graphs call, resolved once per forward pass
+    (``refresh``) rather than once per call: a decode step makes ~90 kernel calls, and each
+    lookup reads PYAIML_BACKEND. The graphs' own float32 arrays go to them without the public
+    ops' argument checks."""
+
+    NAMES = ("gemm", "linear_q8", "norm", "gelu_tanh", "swiglu")
+
+    def __init__(self):
+        self.key = object()
+
+    def __getattr__(self, name):  # first use before any refresh
+        if name in self.NAMES or name == "native_attention":
+            self.refresh()
+            return object.__getattribute__(self, name)
+        raise AttributeError(name)
+
+    def refresh(self):
+        key = _backend._backend_env()
+        if key != self.key:
+            for name in self.NAMES:
+                setattr(self, name, _backend.resolve(name))
+            self.native_attention = (_backend.native() if _backend.chosen_backend("attention_forward") == "cpp"
+                                     else None)
+            self.key = key
+        return self
+
+
+KERNELS = _Kernels()
+
+
 def _norm(x: np.ndarray, w, b, eps: float, rms: bool) -> np.ndarray:
     # The model's own float32 activations and weights: straight to the registry's kernel
     # (pyaiml.ops.layer_norm / rms_norm validate their arguments on every call, which costs
@@ -34,7 +65,7 @@ def _norm(x: np.ndarray, w, b, eps: float, rms: bool) -> np.ndarray:
     x2 = x.reshape(-1, x.shape[-1])
     if x2.strides[-1] != x2.itemsize:
         x2 = np.ascontiguousarray(x2)
-    return _backend.resolve("norm")(x2, w, b, float(eps), rms).reshape(x.shape)
+    return KERNELS.norm(x2, w, b, float(eps), rms).reshape(x.shape)
 
 
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
@@ -46,7 +77,7 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 
 
 def _gelu_tanh(x):
-    return _backend.resolve("gelu_tanh")(x)
+    return KERNELS.gelu_tanh(x)
 
 
 def _gelu_erf(x):
@@ -78,7 +109,7 @@ def gated(act, x: np.ndarray, inter: int) -> np.ndarray:
         x2 = x.reshape(-1, 2 * inter)
         if x2.strides[-1] != x2.itemsize:
             x2 = np.ascontiguousarray(x2)
-        return _backend.resolve("swiglu")(x2).reshape(*x.shape[:-1], inter)
+        return KERNELS.swiglu(x2).reshape(*x.shape[:-1], inter)
     return act(x[..., :inter]) * x[..., inter:]
 
 

@@ -12,6 +12,7 @@ void register_word2vec(py::module_& m);
 void register_hmm(py::module_& m);
 void register_conv(py::module_& m);
 void register_attention(py::module_& m);
+void register_rnn(py::module_& m);
 
 namespace {
 
@@ -110,4 +111,5 @@ PYBIND11_MODULE(_C, m) {
   register_hmm(m);
   register_conv(m);
   register_attention(m);
+  register_rnn(m);
 }

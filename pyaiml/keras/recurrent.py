@@ -21,12 +21,17 @@ returns the sequence in that reversed order. ``initial_state`` (a list: [h] or [
 differentiated too. ``dropout`` drops input features with one mask per sequence (Keras 3's
 rule: the same features for every step) in training.
 
+The LSTM in float32 with Keras's default activations (tanh, sigmoid) runs its scan on the
+fused kernels instead (``_lstm_fused``: pyaiml.ops.lstm_sequence, the C++ kernel of
+csrc/cpu/rnn.cpp or its Numba fallback; one tape record whose backward is the fused
+backward through time), with every option above; float64, other activations, GRU and
+SimpleRNN keep the NumPy scan here (NumPy around pyaiml's GEMM, per-step calls).
+
 Not here: ``recurrent_dropout`` > 0, ``stateful=True``, activations other than tanh,
-sigmoid, relu and linear (refused with a ValueError), RNN over custom cells, C++ kernels:
-the scan is NumPy around pyaiml's GEMM, and an LSTM training step (batch 32, 64 steps, 128
-units) takes about twice torch.nn.LSTM's time (benchmarks/scripts/lstm_train_step.py: 0.52x
-torch at 2 threads, 0.60x at 1; the GEMMs are ~40% of it, the per-step NumPy calls the rest).
-Tests: tests/test_keras_recurrent.py (forward and every gradient against torch.nn.LSTM /
+sigmoid, relu and linear (refused with a ValueError), RNN over custom cells, C++ kernels for
+GRU and SimpleRNN.
+Tests: tests/test_rnn_kernel.py (the fused LSTM against the NumPy scan for every option, in
+float32); tests/test_keras_recurrent.py (forward and every gradient against torch.nn.LSTM /
 GRU / RNN and a torch transcription in float64 for every supported option, masks,
 Bidirectional merge modes, the three ways to build a model, save/load);
 tests/test_keras_time_distributed.py (TimeDistributed against torch, in models, save/load).
@@ -114,6 +119,33 @@ def _mm(a, b):
     return ops.matmul(a, b)  # any strides: the GEMM packs its operands itself
 
 
+# The fused kernels (pyaiml.ops.lstm_sequence) run the LSTM when they cover it: float32 and
+# Keras's default activations. Tests switch this off to compare with the NumPy scan.
+_FUSED_LSTM = True
+
+
+def _lstm_fused(xp, U, h0, c0, mask, with_c):
+    """The LSTM recurrence as one tape record on pyaiml.ops.lstm_sequence (C++ / Numba / NumPy
+    by the registry): same arguments and result as ``_scan`` for kind "lstm"."""
+    xv, Uv = value_of(xp), value_of(U)
+    dt = xv.dtype
+    h0v = None if h0 is None else np.asarray(value_of(h0), dt)
+    c0v = None if c0 is None else np.asarray(value_of(c0), dt)
+    saved = ops.lstm_sequence(xv, Uv, h0v, c0v, mask)
+    hs, cs = saved[0], saved[1]
+    T = hs.shape[1]
+    out = np.concatenate([hs, cs[:, T:]], axis=1) if with_c else hs
+
+    def back(gout, needs):
+        gout = np.asarray(gout, dt)
+        gh, gc = (gout[:, :T], gout[:, T]) if with_c else (gout, None)
+        gx, gU, gh0, gc0 = ops.lstm_sequence_backward(gh, gc, Uv, saved, h0v, c0v, mask,
+                                                      need_recurrent_kernel=needs[1])
+        return (gx if needs[0] else None, gU, None, gh0 if needs[3] else None, gc0 if needs[4] else None)
+
+    return record(out, (xp, U, None, h0, c0), back, "lstm_scan")
+
+
 def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
     """The recurrence over time as one tape record.
 
@@ -124,6 +156,9 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
     (LSTM), as one Tensor when a tape records.
     """
     xv, Uv = value_of(xp), value_of(U)
+    if (kind == "lstm" and act == "tanh" and ract == "sigmoid" and _FUSED_LSTM and xv.dtype == np.float32
+            and Uv.dtype == np.float32):
+        return _lstm_fused(xp, U, h0, c0, mask, with_c)
     B, T, GH = xv.shape
     H = Uv.shape[0]
     dt = xv.dtype

@@ -1,0 +1,149 @@
+// bindings/rnn.cpp: _C.lstm_forward / _C.lstm_backward (float32), the fused LSTM sequence
+// kernels of cpu/rnn.h. Arrays are validated here (dtype, C order, shapes agreeing with
+// xp (B, T, 4H) and U (H, 4H)); outputs are allocated before the GIL is released.
+// pyaiml/ops/rnn.py is the public entry (it fills in zero states and fixes dtypes).
+// Tests: tests/test_rnn_kernel.py.
+#include "bindings/common.h"
+#include "cpu/rnn.h"
+
+namespace pyaiml {
+
+namespace {
+
+struct LstmPrep {
+  LstmArgs a;
+  py::array_t<float> U, h0, c0;
+  py::array mask;
+};
+
+py::array_t<float> f32_shaped(const py::array& x, const char* op, const char* name,
+                              std::initializer_list<int64_t> shape) {
+  auto c = require_contiguous<float>(x, op, name);
+  bool ok = c.ndim() == static_cast<py::ssize_t>(shape.size());
+  int d = 0;
+  for (int64_t s : shape) ok = ok && c.shape(d++) == s;
+  if (!ok) {
+    std::string want = "(";
+    d = 0;
+    for (int64_t s : shape) want += (d++ ? ", " : "") + std::to_string(s);
+    fail(op, ": ", name, " must have shape ", want, shape.size() == 1 ? ",)" : ")", ". Received ", shape_str(c));
+  }
+  return c;
+}
+
+// U (H, 4H), h0 / c0 (B, H), mask None or (B, T) bool/uint8, for sizes B, T taken from xp or hs.
+LstmPrep prepare(const char* op, int64_t B, int64_t T, py::array U, py::array h0, py::array c0, py::object mask) {
+  LstmPrep p;
+  p.U = require_contiguous<float>(U, op, "recurrent_kernel");
+  PYAIML_CHECK(p.U.ndim() == 2 && p.U.shape(1) == 4 * p.U.shape(0) && p.U.shape(0) >= 1, op,
+               ": recurrent_kernel must have shape (units, 4 * units). Received ", shape_str(p.U));
+  const int64_t H = p.U.shape(0);
+  p.h0 = f32_shaped(h0, op, "h0", {B, H});
+  p.c0 = f32_shaped(c0, op, "c0", {B, H});
+  LstmArgs& a = p.a;
+  a.B = B;
+  a.T = T;
+  a.H = H;
+  a.U = p.U.data();
+  a.h0 = p.h0.data();
+  a.c0 = p.c0.data();
+  if (!mask.is_none()) {
+    p.mask = mask.cast<py::array>();
+    PYAIML_CHECK(p.mask.dtype().is(py::dtype::of<bool>()) || p.mask.dtype().is(py::dtype::of<uint8_t>()), op,
+                 ": mask must have dtype bool or uint8. Received ", dtype_str(p.mask));
+    PYAIML_CHECK(p.mask.flags() & py::array::c_style, op, ": mask must be C-contiguous");
+    PYAIML_CHECK(p.mask.ndim() == 2 && p.mask.shape(0) == B && p.mask.shape(1) == T, op,
+                 ": mask must have shape (batch, steps) = (", B, ", ", T, "). Received ", shape_str(p.mask));
+    a.mask = static_cast<const uint8_t*>(p.mask.data());
+  }
+  return p;
+}
+
+}  // namespace
+
+void register_rnn(py::module_& m) {
+  m.def(
+      "lstm_forward",
+      [](py::array xp, py::array U, py::array h0, py::array c0, py::object mask) {
+        const char* op = "lstm_forward";
+        auto x = require_contiguous<float>(xp, op, "xp");
+        require_ndim(x, 3, op, "xp");
+        const int64_t B = x.shape(0), T = x.shape(1);
+        PYAIML_CHECK(B >= 1 && T >= 1, op, ": xp must have at least one row and one step. Received ", shape_str(x));
+        LstmPrep p = prepare(op, B, T, U, h0, c0, mask);
+        LstmArgs& a = p.a;
+        const int64_t H = a.H;
+        PYAIML_CHECK(x.shape(2) == 4 * H, op, ": xp must have shape (batch, steps, 4 * units) = (", B, ", ", T, ", ",
+                     4 * H, ") for a recurrent_kernel of shape ", shape_str(p.U), ". Received ", shape_str(x));
+        a.xp = x.data();
+        auto hs = new_aligned_array<float>({B, T, H});
+        auto cs = new_aligned_array<float>({B, T + 1, H});
+        auto gates = new_aligned_array<float>({B, T, 4 * H});
+        auto tc = new_aligned_array<float>({B, T, H});
+        a.hs = hs.mutable_data();
+        a.cs = cs.mutable_data();
+        a.gates = gates.mutable_data();
+        a.tc = tc.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          rnn_kernels().lstm_forward(a);
+        }
+        return py::make_tuple(hs, cs, gates, tc);
+      },
+      py::arg("xp"), py::arg("recurrent_kernel"), py::arg("h0"), py::arg("c0"), py::arg("mask") = py::none(),
+      "LSTM over all steps: (hs (B, T, H), cs (B, T + 1, H), gates (B, T, 4H), tanh(c) (B, T, H)).");
+
+  m.def(
+      "lstm_backward",
+      [](py::object dhs, py::object dcT, py::array U, py::array h0, py::array c0, py::object mask, py::array hs,
+         py::array cs, py::array gates, py::array tc, bool need_recurrent_kernel) {
+        const char* op = "lstm_backward";
+        auto hs_a = require_contiguous<float>(hs, op, "hs");
+        require_ndim(hs_a, 3, op, "hs");
+        const int64_t B = hs_a.shape(0), T = hs_a.shape(1);
+        PYAIML_CHECK(B >= 1 && T >= 1, op, ": hs must have at least one row and one step. Received ", shape_str(hs_a));
+        LstmPrep p = prepare(op, B, T, U, h0, c0, mask);
+        LstmArgs& a = p.a;
+        const int64_t H = a.H;
+        hs_a = f32_shaped(hs_a, op, "hs", {B, T, H});
+        auto cs_a = f32_shaped(cs, op, "cs", {B, T + 1, H});
+        auto g_a = f32_shaped(gates, op, "gates", {B, T, 4 * H});
+        auto tc_a = f32_shaped(tc, op, "tc", {B, T, H});
+        py::array_t<float> dhs_a, dcT_a;
+        if (!dhs.is_none()) {
+          dhs_a = f32_shaped(dhs.cast<py::array>(), op, "grad_h", {B, T, H});
+          a.dhs = dhs_a.data();
+        }
+        if (!dcT.is_none()) {
+          dcT_a = f32_shaped(dcT.cast<py::array>(), op, "grad_c", {B, H});
+          a.dcT = dcT_a.data();
+        }
+        a.hs = const_cast<float*>(hs_a.data());
+        a.cs = const_cast<float*>(cs_a.data());
+        a.gates = const_cast<float*>(g_a.data());
+        a.tc = const_cast<float*>(tc_a.data());
+        auto dxp = new_aligned_array<float>({B, T, 4 * H});
+        auto dh0 = new_aligned_array<float>({B, H});
+        auto dc0 = new_aligned_array<float>({B, H});
+        py::object dU_obj = py::none();
+        if (need_recurrent_kernel) {
+          auto dU = new_aligned_array<float>({H, 4 * H});
+          a.dU = dU.mutable_data();
+          dU_obj = dU;
+        }
+        a.dxp = dxp.mutable_data();
+        a.dh0 = dh0.mutable_data();
+        a.dc0 = dc0.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          rnn_kernels().lstm_backward(a);
+        }
+        return py::make_tuple(dxp, dU_obj, dh0, dc0);
+      },
+      py::arg("grad_h"), py::arg("grad_c"), py::arg("recurrent_kernel"), py::arg("h0"), py::arg("c0"),
+      py::arg("mask"), py::arg("hs"), py::arg("cs"), py::arg("gates"), py::arg("tc"),
+      py::arg("need_recurrent_kernel") = true,
+      "Backward through time: (grad_xp (B, T, 4H), grad_recurrent_kernel (H, 4H) or None, grad_h0, grad_c0).");
+}
+
+}  // namespace pyaiml

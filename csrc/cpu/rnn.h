@@ -1,0 +1,59 @@
+// rnn.h: the LSTM recurrence over a whole sequence on CPU, forward and backward through time,
+// float32, Keras 3's cell: gates i, f, c, o along the last axis, sigmoid for i, f, o and
+// tanh for the candidate and the output (the defaults; other activations stay in NumPy,
+// pyaiml/keras/recurrent.py).
+//
+//   z_t = xp_t + h_{t-1} U        (xp: the input projection x W + b, given for all steps)
+//   i, f, o = sigmoid(z_i, z_f, z_o);  g = tanh(z_c)
+//   c_t = f c_{t-1} + i g;  h_t = o tanh(c_t)
+//   a padded step (mask 0) keeps h and c: h_t = h_{t-1}, c_t = c_{t-1}
+//
+// Per step: the recurrent GEMM through sgemm_st on a copy of U packed into column panels
+// that the GEMM reads in place (2 NR columns each, so it packs neither operand), then the
+// gates' pointwise math fused in one pass per row. Rows (the batch) are independent, so the
+// batch is split over the thread pool once for the whole sequence: no synchronisation per
+// step. The backward runs the same way (fused dgates, then dh_{t-1} = dz_t U^T per step) and
+// finishes with dU = sum_t h_{t-1}^T dz_t as one threaded GEMM over all steps.
+//
+// Layout (pyaiml/ops/rnn.py prepares it; all C-contiguous): B batch, T steps, H units,
+// G = 4H. xp (B, T, G); U (H, G); h0, c0 (B, H); mask (B, T) uint8 or null.
+// Saved by the forward for the backward: gates (B, T, G) activated, cs (B, T + 1, H) with
+// cs[:, 0] = c0 and cs[:, t + 1] = c_t, tc (B, T, H) = tanh of the step's new cell.
+// Not here: argument validation (bindings/rnn.cpp), float64, GRU, other activations.
+// Tests: tests/test_rnn_kernel.py (torch autograd in float64, the NumPy reference, every ISA).
+#pragma once
+#include <cstdint>
+
+#include "common/isa.h"
+
+namespace pyaiml {
+
+struct LstmArgs {
+  int64_t B = 0, T = 0, H = 0;
+  const float* xp = nullptr;     // (B, T, 4H)
+  const float* U = nullptr;      // (H, 4H)
+  const float* h0 = nullptr;     // (B, H)
+  const float* c0 = nullptr;     // (B, H)
+  const uint8_t* mask = nullptr; // (B, T) or null (every step real)
+  // forward outputs (the backward reads them)
+  float* hs = nullptr;           // (B, T, H) h_1 .. h_T
+  float* cs = nullptr;           // (B, T + 1, H)
+  float* gates = nullptr;        // (B, T, 4H)
+  float* tc = nullptr;           // (B, T, H)
+  // backward
+  const float* dhs = nullptr;    // (B, T, H) gradient of hs, or null (zeros)
+  const float* dcT = nullptr;    // (B, H) gradient of c_T, or null (zeros)
+  float* dxp = nullptr;          // (B, T, 4H)
+  float* dU = nullptr;           // (H, 4H) or null (not wanted)
+  float* dh0 = nullptr;          // (B, H)
+  float* dc0 = nullptr;          // (B, H)
+};
+
+struct RnnKernels {
+  void (*lstm_forward)(const LstmArgs&);
+  void (*lstm_backward)(const LstmArgs&);
+};
+
+PYAIML_KERNEL_TABLE(RnnKernels, rnn_kernels)
+
+}  // namespace pyaiml

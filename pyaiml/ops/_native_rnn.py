@@ -1,0 +1,15 @@
+"""Adapters from the registry's LSTM signatures to pyaiml._C (float32, C-contiguous; see
+csrc/bindings/rnn.cpp). A bool mask is passed as is (one byte per step)."""
+from __future__ import annotations
+
+from pyaiml import _backend
+
+_C = _backend.native()
+
+
+def lstm_forward(xp, U, h0, c0, mask=None):
+    return _C.lstm_forward(xp, U, h0, c0, mask)
+
+
+def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True):
+    return _C.lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, bool(need_recurrent_kernel))

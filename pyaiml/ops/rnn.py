@@ -1,0 +1,177 @@
+"""The LSTM recurrence over a whole sequence as one op, forward and backward through time.
+
+Keras 3's LSTM cell (gate order i, f, c, o along the last axis; sigmoid for i, f, o, tanh
+for the candidate and the output), run over all steps at once, given the input projection
+of every step::
+
+    z_t = xp[:, t] + h_{t-1} @ recurrent_kernel
+    i, f, o = sigmoid(z_i, z_f, z_o);  g = tanh(z_c)
+    c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)
+
+A step whose ``mask`` entry is False keeps both states (h_t = h_{t-1}, c_t = c_{t-1}), as
+Keras does for padded steps. float32 runs on the registry's ``lstm_forward`` /
+``lstm_backward`` ops (the fused C++ kernels of csrc/cpu/rnn.cpp, Numba, or NumPy); float64
+runs through the NumPy reference (pyaiml/reference/rnn.py).
+
+Not here: the input projection (``linear``/``matmul`` before, its gradient after), other
+activations, GRU, recurrent dropout (pyaiml/keras/recurrent.py keeps those on its NumPy
+scan). Tests: tests/test_rnn_kernel.py (torch autograd in float64, the reference, every
+backend and ISA, awkward shapes, bad input).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pyaiml import _backend
+from pyaiml.ops._validate import as_array, finite_check, float_dtype, require_finite
+
+_backend.register_op(
+    "lstm_forward",
+    cpp="pyaiml.ops._native_rnn:lstm_forward",
+    numba="pyaiml._numba.rnn:lstm_forward",
+    numpy="pyaiml.reference.rnn:lstm_forward",
+)
+_backend.register_op(
+    "lstm_backward",
+    cpp="pyaiml.ops._native_rnn:lstm_backward",
+    numba="pyaiml._numba.rnn:lstm_backward",
+    numpy="pyaiml.reference.rnn:lstm_backward",
+)
+
+_F32 = np.dtype(np.float32)
+
+
+def _impl(name, dtype):
+    """(backend, callable): the registry's choice for float32, the NumPy reference else."""
+    if dtype == _F32:
+        return _backend.chosen(name)
+    return "numpy", _backend.resolve(name, "numpy")
+
+
+def _state(x, op, name, shape, dtype):
+    if x is None:
+        return np.zeros(shape, dtype)
+    x = as_array(x, op, name)
+    if x.dtype != dtype:
+        raise TypeError(f"{op}: {name} must have the dtype of xp ({dtype}). Received {x.dtype}")
+    if x.shape != shape:
+        raise ValueError(f"{op}: {name} must have shape (batch, units) = {shape}. Received {tuple(x.shape)}")
+    return np.ascontiguousarray(x)
+
+
+def _mask(mask, op, B, T):
+    if mask is None:
+        return None
+    m = as_array(mask, op, "mask")
+    if m.dtype.kind not in "biu":
+        raise TypeError(f"{op}: mask must be a bool (or integer 0/1) array. Received dtype {m.dtype}")
+    if m.shape != (B, T):
+        raise ValueError(f"{op}: mask must have shape (batch, steps) = ({B}, {T}). Received {tuple(m.shape)}")
+    m = np.ascontiguousarray(m, dtype=bool)
+    return None if m.all() else m
+
+
+def lstm_sequence(xp, recurrent_kernel, h0=None, c0=None, mask=None):
+    """Run the LSTM over every step.
+
+    Parameters
+    ----------
+    xp : array (B, T, 4H), float32 or float64
+        The input projection of every step, x @ kernel + bias (gates i, f, c, o).
+    recurrent_kernel : array (H, 4H), xp's dtype
+    h0, c0 : array (B, H) or None
+        Initial states (zeros when None).
+    mask : bool array (B, T) or None
+        False marks a padded step: both states carry through it unchanged.
+
+    Returns
+    -------
+    (hs, cs, gates, tc): hs (B, T, H) the hidden state after each step; cs (B, T + 1, H)
+    the cell states, cs[:, 0] = c0 and cs[:, -1] the last; gates (B, T, 4H) the activated
+    gates; tc (B, T, H) tanh of each step's new cell. The last three are what
+    ``lstm_sequence_backward`` needs.
+    """
+    op = "lstm_sequence"
+    xp = as_array(xp, op, "xp")
+    U = as_array(recurrent_kernel, op, "recurrent_kernel")
+    dt = float_dtype(xp, op, "xp")
+    if U.dtype != dt:
+        raise TypeError(f"{op}: recurrent_kernel must have the dtype of xp ({dt}). Received {U.dtype}")
+    if U.ndim != 2 or U.shape[0] < 1 or U.shape[1] != 4 * U.shape[0]:
+        raise ValueError(f"{op}: recurrent_kernel must have shape (units, 4 * units). Received {tuple(U.shape)}")
+    H = U.shape[0]
+    if xp.ndim != 3 or xp.shape[2] != 4 * H or xp.shape[0] < 1 or xp.shape[1] < 1:
+        raise ValueError(f"{op}: xp must have shape (batch, steps, 4 * units) with batch, steps >= 1 and units = "
+                         f"{H} (from recurrent_kernel). Received {tuple(xp.shape)}")
+    B, T = xp.shape[:2]
+    h0 = _state(h0, op, "h0", (B, H), dt)
+    c0 = _state(c0, op, "c0", (B, H), dt)
+    m = _mask(mask, op, B, T)
+    backend, fn = _impl("lstm_forward", dt)
+    chk = finite_check(backend)
+    xp = np.ascontiguousarray(xp)
+    U = np.ascontiguousarray(U)
+    for name, x in (("xp", xp), ("recurrent_kernel", U), ("h0", h0), ("c0", c0)):
+        require_finite(x, op, name, chk)
+    return fn(xp, U, h0, c0, m)
+
+
+def lstm_sequence_backward(grad_h, grad_c, recurrent_kernel, saved, h0=None, c0=None, mask=None,
+                           need_recurrent_kernel=True):
+    """Back-propagation through time for ``lstm_sequence``.
+
+    Parameters
+    ----------
+    grad_h : array (B, T, H) or None
+        Gradient of ``hs`` (None: zeros).
+    grad_c : array (B, H) or None
+        Gradient of the last cell state ``cs[:, -1]`` (None: zeros).
+    recurrent_kernel, h0, c0, mask : as given to ``lstm_sequence``.
+    saved : the tuple (hs, cs, gates, tc) ``lstm_sequence`` returned.
+    need_recurrent_kernel : bool
+        False skips the recurrent kernel's gradient (returned as None).
+
+    Returns
+    -------
+    (grad_xp (B, T, 4H), grad_recurrent_kernel (H, 4H) or None, grad_h0 (B, H), grad_c0 (B, H)).
+    """
+    op = "lstm_sequence_backward"
+    if not isinstance(saved, (tuple, list)) or len(saved) != 4:
+        raise TypeError(f"{op}: saved must be the 4-tuple (hs, cs, gates, tc) from lstm_sequence. Received "
+                        f"{type(saved).__name__}{'' if not hasattr(saved, '__len__') else f' of length {len(saved)}'}")
+    hs, cs, gates, tc = (as_array(a, op, n) for a, n in zip(saved, ("hs", "cs", "gates", "tc")))
+    dt = float_dtype(hs, op, "hs")
+    U = as_array(recurrent_kernel, op, "recurrent_kernel")
+    for name, x in (("recurrent_kernel", U), ("cs", cs), ("gates", gates), ("tc", tc)):
+        if x.dtype != dt:
+            raise TypeError(f"{op}: {name} must have the dtype of hs ({dt}). Received {x.dtype}")
+    if hs.ndim != 3:
+        raise ValueError(f"{op}: hs must be 3-D (batch, steps, units). Received shape {tuple(hs.shape)}")
+    B, T, H = hs.shape
+    if U.shape != (H, 4 * H):
+        raise ValueError(f"{op}: recurrent_kernel must have shape (units, 4 * units) = ({H}, {4 * H}). Received "
+                         f"{tuple(U.shape)}")
+    for name, x, shape in (("cs", cs, (B, T + 1, H)), ("gates", gates, (B, T, 4 * H)), ("tc", tc, (B, T, H))):
+        if x.shape != shape:
+            raise ValueError(f"{op}: {name} must have shape {shape}. Received {tuple(x.shape)}")
+    h0 = _state(h0, op, "h0", (B, H), dt)
+    c0 = _state(c0, op, "c0", (B, H), dt)
+    m = _mask(mask, op, B, T)
+    backend, fn = _impl("lstm_backward", dt)
+    chk = finite_check(backend)
+    if grad_h is not None:
+        grad_h = as_array(grad_h, op, "grad_h")
+        if grad_h.dtype != dt or grad_h.shape != (B, T, H):
+            raise ValueError(f"{op}: grad_h must have shape {(B, T, H)} and dtype {dt}. Received "
+                             f"{tuple(grad_h.shape)} {grad_h.dtype}")
+        grad_h = np.ascontiguousarray(grad_h)
+        require_finite(grad_h, op, "grad_h", chk)
+    if grad_c is not None:
+        grad_c = as_array(grad_c, op, "grad_c")
+        if grad_c.dtype != dt or grad_c.shape != (B, H):
+            raise ValueError(f"{op}: grad_c must have shape {(B, H)} and dtype {dt}. Received "
+                             f"{tuple(grad_c.shape)} {grad_c.dtype}")
+        grad_c = np.ascontiguousarray(grad_c)
+        require_finite(grad_c, op, "grad_c", chk)
+    c = np.ascontiguousarray
+    return fn(grad_h, grad_c, c(U), h0, c0, m, c(hs), c(cs), c(gates), c(tc), bool(need_recurrent_kernel))

@@ -1,0 +1,83 @@
+"""NumPy reference for the ``lstm_forward`` / ``lstm_backward`` ops: slow and obvious.
+
+The registry's raw form (pyaiml/ops/rnn.py prepares it; csrc/cpu/rnn.h documents it):
+xp (B, T, 4H) the input projection x W + b for all steps, U (H, 4H) the recurrent kernel,
+h0 / c0 (B, H), mask (B, T) bool or None. Keras 3's LSTM cell, gates i, f, c, o, sigmoid
+and tanh; a padded step (mask False) keeps h and c. Computes in float64 and returns the
+input's dtype. Not the fast path (C++ and Numba are); the oracle the others are tested
+against in tests/test_rnn_kernel.py, and the float64 implementation of pyaiml.ops.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _sigmoid(z):
+    return 0.5 * np.tanh(0.5 * z) + 0.5
+
+
+def lstm_forward(xp, U, h0, c0, mask=None):
+    """-> hs (B, T, H), cs (B, T + 1, H) (cs[:, 0] = c0), gates (B, T, 4H) activated,
+    tc (B, T, H) = tanh of each step's new cell (before a mask keeps the old one)."""
+    dt = xp.dtype
+    B, T, G = xp.shape
+    H = G // 4
+    x = xp.astype(np.float64)
+    Uf = U.astype(np.float64)
+    h = h0.astype(np.float64)
+    c = c0.astype(np.float64)
+    hs = np.empty((B, T, H))
+    cs = np.empty((B, T + 1, H))
+    cs[:, 0] = c
+    gates = np.empty((B, T, G))
+    tc = np.empty((B, T, H))
+    for t in range(T):
+        z = x[:, t] + h @ Uf
+        g = np.concatenate([_sigmoid(z[:, :2 * H]), np.tanh(z[:, 2 * H:3 * H]), _sigmoid(z[:, 3 * H:])], axis=1)
+        i, f, gg, o = g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H], g[:, 3 * H:]
+        cn = f * c + i * gg
+        tcn = np.tanh(cn)
+        hn = o * tcn
+        if mask is not None:
+            m = np.asarray(mask[:, t], dtype=bool)[:, None]
+            cn = np.where(m, cn, c)
+            hn = np.where(m, hn, h)
+        gates[:, t], tc[:, t], cs[:, t + 1], hs[:, t] = g, tcn, cn, hn
+        h, c = hn, cn
+    return hs.astype(dt), cs.astype(dt), gates.astype(dt), tc.astype(dt)
+
+
+def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True):
+    """Back-propagation through time from the forward's saved arrays.
+
+    grad_h (B, T, H) or None, grad_c (B, H) (gradient of the last cell state) or None.
+    -> grad_xp (B, T, 4H), grad_U (H, 4H) or None, grad_h0 (B, H), grad_c0 (B, H).
+    """
+    dt = hs.dtype
+    B, T, H = hs.shape
+    Uf = U.astype(np.float64)
+    g64 = gates.astype(np.float64)
+    tc64 = tc.astype(np.float64)
+    cs64 = cs.astype(np.float64)
+    dh = np.zeros((B, H))
+    dc = np.zeros((B, H)) if grad_c is None else grad_c.astype(np.float64)
+    dxp = np.zeros((B, T, 4 * H))
+    for t in range(T - 1, -1, -1):
+        if grad_h is not None:
+            dh = dh + grad_h[:, t]
+        m = np.ones((B, 1)) if mask is None else np.asarray(mask[:, t], dtype=np.float64)[:, None]
+        g = g64[:, t]
+        i, f, gg, o = g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H], g[:, 3 * H:]
+        tcn = tc64[:, t]
+        dht, dct = dh * m, dc * m
+        dct = dct + dht * o * (1 - tcn ** 2)
+        dz = np.concatenate([dct * gg * i * (1 - i), dct * cs64[:, t] * f * (1 - f), dct * i * (1 - gg ** 2),
+                             dht * tcn * o * (1 - o)], axis=1)
+        dxp[:, t] = dz
+        dc = dct * f + dc * (1 - m)
+        dh = dz @ Uf.T + dh * (1 - m)
+    gU = None
+    if need_recurrent_kernel:
+        hprev = np.concatenate([h0[:, None].astype(np.float64), hs[:, :T - 1].astype(np.float64)], axis=1)
+        gU = (hprev.reshape(B * T, H).T @ dxp.reshape(B * T, 4 * H)).astype(dt)
+    return dxp.astype(dt), gU, dh.astype(dt), dc.astype(dt)

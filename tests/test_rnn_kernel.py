@@ -1,0 +1,412 @@
+"""The fused LSTM sequence op (pyaiml.ops.lstm_sequence / lstm_sequence_backward) and the
+Keras LSTM layer on it.
+
+What it checks: forward states and every gradient (xp, recurrent kernel, h0, c0) of each
+backend (C++, Numba, NumPy reference) against torch autograd in float64 (a step-by-step
+torch transcription of Keras's rule for padded steps; torch.nn.LSTM itself where there is
+no mask), on awkward shapes (batch 1, 1 step, units 1, 5, 17, 33 that are no multiple of the
+vector width, masks with all-padded rows and padded first/last steps); the C++ kernel on
+every ISA this CPU runs; the vectorised sigmoid and tanh against float64; thread-count
+independence; the errors. Tolerance: float32 results against float64, 2e-5 absolute and
+relative on O(1) values (float32 rounding through up to 9 steps, measured max ~2e-6), 1e-10
+for the float64 path. Layer level: the LSTM layer in float32 on the fused op against the
+NumPy scan it replaces (recurrent._FUSED_LSTM off), for masks, go_backwards, return_state,
+return_sequences, initial states, dropout and Bidirectional.
+What it is not: a speed test (benchmarks/scripts/lstm_train_step.py).
+Run: PYTHONPATH=$PWD python -m pytest -q tests/test_rnn_kernel.py
+"""
+import numpy as np
+import pytest
+
+import pyaiml
+from pyaiml import _backend, ops
+from tests.helpers import run_py
+
+torch = pytest.importorskip("torch")
+
+BACKENDS = ["cpp", "numba", "numpy"]
+SHAPES = [(1, 1, 1), (1, 5, 3), (3, 7, 33), (2, 1, 16), (4, 6, 17), (5, 9, 5), (2, 3, 64)]
+TOL32 = 2e-5
+
+
+def _backend_or_skip(backend):
+    if backend == "cpp" and not _backend.cpp_available():
+        pytest.skip("pyaiml._C is not built")
+    if backend == "numba" and not _backend._numba_available():
+        pytest.skip("numba is not installed")
+
+
+def _case(B, T, H, seed=0, dtype=np.float32, scale=1.0):
+    rs = np.random.default_rng(seed + 1000 * B + 100 * T + H)
+    xp = (rs.normal(size=(B, T, 4 * H)) * scale).astype(dtype)
+    U = (rs.normal(size=(H, 4 * H)) / np.sqrt(H)).astype(dtype)
+    h0 = rs.normal(0, 0.5, size=(B, H)).astype(dtype)
+    c0 = rs.normal(0, 0.5, size=(B, H)).astype(dtype)
+    gh = rs.normal(size=(B, T, H)).astype(dtype)
+    gc = rs.normal(size=(B, H)).astype(dtype)
+    return xp, U, h0, c0, gh, gc
+
+
+def _mask(B, T, seed=0):
+    """Random padding plus the awkward rows: all padded, padded first and last steps."""
+    rs = np.random.default_rng(seed)
+    m = rs.random((B, T)) > 0.35
+    m[0] = False
+    if B > 1:
+        m[1] = True
+        m[1, 0] = m[1, -1] = False
+    return m
+
+
+def _torch_lstm(xp, U, h0, c0, mask, gh, gc):
+    """Keras's LSTM written step by step in torch float64: hs, c_T and the gradients of
+    sum(hs * gh) + sum(c_T * gc) for xp, U, h0, c0."""
+    t = [torch.tensor(np.asarray(a, np.float64), requires_grad=True) for a in (xp, U, h0, c0)]
+    x, u, h, c = t
+    H = U.shape[0]
+    hs = []
+    for s in range(xp.shape[1]):
+        z = x[:, s] + h @ u
+        i, f = torch.sigmoid(z[:, :H]), torch.sigmoid(z[:, H:2 * H])
+        g, o = torch.tanh(z[:, 2 * H:3 * H]), torch.sigmoid(z[:, 3 * H:])
+        cn = f * c + i * g
+        hn = o * torch.tanh(cn)
+        if mask is not None:
+            m = torch.tensor(mask[:, s:s + 1])
+            cn = torch.where(m, cn, c)
+            hn = torch.where(m, hn, h)
+        h, c = hn, cn
+        hs.append(h)
+    hs = torch.stack(hs, 1)
+    loss = (hs * torch.tensor(gh, dtype=torch.float64)).sum() + (c * torch.tensor(gc, dtype=torch.float64)).sum()
+    loss.backward()
+    return hs.detach().numpy(), c.detach().numpy(), [a.grad.numpy() for a in t]
+
+
+def _run(xp, U, h0, c0, mask, gh, gc):
+    saved = ops.lstm_sequence(xp, U, h0, c0, mask)
+    grads = ops.lstm_sequence_backward(gh, gc, U, saved, h0, c0, mask)
+    return saved, grads
+
+
+def _close(a, b, tol, what):
+    err = np.abs(np.asarray(a, np.float64) - b).max() / (1.0 + np.abs(b).max())
+    assert err < tol, f"{what}: max error {err:.3g} (tolerance {tol})"
+
+
+# ---------------------------------------------------------------- against torch autograd
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_forward_backward_match_torch_float64(backend, shape, masked, monkeypatch):
+    _backend_or_skip(backend)
+    monkeypatch.setenv("PYAIML_BACKEND", backend)
+    B, T, H = shape
+    xp, U, h0, c0, gh, gc = _case(B, T, H)
+    mask = _mask(B, T) if masked else None
+    (hs, cs, gates, _tc), (gx, gU, gh0, gc0) = _run(xp, U, h0, c0, mask, gh, gc)
+    assert hs.dtype == cs.dtype == gx.dtype == gU.dtype == np.float32
+    assert hs.shape == (B, T, H) and cs.shape == (B, T + 1, H) and gates.shape == (B, T, 4 * H)
+    th, tcT, (tx, tU, th0, tc0) = _torch_lstm(xp, U, h0, c0, mask, gh, gc)
+    _close(hs, th, TOL32, "hs")
+    _close(cs[:, -1], tcT, TOL32, "c_T")
+    np.testing.assert_array_equal(cs[:, 0], c0)
+    for name, a, b in (("xp", gx, tx), ("recurrent_kernel", gU, tU), ("h0", gh0, th0), ("c0", gc0, tc0)):
+        _close(a, b, TOL32, f"grad {name}")
+    if masked:  # an all-padded row keeps its states and passes its gradients straight through
+        np.testing.assert_array_equal(hs[0], np.broadcast_to(h0[0], (T, H)))
+        np.testing.assert_array_equal(gx[0], 0)
+        np.testing.assert_allclose(gh0[0], gh[0].sum(axis=0), rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(gc0[0], gc[0])
+
+
+def test_float64_runs_the_reference_exactly_to_torch():
+    xp, U, h0, c0, gh, gc = _case(3, 5, 7, dtype=np.float64)
+    mask = _mask(3, 5)
+    (hs, cs, _, _), (gx, gU, gh0, gc0) = _run(xp, U, h0, c0, mask, gh, gc)
+    th, tcT, (tx, tU, th0, tc0) = _torch_lstm(xp, U, h0, c0, mask, gh, gc)
+    assert hs.dtype == np.float64
+    for a, b in ((hs, th), (cs[:, -1], tcT), (gx, tx), (gU, tU), (gh0, th0), (gc0, tc0)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+def test_matches_torch_nn_lstm_at_the_benchmark_shape(backend, monkeypatch):
+    """batch 32, 64 steps, 128 units against torch.nn.LSTM in float64 (gate order i, f, g, o
+    is Keras's i, f, c, o; U is weight_hh transposed; the input projection comes in whole)."""
+    _backend_or_skip(backend)
+    monkeypatch.setenv("PYAIML_BACKEND", backend)
+    B, T, H = 32, 64, 128
+    xp, U, h0, c0, gh, _ = _case(B, T, H, seed=3)
+    tx = torch.tensor(xp, dtype=torch.float64, requires_grad=True)
+    # torch.nn.LSTM takes x, not xp: x = xp with 4H input features and weight_ih = I
+    lstm = torch.nn.LSTM(4 * H, H, batch_first=True, bias=False).double()
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(torch.eye(4 * H, dtype=torch.float64))
+        lstm.weight_hh_l0.copy_(torch.from_numpy(U.T.astype(np.float64)))
+    y, _ = lstm(tx, (torch.tensor(h0[None], dtype=torch.float64), torch.tensor(c0[None], dtype=torch.float64)))
+    (y * torch.tensor(gh, dtype=torch.float64)).sum().backward()
+    (hs, _, _, _), (gx, gU, _, _) = _run(xp, U, h0, c0, None, gh, None)
+    _close(hs, y.detach().numpy(), TOL32, "hs")
+    _close(gx, tx.grad.numpy(), 1e-4, "grad xp")
+    _close(gU, lstm.weight_hh_l0.grad.numpy().T, 1e-4, "grad recurrent_kernel")
+
+
+# ---------------------------------------------------------------- backends against each other
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+def test_backends_equal_the_reference_in_float32(backend, monkeypatch):
+    _backend_or_skip(backend)
+    B, T, H = 4, 11, 20
+    xp, U, h0, c0, gh, gc = _case(B, T, H, seed=5, scale=3.0)  # saturating gates too
+    mask = _mask(B, T, seed=5)
+    monkeypatch.setenv("PYAIML_BACKEND", "numpy")
+    ref = _run(xp, U, h0, c0, mask, gh, gc)
+    monkeypatch.setenv("PYAIML_BACKEND", backend)
+    got = _run(xp, U, h0, c0, mask, gh, gc)
+    for a, b in zip(got[0] + got[1], ref[0] + ref[1]):
+        _close(a, b.astype(np.float64), TOL32, "result")
+
+
+def test_need_recurrent_kernel_false_and_missing_gradients():
+    xp, U, h0, c0, gh, gc = _case(2, 4, 6)
+    saved = ops.lstm_sequence(xp, U, h0, c0)
+    gx, gU, _gh0, _gc0 = ops.lstm_sequence_backward(gh, None, U, saved, h0, c0, need_recurrent_kernel=False)
+    assert gU is None
+    full = ops.lstm_sequence_backward(gh, None, U, saved, h0, c0)
+    np.testing.assert_array_equal(gx, full[0])
+    # only the last cell's gradient: grad_h None
+    gx2, _, _, gc02 = ops.lstm_sequence_backward(None, gc, U, saved, h0, c0)
+    _th, _tcT, (tx, _, _, tc0) = _torch_lstm(xp, U, h0, c0, None, np.zeros_like(gh), gc)
+    _close(gx2, tx, TOL32, "grad xp from c_T only")
+    _close(gc02, tc0, TOL32, "grad c0 from c_T only")
+
+
+def test_default_states_are_zeros():
+    xp, U, _, _, _gh, _gc = _case(3, 4, 9)
+    z = np.zeros((3, 9), np.float32)
+    a = ops.lstm_sequence(xp, U)
+    b = ops.lstm_sequence(xp, U, z, z)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_result_does_not_depend_on_the_thread_count():
+    if not _backend.cpp_available():
+        pytest.skip("pyaiml._C is not built")
+    xp, U, h0, c0, gh, gc = _case(9, 6, 40, seed=7)
+    mask = _mask(9, 6, seed=7)
+    before = pyaiml.get_num_threads()
+    res = []
+    try:
+        for n in (1, 2, 3):
+            pyaiml.set_num_threads(n)
+            s, g = _run(xp, U, h0, c0, mask, gh, gc)
+            res.append(s + g)
+    finally:
+        pyaiml.set_num_threads(before)
+    for r in res[1:]:
+        for a, b in zip(r, res[0]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_vector_sigmoid_and_tanh_against_float64():
+    """One step from zero states with U = 0: the gates are the activations of xp itself, so
+    this reads the kernel's sigmoid and tanh over [-30, 30] (and the cell's tanh)."""
+    if not _backend.cpp_available():
+        pytest.skip("pyaiml._C is not built")
+    z = np.concatenate([np.linspace(-30, 30, 4001), np.linspace(-1, 1, 3999), [0.0, 1e-30, -1e-8, 0.4999, 0.5001]])
+    H = z.size
+    xp = np.tile(z, 4)[None, None].astype(np.float32)
+    zf = xp[0, 0, :H].astype(np.float64)
+    U = np.zeros((H, 4 * H), np.float32)
+    _, cs, gates, tc = ops.lstm_sequence(xp, U)
+    sig = 1 / (1 + np.exp(-zf))
+    tanh = np.tanh(zf)
+    rel = lambda a, b: np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-30))
+    assert rel(gates[0, 0, :H], sig) < 1e-6
+    assert rel(gates[0, 0, 2 * H:3 * H], tanh) < 1e-6
+    c = cs[0, 1].astype(np.float64)
+    assert rel(tc[0, 0], np.tanh(c)) < 1e-6
+
+
+def test_every_isa_matches_the_reference():
+    C = _backend.native()
+    if C is None:
+        pytest.skip("pyaiml._C is not built")
+    code = """
+import numpy as np
+from pyaiml import ops
+from pyaiml.reference import rnn as R
+rs = np.random.default_rng(1)
+for B, T, H in ((3, 5, 7), (2, 4, 33), (1, 2, 64)):
+    xp = rs.normal(size=(B, T, 4 * H)).astype(np.float32)
+    U = (rs.normal(size=(H, 4 * H)) / np.sqrt(H)).astype(np.float32)
+    h0 = rs.normal(size=(B, H)).astype(np.float32); c0 = rs.normal(size=(B, H)).astype(np.float32)
+    gh = rs.normal(size=(B, T, H)).astype(np.float32); gc = rs.normal(size=(B, H)).astype(np.float32)
+    m = rs.random((B, T)) > 0.3
+    s = ops.lstm_sequence(xp, U, h0, c0, m)
+    g = ops.lstm_sequence_backward(gh, gc, U, s, h0, c0, m)
+    rs_ = R.lstm_forward(xp, U, h0, c0, m)
+    rg = R.lstm_backward(gh, gc, U, h0, c0, m, *rs_)
+    for a, b in zip(s + g, rs_ + rg):
+        err = np.abs(a.astype(np.float64) - b).max() / (1 + np.abs(b).max())
+        assert err < 2e-5, err
+print("ok")
+"""
+    for isa in C.supported_isas():
+        r = run_py(code, PYAIML_ISA=isa, PYAIML_BACKEND="cpp")
+        assert r.returncode == 0 and "ok" in r.stdout, (isa, r.stderr[-2000:])
+
+
+# ---------------------------------------------------------------- errors
+def test_errors_name_the_argument_and_what_was_received():
+    xp, U, h0, c0, gh, gc = _case(2, 3, 4)
+    with pytest.raises(ValueError, match=r"recurrent_kernel must have shape \(units, 4 \* units\). Received \(4, 12\)"):
+        ops.lstm_sequence(xp, U[:, :12])
+    with pytest.raises(ValueError, match=r"xp must have shape \(batch, steps, 4 \* units\).*Received \(2, 3, 15\)"):
+        ops.lstm_sequence(xp[:, :, :15], U)
+    with pytest.raises(ValueError, match=r"xp must have shape .*Received \(2, 0, 16\)"):
+        ops.lstm_sequence(xp[:, :0], U)
+    with pytest.raises(ValueError, match=r"xp must have shape .*Received \(6, 16\)"):
+        ops.lstm_sequence(xp.reshape(6, 16), U)
+    with pytest.raises(TypeError, match="xp must have dtype float32 or float64. Received int64"):
+        ops.lstm_sequence(xp.astype(np.int64), U)
+    with pytest.raises(TypeError, match="recurrent_kernel must have the dtype of xp"):
+        ops.lstm_sequence(xp, U.astype(np.float64))
+    with pytest.raises(ValueError, match=r"h0 must have shape \(batch, units\) = \(2, 4\). Received \(3, 4\)"):
+        ops.lstm_sequence(xp, U, np.zeros((3, 4), np.float32))
+    with pytest.raises(TypeError, match="c0 must have the dtype of xp"):
+        ops.lstm_sequence(xp, U, h0, c0.astype(np.float64))
+    with pytest.raises(ValueError, match=r"mask must have shape \(batch, steps\) = \(2, 3\). Received \(3, 2\)"):
+        ops.lstm_sequence(xp, U, mask=np.ones((3, 2), bool))
+    with pytest.raises(TypeError, match="mask must be a bool"):
+        ops.lstm_sequence(xp, U, mask=np.ones((2, 3), np.float32))
+    bad = xp.copy()
+    bad[1, 2, 5] = np.nan
+    with pytest.raises(ValueError, match=r"xp must be finite .*index \(1, 2, 5\)"):
+        ops.lstm_sequence(bad, U)
+    saved = ops.lstm_sequence(xp, U, h0, c0)
+    with pytest.raises(TypeError, match="saved must be the 4-tuple"):
+        ops.lstm_sequence_backward(gh, gc, U, saved[:3], h0, c0)
+    with pytest.raises(ValueError, match=r"grad_h must have shape \(2, 3, 4\)"):
+        ops.lstm_sequence_backward(gh[:, :2], gc, U, saved, h0, c0)
+    with pytest.raises(ValueError, match=r"grad_c must have shape \(2, 4\)"):
+        ops.lstm_sequence_backward(gh, gc[:1], U, saved, h0, c0)
+    with pytest.raises(ValueError, match=r"gates must have shape \(2, 3, 16\)"):
+        ops.lstm_sequence_backward(gh, gc, U, (saved[0], saved[1], saved[2][:, :, :8], saved[3]), h0, c0)
+    badg = gh.copy()
+    badg[0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="grad_h must be finite"):
+        ops.lstm_sequence_backward(badg, gc, U, saved, h0, c0)
+
+
+def test_native_binding_checks_its_arrays():
+    C = _backend.native()
+    if C is None:
+        pytest.skip("pyaiml._C is not built")
+    xp, U, h0, c0, gh, gc = _case(2, 3, 4)
+    with pytest.raises(ValueError, match=r"lstm_forward: h0 must have shape \(2, 4\). Received \(2, 5\)"):
+        C.lstm_forward(xp, U, np.zeros((2, 5), np.float32), c0, None)
+    with pytest.raises(ValueError, match="lstm_forward: xp must have dtype float32"):
+        C.lstm_forward(xp.astype(np.float64), U, h0, c0, None)
+    with pytest.raises(ValueError, match="lstm_forward: xp must be C-contiguous"):
+        C.lstm_forward(np.asfortranarray(xp), U, h0, c0, None)
+    with pytest.raises(ValueError, match="lstm_forward: mask must have dtype bool or uint8. Received float32"):
+        C.lstm_forward(xp, U, h0, c0, np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"lstm_forward: mask must have shape \(batch, steps\) = \(2, 3\)"):
+        C.lstm_forward(xp, U, h0, c0, np.ones((2, 4), bool))
+    s = C.lstm_forward(xp, U, h0, c0, None)
+    with pytest.raises(ValueError, match=r"lstm_backward: cs must have shape \(2, 4, 4\). Received \(2, 3, 4\)"):
+        C.lstm_backward(gh, gc, U, h0, c0, None, s[0], s[1][:, :3].copy(), s[2], s[3], True)
+    with pytest.raises(ValueError, match=r"lstm_backward: grad_c must have shape \(2, 4\)"):
+        C.lstm_backward(gh, gc[:, :2].copy(), U, h0, c0, None, *s, True)
+
+
+# ---------------------------------------------------------------- the Keras layer on the op
+def _layer_grads(fused, kw, x, mask=None, init=None, training=False, bidir=None, seed=0):
+    from pyaiml import keras
+    from pyaiml.autograd import GradientTape
+    from pyaiml.autograd import functional as F
+    from pyaiml.keras import layers, recurrent
+
+    keras.utils.set_random_seed(seed)
+    layer = layers.LSTM(7, **kw)
+    if bidir is not None:
+        layer = layers.Bidirectional(layer, merge_mode=bidir)
+    layer.build(x.shape[1:])
+    rs = np.random.default_rng(seed + 1)
+    layer.set_weights([rs.normal(0, 0.5, w.shape).astype(np.float32) for w in layer.get_weights()])
+    old = recurrent._FUSED_LSTM
+    recurrent._FUSED_LSTM = fused
+    try:
+        with GradientTape() as tape:
+            xx = tape.watch(x)
+            st = None if init is None else [tape.watch(s) for s in init]
+            call = {}
+            if st is not None:
+                call["initial_state"] = st
+            if mask is not None:
+                call["mask"] = mask
+            out = layer(xx, training=training, **call)
+            outs = out if isinstance(out, list) else [out]
+            loss = None
+            for i, o in enumerate(outs):
+                w = np.random.default_rng(i).normal(size=o.shape).astype(np.float32)
+                term = F.sum(F.multiply(o, w))
+                loss = term if loss is None else F.add(loss, term)
+        grads = tape.gradient(loss, [xx] + (st or []) + layer.trainable_variables)
+    finally:
+        recurrent._FUSED_LSTM = old
+    return [np.asarray(o.value) for o in outs], grads
+
+
+LAYER_CASES = [
+    {"kw": {}},
+    {"kw": {"return_sequences": True}},
+    {"kw": {"return_sequences": True, "return_state": True}, "init": True},
+    {"kw": {"return_state": True}, "mask": True},
+    {"kw": {"return_sequences": True, "go_backwards": True}, "mask": True},
+    {"kw": {"go_backwards": True, "return_state": True}, "init": True, "mask": True},
+    {"kw": {"return_sequences": True, "dropout": 0.3, "seed": 4}, "training": True},
+    {"kw": {"return_sequences": True}, "mask": True, "bidir": "concat"},
+    {"kw": {}, "bidir": "sum", "mask": True},
+    {"kw": {"return_sequences": True, "return_state": True}, "bidir": None, "init": True, "mask": True},
+    {"kw": {"use_bias": False, "unit_forget_bias": False, "return_sequences": True}},
+]
+
+
+@pytest.mark.parametrize("case", range(len(LAYER_CASES)))
+def test_layer_on_the_fused_op_equals_the_numpy_scan(case):
+    c = LAYER_CASES[case]
+    B, T, D = 4, 6, 3
+    rs = np.random.default_rng(case)
+    x = rs.normal(size=(B, T, D)).astype(np.float32)
+    mask = _mask(B, T, seed=case) if c.get("mask") else None
+    init = [rs.normal(size=(B, 7)).astype(np.float32) for _ in range(2)] if c.get("init") else None
+    args = {"mask": mask, "init": init, "training": c.get("training", False), "bidir": c.get("bidir")}
+    outs_f, grads_f = _layer_grads(True, c["kw"], x, **args)
+    outs_n, grads_n = _layer_grads(False, c["kw"], x, **args)
+    assert len(outs_f) == len(outs_n) and len(grads_f) == len(grads_n)
+    for a, b in zip(outs_f, outs_n):
+        assert a.dtype == np.float32 and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6)
+    for a, b in zip(grads_f, grads_n):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+
+
+def test_layer_uses_the_fused_op_only_where_it_applies(monkeypatch):
+    from pyaiml.keras import layers, recurrent
+
+    calls = []
+    real = recurrent._lstm_fused
+    monkeypatch.setattr(recurrent, "_lstm_fused", lambda *a: calls.append(1) or real(*a))
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    layers.LSTM(5)(x)
+    assert calls == [1]
+    layers.LSTM(5, activation="relu")(x)
+    lay = layers.LSTM(5)
+    lay.build((3, 4))
+    lay._cast(np.float64)
+    lay(x.astype(np.float64))
+    layers.GRU(5)(x)
+    assert calls == [1]

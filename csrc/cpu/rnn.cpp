@@ -254,20 +254,25 @@ void lstm_backward(const LstmArgs& a) {
         if (T > 1) std::memcpy(d + H, a.hs + b * T * H, sizeof(float) * (T - 1) * H);
       }
   });
-  if (a.dU) {  // dU = sum over (b, t) of h_{t-1}^T dz_t: one GEMM, K = B T
-    GemmArgs g;
-    g.M = H;
-    g.N = G;
-    g.K = B * T;
-    g.A = hprev.data();
-    g.rsa = 1;
-    g.csa = H;
-    g.B = a.dxp;
-    g.rsb = G;
-    g.csb = 1;
-    g.C = a.dU;
-    g.ldc = G;
-    sgemm(g);
+  if (a.dU) {
+    // dU = sum over (b, t) of h_{t-1}^T dz_t: one GEMM, K = B T, its columns split over the
+    // pool so that each thread packs only its part of dz (B T x 4H, the large operand) and
+    // all of h (B T x H); sgemm would split the H rows and pack all of dz in every thread.
+    parallel_for_static(G, W, [&](int64_t j0, int64_t j1) {
+      GemmArgs g;
+      g.M = H;
+      g.N = j1 - j0;
+      g.K = B * T;
+      g.A = hprev.data();
+      g.rsa = 1;
+      g.csa = H;
+      g.B = a.dxp + j0;
+      g.rsb = G;
+      g.csb = 1;
+      g.C = a.dU + j0;
+      g.ldc = G;
+      sgemm_st(g);
+    });
   }
 }
 

@@ -148,13 +148,16 @@ void lstm_forward(const LstmArgs& a) {
   const std::vector<float> Up = pack_panels(a.U, H, G, G, 1, W);
   parallel_for_static(B, 1, [&](int64_t b0, int64_t b1) {
     const int64_t R = b1 - b0;
-    std::vector<float> zbuf(static_cast<size_t>(R * Gp));
-    float* z = zbuf.data();
+    // z (R, Gp): the step's GEMM result; hb (R, H): h_{t-1} of the block's rows, the GEMM's
+    // A. Rows of hs itself lie T H floats apart, a multiple of 4 KiB for T H = 8192, so the
+    // GEMM's 14 rows would all fall in one 8-way L1 set; the compact copy avoids that.
+    std::vector<float> buf(static_cast<size_t>(R * (Gp + H)));
+    float* z = buf.data();
+    float* hb = z + R * Gp;
+    std::memcpy(hb, a.h0 + b0 * H, sizeof(float) * R * H);
     for (int64_t b = b0; b < b1; ++b) std::memcpy(a.cs + b * (T + 1) * H, a.c0 + b * H, sizeof(float) * H);
     for (int64_t t = 0; t < T; ++t) {
-      const float* A = t == 0 ? a.h0 + b0 * H : a.hs + (b0 * T + t - 1) * H;
-      const int64_t rsa = t == 0 ? H : T * H;
-      panel_gemm(R, H, A, rsa, Up.data(), P, W, z, Gp);
+      panel_gemm(R, H, hb, H, Up.data(), P, W, z, Gp);
       for (int64_t r = 0; r < R; ++r) {
         const int64_t b = b0 + r, bt = b * T + t;
         const float* zr = z + r * Gp;
@@ -172,19 +175,21 @@ void lstm_forward(const LstmArgs& a) {
         float* cn = a.cs + (b * (T + 1) + t + 1) * H;
         float* tcp = a.tc + bt * H;
         float* h = a.hs + bt * H;
-        const float* hp = t == 0 ? a.h0 + b * H : a.hs + (bt - 1) * H;
+        float* hr = hb + r * H;  // h_{t-1} in, h_t out
         vloop(H, [&](int64_t j, auto ld, auto st) {
           const vf c = ld(g + H + j) * ld(cp + j) + ld(g + j) * ld(g + 2 * H + j);
           const vf tcv = vtanh(c);
           st(tcp + j, tcv);
           if (real) {
+            const vf hv = ld(g + 3 * H + j) * tcv;
             st(cn + j, c);
-            st(h + j, ld(g + 3 * H + j) * tcv);
+            st(h + j, hv);
+            st(hr + j, hv);
           }
         });
         if (!real) {  // a padded step carries both states exactly
           std::memcpy(cn, cp, sizeof(float) * H);
-          std::memcpy(h, hp, sizeof(float) * H);
+          std::memcpy(h, hr, sizeof(float) * H);
         }
       }
     }
@@ -203,10 +208,11 @@ void lstm_backward(const LstmArgs& a) {
   if (a.dU) hprev.resize(static_cast<size_t>(B * T * H));
   parallel_for_static(B, 1, [&](int64_t b0, int64_t b1) {
     const int64_t R = b1 - b0;
-    std::vector<float> buf(static_cast<size_t>(R * (2 * H + Hp)));
+    std::vector<float> buf(static_cast<size_t>(R * (2 * H + Hp + G)));
     float* dh = buf.data();          // (R, H) gradient of h_t, then of h_{t-1}
     float* dc = dh + R * H;          // (R, H) gradient of c_t
     float* dhn = dc + R * H;         // (R, Hp) the GEMM's dz_t U^T
+    float* dzb = dhn + R * Hp;       // (R, G) dz_t, the GEMM's A (compact, as hb in the forward)
     std::memset(dh, 0, sizeof(float) * R * H);
     if (a.dcT)
       std::memcpy(dc, a.dcT + b0 * H, sizeof(float) * R * H);
@@ -221,9 +227,10 @@ void lstm_backward(const LstmArgs& a) {
           const float* gh = a.dhs + bt * H;
           vloop(H, [&](int64_t j, auto ld, auto st) { st(dhr + j, ld(dhr + j) + ld(gh + j)); });
         }
-        float* dz = a.dxp + bt * G;
+        float* dz = dzb + r * G;
         if (a.mask && a.mask[bt] == 0) {  // padded: no gate gradient, both states carried
           std::memset(dz, 0, sizeof(float) * G);
+          std::memset(a.dxp + bt * G, 0, sizeof(float) * G);
           continue;
         }
         const float* g = a.gates + bt * G;
@@ -239,8 +246,9 @@ void lstm_backward(const LstmArgs& a) {
           st(dz + 3 * H + j, dhv * tcv * o * (1.f - o));
           st(dcr + j, dct * f);
         });
+        std::memcpy(a.dxp + bt * G, dz, sizeof(float) * G);
       }
-      panel_gemm(R, G, a.dxp + (b0 * T + t) * G, T * G, Vp.data(), Q, W, dhn, Hp);
+      panel_gemm(R, G, dzb, G, Vp.data(), Q, W, dhn, Hp);
       for (int64_t r = 0; r < R; ++r)
         if (!(a.mask && a.mask[(b0 + r) * T + t] == 0))
           std::memcpy(dh + r * H, dhn + r * Hp, sizeof(float) * H);

@@ -1,5 +1,5 @@
-"""The fused LSTM sequence op (pyaiml.ops.lstm_sequence / lstm_sequence_backward) and the
-Keras LSTM layer on it.
+"""The fused LSTM and GRU sequence ops (pyaiml.ops.lstm_sequence / lstm_sequence_backward,
+gru_sequence / gru_sequence_backward) and the Keras LSTM and GRU layers on them.
 
 What it checks: forward states and every gradient (xp, recurrent kernel, h0, c0) of each
 backend (C++, Numba, NumPy reference) against torch autograd in float64 (a step-by-step
@@ -8,9 +8,10 @@ no mask), on awkward shapes (batch 1, 1 step, units 1, 5, 17, 33 that are no mul
 vector width, masks with all-padded rows and padded first/last steps); the C++ kernel on
 every ISA this CPU runs; the vectorised sigmoid and tanh against float64; thread-count
 independence; the errors. Tolerance: float32 results against float64, 2e-5 absolute and
-relative on O(1) values (float32 rounding through up to 9 steps, measured max ~2e-6), 1e-10
-for the float64 path. Layer level: the LSTM layer in float32 on the fused op against the
-NumPy scan it replaces (recurrent._FUSED_LSTM off), for masks, go_backwards, return_state,
+relative on O(1) values (float32 rounding through up to 9 steps; measured max 2.1e-7), 1e-10
+for the float64 path. The GRU (reset_after=True) the same way, with torch.nn.GRU as the
+second oracle. Layer level: the LSTM and GRU layers in float32 on the fused ops against the
+NumPy scan they replace (recurrent._FUSED_LSTM off), for masks, go_backwards, return_state,
 return_sequences, initial states, dropout and Bidirectional.
 What it is not: a speed test (benchmarks/scripts/lstm_train_step.py).
 Run: PYTHONPATH=$PWD python -m pytest -q tests/test_rnn_kernel.py
@@ -190,7 +191,7 @@ def test_default_states_are_zeros():
         np.testing.assert_array_equal(x, y)
 
 
-def test_result_does_not_depend_on_the_thread_count():
+def test_results_do_not_depend_on_the_thread_count():
     if not _backend.cpp_available():
         pytest.skip("pyaiml._C is not built")
     xp, U, h0, c0, gh, gc = _case(9, 6, 40, seed=7)
@@ -198,10 +199,12 @@ def test_result_does_not_depend_on_the_thread_count():
     before = pyaiml.get_num_threads()
     res = []
     try:
+        xg, Ug, bg, _, _ = _gru_case(9, 6, 40, seed=7)
         for n in (1, 2, 3):
             pyaiml.set_num_threads(n)
             s, g = _run(xp, U, h0, c0, mask, gh, gc)
-            res.append(s + g)
+            sg = ops.gru_sequence(xg, Ug, bg, h0, mask)
+            res.append(s + g + sg + ops.gru_sequence_backward(gh, Ug, sg, bg, h0, mask))
     finally:
         pyaiml.set_num_threads(before)
     for r in res[1:]:
@@ -248,6 +251,16 @@ for B, T, H in ((3, 5, 7), (2, 4, 33), (1, 2, 64)):
     g = ops.lstm_sequence_backward(gh, gc, U, s, h0, c0, m)
     rs_ = R.lstm_forward(xp, U, h0, c0, m)
     rg = R.lstm_backward(gh, gc, U, h0, c0, m, *rs_)
+    for a, b in zip(s + g, rs_ + rg):
+        err = np.abs(a.astype(np.float64) - b).max() / (1 + np.abs(b).max())
+        assert err < 2e-5, err
+    xg = rs.normal(size=(B, T, 3 * H)).astype(np.float32)
+    Ug = (rs.normal(size=(H, 3 * H)) / np.sqrt(H)).astype(np.float32)
+    bg = rs.normal(size=3 * H).astype(np.float32)
+    s = ops.gru_sequence(xg, Ug, bg, h0, m)
+    g = ops.gru_sequence_backward(gh, Ug, s, bg, h0, m)
+    rs_ = R.gru_forward(xg, Ug, bg, h0, m)
+    rg = R.gru_backward(gh, Ug, bg, h0, m, *rs_)
     for a, b in zip(s + g, rs_ + rg):
         err = np.abs(a.astype(np.float64) - b).max() / (1 + np.abs(b).max())
         assert err < 2e-5, err
@@ -323,14 +336,14 @@ def test_native_binding_checks_its_arrays():
 
 
 # ---------------------------------------------------------------- the Keras layer on the op
-def _layer_grads(fused, kw, x, mask=None, init=None, training=False, bidir=None, seed=0):
+def _layer_grads(fused, kw, x, mask=None, init=None, training=False, bidir=None, seed=0, kind="lstm"):
     from pyaiml import keras
     from pyaiml.autograd import GradientTape
     from pyaiml.autograd import functional as F
     from pyaiml.keras import layers, recurrent
 
     keras.utils.set_random_seed(seed)
-    layer = layers.LSTM(7, **kw)
+    layer = (layers.LSTM if kind == "lstm" else layers.GRU)(7, **kw)
     if bidir is not None:
         layer = layers.Bidirectional(layer, merge_mode=bidir)
     layer.build(x.shape[1:])
@@ -375,15 +388,19 @@ LAYER_CASES = [
 ]
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("case", range(len(LAYER_CASES)))
-def test_layer_on_the_fused_op_equals_the_numpy_scan(case):
-    c = LAYER_CASES[case]
+def test_layer_on_the_fused_op_equals_the_numpy_scan(case, kind):
+    c = dict(LAYER_CASES[case])
+    if kind == "gru":
+        c["kw"] = {k: v for k, v in c["kw"].items() if k != "unit_forget_bias"}
     B, T, D = 4, 6, 3
     rs = np.random.default_rng(case)
     x = rs.normal(size=(B, T, D)).astype(np.float32)
     mask = _mask(B, T, seed=case) if c.get("mask") else None
-    init = [rs.normal(size=(B, 7)).astype(np.float32) for _ in range(2)] if c.get("init") else None
-    args = {"mask": mask, "init": init, "training": c.get("training", False), "bidir": c.get("bidir")}
+    n_init = 2 if kind == "lstm" else 1
+    init = [rs.normal(size=(B, 7)).astype(np.float32) for _ in range(n_init)] if c.get("init") else None
+    args = {"mask": mask, "init": init, "training": c.get("training", False), "bidir": c.get("bidir"), "kind": kind}
     outs_f, grads_f = _layer_grads(True, c["kw"], x, **args)
     outs_n, grads_n = _layer_grads(False, c["kw"], x, **args)
     assert len(outs_f) == len(outs_n) and len(grads_f) == len(grads_n)
@@ -398,15 +415,145 @@ def test_layer_uses_the_fused_op_only_where_it_applies(monkeypatch):
     from pyaiml.keras import layers, recurrent
 
     calls = []
-    real = recurrent._lstm_fused
-    monkeypatch.setattr(recurrent, "_lstm_fused", lambda *a: calls.append(1) or real(*a))
+    for name in ("_lstm_fused", "_gru_fused"):
+        real = getattr(recurrent, name)
+        monkeypatch.setattr(recurrent, name, lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
     x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
     layers.LSTM(5)(x)
-    assert calls == [1]
-    layers.LSTM(5, activation="relu")(x)
-    lay = layers.LSTM(5)
-    lay.build((3, 4))
-    lay._cast(np.float64)
-    lay(x.astype(np.float64))
     layers.GRU(5)(x)
-    assert calls == [1]
+    assert calls == ["_lstm_fused", "_gru_fused"]
+    layers.LSTM(5, activation="relu")(x)
+    layers.GRU(5, recurrent_activation="tanh")(x)
+    layers.GRU(5, reset_after=False)(x)
+    layers.SimpleRNN(5)(x)
+    for cls in (layers.LSTM, layers.GRU):
+        lay = cls(5)
+        lay.build((3, 4))
+        lay._cast(np.float64)
+        lay(x.astype(np.float64))
+    assert calls == ["_lstm_fused", "_gru_fused"]
+
+
+# ---------------------------------------------------------------- GRU (reset_after=True)
+def _gru_case(B, T, H, seed=0, dtype=np.float32):
+    rs = np.random.default_rng(seed + 7000 + 1000 * B + 100 * T + H)
+    xp = rs.normal(size=(B, T, 3 * H)).astype(dtype)
+    U = (rs.normal(size=(H, 3 * H)) / np.sqrt(H)).astype(dtype)
+    b = rs.normal(0, 0.5, size=3 * H).astype(dtype)
+    h0 = rs.normal(0, 0.5, size=(B, H)).astype(dtype)
+    gh = rs.normal(size=(B, T, H)).astype(dtype)
+    return xp, U, b, h0, gh
+
+
+def _torch_gru(xp, U, b, h0, mask, gh):
+    """Keras's GRU (reset_after) step by step in torch float64: hs and the gradients of
+    sum(hs * gh) for xp, U, b, h0."""
+    t = [torch.tensor(np.asarray(a, np.float64), requires_grad=True) for a in (xp, U, b, h0)]
+    x, u, bb, h = t
+    H = U.shape[0]
+    hs = []
+    for s in range(xp.shape[1]):
+        a = h @ u + bb
+        z = torch.sigmoid(x[:, s, :H] + a[:, :H])
+        r = torch.sigmoid(x[:, s, H:2 * H] + a[:, H:2 * H])
+        n = torch.tanh(x[:, s, 2 * H:] + r * a[:, 2 * H:])
+        hn = z * h + (1 - z) * n
+        if mask is not None:
+            hn = torch.where(torch.tensor(mask[:, s:s + 1]), hn, h)
+        h = hn
+        hs.append(h)
+    hs = torch.stack(hs, 1)
+    (hs * torch.tensor(gh, dtype=torch.float64)).sum().backward()
+    return hs.detach().numpy(), [a.grad.numpy() for a in t]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_gru_forward_backward_match_torch_float64(backend, shape, masked, monkeypatch):
+    _backend_or_skip(backend)
+    monkeypatch.setenv("PYAIML_BACKEND", backend)
+    B, T, H = shape
+    xp, U, b, h0, gh = _gru_case(B, T, H)
+    mask = _mask(B, T) if masked else None
+    saved = ops.gru_sequence(xp, U, b, h0, mask)
+    gx, gU, gb, gh0 = ops.gru_sequence_backward(gh, U, saved, b, h0, mask)
+    hs, gates, hn = saved
+    assert hs.dtype == gx.dtype == gU.dtype == gb.dtype == np.float32
+    assert hs.shape == (B, T, H) and gates.shape == (B, T, 3 * H) and hn.shape == (B, T, H)
+    th, (tx, tU, tb, th0) = _torch_gru(xp, U, b, h0, mask, gh)
+    _close(hs, th, TOL32, "hs")
+    for name, a, ref in (("xp", gx, tx), ("recurrent_kernel", gU, tU), ("recurrent_bias", gb, tb), ("h0", gh0, th0)):
+        _close(a, ref, TOL32, f"grad {name}")
+    if masked:
+        np.testing.assert_array_equal(hs[0], np.broadcast_to(h0[0], (T, H)))
+        np.testing.assert_array_equal(gx[0], 0)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+def test_gru_matches_torch_nn_gru(backend, monkeypatch):
+    """torch.nn.GRU (gates r, z, n) in float64 at batch 16, 20 steps, 48 units, given xp
+    through a permutation matrix as weight_ih (Keras z, r, h -> torch r, z, n)."""
+    _backend_or_skip(backend)
+    monkeypatch.setenv("PYAIML_BACKEND", backend)
+    B, T, H = 16, 20, 48
+    xp, U, b, h0, gh = _gru_case(B, T, H, seed=9)
+    order = np.concatenate([np.arange(H, 2 * H), np.arange(H), np.arange(2 * H, 3 * H)])  # torch row -> Keras col
+    gru = torch.nn.GRU(3 * H, H, batch_first=True).double()
+    with torch.no_grad():
+        gru.weight_ih_l0.copy_(torch.from_numpy(np.eye(3 * H)[order]))
+        gru.bias_ih_l0.zero_()
+        gru.weight_hh_l0.copy_(torch.from_numpy(U.T[order].astype(np.float64)))
+        gru.bias_hh_l0.copy_(torch.from_numpy(b[order].astype(np.float64)))
+    tx = torch.tensor(xp, dtype=torch.float64, requires_grad=True)
+    y, _ = gru(tx, torch.tensor(h0[None], dtype=torch.float64))
+    (y * torch.tensor(gh, dtype=torch.float64)).sum().backward()
+    saved = ops.gru_sequence(xp, U, b, h0)
+    gx, gU, gb, _ = ops.gru_sequence_backward(gh, U, saved, b, h0)
+    _close(saved[0], y.detach().numpy(), TOL32, "hs")
+    _close(gx, tx.grad.numpy(), 1e-4, "grad xp")
+    inv = np.argsort(order)
+    _close(gU, gru.weight_hh_l0.grad.numpy()[inv].T, 1e-4, "grad recurrent_kernel")
+    _close(gb, gru.bias_hh_l0.grad.numpy()[inv], 1e-4, "grad recurrent_bias")
+
+
+def test_gru_without_recurrent_bias_and_float64():
+    xp, U, b, h0, gh = _gru_case(3, 4, 6, dtype=np.float64)
+    saved = ops.gru_sequence(xp, U, None, h0)
+    gx, gU, gb, gh0 = ops.gru_sequence_backward(gh, U, saved, None, h0)
+    assert gb is None and saved[0].dtype == np.float64
+    th, (tx, tU, _, th0) = _torch_gru(xp, U, np.zeros_like(b), h0, None, gh)
+    for a, ref in ((saved[0], th), (gx, tx), (gU, tU), (gh0, th0)):
+        np.testing.assert_allclose(a, ref, rtol=1e-10, atol=1e-12)
+    x32 = [a.astype(np.float32) for a in (xp, U, h0, gh)]
+    s32 = ops.gru_sequence(x32[0], x32[1], None, x32[2])
+    g32 = ops.gru_sequence_backward(x32[3], x32[1], s32, None, x32[2], need_recurrent_kernel=False)
+    assert g32[1] is None and g32[2] is None
+    _close(g32[0], tx, TOL32, "grad xp (float32, no bias)")
+
+
+def test_gru_errors():
+    xp, U, b, h0, gh = _gru_case(2, 3, 4)
+    with pytest.raises(ValueError, match=r"gru_sequence: recurrent_kernel must have shape \(units, 3 \* units\)"):
+        ops.gru_sequence(xp, np.zeros((4, 16), np.float32))
+    with pytest.raises(ValueError, match=r"xp must have shape \(batch, steps, 3 \* units\).*Received \(2, 3, 16\)"):
+        ops.gru_sequence(np.zeros((2, 3, 16), np.float32), U)
+    with pytest.raises(ValueError, match=r"recurrent_bias must have shape \(3 \* units,\) = \(12,\). Received \(2, 12\)"):
+        ops.gru_sequence(xp, U, np.zeros((2, 12), np.float32))
+    with pytest.raises(TypeError, match="recurrent_bias must have the dtype of xp"):
+        ops.gru_sequence(xp, U, b.astype(np.float64))
+    with pytest.raises(ValueError, match=r"h0 must have shape \(batch, units\) = \(2, 4\)"):
+        ops.gru_sequence(xp, U, b, h0[:1])
+    saved = ops.gru_sequence(xp, U, b, h0)
+    with pytest.raises(TypeError, match="saved must be the 3-tuple"):
+        ops.gru_sequence_backward(gh, U, saved[:2], b, h0)
+    with pytest.raises(ValueError, match=r"hn must have shape \(2, 3, 4\)"):
+        ops.gru_sequence_backward(gh, U, (saved[0], saved[1], saved[2][:, :2]), b, h0)
+    with pytest.raises(ValueError, match=r"grad_h must have shape \(2, 3, 4\)"):
+        ops.gru_sequence_backward(gh[:1], U, saved, b, h0)
+    if _backend.cpp_available():
+        C = _backend.native()
+        with pytest.raises(ValueError, match=r"gru_forward: recurrent_bias must have shape \(12,\)"):
+            C.gru_forward(xp, U, b[:5].copy(), h0, None)
+        with pytest.raises(ValueError, match=r"gru_backward: gates must have shape \(2, 3, 12\)"):
+            C.gru_backward(gh, U, b, h0, None, saved[0], saved[1][:, :, :6].copy(), saved[2], True, True)

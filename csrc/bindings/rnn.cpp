@@ -1,6 +1,7 @@
-// bindings/rnn.cpp: _C.lstm_forward / _C.lstm_backward (float32), the fused LSTM sequence
-// kernels of cpu/rnn.h. Arrays are validated here (dtype, C order, shapes agreeing with
-// xp (B, T, 4H) and U (H, 4H)); outputs are allocated before the GIL is released.
+// bindings/rnn.cpp: _C.lstm_forward / _C.lstm_backward and _C.gru_forward / _C.gru_backward
+// (float32), the fused sequence kernels of cpu/rnn.h. Arrays are validated here (dtype, C
+// order, shapes agreeing with xp (B, T, G H) and U (H, G H), G = 4 or 3); outputs are
+// allocated before the GIL is released.
 // pyaiml/ops/rnn.py is the public entry (it fills in zero states and fixes dtypes).
 // Tests: tests/test_rnn_kernel.py.
 #include "bindings/common.h"
@@ -47,6 +48,42 @@ LstmPrep prepare(const char* op, int64_t B, int64_t T, py::array U, py::array h0
   a.U = p.U.data();
   a.h0 = p.h0.data();
   a.c0 = p.c0.data();
+  if (!mask.is_none()) {
+    p.mask = mask.cast<py::array>();
+    PYAIML_CHECK(p.mask.dtype().is(py::dtype::of<bool>()) || p.mask.dtype().is(py::dtype::of<uint8_t>()), op,
+                 ": mask must have dtype bool or uint8. Received ", dtype_str(p.mask));
+    PYAIML_CHECK(p.mask.flags() & py::array::c_style, op, ": mask must be C-contiguous");
+    PYAIML_CHECK(p.mask.ndim() == 2 && p.mask.shape(0) == B && p.mask.shape(1) == T, op,
+                 ": mask must have shape (batch, steps) = (", B, ", ", T, "). Received ", shape_str(p.mask));
+    a.mask = static_cast<const uint8_t*>(p.mask.data());
+  }
+  return p;
+}
+
+struct GruPrep {
+  GruArgs a;
+  py::array_t<float> U, brec, h0;
+  py::array mask;
+};
+
+GruPrep gru_prepare(const char* op, int64_t B, int64_t T, py::array U, py::object brec, py::array h0,
+                    py::object mask) {
+  GruPrep p;
+  p.U = require_contiguous<float>(U, op, "recurrent_kernel");
+  PYAIML_CHECK(p.U.ndim() == 2 && p.U.shape(1) == 3 * p.U.shape(0) && p.U.shape(0) >= 1, op,
+               ": recurrent_kernel must have shape (units, 3 * units). Received ", shape_str(p.U));
+  const int64_t H = p.U.shape(0);
+  p.h0 = f32_shaped(h0, op, "h0", {B, H});
+  GruArgs& a = p.a;
+  a.B = B;
+  a.T = T;
+  a.H = H;
+  a.U = p.U.data();
+  a.h0 = p.h0.data();
+  if (!brec.is_none()) {
+    p.brec = f32_shaped(brec.cast<py::array>(), op, "recurrent_bias", {3 * H});
+    a.brec = p.brec.data();
+  }
   if (!mask.is_none()) {
     p.mask = mask.cast<py::array>();
     PYAIML_CHECK(p.mask.dtype().is(py::dtype::of<bool>()) || p.mask.dtype().is(py::dtype::of<uint8_t>()), op,
@@ -144,6 +181,86 @@ void register_rnn(py::module_& m) {
       py::arg("mask"), py::arg("hs"), py::arg("cs"), py::arg("gates"), py::arg("tc"),
       py::arg("need_recurrent_kernel") = true,
       "Backward through time: (grad_xp (B, T, 4H), grad_recurrent_kernel (H, 4H) or None, grad_h0, grad_c0).");
+
+  m.def(
+      "gru_forward",
+      [](py::array xp, py::array U, py::object brec, py::array h0, py::object mask) {
+        const char* op = "gru_forward";
+        auto x = require_contiguous<float>(xp, op, "xp");
+        require_ndim(x, 3, op, "xp");
+        const int64_t B = x.shape(0), T = x.shape(1);
+        PYAIML_CHECK(B >= 1 && T >= 1, op, ": xp must have at least one row and one step. Received ", shape_str(x));
+        GruPrep p = gru_prepare(op, B, T, U, brec, h0, mask);
+        GruArgs& a = p.a;
+        const int64_t H = a.H;
+        PYAIML_CHECK(x.shape(2) == 3 * H, op, ": xp must have shape (batch, steps, 3 * units) = (", B, ", ", T, ", ",
+                     3 * H, ") for a recurrent_kernel of shape ", shape_str(p.U), ". Received ", shape_str(x));
+        a.xp = x.data();
+        auto hs = new_aligned_array<float>({B, T, H});
+        auto gates = new_aligned_array<float>({B, T, 3 * H});
+        auto hn = new_aligned_array<float>({B, T, H});
+        a.hs = hs.mutable_data();
+        a.gates = gates.mutable_data();
+        a.hn = hn.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          rnn_kernels().gru_forward(a);
+        }
+        return py::make_tuple(hs, gates, hn);
+      },
+      py::arg("xp"), py::arg("recurrent_kernel"), py::arg("recurrent_bias"), py::arg("h0"),
+      py::arg("mask") = py::none(),
+      "GRU (reset_after) over all steps: (hs (B, T, H), gates z, r, n (B, T, 3H), h U + b_rec's h part (B, T, H)).");
+
+  m.def(
+      "gru_backward",
+      [](py::object dhs, py::array U, py::object brec, py::array h0, py::object mask, py::array hs, py::array gates,
+         py::array hn, bool need_recurrent_kernel, bool need_recurrent_bias) {
+        const char* op = "gru_backward";
+        auto hs_a = require_contiguous<float>(hs, op, "hs");
+        require_ndim(hs_a, 3, op, "hs");
+        const int64_t B = hs_a.shape(0), T = hs_a.shape(1);
+        PYAIML_CHECK(B >= 1 && T >= 1, op, ": hs must have at least one row and one step. Received ", shape_str(hs_a));
+        GruPrep p = gru_prepare(op, B, T, U, brec, h0, mask);
+        GruArgs& a = p.a;
+        const int64_t H = a.H;
+        hs_a = f32_shaped(hs_a, op, "hs", {B, T, H});
+        auto g_a = f32_shaped(gates, op, "gates", {B, T, 3 * H});
+        auto hn_a = f32_shaped(hn, op, "hn", {B, T, H});
+        py::array_t<float> dhs_a;
+        if (!dhs.is_none()) {
+          dhs_a = f32_shaped(dhs.cast<py::array>(), op, "grad_h", {B, T, H});
+          a.dhs = dhs_a.data();
+        }
+        a.hs = const_cast<float*>(hs_a.data());
+        a.gates = const_cast<float*>(g_a.data());
+        a.hn = const_cast<float*>(hn_a.data());
+        auto dxp = new_aligned_array<float>({B, T, 3 * H});
+        auto dh0 = new_aligned_array<float>({B, H});
+        py::object dU_obj = py::none(), db_obj = py::none();
+        if (need_recurrent_kernel) {
+          auto dU = new_aligned_array<float>({H, 3 * H});
+          a.dU = dU.mutable_data();
+          dU_obj = dU;
+        }
+        if (need_recurrent_bias) {
+          auto db = new_aligned_array<float>({3 * H});
+          a.dbrec = db.mutable_data();
+          db_obj = db;
+        }
+        a.dxp = dxp.mutable_data();
+        a.dh0 = dh0.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          rnn_kernels().gru_backward(a);
+        }
+        return py::make_tuple(dxp, dU_obj, db_obj, dh0);
+      },
+      py::arg("grad_h"), py::arg("recurrent_kernel"), py::arg("recurrent_bias"), py::arg("h0"), py::arg("mask"),
+      py::arg("hs"), py::arg("gates"), py::arg("hn"), py::arg("need_recurrent_kernel") = true,
+      py::arg("need_recurrent_bias") = true,
+      "Backward through time: (grad_xp (B, T, 3H), grad_recurrent_kernel or None, grad_recurrent_bias or None, "
+      "grad_h0).");
 }
 
 }  // namespace pyaiml

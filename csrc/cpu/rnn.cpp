@@ -1,4 +1,4 @@
-// rnn.cpp: the fused LSTM sequence kernels (see rnn.h). Compiled once per ISA.
+// rnn.cpp: the fused LSTM and GRU sequence kernels (see rnn.h). Compiled once per ISA.
 //
 // Per step and row block: the recurrent GEMM h_{t-1} U as one sgemm_st call per column panel
 // of a packed copy of U (W = 2 NR columns per panel, rows W floats apart: the GEMM reads the
@@ -139,6 +139,44 @@ inline void panel_gemm(int64_t R, int64_t K, const float* A, int64_t rsa, const 
 
 int64_t panel_width() { return 2 * gemm_kernels().nr; }
 
+// dU (H, G) = hprev^T dz over the N = B T rows of hprev (N, H) and dz (N, G), and db (G,) =
+// the column sums of dz when db is not null. One GEMM, K = N, its columns split over the pool
+// so that each thread packs only its part of dz (the large operand) and all of hprev;
+// sgemm would split the H rows and pack all of dz in every thread.
+void grad_recurrent(const float* hprev, const float* dz, int64_t N, int64_t H, int64_t G, float* dU, float* db) {
+  parallel_for_static(G, panel_width(), [&](int64_t j0, int64_t j1) {
+    GemmArgs g;
+    g.M = H;
+    g.N = j1 - j0;
+    g.K = N;
+    g.A = hprev;
+    g.rsa = 1;
+    g.csa = H;
+    g.B = dz + j0;
+    g.rsb = G;
+    g.csb = 1;
+    g.C = dU + j0;
+    g.ldc = G;
+    sgemm_st(g);
+    if (db) {
+      std::fill(db + j0, db + j1, 0.f);
+      for (int64_t n = 0; n < N; ++n) {
+        const float* row = dz + n * G;
+        vloop(j1 - j0, [&](int64_t j, auto ld, auto st) { st(db + j0 + j, ld(db + j0 + j) + ld(row + j0 + j)); });
+      }
+    }
+  });
+}
+
+// hprev (B T, H): row (b, t) = h_{t-1} of sequence b (h0 for t = 0), for rows b0 .. b1.
+void fill_hprev(float* hprev, const float* h0, const float* hs, int64_t b0, int64_t b1, int64_t T, int64_t H) {
+  for (int64_t b = b0; b < b1; ++b) {
+    float* d = hprev + b * T * H;
+    std::memcpy(d, h0 + b * H, sizeof(float) * H);
+    if (T > 1) std::memcpy(d + H, hs + b * T * H, sizeof(float) * (T - 1) * H);
+  }
+}
+
 // ---------------------------------------------------------------- forward
 void lstm_forward(const LstmArgs& a) {
   const int64_t B = a.B, T = a.T, H = a.H, G = 4 * H;
@@ -255,39 +293,138 @@ void lstm_backward(const LstmArgs& a) {
     }
     std::memcpy(a.dh0 + b0 * H, dh, sizeof(float) * R * H);
     std::memcpy(a.dc0 + b0 * H, dc, sizeof(float) * R * H);
-    if (a.dU)
-      for (int64_t b = b0; b < b1; ++b) {
-        float* d = hprev.data() + b * T * H;
-        std::memcpy(d, a.h0 + b * H, sizeof(float) * H);
-        if (T > 1) std::memcpy(d + H, a.hs + b * T * H, sizeof(float) * (T - 1) * H);
+    if (a.dU) fill_hprev(hprev.data(), a.h0, a.hs, b0, b1, T, H);
+  });
+  if (a.dU) grad_recurrent(hprev.data(), a.dxp, B * T, H, G, a.dU, nullptr);
+}
+
+
+// ---------------------------------------------------------------- GRU (reset_after)
+void gru_forward(const GruArgs& a) {
+  const int64_t B = a.B, T = a.T, H = a.H, G = 3 * H;
+  if (B <= 0 || T <= 0 || H <= 0) return;
+  const int64_t W = panel_width();
+  const int64_t P = (G + W - 1) / W, Gp = P * W;
+  const std::vector<float> Up = pack_panels(a.U, H, G, G, 1, W);
+  std::vector<float> zero_b;
+  const float* br = a.brec;
+  if (!br) {
+    zero_b.assign(static_cast<size_t>(G), 0.f);
+    br = zero_b.data();
+  }
+  parallel_for_static(B, 1, [&](int64_t b0, int64_t b1) {
+    const int64_t R = b1 - b0;
+    std::vector<float> buf(static_cast<size_t>(R * (Gp + H)));
+    float* z = buf.data();        // (R, Gp) h_{t-1} U
+    float* hb = z + R * Gp;       // (R, H) h_{t-1}, compact (see lstm_forward)
+    std::memcpy(hb, a.h0 + b0 * H, sizeof(float) * R * H);
+    for (int64_t t = 0; t < T; ++t) {
+      panel_gemm(R, H, hb, H, Up.data(), P, W, z, Gp);
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t b = b0 + r, bt = b * T + t;
+        const float* zr = z + r * Gp;
+        const float* x = a.xp + bt * G;
+        float* g = a.gates + bt * G;
+        float* hnp = a.hn + bt * H;
+        vloop(2 * H, [&](int64_t j, auto ld, auto st) { st(g + j, vsigmoid(ld(x + j) + ld(zr + j) + ld(br + j))); });
+        vloop(H, [&](int64_t j, auto ld, auto st) {
+          const vf hn = ld(zr + 2 * H + j) + ld(br + 2 * H + j);
+          st(hnp + j, hn);
+          st(g + 2 * H + j, vtanh(ld(x + 2 * H + j) + ld(g + H + j) * hn));
+        });
+        float* h = a.hs + bt * H;
+        float* hr = hb + r * H;
+        if (a.mask && a.mask[bt] == 0) {
+          std::memcpy(h, hr, sizeof(float) * H);
+          continue;
+        }
+        vloop(H, [&](int64_t j, auto ld, auto st) {
+          const vf n = ld(g + 2 * H + j);
+          const vf hv = n + ld(g + j) * (ld(hr + j) - n);
+          st(h + j, hv);
+          st(hr + j, hv);
+        });
       }
+    }
+  });
+}
+
+void gru_backward(const GruArgs& a) {
+  const int64_t B = a.B, T = a.T, H = a.H, G = 3 * H;
+  if (B <= 0 || T <= 0 || H <= 0) return;
+  const int64_t W = panel_width();
+  const int64_t Q = (H + W - 1) / W, Hp = Q * W;
+  const std::vector<float> Vp = pack_panels(a.U, G, H, 1, G, W);
+  const bool need_da = a.dU || a.dbrec;  // the gradient of a_t for every step, kept for dU / db
+  std::vector<float> hprev, da;
+  if (a.dU) hprev.resize(static_cast<size_t>(B * T * H));
+  if (need_da) da.resize(static_cast<size_t>(B * T * G));
+  parallel_for_static(B, 1, [&](int64_t b0, int64_t b1) {
+    const int64_t R = b1 - b0;
+    std::vector<float> buf(static_cast<size_t>(R * (H + Hp + G)));
+    float* dh = buf.data();      // (R, H) gradient of h_t; then its part through z, dh z
+    float* dhn = dh + R * H;     // (R, Hp) da_t U^T
+    float* dab = dhn + R * Hp;   // (R, G) da_t, the GEMM's A
+    std::memset(dh, 0, sizeof(float) * R * H);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t b = b0 + r, bt = b * T + t;
+        float* dhr = dh + r * H;
+        if (a.dhs) {
+          const float* gh = a.dhs + bt * H;
+          vloop(H, [&](int64_t j, auto ld, auto st) { st(dhr + j, ld(dhr + j) + ld(gh + j)); });
+        }
+        float* dar = dab + r * G;
+        float* dx = a.dxp + bt * G;
+        if (a.mask && a.mask[bt] == 0) {
+          std::memset(dar, 0, sizeof(float) * G);
+          std::memset(dx, 0, sizeof(float) * G);
+          if (need_da) std::memset(da.data() + bt * G, 0, sizeof(float) * G);
+          continue;
+        }
+        const float* g = a.gates + bt * G;
+        const float* hnp = a.hn + bt * H;
+        const float* hp = t == 0 ? a.h0 + b * H : a.hs + (bt - 1) * H;
+        vloop(H, [&](int64_t j, auto ld, auto st) {
+          const vf zg = ld(g + j), rg = ld(g + H + j), n = ld(g + 2 * H + j), hn = ld(hnp + j);
+          const vf dhv = ld(dhr + j);
+          const vf dn = dhv * (1.f - zg) * (1.f - n * n);
+          const vf dz = dhv * (ld(hp + j) - n) * zg * (1.f - zg);
+          const vf dr = dn * hn * rg * (1.f - rg);
+          st(dx + j, dz);
+          st(dx + H + j, dr);
+          st(dx + 2 * H + j, dn);
+          st(dar + j, dz);
+          st(dar + H + j, dr);
+          st(dar + 2 * H + j, dn * rg);
+          st(dhr + j, dhv * zg);
+        });
+        if (need_da) std::memcpy(da.data() + bt * G, dar, sizeof(float) * G);
+      }
+      panel_gemm(R, G, dab, G, Vp.data(), Q, W, dhn, Hp);
+      for (int64_t r = 0; r < R; ++r) {
+        if (a.mask && a.mask[(b0 + r) * T + t] == 0) continue;
+        float* dhr = dh + r * H;
+        const float* gr = dhn + r * Hp;
+        vloop(H, [&](int64_t j, auto ld, auto st) { st(dhr + j, ld(dhr + j) + ld(gr + j)); });
+      }
+    }
+    std::memcpy(a.dh0 + b0 * H, dh, sizeof(float) * R * H);
+    if (a.dU) fill_hprev(hprev.data(), a.h0, a.hs, b0, b1, T, H);
   });
   if (a.dU) {
-    // dU = sum over (b, t) of h_{t-1}^T dz_t: one GEMM, K = B T, its columns split over the
-    // pool so that each thread packs only its part of dz (B T x 4H, the large operand) and
-    // all of h (B T x H); sgemm would split the H rows and pack all of dz in every thread.
-    parallel_for_static(G, W, [&](int64_t j0, int64_t j1) {
-      GemmArgs g;
-      g.M = H;
-      g.N = j1 - j0;
-      g.K = B * T;
-      g.A = hprev.data();
-      g.rsa = 1;
-      g.csa = H;
-      g.B = a.dxp + j0;
-      g.rsb = G;
-      g.csb = 1;
-      g.C = a.dU + j0;
-      g.ldc = G;
-      sgemm_st(g);
-    });
+    grad_recurrent(hprev.data(), da.data(), B * T, H, G, a.dU, a.dbrec);
+  } else if (a.dbrec) {
+    std::fill(a.dbrec, a.dbrec + G, 0.f);
+    for (int64_t n = 0; n < B * T; ++n)
+      for (int64_t j = 0; j < G; ++j) a.dbrec[j] += da[n * G + j];
   }
 }
 
 }  // namespace
 
 const RnnKernels& rnn_kernels() {
-  static const RnnKernels k{&lstm_forward, &lstm_backward};
+  static const RnnKernels k{&lstm_forward, &lstm_backward, &gru_forward, &gru_backward};
   return k;
 }
 

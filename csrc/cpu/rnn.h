@@ -1,4 +1,4 @@
-// rnn.h: the LSTM recurrence over a whole sequence on CPU, forward and backward through time,
+// rnn.h: the LSTM and GRU recurrences over a whole sequence on CPU, forward and backward through time,
 // float32, Keras 3's cell: gates i, f, c, o along the last axis, sigmoid for i, f, o and
 // tanh for the candidate and the output (the defaults; other activations stay in NumPy,
 // pyaiml/keras/recurrent.py).
@@ -19,7 +19,8 @@
 // G = 4H. xp (B, T, G); U (H, G); h0, c0 (B, H); mask (B, T) uint8 or null.
 // Saved by the forward for the backward: gates (B, T, G) activated, cs (B, T + 1, H) with
 // cs[:, 0] = c0 and cs[:, t + 1] = c_t, tc (B, T, H) = tanh of the step's new cell.
-// Not here: argument validation (bindings/rnn.cpp), float64, GRU, other activations.
+// Not here: argument validation (bindings/rnn.cpp), float64, other activations, GRU with
+// reset_after=False, SimpleRNN.
 // Tests: tests/test_rnn_kernel.py (torch autograd in float64, the NumPy reference, every ISA).
 #pragma once
 #include <cstdint>
@@ -49,9 +50,33 @@ struct LstmArgs {
   float* dc0 = nullptr;          // (B, H)
 };
 
+// GRU, Keras 3's reset_after=True (its default, torch.nn.GRU's formula), gates z, r, h:
+//   a_t = h_{t-1} U + b_rec                (b_rec: the recurrent bias, (3H,), or null = 0)
+//   z, r = sigmoid(xp_z + a_z, xp_r + a_r);  n = tanh(xp_h + r a_h)
+//   h_t = z h_{t-1} + (1 - z) n;  a padded step keeps h
+// Saved by the forward: gates (B, T, 3H) = z, r, n; hn (B, T, H) = a_h.
+struct GruArgs {
+  int64_t B = 0, T = 0, H = 0;
+  const float* xp = nullptr;     // (B, T, 3H)
+  const float* U = nullptr;      // (H, 3H)
+  const float* brec = nullptr;   // (3H,) or null
+  const float* h0 = nullptr;     // (B, H)
+  const uint8_t* mask = nullptr; // (B, T) or null
+  float* hs = nullptr;           // (B, T, H)
+  float* gates = nullptr;        // (B, T, 3H)
+  float* hn = nullptr;           // (B, T, H)
+  const float* dhs = nullptr;    // (B, T, H) or null
+  float* dxp = nullptr;          // (B, T, 3H)
+  float* dU = nullptr;           // (H, 3H) or null
+  float* dbrec = nullptr;        // (3H,) or null
+  float* dh0 = nullptr;          // (B, H)
+};
+
 struct RnnKernels {
   void (*lstm_forward)(const LstmArgs&);
   void (*lstm_backward)(const LstmArgs&);
+  void (*gru_forward)(const GruArgs&);
+  void (*gru_backward)(const GruArgs&);
 };
 
 PYAIML_KERNEL_TABLE(RnnKernels, rnn_kernels)

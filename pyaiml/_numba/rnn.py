@@ -1,12 +1,14 @@
-"""Numba fallback for the ``lstm_forward`` / ``lstm_backward`` ops.
+"""Numba fallback for the ``lstm_forward`` / ``lstm_backward`` and ``gru_forward`` /
+``gru_backward`` ops.
 
 Same arguments and results as pyaiml.reference.rnn (the registry's raw form, csrc/cpu/rnn.h):
-Keras 3's LSTM cell over a whole sequence. Parallel over the batch rows (rows do not
-interact, so each runs its whole sequence alone and results do not depend on the thread
-count); per step the row's recurrent product h U as an i-k-j loop that vectorises, then the
-gates' pointwise math. The recurrent kernel's gradient is one NumPy product over all steps
-at the end. Computes in the input's dtype. Not the fast path (the C++
-kernel is). Tests: tests/test_rnn_kernel.py (PYAIML_BACKEND=numba, against the reference).
+Keras 3's LSTM cell, and its GRU cell with reset_after=True, over a whole sequence. Parallel
+over the batch rows (rows do not interact, so each runs its whole sequence alone and results
+do not depend on the thread count); per step the row's recurrent product h U as an i-k-j
+loop that vectorises, then the gates' pointwise math. The recurrent kernel's gradient is one
+NumPy product over all steps at the end. Computes in the input's dtype. Not the fast path
+(the C++ kernel is). Tests: tests/test_rnn_kernel.py (PYAIML_BACKEND=numba, against the
+reference and torch).
 """
 from __future__ import annotations
 
@@ -129,3 +131,100 @@ def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recur
         hprev = np.concatenate([h0[:, None], hs[:, :T - 1]], axis=1).reshape(B * T, H)
         gU = np.matmul(hprev.T, dxp.reshape(B * T, 4 * H))
     return dxp, gU, dh0, dc0
+
+
+@nb.njit(parallel=True, cache=True, fastmath=True)
+def _gru_forward(xp, U, brec, h0, mask, has_mask, hs, gates, hn):
+    B, T, G = xp.shape
+    H = G // 3
+    for b in nb.prange(B):
+        a = np.empty(G, dtype=xp.dtype)
+        hp = h0[b].copy()
+        for t in range(T):
+            for j in range(G):
+                a[j] = brec[j]
+            for k in range(H):
+                hk = hp[k]
+                for j in range(G):
+                    a[j] += hk * U[k, j]
+            for j in range(2 * H):
+                gates[b, t, j] = _sig(xp[b, t, j] + a[j])
+            for j in range(H):
+                hn[b, t, j] = a[2 * H + j]
+                gates[b, t, 2 * H + j] = np.tanh(xp[b, t, 2 * H + j] + gates[b, t, H + j] * a[2 * H + j])
+            real = (not has_mask) or mask[b, t]
+            for j in range(H):
+                if real:
+                    n = gates[b, t, 2 * H + j]
+                    hp[j] = n + gates[b, t, j] * (hp[j] - n)
+                hs[b, t, j] = hp[j]
+
+
+@nb.njit(parallel=True, cache=True, fastmath=True)
+def _gru_backward(grad_h, has_gh, U, h0, mask, has_mask, hs, gates, hn, dxp, da, dh0):
+    B, T, H = hs.shape
+    G = 3 * H
+    for b in nb.prange(B):
+        dh = np.zeros(H, dtype=hs.dtype)
+        for t in range(T - 1, -1, -1):
+            if has_gh:
+                for j in range(H):
+                    dh[j] += grad_h[b, t, j]
+            if has_mask and not mask[b, t]:
+                for j in range(G):
+                    dxp[b, t, j] = 0.0
+                    da[b, t, j] = 0.0
+                continue
+            for j in range(H):
+                z = gates[b, t, j]
+                r = gates[b, t, H + j]
+                n = gates[b, t, 2 * H + j]
+                hp = h0[b, j] if t == 0 else hs[b, t - 1, j]
+                dn = dh[j] * (1.0 - z) * (1.0 - n * n)
+                dz = dh[j] * (hp - n) * z * (1.0 - z)
+                dr = dn * hn[b, t, j] * r * (1.0 - r)
+                dxp[b, t, j] = dz
+                dxp[b, t, H + j] = dr
+                dxp[b, t, 2 * H + j] = dn
+                da[b, t, j] = dz
+                da[b, t, H + j] = dr
+                da[b, t, 2 * H + j] = dn * r
+                dh[j] = dh[j] * z
+            for k in range(H):
+                s = 0.0
+                for j in range(G):
+                    s += da[b, t, j] * U[k, j]
+                dh[k] += s
+        for j in range(H):
+            dh0[b, j] = dh[j]
+
+
+def gru_forward(xp, U, brec, h0, mask=None):
+    B, T, G = xp.shape
+    H = G // 3
+    dt = xp.dtype
+    hs = np.empty((B, T, H), dt)
+    gates = np.empty((B, T, G), dt)
+    hn = np.empty((B, T, H), dt)
+    m, has = _mask_arg(mask, B, T)
+    b = np.zeros(G, dt) if brec is None else brec
+    _gru_forward(xp, U, b, h0, m, has, hs, gates, hn)
+    return hs, gates, hn
+
+
+def gru_backward(grad_h, U, brec, h0, mask, hs, gates, hn, need_recurrent_kernel=True, need_recurrent_bias=True):
+    B, T, H = hs.shape
+    dt = hs.dtype
+    m, has = _mask_arg(mask, B, T)
+    gh = np.zeros((1, 1, 1), dt) if grad_h is None else grad_h
+    dxp = np.empty((B, T, 3 * H), dt)
+    da = np.empty((B, T, 3 * H), dt)
+    dh0 = np.empty((B, H), dt)
+    _gru_backward(gh, grad_h is not None, U, h0, m, has, hs, gates, hn, dxp, da, dh0)
+    da2 = da.reshape(B * T, 3 * H)
+    gU = None
+    if need_recurrent_kernel:
+        hprev = np.concatenate([h0[:, None], hs[:, :T - 1]], axis=1).reshape(B * T, H)
+        gU = np.matmul(hprev.T, da2)
+    gb = da2.sum(axis=0, dtype=dt) if need_recurrent_bias else None
+    return dxp, gU, gb, dh0

@@ -21,17 +21,19 @@ returns the sequence in that reversed order. ``initial_state`` (a list: [h] or [
 differentiated too. ``dropout`` drops input features with one mask per sequence (Keras 3's
 rule: the same features for every step) in training.
 
-The LSTM in float32 with Keras's default activations (tanh, sigmoid) runs its scan on the
-fused kernels instead (``_lstm_fused``: pyaiml.ops.lstm_sequence, the C++ kernel of
-csrc/cpu/rnn.cpp or its Numba fallback; one tape record whose backward is the fused
-backward through time), with every option above; float64, other activations, GRU and
-SimpleRNN keep the NumPy scan here (NumPy around pyaiml's GEMM, per-step calls).
+The LSTM, and the GRU with reset_after=True, in float32 with Keras's default activations
+(tanh, sigmoid) run their scan on the fused kernels instead (``_lstm_fused`` /
+``_gru_fused``: pyaiml.ops.lstm_sequence / gru_sequence, the C++ kernels of
+csrc/cpu/rnn.cpp or their Numba fallbacks; one tape record whose backward is the fused
+backward through time), with every option above; float64, other activations, GRU with
+reset_after=False and SimpleRNN keep the NumPy scan here (NumPy around pyaiml's GEMM,
+per-step calls).
 
 Not here: ``recurrent_dropout`` > 0, ``stateful=True``, activations other than tanh,
 sigmoid, relu and linear (refused with a ValueError), RNN over custom cells, C++ kernels for
-GRU and SimpleRNN.
-Tests: tests/test_rnn_kernel.py (the fused LSTM against the NumPy scan for every option, in
-float32); tests/test_keras_recurrent.py (forward and every gradient against torch.nn.LSTM /
+SimpleRNN and GRU with reset_after=False.
+Tests: tests/test_rnn_kernel.py (the fused LSTM and GRU against the NumPy scan for every
+option, in float32); tests/test_keras_recurrent.py (forward and every gradient against torch.nn.LSTM /
 GRU / RNN and a torch transcription in float64 for every supported option, masks,
 Bidirectional merge modes, the three ways to build a model, save/load);
 tests/test_keras_time_distributed.py (TimeDistributed against torch, in models, save/load).
@@ -119,8 +121,9 @@ def _mm(a, b):
     return ops.matmul(a, b)  # any strides: the GEMM packs its operands itself
 
 
-# The fused kernels (pyaiml.ops.lstm_sequence) run the LSTM when they cover it: float32 and
-# Keras's default activations. Tests switch this off to compare with the NumPy scan.
+# The fused kernels (pyaiml.ops.lstm_sequence, gru_sequence) run the LSTM and the GRU
+# (reset_after=True) when they cover them: float32 and Keras's default activations. Tests
+# switch this off to compare with the NumPy scan.
 _FUSED_LSTM = True
 
 
@@ -146,6 +149,23 @@ def _lstm_fused(xp, U, h0, c0, mask, with_c):
     return record(out, (xp, U, None, h0, c0), back, "lstm_scan")
 
 
+def _gru_fused(xp, U, b_rec, h0, mask):
+    """The GRU (reset_after) recurrence as one tape record on pyaiml.ops.gru_sequence: same
+    arguments and result as ``_scan`` for kind "gru"."""
+    xv, Uv = value_of(xp), value_of(U)
+    dt = xv.dtype
+    bv = None if b_rec is None else np.asarray(value_of(b_rec), dt)
+    h0v = None if h0 is None else np.asarray(value_of(h0), dt)
+    saved = ops.gru_sequence(xv, Uv, bv, h0v, mask)
+
+    def back(gout, needs):
+        gx, gU, gb, gh0 = ops.gru_sequence_backward(np.asarray(gout, dt), Uv, saved, bv, h0v, mask,
+                                                    need_recurrent_kernel=needs[1], need_recurrent_bias=needs[2])
+        return (gx if needs[0] else None, gU, gb, gh0 if needs[3] else None, None)
+
+    return record(saved[0], (xp, U, b_rec, h0, None), back, "gru_scan")
+
+
 def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
     """The recurrence over time as one tape record.
 
@@ -159,6 +179,9 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
     if (kind == "lstm" and act == "tanh" and ract == "sigmoid" and _FUSED_LSTM and xv.dtype == np.float32
             and Uv.dtype == np.float32):
         return _lstm_fused(xp, U, h0, c0, mask, with_c)
+    if (kind == "gru" and reset_after and act == "tanh" and ract == "sigmoid" and _FUSED_LSTM
+            and xv.dtype == np.float32 and Uv.dtype == np.float32):
+        return _gru_fused(xp, U, b_rec, h0, mask)
     B, T, GH = xv.shape
     H = Uv.shape[0]
     dt = xv.dtype

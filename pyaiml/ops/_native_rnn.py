@@ -1,4 +1,4 @@
-"""Adapters from the registry's LSTM signatures to pyaiml._C (float32, C-contiguous; see
+"""Adapters from the registry's LSTM and GRU signatures to pyaiml._C (float32, C-contiguous; see
 csrc/bindings/rnn.cpp). A bool mask is passed as is (one byte per step)."""
 from __future__ import annotations
 
@@ -13,3 +13,12 @@ def lstm_forward(xp, U, h0, c0, mask=None):
 
 def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True):
     return _C.lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, bool(need_recurrent_kernel))
+
+
+def gru_forward(xp, U, brec, h0, mask=None):
+    return _C.gru_forward(xp, U, brec, h0, mask)
+
+
+def gru_backward(grad_h, U, brec, h0, mask, hs, gates, hn, need_recurrent_kernel=True, need_recurrent_bias=True):
+    return _C.gru_backward(grad_h, U, brec, h0, mask, hs, gates, hn, bool(need_recurrent_kernel),
+                           bool(need_recurrent_bias))

@@ -1,4 +1,5 @@
-"""The LSTM recurrence over a whole sequence as one op, forward and backward through time.
+"""The LSTM and GRU recurrences over a whole sequence as one op each, forward and backward
+through time.
 
 Keras 3's LSTM cell (gate order i, f, c, o along the last axis; sigmoid for i, f, o, tanh
 for the candidate and the output), run over all steps at once, given the input projection
@@ -13,9 +14,12 @@ Keras does for padded steps. float32 runs on the registry's ``lstm_forward`` /
 ``lstm_backward`` ops (the fused C++ kernels of csrc/cpu/rnn.cpp, Numba, or NumPy); float64
 runs through the NumPy reference (pyaiml/reference/rnn.py).
 
+``gru_sequence`` / ``gru_sequence_backward`` do the same for Keras 3's GRU with
+``reset_after=True`` (registry ops ``gru_forward`` / ``gru_backward``).
+
 Not here: the input projection (``linear``/``matmul`` before, its gradient after), other
-activations, GRU, recurrent dropout (pyaiml/keras/recurrent.py keeps those on its NumPy
-scan). Tests: tests/test_rnn_kernel.py (torch autograd in float64, the reference, every
+activations, GRU with ``reset_after=False``, SimpleRNN, recurrent dropout
+(pyaiml/keras/recurrent.py keeps those on its NumPy scan). Tests: tests/test_rnn_kernel.py (torch autograd in float64, the reference, every
 backend and ISA, awkward shapes, bad input).
 """
 from __future__ import annotations
@@ -36,6 +40,19 @@ _backend.register_op(
     cpp="pyaiml.ops._native_rnn:lstm_backward",
     numba="pyaiml._numba.rnn:lstm_backward",
     numpy="pyaiml.reference.rnn:lstm_backward",
+)
+
+_backend.register_op(
+    "gru_forward",
+    cpp="pyaiml.ops._native_rnn:gru_forward",
+    numba="pyaiml._numba.rnn:gru_forward",
+    numpy="pyaiml.reference.rnn:gru_forward",
+)
+_backend.register_op(
+    "gru_backward",
+    cpp="pyaiml.ops._native_rnn:gru_backward",
+    numba="pyaiml._numba.rnn:gru_backward",
+    numpy="pyaiml.reference.rnn:gru_backward",
 )
 
 _F32 = np.dtype(np.float32)
@@ -175,3 +192,121 @@ def lstm_sequence_backward(grad_h, grad_c, recurrent_kernel, saved, h0=None, c0=
         require_finite(grad_c, op, "grad_c", chk)
     c = np.ascontiguousarray
     return fn(grad_h, grad_c, c(U), h0, c0, m, c(hs), c(cs), c(gates), c(tc), bool(need_recurrent_kernel))
+
+
+def _recurrent_kernel(U, op, dt, gates, what):
+    U = as_array(U, op, "recurrent_kernel")
+    if U.dtype != dt:
+        raise TypeError(f"{op}: recurrent_kernel must have the dtype of {what} ({dt}). Received {U.dtype}")
+    if U.ndim != 2 or U.shape[0] < 1 or U.shape[1] != gates * U.shape[0]:
+        raise ValueError(f"{op}: recurrent_kernel must have shape (units, {gates} * units). Received "
+                         f"{tuple(U.shape)}")
+    return np.ascontiguousarray(U)
+
+
+def _recurrent_bias(b, op, dt, H):
+    if b is None:
+        return None
+    b = as_array(b, op, "recurrent_bias")
+    if b.dtype != dt:
+        raise TypeError(f"{op}: recurrent_bias must have the dtype of xp ({dt}). Received {b.dtype}")
+    if b.shape != (3 * H,):
+        raise ValueError(f"{op}: recurrent_bias must have shape (3 * units,) = ({3 * H},). Received {tuple(b.shape)}")
+    return np.ascontiguousarray(b)
+
+
+def gru_sequence(xp, recurrent_kernel, recurrent_bias=None, h0=None, mask=None):
+    """Run Keras 3's GRU (``reset_after=True``, its default; torch.nn.GRU's formula) over
+    every step, gates z, r, h along the last axis::
+
+        a_t = h_{t-1} @ recurrent_kernel + recurrent_bias
+        z, r = sigmoid(xp_z + a_z), sigmoid(xp_r + a_r);  n = tanh(xp_h + r * a_h)
+        h_t = z * h_{t-1} + (1 - z) * n     (a step whose mask is False keeps h)
+
+    Parameters
+    ----------
+    xp : array (B, T, 3H), float32 or float64
+        The input projection of every step, x @ kernel + input bias.
+    recurrent_kernel : array (H, 3H)
+    recurrent_bias : array (3H,) or None
+    h0 : array (B, H) or None (zeros)
+    mask : bool array (B, T) or None
+
+    Returns
+    -------
+    (hs, gates, hn): hs (B, T, H) the state after each step; gates (B, T, 3H) the activated
+    z, r and n; hn (B, T, H) the h part of a_t. The last two are what
+    ``gru_sequence_backward`` needs.
+    """
+    op = "gru_sequence"
+    xp = as_array(xp, op, "xp")
+    dt = float_dtype(xp, op, "xp")
+    U = _recurrent_kernel(recurrent_kernel, op, dt, 3, "xp")
+    H = U.shape[0]
+    if xp.ndim != 3 or xp.shape[2] != 3 * H or xp.shape[0] < 1 or xp.shape[1] < 1:
+        raise ValueError(f"{op}: xp must have shape (batch, steps, 3 * units) with batch, steps >= 1 and units = "
+                         f"{H} (from recurrent_kernel). Received {tuple(xp.shape)}")
+    B, T = xp.shape[:2]
+    b = _recurrent_bias(recurrent_bias, op, dt, H)
+    h0 = _state(h0, op, "h0", (B, H), dt)
+    m = _mask(mask, op, B, T)
+    backend, fn = _impl("gru_forward", dt)
+    chk = finite_check(backend)
+    xp = np.ascontiguousarray(xp)
+    for name, x in (("xp", xp), ("recurrent_kernel", U), ("recurrent_bias", b), ("h0", h0)):
+        if x is not None:
+            require_finite(x, op, name, chk)
+    return fn(xp, U, b, h0, m)
+
+
+def gru_sequence_backward(grad_h, recurrent_kernel, saved, recurrent_bias=None, h0=None, mask=None,
+                          need_recurrent_kernel=True, need_recurrent_bias=True):
+    """Back-propagation through time for ``gru_sequence``.
+
+    Parameters
+    ----------
+    grad_h : array (B, T, H) or None
+        Gradient of ``hs`` (None: zeros).
+    recurrent_kernel, recurrent_bias, h0, mask : as given to ``gru_sequence``.
+    saved : the tuple (hs, gates, hn) ``gru_sequence`` returned.
+    need_recurrent_kernel, need_recurrent_bias : bool
+        False skips that gradient (returned as None).
+
+    Returns
+    -------
+    (grad_xp (B, T, 3H), grad_recurrent_kernel (H, 3H) or None, grad_recurrent_bias (3H,)
+    or None, grad_h0 (B, H)).
+    """
+    op = "gru_sequence_backward"
+    if not isinstance(saved, (tuple, list)) or len(saved) != 3:
+        raise TypeError(f"{op}: saved must be the 3-tuple (hs, gates, hn) from gru_sequence. Received "
+                        f"{type(saved).__name__}{'' if not hasattr(saved, '__len__') else f' of length {len(saved)}'}")
+    hs, gates, hn = (as_array(a, op, n) for a, n in zip(saved, ("hs", "gates", "hn")))
+    dt = float_dtype(hs, op, "hs")
+    for name, x in (("gates", gates), ("hn", hn)):
+        if x.dtype != dt:
+            raise TypeError(f"{op}: {name} must have the dtype of hs ({dt}). Received {x.dtype}")
+    if hs.ndim != 3:
+        raise ValueError(f"{op}: hs must be 3-D (batch, steps, units). Received shape {tuple(hs.shape)}")
+    B, T, H = hs.shape
+    U = _recurrent_kernel(recurrent_kernel, op, dt, 3, "hs")
+    if U.shape[0] != H:
+        raise ValueError(f"{op}: recurrent_kernel must have shape (units, 3 * units) = ({H}, {3 * H}). Received "
+                         f"{tuple(U.shape)}")
+    for name, x, shape in (("gates", gates, (B, T, 3 * H)), ("hn", hn, (B, T, H))):
+        if x.shape != shape:
+            raise ValueError(f"{op}: {name} must have shape {shape}. Received {tuple(x.shape)}")
+    b = _recurrent_bias(recurrent_bias, op, dt, H)
+    h0 = _state(h0, op, "h0", (B, H), dt)
+    m = _mask(mask, op, B, T)
+    backend, fn = _impl("gru_backward", dt)
+    if grad_h is not None:
+        grad_h = as_array(grad_h, op, "grad_h")
+        if grad_h.dtype != dt or grad_h.shape != (B, T, H):
+            raise ValueError(f"{op}: grad_h must have shape {(B, T, H)} and dtype {dt}. Received "
+                             f"{tuple(grad_h.shape)} {grad_h.dtype}")
+        grad_h = np.ascontiguousarray(grad_h)
+        require_finite(grad_h, op, "grad_h", finite_check(backend))
+    c = np.ascontiguousarray
+    return fn(grad_h, U, b, h0, m, c(hs), c(gates), c(hn), bool(need_recurrent_kernel),
+              bool(need_recurrent_bias and b is not None))

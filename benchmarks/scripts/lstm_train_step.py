@@ -9,7 +9,8 @@ threadpoolctl when installed, else OPENBLAS_NUM_THREADS set before NumPy loads).
 and gradients are validated against each other first (weights copied, gate order i,f,c,o
 on both), then ``--rounds`` rounds alternate the two sides, ``--steps`` steps each after a
 warm-up; medians and ranges of the per-step time. The machine is shared: the load average
-is printed with the result.
+at the start and at the end is printed with the result, with the CPU model and the backend
+the LSTM's scan ran on (pyaiml.ops.lstm_sequence: the fused C++ kernel by default).
 
 Run: python benchmarks/scripts/lstm_train_step.py [--threads 2] [--rounds 5] [--steps 10]
 Not a test (tests/test_keras_recurrent.py checks the gradients in float64).
@@ -44,6 +45,21 @@ def _pyaiml_step(layer, x, target):
     return loss, tape.gradient(loss, [xx] + layer.trainable_variables)
 
 
+def _load(la):
+    return "/".join(f"{v:.2f}" for v in la)
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU model unknown"
+
+
 def main(threads=2, rounds=5, steps=10):
     import torch
 
@@ -52,6 +68,7 @@ def main(threads=2, rounds=5, steps=10):
 
     pyaiml.set_num_threads(threads)
     torch.set_num_threads(threads)
+    load0 = os.getloadavg()
     rs = np.random.default_rng(0)
     x = rs.normal(size=(N, T, D)).astype(np.float32)
     target = rs.normal(size=(N, T, H)).astype(np.float32)
@@ -94,7 +111,10 @@ def main(threads=2, rounds=5, steps=10):
     print(f"LSTM training step (batch {N}, {T} steps, {D} features, {H} units, float32, {threads} threads)")
     print(f"  pyaiml {mp:.2f} ms [{min(tp):.2f}-{max(tp):.2f}]   torch.nn.LSTM {mt:.2f} ms "
           f"[{min(tt_):.2f}-{max(tt_):.2f}]   ratio torch/pyaiml {mt / mp:.2f}x")
-    print(f"  load average {os.getloadavg()}, torch {torch.__version__}, numpy {np.__version__}")
+    info = pyaiml.backend_info()
+    print(f"  pyaiml LSTM scan on {info['ops']['lstm_forward']['backend']} ({info['isa']}), {_cpu_name()}")
+    print(f"  load average at start {_load(load0)}, at end {_load(os.getloadavg())}; torch {torch.__version__}, "
+          f"numpy {np.__version__}")
     return mp, mt
 
 

@@ -168,6 +168,28 @@ def test_backends_equal_the_reference_in_float32(backend, monkeypatch):
         _close(a, b.astype(np.float64), TOL32, "result")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_projection_gradients_from_the_same_pass(backend, monkeypatch):
+    """x= adds grad_kernel = x^T grad_xp and grad_bias = the column sums of grad_xp."""
+    _backend_or_skip(backend)
+    monkeypatch.setenv("PYAIML_BACKEND", backend)
+    B, T, H, D = 3, 5, 17, 6
+    xp, U, h0, c0, gh, gc = _case(B, T, H, seed=11)
+    x = np.random.default_rng(11).normal(size=(B, T, D)).astype(np.float32)
+    mask = _mask(B, T, seed=11)
+    saved = ops.lstm_sequence(xp, U, h0, c0, mask)
+    plain = ops.lstm_sequence_backward(gh, gc, U, saved, h0, c0, mask)
+    res = ops.lstm_sequence_backward(gh, gc, U, saved, h0, c0, mask, x=x)
+    assert len(plain) == 4 and len(res) == 6
+    for a, b in zip(res[:4], plain):
+        np.testing.assert_array_equal(a, b)
+    g64 = res[0].reshape(B * T, 4 * H).astype(np.float64)
+    _close(res[4], x.reshape(B * T, D).astype(np.float64).T @ g64, 1e-6, "grad kernel")
+    _close(res[5], g64.sum(axis=0), 1e-6, "grad bias")
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, steps, features\) = \(3, 5, D >= 1\)"):
+        ops.lstm_sequence_backward(gh, gc, U, saved, h0, c0, mask, x=x[:, :4])
+
+
 def test_need_recurrent_kernel_false_and_missing_gradients():
     xp, U, h0, c0, gh, gc = _case(2, 4, 6)
     saved = ops.lstm_sequence(xp, U, h0, c0)

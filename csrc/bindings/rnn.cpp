@@ -133,7 +133,7 @@ void register_rnn(py::module_& m) {
   m.def(
       "lstm_backward",
       [](py::object dhs, py::object dcT, py::array U, py::array h0, py::array c0, py::object mask, py::array hs,
-         py::array cs, py::array gates, py::array tc, bool need_recurrent_kernel) {
+         py::array cs, py::array gates, py::array tc, bool need_recurrent_kernel, py::object x) {
         const char* op = "lstm_backward";
         auto hs_a = require_contiguous<float>(hs, op, "hs");
         require_ndim(hs_a, 3, op, "hs");
@@ -168,6 +168,22 @@ void register_rnn(py::module_& m) {
           a.dU = dU.mutable_data();
           dU_obj = dU;
         }
+        py::array_t<float> x_a;
+        py::object dW_obj = py::none(), db_obj = py::none();
+        if (!x.is_none()) {
+          x_a = require_contiguous<float>(x.cast<py::array>(), op, "x");
+          PYAIML_CHECK(x_a.ndim() == 3 && x_a.shape(0) == B && x_a.shape(1) == T && x_a.shape(2) >= 1, op,
+                       ": x must have shape (batch, steps, features) = (", B, ", ", T, ", D >= 1). Received ",
+                       shape_str(x_a));
+          a.D = x_a.shape(2);
+          a.x = x_a.data();
+          auto dW = new_aligned_array<float>({a.D, 4 * H});
+          auto db = new_aligned_array<float>({4 * H});
+          a.dW = dW.mutable_data();
+          a.db = db.mutable_data();
+          dW_obj = dW;
+          db_obj = db;
+        }
         a.dxp = dxp.mutable_data();
         a.dh0 = dh0.mutable_data();
         a.dc0 = dc0.mutable_data();
@@ -175,12 +191,13 @@ void register_rnn(py::module_& m) {
           py::gil_scoped_release nogil;
           rnn_kernels().lstm_backward(a);
         }
-        return py::make_tuple(dxp, dU_obj, dh0, dc0);
+        return py::make_tuple(dxp, dU_obj, dh0, dc0, dW_obj, db_obj);
       },
       py::arg("grad_h"), py::arg("grad_c"), py::arg("recurrent_kernel"), py::arg("h0"), py::arg("c0"),
       py::arg("mask"), py::arg("hs"), py::arg("cs"), py::arg("gates"), py::arg("tc"),
-      py::arg("need_recurrent_kernel") = true,
-      "Backward through time: (grad_xp (B, T, 4H), grad_recurrent_kernel (H, 4H) or None, grad_h0, grad_c0).");
+      py::arg("need_recurrent_kernel") = true, py::arg("x") = py::none(),
+      "Backward through time: (grad_xp (B, T, 4H), grad_recurrent_kernel (H, 4H) or None, grad_h0, grad_c0, "
+      "grad_kernel (D, 4H) and grad_bias (4H,) when x (B, T, D), the projection's input, is given, else None).");
 
   m.def(
       "gru_forward",

@@ -296,6 +296,7 @@ void lstm_backward(const LstmArgs& a) {
     if (a.dU) fill_hprev(hprev.data(), a.h0, a.hs, b0, b1, T, H);
   });
   if (a.dU) grad_recurrent(hprev.data(), a.dxp, B * T, H, G, a.dU, nullptr);
+  if (a.dW) grad_recurrent(a.x, a.dxp, B * T, a.D, G, a.dW, a.db);
 }
 
 

@@ -48,6 +48,12 @@ struct LstmArgs {
   float* dU = nullptr;           // (H, 4H) or null (not wanted)
   float* dh0 = nullptr;          // (B, H)
   float* dc0 = nullptr;          // (B, H)
+  // optional: the projection's input x (B, T, D), xp = x W + b; then dW (D, 4H) = x^T dxp and
+  // db (4H,) = the column sums of dxp, in the same column-split pass as dU
+  int64_t D = 0;
+  const float* x = nullptr;
+  float* dW = nullptr;
+  float* db = nullptr;
 };
 
 // GRU, Keras 3's reset_after=True (its default, torch.nn.GRU's formula), gates z, r, h:

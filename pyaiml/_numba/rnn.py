@@ -6,7 +6,7 @@ Keras 3's LSTM cell, and its GRU cell with reset_after=True, over a whole sequen
 over the batch rows (rows do not interact, so each runs its whole sequence alone and results
 do not depend on the thread count); per step the row's recurrent product h U as an i-k-j
 loop that vectorises, then the gates' pointwise math. The recurrent kernel's gradient is one
-NumPy product over all steps at the end. Computes in the input's dtype. Not the fast path
+NumPy product over all steps at the end (so are the projection's, when asked for). Computes in the input's dtype. Not the fast path
 (the C++ kernel is). Tests: tests/test_rnn_kernel.py (PYAIML_BACKEND=numba, against the
 reference and torch).
 """
@@ -116,7 +116,7 @@ def lstm_forward(xp, U, h0, c0, mask=None):
     return hs, cs, gates, tc
 
 
-def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True):
+def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True, x=None):
     B, T, H = hs.shape
     dt = hs.dtype
     m, has = _mask_arg(mask, B, T)
@@ -130,7 +130,12 @@ def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recur
     if need_recurrent_kernel:  # one product over all steps: sum over (b, t) of h_{t-1}^T dz_t
         hprev = np.concatenate([h0[:, None], hs[:, :T - 1]], axis=1).reshape(B * T, H)
         gU = np.matmul(hprev.T, dxp.reshape(B * T, 4 * H))
-    return dxp, gU, dh0, dc0
+    gW = gb = None
+    if x is not None:  # the projection's gradients from the same dxp
+        d2 = dxp.reshape(B * T, 4 * H)
+        gW = np.matmul(x.reshape(B * T, -1).T, d2)
+        gb = d2.sum(axis=0, dtype=dt)
+    return dxp, gU, dh0, dc0, gW, gb
 
 
 @nb.njit(parallel=True, cache=True, fastmath=True)

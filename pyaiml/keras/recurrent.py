@@ -25,7 +25,9 @@ The LSTM, and the GRU with reset_after=True, in float32 with Keras's default act
 (tanh, sigmoid) run their scan on the fused kernels instead (``_lstm_fused`` /
 ``_gru_fused``: pyaiml.ops.lstm_sequence / gru_sequence, the C++ kernels of
 csrc/cpu/rnn.cpp or their Numba fallbacks; one tape record whose backward is the fused
-backward through time), with every option above; float64, other activations, GRU with
+backward through time; the LSTM's record takes in the input projection too, so that the
+kernel's gradient comes from the same pass as the recurrent kernel's), with every option
+above; float64, other activations, GRU with
 reset_after=False and SimpleRNN keep the NumPy scan here (NumPy around pyaiml's GEMM,
 per-step calls).
 
@@ -127,26 +129,37 @@ def _mm(a, b):
 _FUSED_LSTM = True
 
 
-def _lstm_fused(xp, U, h0, c0, mask, with_c):
-    """The LSTM recurrence as one tape record on pyaiml.ops.lstm_sequence (C++ / Numba / NumPy
-    by the registry): same arguments and result as ``_scan`` for kind "lstm"."""
-    xv, Uv = value_of(xp), value_of(U)
+def _lstm_fused(x, kernel, bias, U, h0, c0, mask, with_c):
+    """The whole LSTM layer as one tape record: the input projection xp = x @ kernel + bias
+    (one GEMM), then the recurrence on pyaiml.ops.lstm_sequence (C++ / Numba / NumPy by the
+    registry). Its backward is the fused backward through time, which also returns the
+    kernel's and the bias's gradients (sharing the pass over grad_xp with the recurrent
+    kernel's), then grad_x = grad_xp @ kernel^T. Result as ``_scan`` for kind "lstm"."""
+    xv, kv, Uv = value_of(x), value_of(kernel), value_of(U)
     dt = xv.dtype
+    bv = None if bias is None else value_of(bias)
     h0v = None if h0 is None else np.asarray(value_of(h0), dt)
     c0v = None if c0 is None else np.asarray(value_of(c0), dt)
-    saved = ops.lstm_sequence(xv, Uv, h0v, c0v, mask)
+    xp = ops.linear(xv, kv.T, bv)
+    saved = ops.lstm_sequence(xp, Uv, h0v, c0v, mask)
+    del xp
     hs, cs = saved[0], saved[1]
-    T = hs.shape[1]
+    B, T, _ = hs.shape
     out = np.concatenate([hs, cs[:, T:]], axis=1) if with_c else hs
 
     def back(gout, needs):
         gout = np.asarray(gout, dt)
         gh, gc = (gout[:, :T], gout[:, T]) if with_c else (gout, None)
-        gx, gU, gh0, gc0 = ops.lstm_sequence_backward(gh, gc, Uv, saved, h0v, c0v, mask,
-                                                      need_recurrent_kernel=needs[1])
-        return (gx if needs[0] else None, gU, None, gh0 if needs[3] else None, gc0 if needs[4] else None)
+        want_w = needs[1] or needs[2]
+        res = ops.lstm_sequence_backward(gh, gc, Uv, saved, h0v, c0v, mask, need_recurrent_kernel=needs[3],
+                                         x=xv if want_w else None)
+        gxp, gU, gh0, gc0 = res[:4]
+        gW, gb = res[4:] if want_w else (None, None)
+        gx = ops.matmul(gxp.reshape(B * T, -1), kv.T).reshape(xv.shape) if needs[0] else None
+        return (gx, gW if needs[1] else None, gb if needs[2] else None, gU, gh0 if needs[4] else None,
+                gc0 if needs[5] else None)
 
-    return record(out, (xp, U, None, h0, c0), back, "lstm_scan")
+    return record(out, (x, kernel, bias, U, h0, c0), back, "lstm")
 
 
 def _gru_fused(xp, U, b_rec, h0, mask):
@@ -176,9 +189,6 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
     (LSTM), as one Tensor when a tape records.
     """
     xv, Uv = value_of(xp), value_of(U)
-    if (kind == "lstm" and act == "tanh" and ract == "sigmoid" and _FUSED_LSTM and xv.dtype == np.float32
-            and Uv.dtype == np.float32):
-        return _lstm_fused(xp, U, h0, c0, mask, with_c)
     if (kind == "gru" and reset_after and act == "tanh" and ract == "sigmoid" and _FUSED_LSTM
             and xv.dtype == np.float32 and Uv.dtype == np.float32):
         return _gru_fused(xp, U, b_rec, h0, mask)
@@ -515,11 +525,16 @@ class _RNN(Layer):
                 m = m[:, ::-1]
         states = self._states(initial_state, B, xv.dtype)
         b_in, b_rec = self._split_bias()
-        xp = F.dense(x, self._var("kernel"), b_in)
         with_c = self.kind == "lstm" and self.return_state
-        y = _scan(self.kind, xp, self._var("recurrent_kernel"), b_rec, states[0],
-                  states[1] if self.kind == "lstm" else None, m, self._act, self._ract,
-                  getattr(self, "reset_after", True), with_c)
+        kernel, U = self._var("kernel"), self._var("recurrent_kernel")
+        if (self.kind == "lstm" and self._act == "tanh" and self._ract == "sigmoid" and _FUSED_LSTM
+                and value_of(x).dtype == np.float32 and value_of(kernel).dtype == np.float32
+                and value_of(U).dtype == np.float32):
+            y = _lstm_fused(x, kernel, b_in, U, states[0], states[1], m, with_c)
+        else:
+            xp = F.dense(x, kernel, b_in)
+            y = _scan(self.kind, xp, U, b_rec, states[0], states[1] if self.kind == "lstm" else None, m,
+                      self._act, self._ract, getattr(self, "reset_after", True), with_c)
         hs = F.getitem(y, (slice(None), slice(0, T))) if with_c else y
         h_last = F.getitem(hs, (slice(None), T - 1))
         if self.return_sequences:

@@ -134,7 +134,7 @@ def lstm_sequence(xp, recurrent_kernel, h0=None, c0=None, mask=None):
 
 
 def lstm_sequence_backward(grad_h, grad_c, recurrent_kernel, saved, h0=None, c0=None, mask=None,
-                           need_recurrent_kernel=True):
+                           need_recurrent_kernel=True, x=None):
     """Back-propagation through time for ``lstm_sequence``.
 
     Parameters
@@ -147,10 +147,15 @@ def lstm_sequence_backward(grad_h, grad_c, recurrent_kernel, saved, h0=None, c0=
     saved : the tuple (hs, cs, gates, tc) ``lstm_sequence`` returned.
     need_recurrent_kernel : bool
         False skips the recurrent kernel's gradient (returned as None).
+    x : array (B, T, D) or None
+        The input of the projection ``xp = x @ kernel + bias``. When given, the projection's
+        weight gradients come from the same pass (the kernel's gradient x^T grad_xp shares its
+        large operand with the recurrent kernel's, and the C++ kernel splits both by columns).
 
     Returns
     -------
-    (grad_xp (B, T, 4H), grad_recurrent_kernel (H, 4H) or None, grad_h0 (B, H), grad_c0 (B, H)).
+    (grad_xp (B, T, 4H), grad_recurrent_kernel (H, 4H) or None, grad_h0 (B, H), grad_c0 (B, H)),
+    followed by grad_kernel (D, 4H) and grad_bias (4H,) when ``x`` is given.
     """
     op = "lstm_sequence_backward"
     if not isinstance(saved, (tuple, list)) or len(saved) != 4:
@@ -159,18 +164,18 @@ def lstm_sequence_backward(grad_h, grad_c, recurrent_kernel, saved, h0=None, c0=
     hs, cs, gates, tc = (as_array(a, op, n) for a, n in zip(saved, ("hs", "cs", "gates", "tc")))
     dt = float_dtype(hs, op, "hs")
     U = as_array(recurrent_kernel, op, "recurrent_kernel")
-    for name, x in (("recurrent_kernel", U), ("cs", cs), ("gates", gates), ("tc", tc)):
-        if x.dtype != dt:
-            raise TypeError(f"{op}: {name} must have the dtype of hs ({dt}). Received {x.dtype}")
+    for name, arr in (("recurrent_kernel", U), ("cs", cs), ("gates", gates), ("tc", tc)):
+        if arr.dtype != dt:
+            raise TypeError(f"{op}: {name} must have the dtype of hs ({dt}). Received {arr.dtype}")
     if hs.ndim != 3:
         raise ValueError(f"{op}: hs must be 3-D (batch, steps, units). Received shape {tuple(hs.shape)}")
     B, T, H = hs.shape
     if U.shape != (H, 4 * H):
         raise ValueError(f"{op}: recurrent_kernel must have shape (units, 4 * units) = ({H}, {4 * H}). Received "
                          f"{tuple(U.shape)}")
-    for name, x, shape in (("cs", cs, (B, T + 1, H)), ("gates", gates, (B, T, 4 * H)), ("tc", tc, (B, T, H))):
-        if x.shape != shape:
-            raise ValueError(f"{op}: {name} must have shape {shape}. Received {tuple(x.shape)}")
+    for name, arr, shape in (("cs", cs, (B, T + 1, H)), ("gates", gates, (B, T, 4 * H)), ("tc", tc, (B, T, H))):
+        if arr.shape != shape:
+            raise ValueError(f"{op}: {name} must have shape {shape}. Received {tuple(arr.shape)}")
     h0 = _state(h0, op, "h0", (B, H), dt)
     c0 = _state(c0, op, "c0", (B, H), dt)
     m = _mask(mask, op, B, T)
@@ -191,7 +196,14 @@ def lstm_sequence_backward(grad_h, grad_c, recurrent_kernel, saved, h0=None, c0=
         grad_c = np.ascontiguousarray(grad_c)
         require_finite(grad_c, op, "grad_c", chk)
     c = np.ascontiguousarray
-    return fn(grad_h, grad_c, c(U), h0, c0, m, c(hs), c(cs), c(gates), c(tc), bool(need_recurrent_kernel))
+    if x is not None:
+        x = as_array(x, op, "x")
+        if x.dtype != dt or x.ndim != 3 or x.shape[:2] != (B, T) or x.shape[2] < 1:
+            raise ValueError(f"{op}: x must have shape (batch, steps, features) = ({B}, {T}, D >= 1) and dtype {dt}. "
+                             f"Received {tuple(x.shape)} {x.dtype}")
+        x = c(x)
+    res = fn(grad_h, grad_c, c(U), h0, c0, m, c(hs), c(cs), c(gates), c(tc), bool(need_recurrent_kernel), x)
+    return tuple(res) if x is not None else tuple(res[:4])
 
 
 def _recurrent_kernel(U, op, dt, gates, what):

@@ -49,11 +49,13 @@ def lstm_forward(xp, U, h0, c0, mask=None):
     return hs.astype(dt), cs.astype(dt), gates.astype(dt), tc.astype(dt)
 
 
-def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True):
+def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True, x=None):
     """Back-propagation through time from the forward's saved arrays.
 
-    grad_h (B, T, H) or None, grad_c (B, H) (gradient of the last cell state) or None.
-    -> grad_xp (B, T, 4H), grad_U (H, 4H) or None, grad_h0 (B, H), grad_c0 (B, H).
+    grad_h (B, T, H) or None, grad_c (B, H) (gradient of the last cell state) or None;
+    x (B, T, D) or None: the input of the projection xp = x W + b.
+    -> grad_xp (B, T, 4H), grad_U (H, 4H) or None, grad_h0 (B, H), grad_c0 (B, H), and
+    grad_W (D, 4H) = x^T grad_xp and grad_b (4H,) when x is given (else None, None).
     """
     dt = hs.dtype
     B, T, H = hs.shape
@@ -82,7 +84,12 @@ def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recur
     if need_recurrent_kernel:
         hprev = np.concatenate([h0[:, None].astype(np.float64), hs[:, :T - 1].astype(np.float64)], axis=1)
         gU = (hprev.reshape(B * T, H).T @ dxp.reshape(B * T, 4 * H)).astype(dt)
-    return dxp.astype(dt), gU, dh.astype(dt), dc.astype(dt)
+    gW = gb = None
+    if x is not None:
+        d2 = dxp.reshape(B * T, 4 * H)
+        gW = (x.reshape(B * T, -1).astype(np.float64).T @ d2).astype(dt)
+        gb = d2.sum(axis=0).astype(dt)
+    return dxp.astype(dt), gU, dh.astype(dt), dc.astype(dt), gW, gb
 
 
 def gru_forward(xp, U, brec, h0, mask=None):

@@ -438,8 +438,8 @@ struct FwdPlan {
 bool fwd_group(const AttnArgs& a, const FwdPlan& P, int64_t n, int64_t hq, int64_t g) {
   const int64_t G = a.Hq / a.Hk, hk = hq / G, D = a.D, Dv = a.Dv, Dvp = P.Dvp, Lk = a.Lk;
   const float* Q = a.q + (n * a.Hq + hq) * a.Lq * D;
-  const float* K = a.k + (n * a.Hk + hk) * Lk * D;
-  const float* V = a.v + (n * a.Hk + hk) * Lk * Dv;
+  const float* K = attn_k(a, n * a.Hk + hk);
+  const float* V = attn_v(a, n * a.Hk + hk);
   const int64_t nkp = (Lk + NR - 1) / NR;
   float* Kp = tl_kp.get(static_cast<size_t>(nkp * NR * D));
   float* Vp = P.vpacked ? tl_vp.get(static_cast<size_t>(Lk * Dvp)) : nullptr;
@@ -591,8 +591,8 @@ void dec_chunk(const AttnArgs& a, int64_t n, int64_t hk, int64_t c, int64_t nc, 
   const int64_t G = a.Hq / a.Hk, D = a.D, Dv = a.Dv, M = G * a.Lq;
   const int64_t j0 = c * DEC_CK, cols = std::min(DEC_CK, a.Lk - j0);
   const float* Q = a.q + (n * a.Hq + hk * G) * a.Lq * D;
-  const float* K = a.k + ((n * a.Hk + hk) * a.Lk + j0) * D;
-  const float* V = a.v + ((n * a.Hk + hk) * a.Lk + j0) * Dv;
+  const float* K = attn_k(a, n * a.Hk + hk) + j0 * D;
+  const float* V = attn_v(a, n * a.Hk + hk) + j0 * Dv;
   float* s = tl_s.get(DEC_CK);
   const int64_t W = Dv + 2;
   for (int64_t r = 0; r < M; ++r) {
@@ -703,8 +703,8 @@ void bwd_tile(const AttnArgs& a, const float* Dr, int64_t n, int64_t hq, int64_t
   const float* dO = a.dout + row0 * Dv;
   const float* lse = a.lse + row0;
   const float* Di = Dr + row0;
-  const float* K = a.k + ((n * a.Hk + hk) * a.Lk + j0) * D;
-  const float* V = a.v + ((n * a.Hk + hk) * a.Lk + j0) * Dv;
+  const float* K = attn_k(a, n * a.Hk + hk) + j0 * D;
+  const float* V = attn_v(a, n * a.Hk + hk) + j0 * Dv;
   float* S = tl_s.get(BWD_BQ * BWD_BK);
   float* dP = tl_dp.get(BWD_BQ * BWD_BK);
   mm(rows, cols, D, Q, D, 1, K, 1, D, S, BWD_BK, 0.f);
@@ -830,7 +830,7 @@ bool backward(const AttnArgs& a) {
 double naive_scores(const AttnArgs& a, int64_t n, int64_t hq, int64_t i, double* s, unsigned char* vis) {
   const int64_t G = a.Hq / a.Hk, hk = hq / G, D = a.D;
   const float* q = a.q + ((n * a.Hq + hq) * a.Lq + i) * D;
-  const float* K = a.k + (n * a.Hk + hk) * a.Lk * D;
+  const float* K = attn_k(a, n * a.Hk + hk);
   const MaskRow mr = mask_row(a, n, hq, i);
   double mx = -HUGE_VAL;
   bool nan = false;
@@ -877,7 +877,7 @@ void forward_naive(const AttnArgs& a) {
       const double mx = naive_scores(a, n, hq, i, s.data(), vis.data());
       const double L = naive_probs(a.Lk, mx, s.data(), vis.data());
       std::fill(acc.begin(), acc.end(), 0.0);
-      const float* V = a.v + (n * a.Hk + hk) * a.Lk * Dv;
+      const float* V = attn_v(a, n * a.Hk + hk);
       if (L != HUGE_VAL)
         for (int64_t j = 0; j < a.Lk; ++j)
           if (vis[j])
@@ -897,8 +897,8 @@ void backward_naive(const AttnArgs& a) {
     std::vector<double> dk(a.Lk * D), dv(a.Lk * Dv);
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / a.Hk, hk = t % a.Hk;
-      const float* K = a.k + t * a.Lk * D;
-      const float* V = a.v + t * a.Lk * Dv;
+      const float* K = attn_k(a, t);
+      const float* V = attn_v(a, t);
       std::fill(dk.begin(), dk.end(), 0.0);
       std::fill(dv.begin(), dv.end(), 0.0);
       for (int64_t g = 0; g < G; ++g) {

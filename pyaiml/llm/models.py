@@ -27,9 +27,11 @@ tests/test_llm_models.py (logits against transformers within 1e-4, padding, erro
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from pyaiml import ops
+from pyaiml import _backend, ops
 from pyaiml.llm.cache import KVCache
 from pyaiml.llm.layers import activation, apply_rope, layer_norm, rms_norm, rope_spec
 
@@ -255,13 +257,22 @@ class DecoderLM:
         s, L = step.start, q.shape[1]
         c.k[li, :, :, s:s + L] = k.transpose(0, 2, 1, 3)
         c.v[li, :, :, s:s + L] = v.transpose(0, 2, 1, 3)
-        K = c.k[li, :, :, :step.T]
-        V = c.v[li, :, :, :step.T]
         sliding = self.sliding_layers is not None and self.sliding_layers[li]
         mask, causal = step.mask(sliding)
+        K = c.k[li, :, :, :step.T]
+        V = c.v[li, :, :, :step.T]
+        B = q.shape[0]
+        if _backend.chosen_backend("attention_forward") == "cpp":
+            # the cache views go to the kernel as they are (rows contiguous, heads Tmax * D
+            # apart): no copy of the cache per layer and token
+            H = self.num_heads
+            m = None if mask is None else np.broadcast_to(mask, (B, H, L, step.T))
+            o, _ = _backend.native().attention_forward(
+                np.ascontiguousarray(q.transpose(0, 2, 1, 3)), K, V, m, causal,
+                1.0 / math.sqrt(self.head_dim) if scale is None else float(scale), False)
+            return o.transpose(0, 2, 1, 3).reshape(B, L, -1)
         o = ops.scaled_dot_product_attention(q.transpose(0, 2, 1, 3), K, V, attn_mask=mask, is_causal=causal,
                                              scale=scale, enable_gqa=self.num_kv_heads != self.num_heads)
-        B = q.shape[0]
         return o.transpose(0, 2, 1, 3).reshape(B, L, -1)
 
     def forward(self, ids, cache: KVCache, valid=None, last_only: bool = False) -> np.ndarray:
@@ -327,13 +338,16 @@ class DecoderLM:
 
 
 class _ColumnEmbedding:
-    """Token rows read from a (C, V) matrix's columns (the tied output head's layout)."""
+    """Token rows read from the columns of the tied output head (a Linear's (C, V) weight, or
+    a quantized head's, dequantized)."""
 
-    def __init__(self, cv: np.ndarray):
-        self.cv = cv
+    def __init__(self, head):
+        self.head = head
 
     def __getitem__(self, ids):
-        return self.cv[:, ids].transpose(*range(1, ids.ndim + 1), 0)
+        if hasattr(self.head, "columns"):
+            return self.head.columns(ids)
+        return self.head.wt[:, ids].transpose(*range(1, ids.ndim + 1), 0)
 
 
 class GPT2(DecoderLM):
@@ -363,7 +377,8 @@ class GPT2(DecoderLM):
             self.scale.append(s)
         pre = _find_prefix(tensors, "wte.weight", ("transformer.", "", "model."))
         W = Weights(tensors, pre, w)
-        wte = W.take("wte.weight", (V, C))
+        qwte = W.t.pop("wte.weight") if isinstance(W.t.get("wte.weight"), tuple) else None
+        wte = None if qwte is not None else W.take("wte.weight", (V, C))
         self.wpe = np.ascontiguousarray(W.take("wpe.weight", (P, C)))
         self.layers = []
         for i in range(L):
@@ -380,9 +395,15 @@ class GPT2(DecoderLM):
                 W.t.pop(p + buf, None)
         self.ln_f = (W.take("ln_f.weight", (C,)), W.take("ln_f.bias", (C,)))
         head = tensors.get("lm_head.weight")
-        if head is None or (not isinstance(head, tuple) and np.array_equal(head, wte)):
+        if qwte is not None:  # a quantized folder: the tied head and embedding as one int8 (V, C)
+            if head is not None:
+                raise ValueError(f"{w}: wte.weight is stored quantized, which a checkpoint with its own "
+                                 "lm_head.weight never is")
+            self.head = _head(qwte, w, V, C)
+            self.wte = _ColumnEmbedding(self.head)
+        elif head is None or (not isinstance(head, tuple) and np.array_equal(head, wte)):
             self.head = Linear(wte.T)
-            self.wte = _ColumnEmbedding(self.head.wt)
+            self.wte = _ColumnEmbedding(self.head)
         else:
             self.head = _head(head, w, V, C)
             self.wte = np.ascontiguousarray(wte)

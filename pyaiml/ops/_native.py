@@ -19,6 +19,10 @@ def gemm_checked(a3, b3, bias=None, relu=False):
     return _C.gemm(a3, b3, bias, relu, False, True)
 
 
+def linear_q8(x2, q, scale, bias=None):
+    return _C.linear_q8(x2, q, scale, bias)
+
+
 def all_finite(x):
     """float32: one native pass (NumPy for non-contiguous or misaligned arrays); float64:
     NumPy's sum test, faster than the scalar C loop (see all_finite_numpy)."""

@@ -4,8 +4,10 @@ Case: batch 32, 64 steps, 128 input features, 128 units, float32; the step is th
 pass of one LSTM layer returning sequences, a mean-squared loss against a fixed target, the
 backward pass to the input and every weight (no optimizer update on either side). Both
 sides get the same thread count (``--threads``, default 2: pyaiml.set_num_threads and
-torch.set_num_threads; the OpenBLAS pool NumPy uses is limited the same way through
-threadpoolctl when installed, else OPENBLAS_NUM_THREADS set before NumPy loads). Outputs
+torch.set_num_threads; the OpenBLAS pool NumPy uses is limited the same way, by
+OPENBLAS_NUM_THREADS set before NumPy loads) and the same allocator setting
+(pyaiml.bench.harness.configure_allocator: glibc keeps freed memory, so neither side pays
+page faults for fresh buffers every step). Outputs
 and gradients are validated against each other first (weights copied, gate order i,f,c,o
 on both), then ``--rounds`` rounds alternate the two sides, ``--steps`` steps each after a
 warm-up; medians and ranges of the per-step time. The machine is shared: the load average
@@ -13,7 +15,7 @@ at the start and at the end is printed with the result, with the CPU model and t
 the LSTM's scan ran on (pyaiml.ops.lstm_sequence: the fused C++ kernel by default).
 
 Run: python benchmarks/scripts/lstm_train_step.py [--threads 2] [--rounds 5] [--steps 10]
-Not a test (tests/test_keras_recurrent.py checks the gradients in float64).
+Not a test (tests/test_keras_recurrent.py and tests/test_rnn_kernel.py check the gradients).
 """
 from __future__ import annotations
 
@@ -64,8 +66,10 @@ def main(threads=2, rounds=5, steps=10):
     import torch
 
     import pyaiml
+    from pyaiml.bench.harness import configure_allocator
     from pyaiml.keras import layers
 
+    allocator = configure_allocator()  # the house method: both sides, one process
     pyaiml.set_num_threads(threads)
     torch.set_num_threads(threads)
     load0 = os.getloadavg()
@@ -114,7 +118,7 @@ def main(threads=2, rounds=5, steps=10):
     info = pyaiml.backend_info()
     print(f"  pyaiml LSTM scan on {info['ops']['lstm_forward']['backend']} ({info['isa']}), {_cpu_name()}")
     print(f"  load average at start {_load(load0)}, at end {_load(os.getloadavg())}; torch {torch.__version__}, "
-          f"numpy {np.__version__}")
+          f"numpy {np.__version__}; allocator: {allocator}")
     return mp, mt
 
 

@@ -49,7 +49,7 @@ struct LstmArgs {
   float* dh0 = nullptr;          // (B, H)
   float* dc0 = nullptr;          // (B, H)
   // optional: the projection's input x (B, T, D), xp = x W + b; then dW (D, 4H) = x^T dxp and
-  // db (4H,) = the column sums of dxp, in the same column-split pass as dU
+  // db (4H,) = the column sums of dxp, in the same GEMM as dU (dW and db both set, or neither)
   int64_t D = 0;
   const float* x = nullptr;
   float* dW = nullptr;

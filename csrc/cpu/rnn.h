@@ -1,7 +1,7 @@
-// rnn.h: the LSTM and GRU recurrences over a whole sequence on CPU, forward and backward through time,
-// float32, Keras 3's cell: gates i, f, c, o along the last axis, sigmoid for i, f, o and
-// tanh for the candidate and the output (the defaults; other activations stay in NumPy,
-// pyaiml/keras/recurrent.py).
+// rnn.h: the LSTM and GRU recurrences over a whole sequence on CPU, forward and backward
+// through time, float32. LSTM: Keras 3's cell, gates i, f, c, o along the last axis, sigmoid
+// for i, f, o and tanh for the candidate and the output (the defaults; other activations
+// stay in NumPy, pyaiml/keras/recurrent.py); the GRU is described at GruArgs below.
 //
 //   z_t = xp_t + h_{t-1} U        (xp: the input projection x W + b, given for all steps)
 //   i, f, o = sigmoid(z_i, z_f, z_o);  g = tanh(z_c)
@@ -13,7 +13,8 @@
 // gates' pointwise math fused in one pass per row. Rows (the batch) are independent, so the
 // batch is split over the thread pool once for the whole sequence: no synchronisation per
 // step. The backward runs the same way (fused dgates, then dh_{t-1} = dz_t U^T per step) and
-// finishes with dU = sum_t h_{t-1}^T dz_t as one threaded GEMM over all steps.
+// finishes with dU = sum_t h_{t-1}^T dz_t as one GEMM over all steps, its columns split over
+// the pool (with the projection's dW and db in the same GEMM when x is given).
 //
 // Layout (pyaiml/ops/rnn.py prepares it; all C-contiguous): B batch, T steps, H units,
 // G = 4H. xp (B, T, G); U (H, G); h0, c0 (B, H); mask (B, T) uint8 or null.

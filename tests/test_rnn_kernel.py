@@ -433,6 +433,25 @@ def test_layer_on_the_fused_op_equals_the_numpy_scan(case, kind):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
 
 
+def test_layer_on_the_fused_op_refuses_non_finite_inputs_by_name():
+    from pyaiml.keras import layers
+
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    lay = layers.LSTM(5)
+    lay(x)
+    bad = x.copy()
+    bad[0, 1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"x must be finite .*index \(0, 1, 2\)"):
+        lay(bad)
+    with pytest.raises(ValueError, match="lstm_sequence: h0 must be finite"):
+        lay(x, initial_state=[np.full((2, 5), np.nan, np.float32), np.zeros((2, 5), np.float32)])
+    w = lay.get_weights()
+    w[1][0, 0] = np.inf
+    lay.set_weights(w)
+    with pytest.raises(ValueError, match="lstm_sequence: recurrent_kernel must be finite"):
+        lay(x)
+
+
 def test_layer_uses_the_fused_op_only_where_it_applies(monkeypatch):
     from pyaiml.keras import layers, recurrent
 

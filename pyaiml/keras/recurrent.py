@@ -51,6 +51,7 @@ from pyaiml.keras import initializers as _inits
 from pyaiml.keras import layers as _layers
 from pyaiml.keras._common import rng
 from pyaiml.keras.layers import InputSpecError, Layer, _init_name, _shape_str
+from pyaiml.ops._validate import finite_checks, require_finite
 
 _layers.BUILTIN_MODULES.add(__name__)
 
@@ -140,8 +141,12 @@ def _lstm_fused(x, kernel, bias, U, h0, c0, mask, with_c):
     bv = None if bias is None else value_of(bias)
     h0v = None if h0 is None else np.asarray(value_of(h0), dt)
     c0v = None if c0 is None else np.asarray(value_of(c0), dt)
-    xp = ops.linear(xv, kv.T, bv)
-    saved = ops.lstm_sequence(xp, Uv, h0v, c0v, mask)
+    xp = ops.linear(xv, kv.T, bv)  # checks x, kernel and bias for NaN/inf
+    for name, a in (("recurrent_kernel", Uv), ("h0", h0v), ("c0", c0v)):
+        if a is not None:
+            require_finite(a, "lstm_sequence", name)
+    with finite_checks(False):  # xp comes from checked inputs: no second pass over its B T 4H values
+        saved = ops.lstm_sequence(xp, Uv, h0v, c0v, mask)
     del xp
     hs, cs = saved[0], saved[1]
     B, T, _ = hs.shape

@@ -170,7 +170,8 @@ def test_backends_equal_the_reference_in_float32(backend, monkeypatch):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_projection_gradients_from_the_same_pass(backend, monkeypatch):
-    """x= adds grad_kernel = x^T grad_xp and grad_bias = the column sums of grad_xp."""
+    """x= adds grad_kernel = x^T grad_xp and grad_bias = the column sums of grad_xp; kernel=
+    adds grad_x = grad_xp kernel^T."""
     _backend_or_skip(backend)
     monkeypatch.setenv("PYAIML_BACKEND", backend)
     B, T, H, D = 3, 5, 17, 6
@@ -188,6 +189,17 @@ def test_projection_gradients_from_the_same_pass(backend, monkeypatch):
     _close(res[5], g64.sum(axis=0), 1e-6, "grad bias")
     with pytest.raises(ValueError, match=r"x must have shape \(batch, steps, features\) = \(3, 5, D >= 1\)"):
         ops.lstm_sequence_backward(gh, gc, U, saved, h0, c0, mask, x=x[:, :4])
+    # kernel= adds grad_x = grad_xp kernel^T (D = 6, 64 and 70: one partial panel, whole panels, both)
+    for d in (D, 64, 70):
+        kern = np.random.default_rng(d).normal(size=(d, 4 * H)).astype(np.float32)
+        xs = np.random.default_rng(d).normal(size=(B, T, d)).astype(np.float32)
+        both = ops.lstm_sequence_backward(gh, gc, U, saved, h0, c0, mask, x=xs, kernel=kern)
+        only = ops.lstm_sequence_backward(gh, gc, U, saved, h0, c0, mask, kernel=kern)
+        assert len(both) == 7 and len(only) == 5 and both[6].shape == (B, T, d)
+        np.testing.assert_array_equal(both[6], only[4])
+        _close(both[6], (g64 @ kern.astype(np.float64).T).reshape(B, T, d), 1e-6, f"grad x (D={d})")
+    with pytest.raises(ValueError, match=r"kernel must have shape \(features, 4 \* units\) = \(6, 68\)"):
+        ops.lstm_sequence_backward(gh, gc, U, saved, h0, c0, mask, x=x, kernel=np.zeros((5, 68), np.float32))
 
 
 def test_need_recurrent_kernel_false_and_missing_gradients():
@@ -269,10 +281,12 @@ for B, T, H in ((3, 5, 7), (2, 4, 33), (1, 2, 64)):
     h0 = rs.normal(size=(B, H)).astype(np.float32); c0 = rs.normal(size=(B, H)).astype(np.float32)
     gh = rs.normal(size=(B, T, H)).astype(np.float32); gc = rs.normal(size=(B, H)).astype(np.float32)
     m = rs.random((B, T)) > 0.3
+    x = rs.normal(size=(B, T, 21)).astype(np.float32)
+    k = rs.normal(size=(21, 4 * H)).astype(np.float32)
     s = ops.lstm_sequence(xp, U, h0, c0, m)
-    g = ops.lstm_sequence_backward(gh, gc, U, s, h0, c0, m)
+    g = ops.lstm_sequence_backward(gh, gc, U, s, h0, c0, m, x=x, kernel=k)
     rs_ = R.lstm_forward(xp, U, h0, c0, m)
-    rg = R.lstm_backward(gh, gc, U, h0, c0, m, *rs_)
+    rg = R.lstm_backward(gh, gc, U, h0, c0, m, *rs_, x=x, kernel=k)
     for a, b in zip(s + g, rs_ + rg):
         err = np.abs(a.astype(np.float64) - b).max() / (1 + np.abs(b).max())
         assert err < 2e-5, err

@@ -133,7 +133,7 @@ void register_rnn(py::module_& m) {
   m.def(
       "lstm_backward",
       [](py::object dhs, py::object dcT, py::array U, py::array h0, py::array c0, py::object mask, py::array hs,
-         py::array cs, py::array gates, py::array tc, bool need_recurrent_kernel, py::object x) {
+         py::array cs, py::array gates, py::array tc, bool need_recurrent_kernel, py::object x, py::object kernel) {
         const char* op = "lstm_backward";
         auto hs_a = require_contiguous<float>(hs, op, "hs");
         require_ndim(hs_a, 3, op, "hs");
@@ -184,6 +184,20 @@ void register_rnn(py::module_& m) {
           dW_obj = dW;
           db_obj = db;
         }
+        py::array_t<float> k_a;
+        py::object dx_obj = py::none();
+        if (!kernel.is_none()) {
+          k_a = require_contiguous<float>(kernel.cast<py::array>(), op, "kernel");
+          PYAIML_CHECK(k_a.ndim() == 2 && k_a.shape(1) == 4 * H && k_a.shape(0) >= 1 &&
+                           (x.is_none() || k_a.shape(0) == a.D),
+                       op, ": kernel must have shape (features, 4 * units) = (", x.is_none() ? std::string("D") :
+                       std::to_string(a.D), ", ", 4 * H, "). Received ", shape_str(k_a));
+          a.D = k_a.shape(0);
+          a.Wk = k_a.data();
+          auto dx = new_aligned_array<float>({B, T, a.D});
+          a.dx = dx.mutable_data();
+          dx_obj = dx;
+        }
         a.dxp = dxp.mutable_data();
         a.dh0 = dh0.mutable_data();
         a.dc0 = dc0.mutable_data();
@@ -191,13 +205,14 @@ void register_rnn(py::module_& m) {
           py::gil_scoped_release nogil;
           rnn_kernels().lstm_backward(a);
         }
-        return py::make_tuple(dxp, dU_obj, dh0, dc0, dW_obj, db_obj);
+        return py::make_tuple(dxp, dU_obj, dh0, dc0, dW_obj, db_obj, dx_obj);
       },
       py::arg("grad_h"), py::arg("grad_c"), py::arg("recurrent_kernel"), py::arg("h0"), py::arg("c0"),
       py::arg("mask"), py::arg("hs"), py::arg("cs"), py::arg("gates"), py::arg("tc"),
-      py::arg("need_recurrent_kernel") = true, py::arg("x") = py::none(),
+      py::arg("need_recurrent_kernel") = true, py::arg("x") = py::none(), py::arg("kernel") = py::none(),
       "Backward through time: (grad_xp (B, T, 4H), grad_recurrent_kernel (H, 4H) or None, grad_h0, grad_c0, "
-      "grad_kernel (D, 4H) and grad_bias (4H,) when x (B, T, D), the projection's input, is given, else None).");
+      "grad_kernel (D, 4H) and grad_bias (4H,) when x (B, T, D), the projection's input, is given, else None, "
+      "grad_x (B, T, D) = grad_xp kernel^T when kernel (D, 4H) is given, else None).");
 
   m.def(
       "gru_forward",

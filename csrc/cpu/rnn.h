@@ -55,6 +55,10 @@ struct LstmArgs {
   const float* x = nullptr;
   float* dW = nullptr;
   float* db = nullptr;
+  // optional: the projection's kernel W (D, 4H); then dx (B, T, D) = dxp W^T, each thread's
+  // rows as soon as its part of the time loop is done
+  const float* Wk = nullptr;
+  float* dx = nullptr;
 };
 
 // GRU, Keras 3's reset_after=True (its default, torch.nn.GRU's formula), gates z, r, h:

@@ -116,7 +116,8 @@ def lstm_forward(xp, U, h0, c0, mask=None):
     return hs, cs, gates, tc
 
 
-def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True, x=None):
+def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True, x=None,
+                  kernel=None):
     B, T, H = hs.shape
     dt = hs.dtype
     m, has = _mask_arg(mask, B, T)
@@ -135,7 +136,8 @@ def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recur
         d2 = dxp.reshape(B * T, 4 * H)
         gW = np.matmul(x.reshape(B * T, -1).T, d2)
         gb = d2.sum(axis=0, dtype=dt)
-    return dxp, gU, dh0, dc0, gW, gb
+    gx = None if kernel is None else np.matmul(dxp, kernel.T)
+    return dxp, gU, dh0, dc0, gW, gb, gx
 
 
 @nb.njit(parallel=True, cache=True, fastmath=True)

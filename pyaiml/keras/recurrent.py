@@ -135,7 +135,7 @@ def _lstm_fused(x, kernel, bias, U, h0, c0, mask, with_c):
     (one GEMM), then the recurrence on pyaiml.ops.lstm_sequence (C++ / Numba / NumPy by the
     registry). Its backward is the fused backward through time, which also returns the
     kernel's and the bias's gradients (sharing the pass over grad_xp with the recurrent
-    kernel's), then grad_x = grad_xp @ kernel^T. Result as ``_scan`` for kind "lstm"."""
+    kernel's) and grad_x = grad_xp @ kernel^T. Result as ``_scan`` for kind "lstm"."""
     xv, kv, Uv = value_of(x), value_of(kernel), value_of(U)
     dt = xv.dtype
     bv = None if bias is None else value_of(bias)
@@ -149,7 +149,7 @@ def _lstm_fused(x, kernel, bias, U, h0, c0, mask, with_c):
         saved = ops.lstm_sequence(xp, Uv, h0v, c0v, mask)
     del xp
     hs, cs = saved[0], saved[1]
-    B, T, _ = hs.shape
+    T = hs.shape[1]
     out = np.concatenate([hs, cs[:, T:]], axis=1) if with_c else hs
 
     def back(gout, needs):
@@ -157,10 +157,10 @@ def _lstm_fused(x, kernel, bias, U, h0, c0, mask, with_c):
         gh, gc = (gout[:, :T], gout[:, T]) if with_c else (gout, None)
         want_w = needs[1] or needs[2]
         res = ops.lstm_sequence_backward(gh, gc, Uv, saved, h0v, c0v, mask, need_recurrent_kernel=needs[3],
-                                         x=xv if want_w else None)
-        gxp, gU, gh0, gc0 = res[:4]
-        gW, gb = res[4:] if want_w else (None, None)
-        gx = ops.matmul(gxp.reshape(B * T, -1), kv.T).reshape(xv.shape) if needs[0] else None
+                                         x=xv if want_w else None, kernel=kv if needs[0] else None)
+        gU, gh0, gc0 = res[1:4]
+        gW, gb = res[4:6] if want_w else (None, None)
+        gx = res[-1] if needs[0] else None
         return (gx, gW if needs[1] else None, gb if needs[2] else None, gU, gh0 if needs[4] else None,
                 gc0 if needs[5] else None)
 

@@ -11,8 +11,10 @@ def lstm_forward(xp, U, h0, c0, mask=None):
     return _C.lstm_forward(xp, U, h0, c0, mask)
 
 
-def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True, x=None):
-    return _C.lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, bool(need_recurrent_kernel), x)
+def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True, x=None,
+                  kernel=None):
+    return _C.lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, bool(need_recurrent_kernel), x,
+                            kernel)
 
 
 def gru_forward(xp, U, brec, h0, mask=None):

@@ -134,7 +134,7 @@ def lstm_sequence(xp, recurrent_kernel, h0=None, c0=None, mask=None):
 
 
 def lstm_sequence_backward(grad_h, grad_c, recurrent_kernel, saved, h0=None, c0=None, mask=None,
-                           need_recurrent_kernel=True, x=None):
+                           need_recurrent_kernel=True, x=None, kernel=None):
     """Back-propagation through time for ``lstm_sequence``.
 
     Parameters
@@ -151,11 +151,15 @@ def lstm_sequence_backward(grad_h, grad_c, recurrent_kernel, saved, h0=None, c0=
         The input of the projection ``xp = x @ kernel + bias``. When given, the projection's
         weight gradients come from the same pass (the kernel's gradient x^T grad_xp shares its
         large operand with the recurrent kernel's, and the C++ kernel splits both by columns).
+    kernel : array (D, 4H) or None
+        The projection's kernel. When given, the gradient of the projection's input,
+        grad_x = grad_xp @ kernel^T, comes from the same call.
 
     Returns
     -------
     (grad_xp (B, T, 4H), grad_recurrent_kernel (H, 4H) or None, grad_h0 (B, H), grad_c0 (B, H)),
-    followed by grad_kernel (D, 4H) and grad_bias (4H,) when ``x`` is given.
+    followed by grad_kernel (D, 4H) and grad_bias (4H,) when ``x`` is given, then by
+    grad_x (B, T, D) when ``kernel`` is given.
     """
     op = "lstm_sequence_backward"
     if not isinstance(saved, (tuple, list)) or len(saved) != 4:
@@ -202,8 +206,22 @@ def lstm_sequence_backward(grad_h, grad_c, recurrent_kernel, saved, h0=None, c0=
             raise ValueError(f"{op}: x must have shape (batch, steps, features) = ({B}, {T}, D >= 1) and dtype {dt}. "
                              f"Received {tuple(x.shape)} {x.dtype}")
         x = c(x)
-    res = fn(grad_h, grad_c, c(U), h0, c0, m, c(hs), c(cs), c(gates), c(tc), bool(need_recurrent_kernel), x)
-    return tuple(res) if x is not None else tuple(res[:4])
+    if kernel is not None:
+        kernel = as_array(kernel, op, "kernel")
+        D = x.shape[2] if x is not None else None
+        if kernel.dtype != dt or kernel.ndim != 2 or kernel.shape[1] != 4 * H or kernel.shape[0] < 1 or (
+                D is not None and kernel.shape[0] != D):
+            raise ValueError(f"{op}: kernel must have shape (features, 4 * units) = ({D or 'D'}, {4 * H}) and dtype "
+                             f"{dt}. Received {tuple(kernel.shape)} {kernel.dtype}")
+        kernel = c(kernel)
+    res = fn(grad_h, grad_c, c(U), h0, c0, m, c(hs), c(cs), c(gates), c(tc), bool(need_recurrent_kernel), x,
+             kernel)
+    out = tuple(res[:4])
+    if x is not None:
+        out += tuple(res[4:6])
+    if kernel is not None:
+        out += (res[6],)
+    return out
 
 
 def _recurrent_kernel(U, op, dt, gates, what):

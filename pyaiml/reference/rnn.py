@@ -49,13 +49,15 @@ def lstm_forward(xp, U, h0, c0, mask=None):
     return hs.astype(dt), cs.astype(dt), gates.astype(dt), tc.astype(dt)
 
 
-def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True, x=None):
+def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recurrent_kernel=True, x=None,
+                  kernel=None):
     """Back-propagation through time from the forward's saved arrays.
 
     grad_h (B, T, H) or None, grad_c (B, H) (gradient of the last cell state) or None;
     x (B, T, D) or None: the input of the projection xp = x W + b.
     -> grad_xp (B, T, 4H), grad_U (H, 4H) or None, grad_h0 (B, H), grad_c0 (B, H), and
-    grad_W (D, 4H) = x^T grad_xp and grad_b (4H,) when x is given (else None, None).
+    grad_W (D, 4H) = x^T grad_xp and grad_b (4H,) when x is given (else None, None), and
+    grad_x (B, T, D) = grad_xp kernel^T when kernel (D, 4H) is given (else None).
     """
     dt = hs.dtype
     B, T, H = hs.shape
@@ -89,7 +91,8 @@ def lstm_backward(grad_h, grad_c, U, h0, c0, mask, hs, cs, gates, tc, need_recur
         d2 = dxp.reshape(B * T, 4 * H)
         gW = (x.reshape(B * T, -1).astype(np.float64).T @ d2).astype(dt)
         gb = d2.sum(axis=0).astype(dt)
-    return dxp.astype(dt), gU, dh.astype(dt), dc.astype(dt), gW, gb
+    gx = None if kernel is None else (dxp @ kernel.astype(np.float64).T).astype(dt)
+    return dxp.astype(dt), gU, dh.astype(dt), dc.astype(dt), gW, gb, gx
 
 
 def gru_forward(xp, U, brec, h0, mask=None):

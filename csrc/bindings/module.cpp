@@ -13,6 +13,8 @@ void register_hmm(py::module_& m);
 void register_conv(py::module_& m);
 void register_attention(py::module_& m);
 void register_rnn(py::module_& m);
+void register_norm(py::module_& m);
+void register_act(py::module_& m);
 
 namespace {
 
@@ -112,4 +114,6 @@ PYBIND11_MODULE(_C, m) {
   register_conv(m);
   register_attention(m);
   register_rnn(m);
+  register_norm(m);
+  register_act(m);
 }

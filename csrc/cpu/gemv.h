@@ -4,8 +4,7 @@
 // W(k, n) = q(k, n) * scale(k / 32, n)). These shapes are memory-bound: every weight is read
 // once per call, so the kernels stream W in column panels, split the columns over the pool,
 // keep all M rows' partial sums in registers and never copy or pack W.
-// Also here: the int8 GEMM for many rows (prefill), which widens one cache-sized panel of W
-// at a time to float32 and multiplies it with the single-thread SGEMM.
+// int8 takes any number of rows (prefill too): 8 at a time over each cache-resident band of W.
 //
 // Not here: the float32 GEMM for many rows (gemm.h), other block sizes or quantization
 // schemes, int8 activations.

@@ -31,9 +31,17 @@ import math
 
 import numpy as np
 
-from pyaiml import _backend, ops
+from pyaiml import ops
 from pyaiml.llm.cache import KVCache
-from pyaiml.llm.layers import activation, apply_rope, layer_norm, rms_norm, rope_spec
+from pyaiml.llm.layers import (
+    KERNELS,
+    activation,
+    apply_rope,
+    gated,
+    layer_norm,
+    rms_norm,
+    rope_spec,
+)
 
 
 class Linear:
@@ -59,7 +67,11 @@ class Linear:
         return self.wt.nbytes + (0 if self.b is None else self.b.nbytes)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ops.linear(x, self.wt.T, self.b)
+        # The model's own float32 activations: straight to the registry's GEMM (up to 8 rows
+        # its streaming GEMV), without ops.linear's per-call argument checks.
+        K = self.wt.shape[0]
+        y = KERNELS.gemm(x.reshape(1, -1, K), self.wt[None], self.b)
+        return y.reshape(*x.shape[:-1], -1)
 
 
 def _cat_linear(parts):
@@ -262,12 +274,12 @@ class DecoderLM:
         K = c.k[li, :, :, :step.T]
         V = c.v[li, :, :, :step.T]
         B = q.shape[0]
-        if _backend.chosen_backend("attention_forward") == "cpp":
+        if KERNELS.native_attention is not None:
             # the cache views go to the kernel as they are (rows contiguous, heads Tmax * D
             # apart): no copy of the cache per layer and token
             H = self.num_heads
             m = None if mask is None else np.broadcast_to(mask, (B, H, L, step.T))
-            o, _ = _backend.native().attention_forward(
+            o, _ = KERNELS.native_attention.attention_forward(
                 np.ascontiguousarray(q.transpose(0, 2, 1, 3)), K, V, m, causal,
                 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale), False)
             return o.transpose(0, 2, 1, 3).reshape(B, L, -1)
@@ -291,6 +303,7 @@ class DecoderLM:
         if valid.shape != ids.shape:
             raise ValueError(f"forward: valid must have ids' shape {ids.shape}. Received {valid.shape}")
         step = _Step(cache, valid, self.window)
+        KERNELS.refresh()
         h = self._embed(ids, step.positions)
         for i in range(self.num_layers):
             h = self._block(i, h, step)
@@ -522,7 +535,7 @@ class Llama(DecoderLM):
         h = h + d["o"](self._attend(i, q, k, v, step))
         m = rms_norm(h, d["ln2"], self.eps)
         gu = d["gate_up"](m)
-        return h + d["down"](self.act(gu[..., :self.I]) * gu[..., self.I:])
+        return h + d["down"](gated(self.act, gu, self.I))
 
     def _head(self, h):
         return self.head(rms_norm(h, self.norm, self.eps))
@@ -627,6 +640,7 @@ class Bert:
         ids, mask, types = self._batch(inputs, attention_mask, token_type_ids)
         B, L = ids.shape
         H, D = self.num_heads, self.head_dim
+        KERNELS.refresh()
         with ops.finite_checks(False):
             h = self.word[ids] + self.pos[np.arange(L)][None] + self.types[types]
             h = layer_norm(h, *self.ln_emb, self.eps)

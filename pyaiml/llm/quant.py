@@ -31,8 +31,8 @@ import shutil
 
 import numpy as np
 
-from pyaiml import _backend
 from pyaiml import ops as _ops  # noqa: F401 (registers the linear_q8 op)
+from pyaiml.llm.layers import KERNELS
 
 BLOCK = 32
 FORMAT = "pyaiml-q8_0"
@@ -99,7 +99,7 @@ class QLinear:
         # kernel, without ops.linear_q8's argument checks on every decode step.
         K = self.q.shape[0]
         x2 = np.ascontiguousarray(x.reshape(-1, K), dtype=np.float32)
-        return _backend.resolve("linear_q8")(x2, self.q, self.scale, self.b).reshape(*x.shape[:-1], -1)
+        return KERNELS.linear_q8(x2, self.q, self.scale, self.b).reshape(*x.shape[:-1], -1)
 
     def columns(self, ids: np.ndarray) -> np.ndarray:
         """Dequantized columns ``ids`` (any shape) as (..., in): the token rows of a tied
@@ -144,7 +144,6 @@ def save_quantized(src, dst, key=None, src_key=None) -> dict:
     from safetensors.numpy import save
 
     from pyaiml._io import atomic_write
-
     from pyaiml.llm.checkpoint import family, load_tensors, read_config
 
     cfg = read_config(src)

@@ -21,12 +21,21 @@ returns the sequence in that reversed order. ``initial_state`` (a list: [h] or [
 differentiated too. ``dropout`` drops input features with one mask per sequence (Keras 3's
 rule: the same features for every step) in training.
 
+The LSTM, and the GRU with reset_after=True, in float32 with Keras's default activations
+(tanh, sigmoid) run their scan on the fused kernels instead (``_lstm_fused`` /
+``_gru_fused``: pyaiml.ops.lstm_sequence / gru_sequence, the C++ kernels of
+csrc/cpu/rnn.cpp or their Numba fallbacks; one tape record whose backward is the fused
+backward through time; the LSTM's record takes in the input projection too, so that the
+kernel's gradient comes from the same pass as the recurrent kernel's), with every option
+above; float64, other activations, GRU with
+reset_after=False and SimpleRNN keep the NumPy scan here (NumPy around pyaiml's GEMM,
+per-step calls).
+
 Not here: ``recurrent_dropout`` > 0, ``stateful=True``, activations other than tanh,
-sigmoid, relu and linear (refused with a ValueError), RNN over custom cells, C++ kernels:
-the scan is NumPy around pyaiml's GEMM, and an LSTM training step (batch 32, 64 steps, 128
-units) takes about twice torch.nn.LSTM's time (benchmarks/scripts/lstm_train_step.py: 0.52x
-torch at 2 threads, 0.60x at 1; the GEMMs are ~40% of it, the per-step NumPy calls the rest).
-Tests: tests/test_keras_recurrent.py (forward and every gradient against torch.nn.LSTM /
+sigmoid, relu and linear (refused with a ValueError), RNN over custom cells, C++ kernels for
+SimpleRNN and GRU with reset_after=False.
+Tests: tests/test_rnn_kernel.py (the fused LSTM and GRU against the NumPy scan for every
+option, in float32); tests/test_keras_recurrent.py (forward and every gradient against torch.nn.LSTM /
 GRU / RNN and a torch transcription in float64 for every supported option, masks,
 Bidirectional merge modes, the three ways to build a model, save/load);
 tests/test_keras_time_distributed.py (TimeDistributed against torch, in models, save/load).
@@ -42,6 +51,7 @@ from pyaiml.keras import initializers as _inits
 from pyaiml.keras import layers as _layers
 from pyaiml.keras._common import rng
 from pyaiml.keras.layers import InputSpecError, Layer, _init_name, _shape_str
+from pyaiml.ops._validate import finite_checks, require_finite
 
 _layers.BUILTIN_MODULES.add(__name__)
 
@@ -114,6 +124,66 @@ def _mm(a, b):
     return ops.matmul(a, b)  # any strides: the GEMM packs its operands itself
 
 
+# The fused kernels (pyaiml.ops.lstm_sequence, gru_sequence) run the LSTM and the GRU
+# (reset_after=True) when they cover them: float32 and Keras's default activations. Tests
+# switch this off to compare with the NumPy scan.
+_FUSED_LSTM = True
+
+
+def _lstm_fused(x, kernel, bias, U, h0, c0, mask, with_c):
+    """The whole LSTM layer as one tape record: the input projection xp = x @ kernel + bias
+    (one GEMM), then the recurrence on pyaiml.ops.lstm_sequence (C++ / Numba / NumPy by the
+    registry). Its backward is the fused backward through time, which also returns the
+    kernel's and the bias's gradients (sharing the pass over grad_xp with the recurrent
+    kernel's) and grad_x = grad_xp @ kernel^T. Result as ``_scan`` for kind "lstm"."""
+    xv, kv, Uv = value_of(x), value_of(kernel), value_of(U)
+    dt = xv.dtype
+    bv = None if bias is None else value_of(bias)
+    h0v = None if h0 is None else np.asarray(value_of(h0), dt)
+    c0v = None if c0 is None else np.asarray(value_of(c0), dt)
+    xp = ops.linear(xv, kv.T, bv)  # checks x, kernel and bias for NaN/inf
+    for name, a in (("recurrent_kernel", Uv), ("h0", h0v), ("c0", c0v)):
+        if a is not None:
+            require_finite(a, "lstm_sequence", name)
+    with finite_checks(False):  # xp comes from checked inputs: no second pass over its B T 4H values
+        saved = ops.lstm_sequence(xp, Uv, h0v, c0v, mask)
+    del xp
+    hs, cs = saved[0], saved[1]
+    T = hs.shape[1]
+    out = np.concatenate([hs, cs[:, T:]], axis=1) if with_c else hs
+
+    def back(gout, needs):
+        gout = np.asarray(gout, dt)
+        gh, gc = (gout[:, :T], gout[:, T]) if with_c else (gout, None)
+        want_w = needs[1] or needs[2]
+        res = ops.lstm_sequence_backward(gh, gc, Uv, saved, h0v, c0v, mask, need_recurrent_kernel=needs[3],
+                                         x=xv if want_w else None, kernel=kv if needs[0] else None)
+        gU, gh0, gc0 = res[1:4]
+        gW, gb = res[4:6] if want_w else (None, None)
+        gx = res[-1] if needs[0] else None
+        return (gx, gW if needs[1] else None, gb if needs[2] else None, gU, gh0 if needs[4] else None,
+                gc0 if needs[5] else None)
+
+    return record(out, (x, kernel, bias, U, h0, c0), back, "lstm")
+
+
+def _gru_fused(xp, U, b_rec, h0, mask):
+    """The GRU (reset_after) recurrence as one tape record on pyaiml.ops.gru_sequence: same
+    arguments and result as ``_scan`` for kind "gru"."""
+    xv, Uv = value_of(xp), value_of(U)
+    dt = xv.dtype
+    bv = None if b_rec is None else np.asarray(value_of(b_rec), dt)
+    h0v = None if h0 is None else np.asarray(value_of(h0), dt)
+    saved = ops.gru_sequence(xv, Uv, bv, h0v, mask)
+
+    def back(gout, needs):
+        gx, gU, gb, gh0 = ops.gru_sequence_backward(np.asarray(gout, dt), Uv, saved, bv, h0v, mask,
+                                                    need_recurrent_kernel=needs[1], need_recurrent_bias=needs[2])
+        return (gx if needs[0] else None, gU, gb, gh0 if needs[3] else None, None)
+
+    return record(saved[0], (xp, U, b_rec, h0, None), back, "gru_scan")
+
+
 def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
     """The recurrence over time as one tape record.
 
@@ -124,6 +194,9 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
     (LSTM), as one Tensor when a tape records.
     """
     xv, Uv = value_of(xp), value_of(U)
+    if (kind == "gru" and reset_after and act == "tanh" and ract == "sigmoid" and _FUSED_LSTM
+            and xv.dtype == np.float32 and Uv.dtype == np.float32):
+        return _gru_fused(xp, U, b_rec, h0, mask)
     B, T, GH = xv.shape
     H = Uv.shape[0]
     dt = xv.dtype
@@ -457,11 +530,16 @@ class _RNN(Layer):
                 m = m[:, ::-1]
         states = self._states(initial_state, B, xv.dtype)
         b_in, b_rec = self._split_bias()
-        xp = F.dense(x, self._var("kernel"), b_in)
         with_c = self.kind == "lstm" and self.return_state
-        y = _scan(self.kind, xp, self._var("recurrent_kernel"), b_rec, states[0],
-                  states[1] if self.kind == "lstm" else None, m, self._act, self._ract,
-                  getattr(self, "reset_after", True), with_c)
+        kernel, U = self._var("kernel"), self._var("recurrent_kernel")
+        if (self.kind == "lstm" and self._act == "tanh" and self._ract == "sigmoid" and _FUSED_LSTM
+                and value_of(x).dtype == np.float32 and value_of(kernel).dtype == np.float32
+                and value_of(U).dtype == np.float32):
+            y = _lstm_fused(x, kernel, b_in, U, states[0], states[1], m, with_c)
+        else:
+            xp = F.dense(x, kernel, b_in)
+            y = _scan(self.kind, xp, U, b_rec, states[0], states[1] if self.kind == "lstm" else None, m,
+                      self._act, self._ract, getattr(self, "reset_after", True), with_c)
         hs = F.getitem(y, (slice(None), slice(0, T))) if with_c else y
         h_last = F.getitem(hs, (slice(None), T - 1))
         if self.return_sequences:

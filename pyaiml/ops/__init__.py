@@ -13,6 +13,7 @@ from pyaiml.ops.hmm import hmm_categorical_loglik, hmm_forward_backward, hmm_gau
 from pyaiml.ops.conv import conv1d, conv1d_backward, conv2d, conv2d_backward  # noqa: E402
 from pyaiml.ops.pool import max_pool1d, max_pool1d_backward, max_pool2d, max_pool2d_backward  # noqa: E402
 from pyaiml.ops.word2vec import word2vec_train_epoch  # noqa: E402
+from pyaiml.ops.rnn import gru_sequence, gru_sequence_backward, lstm_sequence, lstm_sequence_backward
 from pyaiml.ops.transformer import layer_norm, rms_norm  # noqa: E402
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "scaled_dot_product_attention",
     "scaled_dot_product_attention_backward",
     "word2vec_train_epoch",
+    "lstm_sequence", "lstm_sequence_backward", "gru_sequence", "gru_sequence_backward",
     "layer_norm",
     "rms_norm",
     "set_check_finite",

@@ -22,15 +22,17 @@ Sides (batch 1, --prompt tokens of prefill, then --decode greedy steps of one to
 
 Every side's first-token greedy choice comes from its own logits; the prompt logits of
 pyaiml f32 and llama.cpp F32 are checked against transformers first (pyaiml within 1e-4 of
-the largest logit, llama.cpp within 1e-2, its F16 KV cache included). Sides alternate in
-each repeat; the first repeat is a warm-up and not counted; figures are medians of
---repeats with [min-max]. Per side the CPU time (time.process_time, all threads) over wall
+the largest logit, llama.cpp within 1e-2, its F16 KV cache included). Each side first runs
+once uncounted (the whole prefill and 4 decode steps: allocations, thread start-up, page
+faults of the weights), then the sides alternate in each of --repeats runs; figures are
+medians with [min-max]. Per side the CPU time (time.process_time, all threads) over wall
 time shows how many cores it really kept busy. The load average (os.getloadavg) is
 printed before and after each model.
 
 Memory bandwidth: the best of 7 timed ``torch.sum`` over a 1 GiB float32 tensor with T
 threads (a read-only stream; the tensor is first touched so no page faults are timed),
-measured at the start of the run. For each decode side, the fraction of that bandwidth =
+measured at the start of the run and again just before each model's timed runs; the best
+so far is used, since other processes on the machine come and go. For each decode side, the fraction of that bandwidth =
 bytes of weights read per token x tokens/s / bandwidth. Bytes read per token: every
 weight except the embedding tables, which a step touches one row of (a tied head is read
 whole as the head); pyaiml from ``weights_nbytes()`` less its token/position tables,
@@ -155,13 +157,13 @@ class Timed:
 def pyaiml_side(model, ids, decode):
     from pyaiml import ops
 
-    def run():
+    def run(n=decode):
         cache = model.new_cache(ids.shape[0], ids.shape[1] + decode)
         with ops.finite_checks(False):
             t = Timed()
             nxt = model.forward(ids, cache, last_only=True).argmax(-1)[:, None]
             t.mark()
-            for _ in range(decode):
+            for _ in range(n):
                 nxt = model.forward(nxt, cache, last_only=True).argmax(-1)[:, None]
             return t.end()
 
@@ -173,14 +175,14 @@ def torch_side(ref, ids, decode):
 
     x = torch.tensor(ids)
 
-    def run():
+    def run(n=decode):
         with torch.inference_mode():
             t = Timed()
             out = ref(x, use_cache=True)
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
             t.mark()
             past = out.past_key_values
-            for _ in range(decode):
+            for _ in range(n):
                 out = ref(nxt, past_key_values=past, use_cache=True)
                 past = out.past_key_values
                 nxt = out.logits[:, -1].argmax(-1, keepdim=True)
@@ -207,13 +209,13 @@ def llama_cpp_clear(lm):
 def llama_cpp_side(lm, ids, decode):
     prompt = [int(i) for i in ids[0]]
 
-    def run():
+    def run(n=decode):
         llama_cpp_clear(lm)
         t = Timed()
         lm.eval(prompt)
         nxt = int(llama_cpp_logits(lm).argmax())
         t.mark()
-        for _ in range(decode):
+        for _ in range(n):
             lm.eval([nxt])
             nxt = int(llama_cpp_logits(lm).argmax())
         return t.end()
@@ -302,7 +304,7 @@ def run_model(kind, a, bw, out):
                                f"the conversion of {path} is not the same model")
         lms[t] = (lm, path)
     print(f"\n## {kind}: {folder}\n")
-    print(f"{m!r}; {a.threads} threads, prompt {a.prompt}, decode {a.decode}, repeats {a.repeats} (+1 warm-up)")
+    print(f"{m!r}; {a.threads} threads, prompt {a.prompt}, decode {a.decode}, repeats {a.repeats} (after one uncounted warm-up run per side)")
     print("prompt-logit agreement with transformers (max abs diff / max abs logit): "
           + ", ".join(f"{k} {v:.1e}" for k, v in checks.items()))
 
@@ -316,12 +318,13 @@ def run_model(kind, a, bw, out):
     if a.batch > 1:
         idsb = np.random.default_rng(2).integers(0, V, (a.batch, a.prompt))
         sides[f"pyaiml f32 batch {a.batch}"] = pyaiml_side(m, idsb, a.decode)
+    bw = max(bw, bandwidth(a.threads))  # the machine's best so far: other processes come and go
     res = {k: [] for k in sides}
-    for r in range(a.repeats + 1):
+    for k, f in sides.items():  # warm-up: the whole prefill, a few decode steps
+        f(min(4, a.decode))
+    for _ in range(a.repeats):
         for k, f in sides.items():
-            t = f()
-            if r:
-                res[k].append(t)
+            res[k].append(f())
     load1 = os.getloadavg()
 
     def stat(v):
@@ -396,8 +399,9 @@ def run_model(kind, a, bw, out):
                   f"{rss['kv_cache'] / 2**20:.1f} MiB (goal <= 1.15x); without the interpreter's "
                   f"{rss['rss_before_load'] / 2**20:.0f} MiB before load: "
                   f"{(rss['rss_decode_max'] - rss['rss_before_load']) / need:.3f}x")
-    out[kind] = {"folder": folder, "gguf": ggufs, "checks": checks, "rows": rows,
+    out[kind] = {"folder": folder, "gguf": ggufs, "checks": checks, "rows": rows, "bandwidth": bw,
                  "load_before": load0, "load_after": load1, "goals": {n: v for n, v, _ in goals}, "rss": rss}
+    return bw
 
 
 def main(argv=None):
@@ -425,7 +429,7 @@ def main(argv=None):
     out = {"commit": commit, "threads": a.threads, "prompt": a.prompt, "decode": a.decode, "repeats": a.repeats,
            "bandwidth": bw, "llama_cpp_python": lcp}
     for kind in (["gpt2", "llama"] if a.model == "both" else [a.model]):
-        run_model(kind, a, bw, out)
+        bw = max(bw, run_model(kind, a, bw, out))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -44,6 +44,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -213,7 +214,7 @@ def converter_dir(cache=None, given=None) -> str:
     if os.path.isfile(os.path.join(root, "convert_hf_to_gguf.py")):
         return root
     dl = tempfile.mkdtemp(prefix="llama-cpp-sdist-")
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", "llama-cpp-python", "--no-deps",
                     f"llama-cpp-python=={ver}", "-d", dl, "-q"], check=True)
     (sdist,) = glob.glob(os.path.join(dl, "llama_cpp_python-*.tar.gz"))
     keep = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -225,6 +226,7 @@ def converter_dir(cache=None, given=None) -> str:
                 m.name = parts[1]
                 members.append(m)
         tar.extractall(root, members=members, filter="data")
+    shutil.rmtree(dl, ignore_errors=True)
     return root
 
 

@@ -223,9 +223,14 @@ def llama_cpp_side(lm, ids, decode):
     return run
 
 
-def gguf_bytes_per_token(path) -> int:
-    """Bytes of the GGUF tensors one decode step reads (all but the embedding tables)."""
-    from gguf import GGUFReader
+def gguf_bytes_per_token(path, conv_dir) -> int:
+    """Bytes of the GGUF tensors one decode step reads (all but the embedding tables).
+    Reads the file with the gguf package, or with the converter's own copy of it."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        sys.path.append(os.path.join(conv_dir, "gguf-py"))
+        from gguf import GGUFReader
 
     r = GGUFReader(path)
     sizes = {t.name: int(t.n_bytes) for t in r.tensors}
@@ -314,7 +319,7 @@ def run_model(kind, a, bw, out):
              "transformers f32": torch_side(ref, ids, a.decode)}
     for t, (lm, path) in lms.items():
         sides[f"llama.cpp {t.upper()}"] = llama_cpp_side(lm, ids, a.decode)
-        bpt[f"llama.cpp {t.upper()}"] = gguf_bytes_per_token(path)
+        bpt[f"llama.cpp {t.upper()}"] = gguf_bytes_per_token(path, llm_gguf.converter_dir(a.cache, a.converter))
     if a.batch > 1:
         idsb = np.random.default_rng(2).integers(0, V, (a.batch, a.prompt))
         sides[f"pyaiml f32 batch {a.batch}"] = pyaiml_side(m, idsb, a.decode)

@@ -29,10 +29,11 @@ medians with [min-max]. Per side the CPU time (time.process_time, all threads) o
 time shows how many cores it really kept busy. The load average (os.getloadavg) is
 printed before and after each model.
 
-Memory bandwidth: the best of 7 timed ``torch.sum`` over a 1 GiB float32 tensor with T
-threads (a read-only stream; the tensor is first touched so no page faults are timed),
-measured at the start of the run and again just before each model's timed runs; the best
-so far is used, since other processes on the machine come and go. For each decode side, the fraction of that bandwidth =
+Memory bandwidth: timed ``torch.sum`` over a 1 GiB float32 tensor with T threads (a
+read-only stream; the tensor is allocated once and touched first, so no page faults are
+timed): best of 7 at the start, then best of 3 before every repeat and after the last; the
+largest sample of the run is taken as the machine's limit (on a shared machine the samples
+spread widely: 27 to 56 GB/s within one hour here), and every sample is printed. For each decode side, the fraction of that bandwidth =
 bytes of weights read per token x tokens/s / bandwidth. Bytes read per token: every
 weight except the embedding tables, which a step touches one row of (a tied head is read
 whole as the head); pyaiml from ``weights_nbytes()`` less its token/position tables,
@@ -121,21 +122,36 @@ def rss_probe(a) -> int:
     return 0
 
 
-def bandwidth(threads, gib=1.0, tries=7) -> float:
-    """Read bandwidth in bytes/s: best of ``tries`` torch.sum over a ``gib`` GiB float32 tensor."""
-    import torch
+class Bandwidth:
+    """Read bandwidth in bytes/s: timed torch.sum over one ``gib`` GiB float32 tensor with
+    ``threads`` threads, held for the whole run and sampled again and again, since other
+    processes on a shared machine come and go; ``best`` is the largest seen."""
 
-    torch.set_num_threads(threads)
-    x = torch.ones(int(gib * 2**30) // 4, dtype=torch.float32)
-    x.sum()
-    best = float("inf")
-    for _ in range(tries):
-        t0 = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - t0)
-    n = x.numel() * 4
-    del x
-    return n / best
+    def __init__(self, threads, gib=1.0):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.x = torch.ones(int(gib * 2**30) // 4, dtype=torch.float32)
+        self.x.sum()  # touch every page before timing
+        self.samples = []
+
+    def sample(self, tries=3) -> float:
+        best = float("inf")
+        for _ in range(tries):
+            t0 = time.perf_counter()
+            self.x.sum()
+            best = min(best, time.perf_counter() - t0)
+        self.samples.append(self.x.numel() * 4 / best)
+        return self.samples[-1]
+
+    @property
+    def best(self) -> float:
+        return max(self.samples)
+
+    def describe(self) -> str:
+        v = np.array(self.samples) / 1e9
+        return (f"best {v.max():.1f} GB/s of {len(v)} samples (min {v.min():.1f}, median {np.median(v):.1f}); "
+                "torch.sum over 1 GiB float32")
 
 
 # -- sides -----------------------------------------------------------------------------------
@@ -251,7 +267,7 @@ def pyaiml_bytes_per_token(m) -> int:
 
 
 # -- one model -------------------------------------------------------------------------------
-def run_model(kind, a, bw, out):
+def run_model(kind, a, bwm, out):
     import llm_gguf
     import torch
     import transformers
@@ -323,13 +339,15 @@ def run_model(kind, a, bw, out):
     if a.batch > 1:
         idsb = np.random.default_rng(2).integers(0, V, (a.batch, a.prompt))
         sides[f"pyaiml f32 batch {a.batch}"] = pyaiml_side(m, idsb, a.decode)
-    bw = max(bw, bandwidth(a.threads))  # the machine's best so far: other processes come and go
     res = {k: [] for k in sides}
     for k, f in sides.items():  # warm-up: the whole prefill, a few decode steps
         f(min(4, a.decode))
     for _ in range(a.repeats):
+        bwm.sample()
         for k, f in sides.items():
             res[k].append(f())
+    bwm.sample()
+    bw = bwm.best
     load1 = os.getloadavg()
 
     def stat(v):
@@ -350,7 +368,7 @@ def run_model(kind, a, bw, out):
     tf = rows["transformers f32"]
     lf = rows.get("llama.cpp F32")
     print(f"\nload average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, after {load1[0]:.2f} "
-          f"{load1[1]:.2f} {load1[2]:.2f}; read bandwidth {bw / 1e9:.1f} GB/s\n")
+          f"{load1[1]:.2f} {load1[2]:.2f}; read bandwidth so far: {bwm.describe()}\n")
     print(f"| side | prefill {a.prompt} tok/s | decode tok/s | MB read / token | % of bandwidth | "
           "CPU/wall prefill, decode | vs transformers (prefill, decode) | vs llama.cpp F32 (prefill, decode) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -405,8 +423,8 @@ def run_model(kind, a, bw, out):
                   f"{rss['rss_before_load'] / 2**20:.0f} MiB before load: "
                   f"{(rss['rss_decode_max'] - rss['rss_before_load']) / need:.3f}x")
     out[kind] = {"folder": folder, "gguf": ggufs, "checks": checks, "rows": rows, "bandwidth": bw,
+                 "bandwidth_samples": list(bwm.samples),
                  "load_before": load0, "load_after": load1, "goals": {n: v for n, v, _ in goals}, "rss": rss}
-    return bw
 
 
 def main(argv=None):
@@ -428,13 +446,14 @@ def main(argv=None):
                             cwd=HERE).stdout.strip()
     print(f"commit {commit}; torch {torch.__version__}, transformers {transformers.__version__}, "
           f"llama-cpp-python {lcp}; {os.cpu_count()} CPUs; load average {os.getloadavg()}")
-    bw = bandwidth(a.threads)
-    print(f"read bandwidth ({a.threads} threads, torch.sum over 1 GiB float32, best of 7): {bw / 1e9:.1f} GB/s")
+    bwm = Bandwidth(a.threads)
+    bwm.sample(tries=7)
+    print(f"read bandwidth ({a.threads} threads): {bwm.describe()}")
     pyaiml.set_num_threads(a.threads)
     out = {"commit": commit, "threads": a.threads, "prompt": a.prompt, "decode": a.decode, "repeats": a.repeats,
-           "bandwidth": bw, "llama_cpp_python": lcp}
+           "llama_cpp_python": lcp}
     for kind in (["gpt2", "llama"] if a.model == "both" else [a.model]):
-        bw = max(bw, run_model(kind, a, bw, out))
+        run_model(kind, a, bwm, out)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

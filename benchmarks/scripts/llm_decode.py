@@ -31,7 +31,7 @@ printed before and after each model.
 
 Memory bandwidth: timed ``torch.sum`` over a 1 GiB float32 tensor with T threads (a
 read-only stream; the tensor is allocated once and touched first, so no page faults are
-timed): best of 7 at the start, then best of 3 before every repeat and after the last; the
+timed): best of 7 at the start, then best of 3 after every repeat (then a 0.5 s pause); the
 largest sample of the run is taken as the machine's limit (on a shared machine the samples
 spread widely: 27 to 56 GB/s within one hour here), and every sample is printed. For each decode side, the fraction of that bandwidth =
 bytes of weights read per token x tokens/s / bandwidth. Bytes read per token: every
@@ -343,10 +343,13 @@ def run_model(kind, a, bwm, out):
     for k, f in sides.items():  # warm-up: the whole prefill, a few decode steps
         f(min(4, a.decode))
     for _ in range(a.repeats):
-        bwm.sample()
         for k, f in sides.items():
             res[k].append(f())
-    bwm.sample()
+        # sampled after the sides, then a pause: in three runs that sampled just before
+        # pyaiml's prefill, that prefill kept only one core busy (CPU/wall ~1.0, against ~1.95
+        # without); other jobs starting on the machine may explain it as well
+        bwm.sample()
+        time.sleep(0.5)
     bw = bwm.best
     load1 = os.getloadavg()
 

@@ -33,8 +33,9 @@ Memory bandwidth: timed ``torch.sum`` over a 1 GiB float32 tensor with T threads
 read-only stream; the tensor is allocated once and touched first, so no page faults are
 timed): best of 7 at the start, then best of 3 after every repeat (then a 0.5 s pause); the
 largest sample of the run is taken as the machine's limit (on a shared machine the samples
-spread widely: 27 to 56 GB/s within one hour here), and every sample is printed. For each decode side, the fraction of that bandwidth =
-bytes of weights read per token x tokens/s / bandwidth. Bytes read per token: every
+spread widely: 20 to 56 GB/s within one hour here), and the samples' spread is printed.
+For each decode side, the fraction of that bandwidth = bytes of weights read per token x
+tokens/s / bandwidth. Bytes read per token: every
 weight except the embedding tables, which a step touches one row of (a tied head is read
 whole as the head); pyaiml from ``weights_nbytes()`` less its token/position tables,
 transformers the same figure (same tensors in float32), llama.cpp from the GGUF file's

@@ -1,5 +1,7 @@
 // bindings/attention.cpp: _C.attention_forward / _C.attention_backward (float32, 4-D).
-// q (N, Hq, Lq, D), k (N, Hk, Lk, D), v (N, Hk, Lk, Dv) C-contiguous; Hq a multiple of Hk;
+// q (N, Hq, Lq, D), k (N, Hk, Lk, D), v (N, Hk, Lk, Dv) C-contiguous, or k/v views whose rows
+// are contiguous and whose (N, Hk) blocks are evenly spaced (a KV cache sliced along Lk, read
+// in place); Hq a multiple of Hk;
 // mask None or a 4-D (N, Hq, Lq, Lk) bool/float32 array with any strides (0 = broadcast).
 // pyaiml/ops/attention.py reshapes the public (..., L, D) arguments into this form.
 // naive=True runs the row-by-row kernels (masked pairs skipped, NaN-safe). Arrays whose
@@ -13,7 +15,8 @@ namespace {
 
 struct Prepared {
   AttnArgs a;
-  py::array_t<float> q, k, v;
+  py::array_t<float> q;
+  py::array k, v;
   py::array mask;
 };
 
@@ -23,11 +26,34 @@ py::array_t<float> f32_4d(const py::array& x, const char* op, const char* name) 
   return c;
 }
 
+// k or v read in place when its rows are contiguous and its (N, H) blocks evenly spaced (a
+// KV cache (N, H, Tmax, D) sliced to [:, :, :L]); *head_stride = their spacing in elements.
+// Anything else must be C-contiguous (head_stride 0).
+py::array kv_4d(const py::array& x, const char* op, const char* name, int64_t* head_stride) {
+  *head_stride = 0;
+  if (x.ndim() == 4 && x.dtype().is(py::dtype::of<float>()) && is_aligned(x) && x.shape(2) > 0 && x.shape(3) > 0) {
+    const int64_t it = sizeof(float), s0 = x.strides(0) / it, s1 = x.strides(1) / it;
+    const bool rows = x.strides(3) == it && x.strides(2) == x.shape(3) * it && x.strides(0) % it == 0 &&
+                      x.strides(1) % it == 0 && s0 >= 0 && s1 >= 0;
+    if (rows && !(x.flags() & py::array::c_style)) {
+      if (x.shape(0) == 1) {
+        *head_stride = s1;
+        return x;
+      }
+      if (x.shape(1) == 1 || s0 == x.shape(1) * s1) {
+        *head_stride = x.shape(1) == 1 ? s0 : s1;
+        return x;
+      }
+    }
+  }
+  return f32_4d(x, op, name);
+}
+
 Prepared prepare(const char* op, py::array q, py::array k, py::array v, py::object mask, bool causal, double scale) {
   Prepared p;
   p.q = f32_4d(q, op, "q");
-  p.k = f32_4d(k, op, "k");
-  p.v = f32_4d(v, op, "v");
+  p.k = kv_4d(k, op, "k", &p.a.k_head_stride);
+  p.v = kv_4d(v, op, "v", &p.a.v_head_stride);
   AttnArgs& a = p.a;
   a.N = p.q.shape(0);
   a.Hq = p.q.shape(1);
@@ -48,8 +74,8 @@ Prepared prepare(const char* op, py::array q, py::array k, py::array v, py::obje
   PYAIML_CHECK(a.D >= 1 && a.Dv >= 1, op, ": head dims must be >= 1. Received ", shape_str(p.q), ", ",
                shape_str(p.v));
   a.q = p.q.data();
-  a.k = p.k.data();
-  a.v = p.v.data();
+  a.k = static_cast<const float*>(p.k.data());
+  a.v = static_cast<const float*>(p.v.data());
   a.causal = causal;
   a.scale = static_cast<float>(scale);
   if (!mask.is_none()) {

@@ -5,8 +5,11 @@
 // (c, finite): finite is False when some value of A B was NaN or inf, which a NaN or inf
 // input always causes (overflow can too); the caller then checks the inputs. Python
 // (pyaiml/ops) handles batching rules.
+#include <cmath>
+
 #include "bindings/common.h"
 #include "cpu/gemm.h"
+#include "cpu/gemv.h"
 
 namespace pyaiml {
 
@@ -41,6 +44,29 @@ void register_gemm(py::module_& m) {
         const float* pa = static_cast<const float*>(a.data());
         const float* pb = static_cast<const float*>(b.data());
         float* pc = c.mutable_data();
+        // A few rows against a B whose rows are contiguous (a weight stored (in, out)): the
+        // streaming GEMV reads B once without packing it (gemv.h).
+        if (!naive && !relu && Bt == 1 && M <= kGemvMaxRows && sa[2] == 1 && sb[2] == 1) {
+          {
+            py::gil_scoped_release nogil;
+            GemvArgs g;
+            g.M = M;
+            g.K = K;
+            g.N = N;
+            g.x = pa;
+            g.ldx = sa[1];
+            g.w = pb;
+            g.ldw = sb[1];
+            g.bias = bias_p;
+            g.y = pc;
+            g.ldy = N;
+            gemv_kernels().gemv_f32(g);
+            if (check_finite)  // the bias was checked finite by the caller, so a NaN/inf here is the product's
+              for (int64_t i = 0; i < M * N && !nonfinite; ++i) nonfinite = !std::isfinite(pc[i]);
+          }
+          if (check_finite) return py::make_tuple(c, nonfinite == 0);
+          return std::move(c);
+        }
         {
           py::gil_scoped_release nogil;
           const GemmKernels& k = gemm_kernels();
@@ -69,6 +95,58 @@ void register_gemm(py::module_& m) {
       },
       py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("naive") = false,
       py::arg("check_finite") = false);
+
+  m.def(
+      "linear_q8",
+      [](py::array x, py::array q, py::array scale, py::object bias) -> py::array {
+        const char* op = "linear_q8";
+        require_dtype<float>(x, op, "x");
+        require_dtype<int8_t>(q, op, "q");
+        PYAIML_CHECK(scale.dtype().kind() == 'f' && scale.itemsize() == 2, op, ": scale must have dtype float16. Received ",
+                     dtype_str(scale));
+        require_ndim(x, 2, op, "x");
+        require_ndim(q, 2, op, "q");
+        require_ndim(scale, 2, op, "scale");
+        x = aligned(x);
+        const int64_t M = x.shape(0), K = x.shape(1), N = q.shape(1);
+        PYAIML_CHECK(q.shape(0) == K, op, ": q must be (in, out) with in = x's last dimension. Received x ", shape_str(x),
+                     ", q ", shape_str(q));
+        PYAIML_CHECK(K % kQ8Block == 0, op, ": the input size must be a multiple of ", kQ8Block, ". Received ", K);
+        PYAIML_CHECK(scale.shape(0) == K / kQ8Block && scale.shape(1) == N, op, ": scale must have shape (", K / kQ8Block,
+                     ", ", N, "). Received ", shape_str(scale));
+        PYAIML_CHECK(q.flags() & py::array::c_style, op, ": q must be C-contiguous");
+        PYAIML_CHECK((scale.flags() & py::array::c_style) && is_aligned(scale), op,
+                     ": scale must be C-contiguous and aligned");
+        auto sx = elem_strides(x, op, "x");
+        PYAIML_CHECK(sx[1] == 1, op, ": x's rows must be contiguous. Received strides ", sx[0], ", ", sx[1]);
+        py::array_t<float> bias_arr;
+        const float* bias_p = nullptr;
+        if (!bias.is_none()) {
+          bias_arr = require_contiguous<float>(bias.cast<py::array>(), op, "bias");
+          PYAIML_CHECK(bias_arr.ndim() == 1 && bias_arr.shape(0) == N, op, ": bias must have shape (", N,
+                       ",). Received ", shape_str(bias_arr));
+          bias_p = bias_arr.data();
+        }
+        py::array_t<float> y = new_aligned_array<float>({M, N});
+        GemvArgs g;
+        g.M = M;
+        g.K = K;
+        g.N = N;
+        g.x = static_cast<const float*>(x.data());
+        g.ldx = sx[0];
+        g.q = static_cast<const int8_t*>(q.data());
+        g.s = static_cast<const uint16_t*>(scale.data());
+        g.ldw = N;
+        g.bias = bias_p;
+        g.y = y.mutable_data();
+        g.ldy = N;
+        {
+          py::gil_scoped_release nogil;
+          gemv_kernels().gemm_q8(g);
+        }
+        return std::move(y);
+      },
+      py::arg("x"), py::arg("q"), py::arg("scale"), py::arg("bias") = py::none());
 }
 
 }  // namespace pyaiml

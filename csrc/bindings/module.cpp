@@ -12,6 +12,8 @@ void register_word2vec(py::module_& m);
 void register_hmm(py::module_& m);
 void register_conv(py::module_& m);
 void register_attention(py::module_& m);
+void register_norm(py::module_& m);
+void register_act(py::module_& m);
 
 namespace {
 
@@ -110,4 +112,6 @@ PYBIND11_MODULE(_C, m) {
   register_hmm(m);
   register_conv(m);
   register_attention(m);
+  register_norm(m);
+  register_act(m);
 }

@@ -38,6 +38,7 @@
 #include "common/parallel.h"
 #include "common/simd.h"
 #include "common/transpose.h"
+#include "cpu/vmath.h"
 #include "cpu/gemm.h"
 
 namespace pyaiml {
@@ -97,73 +98,6 @@ struct Buf {
 thread_local Buf tl_s, tl_o, tl_dp, tl_ml, tl_dk, tl_dv, tl_part;
 
 // ---------------------------------------------------------------------------------------
-constexpr float LOG2E = 1.44269504088896341f;
-constexpr float LN2 = 0.693147180559945309f;
-
-// Vector 2^x: n = round(x), r = x - n in [-0.5, 0.5], 2^r by its degree-6 Taylor polynomial
-// (relative error < 2e-7), times 2^n. x = -inf (masked scores) gives exactly 0; NaN stays
-// NaN (so the caller sees it and reruns the naive kernel).
-// AVX-512: vscalefps does the 2^n scaling and underflows to exactly 0 below ~-150.
-static inline vf vexp2(vf x) {
-#if defined(__AVX512F__)
-  x = vmax(splat(-200.f), x);  // operand order keeps NaN (a > b ? a : b)
-  const vf n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-#else
-  const vf lo = splat(-126.f);
-  const vf x0 = x;
-  x = vmin(splat(127.f), vmax(lo, x));  // operand order keeps NaN
-  const vf n = (x + 12582912.f) - 12582912.f;
-#endif
-  const vf r = x - n;
-  vf p = splat(1.5403530393381608e-4f);
-  p = p * r + 1.3333558146428443e-3f;
-  p = p * r + 9.6181291076284772e-3f;
-  p = p * r + 5.5504108664821580e-2f;
-  p = p * r + 2.4022650695910071e-1f;
-  p = p * r + 6.9314718055994531e-1f;
-  p = p * r + 1.f;
-#if defined(__AVX512F__)
-  return _mm512_scalef_ps(p, n);
-#else
-  vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-  vf sc;
-  std::memcpy(&sc, &e, sizeof sc);
-  return x0 < lo ? vf{} : p * sc;
-#endif
-}
-
-// Horizontal sum / max with shuffles (the generic lane loop costs ~4x more).
-static inline float fsum(vf v) {
-#if defined(__AVX512F__)
-  return _mm512_reduce_add_ps(v);
-#elif defined(__AVX2__)
-  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-  x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
-  return _mm_cvtss_f32(x);
-#else
-  __m128 x = v;
-  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-  x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
-  return _mm_cvtss_f32(x);
-#endif
-}
-static inline float fmax_(vf v) {
-#if defined(__AVX512F__)
-  return _mm512_reduce_max_ps(v);
-#elif defined(__AVX2__)
-  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-  x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
-  return _mm_cvtss_f32(x);
-#else
-  __m128 x = v;
-  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-  x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
-  return _mm_cvtss_f32(x);
-#endif
-}
-
 static inline vi lane_iota() {
   vi r;
   for (int i = 0; i < VL; ++i) r[i] = i;
@@ -438,8 +372,8 @@ struct FwdPlan {
 bool fwd_group(const AttnArgs& a, const FwdPlan& P, int64_t n, int64_t hq, int64_t g) {
   const int64_t G = a.Hq / a.Hk, hk = hq / G, D = a.D, Dv = a.Dv, Dvp = P.Dvp, Lk = a.Lk;
   const float* Q = a.q + (n * a.Hq + hq) * a.Lq * D;
-  const float* K = a.k + (n * a.Hk + hk) * Lk * D;
-  const float* V = a.v + (n * a.Hk + hk) * Lk * Dv;
+  const float* K = attn_k(a, n * a.Hk + hk);
+  const float* V = attn_v(a, n * a.Hk + hk);
   const int64_t nkp = (Lk + NR - 1) / NR;
   float* Kp = tl_kp.get(static_cast<size_t>(nkp * NR * D));
   float* Vp = P.vpacked ? tl_vp.get(static_cast<size_t>(Lk * Dvp)) : nullptr;
@@ -591,8 +525,8 @@ void dec_chunk(const AttnArgs& a, int64_t n, int64_t hk, int64_t c, int64_t nc, 
   const int64_t G = a.Hq / a.Hk, D = a.D, Dv = a.Dv, M = G * a.Lq;
   const int64_t j0 = c * DEC_CK, cols = std::min(DEC_CK, a.Lk - j0);
   const float* Q = a.q + (n * a.Hq + hk * G) * a.Lq * D;
-  const float* K = a.k + ((n * a.Hk + hk) * a.Lk + j0) * D;
-  const float* V = a.v + ((n * a.Hk + hk) * a.Lk + j0) * Dv;
+  const float* K = attn_k(a, n * a.Hk + hk) + j0 * D;
+  const float* V = attn_v(a, n * a.Hk + hk) + j0 * Dv;
   float* s = tl_s.get(DEC_CK);
   const int64_t W = Dv + 2;
   for (int64_t r = 0; r < M; ++r) {
@@ -703,8 +637,8 @@ void bwd_tile(const AttnArgs& a, const float* Dr, int64_t n, int64_t hq, int64_t
   const float* dO = a.dout + row0 * Dv;
   const float* lse = a.lse + row0;
   const float* Di = Dr + row0;
-  const float* K = a.k + ((n * a.Hk + hk) * a.Lk + j0) * D;
-  const float* V = a.v + ((n * a.Hk + hk) * a.Lk + j0) * Dv;
+  const float* K = attn_k(a, n * a.Hk + hk) + j0 * D;
+  const float* V = attn_v(a, n * a.Hk + hk) + j0 * Dv;
   float* S = tl_s.get(BWD_BQ * BWD_BK);
   float* dP = tl_dp.get(BWD_BQ * BWD_BK);
   mm(rows, cols, D, Q, D, 1, K, 1, D, S, BWD_BK, 0.f);
@@ -830,7 +764,7 @@ bool backward(const AttnArgs& a) {
 double naive_scores(const AttnArgs& a, int64_t n, int64_t hq, int64_t i, double* s, unsigned char* vis) {
   const int64_t G = a.Hq / a.Hk, hk = hq / G, D = a.D;
   const float* q = a.q + ((n * a.Hq + hq) * a.Lq + i) * D;
-  const float* K = a.k + (n * a.Hk + hk) * a.Lk * D;
+  const float* K = attn_k(a, n * a.Hk + hk);
   const MaskRow mr = mask_row(a, n, hq, i);
   double mx = -HUGE_VAL;
   bool nan = false;
@@ -877,7 +811,7 @@ void forward_naive(const AttnArgs& a) {
       const double mx = naive_scores(a, n, hq, i, s.data(), vis.data());
       const double L = naive_probs(a.Lk, mx, s.data(), vis.data());
       std::fill(acc.begin(), acc.end(), 0.0);
-      const float* V = a.v + (n * a.Hk + hk) * a.Lk * Dv;
+      const float* V = attn_v(a, n * a.Hk + hk);
       if (L != HUGE_VAL)
         for (int64_t j = 0; j < a.Lk; ++j)
           if (vis[j])
@@ -897,8 +831,8 @@ void backward_naive(const AttnArgs& a) {
     std::vector<double> dk(a.Lk * D), dv(a.Lk * Dv);
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / a.Hk, hk = t % a.Hk;
-      const float* K = a.k + t * a.Lk * D;
-      const float* V = a.v + t * a.Lk * Dv;
+      const float* K = attn_k(a, t);
+      const float* V = attn_v(a, t);
       std::fill(dk.begin(), dk.end(), 0.0);
       std::fill(dv.begin(), dv.end(), 0.0);
       for (int64_t g = 0; g < G; ++g) {

@@ -4,7 +4,7 @@
 // recomputes the probabilities tile by tile (D_i = rowsum(dO * O), dS = P * (dP - D)).
 //
 // Layout seen here (pyaiml/ops/attention.py prepares it): q (N, Hq, Lq, D), k (N, Hk, Lk, D),
-// v (N, Hk, Lk, Dv), C-contiguous; Hq = G * Hk (grouped-query attention, q head h reads kv
+// v (N, Hk, Lk, Dv), C-contiguous (k and v: rows contiguous, see k_head_stride); Hq = G * Hk (grouped-query attention, q head h reads kv
 // head h / G). The mask is a 4-D view (N, Hq, Lq, Lk) with any element strides (0 for
 // broadcast): bool (True = attend) or additive float. Causal masking is top-left aligned
 // (key j visible to query i iff j <= i) and combines with a mask (both must allow).
@@ -26,6 +26,10 @@ struct AttnArgs {
   const float* q = nullptr;
   const float* k = nullptr;
   const float* v = nullptr;
+  // Elements between the starts of consecutive (n, kv head) blocks of k / v, whose Lk rows are
+  // contiguous; 0: Lk * D / Lk * Dv (the arrays are C-contiguous). A KV cache (N, Hk, Tmax, D)
+  // read up to Lk <= Tmax is passed in place with Tmax * D.
+  int64_t k_head_stride = 0, v_head_stride = 0;
   int mask_kind = 0;               // 0 none, 1 bool (uint8, nonzero = attend), 2 additive float
   const void* mask = nullptr;
   int64_t ms[4] = {0, 0, 0, 0};    // mask element strides over (N, Hq, Lq, Lk)
@@ -51,5 +55,13 @@ struct AttentionKernels {
 };
 
 PYAIML_KERNEL_TABLE(AttentionKernels, attention_kernels)
+
+// Key / value rows of kv block nh = n * Hk + hk.
+inline const float* attn_k(const AttnArgs& a, int64_t nh) {
+  return a.k + nh * (a.k_head_stride ? a.k_head_stride : a.Lk * a.D);
+}
+inline const float* attn_v(const AttnArgs& a, int64_t nh) {
+  return a.v + nh * (a.v_head_stride ? a.v_head_stride : a.Lk * a.Dv);
+}
 
 }  // namespace pyaiml

@@ -312,9 +312,15 @@ void sgemm(const GemmArgs& g) {
           rows(tail[c - head], tail[c - head + 1]);
       }
     });
-  } else if (g.M >= int64_t(T) * MR * 4 || g.N < int64_t(T) * NR) {
+  } else if ((g.M >= int64_t(T) * MR * 4 && !(g.M <= 512 && g.K * g.N >= (int64_t(1) << 18) &&
+                                               g.N >= int64_t(T) * NR * 4)) ||
+             g.N < int64_t(T) * NR) {
     // Split the rows when there are enough of them (each part packs its own copy of B,
-    // a K x N cost against (M/T) x N x K flops); otherwise split the columns.
+    // a K x N cost against (M/T) x N x K flops); otherwise split the columns. A B of 1 MiB
+    // or more against at most 512 rows (a language model's prefill against its weights)
+    // splits the columns too: each thread then packs only its share of B, read once from
+    // memory (128 x 768 x 2304 .. 128 x 3072 x 768, two paired runs on a loaded 2-core VM:
+    // 7-15% less CPU time than the row split).
     parallel_for_static(g.M, MR, rows);
   } else {
     parallel_for_static(g.N, NR, [&](int64_t b, int64_t e) {

@@ -1,4 +1,5 @@
-"""Numba fallback for the ``gemm`` op: rows in parallel, an i-k-j loop that vectorises."""
+"""Numba fallbacks for the ``gemm`` op (rows in parallel, an i-k-j loop that vectorises) and
+the ``linear_q8`` op (column blocks in parallel, int8 weights widened per 32-row block)."""
 from __future__ import annotations
 
 import numba as nb
@@ -33,3 +34,40 @@ def gemm(a3, b3, bias=None, relu=False):
     bias_arr = bias if has_bias else np.zeros(1, dtype=np.float32)
     _gemm_kernel(a3, b3, bias_arr, has_bias, bool(relu), c)
     return c
+
+
+@nb.njit(parallel=True, fastmath=True, cache=True)
+def _linear_q8_kernel(x, q, scale, bias, has_bias, y):
+    M, K = x.shape
+    N = q.shape[1]
+    nblk = (N + 63) // 64
+    for t in nb.prange(nblk):
+        j0 = t * 64
+        j1 = min(N, j0 + 64)
+        acc = np.zeros((M, j1 - j0), dtype=np.float32)
+        part = np.zeros(j1 - j0, dtype=np.float32)
+        for kb in range(K // 32):
+            sc = scale[kb, j0:j1]
+            for i in range(M):
+                part[:] = 0.0
+                for k in range(kb * 32, kb * 32 + 32):
+                    xik = x[i, k]
+                    for j in range(j1 - j0):
+                        part[j] += xik * np.float32(q[k, j0 + j])
+                for j in range(j1 - j0):
+                    acc[i, j] += part[j] * sc[j]
+        for i in range(M):
+            for j in range(j1 - j0):
+                v = acc[i, j]
+                if has_bias:
+                    v += bias[j0 + j]
+                y[i, j0 + j] = v
+
+
+def linear_q8(x2, q, scale, bias=None):
+    M = x2.shape[0]
+    y = np.empty((M, q.shape[1]), dtype=np.float32)
+    has_bias = bias is not None
+    # Numba has no float16: the scales (1/32 of the weights' count) are widened first
+    _linear_q8_kernel(x2, q, scale.astype(np.float32), bias if has_bias else np.zeros(1, np.float32), has_bias, y)
+    return y

@@ -1861,7 +1861,7 @@ from pyaiml.keras.merging import (  # noqa: F401
     subtract,
 )
 from pyaiml.keras.recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed  # noqa: F401
-from pyaiml.keras.preprocessing_layers import Normalization  # noqa: F401
+from pyaiml.keras.preprocessing_layers import Normalization, RandomFlip  # noqa: F401
 from pyaiml.keras.tape_layers import (  # noqa: F401
     AveragePooling1D,
     AveragePooling2D,

@@ -1,4 +1,4 @@
-"""Keras preprocessing layers on the tape: Normalization.
+"""Keras preprocessing layers on the tape: Normalization, RandomFlip.
 
 What it is. ``Normalization(axis=-1, mean=None, variance=None, invert=False)`` as Keras 3
 defines it: per-feature statistics along ``axis`` (the axes kept; every other non-batch axis
@@ -8,11 +8,17 @@ the inverse, mean + x * max(sqrt(variance), 1e-7). Adapted statistics are two
 non-trainable weights (``mean``, ``variance``: get_weights/set_weights and save/load carry
 them); given ones are part of the config. The gradient flows to the input through the tape.
 
+``RandomFlip(mode="horizontal_and_vertical", seed=None)``: in training, each image of a batch
+(N, H, W, C) (or a single image (H, W, C)) is flipped left-right (mode "horizontal") and/or
+up-down ("vertical") with probability 1/2 per direction, drawn per image from the layer's own
+generator when ``seed`` is given, else from pyaiml.keras's (``utils.set_random_seed``); at
+inference it is the identity. The gradient is the output's, flipped back per image.
+
 Not here: adapting from a tf.data pipeline (an array, or an iterable of arrays that are
 concatenated, is taken), ``axis=None`` statistics over the batch only (None means one
 scalar mean and variance over everything, as Keras).
 Tests: tests/test_keras_normalization.py (against NumPy, torch gradients in float64,
-inside models, save/load, errors).
+inside models, save/load, errors), tests/test_keras_random_flip.py.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import numpy as np
 from pyaiml.autograd import functional as F
 from pyaiml.autograd.tape import value_of
 from pyaiml.keras import layers as _layers
+from pyaiml.keras._common import rng
 from pyaiml.keras.layers import InputSpecError, Layer, _shape_str
 
 _layers.BUILTIN_MODULES.add(__name__)
@@ -149,6 +156,49 @@ class Normalization(Layer):
         return cfg
 
 
-CLASSES = (Normalization,)
+class RandomFlip(Layer):
+    """Random left-right / up-down flips of images in training (channels last)."""
+
+    _MODES = ("horizontal", "vertical", "horizontal_and_vertical")
+
+    def __init__(self, mode="horizontal_and_vertical", seed=None, **kw):
+        super().__init__(**kw)
+        if mode not in self._MODES:
+            raise ValueError(f"RandomFlip: mode must be one of {', '.join(self._MODES)}. Received {mode!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"RandomFlip: seed must be an int or None. Received {type(seed).__name__}")
+        self.mode, self.seed = mode, seed
+        self._rng = np.random.default_rng(seed) if seed is not None else None
+
+    def call(self, inputs, training=None):
+        shape = value_of(inputs).shape
+        if len(shape) not in (3, 4):
+            raise InputSpecError(f"{self.name}: RandomFlip takes images (batch, height, width, channels) or "
+                                 f"(height, width, channels). Received shape {_shape_str(shape)}")
+        if not training:
+            return inputs
+        r = self._rng if self._rng is not None else rng()
+        n = shape[0] if len(shape) == 4 else 1
+        x = inputs
+        for axis, name in ((-2, "horizontal"), (-3, "vertical")):  # width, height
+            if name not in self.mode:
+                continue
+            flip = r.random(n) < 0.5
+            if not flip.any():
+                continue
+            index = [slice(None)] * len(shape)
+            index[axis] = slice(None, None, -1)
+            chosen = flip.reshape((n, 1, 1, 1) if len(shape) == 4 else (1, 1, 1))
+            x = F.where(chosen, F.getitem(x, tuple(index)), x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode, "seed": self.seed}
+
+
+CLASSES = (Normalization, RandomFlip)
 for _c in CLASSES:
     _layers._LAYERS[_c.__name__] = _c

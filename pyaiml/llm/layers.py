@@ -4,7 +4,7 @@ scaling variants Llama-family configs declare.
 
 Shapes: ``x`` (..., C); norms and activations keep the shape. RoPE tables are (B, L, D/2)
 for positions (B, L). Everything is float32 in, float32 out; the norms accumulate their
-moments in float32 like the reference implementations.
+moments in float32 like the reference implementations (the ``norm`` op: csrc/cpu/norm.cpp).
 
 RoPE scaling (``rope_parameters`` in transformers 5 configs, ``rope_theta`` +
 ``rope_scaling`` in older ones): ``default``, ``linear`` (frequencies / factor),
@@ -22,30 +22,62 @@ import math
 
 import numpy as np
 
-from pyaiml import ops
+from pyaiml import _backend, ops
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
+class _Kernels:
+    """The registry's implementations the model graphs call, resolved once per forward pass
+    (``refresh``) rather than once per call: a decode step makes ~90 kernel calls, and each
+    lookup reads PYAIML_BACKEND. The graphs' own float32 arrays go to them without the public
+    ops' argument checks."""
+
+    NAMES = ("gemm", "linear_q8", "norm", "gelu_tanh", "swiglu")
+
+    def __init__(self):
+        self.key = object()
+
+    def __getattr__(self, name):  # first use before any refresh
+        if name in self.NAMES or name == "native_attention":
+            self.refresh()
+            return object.__getattribute__(self, name)
+        raise AttributeError(name)
+
+    def refresh(self):
+        key = _backend._backend_env()
+        if key != self.key:
+            for name in self.NAMES:
+                setattr(self, name, _backend.resolve(name))
+            self.native_attention = (_backend.native() if _backend.chosen_backend("attention_forward") == "cpp"
+                                     else None)
+            self.key = key
+        return self
+
+
+KERNELS = _Kernels()
+
+
+def _norm(x: np.ndarray, w, b, eps: float, rms: bool) -> np.ndarray:
+    # The model's own float32 activations and weights: straight to the registry's kernel
+    # (pyaiml.ops.layer_norm / rms_norm validate their arguments on every call, which costs
+    # more than normalising one decode row).
+    x2 = x.reshape(-1, x.shape[-1])
+    if x2.strides[-1] != x2.itemsize:
+        x2 = np.ascontiguousarray(x2)
+    return KERNELS.norm(x2, w, b, float(eps), rms).reshape(x.shape)
+
+
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
-    mu = x.mean(axis=-1, keepdims=True)
-    d = x - mu
-    var = np.mean(d * d, axis=-1, keepdims=True)
-    d *= 1.0 / np.sqrt(var + np.float32(eps))
-    d *= w
-    d += b
-    return d
+    return _norm(x, w, b, eps, False)
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    ms = np.mean(x * x, axis=-1, keepdims=True)
-    y = x * (1.0 / np.sqrt(ms + np.float32(eps)))
-    y *= w
-    return y
+    return _norm(x, w, None, eps, True)
 
 
 def _gelu_tanh(x):
-    return ops.gelu(x, approximate="tanh")
+    return KERNELS.gelu_tanh(x)
 
 
 def _gelu_erf(x):
@@ -68,6 +100,17 @@ ACTIVATIONS = {
     "gelu_new": _gelu_tanh, "gelu_pytorch_tanh": _gelu_tanh, "gelu_fast": _gelu_tanh,
     "gelu": _gelu_erf, "silu": _silu, "swish": _silu, "relu": _relu, "quick_gelu": _quick_gelu,
 }
+
+
+def gated(act, x: np.ndarray, inter: int) -> np.ndarray:
+    """act(x[..., :inter]) * x[..., inter:] (the gated MLP of Llama-family models); SiLU on the
+    fused ``swiglu`` kernel."""
+    if act is _silu:
+        x2 = x.reshape(-1, 2 * inter)
+        if x2.strides[-1] != x2.itemsize:
+            x2 = np.ascontiguousarray(x2)
+        return KERNELS.swiglu(x2).reshape(*x.shape[:-1], inter)
+    return act(x[..., :inter]) * x[..., inter:]
 
 
 def activation(name: str, where: str):

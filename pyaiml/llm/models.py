@@ -27,11 +27,21 @@ tests/test_llm_models.py (logits against transformers within 1e-4, padding, erro
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pyaiml import ops
 from pyaiml.llm.cache import KVCache
-from pyaiml.llm.layers import activation, apply_rope, layer_norm, rms_norm, rope_spec
+from pyaiml.llm.layers import (
+    KERNELS,
+    activation,
+    apply_rope,
+    gated,
+    layer_norm,
+    rms_norm,
+    rope_spec,
+)
 
 
 class Linear:
@@ -57,7 +67,11 @@ class Linear:
         return self.wt.nbytes + (0 if self.b is None else self.b.nbytes)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ops.linear(x, self.wt.T, self.b)
+        # The model's own float32 activations: straight to the registry's GEMM (up to 8 rows
+        # its streaming GEMV), without ops.linear's per-call argument checks.
+        K = self.wt.shape[0]
+        y = KERNELS.gemm(x.reshape(1, -1, K), self.wt[None], self.b)
+        return y.reshape(*x.shape[:-1], -1)
 
 
 def _cat_linear(parts):
@@ -255,13 +269,22 @@ class DecoderLM:
         s, L = step.start, q.shape[1]
         c.k[li, :, :, s:s + L] = k.transpose(0, 2, 1, 3)
         c.v[li, :, :, s:s + L] = v.transpose(0, 2, 1, 3)
-        K = c.k[li, :, :, :step.T]
-        V = c.v[li, :, :, :step.T]
         sliding = self.sliding_layers is not None and self.sliding_layers[li]
         mask, causal = step.mask(sliding)
+        K = c.k[li, :, :, :step.T]
+        V = c.v[li, :, :, :step.T]
+        B = q.shape[0]
+        if KERNELS.native_attention is not None:
+            # the cache views go to the kernel as they are (rows contiguous, heads Tmax * D
+            # apart): no copy of the cache per layer and token
+            H = self.num_heads
+            m = None if mask is None else np.broadcast_to(mask, (B, H, L, step.T))
+            o, _ = KERNELS.native_attention.attention_forward(
+                np.ascontiguousarray(q.transpose(0, 2, 1, 3)), K, V, m, causal,
+                1.0 / math.sqrt(self.head_dim) if scale is None else float(scale), False)
+            return o.transpose(0, 2, 1, 3).reshape(B, L, -1)
         o = ops.scaled_dot_product_attention(q.transpose(0, 2, 1, 3), K, V, attn_mask=mask, is_causal=causal,
                                              scale=scale, enable_gqa=self.num_kv_heads != self.num_heads)
-        B = q.shape[0]
         return o.transpose(0, 2, 1, 3).reshape(B, L, -1)
 
     def forward(self, ids, cache: KVCache, valid=None, last_only: bool = False) -> np.ndarray:
@@ -280,6 +303,7 @@ class DecoderLM:
         if valid.shape != ids.shape:
             raise ValueError(f"forward: valid must have ids' shape {ids.shape}. Received {valid.shape}")
         step = _Step(cache, valid, self.window)
+        KERNELS.refresh()
         h = self._embed(ids, step.positions)
         for i in range(self.num_layers):
             h = self._block(i, h, step)
@@ -327,13 +351,16 @@ class DecoderLM:
 
 
 class _ColumnEmbedding:
-    """Token rows read from a (C, V) matrix's columns (the tied output head's layout)."""
+    """Token rows read from the columns of the tied output head (a Linear's (C, V) weight, or
+    a quantized head's, dequantized)."""
 
-    def __init__(self, cv: np.ndarray):
-        self.cv = cv
+    def __init__(self, head):
+        self.head = head
 
     def __getitem__(self, ids):
-        return self.cv[:, ids].transpose(*range(1, ids.ndim + 1), 0)
+        if hasattr(self.head, "columns"):
+            return self.head.columns(ids)
+        return self.head.wt[:, ids].transpose(*range(1, ids.ndim + 1), 0)
 
 
 class GPT2(DecoderLM):
@@ -363,7 +390,8 @@ class GPT2(DecoderLM):
             self.scale.append(s)
         pre = _find_prefix(tensors, "wte.weight", ("transformer.", "", "model."))
         W = Weights(tensors, pre, w)
-        wte = W.take("wte.weight", (V, C))
+        qwte = W.t.pop("wte.weight") if isinstance(W.t.get("wte.weight"), tuple) else None
+        wte = None if qwte is not None else W.take("wte.weight", (V, C))
         self.wpe = np.ascontiguousarray(W.take("wpe.weight", (P, C)))
         self.layers = []
         for i in range(L):
@@ -380,9 +408,15 @@ class GPT2(DecoderLM):
                 W.t.pop(p + buf, None)
         self.ln_f = (W.take("ln_f.weight", (C,)), W.take("ln_f.bias", (C,)))
         head = tensors.get("lm_head.weight")
-        if head is None or (not isinstance(head, tuple) and np.array_equal(head, wte)):
+        if qwte is not None:  # a quantized folder: the tied head and embedding as one int8 (V, C)
+            if head is not None:
+                raise ValueError(f"{w}: wte.weight is stored quantized, which a checkpoint with its own "
+                                 "lm_head.weight never is")
+            self.head = _head(qwte, w, V, C)
+            self.wte = _ColumnEmbedding(self.head)
+        elif head is None or (not isinstance(head, tuple) and np.array_equal(head, wte)):
             self.head = Linear(wte.T)
-            self.wte = _ColumnEmbedding(self.head.wt)
+            self.wte = _ColumnEmbedding(self.head)
         else:
             self.head = _head(head, w, V, C)
             self.wte = np.ascontiguousarray(wte)
@@ -501,7 +535,7 @@ class Llama(DecoderLM):
         h = h + d["o"](self._attend(i, q, k, v, step))
         m = rms_norm(h, d["ln2"], self.eps)
         gu = d["gate_up"](m)
-        return h + d["down"](self.act(gu[..., :self.I]) * gu[..., self.I:])
+        return h + d["down"](gated(self.act, gu, self.I))
 
     def _head(self, h):
         return self.head(rms_norm(h, self.norm, self.eps))
@@ -606,6 +640,7 @@ class Bert:
         ids, mask, types = self._batch(inputs, attention_mask, token_type_ids)
         B, L = ids.shape
         H, D = self.num_heads, self.head_dim
+        KERNELS.refresh()
         with ops.finite_checks(False):
             h = self.word[ids] + self.pos[np.arange(L)][None] + self.types[types]
             h = layer_norm(h, *self.ln_emb, self.eps)

@@ -3,13 +3,14 @@
 Scheme: along the input-features axis, every block of 32 weights shares one scale
 ``d = max|w| / 127`` (stored as float16, as Q8_0 does) and holds ``q = round(w / d)`` as
 int8, so ``w ~ q * d``: 8.5 bits per weight instead of 32. Activations stay float32
-("weight-only"). Quantized: every projection inside the transformer blocks and an untied
-output head; token/position embeddings, norms and biases stay float32 (a tied head shares
-the embedding and stays float32 with it). A layer whose input size is not a multiple of 32
-stays float32.
+("weight-only"). Quantized: every projection inside the transformer blocks and the output
+head, also GPT-2's head tied to its token embedding (the embedding then reads its token rows
+from the quantized head, dequantized); an untied token embedding, position embeddings, norms
+and biases stay float32, and so does a Llama-family head tied to its embedding. A layer whose
+input size is not a multiple of 32 stays float32.
 
-This first version dequantizes a layer's weights to float32 just before its GEMM, so it
-saves memory at rest, not time: the int8 kernels belong in csrc/ (AVX2 / AVX-512 VNNI).
+Kernels: ``pyaiml.ops.linear_q8`` (csrc/cpu/gemv.cpp): the int8 weights are read as they are
+stored and widened in registers, for the decode step (up to 8 rows) and for prefill.
 
 File layout (``pyaiml llm quantize`` / :func:`save_quantized`): a normal checkpoint folder
 whose ``model.safetensors`` carries the metadata ``{"format": "pyaiml-q8_0",
@@ -30,7 +31,8 @@ import shutil
 
 import numpy as np
 
-from pyaiml import ops
+from pyaiml import ops as _ops  # noqa: F401 (registers the linear_q8 op)
+from pyaiml.llm.layers import KERNELS
 
 BLOCK = 32
 FORMAT = "pyaiml-q8_0"
@@ -93,7 +95,18 @@ class QLinear:
         return self.q.nbytes + self.scale.nbytes + (0 if self.b is None else self.b.nbytes)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ops.linear(x, self.wt.T, self.b)
+        # The model's own activations (float32, finite by construction): straight to the
+        # kernel, without ops.linear_q8's argument checks on every decode step.
+        K = self.q.shape[0]
+        x2 = np.ascontiguousarray(x.reshape(-1, K), dtype=np.float32)
+        return KERNELS.linear_q8(x2, self.q, self.scale, self.b).reshape(*x.shape[:-1], -1)
+
+    def columns(self, ids: np.ndarray) -> np.ndarray:
+        """Dequantized columns ``ids`` (any shape) as (..., in): the token rows of a tied
+        embedding stored as this head."""
+        q = self.q[:, ids].astype(np.float32)
+        s = np.repeat(self.scale[:, ids].astype(np.float32), BLOCK, axis=0)
+        return (q * s).transpose(*range(1, np.ndim(ids) + 1), 0)
 
 
 def quantize_model(model) -> int:
@@ -109,8 +122,10 @@ def quantize_model(model) -> int:
                 n += 1
     head = getattr(model, "head", None)
     tied = isinstance(getattr(model, "wte", None), _ColumnEmbedding)
-    if isinstance(head, Linear) and not tied and head.wt.shape[0] % BLOCK == 0:
+    if isinstance(head, Linear) and head.wt.shape[0] % BLOCK == 0:
         model.head = QLinear.from_linear(head)
+        if tied:  # the token embedding is the head's columns: it reads them dequantized
+            model.wte = _ColumnEmbedding(model.head)
         n += 1
     model.quantization = "q8_0"
     return n
@@ -129,7 +144,6 @@ def save_quantized(src, dst, key=None, src_key=None) -> dict:
     from safetensors.numpy import save
 
     from pyaiml._io import atomic_write
-
     from pyaiml.llm.checkpoint import family, load_tensors, read_config
 
     cfg = read_config(src)
@@ -150,7 +164,9 @@ def save_quantized(src, dst, key=None, src_key=None) -> dict:
     for name, t in tensors.items():
         is_proj = t.ndim == 2 and name.endswith(".weight") and any(m in name for m in block_markers) \
             and "norm" not in name and "ln_" not in name
-        is_head = name == "lm_head.weight" and not tied
+        # GPT-2's tied head is its token embedding (wte, (V, C), blocks along C)
+        is_head = (name == "lm_head.weight" and not tied) or (fam == "gpt2" and name.endswith("wte.weight")
+                                                               and "lm_head.weight" not in tensors)
         if (is_proj or is_head) and t.dtype == np.float32:
             ax = _input_axis(name, t.shape, conv1d)
             if t.shape[ax] % BLOCK == 0:

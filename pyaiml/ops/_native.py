@@ -19,6 +19,22 @@ def gemm_checked(a3, b3, bias=None, relu=False):
     return _C.gemm(a3, b3, bias, relu, False, True)
 
 
+def linear_q8(x2, q, scale, bias=None):
+    return _C.linear_q8(x2, q, scale, bias)
+
+
+def norm(x2, weight=None, bias=None, eps=1e-5, rms=False):
+    return _C.norm(x2, weight, bias, eps, rms)
+
+
+def gelu_tanh(x):
+    return _C.gelu_tanh(x)
+
+
+def swiglu(x2):
+    return _C.swiglu(x2)
+
+
 def all_finite(x):
     """float32: one native pass (NumPy for non-contiguous or misaligned arrays); float64:
     NumPy's sum test, faster than the scalar C loop (see all_finite_numpy)."""

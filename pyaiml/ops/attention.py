@@ -12,7 +12,21 @@ Semantics (matching torch where torch defines them):
 - ``attn_mask``: bool (True = attend) or additive float, broadcastable to (..., Lq, Lk);
 - ``is_causal``: top-left aligned, key j visible to query i iff j <= i (torch.tril of
   ones(Lq, Lk)); unlike torch, it may be combined with ``attn_mask`` (both must allow);
-- ``scale`` defaults to 1 / sqrt(D); ``dropout_p`` must be 0 (apply dropout outside).
+- ``scale`` defaults to 1 / sqrt(D);
+- ``dropout_p > 0`` (with ``dropout_seed``): dropout on the attention probabilities, as
+  torch's SDPA applies it: each probability is kept with probability 1 - p and scaled by
+  1 / (1 - p). The keep mask is a pure function of (seed, shape, p): uniforms from NumPy's
+  counter-based Philox generator keyed by the seed (:func:`dropout_keep_mask`), one per
+  (leading dims, query, key) element in C order, kept where u >= p. The backward regenerates
+  it from the same seed, so nothing of size Lq x Lk is kept between the passes.
+
+Dropout path: an explicit composition, not the flash kernels (which have no dropout): the
+(N, Hq, Lq, Lk) scores are formed with the registry's ``gemm`` (C++, Numba or NumPy, as for
+matmul), masked, soft-maxed, dropped and multiplied by v with ``gemm`` again; the backward
+recomputes the probabilities and applies dS = P * (dP - rowsum(P * dP)). It materialises the
+score matrix (memory O(Lq * Lk) per head) and, unlike the flash path, does not skip masked
+pairs, so NaN/inf in masked positions of v reach the result there. dropout_p = 0 takes the
+flash path unchanged.
 
 Documented results where torch gives NaN or raises:
 - a query row with no visible key (all masked, or Lk = 0) gives a zero output row,
@@ -32,6 +46,7 @@ import numpy as np
 
 from pyaiml import _backend
 from pyaiml.ops._validate import as_array, float_dtype
+from pyaiml.ops.linalg import _gemm3
 
 _backend.register_op(
     "attention_forward",
@@ -47,6 +62,116 @@ _backend.register_op(
 )
 
 _OP = "scaled_dot_product_attention"
+_SEED_MAX = 2**64
+
+
+def _dropout_args(op, dropout_p, dropout_seed):
+    """Checked (p float in [0, 1], seed int or None when p = 0)."""
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: dropout_p must be a real number in [0, 1]. Received {type(dropout_p).__name__}")
+    p = float(dropout_p)
+    if not 0.0 <= p <= 1.0:  # also rejects NaN
+        raise ValueError(f"{op}: dropout_p must lie in [0, 1]. Received {dropout_p!r}")
+    if p == 0.0:
+        return p, None
+    if dropout_seed is None:
+        raise ValueError(f"{op}: dropout_p={p} needs dropout_seed (an int in [0, 2**64)); the backward "
+                         f"regenerates the dropout mask from it. Received dropout_seed=None")
+    if isinstance(dropout_seed, bool) or not isinstance(dropout_seed, (int, np.integer)):
+        raise TypeError(f"{op}: dropout_seed must be an int in [0, 2**64). Received {type(dropout_seed).__name__}")
+    seed = int(dropout_seed)
+    if not 0 <= seed < _SEED_MAX:
+        raise ValueError(f"{op}: dropout_seed must lie in [0, 2**64). Received {seed}")
+    return p, seed
+
+
+def dropout_keep_mask(shape, dropout_p, dropout_seed) -> np.ndarray:
+    """The attention-dropout keep mask of :func:`scaled_dot_product_attention`.
+
+    Parameters
+    ----------
+    shape : tuple, (..., Lq, Lk): q's leading dimensions, Lq and Lk
+    dropout_p : float in [0, 1]
+    dropout_seed : int in [0, 2**64)
+
+    Returns
+    -------
+    bool array of ``shape``: True where a probability is kept. Element e (C order) is kept
+    iff u_e >= dropout_p, u_e the e-th float32 uniform of
+    ``np.random.Generator(np.random.Philox(dropout_seed))``: the same seed and shape give the
+    same mask on every machine and backend.
+    """
+    p, seed = _dropout_args("dropout_keep_mask", dropout_p, dropout_seed)
+    shape = tuple(int(e) for e in shape)
+    if p == 0.0:
+        return np.ones(shape, dtype=bool)
+    u = np.random.Generator(np.random.Philox(seed)).random(shape, dtype=np.float32)
+    return u >= np.float32(p)
+
+
+def _dropout_probs(p):
+    """(P (N, Hq, Lq, Lk) without dropout, lse (N, Hq, Lq)) in p's dtype, scores by gemm."""
+    N, Hq, Hk, Lq, Lk = p.N, p.Hq, p.Hk, p.Lq, p.Lk
+    G = Hq // Hk
+    q3 = p.q.reshape(N * Hk, G * Lq, p.D)
+    k3 = p.k.reshape(N * Hk, Lk, p.D)
+    s = _gemm3(q3, k3.transpose(0, 2, 1)).reshape(N, Hq, Lq, Lk)
+    s *= p.dtype.type(p.scale)
+    vis = None
+    if p.mask is not None:
+        if p.mask.dtype == np.bool_:
+            vis = p.mask
+        else:
+            s += p.mask
+            vis = p.mask != -np.inf
+    if p.causal:
+        tri = np.tri(Lq, Lk, dtype=bool)
+        vis = tri if vis is None else vis & tri
+    if vis is not None:
+        s = np.where(vis, s, -np.inf)
+    m = s.max(-1, keepdims=True)
+    empty = m == -np.inf
+    m = np.where(empty, 0, m)
+    with np.errstate(under="ignore"):
+        e = np.exp(s - m)
+    l = e.sum(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        P = np.where(empty, 0, e / np.where(empty, 1, l)).astype(p.dtype, copy=False)
+        lse = np.where(empty, np.inf, m + np.log(np.where(empty, 1, l)))[..., 0].astype(p.dtype, copy=False)
+    return P, lse
+
+
+def _dropped(p, P, dropout_p, seed):
+    """P * keep / (1 - dropout_p) and the keep mask, (N, Hq, Lq, Lk)."""
+    keep = dropout_keep_mask(p.lead + (p.Lq, p.Lk), dropout_p, seed).reshape(P.shape)
+    c = p.dtype.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else p.dtype.type(0.0)
+    return np.where(keep, P * c, p.dtype.type(0.0)), keep, c
+
+
+def _dropout_forward(p, dropout_p, seed):
+    P, lse = _dropout_probs(p)
+    Pd, _, _ = _dropped(p, P, dropout_p, seed)
+    G = p.Hq // p.Hk
+    out = _gemm3(Pd.reshape(p.N * p.Hk, G * p.Lq, p.Lk), p.v.reshape(p.N * p.Hk, p.Lk, p.Dv))
+    return out.reshape(p.N, p.Hq, p.Lq, p.Dv), lse
+
+
+def _dropout_backward(p, g4, dropout_p, seed):
+    P, _ = _dropout_probs(p)
+    Pd, keep, c = _dropped(p, P, dropout_p, seed)
+    G = p.Hq // p.Hk
+    B3, M3 = p.N * p.Hk, G * p.Lq
+    g3 = g4.reshape(B3, M3, p.Dv)
+    v3 = p.v.reshape(B3, p.Lk, p.Dv)
+    dv = _gemm3(Pd.reshape(B3, M3, p.Lk).transpose(0, 2, 1), g3)
+    dP = _gemm3(g3, v3.transpose(0, 2, 1)).reshape(P.shape)
+    dP = np.where(keep, dP * c, p.dtype.type(0.0))
+    dS = P * (dP - (P * dP).sum(-1, keepdims=True))
+    dS *= p.dtype.type(p.scale)
+    dS3 = dS.reshape(B3, M3, p.Lk)
+    dq = _gemm3(dS3, p.k.reshape(B3, p.Lk, p.D))
+    dk = _gemm3(dS3.transpose(0, 2, 1), p.q.reshape(B3, M3, p.D))
+    return dq.reshape(p.q.shape), dk.reshape(p.k.shape), dv.reshape(p.v.shape)
 
 
 class _Prep:
@@ -192,7 +317,7 @@ def _fast_forward(q, k, v, is_causal, scale):
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                                 enable_gqa=False, return_lse=False):
+                                 enable_gqa=False, return_lse=False, dropout_seed=None):
     """Attention ``softmax(q k^T * scale + mask) v`` (``torch.nn.functional`` semantics).
 
     Parameters
@@ -201,22 +326,23 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     k : array (..., Lk, D)
     v : array (..., Lk, Dv)
     attn_mask : None or bool/float array broadcastable to (..., Lq, Lk)
-    dropout_p : must be 0.0
+    dropout_p : float in [0, 1], dropout on the attention probabilities (see the module notes)
     is_causal : bool, top-left aligned causal mask
     scale : float or None (1 / sqrt(D))
     enable_gqa : bool, k/v may have fewer heads (dim -3) than q
-    return_lse : bool, also return the log-sum-exp of each query row
+    return_lse : bool, also return the log-sum-exp of each query row (of the probabilities
+        before dropout)
+    dropout_seed : int in [0, 2**64), required when dropout_p > 0: the mask is
+        :func:`dropout_keep_mask` of (q's leading dims, Lq, Lk); pass the same seed to the
+        backward
 
     Returns
     -------
     out : array (..., Lq, Dv), q's dtype
     lse : array (..., Lq), q's dtype (only with return_lse); +inf for rows with no visible key
     """
-    if dropout_p != 0.0:
-        raise ValueError(
-            f"{_OP}: dropout_p must be 0.0 (apply dropout outside the kernel). Received {dropout_p!r}"
-        )
-    if attn_mask is None:
+    drop, seed = _dropout_args(_OP, dropout_p, dropout_seed) if dropout_p != 0.0 else (0.0, None)
+    if attn_mask is None and not drop:
         r = _fast_forward(q, k, v, is_causal, scale)
         if r is not None:
             return r if return_lse else r[0]
@@ -224,6 +350,8 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     if p.empty:
         out = np.zeros((p.N, p.Hq, p.Lq, p.Dv), dtype=p.dtype)
         lse = np.full((p.N, p.Hq, p.Lq), np.inf, dtype=p.dtype)
+    elif drop:
+        out, lse = _dropout_forward(p, drop, seed)
     else:
         out, lse = p.impl("attention_forward")(p.q, p.k, p.v, p.mask, p.causal, p.scale)
     out = out.reshape(p.lead + (p.Lq, p.Dv))
@@ -233,7 +361,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
 
 
 def scaled_dot_product_attention_backward(grad_out, q, k, v, attn_mask=None, is_causal=False, scale=None,
-                                          enable_gqa=False, out=None, lse=None):
+                                          enable_gqa=False, out=None, lse=None, dropout_p=0.0, dropout_seed=None):
     """Gradients of :func:`scaled_dot_product_attention` with respect to q, k and v.
 
     Parameters
@@ -242,13 +370,16 @@ def scaled_dot_product_attention_backward(grad_out, q, k, v, attn_mask=None, is_
     q, k, v, attn_mask, is_causal, scale, enable_gqa : as in the forward
     out : array (..., Lq, Dv) or None, the forward's output
     lse : array (..., Lq) or None, the forward's log-sum-exp (``return_lse=True``)
-        With both given the forward is not recomputed.
+        With both given the forward is not recomputed (without dropout; the dropout path
+        recomputes the probabilities and does not read them).
+    dropout_p, dropout_seed : as given to the forward (same seed: same mask)
 
     Returns
     -------
     (grad_q (..., Lq, D), grad_k (..., Lk, D), grad_v (..., Lk, Dv)), q's dtype
     """
     op = "scaled_dot_product_attention_backward"
+    drop, seed = _dropout_args(op, dropout_p, dropout_seed) if dropout_p != 0.0 else (0.0, None)
     p = _Prep(op, q, k, v, attn_mask, is_causal, scale, enable_gqa)
     g = as_array(grad_out, op, "grad_out")
     float_dtype(g, op, "grad_out")
@@ -274,6 +405,8 @@ def scaled_dot_product_attention_backward(grad_out, q, k, v, attn_mask=None, is_
         dq = np.zeros(p.q.shape, dtype=p.dtype)
         dk = np.zeros(p.k.shape, dtype=p.dtype)
         dv = np.zeros(p.v.shape, dtype=p.dtype)
+    elif drop:
+        dq, dk, dv = _dropout_backward(p, g4, drop, seed)
     else:
         dq, dk, dv = p.impl("attention_backward")(g4, p.q, p.k, p.v, p.mask, p.causal, p.scale, o4, l3)
     return (dq.reshape(p.lead + (p.Lq, p.D)), dk.reshape(p.klead + (p.Lk, p.D)),

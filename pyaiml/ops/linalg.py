@@ -19,6 +19,14 @@ _backend.register_op(
 )
 # gemm that also reports a NaN/inf in the product (C++ only; called when "gemm" runs on C++).
 _backend.register_op("gemm_checked", cpp="pyaiml.ops._native:gemm_checked")
+# x (M, K) @ int8 weights with float16 block scales (Q8_0), see linear_q8.
+_backend.register_op(
+    "linear_q8",
+    cpp="pyaiml.ops._native:linear_q8",
+    numba="pyaiml._numba.gemm:linear_q8",
+    numpy="pyaiml.reference.gemm:linear_q8",
+)
+Q8_BLOCK = 32
 
 
 def _same_dtype(op: str, **arrays) -> np.dtype:
@@ -218,6 +226,47 @@ def _reduce_to(g: np.ndarray, shape) -> np.ndarray:
         if s == 1 and g.shape[i] != 1:
             g = g.sum(axis=i, keepdims=True)
     return g
+
+
+def linear_q8(x, q, scale, bias=None) -> np.ndarray:
+    """``x @ W + bias`` with W stored as int8 ``q`` (in, out) and float16 ``scale``
+    (in / 32, out): ``W[k, n] = q[k, n] * scale[k // 32, n]`` (Q8_0 weight-only quantization,
+    pyaiml.llm.quant). x float32 (..., in); returns float32 (..., out).
+
+    The weights are read as int8 and widened in registers (C++: a streaming kernel for up to
+    8 rows of x, a panel-widening GEMM above); nothing the size of W is allocated.
+    """
+    op = "linear_q8"
+    x = as_array(x, op, "x")
+    if x.dtype != np.float32:
+        raise TypeError(f"{op}: x must be float32. Received {x.dtype}")
+    q = np.asarray(q)
+    scale = np.asarray(scale)
+    if q.dtype != np.int8 or q.ndim != 2:
+        raise TypeError(f"{op}: q must be a 2-D int8 array (in, out). Received {q.dtype} {q.shape}")
+    if scale.dtype != np.float16 or scale.ndim != 2:
+        raise TypeError(f"{op}: scale must be a 2-D float16 array (in/{Q8_BLOCK}, out). Received {scale.dtype} "
+                        f"{scale.shape}")
+    K, N = q.shape
+    if x.ndim < 1 or x.shape[-1] != K:
+        raise ValueError(f"{op}: x's last dimension must equal q's in_features {K}. Received x {tuple(x.shape)}")
+    if K % Q8_BLOCK or scale.shape != (K // Q8_BLOCK, N):
+        raise ValueError(f"{op}: q's in_features must be a multiple of {Q8_BLOCK} and scale (in/{Q8_BLOCK}, out) = "
+                         f"({K // Q8_BLOCK}, {N}). Received q {q.shape}, scale {scale.shape}")
+    if bias is not None:
+        bias = as_array(bias, op, "bias")
+        if bias.dtype != np.float32 or bias.shape != (N,):
+            raise ValueError(f"{op}: bias must be float32 of shape ({N},). Received {bias.dtype} {tuple(bias.shape)}")
+        require_finite(bias, op, "bias")
+    require_nonempty(x, op, "x")
+    require_finite(x, op, "x")
+    if not np.isfinite(scale).all():
+        raise ValueError(f"{op}: scale must be finite")
+    lead = x.shape[:-1]
+    x2 = np.ascontiguousarray(x.reshape(-1, K))
+    y = _backend.resolve("linear_q8")(x2, np.ascontiguousarray(q), np.ascontiguousarray(scale),
+                                      None if bias is None else np.ascontiguousarray(bias))
+    return y.reshape(*lead, N)
 
 
 def linear_backward(grad_out, x, weight, has_bias: bool = True):

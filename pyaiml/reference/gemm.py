@@ -12,3 +12,13 @@ def gemm(a3, b3, bias=None, relu=False):
     if relu:
         np.maximum(c, 0.0, out=c)
     return c.astype(a3.dtype)
+
+
+def linear_q8(x2, q, scale, bias=None):
+    """x2 (M, K) @ (q * scale per 32 rows) [+ bias] in float64, returned as float32."""
+    K, N = q.shape
+    w = (q.reshape(K // 32, 32, N).astype(np.float64) * scale.astype(np.float64)[:, None, :]).reshape(K, N)
+    y = x2.astype(np.float64) @ w
+    if bias is not None:
+        y += bias
+    return y.astype(np.float32)

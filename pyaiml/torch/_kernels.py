@@ -26,7 +26,8 @@ def kernel_source() -> dict:
     """op name -> where its kernel comes from (every op: pyaiml.ops)."""
     names = ("conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "max_pool2d", "max_pool2d_backward",
              "max_pool1d", "max_pool1d_backward", "scaled_dot_product_attention",
-             "scaled_dot_product_attention_backward", "hmm_forward_backward")
+             "scaled_dot_product_attention_backward", "scaled_dot_product_attention_dropout",
+             "scaled_dot_product_attention_dropout_backward", "hmm_forward_backward")
     return {n: "pyaiml.ops" for n in names}
 
 
@@ -88,6 +89,19 @@ def scaled_dot_product_attention(q, k, v, attn_mask, is_causal, scale, enable_gq
 def scaled_dot_product_attention_backward(grad_out, q, k, v, attn_mask, is_causal, scale, enable_gqa, out, lse):
     return ops.scaled_dot_product_attention_backward(grad_out, q, k, v, attn_mask=attn_mask, is_causal=is_causal,
                                                      scale=scale, enable_gqa=enable_gqa, out=out, lse=lse)
+
+
+def scaled_dot_product_attention_dropout(q, k, v, attn_mask, is_causal, scale, enable_gqa, dropout_p, seed):
+    """-> out like q with v's last dim; dropout mask from ``seed`` (pyaiml.ops.attention)."""
+    return ops.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                                            scale=scale, enable_gqa=enable_gqa, dropout_seed=seed)
+
+
+def scaled_dot_product_attention_dropout_backward(grad_out, q, k, v, attn_mask, is_causal, scale, enable_gqa,
+                                                  dropout_p, seed):
+    return ops.scaled_dot_product_attention_backward(grad_out, q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                                     scale=scale, enable_gqa=enable_gqa, dropout_p=dropout_p,
+                                                     dropout_seed=seed)
 
 
 # --------------------------------------------------------------------------- HMM

@@ -9,7 +9,10 @@ supported layers of an existing model in place, keeping its parameters.
 MultiheadAttention uses pyaiml's attention op when ``need_weights=False`` (and there is no
 attention dropout in training, no bias_k/bias_v, no add_zero_attn, and q/k/v share the
 embedding size); otherwise it runs torch's implementation, since the fast op does not
-return attention weights. Not here: CUDA. Tests: tests/test_torch_bridge_nn.py.
+return attention weights. Modules cast to float16 or bfloat16 (before or after ``convert``)
+run torch's own kernels through the ops' dtype fallback, with one DtypeFallbackWarning per
+dtype (pyaiml's kernels are float32/float64). Not here: CUDA. Tests:
+tests/test_torch_bridge_nn.py, tests/test_attention_dropout.py (half-precision fallback).
 """
 from __future__ import annotations
 

@@ -7,7 +7,20 @@ op, so ``torch.compile(fullgraph=True)`` traces forward and backward without gra
 
 Ops (all CPU, float32 or float64):
   pyaiml::conv2d / conv1d (+ _backward), pyaiml::max_pool2d / max_pool1d (+ _backward),
-  pyaiml::sdpa (+ sdpa_backward), pyaiml::hmm_forward_backward (+ hmm_expected_counts).
+  pyaiml::sdpa (+ sdpa_backward), pyaiml::sdpa_dropout (+ sdpa_dropout_backward),
+  pyaiml::hmm_forward_backward (+ hmm_expected_counts).
+
+Attention dropout (``dropout_p > 0``): each call draws a 62-bit seed from a torch generator
+(``generator=`` or torch's default CPU generator, so ``torch.manual_seed`` reproduces the
+masks); pyaiml::sdpa_dropout takes the seed as an argument and the kernel derives the keep
+mask from it (pyaiml.ops.attention.dropout_keep_mask: NumPy's Philox keyed by the seed);
+the backward gets the same seed and regenerates the same mask. Under torch.compile the draw is
+traced too (each compiled call draws a fresh seed; tests/test_attention_dropout.py). With
+``dropout_p = 0`` the call is exactly the op without dropout (pyaiml::sdpa).
+
+Other dtypes: float16 and bfloat16 tensors (e.g. a model converted with ``convert`` after
+``.to(torch.bfloat16)``) run torch's own function instead (``torch.nn.functional``), with one
+:class:`DtypeFallbackWarning` per dtype per process; pyaiml's kernels are float32/float64.
 
 Data exchange: a CPU tensor with plain (or channels-last) strides is handed to the kernel as
 a NumPy view (``Tensor.numpy()``, no copy); outputs come back with ``torch.from_numpy`` (no
@@ -22,17 +35,19 @@ and call the ops. In plain eager code they skip torch.library's Python dispatche
 the op's implementation directly (through an autograd.Function applying the op's registered
 formula when gradients are needed); under torch.compile, functorch transforms, torch
 function or dispatch modes, or with tensor subclasses they call the registered ops. All kernel calls go through
-pyaiml/torch/_kernels.py. Not here: CUDA kernels, double backward, dropout inside attention.
+pyaiml/torch/_kernels.py. Not here: CUDA kernels, double backward, half-precision kernels.
 Tests: tests/test_torch_bridge*.py.
 """
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as TF
 from torch import Tensor
 
 from pyaiml.ops._validate import int_arg, int_tuple, window_out
@@ -40,6 +55,27 @@ from pyaiml.torch import _kernels as K
 from pyaiml.torch import _threads
 
 _FLOATS = (torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
+
+
+class DtypeFallbackWarning(UserWarning):
+    """A pyaiml.torch function ran torch's own kernel for a dtype pyaiml has no kernel for."""
+
+
+_FALLBACK_WARNED: set = set()
+
+
+def _fallback(op: str, t) -> bool:
+    """True when ``t`` is a CPU float16/bfloat16 tensor: the caller then runs torch's own
+    function. Warns once per dtype per process (``_FALLBACK_WARNED`` records which)."""
+    if not (isinstance(t, Tensor) and t.dtype in _HALF and t.device.type == "cpu"):
+        return False
+    if t.dtype not in _FALLBACK_WARNED:
+        _FALLBACK_WARNED.add(t.dtype)
+        warnings.warn(f"pyaiml.torch: {t.dtype} tensors run on torch's own kernels (pyaiml's kernels take float32 "
+                      f"or float64; first seen in {op}). Convert the model with .float() for pyaiml's kernels. "
+                      f"Shown once per dtype.", DtypeFallbackWarning, stacklevel=3)
+    return True
 
 
 # --------------------------------------------------------------------------- helpers
@@ -342,6 +378,8 @@ def _conv_params(nd, xshape, wshape, bshape, stride, padding, dilation, groups):
 
 def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
     op = f"pyaiml.torch.conv{nd}d"
+    if _fallback(op, x):
+        return (TF.conv2d if nd == 2 else TF.conv1d)(x, weight, bias, stride, padding, dilation, groups)
     _check_tensor(op, "x", x)
     _check_tensor(op, "weight", weight, x.dtype)
     if bias is not None:
@@ -490,6 +528,9 @@ def _pool_params(nd, shape, kernel_size, stride, padding, dilation, ceil_mode):
 
 
 def _pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    if _fallback(f"pyaiml.torch.max_pool{nd}d", x):
+        fn = TF.max_pool2d if nd == 2 else TF.max_pool1d
+        return fn(x, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=return_indices)
     _check_tensor(f"pyaiml.torch.max_pool{nd}d", "x", x)
     k, s, p = _checked(_pool_params, nd, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     fn = torch.ops.pyaiml.max_pool2d if nd == 2 else torch.ops.pyaiml.max_pool1d
@@ -580,23 +621,103 @@ _SDPA = _Spec(_sdpa_fwd_impl, _sdpa_setup, _sdpa_backward)
 _sdpa_op.register_autograd(_sdpa_backward, setup_context=_sdpa_setup)
 
 
+def _sdpa_drop_fwd_impl(q, k, v, attn_mask, is_causal, scale, enable_gqa, dropout_p, seed):
+    _check_impl("pyaiml::sdpa_dropout", q, k, v, attn_mask)
+    _threads.sync()
+    out = K.scaled_dot_product_attention_dropout(_np(q), _np(k), _np(v), _mask_np(attn_mask), is_causal, scale,
+                                                 enable_gqa, dropout_p, seed)
+    return _pt(out, q.dtype)
+
+
+def _sdpa_drop_bwd_impl(grad_out, q, k, v, attn_mask, is_causal, scale, enable_gqa, dropout_p, seed):
+    _check_impl("pyaiml::sdpa_dropout_backward", grad_out, q, k, v, attn_mask)
+    _threads.sync()
+    gq, gk, gv = K.scaled_dot_product_attention_dropout_backward(_np(grad_out), _np(q), _np(k), _np(v),
+                                                                 _mask_np(attn_mask), is_causal, scale, enable_gqa,
+                                                                 dropout_p, seed)
+    return _pt(gq, q.dtype), _pt(gk, k.dtype), _pt(gv, v.dtype)
+
+
+@torch.library.custom_op("pyaiml::sdpa_dropout", mutates_args=(), device_types="cpu")
+def _sdpa_drop_op(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
+                  scale: Optional[float], enable_gqa: bool, dropout_p: float, seed: int) -> Tensor:
+    return _sdpa_drop_fwd_impl(q, k, v, attn_mask, is_causal, scale, enable_gqa, dropout_p, seed)
+
+
+@_sdpa_drop_op.register_fake
+def _(q, k, v, attn_mask, is_causal, scale, enable_gqa, dropout_p, seed):
+    return q.new_empty([*q.shape[:-1], v.shape[-1]])
+
+
+@torch.library.custom_op("pyaiml::sdpa_dropout_backward", mutates_args=(), device_types="cpu")
+def _sdpa_drop_backward_op(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor],
+                           is_causal: bool, scale: Optional[float], enable_gqa: bool, dropout_p: float,
+                           seed: int) -> Tuple[Tensor, Tensor, Tensor]:
+    return _sdpa_drop_bwd_impl(grad_out, q, k, v, attn_mask, is_causal, scale, enable_gqa, dropout_p, seed)
+
+
+@_sdpa_drop_backward_op.register_fake
+def _(grad_out, q, k, v, attn_mask, is_causal, scale, enable_gqa, dropout_p, seed):
+    return q.new_empty(list(q.shape)), k.new_empty(list(k.shape)), v.new_empty(list(v.shape))
+
+
+def _sdpa_drop_setup(ctx, inputs, output):
+    q, k, v, attn_mask, is_causal, scale, enable_gqa, dropout_p, seed = inputs
+    ctx.save_for_backward(q, k, v, attn_mask)
+    ctx.params = (is_causal, scale, enable_gqa, dropout_p, seed)
+
+
+_sdpa_drop_bwd = _either(torch.ops.pyaiml.sdpa_dropout_backward, _sdpa_drop_bwd_impl)
+
+
+def _sdpa_drop_backward(ctx, grad_out):
+    q, k, v, attn_mask = ctx.saved_tensors
+    gq, gk, gv = _sdpa_drop_bwd(grad_out, q, k, v, attn_mask, *ctx.params)
+    return gq, gk, gv, None, None, None, None, None, None
+
+
+_SDPA_DROP = _Spec(_sdpa_drop_fwd_impl, _sdpa_drop_setup, _sdpa_drop_backward)
+_sdpa_drop_op.register_autograd(_sdpa_drop_backward, setup_context=_sdpa_drop_setup)
+
+_SEED_HIGH = 2**62
+
+
+def _dropout_seed(generator: Optional[torch.Generator]) -> int:
+    """A seed in [0, 2**62) drawn from ``generator`` (torch's default CPU generator if None)."""
+    return int(torch.randint(0, _SEED_HIGH, (1,), generator=generator).item())
+
+
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None,
                                  dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
-                                 enable_gqa: bool = False) -> Tensor:
+                                 enable_gqa: bool = False, *, generator: Optional[torch.Generator] = None) -> Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` on pyaiml's kernel.
 
     query (..., L, E), key (..., S, E), value (..., S, Ev) with equal leading dimensions
     (with ``enable_gqa``, key/value may have fewer heads on dimension -3, dividing query's);
     attn_mask bool (True = take part) or float (added to the scores), broadcastable to
-    (..., L, S), not differentiated. Returns (..., L, Ev). dropout_p must be 0.
+    (..., L, S), not differentiated. Returns (..., L, Ev).
+
+    dropout_p in [0, 1]: as torch, applied whenever it is > 0 (pass 0.0 outside training):
+    each attention probability is zeroed with probability dropout_p and the kept ones are
+    scaled by 1 / (1 - dropout_p). The mask comes from a seed drawn from ``generator`` (or
+    torch's default CPU generator), so ``torch.manual_seed(s)`` before a run reproduces every
+    mask of that run; the backward reuses the forward's seed. Runs the explicit-score path of
+    pyaiml.ops (memory O(L * S) per head); dropout_p = 0 runs the flash kernel.
+    float16/bfloat16 inputs run torch's own function (one DtypeFallbackWarning per dtype).
     """
     op = "pyaiml.torch.scaled_dot_product_attention"
+    if _fallback(op, query):
+        return TF.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
+                                               is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
     _check_tensor(op, "query", query)
     _check_tensor(op, "key", key, query.dtype)
     _check_tensor(op, "value", value, query.dtype)
-    if dropout_p != 0.0:
-        raise NotImplementedError(f"{op}: dropout_p must be 0.0 (attention dropout is not implemented). "
-                                  f"Received {dropout_p!r}")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)):
+        raise TypeError(f"{op}: dropout_p must be a float in [0, 1]. Received {type(dropout_p).__name__}")
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"{op}: dropout_p must lie in [0, 1]. Received {dropout_p!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{op}: generator must be a torch.Generator or None. Received {type(generator).__name__}")
     if query.dim() < 2 or key.dim() != query.dim() or value.dim() != query.dim():
         raise ValueError(f"{op}: query, key and value must have the same rank >= 2. Received shapes "
                          f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
@@ -634,8 +755,13 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
             raise TypeError(f"{op}: scale must be a real number or None. Received {type(scale).__name__}") from e
         if not math.isfinite(scale):
             raise ValueError(f"{op}: scale must be finite. Received {scale}")
+    tensors = (query, key, value, attn_mask)
+    if dropout_p > 0.0:
+        return _run(_SDPA_DROP, torch.ops.pyaiml.sdpa_dropout, (query, key, value, attn_mask, bool(is_causal), scale,
+                                                               bool(enable_gqa), float(dropout_p),
+                                                               _dropout_seed(generator)), tensors)
     out, _ = _run(_SDPA, torch.ops.pyaiml.sdpa, (query, key, value, attn_mask, bool(is_causal), scale,
-                                                 bool(enable_gqa)), (query, key, value, attn_mask))
+                                                 bool(enable_gqa)), tensors)
     return out
 
 

@@ -1,0 +1,22 @@
+// act.h: the activations of language-model MLPs at inference, float32, forward only:
+//   gelu_tanh:  y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's "gelu_new")
+//   swiglu:     y[r, i] = silu(x[r, i]) * x[r, I + i], silu(g) = g / (1 + e^-g)
+//               (Llama's gate and up projections side by side in one row of 2I)
+// Vectorised with vmath.h's 2^x; threaded over chunks.
+// Not here: gradients, other activations (NumPy in pyaiml.llm.layers).
+// Tests: tests/test_act.py against NumPy float64.
+#pragma once
+#include <cstdint>
+
+#include "common/isa.h"
+
+namespace pyaiml {
+
+struct ActKernels {
+  void (*gelu_tanh)(const float* x, float* y, int64_t n);
+  void (*swiglu)(const float* x, int64_t ldx, float* y, int64_t rows, int64_t I);
+};
+
+PYAIML_KERNEL_TABLE(ActKernels, act_kernels)
+
+}  // namespace pyaiml

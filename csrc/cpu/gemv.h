@@ -1,0 +1,43 @@
+// gemv.h: y = x W (+ bias) for a few rows of x (the decode step of a language model: one
+// token per sequence, so M = batch), with W stored (K, N) row-major in float32 or as int8 with
+// one float16 scale per 32 consecutive rows of a column (Q8_0 weight-only quantization:
+// W(k, n) = q(k, n) * scale(k / 32, n)). These shapes are memory-bound: every weight is read
+// once per call, so the kernels stream W in column panels, split the columns over the pool,
+// keep all M rows' partial sums in registers and never copy or pack W.
+// int8 takes any number of rows (prefill too): 8 at a time over each cache-resident band of W.
+//
+// Not here: the float32 GEMM for many rows (gemm.h), other block sizes or quantization
+// schemes, int8 activations.
+// Tests: tests/test_gemv.py against NumPy float64, every ISA via PYAIML_ISA.
+#pragma once
+#include <cstdint>
+
+#include "common/isa.h"
+
+namespace pyaiml {
+
+struct GemvArgs {
+  int64_t M = 0, K = 0, N = 0;
+  const float* x = nullptr;     // x(i, k) = x[i * ldx + k]
+  int64_t ldx = 0;
+  const float* w = nullptr;     // float32 W(k, n) = w[k * ldw + n]
+  const int8_t* q = nullptr;    // or int8 q(k, n) = q[k * ldw + n] ...
+  const uint16_t* s = nullptr;  // ... with float16 bits scale(b, n) = s[b * ldw + n], b = k / 32
+  int64_t ldw = 0;
+  const float* bias = nullptr;  // optional, (N,)
+  float* y = nullptr;           // y(i, n) = y[i * ldy + n]
+  int64_t ldy = 0;
+};
+
+constexpr int kQ8Block = 32;
+constexpr int kGemvMaxRows = 8;  // rows the streaming kernels take in one pass
+
+struct GemvKernels {
+  void (*gemv_f32)(const GemvArgs&);  // M <= kGemvMaxRows, threaded
+  void (*gemv_q8)(const GemvArgs&);   // M <= kGemvMaxRows, K % 32 == 0, threaded
+  void (*gemm_q8)(const GemvArgs&);   // any M, K % 32 == 0, threaded
+};
+
+PYAIML_KERNEL_TABLE(GemvKernels, gemv_kernels)
+
+}  // namespace pyaiml

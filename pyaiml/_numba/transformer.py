@@ -1,0 +1,69 @@
+"""Numba fallbacks for the ``norm`` (LayerNorm / RMSNorm rows in parallel), ``gelu_tanh`` and
+``swiglu`` ops."""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(parallel=True, fastmath=False, cache=True)
+def _norm_kernel(x, w, has_w, b, has_b, eps, rms, y):
+    rows, n = x.shape
+    for r in nb.prange(rows):
+        mean = np.float32(0.0)
+        if not rms:
+            s = np.float32(0.0)
+            for i in range(n):
+                s += x[r, i]
+            mean = s / np.float32(n)
+        q = np.float32(0.0)
+        for i in range(n):
+            d = x[r, i] - mean
+            q += d * d
+        scale = np.float32(1.0) / np.sqrt(q / np.float32(n) + np.float32(eps))
+        for i in range(n):
+            v = (x[r, i] - mean) * scale
+            if has_w:
+                v *= w[i]
+            if has_b:
+                v += b[i]
+            y[r, i] = v
+
+
+def norm(x2, weight=None, bias=None, eps=1e-5, rms=False):
+    y = np.empty(x2.shape, dtype=np.float32)
+    one = np.ones(1, np.float32)
+    _norm_kernel(x2, one if weight is None else weight, weight is not None, one if bias is None else bias,
+                 bias is not None, eps, bool(rms), y)
+    return y
+
+
+@nb.njit(parallel=True, fastmath=False, cache=True)
+def _gelu_kernel(x, y):
+    for i in nb.prange(x.size):
+        v = x[i]
+        y[i] = np.float32(0.5) * v * (np.float32(1.0) + np.tanh(np.float32(0.7978845608028654) * (
+            v + np.float32(0.044715) * v * v * v)))
+
+
+def gelu_tanh(x):
+    c = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.empty_like(c)
+    _gelu_kernel(c.reshape(-1), y.reshape(-1))
+    return y
+
+
+@nb.njit(parallel=True, fastmath=False, cache=True)
+def _swiglu_kernel(x, y):
+    rows, n2 = x.shape
+    n = n2 // 2
+    for r in nb.prange(rows):
+        for i in range(n):
+            g = x[r, i]
+            y[r, i] = g / (np.float32(1.0) + np.exp(-g)) * x[r, n + i]
+
+
+def swiglu(x2):
+    y = np.empty((x2.shape[0], x2.shape[1] // 2), dtype=np.float32)
+    _swiglu_kernel(x2, y)
+    return y

@@ -1,0 +1,179 @@
+"""The decode-shaped products: float32 GEMV (``gemm`` with at most 8 rows against a weight whose
+rows are contiguous, csrc/cpu/gemv.cpp) and ``linear_q8`` (int8 weights with float16 scales per
+32 rows, Q8_0) on every backend, against NumPy float64.
+
+Shapes are awkward on purpose: 1..8 rows (each register-blocking case), 9 and 40 rows (the
+int8 GEMM that widens panels), column counts that are not multiples of the vector width or of
+the 64-column unit (1, 15, 65, 129), K = 1, 31, 32, 300, row-strided x, a bias or none, a
+column block whose scale is 0. Also: the same answers for 1 and 2 threads, under every ISA
+this CPU runs (PYAIML_ISA, one interpreter each), NaN reported through ops.linear's checks,
+and argument errors of ops.linear_q8.
+
+Tolerance: |got - want| <= 2e-6 * sqrt(K) * max|want| + 1e-6 (float32 sums of K terms).
+"""
+import os
+
+import numpy as np
+import pytest
+from helpers import backends_for, run_py
+
+import pyaiml
+from pyaiml import _backend, ops
+from pyaiml.reference.gemm import linear_q8 as ref_q8
+
+needs_cpp = pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
+
+
+def _close(got, want, K):
+    tol = 2e-6 * np.sqrt(max(K, 1)) * max(np.abs(want).max(), 1.0) + 1e-6
+    err = np.abs(got.astype(np.float64) - want).max() if want.size else 0.0
+    assert err <= tol, (err, tol)
+
+
+def _q8(rng, K, N):
+    w = rng.standard_normal((K, N)).astype(np.float32) * rng.uniform(0.1, 2, (1, N)).astype(np.float32)
+    d = (np.abs(w.reshape(K // 32, 32, N)).max(axis=1) / 127).astype(np.float16)
+    d32 = d.astype(np.float32)
+    inv = np.divide(1.0, d32, out=np.zeros_like(d32), where=d32 > 0)
+    q = np.clip(np.rint(w.reshape(K // 32, 32, N) * inv[:, None]), -127, 127).astype(np.int8).reshape(K, N)
+    return q, d
+
+
+SHAPES = [(M, K, N) for M in (1, 2, 3, 4, 5, 7, 8) for K, N in ((32, 15), (64, 129), (96, 65))] + \
+         [(1, 300, 1), (2, 31, 64), (8, 1, 33), (1, 512, 1000), (6, 256, 300)]
+
+
+@pytest.mark.parametrize("backend", backends_for("gemm"))
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_gemv_f32(backend, M, K, N, rng):
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    want = x.astype(np.float64) @ w + b
+    got = _backend.resolve("gemm", backend)(x[None], w[None], b)[0]
+    _close(got, want, K)
+    # rows of x with a stride (a slice of a wider activation), no bias
+    xs = rng.standard_normal((M, K + 7)).astype(np.float32)[:, 3:K + 3]
+    _close(_backend.resolve("gemm", backend)(xs[None], w[None])[0], xs.astype(np.float64) @ w, K)
+
+
+@pytest.mark.parametrize("backend", backends_for("linear_q8"))
+@pytest.mark.parametrize("M,K,N", [s for s in SHAPES if s[1] % 32 == 0] + [(9, 64, 70), (40, 320, 129)])
+def test_linear_q8(backend, M, K, N, rng):
+    q, s = _q8(rng, K, N)
+    s[0, N // 2] = 0  # a block whose weights are all zero
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    f = _backend.resolve("linear_q8", backend)
+    _close(f(x, q, s, b), ref_q8(x, q, s, b), K)
+    _close(f(x, q, s), ref_q8(x, q, s), K)
+
+
+def test_linear_q8_public_op(rng):
+    q, s = _q8(rng, 64, 40)
+    x = rng.standard_normal((2, 3, 64)).astype(np.float32)
+    got = ops.linear_q8(x, q, s)
+    assert got.shape == (2, 3, 40) and got.dtype == np.float32
+    _close(got.reshape(6, 40), ref_q8(x.reshape(6, 64), q, s), 64)
+    # equals ops.linear on the dequantized weight
+    w = (q.reshape(2, 32, 40).astype(np.float32) * s.astype(np.float32)[:, None]).reshape(64, 40)
+    _close(got, ops.linear(x, np.ascontiguousarray(w.T)).astype(np.float64), 64)
+
+
+@needs_cpp
+def test_thread_count_independent(rng):
+    """The columns are split over the pool; each column's sum is one thread's, in one order."""
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    w = rng.standard_normal((256, 1000)).astype(np.float32)
+    q, s = _q8(rng, 256, 1000)
+    n0 = pyaiml.get_num_threads()
+    try:
+        out = []
+        for t in (1, 2):
+            pyaiml.set_num_threads(t)
+            out.append((_backend.resolve("gemm", "cpp")(x[None], w[None])[0], ops.linear_q8(x, q, s)))
+        np.testing.assert_array_equal(out[0][0], out[1][0])
+        np.testing.assert_array_equal(out[0][1], out[1][1])
+    finally:
+        pyaiml.set_num_threads(n0)
+
+
+@needs_cpp
+def test_nan_is_reported(rng):
+    w = rng.standard_normal((64, 10)).astype(np.float32)
+    x = np.ones((1, 64), np.float32)
+    x[0, 5] = np.nan
+    with pytest.raises(ValueError, match="x"):
+        ops.linear(x, np.ascontiguousarray(w.T).T)  # weight (out, in) as a view of w: the GEMV path
+    q, s = _q8(rng, 64, 10)
+    with pytest.raises(ValueError, match="x"):
+        ops.linear_q8(x, q, s)
+
+
+def test_linear_q8_errors(rng):
+    q, s = _q8(rng, 64, 8)
+    x = np.ones((2, 64), np.float32)
+    with pytest.raises(TypeError, match="x must be float32"):
+        ops.linear_q8(x.astype(np.float64), q, s)
+    with pytest.raises(TypeError, match="q must be a 2-D int8"):
+        ops.linear_q8(x, q.astype(np.int16), s)
+    with pytest.raises(TypeError, match="scale must be a 2-D float16"):
+        ops.linear_q8(x, q, s.astype(np.float32))
+    with pytest.raises(ValueError, match="last dimension"):
+        ops.linear_q8(np.ones((2, 63), np.float32), q, s)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        ops.linear_q8(np.ones((2, 48), np.float32), np.zeros((48, 8), np.int8), np.zeros((1, 8), np.float16))
+    with pytest.raises(ValueError, match="bias must be float32 of shape"):
+        ops.linear_q8(x, q, s, np.ones(9, np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        ops.linear_q8(np.ones((0, 64), np.float32), q, s)
+    bad = s.copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="scale must be finite"):
+        ops.linear_q8(x, q, bad)
+
+
+@needs_cpp
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_every_isa(isa):
+    """The float32 and int8 kernels under PYAIML_ISA (one interpreter per ISA)."""
+    if isa not in _backend.native().supported_isas():
+        pytest.skip(f"this CPU does not run {isa}")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pyaiml.__file__)))  # the pyaiml imported here
+    code = ("import numpy as np\n"
+            "import test_gemv as t\n"
+            "rng = np.random.default_rng(0)\n"
+            "for M, K, N in t.SHAPES + [(9, 64, 70), (40, 320, 129)]:\n"
+            "    if M <= 8:\n"
+            "        t.test_gemv_f32('cpp', M, K, N, rng)\n"
+            "    if K % 32 == 0:\n"
+            "        t.test_linear_q8('cpp', M, K, N, rng)\n"
+            "for K in (31, 300, 768):\n"
+            "    t.test_rows_do_not_depend_on_the_batch(K, rng)\n"
+            "from pyaiml import _backend\n"
+            "print('ok', _backend.native().isa())\n")
+    r = run_py(code, PYAIML_ISA=isa, PYAIML_BACKEND="cpp",
+               PYTHONPATH=os.pathsep.join([here, tests, os.environ.get("PYTHONPATH", "")]))
+    assert r.returncode == 0 and f"ok {isa}" in r.stdout, (isa, r.stderr[-3000:])
+
+
+@needs_cpp
+@pytest.mark.parametrize("K", [1, 31, 96, 300, 544, 768, 2048])
+def test_rows_do_not_depend_on_the_batch(K, rng):
+    """A row's result is bit for bit the same whether it goes through the streaming kernel
+    (up to 8 rows) or the GEMM (more rows), for float32 and int8: a sequence's logits do not
+    depend on how many others it is decoded with."""
+    N = 200
+    x = rng.standard_normal((20, K)).astype(np.float32)
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    gemm = _backend.resolve("gemm", "cpp")
+    big = gemm(x[None], w[None], b)[0]
+    for m in (1, 3, 8):
+        np.testing.assert_array_equal(gemm(x[None, :m], w[None], b)[0], big[:m])
+    if K % 32 == 0:
+        q, s = _q8(rng, K, N)
+        big = ops.linear_q8(x, q, s, b)
+        for m in (1, 5, 8):
+            np.testing.assert_array_equal(ops.linear_q8(x[:m], q, s, b), big[:m])

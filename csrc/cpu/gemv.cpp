@@ -3,8 +3,8 @@
 //
 // Streaming order. The pool's threads take contiguous runs of 64-column groups; each thread
 // walks its columns in bands (2048 / M columns) whose slice of y and of the partial sums stays
-// in L1. For a band, W is applied a few rows at a time (float32: 8; int8: a quantization
-// block of 32) across the whole band, so it is read as that many sequential streams, each
+// in L1. For a band, W is applied 8 rows at a time across the whole band, so it is read as
+// 8 sequential streams, each
 // cache line once, with software prefetch 16 rows ahead; within those rows, sub-panels NV
 // vectors wide keep M x NV sums in registers. int8 weights are widened in registers
 // (vpmovsxbd, vcvtdq2ps) and used for all rows; the block's scale is applied once per block.
@@ -91,10 +91,15 @@ thread_local AlignedFloats tl_partial;
 // int8: [k0, k1) is one quantization block; its products with the unscaled int8 weights are
 // summed from 0 in row order, then P = sum * scale (first block) or fma(sum, scale, P).
 template <bool Q8, int MB, int NV>
-inline void panel(const GemvArgs& g, float* P, int64_t ldp, int64_t n0, int64_t k0, int64_t k1, bool first) {
+inline void panel(const GemvArgs& g, float* P, float* Pb, int64_t ldp, int64_t n0, int64_t k0, int64_t k1,
+                  bool first) {
+  // int8: rows [k0, k1) lie in one quantization block; its unscaled sums wait in Pb between
+  // passes, and are scaled into P after the block's last row.
+  const bool bstart = !Q8 || k0 % KB == 0, bend = !Q8 || k1 % KB == 0 || k1 == g.K;
+  float* A = Q8 ? Pb : P;
   vf acc[MB][NV];
   for (int i = 0; i < MB; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = (Q8 || first) ? vf{} : loadu(P + i * ldp + v * VL);
+    for (int v = 0; v < NV; ++v) acc[i][v] = (Q8 ? bstart : first) ? vf{} : loadu(A + i * ldp + v * VL);
   for (int64_t k = k0; k < k1; ++k) {
     vf w[NV];
     {
@@ -115,22 +120,25 @@ inline void panel(const GemvArgs& g, float* P, int64_t ldp, int64_t n0, int64_t 
       for (int v = 0; v < NV; ++v) w[v] = loadu(r + v * VL);
     }
     for (int i = 0; i < MB; ++i) {
-      const vf xb = splat(g.x[i * g.ldx + k]);
-      for (int v = 0; v < NV; ++v) acc[i][v] += w[v] * xb;
+      // vector * scalar, as sgemm's micro-kernel writes it (a broadcast folded into the FMA;
+      // splat() would add 0 first, one more instruction per row and x)
+      const float xs = g.x[i * g.ldx + k];
+      for (int v = 0; v < NV; ++v) acc[i][v] += w[v] * xs;
     }
   }
-  if (Q8) {
+  if (Q8 && bend) {
+    const bool first_block = k0 < KB;
     vf sc[NV];
     for (int v = 0; v < NV; ++v) sc[v] = load_h(g.s + (k0 / KB) * g.ldw + n0 + v * VL);
     for (int i = 0; i < MB; ++i)
       for (int v = 0; v < NV; ++v) {
         float* p = P + i * ldp + v * VL;
-        storeu(p, first ? acc[i][v] * sc[v] : loadu(p) + acc[i][v] * sc[v]);
+        storeu(p, first_block ? acc[i][v] * sc[v] : loadu(p) + acc[i][v] * sc[v]);
       }
     return;
   }
   for (int i = 0; i < MB; ++i)
-    for (int v = 0; v < NV; ++v) storeu(P + i * ldp + v * VL, acc[i][v]);
+    for (int v = 0; v < NV; ++v) storeu(A + i * ldp + v * VL, acc[i][v]);
 }
 
 // a * b + c rounded as the vector code rounds it: one FMA where the ISA has it (GCC does not
@@ -145,18 +153,24 @@ inline float fmadd(float a, float b, float c) {
 
 // The same for single columns [n0, n0 + n), n < VL.
 template <bool Q8>
-void columns_scalar(const GemvArgs& g, float* P, int64_t ldp, int64_t n0, int64_t n, int64_t k0, int64_t k1,
-                    bool first) {
+void columns_scalar(const GemvArgs& g, float* P, float* Pb, int64_t ldp, int64_t n0, int64_t n, int64_t k0,
+                    int64_t k1, bool first) {
+  const bool bstart = k0 % KB == 0, bend = k1 % KB == 0 || k1 == g.K;
   for (int64_t i = 0; i < g.M; ++i)
     for (int64_t j = 0; j < n; ++j) {
       const float* x = g.x + i * g.ldx;
       const int64_t c = n0 + j;
       float* p = P + i * ldp + j;
       if (Q8) {
-        float s = 0.f;
+        float* pb = Pb + i * ldp + j;
+        float s = bstart ? 0.f : *pb;
         for (int64_t k = k0; k < k1; ++k) s = fmadd(static_cast<float>(g.q[k * g.ldw + c]), x[k], s);
+        if (!bend) {
+          *pb = s;
+          continue;
+        }
         const float sc = half_to_float(g.s[(k0 / KB) * g.ldw + c]);
-        *p = first ? s * sc : fmadd(s, sc, *p);
+        *p = k0 < KB ? s * sc : fmadd(s, sc, *p);
       } else {
         float s = first ? 0.f : *p;
         for (int64_t k = k0; k < k1; ++k) s = fmadd(g.w[k * g.ldw + c], x[k], s);
@@ -180,12 +194,13 @@ constexpr int nv_for() {
 // Columns [n0, n0 + n) (P's column 0 is n0) for rows [k0, k1): sub-panels of NV vectors, then
 // single vectors, then single columns.
 template <bool Q8, int MB>
-void band_rows(const GemvArgs& g, float* P, int64_t ldp, int64_t n0, int64_t n, int64_t k0, int64_t k1, bool first) {
+void band_rows(const GemvArgs& g, float* P, float* Pb, int64_t ldp, int64_t n0, int64_t n, int64_t k0, int64_t k1,
+               bool first) {
   constexpr int NV = nv_for<MB>();
   int64_t j = 0;
-  for (; j + NV * VL <= n; j += NV * VL) panel<Q8, MB, NV>(g, P + j, ldp, n0 + j, k0, k1, first);
-  for (; j + VL <= n; j += VL) panel<Q8, MB, 1>(g, P + j, ldp, n0 + j, k0, k1, first);
-  if (j < n) columns_scalar<Q8>(g, P + j, ldp, n0 + j, n - j, k0, k1, first);
+  for (; j + NV * VL <= n; j += NV * VL) panel<Q8, MB, NV>(g, P + j, Pb + j, ldp, n0 + j, k0, k1, first);
+  for (; j + VL <= n; j += VL) panel<Q8, MB, 1>(g, P + j, Pb + j, ldp, n0 + j, k0, k1, first);
+  if (j < n) columns_scalar<Q8>(g, P + j, Pb + j, ldp, n0 + j, n - j, k0, k1, first);
 }
 
 // Columns [n0, n0 + n) of y. float32: the summation order of each y(i, j) is sgemm's
@@ -196,23 +211,22 @@ void band_rows(const GemvArgs& g, float* P, int64_t ldp, int64_t n0, int64_t n, 
 // sums waiting in P (L1) in between. int8: one block (all of K) of per-quantization-block
 // passes (see panel), then the bias.
 template <bool Q8>
-void run_band(const GemvArgs& g, int64_t n0, int64_t n, int64_t block, float* P) {
+void run_band(const GemvArgs& g, int64_t n0, int64_t n, int64_t block, float* P, float* Pb) {
   const int64_t ldp = n;
   for (int64_t b0 = 0; b0 < g.K; b0 += block) {
     const int64_t b1 = std::min<int64_t>(b0 + block, g.K);
-    const int64_t rows = Q8 ? KB : ROWS;  // int8: one quantization block per pass
-    for (int64_t k0 = b0; k0 < b1; k0 += rows) {
-      const int64_t k1 = std::min<int64_t>(k0 + rows, b1);
+    for (int64_t k0 = b0; k0 < b1; k0 += ROWS) {
+      const int64_t k1 = std::min<int64_t>(k0 + ROWS, b1);
       const bool first = k0 == b0;
       switch (g.M) {
-        case 1: band_rows<Q8, 1>(g, P, ldp, n0, n, k0, k1, first); break;
-        case 2: band_rows<Q8, 2>(g, P, ldp, n0, n, k0, k1, first); break;
-        case 3: band_rows<Q8, 3>(g, P, ldp, n0, n, k0, k1, first); break;
-        case 4: band_rows<Q8, 4>(g, P, ldp, n0, n, k0, k1, first); break;
-        case 5: band_rows<Q8, 5>(g, P, ldp, n0, n, k0, k1, first); break;
-        case 6: band_rows<Q8, 6>(g, P, ldp, n0, n, k0, k1, first); break;
-        case 7: band_rows<Q8, 7>(g, P, ldp, n0, n, k0, k1, first); break;
-        default: band_rows<Q8, 8>(g, P, ldp, n0, n, k0, k1, first); break;
+        case 1: band_rows<Q8, 1>(g, P, Pb, ldp, n0, n, k0, k1, first); break;
+        case 2: band_rows<Q8, 2>(g, P, Pb, ldp, n0, n, k0, k1, first); break;
+        case 3: band_rows<Q8, 3>(g, P, Pb, ldp, n0, n, k0, k1, first); break;
+        case 4: band_rows<Q8, 4>(g, P, Pb, ldp, n0, n, k0, k1, first); break;
+        case 5: band_rows<Q8, 5>(g, P, Pb, ldp, n0, n, k0, k1, first); break;
+        case 6: band_rows<Q8, 6>(g, P, Pb, ldp, n0, n, k0, k1, first); break;
+        case 7: band_rows<Q8, 7>(g, P, Pb, ldp, n0, n, k0, k1, first); break;
+        default: band_rows<Q8, 8>(g, P, Pb, ldp, n0, n, k0, k1, first); break;
       }
     }
     for (int64_t i = 0; i < g.M; ++i) {
@@ -254,7 +268,8 @@ void gemv_any(const GemvArgs& g) {
   const int64_t band = std::max<int64_t>(GROUP, (2048 / mb) / GROUP * GROUP);
   const int64_t groups = (g.N + GROUP - 1) / GROUP;
   parallel_for_static(groups, 1, [&](int64_t b, int64_t e) {
-    float* P = tl_partial.get(static_cast<size_t>(mb * band));
+    float* P = tl_partial.get(static_cast<size_t>(2 * mb * band));
+    float* Pb = P + mb * band;
     const int64_t c0 = b * GROUP, c1 = std::min<int64_t>(e * GROUP, g.N);
     for (int64_t n0 = c0; n0 < c1; n0 += band)
       for (int64_t r0 = 0; r0 < g.M; r0 += kGemvMaxRows) {
@@ -262,7 +277,7 @@ void gemv_any(const GemvArgs& g) {
         s.M = std::min<int64_t>(kGemvMaxRows, g.M - r0);
         s.x = g.x + r0 * g.ldx;
         s.y = g.y + r0 * g.ldy;
-        run_band<Q8>(s, n0, std::min<int64_t>(band, c1 - n0), block, P);
+        run_band<Q8>(s, n0, std::min<int64_t>(band, c1 - n0), block, P, Pb);
       }
   });
 }

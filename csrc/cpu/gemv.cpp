@@ -122,7 +122,8 @@ inline void panel(const GemvArgs& g, float* P, float* Pb, int64_t ldp, int64_t n
     for (int i = 0; i < MB; ++i) {
       // vector * scalar, as sgemm's micro-kernel writes it (a broadcast folded into the FMA;
       // splat() would add 0 first, one more instruction per row and x)
-      const float xs = g.x[i * g.ldx + k];
+      // one row: x[k]; several: interleaved by gemv_any, x[k * MB + i] (constant offsets)
+      const float xs = MB == 1 ? g.x[k] : g.x[k * MB + i];
       for (int v = 0; v < NV; ++v) acc[i][v] += w[v] * xs;
     }
   }
@@ -158,13 +159,13 @@ void columns_scalar(const GemvArgs& g, float* P, float* Pb, int64_t ldp, int64_t
   const bool bstart = k0 % KB == 0, bend = k1 % KB == 0 || k1 == g.K;
   for (int64_t i = 0; i < g.M; ++i)
     for (int64_t j = 0; j < n; ++j) {
-      const float* x = g.x + i * g.ldx;
+      const float* x = g.x + i * g.ldx;  // x[k * g.xk]
       const int64_t c = n0 + j;
       float* p = P + i * ldp + j;
       if (Q8) {
         float* pb = Pb + i * ldp + j;
         float s = bstart ? 0.f : *pb;
-        for (int64_t k = k0; k < k1; ++k) s = fmadd(static_cast<float>(g.q[k * g.ldw + c]), x[k], s);
+        for (int64_t k = k0; k < k1; ++k) s = fmadd(static_cast<float>(g.q[k * g.ldw + c]), x[k * g.xk], s);
         if (!bend) {
           *pb = s;
           continue;
@@ -173,7 +174,7 @@ void columns_scalar(const GemvArgs& g, float* P, float* Pb, int64_t ldp, int64_t
         *p = k0 < KB ? s * sc : fmadd(s, sc, *p);
       } else {
         float s = first ? 0.f : *p;
-        for (int64_t k = k0; k < k1; ++k) s = fmadd(g.w[k * g.ldw + c], x[k], s);
+        for (int64_t k = k0; k < k1; ++k) s = fmadd(g.w[k * g.ldw + c], x[k * g.xk], s);
         *p = s;
       }
     }
@@ -267,15 +268,36 @@ void gemv_any(const GemvArgs& g) {
   // of 256 columns of a 3072-row int8 weight is 768 KiB), so W is read from memory once.
   const int64_t band = std::max<int64_t>(GROUP, (2048 / mb) / GROUP * GROUP);
   const int64_t groups = (g.N + GROUP - 1) / GROUP;
+  const int64_t chunks = (g.M + kGemvMaxRows - 1) / kGemvMaxRows;
   parallel_for_static(groups, 1, [&](int64_t b, int64_t e) {
-    float* P = tl_partial.get(static_cast<size_t>(2 * mb * band));
+    float* P = tl_partial.get(static_cast<size_t>(2 * mb * band + (mb > 1 ? chunks * mb * g.K : 0)));
     float* Pb = P + mb * band;
+    // Several rows: x interleaved (k-major, xt[k * rows + i]) so that the kernel reads every
+    // row's x(i, k) at a constant offset from one pointer (with a pointer per row, GCC spills
+    // them and reloads one before every FMA).
+    float* xt = Pb + mb * band;
+    if (mb > 1)
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t r0 = c * kGemvMaxRows, rows = std::min<int64_t>(kGemvMaxRows, g.M - r0);
+        float* xc = xt + c * mb * g.K;
+        for (int64_t i = 0; i < rows; ++i) {
+          const float* xr = g.x + (r0 + i) * g.ldx;
+          for (int64_t k = 0; k < g.K; ++k) xc[k * rows + i] = xr[k];
+        }
+      }
     const int64_t c0 = b * GROUP, c1 = std::min<int64_t>(e * GROUP, g.N);
     for (int64_t n0 = c0; n0 < c1; n0 += band)
-      for (int64_t r0 = 0; r0 < g.M; r0 += kGemvMaxRows) {
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t r0 = c * kGemvMaxRows;
         GemvArgs s = g;
         s.M = std::min<int64_t>(kGemvMaxRows, g.M - r0);
-        s.x = g.x + r0 * g.ldx;
+        if (mb > 1) {
+          s.x = xt + c * mb * g.K;
+          s.ldx = 1;
+          s.xk = s.M;
+        } else {
+          s.x = g.x + r0 * g.ldx;
+        }
         s.y = g.y + r0 * g.ldy;
         run_band<Q8>(s, n0, std::min<int64_t>(band, c1 - n0), block, P, Pb);
       }

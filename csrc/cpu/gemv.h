@@ -18,8 +18,8 @@ namespace pyaiml {
 
 struct GemvArgs {
   int64_t M = 0, K = 0, N = 0;
-  const float* x = nullptr;     // x(i, k) = x[i * ldx + k]
-  int64_t ldx = 0;
+  const float* x = nullptr;     // x(i, k) = x[i * ldx + k * xk]
+  int64_t ldx = 0, xk = 1;
   const float* w = nullptr;     // float32 W(k, n) = w[k * ldw + n]
   const int8_t* q = nullptr;    // or int8 q(k, n) = q[k * ldw + n] ...
   const uint16_t* s = nullptr;  // ... with float16 bits scale(b, n) = s[b * ldw + n], b = k / 32

@@ -28,7 +28,7 @@ void register_act(py::module_& m) {
     x = aligned(x);
     auto s = elem_strides(x, op, "x");
     PYAIML_CHECK(x.shape(1) % 2 == 0, op, ": x must be (rows, 2 I). Received ", shape_str(x));
-    PYAIML_CHECK(s[1] == 1 || x.shape(1) == 0, op, ": x's rows must be contiguous");
+    PYAIML_CHECK(s[1] == 1 || x.shape(1) == 0 || x.shape(0) == 0, op, ": x's rows must be contiguous");
     const int64_t rows = x.shape(0), I = x.shape(1) / 2;
     py::array_t<float> y = new_aligned_array<float>({rows, I});
     const float* px = static_cast<const float*>(x.data());

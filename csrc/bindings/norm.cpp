@@ -16,7 +16,7 @@ void register_norm(py::module_& m) {
         require_ndim(x, 2, op, "x");
         x = aligned(x);
         auto sx = elem_strides(x, op, "x");
-        PYAIML_CHECK(sx[1] == 1 || x.shape(1) <= 1, op, ": x's rows must be contiguous");
+        PYAIML_CHECK(sx[1] == 1 || x.shape(1) <= 1 || x.shape(0) == 0, op, ": x's rows must be contiguous");
         NormArgs a;
         a.rows = x.shape(0);
         a.n = x.shape(1);
@@ -25,18 +25,8 @@ void register_norm(py::module_& m) {
         a.eps = static_cast<float>(eps);
         a.rms = rms;
         py::array_t<float> w_arr, b_arr;
-        if (!weight.is_none()) {
-          w_arr = require_contiguous<float>(weight.cast<py::array>(), op, "weight");
-          PYAIML_CHECK(w_arr.ndim() == 1 && w_arr.shape(0) == a.n, op, ": weight must have shape (", a.n,
-                       ",). Received ", shape_str(w_arr));
-          a.w = w_arr.data();
-        }
-        if (!bias.is_none()) {
-          b_arr = require_contiguous<float>(bias.cast<py::array>(), op, "bias");
-          PYAIML_CHECK(b_arr.ndim() == 1 && b_arr.shape(0) == a.n, op, ": bias must have shape (", a.n,
-                       ",). Received ", shape_str(b_arr));
-          a.b = b_arr.data();
-        }
+        a.w = optional_vector(weight, a.n, op, "weight", w_arr);
+        a.b = optional_vector(bias, a.n, op, "bias", b_arr);
         py::array_t<float> y = new_aligned_array<float>({a.rows, a.n});
         a.y = y.mutable_data();
         {

@@ -75,6 +75,17 @@ inline py::array_t<T> require_contiguous(const py::array& a, const char* op, con
   return py::array_t<T>(aligned(a));
 }
 
+// An optional float32 vector argument of length n (a bias, a weight): nullptr for None, else
+// its data, kept alive by `keep` (a copy when it is not contiguous and aligned).
+inline const float* optional_vector(const py::object& v, int64_t n, const char* op, const char* name,
+                                    py::array_t<float>& keep) {
+  if (v.is_none()) return nullptr;
+  keep = require_contiguous<float>(v.cast<py::array>(), op, name);
+  PYAIML_CHECK(keep.ndim() == 1 && keep.shape(0) == n, op, ": ", name, " must have shape (", n, ",). Received ",
+               shape_str(keep));
+  return keep.data();
+}
+
 // An array the kernel writes in place cannot be swapped for a copy: a misaligned one is
 // refused.
 inline void require_aligned(const py::array& a, const char* op, const char* name) {

@@ -32,13 +32,7 @@ void register_gemm(py::module_& m) {
         auto sa = elem_strides(a, op, "a");
         auto sb = elem_strides(b, op, "b");
         py::array_t<float> bias_arr;
-        const float* bias_p = nullptr;
-        if (!bias.is_none()) {
-          bias_arr = require_contiguous<float>(bias.cast<py::array>(), op, "bias");
-          PYAIML_CHECK(bias_arr.ndim() == 1 && bias_arr.shape(0) == N, op, ": bias must have shape (", N,
-                       ",). Received ", shape_str(bias_arr));
-          bias_p = bias_arr.data();
-        }
+        const float* bias_p = optional_vector(bias, N, op, "bias", bias_arr);
         py::array_t<float> c = new_aligned_array<float>({Bt, M, N});
         int nonfinite = 0;
         const float* pa = static_cast<const float*>(a.data());
@@ -120,13 +114,7 @@ void register_gemm(py::module_& m) {
         auto sx = elem_strides(x, op, "x");
         PYAIML_CHECK(sx[1] == 1, op, ": x's rows must be contiguous. Received strides ", sx[0], ", ", sx[1]);
         py::array_t<float> bias_arr;
-        const float* bias_p = nullptr;
-        if (!bias.is_none()) {
-          bias_arr = require_contiguous<float>(bias.cast<py::array>(), op, "bias");
-          PYAIML_CHECK(bias_arr.ndim() == 1 && bias_arr.shape(0) == N, op, ": bias must have shape (", N,
-                       ",). Received ", shape_str(bias_arr));
-          bias_p = bias_arr.data();
-        }
+        const float* bias_p = optional_vector(bias, N, op, "bias", bias_arr);
         py::array_t<float> y = new_aligned_array<float>({M, N});
         GemvArgs g;
         g.M = M;

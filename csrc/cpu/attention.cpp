@@ -38,6 +38,7 @@
 #include "common/parallel.h"
 #include "common/simd.h"
 #include "common/transpose.h"
+#include "cpu/scratch.h"
 #include "cpu/vmath.h"
 #include "cpu/gemm.h"
 
@@ -80,22 +81,7 @@ constexpr int64_t BWD_FUSED_MIN_HEADS = 8;
 
 // ---------------------------------------------------------------------------------------
 // Scratch: per-thread, grown on demand, 64-byte aligned.
-struct Buf {
-  float* p = nullptr;
-  size_t n = 0;
-  ~Buf() { std::free(p); }
-  float* get(size_t want) {
-    if (want > n) {
-      std::free(p);
-      size_t bytes = ((want * sizeof(float) + 63) / 64) * 64;
-      p = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!p) throw std::bad_alloc();
-      n = bytes / sizeof(float);
-    }
-    return p;
-  }
-};
-thread_local Buf tl_s, tl_o, tl_dp, tl_ml, tl_dk, tl_dv, tl_part;
+thread_local ScratchFloats<64> tl_s, tl_o, tl_dp, tl_ml, tl_dk, tl_dv, tl_part;
 
 // ---------------------------------------------------------------------------------------
 static inline vi lane_iota() {
@@ -330,7 +316,7 @@ struct HeadPack {
   int64_t nh = -1;
 };
 thread_local HeadPack tl_head;
-thread_local Buf tl_kp, tl_vp;
+thread_local ScratchFloats<64> tl_kp, tl_vp;
 std::atomic<uint64_t> g_fwd_calls{0};
 
 // K (Lk x D, row-major) -> ceil(Lk / NR) panels of D x NR (transpose.h's 8 x 8 blocks).

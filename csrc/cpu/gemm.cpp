@@ -19,6 +19,7 @@
 
 #include "common/parallel.h"
 #include "common/simd.h"
+#include "cpu/scratch.h"
 
 namespace pyaiml {
 namespace PYAIML_ISA_NS {
@@ -42,23 +43,8 @@ constexpr int64_t NC = 2048;
 // K at or below this: A is read in place rather than packed.
 constexpr int64_t K_DIRECT = 64;
 
-struct AlignedBuf {
-  float* p = nullptr;
-  size_t n = 0;
-  ~AlignedBuf() { std::free(p); }
-  float* get(size_t want) {
-    if (want > n) {
-      std::free(p);
-      size_t bytes = ((want * sizeof(float) + 4095) / 4096) * 4096;
-      p = static_cast<float*>(std::aligned_alloc(4096, bytes));
-      if (!p) throw std::bad_alloc();
-      n = bytes / sizeof(float);
-    }
-    return p;
-  }
-};
 
-thread_local AlignedBuf tl_pack_a, tl_pack_b;
+thread_local ScratchFloats<4096> tl_pack_a, tl_pack_b;
 
 // Packs B(k0:k0+kc, j0:j0+nc) into ceil(nc/NR) micro-panels of kc x NR, zero-padded.
 void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* out) {

@@ -22,6 +22,7 @@
 
 #include "common/parallel.h"
 #include "common/simd.h"
+#include "cpu/scratch.h"
 
 namespace pyaiml {
 namespace PYAIML_ISA_NS {
@@ -69,22 +70,7 @@ inline float half_to_float(uint16_t h) {
   return static_cast<float>(f);
 }
 
-struct AlignedFloats {
-  float* p = nullptr;
-  size_t n = 0;
-  ~AlignedFloats() { std::free(p); }
-  float* get(size_t want) {
-    if (want > n) {
-      std::free(p);
-      const size_t bytes = ((want * sizeof(float) + 4095) / 4096) * 4096;
-      p = static_cast<float*>(std::aligned_alloc(4096, bytes));
-      if (!p) throw std::bad_alloc();
-      n = bytes / sizeof(float);
-    }
-    return p;
-  }
-};
-thread_local AlignedFloats tl_partial;
+thread_local ScratchFloats<4096> tl_partial;
 
 // Partial sums P(rows [0, MB), columns [n0, n0 + NV * VL)) over rows [k0, k1) of W.
 // float32: P continues (or starts, when `first`) one chain of FMAs in row order.

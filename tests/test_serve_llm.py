@@ -163,34 +163,44 @@ def _long_runners(m, n, tokens):
 def test_stream_is_exact_while_16_others_share_the_batch(server, client, refs, name):
     sch = server.app.state.serve.lms[name][1]
     bg = _long_runners(refs[name], 16, 90)
-    seen, orig = [], sch.on_step
-    sch.on_step = lambda b, r, w: (seen.append(b), orig(b, r, w))
-    started = threading.Barrier(17, timeout=120)
+    seen, orig, orig_submit = [], sch.on_step, sch.submit
+    submitted = []
+
+    def submit(req):
+        orig_submit(req)
+        submitted.append(req)
+
+    def on_step(b, r, w):
+        # Hold the decode loop until all 17 requests are in, stepping only to admit a newcomer:
+        # without this, early streams can finish their 90 tokens before the last client connects.
+        seen.append(b)
+        deadline = time.monotonic() + 120
+        while len(submitted) < 17 and sch.waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        orig(b, r, w)
+
+    sch.submit, sch.on_step = submit, on_step
     results = [None] * 16
 
     def background(i, seed):
         with openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=300) as c:
             s = c.completions.create(model=name, prompt="All:", max_tokens=90, temperature=1.0, seed=seed,
                                      stream=True)
-            parts, first = [], True
-            for ch in s:
-                if first:
-                    first = False
-                    started.wait()
-                parts.append(ch.choices[0].text)
-            results[i] = "".join(parts)
+            results[i] = "".join(ch.choices[0].text for ch in s)
 
     ts = [threading.Thread(target=background, args=(i, s)) for i, (s, _) in enumerate(bg)]
     try:
         for t in ts:
             t.start()
-        started.wait()
+        deadline = time.monotonic() + 120
+        while len(submitted) < 16 and time.monotonic() < deadline:
+            time.sleep(0.001)
         got, finish, _ = _text(client.completions.create(model=name, prompt=PROMPT, max_tokens=30, temperature=0,
                                                          stream=True))
         for t in ts:
             t.join(300)
     finally:
-        sch.on_step = orig
+        sch.on_step, sch.submit = orig, orig_submit
     ref = refs[name].generate(PROMPT, max_new_tokens=30)
     assert got == ref.text and finish == _finish(ref)
     assert max(seen) == 17

@@ -195,3 +195,19 @@ def test_dropout_only_in_training():
     x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
     np.testing.assert_array_equal(b.forward(x, False), b.forward(x, False))
     assert not np.allclose(b.forward(x, True), b.forward(x, False))
+
+
+@pytest.mark.parametrize("position,scale", [("learned", False), ("sinusoidal", True)])
+def test_positional_embedding_step_rows_equals_forward_per_row(position, scale):
+    emb = PositionalEmbedding(50, 40, 16, position=position, scale_embeddings=scale)
+    emb.build((40,))
+    ids, starts = np.array([3, 0, 49, 7]), np.array([0, 39, 5, 12])
+    got = emb.step_rows(ids, starts)
+    for b in range(4):
+        np.testing.assert_array_equal(got[b:b + 1], emb.forward(ids[b:b + 1, None], False, start=int(starts[b])))
+    with pytest.raises(ValueError, match="positions must be in"):
+        emb.step_rows(ids, [0, 40, 1, 2])
+    with pytest.raises(ValueError, match="one start per row"):
+        emb.step_rows(ids, [0, 1])
+    with pytest.raises(ValueError, match="ids must be in"):
+        emb.step_rows([50], [0])

@@ -6,7 +6,12 @@
 // pyaiml/ops/attention.py reshapes the public (..., L, D) arguments into this form.
 // naive=True runs the row-by-row kernels (masked pairs skipped, NaN-safe). Arrays whose
 // data is not aligned to their item size are copied first (bindings/common.h).
+// _C.attention_forward_rows: batch row n of q attends over its own keys[n] / values[n]
+// (3-D (Hk, L_n, D) arrays of any lengths, e.g. each sequence's KV cache read in place),
+// no mask, not causal; each row runs the same kernel call as a one-row attention_forward on
+// its own arrays (same bits), the rows spread over the thread pool.
 #include "bindings/common.h"
+#include "common/parallel.h"
 #include "cpu/attention.h"
 
 namespace pyaiml {
@@ -47,6 +52,30 @@ py::array kv_4d(const py::array& x, const char* op, const char* name, int64_t* h
     }
   }
   return f32_4d(x, op, name);
+}
+
+// One row's keys or values for attention_forward_rows: a 3-D float32 (H, L, D) array whose
+// rows are contiguous and whose heads are evenly spaced (a cache (H, Tmax, D) sliced to
+// [:, :L]) is read in place (*head_stride = the spacing); anything else is copied to a C-contiguous
+// float32 array (float64 is converted; other dtypes are refused).
+py::array kv_3d(const py::handle& h, const char* op, const std::string& name, int64_t* head_stride) {
+  *head_stride = 0;
+  if (!py::isinstance<py::array>(h))
+    throw py::type_error(std::string(op) + ": " + name + " must be a NumPy array. Received " +
+                         std::string(py::str(py::type::of(h).attr("__name__"))));
+  auto x = py::reinterpret_borrow<py::array>(h);
+  require_ndim(x, 3, op, name.c_str());
+  if (x.dtype().is(py::dtype::of<float>()) && is_aligned(x) && x.shape(1) > 0 && x.shape(2) > 0 &&
+      x.strides(2) == static_cast<py::ssize_t>(sizeof(float)) &&
+      x.strides(1) == x.shape(2) * static_cast<py::ssize_t>(sizeof(float)) && x.strides(0) >= 0 &&
+      x.strides(0) % static_cast<py::ssize_t>(sizeof(float)) == 0 && !(x.flags() & py::array::c_style)) {
+    *head_stride = x.strides(0) / static_cast<py::ssize_t>(sizeof(float));
+    return x;
+  }
+  if (!(x.dtype().is(py::dtype::of<float>()) || x.dtype().is(py::dtype::of<double>())))
+    throw py::type_error(std::string(op) + ": " + name + " must have dtype float32 or float64. Received " +
+                         dtype_str(x));
+  return py::module_::import("numpy").attr("ascontiguousarray")(x, "float32").cast<py::array>();
 }
 
 Prepared prepare(const char* op, py::array q, py::array k, py::array v, py::object mask, bool causal, double scale) {
@@ -119,6 +148,69 @@ void register_attention(py::module_& m) {
       },
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(), py::arg("causal") = false,
       py::arg("scale") = 1.0, py::arg("naive") = false);
+
+  m.def(
+      "attention_forward_rows",
+      [](py::array q, py::sequence keys, py::sequence values, double scale) {
+        const char* op = "attention_rows";
+        auto qc = f32_4d(q, op, "q");
+        const int64_t N = qc.shape(0), Hq = qc.shape(1), Lq = qc.shape(2), D = qc.shape(3);
+        PYAIML_CHECK(static_cast<int64_t>(py::len(keys)) == N && static_cast<int64_t>(py::len(values)) == N, op,
+                     ": keys and values must hold one array per batch row of q (", N, "). Received ",
+                     py::len(keys), " and ", py::len(values));
+        std::vector<py::array> keep;
+        keep.reserve(2 * N);
+        std::vector<AttnArgs> rows(N);
+        int64_t Dv = -1;
+        for (int64_t n = 0; n < N; ++n) {
+          AttnArgs& a = rows[n];
+          const std::string kn = "keys[" + std::to_string(n) + "]", vn = "values[" + std::to_string(n) + "]";
+          keep.push_back(kv_3d(keys[n], op, kn, &a.k_head_stride));
+          py::array k = keep.back();
+          keep.push_back(kv_3d(values[n], op, vn, &a.v_head_stride));
+          py::array v = keep.back();
+          a.N = 1;
+          a.Hq = Hq;
+          a.Lq = Lq;
+          a.D = D;
+          a.Hk = k.shape(0);
+          a.Lk = k.shape(1);
+          a.Dv = v.shape(2);
+          PYAIML_CHECK(a.Hk >= 1 && Hq % a.Hk == 0 && v.shape(0) == a.Hk, op, ": ", kn, " and ", vn,
+                       " must have the same number of heads, dividing q's (", Hq, "). Received ", shape_str(k),
+                       " and ", shape_str(v));
+          PYAIML_CHECK(k.shape(2) == D, op, ": ", kn, " must have q's head dim ", D, ". Received ", shape_str(k));
+          PYAIML_CHECK(v.shape(1) == a.Lk, op, ": ", kn, " and ", vn, " must have the same length. Received ",
+                       shape_str(k), " and ", shape_str(v));
+          PYAIML_CHECK(a.Dv >= 1 && (Dv < 0 || a.Dv == Dv), op, ": every values[i] must have the same head dim "
+                       "(>= 1). Received ", shape_str(v), (Dv < 0 ? "" : " after a head dim of "),
+                       (Dv < 0 ? std::string() : std::to_string(Dv)));
+          Dv = a.Dv;
+          a.q = qc.data() + n * Hq * Lq * D;
+          a.k = static_cast<const float*>(k.data());
+          a.v = static_cast<const float*>(v.data());
+          a.scale = static_cast<float>(scale);
+        }
+        PYAIML_CHECK(D >= 1, op, ": q's head dim must be >= 1. Received ", shape_str(qc));
+        py::array_t<float> out = new_aligned_array<float>({N, Hq, Lq, std::max<int64_t>(Dv, 0)});
+        py::array_t<float> lse = new_aligned_array<float>({N, Hq, Lq});
+        for (int64_t n = 0; n < N; ++n) {
+          rows[n].out = out.mutable_data() + n * Hq * Lq * Dv;
+          rows[n].lse = lse.mutable_data() + n * Hq * Lq;
+        }
+        {
+          py::gil_scoped_release nogil;
+          const AttentionKernels& kt = attention_kernels();
+          // One row per task: inside the pool a row's own parallel_for runs serially, and
+          // a kernel's result does not depend on how it was split.
+          parallel_for(N, 1, [&](int64_t b, int64_t e) {
+            for (int64_t n = b; n < e; ++n)
+              if (!kt.forward(rows[n])) kt.forward_naive(rows[n]);
+          });
+        }
+        return py::make_tuple(out, lse);
+      },
+      py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("scale") = 1.0);
 
   m.def(
       "attention_backward",

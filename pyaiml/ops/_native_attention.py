@@ -19,3 +19,7 @@ def attention_backward(grad_out, q, k, v, mask=None, is_causal=False, scale=1.0,
     if out is None or lse is None:
         out, lse = _C.attention_forward(q, k, v, mask, bool(is_causal), float(scale), False)
     return _C.attention_backward(grad_out, q, k, v, mask, bool(is_causal), float(scale), out, lse, False)
+
+
+def attention_forward_rows(q, keys, values, scale=1.0):
+    return _C.attention_forward_rows(q, keys, values, float(scale))

@@ -36,7 +36,13 @@ Documented results where torch gives NaN or raises:
   that depend on it (the row of q, every row that sees the key, ...);
 - Lq = 0 or an empty leading dimension gives empty results.
 
-Tests: tests/test_attention.py.
+``attention_rows``: a batch whose rows have key/value sets of different lengths (each
+decoding sequence's own KV cache, read in place): row n of q attends over keys[n] and
+values[n] only, with no mask; every row gives the bits of a one-row
+``scaled_dot_product_attention`` on its own arrays (the C++ op runs those same calls, one
+row per thread-pool task; the other backends loop over the rows).
+
+Tests: tests/test_attention.py, tests/test_attention_rows.py.
 """
 from __future__ import annotations
 
@@ -59,6 +65,13 @@ _backend.register_op(
     cpp="pyaiml.ops._native_attention:attention_backward",
     numba="pyaiml._numba.attention:attention_backward",
     numpy="pyaiml.reference.attention:attention_backward",
+)
+
+_backend.register_op(
+    "attention_forward_rows",
+    cpp="pyaiml.ops._native_attention:attention_forward_rows",
+    numba="pyaiml.ops.attention:_attention_rows_loop",
+    numpy="pyaiml.ops.attention:_attention_rows_loop",
 )
 
 _OP = "scaled_dot_product_attention"
@@ -411,3 +424,106 @@ def scaled_dot_product_attention_backward(grad_out, q, k, v, attn_mask=None, is_
         dq, dk, dv = p.impl("attention_backward")(g4, p.q, p.k, p.v, p.mask, p.causal, p.scale, o4, l3)
     return (dq.reshape(p.lead + (p.Lq, p.D)), dk.reshape(p.klead + (p.Lk, p.D)),
             dv.reshape(p.klead + (p.Lk, p.Dv)))
+
+
+def _row_kv(x, op, name, D=None):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a NumPy array. Received {type(x).__name__}")
+    if x.ndim != 3:
+        raise ValueError(f"{op}: {name} must be 3-D (heads, length, head dim). Received shape {tuple(x.shape)}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: {name} must have dtype float32 or float64. Received {x.dtype}")
+    if D is not None and x.shape[2] != D:
+        raise ValueError(f"{op}: {name} must have q's head dim {D}. Received shape {tuple(x.shape)}")
+    return x
+
+
+def _attention_rows_loop(q, keys, values, scale):
+    """The Numba/NumPy form of attention_forward_rows: the chosen backend's one-row
+    ``attention_forward`` per batch row (so each row has that call's bits)."""
+    op = "attention_rows"
+    impl = _backend.resolve("attention_forward")
+    N, Hq, Lq, D = q.shape
+    outs, lses = [], []
+    for n in range(N):
+        k = _row_kv(keys[n], op, f"keys[{n}]", D)
+        v = _row_kv(values[n], op, f"values[{n}]")
+        if k.shape[0] < 1 or Hq % k.shape[0] or v.shape[0] != k.shape[0] or v.shape[1] != k.shape[1]:
+            raise ValueError(f"{op}: keys[{n}] and values[{n}] must have the same number of heads, dividing q's "
+                             f"({Hq}), and the same length. Received {tuple(k.shape)} and {tuple(v.shape)}")
+        if outs and v.shape[2] != outs[0].shape[-1]:
+            raise ValueError(f"{op}: every values[i] must have the same head dim. Received {tuple(v.shape)} after "
+                             f"a head dim of {outs[0].shape[-1]}")
+        k = np.ascontiguousarray(k, dtype=q.dtype)[None]
+        v = np.ascontiguousarray(v, dtype=q.dtype)[None]
+        if k.shape[2] == 0:
+            o = np.zeros((1, Hq, Lq, v.shape[3]), q.dtype)
+            lse = np.full((1, Hq, Lq), np.inf, q.dtype)
+        else:
+            o, lse = impl(np.ascontiguousarray(q[n:n + 1]), k, v, None, False, scale)
+        outs.append(o)
+        lses.append(lse)
+    if not outs:
+        Dv = values[0].shape[-1] if len(values) else 0
+        return np.zeros((0, Hq, Lq, Dv), q.dtype), np.zeros((0, Hq, Lq), q.dtype)
+    return np.concatenate(outs), np.concatenate(lses)
+
+
+def attention_rows(q, keys, values, scale=None):
+    """Attention where each batch row has its own keys and values (of any length).
+
+    ``out[n] = softmax(q[n] keys[n]^T * scale) values[n]``, no mask, not causal: the
+    decode step of many sequences whose KV caches have different lengths, in one call.
+    Each row gives the bits of ``scaled_dot_product_attention(q[n:n+1], keys[n][None],
+    values[n][None], scale=scale)``, whatever the batch.
+
+    Parameters
+    ----------
+    q : array (N, Hq, Lq, D), float32 or float64
+    keys : sequence of N arrays (Hk_n, L_n, D); Hk_n divides Hq (grouped-query attention);
+        views whose rows are contiguous (a cache (H, Tmax, D) sliced to [:, :L]) are read
+        in place by the C++ backend
+    values : sequence of N arrays (Hk_n, L_n, Dv), the same Dv for every row
+    scale : float or None (1 / sqrt(D))
+
+    Returns
+    -------
+    out : array (N, Hq, Lq, Dv), q's dtype; a row with L_n = 0 is zeros
+    """
+    op = "attention_rows"
+    q = as_array(q, op, "q")
+    dt = float_dtype(q, op, "q")
+    if q.ndim != 4:
+        raise ValueError(f"{op}: q must be 4-D (batch, heads, queries, head dim). Received shape {tuple(q.shape)}")
+    N, _, _, D = q.shape
+    if isinstance(keys, np.ndarray) or isinstance(values, np.ndarray):
+        raise TypeError(f"{op}: keys and values must be sequences (lists) of per-row arrays. Received "
+                        f"{type(keys).__name__} and {type(values).__name__}")
+    if len(keys) != N or len(values) != N:
+        raise ValueError(f"{op}: keys and values must hold one array per batch row of q ({N}). Received "
+                         f"{len(keys)} and {len(values)}")
+    if scale is None:
+        scale = 1.0 / math.sqrt(D) if D else 1.0
+    elif isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(scale)):
+        raise ValueError(f"{op}: scale must be a finite number or None. Received {scale!r}")
+    scale = float(scale)
+    if D == 0:
+        raise ValueError(f"{op}: q's head dim must be >= 1. Received shape {tuple(q.shape)}")
+    if dt == np.float64:
+        return _attention_rows_loop_ref(q, keys, values, scale)
+    if not q.flags.c_contiguous:
+        q = np.ascontiguousarray(q)
+    return _backend.resolve("attention_forward_rows")(q, keys, values, scale)[0]
+
+
+def _attention_rows_loop_ref(q, keys, values, scale):
+    from pyaiml.reference.attention import attention_forward as ref
+
+    outs = []
+    for n in range(q.shape[0]):
+        k = _row_kv(keys[n], "attention_rows", f"keys[{n}]", q.shape[3])
+        v = _row_kv(values[n], "attention_rows", f"values[{n}]")
+        outs.append(ref(q[n:n + 1], np.asarray(k, np.float64)[None], np.asarray(v, np.float64)[None], None, False,
+                        scale)[0])
+    return np.concatenate(outs) if outs else np.zeros(q.shape[:3] + (0,), q.dtype)

@@ -265,6 +265,24 @@ class PositionalEmbedding(_kl.Layer):
         y, self._keep = _dropout(y, self.dropout, training)
         return y
 
+    def step_rows(self, ids, starts):
+        """Inference embedding of one token per row, each at its own position: ids (B,),
+        starts (B,) -> (B, 1, D). Row b equals ``forward(ids[b:b+1, None], start=starts[b])``
+        bit for bit (the decode step of B sequences of different lengths)."""
+        x = self._ids(np.asarray(ids).reshape(-1, 1))
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        if starts.shape[0] != x.shape[0]:
+            raise ValueError(f"{self.name}: one start per row is needed. Received {starts.shape[0]} starts for "
+                             f"{x.shape[0]} ids")
+        if starts.size and (starts.min() < 0 or starts.max() >= self.max_length):
+            raise ValueError(f"{self.name}: positions must be in [0, {self.max_length}). Received "
+                             f"{starts.min()}..{starts.max()}")
+        e = self.embeddings[x]
+        if self.scale_embeddings:
+            e *= FLOATX(math.sqrt(self.output_dim))
+        table = self.positions if self.position == "learned" else self._sin
+        return e + table[starts][:, None]
+
     def compute_mask(self, mask):
         return (self._x_ids != 0) if self.mask_zero else None
 

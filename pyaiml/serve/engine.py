@@ -11,8 +11,8 @@ What it is:
 - :class:`Scheduler`: one thread per language model that interleaves every running request
   at token boundaries. Each iteration (1) admits waiting requests while fewer than
   ``max_running`` run, (2) runs one batched decode step for every sequence whose prompt is
-  in its cache (one GEMM per weight matrix for the whole batch; attention per sequence over
-  its own cache), and (3) spends up to ``prefill_chunk`` prompt tokens on prefills, so a long
+  in its cache (one GEMM per weight matrix for the whole batch; one attention call in which
+  each sequence reads its own cache), and (3) spends up to ``prefill_chunk`` prompt tokens on prefills, so a long
   prompt is cut into chunks and never stalls the running streams for more than one chunk.
   Requests join and leave the batch between steps; a cancelled request (client gone, stop
   string found, timeout) frees its slot and cache at the next step. ``max_queue`` bounds the
@@ -186,11 +186,9 @@ class TransformerLMAdapter(LMAdapter):
     def decode(self, states):
         from pyaiml.seq.layers import _f
 
-        rows = []
         for st in states:
             self._caches(st)
-            rows.append(self._emb.forward(np.asarray([[st.out[-1]]], dtype=np.int64), False, start=st.n))
-        h = _f(np.concatenate(rows, axis=0))
+        h = _f(self._emb.step_rows([st.out[-1] for st in states], [st.n for st in states]))
         for li, b in enumerate(self._blocks):
             h = _block_rows(b, h, [st.caches[li] for st in states])
         for st in states:
@@ -203,15 +201,22 @@ class TransformerLMAdapter(LMAdapter):
 
 def _block_rows(b, x, caches):
     """One decode position for B sequences through a causal TransformerEncoderBlock: the
-    projections and feed-forward run as one (B, D) GEMM each, attention per sequence over
-    its own cache (the same calls, on the same rows, as ``block.step`` with B = 1)."""
-    from pyaiml.seq.layers import _attend_step, _heads, _lin, _ln_fwd, _merge
+    projections and feed-forward run as one (B, D) GEMM each, attention as one
+    ``ops.attention_rows`` call in which each sequence reads its own cache in place (every
+    row gets the bits of ``block.step`` with B = 1)."""
+    from pyaiml import ops
+    from pyaiml.seq.layers import _heads, _lin, _ln_fwd, _merge
 
     B, T, D = x.shape
     H = b.num_heads
     h, _ = _ln_fwd(x, b.ln1_gamma, b.ln1_beta, b.epsilon)
     q, k, v = _heads(_lin(h, b.qkv_kernel, b.qkv_bias), B, T, 3, H, D // H)
-    o = np.concatenate([_attend_step(q[i:i + 1], c, k[i:i + 1], v[i:i + 1]) for i, c in enumerate(caches)])
+    keys, values = [], []
+    for i, c in enumerate(caches):
+        c.append(k[i:i + 1], v[i:i + 1])
+        keys.append(c.k[0, :, :c.n])
+        values.append(c.v[0, :, :c.n])
+    o = ops.attention_rows(q, keys, values)
     x = x + _lin(_merge(o, B, T), b.out_kernel, b.out_bias)
     return b._ff_step(x, "ln2_")
 

@@ -113,13 +113,31 @@ def _hold(text, stops):
 
 
 class _Choice:
-    __slots__ = ("echo", "finish", "ids", "index", "req", "sent", "stable", "t_first", "t_last")
-
+    __slots__ = ("echo", "finish", "ids", "index", "prefix", "read", "req", "sent", "t_first", "t_last", "text")
 
     def __init__(self, index, req, echo=""):
-        self.index, self.req, self.ids, self.sent, self.stable, self.finish = index, req, [], 0, 0, None
+        self.index, self.req, self.ids, self.sent, self.finish = index, req, [], 0, None
+        self.text, self.prefix, self.read = "", 0, 0
         self.t_first = self.t_last = None
         self.echo = echo
+
+    def advance(self, adapter):
+        """Bring ``text`` (the decoded text of ``ids`` up to its last complete character) up
+        to date after new tokens, decoding only the tokens since the previous complete point
+        (and the chunk before it, so that tokenizers that drop a leading space at the start
+        of a decode do so on both sides of the difference). Byte-fallback tokens decode to
+        U+FFFD until their character is complete: then nothing changes until it is. A
+        tokenizer whose tail decode does not extend the earlier one gets a full decode."""
+        ids = self.ids
+        new = adapter.decode_text(ids[self.prefix:])
+        if new.endswith("\ufffd"):
+            return
+        old = adapter.decode_text(ids[self.prefix:self.read]) if self.read > self.prefix else ""
+        if new.startswith(old):
+            self.text += new[len(old):]
+        else:
+            self.text = adapter.decode_text(ids)
+        self.prefix, self.read = self.read, len(ids)
 
 
 async def _run(st, name, adapter, scheduler, prompts, params, stops, t0):
@@ -166,19 +184,16 @@ async def _run(st, name, adapter, scheduler, prompts, params, stops, t0):
                 mt.ttft.labels(name).observe(now - t0)
         c.t_last = now
         c.ids.append(ev[1])
-        text = adapter.decode_text(c.ids)
         # Text is final up to the last point where it does not end inside a multi-byte
-        # character (byte-fallback tokens decode to U+FFFD until the character is
-        # complete); only that part is searched and sent.
-        if not text.endswith("\ufffd"):
-            c.stable = len(text)
-        done_text = text[:c.stable]
-        cut = min((k for k in (done_text.find(s) for s in stops) if k >= 0), default=-1)
+        # character; only that part is searched and sent.
+        c.advance(adapter)
+        text = c.text
+        cut = min((k for k in (text.find(s) for s in stops) if k >= 0), default=-1) if stops else -1
         if cut >= 0:
             c.finish = "stop"
             c.req.cancel()
             return text[c.sent:cut], "stop"
-        safe = c.stable - _hold(done_text, stops)
+        safe = len(text) - (_hold(text, stops) if stops else 0)
         if safe > c.sent:
             delta, c.sent = text[c.sent:safe], safe
             return delta, None

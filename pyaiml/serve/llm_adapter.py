@@ -10,8 +10,10 @@ What it is:
   full (a sequence holds memory for the tokens it has, not for ``max_tokens``), so
   sequences join and leave the running batch at any token boundary. A decode step for B
   sequences runs the model's own graph once with B rows: one GEMM per weight matrix for
-  the batch, attention row by row over each sequence's own cache (the model's
-  ``_attend`` on a one-row step, the call ``generate`` makes at batch 1). A prompt is
+  the batch, attention in one ``ops.attention_rows`` call in which each sequence reads its
+  own cache (each row with the bits of the model's ``_attend`` on a one-row step, the call
+  ``generate`` makes at batch 1; a step with a mask, such as a sliding window, takes that
+  one-row call per sequence). A prompt is
   prefilled in chunks of at most the scheduler's ``prefill_chunk`` tokens; a chunk after
   the first attends bottom-right causally through the same causal kernel the one-shot
   prefill uses (queries padded in front to the key length), so a prompt cut into chunks
@@ -35,6 +37,8 @@ token, also with 16 other requests in the batch and with chunked prefill).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pyaiml import ops
@@ -48,6 +52,11 @@ class _Seq:
 
     def __init__(self, ids, cache):
         self.ids, self.cache = ids, cache
+
+
+def _plain(mask_causal):
+    mask, causal = mask_causal
+    return mask is None and not causal
 
 
 class _View:
@@ -67,6 +76,20 @@ class _View:
 
         m = self._m
         if self._steps is not None:  # a decode step: row b attends over its own cache
+            sliding = m.sliding_layers is not None and m.sliding_layers[li]
+            if all(_plain(st.mask(sliding)) for st in self._steps):
+                # one call for the batch: each row reads its own cache in place, with the
+                # bits of the one-row call below
+                keys, values = [], []
+                for b, st in enumerate(self._steps):
+                    c, s = st.cache, st.start
+                    c.k[li, 0, :, s] = k[b, 0]
+                    c.v[li, 0, :, s] = v[b, 0]
+                    keys.append(c.k[li, 0, :, :st.T])
+                    values.append(c.v[li, 0, :, :st.T])
+                o = ops.attention_rows(np.ascontiguousarray(q.transpose(0, 2, 1, 3)), keys, values,
+                                       1.0 / math.sqrt(m.head_dim) if scale is None else float(scale))
+                return o.transpose(0, 2, 1, 3).reshape(q.shape[0], 1, -1)
             return np.concatenate([DecoderLM._attend(m, li, q[b:b + 1], k[b:b + 1], v[b:b + 1], st, scale)
                                    for b, st in enumerate(self._steps)])
         sliding = m.sliding_layers is not None and m.sliding_layers[li]

@@ -63,3 +63,14 @@ def test_json_round_trip(tmp_path):
         CharTokenizer.from_json('{"chars": []}')
     with pytest.raises(ValueError, match="not valid JSON"):
         CharTokenizer.from_json("{")
+
+
+def test_decode_of_a_list_equals_decode_of_an_array():
+    tok = CharTokenizer.from_text("hello world\n", specials=["<pad>"])
+    ids = tok.encode("hello wörld 日本").tolist()
+    assert tok.decode(ids) == tok.decode(np.asarray(ids)) == "hello wörld 日本"
+    assert tok.decode([]) == ""
+    with pytest.raises(ValueError, match=r"ids must be in \[0, "):
+        tok.decode([0, tok.vocab_size])
+    with pytest.raises(ValueError, match=r"ids must be in \[0, "):
+        tok.decode([-1])

@@ -143,3 +143,19 @@ def test_shakespeare_lm_reaches_1_8_nats():
     assert r.returncode == 0, r.stderr
     line = next(l for l in r.stdout.splitlines() if "full validation loss" in l)
     assert float(line.split("full validation loss")[1].split()[0]) <= 1.8, r.stdout
+
+
+@pytest.mark.parametrize("V", [1, 2, 321, 5000])
+def test_sample_tokens_equals_sample_token_per_row(V):
+    from pyaiml.seq.lm import sample_tokens
+
+    rs = np.random.default_rng(V)
+    B = 64
+    logits = (rs.standard_normal((B, V)) * rs.uniform(0.1, 20, (B, 1))).astype(np.float32)
+    logits[3, :] = 0.0  # a flat row
+    temps = rs.uniform(0.05, 2.0, B).tolist()
+    got = sample_tokens(logits, [np.random.default_rng(s) for s in range(B)], temps)
+    want = [sample_token(logits[b], np.random.default_rng(b), True, temps[b]) for b in range(B)]
+    assert got == want
+    with pytest.raises(ValueError, match="one generator and temperature per row"):
+        sample_tokens(logits, [np.random.default_rng(0)], temps)

@@ -88,6 +88,23 @@ def sample_token(logits, rs, do_sample=True, temperature=1.0, top_k=None, top_p=
     return int(min(np.searchsorted(c, u, side="right"), p.size - 1))
 
 
+def sample_tokens(logits, rngs, temperatures):
+    """:func:`sample_token` with ``do_sample=True`` (no top-k, no top-p) for a batch: row b
+    of logits (B, V) at temperature ``temperatures[b]`` with one draw from ``rngs[b]``.
+    The same operations run on the whole batch (row-wise max, sum and cumsum), so every
+    row gets exactly :func:`sample_token`'s token; a list of B ints."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or len(rngs) != z.shape[0] or len(temperatures) != z.shape[0]:
+        raise ValueError(f"sample_tokens: logits must be (B, V) with one generator and temperature per row. Received "
+                         f"{z.shape}, {len(rngs)} generators, {len(temperatures)} temperatures")
+    z = z / np.asarray(temperatures, dtype=np.float64)[:, None]
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    c = np.cumsum(p, axis=1)
+    u = np.array([r.random() for r in rngs]) * c[:, -1]
+    return np.minimum((c <= u[:, None]).sum(axis=1), z.shape[1] - 1).tolist()
+
+
 class TransformerLM:
     """Character/token-level causal Transformer language model.
 

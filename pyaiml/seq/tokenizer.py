@@ -115,20 +115,26 @@ class CharTokenizer:
     def decode(self, ids, skip_specials=True) -> str:
         """ids -> str. Byte tokens are joined and decoded as UTF-8 (invalid sequences,
         which ``encode`` never produces, become U+FFFD)."""
-        ids = np.asarray(ids)
-        if ids.ndim != 1:
-            raise ValueError(f"CharTokenizer.decode: ids must be 1-D. Received shape {ids.shape}")
-        if ids.size and (ids.dtype.kind not in "iu"):
-            if ids.dtype.kind == "f" and np.all(ids == np.round(ids)):
-                ids = ids.astype(np.int64)
-            else:
-                raise ValueError(f"CharTokenizer.decode: ids must be integers. Received dtype {ids.dtype}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+        if type(ids) is list and all(type(i) is int for i in ids):  # a streamed completion's token list
+            seq = ids
+            lo, hi = (min(seq), max(seq)) if seq else (0, 0)
+        else:
+            ids = np.asarray(ids)
+            if ids.ndim != 1:
+                raise ValueError(f"CharTokenizer.decode: ids must be 1-D. Received shape {ids.shape}")
+            if ids.size and (ids.dtype.kind not in "iu"):
+                if ids.dtype.kind == "f" and np.all(ids == np.round(ids)):
+                    ids = ids.astype(np.int64)
+                else:
+                    raise ValueError(f"CharTokenizer.decode: ids must be integers. Received dtype {ids.dtype}")
+            seq = ids.tolist()
+            lo, hi = (ids.min(), ids.max()) if ids.size else (0, 0)
+        if lo < 0 or hi >= self.vocab_size:
             raise ValueError(f"CharTokenizer.decode: ids must be in [0, {self.vocab_size}). "
-                             f"Received values in [{ids.min()}, {ids.max()}]")
+                             f"Received values in [{lo}, {hi}]")
         parts = []
         buf = bytearray()
-        for i in ids.tolist():
+        for i in seq:
             if i >= self._byte0:
                 buf.append(i - self._byte0)
                 continue

@@ -101,6 +101,12 @@ class LMAdapter:
         t = temperature
         return sample_token(logits, rng, t > 0, t if t > 0 else 1.0, None, top_p)
 
+    def sample_rows(self, logits, reqs) -> list:
+        """One token per row of logits (B, V) for the requests ``reqs`` (their
+        ``temperature``, ``top_p`` and ``rng``): by default :meth:`sample` row by row; an
+        adapter may do the batch at once if every row keeps :meth:`sample`'s result."""
+        return [int(self.sample(lg, r.temperature, r.top_p, r.rng)) for lg, r in zip(logits, reqs)]
+
     def start(self, prompt_ids):
         raise NotImplementedError
 
@@ -149,8 +155,25 @@ class TransformerLMAdapter(LMAdapter):
     def encode(self, text):
         return self.tok.encode(text).tolist()
 
+    def sample_rows(self, logits, reqs):
+        """:meth:`LMAdapter.sample` for the batch: the rows sampled at a temperature without
+        top_p go through :func:`pyaiml.seq.lm.sample_tokens` at once (the same arithmetic,
+        so the same tokens); greedy and nucleus rows one by one."""
+        from pyaiml.seq.lm import sample_tokens
+
+        out = [None] * len(reqs)
+        plain = [i for i, r in enumerate(reqs) if r.temperature > 0 and r.top_p is None]
+        if len(plain) > 1:
+            toks = sample_tokens(logits[plain], [reqs[i].rng for i in plain], [reqs[i].temperature for i in plain])
+            for i, t in zip(plain, toks):
+                out[i] = t
+        for i, r in enumerate(reqs):
+            if out[i] is None:
+                out[i] = int(self.sample(logits[i], r.temperature, r.top_p, r.rng))
+        return out
+
     def decode_text(self, ids):
-        return self.tok.decode(np.asarray(ids, dtype=np.int64))
+        return self.tok.decode(ids if type(ids) is list else np.asarray(ids, dtype=np.int64))
 
     def start(self, prompt_ids):
         out = [int(t) for t in prompt_ids]
@@ -309,8 +332,9 @@ class Scheduler:
             req.state = None
         self._send(req, ("done", reason))
 
-    def _token(self, req, logits):
-        tok = int(self.adapter.sample(logits, req.temperature, req.top_p, req.rng))
+    def _token(self, req, logits=None, tok=None):
+        if tok is None:
+            tok = int(self.adapter.sample(logits, req.temperature, req.top_p, req.rng))
         req.generated += 1
         self._send(req, ("token", tok))
         if tok in self.adapter.eos_ids:
@@ -372,8 +396,8 @@ class Scheduler:
         done = {}
         if dec:
             logits = a.decode([r.state for r in dec])
-            for r, lg in zip(dec, logits):
-                reason = self._token(r, lg)
+            for r, tok in zip(dec, a.sample_rows(logits, dec)):
+                reason = self._token(r, tok=tok)
                 if reason:
                     done[id(r)] = reason
             self.steps += 1

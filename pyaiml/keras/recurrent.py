@@ -21,6 +21,26 @@ returns the sequence in that reversed order. ``initial_state`` (a list: [h] or [
 differentiated too. ``dropout`` drops input features with one mask per sequence (Keras 3's
 rule: the same features for every step) in training.
 
+``recurrent_dropout`` (training only) follows Keras 3 (keras/src/layers/rnn, since 3.8): masks
+drawn once per call from the layer's ``seed``, shared by every step, scaled by 1/(1-rate),
+multiplying h_{t-1} inside the recurrent product only (the carried state and the GRU's
+z * h_{t-1} keep the undropped state). SimpleRNN: one (batch, units) mask. LSTM and GRU run
+Keras's implementation=1 there: one state mask per gate, and with ``dropout`` > 0 one input
+mask per gate as well. Those calls take the NumPy scan (the fused kernels have no mask input);
+its backward through time carries the masks (dh_{t-1} gets mask_g * (dgate_g @ U_g^T), and
+U_g's gradient sums (h_{t-1} * mask_g)^T dgate_g). Inference runs as with rate 0.
+
+``stateful=True`` (Keras 3): the final states of a call ([h] or [h, c], NumPy arrays in
+``layer.states``) start the next call; every call must then have the same batch size (a
+ValueError names the layer and both sizes); ``reset_state()`` / ``reset_states()`` set them
+back to zeros; they are constants of the next call (no gradient across calls, truncated
+back-propagation) and are not saved with the model (Keras keeps them out of the file); an
+explicit ``initial_state`` wins over them. Unlike Keras the batch size need not be declared:
+the first call fixes it. The model machinery's calls on placeholder data (shape probes,
+builds, one-row output counts) neither read nor change them (``_in_shape_probe``).
+Bidirectional passes ``stateful`` to both directions and has ``reset_state`` and ``states``.
+Keras 3 has no ``Model.reset_states``; neither does pyaiml (reset the layers).
+
 The LSTM, and the GRU with reset_after=True, in float32 with Keras's default activations
 (tanh, sigmoid) run their scan on the fused kernels instead (``_lstm_fused`` /
 ``_gru_fused``: pyaiml.ops.lstm_sequence / gru_sequence, the C++ kernels of
@@ -31,14 +51,17 @@ above; float64, other activations, GRU with
 reset_after=False and SimpleRNN keep the NumPy scan here (NumPy around pyaiml's GEMM,
 per-step calls).
 
-Not here: ``recurrent_dropout`` > 0, ``stateful=True``, activations other than tanh,
-sigmoid, relu and linear (refused with a ValueError), RNN over custom cells, C++ kernels for
-SimpleRNN and GRU with reset_after=False.
+Not here: activations other than tanh, sigmoid, relu and linear (refused with a
+ValueError), RNN over custom cells, C++ kernels for SimpleRNN, GRU with reset_after=False and
+training with recurrent_dropout, ``reset_states(values)`` (Keras 3 has none either).
 Tests: tests/test_rnn_kernel.py (the fused LSTM and GRU against the NumPy scan for every
 option, in float32); tests/test_keras_recurrent.py (forward and every gradient against torch.nn.LSTM /
 GRU / RNN and a torch transcription in float64 for every supported option, masks,
 Bidirectional merge modes, the three ways to build a model, save/load);
-tests/test_keras_time_distributed.py (TimeDistributed against torch, in models, save/load).
+tests/test_keras_time_distributed.py (TimeDistributed against torch, in models, save/load);
+tests/test_keras_rnn_options.py (recurrent_dropout against a torch float64 transcription
+with the same masks, stateful calls against one call on the concatenated steps, fit,
+predict, save/load).
 """
 from __future__ import annotations
 

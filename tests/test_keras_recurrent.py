@@ -558,8 +558,7 @@ def test_config_round_trip():
 # ---------------------------------------------------------------- errors
 @pytest.mark.parametrize("make,match", [
     (lambda: layers.LSTM(0), "units must be a positive integer"),
-    (lambda: layers.GRU(4, recurrent_dropout=0.2), "recurrent_dropout"),
-    (lambda: layers.LSTM(4, stateful=True), "stateful"),
+    (lambda: layers.GRU(4, recurrent_dropout=1.0), "recurrent_dropout must be in"),
     (lambda: layers.SimpleRNN(4, activation="softmax"), "activation must be one of"),
     (lambda: layers.LSTM(4, dropout=1.0), "dropout must be in"),
     (lambda: layers.Bidirectional(layers.LSTM(4), merge_mode="max"), "merge_mode"),

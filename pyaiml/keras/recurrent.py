@@ -21,6 +21,26 @@ returns the sequence in that reversed order. ``initial_state`` (a list: [h] or [
 differentiated too. ``dropout`` drops input features with one mask per sequence (Keras 3's
 rule: the same features for every step) in training.
 
+``recurrent_dropout`` (training only) follows Keras 3 (keras/src/layers/rnn, since 3.8): masks
+drawn once per call from the layer's ``seed``, shared by every step, scaled by 1/(1-rate),
+multiplying h_{t-1} inside the recurrent product only (the carried state and the GRU's
+z * h_{t-1} keep the undropped state). SimpleRNN: one (batch, units) mask. LSTM and GRU run
+Keras's implementation=1 there: one state mask per gate, and with ``dropout`` > 0 one input
+mask per gate as well. Those calls take the NumPy scan (the fused kernels have no mask input);
+its backward through time carries the masks (dh_{t-1} gets mask_g * (dgate_g @ U_g^T), and
+U_g's gradient sums (h_{t-1} * mask_g)^T dgate_g). Inference runs as with rate 0.
+
+``stateful=True`` (Keras 3): the final states of a call ([h] or [h, c], NumPy arrays in
+``layer.states``) start the next call; every call must then have the same batch size (a
+ValueError names the layer and both sizes); ``reset_state()`` / ``reset_states()`` set them
+back to zeros; they are constants of the next call (no gradient across calls, truncated
+back-propagation) and are not saved with the model (Keras keeps them out of the file); an
+explicit ``initial_state`` wins over them. Unlike Keras the batch size need not be declared:
+the first call fixes it. The model machinery's calls on placeholder data (shape probes,
+builds, one-row output counts) neither read nor change them (``_in_shape_probe``).
+Bidirectional passes ``stateful`` to both directions and has ``reset_state`` and ``states``.
+Keras 3 has no ``Model.reset_states``; neither does pyaiml (reset the layers).
+
 The LSTM, and the GRU with reset_after=True, in float32 with Keras's default activations
 (tanh, sigmoid) run their scan on the fused kernels instead (``_lstm_fused`` /
 ``_gru_fused``: pyaiml.ops.lstm_sequence / gru_sequence, the C++ kernels of
@@ -31,16 +51,21 @@ above; float64, other activations, GRU with
 reset_after=False and SimpleRNN keep the NumPy scan here (NumPy around pyaiml's GEMM,
 per-step calls).
 
-Not here: ``recurrent_dropout`` > 0, ``stateful=True``, activations other than tanh,
-sigmoid, relu and linear (refused with a ValueError), RNN over custom cells, C++ kernels for
-SimpleRNN and GRU with reset_after=False.
+Not here: activations other than tanh, sigmoid, relu and linear (refused with a
+ValueError), RNN over custom cells, C++ kernels for SimpleRNN, GRU with reset_after=False and
+training with recurrent_dropout, ``reset_states(values)`` (Keras 3 has none either).
 Tests: tests/test_rnn_kernel.py (the fused LSTM and GRU against the NumPy scan for every
 option, in float32); tests/test_keras_recurrent.py (forward and every gradient against torch.nn.LSTM /
 GRU / RNN and a torch transcription in float64 for every supported option, masks,
 Bidirectional merge modes, the three ways to build a model, save/load);
-tests/test_keras_time_distributed.py (TimeDistributed against torch, in models, save/load).
+tests/test_keras_time_distributed.py (TimeDistributed against torch, in models, save/load);
+tests/test_keras_rnn_options.py (recurrent_dropout against a torch float64 transcription
+with the same masks, stateful calls against one call on the concatenated steps, fit,
+predict, save/load).
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -124,6 +149,56 @@ def _mm(a, b):
     return ops.matmul(a, b)  # any strides: the GEMM packs its operands itself
 
 
+def _keep_masks(gen, rate, shape, dt):
+    """Inverted-dropout multipliers of ``shape``: 0 with probability ``rate``, else
+    1 / (1 - rate) (the rule of F.dropout, drawn the same way from ``gen``)."""
+    keep = gen.random(shape, dtype=np.float32) >= rate
+    return keep.astype(dt) * dt.type(1.0 / (1.0 - rate))
+
+
+# recurrent_dropout: rm (n, B, H) holds n multipliers for the previous state, one per block of
+# H columns of the recurrent kernel (n = G per-gate masks for LSTM and GRU, n = 1 for
+# SimpleRNN; Keras 3's implementation=1 rule); the state itself (carried to the next step, and
+# the GRU's z * h_prev) is never dropped, only its copy inside the recurrent product.
+def _rec(hp, U, rm):
+    """hp (B, H) times U (H, n*H), block g of U fed hp * rm[g] (rm None: hp @ U)."""
+    if rm is None:
+        return _mm(hp, U)
+    if len(rm) == 1:
+        return _mm(hp * rm[0], U)
+    H = hp.shape[1]
+    out = np.empty((hp.shape[0], U.shape[1]), hp.dtype)
+    for g in range(len(rm)):
+        out[:, g * H:(g + 1) * H] = _mm(hp * rm[g], U[:, g * H:(g + 1) * H])
+    return out
+
+
+def _rec_back(d, UT, rm):
+    """The gradient reaching hp from the gradient d (B, n*H) of ``_rec(hp, U, rm)``; UT = U^T."""
+    if rm is None:
+        return _mm(d, UT)
+    H = UT.shape[1]
+    acc = _mm(d[:, :H], UT[:H]) * rm[0] if len(rm) > 1 else _mm(d, UT) * rm[0]
+    for g in range(1, len(rm)):
+        acc += _mm(d[:, g * H:(g + 1) * H], UT[g * H:(g + 1) * H]) * rm[g]
+    return acc
+
+
+def _rec_wgrad(hprev, dd, rm):
+    """The gradient of U in ``_rec`` summed over all steps: hprev (B, T, H) the states fed in,
+    dd (B, T, n*H) the products' gradients."""
+    B, T, H = hprev.shape
+    if rm is None:
+        return _mm(hprev.reshape(B * T, H).T, dd.reshape(B * T, -1))
+    n = len(rm)
+    out = np.empty((H, dd.shape[2]), dd.dtype)
+    w = dd.shape[2] // n
+    for g in range(n):
+        hm = (hprev * rm[g][:, None, :]).reshape(B * T, H)
+        out[:, g * w:(g + 1) * w] = _mm(hm.T, dd[:, :, g * w:(g + 1) * w].reshape(B * T, w))
+    return out
+
+
 # The fused kernels (pyaiml.ops.lstm_sequence, gru_sequence) run the LSTM and the GRU
 # (reset_after=True) when they cover them: float32 and Keras's default activations. Tests
 # switch this off to compare with the NumPy scan.
@@ -184,17 +259,19 @@ def _gru_fused(xp, U, b_rec, h0, mask):
     return record(saved[0], (xp, U, b_rec, h0, None), back, "gru_scan")
 
 
-def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
+def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c, rmask=None):
     """The recurrence over time as one tape record.
 
     xp (B, T, G*H): the input projection (x @ kernel + input bias); U (H, G*H) the recurrent
     kernel; b_rec (G*H,) the GRU's recurrent bias (reset_after) or None; h0, c0 (B, H) or
     None (zeros); mask (B, T) bool or None. Returns (B, T, H) states h_1..h_T (carried
     through masked steps), with the final cell state appended as step T+1 when ``with_c``
-    (LSTM), as one Tensor when a tape records.
+    (LSTM), as one Tensor when a tape records. rmask (n, B, H) or None: the recurrent dropout
+    multipliers of the previous state inside the recurrent product (see ``_rec``), n = 1
+    (SimpleRNN) or one per gate (LSTM, GRU).
     """
     xv, Uv = value_of(xp), value_of(U)
-    if (kind == "gru" and reset_after and act == "tanh" and ract == "sigmoid" and _FUSED_LSTM
+    if (kind == "gru" and reset_after and act == "tanh" and ract == "sigmoid" and _FUSED_LSTM and rmask is None
             and xv.dtype == np.float32 and Uv.dtype == np.float32):
         return _gru_fused(xp, U, b_rec, h0, mask)
     B, T, GH = xv.shape
@@ -203,6 +280,8 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
     h0v = np.zeros((B, H), dt) if h0 is None else np.asarray(value_of(h0), dt)
     c0v = np.zeros((B, H), dt) if (c0 is None or kind != "lstm") else np.asarray(value_of(c0), dt)
     brv = None if b_rec is None else value_of(b_rec)
+    rm = None if rmask is None else np.asarray(rmask, dt)
+    rm_zr = None if rm is None else rm[:2]
     mb = None if mask is None else np.ascontiguousarray(np.asarray(mask, dtype=bool).T[:, :, None])  # (T, B, 1)
     m = None if mb is None else mb.astype(dt)
     fa, fr = _ACT_FWD[act], _ACT_FWD[ract]
@@ -228,7 +307,7 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
         hp = hs[t]
         g = gates[t]
         if kind == "lstm":
-            np.add(_mm(hp, Uv), xv[:, t], out=g)
+            np.add(_rec(hp, Uv, rm), xv[:, t], out=g)
             if fast:  # sigmoid(z) = 0.5 tanh(0.5 z) + 0.5: one tanh over all four gates
                 g *= scale
                 np.tanh(g, out=g)
@@ -252,7 +331,7 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
         elif kind == "gru":
             x = xv[:, t]
             if reset_after:
-                hpr = _mm(hp, Uv)
+                hpr = _rec(hp, Uv, rm)
                 if brv is not None:
                     hpr += brv
                 np.add(x[:, :2 * H], hpr[:, :2 * H], out=g[:, :2 * H])
@@ -261,10 +340,10 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
                 extra[t] = hpr[:, 2 * H:]
                 np.multiply(r, extra[t], out=g[:, 2 * H:])
             else:
-                np.add(_mm(hp, Uzr), x[:, :2 * H], out=g[:, :2 * H])
+                np.add(_rec(hp, Uzr, rm_zr), x[:, :2 * H], out=g[:, :2 * H])
                 fr(g[:, :2 * H])
                 r = g[:, H:2 * H]
-                np.multiply(r, hp, out=extra[t])
+                np.multiply(r, hp if rm is None else hp * rm[2], out=extra[t])
                 g[:, 2 * H:] = _mm(extra[t], Uh)
             g[:, 2 * H:] += x[:, 2 * H:]
             fa(g[:, 2 * H:])
@@ -274,7 +353,7 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
                 h = np.where(mb[t], h, hp)
             hs[t + 1] = h
         else:
-            np.add(_mm(hp, Uv), xv[:, t], out=g)
+            np.add(_rec(hp, Uv, rm), xv[:, t], out=g)
             fa(g)
             h = g if m is None else np.where(mb[t], g, hp)
             hs[t + 1] = h
@@ -334,7 +413,7 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
                 dc = dct * f
                 if dc_carry is not None:
                     dc += dc_carry
-                dh = _mm(d, UT)
+                dh = _rec_back(d, UT, rm)
             elif kind == "gru":
                 z, r, n = g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
                 dn = dht * (1 - z) * dA(n)
@@ -346,31 +425,35 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
                     e = dhpr[:, t]
                     e[:, :2 * H] = d[:, :2 * H]
                     e[:, 2 * H:] = dn * r
-                    dhprev += _mm(e, UT)
+                    dhprev += _rec_back(e, UT, rm)
                 else:
                     drh_t = _mm(dn, UhT)
-                    d[:, H:2 * H] = drh_t * hp * dR(r)
-                    dhprev += drh_t * r
-                    dhprev += _mm(d[:, :2 * H], UzrT)
+                    if rm is None:
+                        d[:, H:2 * H] = drh_t * hp * dR(r)
+                        dhprev += drh_t * r
+                    else:
+                        d[:, H:2 * H] = drh_t * (hp * rm[2]) * dR(r)
+                        dhprev += drh_t * r * rm[2]
+                    dhprev += _rec_back(d[:, :2 * H], UzrT, rm_zr)
                 dh = dhprev
             else:
                 np.multiply(dht, dG[t], out=d)
-                dh = _mm(d, UT)
+                dh = _rec_back(d, UT, rm)
             if dh_carry is not None:
                 dh += dh_carry
         gx = dpre if needs[0] else None
         gU = gb = None
-        hprev = np.ascontiguousarray(hs[:T].transpose(1, 0, 2)).reshape(B * T, H) if needs[1] else None
+        hprev = np.ascontiguousarray(hs[:T].transpose(1, 0, 2)) if needs[1] else None  # (B, T, H)
         if needs[1]:
             if kind == "gru" and reset_after:
-                gU = _mm(hprev.T, dhpr.reshape(T * B, GH))
+                gU = _rec_wgrad(hprev, dhpr, rm)
             elif kind == "gru":
                 gU = np.empty_like(Uv)
-                gU[:, :2 * H] = _mm(hprev.T, dpre[:, :, :2 * H].reshape(T * B, 2 * H))
+                gU[:, :2 * H] = _rec_wgrad(hprev, dpre[:, :, :2 * H], rm_zr)
                 rh = np.ascontiguousarray(extra.transpose(1, 0, 2)).reshape(B * T, H)
                 gU[:, 2 * H:] = _mm(rh.T, dpre[:, :, 2 * H:].reshape(T * B, H))
             else:
-                gU = _mm(hprev.T, dpre.reshape(T * B, GH))
+                gU = _rec_wgrad(hprev, dpre, rm)
         if b_rec is not None and needs[2]:
             gb = dhpr.reshape(T * B, GH).sum(axis=0)
         gh0 = dh if (h0 is not None and needs[3]) else None
@@ -378,6 +461,40 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c):
         return gx, gU, gb, gh0, gc0
 
     return record(out, (xp, U, b_rec, h0, c0), back, f"{kind}_scan")
+
+
+# ---------------------------------------------------------------- stateful layers and shape probes
+_PROBE_CODES = _REAL_CODES = None
+
+
+def _in_shape_probe():
+    """True while the model machinery runs layers on placeholder data rather than on a batch:
+    the functional API's shape probes (functional.symbolic_call), a subclassed model's
+    ``build(input_shape)``, its first-use build on one or two rows, its build on zeros when
+    loaded, and the one-row runs of fit / evaluate / train_on_batch that count the outputs and
+    check the targets. A stateful layer neither reads nor keeps states there (Keras builds
+    symbolically, so its states never see such data). Found from the stack: the innermost
+    frame that is one of those callers, or one of the batch loops (training step, evaluation,
+    predict, the fit loop with its callbacks), decides. A flag set by those callers would be
+    the cleaner signal; tests/test_keras_rnn_options.py checks each path."""
+    global _PROBE_CODES, _REAL_CODES
+    if _PROBE_CODES is None:
+        from pyaiml.keras import functional, serialization
+        from pyaiml.keras.model import Model
+
+        _PROBE_CODES = frozenset(f.__code__ for f in (
+            functional.symbolic_call, serialization.model_from_config, Model.build, Model._ensure_model_built,
+            Model._check_targets, Model.fit, Model.evaluate, Model.train_on_batch))
+        _REAL_CODES = frozenset(f.__code__ for f in (Model._train_step, Model._evaluate, Model.predict,
+                                                      Model._fit_loop))
+    f = sys._getframe(1)
+    while f is not None:
+        if f.f_code in _REAL_CODES:
+            return False
+        if f.f_code in _PROBE_CODES:
+            return True
+        f = f.f_back
+    return False
 
 
 # ---------------------------------------------------------------- the layers
@@ -420,17 +537,17 @@ class _RNN(Layer):
                              f"{dropout!r}, {recurrent_dropout!r}") from None
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{cname}: dropout must be in [0, 1). Received {dropout!r}")
-        if recurrent_dropout != 0.0:
-            raise ValueError(f"{cname}: recurrent_dropout > 0 is not supported (only dropout on the inputs). "
-                             f"Received recurrent_dropout={recurrent_dropout!r}")
-        if stateful:
-            raise ValueError(f"{cname}: stateful=True is not supported. Received stateful={stateful!r}")
+        if not 0.0 <= recurrent_dropout < 1.0:
+            raise ValueError(f"{cname}: recurrent_dropout must be in [0, 1). Received {recurrent_dropout!r}")
+        if not isinstance(stateful, (bool, np.bool_)):
+            raise TypeError(f"{cname}: stateful must be True or False. Received {stateful!r}")
         self.dropout = dropout
-        self.recurrent_dropout = 0.0
+        self.recurrent_dropout = recurrent_dropout
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
-        self.stateful = False
+        self.stateful = bool(stateful)
+        self.states = None  # stateful: the final states of the last call, NumPy (batch, units) arrays
         self.unroll = bool(unroll)  # accepted for compatibility: the scan is the same either way
         self.zero_output_for_mask = bool(zero_output_for_mask)
         self.seed = seed
@@ -502,6 +619,29 @@ class _RNN(Layer):
             out.append(s)
         return out
 
+    def _kept_states(self, B, dt):
+        """The states a stateful layer starts this call from: the last call's final states
+        (zeros before the first call and after ``reset_state``)."""
+        if self.states is None:
+            self.states = [np.zeros((B, self.units), dt) for _ in range(self._n_states)]
+        kept_b = self.states[0].shape[0]
+        if kept_b != B:
+            raise ValueError(f"{self.name}: a stateful {type(self).__name__} keeps its states for a batch of "
+                             f"{kept_b}; every call must have that batch size. Received a batch of {B} (give fit "
+                             f"and predict batch_size={kept_b} and a sample count that is a multiple of it; for "
+                             f"another batch size, build a second model and copy the weights with set_weights)")
+        return [np.asarray(v, dt) for v in self.states]
+
+    def reset_state(self):
+        """Set the kept states of a stateful layer back to zeros (Keras 3; the batch size stays).
+        Nothing to do before the first call or on a layer that is not stateful."""
+        if self.states is not None:
+            self.states = [np.zeros_like(v) for v in self.states]
+
+    def reset_states(self):
+        """Keras 3's compatibility alias of ``reset_state``."""
+        self.reset_state()
+
     def call(self, sequences, initial_state=None, mask=None, training=False):
         x = sequences
         xv = value_of(x)
@@ -522,26 +662,55 @@ class _RNN(Layer):
                 raise ValueError(f"{self.name}: mask must have shape (batch, steps) = ({B}, {T}). Received {m.shape}")
             if m.all():
                 m = None
+        dt = xv.dtype
+        G, H = _KIND_GATES[self.kind], self.units
+        # Keras 3: an LSTM or GRU with recurrent_dropout > 0 runs its cell's implementation=1, one
+        # dropout mask per gate for the inputs and for the state; otherwise one input mask
+        per_gate = self.kind != "simple_rnn" and self.recurrent_dropout > 0
+        xmask = rmask = None
         if training and self.dropout > 0:
-            x = F.dropout(x, self.dropout, self._rng or rng(), noise_shape=(None, 1, None))
+            if per_gate:
+                xmask = _keep_masks(self._rng or rng(), self.dropout, (G, B, xv.shape[2]), dt)
+            else:
+                x = F.dropout(x, self.dropout, self._rng or rng(), noise_shape=(None, 1, None))
+        if training and self.recurrent_dropout > 0:
+            rmask = _keep_masks(self._rng or rng(), self.recurrent_dropout, (G if per_gate else 1, B, H), dt)
         if self.go_backwards:
             x = F.getitem(x, (slice(None), slice(None, None, -1)))
             if m is not None:
                 m = m[:, ::-1]
+        probing = self.stateful and _in_shape_probe()
+        if self.stateful and initial_state is None and not probing:
+            initial_state = self._kept_states(B, dt)
         states = self._states(initial_state, B, xv.dtype)
         b_in, b_rec = self._split_bias()
-        with_c = self.kind == "lstm" and self.return_state
+        with_c = self.kind == "lstm" and (self.return_state or self.stateful)
         kernel, U = self._var("kernel"), self._var("recurrent_kernel")
         if (self.kind == "lstm" and self._act == "tanh" and self._ract == "sigmoid" and _FUSED_LSTM
+                and xmask is None and rmask is None
                 and value_of(x).dtype == np.float32 and value_of(kernel).dtype == np.float32
                 and value_of(U).dtype == np.float32):
             y = _lstm_fused(x, kernel, b_in, U, states[0], states[1], m, with_c)
         else:
-            xp = F.dense(x, kernel, b_in)
+            if xmask is None:
+                xp = F.dense(x, kernel, b_in)
+            else:  # gate g's projection sees x * xmask[g]
+                parts = []
+                for g in range(G):
+                    cols = slice(g * H, (g + 1) * H)
+                    bg = None if b_in is None else F.getitem(b_in, cols)
+                    xg = F.multiply(x, xmask[g][:, None, :])
+                    parts.append(F.dense(xg, F.getitem(kernel, (slice(None), cols)), bg))
+                xp = F.concatenate(parts, axis=-1)
             y = _scan(self.kind, xp, U, b_rec, states[0], states[1] if self.kind == "lstm" else None, m,
-                      self._act, self._ract, getattr(self, "reset_after", True), with_c)
+                      self._act, self._ract, getattr(self, "reset_after", True), with_c, rmask)
         hs = F.getitem(y, (slice(None), slice(0, T))) if with_c else y
         h_last = F.getitem(hs, (slice(None), T - 1))
+        if self.stateful and not probing:  # kept as constants: no gradient flows between calls
+            kept = [np.array(value_of(h_last))]
+            if self.kind == "lstm":
+                kept.append(np.array(value_of(y)[:, T]))
+            self.states = kept
         if self.return_sequences:
             out = hs
             if m is not None:
@@ -675,7 +844,7 @@ class Bidirectional(Layer):
             if not isinstance(backward_layer, _RNN):
                 raise TypeError(f"Bidirectional: backward_layer must be a SimpleRNN, LSTM or GRU instance. "
                                  f"Received {type(backward_layer).__name__}")
-            for attr in ("return_sequences", "return_state"):
+            for attr in ("return_sequences", "return_state", "stateful"):
                 if getattr(backward_layer, attr) != getattr(layer, attr):
                     raise ValueError(f"Bidirectional: backward_layer.{attr} must equal layer.{attr} "
                                      f"({getattr(layer, attr)}). Received {getattr(backward_layer, attr)}")
@@ -684,11 +853,31 @@ class Bidirectional(Layer):
             self.backward_layer = backward_layer
         self.return_sequences = layer.return_sequences
         self.return_state = layer.return_state
+        self.stateful = layer.stateful
         # Keras: padded steps of a returned sequence are zeros on both sides
         self.forward_layer.zero_output_for_mask = self.return_sequences
         self.backward_layer.zero_output_for_mask = self.return_sequences
         if layer._input_shape_arg is not None and self._input_shape_arg is None:
             self._input_shape_arg = layer._input_shape_arg
+
+    def reset_state(self):
+        """Both wrapped layers' kept states back to zeros (Keras 3: AttributeError when the
+        wrapped layer is not stateful)."""
+        if not self.stateful:
+            raise AttributeError(f"{self.name}: reset_state needs a stateful layer (the wrapped layer has "
+                                 f"stateful=False)")
+        self.forward_layer.reset_state()
+        self.backward_layer.reset_state()
+
+    def reset_states(self):
+        """Keras 3's compatibility alias of ``reset_state``."""
+        self.reset_state()
+
+    @property
+    def states(self):
+        """The forward layer's kept states then the backward layer's, or None before the first call."""
+        f, b = self.forward_layer.states, self.backward_layer.states
+        return tuple(f + b) if f and b else None
 
     def params_and_grads(self):
         """The wrapped layers' (weight, gradient) pairs, forward first (Sequential's optimizer

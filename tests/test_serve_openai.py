@@ -437,3 +437,25 @@ def test_timeout_is_504_and_frees_the_slot():
         while (sch.running or sch.waiting) and time.monotonic() - t0 < 20:
             time.sleep(0.01)
         assert sch.running == 0 and sch.waiting == 0
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_transformer_lm_chunked_prefill_gives_the_one_shot_bits(lm, chunk):
+    """A prompt prefilled in chunks (one-token chunks included) ends with the logits of one
+    prefill over the whole prompt (what generate runs), bit for bit, and so does the next
+    decode step."""
+    from pyaiml.serve.engine import TransformerLMAdapter
+
+    ad = TransformerLMAdapter(lm)
+    ids = ad.encode("To be, or not to be, that is ")
+    assert len(ids) % 2 == 1  # chunks of 2 leave a last chunk of one token
+    one = ad.start(ids)
+    want = ad.prefill(one, len(ids))
+    st, out = ad.start(ids), None
+    while ad.pending(st):
+        out = ad.prefill(st, chunk)
+    np.testing.assert_array_equal(out, want)
+    ad.append(one, 5)
+    ad.append(st, 5)
+    both = ad.decode([st, one])
+    np.testing.assert_array_equal(both[0], both[1])

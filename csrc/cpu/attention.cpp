@@ -586,7 +586,12 @@ bool forward(const AttnArgs& a) {
     std::fill(a.lse, a.lse + a.N * a.Hq * a.Lq, PINF);
     return true;
   }
-  if (G * a.Lq <= DEC_MAX_ROWS && a.Lk >= DEC_MIN_LK) return forward_decode(a);
+  // The decode kernel (no K^T packing) for a few query rows over long keys, and for every
+  // plain one-row call (Lq = 1, no mask, not causal: a decode step), whose cost is mostly
+  // that packing otherwise. A row's bits depend on the path, so callers that must match a
+  // prefill of the same row (a one-token prompt chunk) pass a mask or pad the queries.
+  const bool plain_row = a.Lq == 1 && !a.causal && a.mask_kind == 0;
+  if (G * a.Lq <= DEC_MAX_ROWS && (a.Lk >= DEC_MIN_LK || plain_row)) return forward_decode(a);
   std::atomic<bool> ok{true};
   FwdPlan P;
   P.nstrips = (a.Lq + MR - 1) / MR;

@@ -201,8 +201,13 @@ class TransformerLMAdapter(LMAdapter):
         k = min(self.pending(st), int(budget))
         new = np.asarray(st.out[st.s + st.n: st.s + st.n + k], dtype=np.int64)[None]
         h = self._emb.forward(new, False, start=st.n)
+        # A one-token chunk of a longer prompt attends through an explicit mask: the
+        # attention kernel then takes its prefill path for the row, as the one-shot prefill
+        # (``generate``) does, instead of its one-row decode path (other bits).
+        one = k == 1 and not (st.n == 0 and self.pending(st) == 1)
+        mask = np.ones((1, 1, 1, st.n + 1), bool) if one else None
         for b, c in zip(self._blocks, caches):
-            h = b.step(h, c)
+            h = b.step(h, c, mask)
         st.n += k
         return None if self.pending(st) else self.lm._head(h[:, -1:])[0, 0]
 

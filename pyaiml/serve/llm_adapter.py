@@ -95,9 +95,10 @@ class _View:
         sliding = m.sliding_layers is not None and m.sliding_layers[li]
         mask, causal = step.mask(sliding)
         L, s = q.shape[1], step.start
-        if causal or mask is None or mask is not step.full_mask or L == 1:
+        if causal or s == 0 or (mask is not None and mask is not step.full_mask):
             return DecoderLM._attend(m, li, q, k, v, step, scale)
-        # A later prefill chunk (queries s..s+L-1 over keys 0..s+L-1): the top-left causal
+        # A later prefill chunk (queries s..s+L-1 over keys 0..s+L-1; also a chunk of one
+        # token, which alone would take the kernel's one-row path): the top-left causal
         # kernel on queries padded in front to the key length gives, for the last L rows,
         # exactly what the one-shot prefill's causal call gives them.
         c = step.cache

@@ -11,11 +11,8 @@
 // pool barriers per step; under heavier load the barriers cost more (5.2-5.7 ms against
 // 8.5-8.6 ms median). The batch split wins at the sizes measured.
 //
-// The transcendental functions are vectorised here: exp by range reduction (x = n ln2 + r,
-// |r| <= ln2/2, degree-7 Taylor polynomial, 2^n through the exponent bits), sigmoid as
-// 1 / (1 + exp(-x)), tanh as 1 - 2 / (exp(2|x|) + 1) with the sign restored, and its odd
-// Taylor series to x^15 below |x| = 0.5 where that form cancels. Relative error of each is a
-// few float32 ulps (tests/test_rnn_kernel.py checks them against float64).
+// The transcendental functions (exp, sigmoid, tanh) are csrc/cpu/vmath.h's (relative error
+// of each a few float32 ulps; tests/test_rnn_kernel.py checks them against float64).
 // Tests: tests/test_rnn_kernel.py.
 #include "cpu/rnn.h"
 
@@ -26,59 +23,12 @@
 #include "common/parallel.h"
 #include "common/simd.h"
 #include "cpu/gemm.h"
+#include "cpu/vmath.h"
 
 namespace pyaiml {
 namespace PYAIML_ISA_NS {
 
 namespace {
-
-// ---------------------------------------------------------------- vector math
-inline vf vexp(vf x) {
-  x = vmin(splat(88.3762626647949f), vmax(splat(-87.3365447504f), x));  // NaN stays NaN
-  const vf t = x * 1.44269504088896341f;
-  const vf n = (t + 12582912.f) - 12582912.f;  // round to nearest (|t| < 2^22)
-  vf r = x - n * 0.693145751953125f;            // ln2 split in two: exact first product
-  r = r - n * 1.428606765330187e-06f;
-  vf p = splat(1.f / 5040.f);
-  p = p * r + 1.f / 720.f;
-  p = p * r + 1.f / 120.f;
-  p = p * r + 1.f / 24.f;
-  p = p * r + 1.f / 6.f;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
-  p = p * r + 1.f;
-  vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-  vf sc;
-  std::memcpy(&sc, &e, sizeof sc);
-  return p * sc;
-}
-
-inline vf vsigmoid(vf x) { return 1.f / (1.f + vexp(-x)); }
-
-inline vf vtanh(vf x) {
-  vi bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  const vi sign = bits & int(0x80000000u);
-  vi abits = bits & 0x7fffffff;
-  vf a;
-  std::memcpy(&a, &abits, sizeof a);
-  const vf big = 1.f - 2.f / (vexp(vmin(splat(20.f), a) * 2.f) + 1.f);  // operand order keeps NaN
-  const vf a2 = a * a;
-  vf p = splat(-929569.f / 638512875.f);
-  p = p * a2 + 21844.f / 6081075.f;
-  p = p * a2 + -1382.f / 155925.f;
-  p = p * a2 + 62.f / 2835.f;
-  p = p * a2 + -17.f / 315.f;
-  p = p * a2 + 2.f / 15.f;
-  p = p * a2 + -1.f / 3.f;
-  const vf small = a + a * a2 * p;
-  vf y = a < 0.5f ? small : big;
-  vi ybits;
-  std::memcpy(&ybits, &y, sizeof ybits);
-  ybits |= sign;
-  std::memcpy(&y, &ybits, sizeof y);
-  return y;
-}
 
 // Loads and stores of the first `n` (< VL) lanes, for the tail of a row.
 inline vf load_n(const float* p, int64_t n) {

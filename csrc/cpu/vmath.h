@@ -1,5 +1,5 @@
 // vmath.h: vector math for the csrc/cpu kernels of one ISA (include after common/simd.h):
-// 2^x (vexp2), tanh, horizontal sum and max of a vector with shuffles.
+// 2^x (vexp2), e^x, sigmoid, tanh, horizontal sum and max of a vector with shuffles.
 // Include only from csrc/cpu/ files (compiled with PYAIML_ISA_NS defined).
 #pragma once
 #include <cstring>
@@ -78,9 +78,59 @@ static inline float fmax_(vf v) {
 #endif
 }
 
-// tanh(x) = 1 - 2 / (2^(2 x log2 e) + 1): saturates to +-1 (2^x overflows to inf or underflows
-// to 0), absolute error ~1e-7 near 0 (the subtraction), NaN stays NaN.
-static inline vf vtanh(vf x) { return 1.f - 2.f / (vexp2(x * (2.f * LOG2E)) + 1.f); }
+// e^x by range reduction: x = n ln2 + r, |r| <= ln2/2 (ln2 in two parts, the first product
+// exact), degree-7 Taylor polynomial, 2^n through the exponent bits; x clamped to the float
+// range (NaN stays NaN). Relative error a few ulps.
+static inline vf vexp(vf x) {
+  x = vmin(splat(88.3762626647949f), vmax(splat(-87.3365447504f), x));  // NaN stays NaN
+  const vf t = x * 1.44269504088896341f;
+  const vf n = (t + 12582912.f) - 12582912.f;  // round to nearest (|t| < 2^22)
+  vf r = x - n * 0.693145751953125f;            // ln2 split in two: exact first product
+  r = r - n * 1.428606765330187e-06f;
+  vf p = splat(1.f / 5040.f);
+  p = p * r + 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+  vf sc;
+  std::memcpy(&sc, &e, sizeof sc);
+  return p * sc;
+}
+
+// 1 / (1 + e^-x).
+static inline vf vsigmoid(vf x) { return 1.f / (1.f + vexp(-x)); }
+
+// tanh: 1 - 2 / (e^(2|x|) + 1) with the sign restored, and its odd Taylor series to x^15
+// below |x| = 0.5, where that form cancels: relative error a few ulps everywhere, +-1 beyond
+// |x| = 20, NaN stays NaN.
+static inline vf vtanh(vf x) {
+  vi bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  const vi sign = bits & int(0x80000000u);
+  vi abits = bits & 0x7fffffff;
+  vf a;
+  std::memcpy(&a, &abits, sizeof a);
+  const vf big = 1.f - 2.f / (vexp(vmin(splat(20.f), a) * 2.f) + 1.f);  // operand order keeps NaN
+  const vf a2 = a * a;
+  vf p = splat(-929569.f / 638512875.f);
+  p = p * a2 + 21844.f / 6081075.f;
+  p = p * a2 + -1382.f / 155925.f;
+  p = p * a2 + 62.f / 2835.f;
+  p = p * a2 + -17.f / 315.f;
+  p = p * a2 + 2.f / 15.f;
+  p = p * a2 + -1.f / 3.f;
+  const vf small = a + a * a2 * p;
+  vf y = a < 0.5f ? small : big;
+  vi ybits;
+  std::memcpy(&ybits, &y, sizeof ybits);
+  ybits |= sign;
+  std::memcpy(&y, &ybits, sizeof y);
+  return y;
+}
 
 }  // namespace PYAIML_ISA_NS
 }  // namespace pyaiml

@@ -12,9 +12,12 @@ stateful: two consecutive calls equal one call on the concatenated steps (every 
 kind, float32 fused kernels and float64 scan, with a padding mask, go_backwards as the
 reversed concatenation), ``states``, ``reset_state``/``reset_states``, the batch size error,
 no gradient across calls, shape probes and builds leave the states alone (functional,
-subclassed, load), fit of a stateful model lowers the loss, predict continues the states,
+subclassed, load, a user's build() on zeros, the one-row runs of train_on_batch and
+evaluate), fit of a stateful model lowers the loss, predict continues the states,
 save/load keeps the flag and not the values, Bidirectional; the keras.io-style example
-examples/keras_io/stateful_lstm_text.py trains briefly and generates. Tolerance: 1e-9 absolute in
+examples/keras_io/stateful_lstm_text.py trains briefly and generates. The placeholder-run
+flag itself (pyaiml/keras/_common.py): nesting, restored after an exception, one per thread,
+read by the layer. Tolerance: 1e-9 absolute in
 float64 (same products summed in another order), 1e-5 for float32 against float64.
 What it is not: a speed test.
 Run: PYTHONPATH=$PWD python -m pytest -q tests/test_keras_rnn_options.py
@@ -547,6 +550,114 @@ def test_bidirectional_stateful():
         layers.Bidirectional(layers.LSTM(H)).reset_state()
     with pytest.raises(ValueError, match="backward_layer.stateful"):
         layers.Bidirectional(layers.LSTM(H, stateful=True), backward_layer=layers.LSTM(H, go_backwards=True))
+
+
+# ---------------------------------------------------------------- the placeholder-run flag
+def test_placeholder_flag_nests_and_restores():
+    from pyaiml.keras._common import batch_run, in_placeholder_run, placeholder_run
+
+    assert not in_placeholder_run()
+    with placeholder_run():
+        assert in_placeholder_run()
+        with placeholder_run():
+            assert in_placeholder_run()
+        assert in_placeholder_run()  # the inner block restored what it found, not False
+        with batch_run():
+            assert not in_placeholder_run()
+            with placeholder_run():
+                assert in_placeholder_run()
+            assert not in_placeholder_run()
+        assert in_placeholder_run()
+    assert not in_placeholder_run()
+    with pytest.raises(KeyError), placeholder_run(), batch_run():
+        raise KeyError("inside")
+    assert not in_placeholder_run()  # both blocks restored while the error went through them
+    with placeholder_run():
+        with pytest.raises(RuntimeError), batch_run():
+            raise RuntimeError("inside")
+        assert in_placeholder_run()
+
+
+def test_placeholder_flag_is_per_thread():
+    import threading
+
+    from pyaiml.keras._common import in_placeholder_run, placeholder_run
+
+    entered, release, seen = threading.Event(), threading.Event(), {}
+
+    def other():
+        seen["start"] = in_placeholder_run()  # the main thread is inside placeholder_run now
+        with placeholder_run():
+            seen["inside"] = in_placeholder_run()
+            entered.set()
+            release.wait(10)
+        seen["after"] = in_placeholder_run()
+
+    with placeholder_run():
+        t = threading.Thread(target=other)
+        t.start()
+        assert entered.wait(10)
+    assert not in_placeholder_run()  # the other thread is still inside its own block
+    release.set()
+    t.join(10)
+    assert seen == {"start": False, "inside": True, "after": False}
+
+
+def test_stateful_layer_reads_the_flag():
+    from pyaiml.keras._common import batch_run, placeholder_run
+
+    x = np.random.default_rng(12).normal(size=(B, T, D))
+    st = _make("gru", stateful=True)
+    with placeholder_run():
+        st(np.zeros((1, T, D)))  # neither fixes the batch size nor keeps the final state
+        assert st.states is None
+        with batch_run():
+            first = st(x)
+    assert st.states[0].shape == (B, H)
+    kept = [np.array(v) for v in st.states]
+    with placeholder_run():
+        np.testing.assert_allclose(st(x), first, atol=TOL, rtol=0)  # zeros, not the kept state, start it
+    for a, b in zip(st.states, kept):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(st(x), first)  # outside: continues from the kept state
+
+
+class _BuildsOnZeros(keras.Model):
+    """A subclassed model whose own build() runs its layers on zeros (no super().build)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.rnn = layers.LSTM(5, stateful=True)
+        self.head = layers.Dense(1)
+
+    def build(self, input_shape):
+        self.call(np.zeros((1,) + tuple(input_shape[1:]), np.float32))
+
+    def call(self, x, training=False):
+        return self.head(self.rnn(x, training=training))
+
+
+def test_user_build_on_zeros_and_one_row_runs_leave_the_states_alone():
+    """A user's build(input_shape), and the one-row runs of train_on_batch and evaluate (output
+    count, target check), are placeholder runs: the states keep the batch size of the data."""
+    keras.utils.set_random_seed(4)
+    xs, ys = _chunks(n_batch=4, n_chunks=3, seed=4)
+    model = _BuildsOnZeros()
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    model.predict(xs[0], batch_size=4, verbose=0)  # the first use builds through build() on one row of zeros
+    assert model.rnn.states[0].shape == (4, 5)
+    model.rnn.reset_state()
+    model.train_on_batch(xs[0], ys[0])
+    after_first = [np.array(v) for v in model.rnn.states]
+    model.train_on_batch(xs[1], ys[1])
+    assert not np.allclose(model.rnn.states[0], after_first[0])  # the real batch carried them on
+    model.rnn.reset_state()
+    model.evaluate(xs[0], ys[0], batch_size=4, verbose=0)
+    want = [np.array(v) for v in model.rnn.states]
+    model.rnn.reset_state()
+    model.predict(xs[0], batch_size=4, verbose=0)  # the same batch from zeros: the same states
+    for a, b in zip(model.rnn.states, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 # ---------------------------------------------------------------- the keras.io-style example

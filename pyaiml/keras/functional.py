@@ -26,6 +26,7 @@ import numpy as np
 
 from pyaiml.autograd.tape import Tensor, paused
 from pyaiml.keras import layers as _layers
+from pyaiml.keras._common import placeholder_run
 from pyaiml.keras.model import Model, _shape_text
 from pyaiml.ops import _validate
 
@@ -201,7 +202,8 @@ def symbolic_call(layer, args, kwargs):
     if not node.inputs:
         raise ValueError(f"{layer.name}: no KerasTensor among the arguments")
     first = args[0] if args else kwargs.get("inputs")
-    with paused(), _validate.finite_checks(False):
+    # the build and the runs on zeros below are placeholder runs (stateful layers keep no states)
+    with paused(), _validate.finite_checks(False), placeholder_run():
         if not layer.built:
             try:
                 layer._build_for_call(first, list(args), dict(kwargs))

@@ -30,10 +30,9 @@ from pyaiml.keras import layers as _layers
 from pyaiml.keras import losses as _losses
 from pyaiml.keras import metrics as _metrics
 from pyaiml.keras import optimizers as _opt
-from pyaiml.keras._common import rng
+from pyaiml.keras._common import placeholder_run, rng
 from pyaiml.keras.saving import SavingMixin
 from pyaiml.ops import _validate
-
 
 NonFiniteLossError = _cb.NonFiniteLossError  # one class for every model kind
 
@@ -142,7 +141,8 @@ class Model(SavingMixin, _layers.Layer):
     def _build_for_call(self, x, args, kwargs):
         self._build_input_shape = _layers._shape_of(x)
         if type(self).build is not Model.build:
-            with calling(self):
+            # a user's build(input_shape) has only shapes: whatever it runs is placeholder data
+            with calling(self), placeholder_run():
                 self.build(self._build_input_shape)
         self.built = True  # the layers inside build themselves on first use
 
@@ -161,13 +161,17 @@ class Model(SavingMixin, _layers.Layer):
             return np.zeros(tuple(1 if d is None else int(d) for d in s), np.float32)
         self.built = True
         self._build_input_shape = _layers._shape_of(zeros(input_shape))
-        with _validate.finite_checks(False):
+        with _validate.finite_checks(False), placeholder_run():  # a run on zeros: stateful layers keep no states
             self._tape_call((zeros(input_shape),), {"training": False})
 
-    def _ensure_model_built(self, x: _Data):
-        if not self.built or self._build_input_shape is None:
-            probe = x.take(slice(0, max(1, min(2, len(x)))))
-            self(probe.rebuild(), training=False)
+    def _n_outputs(self, x: _Data):
+        """The number of outputs, from a run on the first row of ``x`` (after a first-use
+        build on its first one or two rows). Placeholder runs: stateful layers neither read
+        nor keep states in them."""
+        with _validate.finite_checks(False), placeholder_run():
+            if not self.built or self._build_input_shape is None:
+                self(x.take(slice(0, max(1, min(2, len(x))))).rebuild(), training=False)
+            return len(_flat(self(x.take(slice(0, 1)).rebuild(), training=False)))
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, run_eagerly=None,
@@ -256,7 +260,7 @@ class Model(SavingMixin, _layers.Layer):
         return d
 
     def _check_targets(self, x: _Data, y: _Data):
-        with _validate.finite_checks(False):
+        with _validate.finite_checks(False), placeholder_run():  # a one-row run for the output shapes
             outs = _flat(self(x.take(slice(0, 1)).rebuild(), training=False))
         losses = self._resolve(len(outs))[0]
         for lo, o, t in zip(losses, outs, y.arrays):
@@ -313,9 +317,7 @@ class Model(SavingMixin, _layers.Layer):
             raise ValueError("fit: steps_per_epoch is not supported with array inputs (all samples are used)")
         xd = _arrays(x, "x")
         n_all = len(xd)
-        with _validate.finite_checks(False):
-            self._ensure_model_built(xd)
-            n_out = len(_flat(self(xd.take(slice(0, 1)).rebuild(), training=False)))
+        n_out = self._n_outputs(xd)
         yd = self._y_data(y, n_out, n_all)
         self._check_targets(xd, yd)
         if not 0 <= float(validation_split) < 1:
@@ -422,11 +424,10 @@ class Model(SavingMixin, _layers.Layer):
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, callbacks=None, **kw):
         self._need_compiled("evaluate")
         xd = _arrays(x, "x")
+        n_out = self._n_outputs(xd)
+        yd = self._y_data(y, n_out, len(xd))
+        self._check_targets(xd, yd)
         with _validate.finite_checks(False):
-            self._ensure_model_built(xd)
-            n_out = len(_flat(self(xd.take(slice(0, 1)).rebuild(), training=False)))
-            yd = self._y_data(y, n_out, len(xd))
-            self._check_targets(xd, yd)
             r = self._evaluate(xd, yd, 32 if batch_size is None else int(batch_size))
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in r.items()))
@@ -459,10 +460,9 @@ class Model(SavingMixin, _layers.Layer):
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         self._need_compiled("train_on_batch")
         xd = _arrays(x, "x")
+        n_out = self._n_outputs(xd)
+        yd = self._y_data(y, n_out, len(xd))
         with _validate.finite_checks(False):
-            self._ensure_model_built(xd)
-            n_out = len(_flat(self(xd.take(slice(0, 1)).rebuild(), training=False)))
-            yd = self._y_data(y, n_out, len(xd))
             lv, pv, preds = self._train_step(xd, yd)
         if not np.isfinite(lv):
             raise NonFiniteLossError(f"train_on_batch: the loss became {lv}")

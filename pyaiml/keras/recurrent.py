@@ -37,7 +37,8 @@ back to zeros; they are constants of the next call (no gradient across calls, tr
 back-propagation) and are not saved with the model (Keras keeps them out of the file); an
 explicit ``initial_state`` wins over them. Unlike Keras the batch size need not be declared:
 the first call fixes it. The model machinery's calls on placeholder data (shape probes,
-builds, one-row output counts) neither read nor change them (``_in_shape_probe``).
+builds, one-row output counts) neither read nor change them: those callers run inside
+``_common.placeholder_run()`` and the layer reads ``_common.in_placeholder_run()``.
 Bidirectional passes ``stateful`` to both directions and has ``reset_state`` and ``states``.
 Keras 3 has no ``Model.reset_states``; neither does pyaiml (reset the layers).
 
@@ -65,8 +66,6 @@ predict, save/load).
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from pyaiml import ops
@@ -74,7 +73,7 @@ from pyaiml.autograd import functional as F
 from pyaiml.autograd.tape import Tensor, record, value_of
 from pyaiml.keras import initializers as _inits
 from pyaiml.keras import layers as _layers
-from pyaiml.keras._common import rng
+from pyaiml.keras._common import in_placeholder_run, rng
 from pyaiml.keras.layers import InputSpecError, Layer, _init_name, _shape_str
 from pyaiml.ops._validate import finite_checks, require_finite
 
@@ -463,40 +462,6 @@ def _scan(kind, xp, U, b_rec, h0, c0, mask, act, ract, reset_after, with_c, rmas
     return record(out, (xp, U, b_rec, h0, c0), back, f"{kind}_scan")
 
 
-# ---------------------------------------------------------------- stateful layers and shape probes
-_PROBE_CODES = _REAL_CODES = None
-
-
-def _in_shape_probe():
-    """True while the model machinery runs layers on placeholder data rather than on a batch:
-    the functional API's shape probes (functional.symbolic_call), a subclassed model's
-    ``build(input_shape)``, its first-use build on one or two rows, its build on zeros when
-    loaded, and the one-row runs of fit / evaluate / train_on_batch that count the outputs and
-    check the targets. A stateful layer neither reads nor keeps states there (Keras builds
-    symbolically, so its states never see such data). Found from the stack: the innermost
-    frame that is one of those callers, or one of the batch loops (training step, evaluation,
-    predict, the fit loop with its callbacks), decides. A flag set by those callers would be
-    the cleaner signal; tests/test_keras_rnn_options.py checks each path."""
-    global _PROBE_CODES, _REAL_CODES
-    if _PROBE_CODES is None:
-        from pyaiml.keras import functional, serialization
-        from pyaiml.keras.model import Model
-
-        _PROBE_CODES = frozenset(f.__code__ for f in (
-            functional.symbolic_call, serialization.model_from_config, Model.build, Model._ensure_model_built,
-            Model._check_targets, Model.fit, Model.evaluate, Model.train_on_batch))
-        _REAL_CODES = frozenset(f.__code__ for f in (Model._train_step, Model._evaluate, Model.predict,
-                                                      Model._fit_loop))
-    f = sys._getframe(1)
-    while f is not None:
-        if f.f_code in _REAL_CODES:
-            return False
-        if f.f_code in _PROBE_CODES:
-            return True
-        f = f.f_back
-    return False
-
-
 # ---------------------------------------------------------------- the layers
 _KIND_GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 
@@ -679,7 +644,8 @@ class _RNN(Layer):
             x = F.getitem(x, (slice(None), slice(None, None, -1)))
             if m is not None:
                 m = m[:, ::-1]
-        probing = self.stateful and _in_shape_probe()
+        # placeholder data (shape probes, builds on zeros, one-row output counts: keras/_common.py)
+        probing = self.stateful and in_placeholder_run()
         if self.stateful and initial_state is None and not probing:
             initial_state = self._kept_states(B, dt)
         states = self._states(initial_state, B, xv.dtype)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml.keras import layers as _layers
+from pyaiml.keras._common import placeholder_run
 
 _REGISTRY: dict[str, type] = {}
 
@@ -154,6 +155,7 @@ def model_from_config(d, custom_objects=None):
     if shape is not None:
         from pyaiml.ops import _validate
 
-        with _validate.finite_checks(False):
+        # a build on zeros: a placeholder run (stateful layers keep no states)
+        with _validate.finite_checks(False), placeholder_run():
             model(_zeros(shape, d.get("build_input_dtype") or "float32"), training=False)
     return model

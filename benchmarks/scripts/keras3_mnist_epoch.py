@@ -98,17 +98,6 @@ def fit_timed(keras, x, y, xt, yt, epochs, seed):
     return times[0][0], wall, cpu / wall, acc
 
 
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU model unknown"
-
-
 def main(threads=2, rounds=3, epochs=3, n_train=12000):
     import keras as keras3
     import torch
@@ -116,7 +105,7 @@ def main(threads=2, rounds=3, epochs=3, n_train=12000):
     import pyaiml
     from pyaiml import _backend
     from pyaiml import keras as pk
-    from pyaiml.bench.harness import configure_allocator
+    from pyaiml.bench.harness import configure_allocator, cpu_model
 
     allocator = configure_allocator()
     pyaiml.set_num_threads(threads)
@@ -133,7 +122,7 @@ def main(threads=2, rounds=3, epochs=3, n_train=12000):
     load1 = os.getloadavg()
     med = {k: float(np.median([w for _, w, _, _ in v])) for k, v in res.items()}
     ratios = [k3[1] / p[1] for p, k3 in zip(res["pyaiml"], res["keras3"])]
-    print(f"\n{_cpu_name()}, {threads} threads, pyaiml ISA {_backend.isa()}, "
+    print(f"\n{cpu_model()}, {threads} threads, pyaiml ISA {_backend.isa()}, "
           f"keras {keras3.__version__} (torch {torch.__version__}), allocator {allocator}")
     print(f"{n_train} training images (10% held out for validation), batch 128, {epochs} epochs per fit, "
           f"{rounds} rounds")

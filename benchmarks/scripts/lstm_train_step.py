@@ -53,22 +53,11 @@ def _load(la):
     return "/".join(f"{v:.2f}" for v in la)
 
 
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU model unknown"
-
-
 def main(threads=2, rounds=5, steps=10, kind="lstm"):
     import torch
 
     import pyaiml
-    from pyaiml.bench.harness import configure_allocator
+    from pyaiml.bench.harness import configure_allocator, cpu_model
     from pyaiml.keras import layers
 
     allocator = configure_allocator()  # the house method: both sides, one process
@@ -126,7 +115,7 @@ def main(threads=2, rounds=5, steps=10, kind="lstm"):
     print(f"  pyaiml {mp:.2f} ms [{min(tp):.2f}-{max(tp):.2f}]   torch.nn.{name} {mt:.2f} ms "
           f"[{min(tt_):.2f}-{max(tt_):.2f}]   ratio torch/pyaiml {mt / mp:.2f}x")
     info = pyaiml.backend_info()
-    print(f"  pyaiml {name} scan on {info['ops'][kind + '_forward']['backend']} ({info['isa']}), {_cpu_name()}")
+    print(f"  pyaiml {name} scan on {info['ops'][kind + '_forward']['backend']} ({info['isa']}), {cpu_model()}")
     print(f"  load average at start {_load(load0)}, at end {_load(os.getloadavg())}; torch {torch.__version__}, "
           f"numpy {np.__version__}; allocator: {allocator}")
     return mp, mt

@@ -169,19 +169,23 @@ def run_case(case: Case, repeats: int, min_time: float, warmup: int = 2, settle:
     return row
 
 
-def machine_info() -> dict:
-    import pyaiml
-
-    info = pyaiml.backend_info()
-    cpu = platform.processor()
+def cpu_model(default=None) -> str:
+    """The CPU's model name from /proc/cpuinfo (else ``default``, else platform.processor())."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return default if default is not None else (platform.processor() or "CPU model unknown")
+
+
+def machine_info() -> dict:
+    import pyaiml
+
+    info = pyaiml.backend_info()
+    cpu = cpu_model()
     commit = None
     try:
         here = os.path.dirname(os.path.abspath(__file__))

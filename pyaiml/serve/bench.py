@@ -206,14 +206,9 @@ def _machine():
     import pyaiml
 
     info = {"python": platform.python_version(), "cpus": os.cpu_count(), "pyaiml": pyaiml.__version__}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from pyaiml.bench.harness import cpu_model
+
+    info["cpu"] = cpu_model()
     try:
         bi = pyaiml.backend_info()
         info["isa"] = bi.get("isa") if isinstance(bi, dict) else None

@@ -70,3 +70,27 @@ def test_streamed_text_is_the_full_decode_up_to_the_last_complete_character(make
         last = c.text
     assert c.text == TEXT
     assert partial_seen  # the text did split a character between tokens
+
+
+@pytest.mark.parametrize("chat", [False, True])
+@pytest.mark.parametrize("usage", [False, True])
+def test_stream_chunks_are_the_json_of_the_chunk_object(chat, usage):
+    import json
+
+    from pyaiml.serve.openai_api import _chunk_head, _sse_chunk
+
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    head = _chunk_head("cmpl-\"x\"", obj, 1700000000, "mödel")
+    tail = ',"usage":null' if usage else ""
+    for delta, finish, first in [("a", None, False), ('q"u\\o\nte\u2028 é 😀', None, False), ("", "stop", False),
+                                 ("x", "length", False), ("", None, True), ("", None, False)]:
+        if chat:
+            d = {"role": "assistant", "content": delta} if first else ({"content": delta} if delta else {})
+            ch = {"index": 3, "delta": d, "logprobs": None, "finish_reason": finish}
+        else:
+            ch = {"index": 3, "text": delta, "logprobs": None, "finish_reason": finish}
+        o = {"id": "cmpl-\"x\"", "object": obj, "created": 1700000000, "model": "mödel", "choices": [ch]}
+        if usage:
+            o["usage"] = None
+        want = f"data: {json.dumps(o, separators=(',', ':'))}\n\n"
+        assert _sse_chunk(head, tail, 3, delta, finish, chat, first) == want

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 import time
 import uuid
 
@@ -112,6 +113,69 @@ def _hold(text, stops):
     return h
 
 
+class _Mailbox:
+    """Events from the scheduler thread to one event loop, one loop wake-up per burst: a
+    decode step of B streams posts B tokens, and the loop runs them in one callback instead
+    of B ``call_soon_threadsafe`` wake-ups. Order is kept. Posting to a closed loop raises
+    RuntimeError (the scheduler then cancels the request)."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self._items = []
+        self._lock = threading.Lock()
+        self._armed = False
+
+    def post(self, fn, arg):
+        if self.loop.is_closed():
+            raise RuntimeError("the event loop is closed")
+        with self._lock:
+            self._items.append((fn, arg))
+            if self._armed:
+                return
+            self._armed = True
+        try:
+            self.loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:
+            with self._lock:
+                self._armed = False
+            raise
+
+    def _flush(self):
+        with self._lock:
+            items, self._items, self._armed = self._items, [], False
+        for fn, arg in items:
+            fn(arg)
+
+
+def _mailbox(st, loop):
+    mb = getattr(st, "mailbox", None)
+    if mb is None or mb.loop is not loop:
+        mb = st.mailbox = _Mailbox(loop)
+    return mb
+
+
+def _sse_chunk(head, tail, index, delta, finish, chat, first=False):
+    """One streamed chunk: ``head`` is the JSON of the fields before "choices" up to the
+    choice's index (see ``_chunk_head``), ``tail`` what follows the choices list. The common
+    chunk (text, no finish reason) is formatted directly; it is the JSON that json.dumps
+    gives for the same object (tests/test_serve_detok.py checks)."""
+    if finish is None and not first and delta:
+        body = (f'"delta":{{"content":{json.dumps(delta)}}}' if chat else f'"text":{json.dumps(delta)}')
+        return f'{head}{index},{body},"logprobs":null,"finish_reason":null}}]{tail}}}\n\n'
+    if chat:
+        d = {"role": "assistant", "content": delta} if first else ({"content": delta} if delta else {})
+        ch = {"delta": d, "logprobs": None, "finish_reason": finish}
+    else:
+        ch = {"text": delta, "logprobs": None, "finish_reason": finish}
+    rest = json.dumps(ch, separators=(",", ":"))[1:]  # without its "{": the index goes first
+    return f'{head}{index},{rest}]{tail}}}\n\n'
+
+
+def _chunk_head(cid, obj, created, model):
+    return (f'data: {{"id":{json.dumps(cid)},"object":{json.dumps(obj)},"created":{int(created)},'
+            f'"model":{json.dumps(model)},"choices":[{{"index":')
+
+
 class _Choice:
     __slots__ = ("echo", "finish", "ids", "index", "prefix", "read", "req", "sent", "t_first", "t_last", "text")
 
@@ -142,14 +206,14 @@ class _Choice:
 
 async def _run(st, name, adapter, scheduler, prompts, params, stops, t0):
     """Submit every choice; return (choices, async iterator of (choice, delta, finish))."""
-    loop = asyncio.get_running_loop()
+    mailbox = _mailbox(st, asyncio.get_running_loop())
     q = asyncio.Queue()
     choices = []
     n = params["n"]
 
     def sink_for(i):
         def sink(ev):  # a closed loop raises RuntimeError: the scheduler then cancels the request
-            loop.call_soon_threadsafe(q.put_nowait, (i, ev))
+            mailbox.post(q.put_nowait, (i, ev))
         return sink
 
     try:
@@ -402,17 +466,11 @@ def openai_routes(st):
                                  "usage": usage(prompts, choices), "system_fingerprint": None})
 
         chunk_obj = "chat.completion.chunk" if chat else "text_completion"
+        head = _chunk_head(cid, chunk_obj, created, name)
+        tail = ',"usage":null' if include_usage else ""
 
         def chunk(c, delta, finish, first=False):
-            if chat:
-                d = {"role": "assistant", "content": delta} if first else ({"content": delta} if delta else {})
-                ch = {"index": c.index, "delta": d, "logprobs": None, "finish_reason": finish}
-            else:
-                ch = {"index": c.index, "text": delta, "logprobs": None, "finish_reason": finish}
-            o = {"id": cid, "object": chunk_obj, "created": created, "model": name, "choices": [ch]}
-            if include_usage:
-                o["usage"] = None
-            return sse(o)
+            return _sse_chunk(head, tail, c.index, delta, finish, chat, first)
 
         async def body_iter():
             started = set()

@@ -147,6 +147,9 @@ class _Mailbox:
             fn(arg)
 
 
+_TIMED_OUT = ("timeout", None)  # the marker a request's timer puts in its event queue
+
+
 def _mailbox(st, loop):
     mb = getattr(st, "mailbox", None)
     if mb is None or mb.loop is not loop:
@@ -272,14 +275,17 @@ async def _run(st, name, adapter, scheduler, prompts, params, stops, t0):
                 yield c, c.echo, "length"
             elif c.echo:
                 yield c, c.echo, None
+        # The request's time limit: one timer that drops a marker into the queue (rather
+        # than a wait_for, which makes a task, per token).
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + timeout - (time.monotonic() - t0), q.put_nowait, _TIMED_OUT)
         try:
             while active:
-                left = timeout - (time.monotonic() - t0)
-                if left <= 0:
-                    raise asyncio.TimeoutError
-                evs = [await asyncio.wait_for(q.get(), left)]
+                evs = [await q.get()]
                 while not q.empty():  # a consumer that lags gets the tokens queued so far in one chunk
                     evs.append(q.get_nowait())
+                if _TIMED_OUT in evs:
+                    raise asyncio.TimeoutError
                 out = {}
                 for i, ev in evs:
                     c = choices[i]
@@ -297,6 +303,7 @@ async def _run(st, name, adapter, scheduler, prompts, params, stops, t0):
         except asyncio.TimeoutError:
             raise HTTPError(504, f"the request took longer than the server's limit of {timeout:g} s") from None
         finally:
+            timer.cancel()
             for c in choices:
                 c.req.cancel()  # a client gone mid-stream frees its slots at the next step
             gen = sum(len(c.ids) for c in choices)

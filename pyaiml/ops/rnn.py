@@ -65,6 +65,19 @@ def _impl(name, dtype):
     return "numpy", _backend.resolve(name, "numpy")
 
 
+def _grad(g, op, name, shape, dt, chk):
+    """An optional incoming gradient: None, or a contiguous array of ``shape`` and dtype ``dt``
+    (checked finite when ``chk``)."""
+    if g is None:
+        return None
+    g = as_array(g, op, name)
+    if g.dtype != dt or g.shape != shape:
+        raise ValueError(f"{op}: {name} must have shape {shape} and dtype {dt}. Received {tuple(g.shape)} {g.dtype}")
+    g = np.ascontiguousarray(g)
+    require_finite(g, op, name, chk)
+    return g
+
+
 def _state(x, op, name, shape, dtype):
     if x is None:
         return np.zeros(shape, dtype)
@@ -185,20 +198,8 @@ def lstm_sequence_backward(grad_h, grad_c, recurrent_kernel, saved, h0=None, c0=
     m = _mask(mask, op, B, T)
     backend, fn = _impl("lstm_backward", dt)
     chk = finite_check(backend)
-    if grad_h is not None:
-        grad_h = as_array(grad_h, op, "grad_h")
-        if grad_h.dtype != dt or grad_h.shape != (B, T, H):
-            raise ValueError(f"{op}: grad_h must have shape {(B, T, H)} and dtype {dt}. Received "
-                             f"{tuple(grad_h.shape)} {grad_h.dtype}")
-        grad_h = np.ascontiguousarray(grad_h)
-        require_finite(grad_h, op, "grad_h", chk)
-    if grad_c is not None:
-        grad_c = as_array(grad_c, op, "grad_c")
-        if grad_c.dtype != dt or grad_c.shape != (B, H):
-            raise ValueError(f"{op}: grad_c must have shape {(B, H)} and dtype {dt}. Received "
-                             f"{tuple(grad_c.shape)} {grad_c.dtype}")
-        grad_c = np.ascontiguousarray(grad_c)
-        require_finite(grad_c, op, "grad_c", chk)
+    grad_h = _grad(grad_h, op, "grad_h", (B, T, H), dt, chk)
+    grad_c = _grad(grad_c, op, "grad_c", (B, H), dt, chk)
     c = np.ascontiguousarray
     if x is not None:
         x = as_array(x, op, "x")
@@ -330,13 +331,7 @@ def gru_sequence_backward(grad_h, recurrent_kernel, saved, recurrent_bias=None, 
     h0 = _state(h0, op, "h0", (B, H), dt)
     m = _mask(mask, op, B, T)
     backend, fn = _impl("gru_backward", dt)
-    if grad_h is not None:
-        grad_h = as_array(grad_h, op, "grad_h")
-        if grad_h.dtype != dt or grad_h.shape != (B, T, H):
-            raise ValueError(f"{op}: grad_h must have shape {(B, T, H)} and dtype {dt}. Received "
-                             f"{tuple(grad_h.shape)} {grad_h.dtype}")
-        grad_h = np.ascontiguousarray(grad_h)
-        require_finite(grad_h, op, "grad_h", finite_check(backend))
+    grad_h = _grad(grad_h, op, "grad_h", (B, T, H), dt, finite_check(backend))
     c = np.ascontiguousarray
     return fn(grad_h, U, b, h0, m, c(hs), c(gates), c(hn), bool(need_recurrent_kernel),
               bool(need_recurrent_bias and b is not None))

@@ -114,3 +114,12 @@ def test_other_dtypes_and_layouts(backend, rng, monkeypatch):
     np.testing.assert_array_equal(got, base)
     with pytest.raises(TypeError, match=r"keys\[0\].*float32 or float64"):
         ops.attention_rows(q, [keys[0].astype(np.int64), keys[1]], values)
+
+
+def test_keys_that_are_not_a_list_are_named(rng):
+    q, keys, values = _rows(rng, 4, 4, [3, 5], 8, 8)
+    with pytest.raises(TypeError, match="keys and values must be sequences"):
+        ops.attention_rows(q, None, values)
+    with pytest.raises(TypeError, match="keys and values must be sequences"):
+        ops.attention_rows(q, keys, iter(values))
+    assert ops.attention_rows(q, tuple(keys), tuple(values)).shape == (2, 4, 1, 8)

@@ -496,7 +496,7 @@ def attention_rows(q, keys, values, scale=None):
     if q.ndim != 4:
         raise ValueError(f"{op}: q must be 4-D (batch, heads, queries, head dim). Received shape {tuple(q.shape)}")
     N, _, _, D = q.shape
-    if isinstance(keys, np.ndarray) or isinstance(values, np.ndarray):
+    if not all(isinstance(v, (list, tuple)) for v in (keys, values)):
         raise TypeError(f"{op}: keys and values must be sequences (lists) of per-row arrays. Received "
                         f"{type(keys).__name__} and {type(values).__name__}")
     if len(keys) != N or len(values) != N:

@@ -1,6 +1,7 @@
 """The decode-shaped products: float32 GEMV (``gemm`` with at most 8 rows against a weight whose
-rows are contiguous, csrc/cpu/gemv.cpp) and ``linear_q8`` (int8 weights with float16 scales per
-32 rows, Q8_0) on every backend, against NumPy float64.
+rows are contiguous, csrc/cpu/gemv.cpp), ``linear_q8`` (int8 weights with float16 scales per
+32 rows, Q8_0) and ``linear_q8_packed`` (the same weights in 64-column panels, pyaiml.llm's
+in-memory layout) on every backend, against NumPy float64.
 
 Shapes are awkward on purpose: 1..8 rows (each register-blocking case), 9 and 40 rows (the
 int8 GEMM that widens panels), column counts that are not multiples of the vector width or of
@@ -69,6 +70,47 @@ def test_linear_q8(backend, M, K, N, rng):
     _close(f(x, q, s), ref_q8(x, q, s), K)
 
 
+@pytest.mark.parametrize("backend", backends_for("linear_q8_packed"))
+@pytest.mark.parametrize("M,K,N", [s for s in SHAPES if s[1] % 32 == 0] + [(9, 64, 70), (40, 320, 129), (3, 64, 64)])
+def test_linear_q8_packed(backend, M, K, N, rng):
+    """The panel layout of pyaiml.llm's int8 layers (64 columns per panel, the last padded)
+    gives linear_q8's answers; pack/unpack round-trips."""
+    from pyaiml.llm.quant import pack_q8, unpack_q8
+
+    q, s = _q8(rng, K, N)
+    s[0, N // 2] = 0
+    qp, sp = pack_q8(q, s)
+    assert qp.shape == (-(-N // 64), K, 64) and sp.shape == (-(-N // 64), K // 32, 64)
+    uq, us = unpack_q8(qp, sp, N)
+    np.testing.assert_array_equal(uq, q)
+    np.testing.assert_array_equal(us, s)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    f = _backend.resolve("linear_q8_packed", backend)
+    _close(f(x, qp, sp, N, b), ref_q8(x, q, s, b), K)
+    _close(f(x, qp, sp, N), ref_q8(x, q, s), K)
+
+
+@needs_cpp
+def test_linear_q8_packed_errors(rng):
+    from pyaiml.llm.quant import pack_q8
+
+    C = _backend.native()
+    q, s = _q8(rng, 64, 70)
+    qp, sp = pack_q8(q, s)
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    with pytest.raises(ValueError, match="n must lie in the last panel"):
+        C.linear_q8_packed(x, qp, sp, 130)
+    with pytest.raises(ValueError, match="n must lie in the last panel"):
+        C.linear_q8_packed(x, qp, sp, 64)
+    with pytest.raises(ValueError, match="q must be packed"):
+        C.linear_q8_packed(np.ones((2, 32), np.float32), qp, sp, 70)
+    with pytest.raises(ValueError, match="scale must have shape"):
+        C.linear_q8_packed(x, qp, sp[:, :1], 70)
+    with pytest.raises(ValueError, match="bias"):
+        C.linear_q8_packed(x, qp, sp, 70, np.ones(64, np.float32))
+
+
 def test_linear_q8_public_op(rng):
     q, s = _q8(rng, 64, 40)
     x = rng.standard_normal((2, 3, 64)).astype(np.float32)
@@ -83,6 +125,8 @@ def test_linear_q8_public_op(rng):
 @needs_cpp
 def test_thread_count_independent(rng):
     """The columns are split over the pool; each column's sum is one thread's, in one order."""
+    from pyaiml.llm.quant import pack_q8
+
     x = rng.standard_normal((3, 256)).astype(np.float32)
     w = rng.standard_normal((256, 1000)).astype(np.float32)
     q, s = _q8(rng, 256, 1000)
@@ -91,9 +135,10 @@ def test_thread_count_independent(rng):
         out = []
         for t in (1, 2):
             pyaiml.set_num_threads(t)
-            out.append((_backend.resolve("gemm", "cpp")(x[None], w[None])[0], ops.linear_q8(x, q, s)))
-        np.testing.assert_array_equal(out[0][0], out[1][0])
-        np.testing.assert_array_equal(out[0][1], out[1][1])
+            out.append((_backend.resolve("gemm", "cpp")(x[None], w[None])[0], ops.linear_q8(x, q, s),
+                        _backend.resolve("linear_q8_packed", "cpp")(x, *pack_q8(q, s), 1000)))
+        for a, b in zip(out[0], out[1]):
+            np.testing.assert_array_equal(a, b)
     finally:
         pyaiml.set_num_threads(n0)
 
@@ -149,6 +194,7 @@ def test_every_isa(isa):
             "        t.test_gemv_f32('cpp', M, K, N, rng)\n"
             "    if K % 32 == 0:\n"
             "        t.test_linear_q8('cpp', M, K, N, rng)\n"
+            "        t.test_linear_q8_packed('cpp', M, K, N, rng)\n"
             "for K in (31, 300, 768):\n"
             "    t.test_rows_do_not_depend_on_the_batch(K, rng)\n"
             "from pyaiml import _backend\n"
@@ -177,3 +223,10 @@ def test_rows_do_not_depend_on_the_batch(K, rng):
         big = ops.linear_q8(x, q, s, b)
         for m in (1, 5, 8):
             np.testing.assert_array_equal(ops.linear_q8(x[:m], q, s, b), big[:m])
+        from pyaiml.llm.quant import pack_q8
+
+        qp, sp = pack_q8(q, s)
+        packed = _backend.resolve("linear_q8_packed", "cpp")
+        big = packed(x, qp, sp, N, b)
+        for m in (1, 2, 3, 5, 8, 9):
+            np.testing.assert_array_equal(packed(x[:m], qp, sp, N, b), big[:m])

@@ -32,10 +32,27 @@ struct GemvArgs {
 constexpr int kQ8Block = 32;
 constexpr int kGemvMaxRows = 8;  // rows the streaming kernels take in one pass
 
+// int8 W packed in panels of kQ8Panel columns (pyaiml.llm.quant.pack_q8): panel p holds
+// columns [64p, 64p + 64) as K consecutive rows of 64 int8 (q[(p * K + k) * 64 + c] =
+// q(k, 64p + c)) and its scales as K/32 rows of 64 float16 (s[(p * K/32 + b) * 64 + c]);
+// columns past N are zero. A thread's whole panels are then one sequential stream of memory.
+constexpr int64_t kQ8Panel = 64;
+struct GemvPackedArgs {
+  int64_t M = 0, K = 0, N = 0;
+  const float* x = nullptr;  // x(i, k) = x[i * ldx + k]
+  int64_t ldx = 0;
+  const int8_t* q = nullptr;    // (ceil(N / 64), K, 64)
+  const uint16_t* s = nullptr;  // (ceil(N / 64), K / 32, 64) float16 bits
+  const float* bias = nullptr;  // optional, (N,)
+  float* y = nullptr;           // y(i, n) = y[i * ldy + n]
+  int64_t ldy = 0;
+};
+
 struct GemvKernels {
   void (*gemv_f32)(const GemvArgs&);  // M <= kGemvMaxRows, threaded
   void (*gemv_q8)(const GemvArgs&);   // M <= kGemvMaxRows, K % 32 == 0, threaded
   void (*gemm_q8)(const GemvArgs&);   // any M, K % 32 == 0, threaded
+  void (*gemm_q8_packed)(const GemvPackedArgs&);  // the same on packed panels
 };
 
 PYAIML_KERNEL_TABLE(GemvKernels, gemv_kernels)

@@ -1,5 +1,6 @@
 """Numba fallbacks for the ``gemm`` op (rows in parallel, an i-k-j loop that vectorises) and
-the ``linear_q8`` op (column blocks in parallel, int8 weights widened per 32-row block)."""
+the ``linear_q8`` and ``linear_q8_packed`` ops (column blocks in parallel, int8 weights widened
+per 32-row block)."""
 from __future__ import annotations
 
 import numba as nb
@@ -70,4 +71,39 @@ def linear_q8(x2, q, scale, bias=None):
     has_bias = bias is not None
     # Numba has no float16: the scales (1/32 of the weights' count) are widened first
     _linear_q8_kernel(x2, q, scale.astype(np.float32), bias if has_bias else np.zeros(1, np.float32), has_bias, y)
+    return y
+
+
+@nb.njit(parallel=True, fastmath=True, cache=True)
+def _linear_q8_packed_kernel(x, qp, sp, bias, has_bias, y):
+    M, K = x.shape
+    P, _, W = qp.shape
+    N = y.shape[1]
+    for p in nb.prange(P):
+        j0 = p * W
+        w = min(W, N - j0)
+        acc = np.zeros((M, W), dtype=np.float32)
+        part = np.zeros(W, dtype=np.float32)
+        for kb in range(K // 32):
+            for i in range(M):
+                part[:] = 0.0
+                for k in range(kb * 32, kb * 32 + 32):
+                    xik = x[i, k]
+                    for j in range(W):
+                        part[j] += xik * np.float32(qp[p, k, j])
+                for j in range(W):
+                    acc[i, j] += part[j] * sp[p, kb, j]
+        for i in range(M):
+            for j in range(w):
+                v = acc[i, j]
+                if has_bias:
+                    v += bias[j0 + j]
+                y[i, j0 + j] = v
+
+
+def linear_q8_packed(x2, qp, sp, n, bias=None):
+    y = np.empty((x2.shape[0], n), dtype=np.float32)
+    has_bias = bias is not None
+    _linear_q8_packed_kernel(x2, qp, sp.astype(np.float32), bias if has_bias else np.zeros(1, np.float32), has_bias,
+                             y)
     return y

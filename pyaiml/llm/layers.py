@@ -33,7 +33,7 @@ class _Kernels:
     lookup reads PYAIML_BACKEND. The graphs' own float32 arrays go to them without the public
     ops' argument checks."""
 
-    NAMES = ("gemm", "linear_q8", "norm", "gelu_tanh", "swiglu")
+    NAMES = ("gemm", "linear_q8", "linear_q8_packed", "norm", "gelu_tanh", "swiglu")
 
     def __init__(self):
         self.key = object()

@@ -9,8 +9,10 @@ from the quantized head, dequantized); an untied token embedding, position embed
 and biases stay float32, and so does a Llama-family head tied to its embedding. A layer whose
 input size is not a multiple of 32 stays float32.
 
-Kernels: ``pyaiml.ops.linear_q8`` (csrc/cpu/gemv.cpp): the int8 weights are read as they are
-stored and widened in registers, for the decode step (up to 8 rows) and for prefill.
+Kernels: the ``linear_q8_packed`` op (csrc/cpu/gemv.cpp): in memory, a layer's int8 weights and
+scales are packed in panels of 64 output columns (:func:`pack_q8`), so that each thread streams
+one contiguous run of memory; they are widened in registers, for the decode step (up to 8
+rows at a time) and for prefill. Files keep the layout below.
 
 File layout (``pyaiml llm quantize`` / :func:`save_quantized`): a normal checkpoint folder
 whose ``model.safetensors`` carries the metadata ``{"format": "pyaiml-q8_0",
@@ -35,6 +37,7 @@ from pyaiml import ops as _ops  # noqa: F401 (registers the linear_q8 op)
 from pyaiml.llm.layers import KERNELS
 
 BLOCK = 32
+PANEL = 64  # output columns per panel of the in-memory layout (pack_q8)
 FORMAT = "pyaiml-q8_0"
 
 
@@ -63,17 +66,46 @@ def dequantize_q8_0(q: np.ndarray, scale: np.ndarray, axis: int = 0) -> np.ndarr
     return np.ascontiguousarray(np.moveaxis(w, 0, axis))
 
 
-class QLinear:
-    """y = x @ (q * scale) + b: int8 weights (in, out) with float16 scales (in/32, out)."""
+def pack_q8(q: np.ndarray, scale: np.ndarray):
+    """(qp, sp): int8 ``q`` (in, out) and float16 ``scale`` (in/32, out) in panels of
+    ``PANEL`` = 64 output columns, ``qp[p, k, c] = q[k, 64p + c]`` (panels, in, 64) and
+    ``sp[p, b, c] = scale[b, 64p + c]`` (panels, in/32, 64), columns past ``out`` zero: the
+    layout the int8 kernel streams (a thread's panels are one contiguous run of memory)."""
+    K, N = q.shape
+    full, rest = divmod(N, PANEL)
+    P = full + (rest > 0)
+    out = []
+    for a, rows, dt in ((q, K, np.int8), (scale, K // BLOCK, np.float16)):
+        p = np.zeros((P, rows, PANEL), dtype=dt)
+        if full:
+            p[:full] = a[:, :full * PANEL].reshape(rows, full, PANEL).transpose(1, 0, 2)
+        if rest:
+            p[full, :, :rest] = a[:, full * PANEL:]
+        out.append(p)
+    return out[0], out[1]
 
-    __slots__ = ("b", "q", "scale")
+
+def unpack_q8(qp: np.ndarray, sp: np.ndarray, n: int):
+    """The (q, scale) that :func:`pack_q8` packed (``n`` output columns)."""
+    P, K, _ = qp.shape
+    q = qp.transpose(1, 0, 2).reshape(K, P * PANEL)[:, :n]
+    s = sp.transpose(1, 0, 2).reshape(K // BLOCK, P * PANEL)[:, :n]
+    return np.ascontiguousarray(q), np.ascontiguousarray(s)
+
+
+class QLinear:
+    """y = x @ (q * scale) + b: int8 weights (in, out) with float16 scales (in/32, out), held
+    packed in panels of 64 columns (:func:`pack_q8`); ``q`` and ``scale`` give them back in
+    their (in, out) layout."""
+
+    __slots__ = ("b", "n", "qp", "sp")
 
     def __init__(self, q: np.ndarray, scale: np.ndarray, b=None):
         if q.dtype != np.int8 or q.ndim != 2 or q.shape[0] % BLOCK or scale.shape != (q.shape[0] // BLOCK, q.shape[1]):
             raise ValueError(f"QLinear: q must be int8 (in, out) with in a multiple of {BLOCK} and scale (in/{BLOCK}, "
                              f"out). Received q {q.dtype} {q.shape}, scale {scale.shape}")
-        self.q = np.ascontiguousarray(q)
-        self.scale = np.ascontiguousarray(scale, dtype=np.float16)
+        self.n = q.shape[1]
+        self.qp, self.sp = pack_q8(q, np.asarray(scale, dtype=np.float16))
         self.b = b
 
     @classmethod
@@ -82,31 +114,41 @@ class QLinear:
         return cls(q, s, lin.b)
 
     @property
+    def q(self) -> np.ndarray:
+        return unpack_q8(self.qp, self.sp, self.n)[0]
+
+    @property
+    def scale(self) -> np.ndarray:
+        return unpack_q8(self.qp, self.sp, self.n)[1]
+
+    @property
     def shape(self):
-        return self.q.shape
+        return (self.qp.shape[1], self.n)
 
     @property
     def wt(self) -> np.ndarray:
         """The dequantized (in, out) float32 weight."""
-        return dequantize_q8_0(self.q, self.scale, axis=0)
+        return dequantize_q8_0(*unpack_q8(self.qp, self.sp, self.n), axis=0)
 
     @property
     def nbytes(self) -> int:
-        return self.q.nbytes + self.scale.nbytes + (0 if self.b is None else self.b.nbytes)
+        return self.qp.nbytes + self.sp.nbytes + (0 if self.b is None else self.b.nbytes)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         # The model's own activations (float32, finite by construction): straight to the
         # kernel, without ops.linear_q8's argument checks on every decode step.
-        K = self.q.shape[0]
+        K = self.qp.shape[1]
         x2 = np.ascontiguousarray(x.reshape(-1, K), dtype=np.float32)
-        return KERNELS.linear_q8(x2, self.q, self.scale, self.b).reshape(*x.shape[:-1], -1)
+        return KERNELS.linear_q8_packed(x2, self.qp, self.sp, self.n, self.b).reshape(*x.shape[:-1], -1)
 
     def columns(self, ids: np.ndarray) -> np.ndarray:
         """Dequantized columns ``ids`` (any shape) as (..., in): the token rows of a tied
         embedding stored as this head."""
-        q = self.q[:, ids].astype(np.float32)
-        s = np.repeat(self.scale[:, ids].astype(np.float32), BLOCK, axis=0)
-        return (q * s).transpose(*range(1, np.ndim(ids) + 1), 0)
+        ids = np.asarray(ids)
+        p, c = ids // PANEL, ids % PANEL
+        q = self.qp[p, :, c].astype(np.float32)  # (..., in)
+        s = np.repeat(self.sp[p, :, c].astype(np.float32), BLOCK, axis=-1)
+        return q * s
 
 
 def quantize_model(model) -> int:

@@ -23,6 +23,10 @@ def linear_q8(x2, q, scale, bias=None):
     return _C.linear_q8(x2, q, scale, bias)
 
 
+def linear_q8_packed(x2, qp, sp, n, bias=None):
+    return _C.linear_q8_packed(x2, qp, sp, n, bias)
+
+
 def norm(x2, weight=None, bias=None, eps=1e-5, rms=False):
     return _C.norm(x2, weight, bias, eps, rms)
 

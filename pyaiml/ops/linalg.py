@@ -26,6 +26,14 @@ _backend.register_op(
     numba="pyaiml._numba.gemm:linear_q8",
     numpy="pyaiml.reference.gemm:linear_q8",
 )
+# The same with the weights packed in panels of 64 columns (pyaiml.llm.quant.pack_q8), for
+# pyaiml.llm's int8 layers; not a public op.
+_backend.register_op(
+    "linear_q8_packed",
+    cpp="pyaiml.ops._native:linear_q8_packed",
+    numba="pyaiml._numba.gemm:linear_q8_packed",
+    numpy="pyaiml.reference.gemm:linear_q8_packed",
+)
 Q8_BLOCK = 32
 
 

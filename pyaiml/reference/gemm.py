@@ -22,3 +22,11 @@ def linear_q8(x2, q, scale, bias=None):
     if bias is not None:
         y += bias
     return y.astype(np.float32)
+
+
+def linear_q8_packed(x2, qp, sp, n, bias=None):
+    """linear_q8 with q and scale packed in panels of 64 columns (pyaiml.llm.quant.pack_q8)."""
+    P, K, W = qp.shape
+    q = qp.transpose(1, 0, 2).reshape(K, P * W)[:, :n]
+    scale = sp.transpose(1, 0, 2).reshape(K // 32, P * W)[:, :n]
+    return linear_q8(x2, q, scale, bias)

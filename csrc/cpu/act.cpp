@@ -1,4 +1,4 @@
-// act.cpp: GELU (tanh form) and SwiGLU rows (act.h), per ISA.
+// act.cpp: GELU (tanh form), SwiGLU rows and RoPE of q and k (act.h), per ISA.
 // Tests: tests/test_act.py.
 #include "cpu/act.h"
 
@@ -51,8 +51,45 @@ void swiglu(const float* x, int64_t ldx, float* y, int64_t rows, int64_t I) {
   });
 }
 
+namespace {
+
+// One head: products and the sum rounded separately, as NumPy's x1 * c - x2 * s (no FMA
+// contraction here, so that every backend gives the same bits).
+__attribute__((optimize("fp-contract=off"))) void rope_head(const float* x, const float* c, const float* s,
+                                                              float* o, int64_t half) {
+  int64_t i = 0;
+  for (; i + VL <= half; i += VL) {
+    const vf x1 = loadu(x + i), x2 = loadu(x + half + i), cv = loadu(c + i), sv = loadu(s + i);
+    const vf a = x1 * cv, b = x2 * sv, d = x2 * cv, e = x1 * sv;
+    storeu(o + i, a - b);
+    storeu(o + half + i, d + e);
+  }
+  for (; i < half; ++i) {
+    const float a = x[i] * c[i], b = x[half + i] * s[i], d = x[half + i] * c[i], e = x[i] * s[i];
+    o[i] = a - b;
+    o[half + i] = d + e;
+  }
+}
+
+}  // namespace
+
+void rope_qk(const float* qkv, int64_t B, int64_t L, int64_t ldrow, const float* cos, const float* sin, int64_t H,
+             int64_t Hk, int64_t D, float* q, float* k) {
+  const int64_t half = D / 2;
+  parallel_for(B * L, std::max<int64_t>(1, GRAIN / std::max<int64_t>((H + Hk) * D, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / L, l = r % L;
+      const float* x = qkv + r * ldrow;
+      const float* c = cos + r * half;
+      const float* s = sin + r * half;
+      for (int64_t h = 0; h < H; ++h) rope_head(x + h * D, c, s, q + ((b * H + h) * L + l) * D, half);
+      for (int64_t h = 0; h < Hk; ++h) rope_head(x + (H + h) * D, c, s, k + (r * Hk + h) * D, half);
+    }
+  });
+}
+
 const ActKernels& act_kernels() {
-  static const ActKernels k{&gelu_tanh, &swiglu};
+  static const ActKernels k{&gelu_tanh, &swiglu, &rope_qk};
   return k;
 }
 

@@ -67,3 +67,39 @@ def swiglu(x2):
     y = np.empty((x2.shape[0], x2.shape[1] // 2), dtype=np.float32)
     _swiglu_kernel(x2, y)
     return y
+
+
+@nb.njit(parallel=True, fastmath=False, cache=True)
+def _rope_qk_kernel(qkv, cos, sin, H, Hk, q, k):
+    B, L, _ = qkv.shape
+    half = cos.shape[2]
+    D = 2 * half
+    for r in nb.prange(B * L):
+        b = r // L
+        l = r % L
+        for h in range(H + Hk):
+            o = h * D
+            for i in range(half):
+                x1 = qkv[b, l, o + i]
+                x2 = qkv[b, l, o + half + i]
+                c = cos[b, l, i]
+                s = sin[b, l, i]
+                a = x1 * c
+                bb = x2 * s
+                d = x2 * c
+                e = x1 * s
+                if h < H:
+                    q[b, h, l, i] = a - bb
+                    q[b, h, l, half + i] = d + e
+                else:
+                    k[b, l, h - H, i] = a - bb
+                    k[b, l, h - H, half + i] = d + e
+
+
+def rope_qk(qkv, cos, sin, H, Hk):
+    B, L, _ = qkv.shape
+    D = 2 * cos.shape[2]
+    q = np.empty((B, H, L, D), dtype=np.float32)
+    k = np.empty((B, L, Hk, D), dtype=np.float32)
+    _rope_qk_kernel(qkv, cos, sin, H, Hk, q, k)
+    return q, k

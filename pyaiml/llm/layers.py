@@ -33,7 +33,7 @@ class _Kernels:
     lookup reads PYAIML_BACKEND. The graphs' own float32 arrays go to them without the public
     ops' argument checks."""
 
-    NAMES = ("gemm", "linear_q8", "linear_q8_packed", "norm", "gelu_tanh", "swiglu")
+    NAMES = ("gemm", "linear_q8", "linear_q8_packed", "norm", "gelu_tanh", "swiglu", "rope_qk")
 
     def __init__(self):
         self.key = object()
@@ -183,15 +183,3 @@ def rope_spec(cfg: dict, head_dim: int, where: str) -> RopeSpec:
     orig = params.get("original_max_position_embeddings", max_pos)
     return RopeSpec(rt, theta, head_dim, factor, max_pos, float(params.get("low_freq_factor", 1.0)),
                     float(params.get("high_freq_factor", 4.0)), int(orig))
-
-
-def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Rotate-half RoPE on x (B, L, H, D) with tables (B, L, D/2): pairs (i, i + D/2)."""
-    h = x.shape[-1] // 2
-    c = cos[:, :, None, :]
-    s = sin[:, :, None, :]
-    x1, x2 = x[..., :h], x[..., h:]
-    out = np.empty_like(x)
-    out[..., :h] = x1 * c - x2 * s
-    out[..., h:] = x2 * c + x1 * s
-    return out

@@ -36,7 +36,6 @@ from pyaiml.llm.cache import KVCache
 from pyaiml.llm.layers import (
     KERNELS,
     activation,
-    apply_rope,
     gated,
     layer_norm,
     rms_norm,
@@ -527,12 +526,11 @@ class Llama(DecoderLM):
         H, Hk, D = self.num_heads, self.num_kv_heads, self.head_dim
         a = rms_norm(h, d["ln1"], self.eps)
         qkv = d["qkv"](a)
-        q = qkv[..., :H * D].reshape(B, L, H, D)
-        k = qkv[..., H * D:(H + Hk) * D].reshape(B, L, Hk, D)
+        # RoPE of the q and k heads in one kernel call; q comes in attention's (B, H, L, D)
+        # layout, passed on as a (B, L, H, D) view
+        q, k = KERNELS.rope_qk(qkv, self._cos, self._sin, H, Hk)
         v = qkv[..., (H + Hk) * D:].reshape(B, L, Hk, D)
-        q = apply_rope(q, self._cos, self._sin)
-        k = apply_rope(k, self._cos, self._sin)
-        h = h + d["o"](self._attend(i, q, k, v, step))
+        h = h + d["o"](self._attend(i, q.transpose(0, 2, 1, 3), k, v, step))
         m = rms_norm(h, d["ln2"], self.eps)
         gu = d["gate_up"](m)
         return h + d["down"](gated(self.act, gu, self.I))

@@ -39,6 +39,10 @@ def swiglu(x2):
     return _C.swiglu(x2)
 
 
+def rope_qk(qkv, cos, sin, H, Hk):
+    return _C.rope_qk(qkv, cos, sin, H, Hk)
+
+
 def all_finite(x):
     """float32: one native pass (NumPy for non-contiguous or misaligned arrays); float64:
     NumPy's sum test, faster than the scalar C loop (see all_finite_numpy)."""

@@ -6,8 +6,9 @@ semantics over the last axis (biased variance) and ``rms_norm`` as Llama's RMSNo
 csrc/cpu/norm.cpp, Numba, NumPy), float64 on NumPy; each row is normalised on its own, so a
 row's result does not depend on the others.
 Registry ops for pyaiml.llm's MLPs (no argument checks; float32, model-internal arrays):
-``gelu_tanh`` (GPT-2's gelu_new) and ``swiglu`` (silu of the first half of each row times the
-second), C++ csrc/cpu/act.cpp, Numba, NumPy.
+``gelu_tanh`` (GPT-2's gelu_new), ``swiglu`` (silu of the first half of each row times the
+second) and ``rope_qk`` (rotate-half RoPE of the q and k heads of a fused qkv projection,
+q returned in attention's (B, H, L, D) layout), C++ csrc/cpu/act.cpp, Numba, NumPy.
 
 Not here: gradients (pyaiml.autograd.functional trains). Tests: tests/test_norm.py,
 tests/test_act.py.
@@ -41,6 +42,12 @@ _backend.register_op(
     cpp="pyaiml.ops._native:swiglu",
     numba="pyaiml._numba.transformer:swiglu",
     numpy="pyaiml.reference.transformer:swiglu",
+)
+_backend.register_op(
+    "rope_qk",
+    cpp="pyaiml.ops._native:rope_qk",
+    numba="pyaiml._numba.transformer:rope_qk",
+    numpy="pyaiml.reference.transformer:rope_qk",
 )
 
 

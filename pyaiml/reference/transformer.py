@@ -1,4 +1,5 @@
-"""NumPy references (float64 inside) for the ``norm``, ``gelu_tanh`` and ``swiglu`` ops."""
+"""NumPy references (float64 inside) for the ``norm``, ``gelu_tanh`` and ``swiglu`` ops, and
+``rope_qk`` in float32 (the products and sums rounded as the kernels round them)."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,3 +29,18 @@ def swiglu(x2):
     g, u = np.split(v, 2, axis=-1)
     with np.errstate(over="ignore"):  # exp(-g) = inf for very negative g: silu(g) = -0
         return (g / (1 + np.exp(-g)) * u).astype(np.float32)
+
+
+def rope_qk(qkv, cos, sin, H, Hk):
+    """q (B, H, L, D) and k (B, L, Hk, D): rotate-half RoPE of the first H + Hk heads of
+    qkv (B, L, W) with tables (B, L, D/2)."""
+    B, L, _ = qkv.shape
+    half = cos.shape[2]
+    D = 2 * half
+    x = qkv[..., :(H + Hk) * D].reshape(B, L, H + Hk, D)
+    c, s = cos[:, :, None, :], sin[:, :, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    out = np.empty(x.shape, np.float32)
+    out[..., :half] = x1 * c - x2 * s
+    out[..., half:] = x2 * c + x1 * s
+    return np.ascontiguousarray(out[:, :, :H].transpose(0, 2, 1, 3)), np.ascontiguousarray(out[:, :, H:])

@@ -1,4 +1,5 @@
-"""The training step's fused paths against torch autograd in float64: a max-pool after a
+"""The training step's fusion plan (pyaiml/keras/fusion.py: made at compile(), handed to the
+layers as arguments) and its fused paths against torch autograd in float64: a max-pool after a
 ReLU takes the ReLU's gradient through its window indices (the layer before skips its
 ReLU mask), the first layer computes only its weight and bias gradients (the conv op's output_mask),
 softmax + cross-entropy on the logits. Shapes are odd on purpose (pool 2 floors 7 -> 3, the
@@ -110,14 +111,14 @@ def test_pool_after_linear_conv_and_after_activation_layer(rng):
 
 
 def test_fused_step_outside_model_leaves_layers_unchanged(rng):
-    """The fusion flags live only inside the model's step: a layer used on its own after
-    training still applies its own ReLU gradient."""
+    """The fusion decisions reach a layer only as arguments of the model's calls: a layer used
+    on its own after training still applies its own ReLU gradient."""
     m = Sequential([L.Conv2D(3, (3, 3), activation="relu", input_shape=(8, 8, 1)), L.MaxPooling2D(2), L.Flatten(),
                     L.Dense(3, activation="softmax")])
     x, y = _data(rng, (8, 8, 1))
     m = _check_step(m, x, y)
     conv = m.layers[0]
-    assert not conv._dy_relu_done
+    assert m.fusion_plan.train[0].relu_grad_done  # inside the step the pool applied the ReLU gradient
     z = conv.forward(x, True)
     dy = rng.standard_normal(z.shape)
     conv.zero_grad()
@@ -156,3 +157,43 @@ def test_float32_training_matches_unfused_reference(rng):
         b.optimizer.apply(b._params())
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+
+
+def test_fusion_plan_of_the_mission_cnn():
+    """The plan is made at compile() and says, per layer, what the fused step shares."""
+    from pyaiml.keras.fusion import UNFUSED, LayerFusion
+
+    m = Sequential([L.Conv2D(4, (3, 3), activation="relu", input_shape=(12, 12, 3), name="c1"),
+                    L.MaxPooling2D((2, 2), name="p1"), L.Conv2D(5, (3, 3), activation="relu", name="c2"),
+                    L.MaxPooling2D((2, 2), name="p2"), L.Flatten(name="f"), L.Dense(8, activation="relu", name="d1"),
+                    L.Dense(3, activation="softmax", name="out")])
+    assert m.fusion_plan is None  # not compiled
+    m.compile(optimizer="adam", loss="categorical_crossentropy")
+    plan = m.fusion_plan
+    assert plan.loss_fused and plan.names == ("c1", "p1", "c2", "p2", "f", "d1", "out")
+    assert plan.train == (LayerFusion(relu_grad_done=True, dy_owned=True), LayerFusion(relu_input=True, dy_owned=True),
+                          LayerFusion(relu_grad_done=True, dy_owned=True), LayerFusion(relu_input=True, dy_owned=True),
+                          None, LayerFusion(dy_owned=True), LayerFusion(activation_in_loss=True, dy_owned=True))
+    assert plan.evaluate[-1] == LayerFusion(activation_in_loss=True) and plan.evaluate[0] == UNFUSED
+    assert plan.need_dx == (False, True, True, True, True, True, True)
+    assert plan.describe() == [
+        "c1: skips its ReLU mask (the max-pool after it applied it)", "c1: no input gradient (first layer)",
+        "p1: takes the previous layer's ReLU gradient through its window indices",
+        "c2: skips its ReLU mask (the max-pool after it applied it)",
+        "p2: takes the previous layer's ReLU gradient through its window indices",
+        "out: activation left to the loss (it takes the logits)"]
+    assert plan.records(True, True) is plan.train and plan.records(False, True) is plan.evaluate
+    assert plan.records(False, False) is None and not plan.records(True, False)[-1].activation_in_loss
+    x = np.random.default_rng(0).standard_normal((2, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_allclose(m(x, training=True).sum(axis=-1), 1, rtol=1e-5)  # softmax kept outside the step
+    # from_logits, or a loss that does not pair with the last activation: nothing folded into the loss
+    m.compile(optimizer="adam", loss="mse")
+    assert not m.fusion_plan.loss_fused and not m.fusion_plan.train[-1].activation_in_loss
+    # the plan follows the layers: a pool after a linear conv takes no ReLU gradient
+    m2 = Sequential([L.Conv2D(3, (3, 3), input_shape=(9, 9, 1)), L.MaxPooling2D(2), L.Flatten(),
+                     L.Dense(2, activation="softmax")])
+    m2.compile(optimizer="sgd", loss="categorical_crossentropy")
+    assert not m2.fusion_plan.train[1].relu_input and not m2.fusion_plan.train[0].relu_grad_done
+    m2.pop()
+    m2.add(L.Dense(2, activation="sigmoid"))
+    assert not m2.fusion_plan.loss_fused  # re-planned for the new last layer

@@ -19,7 +19,9 @@ runs whenever a GradientTape records, on tape values, on symbolic ``keras.Input`
 (pyaiml/keras/functional.py), and for every user subclass: so a user's ``Layer`` or
 ``Model`` with ``build``/``call``/``add_weight`` trains like ours, and our layers work inside
 its ``call()``. ``forward``/``backward`` remain the Sequential fast path (its fused
-hand-written backward), used when a built-in layer is called on plain arrays with no tape.
+hand-written backward), used when a built-in layer is called on plain arrays with no tape;
+what the fused step shares between neighbouring layers is decided by the model's fusion pass
+(pyaiml/keras/fusion.py) and reaches a layer only as the ``fusion=`` argument of that call.
 Weights of built-in layers are arrays held as attributes and seen by the tape through a
 ``Variable`` sharing their memory (``_var``); ``add_weight(shape=..., initializer=...)``
 (Keras 3's signature) returns a ``Variable``. Nested layers held as attributes (alone or
@@ -47,6 +49,7 @@ from pyaiml.ops.pool import MAX_WINDOW
 from pyaiml.keras import activations as _acts
 from pyaiml.keras import initializers as _inits
 from pyaiml.keras._common import FLOATX, rng, tuple_n
+from pyaiml.keras.fusion import UNFUSED
 
 _names: dict[str, int] = {}
 
@@ -148,10 +151,6 @@ class Layer:
         self._weight_names: list[str] = []
         self._trainable_names: list[str] = []
         self.grads: dict[str, np.ndarray] = {}
-        self._skip_act = False  # set by the model when it fuses softmax into the loss
-        self._dy_owned = False  # set by the model's backward pass: dy may be overwritten
-        self._relu_in = False  # set by the model's training forward: the input is a ReLU output
-        self._dy_relu_done = False  # set by the model's backward pass: dy is already the ReLU's input gradient
 
     # ---- weights
     @property
@@ -343,10 +342,11 @@ class Layer:
                 "each example's gradient; freeze it (trainable=False) or use layers with a rule (Dense, Conv1D, "
                 "Conv2D, Embedding, LayerNormalization)")
 
-    def backward_per_example(self, dy, need_dx=True):
+    def backward_per_example(self, dy, need_dx=True, **fusion):
         """Backward step of a DP-SGD batch: the input gradient (None when not needed); a layer
-        with a per-example rule caches its output gradient instead of summing weight gradients."""
-        return self.backward(dy, need_dx)
+        with a per-example rule caches its output gradient instead of summing weight gradients.
+        ``fusion``: the model's fusion record, for layers whose backward takes one."""
+        return self.backward(dy, need_dx, **fusion)
 
     def count_params(self):
         return int(sum(w.size for w in self.weights))
@@ -516,11 +516,14 @@ class Layer:
 
 
 class _ActMixin:
-    """Layers with an ``activation=`` argument: forward/backward of the activation, with
-    the softmax step skipped when the model fuses it into the loss."""
+    """Layers with an ``activation=`` argument: forward/backward of the activation, as the
+    ``fusion`` argument of the model's fused step says (pyaiml.keras.fusion; none when the
+    layer is called on its own): the activation left to the loss, the ReLU gradient already
+    applied by the max-pool after it, dy free to overwrite."""
 
-    def _act_fwd(self, z):
-        if self._skip_act:
+    def _act_fwd(self, z, fusion=UNFUSED):
+        self._act_skipped = fusion.activation_in_loss  # this call's choice, for its backward
+        if fusion.activation_in_loss:
             self._z = self._y = None
             return z
         y = self.activation.forward(z)
@@ -528,12 +531,12 @@ class _ActMixin:
         self._y = y
         return y
 
-    def _act_bwd(self, dy):
-        if self._skip_act or self.activation is _acts.linear:
+    def _act_bwd(self, dy, fusion=UNFUSED):
+        if getattr(self, "_act_skipped", False) or self.activation is _acts.linear:
             return dy
-        if self._dy_relu_done and self.activation is _acts.relu:
+        if fusion.relu_grad_done and self.activation is _acts.relu:
             return dy  # the max-pool after this layer applied the ReLU gradient (pool.py: window indices)
-        if self.activation is _acts.relu and self._dy_owned and dy.flags.writeable and dy.flags.c_contiguous:
+        if self.activation is _acts.relu and fusion.dy_owned and dy.flags.writeable and dy.flags.c_contiguous:
             # inside a model's backward pass dy belongs to this layer alone: mask it in place
             return ops.relu_backward(dy, self._y, out=dy)
         return self.activation.backward(dy, self._z, self._y)
@@ -627,13 +630,13 @@ class Dense(Layer, _ActMixin):
         y = F.dense(inputs, self._var("kernel"), self._var("bias") if self.use_bias else None)
         return self._act_call(y)
 
-    def forward(self, x, training=False, mask=None):
+    def forward(self, x, training=False, mask=None, fusion=UNFUSED):
         self._x = x
         z = ops.linear(x, self.kernel.T, self.bias if self.use_bias else None)
-        return self._act_fwd(z)
+        return self._act_fwd(z, fusion)
 
-    def backward(self, dy, need_dx=True):
-        dz = self._act_bwd(dy)
+    def backward(self, dy, need_dx=True, fusion=UNFUSED):
+        dz = self._act_bwd(dy, fusion)
         x = self._x
         x2 = x.reshape(-1, x.shape[-1])
         d2 = dz.reshape(-1, self.units)
@@ -649,10 +652,10 @@ class Dense(Layer, _ActMixin):
     # the example's inputs and D_i (T, out) its output gradients (T = 1 for 2-D inputs).
     per_example_rule = True
 
-    def backward_per_example(self, dy, need_dx=True):
+    def backward_per_example(self, dy, need_dx=True, fusion=UNFUSED):
         if not self.trainable:
-            return self.backward(dy, need_dx)
-        dz = self._act_bwd(dy)
+            return self.backward(dy, need_dx, fusion)
+        dz = self._act_bwd(dy, fusion)
         self._pe = [self._x, dz, None]
         if not need_dx:
             return None
@@ -844,19 +847,20 @@ class _Conv(Layer, _ActMixin):
                    "relu" if relu else None)  # conv + bias + ReLU in one kernel
         return y if relu else self._act_call(y)
 
-    def forward(self, x, training=False, mask=None):
+    def forward(self, x, training=False, mask=None, fusion=UNFUSED):
         xp, p, crop = self._op_padding(x)
         self._xp, self._p, self._crop = xp, p, crop
         conv = ops.conv2d if self.rank == 2 else ops.conv1d
         args = (xp, self.kernel, self.bias if self.use_bias else None, self.strides if self.rank == 2 else self.strides[0],
                 p, self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt())
-        if self.activation is _acts.relu and not self._skip_act:
+        if self.activation is _acts.relu and not fusion.activation_in_loss:
+            self._act_skipped = False
             self._z, self._y = None, conv(*args, activation="relu")  # fused conv + bias + ReLU
             return self._y
-        return self._act_fwd(conv(*args))
+        return self._act_fwd(conv(*args), fusion)
 
-    def backward(self, dy, need_dx=True):
-        dz = np.ascontiguousarray(self._act_bwd(dy))
+    def backward(self, dy, need_dx=True, fusion=UNFUSED):
+        dz = np.ascontiguousarray(self._act_bwd(dy, fusion))
         back = ops.conv2d_backward if self.rank == 2 else ops.conv1d_backward
         # The model's first layer needs no input gradient: the op then skips that work (for the
         # mission CNN's first layer, kernel + bias gradients 0.35 ms instead of ~1 ms at 2 threads).
@@ -881,10 +885,10 @@ class _Conv(Layer, _ActMixin):
     # (c * D)^T P over all examples' rows.
     per_example_rule = True
 
-    def backward_per_example(self, dy, need_dx=True):
+    def backward_per_example(self, dy, need_dx=True, fusion=UNFUSED):
         if not self.trainable:
-            return self.backward(dy, need_dx)
-        dz = np.ascontiguousarray(self._act_bwd(dy))
+            return self.backward(dy, need_dx, fusion)
+        dz = np.ascontiguousarray(self._act_bwd(dy, fusion))
         self._pe = [dz, None, None]  # output gradients; (P, D); per-example kernel gradients if built
         if not need_dx:
             return None
@@ -1057,7 +1061,7 @@ class _MaxPool(Layer):
                 x = F.pad(x, widths, constant_values=np.finfo(x.dtype).min)
         return F.max_pool(x, self._k(self.pool_size), self._k(self.strides), p, self._fmt())
 
-    def forward(self, x, training=False, mask=None):
+    def forward(self, x, training=False, mask=None, fusion=UNFUSED):
         sp = x.shape[1:-1] if self._cl else x.shape[2:]
         pads = self._pads(sp)
         self._crop = None
@@ -1083,13 +1087,13 @@ class _MaxPool(Layer):
             # (relu(max) = max here, as the input is >= 0). Mission CNN's first pool, 1 thread,
             # inside the training step: forward + backward + the conv's ReLU mask took 1.9 ms,
             # now 1.1 ms (0.27 ms on warm caches: the rest is memory traffic).
-            y, self._win = pool(*args, return_indices=True, activation="relu" if self._relu_in else None,
+            y, self._win = pool(*args, return_indices=True, activation="relu" if fusion.relu_input else None,
                                 index_format="window")
-            self._gated = self._relu_in
+            self._gated = fusion.relu_input
             return y
         return pool(*args)
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy, need_dx=True, fusion=UNFUSED):
         back = ops.max_pool2d_backward if self.rank == 2 else ops.max_pool1d_backward
         k, st = self._k(self.pool_size), self._k(self.strides)
         if self._win is not None:
@@ -1284,11 +1288,11 @@ class Activation(Layer, _ActMixin):
     def call(self, inputs, training=None):
         return _apply_act(self.activation, inputs)
 
-    def forward(self, x, training=False, mask=None):
-        return self._act_fwd(x)
+    def forward(self, x, training=False, mask=None, fusion=UNFUSED):
+        return self._act_fwd(x, fusion)
 
-    def backward(self, dy, need_dx=True):
-        return self._act_bwd(dy)
+    def backward(self, dy, need_dx=True, fusion=UNFUSED):
+        return self._act_bwd(dy, fusion)
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation.name}

@@ -4,7 +4,9 @@ summary, get/set_weights, save/load_model.
 Training step (one per batch): forward through the layers (caching what backward needs),
 loss and its gradient (softmax/sigmoid + cross-entropy fused into one stable step when
 the last layer ends in that activation), backward through the layers (the first layer
-skips its input gradient where it can), one optimizer update. Data are float32; each
+skips its input gradient where it can), one optimizer update. What neighbouring layers share
+is decided once by the fusion pass at compile() (``model.fusion_plan``,
+pyaiml/keras/fusion.py) and handed to each layer as the ``fusion=`` argument of its calls. Data are float32; each
 epoch shuffles the arrays once, so batches are contiguous slices (no per-batch gather).
 The per-op NaN/inf input checks of pyaiml.ops are switched off inside fit/evaluate/predict
 after x has been checked once; a NaN loss stops training with an error that names the
@@ -21,20 +23,21 @@ A model holding a layer that has only a tape ``call()`` (no hand-written backwar
 Permute, UpSampling2D) trains through the tape instead (``_train_step_tape``), unfused.
 The functional API and subclassed models are pyaiml/keras/functional.py and model.py.
 Not here: sample weights.
-Tests: tests/test_keras_api.py, tests/test_keras_train.py, tests/test_privacy_dp.py.
+Tests: tests/test_keras_api.py, tests/test_keras_train.py, tests/test_keras_fused.py,
+tests/test_privacy_dp.py.
 """
 from __future__ import annotations
 
 
 import numpy as np
 
-from pyaiml.keras import activations as _acts
 from pyaiml.keras import callbacks as _cb
 from pyaiml.keras import layers as _layers
 from pyaiml.keras import losses as _losses
 from pyaiml.keras import metrics as _metrics
 from pyaiml.keras import optimizers as _opt
 from pyaiml.keras._common import FLOATX, rng
+from pyaiml.keras.fusion import plan_sequential
 from pyaiml.keras.saving import SavingMixin
 from pyaiml.ops import _validate
 
@@ -179,6 +182,9 @@ class Sequential(SavingMixin):
         self.metrics = [_metrics.get(m, self.loss) for m in self._metric_ids]
         self.compiled = True
         self._fuse_checked = False
+        self._plan = None
+        self._plan_key = None
+        _ = self.fusion_plan  # the fusion pass runs here (and again if the layers change)
         if getattr(self.optimizer, "is_dp", False):
             self._dp_check()
 
@@ -187,15 +193,25 @@ class Sequential(SavingMixin):
         trains through the tape (pyaiml/autograd) instead of the fused path."""
         return [l for l in self._layers if type(l).backward is _layers.Layer.backward]
 
+    @property
+    def fusion_plan(self):
+        """The training step's fusion plan (pyaiml.keras.fusion.FusionPlan): made by compile()
+        and again whenever the layers or the loss change; None before compile() and for
+        models that train through the tape (unfused)."""
+        if not getattr(self, "compiled", False) or self._tape_only():
+            return None
+        # the key holds the layers and the loss themselves (ids of dropped ones could be reused)
+        key = getattr(self, "_plan_key", None)
+        if (key is None or key[1] is not self.loss or len(key[0]) != len(self._layers)
+                or any(a is not b for a, b in zip(key[0], self._layers))):
+            self._plan = plan_sequential(self._layers, self.loss)
+            self._plan_key = (tuple(self._layers), self.loss)
+        return self._plan
+
     def _fusion(self):
         """Return True when the last layer's activation is fused into the loss."""
-        if self._tape_only():
-            return False
-        if not self.loss.fusable_activation or self.loss.from_logits or not self.layers:
-            return False
-        last = self.layers[-1]
-        act = getattr(last, "activation", None)
-        return act is not None and isinstance(last, _layers._ActMixin) and act.name == self.loss.fusable_activation
+        plan = self.fusion_plan
+        return plan is not None and plan.loss_fused
 
     # ------------------------------------------------------------------ data checks
     def _x(self, x, what="x"):
@@ -238,31 +254,27 @@ class Sequential(SavingMixin):
         if self._tape_only():
             x = self._call_layers(x, training)
             return x.value if hasattr(x, "value") else x
+        # the plan's record for each layer goes in as an argument (fusion.py); predict runs unfused
+        plan = self.fusion_plan if (training or fused) else None
+        fl = None if plan is None else plan.records(training, fused)
+        self._fwd_records = fl  # a backward pass takes the records of the forward pass it follows
         mask = None
-        last = len(self._layers) - 1
-        relu_out = False
         for i, l in enumerate(self._layers):
-            l._skip_act = fused and i == last
-            l._relu_in = training and relu_out  # a max-pool after a ReLU takes its gradient (layers._MaxPool)
-            x = l.forward(x, training, mask)
+            f = None if fl is None else fl[i]
+            x = l.forward(x, training, mask) if f is None else l.forward(x, training, mask, fusion=f)
             mask = l.compute_mask(mask)
-            relu_out = getattr(l, "activation", None) is _acts.relu and not l._skip_act
         return x
 
-    def _backward(self, g):
-        first = next((i for i, l in enumerate(self._layers) if not isinstance(l, _layers.InputLayer)), 0)
-        nxt = None
-        for i in range(len(self._layers) - 1, first - 1, -1):
+    def _backward(self, g, per_example=False):
+        plan = self.fusion_plan
+        fl = getattr(self, "_fwd_records", None)
+        for i in range(len(self._layers) - 1, -1, -1):
             layer = self._layers[i]
-            layer._dy_owned = True  # g is a fresh array nobody else holds
-            # the next layer (a max-pool with window indices) already applied this layer's ReLU gradient
-            layer._dy_relu_done = nxt is not None and getattr(nxt, "_gated", False)
-            try:
-                g = layer.backward(g, need_dx=i != first)
-            finally:
-                layer._dy_owned = False
-                layer._dy_relu_done = False
-            nxt = layer
+            back = layer.backward_per_example if per_example else layer.backward
+            f = None if fl is None else fl[i]
+            g = back(g, need_dx=plan.need_dx[i]) if f is None else back(g, need_dx=plan.need_dx[i], fusion=f)
+            if not plan.need_dx[i]:
+                break
 
     def _loss_and_pred(self, yb, out, fused):
         if fused:
@@ -285,18 +297,7 @@ class Sequential(SavingMixin):
 
     def _backward_per_example(self, g):
         """``_backward`` with ``backward_per_example``: layers cache output gradients."""
-        first = next((i for i, l in enumerate(self._layers) if not isinstance(l, _layers.InputLayer)), 0)
-        nxt = None
-        for i in range(len(self._layers) - 1, first - 1, -1):
-            layer = self._layers[i]
-            layer._dy_owned = True
-            layer._dy_relu_done = nxt is not None and getattr(nxt, "_gated", False)
-            try:
-                g = layer.backward_per_example(g, need_dx=i != first)
-            finally:
-                layer._dy_owned = False
-                layer._dy_relu_done = False
-            nxt = layer
+        self._backward(g, per_example=True)
 
     def _train_step_dp(self, xb, yb, fused, expected_batch_size):
         """One DP-SGD step: per-example gradients of the per-example losses, each example's

@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 if __name__ == "__main__":
-    _t = next((a.split("=")[1] for a in sys.argv if a.startswith("--threads=")), None)
-    if _t is None and "--threads" in sys.argv:
-        _t = sys.argv[sys.argv.index("--threads") + 1]
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", _t or "2")
-    os.environ.setdefault("OMP_NUM_THREADS", _t or "2")
+    import _thread_env  # --threads into OPENBLAS/OMP_NUM_THREADS before NumPy loads
+
+    _thread_env.apply()
 
 import numpy as np
 

@@ -13,6 +13,31 @@
 
 namespace pyaiml {
 
+namespace {
+
+// What linear_q8 and linear_q8_packed check alike: dtypes (x float32, q int8, scale float16),
+// ranks (x 2-D, q and scale qdim-D), K a multiple of the block, q and scale C-contiguous
+// (scale aligned), x's rows contiguous (x is made aligned). Returns x's row stride.
+int64_t q8_common_checks(const char* op, py::array& x, const py::array& q, const py::array& scale, int qdim) {
+  require_dtype<float>(x, op, "x");
+  require_dtype<int8_t>(q, op, "q");
+  PYAIML_CHECK(scale.dtype().kind() == 'f' && scale.itemsize() == 2, op, ": scale must have dtype float16. Received ",
+               dtype_str(scale));
+  require_ndim(x, 2, op, "x");
+  require_ndim(q, qdim, op, "q");
+  require_ndim(scale, qdim, op, "scale");
+  x = aligned(x);
+  PYAIML_CHECK(x.shape(1) % kQ8Block == 0, op, ": the input size must be a multiple of ", kQ8Block, ". Received ",
+               x.shape(1));
+  PYAIML_CHECK(q.flags() & py::array::c_style, op, ": q must be C-contiguous");
+  PYAIML_CHECK((scale.flags() & py::array::c_style) && is_aligned(scale), op, ": scale must be C-contiguous and aligned");
+  auto sx = elem_strides(x, op, "x");
+  PYAIML_CHECK(sx[1] == 1, op, ": x's rows must be contiguous. Received strides ", sx[0], ", ", sx[1]);
+  return sx[0];
+}
+
+}  // namespace
+
 void register_gemm(py::module_& m) {
   m.def(
       "gemm",
@@ -94,25 +119,12 @@ void register_gemm(py::module_& m) {
       "linear_q8",
       [](py::array x, py::array q, py::array scale, py::object bias) -> py::array {
         const char* op = "linear_q8";
-        require_dtype<float>(x, op, "x");
-        require_dtype<int8_t>(q, op, "q");
-        PYAIML_CHECK(scale.dtype().kind() == 'f' && scale.itemsize() == 2, op, ": scale must have dtype float16. Received ",
-                     dtype_str(scale));
-        require_ndim(x, 2, op, "x");
-        require_ndim(q, 2, op, "q");
-        require_ndim(scale, 2, op, "scale");
-        x = aligned(x);
+        const int64_t ldx = q8_common_checks(op, x, q, scale, 2);
         const int64_t M = x.shape(0), K = x.shape(1), N = q.shape(1);
         PYAIML_CHECK(q.shape(0) == K, op, ": q must be (in, out) with in = x's last dimension. Received x ", shape_str(x),
                      ", q ", shape_str(q));
-        PYAIML_CHECK(K % kQ8Block == 0, op, ": the input size must be a multiple of ", kQ8Block, ". Received ", K);
         PYAIML_CHECK(scale.shape(0) == K / kQ8Block && scale.shape(1) == N, op, ": scale must have shape (", K / kQ8Block,
                      ", ", N, "). Received ", shape_str(scale));
-        PYAIML_CHECK(q.flags() & py::array::c_style, op, ": q must be C-contiguous");
-        PYAIML_CHECK((scale.flags() & py::array::c_style) && is_aligned(scale), op,
-                     ": scale must be C-contiguous and aligned");
-        auto sx = elem_strides(x, op, "x");
-        PYAIML_CHECK(sx[1] == 1, op, ": x's rows must be contiguous. Received strides ", sx[0], ", ", sx[1]);
         py::array_t<float> bias_arr;
         const float* bias_p = optional_vector(bias, N, op, "bias", bias_arr);
         py::array_t<float> y = new_aligned_array<float>({M, N});
@@ -121,7 +133,7 @@ void register_gemm(py::module_& m) {
         g.K = K;
         g.N = N;
         g.x = static_cast<const float*>(x.data());
-        g.ldx = sx[0];
+        g.ldx = ldx;
         g.q = static_cast<const int8_t*>(q.data());
         g.s = static_cast<const uint16_t*>(scale.data());
         g.ldw = N;
@@ -140,27 +152,14 @@ void register_gemm(py::module_& m) {
       "linear_q8_packed",
       [](py::array x, py::array q, py::array scale, int64_t n, py::object bias) -> py::array {
         const char* op = "linear_q8_packed";
-        require_dtype<float>(x, op, "x");
-        require_dtype<int8_t>(q, op, "q");
-        PYAIML_CHECK(scale.dtype().kind() == 'f' && scale.itemsize() == 2, op, ": scale must have dtype float16. Received ",
-                     dtype_str(scale));
-        require_ndim(x, 2, op, "x");
-        require_ndim(q, 3, op, "q");
-        require_ndim(scale, 3, op, "scale");
-        x = aligned(x);
+        const int64_t ldx = q8_common_checks(op, x, q, scale, 3);
         const int64_t M = x.shape(0), K = x.shape(1), P = q.shape(0);
         PYAIML_CHECK(q.shape(1) == K && q.shape(2) == kQ8Panel, op, ": q must be packed (panels, in, ", kQ8Panel,
                      ") with in = x's last dimension. Received x ", shape_str(x), ", q ", shape_str(q));
-        PYAIML_CHECK(K % kQ8Block == 0, op, ": the input size must be a multiple of ", kQ8Block, ". Received ", K);
         PYAIML_CHECK(n > (P - 1) * kQ8Panel && n <= P * kQ8Panel, op, ": n must lie in the last panel of q (", P,
                      " panels). Received ", n);
         PYAIML_CHECK(scale.shape(0) == P && scale.shape(1) == K / kQ8Block && scale.shape(2) == kQ8Panel, op,
                      ": scale must have shape (", P, ", ", K / kQ8Block, ", ", kQ8Panel, "). Received ", shape_str(scale));
-        PYAIML_CHECK(q.flags() & py::array::c_style, op, ": q must be C-contiguous");
-        PYAIML_CHECK((scale.flags() & py::array::c_style) && is_aligned(scale), op,
-                     ": scale must be C-contiguous and aligned");
-        auto sx = elem_strides(x, op, "x");
-        PYAIML_CHECK(sx[1] == 1, op, ": x's rows must be contiguous. Received strides ", sx[0], ", ", sx[1]);
         py::array_t<float> bias_arr;
         const float* bias_p = optional_vector(bias, n, op, "bias", bias_arr);
         py::array_t<float> y = new_aligned_array<float>({M, n});
@@ -169,7 +168,7 @@ void register_gemm(py::module_& m) {
         g.K = K;
         g.N = n;
         g.x = static_cast<const float*>(x.data());
-        g.ldx = sx[0];
+        g.ldx = ldx;
         g.q = static_cast<const int8_t*>(q.data());
         g.s = static_cast<const uint16_t*>(scale.data());
         g.bias = bias_p;

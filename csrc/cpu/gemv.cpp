@@ -77,6 +77,21 @@ inline float half_to_float(uint16_t h) {
 
 thread_local ScratchFloats<4096> tl_partial;
 
+// x's M rows (row stride ldx, K values each) in chunks of kGemvMaxRows, each chunk k-major
+// (xt[c * mb * K + k * rows + i], rows = the chunk's row count): the kernels then read every
+// row's x(i, k) at a constant offset from one pointer (with a pointer per row, GCC spills
+// them and reloads one before every FMA).
+inline void interleave_rows(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t mb, float* xt) {
+  for (int64_t r0 = 0; r0 < M; r0 += kGemvMaxRows) {
+    const int64_t rows = std::min<int64_t>(kGemvMaxRows, M - r0);
+    float* xc = xt + (r0 / kGemvMaxRows) * mb * K;
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* xr = x + (r0 + i) * ldx;
+      for (int64_t k = 0; k < K; ++k) xc[k * rows + i] = xr[k];
+    }
+  }
+}
+
 // Partial sums P(rows [0, MB), columns [n0, n0 + NV * VL)) over rows [k0, k1) of W.
 // float32: P continues (or starts, when `first`) one chain of FMAs in row order.
 // int8: [k0, k1) is one quantization block; its products with the unscaled int8 weights are
@@ -269,19 +284,9 @@ void gemv_any(const GemvArgs& g) {
   parallel_for_static(groups, 1, [&](int64_t b, int64_t e) {
     float* P = tl_partial.get(static_cast<size_t>(2 * mb * band + (mb > 1 ? chunks * mb * g.K : 0)));
     float* Pb = P + mb * band;
-    // Several rows: x interleaved (k-major, xt[k * rows + i]) so that the kernel reads every
-    // row's x(i, k) at a constant offset from one pointer (with a pointer per row, GCC spills
-    // them and reloads one before every FMA).
+    // several rows: x interleaved per chunk of 8 (interleave_rows)
     float* xt = Pb + mb * band;
-    if (mb > 1)
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t r0 = c * kGemvMaxRows, rows = std::min<int64_t>(kGemvMaxRows, g.M - r0);
-        float* xc = xt + c * mb * g.K;
-        for (int64_t i = 0; i < rows; ++i) {
-          const float* xr = g.x + (r0 + i) * g.ldx;
-          for (int64_t k = 0; k < g.K; ++k) xc[k * rows + i] = xr[k];
-        }
-      }
+    if (mb > 1) interleave_rows(g.x, g.ldx, g.M, g.K, mb, xt);
     const int64_t c0 = b * GROUP, c1 = std::min<int64_t>(e * GROUP, g.N);
     for (int64_t n0 = c0; n0 < c1; n0 += band)
       for (int64_t c = 0; c < chunks; ++c) {
@@ -366,17 +371,9 @@ void gemm_q8_packed_impl(const GemvPackedArgs& g) {
   const int64_t chunks = (g.M + kGemvMaxRows - 1) / kGemvMaxRows;
   parallel_for_static(panels, 1, [&](int64_t p0, int64_t p1) {
     float* T = tl_partial.get(static_cast<size_t>(kGemvMaxRows * kQ8Panel + (mb > 1 ? chunks * mb * g.K : 0)));
-    // several rows: x interleaved per chunk of 8 (k-major), as gemv_any does
+    // several rows: x interleaved per chunk of 8 (interleave_rows)
     float* xt = T + kGemvMaxRows * kQ8Panel;
-    if (mb > 1)
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t r0 = c * kGemvMaxRows, rows = std::min<int64_t>(kGemvMaxRows, g.M - r0);
-        float* xc = xt + c * mb * g.K;
-        for (int64_t i = 0; i < rows; ++i) {
-          const float* xr = g.x + (r0 + i) * g.ldx;
-          for (int64_t k = 0; k < g.K; ++k) xc[k * rows + i] = xr[k];
-        }
-      }
+    if (mb > 1) interleave_rows(g.x, g.ldx, g.M, g.K, mb, xt);
     for (int64_t p = p0; p < p1; ++p) {
       const int8_t* qp = g.q + p * g.K * kQ8Panel;
       const uint16_t* sp = g.s + p * (g.K / KB) * kQ8Panel;

@@ -106,6 +106,8 @@ def test_linear_q8_packed_errors(rng):
     with pytest.raises(ValueError, match="q must be packed"):
         C.linear_q8_packed(np.ones((2, 32), np.float32), qp, sp, 70)
     with pytest.raises(ValueError, match="scale must have shape"):
+        C.linear_q8_packed(x, qp, np.ascontiguousarray(sp[:, :1]), 70)
+    with pytest.raises(ValueError, match="scale must be C-contiguous"):
         C.linear_q8_packed(x, qp, sp[:, :1], 70)
     with pytest.raises(ValueError, match="bias"):
         C.linear_q8_packed(x, qp, sp, 70, np.ones(64, np.float32))

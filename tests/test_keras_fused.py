@@ -197,3 +197,24 @@ def test_fusion_plan_of_the_mission_cnn():
     m2.pop()
     m2.add(L.Dense(2, activation="sigmoid"))
     assert not m2.fusion_plan.loss_fused  # re-planned for the new last layer
+
+
+def test_lean_dense_inside_the_model_loops_gives_the_ops_bits(rng):
+    """With the NaN/inf checks off (as fit/evaluate/predict run), Dense calls the registry's
+    GEMM directly: the same bits as the checked path through ops.linear, for 2-D and 3-D
+    inputs."""
+    from pyaiml import ops
+
+    d = L.Dense(7, activation="softmax")
+    for shape in ((5, 11), (2, 3, 11)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        d.built = False
+        d.build(shape)
+        checked = d.forward(x)
+        with ops.finite_checks(False):
+            lean = d.forward(x)
+        np.testing.assert_array_equal(lean, checked)
+    m = Sequential([L.Dense(4, activation="relu", input_shape=(6,)), L.Dense(3, activation="softmax")])
+    m.compile(optimizer="sgd", loss="categorical_crossentropy")
+    x = rng.standard_normal((9, 6)).astype(np.float32)
+    np.testing.assert_array_equal(m.predict(x, verbose=0), np.asarray(m(x)))

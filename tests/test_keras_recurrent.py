@@ -5,7 +5,7 @@ every weight against torch in float64: torch.nn.RNN / LSTM / GRU with the Keras 
 copied in (gate order mapped: Keras i,f,c,o = torch i,f,g,o; Keras z,r,h = torch r,z,n
 reordered), and a step-by-step torch transcription of Keras's rules for what torch.nn has
 no switch for (masks, zero_output_for_mask, GRU reset_after=False, other activations,
-initial states, return_state). Tolerance: 1e-9 absolute in float64 (the two sides sum the
+initial states, return_state: tests/rnn_transcription.py). Tolerance: 1e-9 absolute in float64 (the two sides sum the
 same products in a different order). Also: masks from Embedding(mask_zero=True) equal
 running each sequence unpadded, Bidirectional's merge modes, dropout's per-sequence mask,
 Keras weight layouts and initialisers, the three ways to build a model, fit, save/load,
@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from rnn_transcription import keras_recurrence
 
 from pyaiml import keras
 from pyaiml.autograd import GradientTape
@@ -63,60 +65,6 @@ def _run_pyaiml(layer, x, cotangents, initial_state=None, mask=None, training=Fa
     return [o.value for o in outs], grads
 
 
-def _act_t(name):
-    return {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "linear": lambda z: z}[name]
-
-
-def _torch_keras(kind, x, W, U, b, act="tanh", ract="sigmoid", reset_after=True, mask=None, go_backwards=False,
-                 h0=None, c0=None, zero_output_for_mask=False):
-    """Keras's recurrence written step by step in torch: (output sequence, h_T, c_T)."""
-    a, ra = _act_t(act), _act_t(ract)
-    Bn, Tn, _ = x.shape
-    if go_backwards:
-        x = x.flip(1)
-        mask = None if mask is None else mask[:, ::-1].copy()
-    h = torch.zeros(Bn, H, dtype=torch.float64) if h0 is None else h0
-    c = torch.zeros(Bn, H, dtype=torch.float64) if c0 is None else c0
-    prev = torch.zeros(Bn, H, dtype=torch.float64)
-    outs = []
-    for t in range(Tn):
-        xt = x[:, t]
-        c_new = None
-        if kind == "lstm":
-            z = xt @ W + h @ U + (0 if b is None else b)
-            i, f, g, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
-            c_new = ra(f) * c + ra(i) * a(g)
-            h_new = ra(o) * a(c_new)
-        elif kind == "gru":
-            if reset_after:
-                xp = xt @ W + (0 if b is None else b[0])
-                hp = h @ U + (0 if b is None else b[1])
-                z = ra(xp[:, :H] + hp[:, :H])
-                r = ra(xp[:, H:2 * H] + hp[:, H:2 * H])
-                n = a(xp[:, 2 * H:] + r * hp[:, 2 * H:])
-            else:
-                xp = xt @ W + (0 if b is None else b)
-                z = ra(xp[:, :H] + h @ U[:, :H])
-                r = ra(xp[:, H:2 * H] + h @ U[:, H:2 * H])
-                n = a(xp[:, 2 * H:] + (r * h) @ U[:, 2 * H:])
-            h_new = z * h + (1 - z) * n
-        else:
-            h_new = a(xt @ W + h @ U + (0 if b is None else b))
-        if mask is not None:
-            m = torch.tensor(mask[:, t, None])
-            out = torch.where(m, h_new, torch.zeros_like(h_new) if zero_output_for_mask else prev)
-            h = torch.where(m, h_new, h)
-            if c_new is not None:
-                c = torch.where(m, c_new, c)
-        else:
-            out, h = h_new, h_new
-            if c_new is not None:
-                c = c_new
-        prev = out
-        outs.append(out)
-    return torch.stack(outs, 1), h, c
-
-
 def _torch_side(kind, layer, x, cots, return_sequences, return_state, initial_state=None, **kw):
     ws = [_t(w).requires_grad_() for w in layer.get_weights()]
     W, U = ws[0], ws[1]
@@ -125,7 +73,7 @@ def _torch_side(kind, layer, x, cots, return_sequences, return_state, initial_st
     st = [] if initial_state is None else [_t(s).requires_grad_() for s in initial_state]
     h0 = st[0] if st else None
     c0 = st[1] if len(st) > 1 else None
-    seq, h, c = _torch_keras(kind, xt, W, U, b, act=layer.activation.name,
+    seq, h, c = keras_recurrence(kind, xt, W, U, b, act=layer.activation.name,
                              ract=getattr(layer, "recurrent_activation", layer.activation).name,
                              reset_after=getattr(layer, "reset_after", True), h0=h0, c0=c0, **kw)
     out = seq if return_sequences else seq[:, -1]
@@ -343,8 +291,8 @@ def test_bidirectional_against_transcription(merge_mode, return_sequences, maske
     ws = [_t(w).requires_grad_() for w in bi.get_weights()]
     xt = _t(x).requires_grad_()
     zo = return_sequences
-    yf, _, _ = _torch_keras("lstm", xt, *ws[:3], mask=mask, zero_output_for_mask=zo)
-    yb, _, _ = _torch_keras("lstm", xt, *ws[3:], mask=mask, go_backwards=True, zero_output_for_mask=zo)
+    yf, _, _ = keras_recurrence("lstm", xt, *ws[:3], mask=mask, zero_output_for_mask=zo)
+    yb, _, _ = keras_recurrence("lstm", xt, *ws[3:], mask=mask, go_backwards=True, zero_output_for_mask=zo)
     if return_sequences:
         yb = yb.flip(1)
     else:
@@ -374,8 +322,8 @@ def test_bidirectional_other_layers_against_transcription(kind, return_state):
     po, pg = _run_pyaiml(bi, x, cots, mask=mask)
     ws = [_t(w).requires_grad_() for w in bi.get_weights()]
     xt = _t(x).requires_grad_()
-    yf, hf, _ = _torch_keras(kind, xt, *ws[:3], mask=mask, zero_output_for_mask=True)
-    yb, hb, _ = _torch_keras(kind, xt, *ws[3:], mask=mask, go_backwards=True, zero_output_for_mask=True)
+    yf, hf, _ = keras_recurrence(kind, xt, *ws[:3], mask=mask, zero_output_for_mask=True)
+    yb, hb, _ = keras_recurrence(kind, xt, *ws[3:], mask=mask, go_backwards=True, zero_output_for_mask=True)
     outs = [torch.cat([yf, yb.flip(1)], -1)] + ([hf, hb] if return_state else [])
     loss = sum((o * _t(c)).sum() for o, c in zip(outs, cots))
     tg = torch.autograd.grad(loss, [xt] + ws)
@@ -445,7 +393,7 @@ def test_dropout_gradients_against_transcription(kind):
     po, pg = _run_pyaiml(layer, x, cots, mask=_pad_mask(), training=True)
     ws = [_t(w).requires_grad_() for w in layer.get_weights()]
     xt = _t(x).requires_grad_()
-    seq, _, _ = _torch_keras(kind, xt * _t(keep / 0.7), *ws, act=layer.activation.name, mask=_pad_mask())
+    seq, _, _ = keras_recurrence(kind, xt * _t(keep / 0.7), *ws, act=layer.activation.name, mask=_pad_mask())
     tg = torch.autograd.grad((seq * _t(cots[0])).sum(), [xt] + ws)
     _close(po[0], seq.detach().numpy(), "output")
     for i, (a, b) in enumerate(zip(pg, tg)):

@@ -27,6 +27,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from rnn_transcription import keras_recurrence
+
 from pyaiml import keras
 from pyaiml.autograd import GradientTape
 from pyaiml.autograd import functional as F
@@ -78,69 +80,6 @@ def drawn(monkeypatch):
     return got
 
 
-def _act_t(name):
-    return {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "linear": lambda z: z}[name]
-
-
-def _transcribe(kind, x, W, U, b, xm, rm, reset_after=True, mask=None, go_backwards=False, act="tanh",
-                ract="sigmoid", zero_output_for_mask=False):
-    """Keras 3's cells with dropout masks, step by step in torch. xm (n, B, D) input
-    multipliers (n = 1: one mask for all gates), rm (n, B, H) state multipliers (n = 1 or one
-    per gate). Returns (output sequence, h_T, c_T)."""
-    a, ra = _act_t(act), _act_t(ract)
-    Bn, Tn, _ = x.shape
-    if go_backwards:
-        x = x.flip(1)
-        mask = None if mask is None else mask[:, ::-1].copy()
-    G = GATES[kind]
-    xm = [_t(v) for v in xm]
-    rm = [_t(v) for v in rm]
-    xg = [xm[g if len(xm) > 1 else 0] for g in range(G)]
-    rg = [rm[g if len(rm) > 1 else 0] for g in range(G)]
-
-    def blk(M, g):
-        return M[..., g * H:(g + 1) * H]
-    h = torch.zeros(Bn, H, dtype=torch.float64)
-    c = torch.zeros(Bn, H, dtype=torch.float64)
-    prev = torch.zeros(Bn, H, dtype=torch.float64)
-    outs = []
-    for t in range(Tn):
-        xt = x[:, t]
-        c_new = None
-        if kind == "lstm":
-            z = [(xt * xg[g]) @ blk(W, g) + (h * rg[g]) @ blk(U, g) + (0 if b is None else blk(b, g))
-                 for g in range(4)]
-            c_new = ra(z[1]) * c + ra(z[0]) * a(z[2])
-            h_new = ra(z[3]) * a(c_new)
-        elif kind == "gru":
-            bi = None if b is None else (b[0] if reset_after else b)
-            xp = [(xt * xg[g]) @ blk(W, g) + (0 if bi is None else blk(bi, g)) for g in range(3)]
-            if reset_after:
-                hp = [(h * rg[g]) @ blk(U, g) + (0 if b is None else blk(b[1], g)) for g in range(3)]
-                z, r = ra(xp[0] + hp[0]), ra(xp[1] + hp[1])
-                n = a(xp[2] + r * hp[2])
-            else:
-                z = ra(xp[0] + (h * rg[0]) @ blk(U, 0))
-                r = ra(xp[1] + (h * rg[1]) @ blk(U, 1))
-                n = a(xp[2] + (r * (h * rg[2])) @ blk(U, 2))
-            h_new = z * h + (1 - z) * n
-        else:
-            h_new = a((xt * xg[0]) @ W + (h * rg[0]) @ U + (0 if b is None else b))
-        if mask is not None:
-            m = torch.tensor(mask[:, t, None])
-            out = torch.where(m, h_new, torch.zeros_like(h_new) if zero_output_for_mask else prev)
-            h = torch.where(m, h_new, h)
-            if c_new is not None:
-                c = torch.where(m, c_new, c)
-        else:
-            out, h = h_new, h_new
-            if c_new is not None:
-                c = c_new
-        prev = out
-        outs.append(out)
-    return torch.stack(outs, 1), h, c
-
-
 def _run(layer, x, cot, training=True, mask=None):
     """Output and gradients (x, weights...) of sum(out * cot) on a GradientTape."""
     with GradientTape() as tape:
@@ -177,7 +116,7 @@ def test_recurrent_dropout_against_transcription(kind, kw, masked, go_backwards,
     assert set(np.unique(rm)) <= {0.0, 1 / 0.6} and (rm == 0).any() and (rm != 0).any()
     ws = [_t(w).requires_grad_() for w in layer.get_weights()]
     xt = _t(x).requires_grad_()
-    seq, _, _ = _transcribe(kind, xt, *ws, _ones(1, B, D), rm, reset_after=kw.get("reset_after", True),
+    seq, _, _ = keras_recurrence(kind, xt, *ws, xm=_ones(1, B, D), rm=rm, reset_after=kw.get("reset_after", True),
                             mask=mask, go_backwards=go_backwards)
     tg = torch.autograd.grad((seq * _t(cot)).sum(), [xt] + ws)
     _close(po, seq.detach().numpy(), "output")
@@ -213,7 +152,7 @@ def test_recurrent_dropout_with_input_dropout_and_states(kind, kw, drawn):
         assert xm.shape == (GATES[kind], B, D) and rm.shape == (GATES[kind], B, H)
     ws = [_t(w).requires_grad_() for w in layer.get_weights()]
     xt = _t(x).requires_grad_()
-    seq, h, c = _transcribe(kind, xt, *ws, xm, rm, reset_after=kw.get("reset_after", True), mask=mask)
+    seq, h, c = keras_recurrence(kind, xt, *ws, xm=xm, rm=rm, reset_after=kw.get("reset_after", True), mask=mask)
     touts = [seq, h] + ([c] if kind == "lstm" else [])
     tloss = sum((o * _t(cc)).sum() for o, cc in zip(touts, cots))
     tg = torch.autograd.grad(tloss, [xt] + ws)
@@ -240,8 +179,8 @@ def test_bidirectional_recurrent_dropout_against_transcription(kind, drawn):
     ws = [_t(w).requires_grad_() for w in bi.get_weights()]
     xt = _t(x).requires_grad_()
     one = _ones(1, B, D)
-    yf, _, _ = _transcribe(kind, xt, *ws[:3], one, rf, mask=mask, zero_output_for_mask=True)
-    yb, _, _ = _transcribe(kind, xt, *ws[3:], one, rb, mask=mask, go_backwards=True, zero_output_for_mask=True)
+    yf, _, _ = keras_recurrence(kind, xt, *ws[:3], xm=one, rm=rf, mask=mask, zero_output_for_mask=True)
+    yb, _, _ = keras_recurrence(kind, xt, *ws[3:], xm=one, rm=rb, mask=mask, go_backwards=True, zero_output_for_mask=True)
     y = torch.cat([yf, yb.flip(1)], -1)
     tg = torch.autograd.grad((y * _t(cot)).sum(), [xt] + ws)
     _close(po, y.detach().numpy(), "output")

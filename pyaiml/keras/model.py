@@ -30,7 +30,7 @@ from pyaiml.keras import layers as _layers
 from pyaiml.keras import losses as _losses
 from pyaiml.keras import metrics as _metrics
 from pyaiml.keras import optimizers as _opt
-from pyaiml.keras._common import placeholder_run, rng
+from pyaiml.keras._common import batch_run, placeholder_run, rng
 from pyaiml.keras.saving import SavingMixin
 from pyaiml.ops import _validate
 
@@ -366,7 +366,7 @@ class Model(SavingMixin, _layers.Layer):
     def _fit_loop(self, cl, xd, yd, val, metrics, names, n, n_out, bs, steps, epochs, initial_epoch, shuffle,
                   validation_freq, validation_batch_size):
         logs = {}
-        with _validate.finite_checks(False):
+        with _validate.finite_checks(False), batch_run():  # real batches (see _common)
             cl.on_train_begin()
             for epoch in range(initial_epoch, epochs):
                 cl.on_epoch_begin(epoch)
@@ -427,7 +427,7 @@ class Model(SavingMixin, _layers.Layer):
         n_out = self._n_outputs(xd)
         yd = self._y_data(y, n_out, len(xd))
         self._check_targets(xd, yd)
-        with _validate.finite_checks(False):
+        with _validate.finite_checks(False), batch_run():  # real batches (see _common)
             r = self._evaluate(xd, yd, 32 if batch_size is None else int(batch_size))
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in r.items()))
@@ -440,7 +440,7 @@ class Model(SavingMixin, _layers.Layer):
         bs = 32 if batch_size is None else int(batch_size)
         n = len(xd)
         chunks, struct = [], None
-        with _validate.finite_checks(False):
+        with _validate.finite_checks(False), batch_run():  # real batches (see _common)
             for b in range(0, n, bs):
                 out = self(xd.take(slice(b, b + bs)).rebuild(), training=False)
                 struct = out
@@ -462,7 +462,7 @@ class Model(SavingMixin, _layers.Layer):
         xd = _arrays(x, "x")
         n_out = self._n_outputs(xd)
         yd = self._y_data(y, n_out, len(xd))
-        with _validate.finite_checks(False):
+        with _validate.finite_checks(False), batch_run():  # real batches (see _common)
             lv, pv, preds = self._train_step(xd, yd)
         if not np.isfinite(lv):
             raise NonFiniteLossError(f"train_on_batch: the loss became {lv}")

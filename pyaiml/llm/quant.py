@@ -85,12 +85,15 @@ def pack_q8(q: np.ndarray, scale: np.ndarray):
     return out[0], out[1]
 
 
+def _unpanel(p: np.ndarray, n: int) -> np.ndarray:
+    """(panels, rows, 64) -> the (rows, n) array it packs."""
+    P, rows, _ = p.shape
+    return np.ascontiguousarray(p.transpose(1, 0, 2).reshape(rows, P * PANEL)[:, :n])
+
+
 def unpack_q8(qp: np.ndarray, sp: np.ndarray, n: int):
     """The (q, scale) that :func:`pack_q8` packed (``n`` output columns)."""
-    P, K, _ = qp.shape
-    q = qp.transpose(1, 0, 2).reshape(K, P * PANEL)[:, :n]
-    s = sp.transpose(1, 0, 2).reshape(K // BLOCK, P * PANEL)[:, :n]
-    return np.ascontiguousarray(q), np.ascontiguousarray(s)
+    return _unpanel(qp, n), _unpanel(sp, n)
 
 
 class QLinear:
@@ -115,11 +118,11 @@ class QLinear:
 
     @property
     def q(self) -> np.ndarray:
-        return unpack_q8(self.qp, self.sp, self.n)[0]
+        return _unpanel(self.qp, self.n)
 
     @property
     def scale(self) -> np.ndarray:
-        return unpack_q8(self.qp, self.sp, self.n)[1]
+        return _unpanel(self.sp, self.n)
 
     @property
     def shape(self):

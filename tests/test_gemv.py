@@ -91,6 +91,17 @@ def test_linear_q8_packed(backend, M, K, N, rng):
     _close(f(x, qp, sp, N), ref_q8(x, q, s), K)
 
 
+def test_pack_q8_errors():
+    from pyaiml.llm.quant import pack_q8
+
+    with pytest.raises(ValueError, match="q must be a 2-D int8 array"):
+        pack_q8(np.zeros(64, np.int8), np.zeros(2, np.float16))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        pack_q8(np.zeros((63, 10), np.int8), np.zeros((2, 10), np.float16))
+    with pytest.raises(ValueError, match=r"scale must have shape \(in/32, out\) = \(2, 10\)"):
+        pack_q8(np.zeros((64, 10), np.int8), np.zeros((3, 10), np.float16))
+
+
 @needs_cpp
 def test_linear_q8_packed_errors(rng):
     from pyaiml.llm.quant import pack_q8

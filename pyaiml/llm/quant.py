@@ -71,7 +71,13 @@ def pack_q8(q: np.ndarray, scale: np.ndarray):
     ``PANEL`` = 64 output columns, ``qp[p, k, c] = q[k, 64p + c]`` (panels, in, 64) and
     ``sp[p, b, c] = scale[b, 64p + c]`` (panels, in/32, 64), columns past ``out`` zero: the
     layout the int8 kernel streams (a thread's panels are one contiguous run of memory)."""
+    q, scale = np.asarray(q), np.asarray(scale)
+    if q.dtype != np.int8 or q.ndim != 2 or q.shape[0] % BLOCK:
+        raise ValueError(f"pack_q8: q must be a 2-D int8 array (in, out) with in a multiple of {BLOCK}. Received "
+                         f"{q.dtype} {q.shape}")
     K, N = q.shape
+    if scale.shape != (K // BLOCK, N):
+        raise ValueError(f"pack_q8: scale must have shape (in/{BLOCK}, out) = {(K // BLOCK, N)}. Received {scale.shape}")
     full, rest = divmod(N, PANEL)
     P = full + (rest > 0)
     out = []

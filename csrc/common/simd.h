@@ -5,6 +5,9 @@
 // Include only from csrc/cpu/ files (they are compiled with PYAIML_ISA_NS defined).
 #pragma once
 #include <cstring>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace pyaiml {
 namespace PYAIML_ISA_NS {
@@ -25,6 +28,27 @@ typedef int vi __attribute__((vector_size(VL * 4)));
 
 static inline vf loadu(const float* p) { return *reinterpret_cast<const vf_u*>(p); }
 static inline void storeu(float* p, vf v) { *reinterpret_cast<vf_u*>(p) = v; }
+// The first n (0 < n < VL) lanes from/to memory; the other lanes load as 0 and are not
+// written. Masked instructions where the ISA has them: no byte past p + n is touched.
+#if defined(__AVX512F__)
+static inline vf loadu_n(const float* p, int n) { return (vf)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p); }
+static inline void storeu_n(float* p, vf v, int n) { _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v); }
+#elif defined(__AVX2__)
+static inline __m256i lane_mask(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline vf loadu_n(const float* p, int n) { return (vf)_mm256_maskload_ps(p, lane_mask(n)); }
+static inline void storeu_n(float* p, vf v, int n) { _mm256_maskstore_ps(p, lane_mask(n), (__m256)v); }
+#else
+static inline vf loadu_n(const float* p, int n) {
+  vf v{};
+  for (int i = 0; i < n; ++i) v[i] = p[i];
+  return v;
+}
+static inline void storeu_n(float* p, vf v, int n) {
+  for (int i = 0; i < n; ++i) p[i] = v[i];
+}
+#endif
 static inline vf splat(float x) { return vf{} + x; }
 static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 static inline vf vmin(vf a, vf b) { return a < b ? a : b; }

@@ -28,6 +28,8 @@ ROWS = {
     "wino/wino as conv/wino": (True, 2, 16, 17, 9, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "wino/wino as conv/wino: 8 grad_w chunks of 2 images": (True, 16, 16, 16, 6, 6, 3, 3, (1, 1), (1, 1, 1, 1),
                                                             (1, 1), 1),
+    "wino/wino as conv/wino: one tile block, output channels split over threads": (
+        True, 1, 16, 70, 13, 11, 3, 3, (1, 1), (0, 0, 1, 1), (1, 1), 1),
     "wino/direct as conv/wino: bottom padding 3": (True, 2, 16, 16, 7, 7, 3, 3, (1, 1), (1, 3, 1, 0), (1, 1), 1),
     "wino/gcol/wino: padding 3 > KH - 1": (True, 2, 17, 16, 6, 7, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1), 1),
     "direct/wino as conv/direct: OH*OW < 16 <= H*W": (True, 2, 16, 16, 5, 5, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1),

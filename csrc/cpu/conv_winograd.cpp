@@ -41,39 +41,48 @@ constexpr int64_t kWinoTiles = 56;
 // are first gathered output-channel-contiguous, then transformed vectorised over o into the
 // contiguous rows U[xi][c][.]. The earlier scalar loop with o outermost (every store to another
 // cache line) took ~100 us for 64 -> 64 channels, more than a batch-1 convolution itself:
-// 1x6x6x64 -> 64 went from 145 to 47 us per call.
-std::vector<float> wino_weights(const ConvShape& s, const float* w, int64_t OCp) {
+// 1x6x6x64 -> 64 went from 145 to 47 us per call. U now lives in the calling thread's scratch
+// (a fresh 128 KiB vector each call was mapped and first-touched every time) and the input
+// channels are shared by the pool: 1x6x6x32 -> 64 40 -> ~10 us per call (2 threads).
+thread_local std::vector<float> t_u, t_gt;
+
+const float* wino_weights(const ConvShape& s, const float* w, int64_t OCp) {
   const WeightPack p = weight_pack(WLayout::kGKCO, 1, s.OC, s.C, 16, OCp);
-  std::vector<float> u(p.size, 0.f), gt(9 * s.OC);
+  float* u = scratch(t_u, p.size);
   const int64_t OC = s.OC;
-  for (int64_t c = 0; c < s.C; ++c) {
-    // gt[k][o] = w[o, c, k]: the taps of input channel c, output channels contiguous, so the
-    // transform below runs vectorised over o
-    for (int64_t o = 0; o < OC; ++o) {
-      const float* g = w + (o * s.C + c) * 9;
-      for (int k = 0; k < 9; ++k) gt[k * OC + o] = g[k];
-    }
-    float* uc = u.data() + p.at(0, 0, c, 0);  // U[xi][c][o] = uc[xi * p.sk + o]
-    const float* g0 = gt.data();
-    const int64_t sk = p.sk;
+  parallel_for(s.C, 8, [&](int64_t cb, int64_t ce) {
+    float* gt = scratch(t_gt, 9 * OC);
+    for (int64_t c = cb; c < ce; ++c) {
+      // gt[k][o] = w[o, c, k]: the taps of input channel c, output channels contiguous, so the
+      // transform below runs vectorised over o
+      for (int64_t o = 0; o < OC; ++o) {
+        const float* g = w + (o * s.C + c) * 9;
+        for (int k = 0; k < 9; ++k) gt[k * OC + o] = g[k];
+      }
+      float* uc = u + p.at(0, 0, c, 0);  // U[xi][c][o] = uc[xi * p.sk + o]
+      const float* g0 = gt;
+      const int64_t sk = p.sk;
 #pragma GCC ivdep
-    for (int64_t o = 0; o < OC; ++o) {
-      float t[4][3];
-      for (int j = 0; j < 3; ++j) {
-        const float a = g0[j * OC + o], b = g0[(3 + j) * OC + o], d = g0[(6 + j) * OC + o];
-        t[0][j] = a;
-        t[1][j] = 0.5f * (a + b + d);
-        t[2][j] = 0.5f * (a - b + d);
-        t[3][j] = d;
+      for (int64_t o = 0; o < OC; ++o) {
+        float t[4][3];
+        for (int j = 0; j < 3; ++j) {
+          const float a = g0[j * OC + o], b = g0[(3 + j) * OC + o], d = g0[(6 + j) * OC + o];
+          t[0][j] = a;
+          t[1][j] = 0.5f * (a + b + d);
+          t[2][j] = 0.5f * (a - b + d);
+          t[3][j] = d;
+        }
+        for (int i = 0; i < 4; ++i) {
+          uc[(i * 4 + 0) * sk + o] = t[i][0];
+          uc[(i * 4 + 1) * sk + o] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+          uc[(i * 4 + 2) * sk + o] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+          uc[(i * 4 + 3) * sk + o] = t[i][2];
+        }
       }
-      for (int i = 0; i < 4; ++i) {
-        uc[(i * 4 + 0) * sk + o] = t[i][0];
-        uc[(i * 4 + 1) * sk + o] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-        uc[(i * 4 + 2) * sk + o] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-        uc[(i * 4 + 3) * sk + o] = t[i][2];
-      }
+      for (int xi = 0; xi < 16; ++xi)  // the GEMM's padding columns: zero weights
+        for (int64_t o = OC; o < OCp; ++o) uc[xi * sk + o] = 0.f;
     }
-  }
+  });
   return u;
 }
 
@@ -154,15 +163,25 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
   const int64_t kb = kWinoTiles;
   const int64_t blocks = (s.N * TT + kb - 1) / kb;
   const int64_t OCp = padn(OC);  // GEMM N padded (see padn)
-  const std::vector<float> u = wino_weights(s, w, OCp);
+  const float* u = wino_weights(s, w, OCp);
   std::vector<int64_t> ident(C);
   for (int64_t c = 0; c < C; ++c) ident[c] = c;
-  parallel_for(blocks, 1, [&](int64_t tb, int64_t te) {
+  // Fewer tile blocks than threads (a small batch: 1x15x15x32 -> 64 is one block of 49 tiles):
+  // the output channels are split too, in runs of 2 VL (the product tiles' width), each task
+  // transforming its block's input again (cheap beside its share of the products). One block
+  // on one thread left the other idle: 2 threads were slower than 1 at batch 1.
+  const int64_t ob_n = OCp / (2 * VL);
+  const int64_t osplit = blocks >= get_num_threads() ? 1 : std::min<int64_t>(ob_n, get_num_threads() / blocks);
+  const int64_t ob_per = (ob_n + osplit - 1) / osplit;
+  parallel_for(blocks * osplit, 1, [&](int64_t tb, int64_t te) {
     float* V = scratch(t_v, 16 * kb * C);
     float* M = scratch(t_m, 16 * kb * OCp);
     if ((int64_t)t_zero.size() < C) t_zero.assign(C, 0.f);
     const float* zero = t_zero.data();
-    for (int64_t task = tb; task < te; ++task) {
+    for (int64_t tk = tb; tk < te; ++tk) {
+      const int64_t task = tk / osplit, os = tk % osplit;
+      const int64_t ob_lo = std::min(OCp, os * ob_per * 2 * VL), ob_hi = std::min(OCp, (os + 1) * ob_per * 2 * VL);
+      const int64_t o_lo = std::min(OC, ob_lo), o_hi = std::min(OC, ob_hi);
       const int64_t g0 = task * kb, nt = std::min(kb, s.N * TT - g0);
       // input transform: V[xi][t][c] = (B^T d B)[i][j]
       for (int64_t t = 0; t < nt; ++t) {
@@ -186,12 +205,12 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
       // forward ~1.6 -> ~1.5 ms, its grad_x ~2.1 -> ~1.9 ms; mid forward ~48 -> ~41 ms.
       const int64_t ntt = (nt + kDM - 1) / kDM, mt = (nt + ntt - 1) / ntt;
       for (int xi = 0; xi < 16; ++xi)
-        for (int64_t ob = 0; ob < OCp; ob += 2 * VL) {
+        for (int64_t ob = ob_lo; ob < ob_hi; ob += 2 * VL) {
           const int64_t nc = std::min<int64_t>(2 * VL, OCp - ob);
           const auto& tab = nc > VL ? kScFwd2 : kScFwd1;
           for (int64_t t0 = 0; t0 < nt; t0 += mt) {
             const int64_t m = std::min(mt, nt - t0);
-            tab[m - 1](V + xi * kb * C + t0 * C, C, ident.data(), C, u.data() + xi * C * OCp + ob, OCp, nullptr,
+            tab[m - 1](V + xi * kb * C + t0 * C, C, ident.data(), C, u + xi * C * OCp + ob, OCp, nullptr,
                        false, M + xi * kb * OCp + t0 * OCp + ob, OCp, nc);
           }
         }
@@ -205,9 +224,9 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
         const bool r1 = oh + 1 < s.OH, c1 = ow + 1 < s.OW;
         float* dst[4] = {y00, c1 ? y00 + OC : nullptr, r1 ? y00 + s.OW * OC : nullptr,
                          (r1 && c1) ? y00 + (s.OW + 1) * OC : nullptr};
-        int64_t o = 0;
-        for (; o + VL <= OC; o += VL) wino_out<vf>(m, ms, b, relu, o, dst, ld_v, st_v);
-        for (; o < OC; ++o) wino_out<float>(m, ms, b, relu, o, dst, ld_s, st_s);
+        int64_t o = o_lo;
+        for (; o + VL <= o_hi; o += VL) wino_out<vf>(m, ms, b, relu, o, dst, ld_v, st_v);
+        for (; o < o_hi; ++o) wino_out<float>(m, ms, b, relu, o, dst, ld_s, st_s);
       }
     }
   });

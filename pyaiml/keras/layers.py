@@ -739,6 +739,7 @@ class _Conv(Layer, _ActMixin):
                  groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", **kw):
         super().__init__(**kw)
+        self._geo = {}  # input shape -> _geometry
         r = self.rank
         cname = type(self).__name__
         if not isinstance(filters, (int, np.integer)) or filters < 1:
@@ -835,16 +836,6 @@ class _Conv(Layer, _ActMixin):
             return "NHWC" if self._cl else "NCHW"
         return "NLC" if self._cl else "NCL"
 
-    def _op_padding(self, x):
-        """Return (x_padded, op_padding, crop) where crop undoes an explicit pad in backward."""
-        sp = x.shape[1:-1] if self._cl else x.shape[2:]
-        pads = self._pads(sp)
-        if all(lo == hi for lo, hi in pads):
-            p = tuple(lo for lo, _ in pads)
-            return x, (p if self.rank == 2 else p[0]), None
-        widths = [(0, 0)] + list(pads) + [(0, 0)] if self._cl else [(0, 0), (0, 0)] + list(pads)
-        return np.pad(x, widths), (0,) * self.rank if self.rank == 2 else 0, widths
-
     def call(self, inputs, training=None):
         x, r = inputs, self.rank
         pads = self._pads(x.shape[1:-1] if self._cl else x.shape[2:])
@@ -860,12 +851,32 @@ class _Conv(Layer, _ActMixin):
                    "relu" if relu else None)  # conv + bias + ReLU in one kernel
         return y if relu else self._act_call(y)
 
+    def _geometry(self, shape):
+        """(explicit pad widths or None, the op's padding, stride and dilation) for inputs of
+        ``shape``: the same for every call with that shape, so kept (a few us per call)."""
+        geo = self._geo.get(shape)
+        if geo is None:
+            sp = shape[1:-1] if self._cl else shape[2:]
+            pads = self._pads(sp)
+            r2 = self.rank == 2
+            if all(lo == hi for lo, hi in pads):
+                p, widths = tuple(lo for lo, _ in pads), None
+            else:
+                widths = [(0, 0)] + list(pads) + [(0, 0)] if self._cl else [(0, 0), (0, 0)] + list(pads)
+                p = (0,) * self.rank
+            geo = (widths, p if r2 else p[0], self.strides if r2 else self.strides[0],
+                   self.dilation_rate if r2 else self.dilation_rate[0])
+            if len(self._geo) > 64:
+                self._geo.clear()
+            self._geo[shape] = geo
+        return geo
+
     def forward(self, x, training=False, mask=None, fusion=UNFUSED):
-        xp, p, crop = self._op_padding(x)
-        self._xp, self._p, self._crop = xp, p, crop
+        widths, p, stride, dil = self._geometry(x.shape)
+        xp = x if widths is None else np.pad(x, widths)
+        self._xp, self._p, self._crop = xp, p, widths
         conv = ops.conv2d if self.rank == 2 else ops.conv1d
-        args = (xp, self.kernel, self.bias if self.use_bias else None, self.strides if self.rank == 2 else self.strides[0],
-                p, self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt())
+        args = (xp, self.kernel, self.bias if self.use_bias else None, stride, p, dil, self.groups, self._fmt())
         if self.activation is _acts.relu and not fusion.activation_in_loss:
             self._act_skipped = False
             self._z, self._y = None, conv(*args, activation="relu")  # fused conv + bias + ReLU
@@ -1012,6 +1023,7 @@ class _MaxPool(Layer):
 
     def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kw):
         super().__init__(**kw)
+        self._geo = {}  # input shape -> (explicit pad widths or None, the op's padding)
         cname = type(self).__name__
         self.pool_size = tuple_n(pool_size, self.rank, f"{cname}: pool_size")
         self.strides = self.pool_size if strides is None else tuple_n(strides, self.rank, f"{cname}: strides")
@@ -1074,20 +1086,28 @@ class _MaxPool(Layer):
                 x = F.pad(x, widths, constant_values=np.finfo(x.dtype).min)
         return F.max_pool(x, self._k(self.pool_size), self._k(self.strides), p, self._fmt())
 
+    def _geometry(self, shape):
+        geo = self._geo.get(shape)
+        if geo is None:
+            pads = self._pads(shape[1:-1] if self._cl else shape[2:])
+            geo = (None, 0)
+            if any(lo or hi for lo, hi in pads):
+                if all(lo == hi and lo <= k // 2 for (lo, hi), k in zip(pads, self.pool_size)):
+                    geo = (None, self._k(tuple(lo for lo, _ in pads)))  # symmetric: the op pads itself
+                else:
+                    # Keras 'same' puts the extra row/column at the end: pad explicitly with the
+                    # lowest finite value (every window still holds at least one real element)
+                    geo = ([(0, 0)] + pads + [(0, 0)] if self._cl else [(0, 0), (0, 0)] + pads, 0)
+            if len(self._geo) > 64:
+                self._geo.clear()
+            self._geo[shape] = geo
+        return geo
+
     def forward(self, x, training=False, mask=None, fusion=UNFUSED):
-        sp = x.shape[1:-1] if self._cl else x.shape[2:]
-        pads = self._pads(sp)
-        self._crop = None
-        self._p = 0
-        if any(lo or hi for lo, hi in pads):
-            if all(lo == hi and lo <= k // 2 for (lo, hi), k in zip(pads, self.pool_size)):
-                self._p = self._k(tuple(lo for lo, _ in pads))  # symmetric: the op pads itself
-            else:
-                # Keras 'same' puts the extra row/column at the end: pad explicitly with the lowest
-                # finite value (every window still holds at least one real element)
-                widths = [(0, 0)] + pads + [(0, 0)] if self._cl else [(0, 0), (0, 0)] + pads
-                x = np.pad(x, widths, constant_values=np.finfo(x.dtype).min)
-                self._crop = widths
+        widths, self._p = self._geometry(x.shape)
+        self._crop = widths
+        if widths is not None:
+            x = np.pad(x, widths, constant_values=np.finfo(x.dtype).min)
         self._x = x
         pool = ops.max_pool2d if self.rank == 2 else ops.max_pool1d
         args = (x, self._k(self.pool_size), self._k(self.strides), self._p, self._fmt())

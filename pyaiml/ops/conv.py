@@ -63,15 +63,19 @@ def _same_dtype(op, **arrays):
 _checked: dict = {}
 
 
+def _plain(v):
+    t = type(v)
+    return t is int or t is str or (t is tuple and all(type(e) is int for e in v))
+
+
 def _prepare(op, x, weight, stride, padding, dilation, groups, cl, nd):
     """Checks shapes and parameters of a 2-D (nd=2) or 1-D (nd=1) conv; returns
     (x4, w4, p, out_spatial) with x4/w4 contiguous 4-D views and p the backend tuple.
     Shapes and parameters that passed once are remembered (the checks depend on nothing
     else), which takes ~8 us off every later call with the same layer configuration."""
-    # Plain ints and strings key as themselves; anything else by repr, which keeps True
-    # apart from 1 (the checks reject bools; type(True) is bool, not int).
-    if ((type(stride) is int or type(stride) is str) and (type(padding) is int or type(padding) is str)
-            and type(dilation) is int and type(groups) is int):
+    # Plain ints, strings and tuples of ints key as themselves; anything else by repr, which
+    # keeps True apart from 1 (the checks reject bools; type(True) is bool, not int).
+    if _plain(stride) and _plain(padding) and _plain(dilation) and type(groups) is int:
         key = (op, x.shape, weight.shape, stride, padding, dilation, groups, cl, nd)
     else:
         key = (op, x.shape, weight.shape, repr((stride, padding, dilation, groups)), cl, nd)

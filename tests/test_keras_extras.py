@@ -166,3 +166,52 @@ def test_pad_sequences():
     assert utils.pad_sequences(seqs).dtype == np.int32
     with pytest.raises(ValueError, match="padding must be 'pre' or 'post'"):
         utils.pad_sequences(seqs, padding="middle")
+
+
+def test_split_dataset():
+    """keras.utils.split_dataset's size rules (int: samples, float: rounded fraction, None: the
+    complement; the right part is the last right_size samples) on arrays, tuples and dicts."""
+    x = np.arange(20).reshape(10, 2)
+    y = np.arange(10)
+    (xl, yl), (xr, yr) = utils.split_dataset((x, y), left_size=0.8)
+    np.testing.assert_array_equal(xl, x[:8])
+    np.testing.assert_array_equal(yr, y[8:])
+    a, b = utils.split_dataset(y, right_size=3)
+    assert a.tolist() == list(range(7)) and b.tolist() == [7, 8, 9]
+    a, b = utils.split_dataset(y, left_size=4, right_size=2)  # a gap between the parts, as Keras
+    assert a.tolist() == [0, 1, 2, 3] and b.tolist() == [8, 9]
+    a, b = utils.split_dataset(y, left_size=0.33, right_size=0.5)
+    assert a.tolist() == [0, 1, 2] and b.tolist() == [5, 6, 7, 8, 9]
+    d1, d2 = utils.split_dataset({"a": x, "b": y}, left_size=0.5, shuffle=True, seed=3)
+    assert set(d1) == {"a", "b"} and len(d1["a"]) == 5 and len(d2["b"]) == 5
+    np.testing.assert_array_equal(d1["a"][:, 0] // 2, d1["b"])  # rows stay paired
+    assert sorted(d1["b"].tolist() + d2["b"].tolist()) == list(range(10))
+    e1, _ = utils.split_dataset({"a": x, "b": y}, left_size=0.5, shuffle=True, seed=3)
+    np.testing.assert_array_equal(e1["b"], d1["b"])  # the seed repeats the split
+    lst = utils.split_dataset([x, y], left_size=2)
+    assert isinstance(lst[0], list) and lst[0][1].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    ({}, ValueError, "give left_size, right_size or both"),
+    ({"left_size": 0}, ValueError, "0 < left_size < 10"),
+    ({"left_size": 10}, ValueError, "0 < left_size < 10"),
+    ({"right_size": 1.0}, ValueError, "0 < right_size < 1"),
+    ({"left_size": 0.7, "right_size": 0.5}, ValueError, "at most 1"),
+    ({"left_size": 6, "right_size": 5}, ValueError, "exceed the dataset's 10"),
+    ({"left_size": 0.01}, ValueError, "leave the left part empty"),
+    ({"left_size": "half"}, TypeError, "left_size must be an int, a float or None"),
+    ({"left_size": True}, TypeError, "left_size must be an int, a float or None"),
+])
+def test_split_dataset_errors(kw, err, match):
+    with pytest.raises(err, match=match):
+        utils.split_dataset(np.arange(10), **kw)
+
+
+def test_split_dataset_bad_datasets():
+    with pytest.raises(ValueError, match=r"same length. Received lengths \[3, 4\]"):
+        utils.split_dataset((np.zeros(3), np.zeros(4)), left_size=1)
+    with pytest.raises(TypeError, match="Received object"):
+        utils.split_dataset(object(), left_size=1)
+    with pytest.raises(ValueError, match="first \\(sample\\) axis"):
+        utils.split_dataset(np.float32(1.0), left_size=1)

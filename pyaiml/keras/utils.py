@@ -1,4 +1,5 @@
-"""Keras utilities: to_categorical, set_random_seed, pad_sequences, and a stratified train/test split.
+"""Keras utilities: to_categorical, set_random_seed, pad_sequences, split_dataset, and a
+stratified train/test split.
 Tests: tests/test_keras_api.py.
 """
 from __future__ import annotations
@@ -88,3 +89,86 @@ def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncati
         else:
             out[i, n - len(s):] = s
     return out
+
+
+def _split_sizes(left_size, right_size, n):
+    """Keras's rules for split_dataset's sizes: an int counts samples (0 < size < n), a float
+    is a fraction (0 < size < 1, rounded), None is the complement of the other; both parts
+    must be non-empty and fit in n."""
+    sizes = {}
+    for side, v in (("left_size", left_size), ("right_size", right_size)):
+        if v is None:
+            sizes[side] = None
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"split_dataset: {side} must be an int, a float or None. Received {v!r}")
+        if isinstance(v, (int, np.integer)):
+            if not 0 < v < n:
+                raise ValueError(f"split_dataset: {side} as an int counts samples: 0 < {side} < {n} (the dataset's "
+                                 f"length). Received {v}")
+            sizes[side] = int(v)
+        else:
+            if not 0 < v < 1:
+                raise ValueError(f"split_dataset: {side} as a float is a fraction: 0 < {side} < 1. Received {v}")
+            sizes[side] = float(v)
+    lo, ro = sizes["left_size"], sizes["right_size"]
+    if lo is None and ro is None:
+        raise ValueError("split_dataset: give left_size, right_size or both. Received left_size=None and "
+                         "right_size=None")
+    if isinstance(lo, float) and isinstance(ro, float) and lo + ro > 1:
+        raise ValueError(f"split_dataset: left_size + right_size must be at most 1. Received {lo} + {ro}")
+    left = None if lo is None else (round(lo * n) if isinstance(lo, float) else lo)
+    right = None if ro is None else (round(ro * n) if isinstance(ro, float) else ro)
+    left = n - right if left is None else left
+    right = n - left if right is None else right
+    if left + right > n:
+        raise ValueError(f"split_dataset: the two parts ({left} + {right} samples) exceed the dataset's {n}")
+    if left == 0 or right == 0:
+        side = "left" if left == 0 else "right"
+        raise ValueError(f"split_dataset: with {n} samples, left_size={left_size!r} and right_size={right_size!r} "
+                         f"leave the {side} part empty")
+    return left, right
+
+
+def split_dataset(dataset, left_size=None, right_size=None, shuffle=False, seed=None):
+    """Split a dataset into a left part and a right part (train / validation), as
+    ``keras.utils.split_dataset``: the left part is the first ``left_size`` samples, the
+    right part the last ``right_size`` (after shuffling all samples when ``shuffle``).
+
+    ``dataset`` is an array, a tuple or list of arrays of one length (``(x, y)``), or a dict
+    of such arrays. Each part has the same structure, NumPy arrays where Keras returns a
+    tf.data or torch dataset: ``(x_tr, y_tr), (x_val, y_val) = split_dataset((x, y), 0.8)``
+    feeds ``fit`` directly. Sizes: an int counts samples, a float is a fraction, None the
+    complement of the other side."""
+    if isinstance(dataset, dict):
+        keys = list(dataset)
+        arrays = [np.asarray(dataset[k]) for k in keys]
+        pack = lambda parts: dict(zip(keys, parts))  # noqa: E731
+    elif isinstance(dataset, (tuple, list)):
+        arrays = [np.asarray(a) for a in dataset]
+        kind = type(dataset)
+        pack = lambda parts: kind(parts)  # noqa: E731
+    else:
+        try:
+            arrays = [np.asarray(dataset)]
+        except Exception:  # noqa: BLE001 (any failed conversion: say what was received)
+            arrays = None
+        if arrays is None or arrays[0].dtype == object:
+            raise TypeError("split_dataset: dataset must be an array, a tuple or list of arrays, or a dict of arrays. "
+                            f"Received {type(dataset).__name__}")
+        pack = lambda parts: parts[0]  # noqa: E731
+    if not arrays:
+        raise ValueError("split_dataset: dataset holds no arrays")
+    if any(a.ndim == 0 for a in arrays):
+        raise ValueError("split_dataset: every array needs a first (sample) axis. Received a scalar")
+    lengths = {len(a) for a in arrays}
+    if len(lengths) != 1:
+        raise ValueError(f"split_dataset: every array must have the same length. Received lengths "
+                         f"{[len(a) for a in arrays]}")
+    n = lengths.pop()
+    left, right = _split_sizes(left_size, right_size, n)
+    order = np.arange(n)
+    if shuffle:
+        np.random.default_rng(seed).shuffle(order)
+    li, ri = order[:left], order[n - right:]
+    return pack([a[li] for a in arrays]), pack([a[ri] for a in arrays])

@@ -68,7 +68,7 @@ def check_per_example(model, x, y, loss, seed=0):
     want = sum((r.reshape(n, -1) ** 2).sum(axis=1) for r in ref.values())
     np.testing.assert_allclose(sq, want, rtol=1e-10)
     # which norm form each Dense/Conv layer took: True = built G_i, False = Gram matrices
-    forms = {l.name: l._pe[-1] is not None for l in tl if isinstance(l, (L.Dense, L._Conv))}
+    forms = {l.name: l._pe.g is not None for l in tl if isinstance(l, (L.Dense, L._Conv))}
     c = np.random.default_rng(seed).uniform(0.1, 1.0, n)
     for l in tl:
         l.zero_grad()

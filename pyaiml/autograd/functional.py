@@ -22,6 +22,7 @@ import builtins
 import numpy as np
 
 from pyaiml import ops
+from pyaiml.autograd import per_example as _pe
 from pyaiml.autograd.tape import Tensor, record, value_of
 from pyaiml.ops.pool import MAX_WINDOW
 
@@ -46,25 +47,40 @@ def _float(a):
 
 
 # ---------------------------------------------------------------- arithmetic (broadcasting)
+def _broadcast_pe(contrib, x, y):
+    """Per-example rule of a binary elementwise op: ``contrib(g, i)`` is the output gradient
+    times d(out)/d(input i); one weight side at a time (a weight against batch values)."""
+    def pe(g, want):
+        if all(want):
+            raise ValueError("DP-SGD: two weights combined elementwise before meeting the batch have no "
+                             "per-example gradients")
+        i = 0 if want[0] else 1
+        return _pe.BroadcastRule(contrib(g, i), (x, y)[i].shape), (i,)
+    return pe
+
+
 def add(a, b):
     x, y = _v(a), _v(b)
     out = np.add(x, y)
     return record(out, (a, b), lambda g, n: (_unbroadcast(g, x.shape) if n[0] else None,
-                                             _unbroadcast(g, y.shape) if n[1] else None), "add")
+                                             _unbroadcast(g, y.shape) if n[1] else None), "add",
+                  _broadcast_pe(lambda g, i: g, x, y))
 
 
 def subtract(a, b):
     x, y = _v(a), _v(b)
     out = np.subtract(x, y)
     return record(out, (a, b), lambda g, n: (_unbroadcast(g, x.shape) if n[0] else None,
-                                             _unbroadcast(-g, y.shape) if n[1] else None), "subtract")
+                                             _unbroadcast(-g, y.shape) if n[1] else None), "subtract",
+                  _broadcast_pe(lambda g, i: g if i == 0 else -g, x, y))
 
 
 def multiply(a, b):
     x, y = _v(a), _v(b)
     out = np.multiply(x, y)
     return record(out, (a, b), lambda g, n: (_unbroadcast(g * y, x.shape) if n[0] else None,
-                                             _unbroadcast(g * x, y.shape) if n[1] else None), "multiply")
+                                             _unbroadcast(g * x, y.shape) if n[1] else None), "multiply",
+                  _broadcast_pe(lambda g, i: g * (y if i == 0 else x), x, y))
 
 
 def divide(a, b):
@@ -428,7 +444,13 @@ def take(a, indices, axis=None):
             gg = np.moveaxis(g, tuple(range(ax, ax + ids.ndim)), tuple(range(ids.ndim)))
             np.add.at(gm, ids.reshape(-1), gg.reshape((-1,) + gm.shape[1:]))
         return (gx,)
-    return record(out, (a,), back, "take")
+
+    def pe(g, want):  # rows of a 2-D table looked up by batch-shaped ids
+        if ax != 0 or x.ndim != 2 or ids.ndim < 1:
+            raise ValueError(f"DP-SGD: take along axis {ax} of a weight of shape {x.shape} with ids of shape "
+                             f"{ids.shape} has no per-example rule (an embedding lookup: axis 0 of a 2-D table)")
+        return _pe.EmbeddingRule(ids, np.ascontiguousarray(g), x.shape[0]), (0,)
+    return record(out, (a,), back, "take", pe)
 
 
 def take_along_axis(a, indices, axis):
@@ -489,7 +511,13 @@ def matmul(a, b):
         ga = _unbroadcast(_mm(gg, np.swapaxes(yb, -1, -2)), xa.shape).reshape(x.shape) if n[0] else None
         gb = _unbroadcast(_mm(np.swapaxes(xa, -1, -2), gg), yb.shape).reshape(y.shape) if n[1] else None
         return ga, gb
-    return record(out, (a, b), back, "matmul")
+
+    def pe(g, want):  # batch values (B, ..., K) times a 2-D weight (K, N)
+        if want[0] or y.ndim != 2 or x.ndim < 2:
+            raise ValueError(f"DP-SGD: matmul of shapes {x.shape} @ {y.shape} has no per-example rule for its "
+                             "weight (batch values (B, ..., K) @ a 2-D weight (K, N))")
+        return _pe.DenseRule(x, np.ascontiguousarray(g), True, False), (1,)
+    return record(out, (a, b), back, "matmul", pe)
 
 
 def dense(x, kernel, bias=None):
@@ -507,7 +535,13 @@ def dense(x, kernel, bias=None):
         gk = _mm(np.ascontiguousarray(xv.reshape(-1, k.shape[0]).T), g2) if n[1] else None
         gb = g2.sum(axis=0) if (bias is not None and n[2]) else None
         return gx, gk, gb
-    return record(out, (x, kernel, bias), back, "dense")
+
+    def pe(g, want):
+        if want[0]:
+            raise ValueError("DP-SGD: a weight as the input of dense() has no per-example rule")
+        idx = tuple(i for i in (1, 2) if want[i])
+        return _pe.DenseRule(xv, np.ascontiguousarray(g), bool(want[1]), bool(want[2])), idx
+    return record(out, (x, kernel, bias), back, "dense", pe)
 
 
 def einsum(subscripts, *operands):
@@ -551,7 +585,19 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_f
         gx, gw, gb = bwd(g, xv, w, stride, padding, dilation, groups, data_format,
                          output_mask=(bool(n[0]), bool(n[1]), bool(bias is not None and n[2])))
         return gx, gw, gb
-    r = record(out, (x, weight, bias), back, "conv")
+
+    def pe(g, want):
+        if want[0]:
+            raise ValueError("DP-SGD: a weight as the input of conv() has no per-example rule")
+        g = np.ascontiguousarray(g)
+        if activation == "relu":
+            t = holder[0]
+            if not (t._gated and t._gated == t._uses):
+                g = ops.relu_backward(g, out)
+        idx = tuple(i for i in (1, 2) if want[i])
+        return _pe.ConvRule(xv, g, w.shape[2:], stride, padding, dilation, groups,
+                            data_format in ("NHWC", "NLC"), bias=bool(want[2]), kernel=bool(want[1])), idx
+    r = record(out, (x, weight, bias), back, "conv", pe)
     if isinstance(r, Tensor):
         holder.append(r)
         r._relu_out = activation == "relu"
@@ -621,7 +667,12 @@ def layer_norm(x, gamma=None, beta=None, epsilon=1e-3):
             d = g * gm if gm is not None else g
             gx = (d - d.mean(axis=-1, keepdims=True) - xhat * (d * xhat).mean(axis=-1, keepdims=True)) * inv
         return gx, gg, gb
-    return record(out, (x, gamma, beta), back, "layer_norm")
+
+    def pe(g, want):
+        if want[0]:
+            raise ValueError("DP-SGD: a weight as the input of layer_norm() has no per-example rule")
+        return _pe.RowRule(g, xhat, bool(want[1]), bool(want[2])), tuple(i for i in (1, 2) if want[i])
+    return record(out, (x, gamma, beta), back, "layer_norm", pe)
 
 
 def batch_norm(x, mean_, var_, gamma=None, beta=None, epsilon=1e-3, axis=-1, batch_stats=False):

@@ -312,17 +312,21 @@ def value_of(x):
 # ---------------------------------------------------------------- recording
 class Node:
     """One recorded op: ``out`` came from ``parents``; ``backward(g, needs)`` returns one
-    gradient (or None) per parent, given the gradient ``g`` of ``out``."""
+    gradient (or None) per parent, given the gradient ``g`` of ``out``. ``pe(g, wanted)``,
+    for ops where a weight meets the batch, returns (rule, parent indices): the per-example
+    gradients of the wanted parents (pyaiml.autograd.per_example), for ``clipped_gradient``."""
 
-    __slots__ = ("backward", "needs", "op", "out", "parents")
+    __slots__ = ("backward", "needs", "op", "out", "parents", "pe")
 
-    def __init__(self, out, parents, needs, backward, op):
+    def __init__(self, out, parents, needs, backward, op, pe=None):
         self.out, self.parents, self.needs, self.backward, self.op = out, parents, needs, backward, op
+        self.pe = pe
 
 
-def record(value, parents, backward, op):
+def record(value, parents, backward, op, pe=None):
     """Return ``value`` as a Tensor recorded on the open tapes when a parent needs a
-    gradient, else the plain array. ``backward(g, needs) -> tuple`` aligned with parents."""
+    gradient, else the plain array. ``backward(g, needs) -> tuple`` aligned with parents;
+    ``pe``: the op's per-example rule (see Node)."""
     tapes = getattr(_state, "tapes", None)
     if not tapes:
         return value
@@ -333,7 +337,7 @@ def record(value, parents, backward, op):
         if need:
             p._uses += 1
     out = Tensor(value, True)
-    node = Node(out, parents, needs, backward, op)
+    node = Node(out, parents, needs, backward, op, pe)
     for t in tapes:
         if not t._stopped:
             t._nodes.append(node)
@@ -422,6 +426,25 @@ class GradientTape:
             self._nodes = []
         return out[0] if single else out
 
+    def clipped_gradient(self, target, sources, clip_factors, batch_size):
+        """DP-SGD's gradient: sum over the batch of each example's gradient of ``target``
+        times its clip factor. ``target`` is the batch mean of per-example losses over
+        ``batch_size`` independent examples (so ``batch_size`` times the gradient of its output
+        is the per-example gradients); ``sources`` are Variables; ``clip_factors(sq_norms)``
+        maps the (B,) squared norms of the examples' gradients over all sources to (B,)
+        factors (DPSGD.clip_factors). Each source must meet the batch directly in an op with
+        a per-example rule (dense, conv, layer_norm, take of table rows, matmul of batch
+        values by a weight, a weight added to or multiplied with batch values); a weight
+        used by several ops gets the sum of their per-example gradients. Returns (gradients
+        aligned with sources, None where the target does not reach one; the squared norms)."""
+        if self._used and not self.persistent:
+            raise RuntimeError("GradientTape.clipped_gradient can only be called once on a non-persistent tape")
+        self._used = True
+        out = _clipped_backward(self._nodes, target, list(sources), clip_factors, int(batch_size))
+        if not self.persistent:
+            self._nodes = []
+        return out
+
 
 def _sum_into(grads, key, g):
     prev = grads.get(key)
@@ -477,3 +500,80 @@ def _backward(nodes, target, sources, output_gradients=None):
             g = np.ascontiguousarray(g, dtype=dt) if (g.dtype != dt or not g.flags.c_contiguous) else g
         out.append(g)
     return out
+
+
+def _clipped_backward(nodes, target, sources, clip_factors, n):
+    """GradientTape.clipped_gradient's walk: the reverse pass with the target's gradient
+    scaled by n; at an op where a source meets the batch, the op's rule keeps the per-example
+    gradients of its sources (and its ordinary backward gives the other parents' gradients);
+    then the norms, the clip factors, and the clipped sums."""
+    from collections import Counter
+
+    from pyaiml.autograd.per_example import sqnorms
+
+    for s in sources:
+        if not isinstance(s, Variable):
+            raise TypeError(f"GradientTape.clipped_gradient: sources must be Variables. Received {type(s).__name__}")
+    wanted = {id(s) for s in sources}
+    grads: dict[int, np.ndarray] = {}
+    if isinstance(target, Tensor) and target.requires_grad:
+        grads[id(target)] = np.full_like(target.value, n)
+        target._uses += 1
+    rules = []  # (rule, ids of the sources it covers, in rule.names order)
+    for node in reversed(nodes):
+        g = grads.pop(id(node.out), None)
+        if g is None:
+            continue
+        mine = tuple(need and id(p) in wanted for p, need in zip(node.parents, node.needs))
+        rest = node.needs
+        if any(mine):
+            names = [getattr(p, "name", "?") for p, m in zip(node.parents, mine) if m]
+            if node.pe is None:
+                raise ValueError(f"DP-SGD: variable(s) {', '.join(names)} enter op {node.op!r}, which has no "
+                                 "per-example gradient rule; a weight must meet the batch directly in dense, conv, "
+                                 "layer_norm, an embedding lookup, matmul, or an add/multiply with batch values")
+            if g.shape[:1] != (n,):
+                raise ValueError(f"DP-SGD: variable(s) {', '.join(names)} enter op {node.op!r} whose output has "
+                                 f"shape {g.shape}, not a batch of {n} examples first (a weight must meet the batch "
+                                 "before any other op transforms it)")
+            rule, idx = node.pe(g, mine)
+            if sorted(idx) != [i for i, m in enumerate(mine) if m]:
+                raise RuntimeError(f"autograd: the per-example rule of {node.op} covers parents {idx}, "
+                                   f"not the wanted {mine}")
+            rules.append((rule, [id(node.parents[i]) for i in idx]))
+            rest = tuple(need and not m for need, m in zip(node.needs, mine))
+        if any(rest):
+            gs = node.backward(g, rest)
+            for p, need, gp in zip(node.parents, rest, gs):
+                if need and gp is not None:
+                    if gp.shape != p.shape:
+                        raise RuntimeError(f"autograd: the backward of {node.op} gave a gradient of shape {gp.shape} "
+                                           f"for an input of shape {p.shape}")
+                    _sum_into(grads, id(p), gp)
+    uses = Counter(v for _, vs in rules for v in vs)
+    sq = np.zeros(n)
+    shared: dict[int, np.ndarray] = {}  # per-example gradients of weights used by several ops
+    direct = []
+    for rule, vs in rules:
+        if all(uses[v] == 1 for v in vs):
+            sq = sq + rule.sq_norms()
+            direct.append((rule, vs))
+        else:
+            for v, g in zip(vs, rule.grads()):
+                shared[v] = g if v not in shared else shared[v] + g
+    for g in shared.values():
+        sq = sq + sqnorms(g)
+    c = np.asarray(clip_factors(sq), dtype=np.float64)
+    by_var = {}
+    for rule, vs in direct:
+        for v, g in zip(vs, rule.clipped(c)):
+            by_var[v] = g
+    for v, g in shared.items():
+        by_var[v] = np.tensordot(c.astype(g.dtype), g, axes=1)
+    out = []
+    for s in sources:
+        g = by_var.get(id(s))
+        if g is not None:
+            g = np.ascontiguousarray(g, dtype=s.dtype).reshape(s.shape)
+        out.append(g)
+    return out, sq

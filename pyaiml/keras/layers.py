@@ -9,9 +9,11 @@ Weights are held in the layout the op wants (conv: torch OIHW) and converted to 
 layouts by ``get_weights``/``set_weights`` (Conv2D kernel (kh, kw, cin, cout), Dense
 kernel (in, out), ...). float32 throughout.
 
-Per-example gradients for DP-SGD (``backward_per_example``, ``per_example_grads``,
-``per_example_sq_norms``, ``accumulate_clipped``) on Dense, Conv1D/Conv2D, Embedding and
-LayerNormalization; BatchNormalization refuses (see ``Layer.per_example_support``).
+Per-example gradients for Sequential's DP-SGD (``backward_per_example`` builds the layer's
+rule from pyaiml.autograd.per_example, the same rules the tape uses for other models;
+``per_example_grads``, ``per_example_sq_norms``, ``accumulate_clipped`` read it) on Dense,
+Conv1D/Conv2D, Embedding and LayerNormalization; BatchNormalization refuses (see
+``Layer.per_example_support``).
 
 Two ways through a layer. ``call(inputs, training=None, ...)`` is written with
 pyaiml.autograd.functional (the tape's primitives, the same pyaiml.ops kernels) and is what
@@ -45,6 +47,7 @@ import numpy as np
 import pyaiml.ops as ops
 from pyaiml import _backend
 from pyaiml.autograd import functional as F
+from pyaiml.autograd.per_example import ConvRule, DenseRule, EmbeddingRule, RowRule
 from pyaiml.autograd.tape import Tensor, Variable, calling, recording
 from pyaiml.ops._validate import get_check_finite
 from pyaiml.ops.pool import MAX_WINDOW
@@ -70,12 +73,6 @@ def _auto_name(cls_name: str) -> str:
 
 def _shape_str(s):
     return "(None, " + ", ".join(str(d) for d in s) + ")" if s else "(None,)"
-
-
-def _sqnorms(a):
-    """(B, ...) -> (B,) float64: the squared L2 norm of each example's slice."""
-    a2 = a.reshape(a.shape[0], -1)
-    return np.einsum("ij,ij->i", a2, a2).astype(np.float64)
 
 
 class InputSpecError(ValueError):
@@ -351,6 +348,20 @@ class Layer:
         with a per-example rule caches its output gradient instead of summing weight gradients.
         ``fusion``: the model's fusion record, for layers whose backward takes one."""
         return self.backward(dy, need_dx, **fusion)
+
+    # a layer with a rule keeps it (pyaiml.autograd.per_example) in self._pe between its
+    # backward_per_example and accumulate_clipped
+    def per_example_grads(self):
+        return dict(zip(self._pe.names, self._pe.grads()))
+
+    def per_example_sq_norms(self):
+        return self._pe.sq_norms()
+
+    def accumulate_clipped(self, c):
+        """grads += sum_i c_i * (gradient of example i); releases the per-example rule."""
+        for n, g in zip(self._pe.names, self._pe.clipped(c)):
+            self.grads[n] += g
+        self._pe = None
 
     def count_params(self):
         return int(sum(w.size for w in self.weights))
@@ -669,51 +680,10 @@ class Dense(Layer, _ActMixin):
         if not self.trainable:
             return self.backward(dy, need_dx, fusion)
         dz = self._act_bwd(dy, fusion)
-        self._pe = [self._x, dz, None]
+        self._pe = DenseRule(self._x, dz, True, self.use_bias)
         if not need_dx:
             return None
         return ops.matmul(dz.reshape(-1, self.units), self.kernel.T).reshape(self._x.shape)
-
-    def _pe_views(self):
-        x, dz = self._pe[0], self._pe[1]
-        B = x.shape[0]
-        return x.reshape(B, -1, x.shape[-1]), dz.reshape(B, -1, self.units)
-
-    def per_example_grads(self):
-        x3, d3 = self._pe_views()
-        out = {"kernel": np.matmul(x3.transpose(0, 2, 1), d3)}
-        if self.use_bias:
-            out["bias"] = d3.sum(axis=1)
-        return out
-
-    def per_example_sq_norms(self):
-        x3, d3 = self._pe_views()
-        T, D = x3.shape[1:]
-        if T == 1:  # ||x_i d_i^T||^2 = ||x_i||^2 ||d_i||^2: no (B, in, out) array
-            k = _sqnorms(x3) * _sqnorms(d3)
-        elif T * T <= D * self.units:  # ||X_i^T D_i||^2 = <X_i X_i^T, D_i D_i^T>: (B, T, T) arrays
-            k = np.einsum("bts,bts->b", np.matmul(x3, x3.transpose(0, 2, 1)),
-                          np.matmul(d3, d3.transpose(0, 2, 1))).astype(np.float64)
-        else:  # long sequences: build G_i (kept for accumulate_clipped)
-            g = np.matmul(x3.transpose(0, 2, 1), d3)
-            self._pe[2] = g
-            k = _sqnorms(g)
-        if self.use_bias:
-            k = k + _sqnorms(d3.sum(axis=1))
-        return k
-
-    def accumulate_clipped(self, c):
-        """grads += sum_i c_i * (gradient of example i); releases the per-example cache."""
-        x, dz, g = self._pe
-        B = x.shape[0]
-        dzc = (dz.reshape(B, -1) * c.astype(dz.dtype)[:, None]).reshape(-1, self.units)
-        if g is not None:
-            self.grads["kernel"] += np.tensordot(c.astype(g.dtype), g, axes=1)
-        else:
-            self.grads["kernel"] += ops.matmul(x.reshape(-1, x.shape[-1]).T, dzc)
-        if self.use_bias:
-            self.grads["bias"] += dzc.sum(axis=0)
-        self._pe = None
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": self.activation.name,
@@ -913,7 +883,8 @@ class _Conv(Layer, _ActMixin):
         if not self.trainable:
             return self.backward(dy, need_dx, fusion)
         dz = np.ascontiguousarray(self._act_bwd(dy, fusion))
-        self._pe = [dz, None, None]  # output gradients; (P, D); per-example kernel gradients if built
+        self._pe = ConvRule(self._xp, dz, self.kernel_size, self.strides, self._p, self.dilation_rate, self.groups,
+                            self._cl, self.use_bias)
         if not need_dx:
             return None
         back = ops.conv2d_backward if self.rank == 2 else ops.conv1d_backward
@@ -923,81 +894,6 @@ class _Conv(Layer, _ActMixin):
         if self._crop is not None:
             gx = gx[tuple(slice(lo, gx.shape[i] - hi) for i, (lo, hi) in enumerate(self._crop))]
         return gx
-
-    def _pe_patches_and_dz(self):
-        """P (B, G, L, prod(k) * Cg) and D (B, G, L, filters/G) of the cached batch."""
-        if self._pe[1] is not None:
-            return self._pe[1]
-        r, G = self.rank, self.groups
-        x = self._xp if self._cl else np.moveaxis(self._xp, 1, -1)  # (B, *spatial, C)
-        p = self._p if r == 2 else (self._p,)
-        if any(p):
-            x = np.pad(x, [(0, 0)] + [(q, q) for q in p] + [(0, 0)])
-        dz = self._pe[0] if self._cl else np.moveaxis(self._pe[0], 1, -1)  # (B, *out spatial, OC)
-        B, C, osp = x.shape[0], x.shape[-1], dz.shape[1:-1]
-        st = x.strides
-        win = np.lib.stride_tricks.as_strided(
-            x, (B,) + osp + self.kernel_size + (G, C // G),
-            (st[0],) + tuple(st[1 + i] * self.strides[i] for i in range(r))
-            + tuple(st[1 + i] * self.dilation_rate[i] for i in range(r)) + (st[-1] * (C // G), st[-1]),
-            writeable=False)
-        L = int(np.prod(osp))
-        if G == 1:
-            P = np.ascontiguousarray(win).reshape(B, 1, L, -1)
-        else:  # (B, *osp, *k, G, Cg) -> (B, G, *osp, *k, Cg)
-            P = np.ascontiguousarray(np.moveaxis(win, 2 * r + 1, 1)).reshape(B, G, L, -1)
-        D = dz.reshape(B, L, G, self.filters // G).transpose(0, 2, 1, 3)
-        self._pe[1] = (P, D)
-        return P, D
-
-    def _kernel_layout(self, g):
-        """(..., OC, prod(k) * Cg) in (k..., cin) column order -> (..., OC, Cg, *k), the kernel's."""
-        r = self.rank
-        lead = g.shape[:-2]
-        g = g.reshape(lead + (self.filters,) + self.kernel_size + (self._cin // self.groups,))
-        n = len(lead)
-        return np.moveaxis(g, n + 1 + r, n + 1)
-
-    def per_example_grads(self):
-        P, D = self._pe_patches_and_dz()
-        B = P.shape[0]
-        g = np.matmul(D.transpose(0, 1, 3, 2), P).reshape(B, self.filters, -1)
-        out = {"kernel": np.ascontiguousarray(self._kernel_layout(g))}
-        if self.use_bias:
-            out["bias"] = D.sum(axis=2).reshape(B, self.filters)
-        return out
-
-    def per_example_sq_norms(self):
-        P, D = self._pe_patches_and_dz()
-        L, K = P.shape[2:]
-        if L * L < K * D.shape[-1]:  # ||D_i^T P_i||^2 = <P_i P_i^T, D_i D_i^T>: (B, G, L, L) arrays
-            k = np.einsum("bgls,bgls->b", np.matmul(P, P.transpose(0, 1, 3, 2)),
-                          np.matmul(D, D.transpose(0, 1, 3, 2))).astype(np.float64)
-        else:
-            g = np.matmul(D.transpose(0, 1, 3, 2), P)  # (B, G, OC/G, K), kept for accumulate_clipped
-            self._pe[2] = g
-            k = _sqnorms(g)
-        if self.use_bias:
-            k = k + _sqnorms(D.sum(axis=2))
-        return k
-
-    def accumulate_clipped(self, c):
-        """grads += sum_i c_i * (gradient of example i); releases the per-example cache."""
-        P, D = self._pe_patches_and_dz()
-        B, G, L, K = P.shape
-        g = self._pe[2]
-        cd = c.astype(D.dtype)
-        if g is not None:
-            s = np.tensordot(cd, g, axes=1)  # (G, OC/G, K)
-        else:  # every example's rows at once, per group: (c D)^T P, (OC/G, B*L) @ (B*L, K)
-            dzc = (self._pe[0] if self._cl else np.moveaxis(self._pe[0], 1, -1)).reshape(B, L, self.filters)
-            dzc = (dzc * cd[:, None, None]).reshape(B * L, self.filters)
-            og = self.filters // G
-            s = np.stack([ops.matmul(dzc[:, j * og:(j + 1) * og].T, P[:, j].reshape(B * L, K)) for j in range(G)])
-        self.grads["kernel"] += self._kernel_layout(s.reshape(self.filters, K))
-        if self.use_bias:
-            self.grads["bias"] += np.tensordot(cd, D.sum(axis=2), axes=1).reshape(self.filters)
-        self._pe = None
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),
@@ -1479,29 +1375,10 @@ class LayerNormalization(Layer):
     def backward_per_example(self, dy, need_dx=True):
         if not self.trainable:
             return self.backward(dy, need_dx)
-        self._pe = dy
         xhat = self._xhat
+        self._pe = RowRule(dy, xhat, self.scale, self.center)
         g = dy * self.gamma if self.scale else dy
         return (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True)) * self._inv
-
-    def per_example_grads(self):
-        dy, c = self._pe, self._pe.shape[-1]
-        B = dy.shape[0]
-        out = {}
-        if self.scale:
-            out["gamma"] = (dy * self._xhat).reshape(B, -1, c).sum(axis=1)
-        if self.center:
-            out["beta"] = dy.reshape(B, -1, c).sum(axis=1)
-        return out
-
-    def per_example_sq_norms(self):
-        return sum(_sqnorms(g) for g in self.per_example_grads().values())
-
-    def accumulate_clipped(self, c):
-        """grads += sum_i c_i * (gradient of example i); releases the per-example cache."""
-        for n, g in self.per_example_grads().items():
-            self.grads[n] += np.tensordot(c.astype(g.dtype), g, axes=1)
-        self._pe = None
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon, "center": self.center,
@@ -1583,40 +1460,8 @@ class Embedding(Layer):
     def backward_per_example(self, dy, need_dx=True):
         if not self.trainable:
             return self.backward(dy, need_dx)
-        self._pe = dy
+        self._pe = EmbeddingRule(self._ids, dy, self.input_dim)
         return None
-
-    def _pe_rows(self):
-        """(example index, id, summed output gradient) of each distinct (example, id) pair."""
-        ids = self._ids.reshape(self._ids.shape[0], -1)
-        B, T = ids.shape
-        dy = self._pe.reshape(B * T, self.output_dim)
-        if B * T == 0:
-            e = np.zeros(0, np.int64)
-            return e, e, dy[:0]
-        key = (np.arange(B, dtype=np.int64)[:, None] * self.input_dim + ids).reshape(-1)
-        order = np.argsort(key, kind="stable")
-        ks = key[order]
-        start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-        rows = np.add.reduceat(dy[order], start, axis=0)
-        return ks[start] // self.input_dim, ks[start] % self.input_dim, rows
-
-    def per_example_grads(self):
-        ex, idv, rows = self._pe_rows()
-        g = np.zeros((self._ids.shape[0],) + self.embeddings.shape, dtype=self._pe.dtype)
-        g[ex, idv] = rows
-        return {"embeddings": g}
-
-    def per_example_sq_norms(self):
-        ex, _, rows = self._pe_rows()
-        return np.bincount(ex, weights=_sqnorms(rows), minlength=self._ids.shape[0]).astype(np.float64)
-
-    def accumulate_clipped(self, c):
-        """grads += sum_i c_i * (gradient of example i); releases the per-example cache."""
-        ids = self._ids
-        cc = c.astype(self._pe.dtype).reshape((-1,) + (1,) * (self._pe.ndim - 1))
-        np.add.at(self.grads["embeddings"], ids.reshape(-1), (self._pe * cc).reshape(-1, self.output_dim))
-        self._pe = None
 
     def get_config(self):
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,

@@ -16,6 +16,11 @@ output name when there are several), ``val_`` for validation.
 ``Sequential`` (pyaiml/keras/models.py) keeps its own loop with the fused hand-written
 backward; this one serves every other model.
 
+DP-SGD (``compile(optimizer=pyaiml.privacy.DPSGD(...))``): fit draws Poisson-sampled batches
+and each step clips every example's gradient through the tape's per-example rules
+(``_train_step_dp``); a weight that reaches the loss through an op without a rule is a
+ValueError naming it and the op.
+
 Not here: ``train_step`` overrides, sample/class weights, ``add_loss``, distribution.
 Tests: tests/test_keras_subclass.py, tests/test_keras_functional.py.
 """
@@ -283,17 +288,40 @@ class Model(SavingMixin, _layers.Layer):
             total = term if total is None else F.add(total, term)
         return total, parts
 
+    def _recorded_loss(self, xb: _Data, yb: _Data):
+        """The training forward pass and losses on a tape: (tape, total, loss value, parts, outputs)."""
+        with GradientTape() as tape:
+            outs = _flat(self(xb.rebuild(), training=True))
+            total, parts = self._losses_of(outs, yb.arrays)
+        return tape, total, float(total.value if isinstance(total, Tensor) else total), parts, outs
+
     def _train_step(self, xb: _Data, yb: _Data):
         tv = self._train_vars()
-        with GradientTape() as tape:
-            out = self(xb.rebuild(), training=True)
-            outs = _flat(out)
-            total, parts = self._losses_of(outs, yb.arrays)
-        val = float(total.value if isinstance(total, Tensor) else total)
+        tape, total, val, parts, outs = self._recorded_loss(xb, yb)
         if not np.isfinite(val):
             return val, parts, outs
         grads = tape.gradient(total, tv)
         self.optimizer.apply([(v.value, g if g is not None else np.zeros_like(v.value)) for v, g in zip(tv, grads)])
+        return val, parts, [o.value if isinstance(o, Tensor) else o for o in outs]
+
+    def _train_step_dp(self, xb: _Data, yb: _Data, expected_batch_size):
+        """One DP-SGD step through the tape: each example's gradient over every trainable
+        variable clipped to the optimizer's l2_norm_clip (GradientTape.clipped_gradient: the
+        per-example rules of pyaiml.autograd.per_example), summed; the optimizer adds the
+        noise, divides by ``expected_batch_size`` and updates. An empty batch (Poisson
+        sampling) takes a noise-only step."""
+        opt = self.optimizer
+        tv = self._train_vars()
+        n = len(xb)
+        if n == 0:
+            opt.apply_private([(v.value, np.zeros_like(v.value)) for v in tv], expected_batch_size)
+            return 0.0, [0.0] * len(yb.arrays), None
+        tape, total, val, parts, outs = self._recorded_loss(xb, yb)
+        if not np.isfinite(val):
+            return val, parts, outs
+        grads, _ = tape.clipped_gradient(total, tv, opt.clip_factors, n)
+        opt.apply_private([(v.value, g if g is not None else np.zeros_like(v.value)) for v, g in zip(tv, grads)],
+                          expected_batch_size)
         return val, parts, [o.value if isinstance(o, Tensor) else o for o in outs]
 
     def _logs(self, tot, parts, cnt, metrics, names):
@@ -356,6 +384,8 @@ class Model(SavingMixin, _layers.Layer):
         _, _, metrics, names = self._resolve(n_out)
         self.stop_training = False
         self._tv_fixed = self.trainable_variables
+        if getattr(self.optimizer, "is_dp", False):  # DP-SGD: the optimizer draws the batches
+            self.optimizer.begin_fit(n, bs)
         try:
             self._fit_loop(cl, xd, yd, val, metrics, names, n, n_out, bs, steps, epochs, initial_epoch, shuffle,
                            validation_freq, validation_batch_size)
@@ -368,9 +398,13 @@ class Model(SavingMixin, _layers.Layer):
         logs = {}
         with _validate.finite_checks(False), batch_run():  # real batches (see _common)
             cl.on_train_begin()
+            dp = getattr(self.optimizer, "is_dp", False)
             for epoch in range(initial_epoch, epochs):
                 cl.on_epoch_begin(epoch)
-                if shuffle:
+                batches = self.optimizer.epoch_batches(n, steps) if dp else None
+                if batches is not None:
+                    xe, ye = xd, yd
+                elif shuffle:
                     perm = rng().permutation(n)
                     xe, ye = xd.take(perm), yd.take(perm)
                 else:
@@ -380,9 +414,9 @@ class Model(SavingMixin, _layers.Layer):
                 tot, cnt, parts = 0.0, 0, [0.0] * n_out
                 for b in range(steps):
                     cl.on_train_batch_begin(b)
-                    s = slice(b * bs, min(n, (b + 1) * bs))
+                    s = batches[b] if batches is not None else slice(b * bs, min(n, (b + 1) * bs))
                     xb, yb = xe.take(s), ye.take(s)
-                    lv, pv, preds = self._train_step(xb, yb)
+                    lv, pv, preds = self._train_step_dp(xb, yb, bs) if dp else self._train_step(xb, yb)
                     if _cb.non_finite_loss(self, cl, lv, epoch, b, steps):
                         break
                     k = len(xb)
@@ -390,7 +424,8 @@ class Model(SavingMixin, _layers.Layer):
                     cnt += k
                     parts = [p + v * k for p, v in zip(parts, pv)]
                     for i, m in metrics:
-                        m.update_state(yb.arrays[i], preds[i])
+                        if k:  # a Poisson-sampled batch can be empty
+                            m.update_state(yb.arrays[i], preds[i])
                     logs = self._logs(tot, parts, cnt, metrics, names)
                     cl.on_train_batch_end(b, logs)
                     if self.stop_training:
@@ -398,6 +433,8 @@ class Model(SavingMixin, _layers.Layer):
                 if val is not None and (epoch + 1) % validation_freq == 0:
                     vr = self._evaluate(val[0], val[1], validation_batch_size or bs)
                     logs.update({"val_" + k: v for k, v in vr.items()})
+                if dp:
+                    logs["epsilon"] = self.optimizer.logged_epsilon()
                 cl.on_epoch_end(epoch, logs)
                 if self.stop_training:
                     break
@@ -463,13 +500,18 @@ class Model(SavingMixin, _layers.Layer):
         n_out = self._n_outputs(xd)
         yd = self._y_data(y, n_out, len(xd))
         with _validate.finite_checks(False), batch_run():  # real batches (see _common)
-            lv, pv, preds = self._train_step(xd, yd)
+            if getattr(self.optimizer, "is_dp", False):
+                self.optimizer.begin_batch()
+                lv, pv, preds = self._train_step_dp(xd, yd, max(1, len(xd)))
+            else:
+                lv, pv, preds = self._train_step(xd, yd)
         if not np.isfinite(lv):
             raise NonFiniteLossError(f"train_on_batch: the loss became {lv}")
         _, _, metrics, names = self._resolve(n_out)
         for i, m in metrics:
             m.reset_state()
-            m.update_state(yd.arrays[i], preds[i])
+            if preds is not None:  # None: an empty DP-SGD batch
+                m.update_state(yd.arrays[i], preds[i])
         r = self._logs(lv, pv, 1, metrics, names)
         if return_dict:
             return r

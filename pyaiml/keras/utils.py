@@ -143,11 +143,11 @@ def split_dataset(dataset, left_size=None, right_size=None, shuffle=False, seed=
     if isinstance(dataset, dict):
         keys = list(dataset)
         arrays = [np.asarray(dataset[k]) for k in keys]
-        pack = lambda parts: dict(zip(keys, parts))  # noqa: E731
+        pack = lambda parts: dict(zip(keys, parts))
     elif isinstance(dataset, (tuple, list)):
         arrays = [np.asarray(a) for a in dataset]
         kind = type(dataset)
-        pack = lambda parts: kind(parts)  # noqa: E731
+        pack = lambda parts: kind(parts)
     else:
         try:
             arrays = [np.asarray(dataset)]
@@ -156,7 +156,7 @@ def split_dataset(dataset, left_size=None, right_size=None, shuffle=False, seed=
         if arrays is None or arrays[0].dtype == object:
             raise TypeError("split_dataset: dataset must be an array, a tuple or list of arrays, or a dict of arrays. "
                             f"Received {type(dataset).__name__}")
-        pack = lambda parts: parts[0]  # noqa: E731
+        pack = lambda parts: parts[0]
     if not arrays:
         raise ValueError("split_dataset: dataset holds no arrays")
     if any(a.ndim == 0 for a in arrays):

@@ -306,8 +306,10 @@ class DPSGD(_opt.Optimizer):
 
     def apply(self, params):
         raise RuntimeError("DPSGD.apply: DP-SGD clips each example's gradient, so it needs per-example gradients, "
-                           "which Sequential.fit and train_on_batch compute; a summed gradient cannot be clipped per "
-                           "example. Train with model.fit(...) after model.compile(optimizer=DPSGD(...)).")
+                           "which the Keras models' fit and train_on_batch compute; a summed gradient cannot be "
+                           "clipped per example. Train with model.fit(...) after model.compile(optimizer=DPSGD(...)), "
+                           "or in a custom loop take GradientTape.clipped_gradient(loss, variables, "
+                           "opt.clip_factors, batch_size) and pass it to opt.apply_private(...).")
 
     # --- the steps Sequential takes with this optimizer
     def begin_fit(self, n, batch_size):

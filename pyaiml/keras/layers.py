@@ -124,6 +124,9 @@ def _apply_act(act, x):
     return x if f is None else f(x)
 
 
+_LEAVES = (np.ndarray, np.generic, int, float, str, bool, type(None), Tensor)
+
+
 class Layer:
     """Base class. Subclasses set ``_weight_names`` in build via ``add_weight``."""
 
@@ -238,6 +241,8 @@ class Layer:
         out, seen = [], set()
 
         def visit(v, depth=0):
+            if isinstance(v, _LEAVES):  # arrays, numbers, strings, tape values: the common case
+                return
             if isinstance(v, Layer):
                 if id(v) not in seen and v is not self:
                     seen.add(id(v))

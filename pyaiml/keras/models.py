@@ -344,7 +344,9 @@ class Sequential(SavingMixin):
         from pyaiml.autograd import GradientTape
         from pyaiml.autograd import functional as F
 
-        tv = [v for l in self._layers for v in l.trainable_variables]
+        tv = getattr(self, "_tv_fixed", None)
+        if tv is None:
+            tv = [v for l in self._layers for v in l.trainable_variables]
         with GradientTape() as tape:
             out = self._call_layers(xb, True)
             loss = F.loss(self.loss, yb, out)
@@ -440,6 +442,18 @@ class Sequential(SavingMixin):
             self._dp_check()
             self.optimizer.begin_fit(n, bs)
         self.stop_training = False
+        if self._tape_only():  # the trainable variables, fixed for the fit (walking the layers each step costs)
+            self._tv_fixed = [v for l in self._layers for v in l.trainable_variables]
+        try:
+            self._fit_epochs(cl, x, y, val, n, bs, steps, epochs, initial_epoch, shuffle, sync, fused, dp,
+                             validation_freq, validation_batch_size)
+        finally:
+            self._tv_fixed = None
+        return history
+
+    def _fit_epochs(self, cl, x, y, val, n, bs, steps, epochs, initial_epoch, shuffle, sync, fused, dp,
+                    validation_freq, validation_batch_size):
+        logs = {}
         with _NoFiniteChecks():
             cl.on_train_begin()
             for epoch in range(initial_epoch, epochs):
@@ -492,7 +506,6 @@ class Sequential(SavingMixin):
                 if self.stop_training:
                     break
             cl.on_train_end(logs if epochs > initial_epoch else {})
-        return history
 
     # ------------------------------------------------------------------ evaluate / predict
     def _evaluate(self, x, y, bs, fused):

@@ -163,6 +163,10 @@ def test_nan_is_reported(rng):
     x[0, 5] = np.nan
     with pytest.raises(ValueError, match="x"):
         ops.linear(x, np.ascontiguousarray(w.T).T)  # weight (out, in) as a view of w: the GEMV path
+    xs = np.ones((20, 64), np.float32)
+    xs[13, 7] = np.inf
+    with pytest.raises(ValueError, match="x"):
+        ops.linear(xs, np.ascontiguousarray(w.T).T)  # 20 rows, 10 columns: the GEMM's narrow path
     q, s = _q8(rng, 64, 10)
     with pytest.raises(ValueError, match="x"):
         ops.linear_q8(x, q, s)
@@ -232,6 +236,14 @@ def test_rows_do_not_depend_on_the_batch(K, rng):
     big = gemm(x[None], w[None], b)[0]
     for m in (1, 3, 8):
         np.testing.assert_array_equal(gemm(x[None, :m], w[None], b)[0], big[:m])
+    # at most one vector of columns (a classifier head): the GEMM's narrow path, 8 rows at a
+    # time, against the streaming kernel; and column slices of a wider product
+    for n in (10, 3, 16):
+        wn = np.ascontiguousarray(w[:, :n])
+        bign = gemm(x[None], wn[None], b[:n])[0]
+        np.testing.assert_array_equal(bign, big[:, :n])
+        for m in (1, 5, 8, 9, 13):
+            np.testing.assert_array_equal(gemm(x[None, :m], wn[None], b[:n])[0], bign[:m])
     if K % 32 == 0:
         q, s = _q8(rng, K, N)
         big = ops.linear_q8(x, q, s, b)

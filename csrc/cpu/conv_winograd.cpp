@@ -17,6 +17,7 @@
 
 #include "common/parallel.h"
 #include "common/simd.h"
+#include "common/transpose.h"
 #include "cpu/conv.h"
 #include "cpu/conv_common.h"
 #include "cpu/conv_tiles.h"
@@ -42,25 +43,30 @@ constexpr int64_t kWinoTiles = 56;
 // contiguous rows U[xi][c][.]. The earlier scalar loop with o outermost (every store to another
 // cache line) took ~100 us for 64 -> 64 channels, more than a batch-1 convolution itself:
 // 1x6x6x64 -> 64 went from 145 to 47 us per call. U now lives in the calling thread's scratch
-// (a fresh 128 KiB vector each call was mapped and first-touched every time) and the input
-// channels are shared by the pool: 1x6x6x32 -> 64 40 -> ~10 us per call (2 threads).
+// (a fresh 128 KiB vector each call was mapped and first-touched every time), the taps are
+// gathered by one blocked transpose, and large weights are shared by the pool: a 1x6x6x32 -> 64
+// convolution (mostly this transform) ~27-35 -> ~20 us per call.
 thread_local std::vector<float> t_u, t_gt;
 
 const float* wino_weights(const ConvShape& s, const float* w, int64_t OCp) {
   const WeightPack p = weight_pack(WLayout::kGKCO, 1, s.OC, s.C, 16, OCp);
   float* u = scratch(t_u, p.size);
   const int64_t OC = s.OC;
-  parallel_for(s.C, 8, [&](int64_t cb, int64_t ce) {
-    float* gt = scratch(t_gt, 9 * OC);
+  // Channels in chunks of at least ~64K taps: below that a second thread's start-up costs more
+  // than its share (1x6x6x32 -> 64: 20 us on one thread, 26 split over two).
+  const int64_t grain = std::max<int64_t>(8, 65536 / (9 * OC));
+  parallel_for(s.C, grain, [&](int64_t cb, int64_t ce) {
+    // gt[((c - cb) * 9 + k) * OC + o] = w[o, c, k]: the taps of input channels cb..ce with the
+    // output channels contiguous, so the transform below runs vectorised over o; one blocked
+    // transpose of w's (OC, nc * 9) slice (gathering per channel read w with a stride of C * 9
+    // floats, and a plain transpose stored with a stride of OC: ~40% and ~37% of a
+    // 1x6x6x32 -> 64 convolution's time).
+    const int64_t nc = ce - cb;
+    float* gt = scratch(t_gt, 9 * OC * nc);
+    transpose(w + cb * 9, s.C * 9, OC, nc * 9, gt, OC);
     for (int64_t c = cb; c < ce; ++c) {
-      // gt[k][o] = w[o, c, k]: the taps of input channel c, output channels contiguous, so the
-      // transform below runs vectorised over o
-      for (int64_t o = 0; o < OC; ++o) {
-        const float* g = w + (o * s.C + c) * 9;
-        for (int k = 0; k < 9; ++k) gt[k * OC + o] = g[k];
-      }
       float* uc = u + p.at(0, 0, c, 0);  // U[xi][c][o] = uc[xi * p.sk + o]
-      const float* g0 = gt;
+      const float* g0 = gt + (c - cb) * 9 * OC;
       const int64_t sk = p.sk;
 #pragma GCC ivdep
       for (int64_t o = 0; o < OC; ++o) {

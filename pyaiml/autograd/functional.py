@@ -21,12 +21,14 @@ import builtins
 
 import numpy as np
 
-from pyaiml import ops
+from pyaiml import _backend, ops
 from pyaiml.autograd import per_example as _pe
 from pyaiml.autograd.tape import Tensor, record, value_of
+from pyaiml.ops._validate import get_check_finite
 from pyaiml.ops.pool import MAX_WINDOW
 
 _v = value_of
+_F32 = np.dtype(np.float32)
 
 
 def _unbroadcast(g, shape):
@@ -524,7 +526,14 @@ def dense(x, kernel, bias=None):
     """x (..., in) @ kernel (in, out) [+ bias (out,)]: one GEMM with the bias in its epilogue."""
     xv, k = _v(x), _v(kernel)
     b = None if bias is None else _v(bias)
-    if xv.dtype == k.dtype and xv.dtype in (np.float32, np.float64) and xv.size:
+    if (xv.dtype is _F32 and k.dtype is _F32 and (b is None or b.dtype is _F32) and xv.ndim >= 1 and xv.size
+            and k.ndim == 2 and xv.shape[-1] == k.shape[0] and (b is None or b.shape == (k.shape[1],))
+            and not get_check_finite()):
+        # checks off (inside fit): the registry's GEMM directly, the call ops.linear makes (same
+        # bits) without its per-call argument handling
+        out = _backend.resolve("gemm")(xv.reshape(-1, xv.shape[-1])[None], k[None], b)[0].reshape(
+            *xv.shape[:-1], k.shape[1])
+    elif xv.dtype == k.dtype and xv.dtype in (np.float32, np.float64) and xv.size:
         out = ops.linear(xv, k.T, b)
     else:
         out = np.matmul(xv, k) + (0 if b is None else b)

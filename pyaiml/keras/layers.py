@@ -48,7 +48,7 @@ import pyaiml.ops as ops
 from pyaiml import _backend
 from pyaiml.autograd import functional as F
 from pyaiml.autograd.per_example import ConvRule, DenseRule, EmbeddingRule, RowRule
-from pyaiml.autograd.tape import Tensor, Variable, calling, recording
+from pyaiml.autograd.tape import Tensor, Variable, _call_stack, calling, recording
 from pyaiml.ops._validate import get_check_finite
 from pyaiml.ops.pool import MAX_WINDOW
 from pyaiml.keras import activations as _acts
@@ -426,6 +426,8 @@ class Layer:
                                   "a subclass of keras.layers.Layer must implement it")
 
     def __call__(self, *args, **kwargs):
+        if len(args) == 1 and type(args[0]) is Tensor and (not kwargs or kwargs.keys() <= {"training"}):
+            return self._tape_call(args, kwargs)  # a tape value: neither symbolic nor the array fast path
         if _symbolic(args) or _symbolic(kwargs):
             from pyaiml.keras.functional import symbolic_call
 
@@ -489,10 +491,12 @@ class Layer:
         if kwargs.get("mask", 0) is None and not self._accepts("mask"):
             kwargs.pop("mask")
         _ctx.training = training
+        stack = _call_stack()
+        stack.append(self)  # calling(self), inlined: names this layer in errors raised inside
         try:
-            with calling(self):
-                out = self.call(*args, **kwargs)
+            out = self.call(*args, **kwargs)
         finally:
+            stack.pop()
             _ctx.training = outer
         self._call_output_shape = _batchless(out)  # for summary()
         return out

@@ -86,23 +86,12 @@ def test_bidirectional_lstm_sequence_classifier(capsys):
 def test_char_lstm_text_generator_trains_and_generates(capsys):
     import char_lstm_text_generation as ex
 
-    if ex.data_path() is None:
-        pytest.skip("tinyshakespeare not found (set PYAIML_DATA to the shared data folder)")
     losses, samples = ex.main(epochs=3, max_chars=6000, gen_length=25, diversities=(0.2, 1.0), units=64, verbose=0)
     assert losses[-1] < losses[0] - 0.2  # ~3.11 -> ~2.70 on the first 6000 characters
     assert sorted(samples) == [0.2, 1.0] and all(len(s) == 25 for s in samples.values())
     text = ex.load_text(6000)
     assert set("".join(samples.values())) <= set(text)
     assert "Generating text after epoch: 2" in capsys.readouterr().out
-
-
-def test_char_lstm_text_generator_falls_back_to_builtin_text(monkeypatch, capsys):
-    import char_lstm_text_generation as ex
-
-    monkeypatch.setattr(ex, "data_path", lambda: None)
-    losses, samples = ex.main(epochs=2, max_chars=None, gen_length=10, diversities=(0.5,), units=32, verbose=0)
-    assert len(samples[0.5]) == 10 and losses[1] < losses[0]
-    assert "built-in text" in capsys.readouterr().out
 
 
 def test_char_lstm_sample_temperature():

@@ -5,9 +5,8 @@ Written as the keras.io example "Character-level text generation with LSTM" writ
 ``LSTM(128)`` and a softmax ``Dense`` over the characters; RMSprop; a ``sample`` function
 that reweights the predicted distribution by a temperature; after each epoch, text
 generated at several temperatures); only the imports changed and Nietzsche's writings
-swapped for tiny Shakespeare (``tinyshakespeare/input.txt`` under the directory named by
-``PYAIML_DATA``, or the ``shared/data`` folder beside the checkout), with a short built-in
-text when neither is present so the program still runs.
+swapped for Tiny Shakespeare, the copy that ships with pyaiml
+(``pyaiml.datasets.load_tiny_shakespeare``; public domain).
 
 Not a language model worth reading: a few epochs on a slice of the text give
 Shakespeare-shaped words, not Shakespeare.
@@ -18,51 +17,20 @@ Tested briefly by tests/test_keras_io_examples.py; not a benchmark.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 
 import numpy as np
 
 from pyaiml import keras
+from pyaiml.datasets import load_tiny_shakespeare
 from pyaiml.keras import layers
-
-FALLBACK_TEXT = (
-    "First Citizen: Before we proceed any further, hear me speak. "
-    "All: Speak, speak. "
-    "First Citizen: You are all resolved rather to die than to famish? "
-    "All: Resolved. resolved. "
-    "First Citizen: First, you know Caius Marcius is chief enemy to the people. "
-    "All: We know't, we know't. "
-    "First Citizen: Let us kill him, and we'll have corn at our own price. Is't a verdict? "
-    "All: No more talking on't; let it be done: away, away! "
-) * 4
 
 maxlen = 40
 step = 3
 
 
-def data_path():
-    """tinyshakespeare/input.txt, or None where it is not found."""
-    roots = []
-    if os.environ.get("PYAIML_DATA"):
-        roots.append(os.environ["PYAIML_DATA"])
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    roots.append(os.path.join(repo, "..", "shared", "data"))
-    for root in roots:
-        path = os.path.join(root, "tinyshakespeare", "input.txt")
-        if os.path.exists(path):
-            return path
-    return None
-
-
 def load_text(max_chars=None):
-    path = data_path()
-    if path is None:
-        print("tinyshakespeare not found: using the short built-in text")
-        text = FALLBACK_TEXT.lower()
-    else:
-        with open(path, encoding="utf-8") as f:
-            text = f.read().lower()
+    text = load_tiny_shakespeare().lower()
     text = text.replace("\n", " ")  # We remove newlines chars for nicer display
     if max_chars is not None:
         if not isinstance(max_chars, int) or max_chars <= maxlen:

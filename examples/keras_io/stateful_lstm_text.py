@@ -11,10 +11,9 @@ uses the Keras idiom for another batch size: a second, batch-1 stateful model ge
 trained weights (``set_weights``), reads the seed text once, and then takes one character
 per call, its state carrying the whole history.
 
-Data: tiny Shakespeare (``tinyshakespeare/input.txt`` under the directory named by
-``PYAIML_DATA``, or the ``shared/data`` folder beside the checkout), or a short built-in text
-when neither is present. Not a language model worth reading: a few epochs on a slice of the
-text give Shakespeare-shaped words.
+Data: Tiny Shakespeare, the copy that ships with pyaiml
+(``pyaiml.datasets.load_tiny_shakespeare``; public domain). Not a language model worth reading:
+a few epochs on a slice of the text give Shakespeare-shaped words.
 
 Run:  python examples/keras_io/stateful_lstm_text.py [--epochs N] [--chars N]
 Tested briefly by tests/test_keras_rnn_options.py; not a benchmark.
@@ -22,43 +21,16 @@ Tested briefly by tests/test_keras_rnn_options.py; not a benchmark.
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
 from pyaiml import keras
+from pyaiml.datasets import load_tiny_shakespeare
 from pyaiml.keras import layers
-
-FALLBACK_TEXT = (
-    "First Citizen: Before we proceed any further, hear me speak. "
-    "All: Speak, speak. "
-    "First Citizen: You are all resolved rather to die than to famish? "
-    "All: Resolved. resolved. "
-) * 8
-
-
-def data_path():
-    """tinyshakespeare/input.txt, or None where it is not found."""
-    roots = []
-    if os.environ.get("PYAIML_DATA"):
-        roots.append(os.environ["PYAIML_DATA"])
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    roots.append(os.path.join(repo, "..", "shared", "data"))
-    for root in roots:
-        path = os.path.join(root, "tinyshakespeare", "input.txt")
-        if os.path.exists(path):
-            return path
-    return None
 
 
 def load_text(max_chars=None):
-    path = data_path()
-    if path is None:
-        print("tinyshakespeare not found: using the short built-in text")
-        text = FALLBACK_TEXT
-    else:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+    text = load_tiny_shakespeare()
     return text if max_chars is None else text[:max_chars]
 
 

@@ -76,7 +76,7 @@ def test_decoder_block_gradients_fd():
     cm = np.ones((2, 6), bool)
     cm[0, 4:] = False
     x = rs.standard_normal((2, 4, 8))
-    assert _fd(d, lambda x, c: d.call(x, c, False, None, cm), [x, c], rs) < 1e-4
+    assert _fd(d, lambda x, c: d.forward(x, False, None, context=c, context_mask=cm), [x, c], rs) < 1e-4
 
 
 def test_encoder_block_matches_torch_float32():

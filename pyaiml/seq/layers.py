@@ -11,6 +11,13 @@ with ``+=`` gradients / get_config), on pyaiml.ops (GEMM, attention, GELU).
   output ``context`` (batch, S, Dc), feed-forward; ``call(x, context, ...)`` and
   ``backward(dy) -> (dx, dcontext)``.
 
+Two ways through each layer, as for the Keras layers: ``forward``/``backward`` is the
+explicit path (cached activations, ``+=`` gradients) that ``TransformerLM`` and
+``Seq2SeqTransformer`` train with; ``call`` is the same computation on pyaiml.autograd's
+primitives, so the layers also train on a GradientTape inside functional and subclassed
+``keras.Model``s (``layer(x)`` on tape values or symbolic inputs; the decoder block as
+``layer(x, context, context_mask=...)``).
+
 Both blocks keep Q, K, V projections fused in one (D, 3D) kernel (Keras layout: kernels
 are (in, out)). Attention runs on ``pyaiml.ops.scaled_dot_product_attention`` with its
 log-sum-exp kept for the backward. ``step(...)`` methods run incremental decoding with a
@@ -28,8 +35,12 @@ import math
 import numpy as np
 
 import pyaiml.ops as ops
+from pyaiml.autograd import functional as F
+from pyaiml.autograd.tape import Tensor, recording, value_of
 from pyaiml.keras import layers as _kl
 from pyaiml.keras._common import FLOATX, rng
+
+_kl.BUILTIN_MODULES.add(__name__)  # build() takes shapes without the batch, as the Keras layers' do
 
 __all__ = ["PositionalEmbedding", "TransformerEncoderBlock", "TransformerDecoderBlock", "KVCache",
            "sinusoidal_table"]
@@ -228,9 +239,24 @@ class PositionalEmbedding(_kl.Layer):
         return tuple(s) + (self.output_dim,)
 
     def __call__(self, x, training=False, mask=None):
+        if recording() or isinstance(x, Tensor) or getattr(x, "_is_keras_tensor", False):
+            return super().__call__(x, training=training)  # the tape call / the functional API
         x = np.asarray(x)
         self._ensure_built(x.shape[1:])
         return self.forward(x, training, mask)
+
+    def call(self, inputs, training=False):
+        """The forward computation on the tape (ids carry no gradient)."""
+        x = self._ids(value_of(inputs))
+        T = x.shape[1]
+        self._pos(0, T)  # the length check
+        self._x_ids = x  # for compute_mask
+        e = F.take(self._var("embeddings"), x, 0)
+        if self.scale_embeddings:
+            e = F.multiply(e, e.dtype.type(math.sqrt(self.output_dim)))
+        pos = F.take(self._var("positions"), np.arange(T), 0) if self.position == "learned" else self._sin[:T]
+        y = F.add(e, pos)
+        return F.dropout(y, self.dropout, rng()) if training and self.dropout > 0 else y
 
     def _ids(self, x):
         x = np.asarray(x)
@@ -258,7 +284,7 @@ class PositionalEmbedding(_kl.Layer):
         T = x.shape[1]
         e = self.embeddings[x]
         if self.scale_embeddings:
-            e *= FLOATX(math.sqrt(self.output_dim))
+            e *= e.dtype.type(math.sqrt(self.output_dim))
         y = e + self._pos(start, T)
         self._x_ids = x
         self._T = T
@@ -279,7 +305,7 @@ class PositionalEmbedding(_kl.Layer):
                              f"{starts.min()}..{starts.max()}")
         e = self.embeddings[x]
         if self.scale_embeddings:
-            e *= FLOATX(math.sqrt(self.output_dim))
+            e *= e.dtype.type(math.sqrt(self.output_dim))
         table = self.positions if self.position == "learned" else self._sin
         return e + table[starts][:, None]
 
@@ -292,7 +318,7 @@ class PositionalEmbedding(_kl.Layer):
         if self.position == "learned":
             self.grads["positions"][:self._T] += dy.sum(axis=0)
         if self.scale_embeddings:
-            dy = dy * FLOATX(math.sqrt(self.output_dim))
+            dy = dy * dy.dtype.type(math.sqrt(self.output_dim))
         ids = self._x_ids.reshape(-1)
         d2 = dy.reshape(-1, self.output_dim)
         # scatter-add via a sorted segment sum (np.add.at is ~10x slower at these sizes)
@@ -415,6 +441,32 @@ class _BlockBase(_kl.Layer):
         o = _attend_step(q, cache, k, v, mask)
         return x + _lin(_merge(o, B, T), self.out_kernel, self.out_bias)
 
+    # the same sub-blocks on the tape (call): pyaiml.autograd.functional's ops, no caches
+    def _drop_call(self, a, training):
+        return F.dropout(a, self.dropout, rng()) if training and self.dropout > 0 else a
+
+    def _ff_call(self, x, training, pre):
+        v = self._var
+        h = F.layer_norm(x, v(f"{pre}gamma"), v(f"{pre}beta"), self.epsilon)
+        u = F.dense(h, v("ff1_kernel"), v("ff1_bias"))
+        a = F.gelu(u, approximate=True) if self.activation == "gelu" else F.relu(u)
+        return F.add(x, self._drop_call(F.dense(a, v("ff2_kernel"), v("ff2_bias")), training))
+
+    def _attend_call(self, q, k, vv, mask, causal, B, T):
+        """Heads (B, H, T, dh) -> attention -> (B, T, D)."""
+        m = None if mask is None else np.asarray(value_of(mask), dtype=bool)[:, None, None, :]
+        o = F.attention(q, k, vv, mask=m, is_causal=causal)
+        return F.reshape(F.transpose(o, (0, 2, 1, 3)), (B, T, -1))
+
+    def _sa_call(self, x, training, mask, causal):
+        B, T, D = x.shape
+        H, dh = self.num_heads, D // self.num_heads
+        v = self._var
+        h = F.layer_norm(x, v("ln1_gamma"), v("ln1_beta"), self.epsilon)
+        qkv = F.transpose(F.reshape(F.dense(h, v("qkv_kernel"), v("qkv_bias")), (B, T, 3, H, dh)), (2, 0, 3, 1, 4))
+        oc = self._attend_call(qkv[0], qkv[1], qkv[2], mask, causal, B, T)
+        return F.add(x, self._drop_call(F.dense(oc, v("out_kernel"), v("out_bias")), training))
+
     def new_cache(self, B, capacity):
         D = self.input_shape[-1]
         return KVCache(B, self.num_heads, capacity, D // self.num_heads)
@@ -459,6 +511,10 @@ class TransformerEncoderBlock(_BlockBase):
         x1 = self._sa_fwd(x, training, mask, self.causal)
         return self._ff_fwd(x1, training, "ln2_")
 
+    def call(self, inputs, training=False, mask=None):
+        x1 = self._sa_call(inputs, training, mask, self.causal)
+        return self._ff_call(x1, training, "ln2_")
+
     def backward(self, dy, need_dx=True):
         return self._sa_bwd(self._ff_bwd(_f(dy)))
 
@@ -477,9 +533,10 @@ class TransformerDecoderBlock(_BlockBase):
     """Pre-norm decoder block: causal self-attention, cross-attention over an encoder
     output, feed-forward.
 
-    ``call(x, context, training, mask, context_mask)``: x (B, T, D) target-side states,
-    context (B, S, Dc) encoder output, ``context_mask`` (B, S) bool (True = real token).
-    ``backward(dy) -> (dx, dcontext)``.
+    ``layer(x, context, training=..., mask=..., context_mask=...)`` (the tape call): x (B, T, D)
+    target-side states, context (B, S, Dc) encoder output, ``context_mask`` (B, S) bool (True =
+    real token). The explicit path: ``forward(x, training, mask, context=..., context_mask=...)``
+    then ``backward(dy) -> (dx, dcontext)``.
     """
 
     def __init__(self, num_heads, ff_dim, dropout=0.0, activation="gelu", epsilon=1e-5, **kw):
@@ -504,21 +561,50 @@ class TransformerDecoderBlock(_BlockBase):
         self._build_ff(D, "ln3_")
         super().build(input_shape)
 
-    def forward(self, x, training=False, mask=None):
-        raise ValueError(f"{self.name}: TransformerDecoderBlock needs the encoder output: call "
-                         "layer.call(x, context, ...) (it has two inputs, so it cannot sit in a Sequential model)")
-
-    def call(self, x, context, training=False, mask=None, context_mask=None):
+    def forward(self, x, training=False, mask=None, context=None, context_mask=None):
+        """The explicit path: caches what ``backward`` needs."""
+        if context is None:
+            raise ValueError(f"{self.name}: TransformerDecoderBlock needs the encoder output: "
+                             "forward(x, training, mask, context=..., context_mask=...) or layer(x, context) (it "
+                             "has two inputs, so it cannot sit in a Sequential model)")
         x = _f(x)
         c = _f(context)
         if not self.built:
             self.build(x.shape[1:], c.shape[1:])
-        if c.ndim != 3 or c.shape[0] != x.shape[0] or c.shape[2] != self.context_dim:
-            raise ValueError(f"{self.name}: context must be (batch={x.shape[0]}, S, {self.context_dim}). "
-                             f"Received {c.shape}")
+        self._check_context(x, c)
         x1 = self._sa_fwd(x, training, mask, True)
         x2 = self._ca_fwd(x1, c, training, context_mask)
         return self._ff_fwd(x2, training, "ln3_")
+
+    def _check_context(self, x, c):
+        if c.ndim != 3 or c.shape[0] != x.shape[0] or c.shape[2] != self.context_dim:
+            raise ValueError(f"{self.name}: context must be (batch={x.shape[0]}, S, {self.context_dim}). "
+                             f"Received {tuple(c.shape)}")
+
+    def _build_for_call(self, x, args, kwargs):
+        context = args[1] if len(args) > 1 else kwargs.get("context")
+        if context is None:
+            raise ValueError(f"{self.name}: TransformerDecoderBlock needs the encoder output: layer(x, context)")
+        self.build(tuple(x.shape[1:]), tuple(context.shape[1:]))
+        self.built = True
+
+    def call(self, x, context, training=False, mask=None, context_mask=None):
+        """The forward computation on the tape: x (B, T, D), context (B, S, Dc)."""
+        self._check_context(x, context)
+        x1 = self._sa_call(x, training, mask, True)
+        x2 = self._ca_call(x1, context, training, context_mask)
+        return self._ff_call(x2, training, "ln3_")
+
+    def _ca_call(self, x, c, training, cmask):
+        B, T, D = x.shape
+        S = c.shape[1]
+        H, dh = self.num_heads, D // self.num_heads
+        v = self._var
+        h = F.layer_norm(x, v("ln2_gamma"), v("ln2_beta"), self.epsilon)
+        q = F.transpose(F.reshape(F.dense(h, v("cq_kernel"), v("cq_bias")), (B, T, H, dh)), (0, 2, 1, 3))
+        kv = F.transpose(F.reshape(F.dense(c, v("ckv_kernel"), v("ckv_bias")), (B, S, 2, H, dh)), (2, 0, 3, 1, 4))
+        oc = self._attend_call(q, kv[0], kv[1], cmask, False, B, T)
+        return F.add(x, self._drop_call(F.dense(oc, v("cout_kernel"), v("cout_bias")), training))
 
     def _ca_fwd(self, x, c, training, cmask):
         B, T, D = x.shape

@@ -226,7 +226,7 @@ class Seq2SeqTransformer:
         c, smask = self.encode(src, training)
         y = self.tgt_emb.forward(tin, training)
         for b in self.dec:
-            y = b.call(y, c, training, None, smask)
+            y = b.forward(y, training, None, context=c, context_mask=smask)
         return self.head.forward(self.dec_ln.forward(y))
 
     def _backward(self, g):

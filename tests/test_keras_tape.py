@@ -159,6 +159,8 @@ def test_take_and_take_along_axis():
     x = R(6, 4)
     ids = np.array([[0, 5, 5], [2, 1, 0]])
     gradcheck(lambda a: F.take(a, ids, 0), lambda a: a[torch.tensor(ids)], x)  # embedding lookup
+    neg = np.array([[-1, 5, 0], [1, -6, -1]])  # the same rows reached by negative ids too
+    gradcheck(lambda a: F.take(a, neg, 0), lambda a: a[torch.tensor(neg)], x)
     gradcheck(lambda a: F.take(a, np.array([3, 0, 3]), 1), lambda a: a[:, torch.tensor([3, 0, 3])], x)
     ta = np.array([[1, 1], [0, 3], [2, 2], [3, 0], [1, 2], [0, 0]])
     gradcheck(lambda a: F.take_along_axis(a, ta, 1), lambda a: torch.gather(a, 1, torch.tensor(ta)), x)

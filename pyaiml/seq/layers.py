@@ -452,19 +452,14 @@ class _BlockBase(_kl.Layer):
         a = F.gelu(u, approximate=True) if self.activation == "gelu" else F.relu(u)
         return F.add(x, self._drop_call(F.dense(a, v("ff2_kernel"), v("ff2_bias")), training))
 
-    def _attend_call(self, q, k, vv, mask, causal, B, T):
-        """Heads (B, H, T, dh) -> attention -> (B, T, D)."""
-        m = None if mask is None else np.asarray(value_of(mask), dtype=bool)[:, None, None, :]
-        o = F.attention(q, k, vv, mask=m, is_causal=causal)
-        return F.reshape(F.transpose(o, (0, 2, 1, 3)), (B, T, -1))
+    @staticmethod
+    def _key_mask(mask):
+        return None if mask is None else np.asarray(value_of(mask), dtype=bool)[:, None, None, :]
 
     def _sa_call(self, x, training, mask, causal):
-        B, T, D = x.shape
-        H, dh = self.num_heads, D // self.num_heads
         v = self._var
         h = F.layer_norm(x, v("ln1_gamma"), v("ln1_beta"), self.epsilon)
-        qkv = F.transpose(F.reshape(F.dense(h, v("qkv_kernel"), v("qkv_bias")), (B, T, 3, H, dh)), (2, 0, 3, 1, 4))
-        oc = self._attend_call(qkv[0], qkv[1], qkv[2], mask, causal, B, T)
+        oc = F.self_attention(F.dense(h, v("qkv_kernel"), v("qkv_bias")), self.num_heads, self._key_mask(mask), causal)
         return F.add(x, self._drop_call(F.dense(oc, v("out_kernel"), v("out_bias")), training))
 
     def new_cache(self, B, capacity):
@@ -596,14 +591,10 @@ class TransformerDecoderBlock(_BlockBase):
         return self._ff_call(x2, training, "ln3_")
 
     def _ca_call(self, x, c, training, cmask):
-        B, T, D = x.shape
-        S = c.shape[1]
-        H, dh = self.num_heads, D // self.num_heads
         v = self._var
         h = F.layer_norm(x, v("ln2_gamma"), v("ln2_beta"), self.epsilon)
-        q = F.transpose(F.reshape(F.dense(h, v("cq_kernel"), v("cq_bias")), (B, T, H, dh)), (0, 2, 1, 3))
-        kv = F.transpose(F.reshape(F.dense(c, v("ckv_kernel"), v("ckv_bias")), (B, S, 2, H, dh)), (2, 0, 3, 1, 4))
-        oc = self._attend_call(q, kv[0], kv[1], cmask, False, B, T)
+        oc = F.cross_attention(F.dense(h, v("cq_kernel"), v("cq_bias")), F.dense(c, v("ckv_kernel"), v("ckv_bias")),
+                               self.num_heads, self._key_mask(cmask))
         return F.add(x, self._drop_call(F.dense(oc, v("cout_kernel"), v("cout_bias")), training))
 
     def _ca_fwd(self, x, c, training, cmask):

@@ -442,25 +442,27 @@ def test_threads_follow_torch():
         pyaiml.set_num_threads(old_p)
 
 
-def test_zero_copy_output_and_input():
+@pytest.mark.parametrize("name, kw", [("max_pool2d", {"return_indices": True}),
+                                      ("max_pool2d_values", {})])  # with indices / plain inference
+def test_zero_copy_output_and_input(name, kw):
     x = torch.randn(2, 3, 8, 8)
     # The kernel sees a view of x's storage, and the op's output owns a NumPy buffer (no copy back).
     seen = {}
-    orig = _kernels.max_pool2d
+    orig = getattr(_kernels, name)
 
     def spy(xa, *a, **k):
         seen["ptr"] = xa.__array_interface__["data"][0]
         return orig(xa, *a, **k)
 
-    _kernels.max_pool2d = spy
+    setattr(_kernels, name, spy)
     try:
-        pt.max_pool2d(x, 2)
+        pt.max_pool2d(x, 2, **kw)
         assert seen["ptr"] == x.data_ptr()
         xcl = x.to(memory_format=torch.channels_last)
-        pt.max_pool2d(xcl, 2)
+        pt.max_pool2d(xcl, 2, **kw)
         assert seen["ptr"] == xcl.data_ptr()
     finally:
-        _kernels.max_pool2d = orig
+        setattr(_kernels, name, orig)
 
 
 def test_import_without_torch(tmp_path):

@@ -74,6 +74,8 @@ def _arg_key(v):
     t = type(v)
     if t is int or v is None:
         return ("i", v)
+    if t is tuple and len(v) == 2 and type(v[0]) is int and type(v[1]) is int:  # the common case, no genexpr
+        return ("t", v)
     if (t is tuple or t is list) and all(type(e) is int for e in v):
         return ("t", tuple(v))
     return None

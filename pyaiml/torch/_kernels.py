@@ -25,7 +25,8 @@ from pyaiml.ops import hmm as _hmm
 def kernel_source() -> dict:
     """op name -> where its kernel comes from (every op: pyaiml.ops)."""
     names = ("conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "max_pool2d", "max_pool2d_backward",
-             "max_pool1d", "max_pool1d_backward", "scaled_dot_product_attention",
+             "max_pool1d", "max_pool1d_backward", "max_pool2d_values", "max_pool1d_values",
+             "scaled_dot_product_attention",
              "scaled_dot_product_attention_backward", "scaled_dot_product_attention_dropout",
              "scaled_dot_product_attention_dropout_backward", "hmm_forward_backward")
     return {n: "pyaiml.ops" for n in names}
@@ -60,6 +61,15 @@ def max_pool2d(x, kernel_size, stride, padding, data_format):
     """-> (y, int64 indices h * W + w), both laid out like y."""
     return ops.max_pool2d(x, kernel_size, stride=stride, padding=padding, data_format=data_format,
                           return_indices=True)
+
+
+def max_pool2d_values(x, kernel_size, stride, padding, data_format):
+    """-> y only (no indices written): inference calls that no graph will differentiate."""
+    return ops.max_pool2d(x, kernel_size, stride=stride, padding=padding, data_format=data_format)
+
+
+def max_pool1d_values(x, kernel_size, stride, padding, data_format):
+    return ops.max_pool1d(x, kernel_size, stride=stride, padding=padding, data_format=data_format)
 
 
 def max_pool2d_backward(grad_out, x, kernel_size, stride, padding, data_format, indices):

@@ -68,7 +68,7 @@ _FALLBACK_WARNED: set = set()
 def _fallback(op: str, t) -> bool:
     """True when ``t`` is a CPU float16/bfloat16 tensor: the caller then runs torch's own
     function. Warns once per dtype per process (``_FALLBACK_WARNED`` records which)."""
-    if not (isinstance(t, Tensor) and t.dtype in _HALF and t.device.type == "cpu"):
+    if not (isinstance(t, Tensor) and t.dtype in _HALF and t.is_cpu):
         return False
     if t.dtype not in _FALLBACK_WARNED:
         _FALLBACK_WARNED.add(t.dtype)
@@ -83,7 +83,7 @@ def _fallback(op: str, t) -> bool:
 def _check_tensor(op: str, name: str, t, dtype=None) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor. Received {type(t).__name__}")
-    if t.device.type != "cpu":
+    if not t.is_cpu:  # (t.device.type builds a device object: 0.7 us against 0.1)
         raise ValueError(f"{op}: {name} is on device '{t.device}'; pyaiml's torch ops run on CPU tensors only "
                          f"(no {t.device.type} kernels yet). Move it with .cpu() or use torch's own op")
     if t.dtype not in _FLOATS:
@@ -126,7 +126,7 @@ def _empty(shape: Sequence, like: Tensor, cl: bool, dtype=None) -> Tensor:
 
 def _check_impl(op: str, *ts) -> None:
     for t in ts:
-        if t is not None and t.device.type != "cpu":
+        if t is not None and not t.is_cpu:
             raise ValueError(f"{op}: tensors must be on the CPU. Received a tensor on '{t.device}'")
 
 
@@ -199,10 +199,14 @@ def _checked(fn, *args):
     values: a repeated call with the same shapes and parameters skips the checks. Arguments
     that cannot be hashed (or are not plain values) are checked every time."""
     try:
-        key = (fn, *(_key(a) for a in args))
+        key = (fn, *args)  # the common case: every argument hashable as it is
         hit = _CHECKED.get(key)
     except TypeError:
-        return fn(*args)
+        try:
+            key = (fn, *(_key(a) for a in args))
+            hit = _CHECKED.get(key)
+        except TypeError:
+            return fn(*args)
     if hit is None:
         if not all(a is None or type(a) in (int, bool, str, float, tuple, list, torch.Size) for a in args[1:]):
             return fn(*args)
@@ -533,6 +537,13 @@ def _pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indic
         return fn(x, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=return_indices)
     _check_tensor(f"pyaiml.torch.max_pool{nd}d", "x", x)
     k, s, p = _checked(_pool_params, nd, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    if not return_indices and not (x.requires_grad and torch.is_grad_enabled()) and _direct(x):
+        # plain eager inference: no graph will need the indices, so the kernel does not write them
+        _threads.sync()
+        cl = _cl(x)
+        fmt = ("NHWC" if cl else "NCHW") if nd == 2 else ("NLC" if cl else "NCL")
+        pool = K.max_pool2d_values if nd == 2 else K.max_pool1d_values
+        return _pt(pool(_np(x, cl), _kt(k, nd), _kt(s, nd), _kt(p, nd), fmt), x.dtype, cl)
     fn = torch.ops.pyaiml.max_pool2d if nd == 2 else torch.ops.pyaiml.max_pool1d
     y, idx = _run(_POOL[nd], fn, (x, list(k), list(s), list(p)), (x,))
     return (y, idx) if return_indices else y

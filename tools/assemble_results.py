@@ -34,8 +34,11 @@ at commit af3753f it read 0.57x at GEMM square-1024 and 0.67x at the small pooli
 1.00x-1.07x and 0.94x-1.58x in full runs.
 
 Known gaps (stated in the sections below):
-- torch bridge: the mission CNN step through `pyaiml.torch` runs at 0.6-0.75x torch's speed on one
-  thread; a custom-op `max_pool2d` call costs 54-70 us against torch's 3-5 us (1 thread).
+- torch bridge: the mission CNN step through `pyaiml.torch` runs at 0.54-0.60x torch (NCHW) and
+  0.73-0.94x (channels_last) at 2 threads (target 1.0x); a `max_pool2d` call costs 8.8-10.1 us
+  above the kernel layer (target at most 10 us).
+- Inference latency of the mission CNN: `predict` at batch 1 is 0.41-0.47x onnxruntime and at
+  batch 32 0.66-0.84x (target 1.0x).
 - GEMM square-256 reads 0.88x torch.mm (no target); NumPy's OpenBLAS beats both at the square
   sizes.
 - The audio, speech training-speed and torch bridge timings come only from the loaded shared VM;

@@ -200,7 +200,12 @@ def gelu(a, approximate=False):
 
 def softmax(a, axis=-1):
     x = _v(a)
-    out = ops.softmax(x, axis)
+    if type(x) is np.ndarray and x.dtype is _F32 and x.ndim >= 1 and x.size and axis in (-1, x.ndim - 1):
+        # a float32 tape value: ops.softmax's arithmetic without its argument handling (same bits)
+        out = np.exp(x - x.max(axis=-1, keepdims=True))
+        out /= out.sum(axis=-1, keepdims=True)
+    else:
+        out = ops.softmax(x, axis)
     r = record(out, (a,), lambda g, n: (ops.softmax_backward(np.ascontiguousarray(g), out, axis),), "softmax")
     if isinstance(r, Tensor) and axis in (-1, x.ndim - 1):
         r._softmax_of = a  # a cross-entropy loss on r may use the logits (tape loss below)

@@ -373,3 +373,32 @@ def test_conv_first_layer_weight_grad_path(rng, make, xs):
     assert layer.backward(dy, need_dx=False) is None
     for k in full:
         np.testing.assert_allclose(layer.grads[k], full[k], **TOL)
+
+
+def test_direct_calls_take_other_sizes_on_free_axes():
+    """A layer built by a direct call is tied only to the axes its weights fix (Keras's input
+    specs): a Dense layer's features, a conv's channels; lengths and image sizes stay free."""
+    from pyaiml.keras.models import Sequential
+
+    rng = np.random.default_rng(0)
+    x7 = rng.standard_normal((2, 7, 3)).astype(np.float32)
+    conv = L.Conv1D(4, 3)
+    y5 = conv(x7[:, :5])
+    np.testing.assert_allclose(conv(x7)[:, :3], y5, rtol=1e-5, atol=1e-6)  # valid conv: same first outputs
+    dense = L.Dense(2)
+    np.testing.assert_allclose(dense(x7)[:, :5], dense(x7[:, :5]), rtol=1e-6)
+    gap = L.GlobalAveragePooling1D()
+    assert gap(x7[:, :5]).shape == gap(x7).shape == (2, 3)
+    c2 = L.Conv2D(2, 3, data_format="channels_first")
+    assert c2(np.zeros((1, 3, 6, 6), np.float32)).shape == (1, 2, 4, 4)
+    assert c2(np.zeros((1, 3, 8, 7), np.float32)).shape == (1, 2, 6, 5)
+    with pytest.raises(L.InputSpecError, match=r"expects \(None, None, 3\)"):
+        conv(np.zeros((2, 7, 4), np.float32))
+    with pytest.raises(L.InputSpecError, match=r"expects \(None, 3, None, None\)"):
+        c2(np.zeros((1, 4, 8, 7), np.float32))
+    with pytest.raises(L.InputSpecError, match="does not fit layer"):
+        conv(np.zeros((2, 3), np.float32))  # rank
+    # a built layer in a model for another length: the shapes after it follow the new length
+    m = Sequential([conv, L.Flatten(), L.Dense(2)])
+    m.build((None, 9, 3))
+    assert m.layers[1].output_shape == (7 * 4,) and m.predict(np.zeros((2, 9, 3), np.float32), verbose=0).shape == (2, 2)

@@ -513,13 +513,22 @@ class Layer:
                 self.build(shape)
         self.built = True
 
+    def _fixed_axes(self):
+        """The (batchless) input axes whose sizes this built layer is tied to, as Keras's input
+        specs give them (a Dense layer's last axis, a conv's channels); None (this base
+        version): every axis."""
+
     def _check_input(self, shape):
         want = self.input_shape
         if want is None:
             return
-        if len(shape) != len(want) or any(w is not None and w != s for w, s in zip(want, shape)):
+        axes = self._fixed_axes()
+        axes = range(len(want)) if axes is None else axes
+        if len(shape) != len(want) or any(want[a] is not None and want[a] != shape[a] for a in axes):
+            shown = want if self._fixed_axes() is None else tuple(
+                want[i] if (i in axes or i - len(want) in axes) else None for i in range(len(want)))
             raise InputSpecError(f"Input of shape {_shape_str(tuple(shape))} does not fit layer {self.name!r} "
-                                 f"({type(self).__name__}), which expects {_shape_str(want)}")
+                                 f"({type(self).__name__}), which expects {_shape_str(shown)}")
 
     def get_config(self):
         cfg = {"name": self.name, "trainable": self.trainable}
@@ -626,6 +635,9 @@ def Input(shape=None, batch_size=None, name=None, dtype=None, **kw):
 class Dense(Layer, _ActMixin):
     supports_masking = True
 
+    def _fixed_axes(self):
+        return (-1,)  # the kernel fixes the features; other axes (a sequence's length) are free
+
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", **kw):
         super().__init__(**kw)
@@ -713,6 +725,9 @@ def _same_pads(size, k, s, d):
 
 class _Conv(Layer, _ActMixin):
     rank = 2
+
+    def _fixed_axes(self):
+        return (-1,) if self._cl else (0,)  # the channels; lengths and image sizes are free
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
                  groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -926,6 +941,9 @@ class Conv1D(_Conv):
 class _MaxPool(Layer):
     rank = 2
 
+    def _fixed_axes(self):
+        return ()  # rank only
+
     def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kw):
         super().__init__(**kw)
         self._geo = {}  # input shape -> (explicit pad widths or None, the op's padding)
@@ -1061,6 +1079,9 @@ class MaxPooling1D(_MaxPool):
 class _GlobalAvg(Layer):
     rank = 2
 
+    def _fixed_axes(self):
+        return ()  # rank only
+
     def __init__(self, data_format=None, keepdims=False, **kw):
         super().__init__(**kw)
         df = data_format or "channels_last"
@@ -1128,6 +1149,9 @@ class GlobalAveragePooling1D(_GlobalAvg):
 
 
 class Flatten(Layer):
+    def _fixed_axes(self):
+        return ()  # rank only
+
     def __init__(self, data_format=None, **kw):
         super().__init__(**kw)
         self.data_format = data_format or "channels_last"
@@ -1241,6 +1265,9 @@ class BatchNormalization(Layer):
     statistics (biased variance) and updates ``moving = moving*momentum + batch*(1-momentum)``."""
     supports_masking = True
 
+    def _fixed_axes(self):
+        return (self._ax - 1,) if self.built else None  # the normalised axis
+
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones", moving_mean_initializer="zeros",
                  moving_variance_initializer="ones", **kw):
@@ -1333,6 +1360,9 @@ class BatchNormalization(Layer):
 class LayerNormalization(Layer):
     """Normalises over the last axis: (x - mean) / sqrt(var + epsilon) * gamma + beta."""
     supports_masking = True
+
+    def _fixed_axes(self):
+        return (-1,)
 
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", **kw):

@@ -104,9 +104,13 @@ class Sequential(SavingMixin):
         for layer in self._layers:
             if layer.built:
                 layer._check_input(shape)
+                # a built layer may take other sizes on its free axes: its output follows the input
+                out = layer.output_shape if tuple(layer.input_shape or ()) == shape else tuple(
+                    layer.compute_output_shape(shape))
             else:
                 layer.build(shape)
-            shape = layer.output_shape
+                out = layer.output_shape
+            shape = out
         self._input_shape = tuple(input_shape)
         self.output_shape = shape
         self.built = True

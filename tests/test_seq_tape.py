@@ -148,3 +148,14 @@ def test_subclassed_encoder_decoder_trains():
     h = m.fit([src, tgt_in], tgt_out, batch_size=32, epochs=10, verbose=0)
     assert h.history["loss"][-1] < 0.5 * h.history["loss"][0]  # ~2.54 -> ~1.04
     assert len(m.trainable_variables) == 2 + 2 + 12 + 20 + 2
+
+
+def test_packed_attention_ops_reject_bad_shapes():
+    bad = [(lambda: F.self_attention(np.zeros((2, 4, 10), np.float32), 2), "must split into 2 heads"),
+           (lambda: F.self_attention(np.zeros((4, 12), np.float32), 2), "qkv must be 3-D"),
+           (lambda: F.self_attention(np.zeros((2, 4, 12), np.float32), 0), "num_heads must be a positive integer"),
+           (lambda: F.cross_attention(np.zeros((2, 4, 8), np.float32), np.zeros((2, 5, 10), np.float32), 2),
+            r"kv must be \(batch=2, S, 2 \* 8\)")]
+    for call, match in bad:
+        with pytest.raises(ValueError, match=match):
+            call()

@@ -672,9 +672,27 @@ def _heads_of(y, B, T, n, H, dh):
     return np.ascontiguousarray(y.reshape(B, T, n, H, dh).transpose(2, 0, 3, 1, 4))
 
 
+def _packed_shapes(op, qv, kv, H, q_packed):
+    """Clear errors for packed projections that do not split into heads."""
+    if not isinstance(H, (int, np.integer)) or isinstance(H, bool) or H < 1:
+        raise ValueError(f"{op}: num_heads must be a positive integer. Received {H!r}")
+    if qv.ndim != 3 or kv.ndim != 3:
+        raise ValueError(f"{op}: projections must be 3-D (batch, length, features). Received shapes "
+                         f"{tuple(qv.shape)} and {tuple(kv.shape)}" if not q_packed else
+                         f"{op}: qkv must be 3-D (batch, length, 3 * D). Received shape {tuple(qv.shape)}")
+    D = qv.shape[2] // 3 if q_packed else qv.shape[2]
+    if (q_packed and qv.shape[2] % 3) or D % H or D == 0:
+        raise ValueError(f"{op}: the projections must split into {H} heads "
+                         f"({'qkv: 3 * D' if q_packed else 'q: D'} features, D a multiple of num_heads). "
+                         f"Received {'qkv' if q_packed else 'q'} of shape {tuple(qv.shape)}")
+    if not q_packed and (kv.shape[0] != qv.shape[0] or kv.shape[2] != 2 * D):
+        raise ValueError(f"{op}: kv must be (batch={qv.shape[0]}, S, 2 * {D}). Received shape {tuple(kv.shape)}")
+
+
 def _packed_attention(qv, kv, H, m, causal, q_packed):
     """Shared by self_attention / cross_attention: heads split from packed projections,
     attention, heads merged, one record whose backward gives the packed gradients."""
+    _packed_shapes("self_attention" if q_packed else "cross_attention", qv, kv, H, q_packed)
     B, T = qv.shape[:2]
     S = kv.shape[1]
     if q_packed:  # qkv (B, T, 3D)
@@ -708,7 +726,7 @@ def self_attention(qkv, num_heads, mask=None, is_causal=False):
     slices would build three zero-filled copies of qkv)."""
     x = _v(qkv)
     m = None if mask is None else np.asarray(_v(mask))
-    out, grads, stack = _packed_attention(x, x, int(num_heads), m, is_causal, True)
+    out, grads, stack = _packed_attention(x, x, num_heads, m, is_causal, True)
 
     def back(g, n):
         return (stack(grads(g), x.shape[1]),)
@@ -720,7 +738,7 @@ def cross_attention(q, kv, num_heads, mask=None):
     ``mask`` broadcastable to (B, H, T, S). One record, as self_attention."""
     qv, kvv = _v(q), _v(kv)
     m = None if mask is None else np.asarray(_v(mask))
-    out, grads, stack = _packed_attention(qv, kvv, int(num_heads), m, False, False)
+    out, grads, stack = _packed_attention(qv, kvv, num_heads, m, False, False)
 
     def back(g, n):
         gq, gk, gv = grads(g)

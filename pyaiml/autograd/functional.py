@@ -21,10 +21,11 @@ import builtins
 
 import numpy as np
 
-from pyaiml import _backend, ops
+from pyaiml import ops
 from pyaiml.autograd import per_example as _pe
 from pyaiml.autograd.tape import Tensor, record, value_of
 from pyaiml.ops._validate import get_check_finite
+from pyaiml.ops.linalg import linear_unchecked
 from pyaiml.ops.pool import MAX_WINDOW
 
 _v = value_of
@@ -542,8 +543,7 @@ def dense(x, kernel, bias=None):
             and not get_check_finite()):
         # checks off (inside fit): the registry's GEMM directly, the call ops.linear makes (same
         # bits) without its per-call argument handling
-        out = _backend.resolve("gemm")(xv.reshape(-1, xv.shape[-1])[None], k[None], b)[0].reshape(
-            *xv.shape[:-1], k.shape[1])
+        out = linear_unchecked(xv, k, b)
     elif xv.dtype == k.dtype and xv.dtype in (np.float32, np.float64) and xv.size:
         out = ops.linear(xv, k.T, b)
     else:

@@ -45,16 +45,16 @@ import threading
 import numpy as np
 
 import pyaiml.ops as ops
-from pyaiml import _backend
 from pyaiml.autograd import functional as F
 from pyaiml.autograd.per_example import ConvRule, DenseRule, EmbeddingRule, RowRule
 from pyaiml.autograd.tape import Tensor, Variable, _call_stack, calling, recording
-from pyaiml.ops._validate import get_check_finite
-from pyaiml.ops.pool import MAX_WINDOW
 from pyaiml.keras import activations as _acts
 from pyaiml.keras import initializers as _inits
 from pyaiml.keras._common import FLOATX, rng, tuple_n
 from pyaiml.keras.fusion import UNFUSED
+from pyaiml.ops._validate import get_check_finite
+from pyaiml.ops.linalg import linear_unchecked
+from pyaiml.ops.pool import MAX_WINDOW
 
 _F32 = np.dtype(np.float32)
 
@@ -674,8 +674,7 @@ class Dense(Layer, _ActMixin):
             # registry's GEMM directly, the same call ops.linear makes (same bits) without its
             # per-call argument handling: the mission CNN's Dense + softmax at batch 1, 37 ->
             # 24 us per call
-            x2 = x.reshape(-1, x.shape[-1])
-            z = _backend.resolve("gemm")(x2[None], self.kernel[None], b)[0].reshape(*x.shape[:-1], self.units)
+            z = linear_unchecked(x, self.kernel, b)
         else:
             z = ops.linear(x, self.kernel.T, b)
         return self._act_fwd(z, fusion)
@@ -1781,8 +1780,8 @@ from pyaiml.keras.merging import (  # noqa: F401
     multiply,
     subtract,
 )
-from pyaiml.keras.recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed  # noqa: F401
 from pyaiml.keras.preprocessing_layers import Normalization, RandomFlip  # noqa: F401
+from pyaiml.keras.recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed  # noqa: F401
 from pyaiml.keras.tape_layers import (  # noqa: F401
     AveragePooling1D,
     AveragePooling2D,

@@ -143,13 +143,10 @@ def copy_weights(torch, model, net):
 
 
 def pyaiml_sq_norms(model, x, y):
-    fused = model._fusion()
-    out = model._forward(x, True, fused)
-    _, g, _ = model._loss_and_pred(y, out, fused)
-    model._backward_per_example(g * g.dtype.type(len(x)))
-    sq = sum(l.per_example_sq_norms() for l in model._dp_check())
-    for l in model._dp_check():
-        l._pe = None
+    """The squared norms of the examples' gradients, as the DP step computes them (the tape's
+    per-example rules; the clip factors here are all 1)."""
+    tape, loss, _, _ = model._recorded_loss(x, y)
+    _, sq = tape.clipped_gradient(loss, model._train_vars(), lambda s: np.ones_like(s), len(x))
     return sq
 
 
@@ -185,15 +182,13 @@ def step_fns(data, torch, opacus):
     dpo = DPSGD(CLIP, 1.0, learning_rate=LR, base="adam", seed=0)
     dp.compile(optimizer=dpo, loss="sparse_categorical_crossentropy")
     dp.build((None, 8, 8, 1))
-    fused = plain._fusion()
-
     def pyaiml_plain():
         with _validate.finite_checks(False):
-            plain._train_step(x, y, fused)
+            plain._train_step(x, y)
 
     def pyaiml_dp():
         with _validate.finite_checks(False):
-            dp._train_step_dp(x, y, fused, BATCH)
+            dp._train_step_dp(x, y, BATCH)
 
     fns["pyaiml"] = pyaiml_plain
     fns["pyaiml DP"] = pyaiml_dp

@@ -1,13 +1,16 @@
 """pyaiml.keras layers: forward and every gradient against torch autograd in float64.
 
-Each layer is built in float32 (as in training), re-typed to float64 with ``_cast``, then
+Each layer is built in float32 (as in training), re-typed to float64 with ``_cast``, called
+on a GradientTape (its call(), what every model trains through) and differentiated, then
 compared with the same computation written with torch.nn.functional on the layer's own
-weights. Tolerance: 1e-9 relative (float64 round-off of sums of a few hundred terms).
-Convolution/pooling/attention run on pyaiml.ops (whichever backend PYAIML_BACKEND picks).
+weights; the inference path (``forward``, what predict runs) is compared too. Tolerance:
+1e-9 relative (float64 round-off of sums of a few hundred terms). Convolution/pooling/
+attention run on pyaiml.ops (whichever backend PYAIML_BACKEND picks).
 """
 import numpy as np
 import pytest
 
+from pyaiml.autograd import GradientTape
 from pyaiml.keras import layers as L
 
 torch = pytest.importorskip("torch")
@@ -23,14 +26,23 @@ def _t(a, grad=False):
     return t
 
 
-def run(layer, x, training=True, mask=None):
+def run(layer, x, training=False, mask=None):
+    """The layer's call() on a tape: (y, dy, dx, {weight name: gradient}) for a random dy;
+    dx None for integer inputs. Without training, the inference path must agree."""
     layer._ensure_built(x.shape[1:])
     layer._cast(np.float64)
-    y = layer.forward(x, training, mask)
+    kw = {} if mask is None else {"mask": mask}
+    floats = np.asarray(x).dtype.kind == "f"
+    with GradientTape() as tape:
+        xt = tape.watch(x) if floats else x
+        y = layer(xt, training=training, **kw)
     dy = np.random.default_rng(7).standard_normal(y.shape)
-    layer.zero_grad()
-    dx = layer.backward(dy)
-    return y, dy, dx
+    tv = layer.trainable_variables
+    gs = tape.gradient(y, ([xt] if floats else []) + tv, output_gradients=dy)
+    dx = gs.pop(0) if floats else None
+    if not training:
+        np.testing.assert_allclose(layer.forward(np.asarray(x), False, mask), y.value, **TOL)
+    return y.value, dy, dx, dict(zip(layer._trainable_names, gs))
 
 
 def check(y, ty, dx, tx, dy, grads=()):
@@ -51,17 +63,17 @@ ACTS = {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "softmax":
 def test_dense(rng, act, shape):
     layer = L.Dense(6, activation=act)
     x = rng.standard_normal(shape)
-    y, dy, dx = run(layer, x)
+    y, dy, dx, G = run(layer, x)
     tx, tk, tb = _t(x, True), _t(layer.kernel, True), _t(layer.bias, True)
     ty = ACTS[act](tx @ tk + tb)
-    check(y, ty, dx, tx, dy, [(layer.grads["kernel"], tk), (layer.grads["bias"], tb)])
+    check(y, ty, dx, tx, dy, [(G["kernel"], tk), (G["bias"], tb)])
 
 
 @pytest.mark.parametrize("act", list(ACTS))
 def test_activation_layer(rng, act):
     x = rng.standard_normal((4, 9)) * 3
     layer = L.Activation(act)
-    y, dy, dx = run(layer, x)
+    y, dy, dx, _ = run(layer, x)
     tx = _t(x, True)
     check(y, ACTS[act](tx), dx, tx, dy)
 
@@ -87,14 +99,14 @@ CONV2D = [
 def test_conv2d(rng, xs, f, k, s, pad, d, g):
     layer = L.Conv2D(f, k, strides=s, padding=pad, dilation_rate=d, groups=g, activation="relu")
     x = rng.standard_normal(xs)
-    y, dy, dx = run(layer, x)
+    y, dy, dx, G = run(layer, x)
     tx, tw, tb = _t(x, True), _t(layer.kernel, True), _t(layer.bias, True)
     xi = tx.permute(0, 3, 1, 2)
     if pad == "same":
         (t0, t1), (l0, l1) = [_tf_pads(n, kk, ss, dd) for n, kk, ss, dd in zip(xs[1:3], k, s, d)]
         xi = F.pad(xi, (l0, l1, t0, t1))
     ty = F.relu(F.conv2d(xi, tw, tb, stride=s, dilation=d, groups=g)).permute(0, 2, 3, 1)
-    check(y, ty, dx, tx, dy, [(layer.grads["kernel"], tw), (layer.grads["bias"], tb)])
+    check(y, ty, dx, tx, dy, [(G["kernel"], tw), (G["bias"], tb)])
     assert layer.output_shape == y.shape[1:]
 
 
@@ -111,7 +123,7 @@ CONV1D = [
 def test_conv1d(rng, xs, f, k, s, pad, d):
     layer = L.Conv1D(f, k, strides=s, padding=pad, dilation_rate=d, activation="tanh")
     x = rng.standard_normal(xs)
-    y, dy, dx = run(layer, x)
+    y, dy, dx, G = run(layer, x)
     tx, tw, tb = _t(x, True), _t(layer.kernel, True), _t(layer.bias, True)
     xi = tx.permute(0, 2, 1)
     if pad == "same":
@@ -119,7 +131,7 @@ def test_conv1d(rng, xs, f, k, s, pad, d):
     elif pad == "causal":
         xi = F.pad(xi, (d * (k - 1), 0))
     ty = torch.tanh(F.conv1d(xi, tw, tb, stride=s, dilation=d)).permute(0, 2, 1)
-    check(y, ty, dx, tx, dy, [(layer.grads["kernel"], tw), (layer.grads["bias"], tb)])
+    check(y, ty, dx, tx, dy, [(G["kernel"], tw), (G["bias"], tb)])
 
 
 def test_conv_keras_weight_layout(rng):
@@ -145,7 +157,7 @@ def test_conv_keras_weight_layout(rng):
 def test_maxpool2d(rng, xs, p, s, pad):
     layer = L.MaxPooling2D(p, strides=s, padding=pad)
     x = rng.standard_normal(xs)
-    y, dy, dx = run(layer, x)
+    y, dy, dx, _ = run(layer, x)
     tx = _t(x, True)
     xi = tx.permute(0, 3, 1, 2)
     st = s or p
@@ -161,7 +173,7 @@ def test_maxpool2d(rng, xs, p, s, pad):
 def test_maxpool1d(rng, xs, p, s):
     layer = L.MaxPooling1D(p, strides=s)
     x = rng.standard_normal(xs)
-    y, dy, dx = run(layer, x)
+    y, dy, dx, _ = run(layer, x)
     tx = _t(x, True)
     ty = F.max_pool1d(tx.permute(0, 2, 1), p, s or p).permute(0, 2, 1)
     check(y, ty, dx, tx, dy)
@@ -169,16 +181,16 @@ def test_maxpool1d(rng, xs, p, s):
 
 def test_global_average_pooling(rng):
     x = rng.standard_normal((3, 5, 4, 6))
-    y, dy, dx = run(L.GlobalAveragePooling2D(), x)
+    y, dy, dx, _ = run(L.GlobalAveragePooling2D(), x)
     tx = _t(x, True)
     check(y, tx.mean(dim=(1, 2)), dx, tx, dy)
     x = rng.standard_normal((3, 7, 2))
-    y, dy, dx = run(L.GlobalAveragePooling1D(), x)
+    y, dy, dx, _ = run(L.GlobalAveragePooling1D(), x)
     tx = _t(x, True)
     check(y, tx.mean(dim=1), dx, tx, dy)
     # masked (from Embedding(mask_zero=True)): average over the valid steps only
     m = np.array([[1, 1, 0, 0, 0, 0, 0], [1] * 7, [1, 0, 1, 0, 1, 0, 1]], dtype=bool)
-    y, dy, dx = run(L.GlobalAveragePooling1D(), x, mask=m)
+    y, dy, dx, _ = run(L.GlobalAveragePooling1D(), x, mask=m)
     tx = _t(x, True)
     tm = _t(m)[:, :, None]
     check(y, (tx * tm).sum(1) / tm.sum(1), dx, tx, dy)
@@ -186,10 +198,10 @@ def test_global_average_pooling(rng):
 
 def test_flatten_reshape(rng):
     x = rng.standard_normal((2, 3, 4, 5))
-    y, dy, dx = run(L.Flatten(), x)
+    y, dy, dx, _ = run(L.Flatten(), x)
     tx = _t(x, True)
     check(y, tx.reshape(2, -1), dx, tx, dy)
-    y, dy, dx = run(L.Reshape((12, 5)), x)
+    y, dy, dx, _ = run(L.Reshape((12, 5)), x)
     tx = _t(x, True)
     check(y, tx.reshape(2, 12, 5), dx, tx, dy)
 
@@ -202,13 +214,13 @@ def test_batchnorm(rng, shape):
     layer.gamma[...] = rng.standard_normal(shape[-1])
     layer.beta[...] = rng.standard_normal(shape[-1])
     x = rng.standard_normal(shape) * 2 + 1
-    y, dy, dx = run(layer, x, training=True)
+    y, dy, dx, G = run(layer, x, training=True)
     tx, tg, tb = _t(x, True), _t(layer.gamma, True), _t(layer.beta, True)
     c = shape[-1]
     xi = tx.reshape(-1, c)
     rm, rv = torch.zeros(c, dtype=torch.float64), torch.ones(c, dtype=torch.float64)
     ty = F.batch_norm(xi, rm, rv, tg, tb, training=True, momentum=0.1, eps=1e-3).reshape(shape)
-    check(y, ty, dx, tx, dy, [(layer.grads["gamma"], tg), (layer.grads["beta"], tb)])
+    check(y, ty, dx, tx, dy, [(G["gamma"], tg), (G["beta"], tb)])
     np.testing.assert_allclose(layer.moving_mean, rm.numpy(), **TOL)  # same rule: 0.9*old + 0.1*batch
     xr = x.reshape(-1, c)
     np.testing.assert_allclose(layer.moving_variance, 0.9 + 0.1 * xr.var(0), **TOL)  # Keras: biased variance
@@ -225,21 +237,21 @@ def test_layernorm(rng):
     layer._cast(np.float64)
     layer.gamma[...] = rng.standard_normal(7)
     layer.beta[...] = rng.standard_normal(7)
-    y, dy, dx = run(layer, x)
+    y, dy, dx, G = run(layer, x)
     tx, tg, tb = _t(x, True), _t(layer.gamma, True), _t(layer.beta, True)
     ty = F.layer_norm(tx, (7,), tg, tb, eps=1e-5)
-    check(y, ty, dx, tx, dy, [(layer.grads["gamma"], tg), (layer.grads["beta"], tb)])
+    check(y, ty, dx, tx, dy, [(G["gamma"], tg), (G["beta"], tb)])
 
 
 def test_embedding(rng):
     ids = rng.integers(0, 11, size=(4, 6))
     layer = L.Embedding(11, 5)
-    y, dy, dx = run(layer, ids)
+    y, dy, _, G = run(layer, ids)
     te = _t(layer.embeddings, True)
     ty = F.embedding(torch.tensor(ids), te)
     ty.backward(_t(dy))
     np.testing.assert_allclose(y, ty.detach().numpy(), **TOL)
-    np.testing.assert_allclose(layer.grads["embeddings"], te.grad.numpy(), **TOL)
+    np.testing.assert_allclose(G["embeddings"], te.grad.numpy(), **TOL)
     with pytest.raises(ValueError, match=r"ids must be in \[0, 11\)"):
         layer.forward(np.array([[0, 11]]))
 
@@ -247,7 +259,7 @@ def test_embedding(rng):
 def test_dropout(rng):
     x = rng.standard_normal((50, 40))
     layer = L.Dropout(0.3, seed=3)
-    y, dy, dx = run(layer, x, training=True)
+    y, dy, dx, _ = run(layer, x, training=True)
     keep = y != 0
     assert 0.6 < keep.mean() < 0.8
     np.testing.assert_allclose(y[keep], x[keep] / 0.7, **TOL)
@@ -288,19 +300,22 @@ def test_multihead_attention(rng, causal, with_mask):
         mask = np.ones((B, T, S), dtype=bool)
         mask[0, :, 4:] = False
         mask[1, :, 2] = False
-    y = layer._attend(q, v, k, mask, causal, False, False)
+    with GradientTape() as tape:
+        tq_, tv_, tk_ = tape.watch(q), tape.watch(v), tape.watch(k)
+        y = layer(tq_, tv_, tk_, attention_mask=mask, use_causal_mask=causal)
+    np.testing.assert_allclose(layer._attend(q, v, k, mask, causal), y.value, **TOL)  # the inference path
     full = mask if mask is not None else np.ones((B, T, S), dtype=bool)
     if causal:
         full = full & np.tril(np.ones((T, S), dtype=bool))
     out, tq, tv, tk, tw = _mha_torch(layer, q, v, k, full)
     dy = rng.standard_normal(y.shape)
-    dq, dv, dk = layer.backward(dy)
+    grads = tape.gradient(y, [tq_, tv_, tk_] + layer.trainable_variables, output_gradients=dy)
     out.backward(_t(dy))
-    np.testing.assert_allclose(y, out.detach().numpy(), **TOL)
-    for ours, t in ((dq, tq), (dv, tv), (dk, tk)):
+    np.testing.assert_allclose(y.value, out.detach().numpy(), **TOL)
+    for ours, t in zip(grads[:3], (tq, tv, tk)):
         np.testing.assert_allclose(ours, t.grad.numpy(), **TOL)
-    for n in layer._weight_names:
-        np.testing.assert_allclose(layer.grads[n], tw[n].grad.numpy(), **TOL)
+    for n, ours in zip(layer._trainable_names, grads[3:]):
+        np.testing.assert_allclose(ours, tw[n].grad.numpy(), **TOL)
 
 
 def test_multihead_self_attention_in_sequence(rng):
@@ -313,7 +328,7 @@ def test_multihead_self_attention_in_sequence(rng):
     m.build((None, 5))
     for layer in m.layers:
         layer._cast(np.float64)
-    y = m._forward(ids, False, False)
+    y = m._forward(ids)
     emb, mha = m.layers[0], m.layers[1]
     x = emb.embeddings[ids]
     valid = ids != 0
@@ -363,16 +378,16 @@ def test_layer_errors():
     (lambda: L.Conv1D(4, 3, padding="causal", dilation_rate=2), (2, 13, 2)),
 ])
 def test_conv_first_layer_weight_grad_path(rng, make, xs):
-    """need_dx=False (a model's first layer) takes an im2col + GEMM path: same gradients."""
+    """An input that needs no gradient (a model's first layer) takes the conv's weight-
+    gradient-only path (im2col + GEMM): the same weight gradients."""
     layer = make()
     x = rng.standard_normal(xs)
-    y, dy, dx = run(layer, x)
-    full = {k: v.copy() for k, v in layer.grads.items()}
-    layer.forward(x, True)
-    layer.zero_grad()
-    assert layer.backward(dy, need_dx=False) is None
-    for k in full:
-        np.testing.assert_allclose(layer.grads[k], full[k], **TOL)
+    y, dy, dx, full = run(layer, x)
+    with GradientTape() as tape:
+        y2 = layer(x)
+    gs = tape.gradient(y2, layer.trainable_variables, output_gradients=dy)
+    for k, g in zip(layer._trainable_names, gs):
+        np.testing.assert_allclose(g, full[k], **TOL)
 
 
 def test_direct_calls_take_other_sizes_on_free_axes():

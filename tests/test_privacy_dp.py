@@ -1,9 +1,11 @@
-"""DP-SGD (pyaiml.privacy.dp and the per-example rules in pyaiml.keras.layers).
+"""DP-SGD (pyaiml.privacy.dp) on Keras models: the per-example rules of the ops their
+layers record (pyaiml.autograd.per_example, driven by GradientTape.clipped_gradient).
 
-Per-example gradients: the batched rules against a loop that runs the model's ordinary
-backward on one example at a time, in float64 (layers re-typed with ``_cast``), to 1e-10:
-sums of a few hundred float64 products. Both the "build G_i" and the Gram-matrix forms of
-the norms are hit (the layer picks one by shape). The DP step: with noise_multiplier=0 it
+Per-example gradients: the clipped sums and the squared norms against a loop that takes the
+tape's ordinary gradient on one example at a time, in float64 (layers re-typed with
+``_cast``), to 1e-10: sums of a few hundred float64 products. Both the "build G_i" and the
+Gram-matrix forms of the norms are hit (the rule picks one by shape; tests/
+test_autograd_per_example.py checks each form on its own). The DP step: with noise_multiplier=0 it
 is clipped-mean SGD (float32, 1e-5 relative); the noise is measured on a model whose
 gradient is exactly zero (10,200 weights: the sample std is within 3.5% of the
 expected one at about 5 standard errors). The accountant against dp-accounting called
@@ -38,45 +40,37 @@ def _prepare(model, x):
     return [l for l in model._layers if l.trainable and l._trainable_names]
 
 
-def _loop_grads(model, tl, x, y, fused):
-    """Reference: the ordinary backward on each example alone (batch of one: its own loss)."""
+def _loop_grads(model, x, y):
+    """Reference: the tape's ordinary gradient of each example alone (a batch of one: its own
+    loss); {(layer name, weight name): (n, *weight shape)}."""
+    names = [(l.name, n) for l in model._layers if l.trainable for n in l._trainable_names]
     ref = []
     for i in range(len(x)):
-        for l in tl:
-            l.zero_grad()
-        out = model._forward(x[i:i + 1], True, fused)
-        _, g, _ = model._loss_and_pred(y[i:i + 1], out, fused)
-        model._backward(g)
-        ref.append({(l.name, k): v.copy() for l in tl for k, v in l.grads.items()})
-    return {key: np.stack([r[key] for r in ref]) for key in ref[0]}
+        tape, loss, _, _ = model._recorded_loss(x[i:i + 1], y[i:i + 1])
+        ref.append(tape.gradient(loss, model._train_vars()))
+    return {key: np.stack([r[j] for r in ref]) for j, key in enumerate(names)}
 
 
 def check_per_example(model, x, y, loss, seed=0):
     model.compile(optimizer="sgd", loss=loss)
     tl = _prepare(model, x)
-    fused = model._fusion()
-    ref = _loop_grads(model, tl, x, y, fused)
+    ref = _loop_grads(model, x, y)
     n = len(x)
-    out = model._forward(x, True, fused)
-    _, g, _ = model._loss_and_pred(y, out, fused)
-    model._backward_per_example(g * n)
-    got = {(l.name, k): v for l in tl for k, v in l.per_example_grads().items()}
-    assert set(got) == set(ref)
-    for key in ref:
-        np.testing.assert_allclose(got[key], ref[key], err_msg=str(key), **TOL)
-    sq = sum(l.per_example_sq_norms() for l in tl)
+    c = np.random.default_rng(seed).uniform(0.1, 1.0, n)
+    seen = []
+
+    def factors(sq):
+        seen.append(sq)
+        return c
+    tape, lv, _, _ = model._recorded_loss(x, y)
+    grads, sq = tape.clipped_gradient(lv, model._train_vars(), factors, n)
     want = sum((r.reshape(n, -1) ** 2).sum(axis=1) for r in ref.values())
     np.testing.assert_allclose(sq, want, rtol=1e-10)
-    # which norm form each Dense/Conv layer took: True = built G_i, False = Gram matrices
-    forms = {l.name: l._pe.g is not None for l in tl if isinstance(l, (L.Dense, L._Conv))}
-    c = np.random.default_rng(seed).uniform(0.1, 1.0, n)
-    for l in tl:
-        l.zero_grad()
-        l.accumulate_clipped(c)
-    for l in tl:
-        for k, v in l.grads.items():
-            np.testing.assert_allclose(v, np.tensordot(c, ref[(l.name, k)], axes=1), err_msg=f"{l.name}/{k}", **TOL)
-    return tl, forms
+    np.testing.assert_allclose(seen[0], want, rtol=1e-10)
+    assert len(grads) == len(ref)
+    for g, (key, r) in zip(grads, ref.items()):
+        np.testing.assert_allclose(g, np.tensordot(c, r, axes=1), err_msg=str(key), **TOL)
+    return tl
 
 
 def _seed():
@@ -100,9 +94,7 @@ def test_dense_3d(steps, width):
     x = rng.standard_normal((7, steps, 5))
     y = rng.standard_normal((7, steps, 2))
     m = keras.Sequential([L.Input((steps, 5)), L.Dense(width, activation="sigmoid"), L.Dense(2)])
-    _, forms = check_per_example(m, x, y, "mse")
-    first = m.layers[0]
-    assert forms[first.name] == (steps * steps > 5 * width)
+    check_per_example(m, x, y, "mse")
 
 
 def test_conv1d():
@@ -134,8 +126,7 @@ def test_conv2d_gram_form_channels_first_dilation():
     x = rng.standard_normal((4, 3, 3, 8))
     y = rng.standard_normal((4, 3, 3, 16))
     m = keras.Sequential([L.Input((3, 3, 8)), L.Conv2D(16, 3, padding="same", activation="tanh")])
-    _, forms = check_per_example(m, x, y, "mse")
-    assert forms == {m.layers[0].name: False}
+    check_per_example(m, x, y, "mse")
     x2 = rng.standard_normal((4, 2, 9, 8))
     y2 = rng.integers(0, 2, 4)
     m2 = keras.Sequential([L.Input((2, 9, 8)), L.Conv2D(3, 2, dilation_rate=(1, 2), data_format="channels_first",
@@ -170,16 +161,14 @@ def test_frozen_layers_are_skipped():
     y = rng.integers(0, 2, 6)
     m = keras.Sequential([L.Input((5,)), L.Dense(4, activation="relu", trainable=False),
                           L.Dense(3, activation="relu"), L.Dense(2, activation="softmax")])
-    tl, _ = check_per_example(m, x, y, "sparse_categorical_crossentropy")
+    tl = check_per_example(m, x, y, "sparse_categorical_crossentropy")
     assert [l.name for l in tl] == [m.layers[1].name, m.layers[2].name]
 
 
 # ---------------------------------------------------------------------------- the DP step
 def _clipped_mean_reference(model, x, y, clip):
     """Per-example gradients (ordinary backward, one example at a time, float32), clipped and averaged."""
-    fused = model._fusion()
-    tl = [l for l in model._layers if l.trainable and l._trainable_names]
-    per = _loop_grads(model, tl, x, y, fused)
+    per = _loop_grads(model, x, y)
     keys = list(per)
     norms = np.sqrt(sum((per[k].astype(np.float64).reshape(len(x), -1) ** 2).sum(axis=1) for k in keys))
     c = np.minimum(1.0, clip / norms)
@@ -239,10 +228,10 @@ def test_fit_poisson_batches_epsilon_and_seed():
         sizes = []
         orig = m._train_step_dp
 
-        def spy(xb, yb, fused, e):
+        def spy(xb, yb, e):
             sizes.append(len(xb))
             assert e == 20
-            return orig(xb, yb, fused, e)
+            return orig(xb, yb, e)
         m._train_step_dp = spy
         h = m.fit(x, y, batch_size=20, epochs=3, verbose=0)
         return m, opt, h, sizes
@@ -281,7 +270,7 @@ def test_shuffle_mode_warns_and_uses_fixed_batches():
     m.compile(optimizer=DPSGD(1.0, 1.0, sampling="shuffle", seed=0), loss="sparse_categorical_crossentropy")
     sizes = []
     orig = m._train_step_dp
-    m._train_step_dp = lambda xb, yb, f, e: (sizes.append(len(xb)), orig(xb, yb, f, e))[1]
+    m._train_step_dp = lambda xb, yb, e: (sizes.append(len(xb)), orig(xb, yb, e))[1]
     with pytest.warns(UserWarning, match="not a privacy guarantee"):
         m.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert sizes == [8, 8, 8, 6]

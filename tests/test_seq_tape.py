@@ -1,6 +1,7 @@
-"""pyaiml.seq's layers on the tape: each layer's ``call`` (pyaiml.autograd's ops) against its
-explicit forward/backward in float64 (outputs, input gradients and every weight gradient),
-and the layers training inside functional and subclassed keras.Models."""
+"""pyaiml.seq's layers on the tape: each layer's ``call`` (pyaiml.autograd's ops) in float64:
+its output against the layer's inference path (``forward``, what generation runs), its input
+gradients and every weight gradient against central finite differences of that path; and the
+layers training inside functional and subclassed keras.Models."""
 import numpy as np
 import pytest
 
@@ -20,11 +21,21 @@ def _perturb(layer, rs):
         a[...] = a + 0.3 * rs.standard_normal(a.shape)
 
 
-def _explicit(layer, fwd, dy):
-    layer.zero_grad()
-    y = fwd()
-    back = layer.backward(dy)
-    return y, back, {n: layer.grads[n].copy() for n in layer._trainable_names}
+def _numeric(layer, fwd, dy, inputs=(), eps=1e-6):
+    """(y, [d sum(fwd() * dy) / d input], {weight: gradient}) by central differences of
+    ``fwd`` (which reads ``inputs`` and the weights, changed in place here)."""
+    def grad(a):
+        g = np.zeros_like(a)
+        for i in np.ndindex(a.shape):
+            old = a[i]
+            a[i] = old + eps
+            hi = float((fwd() * dy).sum())
+            a[i] = old - eps
+            lo = float((fwd() * dy).sum())
+            a[i] = old
+            g[i] = (hi - lo) / (2 * eps)
+        return g
+    return fwd(), [grad(x) for x in inputs], {n: grad(layer._arr(n)) for n in layer._trainable_names}
 
 
 def _tape(layer, call, inputs, dy):
@@ -38,7 +49,7 @@ def _tape(layer, call, inputs, dy):
 
 
 @pytest.mark.parametrize("causal, masked", [(False, False), (True, True), (False, True)])
-def test_encoder_block_call_matches_explicit(causal, masked):
+def test_encoder_block_call_against_forward_and_finite_differences(causal, masked):
     rs = np.random.default_rng(0)
     b = TransformerEncoderBlock(2, 12, causal=causal, activation="gelu" if causal else "relu")
     b.build((5, 8))
@@ -50,16 +61,16 @@ def test_encoder_block_call_matches_explicit(causal, masked):
         mask = np.ones((3, 5), bool)
         mask[1, 3:] = False
     dy = rs.standard_normal((3, 5, 8))
-    y0, dx0, g0 = _explicit(b, lambda: b.forward(x, False, mask), dy)
     y1, (dx1,), g1 = _tape(b, lambda t: b(t, mask=mask), [x], dy)
+    y0, (dx0,), g0 = _numeric(b, lambda: b.forward(x, False, mask), dy, [x])
     np.testing.assert_allclose(y1, y0, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(dx1, dx0, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(dx1, dx0, rtol=1e-5, atol=1e-7)
     assert set(g1) == set(g0) and len(g0) == 12
     for n in g0:
-        np.testing.assert_allclose(g1[n], g0[n], rtol=1e-8, atol=1e-10, err_msg=n)
+        np.testing.assert_allclose(g1[n], g0[n], rtol=1e-5, atol=1e-7, err_msg=n)
 
 
-def test_decoder_block_call_matches_explicit():
+def test_decoder_block_call_against_forward_and_finite_differences():
     rs = np.random.default_rng(1)
     d = TransformerDecoderBlock(2, 12, activation="gelu")
     d.build((4, 8), (6, 10))
@@ -70,20 +81,20 @@ def test_decoder_block_call_matches_explicit():
     cm = np.ones((2, 6), bool)
     cm[0, 4:] = False
     dy = rs.standard_normal((2, 4, 8))
-    y0, (dx0, dc0), g0 = _explicit(d, lambda: d.forward(x, False, None, context=c, context_mask=cm), dy)
     y1, (dx1, dc1), g1 = _tape(d, lambda t, u: d(t, u, context_mask=cm), [x, c], dy)
+    y0, (dx0, dc0), g0 = _numeric(d, lambda: d.forward(x, False, None, context=c, context_mask=cm), dy, [x, c])
     np.testing.assert_allclose(y1, y0, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(dx1, dx0, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(dc1, dc0, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(dx1, dx0, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dc1, dc0, rtol=1e-5, atol=1e-7)
     assert set(g1) == set(g0) and len(g0) == 20
     for n in g0:
-        np.testing.assert_allclose(g1[n], g0[n], rtol=1e-8, atol=1e-10, err_msg=n)
+        np.testing.assert_allclose(g1[n], g0[n], rtol=1e-5, atol=1e-7, err_msg=n)
     with pytest.raises(ValueError, match=r"context must be \(batch=2, S, 10\)"), GradientTape():
         d(x, np.zeros((2, 6, 9)))
 
 
 @pytest.mark.parametrize("position, scale", [("learned", False), ("sinusoidal", True)])
-def test_positional_embedding_call_matches_explicit(position, scale):
+def test_positional_embedding_call_against_forward_and_finite_differences(position, scale):
     rs = np.random.default_rng(2)
     e = PositionalEmbedding(11, 9, 6, position=position, scale_embeddings=scale, mask_zero=True)
     e.build((7,))
@@ -91,14 +102,14 @@ def test_positional_embedding_call_matches_explicit(position, scale):
     ids = rs.integers(0, 11, (3, 7))
     ids[0, 5:] = 0
     dy = rs.standard_normal((3, 7, 6))
-    y0, _, g0 = _explicit(e, lambda: e.forward(ids, False), dy)
+    y0, _, g0 = _numeric(e, lambda: e.forward(ids, False), dy)
     with GradientTape() as tape:
         y = e(ids, training=False)
         loss = F.sum(y * dy)
     g1 = dict(zip(e._trainable_names, tape.gradient(loss, [e._var(n) for n in e._trainable_names])))
     np.testing.assert_allclose(y.value, y0, rtol=1e-12)
     for n in g0:
-        np.testing.assert_allclose(g1[n], g0[n], rtol=1e-10, atol=1e-12, err_msg=n)
+        np.testing.assert_allclose(g1[n], g0[n], rtol=1e-6, atol=1e-8, err_msg=n)
     np.testing.assert_array_equal(e.compute_mask(None), ids != 0)
 
 

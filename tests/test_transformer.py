@@ -3,6 +3,7 @@ Keras lifecycle (config round trip, training through Sequential.fit), sinusoids.
 import numpy as np
 import pytest
 
+from pyaiml.autograd import GradientTape
 from pyaiml.keras import layers as kl
 from pyaiml.keras import losses, optimizers
 from pyaiml.keras.models import Sequential
@@ -17,15 +18,23 @@ def _perturb(layer, rs):
         w += rs.standard_normal(w.shape) * 0.1
 
 
-def _fd(layer, fwd, inputs, rs, n_w=3):
-    """Worst error of analytic vs central-difference gradients of sum(y * R), relative to
-    max(|numeric|, 1e-3) (entries near zero are compared absolutely; central differences
-    in float64 with eps 1e-6 are good to ~1e-8 absolute here)."""
+def _tape_grads(layer, call, inputs, R):
+    """The tape's gradients of sum(call(*inputs) * R): (input gradients, {weight: gradient})."""
+    with GradientTape() as tape:
+        watched = [tape.watch(x) for x in inputs]
+        y = call(*watched)
+    names = layer._trainable_names
+    gs = tape.gradient(y, watched + [layer._var(n) for n in names], output_gradients=R)
+    return gs[:len(inputs)], dict(zip(names, gs[len(inputs):]))
+
+
+def _fd(layer, fwd, call, inputs, rs, n_w=3):
+    """Worst error of the tape's gradients (through ``call``) against central differences of
+    the inference path ``fwd``, of sum(y * R), relative to max(|numeric|, 1e-3) (entries
+    near zero are compared absolutely; central differences in float64 with eps 1e-6 are
+    good to ~1e-8 absolute here)."""
     R = rs.standard_normal(fwd(*inputs).shape)
-    layer.zero_grad()
-    fwd(*inputs)
-    gx = layer.backward(R)
-    gx = gx if isinstance(gx, tuple) else (gx,)
+    gx, gw = _tape_grads(layer, call, inputs, R)
     eps, worst = 1e-6, 0.0
 
     def num(arr, idx):
@@ -38,7 +47,7 @@ def _fd(layer, fwd, inputs, rs, n_w=3):
         return (lp - lm) / (2 * eps)
 
     for n in layer._weight_names:
-        w, g = getattr(layer, n), layer.grads[n]
+        w, g = getattr(layer, n), gw[n]
         for _ in range(n_w):
             idx = tuple(int(rs.integers(0, s)) for s in w.shape)
             d = num(w, idx)
@@ -63,7 +72,7 @@ def test_encoder_block_gradients_fd(causal, act):
     mask = np.ones((2, 5), bool)
     mask[1, 3:] = False
     # relu kinks make finite differences noisy at rare points: tolerance 1e-4
-    assert _fd(b, lambda x: b.forward(x, False, mask), [x], rs) < 1e-4
+    assert _fd(b, lambda x: b.forward(x, False, mask), lambda x: b(x, mask=mask), [x], rs) < 1e-4
 
 
 def test_decoder_block_gradients_fd():
@@ -76,7 +85,8 @@ def test_decoder_block_gradients_fd():
     cm = np.ones((2, 6), bool)
     cm[0, 4:] = False
     x = rs.standard_normal((2, 4, 8))
-    assert _fd(d, lambda x, c: d.forward(x, False, None, context=c, context_mask=cm), [x, c], rs) < 1e-4
+    assert _fd(d, lambda x, c: d.forward(x, False, None, context=c, context_mask=cm),
+               lambda x, c: d(x, c, context_mask=cm), [x, c], rs) < 1e-4
 
 
 def test_encoder_block_matches_torch_float32():
@@ -109,13 +119,10 @@ def test_encoder_block_matches_torch_float32():
     (yt * torch.tensor(R)).sum().backward()
     y = b.forward(x, False)
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-4)
-    b.zero_grad()
-    b.forward(x, False)
-    dx = b.backward(R)
+    (dx,), g = _tape_grads(b, lambda u: b(u), [x], R)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(b.grads["qkv_kernel"], tl.self_attn.in_proj_weight.grad.numpy().T, rtol=1e-3,
-                               atol=1e-3)
-    np.testing.assert_allclose(b.grads["ff1_kernel"], tl.linear1.weight.grad.numpy().T, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(g["qkv_kernel"], tl.self_attn.in_proj_weight.grad.numpy().T, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(g["ff1_kernel"], tl.linear1.weight.grad.numpy().T, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("position", ["learned", "sinusoidal"])
@@ -129,13 +136,13 @@ def test_positional_embedding(position):
     np.testing.assert_allclose(y, e.embeddings[ids] + P[:7], rtol=1e-6)
     np.testing.assert_array_equal(e.compute_mask(None), ids != 0)
     g = rs.standard_normal(y.shape).astype(np.float32)
-    e.backward(g)
+    _, grads = _tape_grads(e, lambda: e(ids), [], g)
     want = np.zeros_like(e.embeddings)
     np.add.at(want, ids.reshape(-1), g.reshape(-1, 6))
-    np.testing.assert_allclose(e.grads["embeddings"], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads["embeddings"], want, rtol=1e-5, atol=1e-6)
     if position == "learned":
-        np.testing.assert_allclose(e.grads["positions"][:7], g.sum(0), rtol=1e-5, atol=1e-6)
-        assert not e.grads["positions"][7:].any()
+        np.testing.assert_allclose(grads["positions"][:7], g.sum(0), rtol=1e-5, atol=1e-6)
+        assert not grads["positions"][7:].any()
     with pytest.raises(ValueError, match="exceed max_length"):
         e.forward(rs.integers(0, 11, (1, 10)))
     with pytest.raises(ValueError, match=r"ids must be in \[0, 11\)"):

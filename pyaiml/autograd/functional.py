@@ -589,7 +589,8 @@ def einsum(subscripts, *operands):
 def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_format="NHWC", activation=None):
     """pyaiml.ops.conv1d/conv2d (weight OI(H)W, symmetric integer padding); rank from weight.
     ``activation='relu'`` runs in the kernel's epilogue; its gradient masks by the output,
-    unless every op that read the output was a max pool that applied that mask itself."""
+    unless the fusion pass found that every op that read the output was a max pool that
+    applied that mask itself (rule relu_into_pool, pyaiml/autograd/fusion.py)."""
     xv, w = _v(x), _v(weight)
     b = None if bias is None else _v(bias)
     two = w.ndim == 4
@@ -599,10 +600,8 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_f
 
     def back(g, n):
         g = np.ascontiguousarray(g)
-        if activation == "relu":
-            t = holder[0]
-            if not (t._gated and t._gated == t._uses):
-                g = ops.relu_backward(g, out)
+        if activation == "relu" and not holder[0]._relu_done:
+            g = ops.relu_backward(g, out)
         gx, gw, gb = bwd(g, xv, w, stride, padding, dilation, groups, data_format,
                          output_mask=(bool(n[0]), bool(n[1]), bool(bias is not None and n[2])))
         return gx, gw, gb
@@ -611,14 +610,12 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_f
         if want[0]:
             raise ValueError("DP-SGD: a weight as the input of conv() has no per-example rule")
         g = np.ascontiguousarray(g)
-        if activation == "relu":
-            t = holder[0]
-            if not (t._gated and t._gated == t._uses):
-                g = ops.relu_backward(g, out)
+        if activation == "relu" and not holder[0]._relu_done:
+            g = ops.relu_backward(g, out)
         idx = tuple(i for i in (1, 2) if want[i])
         return _pe.ConvRule(xv, g, w.shape[2:], stride, padding, dilation, groups,
                             data_format in ("NHWC", "NLC"), bias=bool(want[2]), kernel=bool(want[1])), idx
-    r = record(out, (x, weight, bias), back, "conv", pe)
+    r = record(out, (x, weight, bias), back, "conv", pe, "relu" if activation == "relu" else None)
     if isinstance(r, Tensor):
         holder.append(r)
         r._relu_out = activation == "relu"
@@ -640,11 +637,9 @@ def max_pool(x, pool_size, strides, padding=0, data_format="NHWC"):
     gate = fmt == "window" and getattr(x, "_relu_out", False)
     out, idx = fwd(xv, pool_size, strides, padding, data_format, return_indices=True,
                    activation="relu" if gate else None, index_format=fmt)
-    r = record(out, (x,), lambda g, n: (bwd(np.ascontiguousarray(g), xv, pool_size, strides, padding, data_format,
-                                            indices=idx, index_format=fmt),), "max_pool")
-    if gate:
-        x._gated += 1
-    return r
+    return record(out, (x,), lambda g, n: (bwd(np.ascontiguousarray(g), xv, pool_size, strides, padding, data_format,
+                                               indices=idx, index_format=fmt),), "max_pool",
+                  tag="relu_gate" if gate else None)
 
 
 def recording_needed(*xs):
@@ -865,7 +860,8 @@ def loss(loss_obj, y_true, y_pred):
             and not loss_obj.from_logits and recording_needed(logits)):
         z = _v(logits)
         val, g = loss_obj.value_and_grad_logits(yv, z)
-        return record(np.asarray(val, dtype=z.dtype), (logits,), lambda go, n: (g * go,), "loss")
+        return record(np.asarray(val, dtype=z.dtype), (logits,), lambda go, n: (g * go,), "loss",
+                      tag="softmax_logits")
     p = _v(y_pred)
     if p.dtype.kind != "f":
         p = p.astype(np.float32)

@@ -12,13 +12,14 @@ stride, padding, dilation, groups and layout), :class:`RowRule` (layer normalisa
 gamma and beta), :class:`EmbeddingRule` (rows of a table looked up by ids) and
 :class:`BroadcastRule` (a weight added to or multiplied with batch-shaped values).
 
-Who uses them. The Keras layers' DP-SGD path (``backward_per_example`` and friends,
-pyaiml/keras/layers.py) and the tape's clipped gradient (``GradientTape.clipped_gradient``,
-pyaiml/autograd/tape.py), which attaches a rule to every recorded op of these kinds.
+Who uses them. The tape's clipped gradient (``GradientTape.clipped_gradient``,
+pyaiml/autograd/tape.py), which attaches a rule to every recorded op of these kinds; every
+Keras model's DP-SGD step goes through it.
 
 Not here: ops that mix examples (batch normalisation with batch statistics), recurrent
-kernels, attention weights inside one fused op. Tests: tests/test_privacy_dp.py (the layers'
-rules against a loop over single examples), tests/test_autograd_per_example.py (the tape's).
+kernels, attention weights inside one fused op. Tests: tests/test_privacy_dp.py (Keras
+models' clipped gradients against a loop over single examples),
+tests/test_autograd_per_example.py (each rule).
 """
 from __future__ import annotations
 

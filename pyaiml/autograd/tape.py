@@ -25,6 +25,8 @@ import threading
 
 import numpy as np
 
+from pyaiml.autograd import fusion as _fusion
+
 _state = threading.local()
 
 
@@ -86,19 +88,18 @@ class Tensor:
     """An array on the tape. ``value`` is the NumPy array; arithmetic operators and
     indexing are recorded ops; ``numpy()`` returns the array (no gradient flows through it)."""
 
-    __slots__ = ("__weakref__", "_gated", "_relu_out", "_softmax_of", "_uses", "requires_grad", "value")
+    __slots__ = ("__weakref__", "_relu_done", "_relu_out", "_softmax_of", "requires_grad", "value")
     __array_priority__ = 1000.0
 
     def __init__(self, value, requires_grad=False):
         self.value = value if type(value) is np.ndarray else np.asarray(value)
         self.requires_grad = bool(requires_grad)
         self._softmax_of = None  # the logits when this is a softmax output (loss fusion)
-        # ReLU-gradient fusion (functional.conv / max_pool): _relu_out marks the output of a
-        # conv with a fused ReLU; _uses counts the recorded ops that read this value, _gated
-        # those (max pools) whose backward already applies the ReLU's gradient
+        # ReLU-gradient fusion (functional.conv / max_pool, pyaiml/autograd/fusion.py):
+        # _relu_out marks the output of a conv with a fused ReLU (a max pool reading it then
+        # offers to apply the ReLU's gradient); _relu_done is the fusion pass's decision
         self._relu_out = False
-        self._uses = 0
-        self._gated = 0
+        self._relu_done = False
 
     # array-like facts
     @property
@@ -316,28 +317,26 @@ class Node:
     for ops where a weight meets the batch, returns (rule, parent indices): the per-example
     gradients of the wanted parents (pyaiml.autograd.per_example), for ``clipped_gradient``."""
 
-    __slots__ = ("backward", "needs", "op", "out", "parents", "pe")
+    __slots__ = ("backward", "needs", "op", "out", "parents", "pe", "tag")
 
-    def __init__(self, out, parents, needs, backward, op, pe=None):
+    def __init__(self, out, parents, needs, backward, op, pe=None, tag=None):
         self.out, self.parents, self.needs, self.backward, self.op = out, parents, needs, backward, op
-        self.pe = pe
+        self.pe, self.tag = pe, tag
 
 
-def record(value, parents, backward, op, pe=None):
+def record(value, parents, backward, op, pe=None, tag=None):
     """Return ``value`` as a Tensor recorded on the open tapes when a parent needs a
     gradient, else the plain array. ``backward(g, needs) -> tuple`` aligned with parents;
-    ``pe``: the op's per-example rule (see Node)."""
+    ``pe``: the op's per-example rule (see Node); ``tag``: what the op offers the fusion
+    pass (pyaiml/autograd/fusion.py)."""
     tapes = getattr(_state, "tapes", None)
     if not tapes:
         return value
     needs = tuple(type(p) is not np.ndarray and isinstance(p, Tensor) and p.requires_grad for p in parents)
     if not any(needs):
         return value
-    for p, need in zip(parents, needs):
-        if need:
-            p._uses += 1
     out = Tensor(value, True)
-    node = Node(out, parents, needs, backward, op, pe)
+    node = Node(out, parents, needs, backward, op, pe, tag)
     for t in tapes:
         if not t._stopped:
             t._nodes.append(node)
@@ -456,12 +455,14 @@ def _backward(nodes, target, sources, output_gradients=None):
     targets = target if isinstance(target, (list, tuple)) else [target]
     ogs = output_gradients if isinstance(output_gradients, (list, tuple)) else [output_gradients] * len(targets)
     grads: dict[int, np.ndarray] = {}
+    seeded = []
     for t, og in zip(targets, ogs):
         if not isinstance(t, Tensor) or not t.requires_grad:
             continue
         g = np.ones_like(t.value) if og is None else np.broadcast_to(np.asarray(og, t.dtype), t.shape)
         _sum_into(grads, id(t), g)
-        t._uses += 1  # a gradient seeded here did not come through any op (see functional.conv)
+        seeded.append(t)
+    _fusion.run(nodes, seeded)
     # sources given as the arrays behind Variables: find the Variable of each on the tape
     by_array = {}
     for n in nodes:
@@ -518,7 +519,9 @@ def _clipped_backward(nodes, target, sources, clip_factors, n):
     grads: dict[int, np.ndarray] = {}
     if isinstance(target, Tensor) and target.requires_grad:
         grads[id(target)] = np.full_like(target.value, n)
-        target._uses += 1
+        _fusion.run(nodes, (target,))
+    else:
+        _fusion.run(nodes)
     rules = []  # (rule, ids of the sources it covers, in rule.names order)
     for node in reversed(nodes):
         g = grads.pop(id(node.out), None)

@@ -7,12 +7,13 @@ Cases (batch 32, Adam, float32, the same thread count on both sides):
   - the speech Conv1D model (Conv1D 64 k3 relu, MaxPool 2, Conv1D 64 k3 relu, MaxPool 2,
     Dense 10 softmax; input (128, 1)): training step and inference against torch (NCL).
 pyaiml's step is exactly what ``fit`` runs per batch (``Sequential._train_step`` with the
-per-op input checks off, as inside fit: conv + bias + ReLU fused, each max-pool after a
-ReLU taking the ReLU's gradient through one-byte window indices, the first layer's weight
-gradient only, softmax fused into the loss); torch's is zero_grad / forward /
-cross_entropy on logits / backward / Adam.step. Before timing, both models get the same weights and
-their outputs are compared, and pyaiml's first-layer kernel gradient is checked
-against torch's in float64.
+per-op input checks off, as inside fit: the layers' call() on a GradientTape, conv + bias +
+ReLU in one kernel, and the tape's fusion pass: each max-pool after such a conv takes the
+ReLU's gradient through one-byte window indices, the first layer's weight gradient only,
+softmax + cross-entropy from the logits); torch's is zero_grad / forward / cross_entropy
+on logits / backward / Adam.step. Before timing, both models get the same weights and their
+outputs are compared, and pyaiml's first-layer kernel gradient is checked against torch's
+in float64.
 Throughput is samples per second. Run: ``python -m pyaiml.cli bench train``.
 """
 from __future__ import annotations
@@ -73,31 +74,24 @@ def _torch_twin(model, rank):
 def _steps(model):
     from pyaiml.keras.models import _NoFiniteChecks
 
-    fused = model._fusion()
-
     def train(x, y):
         with _NoFiniteChecks():
-            model._train_step(x, y, fused)
+            model._train_step(x, y)
 
     def infer(x):
         with _NoFiniteChecks():
-            model._forward(x, False, False)
+            model._forward(x)
 
     return train, infer
 
 
 def _grads(model, x, y):
-    """First conv kernel's gradient (torch layout) and the logits' softmax, without an update."""
+    """The first conv kernel's gradient (torch layout) of the training step, without an update."""
     from pyaiml.keras.models import _NoFiniteChecks
 
     with _NoFiniteChecks():
-        for l in model.layers:
-            l.zero_grad()
-        fused = model._fusion()
-        out = model._forward(x, True, fused)
-        _, g, _ = model._loss_and_pred(y, out, fused)
-        model._backward(g)
-    return model.layers[0].grads["kernel"].copy()
+        tape, loss, _, _ = model._recorded_loss(x, y)
+        return tape.gradient(loss, model.layers[0]._var("kernel"))
 
 
 def cases(quick: bool = False):
@@ -152,10 +146,10 @@ def cases(quick: bool = False):
                 from pyaiml.keras.models import _NoFiniteChecks
 
                 with _NoFiniteChecks():
-                    logits = model._forward(x, False, True)
+                    probs = model._forward(x)
                 with torch.no_grad():
-                    want = tm(tx).numpy()
-                check_close("logits", logits, want, rtol=1e-4, atol=1e-4)
+                    want = torch.softmax(tm(tx), -1).numpy()
+                check_close("probabilities", probs, want, rtol=1e-4, atol=1e-5)
                 # gradient against torch in float64: torch's own float32 conv gradient is off
                 # by ~3e-3 relative here (summing 28,800 terms), pyaiml's float32 by ~1e-6
                 g = _grads(model, x, y)

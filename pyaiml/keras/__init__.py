@@ -2,10 +2,10 @@
 
 ``from pyaiml.keras.models import Sequential``, ``from pyaiml.keras.layers import Conv2D``,
 or ``import pyaiml as tf`` then ``tf.keras.Sequential([...])``. Channels last; float32.
-The three ways to build a model: ``Sequential`` (models.py, its own fused training loop),
-the functional API (``Input``, ``Model(inputs, outputs)``: functional.py) and subclassing
-(``Model``/``layers.Layer`` with ``build``/``call``: model.py, layers.py), the last two
-trained through the tape (pyaiml/autograd) with ``ops`` (Keras 3's ``keras.ops``).
+The three ways to build a model: ``Sequential`` (models.py), the functional API (``Input``,
+``Model(inputs, outputs)``: functional.py) and subclassing (``Model``/``layers.Layer`` with
+``build``/``call``: model.py, layers.py), all trained through the tape (pyaiml/autograd)
+that the layers' ``call()`` and ``ops`` (Keras 3's ``keras.ops``) record on.
 saving.py holds the file format, serialization.py the class registry.
 Tests: tests/test_keras_*.py.
 """

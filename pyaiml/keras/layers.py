@@ -1,40 +1,38 @@
-"""Keras layers on pyaiml.ops, with an explicit backward.
+"""Keras layers on pyaiml.ops, differentiated by the tape (pyaiml/autograd).
 
 Lifecycle (see DESIGN.md): ``__init__`` stores and validates config; ``build(input_shape)``
-creates weights; ``forward(x, training, mask)`` computes and caches what ``backward``
-needs; ``backward(dy)`` returns dx and accumulates parameter gradients with ``+=`` into
-``layer.grads``; ``compute_output_shape`` is pure; ``get_config``/``from_config`` round-trip.
-Shapes exclude the batch dimension unless named ``batch_*``. Channels last, like Keras.
-Weights are held in the layout the op wants (conv: torch OIHW) and converted to Keras
-layouts by ``get_weights``/``set_weights`` (Conv2D kernel (kh, kw, cin, cout), Dense
-kernel (in, out), ...). float32 throughout.
+creates weights; ``call(inputs, training=None, ...)`` computes; ``compute_output_shape``
+is pure; ``get_config``/``from_config`` round-trip. Shapes exclude the batch dimension
+unless named ``batch_*``. Channels last, like Keras. Weights are held in the layout the op
+wants (conv: torch OIHW) and converted to Keras layouts by ``get_weights``/``set_weights``
+(Conv2D kernel (kh, kw, cin, cout), Dense kernel (in, out), ...). float32 throughout.
 
-Per-example gradients for Sequential's DP-SGD (``backward_per_example`` builds the layer's
-rule from pyaiml.autograd.per_example, the same rules the tape uses for other models;
-``per_example_grads``, ``per_example_sq_norms``, ``accumulate_clipped`` read it) on Dense,
-Conv1D/Conv2D, Embedding and LayerNormalization; BatchNormalization refuses (see
-``Layer.per_example_support``).
+Two ways through a layer. ``call`` is written with pyaiml.autograd.functional (the tape's
+primitives on the same pyaiml.ops kernels, each with its explicit backward kernel) and is
+the only one that trains: it runs whenever a GradientTape records, on tape values, on
+symbolic ``keras.Input`` tensors (pyaiml/keras/functional.py), in every model's training
+step, and for every user subclass, so a user's ``Layer`` or ``Model`` with ``build``/
+``call``/``add_weight`` trains like ours, and our layers work inside its ``call()``. What
+neighbouring ops share in the backward pass (conv + ReLU into the max-pool, softmax into
+the loss, no input gradient for a first layer) is the tape's fusion pass
+(pyaiml/autograd/fusion.py), not the layers'. ``forward(x, training, mask)`` is the
+inference path on plain arrays (Sequential's predict, a direct call with no tape): lean
+versions of the same computation, no caches. Weights of built-in layers are arrays held as
+attributes and seen by the tape through a ``Variable`` sharing their memory (``_var``);
+``add_weight(shape=..., initializer=...)`` (Keras 3's signature) returns a ``Variable``.
+Nested layers held as attributes (alone or in lists, tuples, dicts) are tracked: their
+weights are the parent's.
 
-Two ways through a layer. ``call(inputs, training=None, ...)`` is written with
-pyaiml.autograd.functional (the tape's primitives, the same pyaiml.ops kernels) and is what
-runs whenever a GradientTape records, on tape values, on symbolic ``keras.Input`` tensors
-(pyaiml/keras/functional.py), and for every user subclass: so a user's ``Layer`` or
-``Model`` with ``build``/``call``/``add_weight`` trains like ours, and our layers work inside
-its ``call()``. ``forward``/``backward`` remain the Sequential fast path (its fused
-hand-written backward), used when a built-in layer is called on plain arrays with no tape;
-what the fused step shares between neighbouring layers is decided by the model's fusion pass
-(pyaiml/keras/fusion.py) and reaches a layer only as the ``fusion=`` argument of that call.
-Weights of built-in layers are arrays held as attributes and seen by the tape through a
-``Variable`` sharing their memory (``_var``); ``add_weight(shape=..., initializer=...)``
-(Keras 3's signature) returns a ``Variable``. Nested layers held as attributes (alone or
-in lists, tuples, dicts) are tracked: their weights are the parent's.
+DP-SGD (pyaiml/privacy/dp.py) takes each example's gradient from the per-example rules of
+the ops a layer records (pyaiml.autograd.per_example): Dense, Conv1D/Conv2D, Embedding and
+LayerNormalization have them; BatchNormalization refuses (``Layer.per_example_support``).
 
 Recurrent layers (SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed) live in pyaiml/keras/recurrent.py.
 Not here: masks inside a subclassed model's call() (the functional API
 carries an Embedding's mask: pyaiml/keras/functional.py).
-Tests: tests/test_keras_layers.py (forward and gradients against torch in float64);
-tests/test_keras_subclass.py (each layer's tape call against its forward/backward in
-float64, subclassing); tests/test_keras_extras.py (the tape-only layers against torch);
+Tests: tests/test_keras_layers.py (call's output and gradients against torch in float64,
+forward against call); tests/test_keras_subclass.py (each layer's call against finite
+differences, subclassing); tests/test_keras_extras.py (the call-only layers against torch);
 tests/test_privacy_dp.py (per-example gradients against a loop over examples).
 """
 from __future__ import annotations
@@ -46,15 +44,12 @@ import numpy as np
 
 import pyaiml.ops as ops
 from pyaiml.autograd import functional as F
-from pyaiml.autograd.per_example import ConvRule, DenseRule, EmbeddingRule, RowRule
 from pyaiml.autograd.tape import Tensor, Variable, _call_stack, calling, recording
 from pyaiml.keras import activations as _acts
 from pyaiml.keras import initializers as _inits
 from pyaiml.keras._common import FLOATX, rng, tuple_n
-from pyaiml.keras.fusion import UNFUSED
 from pyaiml.ops._validate import get_check_finite
 from pyaiml.ops.linalg import linear_unchecked
-from pyaiml.ops.pool import MAX_WINDOW
 
 _F32 = np.dtype(np.float32)
 
@@ -154,7 +149,6 @@ class Layer:
         self._compute_dtype = FLOATX
         self._weight_names: list[str] = []
         self._trainable_names: list[str] = []
-        self.grads: dict[str, np.ndarray] = {}
 
     # ---- weights
     @property
@@ -209,7 +203,6 @@ class Layer:
         self._weight_names.append(name)
         if trainable:
             self._trainable_names.append(name)
-            self.grads[name] = np.zeros_like(v.value)
         v.requires_grad = bool(trainable) and self.trainable and dt.kind == "f"
         return v
 
@@ -219,7 +212,6 @@ class Layer:
         self._weight_names.append(name)
         if trainable:
             self._trainable_names.append(name)
-            self.grads[name] = np.zeros_like(arr)
         return arr
 
     def _arr(self, name):
@@ -308,13 +300,8 @@ class Layer:
     def non_trainable_weights(self):
         return [v.value for v in self.non_trainable_variables]
 
-    def params_and_grads(self):
-        if not self.trainable:
-            return []
-        return [(self._arr(n), self.grads[n]) for n in self._trainable_names]
-
     def _cast(self, dtype):
-        """Re-type weights and gradients (tests run layers in float64 against torch)."""
+        """Re-type the weights (tests run layers in float64 against torch)."""
         for layer in self._all_layers():
             for n in layer._weight_names:
                 if n in layer._attr_weights:
@@ -322,21 +309,13 @@ class Layer:
                 else:
                     v = layer._vars[n]
                     v.value = v.value.astype(dtype)
-            layer.grads = {k: v.astype(dtype) for k, v in layer.grads.items()}
             layer._compute_dtype = np.dtype(dtype)
         return self
 
-    def zero_grad(self):
-        for g in self.grads.values():
-            g.fill(0)
-
-    # ---- per-example gradients (DP-SGD: pyaiml/privacy/dp.py drives these through Sequential)
-    # A layer with trainable weights takes part in DP-SGD when it sets ``per_example_rule`` and
-    # implements ``backward_per_example`` (input gradient only; caches what the rule needs),
-    # ``per_example_grads`` (dict name -> (B, *weight shape)), ``per_example_sq_norms``
-    # ((B,) squared norms over all its trainable weights, often without building the
-    # per-example gradients) and ``accumulate_clipped(c)`` (grads += sum_i c_i g_i).
-    # Layers without trainable weights pass their ordinary backward through.
+    # ---- DP-SGD (pyaiml/privacy/dp.py): each example's gradient comes from the per-example
+    # rules of the ops a layer's call() records (pyaiml.autograd.per_example); a layer with
+    # trainable weights sets ``per_example_rule`` when its call() meets the batch only
+    # through such ops, so a model can refuse the others up front (per_example_support).
     per_example_rule = False
 
     def per_example_support(self):
@@ -347,26 +326,6 @@ class Layer:
                 f"({', '.join(self._trainable_names)}) but no per-example gradient rule, so DP-SGD cannot clip "
                 "each example's gradient; freeze it (trainable=False) or use layers with a rule (Dense, Conv1D, "
                 "Conv2D, Embedding, LayerNormalization)")
-
-    def backward_per_example(self, dy, need_dx=True, **fusion):
-        """Backward step of a DP-SGD batch: the input gradient (None when not needed); a layer
-        with a per-example rule caches its output gradient instead of summing weight gradients.
-        ``fusion``: the model's fusion record, for layers whose backward takes one."""
-        return self.backward(dy, need_dx, **fusion)
-
-    # a layer with a rule keeps it (pyaiml.autograd.per_example) in self._pe between its
-    # backward_per_example and accumulate_clipped
-    def per_example_grads(self):
-        return dict(zip(self._pe.names, self._pe.grads()))
-
-    def per_example_sq_norms(self):
-        return self._pe.sq_norms()
-
-    def accumulate_clipped(self, c):
-        """grads += sum_i c_i * (gradient of example i); releases the per-example rule."""
-        for n, g in zip(self._pe.names, self._pe.clipped(c)):
-            self.grads[n] += g
-        self._pe = None
 
     def count_params(self):
         return int(sum(w.size for w in self.weights))
@@ -415,11 +374,10 @@ class Layer:
         return mask if self.supports_masking else None
 
     def forward(self, x, training=False, mask=None):
-        raise NotImplementedError(f"{self.name} ({type(self).__name__}) has no forward(); it runs through call()")
-
-    def backward(self, dy, need_dx=True):
-        raise NotImplementedError(f"{self.name} ({type(self).__name__}) has no hand-written backward(); "
-                                  "differentiate its call() with a GradientTape")
+        """Plain arrays in and out with no tape (Sequential's predict): built-in layers override
+        it with a lean inference path; otherwise call() on the arrays."""
+        kw = {"training": training} if mask is None else {"training": training, "mask": mask}
+        return self._tape_call((x,), kw)
 
     def call(self, inputs, *args, **kwargs):
         raise NotImplementedError(f"Layer {self.name!r} ({type(self).__name__}) does not define call(self, inputs); "
@@ -549,30 +507,10 @@ class Layer:
 
 
 class _ActMixin:
-    """Layers with an ``activation=`` argument: forward/backward of the activation, as the
-    ``fusion`` argument of the model's fused step says (pyaiml.keras.fusion; none when the
-    layer is called on its own): the activation left to the loss, the ReLU gradient already
-    applied by the max-pool after it, dy free to overwrite."""
+    """Layers with an ``activation=`` argument: ``_act_fwd`` applies it on the inference path."""
 
-    def _act_fwd(self, z, fusion=UNFUSED):
-        self._act_skipped = fusion.activation_in_loss  # this call's choice, for its backward
-        if fusion.activation_in_loss:
-            self._z = self._y = None
-            return z
-        y = self.activation.forward(z)
-        self._z = z if self.activation.needs_input else None
-        self._y = y
-        return y
-
-    def _act_bwd(self, dy, fusion=UNFUSED):
-        if getattr(self, "_act_skipped", False) or self.activation is _acts.linear:
-            return dy
-        if fusion.relu_grad_done and self.activation is _acts.relu:
-            return dy  # the max-pool after this layer applied the ReLU gradient (pool.py: window indices)
-        if self.activation is _acts.relu and fusion.dy_owned and dy.flags.writeable and dy.flags.c_contiguous:
-            # inside a model's backward pass dy belongs to this layer alone: mask it in place
-            return ops.relu_backward(dy, self._y, out=dy)
-        return self.activation.backward(dy, self._z, self._y)
+    def _act_fwd(self, z):
+        return z if self.activation is _acts.linear else self.activation.forward(z)
 
 
 class InputLayer(Layer):
@@ -611,9 +549,6 @@ class InputLayer(Layer):
 
     def forward(self, x, training=False, mask=None):
         return x
-
-    def backward(self, dy, need_dx=True):
-        return dy
 
     def get_config(self):
         cfg = {"name": self.name, "shape": list(self._input_shape_arg)}
@@ -666,8 +601,7 @@ class Dense(Layer, _ActMixin):
         y = F.dense(inputs, self._var("kernel"), self._var("bias") if self.use_bias else None)
         return self._act_call(y)
 
-    def forward(self, x, training=False, mask=None, fusion=UNFUSED):
-        self._x = x
+    def forward(self, x, training=False, mask=None):
         b = self.bias if self.use_bias else None
         if x.dtype is _F32 and self.kernel.dtype is _F32 and x.ndim >= 1 and not get_check_finite():
             # inside the model's fit/evaluate/predict (input checked once, checks off): the
@@ -677,33 +611,9 @@ class Dense(Layer, _ActMixin):
             z = linear_unchecked(x, self.kernel, b)
         else:
             z = ops.linear(x, self.kernel.T, b)
-        return self._act_fwd(z, fusion)
+        return self._act_fwd(z)
 
-    def backward(self, dy, need_dx=True, fusion=UNFUSED):
-        dz = self._act_bwd(dy, fusion)
-        x = self._x
-        x2 = x.reshape(-1, x.shape[-1])
-        d2 = dz.reshape(-1, self.units)
-        # grad_kernel (in, out) = x^T dz; grad_x = dz kernel^T; both through pyaiml's GEMM
-        self.grads["kernel"] += ops.matmul(x2.T, d2)
-        if self.use_bias:
-            self.grads["bias"] += d2.sum(axis=0)
-        if not need_dx:
-            return None
-        return ops.matmul(d2, self.kernel.T).reshape(x.shape)
-
-    # per-example gradients (DP-SGD). Kernel gradient of example i: G_i = X_i^T D_i with X_i (T, in)
-    # the example's inputs and D_i (T, out) its output gradients (T = 1 for 2-D inputs).
-    per_example_rule = True
-
-    def backward_per_example(self, dy, need_dx=True, fusion=UNFUSED):
-        if not self.trainable:
-            return self.backward(dy, need_dx, fusion)
-        dz = self._act_bwd(dy, fusion)
-        self._pe = DenseRule(self._x, dz, True, self.use_bias)
-        if not need_dx:
-            return None
-        return ops.matmul(dz.reshape(-1, self.units), self.kernel.T).reshape(self._x.shape)
+    per_example_rule = True  # DP-SGD: the tape's dense rule (pyaiml.autograd.per_example.DenseRule)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": self.activation.name,
@@ -864,59 +774,16 @@ class _Conv(Layer, _ActMixin):
             self._geo[shape] = geo
         return geo
 
-    def forward(self, x, training=False, mask=None, fusion=UNFUSED):
+    def forward(self, x, training=False, mask=None):
         widths, p, stride, dil = self._geometry(x.shape)
         xp = x if widths is None else np.pad(x, widths)
-        self._xp, self._p, self._crop = xp, p, widths
         conv = ops.conv2d if self.rank == 2 else ops.conv1d
         args = (xp, self.kernel, self.bias if self.use_bias else None, stride, p, dil, self.groups, self._fmt())
-        if self.activation is _acts.relu and not fusion.activation_in_loss:
-            self._act_skipped = False
-            self._z, self._y = None, conv(*args, activation="relu")  # fused conv + bias + ReLU
-            return self._y
-        return self._act_fwd(conv(*args), fusion)
+        if self.activation is _acts.relu:
+            return conv(*args, activation="relu")  # conv + bias + ReLU in one kernel
+        return self._act_fwd(conv(*args))
 
-    def backward(self, dy, need_dx=True, fusion=UNFUSED):
-        dz = np.ascontiguousarray(self._act_bwd(dy, fusion))
-        back = ops.conv2d_backward if self.rank == 2 else ops.conv1d_backward
-        # The model's first layer needs no input gradient: the op then skips that work (for the
-        # mission CNN's first layer, kernel + bias gradients 0.35 ms instead of ~1 ms at 2 threads).
-        gx, gw, gb = back(dz, self._xp, self.kernel, self.strides if self.rank == 2 else self.strides[0], self._p,
-                          self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt(),
-                          output_mask=(need_dx, True, self.use_bias))
-        self.grads["kernel"] += gw
-        if self.use_bias:
-            self.grads["bias"] += gb
-        if not need_dx:
-            return None
-        if self._crop is not None:
-            gx = gx[tuple(slice(lo, gx.shape[i] - hi) for i, (lo, hi) in enumerate(self._crop))]
-        return gx
-
-    # per-example gradients (DP-SGD). With P_i (L, prod(kernel_size) * Cin/groups) the input
-    # patches of example i (one row per output position; columns in (k..., cin) order, which
-    # is the channels-last memory order, so gathering them copies contiguous runs) and D_i
-    # (L, filters) its output gradients, example i's kernel gradient is D_i^T P_i per group:
-    # one batched matmul over the batch (or, when L*L is the smaller size, its squared norm
-    # <P_i P_i^T, D_i D_i^T> without building it). The clipped sum is then one GEMM,
-    # (c * D)^T P over all examples' rows.
-    per_example_rule = True
-
-    def backward_per_example(self, dy, need_dx=True, fusion=UNFUSED):
-        if not self.trainable:
-            return self.backward(dy, need_dx, fusion)
-        dz = np.ascontiguousarray(self._act_bwd(dy, fusion))
-        self._pe = ConvRule(self._xp, dz, self.kernel_size, self.strides, self._p, self.dilation_rate, self.groups,
-                            self._cl, self.use_bias)
-        if not need_dx:
-            return None
-        back = ops.conv2d_backward if self.rank == 2 else ops.conv1d_backward
-        gx, _, _ = back(dz, self._xp, self.kernel, self.strides if self.rank == 2 else self.strides[0], self._p,
-                        self.dilation_rate if self.rank == 2 else self.dilation_rate[0], self.groups, self._fmt(),
-                        output_mask=(True, False, False))
-        if self._crop is not None:
-            gx = gx[tuple(slice(lo, gx.shape[i] - hi) for i, (lo, hi) in enumerate(self._crop))]
-        return gx
+    per_example_rule = True  # DP-SGD: the tape's conv rule (pyaiml.autograd.per_example.ConvRule)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),
@@ -1025,39 +892,12 @@ class _MaxPool(Layer):
             self._geo[shape] = geo
         return geo
 
-    def forward(self, x, training=False, mask=None, fusion=UNFUSED):
-        widths, self._p = self._geometry(x.shape)
-        self._crop = widths
+    def forward(self, x, training=False, mask=None):
+        widths, p = self._geometry(x.shape)
         if widths is not None:
             x = np.pad(x, widths, constant_values=np.finfo(x.dtype).min)
-        self._x = x
         pool = ops.max_pool2d if self.rank == 2 else ops.max_pool1d
-        args = (x, self._k(self.pool_size), self._k(self.strides), self._p, self._fmt())
-        self._win = None
-        self._gated = False
-        if training and int(np.prod(self.pool_size)) <= MAX_WINDOW:
-            # Keep the argmax as one byte per output (its position in the window) for backward.
-            # After a ReLU (the model says so) the pool also takes the ReLU's gradient: its
-            # windows whose maximum is 0 pass none, so the previous layer skips its ReLU mask
-            # (relu(max) = max here, as the input is >= 0). Mission CNN's first pool, 1 thread,
-            # inside the training step: forward + backward + the conv's ReLU mask took 1.9 ms,
-            # now 1.1 ms (0.27 ms on warm caches: the rest is memory traffic).
-            y, self._win = pool(*args, return_indices=True, activation="relu" if fusion.relu_input else None,
-                                index_format="window")
-            self._gated = fusion.relu_input
-            return y
-        return pool(*args)
-
-    def backward(self, dy, need_dx=True, fusion=UNFUSED):
-        back = ops.max_pool2d_backward if self.rank == 2 else ops.max_pool1d_backward
-        k, st = self._k(self.pool_size), self._k(self.strides)
-        if self._win is not None:
-            gx = back(dy, self._x, k, st, self._p, self._fmt(), indices=self._win, index_format="window")
-        else:
-            gx = back(np.ascontiguousarray(dy), self._x, k, st, self._p, self._fmt())
-        if self._crop is not None:
-            gx = gx[tuple(slice(lo, gx.shape[i] - hi) for i, (lo, hi) in enumerate(self._crop))]
-        return gx
+        return pool(x, self._k(self.pool_size), self._k(self.strides), p, self._fmt())
 
     def get_config(self):
         return {**super().get_config(), "pool_size": list(self.pool_size), "strides": list(self.strides),
@@ -1113,23 +953,11 @@ class _GlobalAvg(Layer):
         return F.mean(inputs, axis=self._axes(), keepdims=self.keepdims)
 
     def forward(self, x, training=False, mask=None):
-        self._shape = x.shape
-        self._w = None
         if mask is not None and self.rank == 1 and self.data_format == "channels_last":
             w = np.asarray(mask, dtype=x.dtype)  # (N, L): masked average over valid steps, like Keras
             den = np.maximum(w.sum(axis=1, keepdims=True), 1)
-            self._w = (w / den)[:, :, None]
-            y = (x * self._w).sum(axis=1, keepdims=self.keepdims)
-            return y
+            return (x * (w / den)[:, :, None]).sum(axis=1, keepdims=self.keepdims)
         return x.mean(axis=self._axes(), keepdims=self.keepdims)
-
-    def backward(self, dy, need_dx=True):
-        if self._w is not None:
-            d = dy if self.keepdims else dy[:, None, :]
-            return (d * self._w).astype(dy.dtype)
-        n = int(np.prod([self._shape[a] for a in self._axes()]))
-        d = dy if self.keepdims else np.expand_dims(dy, self._axes())
-        return np.broadcast_to(d / dy.dtype.type(n), self._shape).copy()
 
     def compute_mask(self, mask):
         return None
@@ -1164,11 +992,7 @@ class Flatten(Layer):
         return F.reshape(inputs, (inputs.shape[0], -1))
 
     def forward(self, x, training=False, mask=None):
-        self._shape = x.shape
         return x.reshape(x.shape[0], -1)
-
-    def backward(self, dy, need_dx=True):
-        return dy.reshape(self._shape)
 
     def get_config(self):
         return {**super().get_config(), "data_format": self.data_format}
@@ -1193,11 +1017,7 @@ class Reshape(Layer):
         return F.reshape(inputs, (inputs.shape[0],) + self.target_shape)
 
     def forward(self, x, training=False, mask=None):
-        self._shape = x.shape
         return x.reshape((x.shape[0],) + self.target_shape)
-
-    def backward(self, dy, need_dx=True):
-        return dy.reshape(self._shape)
 
     def get_config(self):
         return {**super().get_config(), "target_shape": list(self.target_shape)}
@@ -1222,17 +1042,8 @@ class Dropout(Layer):
 
     def forward(self, x, training=False, mask=None):
         if not training or self.rate == 0:
-            self._m = None
             return x
-        shape = x.shape if self.noise_shape is None else tuple(
-            x.shape[i] if d is None else d for i, d in enumerate(self.noise_shape))
-        r = self._rng if self._rng is not None else rng()
-        keep = r.random(shape, dtype=np.float32) >= self.rate
-        self._m = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
-        return x * self._m
-
-    def backward(self, dy, need_dx=True):
-        return dy if self._m is None else dy * self._m
+        return self.call(x, training=True)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate,
@@ -1249,11 +1060,8 @@ class Activation(Layer, _ActMixin):
     def call(self, inputs, training=None):
         return _apply_act(self.activation, inputs)
 
-    def forward(self, x, training=False, mask=None, fusion=UNFUSED):
-        return self._act_fwd(x, fusion)
-
-    def backward(self, dy, need_dx=True, fusion=UNFUSED):
-        return self._act_bwd(dy, fusion)
+    def forward(self, x, training=False, mask=None):
+        return self._act_fwd(x)
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation.name}
@@ -1329,27 +1137,10 @@ class BatchNormalization(Layer):
             mu, var = self.moving_mean, self.moving_variance
         inv = (1.0 / np.sqrt(var + x.dtype.type(self.epsilon))).astype(x.dtype)
         xhat = (x - mu.reshape(bs)) * inv.reshape(bs)
-        self._xhat, self._inv, self._train, self._red = xhat, inv, training, red
         y = xhat * self.gamma.reshape(bs) if self.scale else xhat.copy()
         if self.center:
             y += self.beta.reshape(bs)
         return y
-
-    def backward(self, dy, need_dx=True):
-        bs = self._bshape(dy.ndim)
-        xhat, red = self._xhat, self._red
-        if self.scale:
-            self.grads["gamma"] += (dy * xhat).sum(axis=red)
-        if self.center:
-            self.grads["beta"] += dy.sum(axis=red)
-        g = dy * self.gamma.reshape(bs) if self.scale else dy
-        inv = self._inv.reshape(bs)
-        if not self._train:
-            return g * inv
-        n = dy.size // dy.shape[self._ax]
-        mg = g.sum(axis=red, keepdims=True) / n
-        mgx = (g * xhat).sum(axis=red, keepdims=True) / n
-        return (g - mg - xhat * mgx) * inv
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon,
@@ -1390,33 +1181,12 @@ class LayerNormalization(Layer):
         var = (xc * xc).mean(axis=-1, keepdims=True)
         inv = 1.0 / np.sqrt(var + x.dtype.type(self.epsilon))
         xhat = xc * inv
-        self._xhat, self._inv = xhat, inv
         y = xhat * self.gamma if self.scale else xhat.copy()
         if self.center:
             y += self.beta
         return y
 
-    def backward(self, dy, need_dx=True):
-        xhat = self._xhat
-        lead = tuple(range(dy.ndim - 1))
-        if self.scale:
-            self.grads["gamma"] += (dy * xhat).sum(axis=lead)
-        if self.center:
-            self.grads["beta"] += dy.sum(axis=lead)
-        g = dy * self.gamma if self.scale else dy
-        return (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True)) * self._inv
-
-    # per-example gradients (DP-SGD): the statistics are per row, so each example's gamma/beta
-    # gradients are its own sums over its rows.
-    per_example_rule = True
-
-    def backward_per_example(self, dy, need_dx=True):
-        if not self.trainable:
-            return self.backward(dy, need_dx)
-        xhat = self._xhat
-        self._pe = RowRule(dy, xhat, self.scale, self.center)
-        g = dy * self.gamma if self.scale else dy
-        return (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True)) * self._inv
+    per_example_rule = True  # DP-SGD: per-row statistics, so each example's gamma/beta gradients are its own
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon, "center": self.center,
@@ -1487,19 +1257,7 @@ class Embedding(Layer):
     def compute_mask(self, mask):
         return (self._ids != 0) if self.mask_zero else None
 
-    def backward(self, dy, need_dx=True):
-        np.add.at(self.grads["embeddings"], self._ids.reshape(-1), dy.reshape(-1, self.output_dim))
-        return None
-
-    # per-example gradients (DP-SGD): example i's gradient has one row per distinct id it holds
-    # (the sum of that id's output gradients); rows are gathered by sorting (example, id) keys.
-    per_example_rule = True
-
-    def backward_per_example(self, dy, need_dx=True):
-        if not self.trainable:
-            return self.backward(dy, need_dx)
-        self._pe = EmbeddingRule(self._ids, dy, self.input_dim)
-        return None
+    per_example_rule = True  # DP-SGD: the tape's row rule for take() (pyaiml.autograd.per_example)
 
     def get_config(self):
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
@@ -1517,7 +1275,7 @@ class MultiHeadAttention(Layer):
     query/key/value kernels (d, heads, key_dim), biases (heads, key_dim), output kernel
     (heads, value_dim, d_out), bias (d_out,). On the tape (functional and subclassed models,
     custom loops) ``dropout`` (on the attention probabilities, in training) and
-    ``return_attention_scores=True`` are supported; Sequential's fast path refuses dropout.
+    ``return_attention_scores=True`` are supported.
     A query row whose keys are all masked gives zeros (the op's rule), where Keras
     would average over all keys.
     """
@@ -1571,45 +1329,31 @@ class MultiHeadAttention(Layer):
         B, T = x.shape[:2]
         return np.ascontiguousarray(y.reshape(B, T, self.num_heads, W.shape[2]).transpose(0, 2, 1, 3))
 
-    def _proj_back(self, g4, x, nm):
-        """g4 (B, h, T, d) -> accumulate W/b grads, return dx."""
-        W = getattr(self, f"{nm}_kernel")
-        B, T = x.shape[:2]
-        g2 = g4.transpose(0, 2, 1, 3).reshape(B * T, -1)
-        x2 = x.reshape(B * T, -1)
-        self.grads[f"{nm}_kernel"] += ops.matmul(x2.T, g2).reshape(W.shape)
-        if self.use_bias:
-            self.grads[f"{nm}_bias"] += g2.sum(axis=0).reshape(W.shape[1:])
-        return ops.matmul(g2, W.reshape(W.shape[0], -1).T).reshape(x.shape)
-
     def __call__(self, query, value=None, key=None, attention_mask=None, use_causal_mask=None, training=None,
                  mask=None, return_attention_scores=False):
-        if (return_attention_scores or recording() or _symbolic((query, value, key))
+        if (return_attention_scores or recording() or _symbolic((query, value, key)) or (training and self.dropout)
                 or any(isinstance(a, Tensor) for a in (query, value, key))):
             kw = {"value": value, "key": key, "attention_mask": attention_mask, "use_causal_mask": use_causal_mask,
                   "return_attention_scores": return_attention_scores, "mask": mask}
             if training is not None:
                 kw["training"] = training
             return Layer.__call__(self, query, **kw)
-        if training and self.dropout:
-            raise ValueError(f"{self.name}: attention dropout runs on the tape; use this layer in a functional or "
-                             "subclassed model (Sequential's hand-written backward has none)")
         if mask is not None and attention_mask is None and (value is None or value is query) and key is None:
             attention_mask = np.asarray(mask, dtype=bool)[:, None, :]  # self-attention: padded keys are masked
-        q = np.asarray(query, dtype=FLOATX)
-        v = q if value is None else np.asarray(value, dtype=FLOATX)
-        k = v if key is None else np.asarray(key, dtype=FLOATX)
+        dt = self._compute_dtype
+        q = np.asarray(query, dtype=dt)
+        v = q if value is None else np.asarray(value, dtype=dt)
+        k = v if key is None else np.asarray(key, dtype=dt)
         if not self.built:
             self.build(q.shape[1:], v.shape[1:], k.shape[1:])
         causal = self.use_causal_mask if use_causal_mask is None else bool(use_causal_mask)
-        return self._attend(q, v, k, attention_mask, causal, value is None, key is None)
+        return self._attend(q, v, k, attention_mask, causal)
 
     def forward(self, x, training=False, mask=None):
         if training and self.dropout:
-            raise ValueError(f"{self.name}: attention dropout runs on the tape; use this layer in a functional or "
-                             "subclassed model (Sequential's hand-written backward has none)")
+            return self.call(x, training=True, mask=mask)
         am = None if mask is None else np.asarray(mask, dtype=bool)[:, None, :]  # keys of padding are masked
-        return self._attend(x, x, x, am, self.use_causal_mask, True, True)
+        return self._attend(x, x, x, am, self.use_causal_mask)
 
     def _build_for_call(self, x, args, kwargs):
         q = x
@@ -1676,56 +1420,17 @@ class MultiHeadAttention(Layer):
                 m = np.ascontiguousarray(np.broadcast_to(m, (B, 1, T, S)))
         return m
 
-    def _attend(self, q_in, v_in, k_in, attention_mask, causal, self_v, self_k):
+    def _attend(self, q_in, v_in, k_in, attention_mask, causal):
         for nm, a in (("query", q_in), ("value", v_in), ("key", k_in)):
             if a.ndim != 3:
                 raise InputSpecError(f"{self.name}: {nm} must be 3-D (batch, steps, features). Received {a.shape}")
         B, T, S = q_in.shape[0], q_in.shape[1], v_in.shape[1]
         Q, K, V = self._proj(q_in, "query"), self._proj(k_in, "key"), self._proj(v_in, "value")
-        m = None
-        if attention_mask is not None:
-            m = np.asarray(attention_mask)
-            if m.dtype != bool:
-                m = m.astype(bool)
-            if m.ndim == 2:
-                m = m[None]
-            if m.shape[-1] != S or m.shape[-2] not in (1, T):
-                raise ValueError(f"{self.name}: attention_mask must have shape (batch, {T}, {S}). Received {m.shape}")
-        if causal:
-            tri = np.tril(np.ones((T, S), dtype=bool))
-            m = tri[None] if m is None else (m & tri)
-        if m is not None:
-            m = np.ascontiguousarray(np.broadcast_to(m, (B, m.shape[1], S))[:, None])  # (B, 1, T|1, S)
-            if m.shape[2] != T:
-                m = np.ascontiguousarray(np.broadcast_to(m, (B, 1, T, S)))
-        scale = 1.0 / np.sqrt(self.key_dim)
-        O, lse = ops.scaled_dot_product_attention(Q, K, V, attn_mask=m, scale=scale, return_lse=True)
+        m = self._mask4(attention_mask, causal, B, T, S)
+        O = ops.scaled_dot_product_attention(Q, K, V, attn_mask=m, scale=1.0 / np.sqrt(self.key_dim))
         Oc = np.ascontiguousarray(O.transpose(0, 2, 1, 3)).reshape(B, T, -1)
         Wo = self.output_kernel.reshape(-1, self._od)
-        y = ops.linear(Oc, Wo.T, self.output_bias if self.use_bias else None)
-        self._cache = (q_in, v_in, k_in, Q, K, V, m, O, lse, Oc, scale, self_v, self_k)
-        return y
-
-    def backward(self, dy, need_dx=True):
-        q_in, v_in, k_in, Q, K, V, m, O, lse, Oc, scale, self_v, self_k = self._cache
-        B, T = q_in.shape[:2]
-        d2 = dy.reshape(B * T, self._od)
-        Wo = self.output_kernel.reshape(-1, self._od)
-        self.grads["output_kernel"] += ops.matmul(Oc.reshape(B * T, -1).T, d2).reshape(self.output_kernel.shape)
-        if self.use_bias:
-            self.grads["output_bias"] += d2.sum(axis=0)
-        dOc = ops.matmul(d2, Wo.T)
-        dO = np.ascontiguousarray(dOc.reshape(B, T, self.num_heads, self.value_dim).transpose(0, 2, 1, 3))
-        gQ, gK, gV = ops.scaled_dot_product_attention_backward(dO, Q, K, V, attn_mask=m, scale=scale, out=O,
-                                                                lse=lse)
-        dq = self._proj_back(gQ, q_in, "query")
-        dk = self._proj_back(gK, k_in, "key")
-        dv = self._proj_back(gV, v_in, "value")
-        if self_v and self_k:  # self-attention (Sequential): one input
-            return dq + dk + dv
-        if self_k:  # key was value
-            return dq, dv + dk, None
-        return dq, dv, dk
+        return ops.linear(Oc, Wo.T, self.output_bias if self.use_bias else None)
 
     def _to_keras(self, name, arr):
         return arr

@@ -13,8 +13,8 @@ variable (a variable the loss does not reach gets a zero gradient). Logs are Ker
 ``loss``, ``{output}_loss`` when there are several outputs, metric names (prefixed by the
 output name when there are several), ``val_`` for validation.
 
-``Sequential`` (pyaiml/keras/models.py) keeps its own loop with the fused hand-written
-backward; this one serves every other model.
+``Sequential`` (pyaiml/keras/models.py) has its own loop (one input, one output) on the
+same tape; this one serves every other model.
 
 DP-SGD (``compile(optimizer=pyaiml.privacy.DPSGD(...))``): fit draws Poisson-sampled batches
 and each step clips every example's gradient through the tape's per-example rules

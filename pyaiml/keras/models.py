@@ -1,29 +1,26 @@
 """Keras ``Sequential`` on pyaiml.ops: compile, fit, evaluate, predict, *_on_batch,
 summary, get/set_weights, save/load_model.
 
-Training step (one per batch): forward through the layers (caching what backward needs),
-loss and its gradient (softmax/sigmoid + cross-entropy fused into one stable step when
-the last layer ends in that activation), backward through the layers (the first layer
-skips its input gradient where it can), one optimizer update. What neighbouring layers share
-is decided once by the fusion pass at compile() (``model.fusion_plan``,
-pyaiml/keras/fusion.py) and handed to each layer as the ``fusion=`` argument of its calls. Data are float32; each
+Training step (one per batch), as for every other model: the layers' ``call()`` on a
+GradientTape (pyaiml/autograd), the loss (a softmax output under a cross-entropy is
+differentiated from its logits), the tape's gradient with its fusion pass
+(pyaiml/autograd/fusion.py: a max-pool after a conv + ReLU takes the ReLU's gradient, the
+first layer gets no input gradient; ``model.fusion_plan`` shows the decisions), one
+optimizer update. predict/evaluate run the layers' inference path (``forward``: plain
+arrays, no tape). Data are float32; each
 epoch shuffles the arrays once, so batches are contiguous slices (no per-batch gather).
 The per-op NaN/inf input checks of pyaiml.ops are switched off inside fit/evaluate/predict
 after x has been checked once; a NaN loss stops training with an error that names the
 epoch and batch.
 
 DP-SGD (an optimizer with ``is_dp``, pyaiml.privacy.DPSGD): a separate step,
-``_train_step_dp``: the backward pass caches each layer's output gradients instead of
-summing weight gradients, the layers give each example's squared gradient norm, the
-optimizer turns them into clip factors, the layers sum the clipped gradients, and the
-optimizer adds noise and updates. fit then draws Poisson-sampled batches from the
-optimizer and logs ``epsilon`` per epoch. The ordinary path does not change.
-
-A model holding a layer that has only a tape ``call()`` (no hand-written backward, e.g.
-Permute, UpSampling2D) trains through the tape instead (``_train_step_tape``), unfused.
+``_train_step_dp``: the tape's clipped gradient (the per-example rules of the ops the layers
+record give each example's squared gradient norm, the optimizer turns them into clip
+factors, the clipped gradients are summed), then the optimizer adds noise and updates.
+fit then draws Poisson-sampled batches from the optimizer and logs ``epsilon`` per epoch.
 The functional API and subclassed models are pyaiml/keras/functional.py and model.py.
 Not here: sample weights.
-Tests: tests/test_keras_api.py, tests/test_keras_train.py, tests/test_keras_fused.py,
+Tests: tests/test_keras_api.py, tests/test_keras_train.py, tests/test_autograd_fusion.py,
 tests/test_privacy_dp.py.
 """
 from __future__ import annotations
@@ -31,13 +28,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from pyaiml.autograd import GradientTape
+from pyaiml.autograd import fusion as _fusion
+from pyaiml.autograd import functional as F
 from pyaiml.keras import callbacks as _cb
 from pyaiml.keras import layers as _layers
 from pyaiml.keras import losses as _losses
 from pyaiml.keras import metrics as _metrics
 from pyaiml.keras import optimizers as _opt
 from pyaiml.keras._common import FLOATX, rng
-from pyaiml.keras.fusion import plan_sequential
 from pyaiml.keras.saving import SavingMixin
 from pyaiml.ops import _validate
 
@@ -143,10 +142,8 @@ class Sequential(SavingMixin):
 
     # ------------------------------------------------------------------ weights
     def _params(self):
-        out = []
-        for l in self._layers:
-            out.extend(l.params_and_grads())
-        return out
+        """(array, None) per trainable weight, in the optimizer's order."""
+        return [(v.value, None) for v in self._train_vars()]
 
     @property
     def weights(self):
@@ -185,37 +182,35 @@ class Sequential(SavingMixin):
         self._metric_ids = list(metrics or [])
         self.metrics = [_metrics.get(m, self.loss) for m in self._metric_ids]
         self.compiled = True
-        self._fuse_checked = False
         self._plan = None
-        self._plan_key = None
-        _ = self.fusion_plan  # the fusion pass runs here (and again if the layers change)
         if getattr(self.optimizer, "is_dp", False):
             self._dp_check()
 
-    def _tape_only(self):
-        """Layers with no hand-written backward (written only as call()): then the model
-        trains through the tape (pyaiml/autograd) instead of the fused path."""
-        return [l for l in self._layers if type(l).backward is _layers.Layer.backward]
-
     @property
     def fusion_plan(self):
-        """The training step's fusion plan (pyaiml.keras.fusion.FusionPlan): made by compile()
-        and again whenever the layers or the loss change; None before compile() and for
-        models that train through the tape (unfused)."""
-        if not getattr(self, "compiled", False) or self._tape_only():
+        """What the tape's fusion pass (pyaiml/autograd/fusion.py) did to this model's last
+        training step: a ``FusionReport`` (``.describe()`` lists its decisions). Before the
+        first step it traces one on a zero batch of one sample (no update; the layers' state,
+        such as BatchNormalization's moving statistics and the dropout generator, restored).
+        None before compile() or while the input shape is unknown."""
+        if not getattr(self, "compiled", False) or not self.built:
             return None
-        # the key holds the layers and the loss themselves (ids of dropped ones could be reused)
-        key = getattr(self, "_plan_key", None)
-        if (key is None or key[1] is not self.loss or len(key[0]) != len(self._layers)
-                or any(a is not b for a, b in zip(key[0], self._layers))):
-            self._plan = plan_sequential(self._layers, self.loss)
-            self._plan_key = (tuple(self._layers), self.loss)
-        return self._plan
+        plan = getattr(self, "_plan", None)
+        if plan is None or plan.layers != tuple(self._layers):
+            plan = _fusion.trace(self._trace_step, self._layers)
+            plan.layers = tuple(self._layers)
+            self._plan = plan
+        return plan
 
-    def _fusion(self):
-        """Return True when the last layer's activation is fused into the loss."""
-        plan = self.fusion_plan
-        return plan is not None and plan.loss_fused
+    def _trace_step(self):
+        """A recorded training step on one zero sample: (tape, loss)."""
+        first = self.layers[0] if self.layers else None
+        dt = np.int64 if isinstance(first, _layers.Embedding) else np.float32
+        x = np.zeros((1,) + tuple(self._input_shape), dt)
+        out = tuple(self.output_shape)
+        y = (np.zeros((1,) + out[:-1], np.int64) if isinstance(self.loss, _losses.SparseCategoricalCrossentropy)
+             else np.zeros((1,) + out, np.float32))
+        return self._recorded_loss(x, y)[:2]
 
     # ------------------------------------------------------------------ data checks
     def _x(self, x, what="x"):
@@ -254,85 +249,16 @@ class Sequential(SavingMixin):
             raise RuntimeError(f"{what}: call model.compile(optimizer, loss, metrics) first")
 
     # ------------------------------------------------------------------ core steps
-    def _forward(self, x, training, fused):
-        if self._tape_only():
-            x = self._call_layers(x, training)
-            return x.value if hasattr(x, "value") else x
-        # the plan's record for each layer goes in as an argument (fusion.py); predict runs unfused
-        plan = self.fusion_plan if (training or fused) else None
-        fl = None if plan is None else plan.records(training, fused)
-        self._fwd_records = fl  # a backward pass takes the records of the forward pass it follows
+    def _forward(self, x):
+        """Inference: each layer's ``forward`` (no tape, no caches)."""
         mask = None
-        for i, l in enumerate(self._layers):
-            f = None if fl is None else fl[i]
-            x = l.forward(x, training, mask) if f is None else l.forward(x, training, mask, fusion=f)
+        for l in self._layers:
+            x = l.forward(x, False, mask)
             mask = l.compute_mask(mask)
         return x
 
-    def _backward(self, g, per_example=False):
-        plan = self.fusion_plan
-        fl = getattr(self, "_fwd_records", None)
-        for i in range(len(self._layers) - 1, -1, -1):
-            layer = self._layers[i]
-            back = layer.backward_per_example if per_example else layer.backward
-            f = None if fl is None else fl[i]
-            g = back(g, need_dx=plan.need_dx[i]) if f is None else back(g, need_dx=plan.need_dx[i], fusion=f)
-            if not plan.need_dx[i]:
-                break
-
-    def _loss_and_pred(self, yb, out, fused):
-        if fused:
-            val, g = self.loss.value_and_grad_logits(yb, out)
-            pred = out
-            if any(not isinstance(m, (_metrics.CategoricalAccuracy, _metrics.SparseCategoricalAccuracy))
-                   for m in self.metrics):
-                pred = self.layers[-1].activation.forward(out)
-            return val, g, pred
-        val, g = self.loss.value_and_grad(yb, out)
-        return val, g, out
-
-    # ------------------------------------------------------------------ DP-SGD step
-    def _dp_check(self):
-        """ValueError naming every layer DP-SGD cannot train through; else the trainable layers."""
-        bad = [r for r in (l.per_example_support() for l in self._layers) if r]
-        if bad:
-            raise ValueError("DP-SGD: " + "; ".join(bad))
-        return [l for l in self._layers if l.trainable and l._trainable_names]
-
-    def _backward_per_example(self, g):
-        """``_backward`` with ``backward_per_example``: layers cache output gradients."""
-        self._backward(g, per_example=True)
-
-    def _train_step_dp(self, xb, yb, fused, expected_batch_size):
-        """One DP-SGD step: per-example gradients of the per-example losses, each example's
-        gradient over all trainable weights clipped to the optimizer's l2_norm_clip, summed;
-        the optimizer adds Gaussian noise, divides by ``expected_batch_size`` and updates. An
-        empty batch (Poisson sampling) still takes a step: noise only."""
-        opt = self.optimizer
-        tl = self._dp_check()
-        for l in tl:
-            l.zero_grad()
-        n = len(xb)
-        if n == 0:
-            opt.apply_private(self._params(), expected_batch_size)
-            return 0.0, None
-        out = self._forward(xb, True, fused)
-        val, g, pred = self._loss_and_pred(yb, out, fused)
-        if not np.isfinite(val):
-            return val, pred
-        # the loss is the batch mean of per-example losses: n * g holds each one's own gradient
-        self._backward_per_example(g * g.dtype.type(n))
-        sq = np.zeros(n)
-        for l in tl:
-            sq += l.per_example_sq_norms()
-        c = opt.clip_factors(sq)
-        for l in tl:
-            l.accumulate_clipped(c)
-        opt.apply_private(self._params(), expected_batch_size)
-        return val, pred
-
     def _call_layers(self, x, training):
-        """Each layer's call() in turn (the tape path); an Embedding(mask_zero=True) mask
+        """Each layer's call() in turn (what the tape records); an Embedding(mask_zero=True) mask
         reaches the layers whose call takes ``mask`` (LSTM, GRU, GlobalAveragePooling1D, ...)."""
         mask = None
         for l in self._layers:
@@ -343,19 +269,24 @@ class Sequential(SavingMixin):
             mask = l.compute_mask(mask)
         return x
 
-    def _train_step_tape(self, xb, yb):
-        """A training step through the tape (a model with call()-only layers)."""
-        from pyaiml.autograd import GradientTape
-        from pyaiml.autograd import functional as F
-
+    def _train_vars(self):
+        """The trainable variables (fixed for the length of a fit: walking the layers each
+        step costs)."""
         tv = getattr(self, "_tv_fixed", None)
-        if tv is None:
-            tv = [v for l in self._layers for v in l.trainable_variables]
+        return tv if tv is not None else [v for l in self._layers for v in l.trainable_variables]
+
+    def _recorded_loss(self, xb, yb):
+        """The training forward pass and the loss on a tape: (tape, loss, its value, prediction)."""
         with GradientTape() as tape:
             out = self._call_layers(xb, True)
             loss = F.loss(self.loss, yb, out)
-        val = float(getattr(loss, "value", loss))
-        pred = getattr(out, "value", out)
+        return tape, loss, float(getattr(loss, "value", loss)), getattr(out, "value", out)
+
+    def _train_step(self, xb, yb):
+        """One step: the layers' call() on a tape, the loss, the tape's gradient (with its
+        fusion pass, pyaiml/autograd/fusion.py), the optimizer's update."""
+        tv = self._train_vars()
+        tape, loss, val, pred = self._recorded_loss(xb, yb)
         if not np.isfinite(val):
             return val, pred
         grads = tape.gradient(loss, tv)
@@ -366,20 +297,31 @@ class Sequential(SavingMixin):
         self.optimizer.apply(params)
         return val, pred
 
-    def _train_step(self, xb, yb, fused):
-        if self._tape_only():
-            return self._train_step_tape(xb, yb)
-        for l in self._layers:
-            if l.grads:
-                l.zero_grad()
-        out = self._forward(xb, True, fused)
-        val, g, pred = self._loss_and_pred(yb, out, fused)
+    # ------------------------------------------------------------------ DP-SGD step
+    def _dp_check(self):
+        """ValueError naming every layer DP-SGD cannot train through."""
+        bad = [r for r in (l.per_example_support() for l in self._layers) if r]
+        if bad:
+            raise ValueError("DP-SGD: " + "; ".join(bad))
+
+    def _train_step_dp(self, xb, yb, expected_batch_size):
+        """One DP-SGD step through the tape: each example's gradient over every trainable
+        variable clipped to the optimizer's l2_norm_clip (GradientTape.clipped_gradient, the
+        per-example rules of pyaiml.autograd.per_example), summed; the optimizer adds the
+        noise, divides by ``expected_batch_size`` and updates. An empty batch (Poisson
+        sampling) takes a noise-only step."""
+        opt = self.optimizer
+        tv = self._train_vars()
+        n = len(xb)
+        if n == 0:
+            opt.apply_private([(v.value, np.zeros_like(v.value)) for v in tv], expected_batch_size)
+            return 0.0, None
+        tape, loss, val, pred = self._recorded_loss(xb, yb)
         if not np.isfinite(val):
             return val, pred
-        self._backward(g)
-        if self._grad_hook is not None:
-            self._grad_hook(self._params())
-        self.optimizer.apply(self._params())
+        grads, _ = tape.clipped_gradient(loss, tv, opt.clip_factors, n)
+        opt.apply_private([(v.value, np.zeros_like(v.value) if g is None else g) for v, g in zip(tv, grads)],
+                          expected_batch_size)
         return val, pred
 
     # ------------------------------------------------------------------ fit
@@ -440,22 +382,20 @@ class Sequential(SavingMixin):
         cbs.append(history)
         self.history = history
         cl = _cb.CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose, "samples": n})
-        fused = self._fusion()
         dp = getattr(self.optimizer, "is_dp", False)
         if dp:  # DP-SGD: the optimizer draws the batches (Poisson sampling, rate batch_size / n)
             self._dp_check()
             self.optimizer.begin_fit(n, bs)
         self.stop_training = False
-        if self._tape_only():  # the trainable variables, fixed for the fit (walking the layers each step costs)
-            self._tv_fixed = [v for l in self._layers for v in l.trainable_variables]
+        self._tv_fixed = [v for l in self._layers for v in l.trainable_variables]  # fixed for the fit
         try:
-            self._fit_epochs(cl, x, y, val, n, bs, steps, epochs, initial_epoch, shuffle, sync, fused, dp,
+            self._fit_epochs(cl, x, y, val, n, bs, steps, epochs, initial_epoch, shuffle, sync, dp,
                              validation_freq, validation_batch_size)
         finally:
             self._tv_fixed = None
         return history
 
-    def _fit_epochs(self, cl, x, y, val, n, bs, steps, epochs, initial_epoch, shuffle, sync, fused, dp,
+    def _fit_epochs(self, cl, x, y, val, n, bs, steps, epochs, initial_epoch, shuffle, sync, dp,
                     validation_freq, validation_batch_size):
         logs = {}
         with _NoFiniteChecks():
@@ -484,9 +424,9 @@ class Sequential(SavingMixin):
                         if sync is not None:
                             xb, yb = sync.shard(xb, yb)
                     if dp:
-                        lv, pred = self._train_step_dp(xb, yb, fused, bs)
+                        lv, pred = self._train_step_dp(xb, yb, bs)
                     else:
-                        lv, pred = self._train_step(xb, yb, fused)
+                        lv, pred = self._train_step(xb, yb)
                     if _cb.non_finite_loss(self, cl, lv, epoch, b, steps):
                         break
                     k = len(xb)
@@ -502,7 +442,7 @@ class Sequential(SavingMixin):
                 if sync is not None:
                     logs = sync.epoch_logs(logs)
                 if val is not None and (epoch + 1) % validation_freq == 0:
-                    vr = self._evaluate(val[0], val[1], validation_batch_size or bs, fused)
+                    vr = self._evaluate(val[0], val[1], validation_batch_size or bs)
                     logs.update({"val_" + k: v for k, v in vr.items()})
                 if dp:
                     logs["epsilon"] = self.optimizer.logged_epsilon()
@@ -512,14 +452,14 @@ class Sequential(SavingMixin):
             cl.on_train_end(logs if epochs > initial_epoch else {})
 
     # ------------------------------------------------------------------ evaluate / predict
-    def _evaluate(self, x, y, bs, fused):
+    def _evaluate(self, x, y, bs):
         for m in self.metrics:
             m.reset_state()
         tot, n = 0.0, len(x)
         for b in range(0, n, bs):
             xb, yb = x[b:b + bs], y[b:b + bs]
-            out = self._forward(xb, False, fused)
-            lv, _, pred = self._loss_and_pred(yb, out, fused)
+            pred = self._forward(xb)
+            lv = float(self.loss(yb, pred))
             tot += lv * len(xb)
             for m in self.metrics:
                 m.update_state(yb, pred)
@@ -531,7 +471,7 @@ class Sequential(SavingMixin):
         self._ensure_built(x)
         y = self._y(y, len(x))
         with _NoFiniteChecks():
-            r = self._evaluate(x, y, 32 if batch_size is None else int(batch_size), self._fusion())
+            r = self._evaluate(x, y, 32 if batch_size is None else int(batch_size))
         if verbose:  # "auto" or >= 1: one summary line
             print(" - ".join(f"{k}: {v:.4f}" for k, v in r.items()))
         if return_dict:
@@ -546,7 +486,7 @@ class Sequential(SavingMixin):
         out = None
         with _NoFiniteChecks():
             for b in range(0, n, bs):
-                yb = self._forward(x[b:b + bs], False, False)
+                yb = self._forward(x[b:b + bs])
                 if out is None:
                     out = np.empty((n,) + yb.shape[1:], dtype=yb.dtype)
                 out[b:b + len(yb)] = yb
@@ -567,7 +507,9 @@ class Sequential(SavingMixin):
             return self._call_layers(x, training)
         x = self._x(x)
         self._ensure_built(x)
-        return self._forward(x, bool(training), False)
+        if training:  # training-mode layers (dropout, batch statistics) through their call()
+            return self._call_layers(x, True)
+        return self._forward(x)
 
     def predict_on_batch(self, x):
         return self.predict(x, batch_size=max(1, len(np.asarray(x))))
@@ -577,15 +519,14 @@ class Sequential(SavingMixin):
         x = self._x(x)
         self._ensure_built(x)
         y = self._y(y, len(x))
-        fused = self._fusion()
         with _NoFiniteChecks():
             if getattr(self.optimizer, "is_dp", False):
                 # DP-SGD on a batch the caller chose: normalised by its size; the sampling rate is
                 # unknown to the accountant (optimizer.epsilon() says so)
                 self.optimizer.begin_batch()
-                lv, pred = self._train_step_dp(x, y, fused, max(1, len(x)))
+                lv, pred = self._train_step_dp(x, y, max(1, len(x)))
             else:
-                lv, pred = self._train_step(x, y, fused)
+                lv, pred = self._train_step(x, y)
         if not np.isfinite(lv):
             raise NonFiniteLossError(f"train_on_batch: the loss became {lv}")
         r = {"loss": lv}
@@ -604,7 +545,7 @@ class Sequential(SavingMixin):
         self._ensure_built(x)
         y = self._y(y, len(x))
         with _NoFiniteChecks():
-            r = self._evaluate(x, y, max(1, len(x)), self._fusion())
+            r = self._evaluate(x, y, max(1, len(x)))
         if return_dict:
             return r
         return r["loss"] if not self.metrics else list(r.values())

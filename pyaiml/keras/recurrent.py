@@ -845,13 +845,6 @@ class Bidirectional(Layer):
         f, b = self.forward_layer.states, self.backward_layer.states
         return tuple(f + b) if f and b else None
 
-    def params_and_grads(self):
-        """The wrapped layers' (weight, gradient) pairs, forward first (Sequential's optimizer
-        state follows this order, as its tape step follows trainable_variables)."""
-        if not self.trainable:
-            return []
-        return self.forward_layer.params_and_grads() + self.backward_layer.params_and_grads()
-
     def per_example_support(self):
         """DP-SGD: the wrapped layers have no per-example gradient rule (the reason, named)."""
         if not self.trainable:
@@ -950,9 +943,6 @@ class TimeDistributed(Layer):
         self.layer = layer
         if layer._input_shape_arg is not None and self._input_shape_arg is None:
             self._input_shape_arg = layer._input_shape_arg
-
-    def params_and_grads(self):
-        return self.layer.params_and_grads() if self.trainable else []
 
     def per_example_support(self):
         return self.layer.per_example_support() if self.trainable else None

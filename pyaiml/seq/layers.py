@@ -1,5 +1,5 @@
-"""Transformer layers with the pyaiml.keras Layer lifecycle (build / forward / backward
-with ``+=`` gradients / get_config), on pyaiml.ops (GEMM, attention, GELU).
+"""Transformer layers with the pyaiml.keras Layer lifecycle (build / call / get_config), on
+pyaiml.ops (GEMM, attention, GELU).
 
 - ``PositionalEmbedding``: token embedding + positions, ``position="learned"`` (a trained
   table) or ``"sinusoidal"`` (fixed sin/cos), optional dropout, ``mask_zero`` (id 0 is
@@ -8,19 +8,18 @@ with ``+=`` gradients / get_config), on pyaiml.ops (GEMM, attention, GELU).
   ``x + Drop(FF(LN(x)))`` with FF = Dense(ff_dim, gelu|relu) -> Dense(D); ``causal=True``
   makes it a decoder-only (GPT-style) block. (batch, T, D) -> (batch, T, D).
 - ``TransformerDecoderBlock``: causal self-attention, cross-attention over an encoder
-  output ``context`` (batch, S, Dc), feed-forward; ``call(x, context, ...)`` and
-  ``backward(dy) -> (dx, dcontext)``.
+  output ``context`` (batch, S, Dc), feed-forward; ``call(x, context, ...)``.
 
-Two ways through each layer, as for the Keras layers: ``forward``/``backward`` is the
-explicit path (cached activations, ``+=`` gradients) that ``TransformerLM`` and
-``Seq2SeqTransformer`` train with; ``call`` is the same computation on pyaiml.autograd's
-primitives, so the layers also train on a GradientTape inside functional and subclassed
-``keras.Model``s (``layer(x)`` on tape values or symbolic inputs; the decoder block as
-``layer(x, context, context_mask=...)``).
+Two ways through each layer, as for the Keras layers: ``call`` is written on
+pyaiml.autograd's primitives and is what trains (``TransformerLM`` and
+``Seq2SeqTransformer``, and the layers inside functional and subclassed ``keras.Model``s:
+``layer(x)`` on tape values or symbolic inputs; the decoder block as ``layer(x, context,
+context_mask=...)``); ``forward`` is the inference path on plain arrays (no tape; a
+training-mode call with dropout goes through ``call``).
 
 Both blocks keep Q, K, V projections fused in one (D, 3D) kernel (Keras layout: kernels
-are (in, out)). Attention runs on ``pyaiml.ops.scaled_dot_product_attention`` with its
-log-sum-exp kept for the backward. ``step(...)`` methods run incremental decoding with a
+are (in, out)). Attention runs on ``pyaiml.ops.scaled_dot_product_attention`` (packed
+self- and cross-attention ops on the tape). ``step(...)`` methods run incremental decoding with a
 key/value cache (``KVCache``): the new tokens' queries attend over the cached keys (Lq = 1
 per generated token), so generating costs one decode step per token.
 
@@ -73,49 +72,17 @@ def _ln_fwd(x, g, b, eps):
     return xh * g + b, (xh, inv)
 
 
-def _ln_bwd(dy, cache, g, dg, db):
-    xh, inv = cache
-    d2 = dy.reshape(-1, dy.shape[-1])
-    x2 = xh.reshape(-1, xh.shape[-1])
-    dg += np.einsum("ni,ni->i", d2, x2)
-    db += d2.sum(axis=0)
-    gy = dy * g
-    n = dy.shape[-1]
-    m1 = gy.sum(axis=-1, keepdims=True) / n
-    m2 = np.einsum("...i,...i->...", gy, xh)[..., None] / n
-    return (gy - m1 - xh * m2) * inv
-
-
 def _lin(x, W, b):
     """x (..., in) @ W (in, out) + b on pyaiml's GEMM."""
     return ops.linear(x, W.T, b)
 
 
-def _lin_bwd(dy, x, W, dW, db, need_dx=True):
-    d2 = dy.reshape(-1, dy.shape[-1])
-    x2 = x.reshape(-1, x.shape[-1])
-    dW += ops.matmul(x2.T, d2)
-    if db is not None:
-        db += d2.sum(axis=0)
-    if not need_dx:
-        return None
-    return ops.matmul(d2, W.T).reshape(x.shape[:-1] + (W.shape[0],))
-
-
 def _act(name):
     if name == "gelu":
-        return (lambda u: ops.gelu(u, approximate="tanh"),
-                lambda g, u: ops.gelu_backward(g, u, approximate="tanh"))
+        return lambda u: ops.gelu(u, approximate="tanh")
     if name == "relu":
-        return (lambda u: np.maximum(u, u.dtype.type(0)), lambda g, u: np.where(u > 0, g, g.dtype.type(0)))
+        return lambda u: np.maximum(u, u.dtype.type(0))
     raise ValueError(f"activation must be 'gelu' or 'relu'. Received {name!r}")
-
-
-def _dropout(x, rate, training):
-    if not training or rate <= 0:
-        return x, None
-    keep = (rng().random(x.shape, dtype=np.float32) >= rate).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - rate))
-    return x * keep, keep
 
 
 def _heads(y, B, T, n, H, dh):
@@ -280,16 +247,14 @@ class PositionalEmbedding(_kl.Layer):
         return (self.positions if self.position == "learned" else self._sin)[start:start + T]
 
     def forward(self, x, training=False, mask=None, start=0):
+        if training and self.dropout > 0 and start == 0:
+            return self.call(x, training=True)
         x = self._ids(x)
-        T = x.shape[1]
         e = self.embeddings[x]
         if self.scale_embeddings:
             e *= e.dtype.type(math.sqrt(self.output_dim))
-        y = e + self._pos(start, T)
-        self._x_ids = x
-        self._T = T
-        y, self._keep = _dropout(y, self.dropout, training)
-        return y
+        self._x_ids = x  # for compute_mask
+        return e + self._pos(start, x.shape[1])
 
     def step_rows(self, ids, starts):
         """Inference embedding of one token per row, each at its own position: ids (B,),
@@ -311,22 +276,6 @@ class PositionalEmbedding(_kl.Layer):
 
     def compute_mask(self, mask):
         return (self._x_ids != 0) if self.mask_zero else None
-
-    def backward(self, dy, need_dx=True):
-        if self._keep is not None:
-            dy = dy * self._keep
-        if self.position == "learned":
-            self.grads["positions"][:self._T] += dy.sum(axis=0)
-        if self.scale_embeddings:
-            dy = dy * dy.dtype.type(math.sqrt(self.output_dim))
-        ids = self._x_ids.reshape(-1)
-        d2 = dy.reshape(-1, self.output_dim)
-        # scatter-add via a sorted segment sum (np.add.at is ~10x slower at these sizes)
-        order = np.argsort(ids, kind="stable")
-        s = ids[order]
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-        self.grads["embeddings"][s[starts]] += np.add.reduceat(d2[order], starts, axis=0)
-        return None
 
     def get_config(self):
         return {**super().get_config(), "vocab_size": self.vocab_size, "max_length": self.max_length,
@@ -371,32 +320,10 @@ class _BlockBase(_kl.Layer):
         self._w("ff2_kernel", self.ff_dim, (self.ff_dim, D))
         self._zeros("ff2_bias", (D,))
 
-    # feed-forward sub-block: x + Drop(W2 act(W1 LN(x)))
-    def _ff_fwd(self, x, training, pre):
-        g, b = getattr(self, f"{pre}gamma"), getattr(self, f"{pre}beta")
-        h, lc = _ln_fwd(x, g, b, self.epsilon)
-        u = _lin(h, self.ff1_kernel, self.ff1_bias)
-        fa, _ = _act(self.activation)
-        a = fa(u)
-        f = _lin(a, self.ff2_kernel, self.ff2_bias)
-        f, keep = _dropout(f, self.dropout, training)
-        self._ffc = (h, lc, u, a, keep, pre)
-        return x + f
-
-    def _ff_bwd(self, dy):
-        h, lc, u, a, keep, pre = self._ffc
-        G = self.grads
-        df = dy if keep is None else dy * keep
-        da = _lin_bwd(df, a, self.ff2_kernel, G["ff2_kernel"], G["ff2_bias"])
-        _, ba = _act(self.activation)
-        du = ba(da, u)
-        dh = _lin_bwd(du, h, self.ff1_kernel, G["ff1_kernel"], G["ff1_bias"])
-        return dy + _ln_bwd(dh, lc, getattr(self, f"{pre}gamma"), G[f"{pre}gamma"], G[f"{pre}beta"])
-
+    # inference path (forward, step), plain arrays. Feed-forward sub-block: x + W2 act(W1 LN(x))
     def _ff_step(self, x, pre):
         h, _ = _ln_fwd(x, getattr(self, f"{pre}gamma"), getattr(self, f"{pre}beta"), self.epsilon)
-        fa, _ = _act(self.activation)
-        return x + _lin(fa(_lin(h, self.ff1_kernel, self.ff1_bias)), self.ff2_kernel, self.ff2_bias)
+        return x + _lin(_act(self.activation)(_lin(h, self.ff1_kernel, self.ff1_bias)), self.ff2_kernel, self.ff2_bias)
 
     # self-attention sub-block: x + Drop(Wo SDPA(split(Wqkv LN(x))))
     def _build_sa(self, D):
@@ -407,31 +334,14 @@ class _BlockBase(_kl.Layer):
         self._w("out_kernel", D, (D, D))
         self._zeros("out_bias", (D,))
 
-    def _sa_fwd(self, x, training, mask, causal):
+    def _sa_fwd(self, x, mask, causal):
         B, T, D = x.shape
         H, dh = self.num_heads, D // self.num_heads
-        h, lc = _ln_fwd(x, self.ln1_gamma, self.ln1_beta, self.epsilon)
+        h, _ = _ln_fwd(x, self.ln1_gamma, self.ln1_beta, self.epsilon)
         q, k, v = _heads(_lin(h, self.qkv_kernel, self.qkv_bias), B, T, 3, H, dh)
         m = None if mask is None else np.asarray(mask, dtype=bool)[:, None, None, :]
-        o, lse = ops.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=causal, return_lse=True)
-        oc = _merge(o, B, T)
-        a = _lin(oc, self.out_kernel, self.out_bias)
-        a, keep = _dropout(a, self.dropout, training)
-        self._sac = (h, lc, q, k, v, m, causal, o, lse, oc, keep)
-        return x + a
-
-    def _sa_bwd(self, dy):
-        h, lc, q, k, v, m, causal, o, lse, oc, keep = self._sac
-        G = self.grads
-        B, T, D = dy.shape
-        da = dy if keep is None else dy * keep
-        doc = _lin_bwd(da, oc, self.out_kernel, G["out_kernel"], G["out_bias"])
-        do = np.ascontiguousarray(doc.reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3))
-        gq, gk, gv = ops.scaled_dot_product_attention_backward(do, q, k, v, attn_mask=m, is_causal=causal,
-                                                               out=o, lse=lse)
-        dqkv = np.ascontiguousarray(np.stack([gq, gk, gv]).transpose(1, 3, 0, 2, 4)).reshape(B, T, 3 * D)
-        dh_ = _lin_bwd(dqkv, h, self.qkv_kernel, G["qkv_kernel"], G["qkv_bias"])
-        return dy + _ln_bwd(dh_, lc, self.ln1_gamma, G["ln1_gamma"], G["ln1_beta"])
+        o = ops.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=causal)
+        return x + _lin(_merge(o, B, T), self.out_kernel, self.out_bias)
 
     def _sa_step(self, x, cache, mask=None):
         B, T, D = x.shape
@@ -502,16 +412,13 @@ class TransformerEncoderBlock(_BlockBase):
         super().build(input_shape)
 
     def forward(self, x, training=False, mask=None):
-        x = _f(x)
-        x1 = self._sa_fwd(x, training, mask, self.causal)
-        return self._ff_fwd(x1, training, "ln2_")
+        if training and self.dropout > 0:
+            return self.call(x, training=True, mask=mask)
+        return self._ff_step(self._sa_fwd(_f(x), mask, self.causal), "ln2_")
 
     def call(self, inputs, training=False, mask=None):
         x1 = self._sa_call(inputs, training, mask, self.causal)
         return self._ff_call(x1, training, "ln2_")
-
-    def backward(self, dy, need_dx=True):
-        return self._sa_bwd(self._ff_bwd(_f(dy)))
 
     def step(self, x, cache, mask=None):
         """Incremental forward (inference): x (B, t, D) are the next t positions; keys
@@ -530,8 +437,8 @@ class TransformerDecoderBlock(_BlockBase):
 
     ``layer(x, context, training=..., mask=..., context_mask=...)`` (the tape call): x (B, T, D)
     target-side states, context (B, S, Dc) encoder output, ``context_mask`` (B, S) bool (True =
-    real token). The explicit path: ``forward(x, training, mask, context=..., context_mask=...)``
-    then ``backward(dy) -> (dx, dcontext)``.
+    real token). The inference path on plain arrays: ``forward(x, training, mask, context=...,
+    context_mask=...)``.
     """
 
     def __init__(self, num_heads, ff_dim, dropout=0.0, activation="gelu", epsilon=1e-5, **kw):
@@ -557,7 +464,7 @@ class TransformerDecoderBlock(_BlockBase):
         super().build(input_shape)
 
     def forward(self, x, training=False, mask=None, context=None, context_mask=None):
-        """The explicit path: caches what ``backward`` needs."""
+        """The inference path (a training-mode call with dropout runs ``call``)."""
         if context is None:
             raise ValueError(f"{self.name}: TransformerDecoderBlock needs the encoder output: "
                              "forward(x, training, mask, context=..., context_mask=...) or layer(x, context) (it "
@@ -567,9 +474,10 @@ class TransformerDecoderBlock(_BlockBase):
         if not self.built:
             self.build(x.shape[1:], c.shape[1:])
         self._check_context(x, c)
-        x1 = self._sa_fwd(x, training, mask, True)
-        x2 = self._ca_fwd(x1, c, training, context_mask)
-        return self._ff_fwd(x2, training, "ln3_")
+        if training and self.dropout > 0:
+            return self.call(x, c, training=True, mask=mask, context_mask=context_mask)
+        x1 = self._sa_fwd(x, mask, True)
+        return self._ff_step(self._ca_fwd(x1, c, context_mask), "ln3_")
 
     def _check_context(self, x, c):
         if c.ndim != 3 or c.shape[0] != x.shape[0] or c.shape[2] != self.context_dim:
@@ -597,40 +505,16 @@ class TransformerDecoderBlock(_BlockBase):
                                self.num_heads, self._key_mask(cmask))
         return F.add(x, self._drop_call(F.dense(oc, v("cout_kernel"), v("cout_bias")), training))
 
-    def _ca_fwd(self, x, c, training, cmask):
+    def _ca_fwd(self, x, c, cmask):
         B, T, D = x.shape
         S = c.shape[1]
         H, dh = self.num_heads, D // self.num_heads
-        h, lc = _ln_fwd(x, self.ln2_gamma, self.ln2_beta, self.epsilon)
+        h, _ = _ln_fwd(x, self.ln2_gamma, self.ln2_beta, self.epsilon)
         (q,) = _heads(_lin(h, self.cq_kernel, self.cq_bias), B, T, 1, H, dh)
         k, v = _heads(_lin(c, self.ckv_kernel, self.ckv_bias), B, S, 2, H, dh)
         m = None if cmask is None else np.asarray(cmask, dtype=bool)[:, None, None, :]
-        o, lse = ops.scaled_dot_product_attention(q, k, v, attn_mask=m, return_lse=True)
-        oc = _merge(o, B, T)
-        a = _lin(oc, self.cout_kernel, self.cout_bias)
-        a, keep = _dropout(a, self.dropout, training)
-        self._cac = (h, lc, c, q, k, v, m, o, lse, oc, keep)
-        return x + a
-
-    def _ca_bwd(self, dy):
-        h, lc, c, q, k, v, m, o, lse, oc, keep = self._cac
-        G = self.grads
-        B, T, D = dy.shape
-        S = c.shape[1]
-        da = dy if keep is None else dy * keep
-        doc = _lin_bwd(da, oc, self.cout_kernel, G["cout_kernel"], G["cout_bias"])
-        do = np.ascontiguousarray(doc.reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3))
-        gq, gk, gv = ops.scaled_dot_product_attention_backward(do, q, k, v, attn_mask=m, out=o, lse=lse)
-        dq = _merge(gq, B, T)
-        dkv = np.ascontiguousarray(np.stack([gk, gv]).transpose(1, 3, 0, 2, 4)).reshape(B, S, 2 * D)
-        dc = _lin_bwd(dkv, c, self.ckv_kernel, G["ckv_kernel"], G["ckv_bias"])
-        dh_ = _lin_bwd(dq, h, self.cq_kernel, G["cq_kernel"], G["cq_bias"])
-        return dy + _ln_bwd(dh_, lc, self.ln2_gamma, G["ln2_gamma"], G["ln2_beta"]), dc
-
-    def backward(self, dy, need_dx=True):
-        d2 = self._ff_bwd(_f(dy))
-        d1, dc = self._ca_bwd(d2)
-        return self._sa_bwd(d1), dc
+        o = ops.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        return x + _lin(_merge(o, B, T), self.cout_kernel, self.cout_bias)
 
     def new_cross_cache(self, context):
         """Keys/values of the encoder output, computed once for decoding."""

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pyaiml.autograd import GradientTape
+from pyaiml.autograd import functional as F
 from pyaiml.keras import callbacks as kcb
 from pyaiml.keras import layers as kl
 from pyaiml.keras import losses as klosses
@@ -163,8 +165,8 @@ class Seq2SeqTransformer:
     def layers(self):
         return [self.src_emb, *self.enc, self.enc_ln, self.tgt_emb, *self.dec, self.dec_ln, self.head]
 
-    def _params(self):
-        return [pg for l in self.layers for pg in l.params_and_grads()]
+    def _train_vars(self):
+        return [v for l in self.layers for v in l.trainable_variables]
 
     def count_params(self):
         return sum(l.count_params() for l in self.layers)
@@ -229,17 +231,17 @@ class Seq2SeqTransformer:
             y = b.forward(y, training, None, context=c, context_mask=smask)
         return self.head.forward(self.dec_ln.forward(y))
 
-    def _backward(self, g):
-        g = self.dec_ln.backward(self.head.backward(g))
-        dc = None
-        for b in reversed(self.dec):
-            g, d = b.backward(g)
-            dc = d if dc is None else dc + d
-        self.tgt_emb.backward(g)
-        g = self.enc_ln.backward(dc)
-        for b in reversed(self.enc):
-            g = b.backward(g)
-        self.src_emb.backward(g)
+    def _call(self, src, tin):
+        """The training forward pass through the layers' call() (recorded on a tape; dropout on)."""
+        smask = src != self.pad_id
+        h = self.src_emb(src, training=True)
+        for b in self.enc:
+            h = b(h, training=True, mask=smask)
+        c = self.enc_ln(h)
+        y = self.tgt_emb(tin, training=True)
+        for b in self.dec:
+            y = b(y, c, training=True, context_mask=smask)
+        return self.head(self.dec_ln(y))
 
     def _loss(self, y, z):
         """Mean cross-entropy over non-pad targets and its gradient w.r.t. the logits."""
@@ -259,15 +261,21 @@ class Seq2SeqTransformer:
             return self._train_step(src, tin, y)
 
     def _train_step(self, src, tin, y):
-        for l in self.layers:
-            if l.grads:
-                l.zero_grad()
-        z = self._forward(src, tin, True)
-        val, g, _ = self._loss(y, z)
+        """One step on a GradientTape: the mean cross-entropy over non-pad targets."""
+        tv = self._train_vars()
+        sel = np.flatnonzero((y != self.pad_id).reshape(-1))
+        if not len(sel):  # nothing to learn from: a zero-gradient step, as for any empty loss
+            self.optimizer.apply([(v.value, np.zeros_like(v.value)) for v in tv])
+            return 0.0
+        with GradientTape() as tape:
+            z = self._call(src, tin)
+            rows = F.take(F.reshape(z, (-1, z.shape[-1])), sel, 0)
+            loss = F.loss(self.loss, y.reshape(-1)[sel], rows)
+        val = float(loss.value)
         if not np.isfinite(val):
             raise FloatingPointError(f"Seq2SeqTransformer: the loss became {val}")
-        self._backward(g)
-        self.optimizer.apply(self._params())
+        grads = tape.gradient(loss, tv)
+        self.optimizer.apply([(v.value, np.zeros_like(v.value) if g is None else g) for v, g in zip(tv, grads)])
         return val
 
     def _need_compiled(self, what):

@@ -61,6 +61,7 @@ def test_dense_2d_and_3d():
     _check(lambda x: F.dense(x, k, b), _x(6, 5), [k, b])
     _check(lambda x: F.dense(x, k, b), _x(4, 7, 5), [k, b])  # T*T > in*out: the G_i form
     _check(lambda x: F.dense(x, k, b), _x(4, 2, 5), [k, b])  # the Gram form
+    _check(lambda x: F.dense(x, k, b, activation="relu"), _x(6, 5), [k, b])  # ReLU in the epilogue
 
 
 @pytest.mark.parametrize("fmt, shape, wshape, kw", [

@@ -194,6 +194,20 @@ def test_dense(bias):
         gradcheck(F.dense, lambda x, k: x @ k, R(7, 4), R(4, 5, seed=2))
 
 
+def test_dense_with_relu_in_the_epilogue():
+    gradcheck(lambda x, k, b: F.dense(x, k, b, activation="relu"), lambda x, k, b: torch.relu(x @ k + b),
+              R(3, 6, 4), R(4, 5, seed=2), R(5, seed=3))
+    # float32 with the checks off (inside fit): the GEMM's own epilogue, the same values
+    from pyaiml import ops as pops
+
+    x, k, b = (a.astype(np.float32) for a in (R(9, 4), R(4, 5, seed=2), R(5, seed=3)))
+    with pops.finite_checks(False):
+        fused = F.dense(x, k, b, activation="relu")
+    np.testing.assert_allclose(fused, np.maximum(x @ k + b, 0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+        F.dense(x, k, b, activation="gelu")
+
+
 def test_einsum():
     gradcheck(lambda a, b: F.einsum("bij,bjk->bik", a, b), lambda a, b: torch.einsum("bij,bjk->bik", a, b),
               R(2, 3, 4), R(2, 4, 5, seed=2))

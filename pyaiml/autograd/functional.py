@@ -534,23 +534,32 @@ def matmul(a, b):
     return record(out, (a, b), back, "matmul", pe)
 
 
-def dense(x, kernel, bias=None):
-    """x (..., in) @ kernel (in, out) [+ bias (out,)]: one GEMM with the bias in its epilogue."""
+def dense(x, kernel, bias=None, activation=None):
+    """x (..., in) @ kernel (in, out) [+ bias (out,)]: one GEMM with the bias in its epilogue;
+    ``activation='relu'`` joins the epilogue too (its gradient masks by the output)."""
     xv, k = _v(x), _v(kernel)
     b = None if bias is None else _v(bias)
+    if activation not in (None, "relu"):
+        raise ValueError(f"dense: activation must be None or 'relu'. Received {activation!r}")
+    relu = activation == "relu"
     if (xv.dtype is _F32 and k.dtype is _F32 and (b is None or b.dtype is _F32) and xv.ndim >= 1 and xv.size
             and k.ndim == 2 and xv.shape[-1] == k.shape[0] and (b is None or b.shape == (k.shape[1],))
             and not get_check_finite()):
         # checks off (inside fit): the registry's GEMM directly, the call ops.linear makes (same
         # bits) without its per-call argument handling
-        out = linear_unchecked(xv, k, b)
-    elif xv.dtype == k.dtype and xv.dtype in (np.float32, np.float64) and xv.size:
-        out = ops.linear(xv, k.T, b)
+        out = linear_unchecked(xv, k, b, relu)
     else:
-        out = np.matmul(xv, k) + (0 if b is None else b)
+        if xv.dtype == k.dtype and xv.dtype in (np.float32, np.float64) and xv.size:
+            out = ops.linear(xv, k.T, b)
+        else:
+            out = np.matmul(xv, k) + (0 if b is None else b)
+        if relu:
+            out = ops.relu(out)
 
     def back(g, n):
         g2 = np.ascontiguousarray(g).reshape(-1, k.shape[1])
+        if relu:
+            g2 = ops.relu_backward(g2, out.reshape(-1, k.shape[1]))
         # transposed operands go to the GEMM as strides (ops.matmul): no copies of x or the kernel
         gx = _mm(g2, k.T).reshape(xv.shape) if n[0] else None
         gk = _mm(xv.reshape(-1, k.shape[0]).T, g2) if n[1] else None
@@ -561,7 +570,10 @@ def dense(x, kernel, bias=None):
         if want[0]:
             raise ValueError("DP-SGD: a weight as the input of dense() has no per-example rule")
         idx = tuple(i for i in (1, 2) if want[i])
-        return _pe.DenseRule(xv, np.ascontiguousarray(g), bool(want[1]), bool(want[2])), idx
+        g = np.ascontiguousarray(g)
+        if relu:
+            g = ops.relu_backward(g, out)
+        return _pe.DenseRule(xv, g, bool(want[1]), bool(want[2])), idx
     return record(out, (x, kernel, bias), back, "dense", pe)
 
 
@@ -708,8 +720,11 @@ def _packed_attention(qv, kv, H, m, causal, q_packed):
         do = np.ascontiguousarray(np.asarray(g).reshape(B, T, H, dh).transpose(0, 2, 1, 3))
         return ops.scaled_dot_product_attention_backward(do, q, k, v, attn_mask=m, is_causal=causal, out=o, lse=lse)
 
-    def stack(parts, L):  # per-head gradients -> the packed (B, L, n*D) layout
-        return np.ascontiguousarray(np.stack(parts).transpose(1, 3, 0, 2, 4)).reshape(B, L, len(parts) * D)
+    def stack(parts, L):  # per-head gradients (B, H, L, dh) -> the packed (B, L, n*D) layout, one copy each
+        out = np.empty((B, L, len(parts), H, dh), dtype=parts[0].dtype)
+        for i, p in enumerate(parts):
+            out[:, :, i] = p.transpose(0, 2, 1, 3)
+        return out.reshape(B, L, len(parts) * D)
     return out, grads, stack
 
 

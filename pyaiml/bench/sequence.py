@@ -4,8 +4,8 @@ Model (both sides): vocabulary 65, learned positions, 4 pre-norm blocks (width 2
 heads, ReLU feed-forward 1024), final LayerNorm, Dense logits; context 256; float32.
 Cases:
   - ``lm train step``: batch 16 x 256 tokens; pyaiml runs exactly what ``fit`` runs per
-    batch (``Sequential._train_step``: forward, sparse cross-entropy on logits, backward,
-    Adam update); torch runs zero_grad / forward (F.scaled_dot_product_attention with
+    batch (``Sequential._train_step``: the layers' call() on a GradientTape, sparse
+    cross-entropy on logits, the tape's gradient, Adam update); torch runs zero_grad / forward (F.scaled_dot_product_attention with
     is_causal) / cross_entropy / backward / Adam.step. Throughput: tokens/s.
   - ``lm generate``: batch 1, a 32-token prompt, 64 new tokens (16 with quick), greedy. pyaiml's
     ``TransformerLM.generate`` (prefill, then one cached decode step per token) against
@@ -117,7 +117,7 @@ def cases(quick: bool = False):
 
     def train():
         with _NoFiniteChecks():
-            model._train_step(x, y, False)
+            model._train_step(x, y)
 
     def gen():
         return glm.generate(prompt, NEW, do_sample=False)
@@ -167,7 +167,7 @@ def cases(quick: bool = False):
 
         def vt():
             with _NoFiniteChecks():
-                logits = model._forward(x[:2], False, False)
+                logits = model._forward(x[:2])
             with torch.no_grad():
                 want = ref(tx[:2]).numpy()
             check_close("logits", logits, want, rtol=1e-3, atol=1e-3)

@@ -153,12 +153,12 @@ def matmul(a, b) -> np.ndarray:
     return out
 
 
-def linear_unchecked(x, kernel, bias=None) -> np.ndarray:
-    """x (..., in) @ kernel (in, out) [+ bias (out,)] on the registry's GEMM with no argument
-    handling: the call ``linear`` makes (same bits), for callers that have checked float32
-    arrays of matching shapes and run with finite checks off (Keras's Dense inside fit, the
-    tape's dense op). Not public."""
-    return _backend.resolve("gemm")(x.reshape(-1, x.shape[-1])[None], kernel[None], bias)[0].reshape(
+def linear_unchecked(x, kernel, bias=None, relu=False) -> np.ndarray:
+    """x (..., in) @ kernel (in, out) [+ bias (out,)] [then ReLU, in the GEMM's epilogue] on the
+    registry's GEMM with no argument handling: the call ``linear`` makes (same bits), for
+    callers that have checked float32 arrays of matching shapes and run with finite checks off
+    (Keras's Dense inside fit, the tape's dense op). Not public."""
+    return _backend.resolve("gemm")(x.reshape(-1, x.shape[-1])[None], kernel[None], bias, relu)[0].reshape(
         *x.shape[:-1], kernel.shape[1])
 
 

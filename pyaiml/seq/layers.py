@@ -358,8 +358,10 @@ class _BlockBase(_kl.Layer):
     def _ff_call(self, x, training, pre):
         v = self._var
         h = F.layer_norm(x, v(f"{pre}gamma"), v(f"{pre}beta"), self.epsilon)
-        u = F.dense(h, v("ff1_kernel"), v("ff1_bias"))
-        a = F.gelu(u, approximate=True) if self.activation == "gelu" else F.relu(u)
+        if self.activation == "relu":  # ReLU in the GEMM's epilogue
+            a = F.dense(h, v("ff1_kernel"), v("ff1_bias"), activation="relu")
+        else:
+            a = F.gelu(F.dense(h, v("ff1_kernel"), v("ff1_bias")), approximate=True)
         return F.add(x, self._drop_call(F.dense(a, v("ff2_kernel"), v("ff2_bias")), training))
 
     @staticmethod

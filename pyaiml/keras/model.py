@@ -310,18 +310,13 @@ class Model(SavingMixin, _layers.Layer):
         per-example rules of pyaiml.autograd.per_example), summed; the optimizer adds the
         noise, divides by ``expected_batch_size`` and updates. An empty batch (Poisson
         sampling) takes a noise-only step."""
-        opt = self.optimizer
-        tv = self._train_vars()
-        n = len(xb)
-        if n == 0:
-            opt.apply_private([(v.value, np.zeros_like(v.value)) for v in tv], expected_batch_size)
+        if len(xb) == 0:
+            self.optimizer.apply_tape(None, None, self._train_vars(), 0, expected_batch_size)
             return 0.0, [0.0] * len(yb.arrays), None
         tape, total, val, parts, outs = self._recorded_loss(xb, yb)
         if not np.isfinite(val):
             return val, parts, outs
-        grads, _ = tape.clipped_gradient(total, tv, opt.clip_factors, n)
-        opt.apply_private([(v.value, g if g is not None else np.zeros_like(v.value)) for v, g in zip(tv, grads)],
-                          expected_batch_size)
+        self.optimizer.apply_tape(tape, total, self._train_vars(), len(xb), expected_batch_size)
         return val, parts, [o.value if isinstance(o, Tensor) else o for o in outs]
 
     def _logs(self, tot, parts, cnt, metrics, names):

@@ -310,18 +310,12 @@ class Sequential(SavingMixin):
         per-example rules of pyaiml.autograd.per_example), summed; the optimizer adds the
         noise, divides by ``expected_batch_size`` and updates. An empty batch (Poisson
         sampling) takes a noise-only step."""
-        opt = self.optimizer
-        tv = self._train_vars()
-        n = len(xb)
-        if n == 0:
-            opt.apply_private([(v.value, np.zeros_like(v.value)) for v in tv], expected_batch_size)
+        if len(xb) == 0:
+            self.optimizer.apply_tape(None, None, self._train_vars(), 0, expected_batch_size)
             return 0.0, None
         tape, loss, val, pred = self._recorded_loss(xb, yb)
-        if not np.isfinite(val):
-            return val, pred
-        grads, _ = tape.clipped_gradient(loss, tv, opt.clip_factors, n)
-        opt.apply_private([(v.value, np.zeros_like(v.value) if g is None else g) for v, g in zip(tv, grads)],
-                          expected_batch_size)
+        if np.isfinite(val):
+            self.optimizer.apply_tape(tape, loss, self._train_vars(), len(xb), expected_batch_size)
         return val, pred
 
     # ------------------------------------------------------------------ fit

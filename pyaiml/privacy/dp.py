@@ -358,6 +358,18 @@ class DPSGD(_opt.Optimizer):
         else:
             self._ledger.append([self._q, 1])
 
+    def apply_tape(self, tape, loss, variables, batch_size, expected_batch_size):
+        """The Keras models' DP step: ``loss`` (recorded on ``tape``) is the batch mean of
+        ``batch_size`` examples' losses; each example's gradient over ``variables`` is clipped
+        (GradientTape.clipped_gradient with ``clip_factors``), summed, and given to
+        ``apply_private``. ``batch_size`` 0 (an empty Poisson batch): a noise-only step."""
+        if batch_size:
+            grads, _ = tape.clipped_gradient(loss, variables, self.clip_factors, batch_size)
+        else:
+            grads = [None] * len(variables)
+        self.apply_private([(v.value, np.zeros_like(v.value) if g is None else g) for v, g in zip(variables, grads)],
+                           expected_batch_size)
+
     # --- accounting
     @property
     def steps(self):

@@ -50,7 +50,8 @@ Known gaps (stated in the sections below):
   decode gives 4.70x-5.13x its batch-1 rate (target 5x); int8 decode (1.04x-1.51x llama.cpp
   Q8_0) and prefill (1.60x-2.09x transformers) are met.
 - Serving: the mission CNN over v2 at 32 clients gives 1.6x one client's request rate (target 3x).
-- The Keras LSTM training step is at parity with torch.nn.LSTM (0.96-1.04x), not above it.
+- The Keras LSTM training step is at parity with torch.nn.LSTM (0.97-1.11x in the latest runs), not
+  reliably above it.
 - The Transformer LM training step (first wave, target >= 1.0x torch) now trains through the
   tape and sits at parity: 0.92x-1.03x in the latest runs.
 - Every figure is from the AVX-512 tier (Zen 4); no AVX2-only machine was available.

@@ -241,6 +241,11 @@ def test_lean_dense_inside_the_model_loops_gives_the_ops_bits(rng):
         with ops.finite_checks(False):
             lean = d.forward(x)
         np.testing.assert_array_equal(lean, checked)
+    from pyaiml.keras import activations as A
+
+    z = rng.standard_normal((7, 10)).astype(np.float32) * 5
+    with ops.finite_checks(False):  # the lean softmax of the inference path: ops.softmax's bits
+        np.testing.assert_array_equal(A.softmax.forward(z), ops.softmax(z, -1))
     m = Sequential([L.Dense(4, activation="relu", input_shape=(6,)), L.Dense(3, activation="softmax")])
     m.compile(optimizer="sgd", loss="categorical_crossentropy")
     x = rng.standard_normal((9, 6)).astype(np.float32)

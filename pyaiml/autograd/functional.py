@@ -25,6 +25,7 @@ from pyaiml import ops
 from pyaiml.autograd import per_example as _pe
 from pyaiml.autograd.tape import Tensor, record, value_of
 from pyaiml.ops._validate import get_check_finite
+from pyaiml.ops.activations import softmax_last_unchecked
 from pyaiml.ops.linalg import linear_unchecked
 from pyaiml.ops.pool import MAX_WINDOW
 
@@ -203,8 +204,7 @@ def softmax(a, axis=-1):
     x = _v(a)
     if type(x) is np.ndarray and x.dtype is _F32 and x.ndim >= 1 and x.size and axis in (-1, x.ndim - 1):
         # a float32 tape value: ops.softmax's arithmetic without its argument handling (same bits)
-        out = np.exp(x - x.max(axis=-1, keepdims=True))
-        out /= out.sum(axis=-1, keepdims=True)
+        out = softmax_last_unchecked(x)
     else:
         out = ops.softmax(x, axis)
     r = record(out, (a,), lambda g, n: (ops.softmax_backward(np.ascontiguousarray(g), out, axis),), "softmax")

@@ -105,6 +105,15 @@ def softmax(x, dim: int = -1) -> np.ndarray:
     return e.reshape(x.shape)
 
 
+def softmax_last_unchecked(x) -> np.ndarray:
+    """``softmax(x, -1)``'s arithmetic (same bits) with no argument handling, for callers that
+    hold a non-empty float array and run with the finite checks off (the tape's softmax, Keras's
+    inference path). Not public."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
+
+
 def softmax_backward(grad_out, out, dim: int = -1) -> np.ndarray:
     """y * (g - sum(g * y)) with y = softmax's output."""
     g, y = _x(grad_out, "softmax_backward", "grad_out"), _x(out, "softmax_backward", "out")

@@ -37,8 +37,8 @@ Known gaps (stated in the sections below):
 - torch bridge: the mission CNN step through `pyaiml.torch` runs at 0.54-0.60x torch (NCHW) and
   0.73-0.94x (channels_last) at 2 threads (target 1.0x); a `max_pool2d` call costs 8.8-10.1 us
   above the kernel layer (target at most 10 us).
-- Inference latency of the mission CNN: `predict` at batch 1 is 0.41-0.47x onnxruntime and at
-  batch 32 0.66-0.84x (target 1.0x).
+- Inference latency of the mission CNN: `predict` at batch 1 is 0.46-0.56x onnxruntime (target
+  1.0x); batch 32 read 1.13-1.44x in the latest (quiet) runs and 0.66-0.84x in loaded ones.
 - GEMM square-256 reads 0.88x torch.mm (no target); NumPy's OpenBLAS beats both at the square
   sizes.
 - The audio, speech training-speed and torch bridge timings come only from the loaded shared VM;

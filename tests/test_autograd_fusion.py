@@ -226,6 +226,22 @@ def test_fusion_plan_of_the_mission_cnn():
     assert m2.fusion_plan.rules() == ["no_input_gradient"]  # re-traced for the new last layer
 
 
+def test_fusion_plan_leaves_a_stateful_recurrent_model_as_it_was(rng):
+    from pyaiml import keras
+
+    m = Sequential([keras.Input((5, 3), batch_size=4), keras.layers.LSTM(6, stateful=True),
+                    L.Dense(2, activation="softmax")])
+    m.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = rng.standard_normal((4, 5, 3)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[[0, 1, 1, 0]]
+    m.train_on_batch(x, y)
+    kept = [s.copy() for s in m.layers[0].states]
+    assert m.fusion_plan.rules()[-1] == "softmax_into_loss"  # traced on one sample
+    for a, b in zip(kept, m.layers[0].states):
+        np.testing.assert_array_equal(a, b)
+    m.train_on_batch(x, y)  # the batch-4 states still fit
+
+
 def test_lean_dense_inside_the_model_loops_gives_the_ops_bits(rng):
     """With the NaN/inf checks off (as fit/evaluate/predict run), Dense calls the registry's
     GEMM directly: the same bits as the checked path through ops.linear, for 2-D and 3-D

@@ -113,11 +113,15 @@ def run(nodes, targets=(), report=False):
 
 def trace(step, layers=()):
     """Run ``step() -> (tape, loss)`` (a recorded training step, not applied) with the
-    layers' state restored after it (their non-trainable variables and the shared random
-    generator), run the pass over its records and return the FusionReport."""
+    layers' state restored after it (their non-trainable variables, a stateful recurrent
+    layer's kept states and the shared random generator), run the pass over its records and
+    return the FusionReport."""
     from pyaiml.keras._common import rng
 
     saved = [(v, v.value.copy()) for l in layers for v in getattr(l, "non_trainable_variables", ())]
+    # a stateful recurrent layer keeps its last states as a plain attribute
+    every = [x for l in layers for x in (l._all_layers() if hasattr(l, "_all_layers") else [l])]
+    kept = [(x, x.__dict__["states"]) for x in every if "states" in getattr(x, "__dict__", {})]
     gen = rng()
     state = gen.bit_generator.state
     try:
@@ -125,6 +129,8 @@ def trace(step, layers=()):
     finally:
         for v, a in saved:
             v.value[...] = a
+        for x, st in kept:
+            x.states = st
         gen.bit_generator.state = state
     targets = (loss,) if getattr(loss, "requires_grad", False) else ()
     return run(tape._nodes, targets, report=True)

@@ -188,10 +188,11 @@ class Sequential(SavingMixin):
 
     @property
     def fusion_plan(self):
-        """What the tape's fusion pass (pyaiml/autograd/fusion.py) did to this model's last
-        training step: a ``FusionReport`` (``.describe()`` lists its decisions). Before the
-        first step it traces one on a zero batch of one sample (no update; the layers' state,
-        such as BatchNormalization's moving statistics and the dropout generator, restored).
+        """What the tape's fusion pass (pyaiml/autograd/fusion.py) does to this model's
+        training step: a ``FusionReport`` (``.describe()`` lists its decisions), made by
+        tracing one step on a zero batch (no update; the layers' state, such as
+        BatchNormalization's moving statistics, a stateful RNN's kept states and the dropout
+        generator, restored) and kept while the layers stay the same.
         None before compile() or while the input shape is unknown."""
         if not getattr(self, "compiled", False) or not self.built:
             return None
@@ -203,13 +204,22 @@ class Sequential(SavingMixin):
         return plan
 
     def _trace_step(self):
-        """A recorded training step on one zero sample: (tape, loss)."""
+        """A recorded training step on a zero batch: (tape, loss). One sample, or the batch a
+        stateful recurrent layer keeps its states for, or the Input's batch_size."""
+        n = 1
+        for l in self._layers:
+            kept = getattr(l, "states", None)
+            if getattr(l, "stateful", False) and kept:
+                n = kept[0].shape[0]
+                break
+            if getattr(l, "batch_size", None):
+                n = l.batch_size
         first = self.layers[0] if self.layers else None
         dt = np.int64 if isinstance(first, _layers.Embedding) else np.float32
-        x = np.zeros((1,) + tuple(self._input_shape), dt)
+        x = np.zeros((n,) + tuple(self._input_shape), dt)
         out = tuple(self.output_shape)
-        y = (np.zeros((1,) + out[:-1], np.int64) if isinstance(self.loss, _losses.SparseCategoricalCrossentropy)
-             else np.zeros((1,) + out, np.float32))
+        y = (np.zeros((n,) + out[:-1], np.int64) if isinstance(self.loss, _losses.SparseCategoricalCrossentropy)
+             else np.zeros((n,) + out, np.float32))
         return self._recorded_loss(x, y)[:2]
 
     # ------------------------------------------------------------------ data checks

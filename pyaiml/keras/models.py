@@ -25,12 +25,11 @@ tests/test_privacy_dp.py.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from pyaiml.autograd import GradientTape
-from pyaiml.autograd import fusion as _fusion
 from pyaiml.autograd import functional as F
+from pyaiml.autograd import fusion as _fusion
 from pyaiml.keras import callbacks as _cb
 from pyaiml.keras import layers as _layers
 from pyaiml.keras import losses as _losses
@@ -39,7 +38,6 @@ from pyaiml.keras import optimizers as _opt
 from pyaiml.keras._common import FLOATX, rng
 from pyaiml.keras.saving import SavingMixin
 from pyaiml.ops import _validate
-
 
 NonFiniteLossError = _cb.NonFiniteLossError  # one class for every model kind
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "common/parallel.h"
 #include "common/simd.h"
@@ -67,8 +68,82 @@ void norm(const NormArgs& a) {
   });
 }
 
+namespace {
+
+constexpr int64_t kChunk = 32;  // rows per partial weight-gradient sum
+
+// One row's gradients; xh and d are (n,) scratch. Adds g xhat and g into sw / sb when set.
+void back_row(const NormBackArgs& a, const float* g, const float* x, float* dx, float* sw, float* sb, float* xh,
+              float* d) {
+  const int64_t n = a.n;
+  const float fn = static_cast<float>(n);
+  const float mean = row_sum(x, n, 0.f, false) / fn;
+  const float rstd = 1.f / std::sqrt(row_sum(x, n, mean, true) / fn + a.eps);
+  const vf m = splat(mean), s = splat(rstd);
+  vf s1 = vf{}, s2 = vf{};
+  int64_t i = 0;
+  for (; i + VL <= n; i += VL) {
+    const vf h = (loadu(x + i) - m) * s, gv = loadu(g + i);
+    const vf dv = a.w ? gv * loadu(a.w + i) : gv;
+    s1 += dv;
+    s2 += dv * h;
+    storeu(xh + i, h);
+    storeu(d + i, dv);
+    if (sw) storeu(sw + i, loadu(sw + i) + gv * h);
+    if (sb) storeu(sb + i, loadu(sb + i) + gv);
+  }
+  float t1 = 0.f, t2 = 0.f;
+  for (int l = 0; l < VL; ++l) {
+    t1 += s1[l];
+    t2 += s2[l];
+  }
+  for (; i < n; ++i) {
+    const float h = (x[i] - mean) * rstd, dv = a.w ? g[i] * a.w[i] : g[i];
+    t1 += dv;
+    t2 += dv * h;
+    xh[i] = h;
+    d[i] = dv;
+    if (sw) sw[i] += g[i] * h;
+    if (sb) sb[i] += g[i];
+  }
+  if (!dx) return;
+  const float m1 = t1 / fn, m2 = t2 / fn;
+  const vf v1 = splat(m1), v2 = splat(m2);
+  for (i = 0; i + VL <= n; i += VL) storeu(dx + i, s * (loadu(d + i) - v1 - loadu(xh + i) * v2));
+  for (; i < n; ++i) dx[i] = rstd * (d[i] - m1 - xh[i] * m2);
+}
+
+}  // namespace
+
+void layer_norm_backward(const NormBackArgs& a) {
+  const int64_t R = a.rows, n = a.n;
+  if (R <= 0 || n <= 0) return;
+  const int64_t C = (R + kChunk - 1) / kChunk;
+  std::vector<float> pw(a.dw ? static_cast<size_t>(C * n) : 0), pb(a.db ? static_cast<size_t>(C * n) : 0);
+  parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<float> scratch(static_cast<size_t>(2 * n));
+    for (int64_t c = c0; c < c1; ++c) {
+      float* sw = a.dw ? pw.data() + c * n : nullptr;
+      float* sb = a.db ? pb.data() + c * n : nullptr;
+      if (sw) std::fill(sw, sw + n, 0.f);
+      if (sb) std::fill(sb, sb + n, 0.f);
+      for (int64_t r = c * kChunk; r < std::min(R, (c + 1) * kChunk); ++r)
+        back_row(a, a.g + r * n, a.x + r * n, a.dx ? a.dx + r * n : nullptr, sw, sb, scratch.data(),
+                 scratch.data() + n);
+    }
+  });
+  for (auto [out, part] : {std::pair<float*, const std::vector<float>*>{a.dw, &pw}, {a.db, &pb}}) {
+    if (!out) continue;
+    std::fill(out, out + n, 0.f);
+    for (int64_t c = 0; c < C; ++c) {  // chunk order: the same sums for any thread count
+      const float* p = part->data() + c * n;
+      for (int64_t i = 0; i < n; ++i) out[i] += p[i];
+    }
+  }
+}
+
 const NormKernels& norm_kernels() {
-  static const NormKernels k{&norm};
+  static const NormKernels k{&norm, &layer_norm_backward};
   return k;
 }
 

@@ -5,7 +5,12 @@
 // Sums run in float32 vector lanes in one fixed order per row (independent of the number of
 // rows or threads), the mean first, then the centred squares.
 //
-// Not here: gradients (pyaiml.autograd's layer_norm for training), other axes, float64.
+// layer_norm_backward: the gradients of the layer norm from its output gradient g and its
+// input x (mean and 1/std recomputed per row): dx = rstd (d - mean(d) - xhat mean(d xhat))
+// with d = g w, dw = sum over rows of g xhat, db = sum of g. The weight sums go by fixed
+// chunks of 32 rows, added in chunk order, so they do not depend on the thread count.
+//
+// Not here: RMSNorm's gradient, other axes, float64.
 // Tests: tests/test_norm.py against NumPy float64 and torch.
 #pragma once
 #include <cstdint>
@@ -25,8 +30,20 @@ struct NormArgs {
   float* y = nullptr;        // y(r, i) = y[r * n + i]
 };
 
+struct NormBackArgs {
+  int64_t rows = 0, n = 0;
+  const float* g = nullptr;  // (rows, n), contiguous
+  const float* x = nullptr;  // (rows, n), contiguous
+  const float* w = nullptr;  // optional (n,)
+  float eps = 1e-5f;
+  float* dx = nullptr;       // optional (rows, n)
+  float* dw = nullptr;       // optional (n,)
+  float* db = nullptr;       // optional (n,)
+};
+
 struct NormKernels {
   void (*norm)(const NormArgs&);  // threaded over rows
+  void (*layer_norm_backward)(const NormBackArgs&);  // threaded over chunks of rows
 };
 
 PYAIML_KERNEL_TABLE(NormKernels, norm_kernels)

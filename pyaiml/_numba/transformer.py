@@ -1,5 +1,5 @@
-"""Numba fallbacks for the ``norm`` (LayerNorm / RMSNorm rows in parallel), ``gelu_tanh`` and
-``swiglu`` ops."""
+"""Numba fallbacks for the ``norm`` (LayerNorm / RMSNorm rows in parallel),
+``layer_norm_backward``, ``gelu_tanh`` and ``swiglu`` ops."""
 from __future__ import annotations
 
 import numba as nb
@@ -28,6 +28,58 @@ def _norm_kernel(x, w, has_w, b, has_b, eps, rms, y):
             if has_b:
                 v += b[i]
             y[r, i] = v
+
+
+_CHUNK = 32  # rows per partial weight-gradient sum, as the C++ kernel
+
+
+@nb.njit(parallel=True, fastmath=False, cache=True)
+def _ln_back_kernel(g, x, w, has_w, eps, dx, need_dx, pw, pb):
+    rows, n = x.shape
+    chunks = pw.shape[0]
+    for c in nb.prange(chunks):
+        for i in range(n):
+            pw[c, i] = 0.0
+            pb[c, i] = 0.0
+        xh = np.empty(n, np.float32)
+        d = np.empty(n, np.float32)
+        for r in range(c * _CHUNK, min(rows, (c + 1) * _CHUNK)):
+            s = np.float32(0.0)
+            for i in range(n):
+                s += x[r, i]
+            mean = s / np.float32(n)
+            q = np.float32(0.0)
+            for i in range(n):
+                t = x[r, i] - mean
+                q += t * t
+            rstd = np.float32(1.0) / np.sqrt(q / np.float32(n) + np.float32(eps))
+            s1 = np.float32(0.0)
+            s2 = np.float32(0.0)
+            for i in range(n):
+                h = (x[r, i] - mean) * rstd
+                dv = g[r, i] * w[i] if has_w else g[r, i]
+                s1 += dv
+                s2 += dv * h
+                xh[i] = h
+                d[i] = dv
+                pw[c, i] += g[r, i] * h
+                pb[c, i] += g[r, i]
+            if need_dx:
+                m1 = s1 / np.float32(n)
+                m2 = s2 / np.float32(n)
+                for i in range(n):
+                    dx[r, i] = rstd * (d[i] - m1 - xh[i] * m2)
+
+
+def layer_norm_backward(g2, x2, weight=None, eps=1e-5, need=(True, True, True)):
+    rows, n = x2.shape
+    chunks = max(1, -(-rows // _CHUNK))
+    dx = np.empty(x2.shape, np.float32) if need[0] else np.empty((1, 1), np.float32)
+    pw = np.empty((chunks, n), np.float32)
+    pb = np.empty((chunks, n), np.float32)
+    w = np.ones(1, np.float32) if weight is None else weight
+    _ln_back_kernel(g2, x2, w, weight is not None, eps, dx, bool(need[0]), pw, pb)
+    return (dx if need[0] else None, pw.sum(axis=0) if need[1] else None, pb.sum(axis=0) if need[2] else None)
 
 
 def norm(x2, weight=None, bias=None, eps=1e-5, rms=False):

@@ -21,7 +21,7 @@ import builtins
 
 import numpy as np
 
-from pyaiml import ops
+from pyaiml import _backend, ops
 from pyaiml.autograd import per_example as _pe
 from pyaiml.autograd.tape import Tensor, record, value_of
 from pyaiml.ops._validate import get_check_finite
@@ -756,10 +756,39 @@ def cross_attention(q, kv, num_heads, mask=None):
     return record(out, (q, kv), back, "cross_attention")
 
 
+def _layer_norm_f32(x, xv, gamma, beta, epsilon):
+    """layer_norm on float32 rows: the registry's norm kernel forward and its
+    layer_norm_backward kernel (the statistics recomputed from x), one pass each way."""
+    c = xv.shape[-1]
+    x2 = np.ascontiguousarray(xv.reshape(-1, c))
+    gm = None if gamma is None else np.ascontiguousarray(_v(gamma))
+    bt = None if beta is None else np.ascontiguousarray(_v(beta))
+    eps = float(epsilon)
+    out = _backend.resolve("norm")(x2, gm, bt, eps, False).reshape(xv.shape)
+
+    def back(g, n):
+        need = (bool(n[0]), bool(gamma is not None and n[1]), bool(beta is not None and n[2]))
+        gx, gg, gb = _backend.resolve("layer_norm_backward")(
+            np.ascontiguousarray(g, dtype=_F32).reshape(-1, c), x2, gm, eps, need)
+        return (None if gx is None else gx.reshape(xv.shape)), gg, gb
+
+    def pe(g, want):
+        if want[0]:
+            raise ValueError("DP-SGD: a weight as the input of layer_norm() has no per-example rule")
+        xc = xv - xv.mean(axis=-1, keepdims=True)
+        xhat = xc / np.sqrt(np.einsum("...i,...i->...", xc, xc)[..., None] / c + xv.dtype.type(epsilon))
+        return _pe.RowRule(g, xhat, bool(want[1]), bool(want[2])), tuple(i for i in (1, 2) if want[i])
+    return record(out, (x, gamma, beta), back, "layer_norm", pe)
+
+
 def layer_norm(x, gamma=None, beta=None, epsilon=1e-3):
-    """Normalise over the last axis, then scale and shift (one record)."""
+    """Normalise over the last axis, then scale and shift (one record). float32 rows run on
+    the norm kernels (C++ / Numba / NumPy by the registry); other dtypes in NumPy."""
     xv = _v(x)
     c = xv.shape[-1]
+    if (xv.dtype is _F32 and xv.ndim >= 1 and xv.size and c
+            and all(v is None or _v(v).dtype is _F32 for v in (gamma, beta))):
+        return _layer_norm_f32(x, xv, gamma, beta, epsilon)
     mu = xv.mean(axis=-1, keepdims=True)
     xc = xv - mu
     # row reductions as einsums (no squared or product temporaries of x's size)

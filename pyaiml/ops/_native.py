@@ -31,6 +31,10 @@ def norm(x2, weight=None, bias=None, eps=1e-5, rms=False):
     return _C.norm(x2, weight, bias, eps, rms)
 
 
+def layer_norm_backward(g2, x2, weight=None, eps=1e-5, need=(True, True, True)):
+    return _C.layer_norm_backward(g2, x2, weight, eps, *need)
+
+
 def gelu_tanh(x):
     return _C.gelu_tanh(x)
 

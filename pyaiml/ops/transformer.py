@@ -1,4 +1,4 @@
-"""The per-token pieces of transformer inference besides GEMM and attention, forward only.
+"""The per-token pieces of transformer inference besides GEMM and attention.
 
 Public: ``layer_norm`` with ``torch.nn.functional.layer_norm(x, (n,), weight, bias, eps)``
 semantics over the last axis (biased variance) and ``rms_norm`` as Llama's RMSNorm
@@ -10,7 +10,10 @@ Registry ops for pyaiml.llm's MLPs (no argument checks; float32, model-internal 
 second) and ``rope_qk`` (rotate-half RoPE of the q and k heads of a fused qkv projection,
 q returned in attention's (B, H, L, D) layout), C++ csrc/cpu/act.cpp, Numba, NumPy.
 
-Not here: gradients (pyaiml.autograd.functional trains). Tests: tests/test_norm.py,
+Registry op ``layer_norm_backward`` (float32 rows, no argument checks): the layer norm's
+gradients, for pyaiml.autograd.functional.layer_norm's float32 path (C++, Numba, NumPy).
+
+Not here: other gradients (pyaiml.autograd.functional trains). Tests: tests/test_norm.py,
 tests/test_act.py.
 """
 from __future__ import annotations
@@ -30,6 +33,12 @@ _backend.register_op(
     cpp="pyaiml.ops._native:norm",
     numba="pyaiml._numba.transformer:norm",
     numpy="pyaiml.reference.transformer:norm",
+)
+_backend.register_op(
+    "layer_norm_backward",
+    cpp="pyaiml.ops._native:layer_norm_backward",
+    numba="pyaiml._numba.transformer:layer_norm_backward",
+    numpy="pyaiml.reference.transformer:layer_norm_backward",
 )
 _backend.register_op(
     "gelu_tanh",

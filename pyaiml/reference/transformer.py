@@ -19,6 +19,19 @@ def norm(x2, weight=None, bias=None, eps=1e-5, rms=False):
     return y.astype(x2.dtype)
 
 
+def layer_norm_backward(g2, x2, weight=None, eps=1e-5, need=(True, True, True)):
+    """(grad_x, grad_weight, grad_bias) of the layer norm over rows (float64 inside)."""
+    x, g = x2.astype(np.float64), g2.astype(np.float64)
+    d0 = x - x.mean(axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt((d0 * d0).mean(axis=-1, keepdims=True) + eps)
+    xh = d0 * rstd
+    d = g * weight if weight is not None else g
+    dx = rstd * (d - d.mean(axis=-1, keepdims=True) - xh * (d * xh).mean(axis=-1, keepdims=True))
+    dt = x2.dtype
+    return (dx.astype(dt) if need[0] else None, (g * xh).sum(axis=0).astype(dt) if need[1] else None,
+            g.sum(axis=0).astype(dt) if need[2] else None)
+
+
 def gelu_tanh(x):
     v = np.asarray(x, np.float64)
     return (0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v ** 3)))).astype(np.float32)

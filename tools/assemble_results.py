@@ -53,7 +53,7 @@ Known gaps (stated in the sections below):
 - The Keras LSTM training step is at parity with torch.nn.LSTM (0.97-1.11x in the latest runs), not
   reliably above it.
 - The Transformer LM training step (first wave, target >= 1.0x torch) now trains through the
-  tape and sits at parity: 0.92x-1.03x in the latest runs.
+  tape and sits at parity: 0.97x-1.04x in the latest five runs.
 - Every figure is from the AVX-512 tier (Zen 4); no AVX2-only machine was available.
 """
 

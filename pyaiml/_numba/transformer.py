@@ -6,21 +6,28 @@ import numba as nb
 import numpy as np
 
 
+@nb.njit(fastmath=False, cache=True)
+def _row_stats(x, r, eps, rms):
+    """(mean, 1 / sqrt(var + eps)) of row r (RMSNorm: mean 0, the root mean square)."""
+    n = x.shape[1]
+    mean = np.float32(0.0)
+    if not rms:
+        s = np.float32(0.0)
+        for i in range(n):
+            s += x[r, i]
+        mean = s / np.float32(n)
+    q = np.float32(0.0)
+    for i in range(n):
+        d = x[r, i] - mean
+        q += d * d
+    return mean, np.float32(1.0) / np.sqrt(q / np.float32(n) + np.float32(eps))
+
+
 @nb.njit(parallel=True, fastmath=False, cache=True)
 def _norm_kernel(x, w, has_w, b, has_b, eps, rms, y):
     rows, n = x.shape
     for r in nb.prange(rows):
-        mean = np.float32(0.0)
-        if not rms:
-            s = np.float32(0.0)
-            for i in range(n):
-                s += x[r, i]
-            mean = s / np.float32(n)
-        q = np.float32(0.0)
-        for i in range(n):
-            d = x[r, i] - mean
-            q += d * d
-        scale = np.float32(1.0) / np.sqrt(q / np.float32(n) + np.float32(eps))
+        mean, scale = _row_stats(x, r, eps, rms)
         for i in range(n):
             v = (x[r, i] - mean) * scale
             if has_w:
@@ -44,15 +51,7 @@ def _ln_back_kernel(g, x, w, has_w, eps, dx, need_dx, pw, pb):
         xh = np.empty(n, np.float32)
         d = np.empty(n, np.float32)
         for r in range(c * _CHUNK, min(rows, (c + 1) * _CHUNK)):
-            s = np.float32(0.0)
-            for i in range(n):
-                s += x[r, i]
-            mean = s / np.float32(n)
-            q = np.float32(0.0)
-            for i in range(n):
-                t = x[r, i] - mean
-                q += t * t
-            rstd = np.float32(1.0) / np.sqrt(q / np.float32(n) + np.float32(eps))
+            mean, rstd = _row_stats(x, r, eps, False)
             s1 = np.float32(0.0)
             s2 = np.float32(0.0)
             for i in range(n):

@@ -775,10 +775,18 @@ def _layer_norm_f32(x, xv, gamma, beta, epsilon):
     def pe(g, want):
         if want[0]:
             raise ValueError("DP-SGD: a weight as the input of layer_norm() has no per-example rule")
-        xc = xv - xv.mean(axis=-1, keepdims=True)
-        xhat = xc / np.sqrt(np.einsum("...i,...i->...", xc, xc)[..., None] / c + xv.dtype.type(epsilon))
-        return _pe.RowRule(g, xhat, bool(want[1]), bool(want[2])), tuple(i for i in (1, 2) if want[i])
+        return _pe.RowRule(g, _normalised(xv, epsilon)[0], bool(want[1]), bool(want[2])), tuple(
+            i for i in (1, 2) if want[i])
     return record(out, (x, gamma, beta), back, "layer_norm", pe)
+
+
+def _normalised(xv, epsilon):
+    """(xhat, 1 / std) of the rows of xv over its last axis (row reductions as einsums: no
+    squared or product temporaries of x's size)."""
+    xc = xv - xv.mean(axis=-1, keepdims=True)
+    inv = 1.0 / np.sqrt(np.einsum("...i,...i->...", xc, xc)[..., None] / xv.shape[-1] + xv.dtype.type(epsilon))
+    xc *= inv
+    return xc, inv
 
 
 def layer_norm(x, gamma=None, beta=None, epsilon=1e-3):
@@ -789,12 +797,7 @@ def layer_norm(x, gamma=None, beta=None, epsilon=1e-3):
     if (xv.dtype is _F32 and xv.ndim >= 1 and xv.size and c
             and all(v is None or _v(v).dtype is _F32 for v in (gamma, beta))):
         return _layer_norm_f32(x, xv, gamma, beta, epsilon)
-    mu = xv.mean(axis=-1, keepdims=True)
-    xc = xv - mu
-    # row reductions as einsums (no squared or product temporaries of x's size)
-    inv = 1.0 / np.sqrt(np.einsum("...i,...i->...", xc, xc)[..., None] / c + xv.dtype.type(epsilon))
-    xhat = xc
-    xhat *= inv
+    xhat, inv = _normalised(xv, epsilon)
     gm = None if gamma is None else _v(gamma)
     out = xhat * gm if gm is not None else xhat.copy()
     if beta is not None:

@@ -78,19 +78,21 @@ def run(nodes, targets=(), report=False):
     """Decide the fusions of ``nodes`` (a tape's records) whose reverse walk starts at
     ``targets``; applies them (on the values the ops' backward functions read) and returns a
     FusionReport when ``report`` (else None)."""
-    readers: dict[int, int] = {}
+    # readers are counted only for the values that offer a fusion (a conv's ReLU output)
+    readers = {id(n.out): 0 for n in nodes if n.tag == "relu"}
+    if not readers and not report:
+        return None  # nothing to decide (every step of a model without conv + ReLU)
     gates: dict[int, int] = {}
     for n in nodes:
         for p, need in zip(n.parents, n.needs):
-            if need:
-                k = id(p)
-                readers[k] = readers.get(k, 0) + 1
+            if need and id(p) in readers:
+                readers[id(p)] += 1
         if n.tag == "relu_gate":
             k = id(n.parents[0])
             gates[k] = gates.get(k, 0) + 1
     for t in targets:  # a gradient seeded at a value reaches it through no op
-        k = id(t)
-        readers[k] = readers.get(k, 0) + 1
+        if id(t) in readers:
+            readers[id(t)] += 1
     out = FusionReport() if report else None
     on = not getattr(_switch, "off", False)
     for i, n in enumerate(nodes):

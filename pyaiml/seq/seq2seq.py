@@ -224,11 +224,12 @@ class Seq2SeqTransformer:
             h = b.forward(h, training, smask)
         return self.enc_ln.forward(h), smask
 
-    def _forward(self, src, tin, training):
-        c, smask = self.encode(src, training)
-        y = self.tgt_emb.forward(tin, training)
+    def _forward(self, src, tin):
+        """Teacher-forced logits through the layers' inference path (training is ``_call``)."""
+        c, smask = self.encode(src)
+        y = self.tgt_emb.forward(tin)
         for b in self.dec:
-            y = b.forward(y, training, None, context=c, context_mask=smask)
+            y = b.forward(y, False, None, context=c, context_mask=smask)
         return self.head.forward(self.dec_ln.forward(y))
 
     def _call(self, src, tin):
@@ -341,7 +342,7 @@ class Seq2SeqTransformer:
         with _NoFiniteChecks():
             for b in range(0, len(src), batch_size):
                 s = slice(b, b + batch_size)
-                z = self._forward(src[s], tin[s], False)
+                z = self._forward(src[s], tin[s])
                 val, _, sel = self._loss(y[s], z)
                 k = float(sel.sum())
                 tot += val * k
@@ -356,7 +357,7 @@ class Seq2SeqTransformer:
         outs = []
         with _NoFiniteChecks():
             for b in range(0, len(src), batch_size):
-                outs.append(self._forward(src[b:b + batch_size], tin[b:b + batch_size], False))
+                outs.append(self._forward(src[b:b + batch_size], tin[b:b + batch_size]))
         return np.concatenate(outs)
 
     # ------------------------------------------------------------------ decoding

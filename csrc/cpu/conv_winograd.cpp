@@ -48,9 +48,62 @@ constexpr int64_t kWinoTiles = 56;
 // convolution (mostly this transform) ~27-35 -> ~20 us per call.
 thread_local std::vector<float> t_u, t_gt;
 
+// Transformed weights kept per calling thread for the last few weights seen, each with a copy
+// of the weights it came from: a call whose weights equal a kept copy bit for bit (memcmp)
+// reuses its U. Inference calls a layer again and again with unchanged weights, and at a small
+// batch the transform is a large part of the call (1x15x15x32 -> 64: ~10 of ~50 us). The key
+// is the content, so a weight written in place (an optimizer step, a user's assignment) or a
+// freed and reused address cannot return a stale U; a training step's changed weights fail
+// the compare at their first differing element and pay one copy of the weights beside the
+// transform. Only weights up to kWinoCacheFloats floats are kept (memory: the copy and U).
+constexpr int64_t kWinoCacheFloats = 1 << 18;  // 1 MiB of weights: up to 512 -> 56 channels
+constexpr int kWinoCacheEntries = 8;
+
+struct WinoCached {
+  const float* w = nullptr;  // where the weights were last read (a hint; the content decides)
+  int64_t C = 0, OC = 0, OCp = 0;
+  std::vector<float> raw, u;
+  uint64_t used = 0;
+};
+thread_local std::vector<WinoCached> t_wcache;
+thread_local uint64_t t_wclock = 0;
+
+void wino_transform(const ConvShape& s, const float* w, int64_t OCp, float* u);
+
 const float* wino_weights(const ConvShape& s, const float* w, int64_t OCp) {
   const WeightPack p = weight_pack(WLayout::kGKCO, 1, s.OC, s.C, 16, OCp);
-  float* u = scratch(t_u, p.size);
+  const int64_t nw = s.OC * s.C * 9;
+  if (nw > kWinoCacheFloats) {
+    float* u = scratch(t_u, p.size);
+    wino_transform(s, w, OCp, u);
+    return u;
+  }
+  const auto same = [&](const WinoCached& e) { return e.C == s.C && e.OC == s.OC && e.OCp == OCp; };
+  WinoCached* hit = nullptr;
+  for (auto& e : t_wcache)  // the entry last read from this address first
+    if (e.w == w && same(e)) { hit = &e; break; }
+  if (hit && std::memcmp(hit->raw.data(), w, nw * sizeof(float)) == 0) {
+    hit->used = ++t_wclock;
+    return hit->u.data();
+  }
+  if (!hit) {
+    if ((int)t_wcache.size() < kWinoCacheEntries) {
+      hit = &t_wcache.emplace_back();
+    } else {
+      hit = &*std::min_element(t_wcache.begin(), t_wcache.end(),
+                               [](const WinoCached& a, const WinoCached& b) { return a.used < b.used; });
+    }
+  }
+  hit->w = w; hit->C = s.C; hit->OC = s.OC; hit->OCp = OCp;
+  hit->raw.assign(w, w + nw);
+  hit->u.resize(p.size);
+  hit->used = ++t_wclock;
+  wino_transform(s, w, OCp, hit->u.data());
+  return hit->u.data();
+}
+
+void wino_transform(const ConvShape& s, const float* w, int64_t OCp, float* u) {
+  const WeightPack p = weight_pack(WLayout::kGKCO, 1, s.OC, s.C, 16, OCp);
   const int64_t OC = s.OC;
   // Channels in chunks of at least ~64K taps: below that a second thread's start-up costs more
   // than its share (1x6x6x32 -> 64: 20 us on one thread, 26 split over two).
@@ -89,7 +142,6 @@ const float* wino_weights(const ConvShape& s, const float* w, int64_t OCp) {
         for (int64_t o = OC; o < OCp; ++o) uc[xi * sk + o] = 0.f;
     }
   });
-  return u;
 }
 
 

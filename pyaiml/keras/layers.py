@@ -379,6 +379,13 @@ class Layer:
         kw = {"training": training} if mask is None else {"training": training, "mask": mask}
         return self._tape_call((x,), kw)
 
+    def _inference_fn(self, x):
+        """For Sequential's inference plan (pyaiml/keras/models.py, ``_forward``): a callable
+        h -> ``forward(h)`` (same bits) for arrays of x's shape and dtype with the finite checks
+        off, its per-call work (geometry, argument checks, the backend's choice) done here once;
+        or None, and the plan calls ``forward``. Weights are read at each call, not captured."""
+        return None
+
     def call(self, inputs, *args, **kwargs):
         raise NotImplementedError(f"Layer {self.name!r} ({type(self).__name__}) does not define call(self, inputs); "
                                   "a subclass of keras.layers.Layer must implement it")
@@ -787,6 +794,33 @@ class _Conv(Layer, _ActMixin):
             return conv(*args, activation="relu")  # conv + bias + ReLU in one kernel
         return self._act_fwd(conv(*args))
 
+    def _inference_fn(self, x):
+        widths, p, stride, dil = self._geometry(x.shape)
+        if widths is not None or x.dtype != np.float32 or self.kernel.dtype != np.float32 or not x.flags.c_contiguous:
+            return None
+        from pyaiml.ops import conv as _conv_ops
+
+        op, nd, cl = ("conv2d", 2, self._cl) if self.rank == 2 else ("conv1d", 1, self._cl)
+        p9, osp = _conv_ops._prepare(op, x, self.kernel, stride, p, dil, self.groups, cl, nd)[2:]
+        impl = _conv_ops._impl("conv2d", x.dtype)[1]
+        relu = self.activation is _acts.relu
+        act = None if relu or self.activation is _acts.linear else self.activation.forward
+        use_bias, f32 = self.use_bias, np.float32
+        oshape = (x.shape[0],) + osp + (self.filters,) if cl else (x.shape[0], self.filters) + osp
+
+        def run(h):
+            w = self.kernel
+            if w.dtype != f32:  # the weights were replaced since the plan was made
+                return self.forward(h)
+            if nd == 1:
+                h, w = (h[:, None] if cl else h[:, :, None]), w[:, :, None]
+            y = impl(h, w, self.bias if use_bias else None, p9, cl, relu)
+            if nd == 1:
+                y = y.reshape(oshape)
+            return y if act is None else act(y)
+
+        return run
+
     per_example_rule = True  # DP-SGD: the tape's conv rule (pyaiml.autograd.per_example.ConvRule)
 
     def get_config(self):
@@ -902,6 +936,20 @@ class _MaxPool(Layer):
             x = np.pad(x, widths, constant_values=np.finfo(x.dtype).min)
         pool = ops.max_pool2d if self.rank == 2 else ops.max_pool1d
         return pool(x, self._k(self.pool_size), self._k(self.strides), p, self._fmt())
+
+    def _inference_fn(self, x):
+        widths, p = self._geometry(x.shape)
+        if widths is not None or x.dtype != np.float32 or not x.flags.c_contiguous:
+            return None
+        from pyaiml.ops import pool as _pool_ops
+
+        op, nd = ("max_pool2d", 2) if self.rank == 2 else ("max_pool1d", 1)
+        plan = _pool_ops._plan(op, nd, x, self._k(self.pool_size), self._k(self.strides), p, self._fmt())
+        impl = _pool_ops._impl("max_pool2d", x.dtype)[1]
+        q, cl, shape4, oshape = plan.q, plan.cl, plan.shape4, plan.oshape
+        if plan.flat:
+            return lambda h: impl(h, q, cl, None, False)[0]
+        return lambda h: impl(h.reshape(shape4), q, cl, None, False)[0].reshape(oshape)
 
     def get_config(self):
         return {**super().get_config(), "pool_size": list(self.pool_size), "strides": list(self.strides),

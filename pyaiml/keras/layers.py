@@ -384,7 +384,6 @@ class Layer:
         h -> ``forward(h)`` (same bits) for arrays of x's shape and dtype with the finite checks
         off, its per-call work (geometry, argument checks, the backend's choice) done here once;
         or None, and the plan calls ``forward``. Weights are read at each call, not captured."""
-        return None
 
     def call(self, inputs, *args, **kwargs):
         raise NotImplementedError(f"Layer {self.name!r} ({type(self).__name__}) does not define call(self, inputs); "

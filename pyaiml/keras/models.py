@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pyaiml import _backend
 from pyaiml.autograd import GradientTape
 from pyaiml.autograd import functional as F
 from pyaiml.autograd import fusion as _fusion
@@ -37,7 +38,6 @@ from pyaiml.keras import metrics as _metrics
 from pyaiml.keras import optimizers as _opt
 from pyaiml.keras._common import FLOATX, rng
 from pyaiml.keras.saving import SavingMixin
-from pyaiml import _backend
 from pyaiml.ops import _validate
 from pyaiml.ops._validate import get_check_finite
 

@@ -132,3 +132,30 @@ def test_winograd_weight_cache_follows_the_weights_content():
     np.testing.assert_array_equal(check(w), changed)
     w[...] = 0
     np.testing.assert_allclose(check(w), np.broadcast_to(b, (1, 13, 13, 64)), rtol=0, atol=0)
+
+
+@pytest.mark.skipif("cpp" not in backends_for("conv2d"), reason="needs the C++ backend")
+@pytest.mark.parametrize("shape,oc", [((1, 15, 15, 32), 64), ((1, 32, 32, 3), 32), ((3, 9, 9, 16), 16),
+                                      ((2, 30, 30, 32), 48)])
+def test_small_batch_conv_bits_do_not_depend_on_the_threads(shape, oc):
+    """The batch-1 splits (Winograd tile blocks sized by the thread count, the direct kernel's
+    balanced row chunks) keep every result independent of the number of threads."""
+    from pyaiml import _C
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((oc, shape[-1], 3, 3)).astype(np.float32)
+    b = rng.standard_normal(oc).astype(np.float32)
+    p = (1, 1, 0, 0, 0, 0, 1, 1, 1)
+    was = pyaiml.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3):
+            pyaiml.set_num_threads(t)
+            outs.append(_C.conv2d(x, w, b, p, True, True))
+    finally:
+        pyaiml.set_num_threads(was)
+    want = _C.conv2d(x, w, b, p, True, True, True)
+    np.testing.assert_allclose(outs[0], want, rtol=2e-4, atol=2e-4)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])

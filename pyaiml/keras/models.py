@@ -229,7 +229,7 @@ class Sequential(SavingMixin):
         if x is None:
             raise ValueError(f"{what} is required")
         x = np.asarray(x)
-        first = self.layers[0] if self.layers else None
+        first = next((l for l in self._layers if not isinstance(l, _layers.InputLayer)), None)
         if isinstance(first, _layers.Embedding):
             return x
         if x.dtype.kind not in "fiub":

@@ -212,7 +212,7 @@ def test_every_isa(isa):
             "    if K % 32 == 0:\n"
             "        t.test_linear_q8('cpp', M, K, N, rng)\n"
             "        t.test_linear_q8_packed('cpp', M, K, N, rng)\n"
-            "for K in (31, 300, 768):\n"
+            "for K in (31, 300, 768, 4000):\n"
             "    t.test_rows_do_not_depend_on_the_batch(K, rng)\n"
             "from pyaiml import _backend\n"
             "print('ok', _backend.native().isa())\n")
@@ -222,7 +222,7 @@ def test_every_isa(isa):
 
 
 @needs_cpp
-@pytest.mark.parametrize("K", [1, 31, 96, 300, 544, 768, 2048])
+@pytest.mark.parametrize("K", [1, 31, 96, 300, 544, 768, 2048, 2304, 4000])
 def test_rows_do_not_depend_on_the_batch(K, rng):
     """A row's result is bit for bit the same whether it goes through the streaming kernel
     (up to 8 rows) or the GEMM (more rows), for float32 and int8: a sequence's logits do not
@@ -237,7 +237,8 @@ def test_rows_do_not_depend_on_the_batch(K, rng):
     for m in (1, 3, 8):
         np.testing.assert_array_equal(gemm(x[None, :m], w[None], b)[0], big[:m])
     # at most one vector of columns (a classifier head): the GEMM's narrow path, 8 rows at a
-    # time, against the streaming kernel; and column slices of a wider product
+    # time, against the streaming kernel (one row: its K blocks' chains interleaved, 12 at a
+    # time, so K = 4000's 16 blocks take two groups); and column slices of a wider product
     for n in (10, 3, 16):
         wn = np.ascontiguousarray(w[:, :n])
         bign = gemm(x[None], wn[None], b[:n])[0]

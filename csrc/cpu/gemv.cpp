@@ -19,7 +19,9 @@
 #include "cpu/gemv.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <utility>
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -275,6 +277,56 @@ inline int64_t f32_block(int64_t K) {
   return (K + nb - 1) / nb;
 }
 
+// One row of x, fewer than VL columns (a classifier's head at batch 1: (1, 2304) x (2304, 10)):
+// run_band's order, but the K blocks' chains interleaved. run_band walks the blocks one after
+// another, each one chain of dependent FMAs, so the product ran at the FMA latency (~5.5 us
+// for the example, 9 blocks of 256 rows); here up to kChains blocks advance together, each
+// chain still from 0 in row order, then y = P0, y = P_b + y in block order, then the bias:
+// the same bits (tests/test_gemv.py compares them with sgemm's).
+constexpr int kChains = 12;
+
+// Chains for blocks b0 .. b0 + NC - 1 over their first `len` rows (acc continues; starts at 0).
+template <int NC>
+inline void row_chains(const GemvArgs& g, int64_t block, int64_t b0, int64_t k0, int64_t k1, int nt, vf* acc) {
+  // locals: with acc and g behind pointers GCC reloaded g's strides and stored acc on every
+  // row, the store-to-load round trip lengthening each chain's step ~3x
+  const int64_t ldw = g.ldw, xk = g.xk, ws = block * ldw, xs = block * xk;
+  const float* w = g.w + b0 * ws;
+  const float* x = g.x + b0 * xs;
+  vf a[NC];
+  for (int c = 0; c < NC; ++c) a[c] = acc[c];
+  for (int64_t k = k0; k < k1; ++k)
+    for (int c = 0; c < NC; ++c) a[c] += loadu_n(w + c * ws + k * ldw, nt) * x[c * xs + k * xk];
+  for (int c = 0; c < NC; ++c) acc[c] = a[c];
+}
+
+template <int... I>
+constexpr auto chain_table(std::integer_sequence<int, I...>) {
+  using Fn = void (*)(const GemvArgs&, int64_t, int64_t, int64_t, int64_t, int, vf*);
+  return std::array<Fn, sizeof...(I)>{&row_chains<I + 1>...};
+}
+
+void gemv_row_narrow(const GemvArgs& g, int64_t block) {
+  static constexpr auto tab = chain_table(std::make_integer_sequence<int, kChains>{});
+  const int nt = static_cast<int>(g.N);
+  const int64_t nb = (g.K + block - 1) / block, last_len = g.K - (nb - 1) * block;
+  vf y{};
+  for (int64_t b0 = 0; b0 < nb; b0 += kChains) {
+    const int nc = static_cast<int>(std::min<int64_t>(kChains, nb - b0));
+    vf acc[kChains];
+    for (int c = 0; c < kChains; ++c) acc[c] = vf{};
+    if (b0 + nc < nb || last_len == block) {
+      tab[nc - 1](g, block, b0, 0, block, nt, acc);
+    } else {  // the group holds the last, shorter block: all chains over its rows, then the rest
+      tab[nc - 1](g, block, b0, 0, last_len, nt, acc);
+      if (nc > 1) tab[nc - 2](g, block, b0, last_len, block, nt, acc);
+    }
+    for (int c = 0; c < nc; ++c) y = (b0 + c == 0) ? acc[c] : acc[c] + y;
+  }
+  if (g.bias) y = y + loadu_n(g.bias, nt);
+  storeu_n(g.y, y, nt);
+}
+
 template <bool Q8>
 void gemv_any(const GemvArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
@@ -284,6 +336,10 @@ void gemv_any(const GemvArgs& g) {
     return;
   }
   const int64_t block = Q8 ? g.K : f32_block(g.K);
+  if (!Q8 && g.M == 1 && g.N < VL) {
+    gemv_row_narrow(g, block);
+    return;
+  }
   const int64_t mb = std::min<int64_t>(g.M, kGemvMaxRows);
   // Bands: wider for fewer rows, the partial sums (M x band floats) 32 KiB for float32: each
   // row of W is then read in runs of band * 4 bytes (32 KiB at M = 1, 4 KiB at M = 8), which

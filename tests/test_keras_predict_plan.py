@@ -30,6 +30,11 @@ def _models():
         L.Conv1D(24, 5, padding="same", activation="relu"), L.GlobalAveragePooling1D(), L.Dropout(0.3),
         L.Dense(4, activation="softmax")])
 
+    yield "conv1d_native", (21, 6), keras.Sequential([
+        L.Conv1D(8, 3, activation="relu", input_shape=(21, 6)), L.MaxPooling1D(2),
+        L.Conv1D(10, 3, padding="same", dilation_rate=2), L.Flatten(), L.Dropout(0.5),
+        L.Dense(5, activation="relu"), L.Dense(4, activation="softmax")])
+
 
 MODELS = list(_models())
 
@@ -42,13 +47,19 @@ def test_plan_gives_the_layers_bits(backend, i, n, monkeypatch):
     _, shape, model = MODELS[i]
     x = np.random.default_rng(n).standard_normal((n,) + shape).astype(np.float32)
     want = model._forward_layers(x)  # each layer's forward, no plan
+    # On C++ the models made only of conv (ReLU or linear), max pool, flatten and dense layers
+    # run as one native SequentialPlan, whose softmax is C++'s (a few ulps from NumPy's); the
+    # others (a tanh conv, global average pooling) as a plan of one callable per layer.
+    native = backend == "cpp" and MODELS[i][0] in ("mission_cnn", "channels_first", "conv1d_native")
     for _ in range(2):  # the call that makes the plan, then one that runs it
-        got = model.predict(x, verbose=0)
-        assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(model(x), want)
+        for got in (model.predict(x, verbose=0), model(x)):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            if native:
+                np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-8)
+            else:
+                np.testing.assert_array_equal(got, want)
     plan = model._iplans[(x.shape, x.dtype, backend)]
-    assert plan is not None and len(plan) == len(model._layers)
+    assert plan is not None and len(plan) == (1 if native else len(model._layers))
 
 
 def test_plan_reads_the_weights_at_each_call():
@@ -60,15 +71,15 @@ def test_plan_reads_the_weights_at_each_call():
     model.set_weights([a * 1.5 for a in w])
     after = model.predict(x, verbose=0)
     assert not np.array_equal(before, after)
-    np.testing.assert_array_equal(after, model._forward_layers(x))
+    np.testing.assert_allclose(after, model._forward_layers(x), rtol=2e-6, atol=1e-8)
     model.layers[2].kernel[...] = 0.0  # an in-place write: the Winograd conv's weights
     zeroed = model.predict(x, verbose=0)
-    np.testing.assert_array_equal(zeroed, model._forward_layers(x))
+    np.testing.assert_allclose(zeroed, model._forward_layers(x), rtol=2e-6, atol=1e-8)
     np.testing.assert_allclose(zeroed, np.broadcast_to(zeroed[0], zeroed.shape), rtol=0, atol=0)  # input gone
     y = np.eye(10, dtype=np.float32)[[1, 4]]
     model.set_weights(w)
     model.fit(x, y, epochs=1, verbose=0)
-    np.testing.assert_array_equal(model.predict(x, verbose=0), model._forward_layers(x))
+    np.testing.assert_allclose(model.predict(x, verbose=0), model._forward_layers(x), rtol=2e-6, atol=1e-8)
 
 
 def test_add_and_pop_drop_the_plans():
@@ -159,3 +170,68 @@ def test_small_batch_conv_bits_do_not_depend_on_the_threads(shape, oc):
     np.testing.assert_allclose(outs[0], want, rtol=2e-4, atol=2e-4)
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])
+
+
+@pytest.mark.skipif("cpp" not in backends_for("conv2d"), reason="needs the C++ backend")
+def test_sequential_plan_refuses_bad_plans_and_arrays():
+    from pyaiml import _C
+
+    conv = (0, 1, 6, 6, 2, 4, 3, 3, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1)
+    dense = (2, 1, 64, 3, 0, 1, 1)
+    plan = _C.SequentialPlan([1, 6, 6, 2], [conv, dense], [1, 3])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 6, 6, 2)).astype(np.float32)
+    w = [rng.standard_normal(s).astype(np.float32) for s in ((4, 2, 3, 3), (4,), (64, 3), (3,))]
+    y = plan.run(x, w)
+    from pyaiml import ops
+
+    h = ops.conv2d(x, w[0], w[1], data_format="NHWC", activation="relu").reshape(1, -1)
+    np.testing.assert_allclose(y, ops.softmax(h @ w[2] + w[3], -1), rtol=2e-6, atol=1e-7)
+    bad_plans = [
+        ([1, 6, 6, 2], [(7, 1)], [1, 3], "unknown step"),
+        ([1, 6, 6, 2], [conv, (2, 1, 65, 3, 0, 1, 1)], [1, 3], "takes 65 values"),
+        ([1, 6, 6, 2], [conv, dense], [1, 4], "output shape"),
+        ([1, 6, 6, 2], [conv[:10]], [1, 3], "20 values"),
+        ([1, 6, 6, 2], [(0, 1, 6, 6, 2, 4, 9, 3, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1), dense], [1, 3], "fit"),
+        ([1, 6, 6, 2], [(0, 1, 6, 6, 2, 4, 3, 3, 1, 1, 0, 0, 0, 0, 1, 1, 3, 1, 1, 1), dense], [1, 3], "groups"),
+        ([1, 6, 6, 2], [(1, 1, 6, 6, 2, 2, 2, 2, 2, 0, 0, 1)] + [(2, 1, 18, 3, 1, 0, 1)], [1, 3], "one activation"),
+        ([1, 2 ** 40, 6, 2], [conv], [1, 3], "input sizes"),
+        ([1, 6, 6, 2], [(2, 1, 72, -3, 0, 1, 0)], [1, 3], "dense sizes"),
+    ]
+    for ins, steps, outs, msg in bad_plans:
+        with pytest.raises(ValueError, match=msg):
+            _C.SequentialPlan(ins, steps, outs)
+    bad_runs = [
+        (x[:, :5], w, "shape"), (x.astype(np.float64), w, "float32"), (x, w[:3], "missing"),
+        (x, w + [w[3]], "expected"), (x, [w[0][:2]] + w[1:], "values"), (x, [w[0].T] + w[1:], "contiguous"),
+        (x, [w[0], w[1], w[2].astype(np.float64), w[3]], "float32"),
+    ]
+    for xx, ww, msg in bad_runs:
+        with pytest.raises(ValueError, match=msg):
+            plan.run(xx, ww)
+
+
+@pytest.mark.skipif("cpp" not in backends_for("conv2d"), reason="needs the C++ backend")
+@pytest.mark.parametrize("n", [1, 7, 10, 16, 17, 100, 1000])
+def test_native_softmax_rows_against_float64(n):
+    """The native plan's softmax (act.h softmax_rows) on a dense step with an identity kernel:
+    rows of n logits over a wide range, a row with entries near -FLT_MAX (an -inf would make the
+    identity product NaN), a NaN row."""
+    from pyaiml import _C
+
+    rng = np.random.default_rng(n)
+    rows = 5
+    x = (rng.standard_normal((rows, n)) * rng.uniform(0.1, 30, (rows, 1))).astype(np.float32)
+    x[1] += 1e4  # large logits: max subtracted first
+    if n > 1:
+        x[2, : n // 2] = -3e38
+    x[3, n // 3] = np.nan
+    plan = _C.SequentialPlan([rows, n], [(2, rows, n, n, 0, 0, 1)], [rows, n])
+    got = plan.run(x, [np.eye(n, dtype=np.float32)])
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(axis=1, keepdims=True))
+    want = e / e.sum(axis=1, keepdims=True)
+    assert np.isnan(got[3]).all()
+    ok = ~np.isnan(want).any(axis=1)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=3e-6, atol=1e-9)  # float32 x - max: ~1e-5 relative at e^-60
+    np.testing.assert_allclose(got[ok].sum(axis=1), 1, rtol=1e-5)

@@ -15,6 +15,7 @@ void register_attention(py::module_& m);
 void register_rnn(py::module_& m);
 void register_norm(py::module_& m);
 void register_act(py::module_& m);
+void register_sequential(py::module_& m);
 
 namespace {
 
@@ -116,4 +117,5 @@ PYBIND11_MODULE(_C, m) {
   register_rnn(m);
   register_norm(m);
   register_act(m);
+  register_sequential(m);
 }

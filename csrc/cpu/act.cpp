@@ -88,8 +88,52 @@ void rope_qk(const float* qkv, int64_t B, int64_t L, int64_t ldrow, const float*
   });
 }
 
+// Per row: the maximum, e^(x - max) by vmath's vexp (a few ulps), the sum of the vectors'
+// lanes then of the tail, then a division by it. A NaN anywhere in the row makes the row NaN.
+void softmax_rows(const float* x, float* y, int64_t rows, int64_t n) {
+  parallel_for(rows, std::max<int64_t>(1, GRAIN / std::max<int64_t>(n, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * n;
+      float* yr = y + r * n;
+      const int64_t nv = n / VL * VL;
+      const int tail = static_cast<int>(n - nv);
+      float mx = -INFINITY;
+      bool nan = false;
+      if (nv) {
+        vf m = loadu(xr);
+        for (int64_t i = VL; i < nv; i += VL) m = vmax(m, loadu(xr + i));
+        mx = fmax_(m);
+      }
+      for (int64_t i = nv; i < n; ++i) mx = std::max(mx, xr[i]);
+      for (int64_t i = 0; i < n; ++i) nan |= std::isnan(xr[i]);
+      if (nan) {
+        for (int64_t i = 0; i < n; ++i) yr[i] = NAN;
+        continue;
+      }
+      const vf mv = splat(mx);
+      vf sv{};
+      for (int64_t i = 0; i < nv; i += VL) {
+        const vf e = vexp(loadu(xr + i) - mv);
+        storeu(yr + i, e);
+        sv += e;
+      }
+      float sum = nv ? fsum(sv) : 0.f;
+      if (tail) {
+        const vf e = vexp(loadu_n(xr + nv, tail) - mv);
+        storeu_n(yr + nv, e, tail);
+        float t[VL];
+        storeu(t, e);
+        for (int i = 0; i < tail; ++i) sum += t[i];
+      }
+      const vf sinv = splat(sum);
+      for (int64_t i = 0; i < nv; i += VL) storeu(yr + i, loadu(yr + i) / sinv);
+      for (int64_t i = nv; i < n; ++i) yr[i] /= sum;
+    }
+  });
+}
+
 const ActKernels& act_kernels() {
-  static const ActKernels k{&gelu_tanh, &swiglu, &rope_qk};
+  static const ActKernels k{&gelu_tanh, &swiglu, &rope_qk, &softmax_rows};
   return k;
 }
 

@@ -7,6 +7,8 @@
 //               o[i] = x[i] c[i] - x[i + D/2] s[i], o[i + D/2] = x[i + D/2] c[i] + x[i] s[i],
 //               products and difference rounded separately (NumPy's bits); q is written
 //               (B, H, L, D) (attention's layout), k (B, L, Hk, D)
+//   softmax_rows: y[r] = e^(x[r] - max x[r]) / sum, per row of n values (in place allowed;
+//               a classifier's head in Sequential's native inference plan)
 // Vectorised with vmath.h's 2^x; threaded over chunks.
 // Not here: gradients, other activations (NumPy in pyaiml.llm.layers).
 // Tests: tests/test_act.py against NumPy float64.
@@ -22,6 +24,7 @@ struct ActKernels {
   void (*swiglu)(const float* x, int64_t ldx, float* y, int64_t rows, int64_t I);
   void (*rope_qk)(const float* qkv, int64_t B, int64_t L, int64_t ldrow, const float* cos, const float* sin,
                   int64_t H, int64_t Hk, int64_t D, float* q, float* k);
+  void (*softmax_rows)(const float* x, float* y, int64_t rows, int64_t n);
 };
 
 PYAIML_KERNEL_TABLE(ActKernels, act_kernels)

@@ -387,6 +387,13 @@ class Layer:
         off, its per-call work (geometry, argument checks, the backend's choice) done here once;
         or None, and the plan calls ``forward``. Weights are read at each call, not captured."""
 
+    def _native_step(self, x):
+        """For Sequential's native inference plan (pyaiml/keras/models.py, csrc/bindings/
+        sequential.cpp): (step, weight attribute names) for arrays of x's shape, with step a
+        SequentialPlan tuple of ints or None for a layer that leaves the data as it is; or
+        NotImplemented when the layer has no native step (the plan then stays in Python)."""
+        return NotImplemented
+
     def call(self, inputs, *args, **kwargs):
         raise NotImplementedError(f"Layer {self.name!r} ({type(self).__name__}) does not define call(self, inputs); "
                                   "a subclass of keras.layers.Layer must implement it")
@@ -558,6 +565,9 @@ class InputLayer(Layer):
     def forward(self, x, training=False, mask=None):
         return x
 
+    def _native_step(self, x):
+        return None, ()
+
     def get_config(self):
         cfg = {"name": self.name, "shape": list(self._input_shape_arg)}
         if self.input_dtype != FLOATX:
@@ -642,6 +652,16 @@ class Dense(Layer, _ActMixin):
             return z if act is None else act(z)
 
         return run
+
+    def _native_step(self, x):
+        if x.dtype != np.float32 or self.kernel.dtype != np.float32 or x.ndim != 2 or not x.size:
+            return NotImplemented
+        act = self.activation
+        if act not in (_acts.relu, _acts.linear, _acts.softmax):
+            return NotImplemented
+        step = (2, x.shape[0], x.shape[1], self.units, int(act is _acts.relu), int(self.use_bias),
+                int(act is _acts.softmax))
+        return step, ("kernel", "bias") if self.use_bias else ("kernel",)
 
     per_example_rule = True  # DP-SGD: the tape's dense rule (pyaiml.autograd.per_example.DenseRule)
 
@@ -840,6 +860,25 @@ class _Conv(Layer, _ActMixin):
 
         return run
 
+    def _native_step(self, x):
+        widths, p, stride, dil = self._geometry(x.shape)
+        if (widths is not None or x.dtype != np.float32 or self.kernel.dtype != np.float32 or not x.flags.c_contiguous
+                or self.activation not in (_acts.relu, _acts.linear)):
+            return NotImplemented
+        from pyaiml.ops import conv as _conv_ops
+
+        op, nd, cl = ("conv2d", 2, self._cl) if self.rank == 2 else ("conv1d", 1, self._cl)
+        p9 = _conv_ops._prepare(op, x, self.kernel, stride, p, dil, self.groups, cl, nd)[2]
+        if nd == 2:
+            n, h, w, c = (x.shape if cl else (x.shape[0], x.shape[2], x.shape[3], x.shape[1]))
+            kh, kw = self.kernel.shape[2:]
+        else:
+            n, h, w, c = (x.shape[0], 1, x.shape[1], x.shape[2]) if cl else (x.shape[0], 1, x.shape[2], x.shape[1])
+            kh, kw = 1, self.kernel.shape[2]
+        step = (0, n, h, w, c, self.filters, kh, kw, *p9, int(cl), int(self.activation is _acts.relu),
+                int(self.use_bias))
+        return step, ("kernel", "bias") if self.use_bias else ("kernel",)
+
     per_example_rule = True  # DP-SGD: the tape's conv rule (pyaiml.autograd.per_example.ConvRule)
 
     def get_config(self):
@@ -956,6 +995,18 @@ class _MaxPool(Layer):
         pool = ops.max_pool2d if self.rank == 2 else ops.max_pool1d
         return pool(x, self._k(self.pool_size), self._k(self.strides), p, self._fmt())
 
+    def _native_step(self, x):
+        widths, p = self._geometry(x.shape)
+        if widths is not None or x.dtype != np.float32 or not x.flags.c_contiguous:
+            return NotImplemented
+        from pyaiml.ops import pool as _pool_ops
+
+        op, nd = ("max_pool2d", 2) if self.rank == 2 else ("max_pool1d", 1)
+        plan = _pool_ops._plan(op, nd, x, self._k(self.pool_size), self._k(self.strides), p, self._fmt())
+        s4 = plan.shape4
+        n, h, w, c = s4 if plan.cl else (s4[0], s4[2], s4[3], s4[1])
+        return (1, n, h, w, c, *plan.q, int(plan.cl)), ()
+
     def _inference_fn(self, x):
         widths, p = self._geometry(x.shape)
         if widths is not None or x.dtype != np.float32 or not x.flags.c_contiguous:
@@ -1065,6 +1116,9 @@ class Flatten(Layer):
     def forward(self, x, training=False, mask=None):
         return x.reshape(x.shape[0], -1)
 
+    def _native_step(self, x):
+        return (None, ()) if x.flags.c_contiguous else NotImplemented  # the same data, read as (N, -1)
+
     def get_config(self):
         return {**super().get_config(), "data_format": self.data_format}
 
@@ -1115,6 +1169,9 @@ class Dropout(Layer):
         if not training or self.rate == 0:
             return x
         return self.call(x, training=True)
+
+    def _native_step(self, x):
+        return None, ()  # inference: x as it is
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate,

@@ -53,6 +53,20 @@ def _shape_str(s):
     return "(None, " + ", ".join("None" if d is None else str(d) for d in s) + ")"
 
 
+def _native_plan(x, steps, y):
+    """One callable running the layers' steps in C++ (_C.SequentialPlan), or None where the C++
+    backend does not run every op they use or no step computes anything."""
+    kinds = {st[0][0] for _, st in steps if st[0] is not None}
+    ops = {0: "conv2d", 1: "max_pool2d", 2: "gemm"}
+    if not kinds or any(_backend.chosen(ops[k])[0] != "cpp" for k in kinds) or y.dtype != np.float32:
+        return None
+    plan = _backend.native().SequentialPlan(list(x.shape), [st[0] for _, st in steps if st[0] is not None],
+                                            list(y.shape))
+    wl = tuple((l, a) for l, st in steps for a in st[1])
+    run = plan.run
+    return lambda h: run(h, [getattr(l, a) for l, a in wl])
+
+
 class Sequential(SavingMixin):
     """A linear stack of layers (``Sequential([...])`` or ``.add``)."""
 
@@ -293,16 +307,23 @@ class Sequential(SavingMixin):
         such as Embedding(mask_zero=True) makes a mask: the plan passes none."""
         if len(plans) >= 16:
             plans.clear()
-        plan, mask = [], None
+        plan, mask, steps, x0 = [], None, [], x
         for l in self._layers:
             if mask is None:
+                if steps is not None:
+                    st = l._native_step(x)
+                    steps = None if st is NotImplemented else steps + [(l, st)]
                 f = l._inference_fn(x)
                 plan.append(f if f is not None else (lambda h, fwd=l.forward: fwd(h, False, None)))
                 x = plan[-1](x)
             else:
                 x = l.forward(x, False, mask)
             mask = l.compute_mask(mask)
-        plans[key] = None if mask is not None or len(plan) < len(self._layers) else tuple(plan)
+        if mask is not None or len(plan) < len(self._layers):
+            plans[key] = None
+        else:
+            native = _native_plan(x0, steps, x) if steps else None
+            plans[key] = (native,) if native is not None else tuple(plan)
         return x
 
     def _call_layers(self, x, training):

@@ -51,7 +51,9 @@ def test_plan_gives_the_layers_bits(backend, i, n, monkeypatch):
     # run as one native SequentialPlan, whose softmax is C++'s (a few ulps from NumPy's); the
     # others (a tanh conv, global average pooling) as a plan of one callable per layer.
     native = backend == "cpp" and MODELS[i][0] in ("mission_cnn", "channels_first", "conv1d_native")
-    for _ in range(2):  # the call that makes the plan, then one that runs it
+    first = model.predict(x, verbose=0)  # the call that makes the plan gives the plan's bits
+    np.testing.assert_array_equal(model.predict(x, verbose=0), first)
+    for _ in range(2):
         for got in (model.predict(x, verbose=0), model(x)):
             assert got.dtype == want.dtype and got.shape == want.shape
             if native:

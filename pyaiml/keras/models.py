@@ -324,6 +324,8 @@ class Sequential(SavingMixin):
         else:
             native = _native_plan(x0, steps, x) if steps else None
             plans[key] = (native,) if native is not None else tuple(plan)
+            if native is not None:  # the plan's own result, so the first call agrees with the later ones
+                return native(x0)
         return x
 
     def _call_layers(self, x, training):

@@ -237,3 +237,25 @@ def test_native_softmax_rows_against_float64(n):
     ok = ~np.isnan(want).any(axis=1)
     np.testing.assert_allclose(got[ok], want[ok], rtol=3e-6, atol=1e-9)  # float32 x - max: ~1e-5 relative at e^-60
     np.testing.assert_allclose(got[ok].sum(axis=1), 1, rtol=1e-5)
+
+
+@pytest.mark.skipif("cpp" not in backends_for("conv2d"), reason="needs the C++ backend")
+@pytest.mark.parametrize("n", [1, 5, 13, 32])
+def test_native_plan_bits_do_not_depend_on_threads_or_chunks(n, monkeypatch):
+    """With several images per thread the native plan runs chunks of images on each thread;
+    otherwise each kernel splits its own work. Either way the same bits, for any thread count."""
+    monkeypatch.setenv("PYAIML_BACKEND", "cpp")
+    _, shape, model = next(_models())
+    x = np.random.default_rng(n).standard_normal((n,) + shape).astype(np.float32)
+    was = pyaiml.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3):
+            pyaiml.set_num_threads(t)
+            outs.append(model(x))
+            assert len(model._iplans[(x.shape, x.dtype, "cpp")]) == 1
+    finally:
+        pyaiml.set_num_threads(was)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    np.testing.assert_allclose(outs[0], model._forward_layers(x), rtol=2e-6, atol=1e-8)

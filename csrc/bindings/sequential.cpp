@@ -22,6 +22,7 @@
 #include <memory>
 
 #include "bindings/common.h"
+#include "common/parallel.h"
 #include "cpu/act.h"
 #include "cpu/conv.h"
 #include "cpu/gemm.h"
@@ -140,12 +141,16 @@ class SequentialPlan {
       } else {
         fail(kOp, ": unknown step kind ", s.kind);
       }
+      const int64_t batch = s.kind == 0 ? s.cs.N : s.kind == 1 ? s.ps.N : s.M;
+      same_batch_ = same_batch_ && batch == in_shape_[0];
       PYAIML_CHECK(s.in == cur, kOp, ": step ", steps_.size(), " takes ", s.in, " values but receives ", cur);
       cur = s.out;
       max_ = std::max(max_, s.out);
       steps_.push_back(s);
     }
     PYAIML_CHECK(cur == out_n, kOp, ": the last step gives ", cur, " values, the output shape holds ", out_n);
+    out_n_ = out_n;
+    same_batch_ = same_batch_ && out_shape_[0] == in_shape_[0];
     in_n_ = 1;
     for (int64_t d : in_shape_) in_n_ *= d;
   }
@@ -180,34 +185,62 @@ class SequentialPlan {
     PYAIML_CHECK(wi == py::len(weights), kOp, ": ", py::len(weights), " weights for ", wi, " expected");
     std::vector<py::ssize_t> oshape(out_shape_.begin(), out_shape_.end());
     py::array_t<float> y = new_aligned_array<float>(oshape);
-    const float* in = static_cast<const float*>(x.data());
+    const float* xp = static_cast<const float*>(x.data());
     float* yp = y.mutable_data();
     {
       py::gil_scoped_release nogil;
-      float* bufs[2] = {t_ping.get(max_), t_pong.get(max_)};
-      size_t w = 0;
-      for (size_t i = 0; i < steps_.size(); ++i) {
-        const Step& s = steps_[i];
-        float* out = i + 1 == steps_.size() ? yp : bufs[i % 2];
-        if (s.kind == 0) {
-          const float* k = wp[w++];
-          const float* b = s.bias ? wp[w++] : nullptr;
-          conv_kernels().conv2d_forward(s.cs, in, k, b, s.relu, out);
-        } else if (s.kind == 1) {
-          pool_kernels().forward(s.ps, in, out, nullptr, nullptr, false);
-        } else {
-          const float* k = wp[w++];
-          const float* b = s.bias ? wp[w++] : nullptr;
-          dense(s, in, k, b, out);
-          if (s.softmax) act_kernels().softmax_rows(out, out, s.M, s.N);
-        }
-        in = out;
+      const int64_t N = in_shape_[0], nth = get_num_threads();
+      if (same_batch_ && nth > 1 && N >= 2 * nth) {
+        // A batch of several images per thread: each thread runs the whole chain on chunks of
+        // kChunk images, its kernels serial inside the region (parallel.h), the activations in
+        // its own buffers (L2-sized at these chunks) and no pool hand-off between layers. The
+        // kernels' results do not depend on how the batch is split, so neither does y. The
+        // mission CNN, 2 threads, builds alternated: batch 256 ~12.2-14.8 -> ~9.5-10.4 ms per
+        // call, batch 32 ~1.37-2.05 -> ~1.33-1.37 ms; chunks of 8 were no better, of 2 worse.
+        const int64_t chunks = (N + kChunk - 1) / kChunk;
+        parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+          for (int64_t c = cb; c < ce; ++c) {
+            const int64_t n0 = c * kChunk, n = std::min(kChunk, N - n0);
+            chain(n, xp + n0 * (in_n_ / N), wp, yp + n0 * (out_n_ / N));
+          }
+        });
+      } else {
+        chain(N, xp, wp, yp);
       }
     }
     return y;
   }
 
  private:
+  // The steps on n images (the plan's batch, or a chunk of it): x in, y out.
+  void chain(int64_t n, const float* x, const std::vector<const float*>& wp, float* y) const {
+    const int64_t N = in_shape_[0];
+    const int64_t need = max_ / N * n;
+    float* bufs[2] = {t_ping.get(need), t_pong.get(need)};
+    const float* in = x;
+    size_t w = 0;
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      Step s = steps_[i];
+      if (n != N) {
+        s.cs.N = s.ps.N = s.M = n;
+      }
+      float* out = i + 1 == steps_.size() ? y : bufs[i % 2];
+      if (s.kind == 0) {
+        const float* k = wp[w++];
+        const float* b = s.bias ? wp[w++] : nullptr;
+        conv_kernels().conv2d_forward(s.cs, in, k, b, s.relu, out);
+      } else if (s.kind == 1) {
+        pool_kernels().forward(s.ps, in, out, nullptr, nullptr, false);
+      } else {
+        const float* k = wp[w++];
+        const float* b = s.bias ? wp[w++] : nullptr;
+        dense(s, in, k, b, out);
+        if (s.softmax) act_kernels().softmax_rows(out, out, s.M, s.N);
+      }
+      in = out;
+    }
+  }
+
   // gemm's dispatch (bindings/gemm.cpp) for a contiguous x (M, K) and kernel (K, N): the
   // streaming GEMV for a few rows without ReLU, else SGEMM with the bias and ReLU in its
   // epilogue; the same calls, so the same bits.
@@ -233,9 +266,11 @@ class SequentialPlan {
     gemm_kernels().sgemm(g);
   }
 
+  static constexpr int64_t kChunk = 4;
   std::vector<int64_t> in_shape_, out_shape_;
   std::vector<Step> steps_;
-  int64_t max_ = 0, in_n_ = 0;
+  int64_t max_ = 0, in_n_ = 0, out_n_ = 0;
+  bool same_batch_ = true;  // every step's leading size is the batch: the batch can be split
 };
 
 }  // namespace

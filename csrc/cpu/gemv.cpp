@@ -277,7 +277,9 @@ inline int64_t f32_block(int64_t K) {
   return (K + nb - 1) / nb;
 }
 
-// One row of x, fewer than VL columns (a classifier's head at batch 1: (1, 2304) x (2304, 10)):
+// One row of x, fewer than VL columns (a classifier's head at batch 1: (1, 2304) x (2304, 10);
+// up to 8 rows run one by one, each row reading W from L2 again, since 4 rows as one panel of
+// 4 chains per block took ~17 us against ~8):
 // run_band's order, but the K blocks' chains interleaved. run_band walks the blocks one after
 // another, each one chain of dependent FMAs, so the product ran at the FMA latency (~5.5 us
 // for the example, 9 blocks of 256 rows); here up to kChains blocks advance together, each
@@ -336,8 +338,14 @@ void gemv_any(const GemvArgs& g) {
     return;
   }
   const int64_t block = Q8 ? g.K : f32_block(g.K);
-  if (!Q8 && g.M == 1 && g.N < VL) {
-    gemv_row_narrow(g, block);
+  if (!Q8 && g.N < VL && g.M <= kGemvMaxRows) {  // each row on its own (rows are independent)
+    for (int64_t i = 0; i < g.M; ++i) {
+      GemvArgs r = g;
+      r.M = 1;
+      r.x = g.x + i * g.ldx;
+      r.y = g.y + i * g.ldy;
+      gemv_row_narrow(r, block);
+    }
     return;
   }
   const int64_t mb = std::min<int64_t>(g.M, kGemvMaxRows);

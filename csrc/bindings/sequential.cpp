@@ -47,6 +47,11 @@ struct AlignedBuf {
   float* p = nullptr;
   int64_t n = 0;
   ~AlignedBuf() { std::free(p); }
+  void release() {
+    std::free(p);
+    p = nullptr;
+    n = 0;
+  }
   float* get(int64_t want) {
     if (want > n) {
       std::free(p);
@@ -190,10 +195,11 @@ class SequentialPlan {
     {
       py::gil_scoped_release nogil;
       const int64_t N = in_shape_[0], nth = get_num_threads();
-      if (same_batch_ && nth > 1 && N >= 2 * nth) {
-        // A batch of several images per thread: each thread runs the whole chain on chunks of
-        // kChunk images, its kernels serial inside the region (parallel.h), the activations in
-        // its own buffers (L2-sized at these chunks) and no pool hand-off between layers. The
+      if (same_batch_ && ((nth > 1 && N >= 2 * nth) || (nth == 1 && N > kChunk))) {
+        // A batch of several images per thread (or more than a chunk on one thread): each
+        // thread runs the whole chain on chunks of kChunk images, its kernels serial inside
+        // the region (parallel.h), the activations in its own buffers (L2-sized at these
+        // chunks) and no pool hand-off between layers. The
         // kernels' results do not depend on how the batch is split, so neither does y. The
         // mission CNN, 2 threads, builds alternated: batch 256 ~12.2-14.8 -> ~9.5-10.4 ms per
         // call, batch 32 ~1.37-2.05 -> ~1.33-1.37 ms; chunks of 8 were no better, of 2 worse.
@@ -239,6 +245,10 @@ class SequentialPlan {
       }
       in = out;
     }
+    if (need > kKeepFloats) {  // a one-off large call does not keep its buffers
+      t_ping.release();
+      t_pong.release();
+    }
   }
 
   // gemm's dispatch (bindings/gemm.cpp) for a contiguous x (M, K) and kernel (K, N): the
@@ -267,6 +277,7 @@ class SequentialPlan {
   }
 
   static constexpr int64_t kChunk = 4;
+  static constexpr int64_t kKeepFloats = int64_t(1) << 24;  // 64 MiB per buffer kept between calls
   std::vector<int64_t> in_shape_, out_shape_;
   std::vector<Step> steps_;
   int64_t max_ = 0, in_n_ = 0, out_n_ = 0;

@@ -833,14 +833,26 @@ class _Conv(Layer, _ActMixin):
             return conv(*args, activation="relu")  # conv + bias + ReLU in one kernel
         return self._act_fwd(conv(*args))
 
-    def _inference_fn(self, x):
+    def _op_args(self, x):
+        """(p9, output spatial sizes, nd) of the conv op's checked arguments (pyaiml/ops/conv.py)
+        for float32 C-contiguous arrays of x's shape that need no explicit padding, else None:
+        what both inference plans use."""
         widths, p, stride, dil = self._geometry(x.shape)
         if widths is not None or x.dtype != np.float32 or self.kernel.dtype != np.float32 or not x.flags.c_contiguous:
             return None
         from pyaiml.ops import conv as _conv_ops
 
-        op, nd, cl = ("conv2d", 2, self._cl) if self.rank == 2 else ("conv1d", 1, self._cl)
-        p9, osp = _conv_ops._prepare(op, x, self.kernel, stride, p, dil, self.groups, cl, nd)[2:]
+        op, nd = ("conv2d", 2) if self.rank == 2 else ("conv1d", 1)
+        p9, osp = _conv_ops._prepare(op, x, self.kernel, stride, p, dil, self.groups, self._cl, nd)[2:]
+        return p9, osp, nd
+
+    def _inference_fn(self, x):
+        args = self._op_args(x)
+        if args is None:
+            return None
+        from pyaiml.ops import conv as _conv_ops
+
+        (p9, osp, nd), cl = args, self._cl
         impl = _conv_ops._impl("conv2d", x.dtype)[1]
         relu = self.activation is _acts.relu
         act = None if relu or self.activation is _acts.linear else self.activation.forward
@@ -861,14 +873,10 @@ class _Conv(Layer, _ActMixin):
         return run
 
     def _native_step(self, x):
-        widths, p, stride, dil = self._geometry(x.shape)
-        if (widths is not None or x.dtype != np.float32 or self.kernel.dtype != np.float32 or not x.flags.c_contiguous
-                or self.activation not in (_acts.relu, _acts.linear)):
+        args = self._op_args(x) if self.activation in (_acts.relu, _acts.linear) else None
+        if args is None:
             return NotImplemented
-        from pyaiml.ops import conv as _conv_ops
-
-        op, nd, cl = ("conv2d", 2, self._cl) if self.rank == 2 else ("conv1d", 1, self._cl)
-        p9 = _conv_ops._prepare(op, x, self.kernel, stride, p, dil, self.groups, cl, nd)[2]
+        (p9, _, nd), cl = args, self._cl
         if nd == 2:
             n, h, w, c = (x.shape if cl else (x.shape[0], x.shape[2], x.shape[3], x.shape[1]))
             kh, kw = self.kernel.shape[2:]
@@ -995,26 +1003,31 @@ class _MaxPool(Layer):
         pool = ops.max_pool2d if self.rank == 2 else ops.max_pool1d
         return pool(x, self._k(self.pool_size), self._k(self.strides), p, self._fmt())
 
-    def _native_step(self, x):
-        widths, p = self._geometry(x.shape)
-        if widths is not None or x.dtype != np.float32 or not x.flags.c_contiguous:
-            return NotImplemented
-        from pyaiml.ops import pool as _pool_ops
-
-        op, nd = ("max_pool2d", 2) if self.rank == 2 else ("max_pool1d", 1)
-        plan = _pool_ops._plan(op, nd, x, self._k(self.pool_size), self._k(self.strides), p, self._fmt())
-        s4 = plan.shape4
-        n, h, w, c = s4 if plan.cl else (s4[0], s4[2], s4[3], s4[1])
-        return (1, n, h, w, c, *plan.q, int(plan.cl)), ()
-
-    def _inference_fn(self, x):
+    def _op_plan(self, x):
+        """The pool op's checked plan (pyaiml/ops/pool.py) for float32 C-contiguous arrays of
+        x's shape that need no explicit padding, else None: what both inference plans use."""
         widths, p = self._geometry(x.shape)
         if widths is not None or x.dtype != np.float32 or not x.flags.c_contiguous:
             return None
         from pyaiml.ops import pool as _pool_ops
 
         op, nd = ("max_pool2d", 2) if self.rank == 2 else ("max_pool1d", 1)
-        plan = _pool_ops._plan(op, nd, x, self._k(self.pool_size), self._k(self.strides), p, self._fmt())
+        return _pool_ops._plan(op, nd, x, self._k(self.pool_size), self._k(self.strides), p, self._fmt())
+
+    def _native_step(self, x):
+        plan = self._op_plan(x)
+        if plan is None:
+            return NotImplemented
+        s4 = plan.shape4
+        n, h, w, c = s4 if plan.cl else (s4[0], s4[2], s4[3], s4[1])
+        return (1, n, h, w, c, *plan.q, int(plan.cl)), ()
+
+    def _inference_fn(self, x):
+        plan = self._op_plan(x)
+        if plan is None:
+            return None
+        from pyaiml.ops import pool as _pool_ops
+
         impl = _pool_ops._impl("max_pool2d", x.dtype)[1]
         q, cl, shape4, oshape = plan.q, plan.cl, plan.shape4, plan.oshape
         if plan.flat:

@@ -259,3 +259,17 @@ def test_native_plan_bits_do_not_depend_on_threads_or_chunks(n, monkeypatch):
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])
     np.testing.assert_allclose(outs[0], model._forward_layers(x), rtol=2e-6, atol=1e-8)
+
+
+def test_a_deep_copy_runs_its_own_weights():
+    """copy.deepcopy leaves the plans behind: the copy's predict reads the copy's weights."""
+    import copy
+
+    _, shape, model = next(_models())
+    x = np.random.default_rng(4).random((2,) + shape, dtype=np.float32)
+    want = model.predict(x, verbose=0)  # makes a plan
+    twin = copy.deepcopy(model)
+    np.testing.assert_array_equal(twin.predict(x, verbose=0), want)
+    twin.set_weights([a * 0.5 for a in twin.get_weights()])
+    assert not np.allclose(twin.predict(x, verbose=0), want)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), want)

@@ -28,6 +28,17 @@ class _Act:
     def __repr__(self):
         return f"<activation {self.name}>"
 
+    # One object per activation: the layers test `activation is relu` (the fused conv + ReLU,
+    # the inference plans), so a copied model must keep these objects, not copies of them.
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return get, (self.name,)
+
 
 class _Relu(_Act):
     name = "relu"

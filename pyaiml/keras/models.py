@@ -86,6 +86,13 @@ class Sequential(SavingMixin):
         for layer in layers or []:
             self.add(layer)
 
+    def __getstate__(self):
+        # copy.deepcopy / pickle: without the inference plans, whose callables hold this
+        # model's layers (a copy running them would read the original's weights)
+        state = self.__dict__.copy()
+        state.pop("_iplans", None)
+        return state
+
     # ------------------------------------------------------------------ structure
     @property
     def layers(self):
@@ -278,10 +285,13 @@ class Sequential(SavingMixin):
     def _forward(self, x):
         """Inference: each layer's ``forward`` (no tape, no caches). With the finite checks off
         (predict, evaluate, model(x): the input checked once) it runs a plan kept per input
-        shape, dtype and PYAIML_BACKEND: one callable per layer (``Layer._inference_fn``) with
-        the geometry, argument checks and backend choice of every call done once, the same
-        kernels and bits. At batch 1 the per-layer Python of the mission CNN was about a third
-        of a predict call. add() and pop() drop the plans."""
+        shape, dtype and PYAIML_BACKEND: on C++, a chain of conv, max pool, flatten, dropout and
+        dense layers as one native call (``Layer._native_step``, csrc/bindings/sequential.cpp;
+        the same kernels, a native softmax a few ulps from NumPy's); otherwise one callable per
+        layer (``Layer._inference_fn``) with the geometry, argument checks and backend choice
+        of every call done once, the same kernels and bits. At batch 1 the per-layer Python of
+        the mission CNN was about a third of a predict call. add() and pop() drop the plans;
+        the weights are read at every call."""
         if get_check_finite():
             return self._forward_layers(x)
         plans = self.__dict__.setdefault("_iplans", {})

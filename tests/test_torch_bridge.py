@@ -66,6 +66,38 @@ def test_conv2d_matches_torch(rng, case, dtype):
         _close(a, r, dtype)
 
 
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_conv_backward_skips_grad_x_for_an_input_without_grad(rng, fmt, compiled, monkeypatch):
+    """A network's images need no gradient: the backward asks the kernels for grad_w and
+    grad_b only (needs_input_grad=False returns an empty grad_x), on the eager path and
+    through the registered op; the weight gradients still match torch's."""
+    asked = []
+    real = _kernels.conv2d_backward
+
+    def spy(*a):
+        asked.append(a[-1])  # needs_input_grad
+        return real(*a)
+
+    monkeypatch.setattr(_kernels, "conv2d_backward", spy)
+    x = _t(rng, 3, 4, 9, 8, dtype=torch.float32).contiguous(memory_format=fmt)
+    w = _t(rng, 5, 4, 3, 3, dtype=torch.float32, grad=True)
+    b = _t(rng, 5, dtype=torch.float32, grad=True)
+    f = (lambda x, w, b: torch.ops.pyaiml.conv2d(x, w, b, [1, 1], [1, 1], [1, 1], 1, False)) if compiled else (
+        lambda x, w, b: pt.conv2d(x, w, b, padding=1))
+    y = f(x, w, b)
+    g = torch.randn_like(y)
+    gw, gb = torch.autograd.grad(y, (w, b), g)
+    gw_ref, gb_ref = torch.autograd.grad(F.conv2d(x, w, b, padding=1), (w, b), g)
+    assert asked == [False]
+    _close(gw, gw_ref, torch.float32)
+    _close(gb, gb_ref, torch.float32)
+    gx, gw2, gb2 = torch.ops.pyaiml.conv2d_backward(g, x, w.detach(), [1, 1], [1, 1], [1, 1], 1, False, True, False)
+    assert gx.numel() == 0
+    _close(gw2, gw_ref, torch.float32)
+    _close(gb2, gb_ref, torch.float32)
+
+
 def test_conv2d_no_bias_and_channels_last(rng):
     x = _t(rng, 2, 5, 8, 7, dtype=torch.float32).to(memory_format=torch.channels_last).requires_grad_()
     w = _t(rng, 3, 5, 3, 3, dtype=torch.float32, grad=True)
@@ -325,6 +357,7 @@ def _opcheck_cases(rng):
         (ops.conv2d.default, (x, w, b, [2, 1], [1, 1], [1, 1], 2, False)),
         (ops.conv2d.default, (xcl, w, None, [1, 1], [0, 0], [1, 1], 2, True)),
         (ops.conv2d_backward.default, (gy, x.detach(), w.detach(), [2, 1], [1, 1], [1, 1], 2, False, True)),
+        (ops.conv2d_backward.default, (gy, x.detach(), w.detach(), [2, 1], [1, 1], [1, 1], 2, False, True, False)),
         (ops.conv1d.default, (x1, w1, None, [1], [1], [2], 1, False)),
         (ops.conv1d_backward.default, (_t(rng, 2, 4, 9, dtype=f), x1.detach(), w1.detach(), [1], [1], [2], 1,
                                        False, False)),

@@ -39,9 +39,11 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups, data_format):
                       data_format=data_format)
 
 
-def conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, data_format, needs_bias_grad):
+def conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, data_format, needs_bias_grad,
+                    needs_input_grad=True):
     return ops.conv2d_backward(grad_out, x, weight, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                               data_format=data_format, needs_bias_grad=needs_bias_grad)
+                               data_format=data_format,
+                               output_mask=(bool(needs_input_grad), True, bool(needs_bias_grad)))
 
 
 def conv1d(x, weight, bias, stride, padding, dilation, groups, data_format):
@@ -49,9 +51,11 @@ def conv1d(x, weight, bias, stride, padding, dilation, groups, data_format):
                       data_format=data_format)
 
 
-def conv1d_backward(grad_out, x, weight, stride, padding, dilation, groups, data_format, needs_bias_grad):
+def conv1d_backward(grad_out, x, weight, stride, padding, dilation, groups, data_format, needs_bias_grad,
+                    needs_input_grad=True):
     return ops.conv1d_backward(grad_out, x, weight, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                               data_format=data_format, needs_bias_grad=needs_bias_grad)
+                               data_format=data_format,
+                               output_mask=(bool(needs_input_grad), True, bool(needs_bias_grad)))
 
 
 # --------------------------------------------------------------------------- max pooling

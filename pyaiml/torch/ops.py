@@ -160,6 +160,7 @@ class _Direct(torch.autograd.Function):
         out = spec.impl(*inputs)
         spec.setup(ctx, inputs, out)
         ctx.spec = spec
+        ctx.arg0 = 1  # ctx.needs_input_grad[0] is spec's: the op's inputs start at 1
         return out
 
     @staticmethod
@@ -246,16 +247,19 @@ def _conv_fwd_impl(nd, x, weight, bias, stride, padding, dilation, groups, same)
     return _pt(y, x.dtype, cl)
 
 
-def _conv_bwd_impl(nd, grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad):
+def _conv_bwd_impl(nd, grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad,
+                   needs_input_grad=True):
     _check_impl(f"pyaiml::conv{nd}d_backward", grad_out, x, weight)
     _threads.sync()
     cl = _cl(x)
     fmt = ("NHWC" if cl else "NCHW") if nd == 2 else ("NLC" if cl else "NCL")
     fn = K.conv2d_backward if nd == 2 else K.conv1d_backward
     gx, gw, gb = fn(_np(grad_out, cl), _np(x, cl), _np(weight), _kt(stride, nd), _kpad(padding, same, nd),
-                    _kt(dilation, nd), groups, fmt, needs_bias_grad)
+                    _kt(dilation, nd), groups, fmt, needs_bias_grad, needs_input_grad)
     gb = _pt(gb, x.dtype) if needs_bias_grad else x.new_empty((0,))
-    return _pt(gx, x.dtype, cl), _pt(gw, x.dtype), gb
+    # grad_x not asked for (an input that needs no gradient, such as a network's images): empty
+    gx = _pt(gx, x.dtype, cl) if needs_input_grad else x.new_empty((0,))
+    return gx, _pt(gw, x.dtype), gb
 
 
 def _conv_fwd_fake(nd, x, weight, stride, padding, dilation, same):
@@ -263,9 +267,10 @@ def _conv_fwd_fake(nd, x, weight, stride, padding, dilation, same):
     return _empty(shape, x, _cl(x))
 
 
-def _conv_bwd_fake(x, weight, needs_bias_grad):
+def _conv_bwd_fake(x, weight, needs_bias_grad, needs_input_grad=True):
     gb = x.new_empty((weight.shape[0],) if needs_bias_grad else (0,))
-    return _empty(list(x.shape), x, _cl(x)), weight.new_empty(list(weight.shape)), gb
+    gx = _empty(list(x.shape), x, _cl(x)) if needs_input_grad else x.new_empty((0,))
+    return gx, weight.new_empty(list(weight.shape)), gb
 
 
 @torch.library.custom_op("pyaiml::conv2d", mutates_args=(), device_types="cpu")
@@ -277,8 +282,9 @@ def _conv2d_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[i
 @torch.library.custom_op("pyaiml::conv2d_backward", mutates_args=(), device_types="cpu")
 def _conv2d_backward_op(grad_out: Tensor, x: Tensor, weight: Tensor, stride: List[int], padding: List[int],
                         dilation: List[int], groups: int, same: bool,
-                        needs_bias_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    return _conv_bwd_impl(2, grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad)
+                        needs_bias_grad: bool, needs_input_grad: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+    return _conv_bwd_impl(2, grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad,
+                          needs_input_grad)
 
 
 @torch.library.custom_op("pyaiml::conv1d", mutates_args=(), device_types="cpu")
@@ -290,8 +296,9 @@ def _conv1d_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[i
 @torch.library.custom_op("pyaiml::conv1d_backward", mutates_args=(), device_types="cpu")
 def _conv1d_backward_op(grad_out: Tensor, x: Tensor, weight: Tensor, stride: List[int], padding: List[int],
                         dilation: List[int], groups: int, same: bool,
-                        needs_bias_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    return _conv_bwd_impl(1, grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad)
+                        needs_bias_grad: bool, needs_input_grad: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+    return _conv_bwd_impl(1, grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad,
+                          needs_input_grad)
 
 
 @_conv2d_op.register_fake
@@ -305,13 +312,13 @@ def _(x, weight, bias, stride, padding, dilation, groups, same):
 
 
 @_conv2d_backward_op.register_fake
-def _(grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad):
-    return _conv_bwd_fake(x, weight, needs_bias_grad)
+def _(grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad, needs_input_grad=True):
+    return _conv_bwd_fake(x, weight, needs_bias_grad, needs_input_grad)
 
 
 @_conv1d_backward_op.register_fake
-def _(grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad):
-    return _conv_bwd_fake(x, weight, needs_bias_grad)
+def _(grad_out, x, weight, stride, padding, dilation, groups, same, needs_bias_grad, needs_input_grad=True):
+    return _conv_bwd_fake(x, weight, needs_bias_grad, needs_input_grad)
 
 
 def _conv_setup(ctx, inputs, output):
@@ -324,8 +331,10 @@ def _conv_setup(ctx, inputs, output):
 def _make_conv_backward(bwd_op):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        gx, gw, gb = bwd_op(grad, x, weight, *ctx.params, ctx.has_bias)
-        return gx, gw, (gb if ctx.has_bias else None), None, None, None, None, None
+        # False for a network's input images: no grad_x work (arg0: see _Direct)
+        need_x = bool(ctx.needs_input_grad[getattr(ctx, "arg0", 0)])
+        gx, gw, gb = bwd_op(grad, x, weight, *ctx.params, ctx.has_bias, need_x)
+        return (gx if need_x else None), gw, (gb if ctx.has_bias else None), None, None, None, None, None
 
     return backward
 

@@ -99,3 +99,26 @@ def test_out_of_range_index_still_refused_nhwc():
     idx[0, 1, 1, 3] = 16
     with pytest.raises(ValueError, match=r"indices must lie in \[0, (H\*W\) = \[0, )?16\)"):
         ops.max_pool2d_backward(np.ones((1, 2, 2, 8), np.float32), x, 2, data_format="NHWC", indices=idx)
+
+
+@pytest.mark.skipif("cpp" not in backends_for("max_pool2d"), reason="needs the C++ backend")
+@pytest.mark.parametrize("index", [None, "flat", "window"])
+@pytest.mark.parametrize("relu", [False, True])
+def test_channels_first_2x2_forward_against_the_reference(index, relu):
+    """The vectorised channels-first 2x2 / stride-2 forward (pool.cpp two_by_two_v): every
+    width from 1 to 70 (whole vectors, tails, an uncovered last column), odd heights, ties
+    (small integers) and NaNs, the maxima and both index kinds equal to the NumPy reference."""
+    from pyaiml import _C
+    from pyaiml.reference import pool as ref
+
+    rng = np.random.default_rng(11)
+    q = (2, 2, 2, 2, 0, 0)
+    for W in range(2, 71):
+        H = 2 + W % 5
+        x = rng.integers(-3, 4, (2, 3, H, W)).astype(np.float32)
+        x[rng.random(x.shape) < 0.02] = np.nan
+        got = _C.max_pool2d(x, q, False, index is not None, relu, index == "window")
+        want = ref.max_pool2d(x, q, False, index, relu)
+        np.testing.assert_array_equal(got[0], want[0])
+        if index is not None:
+            np.testing.assert_array_equal(got[1], want[1])

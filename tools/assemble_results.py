@@ -34,9 +34,9 @@ at commit af3753f it read 0.57x at GEMM square-1024 and 0.67x at the small pooli
 1.00x-1.07x and 0.94x-1.58x in full runs.
 
 Known gaps (stated in the sections below):
-- torch bridge: the mission CNN step through `pyaiml.torch` runs at 0.54-0.60x torch (NCHW) and
-  0.73-0.94x (channels_last) at 2 threads (target 1.0x); a `max_pool2d` call costs 8.8-10.1 us
-  above the kernel layer (target at most 10 us).
+- torch bridge: the mission CNN step through `pyaiml.torch` runs at 0.71-0.93x torch (NCHW) and
+  0.87-0.97x (channels_last) at 2 threads in the latest three runs (target 1.0x); a `max_pool2d`
+  call cost 8.8-10.1 us above the kernel layer when last split (target at most 10 us).
 - GEMM square-256 reads 0.88x torch.mm (no target); NumPy's OpenBLAS beats both at the square
   sizes.
 - The audio, speech training-speed and torch bridge timings come only from the loaded shared VM;

@@ -175,10 +175,10 @@ void forward_by(ConvAlgo a, const ConvShape& s, const float* x, const float* w, 
 
 // Channels first without groups, kernels larger than 1x1: the channels-last plan on
 // transposed copies (x, gy in; y, gx out; weights and grad_w share one layout). im2col +
-// SGEMM ran these at about half the channels-last kernels' speed (the mission CNN's layers,
-// N32, 2 threads: 3 -> 32 at 32x32 forward ~1.06 -> ~0.54 ms, 32 -> 64 at 15x15 ~2.9 -> ~1.2
-// ms, the backward likewise), and a transposed copy costs ~0.1 ms there. 1x1 convs stay on
-// im2col, which is then one GEMM on x as it is.
+// SGEMM ran these at 2-3.5x the time (the mission CNN's layers, N32, 2 threads: 3 -> 32 at
+// 32x32 forward ~1.06 -> ~0.58 ms, backward ~2.3 -> ~0.9 ms; 32 -> 64 at 15x15 forward ~2.9 ->
+// ~0.83 ms, backward ~5.8 -> ~1.9 ms), the copies included. 1x1 convs stay on im2col, which
+// is then one GEMM on x as it is.
 bool nchw_via_cl(const ConvShape& s) {
   return !s.cl && s.G == 1 && s.KH * s.KW > 1 && !depthwise_ok(s);
 }

@@ -48,12 +48,18 @@ def _bench(args) -> int:
     threads = args.threads or min(2, os.cpu_count() or 1)
     print(f"pyaiml bench {' '.join(names)}: {threads} threads, {'quick' if args.quick else 'full'} run; "
           "ratio = peer time / pyaiml time (> 1: pyaiml faster)")
+    if args.quick:
+        from pyaiml.bench.harness import QUICK_NOTE
+
+        print(QUICK_NOTE)
     print(format_table([]).splitlines()[0])
     report = run_suites(names, quick=args.quick, threads=threads, json_path=args.json)
     m = report["machine"]
     print(f"\nmachine: {m['cpu']}, {m['cores']} cores, ISA {m['isa']}, commit {m['commit']}; allocator: {m['allocator']}")
     secs = report.get("suite_seconds", {})
     print(f"seconds per suite: {', '.join(f'{k} {v:.0f}' for k, v in secs.items())}; total {sum(secs.values()):.0f}")
+    if args.quick:
+        print(report["note"])
     if args.json:
         print(f"JSON written to {args.json}")
     if args.plot:

@@ -192,6 +192,10 @@ def test_bench_writes_json_and_png(tmp_path, monkeypatch, capsys):
     assert "ERROR" in out and "JSON written" in out and "plot written" in out
     report = json.loads(js.read_text())
     assert report["quick"] is True and report["machine"]["cores"] == os.cpu_count()
+    # a quick run says, in its table and its JSON (and its chart's title), that its ratios are
+    # not comparable with a full run's
+    assert report["comparable"] is False and "not comparable" in report["note"]
+    assert out.count("not comparable") == 2
     assert set(report["suite_seconds"]) == {"tiny"}
     ok, bad = report["rows"]
     t = ok["timings"]

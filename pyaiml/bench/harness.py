@@ -239,6 +239,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# What a quick run's table, JSON and chart say of themselves: their ratios are not a measurement
+# to compare with a full run's (at af3753f quick read 0.57x at GEMM square-1024 against 1.00-1.07x
+# in full runs, benchmarks/RESULTS.md).
+QUICK_NOTE = ("quick run: 3 samples of 10 ms per row, an overview; its ratios are not comparable with a full "
+              "run's")
+
+
 def run_suites(names: list[str], quick: bool, threads: int, json_path: str | None = None,
                log=print) -> dict:
     import importlib
@@ -280,7 +287,10 @@ def run_suites(names: list[str], quick: bool, threads: int, json_path: str | Non
             rows.append(row)
             log(format_table([row]).splitlines()[-1])
         seconds[name] = round(time.perf_counter() - t_suite, 1)
-    report = {"machine": machine_info(), "threads": thr, "quick": quick, "rows": rows, "suite_seconds": seconds}
+    report = {"machine": machine_info(), "threads": thr, "quick": quick, "comparable": not quick, "rows": rows,
+              "suite_seconds": seconds}
+    if quick:
+        report["note"] = QUICK_NOTE
     if json_path:
         tmp = json_path + ".tmp"
         with open(tmp, "w") as f:

@@ -36,7 +36,8 @@ def plot_ratios(report: dict, path: str) -> None:
     ax.set_ylim(len(rows) - 0.5, -0.5)  # first row on top, no empty margins
     ax.set_xlabel("peer time / pyaiml time (log scale; > 1: pyaiml faster)")
     m = report["machine"]
-    ax.set_title(f"pyaiml vs peers, {report['threads'].get('pyaiml')} threads{' (quick run)' if report.get('quick') else ''}"
+    quick = " (quick run: not comparable with a full run's ratios)" if report.get("quick") else ""
+    ax.set_title(f"pyaiml vs peers, {report['threads'].get('pyaiml')} threads{quick}"
                  f"\n{m['cpu']}, {m['cores']} cores, {m['date']}", fontsize=9)
     fig.tight_layout()
     tmp = path + ".tmp.png"

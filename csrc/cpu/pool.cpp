@@ -52,6 +52,20 @@ inline bool nonfinite(float v) {
   return (b & 0x7f800000u) == 0x7f800000u;
 }
 
+// One scalar output o: the fused ReLU (a window whose maximum is not > 0 passes no gradient),
+// then y and the index of kind T. Returns whether the stored value is NaN or inf.
+template <int T, bool RELU>
+inline bool put1(float m, int64_t a, int64_t o, float* y, int64_t* idx, uint8_t* win) {
+  if (RELU) {
+    if (T == kWin && !(m > 0)) a = kPoolNoGrad;
+    m = m < 0 ? 0.f : m;
+  }
+  y[o] = m;
+  if (T == kFlat) idx[o] = a;
+  if (T == kWin) win[o] = (uint8_t)a;
+  return nonfinite(m);
+}
+
 // One window: unclipped origin (h0u, w0u) in the input; its taps inside the input are
 // [h0, h1) x [w0, w1).
 struct Win {
@@ -165,14 +179,7 @@ inline void fwd_tiled_row(const Tile& tl, const float* xr, int64_t h0, float* yr
             a = T == kWin ? i * KW + j : (h0 + i) * W + w0 + j;
           }
         }
-      if (RELU) {
-        if (T == kWin && !(m > 0)) a = kPoolNoGrad;
-        m = m < 0 ? 0.f : m;
-      }
-      bads |= nonfinite(m);
-      yr[o + c] = m;
-      if (T == kFlat) ir[o + c] = a;
-      if (T == kWin) wr[o + c] = (uint8_t)a;
+      bads |= put1<T, RELU>(m, a, o + c, yr, ir, wr);
     }
   }
 }
@@ -324,15 +331,8 @@ bool forward_cl(const PoolShape& s_, const float* x, float* y, int64_t* idx, uin
         }
         for (; c < C; ++c) {
           int64_t a;
-          float m = argmax1<T>(s, r, xn + c, C, a);
-          if (RELU) {
-            if (T == kWin && !(m > 0)) a = kPoolNoGrad;
-            m = m < 0 ? 0.f : m;
-          }
-          bads |= nonfinite(m);
-          y[o + c] = m;
-          if (T == kFlat) idx[o + c] = a;
-          if (T == kWin) win[o + c] = (uint8_t)a;
+          const float m = argmax1<T>(s, r, xn + c, C, a);
+          bads |= put1<T, RELU>(m, a, o + c, y, idx, win);
         }
       }
     }
@@ -355,16 +355,8 @@ bool forward_cf(const PoolShape& s_, const float* x, float* y, int64_t* idx, uin
         for (int64_t ow = 0; ow < s.OW; ++ow) {
           const Win r = window(s, oh, ow);
           int64_t a;
-          float m = argmax1<T>(s, r, xp, 1, a);
-          if (RELU) {
-            if (T == kWin && !(m > 0)) a = kPoolNoGrad;
-            m = m < 0 ? 0.f : m;
-          }
-          bads |= nonfinite(m);
-          const int64_t o = o0 + oh * s.OW + ow;
-          y[o] = m;
-          if (T == kFlat) idx[o] = a;
-          if (T == kWin) win[o] = (uint8_t)a;
+          const float m = argmax1<T>(s, r, xp, 1, a);
+          bads |= put1<T, RELU>(m, a, o0 + oh * s.OW + ow, y, idx, win);
         }
     }
     if (bads) bad.store(true, std::memory_order_relaxed);
@@ -409,71 +401,33 @@ inline bool two_by_two_v(const float* r0, const float* r1, int64_t W, int64_t ow
   storeu(mv, m);
   std::memcpy(kv, &k, sizeof kv);
   bool bads = false;
-  for (int i = 0; i < n; ++i) {
-    float v = mv[i];
-    // window position kh * 2 + kw is k itself; flat: (2 oh + kh) * W + 2 (ow + i) + kw
-    int64_t a = T == kWin ? kv[i] : (2 * oh + (kv[i] >> 1)) * W + 2 * (ow + i) + (kv[i] & 1);
-    if (RELU) {
-      if (T == kWin && !(v > 0)) a = kPoolNoGrad;
-      v = v < 0 ? 0.f : v;
-    }
-    bads |= nonfinite(v);
-    y[i] = v;
-    if (T == kFlat) idx[i] = a;
-    if (T == kWin) win[i] = (uint8_t)a;
-  }
+  for (int i = 0; i < n; ++i)  // window position kh * 2 + kw is k itself; flat: (2 oh + kh) W + 2 (ow + i) + kw
+    bads |= put1<T, RELU>(mv[i], T == kWin ? kv[i] : (2 * oh + (kv[i] >> 1)) * W + 2 * (ow + i) + (kv[i] & 1), i, y,
+                          idx, win);
   return bads;
 }
 
-// Channels first, windows that tile the input (stride = kernel, no padding): each window's
-// taps read straight from its rows with no per-window bounds, 2x2 windows VL at a time
-// (two_by_two_v). The mission CNN's first pool in NCHW (N32 C32 30x30, 2x2, flat indices) took
-// ~2.3 ms on 2 threads through forward_cf's clipped windows, ~1.7 ms with scalar loops here
-// (the argmax's branches mispredict), ~0.4 ms vectorised. Same scan order and tie / NaN rule
-// (better) as argmax1, so the same maxima and indices.
+// Channels first, 2x2 windows that tile the input (stride 2, no padding), VL outputs at a time
+// (two_by_two_v). The mission CNN's first pool in NCHW (N32 C32 30x30, flat indices) took
+// ~2.3 ms on 2 threads through forward_cf's clipped windows, ~1.7 ms with scalar loops over
+// the rows (the argmax's branches mispredict), ~0.4 ms vectorised. Same scan order and tie /
+// NaN rule (better) as argmax1, so the same maxima and indices.
 template <int T, bool RELU>
-bool forward_tiled_cf(const PoolShape& s_, const float* x, float* y, int64_t* idx, uint8_t* win) {
+bool forward_cf_2x2(const PoolShape& s_, const float* x, float* y, int64_t* idx, uint8_t* win) {
   std::atomic<bool> bad{false};
   parallel_for(s_.N * s_.C, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, s_.H * s_.W)), [&](int64_t b, int64_t e) {
     const PoolShape s = s_;  // a local copy: stores through y/win cannot alias it
-    const int64_t W = s.W, KH = s.KH, KW = s.KW, OW = s.OW;
-    const bool two = KH == 2 && KW == 2;
+    const int64_t W = s.W, OW = s.OW;
     bool bads = false;
-    for (int64_t pl = b; pl < e; ++pl) {
-      const float* xp = x + pl * s.H * W;
-      const int64_t o0 = pl * s.OH * OW;
+    for (int64_t pl = b; pl < e; ++pl)
       for (int64_t oh = 0; oh < s.OH; ++oh) {
-        const float* r0 = xp + oh * KH * W;
-        if (two) {
-          const int64_t o = o0 + oh * OW;
-          for (int64_t ow = 0; ow < OW; ow += VL)
-            bads |= two_by_two_v<T, RELU>(r0, r0 + W, W, ow, static_cast<int>(std::min<int64_t>(VL, OW - ow)), oh,
-                                          y + o + ow, T == kFlat ? idx + o + ow : nullptr,
-                                          T == kWin ? win + o + ow : nullptr);
-          continue;
-        }
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          const float* p = r0 + ow * KW;
-          float m = p[0];
-          int64_t ah = 0, aw = 0;
-          for (int64_t kh = 0; kh < KH; ++kh)
-            for (int64_t kw = 0; kw < KW; ++kw) {
-              const float v = p[kh * W + kw];
-              if (better(v, m)) { m = v; ah = kh; aw = kw; }
-            }
-          int64_t a = T == kWin ? ah * KW + aw : (oh * KH + ah) * W + ow * KW + aw;
-          if (RELU) {
-            if (T == kWin && !(m > 0)) a = kPoolNoGrad;
-            m = m < 0 ? 0.f : m;
-          }
-          bads |= nonfinite(m);
-          const int64_t o = o0 + oh * OW + ow;
-          y[o] = m;
-          if (T == kFlat) idx[o] = a;
-          if (T == kWin) win[o] = (uint8_t)a;
-        }
+        const float* r0 = x + pl * s.H * W + 2 * oh * W;
+        const int64_t o = (pl * s.OH + oh) * OW;
+        for (int64_t ow = 0; ow < OW; ow += VL)
+          bads |= two_by_two_v<T, RELU>(r0, r0 + W, W, ow, static_cast<int>(std::min<int64_t>(VL, OW - ow)), oh,
+                                        y + o + ow, T == kFlat ? idx + o + ow : nullptr,
+                                        T == kWin ? win + o + ow : nullptr);
       }
-    }
     if (bads) bad.store(true, std::memory_order_relaxed);
   });
   return !bad.load();
@@ -481,7 +435,7 @@ bool forward_tiled_cf(const PoolShape& s_, const float* x, float* y, int64_t* id
 
 template <int T, bool RELU>
 bool forward_t(const PoolShape& s, const float* x, float* y, int64_t* idx, uint8_t* win) {
-  if (!s.cl && is_tiled(s)) return forward_tiled_cf<T, RELU>(s, x, y, idx, win);
+  if (!s.cl && is_tiled(s) && s.KH == 2 && s.KW == 2) return forward_cf_2x2<T, RELU>(s, x, y, idx, win);
   if (!s.cl) return forward_cf<T, RELU>(s, x, y, idx, win);
   if (is_tiled(s) && s.H * s.W < (int64_t(1) << 31)) return forward_tiled_cl<T, RELU>(s, x, y, idx, win);
   return forward_cl<T, RELU>(s, x, y, idx, win);

@@ -199,6 +199,8 @@ def test_sequential_plan_refuses_bad_plans_and_arrays():
         ([1, 6, 6, 2], [(1, 1, 6, 6, 2, 2, 2, 2, 2, 0, 0, 1)] + [(2, 1, 18, 3, 1, 0, 1)], [1, 3], "one activation"),
         ([1, 2 ** 40, 6, 2], [conv], [1, 3], "input sizes"),
         ([1, 6, 6, 2], [(2, 1, 72, -3, 0, 1, 0)], [1, 3], "dense sizes"),
+        ([1, 6, 6, 2], [(2, 1, 72, 3.5, 0, 1, 0)], [1, 3], "must be integers"),
+        ([1, 6, 6, 2], [("conv",)], [1, 3], "must be integers"),
     ]
     for ins, steps, outs, msg in bad_plans:
         with pytest.raises(ValueError, match=msg):

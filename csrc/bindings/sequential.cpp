@@ -65,7 +65,13 @@ struct AlignedBuf {
 };
 thread_local AlignedBuf t_ping, t_pong;
 
-int64_t get_int(const py::tuple& t, size_t i) { return t[i].cast<int64_t>(); }
+int64_t get_int(const py::tuple& t, size_t i) {
+  try {
+    return t[i].cast<int64_t>();
+  } catch (const py::cast_error&) {
+    fail(kOp, ": step values must be integers. Received ", py::repr(t[i]).cast<std::string>(), " at position ", i);
+  }
+}
 
 void check_dims(std::initializer_list<int64_t> v, int64_t lo, const char* what) {
   for (int64_t e : v)
@@ -91,6 +97,7 @@ class SequentialPlan {
       check_dims({d}, 1, "input sizes");
       cur = elems({cur, d});
     }
+    in_n_ = cur;
     for (int64_t d : out_shape_) {
       check_dims({d}, 1, "output sizes");
       out_n = elems({out_n, d});
@@ -156,8 +163,6 @@ class SequentialPlan {
     PYAIML_CHECK(cur == out_n, kOp, ": the last step gives ", cur, " values, the output shape holds ", out_n);
     out_n_ = out_n;
     same_batch_ = same_batch_ && out_shape_[0] == in_shape_[0];
-    in_n_ = 1;
-    for (int64_t d : in_shape_) in_n_ *= d;
   }
 
   py::array_t<float> run(const py::array& x_, const py::list& weights) const {

@@ -89,7 +89,8 @@ void rope_qk(const float* qkv, int64_t B, int64_t L, int64_t ldrow, const float*
 }
 
 // Per row: the maximum, e^(x - max) by vmath's vexp (a few ulps), the sum of the vectors'
-// lanes then of the tail, then a division by it. A NaN anywhere in the row makes the row NaN.
+// lanes then of the tail, then a division by it. A NaN anywhere in the row makes the row NaN
+// with no check of its own: its e^ is NaN (vexp keeps NaN), so the sum and every quotient are.
 void softmax_rows(const float* x, float* y, int64_t rows, int64_t n) {
   parallel_for(rows, std::max<int64_t>(1, GRAIN / std::max<int64_t>(n, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -98,18 +99,12 @@ void softmax_rows(const float* x, float* y, int64_t rows, int64_t n) {
       const int64_t nv = n / VL * VL;
       const int tail = static_cast<int>(n - nv);
       float mx = -INFINITY;
-      bool nan = false;
       if (nv) {
         vf m = loadu(xr);
         for (int64_t i = VL; i < nv; i += VL) m = vmax(m, loadu(xr + i));
         mx = fmax_(m);
       }
       for (int64_t i = nv; i < n; ++i) mx = std::max(mx, xr[i]);
-      for (int64_t i = 0; i < n; ++i) nan |= std::isnan(xr[i]);
-      if (nan) {
-        for (int64_t i = 0; i < n; ++i) yr[i] = NAN;
-        continue;
-      }
       const vf mv = splat(mx);
       vf sv{};
       for (int64_t i = 0; i < nv; i += VL) {

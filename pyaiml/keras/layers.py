@@ -43,14 +43,12 @@ import threading
 import numpy as np
 
 import pyaiml.ops as ops
-from pyaiml import _backend
 from pyaiml.autograd import functional as F
 from pyaiml.autograd.tape import Tensor, Variable, _call_stack, calling, recording
 from pyaiml.keras import activations as _acts
 from pyaiml.keras import initializers as _inits
 from pyaiml.keras._common import FLOATX, rng, tuple_n
 from pyaiml.ops._validate import get_check_finite
-from pyaiml.ops.activations import softmax_last_unchecked
 from pyaiml.ops.linalg import linear_unchecked
 
 _F32 = np.dtype(np.float32)
@@ -634,24 +632,6 @@ class Dense(Layer, _ActMixin):
         else:
             z = ops.linear(x, self.kernel.T, b)
         return self._act_fwd(z)
-
-    def _inference_fn(self, x):
-        if x.dtype != np.float32 or self.kernel.dtype != np.float32 or x.ndim != 2 or not x.size:
-            return None
-        gemm = _backend.chosen("gemm")[1]  # linear_unchecked's GEMM: the same call, the same bits
-        relu = self.activation is _acts.relu
-        act = (softmax_last_unchecked if self.activation is _acts.softmax
-               else None if relu or self.activation is _acts.linear else self.activation.forward)
-        use_bias, f32 = self.use_bias, np.float32
-
-        def run(h):
-            k = self.kernel
-            if k.dtype != f32:  # the weights were replaced since the plan was made
-                return self.forward(h)
-            z = gemm(h[None], k[None], self.bias if use_bias else None, relu)[0]
-            return z if act is None else act(z)
-
-        return run
 
     def _native_step(self, x):
         if x.dtype != np.float32 or self.kernel.dtype != np.float32 or x.ndim != 2 or not x.size:

@@ -277,17 +277,17 @@ inline int64_t f32_block(int64_t K) {
   return (K + nb - 1) / nb;
 }
 
-// One row of x, fewer than VL columns (a classifier's head at batch 1: (1, 2304) x (2304, 10);
-// up to 8 rows run one by one, each row reading W from L2 again, since 4 rows as one panel of
-// 4 chains per block took ~17 us against ~8):
-// run_band's order, but the K blocks' chains interleaved. run_band walks the blocks one after
-// another, each one chain of dependent FMAs, so the product ran at the FMA latency (~5.5 us
-// for the example, 9 blocks of 256 rows); here up to kChains blocks advance together, each
-// chain still from 0 in row order, then y = P0, y = P_b + y in block order, then the bias:
-// the same bits (tests/test_gemv.py compares them with sgemm's).
+// One row of x against fewer than VL columns (a classifier's head at batch 1: (1, 2304) x
+// (2304, 10)) in run_band's order, but with the K blocks' chains interleaved. run_band walks
+// the blocks one after another, each one chain of dependent FMAs, so the product ran at the
+// FMA latency (~5.5 us for the example, 9 blocks of 256 rows); here up to kChains blocks
+// advance together, each chain still from 0 in row order, then y = P0, y = P_b + y in block
+// order, then the bias: the same bits (tests/test_gemv.py compares them with sgemm's). Up to
+// 8 rows run one by one (gemv_any), each reading W from L2 again: 4 rows as one panel of 4
+// chains per block took ~17 us, one by one ~8.
 constexpr int kChains = 12;
 
-// Chains for blocks b0 .. b0 + NC - 1 over their first `len` rows (acc continues; starts at 0).
+// The chains of blocks b0 .. b0 + NC - 1 over their rows [k0, k1), continuing acc.
 template <int NC>
 inline void row_chains(const GemvArgs& g, int64_t block, int64_t b0, int64_t k0, int64_t k1, int nt, vf* acc) {
   // locals: with acc and g behind pointers GCC reloaded g's strides and stored acc on every

@@ -275,3 +275,17 @@ def test_a_deep_copy_runs_its_own_weights():
     twin.set_weights([a * 0.5 for a in twin.get_weights()])
     assert not np.allclose(twin.predict(x, verbose=0), want)
     np.testing.assert_array_equal(model.predict(x, verbose=0), want)
+
+
+def test_zero_samples():
+    """predict and model(x) of no samples give an empty array of the output's shape; training
+    and evaluating on none raise a ValueError (they divided by zero)."""
+    _, shape, model = next(_models())
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x0, y0 = np.zeros((0,) + shape, np.float32), np.zeros((0, 10), np.float32)
+    for out in (model.predict(x0, verbose=0), model(x0)):
+        assert out.shape == (0, 10) and out.dtype == np.float32
+    for f in (lambda: model.fit(x0, y0, verbose=0), lambda: model.evaluate(x0, y0, verbose=0),
+              lambda: model.train_on_batch(x0, y0)):
+        with pytest.raises(ValueError, match="at least one sample"):
+            f()

@@ -267,6 +267,8 @@ class Sequential(SavingMixin):
         if y is None:
             raise ValueError(f"{what} is required for training and evaluation")
         y = np.asarray(y)
+        if n == 0:  # every loss and metric is a mean over the samples
+            raise ValueError("x must hold at least one sample to train or evaluate on. Received 0 samples")
         if len(y) != n:
             raise ValueError(f"x and {what} must have the same number of samples. Received x with {n} samples and "
                              f"{what} with {len(y)}")
@@ -558,6 +560,8 @@ class Sequential(SavingMixin):
         self._ensure_built(x)
         bs = 32 if batch_size is None else int(batch_size)
         n = len(x)
+        if n == 0:
+            return self._empty_output()
         out = None
         with _NoFiniteChecks():
             for b in range(0, n, bs):
@@ -586,8 +590,15 @@ class Sequential(SavingMixin):
         self._ensure_built(x)
         if training:  # training-mode layers (dropout, batch statistics) through their call()
             return self._call_layers(x, True)
+        if len(x) == 0:
+            return self._empty_output()
         with _NoFiniteChecks():  # x checked above, as in predict
             return self._forward(x)
+
+    def _empty_output(self):
+        """What predict and model(x) give for zero samples: an empty float32 array of the
+        output's shape (the kernels refuse empty batches; a free axis counts 0)."""
+        return np.zeros((0,) + tuple(0 if d is None else d for d in self.output_shape), FLOATX)
 
     def predict_on_batch(self, x):
         return self.predict(x, batch_size=max(1, len(np.asarray(x))))

@@ -280,8 +280,17 @@ def test_learns_topics(backend, sg, hs, neg, workers, monkeypatch):
     wv = m.wv
     same = np.mean([wv.similarity(f"a{i}", f"a{j}") for i in range(5) for j in range(5, 10)])
     cross = np.mean([wv.similarity(f"a{i}", f"b{j}") for i in range(5) for j in range(5, 10)])
-    # calibrated: same-topic cosine ~0.6-0.95, cross-topic ~-0.3-0.2 across seeds and modes
-    assert same > cross + 0.3, (same, cross)
+    assert same > cross, (same, cross)
+    # Every vector shares a common component whose size depends on how two Hogwild threads
+    # interleave on this 40-word vocabulary (raw cross-topic cosine 0.1 with one thread; with
+    # two, -0.2 to 0.7 between runs of one seed, gensim 0.17-0.25). Without it the topics are
+    # the whole signal: centred same-topic cosine ~0.96, cross-topic ~-0.96 in every mode and
+    # run; untrained vectors give ~0 for both.
+    X = wv.vectors - wv.vectors.mean(axis=0)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    a, b = X[[wv.key_to_index[f"a{i}"] for i in range(10)]], X[[wv.key_to_index[f"b{i}"] for i in range(10)]]
+    c_same, c_cross = np.mean(a[:5] @ a[5:].T), np.mean(a[:5] @ b[5:].T)
+    assert c_same > 0.6 and c_cross < -0.6, (c_same, c_cross)
     top = [w for w, _ in wv.most_similar("a3", topn=5)]
     assert sum(w.startswith("a") for w in top) >= 4
     assert len(m.epoch_losses) == 5 and all(l > 0 for l in m.epoch_losses)

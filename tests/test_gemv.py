@@ -214,6 +214,8 @@ def test_every_isa(isa):
             "        t.test_linear_q8_packed('cpp', M, K, N, rng)\n"
             "for K in (31, 300, 768, 4000):\n"
             "    t.test_rows_do_not_depend_on_the_batch(K, rng)\n"
+            "for K, N in ((40, 100), (300, 64), (300, 100)):\n"
+            "    t.test_partial_row_tiles(K, N, rng)\n"
             "from pyaiml import _backend\n"
             "print('ok', _backend.native().isa())\n")
     r = run_py(code, PYAIML_ISA=isa, PYAIML_BACKEND="cpp",
@@ -257,3 +259,26 @@ def test_rows_do_not_depend_on_the_batch(K, rng):
         big = packed(x, qp, sp, N, b)
         for m in (1, 2, 3, 5, 8, 9):
             np.testing.assert_array_equal(packed(x[:m], qp, sp, N, b), big[:m])
+
+
+@needs_cpp
+@pytest.mark.parametrize("K,N", [(40, 100), (300, 64), (300, 100), (600, 200)])
+def test_partial_row_tiles(K, N, rng):
+    """Every row count past the GEMM's whole register tiles (14 rows on AVX-512, 6 on AVX2 and
+    baseline), on its paths: A read in place (K <= 64, or N <= 64), packed (the rest), K in
+    more than one block (600). The rows of a short tile come from their own kernel; each must be
+    bit for bit the row of a taller product (the same chain of multiply-adds), with the bias
+    and ReLU epilogue, and near the float64 product."""
+    x = rng.standard_normal((45, K)).astype(np.float32)
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    gemm = _backend.resolve("gemm", "cpp")
+    want = x.astype(np.float64) @ w.astype(np.float64)
+    big = gemm(x[None], w[None], b)[0]
+    big_relu = gemm(x[None], w[None], b, relu=True)[0]
+    _close(big, want + b, K)
+    np.testing.assert_array_equal(big_relu, np.maximum(big, 0))
+    for m in range(9, 45):  # above 8 rows: the GEMM, not the streaming kernel
+        np.testing.assert_array_equal(gemm(x[None, :m], w[None], b)[0], big[:m], err_msg=f"rows {m}")
+        np.testing.assert_array_equal(gemm(x[None, 45 - m:], w[None], b)[0], big[45 - m:], err_msg=f"last {m}")
+    np.testing.assert_array_equal(gemm(x[None, :30], w[None], b, relu=True)[0], big_relu[:30])

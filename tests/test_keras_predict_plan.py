@@ -289,3 +289,52 @@ def test_zero_samples():
               lambda: model.train_on_batch(x0, y0)):
         with pytest.raises(ValueError, match="at least one sample"):
             f()
+
+
+class _Sub(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.d = L.Dense(3)
+
+    def call(self, x, training=False):
+        return self.d(x)
+
+
+def _three_ways():
+    i = keras.Input((8,))
+    yield "functional", keras.Model(i, L.Dense(3, activation="softmax")(L.Dense(4, activation="relu")(i)))
+    yield "subclassed", _Sub()
+    a, b = keras.Input((8,)), keras.Input((2,))
+    yield "two in, two out", keras.Model([a, b], [L.Dense(3)(a), L.Dense(1)(L.Concatenate()([a, b]))])
+
+
+@pytest.mark.parametrize("kind", ["functional", "subclassed", "two in, two out"])
+def test_zero_samples_functional_and_subclassed(kind):
+    """keras.Model as Sequential: predict, predict_on_batch and model(x) of no samples give
+    empty float32 arrays of the outputs' shapes, in the outputs' structure (model(x) raised
+    from its first kernel, predict said 'x holds no samples'); fit, evaluate, train_on_batch
+    and test_on_batch on none raise a ValueError naming the call (evaluate returned 0.0, a
+    training step's loss was NaN). A model first called on no samples builds as usual."""
+    model = dict(_three_ways())[kind]
+    two = kind == "two in, two out"
+    x0 = [np.zeros((0, 8), np.float32), np.zeros((0, 2), np.float32)] if two else np.zeros((0, 8), np.float32)
+    x1 = [np.ones((2, 8), np.float32), np.ones((2, 2), np.float32)] if two else np.ones((2, 8), np.float32)
+    want = [(0, 3), (0, 1)] if two else [(0, 3)]
+    for out in (model(x0), model.predict(x0, verbose=0), model.predict_on_batch(x0)):
+        outs = out if two else [out]
+        assert isinstance(out, list) == two
+        assert [o.shape for o in outs] == want and all(o.dtype == np.float32 for o in outs)
+    full = model.predict(x1, verbose=0)
+    assert [o.shape for o in (full if two else [full])] == [(2,) + s[1:] for s in want]
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    y0 = [np.zeros((0, 3), np.float32), np.zeros((0, 1), np.float32)] if two else np.zeros((0, 3), np.float32)
+    for name, f in (("fit", lambda: model.fit(x0, y0, verbose=0)),
+                    ("evaluate", lambda: model.evaluate(x0, y0, verbose=0)),
+                    ("train_on_batch", lambda: model.train_on_batch(x0, y0)),
+                    ("test_on_batch", lambda: model.test_on_batch(x0, y0))):
+        with pytest.raises(ValueError, match=f"{name}: x must hold at least one sample"):
+            f()
+    y1 = [np.zeros((2, 3), np.float32), np.zeros((2, 1), np.float32)] if two else np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="validation x must hold at least one sample"):
+        model.fit(x1, y1, validation_data=(x0, y0), verbose=0)
+    model.fit(x1, y1, verbose=0)  # still trains on samples

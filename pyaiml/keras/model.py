@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml.autograd import functional as F
-from pyaiml.autograd.tape import GradientTape, Tensor, calling
+from pyaiml.autograd.tape import GradientTape, Tensor, calling, recording
 from pyaiml.keras import callbacks as _cb
 from pyaiml.keras import layers as _layers
 from pyaiml.keras import losses as _losses
@@ -49,6 +49,36 @@ def _flat(x):
     if isinstance(x, (list, tuple)):
         return list(x)
     return [x]
+
+
+def _zero_batch(x):
+    """Whether x is an array, or a list/tuple/dict of arrays, all with 0 samples."""
+    leaves = _flat(x) if isinstance(x, (list, tuple, dict)) else [x]
+    return bool(leaves) and all(isinstance(a, np.ndarray) and a.ndim >= 1 and a.shape[0] == 0 for a in leaves)
+
+
+def _one_row(x):
+    """x's structure with every array replaced by one zero sample of its shape and dtype."""
+    if isinstance(x, dict):
+        return {k: _one_row(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_one_row(v) for v in x)
+    return np.zeros((1,) + x.shape[1:], x.dtype)
+
+
+def _no_rows(out):
+    """Every output of a one-sample run cut to 0 samples, in the outputs' structure."""
+    if isinstance(out, dict):
+        return {k: _no_rows(v) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return type(out)(_no_rows(v) for v in out)
+    return np.asarray(out.value if isinstance(out, Tensor) else out)[:0]
+
+
+def _need_samples(d, op, what="x"):
+    """Every loss and metric is a mean over the samples: none to average is an error."""
+    if len(d) == 0:
+        raise ValueError(f"{op}: {what} must hold at least one sample to train or evaluate on. Received 0 samples")
 
 
 class _Data:
@@ -142,6 +172,18 @@ class Model(SavingMixin, _layers.Layer):
             if layer.name == name:
                 return layer
         raise ValueError(f"{self.name}: no layer named {name!r}. Layers: {', '.join(l.name for l in self.layers)}")
+
+    def __call__(self, *args, **kwargs):
+        x = args[0] if args else kwargs.get("inputs")
+        if not recording() and not isinstance(x, Tensor) and _zero_batch(x):
+            # zero samples (the kernels refuse empty batches): the outputs of a one-sample
+            # placeholder run, cut to zero samples, so their shapes and structure are the model's
+            args = (_one_row(x),) + args[1:] if args else args
+            if not args:
+                kwargs = {**kwargs, "inputs": _one_row(x)}
+            with _validate.finite_checks(False), placeholder_run():
+                return _no_rows(_layers.Layer.__call__(self, *args, **kwargs))
+        return _layers.Layer.__call__(self, *args, **kwargs)
 
     def _build_for_call(self, x, args, kwargs):
         self._build_input_shape = _layers._shape_of(x)
@@ -339,6 +381,7 @@ class Model(SavingMixin, _layers.Layer):
         if steps_per_epoch is not None:
             raise ValueError("fit: steps_per_epoch is not supported with array inputs (all samples are used)")
         xd = _arrays(x, "x")
+        _need_samples(xd, "fit")
         n_all = len(xd)
         n_out = self._n_outputs(xd)
         yd = self._y_data(y, n_out, n_all)
@@ -350,6 +393,7 @@ class Model(SavingMixin, _layers.Layer):
             if len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be a tuple (x_val, y_val)")
             vx = _arrays(validation_data[0], "validation x")
+            _need_samples(vx, "fit", "validation x")
             val = (vx, self._y_data(validation_data[1], n_out, len(vx), "validation y"))
         elif validation_split:
             k = int(n_all * (1 - validation_split))
@@ -456,6 +500,7 @@ class Model(SavingMixin, _layers.Layer):
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, callbacks=None, **kw):
         self._need_compiled("evaluate")
         xd = _arrays(x, "x")
+        _need_samples(xd, "evaluate")
         n_out = self._n_outputs(xd)
         yd = self._y_data(y, n_out, len(xd))
         self._check_targets(xd, yd)
@@ -473,12 +518,10 @@ class Model(SavingMixin, _layers.Layer):
         n = len(xd)
         chunks, struct = [], None
         with _validate.finite_checks(False), batch_run():  # real batches (see _common)
-            for b in range(0, n, bs):
+            for b in range(0, max(n, 1), bs):  # zero samples: one empty batch (see __call__)
                 out = self(xd.take(slice(b, b + bs)).rebuild(), training=False)
                 struct = out
                 chunks.append([np.asarray(o.value if isinstance(o, Tensor) else o) for o in _flat(out)])
-        if not chunks:
-            raise ValueError("predict: x holds no samples")
         cat = [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
         if isinstance(struct, dict):
             return dict(zip(struct.keys(), cat))
@@ -492,6 +535,8 @@ class Model(SavingMixin, _layers.Layer):
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         self._need_compiled("train_on_batch")
         xd = _arrays(x, "x")
+        if not getattr(self.optimizer, "is_dp", False):  # DP-SGD: an empty batch is a noise-only step
+            _need_samples(xd, "train_on_batch")
         n_out = self._n_outputs(xd)
         yd = self._y_data(y, n_out, len(xd))
         with _validate.finite_checks(False), batch_run():  # real batches (see _common)
@@ -514,6 +559,7 @@ class Model(SavingMixin, _layers.Layer):
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         self._need_compiled("test_on_batch")
+        _need_samples(_arrays(x, "x"), "test_on_batch")
         r = self.evaluate(x, y, batch_size=max(1, len(_arrays(x, "x"))), verbose=0, return_dict=True)
         if return_dict:
             return r

@@ -120,6 +120,23 @@ def _apply_act(act, x):
 
 
 _LEAVES = (np.ndarray, np.generic, int, float, str, bool, type(None), Tensor)
+# Exact types that never are or hold a layer: attributes of these types, and lists, tuples
+# and dicts of them (shapes, weight names, the Variables), are skipped without a call when a
+# layer lists its sublayers (train_on_batch does that for every layer at every step).
+_LEAF_TYPES = frozenset({np.ndarray, np.float32, np.float64, np.int64, int, float, str, bool, type(None), Tensor,
+                         Variable, set, frozenset, type})
+
+
+def _plain(v):
+    """Whether v is a leaf, or a list, tuple or dict of leaves (then it holds no layer)."""
+    t = type(v)
+    if t in _LEAF_TYPES:
+        return True
+    if t is list or t is tuple:
+        return all(type(e) in _LEAF_TYPES for e in v)
+    if t is dict:
+        return all(type(e) in _LEAF_TYPES for e in v.values())
+    return False
 
 
 class Layer:
@@ -249,7 +266,7 @@ class Layer:
                 for b in v.values():
                     visit(b, depth + 1)
         for k, v in vars(self).items():
-            if not k.startswith("_keras") and k != "_inbound":
+            if not _plain(v) and not k.startswith("_keras") and k != "_inbound":
                 visit(v)
         return out
 

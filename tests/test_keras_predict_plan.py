@@ -338,3 +338,98 @@ def test_zero_samples_functional_and_subclassed(kind):
     with pytest.raises(ValueError, match="validation x must hold at least one sample"):
         model.fit(x1, y1, validation_data=(x0, y0), verbose=0)
     model.fit(x1, y1, verbose=0)  # still trains on samples
+
+
+def _as_functional(seq, shape):
+    """The same layers (fresh, with seq's weights) as keras.Model(inputs, outputs)."""
+    i = keras.Input(shape)
+    h = i
+    for layer in seq.layers:
+        h = type(layer).from_config(layer.get_config())(h)
+    m = keras.Model(i, h)
+    m.set_weights(seq.get_weights())
+    return m
+
+
+@pytest.mark.parametrize("backend", backends_for("conv2d"))
+@pytest.mark.parametrize("i", range(len(MODELS)), ids=[m[0] for m in MODELS])
+def test_functional_chain_runs_the_sequential_plan(backend, i, monkeypatch):
+    """A functional model that is one chain of layers gets Sequential's plan: predict and
+    model(x) give the Sequential twin's bits, and agree with the graph's own layer-by-layer run
+    (the generic call path) as Sequential's plan does with its layers."""
+    monkeypatch.setenv("PYAIML_BACKEND", backend)
+    _, shape, seq = MODELS[i]
+    fun = _as_functional(seq, shape)
+    assert fun._chain is not None
+    for n in (1, 5):
+        x = np.random.default_rng(n).standard_normal((n,) + shape).astype(np.float32)
+        want = seq.predict(x, verbose=0)
+        for got in (fun.predict(x, verbose=0), fun(x), fun(x, training=False), fun.predict(x, verbose=0)):
+            np.testing.assert_array_equal(got, want)
+        generic = L.Layer.__call__(fun, x, training=False)  # the graph's layers one by one
+        np.testing.assert_allclose(generic, want, rtol=2e-6, atol=1e-8)
+    assert fun._iplans  # the plans were made and kept
+
+
+def test_functional_plan_is_for_chains_only_and_steps_aside():
+    a = keras.Input((6,))
+    branch = keras.Model(a, L.Add()([L.Dense(3)(a), L.Dense(3)(a)]))
+    assert branch._chain is None
+    shared = L.Dense(6)
+    b = keras.Input((6,))
+    assert keras.Model(b, shared(shared(b)))._chain is None  # one layer twice
+    c = keras.Input((6,))
+    assert keras.Model(c, [L.Dense(2)(c)])._chain is None  # outputs as a list: model(x) gives a list
+    # a mask (Embedding(mask_zero=True)): no plan, the graph's own path with the mask
+    ids = keras.Input((5,), dtype="int32")
+    m = keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(L.Embedding(9, 4, mask_zero=True)(ids))))
+    x = np.array([[1, 2, 0, 0, 0], [3, 4, 5, 6, 7]], np.int32)
+    want = L.Layer.__call__(m, x, training=False)
+    np.testing.assert_array_equal(m.predict(x, verbose=0), want)
+    np.testing.assert_array_equal(m(x), want)
+
+
+def test_functional_plan_reads_the_weights_and_copies_leave_it():
+    import copy
+
+    _, shape, seq = MODELS[0]
+    fun = _as_functional(seq, shape)
+    x = np.random.default_rng(0).random((2,) + shape, dtype=np.float32)
+    want = fun.predict(x, verbose=0)
+    twin = copy.deepcopy(fun)
+    assert not getattr(twin, "_iplans", None)
+    np.testing.assert_array_equal(twin.predict(x, verbose=0), want)
+    twin.set_weights([w * 0.5 for w in twin.get_weights()])
+    assert not np.allclose(twin.predict(x, verbose=0), want)
+    np.testing.assert_array_equal(fun.predict(x, verbose=0), want)  # the original kept its own
+    fun.layers[-1].kernel[...] = 0  # an in-place write is seen at the next call
+    assert not np.allclose(fun.predict(x, verbose=0), want)
+
+
+def test_functional_plan_checks_its_input():
+    _, shape, seq = MODELS[0]
+    fun = _as_functional(seq, shape)
+    x = np.zeros((2,) + shape, np.float32)
+    x[1, 3, 4, 2] = np.nan
+    with pytest.raises(ValueError, match=r"x contains NaN or inf \(first at sample 1, index \(3, 4, 2\)\)"):
+        fun(x)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fun.predict(x, verbose=0)
+    with pytest.raises(ValueError, match="expects shape"):
+        fun(np.zeros((2, 31, 32, 3), np.float32))
+    got = fun(np.zeros((2,) + shape, np.float64))  # float64 in: float32 out, as predict
+    assert got.dtype == np.float32 and got.shape == (2, 10)
+
+
+def test_functional_chain_with_a_subclassed_layer():
+    class Twice(L.Layer):
+        def call(self, x):
+            return keras.ops.multiply(x, 2.0)
+
+    i = keras.Input((4,))
+    m = keras.Model(i, L.Dense(3)(Twice()(L.Dense(5, activation="relu")(i))))
+    assert m._chain is not None
+    x = np.random.default_rng(1).random((3, 4), dtype=np.float32)
+    want = L.Layer.__call__(m, x, training=False)
+    np.testing.assert_array_equal(m.predict(x, verbose=0), want)
+    np.testing.assert_array_equal(m(x), want)

@@ -43,3 +43,32 @@ def test_variables_of_found_layers_listed_once_built():
     assert len(m.trainable_variables) == 1 + 5 * 2
     m.pair[1].trainable = False
     assert len(m.trainable_variables) == 1 + 4 * 2
+
+
+def test_python_numbers_are_weak_in_ops_and_on_the_tape():
+    """float32 with a Python number stays float32 (Keras's rule, and NumPy 2's for numbers):
+    ops.multiply(x, 2.0) was float64, and a float32 Dense after it raised a dtype mismatch."""
+    from pyaiml.autograd import GradientTape
+    from pyaiml.keras import ops
+
+    x = np.ones((2, 3), np.float32)
+    for f in (ops.add, ops.subtract, ops.multiply, ops.divide, ops.power, ops.maximum, ops.minimum):
+        assert f(x, 2.0).dtype == np.float32 and f(2, x).dtype == np.float32, f.__name__
+    assert ops.where(x > 0, x, 0.0).dtype == np.float32
+    assert ops.multiply(x.astype(np.float64), 2.0).dtype == np.float64
+    assert ops.multiply(x, np.float64(2.0)).dtype == np.float64  # a NumPy float64 is not weak
+    with GradientTape() as tape:
+        xx = tape.watch(x)
+        y = ops.multiply(xx, 3.0)
+        loss = ops.sum(ops.multiply(y, y))
+    g = tape.gradient(loss, xx)
+    assert y.value.dtype == np.float32 and g.dtype == np.float32
+    np.testing.assert_allclose(g, 18.0 * x)
+
+    class Twice(layers.Layer):
+        def call(self, t):
+            return ops.multiply(t, 2.0)
+
+    i = keras.Input((3,))
+    m = keras.Model(i, layers.Dense(2)(Twice()(i)))
+    assert m(x).dtype == np.float32 and m.predict(x, verbose=0).dtype == np.float32

@@ -30,6 +30,18 @@ from pyaiml.ops.linalg import linear_unchecked
 from pyaiml.ops.pool import MAX_WINDOW
 
 _v = value_of
+
+
+def _vv(a, b):
+    """The values of two operands, a Python number taking the other's float dtype: numbers are
+    weak, as in Keras and NumPy 2 (float32 * 2.0 stays float32; value_of(2.0) alone is a
+    float64 array, which made the product float64)."""
+    x, y = _v(a), _v(b)
+    if type(a) in (int, float) and y.dtype.kind == "f":
+        x = np.asarray(a, y.dtype)
+    elif type(b) in (int, float) and x.dtype.kind == "f":
+        y = np.asarray(b, x.dtype)
+    return x, y
 _F32 = np.dtype(np.float32)
 
 
@@ -64,7 +76,7 @@ def _broadcast_pe(contrib, x, y):
 
 
 def add(a, b):
-    x, y = _v(a), _v(b)
+    x, y = _vv(a, b)
     out = np.add(x, y)
     return record(out, (a, b), lambda g, n: (_unbroadcast(g, x.shape) if n[0] else None,
                                              _unbroadcast(g, y.shape) if n[1] else None), "add",
@@ -72,7 +84,7 @@ def add(a, b):
 
 
 def subtract(a, b):
-    x, y = _v(a), _v(b)
+    x, y = _vv(a, b)
     out = np.subtract(x, y)
     return record(out, (a, b), lambda g, n: (_unbroadcast(g, x.shape) if n[0] else None,
                                              _unbroadcast(-g, y.shape) if n[1] else None), "subtract",
@@ -80,7 +92,7 @@ def subtract(a, b):
 
 
 def multiply(a, b):
-    x, y = _v(a), _v(b)
+    x, y = _vv(a, b)
     out = np.multiply(x, y)
     return record(out, (a, b), lambda g, n: (_unbroadcast(g * y, x.shape) if n[0] else None,
                                              _unbroadcast(g * x, y.shape) if n[1] else None), "multiply",
@@ -88,14 +100,14 @@ def multiply(a, b):
 
 
 def divide(a, b):
-    x, y = _v(a), _v(b)
+    x, y = _vv(a, b)
     out = np.true_divide(x, y)
     return record(out, (a, b), lambda g, n: (_unbroadcast(g / y, x.shape) if n[0] else None,
                                              _unbroadcast(-g * out / y, y.shape) if n[1] else None), "divide")
 
 
 def power(a, b):
-    x, y = _v(a), _v(b)
+    x, y = _vv(a, b)
     out = np.power(x, y)
 
     def back(g, n):
@@ -106,7 +118,7 @@ def power(a, b):
 
 
 def maximum(a, b):
-    x, y = _v(a), _v(b)
+    x, y = _vv(a, b)
     out = np.maximum(x, y)
     m = x >= y
     return record(out, (a, b), lambda g, n: (_unbroadcast(g * m, x.shape) if n[0] else None,
@@ -114,7 +126,7 @@ def maximum(a, b):
 
 
 def minimum(a, b):
-    x, y = _v(a), _v(b)
+    x, y = _vv(a, b)
     out = np.minimum(x, y)
     m = x <= y
     return record(out, (a, b), lambda g, n: (_unbroadcast(g * m, x.shape) if n[0] else None,
@@ -492,7 +504,7 @@ def pad(a, pad_width, constant_values=0):
 
 def where(cond, a, b):
     c = np.asarray(_v(cond), dtype=bool)
-    x, y = _v(a), _v(b)
+    x, y = _vv(a, b)
     out = np.where(c, x, y)
     return record(out, (a, b), lambda g, n: (_unbroadcast(np.where(c, g, 0), np.shape(x)) if n[0] else None,
                                              _unbroadcast(np.where(c, 0, g), np.shape(y)) if n[1] else None),

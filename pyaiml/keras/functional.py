@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyaiml.autograd.tape import Tensor, paused
+from pyaiml.autograd.tape import Tensor, paused, recording
 from pyaiml.keras import layers as _layers
 from pyaiml.keras._common import placeholder_run
+from pyaiml.keras._plans import planned_forward
 from pyaiml.keras.model import Model, _shape_text
 from pyaiml.ops import _validate
 
@@ -357,6 +358,55 @@ class Functional(Model):
         self.output_names = list(outputs.keys()) if isinstance(outputs, dict) else names
         self.built = True
         self._build_input_shape = [kt.shape for kt in flat_in] if len(flat_in) > 1 else flat_in[0].shape
+        self._chain = self._single_chain()
+
+    def _single_chain(self):
+        """The graph's layers in order when it is one chain from a single input to a single
+        output (each node one layer called on the previous node's only output, no keyword
+        arguments, no layer twice): inference then runs through a plan (pyaiml/keras/_plans.py)
+        as Sequential's does. None for any other graph."""
+        if len(self.inputs) != 1 or not getattr(self._outputs_struct, "_is_keras_tensor", False):
+            return None
+        prev, chain = self.inputs[0], []
+        for node in self._nodes:
+            if (node.kwargs or len(node.args) != 1 or node.args[0] is not prev or len(node.outputs) != 1
+                    or any(node.layer is l for l in chain)):
+                return None
+            chain.append(node.layer)
+            prev = node.outputs[0]
+        return chain if chain and prev is self.outputs[0] else None
+
+    def __getstate__(self):
+        # copy.deepcopy / pickle: without the inference plans, whose callables hold this
+        # model's layers (a copy running them would read the original's weights)
+        state = self.__dict__.copy()
+        state.pop("_iplans", None)
+        return state
+
+    def __call__(self, *args, **kwargs):
+        chain = self._chain
+        if chain is not None and len(args) == 1 and not kwargs.keys() - {"training"}:
+            x = args[0]
+            training = kwargs.get("training")
+            if training is None:
+                training = getattr(_layers._ctx, "training", None)
+            if type(x) is np.ndarray and not training and x.ndim >= 1 and x.shape[0] > 0 and not recording():
+                return self._planned(x, chain)
+        return super().__call__(*args, **kwargs)
+
+    def _planned(self, x, chain):
+        """Inference on an array through the chain's plan: x's shape checked against the input,
+        float data as float32 and checked finite once (the plan runs with the per-op checks off,
+        as predict does)."""
+        self._match_inputs(x)
+        if x.dtype.kind == "f":
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            if _validate.get_check_finite() and not _validate.all_finite(x):
+                bad = np.argwhere(~np.isfinite(x))[0]
+                raise ValueError(f"Model {self.name!r}: x contains NaN or inf (first at sample {bad[0]}, index "
+                                 f"{tuple(int(i) for i in bad[1:])})")
+        with _validate.finite_checks(False):
+            return planned_forward(self, chain, x, lambda h: _layers.Layer.__call__(self, h, training=False))
 
     # structure
     def _sublayers(self):

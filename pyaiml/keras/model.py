@@ -122,7 +122,7 @@ def _arrays(x, what, float_ok=True):
         if a.dtype.kind == "f":
             if not _validate.all_finite(a):  # one C++ pass on float32 (~0.5 us at 32x32x3)
                 bad = np.argwhere(~np.isfinite(a))[0]
-                raise ValueError(f"{name} contains NaN or inf (first at sample {bad[0]}, index {tuple(bad[1:])})")
+                raise ValueError(f"{name} contains NaN or inf (first at sample {bad[0]}, index {tuple(int(i) for i in bad[1:])})")
             a = np.ascontiguousarray(a, dtype=np.float32)
         out.append(a)
     n = {len(a) for a in out}

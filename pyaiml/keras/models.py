@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyaiml import _backend
 from pyaiml.autograd import GradientTape
 from pyaiml.autograd import functional as F
 from pyaiml.autograd import fusion as _fusion
@@ -37,9 +36,9 @@ from pyaiml.keras import losses as _losses
 from pyaiml.keras import metrics as _metrics
 from pyaiml.keras import optimizers as _opt
 from pyaiml.keras._common import FLOATX, rng
+from pyaiml.keras._plans import planned_forward
 from pyaiml.keras.saving import SavingMixin
 from pyaiml.ops import _validate
-from pyaiml.ops._validate import get_check_finite
 
 NonFiniteLossError = _cb.NonFiniteLossError  # one class for every model kind
 
@@ -51,20 +50,6 @@ def _NoFiniteChecks():  # noqa: N802 (the name its callers use)
 
 def _shape_str(s):
     return "(None, " + ", ".join("None" if d is None else str(d) for d in s) + ")"
-
-
-def _native_plan(x, steps, y):
-    """One callable running the layers' steps in C++ (_C.SequentialPlan), or None where the C++
-    backend does not run every op they use or no step computes anything."""
-    kinds = {st[0][0] for _, st in steps if st[0] is not None}
-    ops = {0: "conv2d", 1: "max_pool2d", 2: "gemm"}
-    if not kinds or any(_backend.chosen(ops[k])[0] != "cpp" for k in kinds) or y.dtype != np.float32:
-        return None
-    plan = _backend.native().SequentialPlan(list(x.shape), [st[0] for _, st in steps if st[0] is not None],
-                                            list(y.shape))
-    wl = tuple((l, a) for l, st in steps for a in st[1])
-    run = plan.run
-    return lambda h: run(h, [getattr(l, a) for l, a in wl])
 
 
 class Sequential(SavingMixin):
@@ -260,7 +245,7 @@ class Sequential(SavingMixin):
             raise ValueError(f"{what} must have a batch dimension: shape (samples, ...). Received shape {x.shape}")
         if not _validate.all_finite(x):  # one C++ pass on float32 (~0.5 us at 32x32x3)
             bad = np.argwhere(~np.isfinite(x))[0]
-            raise ValueError(f"{what} contains NaN or inf (first at sample {bad[0]}, index {tuple(bad[1:])})")
+            raise ValueError(f"{what} contains NaN or inf (first at sample {bad[0]}, index {tuple(int(i) for i in bad[1:])})")
         return x
 
     def _y(self, y, n, what="y"):
@@ -286,58 +271,17 @@ class Sequential(SavingMixin):
     # ------------------------------------------------------------------ core steps
     def _forward(self, x):
         """Inference: each layer's ``forward`` (no tape, no caches). With the finite checks off
-        (predict, evaluate, model(x): the input checked once) it runs a plan kept per input
-        shape, dtype and PYAIML_BACKEND: on C++, a chain of conv, max pool, flatten, dropout and
-        dense layers as one native call (``Layer._native_step``, csrc/bindings/sequential.cpp;
-        the same kernels, a native softmax a few ulps from NumPy's); otherwise one callable per
-        layer (``Layer._inference_fn``) with the geometry, argument checks and backend choice
-        of every call done once, the same kernels and bits. At batch 1 the per-layer Python of
-        the mission CNN was about a third of a predict call. add() and pop() drop the plans;
-        the weights are read at every call."""
-        if get_check_finite():
-            return self._forward_layers(x)
-        plans = self.__dict__.setdefault("_iplans", {})
-        key = (x.shape, x.dtype, _backend._getenv("PYAIML_BACKEND"))
-        plan = plans.get(key, False)
-        if plan is False:
-            return self._make_iplan(x, key, plans)
-        if plan is None:  # a layer passes a mask on: no plan
-            return self._forward_layers(x)
-        for f in plan:
-            x = f(x)
-        return x
+        (predict, evaluate, model(x): the input checked once) through a plan kept per input
+        shape, dtype and PYAIML_BACKEND (pyaiml/keras/_plans.py: on C++ the conv/pool/dense
+        chain as one native call). At batch 1 the per-layer Python of the mission CNN was about
+        a third of a predict call. add() and pop() drop the plans."""
+        return planned_forward(self, self._layers, x, self._forward_layers)
 
     def _forward_layers(self, x):
         mask = None
         for l in self._layers:
             x = l.forward(x, False, mask)
             mask = l.compute_mask(mask)
-        return x
-
-    def _make_iplan(self, x, key, plans):
-        """Runs the layers once on x, making the plan on the way; none (None kept) when a layer
-        such as Embedding(mask_zero=True) makes a mask: the plan passes none."""
-        if len(plans) >= 16:
-            plans.clear()
-        plan, mask, steps, x0 = [], None, [], x
-        for l in self._layers:
-            if mask is None:
-                if steps is not None:
-                    st = l._native_step(x)
-                    steps = None if st is NotImplemented else steps + [(l, st)]
-                f = l._inference_fn(x)
-                plan.append(f if f is not None else (lambda h, fwd=l.forward: fwd(h, False, None)))
-                x = plan[-1](x)
-            else:
-                x = l.forward(x, False, mask)
-            mask = l.compute_mask(mask)
-        if mask is not None or len(plan) < len(self._layers):
-            plans[key] = None
-        else:
-            native = _native_plan(x0, steps, x) if steps else None
-            plans[key] = (native,) if native is not None else tuple(plan)
-            if native is not None:  # the plan's own result, so the first call agrees with the later ones
-                return native(x0)
         return x
 
     def _call_layers(self, x, training):

@@ -1630,6 +1630,7 @@ from pyaiml.keras.tape_layers import (  # noqa: F401
     AveragePooling2D,
     GlobalMaxPooling1D,
     GlobalMaxPooling2D,
+    Lambda,
     Permute,
     RepeatVector,
     Rescaling,

@@ -161,6 +161,23 @@ class Sequential(SavingMixin):
     def trainable_weights(self):
         return [w for l in self._layers for w in l.trainable_weights]
 
+    @property
+    def non_trainable_weights(self):
+        return [v.value for v in self.non_trainable_variables]
+
+    @property
+    def variables(self):
+        """The layers' Variables (what a GradientTape differentiates), in layer order."""
+        return [v for l in self._layers for v in l.variables]
+
+    @property
+    def trainable_variables(self):
+        return [v for l in self._layers for v in l.trainable_variables]
+
+    @property
+    def non_trainable_variables(self):
+        return [v for l in self._layers for v in l.non_trainable_variables]
+
     def get_weights(self):
         return [w for l in self._layers for w in l.get_weights()]
 

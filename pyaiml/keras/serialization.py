@@ -28,7 +28,8 @@ class UnregisteredClassError(ValueError):
 
 
 def register_keras_serializable(package="Custom", name=None):
-    """Class decorator: make a custom Layer/Model loadable by ``load_model``."""
+    """Class (or function) decorator: make a custom Layer/Model, or a function a Lambda layer
+    calls, loadable by ``load_model``."""
     def deco(cls):
         key = f"{package}>{name or cls.__name__}"
         _REGISTRY[key] = cls

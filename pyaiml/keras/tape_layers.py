@@ -1,5 +1,5 @@
 """Keras layers that exist only as a tape ``call()``: Permute, RepeatVector,
-GlobalMaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding2D, UpSampling2D, Rescaling.
+GlobalMaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding2D, UpSampling2D, Rescaling, Lambda.
 
 What they are. Shape and pooling layers written with pyaiml.autograd.functional's
 primitives (transpose, repeat, max, average_pool, pad, arithmetic), so their gradients come
@@ -246,7 +246,75 @@ class Rescaling(Layer):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset}
 
 
+class Lambda(Layer):
+    """Keras's Lambda: ``function(inputs, **arguments)`` as a layer, written with keras.ops (or
+    any tape op), so it trains on the tape. ``output_shape``: a shape without the batch axis, or
+    a function of the input shape (with it); by default the output shape comes from running
+    ``function`` once on zeros. Saving needs the function registered with
+    ``@keras.saving.register_keras_serializable()`` (a model file holds no code): an
+    unregistered function (a lambda) is a ValueError naming the layer at ``save``."""
+
+    def __init__(self, function, output_shape=None, mask=None, arguments=None, **kw):
+        super().__init__(**kw)
+        if not callable(function):
+            raise TypeError(f"{self.name}: Lambda needs a callable. Received {type(function).__name__}")
+        if mask is not None:
+            raise ValueError(f"{self.name}: Lambda(mask=...) is not supported (the output carries no mask)")
+        self.function = function
+        self.arguments = dict(arguments or {})
+        self._output_shape_arg = output_shape
+
+    def call(self, inputs, training=None):
+        return self.function(inputs, **self.arguments)
+
+    def compute_output_shape(self, input_shape):
+        out = self._output_shape_arg
+        if callable(out):
+            return tuple(out((None,) + tuple(input_shape)))[1:]
+        if out is not None:
+            return tuple(out)
+        from pyaiml.autograd.tape import paused
+        from pyaiml.keras._common import placeholder_run
+        from pyaiml.ops import _validate
+
+        def zeros(shape):  # one sample; several inputs come as a list of shapes
+            if isinstance(shape, list) or (shape and isinstance(shape[0], (tuple, list))):
+                return [zeros(t) for t in shape]
+            return np.zeros((1,) + tuple(1 if d is None else d for d in shape), np.float32)
+
+        with paused(), _validate.finite_checks(False), placeholder_run():
+            y = self.call(zeros(input_shape))
+        return tuple(np.shape(getattr(y, "value", y)))[1:]
+
+    def get_config(self):
+        key = getattr(self.function, "_registered_name", None)
+        if key is None:
+            raise ValueError(f"{self.name}: a Lambda layer's function ({getattr(self.function, '__name__', '?')}) "
+                             "cannot be saved: a model file holds no code. Register it with "
+                             "@keras.saving.register_keras_serializable(), or write the layer as a Layer subclass")
+        out = self._output_shape_arg
+        if callable(out):
+            raise ValueError(f"{self.name}: a Lambda's output_shape function cannot be saved; give a shape")
+        return {**super().get_config(), "function": key, "arguments": self.arguments,
+                "output_shape": None if out is None else list(out)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from pyaiml.keras.serialization import get_registered_object
+
+        cfg = dict(config)
+        name = cfg.pop("function")
+        fn = get_registered_object(name, custom_objects)
+        if fn is None:
+            raise ValueError(f"load_model: Lambda layer {cfg.get('name')!r} calls function {name!r}, which is not "
+                             "registered: decorate it with @keras.saving.register_keras_serializable() (or pass "
+                             f"custom_objects={{{name!r}: function}}) in the program that loads the model")
+        if cfg.get("output_shape") is not None:
+            cfg["output_shape"] = tuple(cfg["output_shape"])
+        return cls(fn, **cfg)
+
+
 CLASSES = (Permute, RepeatVector, GlobalMaxPooling1D, GlobalMaxPooling2D, AveragePooling1D, AveragePooling2D,
-           ZeroPadding2D, UpSampling2D, Rescaling)
+           ZeroPadding2D, UpSampling2D, Rescaling, Lambda)
 for _c in CLASSES:
     _layers._LAYERS[_c.__name__] = _c

@@ -294,7 +294,8 @@ class Lambda(Layer):
                              "@keras.saving.register_keras_serializable(), or write the layer as a Layer subclass")
         out = self._output_shape_arg
         if callable(out):
-            raise ValueError(f"{self.name}: a Lambda's output_shape function cannot be saved; give a shape")
+            raise ValueError(  # noqa: TRY004 (the value is fine; saving it is refused)
+                f"{self.name}: a Lambda's output_shape function cannot be saved; give a shape")
         return {**super().get_config(), "function": key, "arguments": self.arguments,
                 "output_shape": None if out is None else list(out)}
 

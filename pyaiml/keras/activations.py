@@ -1,4 +1,6 @@
-"""Keras activations: relu, sigmoid, tanh, softmax, gelu, linear (+ log_softmax).
+"""Keras activations: relu, sigmoid, tanh, softmax, gelu, linear (+ log_softmax), elu, selu,
+softplus, softsign, silu (swish), leaky_relu (slope 0.2), relu6, exponential, hard_sigmoid
+(relu6(x + 3) / 6, Keras 3's).
 
 Each is an object with ``forward(x) -> y`` on pyaiml.ops (the layers' inference path; their
 call() applies the tape's ops, pyaiml/keras/layers.py ``_apply_act``); ``get(identifier)``
@@ -86,6 +88,43 @@ class _Gelu(_Act):
         return ops.gelu(x)
 
 
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+
+
+class _Elementwise(_Act):
+    """An activation given by its NumPy formula (inference) and its tape form (training, from
+    pyaiml.autograd.functional's primitives, so its gradient is the tape's)."""
+
+    def __init__(self, name, fwd, tape):
+        self.name, self._fwd, self.tape = name, fwd, tape
+
+    def forward(self, x):
+        return self._fwd(x)
+
+
+def _t(v, x):
+    return x.dtype.type(v) if x.dtype.kind == "f" else v
+
+
+def _softplus(x):
+    return np.logaddexp(_t(0, x), x)
+
+
+def _np_sigmoid(x):
+    return ops.sigmoid(x) if x.dtype in (np.float32, np.float64) else 1 / (1 + np.exp(-x))
+
+
+elu = _Elementwise("elu", lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, _t(0, x)))), None)
+selu = _Elementwise("selu", lambda x: _t(_SELU_SCALE, x) * np.where(
+    x > 0, x, _t(_SELU_ALPHA, x) * np.expm1(np.minimum(x, _t(0, x)))), None)
+softplus = _Elementwise("softplus", _softplus, None)
+softsign = _Elementwise("softsign", lambda x: x / (np.abs(x) + _t(1, x)), None)
+silu = _Elementwise("silu", lambda x: x * _np_sigmoid(x), None)
+leaky_relu = _Elementwise("leaky_relu", lambda x: np.where(x > 0, x, x * _t(0.2, x)), None)
+relu6 = _Elementwise("relu6", lambda x: np.clip(x, _t(0, x), _t(6, x)), None)
+exponential = _Elementwise("exponential", np.exp, None)
+hard_sigmoid = _Elementwise("hard_sigmoid", lambda x: np.clip(x + _t(3, x), _t(0, x), _t(6, x)) / _t(6, x), None)
+
 linear = _Act()
 relu = _Relu()
 sigmoid = _Sigmoid()
@@ -94,7 +133,9 @@ softmax = _Softmax()
 log_softmax = _LogSoftmax()
 gelu = _Gelu()
 
-_TABLE = {a.name: a for a in (linear, relu, sigmoid, tanh, softmax, log_softmax, gelu)}
+_TABLE = {a.name: a for a in (linear, relu, sigmoid, tanh, softmax, log_softmax, gelu, elu, selu, softplus,
+                                softsign, silu, leaky_relu, relu6, exponential, hard_sigmoid)}
+_TABLE["swish"] = silu  # Keras's other name for it
 
 
 def get(identifier):

@@ -110,7 +110,16 @@ def _batchless(out):
 
 
 _ACT_TAPE = {"linear": None, "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh, "softmax": F.softmax,
-             "log_softmax": F.log_softmax, "gelu": F.gelu}
+             "log_softmax": F.log_softmax, "gelu": F.gelu,
+             "elu": F.elu,
+             "selu": lambda x: F.multiply(F.elu(x, _acts._SELU_ALPHA), _acts._SELU_SCALE),
+             "softplus": F.softplus,
+             "softsign": lambda x: F.divide(x, F.add(F.abs(x), 1.0)),
+             "silu": F.silu,
+             "leaky_relu": lambda x: F.leaky_relu(x, 0.2),
+             "relu6": lambda x: F.clip(F.relu(x), 0.0, 6.0),
+             "exponential": F.exp,
+             "hard_sigmoid": lambda x: F.divide(F.clip(F.add(x, 3.0), 0.0, 6.0), 6.0)}
 
 
 def _apply_act(act, x):
@@ -1626,14 +1635,20 @@ from pyaiml.keras.merging import (  # noqa: F401
 from pyaiml.keras.preprocessing_layers import Normalization, RandomFlip  # noqa: F401
 from pyaiml.keras.recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed  # noqa: F401
 from pyaiml.keras.tape_layers import (  # noqa: F401
+    ELU,
     AveragePooling1D,
     AveragePooling2D,
     GlobalMaxPooling1D,
     GlobalMaxPooling2D,
+    Identity,
     Lambda,
+    LeakyReLU,
     Permute,
+    PReLU,
+    ReLU,
     RepeatVector,
     Rescaling,
+    Softmax,
     UpSampling2D,
     ZeroPadding2D,
 )

@@ -1,5 +1,6 @@
 """Keras layers that exist only as a tape ``call()``: Permute, RepeatVector,
-GlobalMaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding2D, UpSampling2D, Rescaling, Lambda.
+GlobalMaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding2D, UpSampling2D, Rescaling, Lambda,
+and the activation layers ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity.
 
 What they are. Shape and pooling layers written with pyaiml.autograd.functional's
 primitives (transpose, repeat, max, average_pool, pad, arithmetic), so their gradients come
@@ -246,6 +247,128 @@ class Rescaling(Layer):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset}
 
 
+class ReLU(Layer):
+    """Keras's ReLU layer: x from ``threshold`` up, capped at ``max_value``; below the threshold
+    ``negative_slope * (x - threshold)``. The defaults are the plain ReLU."""
+    supports_masking = True
+
+    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kw):
+        super().__init__(**kw)
+        if max_value is not None and float(max_value) < 0:
+            raise ValueError(f"{self.name}: ReLU max_value must be >= 0. Received {max_value}")
+        if float(negative_slope) < 0:
+            raise ValueError(f"{self.name}: ReLU negative_slope must be >= 0. Received {negative_slope}")
+        self.max_value = None if max_value is None else float(max_value)
+        self.negative_slope, self.threshold = float(negative_slope), float(threshold)
+
+    def call(self, inputs, training=None):
+        if self.negative_slope == 0.0 and self.threshold == 0.0:
+            y = F.relu(inputs)
+        else:
+            xv = np.asarray(getattr(inputs, "value", inputs))
+            below = F.multiply(F.subtract(inputs, self.threshold), self.negative_slope)
+            y = F.where(xv >= self.threshold, inputs, below)
+        return y if self.max_value is None else F.minimum(y, self.max_value)
+
+    def get_config(self):
+        return {**super().get_config(), "max_value": self.max_value, "negative_slope": self.negative_slope,
+                "threshold": self.threshold}
+
+
+class LeakyReLU(Layer):
+    """x for x > 0, ``negative_slope * x`` otherwise (Keras 3's default slope 0.3)."""
+    supports_masking = True
+
+    def __init__(self, negative_slope=0.3, **kw):
+        if "alpha" in kw:  # Keras 2's name for it
+            negative_slope = kw.pop("alpha")
+        super().__init__(**kw)
+        if float(negative_slope) < 0:
+            raise ValueError(f"{self.name}: LeakyReLU negative_slope must be >= 0. Received {negative_slope}")
+        self.negative_slope = float(negative_slope)
+
+    def call(self, inputs, training=None):
+        return F.leaky_relu(inputs, self.negative_slope)
+
+    def get_config(self):
+        return {**super().get_config(), "negative_slope": self.negative_slope}
+
+
+class ELU(Layer):
+    """x for x > 0, ``alpha * (exp(x) - 1)`` otherwise."""
+    supports_masking = True
+
+    def __init__(self, alpha=1.0, **kw):
+        super().__init__(**kw)
+        self.alpha = float(alpha)
+
+    def call(self, inputs, training=None):
+        return F.elu(inputs, self.alpha)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha}
+
+
+class Softmax(Layer):
+    """Softmax along ``axis`` (default the last)."""
+
+    def __init__(self, axis=-1, **kw):
+        super().__init__(**kw)
+        self.axis = int(axis)
+
+    def call(self, inputs, training=None):
+        nd = np.ndim(getattr(inputs, "value", inputs))
+        if not -nd <= self.axis < nd or self.axis % nd == 0:
+            raise ValueError(f"{self.name}: Softmax axis {self.axis} is not a feature axis of inputs of rank {nd}")
+        return F.softmax(inputs, self.axis % nd)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+class PReLU(Layer):
+    """max(0, x) + alpha * min(0, x) with a learned ``alpha`` per input element (shared along
+    ``shared_axes``, 1-based without the batch as in Keras)."""
+
+    def __init__(self, alpha_initializer="zeros", alpha_regularizer=None, alpha_constraint=None, shared_axes=None,
+                 **kw):
+        super().__init__(**kw)
+        if alpha_regularizer is not None or alpha_constraint is not None:
+            raise ValueError(f"{self.name}: PReLU alpha_regularizer and alpha_constraint are not supported")
+        self.alpha_initializer = alpha_initializer
+        axes = [] if shared_axes is None else ([shared_axes] if isinstance(shared_axes, int) else list(shared_axes))
+        self.shared_axes = [int(a) for a in axes]
+
+    def build(self, input_shape):
+        shape = list(input_shape)
+        for a in self.shared_axes:
+            if not 1 <= a <= len(shape):
+                raise ValueError(f"{self.name}: PReLU shared axis {a} is outside 1..{len(shape)} for inputs of shape "
+                                 f"{_shape_str(input_shape)}")
+            shape[a - 1] = 1
+        if any(d is None for d in shape):
+            raise ValueError(f"{self.name}: PReLU needs a known size on every unshared axis. Received "
+                             f"{_shape_str(input_shape)}")
+        self.alpha = self.add_weight(shape=tuple(shape), initializer=self.alpha_initializer, name="alpha")
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        return F.add(F.relu(inputs), F.multiply(self.alpha, F.minimum(inputs, 0.0)))
+
+    def get_config(self):
+        ini = self.alpha_initializer
+        return {**super().get_config(), "alpha_initializer": ini if isinstance(ini, (str, int, float)) else "zeros",
+                "shared_axes": self.shared_axes or None}
+
+
+class Identity(Layer):
+    """Returns its input."""
+    supports_masking = True
+
+    def call(self, inputs, training=None):
+        return inputs
+
+
 class Lambda(Layer):
     """Keras's Lambda: ``function(inputs, **arguments)`` as a layer, written with keras.ops (or
     any tape op), so it trains on the tape. ``output_shape``: a shape without the batch axis, or
@@ -316,6 +439,6 @@ class Lambda(Layer):
 
 
 CLASSES = (Permute, RepeatVector, GlobalMaxPooling1D, GlobalMaxPooling2D, AveragePooling1D, AveragePooling2D,
-           ZeroPadding2D, UpSampling2D, Rescaling, Lambda)
+           ZeroPadding2D, UpSampling2D, Rescaling, Lambda, ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity)
 for _c in CLASSES:
     _layers._LAYERS[_c.__name__] = _c

@@ -646,6 +646,32 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_f
     return r
 
 
+def conv_transpose(x, weight, stride, dilation):
+    """The transposed convolution with no cropping: the adjoint of ``conv`` with no padding,
+    channels last. x (N, *sp, C_in); weight OI(H)W = (C_in, C_out, *k), the weight of the conv
+    that maps the result back to x's shape; stride, dilation: tuples, one per spatial axis.
+    Result (N, *full, C_out), full = (n - 1) * stride + dilation * (k - 1) + 1 per axis. On
+    pyaiml.ops: the forward is that conv's input gradient, the backward its forward (for x)
+    and its weight gradient (for weight)."""
+    xv, w = _v(x), _v(weight)
+    nd = w.ndim - 2
+    fwd, bwd = (ops.conv2d, ops.conv2d_backward) if nd == 2 else (ops.conv1d, ops.conv1d_backward)
+    fmt = "NHWC" if nd == 2 else "NLC"
+    st, dl = (tuple(stride), tuple(dilation)) if nd == 2 else (stride[0], dilation[0])
+    full = tuple((n - 1) * s + d * (k - 1) + 1 for n, s, d, k in zip(xv.shape[1:-1], stride, dilation, w.shape[2:]))
+    xc = np.ascontiguousarray(xv)
+    # the conv's input is only a shape here (its gradient alone is asked for): never read
+    out = bwd(xc, np.empty((xv.shape[0],) + full + (w.shape[1],), xv.dtype), w, st, 0, dl, 1, fmt,
+              output_mask=(True, False, False))[0]
+
+    def back(g, n):
+        g = np.ascontiguousarray(g)
+        gx = fwd(g, w, None, st, 0, dl, 1, fmt) if n[0] else None
+        gw = bwd(xc, g, w, st, 0, dl, 1, fmt, output_mask=(False, True, False))[1] if n[1] else None
+        return gx, gw
+    return record(out, (x, weight), back, "conv_transpose")
+
+
 def max_pool(x, pool_size, strides, padding=0, data_format="NHWC"):
     """pyaiml.ops.max_pool1d/2d by rank of ``pool_size`` (an int: 1-D); gradient through the
     forward's indices, one byte per output (the position in the window) when the window

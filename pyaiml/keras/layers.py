@@ -1638,6 +1638,8 @@ from pyaiml.keras.tape_layers import (  # noqa: F401
     ELU,
     AveragePooling1D,
     AveragePooling2D,
+    Conv1DTranspose,
+    Conv2DTranspose,
     GlobalMaxPooling1D,
     GlobalMaxPooling2D,
     Identity,

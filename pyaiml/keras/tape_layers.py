@@ -1,6 +1,7 @@
 """Keras layers that exist only as a tape ``call()``: Permute, RepeatVector,
 GlobalMaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding2D, UpSampling2D, Rescaling, Lambda,
-and the activation layers ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity.
+the activation layers ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity, and Conv1DTranspose /
+Conv2DTranspose.
 
 What they are. Shape and pooling layers written with pyaiml.autograd.functional's
 primitives (transpose, repeat, max, average_pool, pad, arithmetic), so their gradients come
@@ -369,6 +370,123 @@ class Identity(Layer):
         return inputs
 
 
+def _non_negative(v, r, what):
+    """An int or r ints, each >= 0, as a tuple of r."""
+    t = (v,) * r if isinstance(v, (int, np.integer)) else tuple(v) if isinstance(v, (tuple, list)) else None
+    if t is None or len(t) != r or any(not isinstance(a, (int, np.integer)) or a < 0 for a in t):
+        raise ValueError(f"{what} must be an int or a tuple of {r} ints >= 0. Received {v!r}")
+    return tuple(int(a) for a in t)
+
+
+def _transpose_geometry(n, k, s, d, padding, op):
+    """(crop start into the uncropped transposed output, output length) along one axis, Keras
+    3's rule (its JAX/TensorFlow form: the output is a conv of the stride-dilated input padded
+    left_pad / right_pad; the uncropped output is that with k_eff - 1 on both sides)."""
+    ke = (k - 1) * d + 1
+    if padding == "valid":
+        op = max(ke, s) - ke if op is None else op
+        return 0, (n - 1) * s + ke + op
+    pad_len = s + ke - 2 if op is None else ke + ke % 2 - 2 + op
+    left = min(pad_len // 2 + pad_len % 2, ke - 1)
+    return ke - 1 - left, (n - 1) * s + pad_len - ke + 2
+
+
+class _ConvTranspose(Layer, _layers._ActMixin):
+    """Keras's Conv1DTranspose / Conv2DTranspose, channels last. The kernel is stored as Keras
+    stores it, kernel_size + (filters, input channels); the product is
+    pyaiml.autograd.functional.conv_transpose (the matching conv's input gradient, on the
+    conv kernels), then the crop or zero extension of Keras's padding / output_padding rule,
+    the bias and the activation, all on the tape."""
+    rank = 2
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", output_padding=None, data_format=None,
+                 dilation_rate=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kw):
+        super().__init__(**kw)
+        cname, r = type(self).__name__, self.rank
+        if not isinstance(filters, (int, np.integer)) or filters < 1:
+            raise ValueError(f"{cname}: filters must be a positive integer. Received {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = tuple_n(kernel_size, r, f"{cname}: kernel_size")
+        self.strides = tuple_n(strides, r, f"{cname}: strides")
+        self.dilation_rate = tuple_n(dilation_rate, r, f"{cname}: dilation_rate")
+        pad = padding.lower() if isinstance(padding, str) else padding
+        if pad not in ("valid", "same"):
+            raise ValueError(f"{cname}: padding must be 'valid' or 'same'. Received {padding!r}")
+        self.padding = pad
+        if (data_format or "channels_last") != "channels_last":
+            raise ValueError(f"{cname}: only data_format='channels_last' is supported. Received {data_format!r}")
+        self.data_format = "channels_last"
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(f"{cname}: strides > 1 together with dilation_rate > 1 is not supported. Received "
+                             f"strides={self.strides}, dilation_rate={self.dilation_rate}")
+        self.output_padding = None if output_padding is None else _non_negative(output_padding, r,
+                                                                                 f"{cname}: output_padding")
+        if self.output_padding is not None and any(o >= st for o, st in zip(self.output_padding, self.strides)):
+            raise ValueError(f"{cname}: output_padding must be smaller than strides. Received output_padding="
+                             f"{self.output_padding}, strides={self.strides}")
+        self.activation = _layers._acts.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
+
+    def build(self, input_shape):
+        if len(input_shape) != self.rank + 1 or input_shape[-1] is None:
+            raise InputSpecError(f"{self.name}: {type(self).__name__} expects inputs of rank {self.rank + 2} with "
+                                 f"known channels (channels last). Received input shape {_shape_str(input_shape)}")
+        self.kernel = self.add_weight(shape=self.kernel_size + (self.filters, int(input_shape[-1])),
+                                      initializer=self.kernel_initializer, name="kernel")
+        if self.use_bias:
+            self.bias = self.add_weight(shape=(self.filters,), initializer=self.bias_initializer, name="bias")
+        super().build(input_shape)
+
+    def _geometry(self, spatial):
+        ops_ = self.output_padding or (None,) * self.rank
+        return [_transpose_geometry(n, k, s, d, self.padding, o) for n, k, s, d, o in
+                zip(spatial, self.kernel_size, self.strides, self.dilation_rate, ops_)]
+
+    def compute_output_shape(self, input_shape):
+        sp = tuple(input_shape[:-1])
+        if len(sp) != self.rank:
+            raise InputSpecError(f"{type(self).__name__} expects rank-{self.rank + 2} inputs. Received "
+                                 f"{_shape_str(input_shape)}")
+        out = [None if n is None else g[1] for n, g in zip(sp, self._geometry([n or 1 for n in sp]))]
+        return tuple(out) + (self.filters,)
+
+    def call(self, inputs, training=None):
+        r = self.rank
+        w = F.transpose(self.kernel, (r + 1, r) + tuple(range(r)))  # (k, filters, in) -> (in, filters, k)
+        y = F.conv_transpose(inputs, w, self.strides, self.dilation_rate)
+        full = np.shape(getattr(y, "value", y))[1:-1]
+        geo = self._geometry(np.shape(getattr(inputs, "value", inputs))[1:-1])
+        extra = [max(0, start + length - f) for (start, length), f in zip(geo, full)]
+        if any(extra):  # Keras's output lies past the transposed conv's last row: zeros there
+            y = F.pad(y, [(0, 0)] + [(0, e) for e in extra] + [(0, 0)])
+        if any(start or length != f for (start, length), f in zip(geo, full)):
+            y = F.getitem(y, (slice(None),) + tuple(slice(st, st + ln) for st, ln in geo) + (slice(None),))
+        if self.use_bias:
+            y = F.add(y, self.bias)
+        return _layers._apply_act(self.activation, y)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),
+                "strides": list(self.strides), "padding": self.padding,
+                "output_padding": None if self.output_padding is None else list(self.output_padding),
+                "data_format": self.data_format, "dilation_rate": list(self.dilation_rate),
+                "activation": self.activation.name, "use_bias": self.use_bias,
+                "kernel_initializer": _layers._init_name(self.kernel_initializer),
+                "bias_initializer": _layers._init_name(self.bias_initializer)}
+
+
+class Conv2DTranspose(_ConvTranspose):
+    """2-D transposed convolution: (batch, rows, cols, channels) -> (batch, rows', cols', filters)."""
+    rank = 2
+
+
+class Conv1DTranspose(_ConvTranspose):
+    """1-D transposed convolution: (batch, steps, channels) -> (batch, steps', filters)."""
+    rank = 1
+
+
 class Lambda(Layer):
     """Keras's Lambda: ``function(inputs, **arguments)`` as a layer, written with keras.ops (or
     any tape op), so it trains on the tape. ``output_shape``: a shape without the batch axis, or
@@ -439,6 +557,7 @@ class Lambda(Layer):
 
 
 CLASSES = (Permute, RepeatVector, GlobalMaxPooling1D, GlobalMaxPooling2D, AveragePooling1D, AveragePooling2D,
-           ZeroPadding2D, UpSampling2D, Rescaling, Lambda, ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity)
+           ZeroPadding2D, UpSampling2D, Rescaling, Lambda, ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity,
+           Conv1DTranspose, Conv2DTranspose)
 for _c in CLASSES:
     _layers._LAYERS[_c.__name__] = _c

@@ -2,11 +2,10 @@
 
 Written as the keras.io example "Convolutional autoencoder for image denoising" writes it
 (a functional encoder of Conv2D + MaxPooling2D, a decoder back to the image size, trained
-first to reconstruct images and then to map noisy images to clean ones); only the imports
-changed, MNIST swapped for the bundled 8x8 digits upscaled to 16x16, and the decoder's
-``Conv2DTranspose(strides=2)`` layers replaced by ``UpSampling2D`` + ``Conv2D`` (pyaiml has no
-transposed convolution yet). Prints the reconstruction error of the noisy inputs and of the
-denoised outputs on held-out images.
+first to reconstruct images and then to map noisy images to clean ones, its decoder two
+``Conv2DTranspose(strides=2)`` layers); only the imports changed and MNIST swapped for the
+bundled 8x8 digits upscaled to 16x16. Prints the reconstruction error of the noisy inputs and
+of the denoised outputs on held-out images.
 
 Run:  python examples/keras_io/denoising_autoencoder.py [--epochs N]
 Tested briefly by tests/test_keras_io_examples.py; not a benchmark.
@@ -47,10 +46,8 @@ def make_autoencoder():
     x = layers.MaxPooling2D((2, 2), padding="same")(x)
 
     # Decoder
-    x = layers.UpSampling2D((2, 2))(x)
-    x = layers.Conv2D(32, (3, 3), activation="relu", padding="same")(x)
-    x = layers.UpSampling2D((2, 2))(x)
-    x = layers.Conv2D(32, (3, 3), activation="relu", padding="same")(x)
+    x = layers.Conv2DTranspose(32, (3, 3), strides=2, activation="relu", padding="same")(x)
+    x = layers.Conv2DTranspose(32, (3, 3), strides=2, activation="relu", padding="same")(x)
     x = layers.Conv2D(1, (3, 3), activation="sigmoid", padding="same")(x)
 
     # Autoencoder

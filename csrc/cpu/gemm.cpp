@@ -101,11 +101,13 @@ struct Tile {
   vf c[MR][NV];
 };
 
-// acc(M rows) = A(M x kc) * B_panel(kc x NR), M < MR, with the accumulators in registers:
-// the same FMA chains as micro's whole tiles (k in order from 0), so the same bits. A runtime
-// row count kept them in the tile in memory, a store and a reload per multiply-add: 16 rows
-// (one tile and 2 rows, an LSTM's row block per thread) of (16, 128) x (128, 64) took
-// 2.8 us against 2.0 us for 14.
+// acc(M rows) = A(M x kc) * B_panel(kc x NR), the sums in registers, each a chain of FMAs
+// with k in order from 0 (so any row gives the same bits whatever M it is computed in).
+// PACKED: A(i, k) at A[k * MR + i]; otherwise at A[i * ars + k * acs]. B(k, j) at
+// B[k * bs + j] (bs = NR when packed). M = MR is the whole tile; the short ones (M < MR,
+// below) had a runtime row count that kept the sums in the tile in memory, a store and a
+// reload per multiply-add: 16 rows (one tile and 2 rows, an LSTM's row block per thread) of
+// (16, 128) x (128, 64) took 2.8 us against 2.0 us for 14.
 template <int M, bool PACKED>
 inline void micro_rows(int64_t kc, const float* __restrict A, int64_t ars, int64_t acs, const float* __restrict B,
                        int64_t bs, Tile& t) {
@@ -143,32 +145,14 @@ inline void micro_tail(int mr, int64_t kc, const float* A, int64_t ars, int64_t 
   }
 }
 
-// acc = A_panel(MR x kc) * B_panel(kc x NR). PACKED: A(i, k) at A[k * MR + i];
-// otherwise at A[i * ars + k * acs] for i < mr (rows past mr are not read; their sums in t
-// are not set when mr < MR).
-// B(k, j) at B[k * bs + j] (bs = NR when packed).
+// micro_rows<mr> for a runtime 1 <= mr <= MR (rows past mr are not read, their sums in t not
+// set): the whole tile first.
 template <bool PACKED>
-inline void micro(int64_t kc, const float* __restrict A, int64_t ars, int64_t acs, int mr,
-                  const float* __restrict B, int64_t bs, Tile& t) {
-  if (mr < MR) {
+inline void micro(int mr, int64_t kc, const float* A, int64_t ars, int64_t acs, const float* B, int64_t bs, Tile& t) {
+  if (mr == MR)
+    micro_rows<MR, PACKED>(kc, A, ars, acs, B, bs, t);
+  else
     micro_tail<PACKED>(mr, kc, A, ars, acs, B, bs, t);
-    return;
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) t.c[i][j] = vf{};
-  for (int64_t k = 0; k < kc; ++k) {
-    vf b[NV];
-#pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) b[j] = loadu(B + k * bs + j * VL);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const float a = PACKED ? A[k * MR + i] : A[i * ars + k * acs];
-#pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) t.c[i][j] += b[j] * a;
-    }
-  }
 }
 
 // Writes the tile to C(i0:i0+mr, j0:j0+nr): C = acc + beta * C, then bias/relu if `last`.
@@ -366,9 +350,9 @@ void sgemm_st(const GemmArgs& g) {
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
             if (direct)
-              micro<false>(kc, g.A + (ic + ir) * g.rsa + pc * g.csa, g.rsa, g.csa, mr, bpanel, bs, t);
+              micro<false>(mr, kc, g.A + (ic + ir) * g.rsa + pc * g.csa, g.rsa, g.csa, bpanel, bs, t);
             else
-              micro<true>(kc, ap + ir * kc, 0, 0, mr, bpanel, bs, t);
+              micro<true>(mr, kc, ap + ir * kc, 0, 0, bpanel, bs, t);
             store_tile(g, t, ic + ir, jc + jr, mr, nr, beta, last, chk);
           }
         }

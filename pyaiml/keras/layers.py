@@ -688,6 +688,20 @@ def _same_pads(size, k, s, d):
     return tot // 2, tot - tot // 2
 
 
+def conv_args(cname, rank, filters, kernel_size, strides, dilation_rate):
+    """A conv layer's (filters, kernel_size, strides, dilation_rate), checked as Keras checks
+    them (the transposed convs share it)."""
+    if not isinstance(filters, (int, np.integer)) or filters < 1:
+        raise ValueError(f"{cname}: filters must be a positive integer. Received {filters!r}")
+    ks = tuple_n(kernel_size, rank, f"{cname}: kernel_size")
+    st = tuple_n(strides, rank, f"{cname}: strides")
+    dl = tuple_n(dilation_rate, rank, f"{cname}: dilation_rate")
+    if max(st) > 1 and max(dl) > 1:
+        raise ValueError(f"{cname}: strides > 1 together with dilation_rate > 1 is not supported (as in Keras). "
+                         f"Received strides={st}, dilation_rate={dl}")
+    return int(filters), ks, st, dl
+
+
 class _Conv(Layer, _ActMixin):
     rank = 2
 
@@ -701,19 +715,12 @@ class _Conv(Layer, _ActMixin):
         self._geo = {}  # input shape -> _geometry
         r = self.rank
         cname = type(self).__name__
-        if not isinstance(filters, (int, np.integer)) or filters < 1:
-            raise ValueError(f"{cname}: filters must be a positive integer. Received {filters!r}")
-        self.filters = int(filters)
-        self.kernel_size = tuple_n(kernel_size, r, f"{cname}: kernel_size")
-        self.strides = tuple_n(strides, r, f"{cname}: strides")
-        self.dilation_rate = tuple_n(dilation_rate, r, f"{cname}: dilation_rate")
+        self.filters, self.kernel_size, self.strides, self.dilation_rate = conv_args(
+            cname, r, filters, kernel_size, strides, dilation_rate)
         pad = padding.lower() if isinstance(padding, str) else padding
         allowed = ("valid", "same", "causal") if r == 1 else ("valid", "same")
         if pad not in allowed:
             raise ValueError(f"{cname}: padding must be one of {', '.join(allowed)}. Received {padding!r}")
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(f"{cname}: strides > 1 together with dilation_rate > 1 is not supported "
-                             f"(as in Keras). Received strides={self.strides}, dilation_rate={self.dilation_rate}")
         self.padding = pad
         df = data_format or "channels_last"
         if df not in ("channels_last", "channels_first"):

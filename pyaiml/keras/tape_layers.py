@@ -404,12 +404,8 @@ class _ConvTranspose(Layer, _layers._ActMixin):
                  bias_initializer="zeros", **kw):
         super().__init__(**kw)
         cname, r = type(self).__name__, self.rank
-        if not isinstance(filters, (int, np.integer)) or filters < 1:
-            raise ValueError(f"{cname}: filters must be a positive integer. Received {filters!r}")
-        self.filters = int(filters)
-        self.kernel_size = tuple_n(kernel_size, r, f"{cname}: kernel_size")
-        self.strides = tuple_n(strides, r, f"{cname}: strides")
-        self.dilation_rate = tuple_n(dilation_rate, r, f"{cname}: dilation_rate")
+        self.filters, self.kernel_size, self.strides, self.dilation_rate = _layers.conv_args(
+            cname, r, filters, kernel_size, strides, dilation_rate)
         pad = padding.lower() if isinstance(padding, str) else padding
         if pad not in ("valid", "same"):
             raise ValueError(f"{cname}: padding must be 'valid' or 'same'. Received {padding!r}")
@@ -417,9 +413,6 @@ class _ConvTranspose(Layer, _layers._ActMixin):
         if (data_format or "channels_last") != "channels_last":
             raise ValueError(f"{cname}: only data_format='channels_last' is supported. Received {data_format!r}")
         self.data_format = "channels_last"
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(f"{cname}: strides > 1 together with dilation_rate > 1 is not supported. Received "
-                             f"strides={self.strides}, dilation_rate={self.dilation_rate}")
         self.output_padding = None if output_padding is None else _non_negative(output_padding, r,
                                                                                  f"{cname}: output_padding")
         if self.output_padding is not None and any(o >= st for o, st in zip(self.output_padding, self.strides)):

@@ -72,15 +72,20 @@ CASES = [  # rank, kernel, strides, dilation, padding, output_padding
 ]
 
 
+@pytest.mark.parametrize("act", [None, "relu"])
 @pytest.mark.parametrize("case", CASES, ids=[f"r{c[0]}k{c[1]}s{c[2]}d{c[3]}{c[4]}op{c[5]}" for c in CASES])
-def test_layer_values_against_torch_and_the_tensorflow_rule(case):
+def test_layer_values_against_torch_and_the_tensorflow_rule(case, act):
+    """Bias and ReLU run inside the phase convs of a strided layer, after the cut otherwise (rows
+    past the transposed conv's last one hold the bias alone, ReLU'd)."""
     r, k, s, d, padding, op = case
     cls = layers.Conv2DTranspose if r == 2 else layers.Conv1DTranspose
-    layer = cls(5, k, strides=s, dilation_rate=d, padding=padding, output_padding=op,
+    layer = cls(5, k, strides=s, dilation_rate=d, padding=padding, output_padding=op, activation=act,
                 bias_initializer="glorot_uniform")
     x = np.random.default_rng(0).standard_normal((2,) + (7, 6)[:r] + (3,)).astype(np.float32)
     y = layer(x)
     want = torch_reference(x, layer.kernel.value, layer.bias.value, s, d, padding, op)
+    if act == "relu":
+        want = np.maximum(want, 0)
     assert y.shape == want.shape == (2,) + layer.compute_output_shape(x.shape[1:])
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
 
@@ -178,3 +183,41 @@ def test_against_keras_itself():
                         lay.set_weights([np.asarray(w) for w in kl.get_weights()])
                         np.testing.assert_allclose(lay(x), np.asarray(ref.detach().cpu()), rtol=1e-5, atol=1e-5,
                                                    err_msg=str((n, k, s, padding, op)))
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[6], CASES[9]], ids=str)
+def test_layer_gradients_with_bias_and_relu_against_torch(case):
+    r, k, s, d, padding, op = case
+    cls = layers.Conv2DTranspose if r == 2 else layers.Conv1DTranspose
+    layer = cls(4, k, strides=s, dilation_rate=d, padding=padding, output_padding=op, activation="relu",
+                bias_initializer="glorot_uniform")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2,) + (5, 4)[:r] + (3,)).astype(np.float32)
+    y = layer(x)
+    g0 = rng.standard_normal(y.shape).astype(np.float32)
+    with GradientTape() as tape:
+        xx = tape.watch(x)
+        loss = F.sum(F.multiply(layer(xx), g0))
+    gx, gk, gb = tape.gradient(loss, [xx, layer.kernel, layer.bias])
+    tx = torch.from_numpy(x).requires_grad_()
+    tk = torch.from_numpy(layer.kernel.value.copy()).requires_grad_()
+    tb = torch.from_numpy(layer.bias.value.copy()).requires_grad_()
+    tw = tk.permute((r + 1, r) + tuple(range(r)))
+    f = torch.nn.functional.conv_transpose2d if r == 2 else torch.nn.functional.conv_transpose1d
+    full = f(tx.movedim(-1, 1), tw, None, stride=s, dilation=d).movedim(1, -1)
+    idx = [slice(None)]
+    for ax in range(r):
+        n = x.shape[1 + ax]
+        length = keras_length(n, k[ax], s[ax], d[ax], padding, None if op is None else op[ax])
+        start = 0 if padding == "valid" else tf_start(n, k[ax], s[ax], d[ax], length)
+        extra = start + length - full.shape[1 + ax]
+        if extra > 0:
+            pw = [0, 0] * (r + 2)
+            pw[2 * (r - ax) + 1] = extra  # torch.nn.functional.pad: last axis first, (before, after) pairs
+            full = torch.nn.functional.pad(full, pw)
+        idx.append(slice(start, start + length))
+    ty = torch.relu(full[tuple(idx)] + tb)
+    (ty * torch.from_numpy(g0)).sum().backward()
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gk, tk.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-4, atol=1e-4)

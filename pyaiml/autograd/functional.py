@@ -646,22 +646,27 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_f
     return r
 
 
-def conv_transpose(x, weight, stride, dilation):
+def conv_transpose(x, weight, stride, dilation, bias=None, activation=None):
     """The transposed convolution with no cropping: the adjoint of ``conv`` with no padding,
     channels last. x (N, *sp, C_in); weight OI(H)W = (C_in, C_out, *k), the weight of the conv
     that maps the result back to x's shape; stride, dilation: tuples, one per spatial axis.
-    Result (N, *full, C_out), full = (n - 1) * stride + dilation * (k - 1) + 1 per axis. On
-    pyaiml.ops: the forward is that conv's input gradient, the backward its forward (for x)
-    and its weight gradient (for weight)."""
+    Result (N, *full, C_out), full = (n - 1) * stride + dilation * (k - 1) + 1 per axis, plus
+    ``bias`` (C_out,) and ``activation`` (None or "relu"). Stride 1 (or dilated): on
+    pyaiml.ops, the forward is that conv's input gradient, the backward its forward (for x) and
+    its weight gradient (for weight). Stride > 1: one stride-1 conv per output phase
+    (``_conv_transpose_phases``)."""
     xv, w = _v(x), _v(weight)
     nd = w.ndim - 2
+    if max(stride) > 1 and max(dilation) == 1:
+        return _conv_transpose_phases(x, weight, tuple(stride), bias, activation)
     fwd, bwd = (ops.conv2d, ops.conv2d_backward) if nd == 2 else (ops.conv1d, ops.conv1d_backward)
     fmt = "NHWC" if nd == 2 else "NLC"
     st, dl = (tuple(stride), tuple(dilation)) if nd == 2 else (stride[0], dilation[0])
     full = tuple((n - 1) * s + d * (k - 1) + 1 for n, s, d, k in zip(xv.shape[1:-1], stride, dilation, w.shape[2:]))
     xc = np.ascontiguousarray(xv)
-    # the conv's input is only a shape here (its gradient alone is asked for): never read
-    out = bwd(xc, np.empty((xv.shape[0],) + full + (w.shape[1],), xv.dtype), w, st, 0, dl, 1, fmt,
+    # the conv's input is only a shape here (its gradient alone is asked for); zeros (calloc'd,
+    # not touched by the compiled kernels), as the NumPy reference casts it whole
+    out = bwd(xc, np.zeros((xv.shape[0],) + full + (w.shape[1],), xv.dtype), w, st, 0, dl, 1, fmt,
               output_mask=(True, False, False))[0]
 
     def back(g, n):
@@ -669,7 +674,56 @@ def conv_transpose(x, weight, stride, dilation):
         gx = fwd(g, w, None, st, 0, dl, 1, fmt) if n[0] else None
         gw = bwd(xc, g, w, st, 0, dl, 1, fmt, output_mask=(False, True, False))[1] if n[1] else None
         return gx, gw
-    return record(out, (x, weight), back, "conv_transpose")
+    y = record(out, (x, weight), back, "conv_transpose")
+    if bias is not None:
+        y = add(y, bias)
+    return relu(y) if activation == "relu" else y
+
+
+def _conv_transpose_phases(x, weight, stride, bias=None, activation=None):
+    """conv_transpose with stride > 1 (no dilation) as s^rank stride-1 convs, one per output
+    phase: full[..., s m + p, ...] = sum_u x[m - u] w[p + s u], the full convolution of x with
+    the taps p, p + s, ... of w (flipped: a correlation on x padded by their count - 1), whose
+    n + taps - 1 rows are exactly the phase's rows of the full output. Each conv writes its
+    phase once into the output's strided rows (``_interleave``); bias and ReLU run in the convs'
+    epilogues. A stride-s transposed conv through the conv input gradient runs the slow
+    strided path; these are the stride-1 kernels (direct, Winograd, GEMM)."""
+    xv, w = _v(x), _v(weight)
+    nd = w.ndim - 2
+    sp, ks = xv.shape[1:-1], w.shape[2:]
+    full = tuple((n - 1) * s + k for n, s, k in zip(sp, stride, ks))
+    fmt = "NHWC" if nd == 2 else "NLC"
+    phases = []
+    for ph in np.ndindex(*stride):
+        kk = [-(-(k - p) // s) for k, p, s in zip(ks, ph, stride)]  # this phase's taps per axis
+        if min(kk) == 0:  # no tap lands on this phase (kernel shorter than the stride)
+            phases.append(None)
+            continue
+        sub = getitem(weight, (slice(None), slice(None)) + tuple(slice(p, None, s) for p, s in zip(ph, stride)))
+        sub = getitem(sub, (slice(None), slice(None)) + (slice(None, None, -1),) * nd)  # flipped taps
+        sub = transpose(sub, (1, 0) + tuple(range(2, 2 + nd)))  # (out, in, taps)
+        pad_ = tuple(k - 1 for k in kk)
+        phases.append(conv(x, sub, bias, 1, pad_ if nd == 2 else pad_[0], 1, 1, fmt, activation=activation))
+    fill = 0.0
+    if bias is not None and any(p is None for p in phases):  # rows no tap reaches: the bias alone
+        bv = _v(bias)
+        fill = np.maximum(bv, 0) if activation == "relu" else bv
+    return _interleave(phases, stride, (xv.shape[0],) + full + (w.shape[1],), fill)
+
+
+def _interleave(phases, stride, shape, fill):
+    """out[:, p_1::s_1, ..., :] = phase (p_1, ...) (row-major phase order), a phase of None
+    leaving ``fill`` there; the gradient of a phase is its strided slice of the output's."""
+    vals = [None if p is None else _v(p) for p in phases]
+    dt = next(v.dtype for v in vals if v is not None)
+    out = np.empty(shape, dt)
+    sl = [(slice(None),) + tuple(slice(p, None, s) for p, s in zip(ph, stride)) for ph in np.ndindex(*stride)]
+    for idx, v in zip(sl, vals):
+        out[idx] = fill if v is None else v
+    parents = tuple(p for p in phases if p is not None)
+    keep = [i for i, v in enumerate(vals) if v is not None]
+    return record(out, parents, lambda g, n: tuple(np.ascontiguousarray(g[sl[i]]) if n[j] else None
+                                                   for j, i in enumerate(keep)), "interleave")
 
 
 def max_pool(x, pool_size, strides, padding=0, data_format="NHWC"):

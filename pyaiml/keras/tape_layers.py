@@ -448,17 +448,24 @@ class _ConvTranspose(Layer, _layers._ActMixin):
     def call(self, inputs, training=None):
         r = self.rank
         w = F.transpose(self.kernel, (r + 1, r) + tuple(range(r)))  # (k, filters, in) -> (in, filters, k)
-        y = F.conv_transpose(inputs, w, self.strides, self.dilation_rate)
-        full = np.shape(getattr(y, "value", y))[1:-1]
-        geo = self._geometry(np.shape(getattr(inputs, "value", inputs))[1:-1])
+        sp = np.shape(getattr(inputs, "value", inputs))[1:-1]
+        full = [(n - 1) * s + (k - 1) * d + 1 for n, s, k, d in zip(sp, self.strides, self.kernel_size,
+                                                                      self.dilation_rate)]
+        geo = self._geometry(sp)
         extra = [max(0, start + length - f) for (start, length), f in zip(geo, full)]
-        if any(extra):  # Keras's output lies past the transposed conv's last row: zeros there
+        # bias and ReLU inside the product, unless Keras's output reaches past its last row
+        # (zeros there, then the bias)
+        inner = not any(extra)
+        relu = self.activation is _layers._acts.relu and inner
+        y = F.conv_transpose(inputs, w, self.strides, self.dilation_rate, self.bias if self.use_bias and inner else
+                             None, "relu" if relu else None)
+        if any(extra):
             y = F.pad(y, [(0, 0)] + [(0, e) for e in extra] + [(0, 0)])
         if any(start or length != f for (start, length), f in zip(geo, full)):
             y = F.getitem(y, (slice(None),) + tuple(slice(st, st + ln) for st, ln in geo) + (slice(None),))
-        if self.use_bias:
+        if self.use_bias and not inner:
             y = F.add(y, self.bias)
-        return _layers._apply_act(self.activation, y)
+        return y if relu else _layers._apply_act(self.activation, y)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),

@@ -37,40 +37,44 @@ def main():
     configure_allocator()
     pyaiml.set_num_threads(2)
     torch.set_num_threads(2)
-    for n, h, c, f, k, s in CASES:
-        layer = layers.Conv2DTranspose(f, k, strides=s, padding="same")
-        x = np.random.default_rng(0).standard_normal((n, h, h, c)).astype(np.float32)
-        y = layer(x)
-        tl = torch.nn.ConvTranspose2d(c, f, k, stride=s, padding=(k - 1) // 2, output_padding=(s - 1) if k % 2 else 0)
-        with torch.no_grad():
-            tl.weight.copy_(torch.from_numpy(layer.kernel.value.transpose(3, 2, 0, 1).copy()))
-            tl.bias.copy_(torch.from_numpy(layer.bias.value))
-        tl = tl.to(memory_format=torch.channels_last)
-        tx = torch.from_numpy(np.moveaxis(x, -1, 1).copy()).contiguous(memory_format=torch.channels_last)
-        assert tuple(tl(tx).shape) == (y.shape[0], y.shape[3], y.shape[1], y.shape[2])
-        g = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
-        tg = torch.from_numpy(np.moveaxis(g, -1, 1).copy()).contiguous(memory_format=torch.channels_last)
-        txg = tx.clone().requires_grad_()
-
-        def tf():
-            with torch.no_grad():
-                tl(tx)
-
-        def pfb():
-            with GradientTape() as tape:
-                xx = tape.watch(x)
-                loss = ops.sum(ops.multiply(layer(xx), g))
-            tape.gradient(loss, [xx, layer.kernel, layer.bias])
-
-        def tfb():
-            tl.zero_grad()
-            txg.grad = None
-            (tl(txg) * tg).sum().backward()
-
-        a, b, c2, d = med(lambda: layer(x)), med(tf), med(pfb), med(tfb)
-        print(f"N{n} {h}x{h}x{c} -> {y.shape[1]}x{y.shape[2]}x{f} k{k} s{s} same: forward pyaiml {a:.2f} ms "
-              f"torch_cl {b:.2f} ms ({b / a:.2f}x); forward+backward {c2:.2f} / {d:.2f} ms ({d / c2:.2f}x)")
+    for case in CASES:
+        run_case(*case)
     print(cpu_model(), pyaiml.backend_info()["isa"])
+
+
+def run_case(n, h, c, f, k, s):
+    layer = layers.Conv2DTranspose(f, k, strides=s, padding="same")
+    x = np.random.default_rng(0).standard_normal((n, h, h, c)).astype(np.float32)
+    y = layer(x)
+    tl = torch.nn.ConvTranspose2d(c, f, k, stride=s, padding=(k - 1) // 2, output_padding=(s - 1) if k % 2 else 0)
+    with torch.no_grad():
+        tl.weight.copy_(torch.from_numpy(layer.kernel.value.transpose(3, 2, 0, 1).copy()))
+        tl.bias.copy_(torch.from_numpy(layer.bias.value))
+    tl = tl.to(memory_format=torch.channels_last)
+    tx = torch.from_numpy(np.moveaxis(x, -1, 1).copy()).contiguous(memory_format=torch.channels_last)
+    assert tuple(tl(tx).shape) == (y.shape[0], y.shape[3], y.shape[1], y.shape[2])
+    g = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    tg = torch.from_numpy(np.moveaxis(g, -1, 1).copy()).contiguous(memory_format=torch.channels_last)
+    txg = tx.clone().requires_grad_()
+
+    def tf():
+        with torch.no_grad():
+            tl(tx)
+
+    def pfb():
+        with GradientTape() as tape:
+            xx = tape.watch(x)
+            loss = ops.sum(ops.multiply(layer(xx), g))
+        tape.gradient(loss, [xx, layer.kernel, layer.bias])
+
+    def tfb():
+        tl.zero_grad()
+        txg.grad = None
+        (tl(txg) * tg).sum().backward()
+
+    a, b, c2, d = med(lambda: layer(x)), med(tf), med(pfb), med(tfb)
+    print(f"N{n} {h}x{h}x{c} -> {y.shape[1]}x{y.shape[2]}x{f} k{k} s{s} same: forward pyaiml {a:.2f} ms "
+          f"torch_cl {b:.2f} ms ({b / a:.2f}x); forward+backward {c2:.2f} / {d:.2f} ms ({d / c2:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -535,5 +535,178 @@ def dot_product_attention(query, key, value, bias=None, mask=None, scale=None, i
     return F.transpose(o, (0, 2, 1, 3))
 
 
+# ---------------------------------------------------------------- more numpy-style ops
+# Differentiable ones are written with the tape's primitives (their gradients are the tape's);
+# the rest return plain arrays (indices, masks, counts), as their Keras counterparts have no
+# gradient either.
+tan = _unary(F._unary("tan", np.tan, lambda x, y: 1 + y * y))
+sinh = _unary(F._unary("sinh", np.sinh, lambda x, y: np.cosh(x)))
+cosh = _unary(F._unary("cosh", np.cosh, lambda x, y: np.sinh(x)))
+arctan = _unary(F._unary("arctan", np.arctan, lambda x, y: 1 / (1 + x * x)))
+arcsinh = _unary(F._unary("arcsinh", np.arcsinh, lambda x, y: 1 / np.sqrt(x * x + 1)))
+expm1 = _unary(F._unary("expm1", np.expm1, lambda x, y: y + 1))
+log2 = _unary(F._unary("log2", np.log2, lambda x, y: 1 / (x * np.log(2.0))))
+log10 = _unary(F._unary("log10", np.log10, lambda x, y: 1 / (x * np.log(10.0))))
+softsign = _unary(lambda x: F.divide(x, F.add(F.abs(x), 1.0)))
+
+
+def _axes_of(x, axis):
+    nd = np.ndim(_v(x))
+    if axis is None:
+        return tuple(range(nd))
+    return tuple(a % nd for a in (axis if isinstance(axis, (tuple, list)) else (axis,)))
+
+
+@_op
+def flip(x, axis=None):
+    axes = _axes_of(x, axis)
+    return F.getitem(x, tuple(builtins.slice(None, None, -1) if a in axes else builtins.slice(None) for a in range(np.ndim(_v(x)))))
+
+
+@_op
+def moveaxis(x, source, destination):
+    nd = np.ndim(_v(x))
+    src = [a % nd for a in (source if isinstance(source, (tuple, list)) else (source,))]
+    dst = [a % nd for a in (destination if isinstance(destination, (tuple, list)) else (destination,))]
+    if len(src) != len(dst):
+        raise ValueError(f"moveaxis: source and destination must have the same number of axes. Received {source}, "
+                         f"{destination}")
+    order = [a for a in range(nd) if a not in src]
+    for d, a in sorted(zip(dst, src)):
+        order.insert(d, a)
+    return F.transpose(x, tuple(order))
+
+
+@_op
+def ravel(x):
+    return F.reshape(x, (-1,))
+
+
+@_op
+def roll(x, shift, axis=None):
+    if axis is None:
+        return F.reshape(roll(F.reshape(x, (-1,)), shift, 0), np.shape(_v(x)))
+    n = np.shape(_v(x))[axis]
+    return F.take(x, (np.arange(n) - int(shift)) % n if n else np.arange(0), axis)
+
+
+@_op
+def sort(x, axis=-1):
+    return F.take_along_axis(x, np.argsort(_v(x), axis=axis, kind="stable"), axis)
+
+
+@_op
+def argsort(x, axis=-1):
+    return np.argsort(_v(x), axis=axis, kind="stable")
+
+
+@_op
+def top_k(x, k, sorted=True):  # Keras's argument names
+    """(values, indices) of the k largest along the last axis, largest first (sorted is
+    accepted; the result is always sorted)."""
+    xv = _v(x)
+    if not 1 <= int(k) <= xv.shape[-1]:
+        raise ValueError(f"top_k: k must be in [1, {xv.shape[-1]}] for a last axis of that size. Received {k}")
+    idx = np.argsort(-xv, axis=-1, kind="stable")[..., :int(k)]
+    return F.take_along_axis(x, idx, -1), idx
+
+
+@_op
+def prod(x, axis=None, keepdims=False, dtype=None):
+    """The product along ``axis``; its gradient is the product of the other factors (exact
+    with zeros among them: an exclusive cumulative product from each side)."""
+    xv = _v(x)
+    if axis is None:
+        return prod(F.reshape(x, (-1,)), 0, keepdims=False) if not keepdims else \
+            F.reshape(prod(F.reshape(x, (-1,)), 0), (1,) * xv.ndim)
+    if isinstance(axis, (tuple, list)):
+        out = x
+        for a in sorted((a % xv.ndim for a in axis), reverse=True):
+            out = prod(out, a, keepdims)
+        return out
+    ax = axis % xv.ndim
+    out = np.prod(xv, axis=ax, keepdims=keepdims)
+
+    def back(g, n):
+        ones = np.ones_like(np.take(xv, [0], axis=ax))
+        left = np.cumprod(np.concatenate([ones, np.take(xv, np.arange(xv.shape[ax] - 1), axis=ax)], ax), axis=ax)
+        rev = np.flip(xv, ax)
+        right = np.flip(np.cumprod(np.concatenate([ones, np.take(rev, np.arange(xv.shape[ax] - 1), axis=ax)], ax),
+                                   axis=ax), ax)
+        gg = g if keepdims else np.expand_dims(g, ax)
+        return (gg * left * right,)
+    return F.record(out, (x,), back, "prod")
+
+
+@_op
+def norm(x, ord=None, axis=None, keepdims=False):  # Keras's argument names
+    """Vector norms along ``axis`` (all axes flattened when None): ord None/2/'fro'/
+    'euclidean' (the 2-norm), 1, np.inf."""
+    if ord in (None, 2, "fro", "euclidean"):
+        return F.sqrt(F.sum(F.square(x), axis, keepdims))
+    if ord == 1:
+        return F.sum(F.abs(x), axis, keepdims)
+    if ord in (np.inf, float("inf")):
+        return F.max(F.abs(x), axis, keepdims)
+    raise ValueError(f"norm: ord must be None, 1, 2, 'fro', 'euclidean' or inf. Received {ord!r}")
+
+
+@_op
+def normalize(x, axis=-1, order=2, epsilon=None):
+    """x divided by its ``order``-norm along ``axis`` (at least epsilon, default 1e-12)."""
+    n = norm(x, order, axis, True)
+    return F.divide(x, F.maximum(n, 1e-12 if epsilon is None else float(epsilon)))
+
+
+@_op
+def outer(x1, x2):
+    return F.multiply(F.reshape(x1, (-1, 1)), F.reshape(x2, (1, -1)))
+
+
+@_op
+def vstack(xs):
+    xs = [F.reshape(t, (1, -1)) if np.ndim(_v(t)) == 1 else t for t in xs]
+    return F.concatenate(xs, 0)
+
+
+@_op
+def hstack(xs):
+    return F.concatenate(list(xs), 0 if np.ndim(_v(xs[0])) == 1 else 1)
+
+
+@_op
+def full_like(x, fill_value, dtype=None):
+    return np.full_like(_v(x), fill_value, dtype=dtype)
+
+
+@_op
+def nan_to_num(x, nan=0.0, posinf=None, neginf=None):
+    xv = _v(x)
+    fixed = np.nan_to_num(xv, nan=nan, posinf=posinf, neginf=neginf)
+    return F.where(np.isfinite(xv), x, fixed)
+
+
+def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
+    return np.linspace(start, stop, num, endpoint=endpoint, retstep=retstep, dtype=dtype or "float32", axis=axis)
+
+
+def _plain(name, f):
+    def op(*args, **kwargs):
+        return f(*(_v(a) if isinstance(a, Tensor) else a for a in args), **kwargs)
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"numpy.{f.__name__} on the values (no gradient, as in Keras)."
+    return _op(op)
+
+
+isnan, isinf, isfinite = _plain("isnan", np.isnan), _plain("isinf", np.isinf), _plain("isfinite", np.isfinite)
+isclose, allclose = _plain("isclose", np.isclose), _plain("allclose", np.allclose)
+nonzero, count_nonzero = _plain("nonzero", np.nonzero), _plain("count_nonzero", np.count_nonzero)
+floor_divide, mod = _plain("floor_divide", np.floor_divide), _plain("mod", np.mod)
+logical_xor, ceil, trunc = _plain("logical_xor", np.logical_xor), _plain("ceil", np.ceil), _plain("trunc", np.trunc)
+cumprod = _plain("cumprod", np.cumprod)
+size = _plain("size", np.size)
+ndim = _plain("ndim", np.ndim)
+
+
 __all__ = [n for n in sorted(globals()) if not n.startswith("_") and callable(globals()[n])
            and n not in ("annotations", "builtins", "functools", "np", "F", "Tensor", "value_of")]

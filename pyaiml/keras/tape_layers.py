@@ -1,7 +1,7 @@
 """Keras layers that exist only as a tape ``call()``: Permute, RepeatVector,
 GlobalMaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding2D, UpSampling2D, Rescaling, Lambda,
-the activation layers ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity, and Conv1DTranspose /
-Conv2DTranspose.
+the activation layers ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity, Conv1DTranspose /
+Conv2DTranspose, DepthwiseConv2D and SeparableConv2D.
 
 What they are. Shape and pooling layers written with pyaiml.autograd.functional's
 primitives (transpose, repeat, max, average_pool, pad, arithmetic), so their gradients come
@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml.autograd import functional as F
+from pyaiml.autograd.tape import value_of as _v
 from pyaiml.keras import layers as _layers
 from pyaiml.keras._common import tuple_n
 from pyaiml.keras.layers import InputSpecError, Layer, _shape_str
@@ -487,6 +488,149 @@ class Conv1DTranspose(_ConvTranspose):
     rank = 1
 
 
+class DepthwiseConv2D(Layer):
+    """Keras's DepthwiseConv2D, channels last: each input channel convolved with its own
+    ``depth_multiplier`` kernels (output channel c * depth_multiplier + m), as a grouped conv
+    on the tape (pyaiml.ops.conv2d with groups = channels). The kernel is stored as Keras
+    stores it, (kh, kw, channels, depth_multiplier)."""
+
+    def __init__(self, kernel_size, strides=(1, 1), padding="valid", depth_multiplier=1, data_format=None,
+                 dilation_rate=(1, 1), activation=None, use_bias=True, depthwise_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kw):
+        super().__init__(**kw)
+        cname = type(self).__name__
+        _, self.kernel_size, self.strides, self.dilation_rate = _layers.conv_args(
+            cname, 2, 1, kernel_size, strides, dilation_rate)
+        if not isinstance(depth_multiplier, (int, np.integer)) or depth_multiplier < 1:
+            raise ValueError(f"{cname}: depth_multiplier must be a positive integer. Received {depth_multiplier!r}")
+        self.depth_multiplier = int(depth_multiplier)
+        self.padding = _conv_padding(cname, padding)
+        if (data_format or "channels_last") != "channels_last":
+            raise ValueError(f"{cname}: only data_format='channels_last' is supported. Received {data_format!r}")
+        self.data_format = "channels_last"
+        self.activation = _layers._acts.get(activation)
+        self.use_bias = bool(use_bias)
+        self.depthwise_initializer, self.bias_initializer = depthwise_initializer, bias_initializer
+
+    def _channels(self, input_shape):
+        if len(input_shape) != 3 or input_shape[-1] is None:
+            raise InputSpecError(f"{self.name}: {type(self).__name__} expects inputs of rank 4 with known channels "
+                                 f"(batch, rows, cols, channels). Received input shape {_shape_str(input_shape)}")
+        return int(input_shape[-1])
+
+    def build(self, input_shape):
+        c = self._channels(input_shape)
+        self.depthwise_kernel = self.add_weight(shape=self.kernel_size + (c, self.depth_multiplier),
+                                                initializer=self.depthwise_initializer, name="depthwise_kernel")
+        if self.use_bias:
+            self.bias = self.add_weight(shape=(c * self.depth_multiplier,), initializer=self.bias_initializer,
+                                        name="bias")
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        c = self._channels(input_shape)
+        return _conv_out(input_shape[:2], self.kernel_size, self.strides, self.dilation_rate, self.padding) + (
+            c * self.depth_multiplier,)
+
+    def _depthwise(self, inputs):
+        c = int(self.depthwise_kernel.value.shape[2])
+        w = F.reshape(F.transpose(self.depthwise_kernel, (2, 3, 0, 1)), (c * self.depth_multiplier, 1) +
+                      self.kernel_size)  # (kh, kw, C, m) -> OIHW (C m, 1, kh, kw)
+        return _conv_same(inputs, w, None, self.strides, self.dilation_rate, self.padding, c)
+
+    def call(self, inputs, training=None):
+        y = self._depthwise(inputs)
+        if self.use_bias:
+            y = F.add(y, self.bias)
+        return _layers._apply_act(self.activation, y)
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": list(self.kernel_size), "strides": list(self.strides),
+                "padding": self.padding, "depth_multiplier": self.depth_multiplier,
+                "data_format": self.data_format, "dilation_rate": list(self.dilation_rate),
+                "activation": self.activation.name, "use_bias": self.use_bias,
+                "depthwise_initializer": _layers._init_name(self.depthwise_initializer),
+                "bias_initializer": _layers._init_name(self.bias_initializer)}
+
+
+class SeparableConv2D(DepthwiseConv2D):
+    """Keras's SeparableConv2D: a depthwise conv (``depth_multiplier`` kernels per channel),
+    then a 1x1 conv to ``filters`` channels, then the bias and the activation. Kernels as Keras
+    stores them: depthwise (kh, kw, channels, multiplier), pointwise (1, 1, channels *
+    multiplier, filters)."""
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
+                 dilation_rate=(1, 1), depth_multiplier=1, activation=None, use_bias=True,
+                 depthwise_initializer="glorot_uniform", pointwise_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kw):
+        super().__init__(kernel_size, strides, padding, depth_multiplier, data_format, dilation_rate, activation,
+                         use_bias, depthwise_initializer, bias_initializer, **kw)
+        self.filters = _layers.conv_args(type(self).__name__, 2, filters, 1, 1, 1)[0]
+        self.pointwise_initializer = pointwise_initializer
+
+    def build(self, input_shape):
+        c = self._channels(input_shape)
+        self.depthwise_kernel = self.add_weight(shape=self.kernel_size + (c, self.depth_multiplier),
+                                                initializer=self.depthwise_initializer, name="depthwise_kernel")
+        self.pointwise_kernel = self.add_weight(shape=(1, 1, c * self.depth_multiplier, self.filters),
+                                                initializer=self.pointwise_initializer, name="pointwise_kernel")
+        if self.use_bias:
+            self.bias = self.add_weight(shape=(self.filters,), initializer=self.bias_initializer, name="bias")
+        Layer.build(self, input_shape)
+
+    def compute_output_shape(self, input_shape):
+        self._channels(input_shape)
+        return _conv_out(input_shape[:2], self.kernel_size, self.strides, self.dilation_rate, self.padding) + (
+            self.filters,)
+
+    def call(self, inputs, training=None):
+        y = self._depthwise(inputs)
+        pw = F.transpose(self.pointwise_kernel, (3, 2, 0, 1))  # (1, 1, C m, filters) -> (filters, C m, 1, 1)
+        relu = self.activation is _layers._acts.relu
+        y = F.conv(y, pw, self.bias if self.use_bias else None, 1, 0, 1, 1, "NHWC",
+                   activation="relu" if relu else None)
+        return y if relu else _layers._apply_act(self.activation, y)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "pointwise_initializer": _layers._init_name(self.pointwise_initializer)}
+
+
+def _conv_padding(cname, padding):
+    pad = padding.lower() if isinstance(padding, str) else padding
+    if pad not in ("valid", "same"):
+        raise ValueError(f"{cname}: padding must be 'valid' or 'same'. Received {padding!r}")
+    return pad
+
+
+def _conv_out(spatial, ks, st, dl, padding):
+    out = []
+    for n, k, s, d in zip(spatial, ks, st, dl):
+        if n is None:
+            out.append(None)
+        elif padding == "same":
+            out.append(-(-n // s))
+        else:
+            o = (n - d * (k - 1) - 1) // s + 1
+            if o < 1:
+                raise InputSpecError(f"input size {n} is smaller than the (dilated) kernel {d * (k - 1) + 1}")
+            out.append(o)
+    return tuple(out)
+
+
+def _conv_same(x, w, bias, strides, dilation, padding, groups):
+    """F.conv with Keras's padding: 'same' splits the total padding with the extra at the end;
+    an even split goes to the kernel, an uneven one is an explicit pad first."""
+    pads = [(0, 0)] * 2
+    if padding == "same":
+        sp = np.shape(getattr(x, "value", x))[1:3]
+        pads = [_layers._same_pads(n, k, s, d) for n, k, s, d in zip(sp, np.shape(_v(w))[2:], strides, dilation)]
+    if all(lo == hi for lo, hi in pads):
+        return F.conv(x, w, bias, tuple(strides), tuple(lo for lo, _ in pads), tuple(dilation), groups, "NHWC")
+    x = F.pad(x, [(0, 0)] + list(pads) + [(0, 0)])
+    return F.conv(x, w, bias, tuple(strides), 0, tuple(dilation), groups, "NHWC")
+
+
 class Lambda(Layer):
     """Keras's Lambda: ``function(inputs, **arguments)`` as a layer, written with keras.ops (or
     any tape op), so it trains on the tape. ``output_shape``: a shape without the batch axis, or
@@ -558,6 +702,6 @@ class Lambda(Layer):
 
 CLASSES = (Permute, RepeatVector, GlobalMaxPooling1D, GlobalMaxPooling2D, AveragePooling1D, AveragePooling2D,
            ZeroPadding2D, UpSampling2D, Rescaling, Lambda, ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity,
-           Conv1DTranspose, Conv2DTranspose)
+           Conv1DTranspose, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D)
 for _c in CLASSES:
     _layers._LAYERS[_c.__name__] = _c

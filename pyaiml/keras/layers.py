@@ -1653,6 +1653,7 @@ from pyaiml.keras.tape_layers import (  # noqa: F401
     Identity,
     Lambda,
     LeakyReLU,
+    Masking,
     Permute,
     PReLU,
     ReLU,

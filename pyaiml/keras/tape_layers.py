@@ -1,7 +1,7 @@
 """Keras layers that exist only as a tape ``call()``: Permute, RepeatVector,
 GlobalMaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding2D, UpSampling2D, Rescaling, Lambda,
 the activation layers ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity, Conv1DTranspose /
-Conv2DTranspose, DepthwiseConv2D and SeparableConv2D.
+Conv2DTranspose, DepthwiseConv2D, SeparableConv2D and Masking.
 
 What they are. Shape and pooling layers written with pyaiml.autograd.functional's
 primitives (transpose, repeat, max, average_pool, pad, arithmetic), so their gradients come
@@ -631,6 +631,32 @@ def _conv_same(x, w, bias, strides, dilation, padding, groups):
     return F.conv(x, w, bias, tuple(strides), 0, tuple(dilation), groups, "NHWC")
 
 
+class Masking(Layer):
+    """Keras's Masking: a timestep whose features all equal ``mask_value`` is masked for the
+    layers after it that take masks (LSTM, GRU, SimpleRNN, GlobalAveragePooling1D,
+    MultiHeadAttention), and its values are zeroed (inputs * mask)."""
+    supports_masking = True
+
+    def __init__(self, mask_value=0.0, **kw):
+        super().__init__(**kw)
+        self.mask_value = float(mask_value)
+        self._keep = None
+
+    def call(self, inputs, training=None):
+        xv = np.asarray(getattr(inputs, "value", inputs))
+        if xv.ndim < 2:
+            raise ValueError(f"{self.name}: Masking expects inputs of rank >= 2 (batch, ..., features). Received "
+                             f"shape {xv.shape}")
+        self._keep = np.any(xv != xv.dtype.type(self.mask_value), axis=-1)
+        return F.multiply(inputs, self._keep[..., None].astype(xv.dtype))
+
+    def compute_mask(self, mask):
+        return self._keep
+
+    def get_config(self):
+        return {**super().get_config(), "mask_value": self.mask_value}
+
+
 class Lambda(Layer):
     """Keras's Lambda: ``function(inputs, **arguments)`` as a layer, written with keras.ops (or
     any tape op), so it trains on the tape. ``output_shape``: a shape without the batch axis, or
@@ -702,6 +728,6 @@ class Lambda(Layer):
 
 CLASSES = (Permute, RepeatVector, GlobalMaxPooling1D, GlobalMaxPooling2D, AveragePooling1D, AveragePooling2D,
            ZeroPadding2D, UpSampling2D, Rescaling, Lambda, ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity,
-           Conv1DTranspose, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D)
+           Conv1DTranspose, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D, Masking)
 for _c in CLASSES:
     _layers._LAYERS[_c.__name__] = _c

@@ -58,7 +58,7 @@ Known gaps (stated in the sections below):
   tape and sits at parity: 0.97x-1.04x in the latest five runs.
 - Keras Conv2DTranspose with stride 2 runs at 0.48-0.84x torch channels_last forward and
   0.58-0.68x forward + backward (stride 1: 1.2-1.8x forward); SeparableConv2D 0.55-0.81x forward,
-  0.75-0.94x forward + backward (not yet broken down); new this stop, no target yet.
+  0.75-0.94x forward + backward (its 1x1 pointwise kernel); new this stop, no target yet.
 - Every figure is from the AVX-512 tier (Zen 4); no AVX2-only machine was available.
 """
 

@@ -1,7 +1,9 @@
 """Keras layers that exist only as a tape ``call()``: Permute, RepeatVector,
 GlobalMaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding2D, UpSampling2D, Rescaling, Lambda,
 the activation layers ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity, Conv1DTranspose /
-Conv2DTranspose, DepthwiseConv2D, SeparableConv2D and Masking.
+Conv2DTranspose, DepthwiseConv2D, SeparableConv2D, Masking, ZeroPadding1D,
+Cropping1D/2D, UpSampling1D, SpatialDropout1D/2D, GaussianNoise, GaussianDropout and
+UnitNormalization.
 
 What they are. Shape and pooling layers written with pyaiml.autograd.functional's
 primitives (transpose, repeat, max, average_pool, pad, arithmetic), so their gradients come
@@ -657,6 +659,192 @@ class Masking(Layer):
         return {**super().get_config(), "mask_value": self.mask_value}
 
 
+def _pairs(name, v, r):
+    """An int, r ints, or r (before, after) pairs of non-negative ints -> r pairs."""
+    try:
+        if isinstance(v, (int, np.integer)):
+            p = ((int(v),) * 2,) * r
+        elif all(isinstance(a, (int, np.integer)) for a in v):
+            p = tuple((int(a), int(a)) for a in v) if r > 1 else (tuple(int(a) for a in v),)
+        else:
+            p = tuple(tuple(int(a) for a in pair) for pair in v)
+        ok = len(p) == r and all(len(pair) == 2 and min(pair) >= 0 for pair in p)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: expected an int, {r} ints or {r} (before, after) pairs of non-negative ints. "
+                         f"Received {v!r}")
+    return p
+
+
+class ZeroPadding1D(Layer):
+    """Zeros before and after the steps: ``padding`` an int or (before, after)."""
+
+    def __init__(self, padding=1, **kw):
+        super().__init__(**kw)
+        self.padding = _pairs("ZeroPadding1D", padding, 1)[0]
+
+    def compute_output_shape(self, s):
+        _need_rank(self, s, 2)
+        return (None if s[0] is None else s[0] + sum(self.padding), s[1])
+
+    def call(self, inputs, training=None):
+        return F.pad(inputs, [(0, 0), self.padding, (0, 0)])
+
+    def get_config(self):
+        return {**super().get_config(), "padding": list(self.padding)}
+
+
+class _Cropping(Layer):
+    """Drop (before, after) rows along each spatial axis, channels last."""
+    rank = 1
+
+    def __init__(self, cropping=1, data_format=None, **kw):
+        super().__init__(**kw)
+        self.cropping = _pairs(type(self).__name__, cropping, self.rank)
+        if (data_format or "channels_last") != "channels_last":
+            raise ValueError(f"{type(self).__name__}: only data_format='channels_last' is supported. Received "
+                             f"{data_format!r}")
+
+    def compute_output_shape(self, s):
+        _need_rank(self, s, self.rank + 1)
+        out = []
+        for d, (lo, hi) in zip(s[:-1], self.cropping):
+            if d is not None and d - lo - hi < 1:
+                raise InputSpecError(f"{self.name}: cropping {self.cropping} leaves nothing of an axis of {d}")
+            out.append(None if d is None else d - lo - hi)
+        return tuple(out) + (s[-1],)
+
+    def call(self, inputs, training=None):
+        sp = np.shape(getattr(inputs, "value", inputs))[1:-1]
+        for d, (lo, hi) in zip(sp, self.cropping):
+            if d - lo - hi < 1:
+                raise ValueError(f"{self.name}: cropping {self.cropping} leaves nothing of an axis of {d}")
+        idx = (slice(None),) + tuple(slice(lo, d - hi) for d, (lo, hi) in zip(sp, self.cropping)) + (slice(None),)
+        return F.getitem(inputs, idx)
+
+    def get_config(self):
+        c = list(self.cropping[0]) if self.rank == 1 else [list(p) for p in self.cropping]
+        return {**super().get_config(), "cropping": c}
+
+
+class Cropping1D(_Cropping):
+    rank = 1
+
+
+class Cropping2D(_Cropping):
+    rank = 2
+
+
+class UpSampling1D(Layer):
+    """Repeat each step ``size`` times."""
+
+    def __init__(self, size=2, **kw):
+        super().__init__(**kw)
+        if not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"UpSampling1D: size must be a positive integer. Received {size!r}")
+        self.size = int(size)
+
+    def compute_output_shape(self, s):
+        _need_rank(self, s, 2)
+        return (None if s[0] is None else s[0] * self.size, s[1])
+
+    def call(self, inputs, training=None):
+        return F.repeat(inputs, self.size, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+class SpatialDropout1D(_layers.Dropout):
+    """Dropout of whole channels (the same channels dropped at every step of a sample)."""
+    _rank = 1
+
+    def __init__(self, rate, seed=None, **kw):
+        super().__init__(rate, None, seed, **kw)
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0:
+            return inputs
+        shape = np.shape(getattr(inputs, "value", inputs))
+        if len(shape) != self._rank + 2:
+            raise ValueError(f"{self.name}: {type(self).__name__} expects inputs of rank {self._rank + 2}. "
+                             f"Received shape {tuple(shape)}")
+        ns = (shape[0],) + (1,) * self._rank + (shape[-1],)
+        return F.dropout(inputs, self.rate, self._rng if self._rng is not None else _layers.rng(), ns)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.pop("noise_shape", None)
+        return cfg
+
+
+class SpatialDropout2D(SpatialDropout1D):
+    _rank = 2
+
+
+class GaussianNoise(Layer):
+    """Adds N(0, stddev^2) noise in training; the identity otherwise."""
+    supports_masking = True
+
+    def __init__(self, stddev, seed=None, **kw):
+        super().__init__(**kw)
+        if float(stddev) < 0:
+            raise ValueError(f"GaussianNoise: stddev must be >= 0. Received {stddev!r}")
+        self.stddev, self.seed = float(stddev), seed
+        self._rng = np.random.default_rng(seed) if seed is not None else None
+
+    def call(self, inputs, training=None):
+        if not training or self.stddev == 0:
+            return inputs
+        xv = np.asarray(getattr(inputs, "value", inputs))
+        r = self._rng if self._rng is not None else _layers.rng()
+        return F.add(inputs, (r.standard_normal(xv.shape) * self.stddev).astype(xv.dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "stddev": self.stddev, "seed": self.seed}
+
+
+class GaussianDropout(Layer):
+    """Multiplies by N(1, rate / (1 - rate)) noise in training; the identity otherwise."""
+    supports_masking = True
+
+    def __init__(self, rate, seed=None, **kw):
+        super().__init__(**kw)
+        if not 0 <= float(rate) < 1:
+            raise ValueError(f"GaussianDropout: rate must be in [0, 1). Received {rate!r}")
+        self.rate, self.seed = float(rate), seed
+        self._rng = np.random.default_rng(seed) if seed is not None else None
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0:
+            return inputs
+        xv = np.asarray(getattr(inputs, "value", inputs))
+        r = self._rng if self._rng is not None else _layers.rng()
+        sd = np.sqrt(self.rate / (1.0 - self.rate))
+        return F.multiply(inputs, (1.0 + r.standard_normal(xv.shape) * sd).astype(xv.dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+class UnitNormalization(Layer):
+    """x / ||x||_2 along ``axis`` (the last by default; 1e-12 floor on the norm)."""
+    supports_masking = True
+
+    def __init__(self, axis=-1, **kw):
+        super().__init__(**kw)
+        self.axis = [int(a) for a in axis] if isinstance(axis, (list, tuple)) else int(axis)
+
+    def call(self, inputs, training=None):
+        ax = tuple(self.axis) if isinstance(self.axis, list) else self.axis
+        n = F.sqrt(F.sum(F.square(inputs), ax, True))
+        return F.divide(inputs, F.maximum(n, 1e-12))
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
 class Lambda(Layer):
     """Keras's Lambda: ``function(inputs, **arguments)`` as a layer, written with keras.ops (or
     any tape op), so it trains on the tape. ``output_shape``: a shape without the batch axis, or
@@ -728,6 +916,8 @@ class Lambda(Layer):
 
 CLASSES = (Permute, RepeatVector, GlobalMaxPooling1D, GlobalMaxPooling2D, AveragePooling1D, AveragePooling2D,
            ZeroPadding2D, UpSampling2D, Rescaling, Lambda, ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity,
-           Conv1DTranspose, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D, Masking)
+           Conv1DTranspose, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D, Masking, ZeroPadding1D, Cropping1D,
+           Cropping2D, UpSampling1D, SpatialDropout1D, SpatialDropout2D, GaussianNoise, GaussianDropout,
+           UnitNormalization)
 for _c in CLASSES:
     _layers._LAYERS[_c.__name__] = _c

@@ -2,8 +2,8 @@
 GlobalMaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding2D, UpSampling2D, Rescaling, Lambda,
 the activation layers ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity, Conv1DTranspose /
 Conv2DTranspose, DepthwiseConv2D, SeparableConv2D, Masking, ZeroPadding1D,
-Cropping1D/2D, UpSampling1D, SpatialDropout1D/2D, GaussianNoise, GaussianDropout and
-UnitNormalization.
+Cropping1D/2D, UpSampling1D, SpatialDropout1D/2D, GaussianNoise, GaussianDropout,
+UnitNormalization and GroupNormalization.
 
 What they are. Shape and pooling layers written with pyaiml.autograd.functional's
 primitives (transpose, repeat, max, average_pool, pad, arithmetic), so their gradients come
@@ -845,6 +845,55 @@ class UnitNormalization(Layer):
         return {**super().get_config(), "axis": self.axis}
 
 
+class GroupNormalization(Layer):
+    """Keras's GroupNormalization, channels last: the channels split into ``groups`` groups,
+    each normalised over its channels and every non-batch position (mean, biased variance,
+    ``epsilon``), then per-channel ``gamma`` and ``beta``."""
+
+    def __init__(self, groups=32, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
+                 gamma_initializer="ones", **kw):
+        super().__init__(**kw)
+        if axis not in (-1,):
+            raise ValueError(f"GroupNormalization: only axis=-1 (channels last) is supported. Received {axis!r}")
+        if not isinstance(groups, (int, np.integer)) or groups < 1:
+            raise ValueError(f"GroupNormalization: groups must be a positive integer. Received {groups!r}")
+        self.groups, self.axis, self.epsilon = int(groups), -1, float(epsilon)
+        self.center, self.scale = bool(center), bool(scale)
+        self.beta_initializer, self.gamma_initializer = beta_initializer, gamma_initializer
+
+    def build(self, input_shape):
+        c = input_shape[-1] if input_shape else None
+        if c is None or c % self.groups:
+            raise InputSpecError(f"{self.name}: GroupNormalization needs channels ({c}) divisible by groups="
+                                 f"{self.groups}. Received input shape {_shape_str(input_shape)}")
+        if self.scale:
+            self.gamma = self.add_weight(shape=(c,), initializer=self.gamma_initializer, name="gamma")
+        if self.center:
+            self.beta = self.add_weight(shape=(c,), initializer=self.beta_initializer, name="beta")
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        shape = np.shape(getattr(inputs, "value", inputs))
+        g = self.groups
+        x = F.reshape(inputs, shape[:-1] + (g, shape[-1] // g))
+        axes = tuple(range(1, len(shape) - 1)) + (len(shape),)  # positions and the group's channels
+        mu = F.mean(x, axes, True)
+        xc = F.subtract(x, mu)
+        var = F.mean(F.square(xc), axes, True)
+        y = F.reshape(F.divide(xc, F.sqrt(F.add(var, self.epsilon))), shape)
+        if self.scale:
+            y = F.multiply(y, self.gamma)
+        if self.center:
+            y = F.add(y, self.beta)
+        return y
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups, "axis": self.axis, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale,
+                "beta_initializer": _layers._init_name(self.beta_initializer),
+                "gamma_initializer": _layers._init_name(self.gamma_initializer)}
+
+
 class Lambda(Layer):
     """Keras's Lambda: ``function(inputs, **arguments)`` as a layer, written with keras.ops (or
     any tape op), so it trains on the tape. ``output_shape``: a shape without the batch axis, or
@@ -918,6 +967,6 @@ CLASSES = (Permute, RepeatVector, GlobalMaxPooling1D, GlobalMaxPooling2D, Averag
            ZeroPadding2D, UpSampling2D, Rescaling, Lambda, ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity,
            Conv1DTranspose, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D, Masking, ZeroPadding1D, Cropping1D,
            Cropping2D, UpSampling1D, SpatialDropout1D, SpatialDropout2D, GaussianNoise, GaussianDropout,
-           UnitNormalization)
+           UnitNormalization, GroupNormalization)
 for _c in CLASSES:
     _layers._LAYERS[_c.__name__] = _c

@@ -1666,6 +1666,7 @@ from pyaiml.keras.tape_layers import (  # noqa: F401
     ReLU,
     RepeatVector,
     Rescaling,
+    Resizing,
     SeparableConv2D,
     Softmax,
     SpatialDropout1D,

@@ -3,7 +3,7 @@ GlobalMaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding2D, UpSampling2D, Rescali
 the activation layers ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity, Conv1DTranspose /
 Conv2DTranspose, DepthwiseConv2D, SeparableConv2D, Masking, ZeroPadding1D,
 Cropping1D/2D, UpSampling1D, SpatialDropout1D/2D, GaussianNoise, GaussianDropout,
-UnitNormalization and GroupNormalization.
+UnitNormalization, GroupNormalization and Resizing.
 
 What they are. Shape and pooling layers written with pyaiml.autograd.functional's
 primitives (transpose, repeat, max, average_pool, pad, arithmetic), so their gradients come
@@ -894,6 +894,58 @@ class GroupNormalization(Layer):
                 "gamma_initializer": _layers._init_name(self.gamma_initializer)}
 
 
+class Resizing(Layer):
+    """Keras's Resizing, channels last: images (batch, rows, cols, channels) to (height, width),
+    "bilinear" (half-pixel centres, no antialiasing: TensorFlow's and torch's
+    align_corners=False) or "nearest" (half-pixel centres, TensorFlow's). On the tape (gathers
+    and weighted sums), so it has gradients."""
+
+    def __init__(self, height, width, interpolation="bilinear", crop_to_aspect_ratio=False, data_format=None, **kw):
+        super().__init__(**kw)
+        for n, v in (("height", height), ("width", width)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"Resizing: {n} must be a positive integer. Received {v!r}")
+        if interpolation not in ("bilinear", "nearest"):
+            raise ValueError(f"Resizing: interpolation must be 'bilinear' or 'nearest'. Received {interpolation!r}")
+        if crop_to_aspect_ratio:
+            raise ValueError("Resizing: crop_to_aspect_ratio=True is not supported")
+        if (data_format or "channels_last") != "channels_last":
+            raise ValueError(f"Resizing: only data_format='channels_last' is supported. Received {data_format!r}")
+        self.height, self.width, self.interpolation = int(height), int(width), interpolation
+
+    def compute_output_shape(self, s):
+        _need_rank(self, s, 3)
+        return (self.height, self.width, s[-1])
+
+    def _resize_axis(self, x, axis, n_out):
+        n_in = np.shape(getattr(x, "value", x))[axis]
+        if n_in == n_out:
+            return x
+        scale = n_in / n_out
+        dst = np.arange(n_out, dtype=np.float64)
+        if self.interpolation == "nearest":
+            idx = np.minimum(np.floor((dst + 0.5) * scale).astype(np.int64), n_in - 1)
+            return F.take(x, idx, axis)
+        src = np.maximum((dst + 0.5) * scale - 0.5, 0.0)
+        i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        dt = np.asarray(getattr(x, "value", x)).dtype
+        shape = [1] * np.ndim(getattr(x, "value", x))
+        shape[axis] = n_out
+        w = (src - i0).astype(dt).reshape(shape)
+        return F.add(F.multiply(F.take(x, i0, axis), 1 - w), F.multiply(F.take(x, i1, axis), w))
+
+    def call(self, inputs, training=None):
+        nd = np.ndim(getattr(inputs, "value", inputs))
+        if nd != 4:
+            raise ValueError(f"{self.name}: Resizing expects images (batch, rows, cols, channels). Received rank {nd}")
+        return self._resize_axis(self._resize_axis(inputs, 1, self.height), 2, self.width)
+
+    def get_config(self):
+        return {**super().get_config(), "height": self.height, "width": self.width,
+                "interpolation": self.interpolation}
+
+
 class Lambda(Layer):
     """Keras's Lambda: ``function(inputs, **arguments)`` as a layer, written with keras.ops (or
     any tape op), so it trains on the tape. ``output_shape``: a shape without the batch axis, or
@@ -967,6 +1019,6 @@ CLASSES = (Permute, RepeatVector, GlobalMaxPooling1D, GlobalMaxPooling2D, Averag
            ZeroPadding2D, UpSampling2D, Rescaling, Lambda, ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity,
            Conv1DTranspose, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D, Masking, ZeroPadding1D, Cropping1D,
            Cropping2D, UpSampling1D, SpatialDropout1D, SpatialDropout2D, GaussianNoise, GaussianDropout,
-           UnitNormalization, GroupNormalization)
+           UnitNormalization, GroupNormalization, Resizing)
 for _c in CLASSES:
     _layers._LAYERS[_c.__name__] = _c

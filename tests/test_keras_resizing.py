@@ -51,8 +51,35 @@ def test_model_and_errors(tmp_path):
         layers.Resizing(0, 4)
     with pytest.raises(ValueError, match="interpolation must be"):
         layers.Resizing(4, 4, interpolation="bicubic")
-    with pytest.raises(ValueError, match="crop_to_aspect_ratio"):
-        layers.Resizing(4, 4, crop_to_aspect_ratio=True)
+    with pytest.raises(Exception, match="expects inputs of rank 4"):
+        layers.CenterCrop(2, 2)(np.ones((3, 4, 5), np.float32))
+
+
+@pytest.mark.parametrize("src,dst", [((8, 9), (4, 5)), ((7, 7), (7, 2)), ((5, 6), (8, 3)), ((6, 4), (3, 9))], ids=str)
+def test_center_crop_and_aspect_crop(src, dst):
+    """The crop case against slicing at (size - target) // 2; the smaller-image case and
+    Resizing(crop_to_aspect_ratio=True) against torch: the largest centred crop of the target's
+    aspect ratio, then bilinear."""
+    x = np.random.default_rng(2).standard_normal((2,) + src + (3,)).astype(np.float32)
+    (h, w), (th, tw) = src, dst
+
+    def aspect_then_resize(a):
+        ch = max(min(h, int(w * th / tw)), 1)
+        cw = max(min(w, int(h * tw / th)), 1)
+        hs, ws = int((h - ch) / 2), int((w - cw) / 2)
+        c = torch.from_numpy(np.moveaxis(a[:, hs:hs + ch, ws:ws + cw], -1, 1).copy())
+        r = torch.nn.functional.interpolate(c, size=dst, mode="bilinear", align_corners=False, antialias=False)
+        return np.moveaxis(r.numpy(), 1, -1)
+
+    if h >= th and w >= tw:
+        want = x[:, (h - th) // 2:(h - th) // 2 + th, (w - tw) // 2:(w - tw) // 2 + tw]
+    else:
+        want = aspect_then_resize(x)
+    np.testing.assert_allclose(layers.CenterCrop(*dst)(x), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layers.Resizing(*dst, crop_to_aspect_ratio=True)(x), aspect_then_resize(x),
+                               rtol=1e-5, atol=1e-6)
+    c = layers.CenterCrop(*dst)
+    assert layers.CenterCrop.from_config(c.get_config()).get_config() == c.get_config()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -66,6 +93,11 @@ def test_against_keras_itself():
     x = np.random.default_rng(1).random((2, 7, 6, 3)).astype(np.float32) * 255
     for interp in ("bilinear", "nearest"):
         for dst in ((14, 12), (3, 4), (7, 9)):
-            ref = np.asarray(K.layers.Resizing(*dst, interpolation=interp)(x).detach().cpu())
-            np.testing.assert_allclose(layers.Resizing(*dst, interpolation=interp)(x), ref, rtol=1e-5, atol=1e-3,
-                                       err_msg=str((interp, dst)))
+            for crop in (False, True):
+                ref = np.asarray(K.layers.Resizing(*dst, interpolation=interp, crop_to_aspect_ratio=crop)(x)
+                                 .detach().cpu())
+                got = layers.Resizing(*dst, interpolation=interp, crop_to_aspect_ratio=crop)(x)
+                np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-3, err_msg=str((interp, dst, crop)))
+    for dst in ((4, 4), (7, 2), (9, 5), (3, 8)):
+        ref = np.asarray(K.layers.CenterCrop(*dst)(x).detach().cpu())
+        np.testing.assert_allclose(layers.CenterCrop(*dst)(x), ref, rtol=1e-5, atol=1e-3, err_msg=str(dst))

@@ -1647,6 +1647,7 @@ from pyaiml.keras.tape_layers import (  # noqa: F401
     ELU,
     AveragePooling1D,
     AveragePooling2D,
+    CenterCrop,
     Conv1DTranspose,
     Conv2DTranspose,
     Cropping1D,

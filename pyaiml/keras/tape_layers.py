@@ -3,7 +3,7 @@ GlobalMaxPooling1D/2D, AveragePooling1D/2D, ZeroPadding2D, UpSampling2D, Rescali
 the activation layers ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity, Conv1DTranspose /
 Conv2DTranspose, DepthwiseConv2D, SeparableConv2D, Masking, ZeroPadding1D,
 Cropping1D/2D, UpSampling1D, SpatialDropout1D/2D, GaussianNoise, GaussianDropout,
-UnitNormalization, GroupNormalization and Resizing.
+UnitNormalization, GroupNormalization, Resizing and CenterCrop.
 
 What they are. Shape and pooling layers written with pyaiml.autograd.functional's
 primitives (transpose, repeat, max, average_pool, pad, arithmetic), so their gradients come
@@ -907,8 +907,7 @@ class Resizing(Layer):
                 raise ValueError(f"Resizing: {n} must be a positive integer. Received {v!r}")
         if interpolation not in ("bilinear", "nearest"):
             raise ValueError(f"Resizing: interpolation must be 'bilinear' or 'nearest'. Received {interpolation!r}")
-        if crop_to_aspect_ratio:
-            raise ValueError("Resizing: crop_to_aspect_ratio=True is not supported")
+        self.crop_to_aspect_ratio = bool(crop_to_aspect_ratio)
         if (data_format or "channels_last") != "channels_last":
             raise ValueError(f"Resizing: only data_format='channels_last' is supported. Received {data_format!r}")
         self.height, self.width, self.interpolation = int(height), int(width), interpolation
@@ -938,12 +937,55 @@ class Resizing(Layer):
     def call(self, inputs, training=None):
         nd = np.ndim(getattr(inputs, "value", inputs))
         if nd != 4:
-            raise ValueError(f"{self.name}: Resizing expects images (batch, rows, cols, channels). Received rank {nd}")
+            raise ValueError(f"{self.name}: {type(self).__name__} expects images (batch, rows, cols, channels). "
+                             f"Received rank {nd}")
+        if self.crop_to_aspect_ratio:
+            inputs = _aspect_crop(inputs, self.height, self.width)
         return self._resize_axis(self._resize_axis(inputs, 1, self.height), 2, self.width)
 
     def get_config(self):
         return {**super().get_config(), "height": self.height, "width": self.width,
-                "interpolation": self.interpolation}
+                "interpolation": self.interpolation, "crop_to_aspect_ratio": self.crop_to_aspect_ratio}
+
+
+def _aspect_crop(x, th, tw):
+    """The largest centred crop with the aspect ratio th : tw (Keras's smart_resize rule:
+    crop sizes truncated, at least 1; start (size - crop) / 2 truncated)."""
+    h, w = np.shape(getattr(x, "value", x))[1:3]
+    ch = max(min(h, int(float(w * th) / tw)), 1)
+    cw = max(min(w, int(float(h * tw) / th)), 1)
+    hs, ws = int(float(h - ch) / 2), int(float(w - cw) / 2)
+    if (ch, cw) == (h, w):
+        return x
+    return F.getitem(x, (slice(None), slice(hs, hs + ch), slice(ws, ws + cw), slice(None)))
+
+
+class CenterCrop(Resizing):
+    """Keras's CenterCrop: the central (height, width) window, starting at (size - target) // 2;
+    an image smaller than the target on either side is cropped to the target's aspect ratio and
+    resized to it (bilinear), as Keras does."""
+
+    def __init__(self, height, width, data_format=None, **kw):
+        super().__init__(height, width, "bilinear", False, data_format, **kw)
+
+    def call(self, inputs, training=None):
+        nd = np.ndim(getattr(inputs, "value", inputs))
+        if nd != 4:
+            raise ValueError(f"{self.name}: CenterCrop expects images (batch, rows, cols, channels). Received rank "
+                             f"{nd}")
+        h, w = np.shape(getattr(inputs, "value", inputs))[1:3]
+        if h >= self.height and w >= self.width:
+            hs, ws = (h - self.height) // 2, (w - self.width) // 2
+            return F.getitem(inputs, (slice(None), slice(hs, hs + self.height), slice(ws, ws + self.width),
+                                      slice(None)))
+        x = _aspect_crop(inputs, self.height, self.width)
+        return self._resize_axis(self._resize_axis(x, 1, self.height), 2, self.width)
+
+    def get_config(self):
+        cfg = super().get_config()
+        for k in ("interpolation", "crop_to_aspect_ratio"):
+            cfg.pop(k)
+        return cfg
 
 
 class Lambda(Layer):
@@ -1019,6 +1061,6 @@ CLASSES = (Permute, RepeatVector, GlobalMaxPooling1D, GlobalMaxPooling2D, Averag
            ZeroPadding2D, UpSampling2D, Rescaling, Lambda, ReLU, LeakyReLU, ELU, Softmax, PReLU, Identity,
            Conv1DTranspose, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D, Masking, ZeroPadding1D, Cropping1D,
            Cropping2D, UpSampling1D, SpatialDropout1D, SpatialDropout2D, GaussianNoise, GaussianDropout,
-           UnitNormalization, GroupNormalization, Resizing)
+           UnitNormalization, GroupNormalization, Resizing, CenterCrop)
 for _c in CLASSES:
     _layers._LAYERS[_c.__name__] = _c

@@ -1642,7 +1642,17 @@ from pyaiml.keras.merging import (  # noqa: F401
     subtract,
 )
 from pyaiml.keras.preprocessing_layers import Normalization, RandomFlip  # noqa: F401
-from pyaiml.keras.recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed  # noqa: F401
+from pyaiml.keras.recurrent import (  # noqa: F401
+    GRU,
+    LSTM,
+    RNN,
+    Bidirectional,
+    GRUCell,
+    LSTMCell,
+    SimpleRNN,
+    SimpleRNNCell,
+    TimeDistributed,
+)
 from pyaiml.keras.tape_layers import (  # noqa: F401
     ELU,
     AveragePooling1D,

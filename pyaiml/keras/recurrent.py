@@ -993,6 +993,213 @@ class TimeDistributed(Layer):
         return cls(serialization.deserialize_layer(config.pop("layer")), **config)
 
 
-CLASSES = (SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed)
+# ---------------------------------------------------------------- cells and the RNN wrapper
+class _Cell(_layers.Layer):
+    """A recurrent cell: ``call(inputs, states) -> (output, new_states)`` for one step, written
+    with the tape's ops (so ``RNN(cell)`` trains through the tape, step by step). Weights as
+    Keras names and lays them out."""
+
+    def __init__(self, units, activation="tanh", use_bias=True, kernel_initializer="glorot_uniform",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros", **kw):
+        super().__init__(**kw)
+        if not isinstance(units, (int, np.integer)) or units < 1:
+            raise ValueError(f"{type(self).__name__}: units must be a positive integer. Received {units!r}")
+        self.units = int(units)
+        self.activation = _layers._acts.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer, self.recurrent_initializer = kernel_initializer, recurrent_initializer
+        self.bias_initializer = bias_initializer
+
+    _gates = 1
+
+    @property
+    def state_size(self):
+        return self.units
+
+    @property
+    def output_size(self):
+        return self.units
+
+    def build(self, input_shape):
+        d = int(input_shape[-1])
+        g = self._gates * self.units
+        self.kernel = self.add_weight(shape=(d, g), initializer=self.kernel_initializer, name="kernel")
+        self.recurrent_kernel = self.add_weight(shape=(self.units, g), initializer=self.recurrent_initializer,
+                                                name="recurrent_kernel")
+        if self.use_bias:
+            self.bias = self.add_weight(shape=self._bias_shape(g), initializer=self.bias_initializer, name="bias")
+        self.built = True
+
+    def _bias_shape(self, g):
+        return (g,)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation.name,
+                "use_bias": self.use_bias, "kernel_initializer": _layers._init_name(self.kernel_initializer),
+                "recurrent_initializer": _layers._init_name(self.recurrent_initializer),
+                "bias_initializer": _layers._init_name(self.bias_initializer)}
+
+
+def _act(a, x):
+    return _layers._apply_act(a, x)
+
+
+class SimpleRNNCell(_Cell):
+    """h_t = activation(x_t K + h_{t-1} U + b)."""
+
+    def call(self, inputs, states, training=None):
+        h = states[0] if isinstance(states, (list, tuple)) else states
+        z = F.add(F.matmul(inputs, self.kernel), F.matmul(h, self.recurrent_kernel))
+        if self.use_bias:
+            z = F.add(z, self.bias)
+        y = _act(self.activation, z)
+        return y, [y]
+
+
+class LSTMCell(_Cell):
+    """Keras's LSTM cell (gates i, f, c, o along the last axis; recurrent_activation for i, f,
+    o, activation for the candidate and the output)."""
+    _gates = 4
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True, unit_forget_bias=True,
+                 **kw):
+        super().__init__(units, activation, use_bias, **kw)
+        self.recurrent_activation = _layers._acts.get(recurrent_activation)
+        self.unit_forget_bias = bool(unit_forget_bias)
+
+    @property
+    def state_size(self):
+        return [self.units, self.units]
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.use_bias and self.unit_forget_bias and _layers._init_name(self.bias_initializer) == "zeros":
+            self.bias.value[self.units:2 * self.units] = 1.0  # Keras: the forget gate's bias starts at 1
+
+    def call(self, inputs, states, training=None):
+        h, c = states
+        z = F.add(F.matmul(inputs, self.kernel), F.matmul(h, self.recurrent_kernel))
+        if self.use_bias:
+            z = F.add(z, self.bias)
+        i, f, g, o = F.split(z, 4, -1)
+        i, f, o = (_act(self.recurrent_activation, t) for t in (i, f, o))
+        c2 = F.add(F.multiply(f, c), F.multiply(i, _act(self.activation, g)))
+        h2 = F.multiply(o, _act(self.activation, c2))
+        return h2, [h2, c2]
+
+    def get_config(self):
+        return {**super().get_config(), "recurrent_activation": self.recurrent_activation.name,
+                "unit_forget_bias": self.unit_forget_bias}
+
+
+class GRUCell(_Cell):
+    """Keras 3's GRU cell with reset_after=True (gates z, r, h; the bias (2, 3 units): input and
+    recurrent)."""
+    _gates = 3
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True, reset_after=True,
+                 **kw):
+        super().__init__(units, activation, use_bias, **kw)
+        if not reset_after:
+            raise ValueError("GRUCell: only reset_after=True (Keras 3's default) is supported")
+        self.recurrent_activation = _layers._acts.get(recurrent_activation)
+        self.reset_after = True
+
+    def _bias_shape(self, g):
+        return (2, g)
+
+    def call(self, inputs, states, training=None):
+        h = states[0] if isinstance(states, (list, tuple)) else states
+        xz = F.matmul(inputs, self.kernel)
+        hz = F.matmul(h, self.recurrent_kernel)
+        if self.use_bias:
+            xz = F.add(xz, F.getitem(self.bias, 0))
+            hz = F.add(hz, F.getitem(self.bias, 1))
+        x_z, x_r, x_h = F.split(xz, 3, -1)
+        h_z, h_r, h_h = F.split(hz, 3, -1)
+        z = _act(self.recurrent_activation, F.add(x_z, h_z))
+        r = _act(self.recurrent_activation, F.add(x_r, h_r))
+        hh = _act(self.activation, F.add(x_h, F.multiply(r, h_h)))
+        h2 = F.add(F.multiply(z, h), F.multiply(F.subtract(1.0, z), hh))
+        return h2, [h2]
+
+    def get_config(self):
+        return {**super().get_config(), "recurrent_activation": self.recurrent_activation.name, "reset_after": True}
+
+
+class RNN(_layers.Layer):
+    """Keras's RNN wrapper: runs ``cell`` over the steps of (batch, steps, features), one tape
+    call per step (a cell written by the user trains too). ``return_sequences``,
+    ``return_state``, ``go_backwards`` (the outputs then come in the order processed, as in
+    Keras); ``initial_state`` as a call argument. Not here: masks, stateful, unroll (the built-in
+    LSTM/GRU/SimpleRNN layers run fused kernels and take masks)."""
+
+    def __init__(self, cell, return_sequences=False, return_state=False, go_backwards=False, stateful=False,
+                 unroll=False, **kw):
+        super().__init__(**kw)
+        if not isinstance(cell, _layers.Layer) or not hasattr(cell, "state_size"):
+            raise TypeError(f"RNN: cell must be a layer with a state_size. Received {type(cell).__name__}")
+        if stateful:
+            raise ValueError("RNN: stateful=True is not supported (the LSTM/GRU/SimpleRNN layers take it)")
+        self.cell = cell
+        self.return_sequences, self.return_state = bool(return_sequences), bool(return_state)
+        self.go_backwards = bool(go_backwards)
+
+    def build(self, input_shape):
+        if len(input_shape) != 2 or input_shape[-1] is None:
+            raise InputSpecError(f"{self.name}: RNN expects inputs of rank 3 (batch, steps, features) with known "
+                                 f"features. Received {_shape_str(tuple(input_shape))}")
+        if not self.cell.built:  # the cell's weights now (a model rebuilt from its file sets them next)
+            self.cell._build_for_call(np.zeros((1, int(input_shape[-1])), np.float32), [], {})
+        super().build(input_shape)
+
+    def _sizes(self):
+        s = self.cell.state_size
+        return [int(v) for v in s] if isinstance(s, (list, tuple)) else [int(s)]
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 2:
+            raise InputSpecError(f"{self.name}: RNN expects inputs of rank 3 (batch, steps, features). Received "
+                                 f"{_shape_str(tuple(input_shape))}")
+        out = int(getattr(self.cell, "output_size", self._sizes()[0]))
+        return (input_shape[0], out) if self.return_sequences else (out,)
+
+    def call(self, inputs, training=None, initial_state=None, mask=None):
+        if mask is not None:
+            raise ValueError(f"{self.name}: RNN takes no mask (the LSTM/GRU/SimpleRNN layers do)")
+        shape = value_of(inputs).shape
+        if len(shape) != 3:
+            raise ValueError(f"{self.name}: RNN expects inputs of rank 3 (batch, steps, features). Received shape "
+                             f"{tuple(shape)}")
+        dt = value_of(inputs).dtype
+        if initial_state is None:
+            states = [np.zeros((shape[0], n), dt) for n in self._sizes()]
+        else:
+            states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+        steps = range(shape[1] - 1, -1, -1) if self.go_backwards else range(shape[1])
+        outs = []
+        for t in steps:
+            out, states = self.cell(F.getitem(inputs, (slice(None), t)), states)
+            states = list(states) if isinstance(states, (list, tuple)) else [states]
+            outs.append(out)
+        y = F.stack(outs, axis=1) if self.return_sequences else outs[-1]
+        return [y] + states if self.return_state else y
+
+    def get_config(self):
+        from pyaiml.keras import serialization
+
+        return {**super().get_config(), "cell": serialization.serialize_layer(self.cell),
+                "return_sequences": self.return_sequences, "return_state": self.return_state,
+                "go_backwards": self.go_backwards}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from pyaiml.keras import serialization
+
+        config = dict(config)
+        return cls(serialization.deserialize_layer(config.pop("cell"), custom_objects), **config)
+
+
+CLASSES = (SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed, SimpleRNNCell, LSTMCell, GRUCell, RNN)
 for _c in CLASSES:
     _layers._LAYERS[_c.__name__] = _c

@@ -141,6 +141,8 @@ def test_bad_arguments_are_clear():
         layers.Conv2DTranspose(2, 3, data_format="channels_first")
     with pytest.raises(ValueError, match="filters must be a positive integer"):
         layers.Conv1DTranspose(0, 3)
+    with pytest.raises(TypeError, match="conv_transpose: x must have dtype float32 or float64. Received int64"):
+        layers.Conv2DTranspose(2, 3)(np.ones((1, 3, 3, 2), np.int64))
     with pytest.raises(Exception, match="expects inputs of rank 4"):
         layers.Conv2DTranspose(2, 3)(np.zeros((2, 5, 3), np.float32))
 

@@ -87,6 +87,8 @@ def test_plain_ops_and_errors():
     np.testing.assert_array_equal(idx, [[1, 3, 2]])  # ties: the earlier index first
     with pytest.raises(ValueError, match="top_k: k must be in"):
         ops.top_k(np.ones((2, 3)), 4)
+    with pytest.raises(ValueError, match="top_k: k must be in"):
+        ops.top_k(np.ones((2, 3)), 1.5)
     with pytest.raises(ValueError, match="norm: ord must be"):
         ops.norm(np.ones(3), ord=3)
 

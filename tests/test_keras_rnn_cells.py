@@ -105,3 +105,7 @@ def test_errors():
         layers.GRUCell(2, reset_after=False)
     with pytest.raises(Exception, match="rank 3"):
         layers.RNN(layers.SimpleRNNCell(2))(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="at least one step"):
+        layers.RNN(layers.LSTMCell(2))(np.zeros((2, 0, 3), np.float32))
+    with pytest.raises(ValueError, match=r"initial_state must be 2 array\(s\) of shapes \[\(2, 2\), \(2, 2\)\]"):
+        layers.RNN(layers.LSTMCell(2))(np.zeros((2, 4, 3), np.float32), initial_state=[np.ones((2, 5))])

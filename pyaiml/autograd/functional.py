@@ -656,6 +656,8 @@ def conv_transpose(x, weight, stride, dilation, bias=None, activation=None):
     its weight gradient (for weight). Stride > 1: one stride-1 conv per output phase
     (``_conv_transpose_phases``)."""
     xv, w = _v(x), _v(weight)
+    if xv.dtype.kind != "f":
+        raise TypeError(f"conv_transpose: x must have dtype float32 or float64. Received {xv.dtype}")
     nd = w.ndim - 2
     if max(stride) > 1 and max(dilation) == 1:
         return _conv_transpose_phases(x, weight, tuple(stride), bias, activation)

@@ -605,7 +605,7 @@ def top_k(x, k, sorted=True):  # Keras's argument names
     """(values, indices) of the k largest along the last axis, largest first (sorted is
     accepted; the result is always sorted)."""
     xv = _v(x)
-    if not 1 <= int(k) <= xv.shape[-1]:
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= xv.shape[-1]:
         raise ValueError(f"top_k: k must be in [1, {xv.shape[-1]}] for a last axis of that size. Received {k}")
     idx = np.argsort(-xv, axis=-1, kind="stable")[..., :int(k)]
     return F.take_along_axis(x, idx, -1), idx

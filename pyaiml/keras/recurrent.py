@@ -1171,11 +1171,18 @@ class RNN(_layers.Layer):
         if len(shape) != 3:
             raise ValueError(f"{self.name}: RNN expects inputs of rank 3 (batch, steps, features). Received shape "
                              f"{tuple(shape)}")
+        if shape[1] == 0:
+            raise ValueError(f"{self.name}: RNN needs at least one step. Received shape {tuple(shape)}")
         dt = value_of(inputs).dtype
+        sizes = self._sizes()
         if initial_state is None:
-            states = [np.zeros((shape[0], n), dt) for n in self._sizes()]
+            states = [np.zeros((shape[0], n), dt) for n in sizes]
         else:
             states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+            got = [tuple(np.shape(value_of(v))) for v in states]
+            if got != [(shape[0], n) for n in sizes]:
+                raise ValueError(f"{self.name}: initial_state must be {len(sizes)} array(s) of shapes "
+                                 f"{[(shape[0], n) for n in sizes]}. Received {got}")
         steps = range(shape[1] - 1, -1, -1) if self.go_backwards else range(shape[1])
         outs = []
         for t in steps:

@@ -55,7 +55,7 @@ def test_masking_zeroes_and_masks_in_a_functional_model_that_trains():
     h = clf.fit(x, y, epochs=20, verbose=0)
     assert h.history["loss"][-1] < h.history["loss"][0]
     assert layers.Masking.from_config(layers.Masking(mask_value=-1.0).get_config()).mask_value == -1.0
-    with pytest.raises(ValueError, match="mask_value must be a number"):
+    with pytest.raises(TypeError, match="mask_value must be a number"):
         layers.Masking("x")
     with pytest.raises(ValueError, match="rank >= 2"):
         layers.Masking()(np.zeros(3, np.float32))

@@ -642,7 +642,7 @@ class Masking(Layer):
     def __init__(self, mask_value=0.0, **kw):
         super().__init__(**kw)
         if not isinstance(mask_value, (int, float, np.integer, np.floating)):
-            raise ValueError(f"Masking: mask_value must be a number. Received {mask_value!r}")
+            raise TypeError(f"Masking: mask_value must be a number. Received {mask_value!r}")
         self.mask_value = float(mask_value)
         self._keep = None
 

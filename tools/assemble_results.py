@@ -56,9 +56,9 @@ Known gaps (stated in the sections below):
   runs), not reliably above it.
 - The Transformer LM training step (first wave, target >= 1.0x torch) now trains through the
   tape and sits at parity: 0.97x-1.04x in the latest five runs.
-- Keras Conv2DTranspose with stride 2 runs at 0.48-0.84x torch channels_last forward and
-  0.58-0.68x forward + backward (stride 1: 1.2-1.8x forward); SeparableConv2D 0.55-0.81x forward,
-  0.75-0.94x forward + backward (its 1x1 pointwise kernel); new this stop, no target yet.
+- Keras Conv2DTranspose with stride 2 runs at 0.35-0.84x torch channels_last forward and
+  0.46-0.68x forward + backward (stride 1: 1.2-1.8x forward); SeparableConv2D 0.47-0.81x forward,
+  0.49-0.94x forward + backward (its 1x1 pointwise kernel); new this stop, no target yet.
 - Every figure is from the AVX-512 tier (Zen 4); no AVX2-only machine was available.
 """
 

@@ -1,36 +1,22 @@
 """Keras Conv2DTranspose (pyaiml.keras) against torch.nn.ConvTranspose2d in channels_last:
 forward on arrays, and forward + backward on a GradientTape (input, kernel and bias
-gradients), 2 threads each, medians of 9 samples of 10 calls, one process.
+gradients), 2 threads each, one process, timed by pyaiml.bench.harness.time_interleaved (sides
+alternating, 9 rounds, medians).
 
 The torch twin has the same weights and output size; where Keras's 'same' rule cuts the
 output asymmetrically (k3, s2) its rows sit one position apart from torch's symmetric cut,
 the same work either way. Values are checked in tests/test_keras_conv_transpose.py.
 Not a test. Run: PYTHONPATH=. python benchmarks/scripts/conv_transpose_layer.py
 """
-import time
-
 import numpy as np
 import torch
 
 import pyaiml
 from pyaiml.autograd import GradientTape
-from pyaiml.bench.harness import configure_allocator, cpu_model
+from pyaiml.bench.harness import configure_allocator, cpu_model, time_interleaved
 from pyaiml.keras import layers, ops
 
 CASES = [(32, 16, 64, 32, 3, 2), (32, 8, 128, 64, 4, 2), (16, 32, 32, 3, 3, 1)]  # N, H, C, filters, k, s
-
-
-def med(f, n=10, r=9):
-    f()
-    f()
-    ts = []
-    for _ in range(r):
-        time.sleep(0.05)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            f()
-        ts.append((time.perf_counter() - t0) / n * 1e3)
-    return float(np.median(ts))
 
 
 def main():
@@ -72,7 +58,9 @@ def run_case(n, h, c, f, k, s):
         txg.grad = None
         (tl(txg) * tg).sum().backward()
 
-    a, b, c2, d = med(lambda: layer(x)), med(tf), med(pfb), med(tfb)
+    t = time_interleaved({"fwd": lambda: layer(x), "tfwd": tf, "fb": pfb, "tfb": tfb}, repeats=9,
+                         min_time=0.03, settle=0.05)
+    a, b, c2, d = (t[k].median * 1e3 for k in ("fwd", "tfwd", "fb", "tfb"))
     print(f"N{n} {h}x{h}x{c} -> {y.shape[1]}x{y.shape[2]}x{f} k{k} s{s} same: forward pyaiml {a:.2f} ms "
           f"torch_cl {b:.2f} ms ({b / a:.2f}x); forward+backward {c2:.2f} / {d:.2f} ms ({d / c2:.2f}x)")
 

@@ -1,34 +1,19 @@
 """Keras SeparableConv2D (pyaiml.keras: a grouped depthwise conv, then a 1x1 conv, on the tape)
 against torch (a depthwise nn.Conv2d with groups, then a 1x1 nn.Conv2d) in channels_last:
-forward on arrays, forward + backward on a GradientTape, 2 threads, medians of 9 samples of
-10 calls, one process; max|diff| of the outputs printed first.
+forward on arrays, forward + backward on a GradientTape, 2 threads, one process, timed by
+pyaiml.bench.harness.time_interleaved (sides alternating, 9 rounds, medians); max|diff| of the outputs printed first.
 Not a test (tests/test_keras_separable.py checks values and gradients).
 Run: PYTHONPATH=. python benchmarks/scripts/separable_conv_layer.py
 """
-import time
-
 import numpy as np
 import torch
 
 import pyaiml
 from pyaiml.autograd import GradientTape
-from pyaiml.bench.harness import configure_allocator, cpu_model
+from pyaiml.bench.harness import configure_allocator, cpu_model, time_interleaved
 from pyaiml.keras import layers, ops
 
 CASES = [(32, 32, 32, 64), (32, 16, 128, 128)]  # N, H, C, filters; k3, same
-
-
-def med(f, n=10, r=9):
-    f()
-    f()
-    ts = []
-    for _ in range(r):
-        time.sleep(0.05)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            f()
-        ts.append((time.perf_counter() - t0) / n * 1e3)
-    return float(np.median(ts))
 
 
 def run_case(n, h, c, fo):
@@ -64,7 +49,9 @@ def run_case(n, h, c, fo):
         txg.grad = None
         (net(txg) * tg).sum().backward()
 
-    a, bb, cc, d = med(lambda: layer(x)), med(tf), med(pfb), med(tfb)
+    t = time_interleaved({"fwd": lambda: layer(x), "tfwd": tf, "fb": pfb, "tfb": tfb}, repeats=9,
+                         min_time=0.03, settle=0.05)
+    a, bb, cc, d = (t[k].median * 1e3 for k in ("fwd", "tfwd", "fb", "tfb"))
     print(f"SeparableConv2D N{n} {h}x{h}x{c}->{fo} k3 same: max|diff| {err:.1e}; forward {a:.2f} / torch_cl "
           f"{bb:.2f} ms ({bb / a:.2f}x); forward+backward {cc:.2f} / {d:.2f} ms ({d / cc:.2f}x)")
 

@@ -62,3 +62,12 @@ def run_py(code, timeout=300, **env):
     e.update(env)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e,
                           timeout=timeout, cwd=tempfile.gettempdir())
+
+
+def keras3_on_torch():
+    """Keras 3 itself on its torch backend (the bench extra) as an oracle, or the test skips."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras3 = pytest.importorskip("keras")
+    if keras3.backend.backend() != "torch":
+        pytest.skip("Keras runs another backend here")
+    return keras3

@@ -10,6 +10,7 @@ Keras 3 itself (torch backend) when it is installed: its output shapes over a gr
 layer's values where its torch backend can match TensorFlow's rule."""
 import numpy as np
 import pytest
+from helpers import keras3_on_torch
 
 torch = pytest.importorskip("torch")
 
@@ -152,12 +153,7 @@ def test_against_keras_itself():
     """Keras 3 on its torch backend (bench extra): output shapes over a grid, and values where
     its torch backend follows TensorFlow's rule (not with both a torch padding and a torch
     output padding, its own docstring says)."""
-    import os
-
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    K = pytest.importorskip("keras")
-    if K.backend.backend() != "torch":
-        pytest.skip("Keras runs another backend here")
+    K = keras3_on_torch()
     from keras.src.backend.common.backend_utils import (
         _convert_conv_transpose_padding_args_from_keras_to_torch as to_torch,
     )

@@ -4,6 +4,7 @@ uses), up and down, values and input gradients; in a model that trains and saves
 itself when installed."""
 import numpy as np
 import pytest
+from helpers import keras3_on_torch
 
 torch = pytest.importorskip("torch")
 
@@ -84,12 +85,7 @@ def test_center_crop_and_aspect_crop(src, dst):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 def test_against_keras_itself():
-    import os
-
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    K = pytest.importorskip("keras")
-    if K.backend.backend() != "torch":
-        pytest.skip("Keras runs another backend here")
+    K = keras3_on_torch()
     x = np.random.default_rng(1).random((2, 7, 6, 3)).astype(np.float32) * 255
     for interp in ("bilinear", "nearest"):
         for dst in ((14, 12), (3, 4), (7, 9)):

@@ -4,6 +4,7 @@ torch side; values, and gradients of the input and every weight through the tape
 that trains and round-trips through save/load; Keras 3 itself when installed."""
 import numpy as np
 import pytest
+from helpers import keras3_on_torch
 
 torch = pytest.importorskip("torch")
 
@@ -102,12 +103,7 @@ def test_bad_arguments():
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 def test_against_keras_itself():
-    import os
-
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    K = pytest.importorskip("keras")
-    if K.backend.backend() != "torch":
-        pytest.skip("Keras runs another backend here")
+    K = keras3_on_torch()
     x = np.random.default_rng(1).standard_normal((2, 9, 8, 3)).astype(np.float32)
     for k, s, d, padding, m in CASES:
         kw = {"strides": s, "dilation_rate": d, "padding": padding, "depth_multiplier": m}

@@ -28,7 +28,7 @@ from pyaiml.autograd.tape import Tensor, paused, recording
 from pyaiml.keras import layers as _layers
 from pyaiml.keras._common import placeholder_run
 from pyaiml.keras._plans import planned_forward
-from pyaiml.keras.model import Model, _shape_text
+from pyaiml.keras.model import Model, _arrays, _shape_text
 from pyaiml.ops import _validate
 
 _layers.BUILTIN_MODULES.add(__name__)
@@ -399,12 +399,10 @@ class Functional(Model):
         float data as float32 and checked finite once (the plan runs with the per-op checks off,
         as predict does)."""
         self._match_inputs(x)
-        if x.dtype.kind == "f":
+        if _validate.get_check_finite():  # model(x): the model's input check (predict made it already)
+            x = _arrays(x, "x").arrays[0]
+        elif x.dtype.kind == "f":
             x = np.ascontiguousarray(x, dtype=np.float32)
-            if _validate.get_check_finite() and not _validate.all_finite(x):
-                bad = np.argwhere(~np.isfinite(x))[0]
-                raise ValueError(f"Model {self.name!r}: x contains NaN or inf (first at sample {bad[0]}, index "
-                                 f"{tuple(int(i) for i in bad[1:])})")
         with _validate.finite_checks(False):
             return planned_forward(self, chain, x, lambda h: _layers.Layer.__call__(self, h, training=False))
 

@@ -8,6 +8,7 @@ from pyaiml.ops._validate import all_finite_numpy
 
 _C = _backend.native()
 _F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
 
 
 def gemm(a3, b3, bias=None, relu=False):
@@ -48,9 +49,9 @@ def rope_qk(qkv, cos, sin, H, Hk):
 
 
 def all_finite(x):
-    """float32: one native pass (NumPy for non-contiguous or misaligned arrays); float64:
-    NumPy's sum test, faster than the scalar C loop (see all_finite_numpy)."""
+    """float32 and float64: one vectorised native pass, split over the pool when large
+    (NumPy for non-contiguous or misaligned arrays); other dtypes: NumPy's sum test."""
     dt = x.dtype
-    if dt is _F32 or dt == _F32:
+    if dt is _F32 or dt is _F64 or dt == _F32 or dt == _F64:
         return _C.all_finite(x)
     return all_finite_numpy(x)

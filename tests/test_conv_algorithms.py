@@ -36,7 +36,18 @@ ROWS = {
     "direct/direct as conv/direct: H*W < 16": (True, 2, 16, 16, 3, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "direct/direct as conv/direct: OC < 16": (True, 3, 16, 8, 8, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "direct/direct as conv/direct: 5x5 dilation 2": (True, 2, 16, 16, 11, 12, 5, 5, (1, 1), (2, 3, 4, 4), (2, 2), 1),
-    "direct/direct as conv/direct: 1x1": (True, 3, 16, 24, 5, 6, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    # 1x1: grad_w by the direct kernel (AVX-512) or one SGEMM (AVX2, baseline); OC in vectors
+    # (nv) of 16 / 8 / 4 lanes and pixels P = N*H*W against the tile of M = 24 / 12 accumulators
+    # over the widest block's vectors (blocks of at most 3): full and partial tiles, blocks and
+    # last vectors
+    "pointwise/pointwise as conv/direct: 1x1": (True, 3, 16, 24, 5, 6, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "pointwise/pointwise as conv/direct: 1x1, OC 1": (True, 2, 5, 1, 3, 7, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "pointwise/pointwise as conv/direct: 1x1, 24 -> 144": (True, 1, 24, 144, 5, 7, 1, 1, (1, 1), (0, 0, 0, 0),
+                                                            (1, 1), 1),
+    "pointwise/pointwise as conv/direct: 1x1, 3 -> 100": (True, 2, 3, 100, 4, 5, 1, 1, (1, 1), (0, 0, 0, 0),
+                                                           (1, 1), 1),
+    "pointwise/pointwise as conv/direct: 1x1, 70 -> 40": (True, 1, 70, 40, 1, 13, 1, 1, (1, 1), (0, 0, 0, 0),
+                                                           (1, 1), 1),
     "direct/gcol/direct: C < 16, grad_w chunks of 2 images": (True, 20, 3, 32, 6, 9, 3, 3, (1, 1), (1, 1, 1, 1),
                                                               (1, 1), 1),
     "direct/gcol/direct: stride 2": (True, 2, 5, 7, 11, 10, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
@@ -116,6 +127,32 @@ def test_results_do_not_depend_on_thread_count(name):
         pyaiml.set_num_threads(n0)
     for a, a2 in zip(*outs):
         np.testing.assert_array_equal(a, a2)
+
+
+@needs_cpp
+@pytest.mark.parametrize("OC", [37, 144])
+def test_pointwise_streamed_output(OC):
+    """A 1x1 output of 32 MB or more leaves through non-temporal stores (the 64-byte-aligned
+    body of each tile's rows; OC = 37 puts every tile's start at a different offset in its
+    line): against NumPy in float64, with ReLU, and the same bits with 1 and 2 threads."""
+    C_ = _backend.native()
+    r = np.random.default_rng(OC)
+    P = (32 << 20) // (4 * OC) + 13
+    x = r.standard_normal((1, 1, P, 5), dtype=np.float32)
+    w = r.standard_normal((OC, 5, 1, 1), dtype=np.float32)
+    b = r.standard_normal(OC, dtype=np.float32)
+    p = (1, 1, 0, 0, 0, 0, 1, 1, 1)
+    want = x.reshape(P, 5).astype(np.float64) @ w.reshape(OC, 5).T.astype(np.float64) + b
+    n0 = pyaiml.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2):
+            pyaiml.set_num_threads(n)
+            outs.append(C_.conv2d(x, w, b, p, True, True, False))
+    finally:
+        pyaiml.set_num_threads(n0)
+    _close(f"1x1 streamed OC={OC}", outs[0].reshape(P, OC), np.maximum(want, 0), 5)
+    np.testing.assert_array_equal(outs[0], outs[1])
 
 
 @needs_cpp

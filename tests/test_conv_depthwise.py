@@ -180,7 +180,7 @@ def test_cpp_matches_naive(case, cl):
 @needs_cpp
 @pytest.mark.parametrize("case", OTHER)
 def test_grouped_and_pointwise_match_naive(case):
-    """Channels last (the small-group forward and, on AVX2, the 1x1 GEMMs) against _naive."""
+    """Channels last (the small-group forward and the 1x1 pointwise kernel) against _naive."""
     C_ = _backend.native()
     N, C, OC, H, W, k, s, p, d, G = case
     p2 = (p, p) if isinstance(p, int) else p
@@ -246,7 +246,7 @@ def test_small_groups_do_not_depend_on_thread_count():
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_every_isa(isa):
     """check_naive on every case in both layouts under PYAIML_ISA (one interpreter per ISA),
-    and the public op against torch on a few, the grouped and 1x1 ones (GEMM on AVX2) too."""
+    and the public op against torch on a few, the grouped and 1x1 ones too."""
     C_ = _backend.native()
     if isa not in C_.supported_isas():
         pytest.skip(f"this CPU does not run {isa}")

@@ -6,6 +6,7 @@
 //   conv_direct.cpp   register-tiled direct kernels: channels last without groups
 //   conv_winograd.cpp Winograd F(2x2, 3x3) and F(2, 3), forward and grad_w
 //   conv_depthwise.cpp direct depthwise kernels (groups == C, OC = m * C), both layouts
+//   conv_pointwise.cpp 1x1 stride-1 channels-last forward (and grad_x as a forward conv)
 //   conv_naive.cpp    plain loops in double: the oracle (conv2d_*_naive)
 // Each sums in an order set by the shape alone, so no result depends on the thread count.
 //
@@ -20,7 +21,6 @@
 #include "common/transpose.h"
 #include "cpu/conv.h"
 #include "cpu/conv_common.h"
-#include "cpu/gemm.h"
 
 namespace pyaiml {
 namespace PYAIML_ISA_NS {
@@ -33,7 +33,7 @@ enum class ConvAlgo {
   kWino1d,  // conv_winograd.cpp: F(2, 3) along W; grad_w F(3, 2)
   kDepthwise,  // conv_depthwise.cpp: every result
   kGrouped,    // conv_depthwise.cpp: forward of small groups, channels last
-  kGemm1x1,    // 1x1, stride 1, no padding, channels last: x (N*H*W, C) is the GEMM operand as it is
+  kPointwise,  // conv_pointwise.cpp: 1x1, stride 1, no padding, channels last: forward, grad_x as a conv
 };
 
 // The algorithm behind each result of one shape.
@@ -64,47 +64,6 @@ ConvShape grad_x_conv(const ConvShape& s) {
   return t;
 }
 
-// AVX2 only. Single thread, N8 56x56 (noisy shared 2-core Zen 4; thread CPU time, best of 7):
-//   AVX2 (PYAIML_ISA=avx2) 24->144 forward GEMM ~2.1 ms vs direct ~3.0, grad_w ~3.9 vs ~4.7;
-//   96->24 forward ~1.7-2.3 vs ~1.5-2.3, grad_x ~1.2 vs ~1.7;
-//   AVX-512: the direct kernels win (24->144 grad_w ~1.8 vs ~3.7 ms, 96->24 forward ~1.5-3.0
-//   vs ~2.5-3.8), so there the plan keeps them.
-bool gemm1x1_ok(const ConvShape& s) {
-  return VL == 8 && s.cl && s.G == 1 && s.KH == 1 && s.KW == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 && s.pl == 0 &&
-         s.OH == s.H && s.OW == s.W;
-}
-
-// The three GEMMs of a pointwise channels-last conv; P = N*H*W pixels.
-void gemm1x1_forward(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
-  GemmArgs g;
-  g.M = s.N * s.H * s.W; g.N = s.OC; g.K = s.C;
-  g.A = x; g.rsa = s.C; g.csa = 1;
-  g.B = w; g.rsb = 1; g.csb = s.C;  // B(c, o) = w[o][c]
-  g.C = y; g.ldc = s.OC;
-  g.bias_n = b; g.relu = relu;
-  sgemm(g);
-}
-
-void gemm1x1_backward(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw) {
-  const int64_t P = s.N * s.H * s.W;
-  if (gx) {  // (P, OC) @ (OC, C)
-    GemmArgs g;
-    g.M = P; g.N = s.C; g.K = s.OC;
-    g.A = gy; g.rsa = s.OC; g.csa = 1;
-    g.B = w; g.rsb = s.C; g.csb = 1;
-    g.C = gx; g.ldc = s.C;
-    sgemm(g);
-  }
-  if (gw) {  // (OC, P) @ (P, C): gy read transposed in place
-    GemmArgs g;
-    g.M = s.OC; g.N = s.C; g.K = P;
-    g.A = gy; g.rsa = 1; g.csa = s.OC;
-    g.B = x; g.rsb = s.C; g.csb = 1;
-    g.C = gw; g.ldc = s.C;
-    sgemm(g);
-  }
-}
-
 // Rows are tried in order; the first that holds wins. Timings: single thread.
 ConvPlan conv_plan(const ConvShape& s) {
   using A = ConvAlgo;
@@ -115,9 +74,15 @@ ConvPlan conv_plan(const ConvShape& s) {
   // C240 14x14 fwd+bwd 4.8 vs 13.1 ms (benchmarks/RESULTS.md, "Depthwise and pointwise
   // convolution").
   if (depthwise_ok(s)) return {A::kDepthwise, A::kDepthwise, false, A::kDepthwise, A::kDepthwise};
-  // Pointwise channels last on AVX2: y = x W^T, grad_x = gy W, grad_w = gy^T x, each one
-  // SGEMM straight on the arrays, no copies; grad_b by the direct kernel's row sums.
-  if (gemm1x1_ok(s)) return {A::kGemm1x1, A::kGemm1x1, false, A::kGemm1x1, A::kDirect};
+  // Pointwise channels last: y = x W^T and grad_x = gy W by the pointwise kernel on the arrays
+  // as they are (x is a (N*H*W, C) matrix), grad_w and grad_b by the direct kernel's passes.
+  // Both ISAs, N32 56x56, 2 threads (Zen 4; AVX2 by PYAIML_ISA=avx2 on it), alternating builds:
+  // the SGEMMs on the arrays that AVX2 used (forward, grad_x, grad_w) ran 96->24 at 5.2 / 3.4 /
+  // 6.9 ms and 24->144 at 5.0 / 8.7 / 14.1 ms (grad_w: K = N*H*W, two threads on a 144 x 24
+  // product); pointwise / pointwise / direct 2.8 / 3.0 / 6.6 and 4.4 / 4.6 / 8.5 ms. AVX-512
+  // forward and grad_x (the direct kernel before): 96->24 5.4 / 5.2 -> 3.8 / 3.3 ms, 24->144
+  // 8.1 / 8.9 -> 5.4 / 6.1 ms.
+  if (pointwise_ok(s)) return {A::kPointwise, A::kPointwise, true, A::kDirect, A::kDirect};
   // Channels first or groups: the direct and Winograd kernels are written for channels last
   // without groups. im2col computes every result (grad_b: col's extra column of ones).
   // Channels last, groups of 2, 4 or 8 channels in and out: a direct forward that shuffles
@@ -168,7 +133,7 @@ void forward_by(ConvAlgo a, const ConvShape& s, const float* x, const float* w, 
     case ConvAlgo::kWino: conv2d_wino(s, x, w, b, relu, y); break;
     case ConvAlgo::kWino1d: conv2d_wino1d(s, x, w, b, relu, y); break;
     case ConvAlgo::kDepthwise: conv2d_forward_depthwise(s, x, w, b, relu, y); break;
-    case ConvAlgo::kGemm1x1: gemm1x1_forward(s, x, w, b, relu, y); break;
+    case ConvAlgo::kPointwise: conv2d_forward_pointwise(s, x, w, b, relu, y); break;
     case ConvAlgo::kGrouped: conv2d_forward_grouped_small(s, x, w, b, relu, y); break;
   }
 }
@@ -232,20 +197,15 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
     conv2d_backward_grouped_small(s, gy, x, w, gx, gw, gb);
     return;
   }
-  if (p.gw == ConvAlgo::kGemm1x1) {
-    gemm1x1_backward(s, gy, x, w, gx, gw);
-    if (gb) conv2d_backward_direct(s, gy, x, w, nullptr, nullptr, gb);
-    return;
-  }
-  if (p.gw == ConvAlgo::kIm2col) {  // all three are then: one pass over col tiles
-    conv2d_backward_im2col(s, gy, x, w, gx, gw, gb);
-    return;
-  }
   if (gx && p.gx_as_conv) {
     const ConvShape t = grad_x_conv(s);
     const std::vector<float> wf = pack_weights(w, weight_pack(WLayout::kCOKf, s, 0));
     forward_by(p.gx, t, gy, wf.data(), nullptr, false, gx);
     gx = nullptr;  // done
+  }
+  if (p.gw == ConvAlgo::kIm2col) {  // all three are then: one pass over col tiles
+    conv2d_backward_im2col(s, gy, x, w, gx, gw, gb);
+    return;
   }
   if (gw && p.gw != ConvAlgo::kDirect) {
     (p.gw == ConvAlgo::kWino ? conv2d_wino_gw : conv2d_wino1d_gw)(s, gy, x, gw, gb);

@@ -2,8 +2,8 @@
 // (channels first or last, groups, stride, dilation, asymmetric zero padding); conv1d is
 // conv2d with H = 1. Max pooling's shape (PoolShape) is here too; its kernels are in pool.h.
 // The conv kernels: conv.cpp (which algorithm runs for a shape), conv_im2col.cpp,
-// conv_direct.cpp, conv_winograd.cpp, conv_depthwise.cpp, conv_naive.cpp (shared declarations:
-// conv_common.h).
+// conv_direct.cpp, conv_winograd.cpp, conv_depthwise.cpp, conv_pointwise.cpp, conv_naive.cpp
+// (shared declarations: conv_common.h).
 //
 // Not here: argument validation (bindings/conv.cpp checks everything before calling),
 // float64 (NumPy reference), ceil_mode/dilated pooling.

@@ -39,6 +39,14 @@ CASES = [
     (3, 24, 1, 11, 13, 3, 2, (0, 2), (2, 1)),
     (1, 2, 4, 4, 3, 3, 1, 4, 1),          # padding larger than the input, OC = 4 C
     (3, 40, 1, 7, 7, 5, 1, "same", 1),
+    # channels last, kernel width 3/5/7, stride 1/2, output width >= 7 (k3: <= 14): the sliding
+    # rows (7 or 8 pixels a block, the last block overlapping), vector, vector pair and masked
+    # channel tails, rows with no kernel row inside the input (padding 5 > k - 1)
+    (2, 17, 1, 9, 14, 3, 1, 1, 1),
+    (1, 48, 1, 6, 23, 5, 2, 2, 1),
+    (2, 5, 2, 11, 16, 7, 1, 3, 1),
+    (1, 16, 1, 3, 9, 5, 1, (5, 2), 1),
+    (2, 33, 1, 8, 27, 3, 2, 1, 1),
 ]
 IDS = [f"N{c[0]}C{c[1]}m{c[2]}_{c[3]}x{c[4]}_k{c[5]}s{c[6]}p{c[7]}d{c[8]}".replace(" ", "") for c in CASES]
 # grouped (1 < G < C) and 1x1 channels-last shapes, run through the same checks

@@ -3,7 +3,10 @@
 // stride, dilation and zero padding. Compiled once per ISA like the rest of csrc/cpu/.
 //   channels last (N, H, W, C): vectors run over channels. y and grad_x are gathers: output
 //     pixels whose taps all lie inside the input go 4 at a time, each weight vector loaded
-//     once for the 4; edge pixels use a list of their in-bounds taps. grad_w and grad_b sum
+//     once for the 4; edge pixels use a list of their in-bounds taps. The forward of kernel
+//     widths 5 and 7 (and 3 on rows of at most 14 pixels) slides along the row instead: 7 or 8
+//     pixels a block, each input column loaded once for every tap that reads it, the edges
+//     read as zeros (slide_block). grad_w and grad_b sum
 //     chunks of output rows into partial sums (the taps of one kernel row held in registers
 //     along an image row), added up in chunk order. m > 1 runs on a copy of x with each
 //     channel repeated m times.
@@ -21,6 +24,7 @@
 // Tests: tests/test_conv_depthwise.py (torch and the _naive kernels as oracles, every ISA
 // through PYAIML_ISA), tests/test_conv_algorithms.py.
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <vector>
 
@@ -171,8 +175,149 @@ void inner_range(int64_t O, int64_t I, int64_t K, int64_t st, int64_t p, int64_t
   if (a > b) a = b;
 }
 
+// ---- channels last, sliding rows (kernel widths 3, 5, 7; stride 1 or 2; dilation 1 along W) ----
+// P output pixels of one row, NB vectors of channels (the last masked to `tail` lanes when
+// TAIL): each input column the P pixels read is loaded once per kernel row and serves every
+// (pixel, tap) pair that reads it, (P - 1) * S + KW loads for P * KW multiply-adds (run_block
+// loads one per multiply-add), with the kernel row's KW weight vectors held in registers.
+// Columns outside the input read as zeros, so the row's edge pixels take the same path.
+// a[r]: kernel row r's input row at channel c (column 0); iw0: the input column of pixel 0's
+// tap 0 (may be negative); y: pixel 0's output at channel c.
+template <int P, int KW, int S, int NB, bool TAIL, bool EDGE>
+void slide_block(const float* const* a, const float* const* wr, int64_t nr, int64_t W, int64_t C, int64_t iw0,
+                 const float* bias, bool relu, float* y, int tail) {
+  constexpr int J = (P - 1) * S + KW;
+  vf acc[P][NB];
+#pragma GCC unroll 4
+  for (int i = 0; i < NB; ++i) {
+    const vf b0 = !bias ? vf{} : (TAIL && i == NB - 1) ? loadu_n(bias + i * VL, tail) : loadu(bias + i * VL);
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) acc[p][i] = b0;
+  }
+  for (int64_t r = 0; r < nr; ++r) {
+    vf wv[KW][NB];
+#pragma GCC unroll 8
+    for (int k = 0; k < KW; ++k)
+#pragma GCC unroll 4
+      for (int i = 0; i < NB; ++i)
+        wv[k][i] = (TAIL && i == NB - 1) ? loadu_n(wr[r] + k * C + i * VL, tail) : loadu(wr[r] + k * C + i * VL);
+    const float* ar = a[r];
+#pragma GCC unroll 32
+    for (int j = 0; j < J; ++j) {
+      const int64_t iw = iw0 + j;
+      vf xv[NB];
+      const bool in = !EDGE || (iw >= 0 && iw < W);
+#pragma GCC unroll 4
+      for (int i = 0; i < NB; ++i)
+        xv[i] = !in ? vf{} : (TAIL && i == NB - 1) ? loadu_n(ar + iw * C + i * VL, tail) : loadu(ar + iw * C + i * VL);
+#pragma GCC unroll 8
+      for (int k = 0; k < KW; ++k) {
+        if (j - k < 0 || (j - k) % S != 0 || (j - k) / S >= P) continue;
+        const int p = (j - k) / S;
+#pragma GCC unroll 4
+        for (int i = 0; i < NB; ++i) acc[p][i] += xv[i] * wv[k][i];
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int i = 0; i < NB; ++i) {
+      const vf v = relu ? vmax(acc[p][i], vf{}) : acc[p][i];
+      if (TAIL && i == NB - 1)
+        storeu_n(y + p * C + i * VL, v, tail);
+      else
+        storeu(y + p * C + i * VL, v);
+    }
+}
+
+using SlideFn = void (*)(const float* const*, const float* const*, int64_t, int64_t, int64_t, int64_t, const float*,
+                         bool, float*, int);
+
+// Vectors of channels per block: the P sums, KW weights and one input per vector within the
+// 32 zmm registers (two vectors) or 16 ymm / xmm (one).
+constexpr int kSlideNB = VL == 16 ? 2 : 1;
+
+// The kernels of one (P, KW, S): [0] NB vectors, [1] one vector, [2] one masked vector;
+// [3 + i] the same for blocks that read past the input's left or right edge.
+template <int P, int KW, int S>
+constexpr std::array<SlideFn, 6> slide_set() {
+  return {&slide_block<P, KW, S, kSlideNB, false, false>, &slide_block<P, KW, S, 1, false, false>,
+          &slide_block<P, KW, S, 1, true, false>,         &slide_block<P, KW, S, kSlideNB, false, true>,
+          &slide_block<P, KW, S, 1, false, true>,         &slide_block<P, KW, S, 1, true, true>};
+}
+
+template <int P>
+const std::array<SlideFn, 6>* slide_sets(int64_t KW, int64_t S) {
+  static constexpr std::array<SlideFn, 6> t[3][2] = {{slide_set<P, 3, 1>(), slide_set<P, 3, 2>()},
+                                                    {slide_set<P, 5, 1>(), slide_set<P, 5, 2>()},
+                                                    {slide_set<P, 7, 1>(), slide_set<P, 7, 2>()}};
+  return &t[(KW - 3) / 2][S - 1];
+}
+
+// Pixels per block: 8, or 7 when that tiles the row with less overlap (OW 14, 28: 7 exactly);
+// the last block of a row starts at OW - P, recomputing a few pixels, so OW >= 7 is needed.
+int64_t slide_p(int64_t OW) { return ((OW + 7) / 8) * 8 - OW <= ((OW + 6) / 7) * 7 - OW ? 8 : 7; }
+
+// Where the sliding rows beat run_row (N32, 2 threads, AVX-512, ms, sliding vs run_row):
+// k5 s1 C240 14x14 0.85 vs 1.38, C120 28x28 1.68 vs 2.58; k5 s2 C576 14x14 0.62 vs 0.71, C72
+// 56x56 2.85 vs 3.05; k7 s1 C144 28x28 3.47 vs 4.90; k3 s1 C576 7x7 0.13 vs 0.22, C240 14x14
+// 0.30 vs 0.35 (run_row's edge columns go one tap at a time: 2 of 7 or 14 columns). Not for
+// k3 on wider rows: C96 28x28 0.98 vs 0.62, 56x56 6.3 vs 5.2 (memory-bound there, and
+// run_row's 4-pixel blocks read less per output row).
+bool slide_ok(const ConvShape& s) {
+  return (s.KW == 3 || s.KW == 5 || s.KW == 7) && (s.sw == 1 || s.sw == 2) && s.dw == 1 && s.OW >= 7 &&
+         s.KH <= 64 && (s.KW >= 5 || s.OW <= 14);
+}
+
+// y (N, OH, OW, OC) from xe (N, H, W, OC), every pixel by slide_block.
+void fwd_nhwc_slide(const ConvShape& s, const float* xe, const float* wk, const float* b, bool relu, float* y) {
+  const int64_t OC = s.OC, KHW = s.KH * s.KW, P = slide_p(s.OW);
+  const std::array<SlideFn, 6>& fs = *(P == 8 ? slide_sets<8>(s.KW, s.sw) : slide_sets<7>(s.KW, s.sw));
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, s.OW * OC * KHW));
+  parallel_for(s.N * s.OH, grain, [&](int64_t rb, int64_t re) {
+    for (int64_t r = rb; r < re; ++r) {
+      const int64_t n = r / s.OH, oh = r % s.OH;
+      const float* xn = xe + n * s.H * s.W * OC;
+      float* yrow = y + r * s.OW * OC;
+      const float* a0[64];
+      const float* wr0[64];
+      int64_t nr = 0;
+      for (int64_t kh = 0; kh < s.KH; ++kh) {
+        const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
+        if (ih < 0 || ih >= s.H) continue;
+        a0[nr] = xn + ih * s.W * OC;
+        wr0[nr++] = wk + kh * s.KW * OC;
+      }
+      // Pixel blocks outer, channel blocks inner: a block's input columns (KH rows x P * S
+      // pixels x all channels) stay in L1 while its channel blocks run.
+      for (int64_t ow = 0; ow < s.OW; ow += P) {
+        const int64_t o = std::min(ow, s.OW - P), iw0 = o * s.sw - s.pl;
+        const int edge = iw0 < 0 || iw0 + (P - 1) * s.sw + s.KW > s.W ? 3 : 0;
+        for (int64_t c = 0; c < OC;) {
+          const int64_t left = OC - c;
+          const int which = left >= kSlideNB * VL ? 0 : left >= VL ? 1 : 2;
+          const int64_t width = which == 0 ? kSlideNB * VL : which == 1 ? VL : left;
+          const float* a[64];
+          const float* wr[64];
+          for (int64_t q = 0; q < nr; ++q) {
+            a[q] = a0[q] + c;
+            wr[q] = wr0[q] + c;
+          }
+          fs[which + edge](a, wr, nr, s.W, OC, iw0, b ? b + c : nullptr, relu, yrow + o * OC + c, int(width));
+          c += width;
+        }
+      }
+    }
+  });
+}
+
 // y (N, OH, OW, OC) from xe (N, H, W, OC): the input with its channels already expanded.
 void fwd_nhwc(const ConvShape& s, const float* xe, const float* wk, const float* b, bool relu, float* y) {
+  if (slide_ok(s)) {
+    fwd_nhwc_slide(s, xe, wk, b, relu, y);
+    return;
+  }
   const int64_t OC = s.OC, KHW = s.KH * s.KW;
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, s.OW * OC * KHW));
   int64_t owa, owb;

@@ -107,28 +107,6 @@ constexpr auto kPw3 = pw_table<3>(std::make_index_sequence<kAcc / 3>{});
 
 inline PwFn pw_fn(int V, int64_t m) { return V == 1 ? kPw1[m - 1] : V == 2 ? kPw2[m - 1] : kPw3[m - 1]; }
 
-// n floats from s to d, the 64-byte-aligned body with non-temporal stores (no read for
-// ownership of lines that are wholly overwritten); the caller fences (sfence) once.
-inline void stream_copy(float* d, const float* s, int64_t n) {
-  int64_t i = 0;
-#if defined(__AVX2__)
-  const int64_t head = std::min<int64_t>(n, int64_t((64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63) / 4);
-  for (; i < head; ++i) d[i] = s[i];
-  for (; i + VL <= n; i += VL) {
-#if defined(__AVX512F__)
-    _mm512_stream_ps(d + i, (__m512)loadu(s + i));
-#else
-    _mm256_stream_ps(d + i, (__m256)loadu(s + i));
-#endif
-  }
-#endif
-  for (; i < n; ++i) d[i] = s[i];
-}
-
-// Outputs at least this large go out through stream_copy: they do not fit the last-level
-// cache, so a later read finds them in memory either way.
-constexpr int64_t kStreamBytes = int64_t(32) << 20;
-
 thread_local std::vector<float> t_ybuf;
 
 }  // namespace
@@ -179,9 +157,7 @@ void conv2d_forward_pointwise(const ConvShape& s, const float* x, const float* w
       }
       if (nt) stream_copy(y + p0 * OC, buf, m * OC);
     }
-#if defined(__AVX2__)
-    if (nt) _mm_sfence();  // the streamed stores are visible before the pool's join
-#endif
+    if (nt) stream_fence();  // the streamed stores are visible before the pool's join
   });
 }
 

@@ -32,10 +32,8 @@ constexpr int kAcc = 24;  // accumulators of the 32 zmm registers
 #else
 constexpr int kAcc = 12;  // of 16 ymm / xmm
 #endif
-constexpr int kMaxV = 3;   // output vectors per tile
-constexpr int kMaxM = kAcc;  // pixels per tile (V = 1)
+constexpr int kMaxV = 3;  // output vectors per tile
 
-// y[i, 0:nc] for M pixels (x rows C apart, y rows ldy apart), V vectors of Wr from column 0.
 // Cache lines to prefetch while a tile computes: the next tile's x rows (read) and y rows
 // (written), `per` lines of each per step of the reduction.
 struct Prefetch {
@@ -46,38 +44,80 @@ struct Prefetch {
   int64_t per;
 };
 
-template <int M, int V>
+#if defined(__AVX512F__)
+typedef float vh __attribute__((vector_size(32)));  // a half vector: 8 lanes (ymm)
+typedef float vh_u __attribute__((vector_size(32), aligned(1)));
+#endif
+
+// y[i, 0:nc] for M pixels (x rows C apart, y rows ldy apart), V vectors of Wr from column 0;
+// with H (AVX-512 only) the last of the V is a half vector: outputs whose last vector holds
+// at most 8 lanes (OC = 24: one zmm and one ymm, where two zmm multiplied 8 lanes of zeros;
+// Zen 4 retires two ymm or one zmm multiply-add per cycle).
+template <int M, int V, bool H>
 void pw_tile(const float* x, int64_t C, const float* wr, int64_t ldw, const float* bias, bool relu, float* y,
              int64_t ldy, int64_t nc, const Prefetch& pf) {
-  vf acc[M][V];
+  constexpr int F = V - (H ? 1 : 0);  // full vectors
+  vf acc[M][F > 0 ? F : 1];
 #pragma GCC unroll 8
-  for (int v = 0; v < V; ++v) {
+  for (int v = 0; v < F; ++v) {
     const vf b0 = bias ? loadu(bias + v * VL) : vf{};
 #pragma GCC unroll 32
     for (int i = 0; i < M; ++i) acc[i][v] = b0;
   }
+#if defined(__AVX512F__)
+  vh acch[H ? M : 1];
+  if constexpr (H) {
+    const vh b0 = bias ? *reinterpret_cast<const vh_u*>(bias + F * VL) : vh{};
+#pragma GCC unroll 32
+    for (int i = 0; i < M; ++i) acch[i] = b0;
+  }
+#else
+  static_assert(!H, "half vectors are an AVX-512 tile");
+#endif
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t j = c * pf.per, je = j + pf.per; j < je; ++j) {
       if (j < pf.nx) __builtin_prefetch(pf.x + j * 64, 0, 3);
       if (j < pf.ny) __builtin_prefetch(pf.y + j * 64, 1, 3);
     }
-    vf wv[V];
+    vf wv[F > 0 ? F : 1];
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) wv[v] = loadu(wr + c * ldw + v * VL);
+    for (int v = 0; v < F; ++v) wv[v] = loadu(wr + c * ldw + v * VL);
+#if defined(__AVX512F__)
+    vh wh{};
+    if constexpr (H) wh = *reinterpret_cast<const vh_u*>(wr + c * ldw + F * VL);
+#endif
 #pragma GCC unroll 32
     for (int i = 0; i < M; ++i) {
       const vf a = bcast(x + i * C + c);
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) acc[i][v] += a * wv[v];
+      for (int v = 0; v < F; ++v) acc[i][v] += a * wv[v];
+#if defined(__AVX512F__)
+      if constexpr (H) acch[i] += (vh)_mm512_castps512_ps256((__m512)a) * wh;
+#endif
     }
   }
   if (relu) {
 #pragma GCC unroll 32
-    for (int i = 0; i < M; ++i)
+    for (int i = 0; i < M; ++i) {
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) acc[i][v] = vmax(acc[i][v], vf{});
+      for (int v = 0; v < F; ++v) acc[i][v] = vmax(acc[i][v], vf{});
+#if defined(__AVX512F__)
+      if constexpr (H) acch[i] = acch[i] > vh{} ? acch[i] : vh{};
+#endif
+    }
   }
-  const int last = int(nc - (V - 1) * VL);  // lanes of the last vector, 1..VL
+  const int last = int(nc - (V - 1) * VL);  // lanes of the last vector, 1..VL (H: 1..8)
+#if defined(__AVX512F__)
+  if constexpr (H) {
+#pragma GCC unroll 32
+    for (int i = 0; i < M; ++i) {
+#pragma GCC unroll 8
+      for (int v = 0; v < F; ++v) storeu(y + i * ldy + v * VL, acc[i][v]);
+      _mm256_mask_storeu_ps(y + i * ldy + F * VL, (__mmask8)((1u << last) - 1), (__m256)acch[i]);
+    }
+    return;
+  }
+#endif
   if (last == VL) {
 #pragma GCC unroll 32
     for (int i = 0; i < M; ++i)
@@ -96,16 +136,27 @@ void pw_tile(const float* x, int64_t C, const float* wr, int64_t ldw, const floa
 using PwFn = void (*)(const float*, int64_t, const float*, int64_t, const float*, bool, float*, int64_t, int64_t,
                      const Prefetch&);
 
-template <int V, size_t... I>
+template <int V, bool H, size_t... I>
 constexpr std::array<PwFn, sizeof...(I)> pw_table(std::index_sequence<I...>) {
-  return {&pw_tile<int(I) + 1, V>...};
+  return {&pw_tile<int(I) + 1, V, H>...};
 }
 // Tiles of V vectors: M = kAcc / V pixels (kPw[V - 1][m - 1] for a partial tile of m).
-constexpr auto kPw1 = pw_table<1>(std::make_index_sequence<kAcc>{});
-constexpr auto kPw2 = pw_table<2>(std::make_index_sequence<kAcc / 2>{});
-constexpr auto kPw3 = pw_table<3>(std::make_index_sequence<kAcc / 3>{});
-
-inline PwFn pw_fn(int V, int64_t m) { return V == 1 ? kPw1[m - 1] : V == 2 ? kPw2[m - 1] : kPw3[m - 1]; }
+constexpr auto kPw1 = pw_table<1, false>(std::make_index_sequence<kAcc>{});
+constexpr auto kPw2 = pw_table<2, false>(std::make_index_sequence<kAcc / 2>{});
+constexpr auto kPw3 = pw_table<3, false>(std::make_index_sequence<kAcc / 3>{});
+#if defined(__AVX512F__)
+constexpr bool kHalf = true;
+constexpr auto kPw1h = pw_table<1, true>(std::make_index_sequence<kAcc>{});
+constexpr auto kPw2h = pw_table<2, true>(std::make_index_sequence<kAcc / 2>{});
+constexpr auto kPw3h = pw_table<3, true>(std::make_index_sequence<kAcc / 3>{});
+inline PwFn pw_fn(int V, int64_t m, bool h) {
+  if (h) return V == 1 ? kPw1h[m - 1] : V == 2 ? kPw2h[m - 1] : kPw3h[m - 1];
+  return V == 1 ? kPw1[m - 1] : V == 2 ? kPw2[m - 1] : kPw3[m - 1];
+}
+#else
+constexpr bool kHalf = false;
+inline PwFn pw_fn(int V, int64_t m, bool) { return V == 1 ? kPw1[m - 1] : V == 2 ? kPw2[m - 1] : kPw3[m - 1]; }
+#endif
 
 thread_local std::vector<float> t_ybuf;
 
@@ -152,8 +203,11 @@ void conv2d_forward_pointwise(const ConvShape& s, const float* x, const float* w
         const int V = int(std::min(vper, nv - v0));
         const int64_t o0 = v0 * VL;
         // a narrower last block keeps the tile's M: at most kAcc / vper <= kAcc / V rows
-        pw_fn(V, m)(xt, C, wr.data() + o0, OCp, b ? bp.data() + o0 : nullptr, relu, yt + o0, OC,
-                    std::min<int64_t>(V * VL, OC - o0), v0 == 0 ? pf : none);
+        const int64_t nc = std::min<int64_t>(V * VL, OC - o0);
+        // the row's last vector as a half when it holds at most half the lanes
+        const bool h = kHalf && v0 + V == nv && nc - (V - 1) * VL <= VL / 2;
+        pw_fn(V, m, h)(xt, C, wr.data() + o0, OCp, b ? bp.data() + o0 : nullptr, relu, yt + o0, OC, nc,
+                       v0 == 0 ? pf : none);
       }
       if (nt) stream_copy(y + p0 * OC, buf, m * OC);
     }

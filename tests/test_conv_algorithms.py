@@ -36,7 +36,7 @@ ROWS = {
     "direct/direct as conv/direct: H*W < 16": (True, 2, 16, 16, 3, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "direct/direct as conv/direct: OC < 16": (True, 3, 16, 8, 8, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "direct/direct as conv/direct: 5x5 dilation 2": (True, 2, 16, 16, 11, 12, 5, 5, (1, 1), (2, 3, 4, 4), (2, 2), 1),
-    # 1x1: grad_w by the direct kernel (AVX-512) or one SGEMM (AVX2, baseline); OC in vectors
+    # 1x1: grad_w by the pointwise kernel when C > OC, else the direct kernel; OC in vectors
     # (nv) of 16 / 8 / 4 lanes and pixels P = N*H*W against the tile of M = 24 / 12 accumulators
     # over the widest block's vectors (blocks of at most 3): full and partial tiles, blocks and
     # last vectors
@@ -46,8 +46,11 @@ ROWS = {
                                                             (1, 1), 1),
     "pointwise/pointwise as conv/direct: 1x1, 3 -> 100": (True, 2, 3, 100, 4, 5, 1, 1, (1, 1), (0, 0, 0, 0),
                                                            (1, 1), 1),
-    "pointwise/pointwise as conv/direct: 1x1, 70 -> 40": (True, 1, 70, 40, 1, 13, 1, 1, (1, 1), (0, 0, 0, 0),
-                                                           (1, 1), 1),
+    "pointwise/pointwise as conv/pointwise: 1x1, 70 -> 40": (True, 1, 70, 40, 1, 13, 1, 1, (1, 1), (0, 0, 0, 0),
+                                                              (1, 1), 1),
+    # grad_w with C > OC: C in vector lanes, 512-pixel chunks (3 here, the last partial)
+    "pointwise/pointwise as conv/pointwise: 1x1, 40 -> 8, 1150 pixels": (True, 2, 40, 8, 23, 25, 1, 1, (1, 1),
+                                                                          (0, 0, 0, 0), (1, 1), 1),
     "direct/gcol/direct: C < 16, grad_w chunks of 2 images": (True, 20, 3, 32, 6, 9, 3, 3, (1, 1), (1, 1, 1, 1),
                                                               (1, 1), 1),
     "direct/gcol/direct: stride 2": (True, 2, 5, 7, 11, 10, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),

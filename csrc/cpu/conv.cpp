@@ -81,8 +81,12 @@ ConvPlan conv_plan(const ConvShape& s) {
   // 6.9 ms and 24->144 at 5.0 / 8.7 / 14.1 ms (grad_w: K = N*H*W, two threads on a 144 x 24
   // product); pointwise / pointwise / direct 2.8 / 3.0 / 6.6 and 4.4 / 4.6 / 8.5 ms. AVX-512
   // forward and grad_x (the direct kernel before): 96->24 5.4 / 5.2 -> 3.8 / 3.3 ms, 24->144
-  // 8.1 / 8.9 -> 5.4 / 6.1 ms.
-  if (pointwise_ok(s)) return {A::kPointwise, A::kPointwise, true, A::kDirect, A::kDirect};
+  // 8.1 / 8.9 -> 5.4 / 6.1 ms. grad_w with C > OC by the pointwise kernel, C in vector lanes
+  // (96->24: AVX-512 4.4-4.9 -> 3.7 ms, AVX2 6.6 -> 5.5); not with C < OC, where the direct
+  // kernel's OC lanes fill and its sums stay in registers longer (24->144: direct 4.8-5.2 /
+  // 8.5 ms, pointwise 9.1 / 10.2).
+  if (pointwise_ok(s))
+    return {A::kPointwise, A::kPointwise, true, s.C > s.OC ? A::kPointwise : A::kDirect, A::kDirect};
   // Channels first or groups: the direct and Winograd kernels are written for channels last
   // without groups. im2col computes every result (grad_b: col's extra column of ones).
   // Channels last, groups of 2, 4 or 8 channels in and out: a direct forward that shuffles
@@ -206,6 +210,10 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
   if (p.gw == ConvAlgo::kIm2col) {  // all three are then: one pass over col tiles
     conv2d_backward_im2col(s, gy, x, w, gx, gw, gb);
     return;
+  }
+  if (gw && p.gw == ConvAlgo::kPointwise) {
+    conv2d_gw_pointwise(s, gy, x, gw);
+    gw = nullptr;  // grad_b, if asked, by the direct kernel's row sums below
   }
   if (gw && p.gw != ConvAlgo::kDirect) {
     (p.gw == ConvAlgo::kWino ? conv2d_wino_gw : conv2d_wino1d_gw)(s, gy, x, gw, gb);

@@ -70,10 +70,12 @@ void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, c
 void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
                             float* gw, float* gb);
 
-// conv_pointwise.cpp: 1x1, stride 1, no padding, channels last, G = 1: the forward.
+// conv_pointwise.cpp: 1x1, stride 1, no padding, channels last, G = 1: the forward, and
+// grad_w (gw: OC x C, overwritten).
 bool pointwise_ok(const ConvShape& s);
 void conv2d_forward_pointwise(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
                               float* y);
+void conv2d_gw_pointwise(const ConvShape& s, const float* gy, const float* x, float* gw);
 
 // conv_winograd.cpp: channels last, G = 1, stride 1, dilation 1; 3x3 kernels (conv2d_wino,
 // conv2d_wino_gw) or 1x3 (conv2d_wino1d, and conv2d_wino1d_gw with pt == 0). The _gw kernels

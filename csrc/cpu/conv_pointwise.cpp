@@ -215,5 +215,97 @@ void conv2d_forward_pointwise(const ConvShape& s, const float* x, const float* w
   });
 }
 
+
+namespace {
+
+// out[r, 0:V*VL] += sum over n pixels of b[p, r] * a[p, 0:V*VL] for R rows r (a rows lda
+// apart, b rows ldb apart), the sums in registers over the pixels.
+template <int R, int V>
+void pw_gw_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t n, float* out, int64_t ldo) {
+  vf acc[R][V];
+#pragma GCC unroll 32
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = loadu(out + r * ldo + v * VL);
+  for (int64_t p = 0; p < n; ++p) {
+    vf av[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) av[v] = loadu(a + p * lda + v * VL);
+#pragma GCC unroll 32
+    for (int r = 0; r < R; ++r) {
+      const vf bb = bcast(b + p * ldb + r);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) acc[r][v] += bb * av[v];
+    }
+  }
+#pragma GCC unroll 32
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) storeu(out + r * ldo + v * VL, acc[r][v]);
+}
+
+using PwGwFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t);
+
+template <int V, size_t... I>
+constexpr std::array<PwGwFn, sizeof...(I)> pw_gw_table(std::index_sequence<I...>) {
+  return {&pw_gw_tile<int(I) + 1, V>...};
+}
+constexpr auto kGw1 = pw_gw_table<1>(std::make_index_sequence<kAcc>{});
+constexpr auto kGw2 = pw_gw_table<2>(std::make_index_sequence<kAcc / 2>{});
+constexpr auto kGw3 = pw_gw_table<3>(std::make_index_sequence<kAcc / 3>{});
+
+inline PwGwFn pw_gw_fn(int V, int64_t r) { return V == 1 ? kGw1[r - 1] : V == 2 ? kGw2[r - 1] : kGw3[r - 1]; }
+
+}  // namespace
+
+// grad_w[o, c] = sum_p gy[p, o] x[p, c] over the P = N*H*W pixels, x's channels in vector
+// lanes and gy's broadcast (conv.cpp sends the shapes with C > OC here: 96 -> 24 fills six
+// vectors of c where the direct kernel's o vectors held 8 lanes of zeros in 32). Pixels are
+// summed in fixed chunks of kChunk, each chunk's partial sums then added in chunk order: no
+// result depends on the thread count.
+void conv2d_gw_pointwise(const ConvShape& s, const float* gy, const float* x, float* gw) {
+  constexpr int64_t kChunk = 512;
+  const int64_t C = s.C, OC = s.OC, P = s.N * s.H * s.W, nv = (C + VL - 1) / VL, ldo = nv * VL;
+  const int64_t nblk = (nv + kMaxV - 1) / kMaxV, vper = (nv + nblk - 1) / nblk, rows = kAcc / vper;
+  const int64_t chunks = (P + kChunk - 1) / kChunk, psz = OC * ldo;
+  std::vector<float> part(chunks * psz, 0.f);
+  // A partial last vector reads past its pixel's row (lanes >= C, never used); the input's
+  // last pixel goes through a padded copy of its row instead.
+  std::vector<float> xlast;
+  if (C % VL) {
+    xlast.assign(ldo, 0.f);
+    std::copy(x + (P - 1) * C, x + P * C, xlast.begin());
+  }
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t ch = cb; ch < ce; ++ch) {
+      const int64_t p0 = ch * kChunk, n = std::min(kChunk, P - p0);
+      const int64_t nin = (C % VL && p0 + n == P) ? n - 1 : n;
+      float* out = part.data() + ch * psz;
+      for (int64_t r0 = 0; r0 < OC; r0 += rows) {
+        const int64_t r = std::min(rows, OC - r0);
+        for (int64_t v0 = 0; v0 < nv; v0 += vper) {
+          const int V = int(std::min(vper, nv - v0));
+          float* o = out + r0 * ldo + v0 * VL;
+          const float* g = gy + p0 * OC + r0;
+          pw_gw_fn(V, r)(x + p0 * C + v0 * VL, C, g, OC, nin, o, ldo);
+          if (nin < n) pw_gw_fn(V, r)(xlast.data() + v0 * VL, C, g + nin * OC, OC, 1, o, ldo);
+        }
+      }
+    }
+  });
+  // the chunks summed in order, rows of grad_w in parallel
+  parallel_for(OC, 1, [&](int64_t rb, int64_t re) {
+    std::vector<float> row(ldo);
+    for (int64_t r = rb; r < re; ++r) {
+      for (int64_t j = 0; j < ldo; j += VL) {
+        vf acc{};
+        for (int64_t ch = 0; ch < chunks; ++ch) acc += loadu(part.data() + ch * psz + r * ldo + j);
+        storeu(row.data() + j, acc);
+      }
+      std::copy(row.begin(), row.begin() + C, gw + r * C);
+    }
+  });
+}
+
 }  // namespace PYAIML_ISA_NS
 }  // namespace pyaiml

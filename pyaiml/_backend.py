@@ -339,6 +339,24 @@ def set_spin_us(us: int) -> None:
         C.set_spin_us(v)
 
 
+def set_host_openmp(on: bool) -> bool:
+    """Run the compiled kernels' threads on the OpenMP runtime already loaded in the process
+    (torch's libgomp) instead of pyaiml's own pool, or back (``False``).
+
+    Inside PyTorch the two pools take turns on the same cores: after each of torch's ops its
+    OpenMP threads spin, holding the cores pyaiml's threads need for the next pyaiml op (on
+    2 cores ResNet-18 through ``pyaiml.torch.nn.convert`` ran 0.8x torch; with torch's threads
+    told not to spin, 1.1x). On one team, torch's spinning threads pick up pyaiml's work. The
+    work is split into the same chunks either way, so results do not change. ``pyaiml.torch``
+    turns it on at its first op (``PYAIML_HOST_OPENMP=0`` keeps the pool). Returns whether it
+    is on: ``False`` when no OpenMP runtime is loaded or without the compiled backend.
+    """
+    C = _load_C()
+    if C is None or not hasattr(C, "set_host_openmp"):
+        return False
+    return bool(C.set_host_openmp(bool(on)))
+
+
 def backend_info() -> dict:
     """What each op runs on and why, plus ISA, thread count and versions."""
     import numpy

@@ -475,6 +475,27 @@ def test_threads_follow_torch():
         pyaiml.set_num_threads(old_p)
 
 
+def test_bridge_runs_on_torchs_openmp_threads(monkeypatch):
+    """The first bridged op moves pyaiml's parallel_for onto torch's OpenMP team (libgomp is
+    loaded with torch), unless PYAIML_HOST_OPENMP=0."""
+    from pyaiml import _backend
+    from pyaiml.torch import _threads
+
+    C = _backend.native()
+    if C is None:
+        pytest.skip("C++ backend not built")
+    was = C.get_host_openmp()
+    try:
+        for env, want in (("0", False), ("1", True)):
+            C.set_host_openmp(False)
+            monkeypatch.setenv("PYAIML_HOST_OPENMP", env)
+            monkeypatch.setattr(_threads, "_spin_done", [False])
+            pt.max_pool2d(torch.zeros(1, 1, 2, 2), 2)
+            assert C.get_host_openmp() is want
+    finally:
+        C.set_host_openmp(was)
+
+
 @pytest.mark.parametrize("name, kw", [("max_pool2d", {"return_indices": True}),
                                       ("max_pool2d_values", {})])  # with indices / plain inference
 def test_zero_copy_output_and_input(name, kw):

@@ -1,6 +1,8 @@
 // module.cpp: the one PYBIND11_MODULE (pyaiml._C). Each op family registers itself from its
 // own bindings/<family>.cpp.
+#include <algorithm>
 #include <cstdlib>
+#include <stdexcept>
 
 #include "bindings/common.h"
 #include "common/isa.h"
@@ -66,6 +68,30 @@ PYBIND11_MODULE(_C, m) {
   m.def("default_num_threads", &default_num_threads);
   m.def("get_spin_us", &get_spin_us);
   m.def("set_spin_us", &set_spin_us, py::arg("us"));
+  m.def("set_host_openmp", &set_host_openmp, py::arg("on"),
+        "Run parallel_for on the process's OpenMP runtime (True) or pyaiml's pool (False); "
+        "returns False when no OpenMP runtime is loaded");
+  m.def("get_host_openmp", &get_host_openmp);
+  // Testing hook: parallel_for over [0, n) in chunks of `grain`; each element records the
+  // thread_index() that ran it (a visit count past 1 shows as -2); the chunk holding element
+  // `fail_at` (when >= 0) throws, and the error must reach the caller.
+  m.def(
+      "_parallel_probe",
+      [](int64_t n, int64_t grain, int64_t fail_at) {
+        PYAIML_CHECK(n >= 0 && grain >= 1, "_parallel_probe: n >= 0 and grain >= 1");
+        py::array_t<int32_t> out(n);
+        int32_t* o = out.mutable_data();
+        std::fill(o, o + n, int32_t(-1));
+        {
+          py::gil_scoped_release nogil;
+          parallel_for(n, grain, [&](int64_t b, int64_t e) {
+            if (fail_at >= b && fail_at < e) throw std::runtime_error("_parallel_probe: chunk failed");
+            for (int64_t i = b; i < e; ++i) o[i] = o[i] == -1 ? int32_t(thread_index()) : int32_t(-2);
+          });
+        }
+        return out;
+      },
+      py::arg("n"), py::arg("grain"), py::arg("fail_at") = -1);
 #ifdef PYAIML_VERSION_INFO
   m.attr("__version__") = PYAIML_VERSION_INFO;
 #endif

@@ -16,6 +16,7 @@
 #include <vector>
 
 #if defined(__linux__)
+#include <dlfcn.h>
 #include <sched.h>
 #endif
 #if defined(__x86_64__) || defined(__i386__)
@@ -269,7 +270,98 @@ void set_spin_us(int64_t us) {
 
 int thread_index() { return tl_index; }
 
+namespace {
+
+// The host process's OpenMP runtime (set_host_openmp): libgomp's entry point of a parallel
+// region, which runs fn(data) on num_threads threads of the calling thread's team (the caller
+// is thread 0) and returns when all have finished.
+using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
+using OmpInt = int (*)();
+struct HostOmp {
+  GompParallel parallel = nullptr;
+  OmpInt thread_num = nullptr;
+  OmpInt in_parallel = nullptr;
+};
+std::atomic<const HostOmp*> g_host_omp{nullptr};
+
+struct OmpJob {
+  RangeFn fn;
+  void* ctx;
+  int64_t n, grain, nchunks;
+  std::atomic<int64_t> next{0};
+  std::mutex error_mutex;
+  std::exception_ptr error;
+  const HostOmp* omp;
+};
+
+void omp_body(void* p) {
+  OmpJob& j = *static_cast<OmpJob*>(p);
+  const int prev = tl_index;
+  const bool prev_in = tl_in_region;
+  tl_index = j.omp->thread_num();
+  tl_in_region = true;
+  try {
+    for (;;) {
+      const int64_t c = j.next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= j.nchunks) break;
+      const int64_t b = c * j.grain;
+      j.fn(j.ctx, b, std::min(j.n, b + j.grain));
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lk(j.error_mutex);
+    if (!j.error) j.error = std::current_exception();
+    j.next.store(j.nchunks, std::memory_order_relaxed);
+  }
+  tl_in_region = prev_in;
+  tl_index = prev;
+}
+
+}  // namespace
+
+bool set_host_openmp(bool on) {
+  if (!on) {
+    g_host_omp.store(nullptr, std::memory_order_release);
+    return true;
+  }
+#if defined(__linux__)
+  // Only a runtime already in the process (RTLD_NOLOAD): torch's libgomp, or Intel's, which
+  // exports the same GOMP entry points.
+  for (const char* lib : {"libgomp.so.1", "libiomp5.so"}) {
+    void* h = dlopen(lib, RTLD_NOW | RTLD_NOLOAD);
+    if (!h) continue;
+    static HostOmp omp;
+    omp.parallel = reinterpret_cast<GompParallel>(dlsym(h, "GOMP_parallel"));
+    omp.thread_num = reinterpret_cast<OmpInt>(dlsym(h, "omp_get_thread_num"));
+    omp.in_parallel = reinterpret_cast<OmpInt>(dlsym(h, "omp_in_parallel"));
+    if (omp.parallel && omp.thread_num && omp.in_parallel) {
+      g_host_omp.store(&omp, std::memory_order_release);
+      return true;
+    }
+  }
+#endif
+  return false;
+}
+
+bool get_host_openmp() { return g_host_omp.load(std::memory_order_acquire) != nullptr; }
+
 void parallel_for_impl(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
+  if (const HostOmp* omp = g_host_omp.load(std::memory_order_acquire)) {
+    if (tl_in_region || omp->in_parallel()) {
+      fn(ctx, 0, n);  // nested: serially, as the pool does
+      return;
+    }
+    OmpJob j;
+    j.fn = fn;
+    j.ctx = ctx;
+    j.n = n;
+    j.grain = grain;
+    j.nchunks = (n + grain - 1) / grain;
+    j.omp = omp;
+    const int64_t nt = std::min<int64_t>(get_num_threads(), j.nchunks);
+    omp->parallel(&omp_body, &j, static_cast<unsigned>(nt), 0);
+    if (j.error) std::rethrow_exception(j.error);
+    return;
+  }
   if (!pool().run(n, grain, fn, ctx)) fn(ctx, 0, n);
 }
 

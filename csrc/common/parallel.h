@@ -21,6 +21,14 @@ int default_num_threads();    // PYAIML_NUM_THREADS, else usable cores, at most 
 int64_t get_spin_us();
 void set_spin_us(int64_t us);
 
+// Run parallel_for on the OpenMP runtime already loaded in the process (torch's libgomp)
+// instead of pyaiml's pool: inside PyTorch the two pools otherwise take turns on the same
+// cores, torch's threads spinning after each of torch's ops while pyaiml's run (the torch
+// bridge turns it on). The chunks and their order stay pyaiml's, so results do not change.
+// Returns false (and changes nothing) when no such runtime is loaded; off: the pool again.
+bool set_host_openmp(bool on);
+bool get_host_openmp();
+
 // Index of the calling participant within the current parallel_for, in [0, num_threads).
 // 0 outside a parallel region. Use it to pick per-thread scratch.
 int thread_index();

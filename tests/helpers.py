@@ -64,6 +64,21 @@ def run_py(code, timeout=300, **env):
                           timeout=timeout, cwd=tempfile.gettempdir())
 
 
+def run_under_isa(isa, code, timeout=300):
+    """Run `code` (which may import the test modules: the tests folder is on its path) in a
+    fresh interpreter with PYAIML_ISA=isa and the C++ backend, and assert it finished and ran
+    on that ISA; skips when this CPU does not run `isa`."""
+    from pyaiml import _backend
+
+    if isa not in _backend.native().supported_isas():
+        pytest.skip(f"this CPU does not run {isa}")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code += "from pyaiml import _backend\nprint('ok', _backend.native().isa())\n"
+    r = run_py(code, timeout=timeout, PYAIML_ISA=isa, PYAIML_BACKEND="cpp",
+               PYTHONPATH=os.pathsep.join([p for p in [tests, os.environ.get("PYTHONPATH", "")] if p]))
+    assert r.returncode == 0 and f"ok {isa}" in r.stdout, (isa, r.stderr[-3000:])
+
+
 def keras3_on_torch():
     """Keras 3 itself on its torch backend (the bench extra) as an oracle, or the test skips."""
     os.environ.setdefault("KERAS_BACKEND", "torch")

@@ -8,13 +8,11 @@ Llama MLPs on them (the model tests compare whole graphs with transformers).
 
 Tolerance: 1e-6 * (1 + |want|) elementwise (the vector tanh/exp are accurate to ~2e-7).
 """
-import os
 
 import numpy as np
 import pytest
-from helpers import backends_for, run_py
+from helpers import backends_for, run_under_isa
 
-import pyaiml
 from pyaiml import _backend, ops  # noqa: F401 (ops registers gelu_tanh, swiglu and rope_qk)
 from pyaiml.reference import transformer as ref
 
@@ -97,20 +95,12 @@ def test_rope_qk_errors(rng):
 @pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_every_isa(isa):
-    if isa not in _backend.native().supported_isas():
-        pytest.skip(f"this CPU does not run {isa}")
-    tests = os.path.dirname(os.path.abspath(__file__))
-    here = os.path.dirname(os.path.dirname(os.path.abspath(pyaiml.__file__)))
-    code = ("import numpy as np\n"
-            "import test_act as t\n"
-            "rng = np.random.default_rng(0)\n"
-            "for s in [(1,), (15,), (3, 17), (2, 5, 1000)]:\n"
-            "    t.test_gelu_tanh('cpp', s, rng)\n"
-            "for r, i in [(1, 1), (3, 15), (2, 1000)]:\n"
-            "    t.test_swiglu('cpp', r, i, rng)\n"
-            "for c in [(1, 1, 12, 4, 64), (2, 3, 4, 4, 6), (3, 2, 3, 1, 34)]:\n"
-            "    t.test_rope_qk('cpp', *c, rng)\n"
-            "from pyaiml import _backend\n"
-            "print('ok', _backend.native().isa())\n")
-    r = run_py(code, PYAIML_ISA=isa, PYAIML_BACKEND="cpp", PYTHONPATH=os.pathsep.join([here, tests]))
-    assert r.returncode == 0 and f"ok {isa}" in r.stdout, (isa, r.stderr[-3000:])
+    run_under_isa(isa, "import numpy as np\n"
+                       "import test_act as t\n"
+                       "rng = np.random.default_rng(0)\n"
+                       "for s in [(1,), (15,), (3, 17), (2, 5, 1000)]:\n"
+                       "    t.test_gelu_tanh('cpp', s, rng)\n"
+                       "for r, i in [(1, 1), (3, 15), (2, 1000)]:\n"
+                       "    t.test_swiglu('cpp', r, i, rng)\n"
+                       "for c in [(1, 1, 12, 4, 64), (2, 3, 4, 4, 6), (3, 2, 3, 1, 34)]:\n"
+                       "    t.test_rope_qk('cpp', *c, rng)\n")

@@ -10,11 +10,10 @@ Tolerance: the rule of tests/test_conv.py (_close): |got - want| <= 3e-5 * sqrt(
 max|want| + 1e-5, n_terms the longest sum (KH*KW for y, m*KH*KW for grad_x, N*OH*OW for
 grad_w/grad_b). float64 results are held to 1e-9 of that scale (they are float64 sums).
 """
-import os
 
 import numpy as np
 import pytest
-from helpers import backends_for, optional_torch, run_py
+from helpers import backends_for, optional_torch, run_under_isa
 from test_conv import _close
 
 import pyaiml
@@ -255,30 +254,19 @@ def test_small_groups_do_not_depend_on_thread_count():
 def test_every_isa(isa):
     """check_naive on every case in both layouts under PYAIML_ISA (one interpreter per ISA),
     and the public op against torch on a few, the grouped and 1x1 ones too."""
-    C_ = _backend.native()
-    if isa not in C_.supported_isas():
-        pytest.skip(f"this CPU does not run {isa}")
-    tests = os.path.dirname(os.path.abspath(__file__))
-    # the pyaiml this process imported (installed or checkout) first, then the tests folder
-    here = os.path.dirname(os.path.dirname(os.path.abspath(pyaiml.__file__)))
-    path = os.pathsep.join([here, tests, os.environ.get("PYTHONPATH", "")])
-    code = ("import numpy as np\n"
-            "import test_conv_depthwise as t\n"
-            "for case in t.CASES:\n"
-            "    for cl in (False, True):\n"
-            "        t.check_naive(case, cl)\n"
-            "if t.torch is not None:\n"
-            "    for case in t.CASES[:4]:\n"
-            "        for cl in (False, True):\n"
-            "            N, C, m, H, W, k, s, p, d = case\n"
-            "            t._run(N, C, m * C, H, W, k, s, p, d, C, cl, np.float32, 5)\n"
-            "    for case in t.OTHER:\n"
-            "        for cl in (False, True):\n"
-            "            t._run(*case, cl, np.float32, 5)\n"
-            "from pyaiml import _backend\n"
-            "print('ok', _backend.native().isa())\n")
-    r = run_py(code, PYAIML_ISA=isa, PYAIML_BACKEND="cpp", PYTHONPATH=path)
-    assert r.returncode == 0 and f"ok {isa}" in r.stdout, (isa, r.stderr[-3000:])
+    run_under_isa(isa, "import numpy as np\n"
+                       "import test_conv_depthwise as t\n"
+                       "for case in t.CASES:\n"
+                       "    for cl in (False, True):\n"
+                       "        t.check_naive(case, cl)\n"
+                       "if t.torch is not None:\n"
+                       "    for case in t.CASES[:4]:\n"
+                       "        for cl in (False, True):\n"
+                       "            N, C, m, H, W, k, s, p, d = case\n"
+                       "            t._run(N, C, m * C, H, W, k, s, p, d, C, cl, np.float32, 5)\n"
+                       "    for case in t.OTHER:\n"
+                       "        for cl in (False, True):\n"
+                       "            t._run(*case, cl, np.float32, 5)\n")
 
 
 def test_bad_groups_are_rejected():

@@ -12,11 +12,10 @@ and argument errors of ops.linear_q8.
 
 Tolerance: |got - want| <= 2e-6 * sqrt(K) * max|want| + 1e-6 (float32 sums of K terms).
 """
-import os
 
 import numpy as np
 import pytest
-from helpers import backends_for, run_py
+from helpers import backends_for, run_under_isa
 
 import pyaiml
 from pyaiml import _backend, ops
@@ -199,28 +198,19 @@ def test_linear_q8_errors(rng):
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_every_isa(isa):
     """The float32 and int8 kernels under PYAIML_ISA (one interpreter per ISA)."""
-    if isa not in _backend.native().supported_isas():
-        pytest.skip(f"this CPU does not run {isa}")
-    tests = os.path.dirname(os.path.abspath(__file__))
-    here = os.path.dirname(os.path.dirname(os.path.abspath(pyaiml.__file__)))  # the pyaiml imported here
-    code = ("import numpy as np\n"
-            "import test_gemv as t\n"
-            "rng = np.random.default_rng(0)\n"
-            "for M, K, N in t.SHAPES + [(9, 64, 70), (40, 320, 129)]:\n"
-            "    if M <= 8:\n"
-            "        t.test_gemv_f32('cpp', M, K, N, rng)\n"
-            "    if K % 32 == 0:\n"
-            "        t.test_linear_q8('cpp', M, K, N, rng)\n"
-            "        t.test_linear_q8_packed('cpp', M, K, N, rng)\n"
-            "for K in (31, 300, 768, 4000):\n"
-            "    t.test_rows_do_not_depend_on_the_batch(K, rng)\n"
-            "for K, N in ((40, 100), (300, 64), (300, 100)):\n"
-            "    t.test_partial_row_tiles(K, N, rng)\n"
-            "from pyaiml import _backend\n"
-            "print('ok', _backend.native().isa())\n")
-    r = run_py(code, PYAIML_ISA=isa, PYAIML_BACKEND="cpp",
-               PYTHONPATH=os.pathsep.join([here, tests, os.environ.get("PYTHONPATH", "")]))
-    assert r.returncode == 0 and f"ok {isa}" in r.stdout, (isa, r.stderr[-3000:])
+    run_under_isa(isa, "import numpy as np\n"
+                       "import test_gemv as t\n"
+                       "rng = np.random.default_rng(0)\n"
+                       "for M, K, N in t.SHAPES + [(9, 64, 70), (40, 320, 129)]:\n"
+                       "    if M <= 8:\n"
+                       "        t.test_gemv_f32('cpp', M, K, N, rng)\n"
+                       "    if K % 32 == 0:\n"
+                       "        t.test_linear_q8('cpp', M, K, N, rng)\n"
+                       "        t.test_linear_q8_packed('cpp', M, K, N, rng)\n"
+                       "for K in (31, 300, 768, 4000):\n"
+                       "    t.test_rows_do_not_depend_on_the_batch(K, rng)\n"
+                       "for K, N in ((40, 100), (300, 64), (300, 100)):\n"
+                       "    t.test_partial_row_tiles(K, N, rng)\n")
 
 
 @needs_cpp

@@ -8,12 +8,10 @@ import os
 
 import numpy as np
 import pytest
+from helpers import optional_torch, run_py
 
 import pyaiml
-import pyaiml.ops as ops
-from pyaiml import _backend
-
-from helpers import optional_torch, run_py
+from pyaiml import _backend, ops
 
 torch = optional_torch()
 needs_cpp = pytest.mark.skipif(_backend.native() is None, reason="C++ backend not built")

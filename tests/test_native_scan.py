@@ -2,15 +2,11 @@
 check: each bad value (NaN, +inf, -inf, a NaN with a payload) found at every position of short
 buffers (the vector body and every tail length) and at the edges of the threaded chunks of a
 large one; float32 and float64; 1 and 2 threads; under every ISA this CPU runs."""
-import os
-
 import numpy as np
 import pytest
+from helpers import run_under_isa
 
-import pyaiml
 from pyaiml import _backend
-
-from helpers import run_py
 
 needs_cpp = pytest.mark.skipif(_backend.native() is None, reason="C++ backend not built")
 
@@ -21,7 +17,7 @@ BAD = {
 
 
 def _check_short(C, dtype):
-    for n in range(0, 70):
+    for n in range(70):
         x = np.linspace(-3e38 if dtype == np.float32 else -1e308, 1e30, n).astype(dtype)
         assert C.all_finite(x), (dtype, n)
         for i in range(n):
@@ -78,18 +74,10 @@ def test_views_and_other_dtypes():
 @needs_cpp
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_every_isa(isa):
-    if isa not in _backend.native().supported_isas():
-        pytest.skip(f"this CPU does not run {isa}")
-    tests = os.path.dirname(os.path.abspath(__file__))
-    here = os.path.dirname(os.path.dirname(os.path.abspath(pyaiml.__file__)))
-    code = ("import numpy as np\n"
-            "import test_native_scan as t\n"
-            "from pyaiml import _backend\n"
-            "C = _backend.native()\n"
-            "for dt in (np.float32, np.float64):\n"
-            "    t._check_short(C, dt)\n"
-            "    t._check_large(C, dt)\n"
-            "print('ok', C.isa())\n")
-    r = run_py(code, PYAIML_ISA=isa, PYAIML_BACKEND="cpp",
-               PYTHONPATH=os.pathsep.join([here, tests, os.environ.get("PYTHONPATH", "")]))
-    assert r.returncode == 0 and f"ok {isa}" in r.stdout, (isa, r.stderr[-3000:])
+    run_under_isa(isa, "import numpy as np\n"
+                       "import test_native_scan as t\n"
+                       "from pyaiml import _backend\n"
+                       "C = _backend.native()\n"
+                       "for dt in (np.float32, np.float64):\n"
+                       "    t._check_short(C, dt)\n"
+                       "    t._check_large(C, dt)\n")

@@ -201,7 +201,7 @@ def main():
             rel = float((got - want).abs().max()) / spread
             assert rel < 1e-3, f"{name} {lay}: converted logits differ from torch's by {rel:.2e} (relative)"
 
-            def ev(m):
+            def ev(m, x=x):
                 def f():
                     with torch.no_grad():
                         return m(x)

@@ -72,10 +72,14 @@ def run_under_isa(isa, code, timeout=300):
 
     if isa not in _backend.native().supported_isas():
         pytest.skip(f"this CPU does not run {isa}")
+    import pyaiml
+
     tests = os.path.dirname(os.path.abspath(__file__))
+    # the pyaiml this process imported (installed or checkout) first, then the tests folder
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pyaiml.__file__)))
     code += "from pyaiml import _backend\nprint('ok', _backend.native().isa())\n"
     r = run_py(code, timeout=timeout, PYAIML_ISA=isa, PYAIML_BACKEND="cpp",
-               PYTHONPATH=os.pathsep.join([p for p in [tests, os.environ.get("PYTHONPATH", "")] if p]))
+               PYTHONPATH=os.pathsep.join([p for p in [here, tests, os.environ.get("PYTHONPATH", "")] if p]))
     assert r.returncode == 0 and f"ok {isa}" in r.stdout, (isa, r.stderr[-3000:])
 
 

@@ -34,9 +34,14 @@ at commit af3753f it read 0.57x at GEMM square-1024 and 0.67x at the small pooli
 1.00x-1.07x and 0.94x-1.58x in full runs.
 
 Known gaps (stated in the sections below):
-- torch bridge: the mission CNN step through `pyaiml.torch` runs at 0.71-0.93x torch (NCHW) and
-  0.87-0.97x (channels_last) at 2 threads in the latest three runs (target 1.0x); a `max_pool2d`
-  call cost 8.8-10.1 us above the kernel layer when last split (target at most 10 us).
+- torch bridge: the mission CNN step through `pyaiml.torch` now runs at 1.27x-1.44x torch (NCHW)
+  and 1.09x-1.22x (channels_last) in the latest three runs, on torch's own OpenMP threads; with
+  pyaiml's own pool (`PYAIML_HOST_OPENMP=0`) 0.81x-0.96x. A `max_pool2d` call cost 8.8-10.1 us above
+  the kernel layer when last split (target at most 10 us). ResNet-18 and MobileNetV3-Small through
+  `convert` (batch 8, 224x224): ResNet-18 eval 1.08x, training 0.87x-0.89x; MobileNetV3-Small
+  0.74x-0.98x (target 1.0x for both).
+- Depthwise forward through `pyaiml.ops` stays below torch in the same layout (k3 0.67x-0.93x, k5
+  14x14 0.47x-0.85x channels last); the pointwise 1x1 channels-last rows are at 1.20x-1.39x forward.
 - GEMM square-256 reads 0.88x torch.mm (no target); NumPy's OpenBLAS beats both at the square
   sizes.
 - The audio, speech training-speed and torch bridge timings come only from the loaded shared VM;
@@ -57,8 +62,9 @@ Known gaps (stated in the sections below):
 - The Transformer LM training step (first wave, target >= 1.0x torch) now trains through the
   tape and sits at parity: 0.97x-1.04x in the latest five runs.
 - Keras Conv2DTranspose with stride 2 runs at 0.35-0.84x torch channels_last forward and
-  0.46-0.68x forward + backward (stride 1: 1.2-1.8x forward); SeparableConv2D 0.47-0.81x forward,
-  0.49-0.94x forward + backward (its 1x1 pointwise kernel); new this stop, no target yet.
+  0.46-0.68x forward + backward (stride 1: 1.2-1.8x forward); SeparableConv2D 0.47-0.93x forward,
+  0.45-1.01x forward + backward (its two kernels alone are at parity; on 32x32x32 the layer's time
+  is the tape's elementwise ops and conv buffers); no target yet.
 - Every figure is from the AVX-512 tier (Zen 4); no AVX2-only machine was available.
 """
 

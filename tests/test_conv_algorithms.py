@@ -55,6 +55,12 @@ ROWS = {
                                                               (1, 1), 1),
     "direct/gcol/direct: stride 2": (True, 2, 5, 7, 11, 10, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
     "direct/gcol/direct: stride (1, 2), C >= 16": (True, 2, 16, 16, 7, 9, 3, 3, (1, 2), (1, 1, 1, 1), (1, 1), 1),
+    # grad_w in the direct kernel's wide mode (partial sums per image chunk would pass 8 MB):
+    # one accumulator, tasks over (k, o) blocks; Winograd's grad_w is not used on <= 64 pixels
+    "wino/wino as conv/direct wide: 4x4, 128 -> 1024": (True, 2, 128, 1024, 4, 4, 3, 3, (1, 1), (1, 1, 1, 1),
+                                                        (1, 1), 1),
+    "direct/gcol/direct wide: stride 2, OC 700 (not whole vectors)": (True, 3, 130, 700, 6, 6, 3, 3, (2, 2),
+                                                                      (1, 1, 1, 1), (1, 1), 1),
     "wino1d/wino1d as conv/wino1d": (True, 2, 16, 20, 1, 11, 1, 3, (1, 1), (0, 0, 1, 1), (1, 1), 1),
     "wino1d/wino1d as conv/wino1d: 2-D, odd OW": (True, 7, 32, 17, 2, 10, 1, 3, (1, 1), (0, 0, 0, 1), (1, 1), 1),
     "wino1d/gcol/direct: top padding 1": (True, 2, 16, 16, 3, 9, 1, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),

@@ -117,7 +117,9 @@ ConvPlan conv_plan(const ConvShape& s) {
   else
     p.gx = A::kDirect;  // the direct forward kernel on t
 
-  if (wino_ok(s))
+  // Maps of at most 64 pixels keep the direct kernel (its wide mode, conv_direct.cpp): N8 7x7
+  // 512 -> 512 grad_w 28-31 ms by Winograd, 22.5 by the direct kernel (torch 10.5-12.9).
+  if (wino_ok(s) && s.OH * s.OW > 64)
     p.gw = A::kWino;  // F(3x3, 2x2): 16 vs 36 multiply-adds per 2x2 outputs (cnn-a2 ~2.0 -> ~1.6 ms)
   else if (wino1d_ok(s) && s.pt == 0)
     p.gw = A::kWino1d;  // F(3, 2) (speech2 ~0.49 -> ~0.36 ms); a tile reads row oh of x: no top padding

@@ -151,10 +151,54 @@ void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x,
   if (gx) wk = pack_weights(w, weight_pack(WLayout::kGOKC, s, K));
   // Fixed chunks of images (a function of N only) own one accumulator each: K rows of
   // grad_w and one of grad_b, OCp wide.
-  const int64_t per = (s.N + 15) / 16, chunks = (s.N + per - 1) / per, accsz = (K + 1) * OCp;
+  const int64_t per = (s.N + 15) / 16, accsz = (K + 1) * OCp;
+  int64_t chunks = (s.N + per - 1) / per;
+  // Wide grad_w (large K x OC, few pixels: ResNet-18's last stage, 7x7, 512 -> 512, K = 4608):
+  // one accumulator, every pixel of the batch summed by the task that owns a block of it,
+  // tasks split over (k, o) blocks. Per-chunk partial sums were 8 x 9.4 MB at N8, written,
+  // then re-read to add them up (N8 7x7 512->512 grad_w 27 ms vs torch 11 ms).
+  const bool wide = gw && chunks > 1 && chunks * accsz * int64_t(sizeof(float)) > (int64_t(8) << 20);
+  if (wide) chunks = 1;
   std::vector<float> acc((gw || gb) ? chunks * accsz : 0, 0.f);
   const int64_t np = (K + kDK - 1) / kDK, kb = (K + np - 1) / np;  // balanced passes over k
-  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+  if (wide) {
+    // grad_x (if asked) per image by the chunk loop below, grad_w and grad_b here
+    const float* g = gy;
+    int64_t ldg = OC;
+    std::vector<float> gpd, xpd;
+    if (OCp != OC) {
+      gpd.resize(s.N * P * OCp);
+      parallel_for(s.N * P, 256, [&](int64_t rb, int64_t re) {
+        for (int64_t r = rb; r < re; ++r) {
+          std::memcpy(gpd.data() + r * OCp, gy + r * OC, sizeof(float) * OC);
+          std::memset(gpd.data() + r * OCp + OC, 0, sizeof(float) * (OCp - OC));
+        }
+      });
+      g = gpd.data();
+      ldg = OCp;
+    }
+    const float* xs = x;
+    if (pg.copy) {
+      xpd.resize(s.N * pg.img);
+      parallel_for(s.N, 1, [&](int64_t nb, int64_t ne) {
+        for (int64_t n = nb; n < ne; ++n) pad_image(s, pg, x + n * s.H * s.W * C, xpd.data() + n * pg.img);
+      });
+      xs = xpd.data();
+    }
+    const int64_t nob = (OCp + 2 * VL - 1) / (2 * VL);
+    float* A = acc.data();
+    parallel_for(nob * np, 1, [&](int64_t tb, int64_t te) {
+      for (int64_t t = tb; t < te; ++t) {
+        const int64_t ob = (t % nob) * 2 * VL, k0 = (t / nob) * kb, nk = std::min(kb, K - k0);
+        const bool two = OCp - ob > VL, withb = gb && k0 == 0;
+        GwLoop a{xs, pg.img, s.sh * pg.rs, ps, s.OH, s.OW, s.N, g + ob, ldg};
+        const auto& tab = two ? (withb ? kScGw2b : kScGw2) : (withb ? kScGw1b : kScGw1);
+        tab[nk - 1](a, off.data() + k0, A + k0 * OCp + ob, OCp, A + K * OCp + ob);
+      }
+    });
+  }
+  const int64_t gx_chunks = wide ? (s.N + per - 1) / per : chunks;
+  parallel_for(gx_chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t ch = cb; ch < ce; ++ch) {
       const int64_t n0 = ch * per, n1 = std::min(s.N, n0 + per), ni = n1 - n0;
       if (gx) {
@@ -221,7 +265,7 @@ void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x,
           }
         }
       }
-      if (!gw && !gb) continue;
+      if ((!gw && !gb) || wide) continue;
       // gy of the chunk, OCp wide (copied with zero columns when OC is not whole vectors)
       const float* g = gy + n0 * P * OC;
       int64_t ldg = OC;

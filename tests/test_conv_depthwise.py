@@ -46,6 +46,10 @@ CASES = [
     (2, 5, 2, 11, 16, 7, 1, 3, 1),
     (1, 16, 1, 3, 9, 5, 1, (5, 2), 1),
     (2, 33, 1, 8, 27, 3, 2, 1, 1),
+    # channels first with output rows of at least 16 (the channels-first kernels; narrower rows
+    # run the channels-last ones on transposed copies)
+    (2, 9, 1, 7, 40, 3, 1, 1, 1),
+    (1, 5, 1, 9, 35, 5, 2, 2, 1),
 ]
 IDS = [f"N{c[0]}C{c[1]}m{c[2]}_{c[3]}x{c[4]}_k{c[5]}s{c[6]}p{c[7]}d{c[8]}".replace(" ", "") for c in CASES]
 # grouped (1 < G < C) and 1x1 channels-last shapes, run through the same checks

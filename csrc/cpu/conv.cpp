@@ -144,14 +144,20 @@ void forward_by(ConvAlgo a, const ConvShape& s, const float* x, const float* w, 
   }
 }
 
-// Channels first without groups, kernels larger than 1x1: the channels-last plan on
-// transposed copies (x, gy in; y, gx out; weights and grad_w share one layout). im2col +
+// Channels first without groups, kernels larger than 1x1 (and depthwise, rows narrower than a
+// vector: below): the channels-last plan on transposed copies (x, gy in; y, gx out; weights and grad_w share one layout). im2col +
 // SGEMM ran these at 2-3.5x the time (the mission CNN's layers, N32, 2 threads: 3 -> 32 at
 // 32x32 forward ~1.06 -> ~0.58 ms, backward ~2.3 -> ~0.9 ms; 32 -> 64 at 15x15 forward ~2.9 ->
 // ~0.83 ms, backward ~5.8 -> ~1.9 ms), the copies included. 1x1 convs stay on im2col, which
 // is then one GEMM on x as it is.
 bool nchw_via_cl(const ConvShape& s) {
-  return !s.cl && s.G == 1 && s.KH * s.KW > 1 && !depthwise_ok(s);
+  // Depthwise on output rows narrower than a vector too: the channels-first kernels put the row
+  // in vector lanes (7 of 16 used at 7x7); the channels-last ones the channels. MobileNetV3-
+  // Small's layers, N8, 2 threads, ms forward / backward before -> after: C576 7x7 k5 1.22 / 3.05
+  // -> 0.18 / 0.82, C240 14x14 k5 0.63 / 1.48 -> 0.26 / 0.98, C288 14x14 k5 s2 0.61 / 1.50 ->
+  // 0.19 / 0.50 (torch 0.21-0.28 forward). Wider rows stay (56x56 k3 measured no gain).
+  if (!s.cl && depthwise_ok(s)) return s.OW < VL;
+  return !s.cl && s.G == 1 && s.KH * s.KW > 1;
 }
 
 // a (N, R, P) -> (N, P, R) per image, split over the pool by images.

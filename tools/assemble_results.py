@@ -38,8 +38,8 @@ Known gaps (stated in the sections below):
   and 1.09x-1.22x (channels_last) in the latest three runs, on torch's own OpenMP threads; with
   pyaiml's own pool (`PYAIML_HOST_OPENMP=0`) 0.81x-0.96x. A `max_pool2d` call cost 8.8-10.1 us above
   the kernel layer when last split (target at most 10 us). ResNet-18 and MobileNetV3-Small through
-  `convert` (batch 8, 224x224): ResNet-18 eval 1.08x, training 0.87x-0.89x; MobileNetV3-Small
-  0.74x-0.98x (target 1.0x for both).
+  `convert` (batch 8, 224x224; target 1.0x): ResNet-18 0.97x-1.12x eval, 0.87x-1.04x training;
+  MobileNetV3-Small 0.74x-0.96x eval, 0.92x-1.23x training over this stop's last three runs.
 - Depthwise forward through `pyaiml.ops` stays below torch in the same layout (k3 0.67x-0.93x, k5
   14x14 0.47x-0.85x channels last); the pointwise 1x1 channels-last rows are at 1.20x-1.39x forward.
 - GEMM square-256 reads 0.88x torch.mm (no target); NumPy's OpenBLAS beats both at the square

@@ -7,10 +7,13 @@
 // replaces for these shapes (conv_direct.cpp) reads x through a table of tap offsets and keeps
 // its sums on the stack between the reduction and the stores; the MobileNet shapes ran at
 // ~40% of the FMA peak there.
-// conv.cpp also sends grad_x here (gy W: a 1x1 conv of gy with the transposed weights).
+// conv.cpp also sends grad_x here (gy W: a 1x1 conv of gy with the transposed weights), and
+// grad_w when C > OC (conv_gw_pointwise, at the end). Outputs of 32 MB or more leave through
+// non-temporal stores; on AVX-512 a row's last vector of at most 8 lanes is a ymm.
 // Each output row is one fixed-order sum over c, whatever the tiling and thread count.
-// Not here: grad_w (conv_direct.cpp, or the SGEMM on AVX2: conv.cpp's gemm1x1_backward).
-// Tests: tests/test_conv_algorithms.py (every tile and tail, against torch and the _naive kernel).
+// Not here: grad_w with C <= OC and grad_b (conv_direct.cpp), the choice of kernel (conv.cpp).
+// Tests: tests/test_conv_algorithms.py (every tile and tail, against the _naive kernel, thread-count
+// independence, every ISA), tests/test_conv_depthwise.py (1x1 rows against torch).
 #include <algorithm>
 #include <cstdint>
 #include <array>

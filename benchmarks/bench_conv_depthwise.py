@@ -17,7 +17,6 @@ benchmarks/RESULTS.md, "Depthwise and pointwise convolution".
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
@@ -31,13 +30,6 @@ SHAPES = [
     ("grp G32 k3", 32, 128, 128, 28, 28, 3, 1, 1, 32),
 ]
 
-
-def _cpu_per_wall(f, n=3):
-    f()
-    w0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(n):
-        f()
-    return (time.process_time() - c0) / max(time.perf_counter() - w0, 1e-9)
 
 
 def _row(torch, ops, harness, rng, args, name, N, C, OC, H, W, k, s, p, G):
@@ -98,7 +90,7 @@ def _row(torch, ops, harness, rng, args, name, N, C, OC, H, W, k, s, p, G):
         harness.check_close(f"{name} {what}", got, want, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(want).max())))
     for mode, fs in fns.items():
         t = harness.time_interleaved(fs, repeats=args.repeats, warmup=1, min_time=0.05)
-        cw = {k2: _cpu_per_wall(fs[k2]) for k2 in ("ours_cl", "torch_cl")}
+        cw = {k2: harness.cpu_per_wall(fs[k2]) for k2 in ("ours_cl", "torch_cl")}
         ms = {k2: v.median * 1e3 for k2, v in t.items()}
         kern = f"{ms['kernel_cl']:.2f} ({ms['torch_cl'] / ms['kernel_cl']:.2f}x)" if "kernel_cl" in ms else ""
         print(f"| {name} N{N} C{C}->{OC} {H}x{W} | {mode} | {ms['ours_cf']:.2f} | {ms['torch']:.2f} | "

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-import time
 
 if __name__ == "__main__":
     import _thread_env
@@ -156,13 +155,6 @@ def _stepper(m, x, y):
     return step
 
 
-def _cpu_per_wall(f, n=3):
-    f()
-    w0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(n):
-        f()
-    return (time.process_time() - c0) / max(time.perf_counter() - w0, 1e-9)
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -216,7 +208,7 @@ def main():
                 else:
                     t_m.train(), p_m.train()
                 t = harness.time_interleaved(fs, repeats=a.repeats, warmup=2, min_time=0.2)
-                cw = [_cpu_per_wall(fs[k]) for k in ("torch", "pyaiml")]
+                cw = [harness.cpu_per_wall(fs[k]) for k in ("torch", "pyaiml")]
                 tt, tp = t["torch"].median, t["pyaiml"].median
                 print(f"| {name} | {lay} | {mode} | {tt * 1e3:.1f} | {tp * 1e3:.1f} | {tt / tp:.2f}x | "
                       f"{cw[0]:.2f}, {cw[1]:.2f} |", flush=True)

@@ -175,6 +175,20 @@ void inner_range(int64_t O, int64_t I, int64_t K, int64_t st, int64_t p, int64_t
   if (a > b) a = b;
 }
 
+// The kernel rows of output row oh that lie inside the input: for each, the input row's
+// pointer (column `col`, channel 0) and the row's weights ([kw][o]). Returns their count.
+int64_t kernel_rows(const ConvShape& s, int64_t oh, const float* xn, const float* wk, int64_t col,
+                    const float** a, const float** wr) {
+  int64_t nr = 0;
+  for (int64_t kh = 0; kh < s.KH; ++kh) {
+    const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
+    if (ih < 0 || ih >= s.H) continue;
+    a[nr] = xn + (ih * s.W + col) * s.OC;
+    wr[nr++] = wk + kh * s.KW * s.OC;
+  }
+  return nr;
+}
+
 // ---- channels last, sliding rows (kernel widths 3, 5, 7; stride 1 or 2; dilation 1 along W) ----
 // P output pixels of one row, NB vectors of channels (the last masked to `tail` lanes when
 // TAIL): each input column the P pixels read is loaded once per kernel row and serves every
@@ -282,13 +296,7 @@ void fwd_nhwc_slide(const ConvShape& s, const float* xe, const float* wk, const 
       float* yrow = y + r * s.OW * OC;
       const float* a0[64];
       const float* wr0[64];
-      int64_t nr = 0;
-      for (int64_t kh = 0; kh < s.KH; ++kh) {
-        const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
-        if (ih < 0 || ih >= s.H) continue;
-        a0[nr] = xn + ih * s.W * OC;
-        wr0[nr++] = wk + kh * s.KW * OC;
-      }
+      const int64_t nr = kernel_rows(s, oh, xn, wk, 0, a0, wr0);
       // Pixel blocks outer, channel blocks inner: a block's input columns (KH rows x P * S
       // pixels x all channels) stay in L1 while its channel blocks run.
       for (int64_t ow = 0; ow < s.OW; ow += P) {
@@ -334,13 +342,7 @@ void fwd_nhwc(const ConvShape& s, const float* xe, const float* wk, const float*
       if (fast) {
         const float* a0[64];
         const float* wr[64];
-        int64_t nr = 0;
-        for (int64_t kh = 0; kh < s.KH; ++kh) {
-          const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
-          if (ih < 0 || ih >= s.H) continue;
-          a0[nr] = xn + (ih * s.W + owa * s.sw - s.pl) * OC;
-          wr[nr++] = wk + kh * s.KW * OC;
-        }
+        const int64_t nr = kernel_rows(s, oh, xn, wk, owa * s.sw - s.pl, a0, wr);
         run_row(a0, wr, nr, s.KW, s.dw * OC, s.sw * OC, OC, owa, owb, b, relu, yrow);
       }
       for (int64_t ow = 0; ow < s.OW; ++ow) {

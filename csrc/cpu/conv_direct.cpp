@@ -67,6 +67,16 @@ void pad_image(const ConvShape& s, const PadGeom& g, const float* xn, float* d) 
     std::memcpy(d + (h + s.pt) * g.rs + s.pl * s.C, xn + h * s.W * s.C, sizeof(float) * std::max<int64_t>(w1, 0) * s.C);
 }
 
+// x itself, or (when the conv reads outside it) its zero-padded copy in `buf`, images in parallel.
+const float* padded_input(const ConvShape& s, const PadGeom& g, const float* x, std::vector<float>& buf) {
+  if (!g.copy) return x;
+  buf.resize(s.N * g.img);
+  parallel_for(s.N, 1, [&](int64_t nb, int64_t ne) {
+    for (int64_t n = nb; n < ne; ++n) pad_image(s, g, x + n * s.H * s.W * s.C, buf.data() + n * g.img);
+  });
+  return buf.data();
+}
+
 std::vector<int64_t> tap_offsets(const ConvShape& s, const PadGeom& g) {
   std::vector<int64_t> off(s.KH * s.KW * s.C);
   for (int64_t kh = 0; kh < s.KH; ++kh)
@@ -95,14 +105,7 @@ void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, c
   if (b) bp = pack_weights(b, weight_pack(WLayout::kGKCO, 1, OC, 1, 1, OCp));
   const PadGeom pg = pad_geom(s);
   std::vector<float> xpad;
-  const float* xb = x;
-  if (pg.copy) {
-    xpad.resize(s.N * pg.img);
-    parallel_for(s.N, 8, [&](int64_t nb, int64_t ne) {
-      for (int64_t n = nb; n < ne; ++n) pad_image(s, pg, x + n * s.H * s.W * C, xpad.data() + n * pg.img);
-    });
-    xb = xpad.data();
-  }
+  const float* xb = padded_input(s, pg, x, xpad);
   const std::vector<int64_t> off = tap_offsets(s, pg);
   const int64_t ps = s.sw * C;
   // >= ~512 K multiply-adds per task: tiny (N1 3->16 28x28, 292 K, ~7 us) stays on the calling
@@ -177,14 +180,7 @@ void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x,
       g = gpd.data();
       ldg = OCp;
     }
-    const float* xs = x;
-    if (pg.copy) {
-      xpd.resize(s.N * pg.img);
-      parallel_for(s.N, 1, [&](int64_t nb, int64_t ne) {
-        for (int64_t n = nb; n < ne; ++n) pad_image(s, pg, x + n * s.H * s.W * C, xpd.data() + n * pg.img);
-      });
-      xs = xpd.data();
-    }
+    const float* xs = padded_input(s, pg, x, xpd);
     const int64_t nob = (OCp + 2 * VL - 1) / (2 * VL);
     float* A = acc.data();
     parallel_for(nob * np, 1, [&](int64_t tb, int64_t te) {

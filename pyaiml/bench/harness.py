@@ -79,6 +79,16 @@ class Timing:
         return {"median_s": self.median, "p25_s": self.p25, "p75_s": self.p75, "n": len(self.samples)}
 
 
+def cpu_per_wall(f: Callable[[], object], n: int = 3) -> float:
+    """Process CPU time over wall time across ``n`` calls of ``f`` (after one untimed call):
+    near the thread count when every thread of the call had a core, lower when starved."""
+    f()
+    w0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        f()
+    return (time.process_time() - c0) / max(time.perf_counter() - w0, 1e-9)
+
+
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2,
                      min_time: float = 0.02, settle: float = 0.1) -> dict[str, Timing]:
     """Time each callable, interleaving them round by round.

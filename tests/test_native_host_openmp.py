@@ -87,7 +87,8 @@ def test_chunks_indices_and_errors(host):
 @needs_cpp
 @needs_torch
 def test_second_python_thread():
-    """A call from another Python thread gets its own team and the same answer."""
+    """A call from another Python thread gets the same answer (while a region runs, a second
+    caller's chunks run serially on it, as with the pool)."""
     import threading
 
     C = _backend.native()

@@ -283,6 +283,9 @@ struct HostOmp {
   OmpInt in_parallel = nullptr;
 };
 std::atomic<const HostOmp*> g_host_omp{nullptr};
+// One region at a time, as with the pool: a second caller (another Python thread) runs its
+// chunks serially rather than starting a second team on the same cores.
+std::mutex g_omp_mutex;
 
 struct OmpJob {
   RangeFn fn;
@@ -348,6 +351,11 @@ void parallel_for_impl(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
   if (const HostOmp* omp = g_host_omp.load(std::memory_order_acquire)) {
     if (tl_in_region || omp->in_parallel()) {
       fn(ctx, 0, n);  // nested: serially, as the pool does
+      return;
+    }
+    std::unique_lock<std::mutex> g(g_omp_mutex, std::try_to_lock);
+    if (!g.owns_lock()) {
+      fn(ctx, 0, n);  // another thread's region is running: serially, as the pool does
       return;
     }
     OmpJob j;

@@ -83,6 +83,18 @@ def run_under_isa(isa, code, timeout=300):
     assert r.returncode == 0 and f"ok {isa}" in r.stdout, (isa, r.stderr[-3000:])
 
 
+def assert_saves_and_loads(model, x, tmp_path):
+    """``model.save`` then ``keras.models.load_model``: the loaded model predicts ``x`` bit for bit
+    as the original does."""
+    import numpy as np
+
+    from pyaiml import keras
+
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "m.keras").predict(x, verbose=0),
+                                  model.predict(x, verbose=0))
+
+
 def keras3_on_torch():
     """Keras 3 itself on its torch backend (the bench extra) as an oracle, or the test skips."""
     os.environ.setdefault("KERAS_BACKEND", "torch")

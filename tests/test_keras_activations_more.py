@@ -5,6 +5,7 @@ definitions), and central finite differences of the tape's gradients in float64;
 inference path (predict) against the tape's forward. No torch needed."""
 import numpy as np
 import pytest
+from helpers import assert_saves_and_loads
 
 from pyaiml import keras
 from pyaiml.autograd import GradientTape
@@ -71,9 +72,7 @@ def test_activation_in_a_trained_dense_model(name, tmp_path):
     y = (x[:, :1] * 2 - x[:, 1:2]).astype(np.float32)
     h = m.fit(x, y, epochs=30, batch_size=16, verbose=0)
     assert h.history["loss"][-1] < 0.9 * h.history["loss"][0]
-    m.save(tmp_path / "m.keras")
-    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "m.keras").predict(x, verbose=0),
-                                  m.predict(x, verbose=0))
+    assert_saves_and_loads(m, x, tmp_path)
 
 
 LAYERS = {
@@ -141,6 +140,4 @@ def test_activation_layers_in_a_functional_model_train_and_save(tmp_path):
     y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
     h = m.fit(x, y, epochs=20, batch_size=10, verbose=0)
     assert h.history["loss"][-1] < h.history["loss"][0]
-    m.save(tmp_path / "m.keras")
-    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "m.keras").predict(x, verbose=0),
-                                  m.predict(x, verbose=0))
+    assert_saves_and_loads(m, x, tmp_path)

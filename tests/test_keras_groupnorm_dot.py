@@ -7,6 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers import assert_saves_and_loads
+
 from pyaiml import keras
 from pyaiml.autograd import GradientTape
 from pyaiml.autograd import functional as F
@@ -95,8 +97,6 @@ def test_in_a_functional_model(tmp_path):
     y = rng.standard_normal((32, 1)).astype(np.float32)
     h = m.fit(xs, y, epochs=10, batch_size=8, verbose=0)
     assert h.history["loss"][-1] < h.history["loss"][0]
-    m.save(tmp_path / "m.keras")
-    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "m.keras").predict(xs, verbose=0),
-                                  m.predict(xs, verbose=0))
+    assert_saves_and_loads(m, xs, tmp_path)
     with pytest.raises(Exception, match="dot axes differ in size"):
         layers.Dot(axes=1)([keras.Input((3,)), keras.Input((4,))])

@@ -4,6 +4,7 @@ GaussianDropout, UnitNormalization. Oracles: NumPy (values), central finite diff
 a model that trains and round-trips through save/load. No torch needed."""
 import numpy as np
 import pytest
+from helpers import assert_saves_and_loads
 
 from pyaiml import keras
 from pyaiml.autograd import GradientTape
@@ -103,6 +104,4 @@ def test_in_a_model_that_trains_and_saves(tmp_path):
     y = x.mean((1, 2))[:, None].astype(np.float32)
     h = m.fit(x, y, epochs=15, batch_size=16, verbose=0)
     assert h.history["loss"][-1] < h.history["loss"][0]
-    m.save(tmp_path / "m.keras")
-    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "m.keras").predict(x, verbose=0),
-                                  m.predict(x, verbose=0))
+    assert_saves_and_loads(m, x, tmp_path)

@@ -4,7 +4,7 @@ uses), up and down, values and input gradients; in a model that trains and saves
 itself when installed."""
 import numpy as np
 import pytest
-from helpers import keras3_on_torch
+from helpers import assert_saves_and_loads, keras3_on_torch
 
 torch = pytest.importorskip("torch")
 
@@ -45,9 +45,7 @@ def test_model_and_errors(tmp_path):
     m.compile(optimizer="adam", loss="mse")
     x = np.random.default_rng(0).random((16, 8, 8, 1)).astype(np.float32)
     m.fit(x, x.mean((1, 2, 3))[:, None], epochs=2, verbose=0)
-    m.save(tmp_path / "m.keras")
-    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "m.keras").predict(x, verbose=0),
-                                  m.predict(x, verbose=0))
+    assert_saves_and_loads(m, x, tmp_path)
     with pytest.raises(ValueError, match="height must be a positive integer"):
         layers.Resizing(0, 4)
     with pytest.raises(ValueError, match="interpolation must be"):

@@ -4,6 +4,7 @@ NumPy loop for the keras.io guide's MinimalRNNCell; training and save/load of a 
 registered custom cell. No torch needed."""
 import numpy as np
 import pytest
+from helpers import assert_saves_and_loads
 
 from pyaiml import keras
 from pyaiml.autograd import GradientTape
@@ -89,9 +90,7 @@ def test_custom_cell_against_a_numpy_loop_trains_and_saves(tmp_path):
     target = X.sum((1, 2))[:, None].astype(np.float32)
     hist = m.fit(X, target, epochs=20, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
-    m.save(tmp_path / "m.keras")
-    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "m.keras").predict(X, verbose=0),
-                                  m.predict(X, verbose=0))
+    assert_saves_and_loads(m, X, tmp_path)
 
 
 def test_errors():

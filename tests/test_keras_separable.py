@@ -4,7 +4,7 @@ torch side; values, and gradients of the input and every weight through the tape
 that trains and round-trips through save/load; Keras 3 itself when installed."""
 import numpy as np
 import pytest
-from helpers import keras3_on_torch
+from helpers import assert_saves_and_loads, keras3_on_torch
 
 torch = pytest.importorskip("torch")
 
@@ -85,9 +85,7 @@ def test_model_trains_and_saves(tmp_path):
     y = (x[:, :, :, 0].mean((1, 2)) > 0).astype(np.int64)
     h = m.fit(x, y, epochs=15, batch_size=16, verbose=0)
     assert h.history["loss"][-1] < h.history["loss"][0]
-    m.save(tmp_path / "m.keras")
-    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "m.keras").predict(x, verbose=0),
-                                  m.predict(x, verbose=0))
+    assert_saves_and_loads(m, x, tmp_path)
 
 
 def test_bad_arguments():

@@ -22,6 +22,8 @@ Environment (checked at import; a bad value raises ValueError naming the variabl
 - ``PYAIML_NUM_THREADS=N``, 1 <= N <= ``MAX_THREADS`` (128, the thread pool's limit);
 - ``PYAIML_SPIN_US=N``: how long idle pool threads spin (csrc/common/parallel.cpp; at run
   time ``set_spin_us``; pyaiml.torch sets 0 unless this variable is set);
+- ``PYAIML_HOST_OPENMP=0|1``: whether pyaiml.torch moves the kernels' threads onto torch's
+  OpenMP team at its first op (``set_host_openmp``; 1, the default);
 - ``PYAIML_HIDE_ISA=avx512`` (or ``avx2``, or ``avx2,avx512``): a testing hook that makes
   the ISA selection treat those instruction sets (and every one above the lowest named) as
   unsupported by this CPU, so the AVX2 and baseline paths and the unsupported-ISA error can
@@ -80,6 +82,10 @@ def _validate_env() -> None:
             ok = False
         if not ok:
             raise ValueError(f"PYAIML_NUM_THREADS must be an integer from 1 to {MAX_THREADS}. Received {nt!r}")
+    host = os.environ.get("PYAIML_HOST_OPENMP", "")
+    if host not in ("", "0", "1"):
+        raise ValueError("PYAIML_HOST_OPENMP (whether pyaiml.torch runs pyaiml's kernels on torch's OpenMP threads) "
+                         f"must be 0 or 1 (or unset). Received {host!r}")
     spin = os.environ.get("PYAIML_SPIN_US", "")
     if spin:
         try:
@@ -351,6 +357,9 @@ def set_host_openmp(on: bool) -> bool:
     turns it on at its first op (``PYAIML_HOST_OPENMP=0`` keeps the pool). Returns whether it
     is on: ``False`` when no OpenMP runtime is loaded or without the compiled backend.
     """
+    numpy_bool = type(on).__module__ == "numpy" and type(on).__name__ in ("bool", "bool_")
+    if not (isinstance(on, bool) or numpy_bool or (type(on) is int and on in (0, 1))):
+        raise TypeError(f"set_host_openmp: on must be True or False. Received {on!r}")
     C = _load_C()
     if C is None or not hasattr(C, "set_host_openmp"):
         return False

@@ -30,7 +30,8 @@ def test_forced_backend(backend):
 
 
 @pytest.mark.parametrize("var,val", [("PYAIML_BACKEND", "fortran"), ("PYAIML_ISA", "sse9"), ("PYAIML_NUM_THREADS", "zero"),
-                                     ("PYAIML_SPIN_US", "1ms"), ("PYAIML_SPIN_US", "-5"), ("PYAIML_SPIN_US", "99999999")])
+                                     ("PYAIML_SPIN_US", "1ms"), ("PYAIML_SPIN_US", "-5"), ("PYAIML_SPIN_US", "99999999"),
+                                     ("PYAIML_HOST_OPENMP", "off")])
 def test_bad_env_values(var, val):
     r = run_py("import pyaiml", **{var: val})
     assert r.returncode != 0

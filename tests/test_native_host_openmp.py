@@ -120,3 +120,9 @@ def test_without_an_openmp_runtime():
     r = run_py(code, PYTHONPATH=os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]), PYAIML_BACKEND="cpp")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "on False False" in r.stdout and "y 18.0" in r.stdout, r.stdout
+
+
+def test_switch_refuses_non_booleans():
+    for bad in ("False", 2, None, 1.0):
+        with pytest.raises(TypeError, match=r"set_host_openmp: on must be True or False\. Received"):
+            _backend.set_host_openmp(bad)

@@ -144,6 +144,9 @@ def init_like_torchvision(m):
     return m
 
 
+NETWORKS = {"resnet18": resnet18, "mobilenet_v3_small": mobilenet_v3_small}
+
+
 def _stepper(m, x, y):
     opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
 
@@ -163,6 +166,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="resnet18,mobilenet_v3_small")
     a = ap.parse_args()
+    bad = [n for n in a.only.split(",") if n not in NETWORKS]
+    if bad:
+        ap.error(f"--only: unknown network(s) {', '.join(bad)}; choose from {', '.join(NETWORKS)}")
     alloc = harness.configure_allocator()
     torch.set_num_threads(a.threads)
     _backend.native().set_num_threads(a.threads)
@@ -172,7 +178,7 @@ def main():
     print("|---|---|---|---:|---:|---:|---|")
     for name in a.only.split(","):
         torch.manual_seed(0)
-        ref = init_like_torchvision({"resnet18": resnet18, "mobilenet_v3_small": mobilenet_v3_small}[name]())
+        ref = init_like_torchvision(NETWORKS[name]())
         for fmt, lay in ((torch.contiguous_format, "NCHW"), (torch.channels_last, "channels_last")):
             t_m = copy.deepcopy(ref).to(memory_format=fmt)
             p_m = pnn.convert(copy.deepcopy(ref)).to(memory_format=fmt)

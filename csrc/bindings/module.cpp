@@ -78,7 +78,8 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "_parallel_probe",
       [](int64_t n, int64_t grain, int64_t fail_at) {
-        PYAIML_CHECK(n >= 0 && grain >= 1, "_parallel_probe: n >= 0 and grain >= 1");
+        PYAIML_CHECK(n >= 0 && grain >= 1, "_parallel_probe: n must be >= 0 and grain >= 1. Received n=", n,
+                     ", grain=", grain);
         py::array_t<int32_t> out(n);
         int32_t* o = out.mutable_data();
         std::fill(o, o + n, int32_t(-1));

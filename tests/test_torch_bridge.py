@@ -489,7 +489,7 @@ def test_bridge_runs_on_torchs_openmp_threads(monkeypatch):
         for env, want in (("0", False), ("1", True)):
             C.set_host_openmp(False)
             monkeypatch.setenv("PYAIML_HOST_OPENMP", env)
-            monkeypatch.setattr(_threads, "_spin_done", [False])
+            monkeypatch.setattr(_threads, "_first_op_done", [False])
             pt.max_pool2d(torch.zeros(1, 1, 2, 2), 2)
             assert C.get_host_openmp() is want
     finally:

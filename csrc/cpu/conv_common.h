@@ -13,13 +13,8 @@
 // Include only from csrc/cpu/ files (they are compiled with PYAIML_ISA_NS defined).
 // Tests: tests/test_conv.py, tests/test_conv_direct.py, tests/test_conv_algorithms.py.
 #pragma once
-#include <algorithm>
 #include <cstdint>
 #include <vector>
-
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
 
 #include "common/simd.h"
 #include "cpu/conv.h"
@@ -30,34 +25,6 @@ namespace PYAIML_ISA_NS {
 // Internal to the conv family: hidden, so not exported from the module, and calls between
 // its files are direct (no PLT), as they were within one file.
 #pragma GCC visibility push(hidden)
-
-// n floats from s to d, the 64-byte-aligned body with non-temporal stores (no read for
-// ownership of lines that are wholly overwritten); the caller fences (sfence) once.
-inline void stream_copy(float* d, const float* s, int64_t n) {
-  int64_t i = 0;
-#if defined(__AVX2__)
-  const int64_t head = std::min<int64_t>(n, int64_t((64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63) / 4);
-  for (; i < head; ++i) d[i] = s[i];
-  for (; i + VL <= n; i += VL) {
-#if defined(__AVX512F__)
-    _mm512_stream_ps(d + i, (__m512)loadu(s + i));
-#else
-    _mm256_stream_ps(d + i, (__m256)loadu(s + i));
-#endif
-  }
-#endif
-  for (; i < n; ++i) d[i] = s[i];
-}
-
-// Orders the calling thread's stream_copy stores before its later stores (the pool's join).
-inline void stream_fence() {
-#if defined(__AVX2__)
-  _mm_sfence();
-#endif
-}
-
-// Outputs at least this large go out through stream_copy (conv_pointwise.cpp): they do not fit the last-level cache, so a later read finds them in memory either way.
-constexpr int64_t kStreamBytes = int64_t(32) << 20;
 
 // conv_im2col.cpp: any layout and groups.
 void conv2d_forward_im2col(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y);

@@ -154,14 +154,13 @@ void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x,
   if (gx) wk = pack_weights(w, weight_pack(WLayout::kGOKC, s, K));
   // Fixed chunks of images (a function of N only) own one accumulator each: K rows of
   // grad_w and one of grad_b, OCp wide.
-  const int64_t per = (s.N + 15) / 16, accsz = (K + 1) * OCp;
-  int64_t chunks = (s.N + per - 1) / per;
+  const int64_t per = (s.N + 15) / 16, img_chunks = (s.N + per - 1) / per, accsz = (K + 1) * OCp;
   // Wide grad_w (large K x OC, few pixels: ResNet-18's last stage, 7x7, 512 -> 512, K = 4608):
   // one accumulator, every pixel of the batch summed by the task that owns a block of it,
   // tasks split over (k, o) blocks. Per-chunk partial sums were 8 x 9.4 MB at N8, written,
   // then re-read to add them up (N8 7x7 512->512 grad_w 27 ms vs torch 11 ms).
-  const bool wide = gw && chunks > 1 && chunks * accsz * int64_t(sizeof(float)) > (int64_t(8) << 20);
-  if (wide) chunks = 1;
+  const bool wide = gw && img_chunks > 1 && img_chunks * accsz * int64_t(sizeof(float)) > (int64_t(8) << 20);
+  const int64_t chunks = wide ? 1 : img_chunks;  // accumulators
   std::vector<float> acc((gw || gb) ? chunks * accsz : 0, 0.f);
   const int64_t np = (K + kDK - 1) / kDK, kb = (K + np - 1) / np;  // balanced passes over k
   if (wide) {
@@ -193,8 +192,7 @@ void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x,
       }
     });
   }
-  const int64_t gx_chunks = wide ? (s.N + per - 1) / per : chunks;
-  parallel_for(gx_chunks, 1, [&](int64_t cb, int64_t ce) {
+  parallel_for(img_chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t ch = cb; ch < ce; ++ch) {
       const int64_t n0 = ch * per, n1 = std::min(s.N, n0 + per), ni = n1 - n0;
       if (gx) {

@@ -15,10 +15,14 @@
 // Tests: tests/test_conv_algorithms.py (every tile and tail, against the _naive kernel, thread-count
 // independence, every ISA), tests/test_conv_depthwise.py (1x1 rows against torch).
 #include <algorithm>
-#include <cstdint>
 #include <array>
+#include <cstdint>
 #include <utility>
 #include <vector>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "common/parallel.h"
 #include "common/simd.h"
@@ -160,6 +164,34 @@ inline PwFn pw_fn(int V, int64_t m, bool h) {
 constexpr bool kHalf = false;
 inline PwFn pw_fn(int V, int64_t m, bool) { return V == 1 ? kPw1[m - 1] : V == 2 ? kPw2[m - 1] : kPw3[m - 1]; }
 #endif
+
+// n floats from s to d, the 64-byte-aligned body with non-temporal stores (no read for
+// ownership of lines that are wholly overwritten); the caller fences (sfence) once.
+inline void stream_copy(float* d, const float* s, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX2__)
+  const int64_t head = std::min<int64_t>(n, int64_t((64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63) / 4);
+  for (; i < head; ++i) d[i] = s[i];
+  for (; i + VL <= n; i += VL) {
+#if defined(__AVX512F__)
+    _mm512_stream_ps(d + i, (__m512)loadu(s + i));
+#else
+    _mm256_stream_ps(d + i, (__m256)loadu(s + i));
+#endif
+  }
+#endif
+  for (; i < n; ++i) d[i] = s[i];
+}
+
+// Orders the calling thread's stream_copy stores before its later stores (the pool's join).
+inline void stream_fence() {
+#if defined(__AVX2__)
+  _mm_sfence();
+#endif
+}
+
+// Outputs at least this large go out through stream_copy: they do not fit the last-level cache, so a later read finds them in memory either way.
+constexpr int64_t kStreamBytes = int64_t(32) << 20;
 
 thread_local std::vector<float> t_ybuf;
 

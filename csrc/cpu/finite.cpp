@@ -2,7 +2,6 @@
 #include "cpu/finite.h"
 
 #include <atomic>
-#include <cstring>
 
 #include "common/parallel.h"
 #include "common/simd.h"

@@ -30,7 +30,7 @@ import torch
 from pyaiml import _backend
 
 _sync = [True]
-_spin_done = [False]
+_first_op_done = [False]
 
 
 def set_sync(flag: bool) -> None:
@@ -46,8 +46,8 @@ def sync() -> None:
     """Make pyaiml's thread count equal torch's (cheap when they already agree)."""
     if not _sync[0]:
         return
-    if not _spin_done[0]:
-        _spin_done[0] = True
+    if not _first_op_done[0]:
+        _first_op_done[0] = True
         if not os.environ.get("PYAIML_SPIN_US"):
             _backend.set_spin_us(0)
         if os.environ.get("PYAIML_HOST_OPENMP", "1") != "0":

@@ -6,7 +6,7 @@
 //   conv_direct.cpp   register-tiled direct kernels: channels last without groups
 //   conv_winograd.cpp Winograd F(2x2, 3x3) and F(2, 3), forward and grad_w
 //   conv_depthwise.cpp direct depthwise kernels (groups == C, OC = m * C), both layouts
-//   conv_pointwise.cpp 1x1 stride-1 channels-last forward (and grad_x as a forward conv)
+//   conv_pointwise.cpp 1x1 stride-1 channels last: forward, grad_x as a forward conv, grad_w (C > OC)
 //   conv_naive.cpp    plain loops in double: the oracle (conv2d_*_naive)
 // Each sums in an order set by the shape alone, so no result depends on the thread count.
 //
@@ -33,7 +33,7 @@ enum class ConvAlgo {
   kWino1d,  // conv_winograd.cpp: F(2, 3) along W; grad_w F(3, 2)
   kDepthwise,  // conv_depthwise.cpp: every result
   kGrouped,    // conv_depthwise.cpp: forward of small groups, channels last
-  kPointwise,  // conv_pointwise.cpp: 1x1, stride 1, no padding, channels last: forward, grad_x as a conv
+  kPointwise,  // conv_pointwise.cpp: 1x1, stride 1, no padding, channels last: forward, grad_x, grad_w
 };
 
 // The algorithm behind each result of one shape.
@@ -75,7 +75,7 @@ ConvPlan conv_plan(const ConvShape& s) {
   // convolution").
   if (depthwise_ok(s)) return {A::kDepthwise, A::kDepthwise, false, A::kDepthwise, A::kDepthwise};
   // Pointwise channels last: y = x W^T and grad_x = gy W by the pointwise kernel on the arrays
-  // as they are (x is a (N*H*W, C) matrix), grad_w and grad_b by the direct kernel's passes.
+  // as they are (x is a (N*H*W, C) matrix); grad_w as below; grad_b by the direct kernel's row sums.
   // Both ISAs, N32 56x56, 2 threads (Zen 4; AVX2 by PYAIML_ISA=avx2 on it), alternating builds:
   // the SGEMMs on the arrays that AVX2 used (forward, grad_x, grad_w) ran 96->24 at 5.2 / 3.4 /
   // 6.9 ms and 24->144 at 5.0 / 8.7 / 14.1 ms (grad_w: K = N*H*W, two threads on a 144 x 24

@@ -142,6 +142,13 @@ MALFORMED = [
     ("DELETE", "/v2/models/cnn", None, 405, "method DELETE is not allowed"),
     ("GET", "/v1/nothing", None, 404, "no route /v1/nothing"),
     ("GET", "/v3/x", None, 404, "no route /v3/x"),
+    # paths near the infer route's shape, which the middleware hands to its endpoint directly
+    ("GET", "/v2/models/cnn/infer", None, 405, "method GET is not allowed on /v2/models/cnn/infer"),
+    ("POST", "/v2/models//infer", _CNN_X, 404, "no route /v2/models//infer"),
+    ("POST", "/v2/models/cnn/vers/1/infer", _CNN_X, 404, "no route"),
+    ("POST", "/v2/models/cnn/versions//infer", _CNN_X, 404, "no route"),
+    ("POST", "/v2/models/cnn/versions/9/infer", _CNN_X, 404, "has no version '9'"),
+    ("POST", "/v2/models/lm/infer", _CNN_X, 404, "a language model: use the /v1 routes"),
 ]
 
 
@@ -184,6 +191,7 @@ def test_metrics_after_traffic(paths):
         for _ in range(3):
             assert h.post("/v2/models/cnn/infer", json=x).status_code == 200
         assert h.post("/v2/models/cnn/infer", json={"inputs": []}).status_code == 400
+        assert h.post("/v2/models/cnn/versions/1/infer", json=x).status_code == 200
         r = h.post("/v1/completions", json={"model": "lm", "prompt": "all", "max_tokens": 12, "stream": True})
         assert r.text.endswith("data: [DONE]\n\n")
         m = h.get("/metrics")
@@ -195,7 +203,9 @@ def test_metrics_after_traffic(paths):
     assert req['pyaiml_serve_requests_total{method="POST",route="/v1/completions",status="200"}'] == 1
     assert _samples(t, "pyaiml_serve_request_seconds_count")[
         'pyaiml_serve_request_seconds_count{route="/v2/models/{name}/infer"}'] == 4
-    assert _samples(t, "pyaiml_serve_batch_size_sum")['pyaiml_serve_batch_size_sum{model="cnn"}'] == 6
+    assert req['pyaiml_serve_requests_total{method="POST",route="/v2/models/{name}/versions/{version}/infer",'
+               'status="200"}'] == 1
+    assert _samples(t, "pyaiml_serve_batch_size_sum")['pyaiml_serve_batch_size_sum{model="cnn"}'] == 8
     assert _samples(t, "pyaiml_serve_generated_tokens_total")['pyaiml_serve_generated_tokens_total{model="lm"}'] == 12
     assert _samples(t, "pyaiml_serve_prompt_tokens_total")['pyaiml_serve_prompt_tokens_total{model="lm"}'] == 3
     assert _samples(t, "pyaiml_serve_time_to_first_token_seconds_count")[

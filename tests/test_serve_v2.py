@@ -209,6 +209,68 @@ def test_dynamic_batcher_errors_reach_every_waiter_and_worker_survives():
         DynamicBatcher(fn, max_batch_size=0)
 
 
+def test_dynamic_batcher_async_waiters_get_their_rows_and_errors():
+    """submit_async from an event loop: each awaiter gets its own rows of the merged call
+    (settled in one loop callback per batch), an error reaches every awaiter of its batch,
+    and an awaiter cancelled while queued leaves the others and the worker unharmed."""
+    import asyncio
+
+    calls = []
+
+    def fn(x):
+        calls.append(len(x))
+        if (x < 0).any():
+            raise ValueError("negative input")
+        return x * 3
+
+    b = DynamicBatcher(fn, max_batch_size=8, max_delay=0.05)
+
+    async def main():
+        futs = [b.submit_async(np.full((k, 2), float(i))) for i, k in enumerate([1, 2, 3, 1])]
+        outs = await asyncio.gather(*futs)
+        for i, (k, y) in enumerate(zip([1, 2, 3, 1], outs)):
+            np.testing.assert_array_equal(y, np.full((k, 2), 3.0 * i))
+        bad = [b.submit_async(-np.ones((1, 2))), b.submit_async(np.ones((1, 2)))]
+        res = await asyncio.gather(*bad, return_exceptions=True)
+        assert all(isinstance(r, ValueError) and "negative input" in str(r) for r in res)
+        gone = b.submit_async(np.ones((1, 2)))
+        gone.cancel()
+        kept = b.submit_async(np.full((2, 2), 5.0))
+        np.testing.assert_array_equal(await kept, np.full((2, 2), 15.0))
+        assert gone.cancelled()
+
+    asyncio.run(main())
+    assert sum(calls) <= 1 + 2 + 3 + 1 + 2 + 1 + 2 and len(calls) >= 3
+    b.close()
+
+
+def test_v2_infer_endpoint_returns_quietly_when_the_client_leaves(paths):
+    """A client that disconnects before its body has arrived gets nothing sent and leaves
+    no exception behind (the endpoint the middleware calls directly)."""
+    import asyncio
+
+    from pyaiml.serve.app import V2Infer
+
+    app = create_app({"cnn": paths["cnn"]})
+    try:
+        ep = next(r.endpoint for r in app.routes if isinstance(getattr(r, "endpoint", None), V2Infer))
+        msgs = iter([{"type": "http.request", "body": b'{"inputs"', "more_body": True}, {"type": "http.disconnect"}])
+        sent = []
+
+        async def receive():
+            return next(msgs)
+
+        async def send(m):
+            sent.append(m)
+
+        scope = {"type": "http", "method": "POST", "path": "/v2/models/cnn/infer", "headers": [],
+                 "path_params": {"name": "cnn"}, "state": {}}
+        asyncio.run(ep(scope, receive, send))
+        assert sent == [] and scope["state"]["model"] == "cnn"
+    finally:
+        app.state.serve.close()
+
+
 # ---------------------------------------------------------------------- HMMs
 def test_gaussian_hmm_methods_equal_the_model(client, paths):
     from pyaiml import hmm

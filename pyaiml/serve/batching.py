@@ -23,6 +23,7 @@ the unbatched call).
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
@@ -61,12 +62,24 @@ class DynamicBatcher:
     def submit(self, x) -> Future:
         """Queue ``x`` (rows along axis 0); the future's result is ``fn``'s output rows for it."""
         fut = Future()
+        self._put(x, fut)
+        return fut
+
+    def submit_async(self, x) -> asyncio.Future:
+        """As :meth:`submit`, for a caller on an asyncio event loop: an asyncio future of
+        that loop. The worker settles all of a batch's futures of one loop in one callback
+        (one wake-up of the loop per batch, not one per request)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._put(x, (loop, fut))
+        return fut
+
+    def _put(self, x, sink):
         with self._cv:
             if self._stop:
                 raise RuntimeError("DynamicBatcher: the batcher is closed")
-            self._q.append((np.asarray(x), fut, time.monotonic()))
+            self._q.append((np.asarray(x), sink, time.monotonic()))
             self._cv.notify()
-        return fut
 
     @property
     def depth(self) -> int:
@@ -85,15 +98,17 @@ class DynamicBatcher:
             batch = self._take_batch()
             if batch is None:
                 return
-            live = [(x, f) for x, f in batch if f.set_running_or_notify_cancel()]
+            # a cancelled asyncio waiter (its client gone) is skipped; reading cancelled()
+            # from this thread can only miss a cancellation, never invent one
+            live = [(x, f) for x, f in batch
+                    if (not f[1].cancelled() if isinstance(f, tuple) else f.set_running_or_notify_cancel())]
             if not live:
                 continue
             try:
                 xs = [x for x, _ in live]
                 y = self.fn(xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0))
             except BaseException as e:  # noqa: BLE001 - every waiter must hear about it
-                for _, f in live:
-                    f.set_exception(e)
+                self._settle([(f, e, True) for _, f in live])
                 continue
             # the batch is counted before any waiter hears back, so a client that has its
             # reply also sees its rows in the metrics
@@ -102,14 +117,31 @@ class DynamicBatcher:
                     self.on_batch(sum(len(x) for x, _ in live))
                 except Exception:  # noqa: BLE001, S110 - metrics must never break serving
                     pass
-            start = 0
+            out, start = [], 0
             for x, f in live:
                 n = len(x)
-                if isinstance(y, tuple):
-                    f.set_result(tuple(part[start:start + n] for part in y))
-                else:
-                    f.set_result(y[start:start + n])
+                out.append((f, tuple(part[start:start + n] for part in y) if isinstance(y, tuple)
+                            else y[start:start + n], False))
                 start += n
+            self._settle(out)
+
+    @staticmethod
+    def _settle(items):
+        """Hand each (sink, value, is_error) its outcome: concurrent futures at once, the
+        asyncio futures of each loop in one call_soon_threadsafe."""
+        loops = {}
+        for sink, v, err in items:
+            if isinstance(sink, tuple):
+                loops.setdefault(sink[0], []).append((sink[1], v, err))
+            elif err:
+                sink.set_exception(v)
+            else:
+                sink.set_result(v)
+        for loop, group in loops.items():
+            try:
+                loop.call_soon_threadsafe(_settle_async, group)
+            except RuntimeError:  # the loop is closed: nobody waits for these any more
+                pass
 
     def _take_batch(self):
         with self._cv:
@@ -136,3 +168,12 @@ class DynamicBatcher:
                 self._cv.wait(left)
             self._last = rows
             return batch
+
+
+def _settle_async(group):
+    for fut, v, err in group:
+        if not fut.done():
+            if err:
+                fut.set_exception(v)
+            else:
+                fut.set_result(v)

@@ -36,7 +36,6 @@ Tests: tests/test_serve_v2.py, tests/test_serve_ops.py (encrypted files).
 """
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -46,7 +45,7 @@ import zipfile
 import numpy as np
 
 from pyaiml.serve.batching import DynamicBatcher
-from pyaiml.serve.tensors import TensorError
+from pyaiml.serve.tensors import TensorError, finite
 
 # header "inner" of encrypted files -> kind
 _INNER = {"keras": "keras", "hmm": "hmm", "hmm-classifier": "hmm-classifier", "word2vec": "word2vec",
@@ -229,7 +228,7 @@ def _numeric(a, name, want_kind="f"):
     if a.dtype.kind not in "fiu":
         raise TensorError(f"input '{name}': must be numeric (FP32/FP64/INT*). Received datatype "
                           f"{'BYTES' if a.dtype.kind == 'O' else 'BOOL' if a.dtype.kind == 'b' else a.dtype}")
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
+    if a.dtype.kind == "f" and not finite(a):
         bad = np.argwhere(~np.isfinite(a))[0]
         raise TensorError(f"input '{name}': values must be finite. Received {a[tuple(bad)]} at index {tuple(bad)}")
     if want_kind == "i" and a.dtype.kind == "f" and not np.all(a == np.round(a)):
@@ -296,7 +295,7 @@ class KerasModel(V2Model):
         x = self.check(inputs)
         if len(x) == 0:
             return {"output": np.zeros((0,) + tuple(d or 0 for d in self.out_shape), dtype=np.float32)}
-        y = await asyncio.wrap_future(self.batcher.submit(x))
+        y = await self.batcher.submit_async(x)
         return {"output": np.asarray(y, dtype=np.float32)}
 
     def close(self):

@@ -36,6 +36,17 @@ _KIND_TO_DT = {("b", 1): "BOOL", ("u", 1): "UINT8", ("u", 2): "UINT16", ("u", 4)
                ("i", 1): "INT8", ("i", 2): "INT16", ("i", 4): "INT32", ("i", 8): "INT64", ("f", 2): "FP16",
                ("f", 4): "FP32", ("f", 8): "FP64"}
 MAX_ELEMENTS = 1 << 26  # refuse a declared shape larger than this before allocating anything
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one encoder for every response (json.dumps builds one a call)
+
+
+def finite(a: np.ndarray) -> bool:
+    """True when every element of the float array ``a`` is finite (pyaiml's all_finite op on
+    float32/float64: one pass, no boolean temporary)."""
+    if a.dtype in (np.float32, np.float64):
+        from pyaiml.ops._validate import all_finite
+
+        return all_finite(np.ascontiguousarray(a))
+    return bool(np.isfinite(a).all())
 
 
 class TensorError(ValueError):
@@ -208,10 +219,10 @@ def _json_data(a: np.ndarray):
     if a.dtype.kind in "OSU":
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in a.reshape(-1)]
     if a.dtype.kind == "f":
-        flat = a.reshape(-1).astype(np.float64)
-        if not np.isfinite(flat).all():  # JSON has no NaN/inf: send them as null
-            return [None if not math.isfinite(v) else v for v in flat.tolist()]
-        return flat.tolist()
+        flat = a.reshape(-1).tolist()  # Python floats: each the exact value of its element
+        if not finite(a):  # JSON has no NaN/inf: send them as null
+            return [None if not math.isfinite(v) else v for v in flat]
+        return flat
     return a.reshape(-1).tolist()
 
 
@@ -255,7 +266,7 @@ def encode_response(req: dict, model_name: str, version: str, outputs: dict):
     res = {"model_name": model_name, "model_version": version, "outputs": res_outputs}
     if "id" in req:
         res["id"] = req["id"]
-    head = json.dumps(res, separators=(",", ":")).encode()
+    head = _ENCODER.encode(res).encode()
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)

@@ -84,6 +84,7 @@ def _params(s, p, d, G=1):
     (2, 33, 19, 6, 9, 2, 3, 1, ((1, 1), (0, 0)), 2),
     (3, 16, 33, 2, 13, 1, 3, 1, ((0, 1), (2, 1)), 1),   # 1x3 Winograd F(2, 3)
     (2, 64, 64, 1, 63, 1, 3, 1, 0, 1),                  # speech2's layer
+    (2, 256, 72, 9, 9, 3, 3, 2, 1, 1),                  # weights > 512 KB: tasks of one channel block
 ])
 def test_direct_kernels_match_naive(case):
     """Asymmetric padding, per-axis stride/dilation; every subset of the gradients."""
@@ -174,3 +175,26 @@ def test_direct_results_do_not_depend_on_thread_count(shape, rng):
     for o in outs[1:]:
         for a, b_ in zip(outs[0], o):
             np.testing.assert_array_equal(a, b_)
+
+
+@pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
+def test_direct_forward_with_wide_weights_at_every_thread_count(rng):
+    """Weights past 512 KB (3x3, 256 -> 72: blocks of 32, 32 and a partial 8) run as tasks of
+    one block of output channels over a chunk of rows: the same bits at 1, 2 and 3 threads,
+    and the naive kernel's values, with bias and ReLU, stride 2 and padding."""
+    C_ = _backend.native()
+    x = rng.standard_normal((3, 11, 9, 256), dtype=np.float32)
+    w = rng.standard_normal((72, 256, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(72, dtype=np.float32)
+    p = _params(2, 1, 1)
+    n0 = pyaiml.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            pyaiml.set_num_threads(n)
+            outs.append(C_.conv2d(x, w, b, p, True, True))
+    finally:
+        pyaiml.set_num_threads(n0)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    np.testing.assert_allclose(outs[0], C_.conv2d(x, w, b, p, True, True, True), rtol=1e-4, atol=1e-3)

@@ -22,6 +22,7 @@
 // independence), tests/test_conv_algorithms.py.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "common/parallel.h"
@@ -100,7 +101,28 @@ void sc_bias_pass(const float* g, int64_t rows, int64_t ldg, int64_t OCp, float*
 
 void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
   const int64_t C = s.C, OC = s.OC, KHW = s.KH * s.KW, K = KHW * C, OCp = (OC + VL - 1) / VL * VL;
-  const std::vector<float> wr = pack_weights(w, weight_pack(WLayout::kGKCO, s, OCp));  // Wr[k][o]
+  // Weights in blocks of 2 VL output channels (the tiles' width), block ob at wr + ob K,
+  // [k][o - ob] with rows bw = min(2 VL, OCp - ob) floats: each block one contiguous run.
+  const int64_t BW = 2 * VL, nob = (OC + BW - 1) / BW;
+  // Written in order (one block's rows of bw floats one after another), each row gathering
+  // its bw values from as many rows of w: writing w's order instead scattered the stores
+  // 32 KB apart (3x3 256 -> 512: a quarter of the call in the copy).
+  // Blocks in parallel past 256 KB (smaller ones on the calling thread: the mission CNN at
+  // batch 1 does not wake the pool for them); every element written (the lanes past OC as
+  // zeros), so no fill first.
+  std::unique_ptr<float[]> wr(new float[static_cast<size_t>(K * OCp)]);
+  parallel_for(nob, K * OCp * int64_t(sizeof(float)) > (int64_t(256) << 10) ? 1 : nob, [&](int64_t jb, int64_t je) {
+    for (int64_t j = jb; j < je; ++j) {
+      const int64_t ob = j * BW, bw = std::min(BW, OCp - ob), no = std::min(BW, OC - ob);
+      float* d = wr.get() + ob * K;
+      for (int64_t k = 0; k < KHW; ++k)
+        for (int64_t c = 0; c < C; ++c, d += bw) {
+          const float* src = w + (ob * C + c) * KHW + k;  // OIHW: w[ob + oi][c][k] = src[oi C KHW]
+          for (int64_t oi = 0; oi < no; ++oi) d[oi] = src[oi * C * KHW];
+          for (int64_t oi = no; oi < bw; ++oi) d[oi] = 0.f;
+        }
+    }
+  });
   std::vector<float> bp;
   if (b) bp = pack_weights(b, weight_pack(WLayout::kGKCO, 1, OC, 1, 1, OCp));
   const PadGeom pg = pad_geom(s);
@@ -108,32 +130,55 @@ void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, c
   const float* xb = padded_input(s, pg, x, xpad);
   const std::vector<int64_t> off = tap_offsets(s, pg);
   const int64_t ps = s.sw * C;
+  // Tiles of near-equal width (OW 26: 9+9+8 rather than 12+12+2, whose short tile is
+  // FMA-latency bound).
+  const int64_t ntw = (s.OW + kDM - 1) / kDM, mt = (s.OW + ntw - 1) / ntw;
+  const int64_t rows = s.N * s.OH;
+  // Output rows r0 .. r1 for the block of output channels at ob.
+  auto rows_block = [&](int64_t r0, int64_t r1, int64_t ob) {
+    const int64_t nc = std::min<int64_t>(BW, OC - ob), bw = std::min(BW, OCp - ob);
+    const float* wb = wr.get() + ob * K;
+    const float* bb = b ? bp.data() + ob : nullptr;
+    const auto& tab = nc > VL ? kScFwd2 : kScFwd1;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / s.OH, oh = r % s.OH;
+      const float* xr = xb + n * pg.img + oh * s.sh * pg.rs;
+      float* yr = y + r * s.OW * OC;
+      for (int64_t ow = 0; ow < s.OW; ow += mt) {
+        const int64_t m = std::min<int64_t>(mt, s.OW - ow);
+        tab[m - 1](xr + ow * ps, ps, off.data(), K, wb, bw, bb, relu, yr + ow * OC + ob, OC, nc);
+      }
+    }
+  };
+  if (K * OCp * int64_t(sizeof(float)) > (int64_t(512) << 10)) {
+    // Weights past half of L2 (3x3 128 -> 256 and wider: 1.2-4.7 MB): tasks of one block
+    // over a chunk of rows, so the block (K 2VL floats, 295 KB at 3x3x256) stays in L2
+    // across the rows instead of all of W streaming from L3 for every row: ResNet-18's
+    // 3x3 256 -> 512 stride 2 at N8 14x14 (7-pixel rows) read 4.7 MB per 7-pixel row.
+    // Enough row chunks for ~4 tasks a thread; every output element is computed by one
+    // tile call whatever the chunks, so results do not depend on them.
+    const int64_t want = 4 * static_cast<int64_t>(get_num_threads());
+    const int64_t rchunks = std::min(rows, std::max<int64_t>(1, (want + nob - 1) / nob));
+    const int64_t rper = (rows + rchunks - 1) / rchunks;
+    parallel_for(rchunks * nob, 1, [&](int64_t tb, int64_t te) {
+      for (int64_t t = tb; t < te; ++t) {
+        const int64_t r0 = (t / nob) * rper;
+        rows_block(r0, std::min(rows, r0 + rper), (t % nob) * BW);
+      }
+    });
+    return;
+  }
   // >= ~512 K multiply-adds per task: tiny (N1 3->16 28x28, 292 K, ~7 us) stays on the calling
   // thread rather than pay for waking the pool.
   int64_t grain = std::max<int64_t>(1, (int64_t(1) << 19) / std::max<int64_t>(1, s.OW * K * OC));
   // Rows in near-equal chunks: the mission CNN's first conv at batch 1 (30 rows, grain 20)
   // split 20 + 10, one thread doing two thirds of the work (N1 3->32 32x32, 2 threads:
   // ~14 -> ~10 us). The chunks depend on the shape alone, as before.
-  const int64_t rows = s.N * s.OH, tasks = (rows + grain - 1) / grain;
+  const int64_t tasks = (rows + grain - 1) / grain;
   grain = (rows + tasks - 1) / tasks;
-  // Tiles of near-equal width (OW 26: 9+9+8 rather than 12+12+2, whose short tile is
-  // FMA-latency bound).
-  const int64_t ntw = (s.OW + kDM - 1) / kDM, mt = (s.OW + ntw - 1) / ntw;
-  parallel_for(s.N * s.OH, grain, [&](int64_t rb, int64_t re) {
-    for (int64_t r = rb; r < re; ++r) {
-      const int64_t n = r / s.OH, oh = r % s.OH;
-      const float* xr = xb + n * pg.img + oh * s.sh * pg.rs;
-      float* yr = y + r * s.OW * OC;
-      for (int64_t ob = 0; ob < OC; ob += 2 * VL) {
-        const int64_t nc = std::min<int64_t>(2 * VL, OC - ob);
-        const auto& tab = nc > VL ? kScFwd2 : kScFwd1;
-        for (int64_t ow = 0; ow < s.OW; ow += mt) {
-          const int64_t m = std::min<int64_t>(mt, s.OW - ow);
-          tab[m - 1](xr + ow * ps, ps, off.data(), K, wr.data() + ob, OCp, b ? bp.data() + ob : nullptr, relu,
-                     yr + ow * OC + ob, OC, nc);
-        }
-      }
-    }
+  parallel_for(rows, grain, [&](int64_t rb, int64_t re) {
+    for (int64_t r = rb; r < re; ++r)
+      for (int64_t ob = 0; ob < OC; ob += BW) rows_block(r, r + 1, ob);
   });
 }
 

@@ -13,6 +13,7 @@
 // Include only from csrc/cpu/ files (they are compiled with PYAIML_ISA_NS defined).
 // Tests: tests/test_conv.py, tests/test_conv_direct.py, tests/test_conv_algorithms.py.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -111,22 +112,41 @@ inline WeightPack weight_pack(WLayout layout, const ConvShape& s, int64_t ld) {
   return weight_pack(layout, s.G, s.OC / s.G, s.C / s.G, s.KH * s.KW, ld);
 }
 
+// f(i, j) for every weight: i its index in w (OIHW), j its place in the packed array. Where
+// the packed layout holds output channels contiguously (kGKCO, kGCKO), output channels run
+// innermost in blocks of 64: the packed side is then written (or read) in runs and w's side
+// touches 64 rows at a time; in w's own order each o put its K values ld floats apart over
+// the whole array (3x3 256 -> 512, 4.7 MB: ~2 ms a copy, cache misses on every element).
+template <class F>
+inline void for_each_weight(const WeightPack& p, F&& f) {
+  for (int64_t g = 0; g < p.G; ++g) {
+    if (p.so != 1) {
+      for (int64_t o = 0; o < p.OCg; ++o)
+        for (int64_t c = 0; c < p.Cg; ++c)
+          for (int64_t k = 0; k < p.KHW; ++k) f(((g * p.OCg + o) * p.Cg + c) * p.KHW + k, p.at(g, o, c, k));
+      continue;
+    }
+    for (int64_t ob = 0; ob < p.OCg; ob += 64) {
+      const int64_t oe = std::min<int64_t>(p.OCg, ob + 64);
+      for (int64_t c = 0; c < p.Cg; ++c)
+        for (int64_t k = 0; k < p.KHW; ++k) {
+          const int64_t j0 = p.at(g, ob, c, k), i0 = ((g * p.OCg + ob) * p.Cg + c) * p.KHW + k, si = p.Cg * p.KHW;
+          for (int64_t o = 0; o < oe - ob; ++o) f(i0 + o * si, j0 + o);
+        }
+    }
+  }
+}
+
 // w (OIHW) -> a zero-padded packed copy.
 inline std::vector<float> pack_weights(const float* w, const WeightPack& p) {
   std::vector<float> d(p.size, 0.f);
-  for (int64_t g = 0; g < p.G; ++g)
-    for (int64_t o = 0; o < p.OCg; ++o)
-      for (int64_t c = 0; c < p.Cg; ++c)
-        for (int64_t k = 0; k < p.KHW; ++k) d[p.at(g, o, c, k)] = w[((g * p.OCg + o) * p.Cg + c) * p.KHW + k];
+  for_each_weight(p, [&](int64_t i, int64_t j) { d[j] = w[i]; });
   return d;
 }
 
 // The inverse: a packed grad_w back into w's OIHW layout (padding dropped).
 inline void unpack_weights(const float* d, const WeightPack& p, float* w) {
-  for (int64_t g = 0; g < p.G; ++g)
-    for (int64_t o = 0; o < p.OCg; ++o)
-      for (int64_t c = 0; c < p.Cg; ++c)
-        for (int64_t k = 0; k < p.KHW; ++k) w[((g * p.OCg + o) * p.Cg + c) * p.KHW + k] = d[p.at(g, o, c, k)];
+  for_each_weight(p, [&](int64_t i, int64_t j) { w[i] = d[j]; });
 }
 
 // A thread's scratch buffer, grown to at least n floats (contents undefined).

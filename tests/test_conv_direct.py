@@ -198,3 +198,39 @@ def test_direct_forward_with_wide_weights_at_every_thread_count(rng):
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])
     np.testing.assert_allclose(outs[0], C_.conv2d(x, w, b, p, True, True, True), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
+@pytest.mark.parametrize("case", [
+    # N, C, OC, H, W, KH, KW, stride, padding
+    (2, 16, 24, 14, 14, 3, 3, 2, 1),                   # ResNet's stride-2 3x3, small
+    (3, 32, 16, 9, 8, 1, 1, 2, 0),                     # 1x1 stride 2: three phases without taps
+    (2, 16, 33, 11, 10, 5, 5, 3, 2),                   # stride 3, odd sizes
+    (1, 20, 8, 7, 9, 2, 3, (2, 1), ((0, 1), (2, 0))),  # stride (2, 1), asymmetric padding
+    (2, 16, 16, 12, 12, 3, 3, 2, 0),                   # no padding: a phase with top padding 1
+    (1, 16, 40, 6, 6, 3, 3, 2, 3),                     # padding past the kernel: cropped input
+    (2, 16, 16, 5, 5, 3, 3, 4, 1),                     # stride past the kernel: empty phases
+])
+def test_strided_grad_x_by_phases_matches_naive(case):
+    """Strided convs with C >= 16 take grad_x as one direct forward per output phase: equal
+    to the naive kernel, and the same bits at 1, 2 and 3 threads."""
+    C_ = _backend.native()
+    N, C, OC, H, W, KH, KW, s, pad = case
+    p = _params(s, pad, 1)
+    r = np.random.default_rng(1)
+    x = r.standard_normal((N, H, W, C), dtype=np.float32)
+    w = r.standard_normal((OC, C, KH, KW), dtype=np.float32)
+    y = C_.conv2d(x, w, None, p, True)
+    gy = r.standard_normal(y.shape, dtype=np.float32)
+    want = C_.conv2d_backward(gy, x, w, p, True, False, True)[0]
+    n0 = pyaiml.get_num_threads()
+    got = []
+    try:
+        for n in (1, 2, 3):
+            pyaiml.set_num_threads(n)
+            got.append(C_.conv2d_backward(gy, x, w, p, True, False, False, True, False)[0])
+    finally:
+        pyaiml.set_num_threads(n0)
+    for g in got[1:]:
+        np.testing.assert_array_equal(g, got[0])
+    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=2e-4 * np.sqrt(gy.size))

@@ -43,6 +43,7 @@ struct ConvPlan {
   bool gx_as_conv;  // grad_x is the forward conv grad_x_conv(s) of gy, run by gx's forward kernel
   ConvAlgo gw;      // grad_w, and grad_b in the same pass
   ConvAlgo gb;      // grad_b when grad_w is not asked for
+  bool gx_phases;   // grad_x by conv2d_gx_phases (strided convs; false where not set)
 };
 
 bool wino_ok(const ConvShape& s) {
@@ -108,6 +109,10 @@ ConvPlan conv_plan(const ConvShape& s) {
   // kernels on the full conv of gy (speech2 k3: gcol GEMM + col2im ~0.77 -> ~0.4 ms).
   p.gx_as_conv = s.sh == 1 && s.sw == 1 && s.C >= 16 && s.pt <= (s.KH - 1) * s.dh && s.pl <= (s.KW - 1) * s.dw;
   const ConvShape t = grad_x_conv(s);
+  // Strided, dilation 1, C >= 16 (the phase convs' output channels fill the vectors): one
+  // direct forward per output phase (conv_direct.cpp). ResNet-18's stride-2 layers, N8,
+  // channels last, 2 threads: see benchmarks/RESULTS.md, "Networks through convert".
+  p.gx_phases = !p.gx_as_conv && (s.sh > 1 || s.sw > 1) && s.dh == 1 && s.dw == 1 && s.C >= 16;
   if (!p.gx_as_conv)
     p.gx = A::kDirect;  // per image, output pixels in vector lanes, shifted adds into gx
   else if (wino_ok(t) && s.OH + 2 - s.H - s.pt <= 2 && s.OW + 2 - s.W - s.pl <= 2)
@@ -213,6 +218,10 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
     const ConvShape t = grad_x_conv(s);
     const std::vector<float> wf = pack_weights(w, weight_pack(WLayout::kCOKf, s, 0));
     forward_by(p.gx, t, gy, wf.data(), nullptr, false, gx);
+    gx = nullptr;  // done
+  }
+  if (gx && p.gx_phases) {
+    conv2d_gx_phases(s, gy, w, gx);
     gx = nullptr;  // done
   }
   if (p.gw == ConvAlgo::kIm2col) {  // all three are then: one pass over col tiles

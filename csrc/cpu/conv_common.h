@@ -34,9 +34,20 @@ void conv2d_backward_im2col(const ConvShape& s, const float* gy, const float* x,
 
 // conv_direct.cpp: channels last, G = 1. The backward computes grad_x with output pixels in
 // vector lanes, grad_w and grad_b by passes that hold a block of grad_w in registers.
-void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y);
+// The forward writes y[n][oh][ow][o] at y + n img + oh row + ow px + o: by default the
+// contiguous (N, OH, OW, OC) array, or a strided view of a larger one (the phases of a
+// strided conv's grad_x). Padding may be negative (the input cropped). `packed`, when given,
+// holds the weights already in the kernel's blocked layout (conv_direct.cpp) and w is unused.
+struct OutView {
+  int64_t img, row, px;
+};
+void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y,
+                           const OutView* view = nullptr, const float* packed = nullptr);
 void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
                             float* gw, float* gb);
+// grad_x of a strided conv (channels last, G = 1, dilation 1) as one direct forward conv per
+// output phase (see conv_direct.cpp).
+void conv2d_gx_phases(const ConvShape& s, const float* gy, const float* w, float* gx);
 
 // conv_pointwise.cpp: 1x1, stride 1, no padding, channels last, G = 1: the forward, and
 // grad_w (gw: OC x C, overwritten).

@@ -50,7 +50,7 @@ PadGeom pad_geom(const ConvShape& s) {
   PadGeom g;
   g.Hp = extent(s.OH, s.sh, s.KH, s.dh);
   g.Wp = extent(s.OW, s.sw, s.KW, s.dw);
-  g.copy = s.pt > 0 || s.pl > 0 || g.Hp > s.H || g.Wp > s.W;
+  g.copy = s.pt != 0 || s.pl != 0 || g.Hp > s.H || g.Wp > s.W;
   if (!g.copy) {
     g.Hp = s.H;
     g.Wp = s.W;
@@ -60,12 +60,15 @@ PadGeom pad_geom(const ConvShape& s) {
   return g;
 }
 
-// Image n of x into its padded view d (Hp x Wp x C, zero outside x).
+// Image n of x into its padded view d (Hp x Wp x C, zero outside x; a negative pt or pl
+// crops x's first rows or columns).
 void pad_image(const ConvShape& s, const PadGeom& g, const float* xn, float* d) {
   std::memset(d, 0, sizeof(float) * g.img);
-  const int64_t h1 = std::min(s.H, g.Hp - s.pt), w1 = std::min(s.W, g.Wp - s.pl);
-  for (int64_t h = 0; h < h1; ++h)
-    std::memcpy(d + (h + s.pt) * g.rs + s.pl * s.C, xn + h * s.W * s.C, sizeof(float) * std::max<int64_t>(w1, 0) * s.C);
+  const int64_t h0 = std::max<int64_t>(0, -s.pt), h1 = std::min(s.H, g.Hp - s.pt);
+  const int64_t w0 = std::max<int64_t>(0, -s.pl), w1 = std::min(s.W, g.Wp - s.pl);
+  if (w1 <= w0) return;
+  for (int64_t h = h0; h < h1; ++h)
+    std::memcpy(d + (h + s.pt) * g.rs + (w0 + s.pl) * s.C, xn + (h * s.W + w0) * s.C, sizeof(float) * (w1 - w0) * s.C);
 }
 
 // x itself, or (when the conv reads outside it) its zero-padded copy in `buf`, images in parallel.
@@ -99,28 +102,37 @@ void sc_bias_pass(const float* g, int64_t rows, int64_t ldg, int64_t OCp, float*
 
 }  // namespace
 
-void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y,
+                           const OutView* view, const float* packed) {
   const int64_t C = s.C, OC = s.OC, KHW = s.KH * s.KW, K = KHW * C, OCp = (OC + VL - 1) / VL * VL;
+  const OutView yv = view ? *view : OutView{s.OH * s.OW * OC, s.OW * OC, OC};
   // Weights in blocks of 2 VL output channels (the tiles' width), block ob at wr + ob K,
   // [k][o - ob] with rows bw = min(2 VL, OCp - ob) floats: each block one contiguous run.
   const int64_t BW = 2 * VL, nob = (OC + BW - 1) / BW;
-  // Written in order (one block's rows of bw floats one after another), each row gathering
-  // its bw values from as many rows of w: writing w's order instead scattered the stores
-  // 32 KB apart (3x3 256 -> 512: a quarter of the call in the copy).
-  // Blocks in parallel past 256 KB (smaller ones on the calling thread: the mission CNN at
-  // batch 1 does not wake the pool for them); every element written (the lanes past OC as
-  // zeros), so no fill first.
-  std::unique_ptr<float[]> wr(new float[static_cast<size_t>(K * OCp)]);
-  parallel_for(nob, K * OCp * int64_t(sizeof(float)) > (int64_t(256) << 10) ? 1 : nob, [&](int64_t jb, int64_t je) {
+  // Written a group of 8 output channels at a time: the group's 8 rows of w are read along
+  // (8 lines live, within L1's ways even when the rows lie a power of two apart, as w's rows
+  // of 1x1 kernels over 256 or 512 channels do) and the block's rows written 8 floats at a
+  // time. In w's order the stores fell 32 KB apart (3x3 256 -> 512: a quarter of the call in
+  // the copy). Blocks in parallel past 256 KB (smaller ones on the calling thread: the
+  // mission CNN at batch 1 does not wake the pool for them); every element written (the
+  // lanes past OC as zeros), so no fill first. `packed`, when given, is this layout already.
+  std::unique_ptr<float[]> wr_own(packed ? nullptr : new float[static_cast<size_t>(K * OCp)]);
+  float* wr = wr_own.get();
+  if (!packed) parallel_for(nob, K * OCp * int64_t(sizeof(float)) > (int64_t(256) << 10) ? 1 : nob, [&](int64_t jb, int64_t je) {
     for (int64_t j = jb; j < je; ++j) {
       const int64_t ob = j * BW, bw = std::min(BW, OCp - ob), no = std::min(BW, OC - ob);
-      float* d = wr.get() + ob * K;
-      for (int64_t k = 0; k < KHW; ++k)
-        for (int64_t c = 0; c < C; ++c, d += bw) {
-          const float* src = w + (ob * C + c) * KHW + k;  // OIHW: w[ob + oi][c][k] = src[oi C KHW]
-          for (int64_t oi = 0; oi < no; ++oi) d[oi] = src[oi * C * KHW];
-          for (int64_t oi = no; oi < bw; ++oi) d[oi] = 0.f;
+      float* blk = wr + ob * K;
+      for (int64_t og = 0; og < bw; og += 8) {
+        const int64_t ng = std::max<int64_t>(0, std::min<int64_t>(8, no - og));
+        for (int64_t k = 0; k < KHW; ++k) {
+          float* d = blk + k * C * bw + og;
+          const float* src = w + ((ob + og) * C) * KHW + k;  // OIHW: w[ob + og + oi][c][k]
+          for (int64_t c = 0; c < C; ++c, d += bw) {
+            for (int64_t oi = 0; oi < ng; ++oi) d[oi] = src[(oi * C + c) * KHW];
+            for (int64_t oi = ng; oi < 8; ++oi) d[oi] = 0.f;
+          }
         }
+      }
     }
   });
   std::vector<float> bp;
@@ -137,16 +149,16 @@ void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, c
   // Output rows r0 .. r1 for the block of output channels at ob.
   auto rows_block = [&](int64_t r0, int64_t r1, int64_t ob) {
     const int64_t nc = std::min<int64_t>(BW, OC - ob), bw = std::min(BW, OCp - ob);
-    const float* wb = wr.get() + ob * K;
+    const float* wb = (packed ? packed : wr) + ob * K;
     const float* bb = b ? bp.data() + ob : nullptr;
     const auto& tab = nc > VL ? kScFwd2 : kScFwd1;
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / s.OH, oh = r % s.OH;
       const float* xr = xb + n * pg.img + oh * s.sh * pg.rs;
-      float* yr = y + r * s.OW * OC;
+      float* yr = y + n * yv.img + oh * yv.row;
       for (int64_t ow = 0; ow < s.OW; ow += mt) {
         const int64_t m = std::min<int64_t>(mt, s.OW - ow);
-        tab[m - 1](xr + ow * ps, ps, off.data(), K, wb, bw, bb, relu, yr + ow * OC + ob, OC, nc);
+        tab[m - 1](xr + ow * ps, ps, off.data(), K, wb, bw, bb, relu, yr + ow * yv.px + ob, yv.px, nc);
       }
     }
   };
@@ -180,6 +192,62 @@ void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, c
     for (int64_t r = rb; r < re; ++r)
       for (int64_t ob = 0; ob < OC; ob += BW) rows_block(r, r + 1, ob);
   });
+}
+
+// grad_x of a strided conv by output phase. With stride s, gx rows h = s a + ph take the
+// kernel rows kh = kh0 + s m (kh0 = (ph + pt) mod s) only, each from gy row a + q - m (q =
+// (ph + pt - kh0) / s): a stride-1 conv of gy with that sub-kernel flipped (Mh = the number
+// of such kh rows; top padding Mh - 1 - q), and the same along the width. Each phase is
+// one direct forward (OC -> C channels) written into gx through a strided view; together
+// the phases do exactly the conv's multiply-adds. A phase with no kernel rows or columns
+// (a 1x1 kernel at stride 2) is zero. The per-image path of conv2d_backward_direct puts
+// output pixels in vector lanes, which a 7-pixel row fills less than half of (ResNet-18's
+// 3x3 256 -> 512 stride 2 at N8: grad_x 13 ms at 2 threads against 4.9 ms for the forward).
+void conv2d_gx_phases(const ConvShape& s, const float* gy, const float* w, float* gx) {
+  const int64_t KHW = s.KH * s.KW;
+  bool empty = false;
+  for (int64_t ph = 0; ph < s.sh; ++ph)
+    for (int64_t pw = 0; pw < s.sw; ++pw) {
+      const int64_t kh0 = (ph + s.pt) % s.sh, kw0 = (pw + s.pl) % s.sw;
+      empty |= kh0 >= s.KH || kw0 >= s.KW;
+    }
+  if (empty) std::memset(gx, 0, sizeof(float) * s.N * s.H * s.W * s.C);
+  for (int64_t ph = 0; ph < std::min(s.sh, s.H); ++ph)
+    for (int64_t pw = 0; pw < std::min(s.sw, s.W); ++pw) {
+      const int64_t kh0 = (ph + s.pt) % s.sh, kw0 = (pw + s.pl) % s.sw;
+      if (kh0 >= s.KH || kw0 >= s.KW) continue;
+      const int64_t Mh = (s.KH - kh0 + s.sh - 1) / s.sh, Mw = (s.KW - kw0 + s.sw - 1) / s.sw;
+      const int64_t qh = (ph + s.pt - kh0) / s.sh, qw = (pw + s.pl - kw0) / s.sw;
+      ConvShape t{};
+      t.N = s.N, t.C = s.OC, t.H = s.OH, t.W = s.OW, t.OC = s.C, t.KH = Mh, t.KW = Mw;
+      t.OH = (s.H - ph + s.sh - 1) / s.sh, t.OW = (s.W - pw + s.sw - 1) / s.sw;
+      t.sh = t.sw = t.dh = t.dw = t.G = 1;
+      t.pt = Mh - 1 - qh, t.pl = Mw - 1 - qw;
+      t.cl = true;
+      // The phase conv's weights straight in the forward's blocked layout: block ob of its
+      // output channels (x's channels c), rows k = (j Mw + i) OC + o (taps, then gy's
+      // channels), entry c - ob = w[o][c][kh0 + s (Mh - 1 - j)][kw0 + s (Mw - 1 - i)]: each
+      // row reads a run of w's row o (c in steps of KH KW floats).
+      const int64_t Kt = Mh * Mw * s.OC, OCp = (s.C + VL - 1) / VL * VL, BW = 2 * VL;
+      std::unique_ptr<float[]> v(new float[static_cast<size_t>(Kt * OCp)]);
+      parallel_for((s.C + BW - 1) / BW, 1, [&](int64_t jb, int64_t je) {
+        for (int64_t jj = jb; jj < je; ++jj) {
+          const int64_t ob = jj * BW, bw = std::min(BW, OCp - ob), no = std::min(BW, s.C - ob);
+          for (int64_t j = 0; j < Mh; ++j)
+            for (int64_t i = 0; i < Mw; ++i) {
+              const int64_t kk = (kh0 + s.sh * (Mh - 1 - j)) * s.KW + kw0 + s.sw * (Mw - 1 - i);
+              float* d = v.get() + ob * Kt + (j * Mw + i) * s.OC * bw;
+              for (int64_t o = 0; o < s.OC; ++o, d += bw) {
+                const float* src = w + (o * s.C + ob) * KHW + kk;
+                for (int64_t oi = 0; oi < no; ++oi) d[oi] = src[oi * KHW];
+                for (int64_t oi = no; oi < bw; ++oi) d[oi] = 0.f;
+              }
+            }
+        }
+      });
+      const OutView view{s.H * s.W * s.C, s.sh * s.W * s.C, s.sw * s.C};
+      conv2d_forward_direct(t, gy, nullptr, nullptr, false, gx + (ph * s.W + pw) * s.C, &view, v.get());
+    }
 }
 
 void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,

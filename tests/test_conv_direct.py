@@ -234,3 +234,31 @@ def test_strided_grad_x_by_phases_matches_naive(case):
     for g in got[1:]:
         np.testing.assert_array_equal(g, got[0])
     np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=2e-4 * np.sqrt(gy.size))
+
+
+@pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
+def test_winograd_few_tiles_large_weights_at_every_thread_count(rng):
+    """Few Winograd tiles (N2 7x7: 32) with transformed weights past 2 MB (192 -> 176) take
+    the whole batch through each step at once: forward and grad_x (the flipped conv) equal
+    the naive kernel and are the same bits at 1, 2 and 3 threads."""
+    C_ = _backend.native()
+    x = rng.standard_normal((2, 7, 7, 192), dtype=np.float32)
+    w = rng.standard_normal((176, 192, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(176, dtype=np.float32)
+    p = _params(1, 1, 1)
+    gy = rng.standard_normal((2, 7, 7, 176), dtype=np.float32)
+    n0 = pyaiml.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            pyaiml.set_num_threads(n)
+            outs.append((C_.conv2d(x, w, b, p, True, True),
+                         C_.conv2d_backward(gy, x, w, p, True, False, False, True, False)[0]))
+    finally:
+        pyaiml.set_num_threads(n0)
+    for o in outs[1:]:
+        for a, b_ in zip(o, outs[0]):
+            np.testing.assert_array_equal(a, b_)
+    np.testing.assert_allclose(outs[0][0], C_.conv2d(x, w, b, p, True, True, True), rtol=1e-3, atol=2e-2)
+    gx_naive = C_.conv2d_backward(gy, x, w, p, True, False, True)[0]
+    np.testing.assert_allclose(outs[0][1], gx_naive, rtol=1e-3, atol=2e-2)

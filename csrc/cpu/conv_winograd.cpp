@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <memory>
 #include <vector>
 
 #include "common/parallel.h"
@@ -230,11 +231,80 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
   const float* u = wino_weights(s, w, OCp);
   std::vector<int64_t> ident(C);
   for (int64_t c = 0; c < C; ++c) ident[c] = c;
+  // Input tile (n, th, tw)'s 16 pixels (the zero row where the tile hangs over the edge).
+  auto tile_pixels = [&](int64_t g, const float* zero, const float* (&p)[4][4]) {
+    const int64_t n = g / TT, th = g % TT / TW, tw = g % TW;
+    const float* xn = x + n * s.H * s.W * C;
+    const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        const int64_t ih = ih0 + i, iw = iw0 + j;
+        p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
+      }
+  };
+  // Output tile g from its 16 sums at m (the 16 matrices ms apart), channels o_lo .. o_hi.
+  auto out_tile = [&](int64_t g, const float* m, int64_t ms, int64_t o_lo, int64_t o_hi) {
+    const int64_t n = g / TT, th = g % TT / TW, tw = g % TW;
+    const int64_t oh = 2 * th, ow = 2 * tw;
+    float* y00 = y + ((n * s.OH + oh) * s.OW + ow) * OC;
+    const bool r1 = oh + 1 < s.OH, c1 = ow + 1 < s.OW;
+    float* dst[4] = {y00, c1 ? y00 + OC : nullptr, r1 ? y00 + s.OW * OC : nullptr,
+                     (r1 && c1) ? y00 + (s.OW + 1) * OC : nullptr};
+    int64_t o = o_lo;
+    for (; o + VL <= o_hi; o += VL) wino_out<vf>(m, ms, b, relu, o, dst, ld_v, st_v);
+    for (; o < o_hi; ++o) wino_out<float>(m, ms, b, relu, o, dst, ld_s, st_s);
+  };
+  // Products of tiles t0 .. t0 + nt (rows of Vx, C floats apart) with U[xi]'s columns ob ..
+  // ob + 2 VL into Mx (rows OCp floats apart), in register tiles of near-equal height (tiles
+  // as pixels, channels as taps: no packing; sgemm_st packed A and B on every call. Single
+  // thread: cnn-a2 forward ~1.6 -> ~1.5 ms, its grad_x ~2.1 -> ~1.9 ms; mid ~48 -> ~41 ms).
+  auto products = [&](const float* Vx, int64_t nt, int xi, int64_t ob, float* Mx) {
+    const int64_t ntt = (nt + kDM - 1) / kDM, mt = (nt + ntt - 1) / ntt;
+    const int64_t nc = std::min<int64_t>(2 * VL, OCp - ob);
+    const auto& tab = nc > VL ? kScFwd2 : kScFwd1;
+    for (int64_t t0 = 0; t0 < nt; t0 += mt) {
+      const int64_t m = std::min(mt, nt - t0);
+      tab[m - 1](Vx + t0 * C, C, ident.data(), C, u + xi * C * OCp + ob, OCp, nullptr, false, Mx + t0 * OCp + ob,
+                 OCp, nc);
+    }
+  };
+  const int64_t T = s.N * TT, ob_n = OCp / (2 * VL);
+  if (T <= 4 * kWinoTiles && 16 * C * OCp * int64_t(sizeof(float)) > (int64_t(2) << 20)) {
+    // Few tiles and a U past L2 (ResNet-18's last stage, N8 7x7 512 -> 512: 128 tiles, U 16
+    // MB): in blocks of tiles, each block streamed all of U (4 blocks: 64 MB read per call,
+    // each weight used by <= 12 tiles at a time). Here the whole batch's tiles go through
+    // each step at once: all input transforms, then tasks of one (transform point, 2 VL
+    // output channels) over every tile (that strip of U, 64 KB, read once and kept in L2),
+    // then all output transforms. Each tile's sums are the same as in blocks, so is y.
+    std::unique_ptr<float[]> Vb(new float[static_cast<size_t>(16 * T * C)]);
+    std::unique_ptr<float[]> Mb(new float[static_cast<size_t>(16 * T * OCp)]);
+    float* V = Vb.get();
+    float* M = Mb.get();
+    parallel_for(T, 8, [&](int64_t tb, int64_t te) {
+      if ((int64_t)t_zero.size() < C) t_zero.assign(C, 0.f);
+      const float* p[4][4];
+      for (int64_t g = tb; g < te; ++g) {
+        tile_pixels(g, t_zero.data(), p);
+        int64_t c = 0;
+        for (; c + VL <= C; c += VL) wino_in<vf>(p, V + g * C, T * C, c, ld_v, st_v);
+        for (; c < C; ++c) wino_in<float>(p, V + g * C, T * C, c, ld_s, st_s);
+      }
+    });
+    parallel_for(16 * ob_n, 1, [&](int64_t kb0, int64_t kb1) {
+      for (int64_t k = kb0; k < kb1; ++k) {
+        const int xi = static_cast<int>(k / ob_n);
+        products(V + xi * T * C, T, xi, (k % ob_n) * 2 * VL, M + xi * T * OCp);
+      }
+    });
+    parallel_for(T, 8, [&](int64_t tb, int64_t te) {
+      for (int64_t g = tb; g < te; ++g) out_tile(g, M + g * OCp, T * OCp, 0, OC);
+    });
+    return;
+  }
   // Fewer tile blocks than threads (a small batch: 1x15x15x32 -> 64 is one block of 49 tiles):
   // the output channels are split too, in runs of 2 VL (the product tiles' width), each task
   // transforming its block's input again (cheap beside its share of the products). One block
   // on one thread left the other idle: 2 threads were slower than 1 at batch 1.
-  const int64_t ob_n = OCp / (2 * VL);
   const int64_t osplit = blocks >= get_num_threads() ? 1 : std::min<int64_t>(ob_n, get_num_threads() / blocks);
   const int64_t ob_per = (ob_n + osplit - 1) / osplit;
   parallel_for(blocks * osplit, 1, [&](int64_t tb, int64_t te) {
@@ -246,52 +316,22 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
       const int64_t task = tk / osplit, os = tk % osplit;
       const int64_t ob_lo = std::min(OCp, os * ob_per * 2 * VL), ob_hi = std::min(OCp, (os + 1) * ob_per * 2 * VL);
       const int64_t o_lo = std::min(OC, ob_lo), o_hi = std::min(OC, ob_hi);
-      const int64_t g0 = task * kb, nt = std::min(kb, s.N * TT - g0);
+      const int64_t g0 = task * kb, nt = std::min(kb, T - g0);
       // input transform: V[xi][t][c] = (B^T d B)[i][j]
+      const float* p[4][4];
       for (int64_t t = 0; t < nt; ++t) {
-        const int64_t n = (g0 + t) / TT, th = (g0 + t) % TT / TW, tw = (g0 + t) % TW;
-        const float* xn = x + n * s.H * s.W * C;
-        const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
-        const float* p[4][4];
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) {
-            const int64_t ih = ih0 + i, iw = iw0 + j;
-            p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
-          }
+        tile_pixels(g0 + t, zero, p);
         float* v = V + t * C;
         const int64_t vs = kb * C;  // stride between the 16 V matrices
         int64_t c = 0;
         for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
         for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
       }
-      // M[xi] = V[xi] U[xi] by the direct forward's register tiles (tiles as pixels, channels
-      // as taps): no packing (sgemm_st packed A and B on every call). Single thread: cnn-a2
-      // forward ~1.6 -> ~1.5 ms, its grad_x ~2.1 -> ~1.9 ms; mid forward ~48 -> ~41 ms.
-      const int64_t ntt = (nt + kDM - 1) / kDM, mt = (nt + ntt - 1) / ntt;
+      // M[xi] = V[xi] U[xi]
       for (int xi = 0; xi < 16; ++xi)
-        for (int64_t ob = ob_lo; ob < ob_hi; ob += 2 * VL) {
-          const int64_t nc = std::min<int64_t>(2 * VL, OCp - ob);
-          const auto& tab = nc > VL ? kScFwd2 : kScFwd1;
-          for (int64_t t0 = 0; t0 < nt; t0 += mt) {
-            const int64_t m = std::min(mt, nt - t0);
-            tab[m - 1](V + xi * kb * C + t0 * C, C, ident.data(), C, u + xi * C * OCp + ob, OCp, nullptr,
-                       false, M + xi * kb * OCp + t0 * OCp + ob, OCp, nc);
-          }
-        }
+        for (int64_t ob = ob_lo; ob < ob_hi; ob += 2 * VL) products(V + xi * kb * C, nt, xi, ob, M + xi * kb * OCp);
       // output transform: y = A^T m A (+ bias, relu)
-      const int64_t ms = kb * OCp;
-      for (int64_t t = 0; t < nt; ++t) {
-        const int64_t n = (g0 + t) / TT, th = (g0 + t) % TT / TW, tw = (g0 + t) % TW;
-        const int64_t oh = 2 * th, ow = 2 * tw;
-        const float* m = M + t * OCp;
-        float* y00 = y + ((n * s.OH + oh) * s.OW + ow) * OC;
-        const bool r1 = oh + 1 < s.OH, c1 = ow + 1 < s.OW;
-        float* dst[4] = {y00, c1 ? y00 + OC : nullptr, r1 ? y00 + s.OW * OC : nullptr,
-                         (r1 && c1) ? y00 + (s.OW + 1) * OC : nullptr};
-        int64_t o = o_lo;
-        for (; o + VL <= o_hi; o += VL) wino_out<vf>(m, ms, b, relu, o, dst, ld_v, st_v);
-        for (; o < o_hi; ++o) wino_out<float>(m, ms, b, relu, o, dst, ld_s, st_s);
-      }
+      for (int64_t t = 0; t < nt; ++t) out_tile(g0 + t, M + t * OCp, kb * OCp, o_lo, o_hi);
     }
   });
 }

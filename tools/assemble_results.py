@@ -38,8 +38,9 @@ Known gaps (stated in the sections below):
   and 1.09x-1.22x (channels_last) in the latest three runs, on torch's own OpenMP threads; with
   pyaiml's own pool (`PYAIML_HOST_OPENMP=0`) 0.81x-0.96x. A `max_pool2d` call cost 8.8-10.1 us above
   the kernel layer when last split (target at most 10 us). ResNet-18 and MobileNetV3-Small through
-  `convert` (batch 8, 224x224; target 1.0x): ResNet-18 0.97x-1.12x eval, 0.87x-1.04x training;
-  MobileNetV3-Small 0.74x-0.96x eval, 0.92x-1.23x training over this stop's last three runs.
+  `convert` (batch 8, 224x224; target 1.0x): ResNet-18 1.00x-1.12x in every mode and layout in the
+  latest two runs (after the stride-2 and last-stage kernels of 2026-12-05); MobileNetV3-Small
+  0.81x (NCHW) and 0.98x (channels last) eval, 0.99x-1.23x training.
 - Depthwise forward through `pyaiml.ops` stays below torch in the same layout (k3 0.67x-0.93x, k5
   14x14 0.47x-0.85x channels last); the pointwise 1x1 channels-last rows are at 1.20x-1.39x forward.
 - GEMM square-256 reads 0.88x torch.mm (no target); NumPy's OpenBLAS beats both at the square
@@ -54,7 +55,8 @@ Known gaps (stated in the sections below):
   step is bound by the GEMV's arithmetic, the batch-1 step by memory, so the ratio falls when
   this VM's bandwidth rises; int8 decode (1.04x-1.51x llama.cpp Q8_0) and prefill (1.60x-2.09x
   transformers) are met.
-- Serving: the mission CNN over v2 at 32 clients gives 1.6x one client's request rate (target 3x).
+- Serving: the mission CNN over v2 at 32 clients gives 2.2x-2.6x one client's request rate (target
+  3x): 32 clients now serve 5500-7100 requests/s, but one client's rate doubled with the same changes.
 - The mission CNN's Keras training step reads 1.62x-1.80x torch channels_last in the latest three
   runs (target 1.5x), but 1.37x-1.91x across this VM's swings on one build: not every run meets it.
 - The Keras LSTM training step is at parity with torch.nn.LSTM (0.99-1.01x in the latest three

@@ -7,7 +7,8 @@ a Starlette app with
 - Open Inference Protocol v2 (Keras, HMM, HMMClassifier, Word2Vec/KeyedVectors):
   ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready`` (503 until ready and while
   shutting down), ``/v2/models/{name}[/versions/{v}]``, ``.../ready``, ``.../config``,
-  ``POST .../infer`` (JSON and the binary tensor extension; errors ``{"error": msg}``);
+  ``POST .../infer`` (JSON and the binary tensor extension; errors ``{"error": msg}``; the
+  middleware hands infer requests straight to their ASGI endpoint, :class:`V2Infer`);
 - OpenAI-compatible routes (TransformerLM, pyaiml.llm checkpoints and other adapters;
   Word2Vec and BERT checkpoints for embeddings): see
   pyaiml/serve/openai_api.py;

@@ -13,7 +13,10 @@ model call, grow the batches step by step. A request
 larger than ``max_batch_size`` runs alone (never split), and a request that does not fit
 the remaining room waits for the next batch, so rows of one request stay together and in
 order. The model is called from this one thread only, so models whose layers keep
-per-call state are safe.
+per-call state are safe. ``submit_async(x)`` is the same for a caller on an asyncio event
+loop: it returns that loop's future, and the worker settles all of a batch's futures of one
+loop in one ``call_soon_threadsafe`` (the server's path: one wake-up of the event loop per
+batch rather than a ``concurrent.futures.Future`` and a wake-up per request).
 
 ``on_batch(rows)`` is called after each model call, before its waiters get their results
 (the server counts batch sizes for /metrics). What it is not: a priority or padding scheduler (inputs of one model share their

@@ -102,3 +102,28 @@ def keras3_on_torch():
     if keras3.backend.backend() != "torch":
         pytest.skip("Keras runs another backend here")
     return keras3
+
+
+def same_at_thread_counts(fn, counts=(1, 2, 3)):
+    """fn() at each pyaiml thread count in ``counts`` (restored after): asserts every run
+    returns the same arrays bit for bit (fn returns an array or a tuple of arrays and Nones)
+    and returns the first run's result."""
+    import numpy as np
+
+    import pyaiml
+
+    n0 = pyaiml.get_num_threads()
+    outs = []
+    try:
+        for n in counts:
+            pyaiml.set_num_threads(n)
+            outs.append(fn())
+    finally:
+        pyaiml.set_num_threads(n0)
+    for o in outs[1:]:
+        for a, b in zip(o if isinstance(o, tuple) else (o,), outs[0] if isinstance(outs[0], tuple) else (outs[0],)):
+            if a is None or b is None:
+                assert a is b
+            else:
+                np.testing.assert_array_equal(a, b)
+    return outs[0]

@@ -12,7 +12,7 @@ pyaiml.reference.conv, as in tests/test_conv.py; the naive-vs-fast checks need n
 import numpy as np
 import pytest
 
-from helpers import backends_for
+from helpers import backends_for, same_at_thread_counts
 from test_conv import _check
 
 import pyaiml
@@ -187,17 +187,8 @@ def test_direct_forward_with_wide_weights_at_every_thread_count(rng):
     w = rng.standard_normal((72, 256, 3, 3), dtype=np.float32)
     b = rng.standard_normal(72, dtype=np.float32)
     p = _params(2, 1, 1)
-    n0 = pyaiml.get_num_threads()
-    outs = []
-    try:
-        for n in (1, 2, 3):
-            pyaiml.set_num_threads(n)
-            outs.append(C_.conv2d(x, w, b, p, True, True))
-    finally:
-        pyaiml.set_num_threads(n0)
-    for o in outs[1:]:
-        np.testing.assert_array_equal(o, outs[0])
-    np.testing.assert_allclose(outs[0], C_.conv2d(x, w, b, p, True, True, True), rtol=1e-4, atol=1e-3)
+    y = same_at_thread_counts(lambda: C_.conv2d(x, w, b, p, True, True))
+    np.testing.assert_allclose(y, C_.conv2d(x, w, b, p, True, True, True), rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
@@ -223,17 +214,8 @@ def test_strided_grad_x_by_phases_matches_naive(case):
     y = C_.conv2d(x, w, None, p, True)
     gy = r.standard_normal(y.shape, dtype=np.float32)
     want = C_.conv2d_backward(gy, x, w, p, True, False, True)[0]
-    n0 = pyaiml.get_num_threads()
-    got = []
-    try:
-        for n in (1, 2, 3):
-            pyaiml.set_num_threads(n)
-            got.append(C_.conv2d_backward(gy, x, w, p, True, False, False, True, False)[0])
-    finally:
-        pyaiml.set_num_threads(n0)
-    for g in got[1:]:
-        np.testing.assert_array_equal(g, got[0])
-    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=2e-4 * np.sqrt(gy.size))
+    gx = same_at_thread_counts(lambda: C_.conv2d_backward(gy, x, w, p, True, False, False, True, False)[0])
+    np.testing.assert_allclose(gx, want, rtol=1e-4, atol=2e-4 * np.sqrt(gy.size))
 
 
 @pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
@@ -247,18 +229,7 @@ def test_winograd_few_tiles_large_weights_at_every_thread_count(rng):
     b = rng.standard_normal(176, dtype=np.float32)
     p = _params(1, 1, 1)
     gy = rng.standard_normal((2, 7, 7, 176), dtype=np.float32)
-    n0 = pyaiml.get_num_threads()
-    outs = []
-    try:
-        for n in (1, 2, 3):
-            pyaiml.set_num_threads(n)
-            outs.append((C_.conv2d(x, w, b, p, True, True),
-                         C_.conv2d_backward(gy, x, w, p, True, False, False, True, False)[0]))
-    finally:
-        pyaiml.set_num_threads(n0)
-    for o in outs[1:]:
-        for a, b_ in zip(o, outs[0]):
-            np.testing.assert_array_equal(a, b_)
-    np.testing.assert_allclose(outs[0][0], C_.conv2d(x, w, b, p, True, True, True), rtol=1e-3, atol=2e-2)
-    gx_naive = C_.conv2d_backward(gy, x, w, p, True, False, True)[0]
-    np.testing.assert_allclose(outs[0][1], gx_naive, rtol=1e-3, atol=2e-2)
+    y, gx = same_at_thread_counts(lambda: (C_.conv2d(x, w, b, p, True, True),
+                                           C_.conv2d_backward(gy, x, w, p, True, False, False, True, False)[0]))
+    np.testing.assert_allclose(y, C_.conv2d(x, w, b, p, True, True, True), rtol=1e-3, atol=2e-2)
+    np.testing.assert_allclose(gx, C_.conv2d_backward(gy, x, w, p, True, False, True)[0], rtol=1e-3, atol=2e-2)

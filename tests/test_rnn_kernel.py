@@ -21,7 +21,7 @@ import pytest
 
 import pyaiml
 from pyaiml import _backend, ops
-from tests.helpers import run_py
+from tests.helpers import run_py, same_at_thread_counts
 
 torch = pytest.importorskip("torch")
 
@@ -259,19 +259,13 @@ def test_backward_with_projection_at_every_thread_count(B, T, H, D):
     rs = np.random.default_rng(3)
     x = rs.normal(size=(B, T, D)).astype(np.float32)
     kern = rs.normal(size=(D, 4 * H)).astype(np.float32)
-    before = pyaiml.get_num_threads()
-    res = []
-    try:
-        for n in (1, 2, 3):
-            pyaiml.set_num_threads(n)
-            saved = ops.lstm_sequence(xp, U, h0, c0, mask)
-            res.append(ops.lstm_sequence_backward(gh, gc, U, saved, h0, c0, mask, x=x, kernel=kern))
-    finally:
-        pyaiml.set_num_threads(before)
-    for r in res[1:]:
-        for a, b in zip(r, res[0]):
-            np.testing.assert_array_equal(a, b)
-    gxp, gU, _, _, gW, gb, gx = res[0]
+
+    def run():
+        saved = ops.lstm_sequence(xp, U, h0, c0, mask)
+        return saved + ops.lstm_sequence_backward(gh, gc, U, saved, h0, c0, mask, x=x, kernel=kern)
+
+    res = same_at_thread_counts(run)
+    saved, (gxp, gU, _, _, gW, gb, gx) = res[:4], res[4:]
     g64 = gxp.reshape(B * T, 4 * H).astype(np.float64)
     hs = saved[0].astype(np.float64)
     hprev = np.concatenate([h0.astype(np.float64)[:, None], hs[:, :-1]], axis=1).reshape(B * T, H)

@@ -229,8 +229,8 @@ def _numeric(a, name, want_kind="f"):
         raise TensorError(f"input '{name}': must be numeric (FP32/FP64/INT*). Received datatype "
                           f"{'BYTES' if a.dtype.kind == 'O' else 'BOOL' if a.dtype.kind == 'b' else a.dtype}")
     if a.dtype.kind == "f" and not finite(a):
-        bad = np.argwhere(~np.isfinite(a))[0]
-        raise TensorError(f"input '{name}': values must be finite. Received {a[tuple(bad)]} at index {tuple(bad)}")
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+        raise TensorError(f"input '{name}': values must be finite. Received {a[bad]} at index {bad}")
     if want_kind == "i" and a.dtype.kind == "f" and not np.all(a == np.round(a)):
         raise TensorError(f"input '{name}': must hold integers. Received non-integer values")
     return a

@@ -12,7 +12,7 @@ pyaiml.reference.conv, as in tests/test_conv.py; the naive-vs-fast checks need n
 import numpy as np
 import pytest
 
-from helpers import backends_for, same_at_thread_counts
+from helpers import backends_for, run_under_isa, same_at_thread_counts
 from test_conv import _check
 
 import pyaiml
@@ -178,21 +178,22 @@ def test_direct_results_do_not_depend_on_thread_count(shape, rng):
 
 
 @pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
-def test_direct_forward_with_wide_weights_at_every_thread_count(rng):
-    """Weights past 512 KB (3x3, 256 -> 72: blocks of 32, 32 and a partial 8) run as tasks of
-    one block of output channels over a chunk of rows: the same bits at 1, 2 and 3 threads,
-    and the naive kernel's values, with bias and ReLU, stride 2 and padding."""
+@pytest.mark.parametrize("OC", [72, 68])
+def test_direct_forward_with_wide_weights_at_every_thread_count(OC):
+    """Weights past 512 KB (3x3, 256 -> 72 or 68: blocks of 2 vectors and a partial one) run as
+    tasks of one block of output channels over a chunk of rows: the same bits at 1, 2 and 3
+    threads, and the naive kernel's values, with bias and ReLU, stride 2 and padding."""
     C_ = _backend.native()
+    rng = np.random.default_rng(OC)
     x = rng.standard_normal((3, 11, 9, 256), dtype=np.float32)
-    w = rng.standard_normal((72, 256, 3, 3), dtype=np.float32)
-    b = rng.standard_normal(72, dtype=np.float32)
+    w = rng.standard_normal((OC, 256, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(OC, dtype=np.float32)
     p = _params(2, 1, 1)
     y = same_at_thread_counts(lambda: C_.conv2d(x, w, b, p, True, True))
     np.testing.assert_allclose(y, C_.conv2d(x, w, b, p, True, True, True), rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
-@pytest.mark.parametrize("case", [
+PHASE_CASES = [
     # N, C, OC, H, W, KH, KW, stride, padding
     (2, 16, 24, 14, 14, 3, 3, 2, 1),                   # ResNet's stride-2 3x3, small
     (3, 32, 16, 9, 8, 1, 1, 2, 0),                     # 1x1 stride 2: three phases without taps
@@ -201,7 +202,11 @@ def test_direct_forward_with_wide_weights_at_every_thread_count(rng):
     (2, 16, 16, 12, 12, 3, 3, 2, 0),                   # no padding: a phase with top padding 1
     (1, 16, 40, 6, 6, 3, 3, 2, 3),                     # padding past the kernel: cropped input
     (2, 16, 16, 5, 5, 3, 3, 4, 1),                     # stride past the kernel: empty phases
-])
+]
+
+
+@pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
+@pytest.mark.parametrize("case", PHASE_CASES)
 def test_strided_grad_x_by_phases_matches_naive(case):
     """Strided convs with C >= 16 take grad_x as one direct forward per output phase: equal
     to the naive kernel, and the same bits at 1, 2 and 3 threads."""
@@ -233,3 +238,18 @@ def test_winograd_few_tiles_large_weights_at_every_thread_count(rng):
                                            C_.conv2d_backward(gy, x, w, p, True, False, False, True, False)[0]))
     np.testing.assert_allclose(y, C_.conv2d(x, w, b, p, True, True, True), rtol=1e-3, atol=2e-2)
     np.testing.assert_allclose(gx, C_.conv2d_backward(gy, x, w, p, True, False, True)[0], rtol=1e-3, atol=2e-2)
+
+
+@pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_blocked_direct_and_phase_paths_under_each_isa(isa):
+    """The wide-weight forward, the strided grad_x phases and Winograd's few-tile path under
+    PYAIML_ISA (one interpreter per ISA; vector widths 8 and 4 give other block edges: a last
+    block of 4 channels at OC = 68 on the baseline build)."""
+    run_under_isa(isa, "import numpy as np\n"
+                       "import test_conv_direct as t\n"
+                       "for oc in (72, 68):\n"
+                       "    t.test_direct_forward_with_wide_weights_at_every_thread_count(oc)\n"
+                       "for case in t.PHASE_CASES:\n"
+                       "    t.test_strided_grad_x_by_phases_matches_naive(case)\n"
+                       "t.test_winograd_few_tiles_large_weights_at_every_thread_count(np.random.default_rng(0))\n")

@@ -122,14 +122,14 @@ void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, c
     for (int64_t j = jb; j < je; ++j) {
       const int64_t ob = j * BW, bw = std::min(BW, OCp - ob), no = std::min(BW, OC - ob);
       float* blk = wr + ob * K;
-      for (int64_t og = 0; og < bw; og += 8) {
-        const int64_t ng = std::max<int64_t>(0, std::min<int64_t>(8, no - og));
+      for (int64_t og = 0; og < bw; og += 8) {  // groups of 8 (of 4 when bw is: a VL-4 build's last block)
+        const int64_t gw = std::min<int64_t>(8, bw - og), ng = std::max<int64_t>(0, std::min(gw, no - og));
         for (int64_t k = 0; k < KHW; ++k) {
           float* d = blk + k * C * bw + og;
           const float* src = w + ((ob + og) * C) * KHW + k;  // OIHW: w[ob + og + oi][c][k]
           for (int64_t c = 0; c < C; ++c, d += bw) {
             for (int64_t oi = 0; oi < ng; ++oi) d[oi] = src[(oi * C + c) * KHW];
-            for (int64_t oi = ng; oi < 8; ++oi) d[oi] = 0.f;
+            for (int64_t oi = ng; oi < gw; ++oi) d[oi] = 0.f;
           }
         }
       }

@@ -13,9 +13,8 @@ N*OH*OW for grad_w/grad_b): float32 rounding grows like sqrt of the summed terms
 import numpy as np
 import pytest
 
-from helpers import backends_for, optional_torch, oracle_for
+from helpers import backends_for, optional_torch, oracle_for, same_at_thread_counts
 
-import pyaiml
 import pyaiml.ops as ops
 from pyaiml import _backend
 from pyaiml.reference import conv as R
@@ -237,18 +236,8 @@ def test_results_do_not_depend_on_thread_count(rng):
     x = rng.standard_normal((9, 10, 11, 5), dtype=np.float32)
     w = rng.standard_normal((6, 5, 3, 3), dtype=np.float32)
     gy = rng.standard_normal((9, 10, 11, 6), dtype=np.float32)
-    n0 = pyaiml.get_num_threads()
-    outs = []
-    try:
-        for n in (1, 2, 3):
-            pyaiml.set_num_threads(n)
-            outs.append((ops.conv2d(x, w, padding=1, data_format="NHWC"),)
-                        + ops.conv2d_backward(gy, x, w, padding=1, data_format="NHWC"))
-    finally:
-        pyaiml.set_num_threads(n0)
-    for o in outs[1:]:
-        for a, b in zip(outs[0], o):
-            np.testing.assert_array_equal(a, b)
+    same_at_thread_counts(lambda: (ops.conv2d(x, w, padding=1, data_format="NHWC"),)
+                          + ops.conv2d_backward(gy, x, w, padding=1, data_format="NHWC"))
 
 
 @pytest.mark.parametrize("backend", backends_for("conv2d"))

@@ -13,10 +13,9 @@ grad_w/grad_b). float64 results are held to 1e-9 of that scale (they are float64
 
 import numpy as np
 import pytest
-from helpers import backends_for, optional_torch, run_under_isa
+from helpers import backends_for, optional_torch, run_under_isa, same_at_thread_counts
 from test_conv import _close
 
-import pyaiml
 from pyaiml import _backend, ops
 
 torch = optional_torch()
@@ -218,17 +217,8 @@ def test_grouped_and_pointwise_match_naive(case):
 def test_results_do_not_depend_on_thread_count(case, cl):
     C_ = _backend.native()
     x, w, b, gy, p, _ = _raw(case, cl)
-    n0 = pyaiml.get_num_threads()
-    outs = []
-    try:
-        for n in (1, 2, 3):
-            pyaiml.set_num_threads(n)
-            outs.append((C_.conv2d(x, w, b, p, cl, True, False),) + tuple(C_.conv2d_backward(gy, x, w, p, cl, True)))
-    finally:
-        pyaiml.set_num_threads(n0)
-    for o in outs[1:]:
-        for a, a2 in zip(outs[0], o):
-            np.testing.assert_array_equal(a, a2)
+    same_at_thread_counts(lambda: (C_.conv2d(x, w, b, p, cl, True, False),)
+                          + tuple(C_.conv2d_backward(gy, x, w, p, cl, True)))
 
 
 @needs_cpp
@@ -240,17 +230,8 @@ def test_small_groups_do_not_depend_on_thread_count():
     b = r.standard_normal(32, dtype=np.float32)
     p = (1, 1, 1, 1, 1, 1, 1, 1, 8)
     gy = r.standard_normal((5, 9, 11, 32), dtype=np.float32)
-    n0 = pyaiml.get_num_threads()
-    outs = []
-    try:
-        for n in (1, 2, 3):
-            pyaiml.set_num_threads(n)
-            outs.append((C_.conv2d(x, w, b, p, True, False, False),) + tuple(C_.conv2d_backward(gy, x, w, p, True, True)))
-    finally:
-        pyaiml.set_num_threads(n0)
-    for o in outs[1:]:
-        for a, a2 in zip(outs[0], o):
-            np.testing.assert_array_equal(a, a2)
+    same_at_thread_counts(lambda: (C_.conv2d(x, w, b, p, True, False, False),)
+                          + tuple(C_.conv2d_backward(gy, x, w, p, True, True)))
 
 
 @needs_cpp

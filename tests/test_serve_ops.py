@@ -89,6 +89,42 @@ def test_api_key_with_the_real_clients(keyed):
     c.close()
 
 
+def test_app_mounted_under_a_prefix(paths):
+    """Embedded in another Starlette app under /ml (a Mount keeps the prefix in the path and
+    puts it in root_path): health probes stay open, a /v1 401 or 404 is in OpenAI's format,
+    infer answers (the middleware's direct route), and the metrics name this app's routes,
+    not the enclosing Mount."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    inner = create_app({"cnn": paths["cnn"], "lm": paths["lm"]}, api_key=KEY)
+    good = {"Authorization": f"Bearer {KEY}"}
+    x = {"inputs": [{"name": "input", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [0.0] * 64}]}
+    try:
+        with TestClient(Starlette(routes=[Mount("/ml", app=inner)])) as c:
+            assert c.get("/ml/v2/health/live").status_code == 200
+            assert c.get("/ml/v2/health/ready").status_code == 200
+            r = c.post("/ml/v1/completions", json={"model": "lm", "prompt": "a", "max_tokens": 1})
+            assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+            r = c.post("/ml/v2/models/cnn/infer", json=x)
+            assert r.status_code == 401 and "valid API key" in r.json()["error"]
+            r = c.post("/ml/v2/models/cnn/infer", json=x, headers=good)
+            assert r.status_code == 200 and np.asarray(r.json()["outputs"][0]["data"]).shape == (3,)
+            assert c.post("/ml/v2/models/cnn/versions/1/infer", json=x, headers=good).status_code == 200
+            r = c.get("/ml/v1/nothing", headers=good)
+            assert r.status_code == 404 and "no route /ml/v1/nothing" in r.json()["error"]["message"]
+            m = c.get("/ml/metrics", headers=good).text
+    finally:
+        inner.state.serve.close()
+    req = _samples(m, "pyaiml_serve_requests_total")
+    assert req['pyaiml_serve_requests_total{method="GET",route="/v2/health/live",status="200"}'] == 1
+    assert req['pyaiml_serve_requests_total{method="POST",route="/v1/completions",status="401"}'] == 1
+    assert req['pyaiml_serve_requests_total{method="POST",route="/v2/models/{name}/infer",status="401"}'] == 1
+    assert req['pyaiml_serve_requests_total{method="POST",route="/v2/models/{name}/infer",status="200"}'] == 1
+    assert not any('route="/ml"' in k for k in req), req
+
+
 def test_api_key_file_errors(tmp_path, paths):
     empty = tmp_path / "empty.keys"
     empty.write_text("# nothing\n\n")

@@ -41,6 +41,16 @@ access_log = logging.getLogger("pyaiml.serve.access")
 _OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 
 
+def _route_path(scope) -> str:
+    """The request's path within this app: ``path`` less the ``root_path`` it is mounted at
+    (when the app is embedded under a prefix, e.g. a Starlette Mount, ``path`` keeps the
+    prefix), as Starlette's router matches it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root):len(root) + 1] in ("/", ""):
+        return path[len(root):]
+    return path
+
+
 class HTTPError(Exception):
     """An error answered with ``status`` and ``message`` in the route's protocol format."""
 
@@ -219,6 +229,7 @@ class _Middleware:
         self.st = st
         self.state = app.state
         self._routes = [(r, getattr(r, "path", "")) for r in app.routes]
+        self._own = {id(r) for r in app.routes}
         self._children = {}  # (route, method, status) -> (requests counter, latency histogram)
         # POST .../infer goes straight to its ASGI endpoint (see V2Infer); keyed by the
         # number of path segments: /v2/models/{name}/infer and .../versions/{version}/infer
@@ -231,7 +242,7 @@ class _Middleware:
         from starlette.routing import Match
 
         r = scope.get("route")  # the router records the route it picked (skips matching 14 patterns again)
-        if r is not None and getattr(r, "path", None):
+        if r is not None and id(r) in self._own:  # (not an enclosing app's route, e.g. the Mount we sit under)
             return r.path
         for r, path in self._routes:
             m, _ = r.matches(scope)
@@ -240,7 +251,7 @@ class _Middleware:
         return "unmatched"
 
     def _authorized(self, scope):
-        if not self.st.keys or scope["path"] in _OPEN_PATHS:
+        if not self.st.keys or _route_path(scope) in _OPEN_PATHS:
             return True
         auth = b""
         for k, v in scope.get("headers", ()):
@@ -256,7 +267,7 @@ class _Middleware:
     def _direct(self, scope):
         """The V2Infer endpoint for a POST whose path has an infer route's shape, with the
         scope's path_params and route set as Starlette's router would; else None."""
-        path = scope["path"]
+        path = _route_path(scope)
         if scope["method"] != "POST" or not path.endswith("/infer") or not path.startswith("/v2/models/"):
             return None
         parts = path.split("/")
@@ -301,7 +312,7 @@ class _Middleware:
 
         try:
             if not self._authorized(scope):
-                path = scope["path"]
+                path = _route_path(scope)
                 msg = "a valid API key is required: send the header 'Authorization: Bearer <key>'"
                 body = _openai_error_body(401, msg, "invalid_api_key") if path.startswith("/v1") \
                     else json.dumps({"error": msg}).encode()
@@ -335,7 +346,8 @@ async def _route_error(request, exc):
         msg = f"method {request.method} is not allowed on {path}"
     else:
         msg = f"no route {path}; this server speaks /v1 (OpenAI-compatible), /v2 (Open Inference Protocol) and /metrics"
-    body = _openai_error_body(status, msg) if path.startswith("/v1") else json.dumps({"error": msg}).encode()
+    body = _openai_error_body(status, msg) if _route_path(request.scope).startswith("/v1") \
+        else json.dumps({"error": msg}).encode()
     headers = dict(getattr(exc, "headers", None) or {})
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 

@@ -100,41 +100,47 @@ void sc_bias_pass(const float* g, int64_t rows, int64_t ldg, int64_t OCp, float*
   }
 }
 
-}  // namespace
-
-void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y,
-                           const OutView* view, const float* packed) {
-  const int64_t C = s.C, OC = s.OC, KHW = s.KH * s.KW, K = KHW * C, OCp = (OC + VL - 1) / VL * VL;
-  const OutView yv = view ? *view : OutView{s.OH * s.OW * OC, s.OW * OC, OC};
-  // Weights in blocks of 2 VL output channels (the tiles' width), block ob at wr + ob K,
-  // [k][o - ob] with rows bw = min(2 VL, OCp - ob) floats: each block one contiguous run.
-  const int64_t BW = 2 * VL, nob = (OC + BW - 1) / BW;
-  // Written a group of 8 output channels at a time: the group's 8 rows of w are read along
-  // (8 lines live, within L1's ways even when the rows lie a power of two apart, as w's rows
-  // of 1x1 kernels over 256 or 512 channels do) and the block's rows written 8 floats at a
-  // time. In w's order the stores fell 32 KB apart (3x3 256 -> 512: a quarter of the call in
-  // the copy). Blocks in parallel past 256 KB (smaller ones on the calling thread: the
-  // mission CNN at batch 1 does not wake the pool for them); every element written (the
-  // lanes past OC as zeros), so no fill first. `packed`, when given, is this layout already.
-  std::unique_ptr<float[]> wr_own(packed ? nullptr : new float[static_cast<size_t>(K * OCp)]);
-  float* wr = wr_own.get();
-  if (!packed) parallel_for(nob, K * OCp * int64_t(sizeof(float)) > (int64_t(256) << 10) ? 1 : nob, [&](int64_t jb, int64_t je) {
+// The direct forward's weight layout for OCo output channels over K = T * Ci rows (tap
+// major, then input channel): blocks of 2 VL output channels (the tiles' width), block ob at
+// dst + ob K, [k][o - ob] with rows bw = min(2 VL, OCp - ob) floats, entry val(o, ci, t).
+// Written a group of 8 output channels at a time (of 4 where a VL-4 build's last block is 4
+// wide): for conv weights the group's 8 rows of w are read along (8 lines live, within L1's
+// ways even when the rows lie a power of two apart, as w's rows of 1x1 kernels over 256 or 512
+// channels do) and the block's rows written 8 floats at a time; in w's order the stores fell
+// 32 KB apart (3x3 256 -> 512: a quarter of the call in the copy). Blocks in parallel past
+// 256 KB (smaller ones on the calling thread: the mission CNN at batch 1 does not wake the
+// pool for them); every element written (the lanes past OCo as zeros), so no fill first.
+template <class Val>
+void pack_blocked(int64_t OCo, int64_t Ci, int64_t T, Val&& val, float* dst) {
+  const int64_t BW = 2 * VL, OCp = (OCo + VL - 1) / VL * VL, K = T * Ci, nob = (OCo + BW - 1) / BW;
+  parallel_for(nob, K * OCp * int64_t(sizeof(float)) > (int64_t(256) << 10) ? 1 : nob, [&](int64_t jb, int64_t je) {
     for (int64_t j = jb; j < je; ++j) {
-      const int64_t ob = j * BW, bw = std::min(BW, OCp - ob), no = std::min(BW, OC - ob);
-      float* blk = wr + ob * K;
-      for (int64_t og = 0; og < bw; og += 8) {  // groups of 8 (of 4 when bw is: a VL-4 build's last block)
+      const int64_t ob = j * BW, bw = std::min(BW, OCp - ob), no = std::min(BW, OCo - ob);
+      for (int64_t og = 0; og < bw; og += 8) {
         const int64_t gw = std::min<int64_t>(8, bw - og), ng = std::max<int64_t>(0, std::min(gw, no - og));
-        for (int64_t k = 0; k < KHW; ++k) {
-          float* d = blk + k * C * bw + og;
-          const float* src = w + ((ob + og) * C) * KHW + k;  // OIHW: w[ob + og + oi][c][k]
-          for (int64_t c = 0; c < C; ++c, d += bw) {
-            for (int64_t oi = 0; oi < ng; ++oi) d[oi] = src[(oi * C + c) * KHW];
+        for (int64_t t = 0; t < T; ++t) {
+          float* d = dst + ob * K + t * Ci * bw + og;
+          for (int64_t ci = 0; ci < Ci; ++ci, d += bw) {
+            for (int64_t oi = 0; oi < ng; ++oi) d[oi] = val(ob + og + oi, ci, t);
             for (int64_t oi = ng; oi < gw; ++oi) d[oi] = 0.f;
           }
         }
       }
     }
   });
+}
+
+}  // namespace
+
+void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y,
+                           const OutView* view, const float* packed) {
+  const int64_t C = s.C, OC = s.OC, KHW = s.KH * s.KW, K = KHW * C, OCp = (OC + VL - 1) / VL * VL;
+  const OutView yv = view ? *view : OutView{s.OH * s.OW * OC, s.OW * OC, OC};
+  // Weights in pack_blocked's layout (`packed`, when given, is that already).
+  const int64_t BW = 2 * VL, nob = (OC + BW - 1) / BW;
+  std::unique_ptr<float[]> wr_own(packed ? nullptr : new float[static_cast<size_t>(K * OCp)]);
+  if (!packed)  // OIHW: w[o][c][k]
+    pack_blocked(OC, C, KHW, [&](int64_t o, int64_t c, int64_t k) { return w[(o * C + c) * KHW + k]; }, wr_own.get());
   std::vector<float> bp;
   if (b) bp = pack_weights(b, weight_pack(WLayout::kGKCO, 1, OC, 1, 1, OCp));
   const PadGeom pg = pad_geom(s);
@@ -149,7 +155,7 @@ void conv2d_forward_direct(const ConvShape& s, const float* x, const float* w, c
   // Output rows r0 .. r1 for the block of output channels at ob.
   auto rows_block = [&](int64_t r0, int64_t r1, int64_t ob) {
     const int64_t nc = std::min<int64_t>(BW, OC - ob), bw = std::min(BW, OCp - ob);
-    const float* wb = (packed ? packed : wr) + ob * K;
+    const float* wb = (packed ? packed : wr_own.get()) + ob * K;
     const float* bb = b ? bp.data() + ob : nullptr;
     const auto& tab = nc > VL ? kScFwd2 : kScFwd1;
     for (int64_t r = r0; r < r1; ++r) {
@@ -224,27 +230,15 @@ void conv2d_gx_phases(const ConvShape& s, const float* gy, const float* w, float
       t.sh = t.sw = t.dh = t.dw = t.G = 1;
       t.pt = Mh - 1 - qh, t.pl = Mw - 1 - qw;
       t.cl = true;
-      // The phase conv's weights straight in the forward's blocked layout: block ob of its
-      // output channels (x's channels c), rows k = (j Mw + i) OC + o (taps, then gy's
-      // channels), entry c - ob = w[o][c][kh0 + s (Mh - 1 - j)][kw0 + s (Mw - 1 - i)]: each
-      // row reads a run of w's row o (c in steps of KH KW floats).
-      const int64_t Kt = Mh * Mw * s.OC, OCp = (s.C + VL - 1) / VL * VL, BW = 2 * VL;
-      std::unique_ptr<float[]> v(new float[static_cast<size_t>(Kt * OCp)]);
-      parallel_for((s.C + BW - 1) / BW, 1, [&](int64_t jb, int64_t je) {
-        for (int64_t jj = jb; jj < je; ++jj) {
-          const int64_t ob = jj * BW, bw = std::min(BW, OCp - ob), no = std::min(BW, s.C - ob);
-          for (int64_t j = 0; j < Mh; ++j)
-            for (int64_t i = 0; i < Mw; ++i) {
-              const int64_t kk = (kh0 + s.sh * (Mh - 1 - j)) * s.KW + kw0 + s.sw * (Mw - 1 - i);
-              float* d = v.get() + ob * Kt + (j * Mw + i) * s.OC * bw;
-              for (int64_t o = 0; o < s.OC; ++o, d += bw) {
-                const float* src = w + (o * s.C + ob) * KHW + kk;
-                for (int64_t oi = 0; oi < no; ++oi) d[oi] = src[oi * KHW];
-                for (int64_t oi = no; oi < bw; ++oi) d[oi] = 0.f;
-              }
-            }
-        }
-      });
+      // The phase conv's weights straight in the forward's layout (pack_blocked): its output
+      // channel c (x's), input channel o (gy's), tap j Mw + i = w[o][c][kh0 + s (Mh - 1 - j)]
+      // [kw0 + s (Mw - 1 - i)]; a group's 8 values are a run of w's row o, KH KW floats apart.
+      std::vector<int64_t> kk(static_cast<size_t>(Mh * Mw));
+      for (int64_t j = 0; j < Mh; ++j)
+        for (int64_t i = 0; i < Mw; ++i) kk[j * Mw + i] = (kh0 + s.sh * (Mh - 1 - j)) * s.KW + kw0 + s.sw * (Mw - 1 - i);
+      std::unique_ptr<float[]> v(new float[static_cast<size_t>(Mh * Mw * s.OC * ((s.C + VL - 1) / VL * VL))]);
+      pack_blocked(s.C, s.OC, Mh * Mw, [&](int64_t c, int64_t o, int64_t t) { return w[(o * s.C + c) * KHW + kk[t]]; },
+                   v.get());
       const OutView view{s.H * s.W * s.C, s.sh * s.W * s.C, s.sw * s.C};
       conv2d_forward_direct(t, gy, nullptr, nullptr, false, gx + (ph * s.W + pw) * s.C, &view, v.get());
     }

@@ -250,8 +250,8 @@ class _Middleware:
                 return path
         return "unmatched"
 
-    def _authorized(self, scope):
-        if not self.st.keys or _route_path(scope) in _OPEN_PATHS:
+    def _authorized(self, scope, path):
+        if not self.st.keys or path in _OPEN_PATHS:
             return True
         auth = b""
         for k, v in scope.get("headers", ()):
@@ -264,10 +264,9 @@ class _Middleware:
             ok |= hmac.compare_digest(token.strip(), key)
         return ok and scheme.lower() == b"bearer"
 
-    def _direct(self, scope):
-        """The V2Infer endpoint for a POST whose path has an infer route's shape, with the
-        scope's path_params and route set as Starlette's router would; else None."""
-        path = _route_path(scope)
+    def _direct(self, scope, path):
+        """The V2Infer endpoint for a POST whose path (within this app) has an infer route's
+        shape, with the scope's path_params and route set as Starlette's router would; else None."""
         if scope["method"] != "POST" or not path.endswith("/infer") or not path.startswith("/v2/models/"):
             return None
         parts = path.split("/")
@@ -311,8 +310,8 @@ class _Middleware:
             await send(msg)
 
         try:
-            if not self._authorized(scope):
-                path = _route_path(scope)
+            path = _route_path(scope)
+            if not self._authorized(scope, path):
                 msg = "a valid API key is required: send the header 'Authorization: Bearer <key>'"
                 body = _openai_error_body(401, msg, "invalid_api_key") if path.startswith("/v1") \
                     else json.dumps({"error": msg}).encode()
@@ -321,7 +320,7 @@ class _Middleware:
                                              (b"www-authenticate", b"Bearer")]})
                 await send_wrap({"type": "http.response.body", "body": body})
             else:
-                await (self._direct(scope) or self.app)(scope, receive, send_wrap)
+                await (self._direct(scope, path) or self.app)(scope, receive, send_wrap)
         finally:
             dt = time.perf_counter() - t0
             count()  # a request that ended without a complete reply

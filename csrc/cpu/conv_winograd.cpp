@@ -231,16 +231,21 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
   const float* u = wino_weights(s, w, OCp);
   std::vector<int64_t> ident(C);
   for (int64_t c = 0; c < C; ++c) ident[c] = c;
-  // Input tile (n, th, tw)'s 16 pixels (the zero row where the tile hangs over the edge).
-  auto tile_pixels = [&](int64_t g, const float* zero, const float* (&p)[4][4]) {
+  // Input tile g = (n, th, tw): V[xi][c] = (B^T d B)[i][j] at v[xi * vs + c], from its 16
+  // pixels (the zero row where the tile hangs over the edge).
+  auto in_tile = [&](int64_t g, const float* zero, float* v, int64_t vs) {
     const int64_t n = g / TT, th = g % TT / TW, tw = g % TW;
     const float* xn = x + n * s.H * s.W * C;
     const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
+    const float* p[4][4];
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j) {
         const int64_t ih = ih0 + i, iw = iw0 + j;
         p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
       }
+    int64_t c = 0;
+    for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
+    for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
   };
   // Output tile g from its 16 sums at m (the 16 matrices ms apart), channels o_lo .. o_hi.
   auto out_tile = [&](int64_t g, const float* m, int64_t ms, int64_t o_lo, int64_t o_hi) {
@@ -282,13 +287,7 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
     float* M = Mb.get();
     parallel_for(T, 8, [&](int64_t tb, int64_t te) {
       if ((int64_t)t_zero.size() < C) t_zero.assign(C, 0.f);
-      const float* p[4][4];
-      for (int64_t g = tb; g < te; ++g) {
-        tile_pixels(g, t_zero.data(), p);
-        int64_t c = 0;
-        for (; c + VL <= C; c += VL) wino_in<vf>(p, V + g * C, T * C, c, ld_v, st_v);
-        for (; c < C; ++c) wino_in<float>(p, V + g * C, T * C, c, ld_s, st_s);
-      }
+      for (int64_t g = tb; g < te; ++g) in_tile(g, t_zero.data(), V + g * C, T * C);
     });
     parallel_for(16 * ob_n, 1, [&](int64_t kb0, int64_t kb1) {
       for (int64_t k = kb0; k < kb1; ++k) {
@@ -317,16 +316,8 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
       const int64_t ob_lo = std::min(OCp, os * ob_per * 2 * VL), ob_hi = std::min(OCp, (os + 1) * ob_per * 2 * VL);
       const int64_t o_lo = std::min(OC, ob_lo), o_hi = std::min(OC, ob_hi);
       const int64_t g0 = task * kb, nt = std::min(kb, T - g0);
-      // input transform: V[xi][t][c] = (B^T d B)[i][j]
-      const float* p[4][4];
-      for (int64_t t = 0; t < nt; ++t) {
-        tile_pixels(g0 + t, zero, p);
-        float* v = V + t * C;
-        const int64_t vs = kb * C;  // stride between the 16 V matrices
-        int64_t c = 0;
-        for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
-        for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
-      }
+      // input transform: V[xi][t][c] = (B^T d B)[i][j], the 16 V matrices kb C apart
+      for (int64_t t = 0; t < nt; ++t) in_tile(g0 + t, zero, V + t * C, kb * C);
       // M[xi] = V[xi] U[xi]
       for (int xi = 0; xi < 16; ++xi)
         for (int64_t ob = ob_lo; ob < ob_hi; ob += 2 * VL) products(V + xi * kb * C, nt, xi, ob, M + xi * kb * OCp);

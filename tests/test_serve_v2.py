@@ -209,6 +209,48 @@ def test_dynamic_batcher_errors_reach_every_waiter_and_worker_survives():
         DynamicBatcher(fn, max_batch_size=0)
 
 
+def test_dynamic_batcher_wakes_its_worker_for_the_request_that_ends_its_wait():
+    """The worker is woken only by the request that ends its wait: any request while it is
+    idle (one of 0 rows too), the one that completes the batch it gathers (the batch then
+    runs at once, not at the end of max_delay); requests short of it wait for the delay."""
+    import time
+
+    calls = []
+    hold, gate = threading.Event(), threading.Event()
+
+    def fn(x):
+        calls.append(len(x))
+        if hold.is_set():
+            hold.clear()
+            gate.wait(10)
+        return x + 1
+
+    b = DynamicBatcher(fn, max_batch_size=8, max_delay=0.01)
+    assert b.submit(np.ones((0, 2))).result(10).shape == (0, 2)  # idle worker, 0 rows: woken, served
+    b.close()
+    calls.clear()
+    b = DynamicBatcher(fn, max_batch_size=8, max_delay=30.0)
+    # a batch of 3 rows (queued while the worker is held), so the next batch gathers up to 3
+    hold.set()
+    first = b.submit(np.ones((1, 2)))
+    while not calls:
+        time.sleep(0.001)
+    futs = [b.submit(np.full((1, 2), float(i))) for i in range(3)]
+    gate.set()
+    first.result(10)
+    for f in futs:
+        f.result(10)
+    assert calls == [1, 3]
+    # gathering for the 3 rows of the last batch: two short of it wait, the third ends it at once
+    t0 = time.monotonic()
+    futs = [b.submit(np.full((1, 2), float(i))) for i in range(3)]
+    outs = [f.result(10) for f in futs]
+    assert time.monotonic() - t0 < 10 and calls[2:] in ([3], [1, 2])
+    for i, y in enumerate(outs):
+        np.testing.assert_array_equal(y, np.full((1, 2), i + 1.0))
+    b.close()
+
+
 def test_dynamic_batcher_async_waiters_get_their_rows_and_errors():
     """submit_async from an event loop: each awaiter gets its own rows of the merged call
     (settled in one loop callback per batch), an error reaches every awaiter of its batch,

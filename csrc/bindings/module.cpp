@@ -118,12 +118,18 @@ PYBIND11_MODULE(_C, m) {
         }
         const int64_t n = a.size();
         bool ok = true;
+        // The GIL is let go only for scans long enough to be worth it: a server's event loop
+        // checks each request's small tensor here, and a release hands the GIL to any thread
+        // waiting for it (the batcher), so the loop then waits to get it back.
+        const bool release = a.nbytes() >= (int64_t(1) << 16);
         if (a.dtype().is(py::dtype::of<float>())) {
           const float* p = static_cast<const float*>(a.data());
+          if (!release) return finite_kernels().f32(p, n);
           py::gil_scoped_release nogil;
           ok = finite_kernels().f32(p, n);
         } else if (a.dtype().is(py::dtype::of<double>())) {
           const double* p = static_cast<const double*>(a.data());
+          if (!release) return finite_kernels().f64(p, n);
           py::gil_scoped_release nogil;
           ok = finite_kernels().f64(p, n);
         } else {

@@ -19,7 +19,10 @@ loop in one ``call_soon_threadsafe`` (the server's path: one wake-up of the even
 batch rather than a ``concurrent.futures.Future`` and a wake-up per request).
 
 ``on_batch(rows)`` is called after each model call, before its waiters get their results
-(the server counts batch sizes for /metrics). What it is not: a priority or padding scheduler (inputs of one model share their
+(the server counts batch sizes for /metrics). The worker is woken only by the request that
+ends its wait (any request while it is idle; the one that completes the batch it is
+gathering), not by every request: at 32 clients each wake-up took the GIL from the event
+loop. What it is not: a priority or padding scheduler (inputs of one model share their
 per-row shape; the server checks it before submitting).
 Tests: tests/test_serve_v2.py (concurrent clients merged into fewer calls; every reply equals
 the unbatched call).
@@ -56,6 +59,8 @@ class DynamicBatcher:
         self.max_delay = float(max_delay)
         self.on_batch = on_batch
         self._q = collections.deque()
+        self._qrows = 0  # rows in _q
+        self._want = None  # queued rows that end the worker's wait (None: it is not waiting)
         self._cv = threading.Condition()
         self._stop = False
         self._last = 1  # rows of the previous batch: how many to wait for
@@ -78,11 +83,16 @@ class DynamicBatcher:
         return fut
 
     def _put(self, x, sink):
+        x = np.asarray(x)
         with self._cv:
             if self._stop:
                 raise RuntimeError("DynamicBatcher: the batcher is closed")
-            self._q.append((np.asarray(x), sink, time.monotonic()))
-            self._cv.notify()
+            self._q.append((x, sink, time.monotonic()))
+            self._qrows += len(x)
+            go = self._want is not None and self._qrows >= self._want
+            if go:
+                self._want = None
+                self._cv.notify()
 
     @property
     def depth(self) -> int:
@@ -149,10 +159,13 @@ class DynamicBatcher:
     def _take_batch(self):
         with self._cv:
             while not self._q and not self._stop:
+                self._want = 0  # idle: any request (even one of 0 rows) wakes it
                 self._cv.wait()
+            self._want = None
             if not self._q:
                 return None
             x, fut, t0 = self._q.popleft()
+            self._qrows -= len(x)
             batch, rows = [(x, fut)], len(x)
             deadline = t0 + self.max_delay
             target = min(self.max_batch_size, self._last)
@@ -162,13 +175,16 @@ class DynamicBatcher:
                     if rows + len(nx) > self.max_batch_size:
                         break
                     self._q.popleft()
+                    self._qrows -= len(nx)
                     batch.append((nx, nf))
                     rows += len(nx)
                     continue
                 left = deadline - time.monotonic()
                 if rows >= target or left <= 0 or self._stop:
                     break
+                self._want = target - rows  # (a request too large for this batch has more rows: it wakes it too)
                 self._cv.wait(left)
+                self._want = None
             self._last = rows
             return batch
 

@@ -234,6 +234,32 @@ def test_small_groups_do_not_depend_on_thread_count():
                           + tuple(C_.conv2d_backward(gy, x, w, p, True, True)))
 
 
+# Channels-last forwards whose input and output together pass 32 MB (conv_common.h
+# kStreamBytes): y goes out through non-temporal stores. (N, C, H, W, k, stride, padding):
+# the 4-pixel blocks (k3 stride 1) and the sliding rows (k5 stride 2).
+LARGE = [(8, 64, 96, 96, 3, 1, 1), (12, 64, 96, 96, 5, 2, 2)]
+
+
+def check_large(case):
+    """The streamed forward against _naive, with ReLU, at 1 and 2 threads bit for bit."""
+    C_ = _backend.native()
+    N, C, H, W, k, s, p = case
+    r = np.random.default_rng(6)
+    x = r.standard_normal((N, H, W, C), dtype=np.float32)
+    w = r.standard_normal((C, 1, k, k), dtype=np.float32)
+    b = r.standard_normal(C, dtype=np.float32)
+    prm = (s, s, p, p, p, p, 1, 1, C)
+    y = same_at_thread_counts(lambda: C_.conv2d(x, w, b, prm, True, True, False), counts=(1, 2))
+    assert x.nbytes + y.nbytes >= 32 << 20
+    _close("y streamed", y, C_.conv2d(x, w, b, prm, True, True, True).astype(np.float64), k * k)
+
+
+@needs_cpp
+@pytest.mark.parametrize("case", LARGE)
+def test_streamed_output_matches_naive(case):
+    check_large(case)
+
+
 @needs_cpp
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_every_isa(isa):
@@ -244,6 +270,8 @@ def test_every_isa(isa):
                        "for case in t.CASES:\n"
                        "    for cl in (False, True):\n"
                        "        t.check_naive(case, cl)\n"
+                       "for case in t.LARGE:\n"
+                       "    t.check_large(case)\n"
                        "if t.torch is not None:\n"
                        "    for case in t.CASES[:4]:\n"
                        "        for cl in (False, True):\n"

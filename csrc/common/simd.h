@@ -4,6 +4,7 @@
 // element-aligned, see bindings/common.h, not vector-aligned).
 // Include only from csrc/cpu/ files (they are compiled with PYAIML_ISA_NS defined).
 #pragma once
+#include <cstdint>
 #include <cstring>
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -49,6 +50,27 @@ static inline void storeu_n(float* p, vf v, int n) {
   for (int i = 0; i < n; ++i) p[i] = v[i];
 }
 #endif
+// A non-temporal store of v at p, which must be VL * 4-byte aligned (plain storeu below
+// AVX2): the line goes to memory without being read for ownership first. For outputs that
+// leave the cache anyway; the writing thread calls stream_fence before its work counts as
+// done (the pool's join orders only ordinary stores).
+static inline void stream(float* p, vf v) {
+#if defined(__AVX512F__)
+  _mm512_stream_ps(p, (__m512)v);
+#elif defined(__AVX2__)
+  _mm256_stream_ps(p, (__m256)v);
+#else
+  storeu(p, v);
+#endif
+}
+static inline void stream_fence() {
+#if defined(__AVX2__)
+  _mm_sfence();
+#endif
+}
+// Whether p may take stream(): vector-aligned.
+static inline bool stream_aligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) & (VL * 4 - 1)) == 0; }
+
 static inline vf splat(float x) { return vf{} + x; }
 static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 static inline vf vmin(vf a, vf b) { return a < b ? a : b; }

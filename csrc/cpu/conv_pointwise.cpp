@@ -172,26 +172,11 @@ inline void stream_copy(float* d, const float* s, int64_t n) {
 #if defined(__AVX2__)
   const int64_t head = std::min<int64_t>(n, int64_t((64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63) / 4);
   for (; i < head; ++i) d[i] = s[i];
-  for (; i + VL <= n; i += VL) {
-#if defined(__AVX512F__)
-    _mm512_stream_ps(d + i, (__m512)loadu(s + i));
-#else
-    _mm256_stream_ps(d + i, (__m256)loadu(s + i));
-#endif
-  }
+  for (; i + VL <= n; i += VL) stream(d + i, loadu(s + i));
 #endif
   for (; i < n; ++i) d[i] = s[i];
 }
 
-// Orders the calling thread's stream_copy stores before its later stores (the pool's join).
-inline void stream_fence() {
-#if defined(__AVX2__)
-  _mm_sfence();
-#endif
-}
-
-// Outputs at least this large go out through stream_copy: they do not fit the last-level cache, so a later read finds them in memory either way.
-constexpr int64_t kStreamBytes = int64_t(32) << 20;
 
 thread_local std::vector<float> t_ybuf;
 

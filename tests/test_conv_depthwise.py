@@ -11,11 +11,14 @@ max|want| + 1e-5, n_terms the longest sum (KH*KW for y, m*KH*KW for grad_x, N*OH
 grad_w/grad_b). float64 results are held to 1e-9 of that scale (they are float64 sums).
 """
 
+import re
+
 import numpy as np
 import pytest
 from helpers import backends_for, optional_torch, run_under_isa, same_at_thread_counts
 from test_conv import _close
 
+import pyaiml
 from pyaiml import _backend, ops
 
 torch = optional_torch()
@@ -280,6 +283,43 @@ def test_every_isa(isa):
                        "    for case in t.OTHER:\n"
                        "        for cl in (False, True):\n"
                        "            t._run(*case, cl, np.float32, 5)\n")
+
+
+@needs_cpp
+@pytest.mark.parametrize("case", [(2, 32, 11, 9, 3, 1, 1), (2, 32, 10, 16, 3, 2, 0), (1, 16, 12, 15, 5, 2, 0),
+                                  (2, 16, 10, 10, 1, 3, 0), (1, 16, 6, 6, 3, 1, 4)],
+                         ids=["k3s1", "k3s2-last-row-unread", "k5s2-slide-last-row-unread", "k1s3-rows-unread",
+                              "pad-past-input"])
+def test_nan_anywhere_in_x_is_reported_by_the_fused_check(case):
+    """The channels-last depthwise forward checks x inside the kernel, a row at a time: a NaN or
+    inf in any row (first, last, rows that no output reads) raises the same error, naming the
+    index, at 1-3 threads, and with checks off the op runs; other layouts check x first."""
+    N, C, H, W, k, s, p = case
+    r = np.random.default_rng(7)
+    x = r.standard_normal((N, H, W, C), dtype=np.float32)
+    w = r.standard_normal((C, 1, k, k), dtype=np.float32)
+    ops.conv2d(x, w, stride=s, padding=p, groups=C, data_format="NHWC")
+    n0 = pyaiml.get_num_threads()
+    spots = [(0, 0, 0, 0), (N - 1, H - 1, W - 1, C - 1), (N - 1, H // 2, 1, C // 2), (0, H - 1, 0, 3), (0, 1, W - 2, 5)]
+    for i, spot in enumerate(spots):
+        bad = x.copy()
+        bad[spot] = np.nan if i % 2 else np.inf
+        for n in (1, 2, 3):
+            pyaiml.set_num_threads(n)
+            try:
+                with pytest.raises(ValueError, match=rf"x must be finite .* at index {re.escape(str(spot))}"):
+                    ops.conv2d(bad, w, stride=s, padding=p, groups=C, data_format="NHWC", activation="relu")
+            finally:
+                pyaiml.set_num_threads(n0)
+        nchw = np.ascontiguousarray(bad.transpose(0, 3, 1, 2))
+        with pytest.raises(ValueError, match="x must be finite"):
+            ops.conv2d(nchw, w, stride=s, padding=p, groups=C)
+        with ops.finite_checks(False):
+            ops.conv2d(bad, w, stride=s, padding=p, groups=C, data_format="NHWC")
+    wbad = w.copy()
+    wbad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="weight must be finite"):
+        ops.conv2d(x, wbad, stride=s, padding=p, groups=C, data_format="NHWC")
 
 
 def test_bad_groups_are_rejected():

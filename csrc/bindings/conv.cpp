@@ -6,13 +6,15 @@
 // instead of reading out of bounds: parameters and sizes are range-checked (kMaxExtent,
 // common/checks.h) before the output size is computed, so no shape arithmetic overflows.
 // Inputs whose data is not aligned to 4 bytes are copied first (bindings/common.h).
-// Compute runs with the GIL released.
+// Compute runs with the GIL released. conv2d(..., check_x=True) returns (y, x_finite): x's
+// NaN/inf check done by the kernel (conv.h conv2d_forward_checked), for pyaiml.ops.
 #include <algorithm>
 #include <array>
 #include <initializer_list>
 
 #include "bindings/common.h"
 #include "cpu/conv.h"
+#include "cpu/finite.h"
 #include "cpu/pool.h"
 
 namespace pyaiml {
@@ -140,7 +142,7 @@ void require_shape(const py::array& a, const std::vector<py::ssize_t>& want, con
 void register_conv(py::module_& m) {
   m.def(
       "conv2d",
-      [](py::array x_, py::array w_, py::object b_, P9 p, bool cl, bool relu, bool naive) {
+      [](py::array x_, py::array w_, py::object b_, P9 p, bool cl, bool relu, bool naive, bool check_x) -> py::object {
         const char* op = "conv2d";
         auto x = arr4(x_, op, "x");
         auto w = arr4(w_, op, "weight");
@@ -156,15 +158,22 @@ void register_conv(py::module_& m) {
         const float* xp = x.data();
         const float* wp = w.data();
         float* yp = y.mutable_data();
+        bool finite = true;
         {
           py::gil_scoped_release nogil;
           const ConvKernels& k = conv_kernels();
-          (naive ? k.conv2d_forward_naive : k.conv2d_forward)(s, xp, wp, bp, relu, yp);
+          if (check_x && !naive) {
+            finite = k.conv2d_forward_checked(s, xp, wp, bp, relu, yp);
+          } else {
+            if (check_x) finite = finite_kernels().f32(xp, s.N * s.C * s.H * s.W);
+            (naive ? k.conv2d_forward_naive : k.conv2d_forward)(s, xp, wp, bp, relu, yp);
+          }
         }
+        if (check_x) return py::make_tuple(y, finite);
         return y;
       },
       py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("p"), py::arg("cl"), py::arg("relu") = false,
-      py::arg("naive") = false);
+      py::arg("naive") = false, py::arg("check_x") = false);
 
   m.def(
       "conv2d_backward",

@@ -21,6 +21,7 @@
 #include "common/transpose.h"
 #include "cpu/conv.h"
 #include "cpu/conv_common.h"
+#include "cpu/finite.h"
 
 namespace pyaiml {
 namespace PYAIML_ISA_NS {
@@ -193,6 +194,18 @@ void conv2d_forward(const ConvShape& s, const float* x, const float* w, const fl
   forward_by(conv_plan(s).fwd, s, x, w, b, relu, y);
 }
 
+bool conv2d_forward_checked(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
+                            float* y) {
+  if (!nchw_via_cl(s) && conv_plan(s).fwd == ConvAlgo::kDepthwise) {
+    bool finite = true;
+    conv2d_forward_depthwise(s, x, w, b, relu, y, &finite);
+    return finite;
+  }
+  if (!finite_kernels().f32(x, s.N * s.C * s.H * s.W)) return false;
+  conv2d_forward(s, x, w, b, relu, y);
+  return true;
+}
+
 void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
                      float* gb) {
   if (nchw_via_cl(s)) {
@@ -242,7 +255,8 @@ void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const 
 }
 
 const ConvKernels& conv_kernels() {
-  static const ConvKernels k{&conv2d_forward, &conv2d_forward_naive, &conv2d_backward, &conv2d_backward_naive};
+  static const ConvKernels k{&conv2d_forward, &conv2d_forward_naive, &conv2d_backward, &conv2d_backward_naive,
+                             &conv2d_forward_checked};
   return k;
 }
 

@@ -27,11 +27,13 @@
 // through PYAIML_ISA), tests/test_conv_algorithms.py.
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
 #include "common/parallel.h"
 #include "cpu/conv_common.h"
+#include "cpu/finite.h"
 
 namespace pyaiml {
 namespace PYAIML_ISA_NS {
@@ -307,8 +309,19 @@ int64_t row_grain(const ConvShape& s) {
   return std::max(g, std::min<int64_t>(8, s.N * s.OH / (4 * get_num_threads())));
 }
 
-// y (N, OH, OW, OC) from xe (N, H, W, OC), every pixel by slide_block.
-void fwd_nhwc_slide(const ConvShape& s, const float* xe, const float* wk, const float* b, bool relu, float* y) {
+// The NaN/inf check of the fused forward: input rows [oh * sh, (oh + 1) * sh) of an image (to
+// its last row for the last output row), so each input row is scanned once, by the task of
+// an output row that reads it or the rows next to it, when it is in cache (or about to be)
+// anyway. Sets *bad when a row is not finite.
+inline void scan_rows(const ConvShape& s, const float* xn, int64_t oh, std::atomic<bool>* bad) {
+  const int64_t a = std::min(s.H, oh * s.sh), e = oh == s.OH - 1 ? s.H : std::min(s.H, (oh + 1) * s.sh);
+  if (e > a && !finite_kernels().f32(xn + a * s.W * s.OC, (e - a) * s.W * s.OC))
+    bad->store(true, std::memory_order_relaxed);
+}
+
+// y (N, OH, OW, OC) from xe (N, H, W, OC), every pixel by slide_block; bad: see scan_rows.
+void fwd_nhwc_slide(const ConvShape& s, const float* xe, const float* wk, const float* b, bool relu, float* y,
+                    std::atomic<bool>* bad) {
   const int64_t OC = s.OC, P = slide_p(s.OW);
   const bool nt = stream_ok(s, y);
   const std::array<SlideFn, 6>& fs = *(P == 8 ? slide_sets<8>(s.KW, s.sw) : slide_sets<7>(s.KW, s.sw));
@@ -318,6 +331,7 @@ void fwd_nhwc_slide(const ConvShape& s, const float* xe, const float* wk, const 
       const int64_t n = r / s.OH, oh = r % s.OH;
       const float* xn = xe + n * s.H * s.W * OC;
       float* yrow = y + r * s.OW * OC;
+      if (bad) scan_rows(s, xn, oh, bad);
       const float* a0[64];
       const float* wr0[64];
       const int64_t nr = kernel_rows(s, oh, xn, wk, 0, a0, wr0);
@@ -345,10 +359,12 @@ void fwd_nhwc_slide(const ConvShape& s, const float* xe, const float* wk, const 
   });
 }
 
-// y (N, OH, OW, OC) from xe (N, H, W, OC): the input with its channels already expanded.
-void fwd_nhwc(const ConvShape& s, const float* xe, const float* wk, const float* b, bool relu, float* y) {
+// y (N, OH, OW, OC) from xe (N, H, W, OC): the input with its channels already expanded;
+// bad (m == 1 only): see scan_rows.
+void fwd_nhwc(const ConvShape& s, const float* xe, const float* wk, const float* b, bool relu, float* y,
+              std::atomic<bool>* bad = nullptr) {
   if (slide_ok(s)) {
-    fwd_nhwc_slide(s, xe, wk, b, relu, y);
+    fwd_nhwc_slide(s, xe, wk, b, relu, y, bad);
     return;
   }
   const int64_t OC = s.OC, KHW = s.KH * s.KW;
@@ -365,6 +381,7 @@ void fwd_nhwc(const ConvShape& s, const float* xe, const float* wk, const float*
       const int64_t n = r / s.OH, oh = r % s.OH;
       const float* xn = xe + n * s.H * s.W * OC;
       float* yrow = y + r * s.OW * OC;
+      if (bad) scan_rows(s, xn, oh, bad);
       if (fast) {
         const float* a0[64];
         const float* wr[64];
@@ -1016,15 +1033,22 @@ void conv2d_backward_grouped_small(const ConvShape& s, const float* gy, const fl
 bool depthwise_ok(const ConvShape& s) { return s.G == s.C && s.C > 1 && s.OC % s.C == 0; }
 
 void conv2d_forward_depthwise(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
-                              float* y) {
+                              float* y, bool* x_finite) {
+  const int64_t m = s.OC / s.C;
+  if (x_finite && (!s.cl || m > 1)) {
+    *x_finite = finite_kernels().f32(x, s.N * s.C * s.H * s.W);
+    if (!*x_finite) return;
+    x_finite = nullptr;
+  }
   if (!s.cl) {
     fwd_nchw(s, x, w, b, relu, y);
     return;
   }
-  const int64_t m = s.OC / s.C;
   const std::vector<float> wk = taps_major(s, w);
   if (m == 1) {
-    fwd_nhwc(s, x, wk.data(), b, relu, y);
+    std::atomic<bool> bad{false};
+    fwd_nhwc(s, x, wk.data(), b, relu, y, x_finite ? &bad : nullptr);
+    if (x_finite) *x_finite = !bad.load();
   } else {
     const std::vector<float> xe = expand_channels(s, x, m);
     fwd_nhwc(s, xe.data(), wk.data(), b, relu, y);

@@ -11,5 +11,11 @@ def conv2d(x, w, b, p, cl=False, relu=False):
     return _C.conv2d(x, w, b, p, cl, relu)
 
 
+def conv2d_checked(x, w, b, p, cl=False, relu=False):
+    """(y, x_finite): the forward with x's NaN/inf check in the kernel (the channels-last
+    depthwise kernel scans x's rows as it reads them: no separate pass over x)."""
+    return _C.conv2d(x, w, b, p, cl, relu, False, True)
+
+
 def conv2d_backward(gy, x, w, p, cl=False, need_b=True, need_x=True, need_w=True):
     return _C.conv2d_backward(gy, x, w, p, cl, need_b, False, need_x, need_w)

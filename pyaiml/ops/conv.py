@@ -13,8 +13,17 @@ from __future__ import annotations
 import numpy as np
 
 from pyaiml import _backend
-from pyaiml.ops._validate import (MAX_PADDED_ELEMENTS, as_array, finite_check, float_dtype, int_arg, int_tuple,
-                                  require_finite, window_out)
+from pyaiml.ops._validate import (
+    MAX_PADDED_ELEMENTS,
+    as_array,
+    finite_check,
+    float_dtype,
+    get_check_finite,
+    int_arg,
+    int_tuple,
+    require_finite,
+    window_out,
+)
 
 _backend.register_op(
     "conv2d",
@@ -44,6 +53,12 @@ def _impl(name, dtype):
 
         return "numpy", getattr(ref, name)
     return _backend.chosen(name)
+
+
+def _checked_cpp():
+    from pyaiml.ops._native_conv import conv2d_checked
+
+    return conv2d_checked
 
 
 def _data_format(fmt, table, op):
@@ -177,10 +192,19 @@ def _conv(op, nd, x, weight, bias, stride, padding, dilation, groups, data_forma
             raise ValueError(f"{op}: bias must have shape ({OC},). Received {tuple(bias.shape)}")
         bias = np.ascontiguousarray(bias)
         require_finite(bias, op, "bias", check)
-    require_finite(x4, op, "x", check, x.shape)
-    require_finite(w4, op, "weight", check, weight.shape)
     N = x.shape[0]
     oshape = (N,) + osp + (OC,) if cl else (N, OC) + osp
+    if N > 0 and backend == "cpp" and dt is _F32 and get_check_finite():
+        # x's check inside the kernel (the channels-last depthwise one scans each input row as
+        # it reads it: no pass of its own over x); a failed check raises the same error as the
+        # other paths, and in the same order (x before weight)
+        y, ok = _checked_cpp()(x4, w4, bias, p, cl, activation == "relu")
+        if not ok:
+            require_finite(x4, op, "x", check, x.shape)
+        require_finite(w4, op, "weight", check, weight.shape)
+        return y if nd == 2 else y.reshape(oshape)
+    require_finite(x4, op, "x", check, x.shape)
+    require_finite(w4, op, "weight", check, weight.shape)
     if N == 0:
         return np.zeros(oshape, dtype=dt)
     y = impl(x4, w4, bias, p, cl, activation == "relu")

@@ -287,13 +287,14 @@ def test_every_isa(isa):
 
 @needs_cpp
 @pytest.mark.parametrize("case", [(2, 32, 11, 9, 3, 1, 1), (2, 32, 10, 16, 3, 2, 0), (1, 16, 12, 15, 5, 2, 0),
-                                  (2, 16, 10, 10, 1, 3, 0), (1, 16, 6, 6, 3, 1, 4)],
+                                  (2, 16, 10, 10, 1, 3, 0), (1, 16, 6, 6, 3, 1, 4), (2, 8, 7, 40, 3, 2, 0)],
                          ids=["k3s1", "k3s2-last-row-unread", "k5s2-slide-last-row-unread", "k1s3-rows-unread",
-                              "pad-past-input"])
+                              "pad-past-input", "wide-rows-nchw-kernel"])
 def test_nan_anywhere_in_x_is_reported_by_the_fused_check(case):
-    """The channels-last depthwise forward checks x inside the kernel, a row at a time: a NaN or
-    inf in any row (first, last, rows that no output reads) raises the same error, naming the
-    index, at 1-3 threads, and with checks off the op runs; other layouts check x first."""
+    """The depthwise forward checks x inside the kernel, a row (channels last) or a plane
+    (channels first, rows of 16 outputs or more) at a time: a NaN or inf anywhere (first, last,
+    rows that no output reads) raises the same error, naming the index, at 1-3 threads; with
+    checks off the op runs."""
     N, C, H, W, k, s, p = case
     r = np.random.default_rng(7)
     x = r.standard_normal((N, H, W, C), dtype=np.float32)
@@ -312,7 +313,8 @@ def test_nan_anywhere_in_x_is_reported_by_the_fused_check(case):
             finally:
                 pyaiml.set_num_threads(n0)
         nchw = np.ascontiguousarray(bad.transpose(0, 3, 1, 2))
-        with pytest.raises(ValueError, match="x must be finite"):
+        at = (spot[0], spot[3], spot[1], spot[2])
+        with pytest.raises(ValueError, match=rf"x must be finite .* at index {re.escape(str(at))}"):
             ops.conv2d(nchw, w, stride=s, padding=p, groups=C)
         with ops.finite_checks(False):
             ops.conv2d(bad, w, stride=s, padding=p, groups=C, data_format="NHWC")

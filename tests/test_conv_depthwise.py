@@ -287,18 +287,19 @@ def test_every_isa(isa):
 
 @needs_cpp
 @pytest.mark.parametrize("case", [(2, 32, 11, 9, 3, 1, 1), (2, 32, 10, 16, 3, 2, 0), (1, 16, 12, 15, 5, 2, 0),
-                                  (2, 16, 10, 10, 1, 3, 0), (1, 16, 6, 6, 3, 1, 4), (2, 8, 7, 40, 3, 2, 0)],
+                                  (2, 16, 10, 10, 1, 3, 0), (1, 16, 6, 6, 3, 1, 4), (2, 8, 7, 40, 3, 2, 0),
+                                  (2, 8, 9, 11, 3, 2, 0, 2)],
                          ids=["k3s1", "k3s2-last-row-unread", "k5s2-slide-last-row-unread", "k1s3-rows-unread",
-                              "pad-past-input", "wide-rows-nchw-kernel"])
+                              "pad-past-input", "wide-rows-nchw-kernel", "two-outputs-per-channel"])
 def test_nan_anywhere_in_x_is_reported_by_the_fused_check(case):
     """The depthwise forward checks x inside the kernel, a row (channels last) or a plane
     (channels first, rows of 16 outputs or more) at a time: a NaN or inf anywhere (first, last,
     rows that no output reads) raises the same error, naming the index, at 1-3 threads; with
     checks off the op runs."""
-    N, C, H, W, k, s, p = case
+    N, C, H, W, k, s, p, m = case + (1,) * (8 - len(case))
     r = np.random.default_rng(7)
     x = r.standard_normal((N, H, W, C), dtype=np.float32)
-    w = r.standard_normal((C, 1, k, k), dtype=np.float32)
+    w = r.standard_normal((m * C, 1, k, k), dtype=np.float32)
     ops.conv2d(x, w, stride=s, padding=p, groups=C, data_format="NHWC")
     n0 = pyaiml.get_num_threads()
     spots = [(0, 0, 0, 0), (N - 1, H - 1, W - 1, C - 1), (N - 1, H // 2, 1, C // 2), (0, H - 1, 0, 3), (0, 1, W - 2, 5)]

@@ -67,8 +67,8 @@ void conv2d_wino1d_gw(const ConvShape& s, const float* gy, const float* x, float
 // conv_depthwise.cpp: groups == C > 1 (OC = m * C), both layouts, any kernel, stride, dilation.
 bool depthwise_ok(const ConvShape& s);
 // x_finite, when given, is set to whether x has no NaN or inf (channels first: each input
-// plane after its copy into the kernel's buffer; channels last with OC == C: each task's input
-// rows as it reaches them; channels last with OC > C: x first).
+// plane after its copy into the kernel's buffer; channels last: each task's input rows as it
+// reaches them, which it scans whether asked or not).
 void conv2d_forward_depthwise(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
                               float* y, bool* x_finite = nullptr);
 void conv2d_backward_depthwise(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,

@@ -325,6 +325,26 @@ def test_nan_anywhere_in_x_is_reported_by_the_fused_check(case):
         ops.conv2d(x, wbad, stride=s, padding=p, groups=C, data_format="NHWC")
 
 
+@needs_cpp
+def test_nan_anywhere_in_x_is_reported_by_the_pointwise_kernel():
+    """The 1x1 channels-last kernel checks x a pixel tile at a time: a NaN or inf at the first,
+    last or any pixel raises the op's error with its index, at 1-3 threads."""
+    r = np.random.default_rng(8)
+    x = r.standard_normal((3, 7, 9, 24), dtype=np.float32)
+    w = r.standard_normal((40, 24, 1, 1), dtype=np.float32)
+    n0 = pyaiml.get_num_threads()
+    for i, spot in enumerate([(0, 0, 0, 0), (2, 6, 8, 23), (1, 3, 4, 11), (2, 0, 5, 7)]):
+        bad = x.copy()
+        bad[spot] = np.inf if i % 2 else np.nan
+        for n in (1, 2, 3):
+            pyaiml.set_num_threads(n)
+            try:
+                with pytest.raises(ValueError, match=rf"x must be finite .* at index {re.escape(str(spot))}"):
+                    ops.conv2d(bad, w, data_format="NHWC")
+            finally:
+                pyaiml.set_num_threads(n0)
+
+
 def test_bad_groups_are_rejected():
     x = np.zeros((1, 6, 5, 5), np.float32)
     with pytest.raises(ValueError, match="weight.shape"):

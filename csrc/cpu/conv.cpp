@@ -196,10 +196,17 @@ void conv2d_forward(const ConvShape& s, const float* x, const float* w, const fl
 
 bool conv2d_forward_checked(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
                             float* y) {
-  if (!nchw_via_cl(s) && conv_plan(s).fwd == ConvAlgo::kDepthwise) {
+  if (!nchw_via_cl(s)) {
+    const ConvAlgo a = conv_plan(s).fwd;
     bool finite = true;
-    conv2d_forward_depthwise(s, x, w, b, relu, y, &finite);
-    return finite;
+    if (a == ConvAlgo::kDepthwise) {
+      conv2d_forward_depthwise(s, x, w, b, relu, y, &finite);
+      return finite;
+    }
+    if (a == ConvAlgo::kPointwise) {
+      conv2d_forward_pointwise(s, x, w, b, relu, y, &finite);
+      return finite;
+    }
   }
   if (!finite_kernels().f32(x, s.N * s.C * s.H * s.W)) return false;
   conv2d_forward(s, x, w, b, relu, y);

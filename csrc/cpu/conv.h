@@ -40,9 +40,9 @@ struct ConvKernels {
   void (*conv2d_backward_naive)(const ConvShape&, const float* gy, const float* x, const float* w, float* gx,
                                 float* gw, float* gb);
   // conv2d_forward that also tells whether x is finite (no NaN or inf; pyaiml.ops' input
-  // check): the depthwise kernels scan x's rows or planes as their tasks reach them, so the
-  // check reads what is in cache anyway; other algorithms scan x first (and skip the
-  // convolution when it is not finite: y is then unspecified).
+  // check): the depthwise and pointwise kernels scan x's rows, planes or pixel tiles as their
+  // tasks reach them, so the check reads what is in cache anyway; other algorithms scan x
+  // first (and skip the convolution when it is not finite: y is then unspecified).
   bool (*conv2d_forward_checked)(const ConvShape&, const float* x, const float* w, const float* b, bool relu,
                                  float* y);
 };

@@ -50,10 +50,11 @@ void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x,
 void conv2d_gx_phases(const ConvShape& s, const float* gy, const float* w, float* gx);
 
 // conv_pointwise.cpp: 1x1, stride 1, no padding, channels last, G = 1: the forward, and
-// grad_w (gw: OC x C, overwritten).
+// grad_w (gw: OC x C, overwritten). x_finite, when given: whether x has no NaN or inf, each
+// pixel tile's rows scanned before the tile is computed.
 bool pointwise_ok(const ConvShape& s);
 void conv2d_forward_pointwise(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
-                              float* y);
+                              float* y, bool* x_finite = nullptr);
 void conv2d_gw_pointwise(const ConvShape& s, const float* gy, const float* x, float* gw);
 
 // conv_winograd.cpp: channels last, G = 1, stride 1, dilation 1; 3x3 kernels (conv2d_wino,

@@ -16,6 +16,7 @@
 // independence, every ISA), tests/test_conv_depthwise.py (1x1 rows against torch).
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -29,6 +30,7 @@
 #include "cpu/conv.h"
 #include "cpu/conv_common.h"
 #include "cpu/conv_tiles.h"
+#include "cpu/finite.h"
 
 namespace pyaiml {
 namespace PYAIML_ISA_NS {
@@ -188,7 +190,7 @@ bool pointwise_ok(const ConvShape& s) {
 }
 
 void conv2d_forward_pointwise(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
-                              float* y) {
+                              float* y, bool* x_finite) {
   const int64_t C = s.C, OC = s.OC, P = s.N * s.H * s.W, nv = (OC + VL - 1) / VL, OCp = nv * VL;
   const std::vector<float> wr = pack_weights(w, weight_pack(WLayout::kGKCO, s, OCp));  // Wr[c][o]
   std::vector<float> bp;
@@ -201,6 +203,7 @@ void conv2d_forward_pointwise(const ConvShape& s, const float* x, const float* w
   // >= ~256 K multiply-adds per task.
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(1, M * C * OC));
   const bool nt = P * OC * 4 >= kStreamBytes;
+  std::atomic<bool> bad{false};
   parallel_for(tiles, grain, [&](int64_t tb, int64_t te) {
     float* buf = nullptr;
     if (nt) {
@@ -219,6 +222,8 @@ void conv2d_forward_pointwise(const ConvShape& s, const float* x, const float* w
                   reinterpret_cast<const char*>(y + (p0 + m) * OC), nt ? 0 : (mn * OC * 4 + 63) / 64, 0};
       pf.per = (std::max(pf.nx, pf.ny) + C - 1) / C;
       const Prefetch none{nullptr, 0, nullptr, 0, 0};
+      // x's NaN/inf check on the tile's rows, in cache from the previous tile's prefetch
+      if (x_finite && !finite_kernels().f32(xt, m * C)) bad.store(true, std::memory_order_relaxed);
       for (int64_t v0 = 0; v0 < nv; v0 += vper) {
         const int V = int(std::min(vper, nv - v0));
         const int64_t o0 = v0 * VL;
@@ -233,6 +238,7 @@ void conv2d_forward_pointwise(const ConvShape& s, const float* x, const float* w
     }
     if (nt) stream_fence();  // the streamed stores are visible before the pool's join
   });
+  if (x_finite) *x_finite = !bad.load();
 }
 
 

@@ -180,37 +180,47 @@ ConvShape as_cl(const ConvShape& s) {
   return t;
 }
 
-}  // namespace
+// The forward of a shape that nchw_via_cl does not send to transposed copies; with
+// x_finite, x's NaN/inf check too (inside the depthwise and pointwise kernels, else a scan
+// first, the convolution skipped when it fails).
+void forward_planned(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y,
+                     bool* x_finite) {
+  const ConvAlgo a = conv_plan(s).fwd;
+  if (x_finite && a == ConvAlgo::kDepthwise) {
+    conv2d_forward_depthwise(s, x, w, b, relu, y, x_finite);
+  } else if (x_finite && a == ConvAlgo::kPointwise) {
+    conv2d_forward_pointwise(s, x, w, b, relu, y, x_finite);
+  } else {
+    if (x_finite && !(*x_finite = finite_kernels().f32(x, s.N * s.C * s.H * s.W))) return;
+    forward_by(a, s, x, w, b, relu, y);
+  }
+}
 
-void conv2d_forward(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
-  if (nchw_via_cl(s)) {
+void forward_any(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y,
+                 bool* x_finite) {
+  if (nchw_via_cl(s)) {  // the check runs on the transposed copy, whose values are x's
     const ConvShape t = as_cl(s);
     const std::unique_ptr<float[]> xt(new float[s.N * s.C * s.H * s.W]), yt(new float[s.N * s.OC * s.OH * s.OW]);
     transpose_images(x, s.N, s.C, s.H * s.W, xt.get());
-    forward_by(conv_plan(t).fwd, t, xt.get(), w, b, relu, yt.get());
+    forward_planned(t, xt.get(), w, b, relu, yt.get(), x_finite);
+    if (x_finite && !*x_finite) return;
     transpose_images(yt.get(), s.N, s.OH * s.OW, s.OC, y);
     return;
   }
-  forward_by(conv_plan(s).fwd, s, x, w, b, relu, y);
+  forward_planned(s, x, w, b, relu, y, x_finite);
+}
+
+}  // namespace
+
+void conv2d_forward(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
+  forward_any(s, x, w, b, relu, y, nullptr);
 }
 
 bool conv2d_forward_checked(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
                             float* y) {
-  if (!nchw_via_cl(s)) {
-    const ConvAlgo a = conv_plan(s).fwd;
-    bool finite = true;
-    if (a == ConvAlgo::kDepthwise) {
-      conv2d_forward_depthwise(s, x, w, b, relu, y, &finite);
-      return finite;
-    }
-    if (a == ConvAlgo::kPointwise) {
-      conv2d_forward_pointwise(s, x, w, b, relu, y, &finite);
-      return finite;
-    }
-  }
-  if (!finite_kernels().f32(x, s.N * s.C * s.H * s.W)) return false;
-  conv2d_forward(s, x, w, b, relu, y);
-  return true;
+  bool finite = true;
+  forward_any(s, x, w, b, relu, y, &finite);
+  return finite;
 }
 
 void conv2d_backward(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,

@@ -39,20 +39,17 @@ namespace pyaiml {
 namespace PYAIML_ISA_NS {
 namespace {
 
-// Loads and stores of a lane group: V = vf (VL lanes) or float (one lane, the channel tail).
+// Loads and stores of a lane group (V = vf; a channel tail shorter than a vector goes through
+// the masked *_tail functions).
 template <class V> inline V ld(const float* p);
 template <> inline vf ld<vf>(const float* p) { return loadu(p); }
-template <> inline float ld<float>(const float* p) { return *p; }
 inline void st(float* p, vf v) { storeu(p, v); }
-inline void st(float* p, float v) { *p = v; }
 // nt: a non-temporal store (p vector-aligned: the callers check y and OC).
 inline void st(float* p, vf v, bool nt) {
   if (nt) stream(p, v);
   else storeu(p, v);
 }
-inline void st(float* p, float v, bool) { *p = v; }
 inline vf relu_of(vf v) { return vmax(v, vf{}); }
-inline float relu_of(float v) { return v > 0.f ? v : 0.f; }
 template <class V> inline V zero() { return V{}; }
 
 // out[c] = init[c] + sum_t in[off[t] + c] * wk[wo[t] + c] for the NB lane groups at c (V wide).
@@ -550,6 +547,21 @@ inline void gw_nhwc_run(const ConvShape& s, const float* gr, const float* xr, in
     for (int i = 0; i < NB; ++i) st(pk + k * OC + c + i * L, acc[k][i]);
 }
 
+// gw_nhwc_run for the last n < VL channels from c: one masked vector (see taps_tail).
+template <int KWT>
+inline void gw_nhwc_tail(const ConvShape& s, const float* gr, const float* xr, int64_t owa, int64_t owb, int64_t c,
+                         float* pk, int n) {
+  const int64_t OC = s.OC;
+  vf acc[KWT];
+  for (int k = 0; k < KWT; ++k) acc[k] = loadu_n(pk + k * OC + c, n);
+  for (int64_t ow = owa; ow < owb; ++ow) {
+    const vf g = loadu_n(gr + ow * OC + c, n);
+    const float* xb = xr + (ow * s.sw - s.pl) * OC + c;
+    for (int k = 0; k < KWT; ++k) acc[k] += g * loadu_n(xb + k * s.dw * OC, n);
+  }
+  for (int k = 0; k < KWT; ++k) storeu_n(pk + k * OC + c, acc[k], n);
+}
+
 // Registers: KWT * NB sums + NB gy vectors within 24 (AVX-512, 32 registers) or 12 (16).
 template <int KWT>
 constexpr int gw_nb() {
@@ -563,7 +575,7 @@ void gw_nhwc_row_t(const ConvShape& s, const float* gr, const float* xr, int64_t
   int64_t c = 0;
   for (; c + NB * VL <= s.OC; c += NB * VL) gw_nhwc_run<vf, NB, KWT>(s, gr, xr, owa, owb, c, pk);
   for (; c + VL <= s.OC; c += VL) gw_nhwc_run<vf, 1, KWT>(s, gr, xr, owa, owb, c, pk);
-  for (; c < s.OC; ++c) gw_nhwc_run<float, 1, KWT>(s, gr, xr, owa, owb, c, pk);
+  if (c < s.OC) gw_nhwc_tail<KWT>(s, gr, xr, owa, owb, c, pk, int(s.OC - c));
 }
 
 // The taps of output column ow that lie inside the input, one at a time (edges, and kernel
@@ -576,7 +588,10 @@ void gw_nhwc_col(const ConvShape& s, const float* g, const float* xr, int64_t ow
     float* p = pk + kw * OC;
     int64_t c = 0;
     for (; c + VL <= OC; c += VL) storeu(p + c, loadu(p + c) + loadu(g + c) * loadu(xp + c));
-    for (; c < OC; ++c) p[c] += g[c] * xp[c];
+    if (c < OC) {
+      const int n = int(OC - c);
+      storeu_n(p + c, loadu_n(p + c, n) + loadu_n(g + c, n) * loadu_n(xp + c, n), n);
+    }
   }
 }
 

@@ -38,11 +38,13 @@ Known gaps (stated in the sections below):
   and 1.09x-1.22x (channels_last) in the latest three runs, on torch's own OpenMP threads; with
   pyaiml's own pool (`PYAIML_HOST_OPENMP=0`) 0.81x-0.96x. A `max_pool2d` call cost 8.8-10.1 us above
   the kernel layer when last split (target at most 10 us). ResNet-18 and MobileNetV3-Small through
-  `convert` (batch 8, 224x224; target 1.0x): ResNet-18 1.00x-1.12x in every mode and layout in the
-  latest two runs (after the stride-2 and last-stage kernels of 2026-12-05); MobileNetV3-Small
-  0.81x (NCHW) and 0.98x (channels last) eval, 0.99x-1.23x training.
-- Depthwise forward through `pyaiml.ops` stays below torch in the same layout (k3 0.67x-0.93x, k5
-  14x14 0.47x-0.85x channels last); the pointwise 1x1 channels-last rows are at 1.20x-1.39x forward.
+  `convert` (batch 8, 224x224; target 1.0x): ResNet-18 1.02x-1.17x in every mode and layout in the
+  latest two runs; MobileNetV3-Small 0.81x-1.10x eval and 0.93x-1.28x training over the latest five
+  (not every run at 1.0x).
+- Depthwise forward through `pyaiml.ops` is now above torch in the same layout for k3 (stride 1
+  1.16x-1.26x, stride 2 1.17x-1.85x, both layouts, AVX-512 kernels and the AVX2 build), but the k5
+  14x14 row reads 0.91x-1.30x (AVX-512) and 0.71x-0.75x (AVX2 build); the pointwise 1x1
+  channels-last rows are at 1.45x-1.60x forward.
 - GEMM square-256 reads 0.88x torch.mm (no target); NumPy's OpenBLAS beats both at the square
   sizes.
 - The audio, speech training-speed and torch bridge timings come only from the loaded shared VM;
@@ -55,12 +57,13 @@ Known gaps (stated in the sections below):
   step is bound by the GEMV's arithmetic, the batch-1 step by memory, so the ratio falls when
   this VM's bandwidth rises; int8 decode (1.04x-1.51x llama.cpp Q8_0) and prefill (1.60x-2.09x
   transformers) are met.
-- Serving: the mission CNN over v2 at 32 clients gives 2.2x-2.6x one client's request rate (target
-  3x): 32 clients now serve 5500-7100 requests/s, but one client's rate doubled with the same changes.
-- The mission CNN's Keras training step reads 1.62x-1.80x torch channels_last in the latest three
-  runs (target 1.5x), but 1.37x-1.91x across this VM's swings on one build: not every run meets it.
+- Serving: the mission CNN over v2 at 32 clients gives 2.91x [2.45x-3.00x] one client's request rate
+  in the latest bench (target 3x; 2.2x-2.6x before): 6700-7400 requests/s at 32 clients against
+  2400-2740 for one.
+- The mission CNN's Keras training step reads 1.61x-1.91x torch channels_last in the latest nine
+  runs (target 1.5x), but 1.37x-1.91x across this VM's swings on one build earlier.
 - The Keras LSTM training step is at parity with torch.nn.LSTM (0.99-1.01x in the latest three
-  runs), not reliably above it.
+  runs, 1.06x-1.12x when the VM ran slow), not reliably above it.
 - The Transformer LM training step (first wave, target >= 1.0x torch) now trains through the
   tape and sits at parity: 0.97x-1.04x in the latest five runs.
 - Keras Conv2DTranspose with stride 2 runs at 0.35-0.84x torch channels_last forward and

@@ -285,6 +285,19 @@ def test_every_isa(isa):
                        "            t._run(*case, cl, np.float32, 5)\n")
 
 
+def _raises_at_every_thread_count(spot, *args, **kw):
+    """ops.conv2d(*args, **kw) raises the finite-check error naming x's index ``spot`` at 1, 2 and
+    3 threads."""
+    n0 = pyaiml.get_num_threads()
+    for n in (1, 2, 3):
+        pyaiml.set_num_threads(n)
+        try:
+            with pytest.raises(ValueError, match=rf"x must be finite .* at index {re.escape(str(spot))}"):
+                ops.conv2d(*args, **kw)
+        finally:
+            pyaiml.set_num_threads(n0)
+
+
 @needs_cpp
 @pytest.mark.parametrize("case", [(2, 32, 11, 9, 3, 1, 1), (2, 32, 10, 16, 3, 2, 0), (1, 16, 12, 15, 5, 2, 0),
                                   (2, 16, 10, 10, 1, 3, 0), (1, 16, 6, 6, 3, 1, 4), (2, 8, 7, 40, 3, 2, 0),
@@ -301,18 +314,12 @@ def test_nan_anywhere_in_x_is_reported_by_the_fused_check(case):
     x = r.standard_normal((N, H, W, C), dtype=np.float32)
     w = r.standard_normal((m * C, 1, k, k), dtype=np.float32)
     ops.conv2d(x, w, stride=s, padding=p, groups=C, data_format="NHWC")
-    n0 = pyaiml.get_num_threads()
     spots = [(0, 0, 0, 0), (N - 1, H - 1, W - 1, C - 1), (N - 1, H // 2, 1, C // 2), (0, H - 1, 0, 3), (0, 1, W - 2, 5)]
     for i, spot in enumerate(spots):
         bad = x.copy()
         bad[spot] = np.nan if i % 2 else np.inf
-        for n in (1, 2, 3):
-            pyaiml.set_num_threads(n)
-            try:
-                with pytest.raises(ValueError, match=rf"x must be finite .* at index {re.escape(str(spot))}"):
-                    ops.conv2d(bad, w, stride=s, padding=p, groups=C, data_format="NHWC", activation="relu")
-            finally:
-                pyaiml.set_num_threads(n0)
+        _raises_at_every_thread_count(spot, bad, w, stride=s, padding=p, groups=C, data_format="NHWC",
+                                      activation="relu")
         nchw = np.ascontiguousarray(bad.transpose(0, 3, 1, 2))
         at = (spot[0], spot[3], spot[1], spot[2])
         with pytest.raises(ValueError, match=rf"x must be finite .* at index {re.escape(str(at))}"):
@@ -332,17 +339,10 @@ def test_nan_anywhere_in_x_is_reported_by_the_pointwise_kernel():
     r = np.random.default_rng(8)
     x = r.standard_normal((3, 7, 9, 24), dtype=np.float32)
     w = r.standard_normal((40, 24, 1, 1), dtype=np.float32)
-    n0 = pyaiml.get_num_threads()
     for i, spot in enumerate([(0, 0, 0, 0), (2, 6, 8, 23), (1, 3, 4, 11), (2, 0, 5, 7)]):
         bad = x.copy()
         bad[spot] = np.inf if i % 2 else np.nan
-        for n in (1, 2, 3):
-            pyaiml.set_num_threads(n)
-            try:
-                with pytest.raises(ValueError, match=rf"x must be finite .* at index {re.escape(str(spot))}"):
-                    ops.conv2d(bad, w, data_format="NHWC")
-            finally:
-                pyaiml.set_num_threads(n0)
+        _raises_at_every_thread_count(spot, bad, w, data_format="NHWC")
 
 
 def test_bad_groups_are_rejected():

@@ -57,9 +57,9 @@ Known gaps (stated in the sections below):
   step is bound by the GEMV's arithmetic, the batch-1 step by memory, so the ratio falls when
   this VM's bandwidth rises; int8 decode (1.04x-1.51x llama.cpp Q8_0) and prefill (1.60x-2.09x
   transformers) are met.
-- Serving: the mission CNN over v2 at 32 clients gives 2.91x [2.45x-3.00x] one client's request rate
-  in the latest bench (target 3x; 2.2x-2.6x before): 6700-7400 requests/s at 32 clients against
-  2400-2740 for one.
+- Serving: the mission CNN over v2 at 32 clients gives 2.83x-2.91x one client's request rate in
+  the latest three benches (single rounds 1.88x-3.00x; target 3x; 2.2x-2.6x before): 5650-7890
+  requests/s at 32 clients against 2400-3000 for one.
 - The mission CNN's Keras training step reads 1.61x-1.91x torch channels_last in the latest nine
   runs (target 1.5x), but 1.37x-1.91x across this VM's swings on one build earlier.
 - The Keras LSTM training step is at parity with torch.nn.LSTM (0.99-1.01x in the latest three

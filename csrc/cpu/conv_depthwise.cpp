@@ -4,12 +4,12 @@
 //   channels last (N, H, W, C): vectors run over channels. y and grad_x are gathers: output
 //     pixels whose taps all lie inside the input go 4 at a time, each weight vector loaded
 //     once for the 4; edge pixels use a list of their in-bounds taps. The forward of kernel
-//     widths 5 and 7 (and 3 on rows of at most 14 pixels) slides along the row instead: 7 or 8
-//     pixels a block, each input column loaded once for every tap that reads it, the edges
-//     read as zeros (slide_block). Tasks take runs of output rows (row_grain), and an
-//     output that with its input passes the cache goes out by non-temporal stores
-//     (stream_ok). grad_w and grad_b sum
-//     chunks of output rows into partial sums (the taps of one kernel row held in registers
+//     widths 5 and 7 (and 3 on rows of at most 14 pixels or channels within one vector)
+//     slides along the row instead: 7 or 8 pixels a block, each input column loaded once for
+//     every tap that reads it, the edges read as zeros (slide_block). Tasks take runs of
+//     output rows (row_grain), scan their input rows first (scan_rows), and an output that
+//     with its input passes the cache goes out by non-temporal stores (stream_ok). grad_w and
+//     grad_b sum chunks of output rows into partial sums (the taps of one kernel row held in registers
 //     along an image row), added up in chunk order. m > 1 runs on a copy of x with each
 //     channel repeated m times.
 //   channels first (N, C, H, W): vectors run over output width. Each input plane is copied
@@ -315,10 +315,13 @@ int64_t slide_p(int64_t OW) { return ((OW + 7) / 8) * 8 - OW <= ((OW + 6) / 7) *
 // 56x56 2.85 vs 3.05; k7 s1 C144 28x28 3.47 vs 4.90; k3 s1 C576 7x7 0.13 vs 0.22, C240 14x14
 // 0.30 vs 0.35 (run_row's edge columns go one tap at a time: 2 of 7 or 14 columns). Not for
 // k3 on wider rows: C96 28x28 0.98 vs 0.62, 56x56 6.3 vs 5.2 (memory-bound there, and
-// run_row's 4-pixel blocks read less per output row).
+// run_row's 4-pixel blocks read less per output row) -- unless the channels fill one vector at
+// most: run_row then keeps 4 sums, loads one input per multiply-add (N8, k3, kernel alone, us,
+// sliding vs run_row: C16 56x56 s1 101-116 vs 232-259, C16 112x112 s2 117-143 vs 189-195; C64
+// 56x56 s2 216-280 vs 122-141, so wider channel counts stay).
 bool slide_ok(const ConvShape& s) {
   return (s.KW == 3 || s.KW == 5 || s.KW == 7) && (s.sw == 1 || s.sw == 2) && s.dw == 1 && s.OW >= 7 &&
-         s.KH <= 64 && (s.KW >= 5 || s.OW <= 14);
+         s.KH <= 64 && (s.KW >= 5 || s.OW <= 14 || s.OC <= VL);
 }
 
 // The channels-last forward's stores go out non-temporal (kStreamBytes): input and output

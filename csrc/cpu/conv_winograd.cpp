@@ -213,6 +213,25 @@ inline void wino1d_in(const float* const p[4], float* v, int64_t vs, int64_t C) 
   for (; c < C; ++c) tile(ld_s, st_s, c);
 }
 
+// The F(2x2, 3x3) input tile at tile row th, column tw of image n of x (channels last):
+// V[xi][c] = (B^T d B)[i][j] at v[xi * vs + c], from its 16 pixels (zero, C zeros, where the
+// tile hangs over the edge). The forward's and grad_w's tiles.
+inline void wino_in_tile(const ConvShape& s, const float* x, int64_t n, int64_t th, int64_t tw, const float* zero,
+                         float* v, int64_t vs) {
+  const int64_t C = s.C;
+  const float* xn = x + n * s.H * s.W * C;
+  const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
+  const float* p[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const int64_t ih = ih0 + i, iw = iw0 + j;
+      p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
+    }
+  int64_t c = 0;
+  for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
+  for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
+}
+
 }  // namespace
 
 void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y) {
@@ -234,18 +253,7 @@ void conv2d_wino(const ConvShape& s, const float* x, const float* w, const float
   // Input tile g = (n, th, tw): V[xi][c] = (B^T d B)[i][j] at v[xi * vs + c], from its 16
   // pixels (the zero row where the tile hangs over the edge).
   auto in_tile = [&](int64_t g, const float* zero, float* v, int64_t vs) {
-    const int64_t n = g / TT, th = g % TT / TW, tw = g % TW;
-    const float* xn = x + n * s.H * s.W * C;
-    const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
-    const float* p[4][4];
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j) {
-        const int64_t ih = ih0 + i, iw = iw0 + j;
-        p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
-      }
-    int64_t c = 0;
-    for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
-    for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
+    wino_in_tile(s, x, g / TT, g % TT / TW, g % TW, zero, v, vs);
   };
   // Output tile g from its 16 sums at m (the 16 matrices ms apart), channels o_lo .. o_hi.
   auto out_tile = [&](int64_t g, const float* m, int64_t ms, int64_t o_lo, int64_t o_hi) {
@@ -477,18 +485,7 @@ void conv2d_wino_gw(const ConvShape& s, const float* gy, const float* x, float* 
   const int64_t C = s.C, OC = s.OC, TW = (s.OW + 1) / 2, TT = (s.OH + 1) / 2 * TW;
   auto tile = [&](int64_t n, int64_t tt, float* v, int64_t vs, float* u, int64_t us, const float* zero, float* B) {
     const int64_t th = tt / TW, tw = tt % TW;
-    // x tile: V[xi][t][c] = (B^T d B)[i][j]
-    const float* xn = x + n * s.H * s.W * C;
-    const int64_t ih0 = 2 * th - s.pt, iw0 = 2 * tw - s.pl;
-    const float* p[4][4];
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j) {
-        const int64_t ih = ih0 + i, iw = iw0 + j;
-        p[i][j] = (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) ? xn + (ih * s.W + iw) * C : zero;
-      }
-    int64_t c = 0;
-    for (; c + VL <= C; c += VL) wino_in<vf>(p, v, vs, c, ld_v, st_v);
-    for (; c < C; ++c) wino_in<float>(p, v, vs, c, ld_s, st_s);
+    wino_in_tile(s, x, n, th, tw, zero, v, vs);  // x tile: V[xi][t][c] = (B^T d B)[i][j]
     // gy tile: U[xi][t][o] = (A g A^T)[i][j], A = [1 0; 1 1; 1 -1; 0 -1]
     const int64_t oh = 2 * th, ow = 2 * tw;
     const float* gn = gy + n * s.OH * s.OW * OC;

@@ -10,6 +10,8 @@ whatever the data format. Tests: tests/test_conv.py.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from pyaiml import _backend
@@ -55,7 +57,8 @@ def _impl(name, dtype):
     return _backend.chosen(name)
 
 
-def _checked_cpp():
+@functools.cache
+def _checked_cpp():  # the import once, not on every call (it loads _C on first use)
     from pyaiml.ops._native_conv import conv2d_checked
 
     return conv2d_checked

@@ -1,7 +1,9 @@
 """The decode-shaped products: float32 GEMV (``gemm`` with at most 8 rows against a weight whose
 rows are contiguous, csrc/cpu/gemv.cpp), ``linear_q8`` (int8 weights with float16 scales per
-32 rows, Q8_0) and ``linear_q8_packed`` (the same weights in 64-column panels, pyaiml.llm's
-in-memory layout) on every backend, against NumPy float64.
+32 rows, Q8_0), ``linear_q8_packed`` (the same weights in 64-column panels, pyaiml.llm's
+in-memory layout) and ``linear_f32_packed`` (float32 weights in those panels: the streaming
+kernel up to 8 rows, the GEMM reading the panels in place beyond) on every backend, against
+NumPy float64.
 
 Shapes are awkward on purpose: 1..8 rows (each register-blocking case), 9 and 40 rows (the
 int8 GEMM that widens panels), column counts that are not multiples of the vector width or of
@@ -88,6 +90,72 @@ def test_linear_q8_packed(backend, M, K, N, rng):
     f = _backend.resolve("linear_q8_packed", backend)
     _close(f(x, qp, sp, N, b), ref_q8(x, q, s, b), K)
     _close(f(x, qp, sp, N), ref_q8(x, q, s), K)
+
+
+@pytest.mark.parametrize("backend", backends_for("linear_f32_packed"))
+@pytest.mark.parametrize("M,K,N", SHAPES + [(9, 64, 70), (40, 320, 129), (3, 64, 64), (130, 300, 200),
+                                            (16, 700, 129), (20, 33, 10)])
+def test_linear_f32_packed(backend, M, K, N, rng):
+    """pyaiml.llm's float32 layers: weights in panels of 64 columns (the last padded with
+    zeros), any number of rows, row-strided x, a bias or none."""
+    from pyaiml.llm.layers import from_panels, to_panels
+
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    wp = to_panels(w)
+    assert wp.shape == (-(-N // 64), K, 64) and not wp[-1, :, N - 64 * (wp.shape[0] - 1):].any()
+    np.testing.assert_array_equal(from_panels(wp, N), w)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    f = _backend.resolve("linear_f32_packed", backend)
+    _close(f(x, wp, N, b), x.astype(np.float64) @ w + b, K)
+    xs = rng.standard_normal((M, K + 5)).astype(np.float32)[:, 2:K + 2]
+    _close(f(xs, wp, N), xs.astype(np.float64) @ w, K)
+
+
+@needs_cpp
+@pytest.mark.parametrize("K", [1, 31, 300, 768, 1536])
+def test_linear_f32_packed_same_bits_as_gemm(K, rng):
+    """The panels give the (K, N) layout's bits, streaming kernel and GEMM alike, for every row
+    count and thread count: a model's logits do not change with its weight layout, its batch
+    or the pool."""
+    from pyaiml.llm.layers import to_panels
+
+    N = 203
+    x = rng.standard_normal((20, K)).astype(np.float32)
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    wp = to_panels(w)
+    gemm = _backend.resolve("gemm", "cpp")
+    packed = _backend.resolve("linear_f32_packed", "cpp")
+    n0 = pyaiml.get_num_threads()
+    try:
+        for t in (1, 2):
+            pyaiml.set_num_threads(t)
+            for m in (1, 2, 5, 8, 9, 20):
+                np.testing.assert_array_equal(packed(x[:m], wp, N, b), gemm(x[None, :m], w[None], b)[0])
+    finally:
+        pyaiml.set_num_threads(n0)
+
+
+@needs_cpp
+def test_linear_f32_packed_errors(rng):
+    from pyaiml.llm.layers import to_panels
+
+    C = _backend.native()
+    wp = to_panels(rng.standard_normal((64, 70)).astype(np.float32))
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    with pytest.raises(ValueError, match="n must lie in the last panel"):
+        C.linear_f32_packed(x, wp, 130)
+    with pytest.raises(ValueError, match="n must lie in the last panel"):
+        C.linear_f32_packed(x, wp, 64)
+    with pytest.raises(ValueError, match=r"w must be packed \(panels, in, 64\)"):
+        C.linear_f32_packed(np.ones((2, 32), np.float32), wp, 70)
+    with pytest.raises(ValueError, match="w must be C-contiguous"):
+        C.linear_f32_packed(x, wp[:, ::2], 70)
+    with pytest.raises(ValueError, match="w must have dtype float32"):
+        C.linear_f32_packed(x, wp.astype(np.float64), 70)
+    with pytest.raises(ValueError, match="bias"):
+        C.linear_f32_packed(x, wp, 70, np.ones(64, np.float32))
 
 
 def test_pack_q8_errors():
@@ -207,8 +275,10 @@ def test_every_isa(isa):
                        "    if K % 32 == 0:\n"
                        "        t.test_linear_q8('cpp', M, K, N, rng)\n"
                        "        t.test_linear_q8_packed('cpp', M, K, N, rng)\n"
+                       "    t.test_linear_f32_packed('cpp', M, K, N, rng)\n"
                        "for K in (31, 300, 768, 4000):\n"
                        "    t.test_rows_do_not_depend_on_the_batch(K, rng)\n"
+                       "    t.test_linear_f32_packed_same_bits_as_gemm(K, rng)\n"
                        "for K, N in ((40, 100), (300, 64), (300, 100)):\n"
                        "    t.test_partial_row_tiles(K, N, rng)\n")
 

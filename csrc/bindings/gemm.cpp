@@ -1,4 +1,5 @@
-// bindings/gemm.cpp: _C.gemm(a, b, bias=None, relu=False, naive=False, check_finite=False).
+// bindings/gemm.cpp: _C.gemm(a, b, bias=None, relu=False, naive=False, check_finite=False),
+// _C.linear_q8, _C.linear_q8_packed and _C.linear_f32_packed (pyaiml.llm's layers, gemv.h).
 // a: (Bt, M, K), b: (Bt, K, N), float32, any strides (0 for broadcast, negative allowed);
 // returns a new C-contiguous (Bt, M, N), 64-byte aligned. An operand whose data is not
 // 4-byte aligned is copied first. With check_finite it returns
@@ -181,6 +182,65 @@ void register_gemm(py::module_& m) {
         return std::move(y);
       },
       py::arg("x"), py::arg("q"), py::arg("scale"), py::arg("n"), py::arg("bias") = py::none());
+
+  m.def(
+      "linear_f32_packed",
+      [](py::array x, py::array w, int64_t n, py::object bias) -> py::array {
+        const char* op = "linear_f32_packed";
+        require_dtype<float>(x, op, "x");
+        require_dtype<float>(w, op, "w");
+        require_ndim(x, 2, op, "x");
+        require_ndim(w, 3, op, "w");
+        x = aligned(x);
+        auto sx = elem_strides(x, op, "x");
+        PYAIML_CHECK(sx[1] == 1 || x.shape(1) <= 1, op, ": x's rows must be contiguous. Received strides ", sx[0],
+                     ", ", sx[1]);
+        PYAIML_CHECK((w.flags() & py::array::c_style) && is_aligned(w), op, ": w must be C-contiguous and aligned");
+        const int64_t M = x.shape(0), K = x.shape(1), P = w.shape(0);
+        PYAIML_CHECK(w.shape(1) == K && w.shape(2) == kPanel, op, ": w must be packed (panels, in, ", kPanel,
+                     ") with in = x's last dimension. Received x ", shape_str(x), ", w ", shape_str(w));
+        PYAIML_CHECK(n > (P - 1) * kPanel && n <= P * kPanel, op, ": n must lie in the last panel of w (", P,
+                     " panels). Received ", n);
+        py::array_t<float> bias_arr;
+        const float* bias_p = optional_vector(bias, n, op, "bias", bias_arr);
+        py::array_t<float> y = new_aligned_array<float>({M, n});
+        const float* px = static_cast<const float*>(x.data());
+        const float* pw = static_cast<const float*>(w.data());
+        {
+          py::gil_scoped_release nogil;
+          if (M <= kGemvMaxRows) {  // decode: the panels streamed once (gemv.h)
+            GemvF32PackedArgs g;
+            g.M = M;
+            g.K = K;
+            g.N = n;
+            g.x = px;
+            g.ldx = sx[0];
+            g.w = pw;
+            g.bias = bias_p;
+            g.y = y.mutable_data();
+            g.ldy = n;
+            gemv_kernels().gemv_f32_packed(g);
+          } else {  // prefill: sgemm reading the panels in place
+            GemmArgs g;
+            g.M = M;
+            g.N = n;
+            g.K = K;
+            g.A = px;
+            g.rsa = sx[0];
+            g.csa = 1;
+            g.B = pw;
+            g.rsb = kPanel;
+            g.csb = 1;
+            g.bps = K * kPanel;
+            g.C = y.mutable_data();
+            g.ldc = n;
+            g.bias_n = bias_p;
+            gemm_kernels().sgemm(g);
+          }
+        }
+        return std::move(y);
+      },
+      py::arg("x"), py::arg("w"), py::arg("n"), py::arg("bias") = py::none());
 }
 
 }  // namespace pyaiml

@@ -323,7 +323,8 @@ void sgemm_st(const GemmArgs& g) {
   const bool direct = g.K <= K_DIRECT || g.N <= 2 * NR;
   // Row-major B with rows of at most 256 bytes, cut into whole NR panels: each panel's rows
   // sit at most 256 bytes apart, which streams as well as a packed copy and saves making it.
-  const bool b_direct = g.csb == 1 && g.N % NR == 0 && std::abs(g.rsb) <= 64;
+  // Panel-layout B (bps) is read in place the same way.
+  const bool b_direct = g.bps > 0 || (g.csb == 1 && g.N % NR == 0 && std::abs(g.rsb) <= 64);
   const int64_t nc_max = std::min<int64_t>(NC, ((g.N + NR - 1) / NR) * NR);
   // K split into equal blocks of at most KC (288 -> 2 x 144, not 256 + 32).
   const int64_t kc_step = (g.K + (g.K + KC - 1) / KC - 1) / ((g.K + KC - 1) / KC);
@@ -345,7 +346,9 @@ void sgemm_st(const GemmArgs& g) {
         if (!direct) pack_a(g, ic, mc, pc, kc, ap);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
-          const float* bpanel = b_direct ? g.B + pc * g.rsb + jc + jr : bp + jr * kc;
+          const float* bpanel = !b_direct ? bp + jr * kc
+                                : g.bps > 0 ? g.B + ((jc + jr) / g.rsb) * g.bps + pc * g.rsb + (jc + jr) % g.rsb
+                                            : g.B + pc * g.rsb + jc + jr;
           const int64_t bs = b_direct ? g.rsb : NR;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
@@ -418,10 +421,11 @@ void sgemm(const GemmArgs& g) {
     // 7-15% less CPU time than the row split).
     parallel_for_static(g.M, MR, rows);
   } else {
-    parallel_for_static(g.N, NR, [&](int64_t b, int64_t e) {
+    // panel-layout B: whole panels per thread
+    parallel_for_static(g.N, g.bps > 0 ? g.rsb : NR, [&](int64_t b, int64_t e) {
       GemmArgs s = g;
       s.N = e - b;
-      s.B = g.B + b * g.csb;
+      s.B = g.bps > 0 ? g.B + (b / g.rsb) * g.bps : g.B + b * g.csb;
       s.C = g.C + b;
       if (g.bias_n) s.bias_n = g.bias_n + b;
       sgemm_st(s);

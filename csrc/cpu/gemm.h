@@ -20,6 +20,10 @@ struct GemmArgs {
   int64_t rsa = 0, csa = 0;
   const float* B = nullptr;  // B(k, j) = B[k * rsb + j * csb]
   int64_t rsb = 0, csb = 0;
+  // B in column panels instead (bps > 0): B(k, j) = B[(j / rsb) * bps + k * rsb + j % rsb], panels
+  // rsb columns wide (a multiple of the micro-tile's NR; gemv.h kPanel), bps floats apart,
+  // columns past N present (zero): pyaiml.llm's float32 weights. csb must be 1.
+  int64_t bps = 0;
   float* C = nullptr;        // C(i, j) = C[i * ldc + j]
   int64_t ldc = 0;
   float beta = 0.f;          // 0: C is overwritten and never read; 1: accumulate into C

@@ -48,11 +48,26 @@ struct GemvPackedArgs {
   int64_t ldy = 0;
 };
 
+// float32 W packed in panels of kPanel columns (pyaiml.llm's float32 layout, the same panels
+// as int8's): w[(p * K + k) * 64 + c] = W(k, 64p + c), columns past N zero. The GEMM reads the
+// same layout (GemmArgs::bps), so one copy of W serves prefill and decode.
+constexpr int64_t kPanel = 64;
+struct GemvF32PackedArgs {
+  int64_t M = 0, K = 0, N = 0;  // M <= kGemvMaxRows per chunk; any M is taken 8 rows at a time
+  const float* x = nullptr;     // x(i, k) = x[i * ldx + k]
+  int64_t ldx = 0;
+  const float* w = nullptr;     // (ceil(N / 64), K, 64)
+  const float* bias = nullptr;  // optional, (N,)
+  float* y = nullptr;           // y(i, n) = y[i * ldy + n]
+  int64_t ldy = 0;
+};
+
 struct GemvKernels {
   void (*gemv_f32)(const GemvArgs&);  // M <= kGemvMaxRows, threaded
   void (*gemv_q8)(const GemvArgs&);   // M <= kGemvMaxRows, K % 32 == 0, threaded
   void (*gemm_q8)(const GemvArgs&);   // any M, K % 32 == 0, threaded
   void (*gemm_q8_packed)(const GemvPackedArgs&);  // the same on packed panels
+  void (*gemv_f32_packed)(const GemvF32PackedArgs&);  // float32 panels, threaded (few rows: GEMM beyond)
 };
 
 PYAIML_KERNEL_TABLE(GemvKernels, gemv_kernels)

@@ -1,6 +1,6 @@
-"""Numba fallbacks for the ``gemm`` op (rows in parallel, an i-k-j loop that vectorises) and
-the ``linear_q8`` and ``linear_q8_packed`` ops (column blocks in parallel, int8 weights widened
-per 32-row block)."""
+"""Numba fallbacks for the ``gemm`` op (rows in parallel, an i-k-j loop that vectorises), the
+``linear_q8`` and ``linear_q8_packed`` ops (column blocks in parallel, int8 weights widened
+per 32-row block) and ``linear_f32_packed`` (float32 panels of 64 columns in parallel)."""
 from __future__ import annotations
 
 import numba as nb
@@ -106,4 +106,33 @@ def linear_q8_packed(x2, qp, sp, n, bias=None):
     has_bias = bias is not None
     _linear_q8_packed_kernel(x2, qp, sp.astype(np.float32), bias if has_bias else np.zeros(1, np.float32), has_bias,
                              y)
+    return y
+
+
+@nb.njit(parallel=True, fastmath=True, cache=True)
+def _linear_f32_packed_kernel(x, wp, bias, has_bias, y):
+    M, K = x.shape
+    P, _, W = wp.shape
+    N = y.shape[1]
+    for p in nb.prange(P):
+        j0 = p * W
+        w = min(W, N - j0)
+        acc = np.zeros(W, dtype=np.float32)
+        for i in range(M):
+            acc[:] = 0.0
+            for k in range(K):
+                xik = x[i, k]
+                for j in range(W):
+                    acc[j] += xik * wp[p, k, j]
+            for j in range(w):
+                v = acc[j]
+                if has_bias:
+                    v += bias[j0 + j]
+                y[i, j0 + j] = v
+
+
+def linear_f32_packed(x2, wp, n, bias=None):
+    y = np.empty((x2.shape[0], n), dtype=np.float32)
+    has_bias = bias is not None
+    _linear_f32_packed_kernel(np.ascontiguousarray(x2), wp, bias if has_bias else np.zeros(1, np.float32), has_bias, y)
     return y

@@ -33,7 +33,7 @@ class _Kernels:
     lookup reads PYAIML_BACKEND. The graphs' own float32 arrays go to them without the public
     ops' argument checks."""
 
-    NAMES = ("gemm", "linear_q8", "linear_q8_packed", "norm", "gelu_tanh", "swiglu", "rope_qk")
+    NAMES = ("gemm", "linear_f32_packed", "linear_q8", "linear_q8_packed", "norm", "gelu_tanh", "swiglu", "rope_qk")
 
     def __init__(self):
         self.key = object()
@@ -56,6 +56,28 @@ class _Kernels:
 
 
 KERNELS = _Kernels()
+
+PANEL = 64  # output columns per panel of the in-memory weight layouts (float32 and int8)
+
+
+def to_panels(a: np.ndarray) -> np.ndarray:
+    """A 2-D (rows, n) array as panels of ``PANEL`` columns, ``p[j, k, c] = a[k, 64j + c]``
+    (ceil(n / 64), rows, 64), columns past ``n`` zero: the layout the decode kernels stream
+    (a thread's panels are one contiguous run of memory) and the GEMM reads in place."""
+    rows, n = a.shape
+    full, rest = divmod(n, PANEL)
+    p = np.zeros((full + (rest > 0), rows, PANEL), dtype=a.dtype)
+    if full:
+        p[:full] = a[:, :full * PANEL].reshape(rows, full, PANEL).transpose(1, 0, 2)
+    if rest:
+        p[full, :, :rest] = a[:, full * PANEL:]
+    return p
+
+
+def from_panels(p: np.ndarray, n: int) -> np.ndarray:
+    """(panels, rows, 64) -> the (rows, n) array :func:`to_panels` packed."""
+    P, rows, _ = p.shape
+    return np.ascontiguousarray(p.transpose(1, 0, 2).reshape(rows, P * PANEL)[:, :n])
 
 
 def _norm(x: np.ndarray, w, b, eps: float, rms: bool) -> np.ndarray:

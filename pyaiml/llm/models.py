@@ -35,42 +35,62 @@ from pyaiml import ops
 from pyaiml.llm.cache import KVCache
 from pyaiml.llm.layers import (
     KERNELS,
+    PANEL,
     activation,
+    from_panels,
     gated,
     layer_norm,
     rms_norm,
     rope_spec,
+    to_panels,
 )
 
 
 class Linear:
-    """y = x @ wt + b with wt (in, out) float32 C-contiguous."""
+    """y = x @ W + b with W (in, out) float32, held in panels of 64 output columns
+    (:func:`~pyaiml.llm.layers.to_panels`): each thread of the decode step streams one
+    contiguous run of memory, and the prefill GEMM reads the same panels in place. ``wt``
+    gives W back in its (in, out) layout (a copy)."""
 
-    __slots__ = ("b", "wt")
+    __slots__ = ("b", "n", "wp")
 
     def __init__(self, wt: np.ndarray, b=None):
-        self.wt = np.ascontiguousarray(wt, dtype=np.float32)
+        wt = np.asarray(wt, dtype=np.float32)
+        if wt.ndim != 2:
+            raise ValueError(f"Linear: the weight must be 2-D (in, out). Received shape {wt.shape}")
+        self.n = wt.shape[1]
+        self.wp = to_panels(wt)
         self.b = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
 
     @classmethod
     def from_torch(cls, w_out_in, b=None):
         """From torch.nn.Linear's (out, in) layout."""
-        return cls(np.ascontiguousarray(np.asarray(w_out_in, dtype=np.float32).T), b)
+        return cls(np.asarray(w_out_in, dtype=np.float32).T, b)
+
+    @property
+    def wt(self) -> np.ndarray:
+        return from_panels(self.wp, self.n)
 
     @property
     def shape(self):
-        return self.wt.shape
+        return (self.wp.shape[1], self.n)
 
     @property
     def nbytes(self) -> int:
-        return self.wt.nbytes + (0 if self.b is None else self.b.nbytes)
+        return self.wp.nbytes + (0 if self.b is None else self.b.nbytes)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        # The model's own float32 activations: straight to the registry's GEMM (up to 8 rows
-        # its streaming GEMV), without ops.linear's per-call argument checks.
-        K = self.wt.shape[0]
-        y = KERNELS.gemm(x.reshape(1, -1, K), self.wt[None], self.b)
-        return y.reshape(*x.shape[:-1], -1)
+        # The model's own float32 activations: straight to the kernel (up to 8 rows the
+        # streaming GEMV, more the GEMM), without ops.linear's per-call argument checks.
+        K = self.wp.shape[1]
+        x2 = np.ascontiguousarray(x.reshape(-1, K))
+        return KERNELS.linear_f32_packed(x2, self.wp, self.n, self.b).reshape(*x.shape[:-1], -1)
+
+    def columns(self, ids: np.ndarray) -> np.ndarray:
+        """Columns ``ids`` (any shape) as (..., in): the token rows of a tied embedding
+        stored as this head."""
+        ids = np.asarray(ids)
+        return self.wp[ids // PANEL, :, ids % PANEL]
 
 
 def _cat_linear(parts):
@@ -357,9 +377,7 @@ class _ColumnEmbedding:
         self.head = head
 
     def __getitem__(self, ids):
-        if hasattr(self.head, "columns"):
-            return self.head.columns(ids)
-        return self.head.wt[:, ids].transpose(*range(1, ids.ndim + 1), 0)
+        return self.head.columns(ids)
 
 
 class GPT2(DecoderLM):

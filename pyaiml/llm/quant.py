@@ -34,10 +34,9 @@ import shutil
 import numpy as np
 
 from pyaiml import ops as _ops  # noqa: F401 (registers the linear_q8 op)
-from pyaiml.llm.layers import KERNELS
+from pyaiml.llm.layers import KERNELS, PANEL, from_panels, to_panels
 
 BLOCK = 32
-PANEL = 64  # output columns per panel of the in-memory layout (pack_q8)
 FORMAT = "pyaiml-q8_0"
 
 
@@ -78,28 +77,12 @@ def pack_q8(q: np.ndarray, scale: np.ndarray):
     K, N = q.shape
     if scale.shape != (K // BLOCK, N):
         raise ValueError(f"pack_q8: scale must have shape (in/{BLOCK}, out) = {(K // BLOCK, N)}. Received {scale.shape}")
-    full, rest = divmod(N, PANEL)
-    P = full + (rest > 0)
-    out = []
-    for a, rows, dt in ((q, K, np.int8), (scale, K // BLOCK, np.float16)):
-        p = np.zeros((P, rows, PANEL), dtype=dt)
-        if full:
-            p[:full] = a[:, :full * PANEL].reshape(rows, full, PANEL).transpose(1, 0, 2)
-        if rest:
-            p[full, :, :rest] = a[:, full * PANEL:]
-        out.append(p)
-    return out[0], out[1]
-
-
-def _unpanel(p: np.ndarray, n: int) -> np.ndarray:
-    """(panels, rows, 64) -> the (rows, n) array it packs."""
-    P, rows, _ = p.shape
-    return np.ascontiguousarray(p.transpose(1, 0, 2).reshape(rows, P * PANEL)[:, :n])
+    return to_panels(q), to_panels(scale.astype(np.float16))
 
 
 def unpack_q8(qp: np.ndarray, sp: np.ndarray, n: int):
     """The (q, scale) that :func:`pack_q8` packed (``n`` output columns)."""
-    return _unpanel(qp, n), _unpanel(sp, n)
+    return from_panels(qp, n), from_panels(sp, n)
 
 
 class QLinear:
@@ -124,11 +107,11 @@ class QLinear:
 
     @property
     def q(self) -> np.ndarray:
-        return _unpanel(self.qp, self.n)
+        return from_panels(self.qp, self.n)
 
     @property
     def scale(self) -> np.ndarray:
-        return _unpanel(self.sp, self.n)
+        return from_panels(self.sp, self.n)
 
     @property
     def shape(self):
@@ -168,12 +151,12 @@ def quantize_model(model) -> int:
     n = 0
     for d in model.layers:
         for k, v in d.items():
-            if isinstance(v, Linear) and v.wt.shape[0] % BLOCK == 0:
+            if isinstance(v, Linear) and v.shape[0] % BLOCK == 0:
                 d[k] = QLinear.from_linear(v)
                 n += 1
     head = getattr(model, "head", None)
     tied = isinstance(getattr(model, "wte", None), _ColumnEmbedding)
-    if isinstance(head, Linear) and head.wt.shape[0] % BLOCK == 0:
+    if isinstance(head, Linear) and head.shape[0] % BLOCK == 0:
         model.head = QLinear.from_linear(head)
         if tied:  # the token embedding is the head's columns: it reads them dequantized
             model.wte = _ColumnEmbedding(model.head)

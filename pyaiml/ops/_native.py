@@ -28,6 +28,10 @@ def linear_q8_packed(x2, qp, sp, n, bias=None):
     return _C.linear_q8_packed(x2, qp, sp, n, bias)
 
 
+def linear_f32_packed(x2, wp, n, bias=None):
+    return _C.linear_f32_packed(x2, wp, n, bias)
+
+
 def norm(x2, weight=None, bias=None, eps=1e-5, rms=False):
     return _C.norm(x2, weight, bias, eps, rms)
 

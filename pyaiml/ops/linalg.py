@@ -34,6 +34,14 @@ _backend.register_op(
     numba="pyaiml._numba.gemm:linear_q8_packed",
     numpy="pyaiml.reference.gemm:linear_q8_packed",
 )
+# x (M, K) @ float32 weights packed in panels of 64 columns (pyaiml.llm.layers.to_panels), for
+# pyaiml.llm's float32 layers; not a public op.
+_backend.register_op(
+    "linear_f32_packed",
+    cpp="pyaiml.ops._native:linear_f32_packed",
+    numba="pyaiml._numba.gemm:linear_f32_packed",
+    numpy="pyaiml.reference.gemm:linear_f32_packed",
+)
 Q8_BLOCK = 32
 
 

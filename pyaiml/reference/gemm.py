@@ -1,4 +1,5 @@
-"""NumPy reference for the ``gemm`` op (float64 accumulation)."""
+"""NumPy references for the ``gemm``, ``linear_q8``, ``linear_q8_packed`` and
+``linear_f32_packed`` ops (float64 accumulation)."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,3 +31,13 @@ def linear_q8_packed(x2, qp, sp, n, bias=None):
     q = qp.transpose(1, 0, 2).reshape(K, P * W)[:, :n]
     scale = sp.transpose(1, 0, 2).reshape(K // 32, P * W)[:, :n]
     return linear_q8(x2, q, scale, bias)
+
+
+def linear_f32_packed(x2, wp, n, bias=None):
+    """x2 (M, K) @ W [+ bias] with W packed in panels of 64 columns (pyaiml.llm.layers.to_panels)."""
+    P, K, W = wp.shape
+    w = wp.transpose(1, 0, 2).reshape(K, P * W)[:, :n]
+    y = x2.astype(np.float64) @ w.astype(np.float64)
+    if bias is not None:
+        y += bias
+    return y.astype(np.float32)

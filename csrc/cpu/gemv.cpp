@@ -491,12 +491,18 @@ void gemm_q8_packed_impl(const GemvPackedArgs& g) {
 // the first sub-panel) into MB x NV register sums, each a chain of FMAs from 0 in row order;
 // the blocks are added into T (the panel's totals) in block order, then the bias: run_band's
 // order, so the bits equal the (K, N) GEMV's and sgemm's.
-// Prefetch distance in panel rows (16 KiB ahead). Llama-110M decode products (49 per step, weights
+// Prefetch distance in panel rows for up to 3 rows of x (16 KiB ahead). Llama-110M decode products (49 per step, weights
 // from memory, 2 threads, interleaved with the (K, N) GEMV in one process, medians of 9):
 // 32 rows 1 row 9.85 vs 10.54 ms, 8 rows 12.38 vs 12.40; 64 rows 9.92 vs 10.23, 11.74 vs 12.14;
 // 128 rows 10.22 vs 10.54, 11.24 vs 12.12; without the even spread over the sub-panel passes
 // (prefetching only in the first) 8 rows took 13.15 vs 12.24 ms.
 constexpr int64_t FP_PREFETCH = 64;
+// From 4 rows of x on, 128 rows (32 KiB): GPT-2-small's decode products at 8 rows, same
+// harness, new / old time per step in six runs at 128 rows 0.69, 0.69, 0.69, 0.91, 0.96, 0.96;
+// at 64 rows 0.86, 1.08; at 192 rows 0.98 (Llama 0.97 at 64, 128 and 192). The runs at 0.69
+// (12.2-13.0 ms, 38-40 GB/s, as fast as one row) came and went with the VM; the others
+// read 16-19 ms on both sides.
+constexpr int64_t FP_PREFETCH_WIDE = 128;
 
 template <int MB, int NV>
 inline void fp_block(const float* r, int64_t rows, const float* x, float* T, bool first, const char* pf) {
@@ -532,7 +538,7 @@ void fp_panel(const float* wp, int64_t K, int64_t block, const float* x, float* 
   for (int64_t b0 = 0; b0 < K; b0 += block) {
     const int64_t rows = std::min<int64_t>(block, K - b0);
     const float* r = wp + b0 * kPanel;
-    const char* pf = reinterpret_cast<const char*>(r) + FP_PREFETCH * kPanel * 4;
+    const char* pf = reinterpret_cast<const char*>(r) + (MB >= 4 ? FP_PREFETCH_WIDE : FP_PREFETCH) * kPanel * 4;
     for (int c = 0; c < PASSES; ++c)
       fp_block<MB, NV>(r + c * NV * VL, rows, x + b0 * MB, T + c * NV * VL, b0 == 0,
                        pf + c * rows * (kPanel * 4 / PASSES));

@@ -496,3 +496,54 @@ def test_load_generator_short_run(paths):
     with pytest.raises(ValueError, match="only loopback servers"):
         asyncio.run(lm_load("http://example.com:8000", "lm", 1, 1))
     assert main(["--url", "http://10.0.0.1:8000", "--lm", "x"]) == 2
+
+
+def test_response_head_and_body_leave_in_one_write():
+    """The server's transport joins a response head with the body written in the same
+    event-loop turn (one send, one segment); a head alone leaves at the end of the turn; close
+    flushes what waits; other writes pass straight through."""
+    import asyncio
+
+    from pyaiml.serve.server import _CoalescingTransport
+
+    class Recorder:
+        def __init__(self):
+            self.writes, self.closed = [], False
+
+        def write(self, data):
+            self.writes.append(bytes(data))
+
+        def is_closing(self):
+            return self.closed
+
+        def close(self):
+            self.closed = True
+
+        def get_write_buffer_size(self):
+            return 0
+
+        def get_extra_info(self, name, default=None):
+            return ("127.0.0.1", 1) if name == "peername" else default
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        rec = Recorder()
+        t = _CoalescingTransport(rec, loop)
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+        t.write(head)
+        assert rec.writes == [] and t.get_write_buffer_size() == len(head)
+        t.write(b"{}")
+        assert rec.writes == [head + b"{}"]
+        t.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")  # a stream's head
+        await asyncio.sleep(0)  # the turn ends: it leaves alone
+        assert rec.writes[-1].startswith(b"HTTP/1.1 200 OK\r\ntransfer") and len(rec.writes) == 2
+        t.write(b"5\r\nhello\r\n")
+        assert rec.writes[-1] == b"5\r\nhello\r\n"
+        t.write(b"0\r\n\r\n")
+        t.close()
+        assert rec.writes[-1] == b"0\r\n\r\n" and rec.closed
+        assert t.get_extra_info("peername") == ("127.0.0.1", 1)
+        await asyncio.sleep(0)
+        assert len(rec.writes) == 4  # the scheduled flush found nothing left
+
+    asyncio.run(run())

@@ -8,7 +8,8 @@ otherwise, access logs go to stderr as one JSON object per line, SIGTERM/SIGINT 
 accepting connections, let the requests in flight finish (``--graceful-timeout`` seconds
 at most), then stop the model workers, and a :class:`MemoryTrimmer` hands the allocator's
 free memory back to the system every ``--trim-memory`` seconds. :class:`ServerThread` runs an app on a loopback port in a background thread, for
-tests, benchmarks and notebooks.
+tests, benchmarks and notebooks. Both run uvicorn's httptools protocol on a transport that sends
+a response's head together with its body (:func:`http_protocol`).
 
 What it is not: a process manager (run several processes behind a proxy for more).
 Tests: tests/test_serve_ops.py (the command in a subprocess: readiness, SIGTERM during load).
@@ -41,6 +42,60 @@ def _server_class():
     return _Server
 
 
+class _CoalescingTransport:
+    """A transport that holds a response head back until its body follows. uvicorn writes a
+    response's head and its body separately, each a ``send`` system call on an idle socket
+    and a TCP segment the client reads on its own; a write that ends a head (``\\r\\n\\r\\n``)
+    waits here, and the next write of the same event-loop turn leaves together with it. A
+    head with no body in that turn (a stream's first event comes later) leaves at the end of
+    the turn (``call_soon``). ``close`` flushes first; everything else is the wrapped
+    transport's."""
+
+    __slots__ = ("_head", "_loop", "_t")
+
+    def __init__(self, transport, loop):
+        self._t, self._loop, self._head = transport, loop, None
+
+    def write(self, data):
+        head = self._head
+        if head is not None:
+            self._head = None
+            data = head + data
+        elif data.endswith(b"\r\n\r\n"):
+            self._head = data
+            self._loop.call_soon(self._flush)
+            return
+        self._t.write(data)
+
+    def _flush(self):
+        head = self._head
+        if head is not None:
+            self._head = None
+            if not self._t.is_closing():
+                self._t.write(head)
+
+    def close(self):
+        self._flush()
+        self._t.close()
+
+    def get_write_buffer_size(self):
+        return self._t.get_write_buffer_size() + (len(self._head) if self._head is not None else 0)
+
+    def __getattr__(self, name):
+        return getattr(self._t, name)
+
+
+def http_protocol():
+    """uvicorn's httptools protocol with :class:`_CoalescingTransport` (uvicorn.Config(http=...))."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+        def connection_made(self, transport):
+            super().connection_made(_CoalescingTransport(transport, self.loop))
+
+    return CoalescingHttpToolsProtocol
+
+
 class ServerThread:
     """Serve ``app`` with uvicorn on ``host:port`` (port 0: a free one) in a daemon thread.
 
@@ -55,6 +110,7 @@ class ServerThread:
         self.sock.bind((host, port))
         self.host, self.port = self.sock.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
+        config.setdefault("http", http_protocol())
         cfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                              timeout_graceful_shutdown=timeout_graceful_shutdown, **config)
         self.server = uvicorn.Server(cfg)
@@ -224,7 +280,7 @@ def main(args) -> int:
           f"(v2: {sorted(st.v2)}, language models: {sorted(st.lms)}); listening on http://{args.host}:{args.port}",
           file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=args.graceful_timeout)
+                            lifespan="on", timeout_graceful_shutdown=args.graceful_timeout, http=http_protocol())
     server = _server_class()(config)
     server.serve_state = st
     trimmer = MemoryTrimmer(args.trim_memory) if args.trim_memory > 0 else None

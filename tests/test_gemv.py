@@ -1,7 +1,8 @@
 """The decode-shaped products: float32 GEMV (``gemm`` with at most 8 rows against a weight whose
 rows are contiguous, csrc/cpu/gemv.cpp), ``linear_q8`` (int8 weights with float16 scales per
 32 rows, Q8_0), ``linear_q8_packed`` (the same weights in 64-column panels, pyaiml.llm's
-in-memory layout) and ``linear_f32_packed`` (float32 weights in those panels: the streaming
+in-memory layout) ``linear_w8a8_packed`` (those int8 panels against x quantized per row and block of 32, AVX-512
+VNNI where the CPU has it) and ``linear_f32_packed`` (float32 weights in those panels: the streaming
 kernel up to 8 rows, the GEMM reading the panels in place beyond) on every backend, against
 NumPy float64.
 
@@ -17,7 +18,7 @@ Tolerance: |got - want| <= 2e-6 * sqrt(K) * max|want| + 1e-6 (float32 sums of K 
 
 import numpy as np
 import pytest
-from helpers import backends_for, run_under_isa
+from helpers import backends_for, run_py, run_under_isa
 
 import pyaiml
 from pyaiml import _backend, ops
@@ -158,6 +159,83 @@ def test_linear_f32_packed_errors(rng):
         C.linear_f32_packed(x, wp, 70, np.ones(64, np.float32))
 
 
+@pytest.mark.parametrize("backend", backends_for("linear_w8a8_packed"))
+@pytest.mark.parametrize("M,K,N", [s for s in SHAPES if s[1] % 32 == 0] + [(9, 64, 70), (40, 320, 129), (3, 64, 64),
+                                                                           (130, 96, 65)])
+def test_linear_w8a8_packed(backend, M, K, N, rng):
+    """pyaiml.llm's int8 layers: x quantized per row and 32-block (quantize_rows_q8), the block
+    sums exact, against NumPy in float64; a block of x all zero (its scale 0) and a column
+    block whose weight scale is 0; and close to the float-activation product."""
+    from pyaiml.llm.quant import pack_q8
+    from pyaiml.reference.gemm import linear_w8a8_packed as ref
+
+    q, s = _q8(rng, K, N)
+    s[0, N // 2] = 0
+    qp, sp = pack_q8(q, s)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    x[0, :32] = 0
+    b = rng.standard_normal(N).astype(np.float32)
+    f = _backend.resolve("linear_w8a8_packed", backend)
+    got = f(x, qp, sp, N, b)
+    _close(got, ref(x, qp, sp, N, b).astype(np.float64), K)
+    _close(f(x, qp, sp, N), ref(x, qp, sp, N).astype(np.float64), K)
+    # activation quantization: within a few per mille of the float-activation product
+    want = ref_q8(x, q, s, b).astype(np.float64)
+    assert np.abs(got - want).max() <= 0.02 * np.abs(want).max() + 1e-3
+
+
+def test_quantize_rows_q8_matches_the_kernel_rounding():
+    """xs = amax / 127, xq = rint(x * (127 / amax)) (halves to even), clipped, zero blocks zero."""
+    from pyaiml.reference.gemm import quantize_rows_q8
+
+    x = np.zeros((2, 64), np.float32)
+    x[0, :32] = np.linspace(-2, 2, 32, dtype=np.float32)
+    x[0, 5] = 0.5 * 2 / 127  # exactly half a step: rounds to even (0)
+    xq, xs = quantize_rows_q8(x)
+    assert xs[0, 0] == np.float32(2) / np.float32(127) and xs[0, 1] == 0 and xs[1].tolist() == [0, 0]
+    assert xq[0, 0, 0] == -127 and xq[0, 0, 31] == 127 and xq[0, 0, 5] == 0 and not xq[0, 1].any()
+
+
+@needs_cpp
+def test_w8a8_same_bits_on_every_path(rng, tmp_path):
+    """AVX-512 VNNI, AVX-512 without it (PYAIML_HIDE_VNNI=1) and AVX2 give the same bits (the
+    block sums are exact integers either way), for every row count; a row's result does not
+    depend on how many rows share the call."""
+    from pyaiml.llm.quant import pack_q8
+
+    K, N = 320, 203
+    q, s = _q8(rng, K, N)
+    qp, sp = pack_q8(q, s)
+    x = rng.standard_normal((20, K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x, qp=qp, sp=sp, b=b)
+    code = ("import numpy as np\n"
+            "from pyaiml import _C\n"
+            f"d = np.load({str(tmp_path / 'in.npz')!r})\n"
+            "ys = [_C.linear_w8a8_packed(d['x'][:m], d['qp'], d['sp'], 203, d['b']) for m in (1, 3, 4, 5, 8, 9, 20)]\n"
+            "for y in ys:\n"
+            "    assert np.array_equal(y, ys[-1][:len(y)])\n"
+            "np.save(OUT, ys[-1])\n"
+            "print(_C.isa(), _C.int8_dot())\n")
+    C = _backend.native()
+    paths = []
+    for name, env in (("vnni", {}), ("novnni", {"PYAIML_HIDE_VNNI": "1"}), ("avx2", {"PYAIML_ISA": "avx2"})):
+        if name == "vnni" and C.int8_dot() != "avx512_vnni":
+            continue
+        if name == "avx2" and "avx2" not in C.supported_isas():
+            continue
+        out = tmp_path / f"{name}.npy"
+        r = run_py(f"OUT = {str(out)!r}\n" + code, PYAIML_BACKEND="cpp", **env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        want = {"vnni": "avx512 avx512_vnni", "novnni": "avx512 float32", "avx2": "avx2 float32"}[name]
+        if name != "novnni" or "avx512" in C.supported_isas():
+            assert want in r.stdout, (name, r.stdout)
+        paths.append(out)
+    ys = [np.load(p) for p in paths]
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])
+
+
 def test_pack_q8_errors():
     from pyaiml.llm.quant import pack_q8
 
@@ -170,25 +248,28 @@ def test_pack_q8_errors():
 
 
 @needs_cpp
-def test_linear_q8_packed_errors(rng):
+@pytest.mark.parametrize("op", ["linear_q8_packed", "linear_w8a8_packed"])
+def test_linear_q8_packed_errors(op, rng):
     from pyaiml.llm.quant import pack_q8
 
-    C = _backend.native()
+    f = getattr(_backend.native(), op)
     q, s = _q8(rng, 64, 70)
     qp, sp = pack_q8(q, s)
     x = rng.standard_normal((2, 64)).astype(np.float32)
+    with pytest.raises(ValueError, match=f"{op}: n must lie in the last panel"):
+        f(x, qp, sp, 130)
     with pytest.raises(ValueError, match="n must lie in the last panel"):
-        C.linear_q8_packed(x, qp, sp, 130)
-    with pytest.raises(ValueError, match="n must lie in the last panel"):
-        C.linear_q8_packed(x, qp, sp, 64)
+        f(x, qp, sp, 64)
     with pytest.raises(ValueError, match="q must be packed"):
-        C.linear_q8_packed(np.ones((2, 32), np.float32), qp, sp, 70)
+        f(np.ones((2, 32), np.float32), qp, sp, 70)
     with pytest.raises(ValueError, match="scale must have shape"):
-        C.linear_q8_packed(x, qp, np.ascontiguousarray(sp[:, :1]), 70)
+        f(x, qp, np.ascontiguousarray(sp[:, :1]), 70)
     with pytest.raises(ValueError, match="scale must be C-contiguous"):
-        C.linear_q8_packed(x, qp, sp[:, :1], 70)
+        f(x, qp, sp[:, :1], 70)
     with pytest.raises(ValueError, match="bias"):
-        C.linear_q8_packed(x, qp, sp, 70, np.ones(64, np.float32))
+        f(x, qp, sp, 70, np.ones(64, np.float32))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        f(np.ones((2, 40), np.float32), qp, sp, 70)
 
 
 def test_linear_q8_public_op(rng):
@@ -275,6 +356,7 @@ def test_every_isa(isa):
                        "    if K % 32 == 0:\n"
                        "        t.test_linear_q8('cpp', M, K, N, rng)\n"
                        "        t.test_linear_q8_packed('cpp', M, K, N, rng)\n"
+                       "        t.test_linear_w8a8_packed('cpp', M, K, N, rng)\n"
                        "    t.test_linear_f32_packed('cpp', M, K, N, rng)\n"
                        "for K in (31, 300, 768, 4000):\n"
                        "    t.test_rows_do_not_depend_on_the_batch(K, rng)\n"

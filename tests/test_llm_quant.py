@@ -111,6 +111,31 @@ def test_quantize_errors(tmp_path):
         llm.load(tmp_path / "gq")
 
 
+def test_qlinear_activations():
+    """QLinear quantizes its input per row and block of 32 by default (the W8A8 op) and keeps it
+    float32 with activations="float" (the weight-only op, ops.linear_q8's answers); both close to
+    the dequantized float32 product; a bad value is refused."""
+    from pyaiml import ops
+    from pyaiml.reference.gemm import linear_w8a8_packed
+
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((96, 70)).astype(np.float32)
+    b = rng.standard_normal(70).astype(np.float32)
+    q, s = quantize_q8_0(w, axis=0)
+    x = rng.standard_normal((2, 3, 96)).astype(np.float32)
+    a8, af = QLinear(q, s, b), QLinear(q, s, b, activations="float")
+    y8, yf = a8(x), af(x)
+    assert y8.shape == yf.shape == (2, 3, 70)
+    np.testing.assert_allclose(yf, ops.linear_q8(x.reshape(6, 96), q, s, b).reshape(2, 3, 70), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y8.reshape(6, 70), linear_w8a8_packed(x.reshape(6, 96), a8.qp, a8.sp, 70, b),
+                               rtol=1e-5, atol=1e-5)
+    want = x @ dequantize_q8_0(q, s, axis=0) + b
+    assert np.abs(y8 - want).max() <= 0.02 * np.abs(want).max()
+    assert 0 < np.abs(y8 - yf).max() <= 0.02 * np.abs(want).max()
+    with pytest.raises(ValueError, match="activations must be 'int8'"):
+        QLinear(q, s, b, activations="int4")
+
+
 def test_encrypted_checkpoints(tmp_path, capsys):
     """Weight files encrypted by `pyaiml llm quantize --key-file` and by `pyaiml encrypt`
     (a float32 source) load with the key to the same logits; a wrong key, a

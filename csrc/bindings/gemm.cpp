@@ -149,39 +149,44 @@ void register_gemm(py::module_& m) {
       },
       py::arg("x"), py::arg("q"), py::arg("scale"), py::arg("bias") = py::none());
 
-  m.def(
-      "linear_q8_packed",
-      [](py::array x, py::array q, py::array scale, int64_t n, py::object bias) -> py::array {
-        const char* op = "linear_q8_packed";
-        const int64_t ldx = q8_common_checks(op, x, q, scale, 3);
-        const int64_t M = x.shape(0), K = x.shape(1), P = q.shape(0);
-        PYAIML_CHECK(q.shape(1) == K && q.shape(2) == kQ8Panel, op, ": q must be packed (panels, in, ", kQ8Panel,
-                     ") with in = x's last dimension. Received x ", shape_str(x), ", q ", shape_str(q));
-        PYAIML_CHECK(n > (P - 1) * kQ8Panel && n <= P * kQ8Panel, op, ": n must lie in the last panel of q (", P,
-                     " panels). Received ", n);
-        PYAIML_CHECK(scale.shape(0) == P && scale.shape(1) == K / kQ8Block && scale.shape(2) == kQ8Panel, op,
-                     ": scale must have shape (", P, ", ", K / kQ8Block, ", ", kQ8Panel, "). Received ", shape_str(scale));
-        py::array_t<float> bias_arr;
-        const float* bias_p = optional_vector(bias, n, op, "bias", bias_arr);
-        py::array_t<float> y = new_aligned_array<float>({M, n});
-        GemvPackedArgs g;
-        g.M = M;
-        g.K = K;
-        g.N = n;
-        g.x = static_cast<const float*>(x.data());
-        g.ldx = ldx;
-        g.q = static_cast<const int8_t*>(q.data());
-        g.s = static_cast<const uint16_t*>(scale.data());
-        g.bias = bias_p;
-        g.y = y.mutable_data();
-        g.ldy = n;
-        {
-          py::gil_scoped_release nogil;
-          gemv_kernels().gemm_q8_packed(g);
-        }
-        return std::move(y);
-      },
-      py::arg("x"), py::arg("q"), py::arg("scale"), py::arg("n"), py::arg("bias") = py::none());
+  // linear_q8_packed (float32 activations) and linear_w8a8_packed (activations quantized per
+  // row and 32-block, gemv.cpp): the same panels, the same checks
+  using PackedKernel = void (*GemvKernels::*)(const GemvPackedArgs&);
+  auto q8_packed = [](const char* op, PackedKernel kernel) {
+    return [op, kernel](py::array x, py::array q, py::array scale, int64_t n, py::object bias) -> py::array {
+      const int64_t ldx = q8_common_checks(op, x, q, scale, 3);
+      const int64_t M = x.shape(0), K = x.shape(1), P = q.shape(0);
+      PYAIML_CHECK(q.shape(1) == K && q.shape(2) == kQ8Panel, op, ": q must be packed (panels, in, ", kQ8Panel,
+                   ") with in = x's last dimension. Received x ", shape_str(x), ", q ", shape_str(q));
+      PYAIML_CHECK(n > (P - 1) * kQ8Panel && n <= P * kQ8Panel, op, ": n must lie in the last panel of q (", P,
+                   " panels). Received ", n);
+      PYAIML_CHECK(scale.shape(0) == P && scale.shape(1) == K / kQ8Block && scale.shape(2) == kQ8Panel, op,
+                   ": scale must have shape (", P, ", ", K / kQ8Block, ", ", kQ8Panel, "). Received ", shape_str(scale));
+      py::array_t<float> bias_arr;
+      const float* bias_p = optional_vector(bias, n, op, "bias", bias_arr);
+      py::array_t<float> y = new_aligned_array<float>({M, n});
+      GemvPackedArgs g;
+      g.M = M;
+      g.K = K;
+      g.N = n;
+      g.x = static_cast<const float*>(x.data());
+      g.ldx = ldx;
+      g.q = static_cast<const int8_t*>(q.data());
+      g.s = static_cast<const uint16_t*>(scale.data());
+      g.bias = bias_p;
+      g.y = y.mutable_data();
+      g.ldy = n;
+      {
+        py::gil_scoped_release nogil;
+        (gemv_kernels().*kernel)(g);
+      }
+      return std::move(y);
+    };
+  };
+  m.def("linear_q8_packed", q8_packed("linear_q8_packed", &GemvKernels::gemm_q8_packed), py::arg("x"), py::arg("q"),
+        py::arg("scale"), py::arg("n"), py::arg("bias") = py::none());
+  m.def("linear_w8a8_packed", q8_packed("linear_w8a8_packed", &GemvKernels::gemm_w8a8_packed), py::arg("x"),
+        py::arg("q"), py::arg("scale"), py::arg("n"), py::arg("bias") = py::none());
 
   m.def(
       "linear_f32_packed",

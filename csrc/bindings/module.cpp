@@ -62,6 +62,9 @@ PYBIND11_MODULE(_C, m) {
       if (isa_compiled(i) && cpu_supports(i)) out.push_back(isa_name(i));
     return out;
   });
+  m.def("int8_dot", [] {
+    return std::string(active_isa() == Isa::avx512 && cpu_has_avx512_vnni() ? "avx512_vnni" : "float32");
+  }, "How the W8A8 kernels take their int8 block sums: AVX-512 VNNI or float32 arithmetic (the same bits).");
   m.def("get_num_threads", &get_num_threads);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.attr("MAX_NUM_THREADS") = kMaxThreads;

@@ -95,6 +95,22 @@ bool cpu_supports(Isa isa) {
 #endif
 }
 
+bool cpu_has_avx512_vnni() {
+  static const bool has = [] {
+    const char* hide = std::getenv("PYAIML_HIDE_VNNI");
+    if (hide && std::strcmp(hide, "1") == 0) return false;
+    if (!cpu_supports(Isa::avx512)) return false;
+#if PYAIML_HAVE_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return (c & (1u << 11)) != 0;
+#else
+    return false;
+#endif
+  }();
+  return has;
+}
+
 Isa best_isa() {
   for (Isa isa : {Isa::avx512, Isa::avx2})
     if (isa_compiled(isa) && cpu_supports(isa)) return isa;

@@ -19,6 +19,9 @@ bool isa_compiled(Isa isa);   // this build carries code for this ISA
 Isa best_isa();               // best compiled and supported
 Isa active_isa();             // PYAIML_ISA if set (validated), else best_isa(); fixed at first call
 void validate_isa_env();      // throws std::invalid_argument on a bad PYAIML_ISA or PYAIML_HIDE_ISA
+// AVX-512 VNNI (int8 dot products, vpdpbusd) on top of the avx512 ISA. Testing hook:
+// PYAIML_HIDE_VNNI=1 reports it absent, so the int8 kernels' other path runs on such a CPU.
+bool cpu_has_avx512_vnni();
 
 }  // namespace pyaiml
 

@@ -20,12 +20,15 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
+#include <vector>
 #include <utility>
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
+#include "common/isa.h"
 #include "common/parallel.h"
 #include "common/simd.h"
 #include "cpu/scratch.h"
@@ -484,6 +487,231 @@ void gemm_q8_packed_impl(const GemvPackedArgs& g) {
   });
 }
 
+// ---------------------------------------------------------------- W8A8: int8 activations too
+// linear_w8a8_packed (gemv.h): each row of x quantized per 32-row block like the weights
+// (xs = amax / 127, xq = rint(x * (127 / amax)) in [-127, 127]), each block's products summed
+// exactly (integers: 32 x 127 x 127 < 2^24, so exact in float32 as well as in int32), then
+// T = isum * s (first block) or fma(isum, s, T), s = scale(b, n) * xs(i, b), in block order.
+// With AVX-512 VNNI the block sums are vpdpbusd on the weights transposed in registers (four
+// rows at a time, 64 columns: the weights biased to unsigned by +128, corrected by 128 x the
+// block's sum of xq); elsewhere the float32 kernel above runs on the quantized x. Both give
+// the same bits.
+
+// x's rows quantized: xq (M x K int8, row-major), xqf (the same values as float32, row-major),
+// xs and xsum (M x K/32: block scale, block sum of xq).
+void quantize_rows(const float* x, int64_t ldx, int64_t M, int64_t K, int8_t* xq, float* xqf, float* xs,
+                   int32_t* xsum) {
+  const int64_t nb = K / KB;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* xb = x + i * ldx + b * KB;
+      float amax = 0.f;
+      for (int64_t k = 0; k < KB; ++k) amax = std::max(amax, std::fabs(xb[k]));
+      const float inv = amax > 0.f ? 127.f / amax : 0.f;
+      int32_t sum = 0;
+      for (int64_t k = 0; k < KB; ++k) {
+        const float v = std::min(127.f, std::max(-127.f, __builtin_rintf(xb[k] * inv)));
+        xq[i * K + b * KB + k] = static_cast<int8_t>(v);
+        xqf[i * K + b * KB + k] = v;
+        sum += static_cast<int32_t>(v);
+      }
+      xs[i * nb + b] = amax / 127.f;
+      xsum[i * nb + b] = sum;
+    }
+}
+
+// The float path: qp_block's sums over quantized x, scaled by scale x xs of each row.
+template <int MB, int NV>
+inline void qa_block(const int8_t* r, const uint16_t* sc, const float* x, const float* xs, float* T, bool first) {
+  vf acc[MB][NV];
+  for (int i = 0; i < MB; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
+  for (int k = 0; k < KB; ++k, r += kQ8Panel) {
+    vf w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = load_q(r + v * VL);
+    for (int i = 0; i < MB; ++i) {
+      const float xv = x[k * MB + i];
+      for (int v = 0; v < NV; ++v) acc[i][v] += w[v] * xv;
+    }
+  }
+  vf s[NV];
+  for (int v = 0; v < NV; ++v) s[v] = load_h(sc + v * VL);
+  for (int i = 0; i < MB; ++i) {
+    const vf xsv = splat(xs[i]);
+    for (int v = 0; v < NV; ++v) {
+      float* t = T + i * kQ8Panel + v * VL;
+      const vf sv = s[v] * xsv;
+      storeu(t, first ? acc[i][v] * sv : vfmadd(acc[i][v], sv, loadu(t)));
+    }
+  }
+}
+
+// xs here: the chunk's block scales interleaved (xs[b * MB + i]).
+template <int MB>
+void qa_panel(const int8_t* qp, const uint16_t* sp, int64_t K, const float* x, const float* xs, float* T) {
+  constexpr int NV = std::min(nv_for<MB>(), static_cast<int>(kQ8Panel / VL));
+  for (int64_t b = 0; b < K / KB; ++b) {
+    const int8_t* r = qp + b * KB * kQ8Panel;
+    __builtin_prefetch(r + 8 * KB * kQ8Panel, 0, 1);
+    for (int64_t o = 64; o < KB * kQ8Panel; o += 64) __builtin_prefetch(r + 8 * KB * kQ8Panel + o, 0, 1);
+    for (int64_t c = 0; c < kQ8Panel; c += NV * VL)
+      qa_block<MB, NV>(r + c, sp + b * kQ8Panel + c, x + b * KB * MB, xs + b * MB, T + c, b == 0);
+  }
+}
+
+#if defined(__AVX512F__)
+// The 4 x 4 transpose of 128-bit lanes: lane L of out[i] = lane i of in[L]. Its own inverse.
+__attribute__((always_inline)) inline void lanes4x4(__m512i& a, __m512i& b, __m512i& c, __m512i& d) {
+  const __m512i t0 = _mm512_shuffle_i32x4(a, b, 0x44), t1 = _mm512_shuffle_i32x4(a, b, 0xEE);
+  const __m512i t2 = _mm512_shuffle_i32x4(c, d, 0x44), t3 = _mm512_shuffle_i32x4(c, d, 0xEE);
+  a = _mm512_shuffle_i32x4(t0, t2, 0x88);
+  b = _mm512_shuffle_i32x4(t0, t2, 0xDD);
+  c = _mm512_shuffle_i32x4(t1, t3, 0x88);
+  d = _mm512_shuffle_i32x4(t1, t3, 0xDD);
+}
+
+// One panel for MB (<= 4) rows of x: the block sums by vpdpbusd. Four rows of the panel (4 x 64
+// int8) become four vectors of 16 columns x 4 rows each (bytes interleaved, then 16-bit pairs),
+// whose lane L holds columns 16L + 4v .. 16L + 4v + 3 in vector v: the sums and T are kept in
+// that order and put back in column order at the end; the block's scales are put in it.
+template <int MB>
+__attribute__((target("avx512vnni"))) void vnni_panel(const int8_t* qp, const uint16_t* sp, int64_t K,
+                                                     const int8_t* xq, int64_t ldq, const float* xs,
+                                                     const int32_t* xsum, int64_t nb, float* T) {
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* r = qp + b * KB * kQ8Panel;
+    __builtin_prefetch(r + 8 * KB * kQ8Panel, 0, 1);
+    for (int64_t o = 64; o < KB * kQ8Panel; o += 64) __builtin_prefetch(r + 8 * KB * kQ8Panel + o, 0, 1);
+    __m512i acc[MB][4];
+    for (int i = 0; i < MB; ++i)
+      for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_setzero_si512();
+    for (int g = 0; g < KB / 4; ++g) {
+      const int8_t* rg = r + g * 4 * kQ8Panel;
+      const __m512i r0 = _mm512_loadu_si512(rg), r1 = _mm512_loadu_si512(rg + kQ8Panel);
+      const __m512i r2 = _mm512_loadu_si512(rg + 2 * kQ8Panel), r3 = _mm512_loadu_si512(rg + 3 * kQ8Panel);
+      const __m512i t0 = _mm512_unpacklo_epi8(r0, r1), t1 = _mm512_unpackhi_epi8(r0, r1);
+      const __m512i t2 = _mm512_unpacklo_epi8(r2, r3), t3 = _mm512_unpackhi_epi8(r2, r3);
+      __m512i u[4];
+      u[0] = _mm512_xor_si512(_mm512_unpacklo_epi16(t0, t2), bias);
+      u[1] = _mm512_xor_si512(_mm512_unpackhi_epi16(t0, t2), bias);
+      u[2] = _mm512_xor_si512(_mm512_unpacklo_epi16(t1, t3), bias);
+      u[3] = _mm512_xor_si512(_mm512_unpackhi_epi16(t1, t3), bias);
+      for (int i = 0; i < MB; ++i) {
+        int32_t x4;
+        std::memcpy(&x4, xq + i * ldq + b * KB + g * 4, 4);
+        const __m512i xv = _mm512_set1_epi32(x4);
+        for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], u[v], xv);
+      }
+    }
+    __m512i s[4];
+    for (int v = 0; v < 4; ++v)
+      s[v] = _mm512_castps_si512(
+          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sp + b * kQ8Panel + v * 16))));
+    lanes4x4(s[0], s[1], s[2], s[3]);
+    for (int i = 0; i < MB; ++i) {
+      const __m512i corr = _mm512_set1_epi32(128 * xsum[i * nb + b]);
+      const __m512 xsv = _mm512_set1_ps(xs[i * nb + b]);
+      for (int v = 0; v < 4; ++v) {
+        const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][v], corr));
+        const __m512 sv = _mm512_mul_ps(_mm512_castsi512_ps(s[v]), xsv);
+        float* t = T + i * kQ8Panel + v * 16;
+        _mm512_storeu_ps(t, b == 0 ? _mm512_mul_ps(f, sv) : _mm512_fmadd_ps(f, sv, _mm512_loadu_ps(t)));
+      }
+    }
+  }
+  for (int i = 0; i < MB; ++i) {
+    float* t = T + i * kQ8Panel;
+    __m512i v0 = _mm512_loadu_si512(t), v1 = _mm512_loadu_si512(t + 16), v2 = _mm512_loadu_si512(t + 32),
+            v3 = _mm512_loadu_si512(t + 48);
+    lanes4x4(v0, v1, v2, v3);
+    _mm512_storeu_si512(t, v0);
+    _mm512_storeu_si512(t + 16, v1);
+    _mm512_storeu_si512(t + 32, v2);
+    _mm512_storeu_si512(t + 48, v3);
+  }
+}
+#endif
+
+thread_local std::vector<int8_t> tl_xq;
+thread_local std::vector<int32_t> tl_xsum;
+thread_local ScratchFloats<64> tl_xqf, tl_xs;
+
+void gemm_w8a8_packed_impl(const GemvPackedArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  const int64_t panels = (g.N + kQ8Panel - 1) / kQ8Panel, nb = g.K / KB;
+  // x quantized once, by the calling thread (its buffers are read by the pool's threads)
+  if (static_cast<int64_t>(tl_xq.size()) < g.M * g.K) tl_xq.resize(static_cast<size_t>(g.M * g.K));
+  if (static_cast<int64_t>(tl_xsum.size()) < g.M * nb) tl_xsum.resize(static_cast<size_t>(g.M * nb));
+  int8_t* xq = tl_xq.data();
+  int32_t* xsum = tl_xsum.data();
+  float* xqf = tl_xqf.get(static_cast<size_t>(g.M * g.K));
+  float* xs = tl_xs.get(static_cast<size_t>(g.M * nb));
+  quantize_rows(g.x, g.ldx, g.M, g.K, xq, xqf, xs, xsum);
+#if defined(__AVX512F__)
+  static const bool vnni = cpu_has_avx512_vnni();
+#else
+  constexpr bool vnni = false;
+#endif
+  const int64_t rows_per = vnni ? 4 : kGemvMaxRows;
+  const int64_t mb = std::min<int64_t>(g.M, rows_per);
+  const int64_t chunks = (g.M + rows_per - 1) / rows_per;
+  parallel_for_static(panels, 1, [&](int64_t p0, int64_t p1) {
+    const size_t inter = vnni ? 0 : static_cast<size_t>(chunks * mb * (g.K + nb));
+    float* T = tl_partial.get(static_cast<size_t>(kGemvMaxRows * kQ8Panel) + inter);
+    // the float path: quantized x and its block scales interleaved per chunk (interleave_rows)
+    float* xt = T + kGemvMaxRows * kQ8Panel;
+    float* st = xt + chunks * mb * g.K;
+    if (!vnni) {
+      interleave_rows(xqf, g.K, g.M, g.K, mb, xt);
+      interleave_rows(xs, nb, g.M, nb, mb, st);
+    }
+    for (int64_t p = p0; p < p1; ++p) {
+      const int8_t* qp = g.q + p * g.K * kQ8Panel;
+      const uint16_t* sp = g.s + p * nb * kQ8Panel;
+      const int64_t n0 = p * kQ8Panel, n = std::min<int64_t>(kQ8Panel, g.N - n0);
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t r0 = c * rows_per, rows = std::min<int64_t>(rows_per, g.M - r0);
+#if defined(__AVX512F__)
+        if (vnni) {
+          const int8_t* xr = xq + r0 * g.K;
+          const float* sr = xs + r0 * nb;
+          const int32_t* zr = xsum + r0 * nb;
+          switch (rows) {
+            case 1: vnni_panel<1>(qp, sp, g.K, xr, g.K, sr, zr, nb, T); break;
+            case 2: vnni_panel<2>(qp, sp, g.K, xr, g.K, sr, zr, nb, T); break;
+            case 3: vnni_panel<3>(qp, sp, g.K, xr, g.K, sr, zr, nb, T); break;
+            default: vnni_panel<4>(qp, sp, g.K, xr, g.K, sr, zr, nb, T); break;
+          }
+        } else
+#endif
+        {
+          const float* x = mb > 1 ? xt + c * mb * g.K : xqf + r0 * g.K;
+          const float* sx = mb > 1 ? st + c * mb * nb : xs + r0 * nb;
+          switch (rows) {
+            case 1: qa_panel<1>(qp, sp, g.K, x, sx, T); break;
+            case 2: qa_panel<2>(qp, sp, g.K, x, sx, T); break;
+            case 3: qa_panel<3>(qp, sp, g.K, x, sx, T); break;
+            case 4: qa_panel<4>(qp, sp, g.K, x, sx, T); break;
+            case 5: qa_panel<5>(qp, sp, g.K, x, sx, T); break;
+            case 6: qa_panel<6>(qp, sp, g.K, x, sx, T); break;
+            case 7: qa_panel<7>(qp, sp, g.K, x, sx, T); break;
+            default: qa_panel<8>(qp, sp, g.K, x, sx, T); break;
+          }
+        }
+        for (int64_t i = 0; i < rows; ++i) {
+          float* yr = g.y + (r0 + i) * g.ldy + n0;
+          const float* t = T + i * kQ8Panel;
+          if (g.bias)
+            for (int64_t j = 0; j < n; ++j) yr[j] = t[j] + g.bias[n0 + j];
+          else
+            std::memcpy(yr, t, sizeof(float) * n);
+        }
+      }
+    }
+  });
+}
+
 // ---------------------------------------------------------------- packed float32 (64-column panels)
 // W in panels of kPanel columns (gemv.h, GemvF32PackedArgs): a thread's whole panels are one
 // sequential stream, as for int8. Per panel, K in sgemm's blocks (f32_block); for each block,
@@ -596,9 +824,10 @@ void gemv_q8(const GemvArgs& g) { gemv_any<true>(g); }
 void gemm_q8(const GemvArgs& g) { gemv_any<true>(g); }
 void gemm_q8_packed(const GemvPackedArgs& g) { gemm_q8_packed_impl(g); }
 void gemv_f32_packed(const GemvF32PackedArgs& g) { gemv_f32_packed_impl(g); }
+void gemm_w8a8_packed(const GemvPackedArgs& g) { gemm_w8a8_packed_impl(g); }
 
 const GemvKernels& gemv_kernels() {
-  static const GemvKernels k{&gemv_f32, &gemv_q8, &gemm_q8, &gemm_q8_packed, &gemv_f32_packed};
+  static const GemvKernels k{&gemv_f32, &gemv_q8, &gemm_q8, &gemm_q8_packed, &gemv_f32_packed, &gemm_w8a8_packed};
   return k;
 }
 

@@ -68,6 +68,8 @@ struct GemvKernels {
   void (*gemm_q8)(const GemvArgs&);   // any M, K % 32 == 0, threaded
   void (*gemm_q8_packed)(const GemvPackedArgs&);  // the same on packed panels
   void (*gemv_f32_packed)(const GemvF32PackedArgs&);  // float32 panels, threaded (few rows: GEMM beyond)
+  // W8A8: the packed int8 panels against x quantized per row and 32-block (gemv.cpp), any M
+  void (*gemm_w8a8_packed)(const GemvPackedArgs&);
 };
 
 PYAIML_KERNEL_TABLE(GemvKernels, gemv_kernels)

@@ -1,6 +1,7 @@
 """Numba fallbacks for the ``gemm`` op (rows in parallel, an i-k-j loop that vectorises), the
 ``linear_q8`` and ``linear_q8_packed`` ops (column blocks in parallel, int8 weights widened
-per 32-row block) and ``linear_f32_packed`` (float32 panels of 64 columns in parallel)."""
+per 32-row block), ``linear_w8a8_packed`` (the same with x quantized per row and block, the
+block sums in integers) and ``linear_f32_packed`` (float32 panels of 64 columns in parallel)."""
 from __future__ import annotations
 
 import numba as nb
@@ -135,4 +136,37 @@ def linear_f32_packed(x2, wp, n, bias=None):
     y = np.empty((x2.shape[0], n), dtype=np.float32)
     has_bias = bias is not None
     _linear_f32_packed_kernel(np.ascontiguousarray(x2), wp, bias if has_bias else np.zeros(1, np.float32), has_bias, y)
+    return y
+
+
+@nb.njit(parallel=True, cache=True)
+def _linear_w8a8_packed_kernel(xq, xs, qp, sp, bias, has_bias, y):
+    M, nb_, _ = xq.shape
+    P, _, W = qp.shape
+    N = y.shape[1]
+    for p in nb.prange(P):
+        j0 = p * W
+        w = min(W, N - j0)
+        for i in range(M):
+            for j in range(w):
+                t = np.float32(0.0)
+                for b in range(nb_):
+                    s = 0
+                    for k in range(32):
+                        s += np.int32(xq[i, b, k]) * np.int32(qp[p, b * 32 + k, j])
+                    sv = np.float32(sp[p, b, j]) * xs[i, b]
+                    t = np.float32(s) * sv if b == 0 else np.float32(s) * sv + t
+                if has_bias:
+                    t += bias[j0 + j]
+                y[i, j0 + j] = t
+
+
+def linear_w8a8_packed(x2, qp, sp, n, bias=None):
+    from pyaiml.reference.gemm import quantize_rows_q8
+
+    xq, xs = quantize_rows_q8(x2)
+    y = np.empty((x2.shape[0], n), dtype=np.float32)
+    has_bias = bias is not None
+    _linear_w8a8_packed_kernel(xq.astype(np.int8), xs, qp, sp.astype(np.float32),
+                               bias if has_bias else np.zeros(1, np.float32), has_bias, y)
     return y

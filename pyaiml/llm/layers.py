@@ -33,7 +33,8 @@ class _Kernels:
     lookup reads PYAIML_BACKEND. The graphs' own float32 arrays go to them without the public
     ops' argument checks."""
 
-    NAMES = ("gemm", "linear_f32_packed", "linear_q8", "linear_q8_packed", "norm", "gelu_tanh", "swiglu", "rope_qk")
+    NAMES = ("gemm", "linear_f32_packed", "linear_q8", "linear_q8_packed", "linear_w8a8_packed", "norm", "gelu_tanh",
+             "swiglu", "rope_qk")
 
     def __init__(self):
         self.key = object()

@@ -9,10 +9,16 @@ from the quantized head, dequantized); an untied token embedding, position embed
 and biases stay float32, and so does a Llama-family head tied to its embedding. A layer whose
 input size is not a multiple of 32 stays float32.
 
-Kernels: the ``linear_q8_packed`` op (csrc/cpu/gemv.cpp): in memory, a layer's int8 weights and
-scales are packed in panels of 64 output columns (:func:`pack_q8`), so that each thread streams
-one contiguous run of memory; they are widened in registers, for the decode step (up to 8
-rows at a time) and for prefill. Files keep the layout below.
+Kernels: the ``linear_w8a8_packed`` op (csrc/cpu/gemv.cpp): in memory, a layer's int8 weights
+and scales are packed in panels of 64 output columns (:func:`pack_q8`), so that each thread
+streams one contiguous run of memory. At each product the layer's input is quantized the same
+way, per row and block of 32 (``xs = max|x| / 127``, ``xq = rint(x / xs)``, as llama.cpp
+quantizes activations for its Q8_0 products): each block's sum of products is then an exact
+integer, taken with AVX-512 VNNI (``vpdpbusd``) where the CPU has it and in float32 elsewhere
+(the same bits), and scaled by ``scale * xs``. The decode step and prefill take the same path,
+so a row's result does not depend on how many rows share the call. ``QLinear(...,
+activations="float")`` keeps float32 inputs (the ``linear_q8_packed`` op: the weights widened
+in registers). Files keep the layout below.
 
 File layout (``pyaiml llm quantize`` / :func:`save_quantized`): a normal checkpoint folder
 whose ``model.safetensors`` carries the metadata ``{"format": "pyaiml-q8_0",
@@ -88,11 +94,16 @@ def unpack_q8(qp: np.ndarray, sp: np.ndarray, n: int):
 class QLinear:
     """y = x @ (q * scale) + b: int8 weights (in, out) with float16 scales (in/32, out), held
     packed in panels of 64 columns (:func:`pack_q8`); ``q`` and ``scale`` give them back in
-    their (in, out) layout."""
+    their (in, out) layout. ``activations``: "int8" (default) quantizes x per row and block of
+    32 at each call (the ``linear_w8a8_packed`` op), "float" keeps it float32."""
 
-    __slots__ = ("b", "n", "qp", "sp")
+    __slots__ = ("activations", "b", "n", "qp", "sp")
 
-    def __init__(self, q: np.ndarray, scale: np.ndarray, b=None):
+    def __init__(self, q: np.ndarray, scale: np.ndarray, b=None, activations: str = "int8"):
+        if activations not in ("int8", "float"):
+            raise ValueError(f"QLinear: activations must be 'int8' (quantized per block, as the weights) or 'float'. "
+                             f"Received {activations!r}")
+        self.activations = activations
         if q.dtype != np.int8 or q.ndim != 2 or q.shape[0] % BLOCK or scale.shape != (q.shape[0] // BLOCK, q.shape[1]):
             raise ValueError(f"QLinear: q must be int8 (in, out) with in a multiple of {BLOCK} and scale (in/{BLOCK}, "
                              f"out). Received q {q.dtype} {q.shape}, scale {scale.shape}")
@@ -131,7 +142,8 @@ class QLinear:
         # kernel, without ops.linear_q8's argument checks on every decode step.
         K = self.qp.shape[1]
         x2 = np.ascontiguousarray(x.reshape(-1, K), dtype=np.float32)
-        return KERNELS.linear_q8_packed(x2, self.qp, self.sp, self.n, self.b).reshape(*x.shape[:-1], -1)
+        f = KERNELS.linear_w8a8_packed if self.activations == "int8" else KERNELS.linear_q8_packed
+        return f(x2, self.qp, self.sp, self.n, self.b).reshape(*x.shape[:-1], -1)
 
     def columns(self, ids: np.ndarray) -> np.ndarray:
         """Dequantized columns ``ids`` (any shape) as (..., in): the token rows of a tied

@@ -28,6 +28,10 @@ def linear_q8_packed(x2, qp, sp, n, bias=None):
     return _C.linear_q8_packed(x2, qp, sp, n, bias)
 
 
+def linear_w8a8_packed(x2, qp, sp, n, bias=None):
+    return _C.linear_w8a8_packed(x2, qp, sp, n, bias)
+
+
 def linear_f32_packed(x2, wp, n, bias=None):
     return _C.linear_f32_packed(x2, wp, n, bias)
 

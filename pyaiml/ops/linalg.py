@@ -34,6 +34,14 @@ _backend.register_op(
     numba="pyaiml._numba.gemm:linear_q8_packed",
     numpy="pyaiml.reference.gemm:linear_q8_packed",
 )
+# The same panels against x quantized per row and 32-block as well (W8A8, pyaiml.llm's int8
+# layers; AVX-512 VNNI where the CPU has it); not a public op.
+_backend.register_op(
+    "linear_w8a8_packed",
+    cpp="pyaiml.ops._native:linear_w8a8_packed",
+    numba="pyaiml._numba.gemm:linear_w8a8_packed",
+    numpy="pyaiml.reference.gemm:linear_w8a8_packed",
+)
 # x (M, K) @ float32 weights packed in panels of 64 columns (pyaiml.llm.layers.to_panels), for
 # pyaiml.llm's float32 layers; not a public op.
 _backend.register_op(

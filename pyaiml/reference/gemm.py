@@ -1,5 +1,5 @@
-"""NumPy references for the ``gemm``, ``linear_q8``, ``linear_q8_packed`` and
-``linear_f32_packed`` ops (float64 accumulation)."""
+"""NumPy references for the ``gemm``, ``linear_q8``, ``linear_q8_packed``,
+``linear_w8a8_packed`` and ``linear_f32_packed`` ops (float64 accumulation)."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,6 +38,33 @@ def linear_f32_packed(x2, wp, n, bias=None):
     P, K, W = wp.shape
     w = wp.transpose(1, 0, 2).reshape(K, P * W)[:, :n]
     y = x2.astype(np.float64) @ w.astype(np.float64)
+    if bias is not None:
+        y += bias
+    return y.astype(np.float32)
+
+
+def quantize_rows_q8(x2):
+    """(xq, xs): each row of x2 (M, K) quantized per block of 32 as the W8A8 kernels do:
+    xs = amax / 127 and xq = rint(x * (127 / amax)) in [-127, 127] (0 where amax is 0), in
+    float32 arithmetic; xq (M, K/32, 32) float32 holding integers, xs (M, K/32) float32."""
+    M, K = x2.shape
+    xb = np.asarray(x2, np.float32).reshape(M, K // 32, 32)
+    amax = np.abs(xb).max(axis=2)
+    inv = np.zeros_like(amax)
+    np.divide(np.float32(127), amax, out=inv, where=amax > 0)
+    xq = np.clip(np.rint(xb * inv[:, :, None]), -127, 127)
+    return xq, amax / np.float32(127)
+
+
+def linear_w8a8_packed(x2, qp, sp, n, bias=None):
+    """linear_q8_packed with x quantized per row and 32-block (quantize_rows_q8): the block sums
+    exact, then scaled by scale x xs and added in float64."""
+    P, K, W = qp.shape
+    q = qp.transpose(1, 0, 2).reshape(K, P * W)[:, :n].astype(np.float64).reshape(K // 32, 32, n)
+    scale = sp.transpose(1, 0, 2).reshape(K // 32, P * W)[:, :n].astype(np.float64)
+    xq, xs = quantize_rows_q8(x2)
+    isum = np.einsum("mbk,bkn->mbn", xq.astype(np.float64), q)
+    y = (isum * (scale[None] * xs.astype(np.float64)[:, :, None])).sum(axis=1)
     if bias is not None:
         y += bias
     return y.astype(np.float32)

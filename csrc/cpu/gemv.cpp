@@ -22,6 +22,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 #include <utility>
 #if defined(__AVX2__)
@@ -409,8 +410,8 @@ inline vf vfmadd(vf a, vf b, vf c) {
 // sub-panel) into MB x NV register sums, which are then scaled into T (the panel's totals).
 // Summation order per column: each block summed from 0 in row order, then
 // T = sum * scale (first block) or T + sum * scale, in block order: the same for any M.
-template <int MB, int NV>
-inline void qp_block(const int8_t* r, const uint16_t* sc, const float* x, float* T, bool first) {
+template <bool A8, int MB, int NV>
+inline void qp_block(const int8_t* r, const uint16_t* sc, const float* x, const float* xs, float* T, bool first) {
   vf acc[MB][NV];
   for (int i = 0; i < MB; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
@@ -418,23 +419,28 @@ inline void qp_block(const int8_t* r, const uint16_t* sc, const float* x, float*
     vf w[NV];
     for (int v = 0; v < NV; ++v) w[v] = load_q(r + v * VL);
     for (int i = 0; i < MB; ++i) {
-      const float xs = x[k * MB + i];  // x interleaved k-major (x[k] for one row)
-      for (int v = 0; v < NV; ++v) acc[i][v] += w[v] * xs;
+      const float xv = x[k * MB + i];  // x interleaved k-major (x[k] for one row)
+      for (int v = 0; v < NV; ++v) acc[i][v] += w[v] * xv;
     }
   }
   vf s[NV];
   for (int v = 0; v < NV; ++v) s[v] = load_h(sc + v * VL);
-  for (int i = 0; i < MB; ++i)
+  for (int i = 0; i < MB; ++i) {
+    // W8A8 (quantized x): each row's block scale too, s * xs rounded once (as the VNNI path)
+    vf sr[NV];
+    for (int v = 0; v < NV; ++v) sr[v] = A8 ? s[v] * splat(xs[i]) : s[v];
     for (int v = 0; v < NV; ++v) {
       float* t = T + i * kQ8Panel + v * VL;
-      storeu(t, first ? acc[i][v] * s[v] : vfmadd(acc[i][v], s[v], loadu(t)));
+      storeu(t, first ? acc[i][v] * sr[v] : vfmadd(acc[i][v], sr[v], loadu(t)));
     }
+  }
 }
 
 // One panel (qp: its K x kQ8Panel int8, sp: its K/32 x kQ8Panel scales) for MB rows of x
-// (interleaved), totals into T (MB x kQ8Panel).
-template <int MB>
-void qp_panel(const int8_t* qp, const uint16_t* sp, int64_t K, const float* x, float* T) {
+// (interleaved), totals into T (MB x kQ8Panel). A8: x holds quantized values, xs their block
+// scales (xs[b * MB + i]).
+template <bool A8, int MB>
+void qp_panel(const int8_t* qp, const uint16_t* sp, int64_t K, const float* x, const float* xs, float* T) {
   constexpr int NV = std::min(nv_for<MB>(), static_cast<int>(kQ8Panel / VL));
   static_assert(kQ8Panel % (NV * VL) == 0, "sub-panels tile the panel");
   for (int64_t b = 0; b < K / KB; ++b) {
@@ -443,47 +449,75 @@ void qp_panel(const int8_t* qp, const uint16_t* sp, int64_t K, const float* x, f
     __builtin_prefetch(r + 8 * KB * kQ8Panel, 0, 1);
     for (int64_t o = 64; o < KB * kQ8Panel; o += 64) __builtin_prefetch(r + 8 * KB * kQ8Panel + o, 0, 1);
     for (int64_t c = 0; c < kQ8Panel; c += NV * VL)
-      qp_block<MB, NV>(r + c, sp + b * kQ8Panel + c, x + b * KB * MB, T + c, b == 0);
+      qp_block<A8, MB, NV>(r + c, sp + b * kQ8Panel + c, x + b * KB * MB, A8 ? xs + b * MB : nullptr, T + c, b == 0);
+  }
+}
+
+// f(std::integral_constant<int, rows>) for rows in [1, N] (the kernels' row count as a
+// template argument).
+template <int N, class F>
+inline void with_rows(int64_t rows, F&& f) {
+  if constexpr (N > 1) {
+    if (rows >= N) return f(std::integral_constant<int, N>{});
+    return with_rows<N - 1>(rows, f);
+  } else {
+    return f(std::integral_constant<int, 1>{});
+  }
+}
+
+// A thread's scratch for the panel kernels: *T (kGemvMaxRows x 64 totals), then, for several
+// rows, x interleaved per chunk of 8 (interleave_rows); chunk(c, r0) is what the kernels read.
+struct ChunkedX {
+  const float* x;
+  int64_t ldx, K, mb;
+  const float* xt;
+  ChunkedX(const float* x_, int64_t ldx_, int64_t M, int64_t K_, float** T)
+      : x(x_), ldx(ldx_), K(K_), mb(std::min<int64_t>(M, kGemvMaxRows)) {
+    const int64_t chunks = (M + kGemvMaxRows - 1) / kGemvMaxRows;
+    *T = tl_partial.get(static_cast<size_t>(kGemvMaxRows * kQ8Panel + (mb > 1 ? chunks * mb * K : 0)));
+    float* t = *T + kGemvMaxRows * kQ8Panel;
+    if (mb > 1) interleave_rows(x, ldx, M, K, mb, t);
+    xt = t;
+  }
+  const float* chunk(int64_t c, int64_t r0) const { return mb > 1 ? xt + c * mb * K : x + r0 * ldx; }
+};
+
+// The panel kernels' common driver, for the panels [p0, p1) of one thread: rows of x in chunks
+// of `per`; run(p, c, r0, rows) leaves chunk c's totals for panel p in T (rows x 64, row
+// stride 64), which go to y's columns [64p, 64p + 64) with the bias.
+template <class F>
+void panel_rows(int64_t M, int64_t N, int64_t per, const float* bias, float* y, int64_t ldy, int64_t p0, int64_t p1,
+                float* T, F&& run) {
+  const int64_t chunks = (M + per - 1) / per;
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t n0 = p * kQ8Panel, n = std::min<int64_t>(kQ8Panel, N - n0);
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t r0 = c * per, rows = std::min<int64_t>(per, M - r0);
+      run(p, c, r0, rows);
+      for (int64_t i = 0; i < rows; ++i) {
+        float* yr = y + (r0 + i) * ldy + n0;
+        const float* t = T + i * kQ8Panel;
+        if (bias)
+          for (int64_t j = 0; j < n; ++j) yr[j] = t[j] + bias[n0 + j];
+        else
+          std::memcpy(yr, t, sizeof(float) * n);
+      }
+    }
   }
 }
 
 void gemm_q8_packed_impl(const GemvPackedArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
   const int64_t panels = (g.N + kQ8Panel - 1) / kQ8Panel;
-  const int64_t mb = std::min<int64_t>(g.M, kGemvMaxRows);
-  const int64_t chunks = (g.M + kGemvMaxRows - 1) / kGemvMaxRows;
   parallel_for_static(panels, 1, [&](int64_t p0, int64_t p1) {
-    float* T = tl_partial.get(static_cast<size_t>(kGemvMaxRows * kQ8Panel + (mb > 1 ? chunks * mb * g.K : 0)));
-    // several rows: x interleaved per chunk of 8 (interleave_rows)
-    float* xt = T + kGemvMaxRows * kQ8Panel;
-    if (mb > 1) interleave_rows(g.x, g.ldx, g.M, g.K, mb, xt);
-    for (int64_t p = p0; p < p1; ++p) {
-      const int8_t* qp = g.q + p * g.K * kQ8Panel;
-      const uint16_t* sp = g.s + p * (g.K / KB) * kQ8Panel;
-      const int64_t n0 = p * kQ8Panel, n = std::min<int64_t>(kQ8Panel, g.N - n0);
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t r0 = c * kGemvMaxRows, rows = std::min<int64_t>(kGemvMaxRows, g.M - r0);
-        const float* x = mb > 1 ? xt + c * mb * g.K : g.x + r0 * g.ldx;
-        switch (rows) {
-          case 1: qp_panel<1>(qp, sp, g.K, x, T); break;
-          case 2: qp_panel<2>(qp, sp, g.K, x, T); break;
-          case 3: qp_panel<3>(qp, sp, g.K, x, T); break;
-          case 4: qp_panel<4>(qp, sp, g.K, x, T); break;
-          case 5: qp_panel<5>(qp, sp, g.K, x, T); break;
-          case 6: qp_panel<6>(qp, sp, g.K, x, T); break;
-          case 7: qp_panel<7>(qp, sp, g.K, x, T); break;
-          default: qp_panel<8>(qp, sp, g.K, x, T); break;
-        }
-        for (int64_t i = 0; i < rows; ++i) {
-          float* yr = g.y + (r0 + i) * g.ldy + n0;
-          const float* t = T + i * kQ8Panel;
-          if (g.bias)
-            for (int64_t j = 0; j < n; ++j) yr[j] = t[j] + g.bias[n0 + j];
-          else
-            std::memcpy(yr, t, sizeof(float) * n);
-        }
-      }
-    }
+    float* T;
+    const ChunkedX cx(g.x, g.ldx, g.M, g.K, &T);
+    panel_rows(g.M, g.N, kGemvMaxRows, g.bias, g.y, g.ldy, p0, p1, T, [&](int64_t p, int64_t c, int64_t r0, int64_t rows) {
+      const float* x = cx.chunk(c, r0);
+      with_rows<kGemvMaxRows>(rows, [&](auto MB) {
+        qp_panel<false, MB>(g.q + p * g.K * kQ8Panel, g.s + p * (g.K / KB) * kQ8Panel, g.K, x, nullptr, T);
+      });
+    });
   });
 }
 
@@ -518,45 +552,6 @@ void quantize_rows(const float* x, int64_t ldx, int64_t M, int64_t K, int8_t* xq
       xs[i * nb + b] = amax / 127.f;
       xsum[i * nb + b] = sum;
     }
-}
-
-// The float path: qp_block's sums over quantized x, scaled by scale x xs of each row.
-template <int MB, int NV>
-inline void qa_block(const int8_t* r, const uint16_t* sc, const float* x, const float* xs, float* T, bool first) {
-  vf acc[MB][NV];
-  for (int i = 0; i < MB; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
-  for (int k = 0; k < KB; ++k, r += kQ8Panel) {
-    vf w[NV];
-    for (int v = 0; v < NV; ++v) w[v] = load_q(r + v * VL);
-    for (int i = 0; i < MB; ++i) {
-      const float xv = x[k * MB + i];
-      for (int v = 0; v < NV; ++v) acc[i][v] += w[v] * xv;
-    }
-  }
-  vf s[NV];
-  for (int v = 0; v < NV; ++v) s[v] = load_h(sc + v * VL);
-  for (int i = 0; i < MB; ++i) {
-    const vf xsv = splat(xs[i]);
-    for (int v = 0; v < NV; ++v) {
-      float* t = T + i * kQ8Panel + v * VL;
-      const vf sv = s[v] * xsv;
-      storeu(t, first ? acc[i][v] * sv : vfmadd(acc[i][v], sv, loadu(t)));
-    }
-  }
-}
-
-// xs here: the chunk's block scales interleaved (xs[b * MB + i]).
-template <int MB>
-void qa_panel(const int8_t* qp, const uint16_t* sp, int64_t K, const float* x, const float* xs, float* T) {
-  constexpr int NV = std::min(nv_for<MB>(), static_cast<int>(kQ8Panel / VL));
-  for (int64_t b = 0; b < K / KB; ++b) {
-    const int8_t* r = qp + b * KB * kQ8Panel;
-    __builtin_prefetch(r + 8 * KB * kQ8Panel, 0, 1);
-    for (int64_t o = 64; o < KB * kQ8Panel; o += 64) __builtin_prefetch(r + 8 * KB * kQ8Panel + o, 0, 1);
-    for (int64_t c = 0; c < kQ8Panel; c += NV * VL)
-      qa_block<MB, NV>(r + c, sp + b * kQ8Panel + c, x + b * KB * MB, xs + b * MB, T + c, b == 0);
-  }
 }
 
 #if defined(__AVX512F__)
@@ -653,9 +648,9 @@ void gemm_w8a8_packed_impl(const GemvPackedArgs& g) {
 #else
   constexpr bool vnni = false;
 #endif
-  const int64_t rows_per = vnni ? 4 : kGemvMaxRows;
-  const int64_t mb = std::min<int64_t>(g.M, rows_per);
-  const int64_t chunks = (g.M + rows_per - 1) / rows_per;
+  const int64_t per = vnni ? 4 : kGemvMaxRows;
+  const int64_t mb = std::min<int64_t>(g.M, per);
+  const int64_t chunks = (g.M + per - 1) / per;
   parallel_for_static(panels, 1, [&](int64_t p0, int64_t p1) {
     const size_t inter = vnni ? 0 : static_cast<size_t>(chunks * mb * (g.K + nb));
     float* T = tl_partial.get(static_cast<size_t>(kGemvMaxRows * kQ8Panel) + inter);
@@ -666,49 +661,21 @@ void gemm_w8a8_packed_impl(const GemvPackedArgs& g) {
       interleave_rows(xqf, g.K, g.M, g.K, mb, xt);
       interleave_rows(xs, nb, g.M, nb, mb, st);
     }
-    for (int64_t p = p0; p < p1; ++p) {
+    panel_rows(g.M, g.N, per, g.bias, g.y, g.ldy, p0, p1, T, [&](int64_t p, int64_t c, int64_t r0, int64_t rows) {
       const int8_t* qp = g.q + p * g.K * kQ8Panel;
       const uint16_t* sp = g.s + p * nb * kQ8Panel;
-      const int64_t n0 = p * kQ8Panel, n = std::min<int64_t>(kQ8Panel, g.N - n0);
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t r0 = c * rows_per, rows = std::min<int64_t>(rows_per, g.M - r0);
 #if defined(__AVX512F__)
-        if (vnni) {
-          const int8_t* xr = xq + r0 * g.K;
-          const float* sr = xs + r0 * nb;
-          const int32_t* zr = xsum + r0 * nb;
-          switch (rows) {
-            case 1: vnni_panel<1>(qp, sp, g.K, xr, g.K, sr, zr, nb, T); break;
-            case 2: vnni_panel<2>(qp, sp, g.K, xr, g.K, sr, zr, nb, T); break;
-            case 3: vnni_panel<3>(qp, sp, g.K, xr, g.K, sr, zr, nb, T); break;
-            default: vnni_panel<4>(qp, sp, g.K, xr, g.K, sr, zr, nb, T); break;
-          }
-        } else
-#endif
-        {
-          const float* x = mb > 1 ? xt + c * mb * g.K : xqf + r0 * g.K;
-          const float* sx = mb > 1 ? st + c * mb * nb : xs + r0 * nb;
-          switch (rows) {
-            case 1: qa_panel<1>(qp, sp, g.K, x, sx, T); break;
-            case 2: qa_panel<2>(qp, sp, g.K, x, sx, T); break;
-            case 3: qa_panel<3>(qp, sp, g.K, x, sx, T); break;
-            case 4: qa_panel<4>(qp, sp, g.K, x, sx, T); break;
-            case 5: qa_panel<5>(qp, sp, g.K, x, sx, T); break;
-            case 6: qa_panel<6>(qp, sp, g.K, x, sx, T); break;
-            case 7: qa_panel<7>(qp, sp, g.K, x, sx, T); break;
-            default: qa_panel<8>(qp, sp, g.K, x, sx, T); break;
-          }
-        }
-        for (int64_t i = 0; i < rows; ++i) {
-          float* yr = g.y + (r0 + i) * g.ldy + n0;
-          const float* t = T + i * kQ8Panel;
-          if (g.bias)
-            for (int64_t j = 0; j < n; ++j) yr[j] = t[j] + g.bias[n0 + j];
-          else
-            std::memcpy(yr, t, sizeof(float) * n);
-        }
+      if (vnni) {
+        with_rows<4>(rows, [&](auto MB) {
+          vnni_panel<MB>(qp, sp, g.K, xq + r0 * g.K, g.K, xs + r0 * nb, xsum + r0 * nb, nb, T);
+        });
+        return;
       }
-    }
+#endif
+      const float* x = mb > 1 ? xt + c * mb * g.K : xqf + r0 * g.K;
+      const float* sx = mb > 1 ? st + c * mb * nb : xs + r0 * nb;
+      with_rows<kGemvMaxRows>(rows, [&](auto MB) { qp_panel<true, MB>(qp, sp, g.K, x, sx, T); });
+    });
   });
 }
 
@@ -782,38 +749,13 @@ void gemv_f32_packed_impl(const GemvF32PackedArgs& g) {
     return;
   }
   const int64_t block = f32_block(g.K);
-  const int64_t mb = std::min<int64_t>(g.M, kGemvMaxRows);
-  const int64_t chunks = (g.M + kGemvMaxRows - 1) / kGemvMaxRows;
   parallel_for_static(panels, 1, [&](int64_t p0, int64_t p1) {
-    float* T = tl_partial.get(static_cast<size_t>(kGemvMaxRows * kPanel + (mb > 1 ? chunks * mb * g.K : 0)));
-    float* xt = T + kGemvMaxRows * kPanel;
-    if (mb > 1) interleave_rows(g.x, g.ldx, g.M, g.K, mb, xt);
-    for (int64_t p = p0; p < p1; ++p) {
-      const float* wp = g.w + p * g.K * kPanel;
-      const int64_t n0 = p * kPanel, n = std::min<int64_t>(kPanel, g.N - n0);
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t r0 = c * kGemvMaxRows, rows = std::min<int64_t>(kGemvMaxRows, g.M - r0);
-        const float* x = mb > 1 ? xt + c * mb * g.K : g.x + r0 * g.ldx;
-        switch (rows) {
-          case 1: fp_panel<1>(wp, g.K, block, x, T); break;
-          case 2: fp_panel<2>(wp, g.K, block, x, T); break;
-          case 3: fp_panel<3>(wp, g.K, block, x, T); break;
-          case 4: fp_panel<4>(wp, g.K, block, x, T); break;
-          case 5: fp_panel<5>(wp, g.K, block, x, T); break;
-          case 6: fp_panel<6>(wp, g.K, block, x, T); break;
-          case 7: fp_panel<7>(wp, g.K, block, x, T); break;
-          default: fp_panel<8>(wp, g.K, block, x, T); break;
-        }
-        for (int64_t i = 0; i < rows; ++i) {
-          float* yr = g.y + (r0 + i) * g.ldy + n0;
-          const float* t = T + i * kPanel;
-          if (g.bias)
-            for (int64_t j = 0; j < n; ++j) yr[j] = t[j] + g.bias[n0 + j];
-          else
-            std::memcpy(yr, t, sizeof(float) * n);
-        }
-      }
-    }
+    float* T;
+    const ChunkedX cx(g.x, g.ldx, g.M, g.K, &T);
+    panel_rows(g.M, g.N, kGemvMaxRows, g.bias, g.y, g.ldy, p0, p1, T, [&](int64_t p, int64_t c, int64_t r0, int64_t rows) {
+      const float* x = cx.chunk(c, r0);
+      with_rows<kGemvMaxRows>(rows, [&](auto MB) { fp_panel<MB>(g.w + p * g.K * kPanel, g.K, block, x, T); });
+    });
   });
 }
 

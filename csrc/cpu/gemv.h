@@ -52,6 +52,7 @@ struct GemvPackedArgs {
 // as int8's): w[(p * K + k) * 64 + c] = W(k, 64p + c), columns past N zero. The GEMM reads the
 // same layout (GemmArgs::bps), so one copy of W serves prefill and decode.
 constexpr int64_t kPanel = 64;
+static_assert(kPanel == kQ8Panel, "the float32 and int8 layouts share their panels (and the kernels' driver)");
 struct GemvF32PackedArgs {
   int64_t M = 0, K = 0, N = 0;  // M <= kGemvMaxRows per chunk; any M is taken 8 rows at a time
   const float* x = nullptr;     // x(i, k) = x[i * ldx + k]

@@ -1,5 +1,6 @@
 // gemv.cpp: streaming y = x W (+ bias) for a few rows of x, float32 (M <= 8) or Q8_0 int8 W
-// (any M, 8 rows at a time), gemv.h. Compiled once per ISA.
+// (any M, 8 rows at a time), with W (K, N) row-major or in 64-column panels (float32, int8,
+// and int8 against int8-quantized x: W8A8), gemv.h. Compiled once per ISA.
 //
 // Streaming order. The pool's threads take contiguous runs of 64-column groups; each thread
 // walks its columns in bands (float32: 8192 / M columns, int8: 2048 / M) whose slice of the
@@ -14,7 +15,8 @@
 // int8 weights packed in 64-column panels (gemm_q8_packed, pyaiml.llm's layout) are read as
 // one sequential stream per thread: GPT-2-small-shaped decode products (49 per step, weights
 // from memory, 2 threads) 6.3-6.6 -> 5.5-5.7 ms per step at 1 row, 20.9 -> 13.5 ms at 8 rows,
-// against the (K, N) layout's bands, interleaved in one process.
+// against the (K, N) layout's bands, interleaved in one process. float32 panels the same way
+// (gemv_f32_packed: Llama-110M decode products 9.85-9.92 vs 10.23-10.54 ms per step at 1 row).
 // Tests: tests/test_gemv.py.
 #include "cpu/gemv.h"
 

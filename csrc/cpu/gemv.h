@@ -2,12 +2,15 @@
 // token per sequence, so M = batch), with W stored (K, N) row-major in float32 or as int8 with
 // one float16 scale per 32 consecutive rows of a column (Q8_0 weight-only quantization:
 // W(k, n) = q(k, n) * scale(k / 32, n)). These shapes are memory-bound: every weight is read
-// once per call, so the kernels stream W in column panels, split the columns over the pool,
-// keep all M rows' partial sums in registers and never copy or pack W.
-// int8 takes any number of rows (prefill too): 8 at a time over each cache-resident band of W.
+// once per call, so the kernels stream W in column panels, split the columns over the pool and
+// keep all M rows' partial sums in registers; they never copy W. pyaiml.llm keeps its weights
+// packed in panels of 64 columns (float32 and int8), which each thread reads as one stream.
+// int8 takes any number of rows (prefill too): 8 at a time over each cache-resident band of W;
+// the W8A8 kernel quantizes x per row and 32-block as well (exact integer block sums, AVX-512
+// VNNI where the CPU has it).
 //
-// Not here: the float32 GEMM for many rows (gemm.h), other block sizes or quantization
-// schemes, int8 activations.
+// Not here: the float32 GEMM for many rows (gemm.h; it reads the float32 panels too), other
+// block sizes or quantization schemes.
 // Tests: tests/test_gemv.py against NumPy float64, every ISA via PYAIML_ISA.
 #pragma once
 #include <cstdint>

@@ -1,13 +1,14 @@
 """The three checkpoint families as NumPy graphs on pyaiml.ops: GPT-2, Llama (also Mistral
 and Qwen2 configs) and BERT.
 
-Every matrix product is ``pyaiml.ops.linear`` (GEMM for prefill, the same op with M = batch
-for decode) and every attention is ``pyaiml.ops.scaled_dot_product_attention`` over a
-preallocated :class:`~pyaiml.llm.cache.KVCache`. Weights are float32, stored transposed
-(in, out) and C-contiguous, the layout the GEMM reads fastest (x @ W runs 1.8-2.2x faster
-than x @ W^T on a (768, 2304) weight, M = 1..128, measured on this repository's CI machine);
-query/key/value projections are fused into one GEMM per layer, and so are Llama's gate and
-up projections. A tied output head keeps one (C, V) copy of the embedding and reads token
+Every matrix product is one kernel call on the layer's weights (:class:`Linear`: the GEMM for
+prefill, a streaming GEMV for up to 8 rows of decode; int8 layers: pyaiml.llm.quant) and
+every attention is pyaiml's attention kernel over a preallocated
+:class:`~pyaiml.llm.cache.KVCache`. Float32 weights are held (in, out) in panels of 64 output
+columns: the decode GEMV streams each thread's panels as one run of memory and the GEMM reads
+them in place (an (in, out) weight ran 1.8-2.2x faster than (out, in) on a (768, 2304) weight,
+M = 1..128; the panels another 3-10% at decode, same bits); query/key/value projections are
+fused into one product per layer, and so are Llama's gate and up projections. A tied output head keeps one (C, V) copy of the embedding and reads token
 rows from its columns.
 
 - GPT-2: learned positions, LayerNorm, GELU (``activation_function``), Conv1D-style fused

@@ -701,13 +701,18 @@ constexpr int64_t FP_PREFETCH = 64;
 // read 16-19 ms on both sides.
 constexpr int64_t FP_PREFETCH_WIDE = 128;
 
+// Rows [0, rows) of one sub-panel (NV vectors) for MB rows of x. The sums start from 0 (start)
+// or from P, and end in P (more rows of the block follow) or in T (the block's last rows: T =
+// sums on the first block, sums + T after). A float stored and reloaded is the same float, so
+// cutting a block into runs of rows keeps each column's chain of FMAs as it is.
 template <int MB, int NV>
-inline void fp_block(const float* r, int64_t rows, const float* x, float* T, bool first, const char* pf) {
+inline void fp_block(const float* r, int64_t rows, const float* x, float* P, float* T, bool start, bool end,
+                     bool first, const char* pf) {
   // pf: this pass's share of the prefetches, 256 / passes bytes per row (see fp_panel)
   constexpr int STEP = kPanel * 4 / (kPanel / (NV * VL));
   vf acc[MB][NV];
   for (int i = 0; i < MB; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
+    for (int v = 0; v < NV; ++v) acc[i][v] = start ? vf{} : loadu(P + i * kPanel + v * VL);
   for (int64_t k = 0; k < rows; ++k, r += kPanel, pf += STEP) {
     for (int b = 0; b < STEP; b += 64) __builtin_prefetch(pf + b, 0, 1);
     vf w[NV];
@@ -719,6 +724,10 @@ inline void fp_block(const float* r, int64_t rows, const float* x, float* T, boo
   }
   for (int i = 0; i < MB; ++i)
     for (int v = 0; v < NV; ++v) {
+      if (!end) {
+        storeu(P + i * kPanel + v * VL, acc[i][v]);
+        continue;
+      }
       float* t = T + i * kPanel + v * VL;
       storeu(t, first ? acc[i][v] : acc[i][v] + loadu(t));
     }
@@ -726,19 +735,31 @@ inline void fp_block(const float* r, int64_t rows, const float* x, float* T, boo
 
 // The block's sub-panels one after another; the panel's bytes ahead are prefetched evenly over
 // all of them (each pass a part of each row's share), so memory stays busy also while the
-// later passes read the block from L2.
+// later passes read the rows again. With several passes the block goes in runs of FP_RUN rows
+// (8 KiB), every pass over a run before the next run, so the later passes find the run in L1:
+// a whole block (64 KiB) is twice L1, and the passes read it again from L2 (AVX2, 8 rows of x:
+// 8 passes of 8 columns).
+constexpr int64_t FP_RUN = 32;
 template <int MB>
 void fp_panel(const float* wp, int64_t K, int64_t block, const float* x, float* T) {
-  constexpr int NV = std::min(nv_for<MB>(), static_cast<int>(kPanel / VL));
+  // One row: each weight vector is used once, so its load folds into the FMA and only the sums
+  // take registers: the whole panel in one pass where they fit (AVX-512 4 vectors, AVX2 8).
+  constexpr int FULL = static_cast<int>(kPanel / VL);
+  constexpr int NV = MB == 1 ? (FULL <= REGS / 2 ? FULL : REGS / 2) : std::min(nv_for<MB>(), FULL);
   constexpr int PASSES = kPanel / (NV * VL);
   static_assert(kPanel % (NV * VL) == 0, "sub-panels tile the panel");
+  alignas(64) float P[kGemvMaxRows * kPanel];
   for (int64_t b0 = 0; b0 < K; b0 += block) {
     const int64_t rows = std::min<int64_t>(block, K - b0);
+    const int64_t run = PASSES == 1 ? rows : FP_RUN;
     const float* r = wp + b0 * kPanel;
     const char* pf = reinterpret_cast<const char*>(r) + (MB >= 4 ? FP_PREFETCH_WIDE : FP_PREFETCH) * kPanel * 4;
-    for (int c = 0; c < PASSES; ++c)
-      fp_block<MB, NV>(r + c * NV * VL, rows, x + b0 * MB, T + c * NV * VL, b0 == 0,
-                       pf + c * rows * (kPanel * 4 / PASSES));
+    for (int64_t k0 = 0; k0 < rows; k0 += run) {
+      const int64_t n = std::min<int64_t>(run, rows - k0);
+      for (int c = 0; c < PASSES; ++c)
+        fp_block<MB, NV>(r + k0 * kPanel + c * NV * VL, n, x + (b0 + k0) * MB, P + c * NV * VL, T + c * NV * VL,
+                         k0 == 0, k0 + n == rows, b0 == 0, pf + k0 * kPanel * 4 + c * n * (kPanel * 4 / PASSES));
+    }
   }
 }
 

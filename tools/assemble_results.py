@@ -51,11 +51,12 @@ Known gaps (stated in the sections below):
   audio's from before the trim default moved from 30 dB to 40 dB; the GMM training-speed ratio is
   a single round.
 - The audio pipeline has no compiled kernel (NumPy).
-- Large models: every speed goal of issue 18 held in the latest five runs (float32 decode
-  1.10x-1.19x llama.cpp F32 for GPT-2, 1.05x-1.41x for the Llama; batch 8 5.01x-7.27x batch 1),
+- Large models: every speed goal of issue 18 held in the latest six AVX-512 runs (float32 decode
+  1.04x-1.19x llama.cpp F32 for GPT-2, 1.05x-1.41x for the Llama; batch 8 5.11x-7.27x batch 1),
   but the float32 margins are thin and both sides sit near this VM's memory bandwidth, which
-  swings 32-61 GB/s; the int8 VNNI path was measured on this Zen 4 only (AVX2 machines take its
-  float32 path, the same bits, not timed).
+  swings 30-61 GB/s. The AVX2 tier was only emulated (pyaiml's AVX2 build against an AVX2-only
+  llama.cpp on this Zen 4): there the Llama's float32 decode read 0.99x llama.cpp F32, every
+  other goal met; no AVX2-only machine was available.
 - Serving: the mission CNN over v2 at 32 clients gives 2.2x-2.9x one client's request rate
   (target 3x): 5800-7500 requests/s at 32 clients against 2500-3100 for one; the latest change
   (a reply's head and body in one write) raised both levels, not the ratio.

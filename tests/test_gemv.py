@@ -196,6 +196,23 @@ def test_quantize_rows_q8_matches_the_kernel_rounding():
     assert xq[0, 0, 0] == -127 and xq[0, 0, 31] == 127 and xq[0, 0, 5] == 0 and not xq[0, 1].any()
 
 
+@pytest.mark.parametrize("backend", backends_for("linear_w8a8_packed"))
+def test_w8a8_nonfinite_input_gives_nan(backend, rng):
+    """A NaN or inf in x makes its row's outputs NaN (never a finite number from a clamped
+    quantization); the other rows are untouched."""
+    from pyaiml.llm.quant import pack_q8
+
+    q, s = _q8(rng, 64, 70)
+    qp, sp = pack_q8(q, s)
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    x[0, 40] = np.nan
+    x[2, 3] = np.inf
+    f = _backend.resolve("linear_w8a8_packed", backend)
+    y = f(x, qp, sp, 70)
+    assert np.isnan(y[0]).all() and np.isnan(y[2]).all() and np.isfinite(y[1]).all()
+    np.testing.assert_array_equal(y[1], f(x[1:2], qp, sp, 70)[0])
+
+
 @needs_cpp
 def test_w8a8_same_bits_on_every_path(rng, tmp_path):
     """AVX-512 VNNI, AVX-512 without it (PYAIML_HIDE_VNNI=1) and AVX2 give the same bits (the

@@ -24,6 +24,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 #include <utility>
@@ -534,7 +535,8 @@ void gemm_q8_packed_impl(const GemvPackedArgs& g) {
 // the same bits.
 
 // x's rows quantized: xq (M x K int8, row-major), xqf (the same values as float32, row-major),
-// xs and xsum (M x K/32: block scale, block sum of xq).
+// xs and xsum (M x K/32: block scale, block sum of xq). A block holding NaN or inf gets xq 0 and
+// xs NaN, so its row's products are NaN, as a float product would be.
 void quantize_rows(const float* x, int64_t ldx, int64_t M, int64_t K, int8_t* xq, float* xqf, float* xs,
                    int32_t* xsum) {
   const int64_t nb = K / KB;
@@ -542,7 +544,18 @@ void quantize_rows(const float* x, int64_t ldx, int64_t M, int64_t K, int8_t* xq
     for (int64_t b = 0; b < nb; ++b) {
       const float* xb = x + i * ldx + b * KB;
       float amax = 0.f;
-      for (int64_t k = 0; k < KB; ++k) amax = std::max(amax, std::fabs(xb[k]));
+      bool finite = true;
+      for (int64_t k = 0; k < KB; ++k) {
+        amax = std::max(amax, std::fabs(xb[k]));
+        finite = finite && std::isfinite(xb[k]);
+      }
+      if (!finite) {  // NaN or inf in the block: the products come out NaN (xs), never a number
+        std::memset(xq + i * K + b * KB, 0, KB);
+        std::fill(xqf + i * K + b * KB, xqf + i * K + (b + 1) * KB, 0.f);
+        xs[i * nb + b] = std::numeric_limits<float>::quiet_NaN();
+        xsum[i * nb + b] = 0;
+        continue;
+      }
       const float inv = amax > 0.f ? 127.f / amax : 0.f;
       int32_t sum = 0;
       for (int64_t k = 0; k < KB; ++k) {

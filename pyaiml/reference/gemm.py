@@ -46,14 +46,17 @@ def linear_f32_packed(x2, wp, n, bias=None):
 def quantize_rows_q8(x2):
     """(xq, xs): each row of x2 (M, K) quantized per block of 32 as the W8A8 kernels do:
     xs = amax / 127 and xq = rint(x * (127 / amax)) in [-127, 127] (0 where amax is 0), in
-    float32 arithmetic; xq (M, K/32, 32) float32 holding integers, xs (M, K/32) float32."""
+    float32 arithmetic; a block with NaN or inf gets xq 0 and xs NaN. xq (M, K/32, 32) float32
+    holding integers, xs (M, K/32) float32."""
     M, K = x2.shape
     xb = np.asarray(x2, np.float32).reshape(M, K // 32, 32)
-    amax = np.abs(xb).max(axis=2)
+    finite = np.isfinite(xb).all(axis=2)
+    amax = np.where(finite, np.abs(np.where(np.isfinite(xb), xb, 0)).max(axis=2), 0).astype(np.float32)
     inv = np.zeros_like(amax)
     np.divide(np.float32(127), amax, out=inv, where=amax > 0)
-    xq = np.clip(np.rint(xb * inv[:, :, None]), -127, 127)
-    return xq, amax / np.float32(127)
+    xq = np.clip(np.rint(np.where(finite[:, :, None], xb, 0) * inv[:, :, None]), -127, 127)
+    # a block holding NaN or inf: xq 0 and xs NaN, so its row's products are NaN
+    return xq, np.where(finite, amax / np.float32(127), np.float32(np.nan)).astype(np.float32)
 
 
 def linear_w8a8_packed(x2, qp, sp, n, bias=None):

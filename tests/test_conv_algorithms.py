@@ -1,6 +1,7 @@
 """Every row of conv_plan (csrc/cpu/conv.cpp), the table that picks the conv algorithm for each
 result of a shape: im2col + GEMM (conv_im2col.cpp), the direct kernels (conv_direct.cpp),
-Winograd F(2x2, 3x3) and F(2, 3) (conv_winograd.cpp). For one or more shapes per row, the C++
+Winograd F(2x2, 3x3) and F(2, 3) (conv_winograd.cpp), the channels-first forward for few input
+channels (conv_planar.cpp). For one or more shapes per row, the C++
 fast kernels against their _naive oracle (loops in double, conv_naive.cpp): y with bias, with
 and without the fused ReLU; grad_x, grad_w and grad_b computed together and each on its own
 (output_mask); and bitwise the same results with 1 and 2 threads. The slow test reruns the
@@ -70,6 +71,17 @@ ROWS = {
     "im2col: NCHW, groups, per-axis stride and dilation": (False, 3, 6, 12, 11, 10, 3, 3, (2, 1), (1, 2, 0, 1),
                                                            (1, 2), 3),
     "im2col: NCHW, row tiles, 8 grad_w chunks": (False, 9, 64, 8, 16, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    # channels first, C <= 4, stride 1 or 2 (conv_planar.cpp): the forward with output pixels
+    # in lanes and blocks of output channels (AVX-512 at most 12, AVX2 and baseline 6, in
+    # equal blocks), the last step of a row short; the backward through channels last
+    "planar/cl/cl: 3 -> 32, stride 1": (False, 2, 3, 32, 34, 34, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "planar/cl/cl: stride 2, padding 1, 3 -> 16, OW 20": (False, 2, 3, 16, 9, 40, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1),
+                                                          1),
+    "planar/cl/cl: 7x7 stride 2 padding 3, 3 -> 13": (False, 1, 3, 13, 12, 38, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1),
+    "planar/cl/cl: 1 channel, stride (2, 1), 5x4, asymmetric padding": (False, 2, 1, 4, 11, 20, 5, 4, (2, 1),
+                                                                         (2, 0, 1, 2), (1, 1), 1),
+    "planar/cl/cl: 4 channels, stride (1, 2), 2x2, OC 30": (False, 1, 4, 30, 6, 40, 2, 2, (1, 2), (0, 1, 0, 1),
+                                                             (1, 1), 1),
     "im2col: NHWC depthwise (GEMM turned around)": (True, 2, 16, 16, 8, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 16),
     "im2col: NHWC groups, OC/G 20 (GEMM N padded)": (True, 2, 4, 40, 7, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),
     "im2col: NHWC groups, OC/G 32": (True, 2, 8, 64, 6, 6, 3, 3, (1, 1), (0, 1, 1, 0), (1, 1), 2),
@@ -181,3 +193,16 @@ def test_every_isa():
     for isa in C_.supported_isas():
         r = run_py(code, PYAIML_ISA=isa, PYAIML_BACKEND="cpp", PYTHONPATH=path)
         assert r.returncode == 0 and f"ok {isa}" in r.stdout, (isa, r.stderr[-3000:])
+
+
+@needs_cpp
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_planar_rows_on_other_isas(isa):
+    """The planar forward's rows under the AVX2 and baseline builds (blocks of 6 channels,
+    8- and 4-lane rows), in the default run; test_every_isa takes every row."""
+    from helpers import run_under_isa
+
+    run_under_isa(isa, "import test_conv_algorithms as t\n"
+                       "for name in t.ROWS:\n"
+                       "    if name.startswith('planar'):\n"
+                       "        t.check_row(name)\n")

@@ -198,6 +198,14 @@ void forward_planned(const ConvShape& s, const float* x, const float* w, const f
 
 void forward_any(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y,
                  bool* x_finite) {
+  // Channels first with few input channels: the planar kernel on x and y as they are (the
+  // transposed copies cost about as much as the convolution: conv_planar.cpp). The backward
+  // of these shapes still goes through channels last.
+  if (planar_ok(s)) {
+    if (x_finite && !(*x_finite = finite_kernels().f32(x, s.N * s.C * s.H * s.W))) return;
+    conv2d_forward_planar(s, x, w, b, relu, y);
+    return;
+  }
   if (nchw_via_cl(s)) {  // the check runs on the transposed copy, whose values are x's
     const ConvShape t = as_cl(s);
     const std::unique_ptr<float[]> xt(new float[s.N * s.C * s.H * s.W]), yt(new float[s.N * s.OC * s.OH * s.OW]);

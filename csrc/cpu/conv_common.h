@@ -5,6 +5,7 @@
 //   conv_direct.cpp   register-tiled direct kernels: channels last without groups
 //   conv_winograd.cpp Winograd F(2x2, 3x3) and F(2, 3), forward and grad_w
 //   conv_depthwise.cpp direct depthwise kernels (groups == C), both layouts
+//   conv_planar.cpp   channels-first forward for few input channels (an RGB first layer)
 //   conv_naive.cpp    plain loops in double: the oracle
 // Every entry point overwrites its outputs; a null gradient pointer is not computed.
 //
@@ -48,6 +49,11 @@ void conv2d_backward_direct(const ConvShape& s, const float* gy, const float* x,
 // grad_x of a strided conv (channels last, G = 1, dilation 1) as one direct forward conv per
 // output phase (see conv_direct.cpp).
 void conv2d_gx_phases(const ConvShape& s, const float* gy, const float* w, float* gx);
+
+// conv_planar.cpp: channels first, G = 1, C <= 4, stride 1 or 2, dilation 1, kernels up to
+// 7x7, rows of at least a vector: the forward only (the backward goes through channels last).
+bool planar_ok(const ConvShape& s);
+void conv2d_forward_planar(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y);
 
 // conv_pointwise.cpp: 1x1, stride 1, no padding, channels last, G = 1: the forward, and
 // grad_w (gw: OC x C, overwritten). x_finite, when given: whether x has no NaN or inf, each

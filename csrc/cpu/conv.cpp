@@ -7,6 +7,7 @@
 //   conv_winograd.cpp Winograd F(2x2, 3x3) and F(2, 3), forward and grad_w
 //   conv_depthwise.cpp direct depthwise kernels (groups == C, OC = m * C), both layouts
 //   conv_pointwise.cpp 1x1 stride-1 channels last: forward, grad_x as a forward conv, grad_w (C > OC)
+//   conv_planar.cpp   channels-first forward for C <= 4 (forward_any, before conv_plan)
 //   conv_naive.cpp    plain loops in double: the oracle (conv2d_*_naive)
 // Each sums in an order set by the shape alone, so no result depends on the thread count.
 //

@@ -11,7 +11,7 @@
 // k7 s2) 12.8-12.9 -> 12.0 ms, conv1 at N1 22 -> 17 us.
 // Summation per output: bias (or 0), then c, kh, kw in order, one FMA each (the naive kernel's
 // order, in float32).
-// Tests: tests/test_conv_algorithms.py (against the naive kernel and torch, every ISA).
+// Tests: tests/test_conv_algorithms.py (against the naive kernel, every ISA).
 #include <algorithm>
 #include <cstring>
 #include <vector>

@@ -56,8 +56,9 @@ Known gaps (stated in the sections below):
   1.04x-1.19x llama.cpp F32 for GPT-2, 1.05x-1.41x for the Llama; batch 8 5.11x-7.27x batch 1),
   but the float32 margins are thin and both sides sit near this VM's memory bandwidth, which
   swings 30-61 GB/s. The AVX2 tier was only emulated (pyaiml's AVX2 build against an AVX2-only
-  llama.cpp on this Zen 4): there the Llama's float32 decode read 0.99x llama.cpp F32, every
-  other goal met; no AVX2-only machine was available.
+  llama.cpp on this Zen 4): there the Llama's float32 decode read 0.99x llama.cpp F32 in two runs
+  and its prefill 1.19x then 0.98x (1.79x then 1.41x transformers); no AVX2-only machine was
+  available.
 - Serving: the mission CNN over v2 at 32 clients gives 2.2x-2.9x one client's request rate
   (target 3x): 5800-7500 requests/s at 32 clients against 2500-3100 for one; the latest change
   (a reply's head and body in one write) raised both levels, not the ratio.

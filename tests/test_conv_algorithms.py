@@ -206,3 +206,29 @@ def test_planar_rows_on_other_isas(isa):
                        "for name in t.ROWS:\n"
                        "    if name.startswith('planar'):\n"
                        "        t.check_row(name)\n")
+
+
+@needs_cpp
+def test_pointwise_weights_changed_in_place_are_seen():
+    """The 1x1 forward reuses its transposed weights while the weight array holds the same
+    values: weights changed in place (a training step), another array at a reused address,
+    and another shape behind the same pointer each give their own answer."""
+    C_ = _backend.native()
+    r = np.random.default_rng(3)
+    x = r.standard_normal((2, 3, 3, 40), dtype=np.float32)
+    w = r.standard_normal((24, 40, 1, 1), dtype=np.float32)
+    p = (1, 1, 0, 0, 0, 0, 1, 1, 1)
+
+    def naive(ww):
+        return C_.conv2d(x, ww, None, p, True, False, True).astype(np.float64)
+
+    for _ in range(2):  # the second call takes the kept copy
+        _close("1x1 first weights", C_.conv2d(x, w, None, p, True, False, False), naive(w), 40)
+    w[3, 7, 0, 0] += 1.0  # in place: same pointer, one value changed
+    _close("1x1 weights changed in place", C_.conv2d(x, w, None, p, True, False, False), naive(w), 40)
+    w[...] = r.standard_normal(w.shape, dtype=np.float32)
+    _close("1x1 weights rewritten", C_.conv2d(x, w, None, p, True, False, False), naive(w), 40)
+    w2 = w.reshape(40, 24, 1, 1)  # the same memory as another shape
+    x2 = r.standard_normal((2, 3, 3, 24), dtype=np.float32)
+    _close("1x1 same memory, other shape", C_.conv2d(x2, w2, None, p, True, False, False),
+           C_.conv2d(x2, w2, None, p, True, False, True).astype(np.float64), 24)

@@ -18,6 +18,9 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -182,6 +185,61 @@ inline void stream_copy(float* d, const float* s, int64_t n) {
 
 thread_local std::vector<float> t_ybuf;
 
+// The forward's transposed weights Wr (C x OCp) of the last few weight arrays, reused while
+// the array holds the same values: a layer called again with unchanged weights (inference)
+// skips the transpose, which cost more than the product itself on small maps (MobileNetV3's
+// squeeze-and-excite 1x1 convs on 1x1 maps, N8, 576 -> 144: 66 us a call, 45 of them the
+// transpose). An entry matches on the pointer, the shape and a comparison of the whole array
+// with the copy taken when it was packed, so changed weights (a training step, a reused
+// buffer) are packed again; the same bits either way.
+struct PackedEntry {
+  const float* src;
+  int64_t OC, C, OCp;
+  std::vector<float> copy;
+  std::shared_ptr<const std::vector<float>> packed;
+};
+constexpr size_t kPackEntries = 64;
+constexpr int64_t kPackMaxFloats = int64_t(1) << 20;  // weights above 4 MB are packed each call
+constexpr int64_t kPackTotalFloats = int64_t(1) << 22;  // copies + packed, all entries: 16 MB
+std::mutex g_pack_mutex;
+std::vector<PackedEntry> g_pack_cache;  // most recently used last
+int64_t g_pack_floats = 0;
+
+std::shared_ptr<const std::vector<float>> packed_weights(const ConvShape& s, const float* w, int64_t OCp) {
+  const int64_t n = s.OC * s.C;
+  if (n > kPackMaxFloats)
+    return std::make_shared<const std::vector<float>>(pack_weights(w, weight_pack(WLayout::kGKCO, s, OCp)));
+  {
+    std::lock_guard<std::mutex> lk(g_pack_mutex);
+    for (size_t i = g_pack_cache.size(); i-- > 0;) {
+      PackedEntry& e = g_pack_cache[i];
+      if (e.src == w && e.OC == s.OC && e.C == s.C && e.OCp == OCp &&
+          std::memcmp(e.copy.data(), w, sizeof(float) * n) == 0) {
+        auto hit = e.packed;
+        std::rotate(g_pack_cache.begin() + i, g_pack_cache.begin() + i + 1, g_pack_cache.end());
+        return hit;
+      }
+    }
+  }
+  auto packed = std::make_shared<const std::vector<float>>(pack_weights(w, weight_pack(WLayout::kGKCO, s, OCp)));
+  std::lock_guard<std::mutex> lk(g_pack_mutex);
+  auto drop = [](size_t i) {
+    g_pack_floats -= static_cast<int64_t>(g_pack_cache[i].copy.size() + g_pack_cache[i].packed->size());
+    g_pack_cache.erase(g_pack_cache.begin() + static_cast<int64_t>(i));
+  };
+  for (size_t i = 0; i < g_pack_cache.size(); ++i)
+    if (g_pack_cache[i].src == w) {  // this array's old values: replaced
+      drop(i);
+      break;
+    }
+  const int64_t add = n + static_cast<int64_t>(packed->size());
+  while (!g_pack_cache.empty() && (g_pack_cache.size() >= kPackEntries || g_pack_floats + add > kPackTotalFloats))
+    drop(0);  // the least recently used
+  g_pack_cache.push_back({w, s.OC, s.C, OCp, std::vector<float>(w, w + n), packed});
+  g_pack_floats += add;
+  return packed;
+}
+
 }  // namespace
 
 bool pointwise_ok(const ConvShape& s) {
@@ -192,7 +250,8 @@ bool pointwise_ok(const ConvShape& s) {
 void conv2d_forward_pointwise(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
                               float* y, bool* x_finite) {
   const int64_t C = s.C, OC = s.OC, P = s.N * s.H * s.W, nv = (OC + VL - 1) / VL, OCp = nv * VL;
-  const std::vector<float> wr = pack_weights(w, weight_pack(WLayout::kGKCO, s, OCp));  // Wr[c][o]
+  const auto wrp = packed_weights(s, w, OCp);  // Wr[c][o]
+  const std::vector<float>& wr = *wrp;
   std::vector<float> bp;
   if (b) bp = pack_weights(b, weight_pack(WLayout::kGKCO, 1, OC, 1, 1, OCp));
   // Output blocks of at most kMaxV vectors, near-equal (9 vectors: 3 + 3 + 3, 4: 2 + 2).

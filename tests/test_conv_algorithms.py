@@ -82,6 +82,14 @@ ROWS = {
                                                                          (2, 0, 1, 2), (1, 1), 1),
     "planar/cl/cl: 4 channels, stride (1, 2), 2x2, OC 30": (False, 1, 4, 30, 6, 40, 2, 2, (1, 2), (0, 1, 0, 1),
                                                              (1, 1), 1),
+    # one pixel in and out, channels first: the same memory as channels last, so the
+    # channels-last plan runs on the arrays as they are (pointwise, direct, depthwise)
+    "single pixel NCHW as channels last: 1x1, 40 -> 24": (False, 3, 40, 24, 1, 1, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1),
+                                                          1),
+    "single pixel NCHW as channels last: 3x3 padding 1": (False, 2, 16, 8, 1, 1, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1),
+                                                          1),
+    "single pixel NCHW as channels last: depthwise 3x3": (False, 2, 16, 16, 1, 1, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1),
+                                                          16),
     "im2col: NHWC depthwise (GEMM turned around)": (True, 2, 16, 16, 8, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 16),
     "im2col: NHWC groups, OC/G 20 (GEMM N padded)": (True, 2, 4, 40, 7, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),
     "im2col: NHWC groups, OC/G 32": (True, 2, 8, 64, 6, 6, 3, 3, (1, 1), (0, 1, 1, 0), (1, 1), 2),

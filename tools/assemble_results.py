@@ -40,8 +40,9 @@ Known gaps (stated in the sections below):
   the kernel layer when last split (target at most 10 us). ResNet-18 and MobileNetV3-Small through
   `convert` (batch 8, 224x224; target 1.0x): ResNet-18 1.02x-1.17x in every mode and layout in the
   latest two runs; MobileNetV3-Small 0.81x-1.10x eval and 0.93x-1.33x training over the latest
-  nine (the latest, with the channels-first first-layer kernel and the kept pointwise weights:
-  NCHW 1.00x / 1.12x, channels last 0.96x / 1.05x; not every run at 1.0x).
+  eleven (the latest two, with the channels-first first-layer kernel, the kept pointwise
+  weights and single-pixel convs on the channels-last plan: eval 1.05x-1.08x NCHW and 1.02x
+  channels last, training 1.09x-1.24x NCHW but 0.93x-0.98x channels last; not every run at 1.0x).
 - Depthwise forward through `pyaiml.ops` is now above torch in the same layout for k3 (stride 1
   1.16x-1.26x, stride 2 1.17x-1.85x, both layouts, AVX-512 kernels and the AVX2 build), but the k5
   14x14 row reads 0.91x-1.30x (AVX-512) and 0.71x-0.75x (AVX2 build); the pointwise 1x1

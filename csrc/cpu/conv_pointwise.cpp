@@ -207,8 +207,10 @@ int64_t g_pack_floats = 0;
 
 std::shared_ptr<const std::vector<float>> packed_weights(const ConvShape& s, const float* w, int64_t OCp) {
   const int64_t n = s.OC * s.C;
-  if (n > kPackMaxFloats)
+  auto pack = [&] {
     return std::make_shared<const std::vector<float>>(pack_weights(w, weight_pack(WLayout::kGKCO, s, OCp)));
+  };
+  if (n > kPackMaxFloats) return pack();
   {
     std::lock_guard<std::mutex> lk(g_pack_mutex);
     for (size_t i = g_pack_cache.size(); i-- > 0;) {
@@ -221,7 +223,7 @@ std::shared_ptr<const std::vector<float>> packed_weights(const ConvShape& s, con
       }
     }
   }
-  auto packed = std::make_shared<const std::vector<float>>(pack_weights(w, weight_pack(WLayout::kGKCO, s, OCp)));
+  auto packed = pack();
   std::lock_guard<std::mutex> lk(g_pack_mutex);
   auto drop = [](size_t i) {
     g_pack_floats -= static_cast<int64_t>(g_pack_cache[i].copy.size() + g_pack_cache[i].packed->size());

@@ -534,9 +534,10 @@ void gemm_q8_packed_impl(const GemvPackedArgs& g) {
 // block's sum of xq); elsewhere the float32 kernel above runs on the quantized x. Both give
 // the same bits.
 
-// x's rows quantized: xq (M x K int8, row-major), xqf (the same values as float32, row-major),
-// xs and xsum (M x K/32: block scale, block sum of xq). A block holding NaN or inf gets xq 0 and
-// xs NaN, so its row's products are NaN, as a float product would be.
+// x's rows quantized: xs (M x K/32 block scales) and either xq and xsum (M x K int8,
+// row-major, and the block sums of xq: the VNNI path) or xqf (the same values as float32: the
+// float path); the outputs a path does not read are null. A block holding NaN or inf gets xq 0
+// and xs NaN, so its row's products are NaN, as a float product would be.
 void quantize_rows(const float* x, int64_t ldx, int64_t M, int64_t K, int8_t* xq, float* xqf, float* xs,
                    int32_t* xsum) {
   const int64_t nb = K / KB;
@@ -550,22 +551,28 @@ void quantize_rows(const float* x, int64_t ldx, int64_t M, int64_t K, int8_t* xq
         finite = finite && std::isfinite(xb[k]);
       }
       if (!finite) {  // NaN or inf in the block: the products come out NaN (xs), never a number
-        std::memset(xq + i * K + b * KB, 0, KB);
-        std::fill(xqf + i * K + b * KB, xqf + i * K + (b + 1) * KB, 0.f);
+        if (xq) {
+          std::memset(xq + i * K + b * KB, 0, KB);
+          xsum[i * nb + b] = 0;
+        } else {
+          std::fill(xqf + i * K + b * KB, xqf + i * K + (b + 1) * KB, 0.f);
+        }
         xs[i * nb + b] = std::numeric_limits<float>::quiet_NaN();
-        xsum[i * nb + b] = 0;
         continue;
       }
       const float inv = amax > 0.f ? 127.f / amax : 0.f;
       int32_t sum = 0;
       for (int64_t k = 0; k < KB; ++k) {
         const float v = std::min(127.f, std::max(-127.f, __builtin_rintf(xb[k] * inv)));
-        xq[i * K + b * KB + k] = static_cast<int8_t>(v);
-        xqf[i * K + b * KB + k] = v;
-        sum += static_cast<int32_t>(v);
+        if (xq) {
+          xq[i * K + b * KB + k] = static_cast<int8_t>(v);
+          sum += static_cast<int32_t>(v);
+        } else {
+          xqf[i * K + b * KB + k] = v;
+        }
       }
       xs[i * nb + b] = amax / 127.f;
-      xsum[i * nb + b] = sum;
+      if (xq) xsum[i * nb + b] = sum;
     }
 }
 
@@ -650,19 +657,26 @@ thread_local ScratchFloats<64> tl_xqf, tl_xs;
 void gemm_w8a8_packed_impl(const GemvPackedArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
   const int64_t panels = (g.N + kQ8Panel - 1) / kQ8Panel, nb = g.K / KB;
-  // x quantized once, by the calling thread (its buffers are read by the pool's threads)
-  if (static_cast<int64_t>(tl_xq.size()) < g.M * g.K) tl_xq.resize(static_cast<size_t>(g.M * g.K));
-  if (static_cast<int64_t>(tl_xsum.size()) < g.M * nb) tl_xsum.resize(static_cast<size_t>(g.M * nb));
-  int8_t* xq = tl_xq.data();
-  int32_t* xsum = tl_xsum.data();
-  float* xqf = tl_xqf.get(static_cast<size_t>(g.M * g.K));
-  float* xs = tl_xs.get(static_cast<size_t>(g.M * nb));
-  quantize_rows(g.x, g.ldx, g.M, g.K, xq, xqf, xs, xsum);
 #if defined(__AVX512F__)
   static const bool vnni = cpu_has_avx512_vnni();
 #else
   constexpr bool vnni = false;
 #endif
+  // x quantized once, by the calling thread (its buffers are read by the pool's threads), into
+  // what this CPU's path reads
+  int8_t* xq = nullptr;
+  int32_t* xsum = nullptr;
+  float* xqf = nullptr;
+  if (vnni) {
+    if (static_cast<int64_t>(tl_xq.size()) < g.M * g.K) tl_xq.resize(static_cast<size_t>(g.M * g.K));
+    if (static_cast<int64_t>(tl_xsum.size()) < g.M * nb) tl_xsum.resize(static_cast<size_t>(g.M * nb));
+    xq = tl_xq.data();
+    xsum = tl_xsum.data();
+  } else {
+    xqf = tl_xqf.get(static_cast<size_t>(g.M * g.K));
+  }
+  float* xs = tl_xs.get(static_cast<size_t>(g.M * nb));
+  quantize_rows(g.x, g.ldx, g.M, g.K, xq, xqf, xs, xsum);
   const int64_t per = vnni ? 4 : kGemvMaxRows;
   const int64_t mb = std::min<int64_t>(g.M, per);
   const int64_t chunks = (g.M + per - 1) / per;

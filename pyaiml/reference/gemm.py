@@ -15,6 +15,12 @@ def gemm(a3, b3, bias=None, relu=False):
     return c.astype(a3.dtype)
 
 
+def _unpanel(p, n):
+    """(rows, n) from panels of 64 columns (panels, rows, 64), as pyaiml.llm lays them out."""
+    P, rows, W = p.shape
+    return p.transpose(1, 0, 2).reshape(rows, P * W)[:, :n]
+
+
 def linear_q8(x2, q, scale, bias=None):
     """x2 (M, K) @ (q * scale per 32 rows) [+ bias] in float64, returned as float32."""
     K, N = q.shape
@@ -27,17 +33,12 @@ def linear_q8(x2, q, scale, bias=None):
 
 def linear_q8_packed(x2, qp, sp, n, bias=None):
     """linear_q8 with q and scale packed in panels of 64 columns (pyaiml.llm.quant.pack_q8)."""
-    P, K, W = qp.shape
-    q = qp.transpose(1, 0, 2).reshape(K, P * W)[:, :n]
-    scale = sp.transpose(1, 0, 2).reshape(K // 32, P * W)[:, :n]
-    return linear_q8(x2, q, scale, bias)
+    return linear_q8(x2, _unpanel(qp, n), _unpanel(sp, n), bias)
 
 
 def linear_f32_packed(x2, wp, n, bias=None):
     """x2 (M, K) @ W [+ bias] with W packed in panels of 64 columns (pyaiml.llm.layers.to_panels)."""
-    P, K, W = wp.shape
-    w = wp.transpose(1, 0, 2).reshape(K, P * W)[:, :n]
-    y = x2.astype(np.float64) @ w.astype(np.float64)
+    y = x2.astype(np.float64) @ _unpanel(wp, n).astype(np.float64)
     if bias is not None:
         y += bias
     return y.astype(np.float32)
@@ -62,9 +63,9 @@ def quantize_rows_q8(x2):
 def linear_w8a8_packed(x2, qp, sp, n, bias=None):
     """linear_q8_packed with x quantized per row and 32-block (quantize_rows_q8): the block sums
     exact, then scaled by scale x xs and added in float64."""
-    P, K, W = qp.shape
-    q = qp.transpose(1, 0, 2).reshape(K, P * W)[:, :n].astype(np.float64).reshape(K // 32, 32, n)
-    scale = sp.transpose(1, 0, 2).reshape(K // 32, P * W)[:, :n].astype(np.float64)
+    K = qp.shape[1]
+    q = _unpanel(qp, n).astype(np.float64).reshape(K // 32, 32, n)
+    scale = _unpanel(sp, n).astype(np.float64)
     xq, xs = quantize_rows_q8(x2)
     isum = np.einsum("mbk,bkn->mbn", xq.astype(np.float64), q)
     y = (isum * (scale[None] * xs.astype(np.float64)[:, :, None])).sum(axis=1)

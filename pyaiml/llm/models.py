@@ -46,6 +46,10 @@ from pyaiml.llm.layers import (
     to_panels,
 )
 
+# A decode step's attention as one native call (DecoderLM._decode_attend); False takes it
+# apart (RoPE, cache writes and attention as separate calls), which the tests compare.
+FUSED_DECODE_ATTENTION = True
+
 
 class Linear:
     """y = x @ W + b with W (in, out) float32, held in panels of 64 output columns
@@ -211,6 +215,10 @@ class _Step:
             j = np.arange(T)
             vis = j[None, :] <= (s + np.arange(L))[:, None]  # (L, T)
             self.full_mask = kv[:, None, None, :] & vis[None, None]
+        # one new token per sequence: the fused decode attention (DecoderLM._decode_attend),
+        # which masks with the cache's valid slots when some are padding
+        self.decode = L == 1
+        self.valid_arg = None if all_valid else cache.valid
         self.window_mask = None
         if window is not None and T > window:
             j = np.arange(T)
@@ -306,6 +314,23 @@ class DecoderLM:
         o = ops.scaled_dot_product_attention(q.transpose(0, 2, 1, 3), K, V, attn_mask=mask, is_causal=causal,
                                              scale=scale, enable_gqa=self.num_kv_heads != self.num_heads)
         return o.transpose(0, 2, 1, 3).reshape(B, L, -1)
+
+    def _decode_attend(self, li, qkv, step: _Step, scale=None, rope=True):
+        """A decode step's attention for layer ``li`` in one native call (RoPE of q and k when
+        ``rope``, the new k and v into the cache, attention over the cache in place): qkv (B,
+        1, W) with q, k, v side by side -> (B, 1, H*D). None where it does not apply (more
+        than one new token, no native kernels, a sliding-window layer past its window): the
+        caller then takes the step apart itself. Same bits either way (tests)."""
+        na = KERNELS.native_attention
+        if na is None or not step.decode or not FUSED_DECODE_ATTENTION:
+            return None
+        if step.window_mask is not None and self.sliding_layers is not None and self.sliding_layers[li]:
+            return None
+        c = step.cache
+        cs = (self._cos, self._sin) if rope else (None, None)
+        return na.decode_attention(qkv, c.k, c.v, li, step.start, self.num_heads, self.num_kv_heads,
+                                   1.0 / math.sqrt(self.head_dim) if scale is None else float(scale), *cs,
+                                   step.valid_arg)
 
     def forward(self, ids, cache: KVCache, valid=None, last_only: bool = False) -> np.ndarray:
         """Logits for new tokens ``ids`` (B, L) appended to ``cache``.
@@ -455,8 +480,11 @@ class GPT2(DecoderLM):
         B, L, _C = h.shape
         H, D = self.num_heads, self.head_dim
         a = layer_norm(h, *d["ln1"], self.eps)
-        qkv = d["qkv"](a).reshape(B, L, 3, H, D)
-        o = self._attend(i, qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], step, self.scale[i])
+        qkv = d["qkv"](a)
+        o = self._decode_attend(i, qkv, step, self.scale[i], rope=False)
+        if o is None:
+            qkv = qkv.reshape(B, L, 3, H, D)
+            o = self._attend(i, qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], step, self.scale[i])
         h = h + d["proj"](o)
         m = layer_norm(h, *d["ln2"], self.eps)
         return h + d["fc_proj"](self.act(d["fc"](m)))
@@ -545,11 +573,14 @@ class Llama(DecoderLM):
         H, Hk, D = self.num_heads, self.num_kv_heads, self.head_dim
         a = rms_norm(h, d["ln1"], self.eps)
         qkv = d["qkv"](a)
-        # RoPE of the q and k heads in one kernel call; q comes in attention's (B, H, L, D)
-        # layout, passed on as a (B, L, H, D) view
-        q, k = KERNELS.rope_qk(qkv, self._cos, self._sin, H, Hk)
-        v = qkv[..., (H + Hk) * D:].reshape(B, L, Hk, D)
-        h = h + d["o"](self._attend(i, q.transpose(0, 2, 1, 3), k, v, step))
+        o = self._decode_attend(i, qkv, step)
+        if o is None:
+            # RoPE of the q and k heads in one kernel call; q comes in attention's (B, H, L, D)
+            # layout, passed on as a (B, L, H, D) view
+            q, k = KERNELS.rope_qk(qkv, self._cos, self._sin, H, Hk)
+            v = qkv[..., (H + Hk) * D:].reshape(B, L, Hk, D)
+            o = self._attend(i, q.transpose(0, 2, 1, 3), k, v, step)
+        h = h + d["o"](o)
         m = rms_norm(h, d["ln2"], self.eps)
         gu = d["gate_up"](m)
         return h + d["down"](gated(self.act, gu, self.I))

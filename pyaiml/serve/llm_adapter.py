@@ -71,6 +71,9 @@ class _View:
     def __getattr__(self, name):
         return getattr(self._m, name)
 
+    def _decode_attend(self, li, qkv, step, scale=None, rope=True):
+        return None  # every step goes through _attend below (each sequence has its own cache)
+
     def _attend(self, li, q, k, v, step, scale=None):
         from pyaiml.llm.models import DecoderLM
 

@@ -1,0 +1,159 @@
+"""_C.decode_attention: one decode step's attention of a decoder layer in one call (RoPE of the
+new q and k, k and v written into the KV cache, attention over the cache in place, padding
+slots masked). Checked bit for bit against the calls it replaces (rope_qk, the cache writes,
+attention_forward on the same arrays), against a float64 NumPy oracle, under every ISA this
+CPU runs, and for bad input (an error naming the argument). pyaiml.llm's graphs on it are
+compared with the unfused path in tests/test_llm_models.py.
+
+Tolerance against the oracle: 2e-5 absolute (float32 sums over at most 70 slots of values
+of order 1).
+"""
+import math
+
+import numpy as np
+import pytest
+from helpers import run_under_isa
+
+from pyaiml import _backend
+
+pytestmark = pytest.mark.skipif(not _backend.cpp_available(), reason="needs pyaiml._C")
+
+
+def _case(rng, B, H, Hk, D, Tmax, start, layers=2, rope=True, padded=False):
+    W = (H + 2 * Hk) * D + 5  # a wider row than the three parts (an unused tail)
+    qkv = rng.standard_normal((B, 1, W)).astype(np.float32)
+    ck = rng.standard_normal((layers, B, Hk, Tmax, D)).astype(np.float32)
+    cv = rng.standard_normal((layers, B, Hk, Tmax, D)).astype(np.float32)
+    cs = None
+    if rope:
+        ang = rng.uniform(0, 50, (B, 1, D // 2)).astype(np.float32)
+        cs = (np.cos(ang), np.sin(ang))
+    valid = None
+    if padded:
+        valid = np.ones((B, Tmax), bool)
+        for b in range(B):
+            valid[b, :min(b, start)] = False  # row b: its first b slots are left padding
+    return qkv, ck, cv, cs, valid
+
+
+def _unfused(C, qkv, ck, cv, layer, start, H, Hk, scale, cs, valid):
+    """The separate calls pyaiml.llm made before: the same bits are the contract."""
+    B, _, _ = qkv.shape
+    D = ck.shape[-1]
+    if cs is not None:
+        q, k = C.rope_qk(qkv, cs[0], cs[1], H, Hk)  # q (B, H, 1, D), k (B, 1, Hk, D)
+    else:
+        q = np.ascontiguousarray(qkv[:, :, :H * D].reshape(B, 1, H, D).transpose(0, 2, 1, 3))
+        k = qkv[:, :, H * D:(H + Hk) * D].reshape(B, 1, Hk, D)
+    v = qkv[:, :, (H + Hk) * D:(H + 2 * Hk) * D].reshape(B, 1, Hk, D)
+    ck[layer, :, :, start:start + 1] = k.transpose(0, 2, 1, 3)
+    cv[layer, :, :, start:start + 1] = v.transpose(0, 2, 1, 3)
+    T = start + 1
+    m = None if valid is None else np.broadcast_to(valid[:, None, None, :T], (B, H, 1, T))
+    o, _ = C.attention_forward(q, ck[layer, :, :, :T], cv[layer, :, :, :T], m, False, scale, False)
+    return o.transpose(0, 2, 1, 3).reshape(B, 1, H * D)
+
+
+def _oracle(qkv, ck, cv, layer, start, H, Hk, scale, cs, valid):
+    B = qkv.shape[0]
+    D = ck.shape[-1]
+    x = qkv[:, 0].astype(np.float64)
+    q = x[:, :H * D].reshape(B, H, D)
+    k = x[:, H * D:(H + Hk) * D].reshape(B, Hk, D)
+    v = x[:, (H + Hk) * D:(H + 2 * Hk) * D].reshape(B, Hk, D)
+    if cs is not None:
+        c, s = (a[:, 0, None, :].astype(np.float64) for a in cs)
+
+        def rot(t):
+            a, b = t[..., :D // 2], t[..., D // 2:]
+            return np.concatenate([a * c - b * s, b * c + a * s], axis=-1)
+
+        q, k = rot(q), rot(k)
+    K = ck[layer].astype(np.float64).copy()
+    V = cv[layer].astype(np.float64).copy()
+    K[:, :, start], V[:, :, start] = k, v
+    T = start + 1
+    out = np.zeros((B, H, D))
+    for b in range(B):
+        for h in range(H):
+            g = h // (H // Hk)
+            sc = K[b, g, :T] @ q[b, h] * scale
+            if valid is not None:
+                sc = np.where(valid[b, :T], sc, -np.inf)
+            p = np.exp(sc - sc.max())
+            out[b, h] = (p / p.sum()) @ V[b, g, :T]
+    return out.reshape(B, 1, H * D)
+
+
+CASES = [(1, 12, 4, 64, 80, 40, True, False), (3, 4, 2, 8, 16, 0, True, False), (3, 4, 2, 8, 16, 9, True, True),
+         (2, 3, 3, 6, 70, 69, False, True), (1, 2, 1, 34, 9, 5, False, False), (4, 8, 8, 16, 33, 20, True, True)]
+
+
+@pytest.mark.parametrize("B,H,Hk,D,Tmax,start,rope,padded", CASES)
+def test_same_bits_as_the_separate_calls_and_the_oracle(B, H, Hk, D, Tmax, start, rope, padded, rng):
+    C = _backend.native()
+    qkv, ck, cv, cs, valid = _case(rng, B, H, Hk, D, Tmax, start, rope=rope, padded=padded)
+    scale = 1.0 / math.sqrt(D)
+    ck2, cv2 = ck.copy(), cv.copy()
+    layer = 1
+    args = (cs[0], cs[1]) if rope else (None, None)
+    got = C.decode_attention(qkv, ck, cv, layer, start, H, Hk, scale, *args, valid)
+    want = _unfused(C, qkv, ck2, cv2, layer, start, H, Hk, scale, cs, valid)
+    assert got.shape == (B, 1, H * D) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(ck, ck2)  # the new k and v written alike, nothing else touched
+    np.testing.assert_array_equal(cv, cv2)
+    ref = _oracle(qkv, ck, cv, layer, start, H, Hk, scale, cs, valid)
+    assert np.abs(got - ref).max() < 2e-5
+
+
+def test_padding_slots_are_never_read(rng):
+    # NaN in the padded slots: masked pairs are skipped (the kernel's NaN-safe rerun), so the
+    # result is the oracle's over the real slots only
+    C = _backend.native()
+    qkv, ck, cv, cs, valid = _case(rng, 3, 4, 2, 8, 16, 9, rope=True, padded=True)
+    ck[0][~valid[:, None, :].repeat(2, axis=1)] = np.nan
+    cv[0][~valid[:, None, :].repeat(2, axis=1)] = np.nan
+    got = C.decode_attention(qkv, ck, cv, 0, 9, 4, 2, 0.3, cs[0], cs[1], valid)
+    assert np.isfinite(got).all()
+    ref = _oracle(qkv, np.nan_to_num(ck), np.nan_to_num(cv), 0, 9, 4, 2, 0.3, cs, valid)
+    assert np.abs(got - ref).max() < 2e-5
+
+
+def test_bad_input_names_the_argument(rng):
+    C = _backend.native()
+    qkv, ck, cv, cs, valid = _case(rng, 2, 4, 2, 8, 16, 3, padded=True)
+    c, s = cs
+    cases = [
+        ((qkv.astype(np.float64), ck, cv, 0, 3, 4, 2, 1.0, c, s, None), ValueError, "qkv must have dtype float32"),
+        ((qkv, ck[0], cv, 0, 3, 4, 2, 1.0, c, s, None), ValueError, "cache_k must be 5-D"),
+        ((qkv, ck, cv[:, :, :, ::2], 0, 3, 4, 2, 1.0, c, s, None), ValueError, "C-contiguous"),
+        ((qkv, ck, cv, 2, 3, 4, 2, 1.0, c, s, None), ValueError, r"layer must lie in \[0, 2\)"),
+        ((qkv, ck, cv, 0, 16, 4, 2, 1.0, c, s, None), ValueError, r"start must lie in \[0, 16\)"),
+        ((qkv, ck, cv, 0, -1, 4, 2, 1.0, c, s, None), ValueError, "start must lie"),
+        ((qkv, ck, cv, 0, 3, 6, 2, 1.0, c, s, None), ValueError, "qkv must be"),
+        ((qkv, ck, cv, 0, 3, 4, 3, 1.0, c, s, None), ValueError, "multiple of Hk"),
+        ((qkv[:1], ck, cv, 0, 3, 4, 2, 1.0, c, s, None), ValueError, "qkv must be"),
+        ((qkv, ck, cv, 0, 3, 4, 2, 1.0, c, None, None), ValueError, "cos and sin must be given together"),
+        ((qkv, ck, cv, 0, 3, 4, 2, 1.0, c[:, :, :2], s, None), ValueError, "cos and sin must be"),
+        ((qkv, ck, cv, 0, 3, 4, 2, 1.0, c, s, valid[:, :5]), ValueError, "valid must be"),
+        ((qkv, ck, np.zeros((2, 2, 2, 15, 8), np.float32), 0, 3, 4, 2, 1.0, c, s, None), ValueError, "the same shape"),
+        ((qkv[:, :, ::2], ck, cv, 0, 3, 4, 2, 1.0, c, s, None), ValueError, "qkv"),
+    ]
+    for args, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            C.decode_attention(*args)
+    ro = ck.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        C.decode_attention(qkv, ro, cv, 0, 3, 4, 2, 1.0, c, s, None)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_every_isa(isa):
+    run_under_isa(isa, "import numpy as np\n"
+                       "import test_decode_attention as t\n"
+                       "rng = np.random.default_rng(0)\n"
+                       "for c in t.CASES:\n"
+                       "    t.test_same_bits_as_the_separate_calls_and_the_oracle(*c, rng)\n"
+                       "t.test_padding_slots_are_never_read(rng)\n")

@@ -157,3 +157,101 @@ def test_every_isa(isa):
                        "for c in t.CASES:\n"
                        "    t.test_same_bits_as_the_separate_calls_and_the_oracle(*c, rng)\n"
                        "t.test_padding_slots_are_never_read(rng)\n")
+
+
+# ---------------------------------------------------------------- DecoderLayerPlan
+def _panels(w):
+    from pyaiml.llm.layers import to_panels
+
+    return to_panels(np.ascontiguousarray(w, dtype=np.float32))
+
+
+def _layer(rng, C, H, Hk, D, I, llama):
+    """Random weights of one decoder layer, (in, out) layouts."""
+    f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)
+    w = {"ln1_w": 1 + f(C), "ln2_w": 1 + f(C), "qkv": f(C, (H + 2 * Hk) * D), "o": f(H * D, C),
+         "up": f(C, 2 * I if llama else I), "down": f(I, C)}
+    if not llama:
+        w.update(ln1_b=f(C), ln2_b=f(C), qkv_b=f((H + 2 * Hk) * D), o_b=f(C), up_b=f(I), down_b=f(C))
+    return w
+
+
+def _plan(C_mod, w, C, H, Hk, D, llama, eps=1e-5, scale=None):
+    g = w.get
+    return C_mod.DecoderLayerPlan(C, H, Hk, D, llama, eps, "swiglu" if llama else "gelu_tanh", llama,
+                                  1 / math.sqrt(D) if scale is None else scale, w["ln1_w"], g("ln1_b"),
+                                  _panels(w["qkv"]), g("qkv_b"), _panels(w["o"]), g("o_b"), w["ln2_w"], g("ln2_b"),
+                                  _panels(w["up"]), w["up"].shape[1], g("up_b"), _panels(w["down"]), g("down_b"))
+
+
+def _layer_oracle(h, w, cache_k, cache_v, layer, start, H, Hk, D, llama, cs, valid, eps=1e-5):
+    h = h.astype(np.float64)
+
+    def norm(x, wt, b):
+        if llama:
+            return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * wt
+        mu = x.mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) * wt + b
+
+    def lin(x, name):
+        y = x @ w[name].astype(np.float64)
+        return y + w[name + "_b"] if name + "_b" in w else y
+
+    qkv = lin(norm(h, w["ln1_w"], w.get("ln1_b")), "qkv")[:, None].astype(np.float32)
+    att = _oracle(qkv, cache_k, cache_v, layer, start, H, Hk, 1 / math.sqrt(D), cs, valid)[:, 0]
+    h1 = h + lin(att, "o")
+    u = lin(norm(h1, w["ln2_w"], w.get("ln2_b")), "up")
+    if llama:
+        I = u.shape[1] // 2
+        g = u[:, :I] / (1 + np.exp(-u[:, :I])) * u[:, I:]
+    else:
+        g = 0.5 * u * (1 + np.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u ** 3)))
+    return h1 + lin(g, "down")
+
+
+@pytest.mark.parametrize("llama", [True, False])
+@pytest.mark.parametrize("B,H,Hk,D,C,I,start", [(1, 4, 2, 8, 32, 48, 6), (3, 3, 3, 6, 18, 20, 0), (10, 2, 1, 16, 70, 33, 3)])
+def test_layer_plan_against_a_float64_layer(llama, B, H, Hk, D, C, I, start, rng):
+    Cm = _backend.native()
+    if not llama:
+        Hk = H
+    w = _layer(rng, C, H, Hk, D, I, llama)
+    _, ck, cv, cs, valid = _case(rng, B, H, Hk, D, 12, start, rope=llama, padded=True)
+    h = rng.standard_normal((B, C)).astype(np.float32)
+    ref = _layer_oracle(h, w, ck.copy(), cv.copy(), 1, start, H, Hk, D, llama, cs, valid)
+    plan = _plan(Cm, w, C, H, Hk, D, llama)
+    got = plan.run(h, ck, cv, 1, start, *(cs if llama else (None, None)), valid)
+    assert got.shape == (B, C) and got.dtype == np.float32
+    assert np.abs(got - ref).max() < 1e-4 * (1 + np.abs(ref).max())
+
+
+def test_layer_plan_bad_input(rng):
+    Cm = _backend.native()
+    C, H, Hk, D, I = 32, 4, 2, 8, 48
+    w = _layer(rng, C, H, Hk, D, I, True)
+    plan = _plan(Cm, w, C, H, Hk, D, True)
+    _, ck, cv, cs, _ = _case(rng, 2, H, Hk, D, 12, 3)
+    h = np.zeros((2, C), np.float32)
+    with pytest.raises(ValueError, match=r"h must be C-contiguous \(B, 32\)"):
+        plan.run(h[:, :16], ck, cv, 0, 3, *cs)
+    with pytest.raises(ValueError, match="takes RoPE tables"):
+        plan.run(h, ck, cv, 0, 3)
+    with pytest.raises(ValueError, match="the cache must be"):
+        plan.run(h[:1], ck, cv, 0, 3, *cs)
+    with pytest.raises(ValueError, match="start must lie"):
+        plan.run(h, ck, cv, 0, 12, *cs)
+    bad = dict(w, qkv=w["qkv"][:-1])
+    with pytest.raises(ValueError, match="qkv must be packed as"):
+        _plan(Cm, bad, C, H, Hk, D, True)
+    with pytest.raises(ValueError, match="act must be 'swiglu' or 'gelu_tanh'"):
+        Cm.DecoderLayerPlan(C, H, Hk, D, True, 1e-5, "relu", True, 1.0, w["ln1_w"], None, _panels(w["qkv"]), None,
+                            _panels(w["o"]), None, w["ln2_w"], None, _panels(w["up"]), 2 * I, None,
+                            _panels(w["down"]), None)
+    with pytest.raises(ValueError, match="RMS norm takes no bias"):
+        Cm.DecoderLayerPlan(C, H, Hk, D, True, 1e-5, "swiglu", True, 1.0, w["ln1_w"], w["ln1_w"], _panels(w["qkv"]),
+                            None, _panels(w["o"]), None, w["ln2_w"], None, _panels(w["up"]), 2 * I, None,
+                            _panels(w["down"]), None)
+    with pytest.raises(ValueError, match="ln2_w must be C-contiguous with shape"):
+        Cm.DecoderLayerPlan(C, H, Hk, D, True, 1e-5, "swiglu", True, 1.0, w["ln1_w"], None, _panels(w["qkv"]), None,
+                            _panels(w["o"]), None, w["ln2_w"][:-1], None, _panels(w["up"]), 2 * I, None,
+                            _panels(w["down"]), None)

@@ -117,32 +117,72 @@ def _decode_run(m, ids, valid, steps=6):
     return np.stack(out), cache.k.copy(), cache.v.copy()
 
 
-@pytest.mark.parametrize("which", ["gpt2", "llama", "mistral"])
-def test_fused_decode_attention_same_bits(which, gpt2, llama, tmp_path, monkeypatch):
-    # A decode step's attention as one native call (_C.decode_attention) against the separate
-    # RoPE, cache-write and attention calls: logits and caches equal bit for bit, with and
-    # without left padding; the Mistral (window 4, shorter than the run) takes the separate
-    # calls once past its window and must agree too.
+@pytest.mark.parametrize("which", ["gpt2", "llama", "mistral", "qwen2", "llama-int8"])
+@pytest.mark.parametrize("batch", [3, 10])
+def test_fused_decode_steps_same_bits(which, batch, gpt2, llama, tmp_path, monkeypatch):
+    # A decode step's attention as one native call (_C.decode_attention) and a whole float32
+    # layer as one (_C.DecoderLayerPlan) against the separate norm, product, RoPE, cache-write
+    # and attention calls: logits and caches equal bit for bit, with and without left padding,
+    # at 3 rows (the streaming GEMV) and 10 (sgemm). The Mistral (window 4, shorter than the
+    # run) takes the separate calls once past its window, the Qwen2 has q/k/v biases, and the
+    # int8 Llama has no plans (its layers go through the separate calls with the fused attention).
     from pyaiml import _backend
     from pyaiml.llm import models
 
-    if not _backend.cpp_available():
-        pytest.skip("needs pyaiml._C")
-    if which == "mistral":
-        ck.make_llama(tmp_path, kind="mistral", sliding_window=4, tokenizer=False)
+    if not _backend.cpp_available() or _backend.chosen_backend("attention_forward") != "cpp":
+        pytest.skip("needs pyaiml._C as the backend")
+    if which in ("mistral", "qwen2"):
+        ck.make_llama(tmp_path, kind=which, sliding_window=4, tokenizer=False)
         m = llm.load(tmp_path)
     else:
-        m = {"gpt2": gpt2, "llama": llama}[which][1]
-    ids = np.random.default_rng(2).integers(3, 320, (3, 7))
+        m = {"gpt2": gpt2, "llama": llama, "llama-int8": llama}[which][1]
+        if which == "llama-int8":
+            m = llm.load(llama[2], tokenizer=False)
+            m.quantize()
+    ids = np.random.default_rng(2).integers(3, 320, (batch, 7))
     valid = np.ones(ids.shape, bool)
     valid[1, :3] = valid[2, :5] = False
     for v in (None, valid):
         fused = _decode_run(m, ids, v)
+        assert sum(p is not None for p in m._plans) == (0 if which == "llama-int8" else m.num_layers)
         monkeypatch.setattr(models, "FUSED_DECODE_ATTENTION", False)
+        monkeypatch.setattr(models, "FUSED_DECODE_LAYER", False)
         apart = _decode_run(m, ids, v)
         monkeypatch.setattr(models, "FUSED_DECODE_ATTENTION", True)
+        monkeypatch.setattr(models, "FUSED_DECODE_LAYER", True)
         for a, b in zip(fused, apart):
             np.testing.assert_array_equal(a, b)
+
+
+def test_decode_plans_follow_swapped_weights(tmp_path):
+    # plans are made from the layers' arrays: a replaced Linear (or quantize) makes new ones
+    from pyaiml import _backend
+    from pyaiml.llm.models import Linear
+
+    if not _backend.cpp_available() or _backend.chosen_backend("attention_forward") != "cpp":
+        pytest.skip("needs pyaiml._C as the backend")
+    ck.make_llama(tmp_path, tokenizer=False)
+    m = llm.load(tmp_path)
+    ids = np.random.default_rng(3).integers(3, 320, (1, 5))
+    before = _decode_run(m, ids, None)[0]
+    plans = m._plans
+    d = m.layers[1]
+    d["down"] = Linear(d["down"].wt * 2.0)
+    after = _decode_run(m, ids, None)[0]
+    assert m._plans is not plans and m._plans[1] is not plans[1]
+    assert not np.array_equal(before[1:], after[1:])
+    m2 = llm.load(tmp_path, tokenizer=False)
+    m2.layers[1]["down"] = Linear(m2.layers[1]["down"].wt * 2.0)
+    from pyaiml.llm import models
+
+    models.FUSED_DECODE_LAYER = False
+    try:
+        np.testing.assert_array_equal(after, _decode_run(m2, ids, None)[0])
+    finally:
+        models.FUSED_DECODE_LAYER = True
+    m.quantize()
+    _decode_run(m, ids, None)
+    assert all(p is None for p in m._plans)
 
 
 def test_bfloat16_checkpoint_is_widened(tmp_path):

@@ -12,7 +12,6 @@
 // its own arrays (same bits), the rows spread over the thread pool.
 #include "bindings/common.h"
 #include "common/parallel.h"
-#include "cpu/act.h"
 #include "cpu/attention.h"
 
 namespace pyaiml {
@@ -212,112 +211,6 @@ void register_attention(py::module_& m) {
         return py::make_tuple(out, lse);
       },
       py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("scale") = 1.0);
-
-  // decode_attention: one decode step's attention of a decoder layer in one call. qkv (B, 1, W)
-  // holds each sequence's new q (H heads), k and v (Hk heads each) of D values side by side;
-  // with cos and sin ((B, 1, D/2)) q and k get rotate-half RoPE first (rope_qk's arithmetic).
-  // k and v go into slot `start` of layer `layer` of the cache (layers, B, Hk, Tmax, D), then
-  // every q head attends over slots 0 .. start of its kv head, read in place, restricted to
-  // the slots where valid (B, Tmax) is true when it is given. Returns (B, 1, H D): the same
-  // bits as rope_qk, the cache writes and attention_forward on the same arrays.
-  m.def(
-      "decode_attention",
-      [](py::array qkv, py::array cache_k, py::array cache_v, int64_t layer, int64_t start, int64_t H, int64_t Hk,
-         double scale, py::object cos, py::object sin, py::object valid) {
-        const char* op = "decode_attention";
-        require_dtype<float>(qkv, op, "qkv");
-        require_dtype<float>(cache_k, op, "cache_k");
-        require_dtype<float>(cache_v, op, "cache_v");
-        require_ndim(qkv, 3, op, "qkv");
-        require_ndim(cache_k, 5, op, "cache_k");
-        require_ndim(cache_v, 5, op, "cache_v");
-        PYAIML_CHECK((cache_k.flags() & py::array::c_style) && (cache_v.flags() & py::array::c_style) &&
-                         is_aligned(cache_k) && is_aligned(cache_v) && cache_k.writeable() && cache_v.writeable(),
-                     op, ": cache_k and cache_v must be writeable, C-contiguous and aligned");
-        const int64_t NL = cache_k.shape(0), B = cache_k.shape(1), T = cache_k.shape(3), D = cache_k.shape(4);
-        PYAIML_CHECK(H >= 1 && Hk >= 1 && H % Hk == 0 && cache_k.shape(2) == Hk, op, ": H must be a multiple of Hk "
-                     "and the cache must hold Hk heads. Received H=", H, ", Hk=", Hk, ", cache_k ", shape_str(cache_k));
-        for (int d = 0; d < 5; ++d)
-          PYAIML_CHECK(cache_v.shape(d) == cache_k.shape(d), op, ": cache_k and cache_v must have the same shape. "
-                       "Received ", shape_str(cache_k), " and ", shape_str(cache_v));
-        PYAIML_CHECK(layer >= 0 && layer < NL, op, ": layer must lie in [0, ", NL, "). Received ", layer);
-        PYAIML_CHECK(start >= 0 && start < T, op, ": start must lie in [0, ", T, "). Received ", start);
-        PYAIML_CHECK(D >= 2 && D % 2 == 0, op, ": the head dim must be even and >= 2. Received ", D);
-        PYAIML_CHECK(qkv.shape(0) == B && qkv.shape(1) == 1 && qkv.shape(2) >= (H + 2 * Hk) * D, op,
-                     ": qkv must be (B, 1, >= (H + 2 Hk) D) = (", B, ", 1, ", (H + 2 * Hk) * D, "). Received ",
-                     shape_str(qkv));
-        qkv = aligned(qkv);
-        auto sq = elem_strides(qkv, op, "qkv");
-        PYAIML_CHECK(sq[2] == 1, op, ": qkv's rows must be contiguous");
-        const int64_t ld = sq[0], half = D / 2;
-        const bool rope = !cos.is_none();
-        PYAIML_CHECK(rope == !sin.is_none(), op, ": cos and sin must be given together");
-        py::array_t<float, py::array::c_style | py::array::forcecast> c_arr, s_arr;
-        if (rope) {
-          c_arr = cos.cast<py::array>();
-          s_arr = sin.cast<py::array>();
-          PYAIML_CHECK(c_arr.ndim() == 3 && c_arr.shape(0) == B && c_arr.shape(1) == 1 && c_arr.shape(2) == half &&
-                           s_arr.ndim() == 3 && s_arr.shape(0) == B && s_arr.shape(1) == 1 && s_arr.shape(2) == half,
-                       op, ": cos and sin must be (B, 1, D/2) = (", B, ", 1, ", half, "). Received ", shape_str(c_arr),
-                       ", ", shape_str(s_arr));
-        }
-        py::array_t<bool, py::array::c_style | py::array::forcecast> m_arr;
-        const bool masked = !valid.is_none();
-        if (masked) {
-          m_arr = valid.cast<py::array>();
-          PYAIML_CHECK(m_arr.ndim() == 2 && m_arr.shape(0) == B && m_arr.shape(1) == T, op,
-                       ": valid must be (B, Tmax) = (", B, ", ", T, "). Received ", shape_str(m_arr));
-        }
-        py::array_t<float> out = new_aligned_array<float>({B, 1, H * D});
-        const float* px = static_cast<const float*>(qkv.data());
-        float* kc = static_cast<float*>(cache_k.mutable_data()) + layer * B * Hk * T * D;
-        float* vc = static_cast<float*>(cache_v.mutable_data()) + layer * B * Hk * T * D;
-        {
-          py::gil_scoped_release nogil;
-          std::vector<float> qb(static_cast<size_t>(B * H * D)), kb(static_cast<size_t>(B * Hk * D)), lse(B * H);
-          if (rope) {
-            act_kernels().rope_qk(px, B, 1, ld, c_arr.data(), s_arr.data(), H, Hk, D, qb.data(), kb.data());
-          } else {
-            for (int64_t b = 0; b < B; ++b) {
-              std::copy(px + b * ld, px + b * ld + H * D, qb.data() + b * H * D);
-              std::copy(px + b * ld + H * D, px + b * ld + (H + Hk) * D, kb.data() + b * Hk * D);
-            }
-          }
-          for (int64_t b = 0; b < B; ++b)
-            for (int64_t h = 0; h < Hk; ++h) {
-              const int64_t slot = ((b * Hk + h) * T + start) * D;
-              std::copy(kb.data() + (b * Hk + h) * D, kb.data() + (b * Hk + h + 1) * D, kc + slot);
-              const float* vs = px + b * ld + (H + Hk + h) * D;
-              std::copy(vs, vs + D, vc + slot);
-            }
-          AttnArgs a;
-          a.N = B;
-          a.Hq = H;
-          a.Hk = Hk;
-          a.Lq = 1;
-          a.Lk = start + 1;
-          a.D = a.Dv = D;
-          a.q = qb.data();
-          a.k = kc;
-          a.v = vc;
-          a.k_head_stride = a.v_head_stride = T * D;
-          if (masked) {
-            a.mask_kind = 1;
-            a.mask = m_arr.data();
-            a.ms[0] = T;
-            a.ms[3] = 1;
-          }
-          a.scale = static_cast<float>(scale);
-          a.out = out.mutable_data();
-          a.lse = lse.data();
-          const AttentionKernels& kt = attention_kernels();
-          if (!kt.forward(a)) kt.forward_naive(a);
-        }
-        return out;
-      },
-      py::arg("qkv"), py::arg("cache_k"), py::arg("cache_v"), py::arg("layer"), py::arg("start"), py::arg("H"),
-      py::arg("Hk"), py::arg("scale"), py::arg("cos") = py::none(), py::arg("sin") = py::none(),
-      py::arg("valid") = py::none());
 
   m.def(
       "attention_backward",

@@ -19,6 +19,7 @@ void register_rnn(py::module_& m);
 void register_norm(py::module_& m);
 void register_act(py::module_& m);
 void register_sequential(py::module_& m);
+void register_decoder(py::module_& m);
 
 namespace {
 
@@ -151,4 +152,5 @@ PYBIND11_MODULE(_C, m) {
   register_norm(m);
   register_act(m);
   register_sequential(m);
+  register_decoder(m);
 }

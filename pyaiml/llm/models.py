@@ -35,6 +35,7 @@ import numpy as np
 from pyaiml import ops
 from pyaiml.llm.cache import KVCache
 from pyaiml.llm.layers import (
+    ACTIVATIONS,
     KERNELS,
     PANEL,
     activation,
@@ -46,9 +47,11 @@ from pyaiml.llm.layers import (
     to_panels,
 )
 
-# A decode step's attention as one native call (DecoderLM._decode_attend); False takes it
-# apart (RoPE, cache writes and attention as separate calls), which the tests compare.
+# A decode step's attention as one native call (DecoderLM._decode_attend), and a whole float32
+# layer of a decode step as one (_C.DecoderLayerPlan, DecoderLM._decode_plans); False takes
+# them apart into the separate calls, which the tests compare bit for bit.
 FUSED_DECODE_ATTENTION = True
+FUSED_DECODE_LAYER = True
 
 
 class Linear:
@@ -315,6 +318,30 @@ class DecoderLM:
                                              scale=scale, enable_gqa=self.num_kv_heads != self.num_heads)
         return o.transpose(0, 2, 1, 3).reshape(B, L, -1)
 
+    _plans = None  # per layer: a native plan of the layer's decode step, or None
+    _plan_src = None  # per layer: ids of the layer dict's values the plan was made from
+    _rope = False  # the layers take RoPE tables (self._cos, self._sin) of the step
+
+    def _layer_plan(self, i):
+        """The native plan (_C.DecoderLayerPlan) of layer i's decode step, or None where the
+        layer has other parts than the plan runs (int8 weights, another activation)."""
+        return
+
+    def _decode_plans(self):
+        """The layers' plans, made at the first decode step and again after a layer's weights
+        were swapped (quantize, or a Linear replaced in ``self.layers``)."""
+        src = [tuple(map(id, d.values())) for d in self.layers]
+        if self._plans is None or src != self._plan_src:
+            plans = []
+            for i in range(self.num_layers):
+                try:
+                    plans.append(self._layer_plan(i))
+                except ValueError:  # shapes the plan does not take: the layer-by-layer path
+                    plans.append(None)
+            self._plans, self._plan_src = plans, src
+            self._plan_keep = [tuple(d.values()) for d in self.layers]  # the ids stay those objects'
+        return self._plans
+
     def _decode_attend(self, li, qkv, step: _Step, scale=None, rope=True):
         """A decode step's attention for layer ``li`` in one native call (RoPE of q and k when
         ``rope``, the new k and v into the cache, attention over the cache in place): qkv (B,
@@ -350,8 +377,19 @@ class DecoderLM:
         step = _Step(cache, valid, self.window)
         KERNELS.refresh()
         h = self._embed(ids, step.positions)
+        plans = (self._decode_plans() if step.decode and FUSED_DECODE_LAYER and KERNELS.native_attention is not None
+                 else None)
+        past_window = step.window_mask is not None and self.sliding_layers is not None
+        c = step.cache
         for i in range(self.num_layers):
-            h = self._block(i, h, step)
+            p = None if plans is None or (past_window and self.sliding_layers[i]) else plans[i]
+            if p is None:
+                h = self._block(i, h, step)
+                continue
+            B = h.shape[0]
+            cs = (self._cos, self._sin) if self._rope else (None, None)
+            h = p.run(np.ascontiguousarray(h.reshape(B, -1)), c.k, c.v, i, step.start, *cs,
+                      step.valid_arg).reshape(B, 1, -1)
         if last_only:
             h = h[:, -1:]
         out = self._head(h)
@@ -470,6 +508,17 @@ class GPT2(DecoderLM):
         n += self.head.nbytes + self.wpe.nbytes + (0 if isinstance(self.wte, _ColumnEmbedding) else self.wte.nbytes)
         return n
 
+    def _layer_plan(self, i):
+        d = self.layers[i]
+        lins = (d["qkv"], d["proj"], d["fc"], d["fc_proj"])
+        if not all(isinstance(x, Linear) for x in lins) or self.act is not ACTIVATIONS["gelu_new"]:
+            return None
+        C, H = self.hidden_size, self.num_heads
+        return KERNELS.native_attention.DecoderLayerPlan(
+            C, H, H, self.head_dim, False, self.eps, "gelu_tanh", False, self.scale[i], d["ln1"][0], d["ln1"][1],
+            d["qkv"].wp, d["qkv"].b, d["proj"].wp, d["proj"].b, d["ln2"][0], d["ln2"][1], d["fc"].wp, d["fc"].n,
+            d["fc"].b, d["fc_proj"].wp, d["fc_proj"].b)
+
     def _embed(self, ids, positions):
         if positions.size and positions.max() >= self.max_positions:
             raise ValueError(f"gpt2: position {int(positions.max())} is beyond n_positions {self.max_positions}")
@@ -562,6 +611,19 @@ class Llama(DecoderLM):
     def weights_nbytes(self):
         n = sum(x.nbytes for d in self.layers for x in d.values())
         return n + self.head.nbytes + self.embed.nbytes + self.norm.nbytes
+
+    _rope = True
+
+    def _layer_plan(self, i):
+        d = self.layers[i]
+        lins = (d["qkv"], d["o"], d["gate_up"], d["down"])
+        if not all(isinstance(x, Linear) for x in lins) or self.act is not ACTIVATIONS["silu"]:
+            return None
+        D = self.head_dim
+        return KERNELS.native_attention.DecoderLayerPlan(
+            self.hidden_size, self.num_heads, self.num_kv_heads, D, True, self.eps, "swiglu", True,
+            1.0 / math.sqrt(D), d["ln1"], None, d["qkv"].wp, d["qkv"].b, d["o"].wp, d["o"].b, d["ln2"], None,
+            d["gate_up"].wp, d["gate_up"].n, d["gate_up"].b, d["down"].wp, d["down"].b)
 
     def _embed(self, ids, positions):
         self._cos, self._sin = self.rope.tables(positions)

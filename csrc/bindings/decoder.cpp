@@ -1,0 +1,358 @@
+// bindings/decoder.cpp: one decode step of pyaiml.llm's decoder layers in native calls.
+//
+// _C.decode_attention(qkv, cache_k, cache_v, layer, start, H, Hk, scale, cos=None, sin=None,
+// valid=None): one step's attention of a layer. qkv (B, 1, W) holds each sequence's new q (H
+// heads), k and v (Hk heads each) of D values side by side; with cos and sin ((B, 1, D/2)) q
+// and k get rotate-half RoPE first (rope_qk's arithmetic). k and v go into slot `start` of
+// layer `layer` of the cache (layers, B, Hk, Tmax, D), then every q head attends over slots
+// 0 .. start of its kv head, read in place, restricted to the slots where valid (B, Tmax) is
+// true when given. Returns (B, 1, H D): the bits of rope_qk, the cache writes and
+// attention_forward on the same arrays.
+//
+// _C.DecoderLayerPlan(...): a whole float32 decoder layer for such a step (pre-norm, fused
+// qkv product, the attention above, output product + residual, norm, MLP + residual: GPT-2's
+// LayerNorm / GELU-tanh and Llama's RMSNorm / SwiGLU), its weights checked once when the plan
+// is made and kept referenced; run(h, cache_k, cache_v, layer, start, cos, sin, valid) takes h
+// (B, C) and returns the layer's output (B, C). Each piece is the kernel the layer-by-layer
+// path calls (norm, the packed GEMV up to kGemvMaxRows rows and sgemm on the panels past it,
+// decode attention, swiglu / gelu_tanh, float32 adds), in the same order, so the bits are
+// that path's; a decode step of the Llama-110M spent ~0.5 ms of ~9 in Python between them.
+// Tests: tests/test_decode_attention.py, tests/test_llm_models.py (plans against the
+// layer-by-layer graph).
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bindings/common.h"
+#include "cpu/act.h"
+#include "cpu/attention.h"
+#include "cpu/gemm.h"
+#include "cpu/gemv.h"
+#include "cpu/norm.h"
+
+namespace pyaiml {
+namespace {
+
+struct FreeDeleter {
+  void operator()(float* p) const { std::free(p); }
+};
+using Buf = std::unique_ptr<float[], FreeDeleter>;
+
+// 64-byte aligned, as the arrays the separate calls allocate (new_aligned_array)
+Buf aligned_buf(int64_t n) {
+  const size_t bytes = (static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float) + 63) / 64 * 64;
+  float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (!p) throw std::bad_alloc();
+  return Buf(p);
+}
+
+// The KV cache of a decode step, checked: (layers, B, Hk, Tmax, D) float32, C-contiguous,
+// aligned, writeable, k and v alike; layer and start in range.
+struct Cache {
+  float* k = nullptr;
+  float* v = nullptr;
+  int64_t B = 0, T = 0, D = 0;
+};
+
+Cache check_cache(const char* op, py::array& cache_k, py::array& cache_v, int64_t layer, int64_t start, int64_t Hk) {
+  require_dtype<float>(cache_k, op, "cache_k");
+  require_dtype<float>(cache_v, op, "cache_v");
+  require_ndim(cache_k, 5, op, "cache_k");
+  require_ndim(cache_v, 5, op, "cache_v");
+  PYAIML_CHECK((cache_k.flags() & py::array::c_style) && (cache_v.flags() & py::array::c_style) &&
+                   is_aligned(cache_k) && is_aligned(cache_v) && cache_k.writeable() && cache_v.writeable(),
+               op, ": cache_k and cache_v must be writeable, C-contiguous and aligned");
+  for (int d = 0; d < 5; ++d)
+    PYAIML_CHECK(cache_v.shape(d) == cache_k.shape(d), op, ": cache_k and cache_v must have the same shape. Received ",
+                 shape_str(cache_k), " and ", shape_str(cache_v));
+  PYAIML_CHECK(cache_k.shape(2) == Hk, op, ": the cache must hold Hk = ", Hk, " heads. Received cache_k ",
+               shape_str(cache_k));
+  const int64_t NL = cache_k.shape(0);
+  Cache c;
+  c.B = cache_k.shape(1);
+  c.T = cache_k.shape(3);
+  c.D = cache_k.shape(4);
+  PYAIML_CHECK(layer >= 0 && layer < NL, op, ": layer must lie in [0, ", NL, "). Received ", layer);
+  PYAIML_CHECK(start >= 0 && start < c.T, op, ": start must lie in [0, ", c.T, "). Received ", start);
+  c.k = static_cast<float*>(cache_k.mutable_data()) + layer * c.B * Hk * c.T * c.D;
+  c.v = static_cast<float*>(cache_v.mutable_data()) + layer * c.B * Hk * c.T * c.D;
+  return c;
+}
+
+// RoPE tables and the valid mask of a step, checked against B and D (the arrays are kept
+// referenced by the caller for the duration of the call).
+struct StepTables {
+  py::array_t<float, py::array::c_style | py::array::forcecast> cos, sin;
+  py::array_t<bool, py::array::c_style | py::array::forcecast> valid;
+  bool rope = false, masked = false;
+};
+
+StepTables check_tables(const char* op, const py::object& cos, const py::object& sin, const py::object& valid,
+                        int64_t B, int64_t T, int64_t D) {
+  StepTables t;
+  t.rope = !cos.is_none();
+  PYAIML_CHECK(t.rope == !sin.is_none(), op, ": cos and sin must be given together");
+  const int64_t half = D / 2;
+  if (t.rope) {
+    t.cos = cos.cast<py::array>();
+    t.sin = sin.cast<py::array>();
+    PYAIML_CHECK(t.cos.ndim() == 3 && t.cos.shape(0) == B && t.cos.shape(1) == 1 && t.cos.shape(2) == half &&
+                     t.sin.ndim() == 3 && t.sin.shape(0) == B && t.sin.shape(1) == 1 && t.sin.shape(2) == half,
+                 op, ": cos and sin must be (B, 1, D/2) = (", B, ", 1, ", half, "). Received ", shape_str(t.cos), ", ",
+                 shape_str(t.sin));
+  }
+  t.masked = !valid.is_none();
+  if (t.masked) {
+    t.valid = valid.cast<py::array>();
+    PYAIML_CHECK(t.valid.ndim() == 2 && t.valid.shape(0) == B && t.valid.shape(1) == T, op,
+                 ": valid must be (B, Tmax) = (", B, ", ", T, "). Received ", shape_str(t.valid));
+  }
+  return t;
+}
+
+// The attention of one decode step (see the file's head); qkv rows ld floats apart. Runs
+// without the GIL.
+void decode_attention_core(const float* qkv, int64_t ld, int64_t B, int64_t H, int64_t Hk, int64_t D,
+                           const Cache& c, int64_t start, const StepTables& t, float scale, float* out) {
+  std::vector<float> qb(static_cast<size_t>(B * H * D)), kb(static_cast<size_t>(B * Hk * D)),
+      lse(static_cast<size_t>(B * H));
+  if (t.rope) {
+    act_kernels().rope_qk(qkv, B, 1, ld, t.cos.data(), t.sin.data(), H, Hk, D, qb.data(), kb.data());
+  } else {
+    for (int64_t b = 0; b < B; ++b) {
+      std::copy(qkv + b * ld, qkv + b * ld + H * D, qb.data() + b * H * D);
+      std::copy(qkv + b * ld + H * D, qkv + b * ld + (H + Hk) * D, kb.data() + b * Hk * D);
+    }
+  }
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hk; ++h) {
+      const int64_t slot = ((b * Hk + h) * c.T + start) * D;
+      std::copy(kb.data() + (b * Hk + h) * D, kb.data() + (b * Hk + h + 1) * D, c.k + slot);
+      const float* vs = qkv + b * ld + (H + Hk + h) * D;
+      std::copy(vs, vs + D, c.v + slot);
+    }
+  AttnArgs a;
+  a.N = B;
+  a.Hq = H;
+  a.Hk = Hk;
+  a.Lq = 1;
+  a.Lk = start + 1;
+  a.D = a.Dv = D;
+  a.q = qb.data();
+  a.k = c.k;
+  a.v = c.v;
+  a.k_head_stride = a.v_head_stride = c.T * D;
+  if (t.masked) {
+    a.mask_kind = 1;
+    a.mask = t.valid.data();
+    a.ms[0] = c.T;
+    a.ms[3] = 1;
+  }
+  a.scale = scale;
+  a.out = out;
+  a.lse = lse.data();
+  const AttentionKernels& kt = attention_kernels();
+  if (!kt.forward(a)) kt.forward_naive(a);
+}
+
+// y (M, n) = x (M, K) @ W + bias with W in 64-column panels (ceil(n / 64), K, 64): the streaming
+// GEMV up to kGemvMaxRows rows, sgemm on the panels in place past them (linear_f32_packed's
+// dispatch, so the same bits).
+void linear_packed(const float* x, int64_t M, int64_t K, const float* wp, int64_t n, const float* bias, float* y) {
+  if (M <= kGemvMaxRows) {
+    GemvF32PackedArgs g;
+    g.M = M;
+    g.K = K;
+    g.N = n;
+    g.x = x;
+    g.ldx = K;
+    g.w = wp;
+    g.bias = bias;
+    g.y = y;
+    g.ldy = n;
+    gemv_kernels().gemv_f32_packed(g);
+    return;
+  }
+  GemmArgs g;
+  g.M = M;
+  g.N = n;
+  g.K = K;
+  g.A = x;
+  g.rsa = K;
+  g.csa = 1;
+  g.B = wp;
+  g.rsb = kPanel;
+  g.csb = 1;
+  g.bps = K * kPanel;
+  g.C = y;
+  g.ldc = n;
+  g.bias_n = bias;
+  gemm_kernels().sgemm(g);
+}
+
+constexpr const char* kPlan = "DecoderLayerPlan";
+
+// A float32 vector of n values or None.
+py::object vec(const py::object& v, int64_t n, const char* name) {
+  if (v.is_none()) return v;
+  PYAIML_CHECK(py::isinstance<py::array>(v), kPlan, ": ", name, " must be a NumPy array or None");
+  py::array a = py::reinterpret_borrow<py::array>(v);
+  require_dtype<float>(a, kPlan, name);
+  PYAIML_CHECK(a.ndim() == 1 && a.shape(0) == n && (a.flags() & py::array::c_style) && is_aligned(a), kPlan, ": ",
+               name, " must be C-contiguous with shape (", n, ",). Received ", shape_str(a));
+  return v;
+}
+
+const float* fptr(const py::object& v) {
+  return v.is_none() ? nullptr : static_cast<const float*>(py::reinterpret_borrow<py::array>(v).data());
+}
+
+// Packed weights (ceil(n / 64), K, 64) of a product with K inputs and n outputs.
+py::array panels(const py::array& w, int64_t K, int64_t n, const char* name) {
+  require_dtype<float>(w, kPlan, name);
+  require_ndim(w, 3, kPlan, name);
+  PYAIML_CHECK((w.flags() & py::array::c_style) && is_aligned(w), kPlan, ": ", name, " must be C-contiguous and aligned");
+  PYAIML_CHECK(n >= 1 && w.shape(0) == (n + kPanel - 1) / kPanel && w.shape(1) == K && w.shape(2) == kPanel, kPlan,
+               ": ", name, " must be packed as (", (n + kPanel - 1) / kPanel, ", ", K, ", ", kPanel, ") for ", K,
+               " inputs and ", n, " outputs. Received ", shape_str(w));
+  return w;
+}
+
+struct DecoderLayerPlan {
+  int64_t C = 0, H = 0, Hk = 0, D = 0, qkv_n = 0, up_n = 0, inter = 0;
+  bool rms = false, swiglu = false, rope = false;
+  float eps = 1e-5f, scale = 1.f;
+  py::array qkv, o, up, down;
+  py::object ln1_w, ln1_b, ln2_w, ln2_b, qkv_b, o_b, up_b, down_b;
+
+  DecoderLayerPlan(int64_t C_, int64_t H_, int64_t Hk_, int64_t D_, bool rms_, double eps_, const std::string& act,
+                   bool rope_, double scale_, py::object ln1_w_, py::object ln1_b_, py::array qkv_, py::object qkv_b_,
+                   py::array o_, py::object o_b_, py::object ln2_w_, py::object ln2_b_, py::array up_, int64_t up_n_,
+                   py::object up_b_, py::array down_, py::object down_b_)
+      : C(C_), H(H_), Hk(Hk_), D(D_), up_n(up_n_), rms(rms_), rope(rope_), eps(static_cast<float>(eps_)),
+        scale(static_cast<float>(scale_)) {
+    PYAIML_CHECK(C >= 1 && H >= 1 && Hk >= 1 && H % Hk == 0 && D >= 2 && D % 2 == 0, kPlan,
+                 ": C, H, Hk, D must be >= 1 with H a multiple of Hk and D even. Received C=", C, ", H=", H, ", Hk=",
+                 Hk, ", D=", D);
+    PYAIML_CHECK(act == "swiglu" || act == "gelu_tanh", kPlan, ": act must be 'swiglu' or 'gelu_tanh'. Received '",
+                 act, "'");
+    swiglu = act == "swiglu";
+    PYAIML_CHECK(up_n >= 1 && (!swiglu || up_n % 2 == 0), kPlan, ": up_n must be >= 1 (even for swiglu). Received ",
+                 up_n);
+    inter = swiglu ? up_n / 2 : up_n;
+    qkv_n = (H + 2 * Hk) * D;
+    PYAIML_CHECK(!rms || ln1_b_.is_none(), kPlan, ": an RMS norm takes no bias");
+    ln1_w = vec(ln1_w_, C, "ln1_w");
+    ln1_b = vec(ln1_b_, C, "ln1_b");
+    ln2_w = vec(ln2_w_, C, "ln2_w");
+    ln2_b = vec(ln2_b_, C, "ln2_b");
+    qkv = panels(qkv_, C, qkv_n, "qkv");
+    qkv_b = vec(qkv_b_, qkv_n, "qkv_b");
+    o = panels(o_, H * D, C, "o");
+    o_b = vec(o_b_, C, "o_b");
+    up = panels(up_, C, up_n, "up");
+    up_b = vec(up_b_, up_n, "up_b");
+    down = panels(down_, inter, C, "down");
+    down_b = vec(down_b_, C, "down_b");
+  }
+
+  py::array run(py::array h, py::array cache_k, py::array cache_v, int64_t layer, int64_t start, py::object cos,
+                py::object sin, py::object valid) const {
+    require_dtype<float>(h, kPlan, "h");
+    require_ndim(h, 2, kPlan, "h");
+    PYAIML_CHECK((h.flags() & py::array::c_style) && is_aligned(h) && h.shape(1) == C, kPlan,
+                 ": h must be C-contiguous (B, ", C, "). Received ", shape_str(h));
+    const int64_t B = h.shape(0);
+    Cache c = check_cache(kPlan, cache_k, cache_v, layer, start, Hk);
+    PYAIML_CHECK(c.B == B && c.D == D, kPlan, ": the cache must be (layers, ", B, ", ", Hk, ", Tmax, ", D,
+                 "). Received ", shape_str(cache_k));
+    StepTables t = check_tables(kPlan, cos, sin, valid, B, c.T, D);
+    PYAIML_CHECK(t.rope == rope, kPlan, rope ? ": this layer takes RoPE tables (cos, sin)" : ": this layer takes no RoPE tables");
+    py::array_t<float> out = new_aligned_array<float>({B, C});
+    const float* ph = static_cast<const float*>(h.data());
+    float* po = out.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      Buf a = aligned_buf(B * C), q = aligned_buf(B * qkv_n), att = aligned_buf(B * H * D), y = aligned_buf(B * C),
+          h1 = aligned_buf(B * C), u = aligned_buf(B * up_n), g = aligned_buf(B * inter);
+      auto norm = [&](const float* x, const py::object& w, const py::object& b, float* dst) {
+        NormArgs n;
+        n.rows = B;
+        n.n = C;
+        n.x = x;
+        n.ldx = C;
+        n.w = fptr(w);
+        n.b = fptr(b);
+        n.eps = eps;
+        n.rms = rms;
+        n.y = dst;
+        norm_kernels().norm(n);
+      };
+      norm(ph, ln1_w, ln1_b, a.get());
+      linear_packed(a.get(), B, C, static_cast<const float*>(qkv.data()), qkv_n, fptr(qkv_b), q.get());
+      decode_attention_core(q.get(), qkv_n, B, H, Hk, D, c, start, t, scale, att.get());
+      linear_packed(att.get(), B, H * D, static_cast<const float*>(o.data()), C, fptr(o_b), y.get());
+      for (int64_t i = 0; i < B * C; ++i) h1[i] = ph[i] + y[i];
+      norm(h1.get(), ln2_w, ln2_b, a.get());
+      linear_packed(a.get(), B, C, static_cast<const float*>(up.data()), up_n, fptr(up_b), u.get());
+      if (swiglu)
+        act_kernels().swiglu(u.get(), up_n, g.get(), B, inter);
+      else
+        act_kernels().gelu_tanh(u.get(), g.get(), B * up_n);
+      linear_packed(g.get(), B, inter, static_cast<const float*>(down.data()), C, fptr(down_b), y.get());
+      for (int64_t i = 0; i < B * C; ++i) po[i] = h1[i] + y[i];
+    }
+    return std::move(out);
+  }
+};
+
+}  // namespace
+
+void register_decoder(py::module_& m) {
+  m.def(
+      "decode_attention",
+      [](py::array qkv, py::array cache_k, py::array cache_v, int64_t layer, int64_t start, int64_t H, int64_t Hk,
+         double scale, py::object cos, py::object sin, py::object valid) {
+        const char* op = "decode_attention";
+        require_dtype<float>(qkv, op, "qkv");
+        require_ndim(qkv, 3, op, "qkv");
+        PYAIML_CHECK(H >= 1 && Hk >= 1 && H % Hk == 0, op, ": H must be a multiple of Hk (both >= 1). Received H=", H,
+                     ", Hk=", Hk);
+        Cache c = check_cache(op, cache_k, cache_v, layer, start, Hk);
+        const int64_t B = c.B, D = c.D;
+        PYAIML_CHECK(D >= 2 && D % 2 == 0, op, ": the head dim must be even and >= 2. Received ", D);
+        PYAIML_CHECK(qkv.shape(0) == B && qkv.shape(1) == 1 && qkv.shape(2) >= (H + 2 * Hk) * D, op,
+                     ": qkv must be (B, 1, >= (H + 2 Hk) D) = (", B, ", 1, ", (H + 2 * Hk) * D, "). Received ",
+                     shape_str(qkv));
+        qkv = aligned(qkv);
+        auto sq = elem_strides(qkv, op, "qkv");
+        PYAIML_CHECK(sq[2] == 1, op, ": qkv's rows must be contiguous");
+        StepTables t = check_tables(op, cos, sin, valid, B, c.T, D);
+        py::array_t<float> out = new_aligned_array<float>({B, 1, H * D});
+        const float* px = static_cast<const float*>(qkv.data());
+        float* po = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          decode_attention_core(px, sq[0], B, H, Hk, D, c, start, t, static_cast<float>(scale), po);
+        }
+        return out;
+      },
+      py::arg("qkv"), py::arg("cache_k"), py::arg("cache_v"), py::arg("layer"), py::arg("start"), py::arg("H"),
+      py::arg("Hk"), py::arg("scale"), py::arg("cos") = py::none(), py::arg("sin") = py::none(),
+      py::arg("valid") = py::none());
+
+  py::class_<DecoderLayerPlan>(m, "DecoderLayerPlan")
+      .def(py::init<int64_t, int64_t, int64_t, int64_t, bool, double, const std::string&, bool, double, py::object,
+                    py::object, py::array, py::object, py::array, py::object, py::object, py::object, py::array,
+                    int64_t, py::object, py::array, py::object>(),
+           py::arg("C"), py::arg("H"), py::arg("Hk"), py::arg("D"), py::arg("rms"), py::arg("eps"), py::arg("act"),
+           py::arg("rope"), py::arg("scale"), py::arg("ln1_w"), py::arg("ln1_b"), py::arg("qkv"), py::arg("qkv_b"),
+           py::arg("o"), py::arg("o_b"), py::arg("ln2_w"), py::arg("ln2_b"), py::arg("up"), py::arg("up_n"),
+           py::arg("up_b"), py::arg("down"), py::arg("down_b"))
+      .def("run", &DecoderLayerPlan::run, py::arg("h"), py::arg("cache_k"), py::arg("cache_v"), py::arg("layer"),
+           py::arg("start"), py::arg("cos") = py::none(), py::arg("sin") = py::none(), py::arg("valid") = py::none());
+}
+
+}  // namespace pyaiml

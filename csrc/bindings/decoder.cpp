@@ -26,9 +26,9 @@
 #include <vector>
 
 #include "bindings/common.h"
+#include "bindings/packed.h"
 #include "cpu/act.h"
 #include "cpu/attention.h"
-#include "cpu/gemm.h"
 #include "cpu/gemv.h"
 #include "cpu/norm.h"
 
@@ -157,41 +157,6 @@ void decode_attention_core(const float* qkv, int64_t ld, int64_t B, int64_t H, i
   if (!kt.forward(a)) kt.forward_naive(a);
 }
 
-// y (M, n) = x (M, K) @ W + bias with W in 64-column panels (ceil(n / 64), K, 64): the streaming
-// GEMV up to kGemvMaxRows rows, sgemm on the panels in place past them (linear_f32_packed's
-// dispatch, so the same bits).
-void linear_packed(const float* x, int64_t M, int64_t K, const float* wp, int64_t n, const float* bias, float* y) {
-  if (M <= kGemvMaxRows) {
-    GemvF32PackedArgs g;
-    g.M = M;
-    g.K = K;
-    g.N = n;
-    g.x = x;
-    g.ldx = K;
-    g.w = wp;
-    g.bias = bias;
-    g.y = y;
-    g.ldy = n;
-    gemv_kernels().gemv_f32_packed(g);
-    return;
-  }
-  GemmArgs g;
-  g.M = M;
-  g.N = n;
-  g.K = K;
-  g.A = x;
-  g.rsa = K;
-  g.csa = 1;
-  g.B = wp;
-  g.rsb = kPanel;
-  g.csb = 1;
-  g.bps = K * kPanel;
-  g.C = y;
-  g.ldc = n;
-  g.bias_n = bias;
-  gemm_kernels().sgemm(g);
-}
-
 constexpr const char* kPlan = "DecoderLayerPlan";
 
 // A float32 vector of n values or None.
@@ -291,17 +256,17 @@ struct DecoderLayerPlan {
         norm_kernels().norm(n);
       };
       norm(ph, ln1_w, ln1_b, a.get());
-      linear_packed(a.get(), B, C, static_cast<const float*>(qkv.data()), qkv_n, fptr(qkv_b), q.get());
+      linear_packed(a.get(), C, B, C, static_cast<const float*>(qkv.data()), qkv_n, fptr(qkv_b), q.get());
       decode_attention_core(q.get(), qkv_n, B, H, Hk, D, c, start, t, scale, att.get());
-      linear_packed(att.get(), B, H * D, static_cast<const float*>(o.data()), C, fptr(o_b), y.get());
+      linear_packed(att.get(), H * D, B, H * D, static_cast<const float*>(o.data()), C, fptr(o_b), y.get());
       for (int64_t i = 0; i < B * C; ++i) h1[i] = ph[i] + y[i];
       norm(h1.get(), ln2_w, ln2_b, a.get());
-      linear_packed(a.get(), B, C, static_cast<const float*>(up.data()), up_n, fptr(up_b), u.get());
+      linear_packed(a.get(), C, B, C, static_cast<const float*>(up.data()), up_n, fptr(up_b), u.get());
       if (swiglu)
         act_kernels().swiglu(u.get(), up_n, g.get(), B, inter);
       else
         act_kernels().gelu_tanh(u.get(), g.get(), B * up_n);
-      linear_packed(g.get(), B, inter, static_cast<const float*>(down.data()), C, fptr(down_b), y.get());
+      linear_packed(g.get(), inter, B, inter, static_cast<const float*>(down.data()), C, fptr(down_b), y.get());
       for (int64_t i = 0; i < B * C; ++i) po[i] = h1[i] + y[i];
     }
     return std::move(out);

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "bindings/common.h"
+#include "bindings/packed.h"
 #include "cpu/gemm.h"
 #include "cpu/gemv.h"
 
@@ -213,35 +214,7 @@ void register_gemm(py::module_& m) {
         const float* pw = static_cast<const float*>(w.data());
         {
           py::gil_scoped_release nogil;
-          if (M <= kGemvMaxRows) {  // decode: the panels streamed once (gemv.h)
-            GemvF32PackedArgs g;
-            g.M = M;
-            g.K = K;
-            g.N = n;
-            g.x = px;
-            g.ldx = sx[0];
-            g.w = pw;
-            g.bias = bias_p;
-            g.y = y.mutable_data();
-            g.ldy = n;
-            gemv_kernels().gemv_f32_packed(g);
-          } else {  // prefill: sgemm reading the panels in place
-            GemmArgs g;
-            g.M = M;
-            g.N = n;
-            g.K = K;
-            g.A = px;
-            g.rsa = sx[0];
-            g.csa = 1;
-            g.B = pw;
-            g.rsb = kPanel;
-            g.csb = 1;
-            g.bps = K * kPanel;
-            g.C = y.mutable_data();
-            g.ldc = n;
-            g.bias_n = bias_p;
-            gemm_kernels().sgemm(g);
-          }
+          linear_packed(px, sx[0], M, K, pw, n, bias_p, y.mutable_data());
         }
         return std::move(y);
       },

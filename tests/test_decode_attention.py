@@ -255,3 +255,37 @@ def test_layer_plan_bad_input(rng):
         Cm.DecoderLayerPlan(C, H, Hk, D, True, 1e-5, "swiglu", True, 1.0, w["ln1_w"], None, _panels(w["qkv"]), None,
                             _panels(w["o"]), None, w["ln2_w"][:-1], None, _panels(w["up"]), 2 * I, None,
                             _panels(w["down"]), None)
+
+
+def test_layer_plan_int8_products(rng):
+    # int8 products as QLinear holds them ((q, scale, activations)); the plan's output equals
+    # the separate calls' (norms, _C.linear_w8a8_packed / linear_q8_packed, attention, adds)
+    from pyaiml.llm.quant import QLinear, quantize_q8_0
+
+    Cm = _backend.native()
+    C, H, Hk, D, I, B, start = 64, 4, 2, 16, 96, 2, 5
+    w = _layer(rng, C, H, Hk, D, I, True)
+    _, ck, cv, cs, valid = _case(rng, B, H, Hk, D, 12, start, padded=True)
+    h = rng.standard_normal((B, C)).astype(np.float32)
+    for acts in ("int8", "float"):
+        q = {k: QLinear(*quantize_q8_0(w[k], axis=0), activations=acts) for k in ("qkv", "o", "up", "down")}
+        spec = {k: (v.qp, v.sp, acts) for k, v in q.items()}
+        plan = Cm.DecoderLayerPlan(C, H, Hk, D, True, 1e-5, "swiglu", True, 1 / math.sqrt(D), w["ln1_w"], None,
+                                   spec["qkv"], None, spec["o"], None, w["ln2_w"], None, spec["up"], 2 * I, None,
+                                   spec["down"], None)
+        ck2, cv2 = ck.copy(), cv.copy()
+        got = plan.run(h, ck, cv, 0, start, *cs, valid)
+        a = Cm.norm(h, w["ln1_w"], None, 1e-5, True)
+        att = Cm.decode_attention(q["qkv"](a)[:, None], ck2, cv2, 0, start, H, Hk, 1 / math.sqrt(D), *cs, valid)[:, 0]
+        h1 = h + q["o"](att)
+        want = h1 + q["down"](Cm.swiglu(q["up"](Cm.norm(h1, w["ln2_w"], None, 1e-5, True))))
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(ck, ck2)
+    bad = (q["up"].qp, q["up"].sp.astype(np.float32), "int8")
+    with pytest.raises(ValueError, match="up's scales must be float16"):
+        Cm.DecoderLayerPlan(C, H, Hk, D, True, 1e-5, "swiglu", True, 1.0, w["ln1_w"], None, spec["qkv"], None,
+                            spec["o"], None, w["ln2_w"], None, bad, 2 * I, None, spec["down"], None)
+    with pytest.raises(ValueError, match="activations must be 'int8' or 'float'"):
+        Cm.DecoderLayerPlan(C, H, Hk, D, True, 1e-5, "swiglu", True, 1.0, w["ln1_w"], None, spec["qkv"], None,
+                            spec["o"], None, w["ln2_w"], None, (q["up"].qp, q["up"].sp, "int4"), 2 * I, None,
+                            spec["down"], None)

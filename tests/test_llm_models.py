@@ -117,15 +117,15 @@ def _decode_run(m, ids, valid, steps=6):
     return np.stack(out), cache.k.copy(), cache.v.copy()
 
 
-@pytest.mark.parametrize("which", ["gpt2", "llama", "mistral", "qwen2", "llama-int8"])
+@pytest.mark.parametrize("which", ["gpt2", "llama", "mistral", "qwen2", "llama-int8", "gpt2-int8", "llama-w8"])
 @pytest.mark.parametrize("batch", [3, 10])
 def test_fused_decode_steps_same_bits(which, batch, gpt2, llama, tmp_path, monkeypatch):
-    # A decode step's attention as one native call (_C.decode_attention) and a whole float32
-    # layer as one (_C.DecoderLayerPlan) against the separate norm, product, RoPE, cache-write
+    # A decode step's attention as one native call (_C.decode_attention) and a whole layer as
+    # one (_C.DecoderLayerPlan) against the separate norm, product, RoPE, cache-write
     # and attention calls: logits and caches equal bit for bit, with and without left padding,
     # at 3 rows (the streaming GEMV) and 10 (sgemm). The Mistral (window 4, shorter than the
     # run) takes the separate calls once past its window, the Qwen2 has q/k/v biases, and the
-    # int8 Llama has no plans (its layers go through the separate calls with the fused attention).
+    # int8 models' plans run the W8A8 (or weight-only) products.
     from pyaiml import _backend
     from pyaiml.llm import models
 
@@ -135,16 +135,20 @@ def test_fused_decode_steps_same_bits(which, batch, gpt2, llama, tmp_path, monke
         ck.make_llama(tmp_path, kind=which, sliding_window=4, tokenizer=False)
         m = llm.load(tmp_path)
     else:
-        m = {"gpt2": gpt2, "llama": llama, "llama-int8": llama}[which][1]
-        if which == "llama-int8":
-            m = llm.load(llama[2], tokenizer=False)
+        m = {"gpt2": gpt2, "llama": llama}[which.split("-")[0]][1]
+        if "-" in which:  # int8 weights: W8A8 products, or weight-only ones ("llama-w8")
+            m = llm.load({"gpt2": gpt2, "llama": llama}[which.split("-")[0]][2], tokenizer=False)
             m.quantize()
+            for d in m.layers:
+                for v in d.values():
+                    if which == "llama-w8" and hasattr(v, "activations"):
+                        v.activations = "float"
     ids = np.random.default_rng(2).integers(3, 320, (batch, 7))
     valid = np.ones(ids.shape, bool)
     valid[1, :3] = valid[2, :5] = False
     for v in (None, valid):
         fused = _decode_run(m, ids, v)
-        assert sum(p is not None for p in m._plans) == (0 if which == "llama-int8" else m.num_layers)
+        assert sum(p is not None for p in m._plans) == m.num_layers
         monkeypatch.setattr(models, "FUSED_DECODE_ATTENTION", False)
         monkeypatch.setattr(models, "FUSED_DECODE_LAYER", False)
         apart = _decode_run(m, ids, v)
@@ -180,9 +184,16 @@ def test_decode_plans_follow_swapped_weights(tmp_path):
         np.testing.assert_array_equal(after, _decode_run(m2, ids, None)[0])
     finally:
         models.FUSED_DECODE_LAYER = True
+    plans = m._plans
     m.quantize()
-    _decode_run(m, ids, None)
-    assert all(p is None for p in m._plans)
+    got = _decode_run(m, ids, None)[0]
+    assert not any(p is q for p, q in zip(m._plans, plans))
+    m2.quantize()
+    models.FUSED_DECODE_LAYER = False
+    try:
+        np.testing.assert_array_equal(got, _decode_run(m2, ids, None)[0])
+    finally:
+        models.FUSED_DECODE_LAYER = True
 
 
 def test_bfloat16_checkpoint_is_widened(tmp_path):

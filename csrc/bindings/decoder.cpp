@@ -174,28 +174,90 @@ const float* fptr(const py::object& v) {
   return v.is_none() ? nullptr : static_cast<const float*>(py::reinterpret_borrow<py::array>(v).data());
 }
 
-// Packed weights (ceil(n / 64), K, 64) of a product with K inputs and n outputs.
-py::array panels(const py::array& w, int64_t K, int64_t n, const char* name) {
-  require_dtype<float>(w, kPlan, name);
-  require_ndim(w, 3, kPlan, name);
-  PYAIML_CHECK((w.flags() & py::array::c_style) && is_aligned(w), kPlan, ": ", name, " must be C-contiguous and aligned");
-  PYAIML_CHECK(n >= 1 && w.shape(0) == (n + kPanel - 1) / kPanel && w.shape(1) == K && w.shape(2) == kPanel, kPlan,
-               ": ", name, " must be packed as (", (n + kPanel - 1) / kPanel, ", ", K, ", ", kPanel, ") for ", K,
-               " inputs and ", n, " outputs. Received ", shape_str(w));
-  return w;
-}
+// One product of a plan: float32 weights in panels (ceil(n / 64), K, 64), or int8 ones with
+// their float16 block scales ((q, scale, "int8" | "float"): QLinear's W8A8 or weight-only
+// product), each run by the kernel its _C.linear_* call runs.
+struct Product {
+  int kind = 0;  // 0 float32, 1 W8A8, 2 int8 weights with float32 activations
+  py::array w, s;
+  py::object b;
+  int64_t K = 0, n = 0;
+
+  Product() = default;
+  Product(const py::object& spec, int64_t K_, int64_t n_, const py::object& bias, const char* name) : K(K_), n(n_) {
+    const int64_t P = (n + kPanel - 1) / kPanel;
+    PYAIML_CHECK(n >= 1 && K >= 1, kPlan, ": ", name, " needs at least one input and output. Received ", K, " x ", n);
+    if (py::isinstance<py::tuple>(spec)) {
+      py::tuple t = spec.cast<py::tuple>();
+      PYAIML_CHECK(t.size() == 3, kPlan, ": ", name, " as int8 must be (q, scale, 'int8' | 'float')");
+      w = t[0].cast<py::array>();
+      s = t[1].cast<py::array>();
+      const std::string act = t[2].cast<std::string>();
+      PYAIML_CHECK(act == "int8" || act == "float", kPlan, ": ", name, "'s activations must be 'int8' or 'float'. Received '",
+                   act, "'");
+      kind = act == "int8" ? 1 : 2;
+      require_dtype<int8_t>(w, kPlan, name);
+      PYAIML_CHECK(s.dtype().kind() == 'f' && s.itemsize() == 2, kPlan, ": ", name, "'s scales must be float16. Received ",
+                   dtype_str(s));
+      PYAIML_CHECK(K % kQ8Block == 0, kPlan, ": ", name, " as int8 needs inputs in blocks of ", kQ8Block, ". Received ", K);
+      PYAIML_CHECK(w.ndim() == 3 && w.shape(0) == P && w.shape(1) == K && w.shape(2) == kQ8Panel &&
+                       (w.flags() & py::array::c_style),
+                   kPlan, ": ", name, " must be packed int8 (", P, ", ", K, ", ", kQ8Panel, "). Received ", shape_str(w));
+      PYAIML_CHECK(s.ndim() == 3 && s.shape(0) == P && s.shape(1) == K / kQ8Block && s.shape(2) == kQ8Panel &&
+                       (s.flags() & py::array::c_style) && is_aligned(s),
+                   kPlan, ": ", name, "'s scales must be (", P, ", ", K / kQ8Block, ", ", kQ8Panel, "). Received ",
+                   shape_str(s));
+    } else {
+      PYAIML_CHECK(py::isinstance<py::array>(spec), kPlan, ": ", name, " must be packed float32 panels or an int8 "
+                   "(q, scale, activations) tuple");
+      w = spec.cast<py::array>();
+      require_dtype<float>(w, kPlan, name);
+      require_ndim(w, 3, kPlan, name);
+      PYAIML_CHECK((w.flags() & py::array::c_style) && is_aligned(w), kPlan, ": ", name,
+                   " must be C-contiguous and aligned");
+      PYAIML_CHECK(w.shape(0) == P && w.shape(1) == K && w.shape(2) == kPanel, kPlan, ": ", name,
+                   " must be packed as (", P, ", ", K, ", ", kPanel, ") for ", K, " inputs and ", n,
+                   " outputs. Received ", shape_str(w));
+    }
+    b = vec(bias, n, (std::string(name) + "_b").c_str());
+  }
+
+  // y (M, n) = x (M, K) @ W + b; without the GIL.
+  void run(const float* x, int64_t M, float* y) const {
+    const float* bias = fptr(b);
+    if (kind == 0) {
+      linear_packed(x, K, M, K, static_cast<const float*>(w.data()), n, bias, y);
+      return;
+    }
+    GemvPackedArgs g;
+    g.M = M;
+    g.K = K;
+    g.N = n;
+    g.x = x;
+    g.ldx = K;
+    g.q = static_cast<const int8_t*>(w.data());
+    g.s = static_cast<const uint16_t*>(s.data());
+    g.bias = bias;
+    g.y = y;
+    g.ldy = n;
+    if (kind == 1)
+      gemv_kernels().gemm_w8a8_packed(g);
+    else
+      gemv_kernels().gemm_q8_packed(g);
+  }
+};
 
 struct DecoderLayerPlan {
   int64_t C = 0, H = 0, Hk = 0, D = 0, qkv_n = 0, up_n = 0, inter = 0;
   bool rms = false, swiglu = false, rope = false;
   float eps = 1e-5f, scale = 1.f;
-  py::array qkv, o, up, down;
-  py::object ln1_w, ln1_b, ln2_w, ln2_b, qkv_b, o_b, up_b, down_b;
+  Product qkv, o, up, down;
+  py::object ln1_w, ln1_b, ln2_w, ln2_b;
 
   DecoderLayerPlan(int64_t C_, int64_t H_, int64_t Hk_, int64_t D_, bool rms_, double eps_, const std::string& act,
-                   bool rope_, double scale_, py::object ln1_w_, py::object ln1_b_, py::array qkv_, py::object qkv_b_,
-                   py::array o_, py::object o_b_, py::object ln2_w_, py::object ln2_b_, py::array up_, int64_t up_n_,
-                   py::object up_b_, py::array down_, py::object down_b_)
+                   bool rope_, double scale_, py::object ln1_w_, py::object ln1_b_, py::object qkv_, py::object qkv_b_,
+                   py::object o_, py::object o_b_, py::object ln2_w_, py::object ln2_b_, py::object up_, int64_t up_n_,
+                   py::object up_b_, py::object down_, py::object down_b_)
       : C(C_), H(H_), Hk(Hk_), D(D_), up_n(up_n_), rms(rms_), rope(rope_), eps(static_cast<float>(eps_)),
         scale(static_cast<float>(scale_)) {
     PYAIML_CHECK(C >= 1 && H >= 1 && Hk >= 1 && H % Hk == 0 && D >= 2 && D % 2 == 0, kPlan,
@@ -213,14 +275,10 @@ struct DecoderLayerPlan {
     ln1_b = vec(ln1_b_, C, "ln1_b");
     ln2_w = vec(ln2_w_, C, "ln2_w");
     ln2_b = vec(ln2_b_, C, "ln2_b");
-    qkv = panels(qkv_, C, qkv_n, "qkv");
-    qkv_b = vec(qkv_b_, qkv_n, "qkv_b");
-    o = panels(o_, H * D, C, "o");
-    o_b = vec(o_b_, C, "o_b");
-    up = panels(up_, C, up_n, "up");
-    up_b = vec(up_b_, up_n, "up_b");
-    down = panels(down_, inter, C, "down");
-    down_b = vec(down_b_, C, "down_b");
+    qkv = Product(qkv_, C, qkv_n, qkv_b_, "qkv");
+    o = Product(o_, H * D, C, o_b_, "o");
+    up = Product(up_, C, up_n, up_b_, "up");
+    down = Product(down_, inter, C, down_b_, "down");
   }
 
   py::array run(py::array h, py::array cache_k, py::array cache_v, int64_t layer, int64_t start, py::object cos,
@@ -256,17 +314,17 @@ struct DecoderLayerPlan {
         norm_kernels().norm(n);
       };
       norm(ph, ln1_w, ln1_b, a.get());
-      linear_packed(a.get(), C, B, C, static_cast<const float*>(qkv.data()), qkv_n, fptr(qkv_b), q.get());
+      qkv.run(a.get(), B, q.get());
       decode_attention_core(q.get(), qkv_n, B, H, Hk, D, c, start, t, scale, att.get());
-      linear_packed(att.get(), H * D, B, H * D, static_cast<const float*>(o.data()), C, fptr(o_b), y.get());
+      o.run(att.get(), B, y.get());
       for (int64_t i = 0; i < B * C; ++i) h1[i] = ph[i] + y[i];
       norm(h1.get(), ln2_w, ln2_b, a.get());
-      linear_packed(a.get(), C, B, C, static_cast<const float*>(up.data()), up_n, fptr(up_b), u.get());
+      up.run(a.get(), B, u.get());
       if (swiglu)
         act_kernels().swiglu(u.get(), up_n, g.get(), B, inter);
       else
         act_kernels().gelu_tanh(u.get(), g.get(), B * up_n);
-      linear_packed(g.get(), inter, B, inter, static_cast<const float*>(down.data()), C, fptr(down_b), y.get());
+      down.run(g.get(), B, y.get());
       for (int64_t i = 0; i < B * C; ++i) po[i] = h1[i] + y[i];
     }
     return std::move(out);
@@ -310,8 +368,8 @@ void register_decoder(py::module_& m) {
 
   py::class_<DecoderLayerPlan>(m, "DecoderLayerPlan")
       .def(py::init<int64_t, int64_t, int64_t, int64_t, bool, double, const std::string&, bool, double, py::object,
-                    py::object, py::array, py::object, py::array, py::object, py::object, py::object, py::array,
-                    int64_t, py::object, py::array, py::object>(),
+                    py::object, py::object, py::object, py::object, py::object, py::object, py::object, py::object,
+                    int64_t, py::object, py::object, py::object>(),
            py::arg("C"), py::arg("H"), py::arg("Hk"), py::arg("D"), py::arg("rms"), py::arg("eps"), py::arg("act"),
            py::arg("rope"), py::arg("scale"), py::arg("ln1_w"), py::arg("ln1_b"), py::arg("qkv"), py::arg("qkv_b"),
            py::arg("o"), py::arg("o_b"), py::arg("ln2_w"), py::arg("ln2_b"), py::arg("up"), py::arg("up_n"),

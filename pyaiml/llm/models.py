@@ -47,8 +47,8 @@ from pyaiml.llm.layers import (
     to_panels,
 )
 
-# A decode step's attention as one native call (DecoderLM._decode_attend), and a whole float32
-# layer of a decode step as one (_C.DecoderLayerPlan, DecoderLM._decode_plans); False takes
+# A decode step's attention as one native call (DecoderLM._decode_attend), and a whole layer
+# (float32 or int8 products) of a decode step as one (_C.DecoderLayerPlan, DecoderLM._decode_plans); False takes
 # them apart into the separate calls, which the tests compare bit for bit.
 FUSED_DECODE_ATTENTION = True
 FUSED_DECODE_LAYER = True
@@ -99,6 +99,15 @@ class Linear:
         stored as this head."""
         ids = np.asarray(ids)
         return self.wp[ids // PANEL, :, ids % PANEL]
+
+
+def _plan_weights(lin):
+    """A product's weights as _C.DecoderLayerPlan takes them: a Linear's float32 panels, a
+    QLinear's (int8 panels, float16 scales, activations); None for anything else."""
+    if isinstance(lin, Linear):
+        return lin.wp
+    qp = getattr(lin, "qp", None)
+    return None if qp is None else (qp, lin.sp, lin.activations)
 
 
 def _cat_linear(parts):
@@ -324,13 +333,14 @@ class DecoderLM:
 
     def _layer_plan(self, i):
         """The native plan (_C.DecoderLayerPlan) of layer i's decode step, or None where the
-        layer has other parts than the plan runs (int8 weights, another activation)."""
+        layer has other parts than the plan runs (another activation or kind of product)."""
         return
 
     def _decode_plans(self):
         """The layers' plans, made at the first decode step and again after a layer's weights
-        were swapped (quantize, or a Linear replaced in ``self.layers``)."""
-        src = [tuple(map(id, d.values())) for d in self.layers]
+        were swapped (quantize, a Linear replaced in ``self.layers``, a QLinear's
+        ``activations`` changed)."""
+        src = [tuple((id(v), getattr(v, "activations", None)) for v in d.values()) for d in self.layers]
         if self._plans is None or src != self._plan_src:
             plans = []
             for i in range(self.num_layers):
@@ -510,14 +520,14 @@ class GPT2(DecoderLM):
 
     def _layer_plan(self, i):
         d = self.layers[i]
-        lins = (d["qkv"], d["proj"], d["fc"], d["fc_proj"])
-        if not all(isinstance(x, Linear) for x in lins) or self.act is not ACTIVATIONS["gelu_new"]:
+        w = [_plan_weights(d[k]) for k in ("qkv", "proj", "fc", "fc_proj")]
+        if any(x is None for x in w) or self.act is not ACTIVATIONS["gelu_new"]:
             return None
         C, H = self.hidden_size, self.num_heads
         return KERNELS.native_attention.DecoderLayerPlan(
             C, H, H, self.head_dim, False, self.eps, "gelu_tanh", False, self.scale[i], d["ln1"][0], d["ln1"][1],
-            d["qkv"].wp, d["qkv"].b, d["proj"].wp, d["proj"].b, d["ln2"][0], d["ln2"][1], d["fc"].wp, d["fc"].n,
-            d["fc"].b, d["fc_proj"].wp, d["fc_proj"].b)
+            w[0], d["qkv"].b, w[1], d["proj"].b, d["ln2"][0], d["ln2"][1], w[2], d["fc"].n, d["fc"].b, w[3],
+            d["fc_proj"].b)
 
     def _embed(self, ids, positions):
         if positions.size and positions.max() >= self.max_positions:
@@ -616,14 +626,14 @@ class Llama(DecoderLM):
 
     def _layer_plan(self, i):
         d = self.layers[i]
-        lins = (d["qkv"], d["o"], d["gate_up"], d["down"])
-        if not all(isinstance(x, Linear) for x in lins) or self.act is not ACTIVATIONS["silu"]:
+        w = [_plan_weights(d[k]) for k in ("qkv", "o", "gate_up", "down")]
+        if any(x is None for x in w) or self.act is not ACTIVATIONS["silu"]:
             return None
         D = self.head_dim
         return KERNELS.native_attention.DecoderLayerPlan(
             self.hidden_size, self.num_heads, self.num_kv_heads, D, True, self.eps, "swiglu", True,
-            1.0 / math.sqrt(D), d["ln1"], None, d["qkv"].wp, d["qkv"].b, d["o"].wp, d["o"].b, d["ln2"], None,
-            d["gate_up"].wp, d["gate_up"].n, d["gate_up"].b, d["down"].wp, d["down"].b)
+            1.0 / math.sqrt(D), d["ln1"], None, w[0], d["qkv"].b, w[1], d["o"].b, d["ln2"], None, w[2],
+            d["gate_up"].n, d["gate_up"].b, w[3], d["down"].b)
 
     def _embed(self, ids, positions):
         self._cos, self._sin = self.rope.tables(positions)

@@ -11,6 +11,14 @@ M = 1..128; the panels another 3-10% at decode, same bits); query/key/value proj
 fused into one product per layer, and so are Llama's gate and up projections. A tied output head keeps one (C, V) copy of the embedding and reads token
 rows from its columns.
 
+A decode step (one new token per sequence) runs each layer as one native call: a
+``_C.DecoderLayerPlan`` made from the layer's weights at the first decode step (norm, qkv
+product, RoPE, the new k and v into the cache, attention, output product and residual, norm,
+MLP and residual: the kernels the layer-by-layer graph calls, in its order, so the same bits);
+layers the plan does not take (another activation, a sliding-window layer past its window)
+run the graph below. Python between the kernels had cost about 0.5 ms of a 9 ms Llama-110M
+step.
+
 - GPT-2: learned positions, LayerNorm, GELU (``activation_function``), Conv1D-style fused
   QKV (stored (in, out) already), ``scale_attn_weights`` and
   ``scale_attn_by_inverse_layer_idx``.

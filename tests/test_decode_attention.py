@@ -259,7 +259,7 @@ def test_layer_plan_bad_input(rng):
 
 def test_layer_plan_int8_products(rng):
     # int8 products as QLinear holds them ((q, scale, activations)); the plan's output equals
-    # the separate calls' (norms, _C.linear_w8a8_packed / linear_q8_packed, attention, adds)
+    # the separate C++ calls' (norms, _C.linear_w8a8_packed / linear_q8_packed, attention, adds)
     from pyaiml.llm.quant import QLinear, quantize_q8_0
 
     Cm = _backend.native()
@@ -275,10 +275,15 @@ def test_layer_plan_int8_products(rng):
                                    spec["down"], None)
         ck2, cv2 = ck.copy(), cv.copy()
         got = plan.run(h, ck, cv, 0, start, *cs, valid)
+        prod = Cm.linear_w8a8_packed if acts == "int8" else Cm.linear_q8_packed  # the C++ kernels, any backend
+
+        def lin(k, x, prod=prod, q=q):
+            return prod(x, q[k].qp, q[k].sp, q[k].n, None)
+
         a = Cm.norm(h, w["ln1_w"], None, 1e-5, True)
-        att = Cm.decode_attention(q["qkv"](a)[:, None], ck2, cv2, 0, start, H, Hk, 1 / math.sqrt(D), *cs, valid)[:, 0]
-        h1 = h + q["o"](att)
-        want = h1 + q["down"](Cm.swiglu(q["up"](Cm.norm(h1, w["ln2_w"], None, 1e-5, True))))
+        att = Cm.decode_attention(lin("qkv", a)[:, None], ck2, cv2, 0, start, H, Hk, 1 / math.sqrt(D), *cs, valid)[:, 0]
+        h1 = h + lin("o", att)
+        want = h1 + lin("down", Cm.swiglu(lin("up", Cm.norm(h1, w["ln2_w"], None, 1e-5, True))))
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(ck, ck2)
     bad = (q["up"].qp, q["up"].sp.astype(np.float32), "int8")

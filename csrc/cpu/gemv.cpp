@@ -715,8 +715,15 @@ void gemm_w8a8_packed_impl(const GemvPackedArgs& g) {
 // the first sub-panel) into MB x NV register sums, each a chain of FMAs from 0 in row order;
 // the blocks are added into T (the panel's totals) in block order, then the bias: run_band's
 // order, so the bits equal the (K, N) GEMV's and sgemm's.
-// Prefetch distance in panel rows for up to 3 rows of x (16 KiB ahead). Llama-110M decode products (49 per step, weights
-// from memory, 2 threads, interleaved with the (K, N) GEMV in one process, medians of 9):
+// Prefetch distance in panel rows for up to 3 rows of x (16 KiB ahead), for panels that take
+// several passes (AVX2 from 3 rows of x, AVX-512 from 4): the later passes read the rows out
+// of order, which the hardware prefetchers do not follow. A panel read in one pass (1 or 2
+// rows of x) is one sequential stream, and prefetcht2 ahead of it slowed it: Llama-110M's 49
+// decode products at one row, in-process A/B over 24-30 alternating rounds, fast phases of
+// this VM: 45.6 -> 57.1 and 43.4 -> 53.2 GB/s (AVX2), 45.2 -> 52.0 and 43.1 -> 49.1 (AVX-512),
+// slow phases 33.5 -> 34.1 (a plain read of the same arrays 35.0); two rows 1.05x both ISAs.
+// Three rows on AVX2 (several passes) lost 28% without it, eight rows 14-58%.
+// Earlier, with every panel prefetched (medians of 9, interleaved with the (K, N) GEMV):
 // 32 rows 1 row 9.85 vs 10.54 ms, 8 rows 12.38 vs 12.40; 64 rows 9.92 vs 10.23, 11.74 vs 12.14;
 // 128 rows 10.22 vs 10.54, 11.24 vs 12.12; without the even spread over the sub-panel passes
 // (prefetching only in the first) 8 rows took 13.15 vs 12.24 ms.
@@ -735,13 +742,16 @@ constexpr int64_t FP_PREFETCH_WIDE = 128;
 template <int MB, int NV>
 inline void fp_block(const float* r, int64_t rows, const float* x, float* P, float* T, bool start, bool end,
                      bool first, const char* pf) {
-  // pf: this pass's share of the prefetches, 256 / passes bytes per row (see fp_panel)
-  constexpr int STEP = kPanel * 4 / (kPanel / (NV * VL));
+  // pf: this pass's share of the prefetches, 256 / passes bytes per row (see fp_panel); none
+  // when the panel goes in one pass
+  constexpr int PASSES = kPanel / (NV * VL);
+  constexpr int STEP = kPanel * 4 / PASSES;
   vf acc[MB][NV];
   for (int i = 0; i < MB; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = start ? vf{} : loadu(P + i * kPanel + v * VL);
   for (int64_t k = 0; k < rows; ++k, r += kPanel, pf += STEP) {
-    for (int b = 0; b < STEP; b += 64) __builtin_prefetch(pf + b, 0, 1);
+    if constexpr (PASSES > 1)
+      for (int b = 0; b < STEP; b += 64) __builtin_prefetch(pf + b, 0, 1);
     vf w[NV];
     for (int v = 0; v < NV; ++v) w[v] = loadu(r + v * VL);
     for (int i = 0; i < MB; ++i) {

@@ -716,13 +716,13 @@ void gemm_w8a8_packed_impl(const GemvPackedArgs& g) {
 // the blocks are added into T (the panel's totals) in block order, then the bias: run_band's
 // order, so the bits equal the (K, N) GEMV's and sgemm's.
 // Prefetch distance in panel rows for up to 3 rows of x (16 KiB ahead), for panels that take
-// several passes (AVX2 from 3 rows of x, AVX-512 from 4): the later passes read the rows out
-// of order, which the hardware prefetchers do not follow. A panel read in one pass (1 or 2
-// rows of x) is one sequential stream, and prefetcht2 ahead of it slowed it: Llama-110M's 49
-// decode products at one row, in-process A/B over 24-30 alternating rounds, fast phases of
-// this VM: 45.6 -> 57.1 and 43.4 -> 53.2 GB/s (AVX2), 45.2 -> 52.0 and 43.1 -> 49.1 (AVX-512),
-// slow phases 33.5 -> 34.1 (a plain read of the same arrays 35.0); two rows 1.05x both ISAs.
-// Three rows on AVX2 (several passes) lost 28% without it, eight rows 14-58%.
+// several passes (AVX2 from 2 rows of x, AVX-512 from 7): the later passes read the rows out
+// of order, which the hardware prefetchers do not follow. A panel read in one pass (AVX2 one
+// row of x, AVX-512 up to six) is one sequential stream, and prefetcht2 ahead of it slowed it:
+// Llama-110M's 49 decode products at one row, in-process A/B over 24-30 alternating rounds,
+// fast phases of this VM: 45.6 -> 57.1 and 43.4 -> 53.2 GB/s (AVX2), 45.2 -> 52.0 and 43.1 ->
+// 49.1 (AVX-512), slow phases 33.5 -> 34.1 (a plain read of the same arrays 35.0); AVX-512 at
+// 3, 4 and 6 rows 1.05x-1.07x. Three rows on AVX2 lost 28% without it, eight rows 14-58%.
 // Earlier, with every panel prefetched (medians of 9, interleaved with the (K, N) GEMV):
 // 32 rows 1 row 9.85 vs 10.54 ms, 8 rows 12.38 vs 12.40; 64 rows 9.92 vs 10.23, 11.74 vs 12.14;
 // 128 rows 10.22 vs 10.54, 11.24 vs 12.12; without the even spread over the sub-panel passes

@@ -159,7 +159,8 @@ def test_fused_decode_steps_same_bits(which, batch, gpt2, llama, tmp_path, monke
 
 
 def test_decode_plans_follow_swapped_weights(tmp_path):
-    # plans are made from the layers' arrays: a replaced Linear (or quantize) makes new ones
+    # plans are made from the layers' arrays: a replaced Linear, a replaced array of one, or
+    # quantize makes new ones
     from pyaiml import _backend
     from pyaiml.llm.models import Linear
 
@@ -182,6 +183,17 @@ def test_decode_plans_follow_swapped_weights(tmp_path):
     models.FUSED_DECODE_LAYER = False
     try:
         np.testing.assert_array_equal(after, _decode_run(m2, ids, None)[0])
+    finally:
+        models.FUSED_DECODE_LAYER = True
+    # a Linear's array replaced (not the Linear): new plans too
+    plans = m._plans
+    m.layers[0]["o"].wp = m.layers[0]["o"].wp * np.float32(0.5)
+    m2.layers[0]["o"].wp = m2.layers[0]["o"].wp * np.float32(0.5)
+    got = _decode_run(m, ids, None)[0]
+    assert m._plans[0] is not plans[0]
+    models.FUSED_DECODE_LAYER = False
+    try:
+        np.testing.assert_array_equal(got, _decode_run(m2, ids, None)[0])
     finally:
         models.FUSED_DECODE_LAYER = True
     plans = m._plans

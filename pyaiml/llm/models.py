@@ -109,6 +109,17 @@ class Linear:
         return self.wp[ids // PANEL, :, ids % PANEL]
 
 
+_PLAN_ATTRS = ("wp", "qp", "sp", "b")
+
+
+def _plan_key(v):
+    """What a layer plan was made from, for one value of a layer dict: the object, the arrays
+    a Linear or QLinear holds, and a QLinear's activations."""
+    if isinstance(v, (np.ndarray, tuple)):
+        return id(v)
+    return (id(v), *(id(getattr(v, a, None)) for a in _PLAN_ATTRS), getattr(v, "activations", None))
+
+
 def _plan_weights(lin):
     """A product's weights as _C.DecoderLayerPlan takes them: a Linear's float32 panels, a
     QLinear's (int8 panels, float16 scales, activations); None for anything else."""
@@ -346,9 +357,10 @@ class DecoderLM:
 
     def _decode_plans(self):
         """The layers' plans, made at the first decode step and again after a layer's weights
-        were swapped (quantize, a Linear replaced in ``self.layers``, a QLinear's
-        ``activations`` changed)."""
-        src = [tuple((id(v), getattr(v, "activations", None)) for v in d.values()) for d in self.layers]
+        were swapped: quantize, a Linear replaced in ``self.layers``, a Linear's or QLinear's
+        arrays replaced (``lin.wp = ...``, ``lin.b = ...``), a QLinear's ``activations``
+        changed. Weights changed in place need nothing: the plans read the arrays themselves."""
+        src = [tuple(_plan_key(v) for v in d.values()) for d in self.layers]
         if self._plans is None or src != self._plan_src:
             plans = []
             for i in range(self.num_layers):
@@ -357,7 +369,9 @@ class DecoderLM:
                 except ValueError:  # shapes the plan does not take: the layer-by-layer path
                     plans.append(None)
             self._plans, self._plan_src = plans, src
-            self._plan_keep = [tuple(d.values()) for d in self.layers]  # the ids stay those objects'
+            # the objects behind the ids, kept so that no id is reused while the plans stand
+            self._plan_keep = [[(v, *(getattr(v, a, None) for a in _PLAN_ATTRS)) for v in d.values()]
+                               for d in self.layers]
         return self._plans
 
     def _decode_attend(self, li, qkv, step: _Step, scale=None, rope=True):

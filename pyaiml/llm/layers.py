@@ -60,6 +60,16 @@ KERNELS = _Kernels()
 
 PANEL = 64  # output columns per panel of the in-memory weight layouts (float32 and int8)
 
+# Bumped by every assignment to an attribute of a Linear or QLinear (their construction
+# included): the decoder layer plans (pyaiml.llm.models) are remade when it moves.
+WEIGHTS_VERSION = [0]
+
+
+def weights_assigned(obj, name, value):
+    """``obj.name = value`` for a Linear or QLinear, counted in WEIGHTS_VERSION."""
+    object.__setattr__(obj, name, value)
+    WEIGHTS_VERSION[0] += 1
+
 
 def to_panels(a: np.ndarray) -> np.ndarray:
     """A 2-D (rows, n) array as panels of ``PANEL`` columns, ``p[j, k, c] = a[k, 64j + c]``

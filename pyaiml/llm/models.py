@@ -46,6 +46,7 @@ from pyaiml.llm.layers import (
     ACTIVATIONS,
     KERNELS,
     PANEL,
+    WEIGHTS_VERSION,
     activation,
     from_panels,
     gated,
@@ -53,6 +54,7 @@ from pyaiml.llm.layers import (
     rms_norm,
     rope_spec,
     to_panels,
+    weights_assigned,
 )
 
 # A decode step's attention as one native call (DecoderLM._decode_attend), and a whole layer
@@ -69,6 +71,7 @@ class Linear:
     gives W back in its (in, out) layout (a copy)."""
 
     __slots__ = ("b", "n", "wp")
+    __setattr__ = weights_assigned  # counted: decode plans follow replaced arrays
 
     def __init__(self, wt: np.ndarray, b=None):
         wt = np.asarray(wt, dtype=np.float32)
@@ -107,17 +110,6 @@ class Linear:
         stored as this head."""
         ids = np.asarray(ids)
         return self.wp[ids // PANEL, :, ids % PANEL]
-
-
-_PLAN_ATTRS = ("wp", "qp", "sp", "b")
-
-
-def _plan_key(v):
-    """What a layer plan was made from, for one value of a layer dict: the object, the arrays
-    a Linear or QLinear holds, and a QLinear's activations."""
-    if isinstance(v, (np.ndarray, tuple)):
-        return id(v)
-    return (id(v), *(id(getattr(v, a, None)) for a in _PLAN_ATTRS), getattr(v, "activations", None))
 
 
 def _plan_weights(lin):
@@ -347,7 +339,7 @@ class DecoderLM:
         return o.transpose(0, 2, 1, 3).reshape(B, L, -1)
 
     _plans = None  # per layer: a native plan of the layer's decode step, or None
-    _plan_src = None  # per layer: ids of the layer dict's values the plan was made from
+    _plan_src = None  # (WEIGHTS_VERSION, per layer the ids of its dict's values) of the plans
     _rope = False  # the layers take RoPE tables (self._cos, self._sin) of the step
 
     def _layer_plan(self, i):
@@ -357,10 +349,11 @@ class DecoderLM:
 
     def _decode_plans(self):
         """The layers' plans, made at the first decode step and again after a layer's weights
-        were swapped: quantize, a Linear replaced in ``self.layers``, a Linear's or QLinear's
-        arrays replaced (``lin.wp = ...``, ``lin.b = ...``), a QLinear's ``activations``
-        changed. Weights changed in place need nothing: the plans read the arrays themselves."""
-        src = [tuple(_plan_key(v) for v in d.values()) for d in self.layers]
+        were swapped: a value of ``self.layers`` replaced (quantize, a new Linear), or any
+        attribute of a Linear or QLinear assigned (``lin.wp = ...``, a QLinear's
+        ``activations``; WEIGHTS_VERSION). Weights changed in place need nothing: the plans
+        read the arrays themselves."""
+        src = (WEIGHTS_VERSION[0], [tuple(map(id, d.values())) for d in self.layers])
         if self._plans is None or src != self._plan_src:
             plans = []
             for i in range(self.num_layers):
@@ -369,9 +362,7 @@ class DecoderLM:
                 except ValueError:  # shapes the plan does not take: the layer-by-layer path
                     plans.append(None)
             self._plans, self._plan_src = plans, src
-            # the objects behind the ids, kept so that no id is reused while the plans stand
-            self._plan_keep = [[(v, *(getattr(v, a, None) for a in _PLAN_ATTRS)) for v in d.values()]
-                               for d in self.layers]
+            self._plan_keep = [tuple(d.values()) for d in self.layers]  # no id reused while the plans stand
         return self._plans
 
     def _decode_attend(self, li, qkv, step: _Step, scale=None, rope=True):

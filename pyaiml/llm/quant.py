@@ -40,7 +40,7 @@ import shutil
 import numpy as np
 
 from pyaiml import ops as _ops  # noqa: F401 (registers the linear_q8 op)
-from pyaiml.llm.layers import KERNELS, PANEL, from_panels, to_panels
+from pyaiml.llm.layers import KERNELS, PANEL, from_panels, to_panels, weights_assigned
 
 BLOCK = 32
 FORMAT = "pyaiml-q8_0"
@@ -98,6 +98,7 @@ class QLinear:
     32 at each call (the ``linear_w8a8_packed`` op), "float" keeps it float32."""
 
     __slots__ = ("activations", "b", "n", "qp", "sp")
+    __setattr__ = weights_assigned  # counted: decode plans follow replaced arrays and activations
 
     def __init__(self, q: np.ndarray, scale: np.ndarray, b=None, activations: str = "int8"):
         if activations not in ("int8", "float"):

@@ -294,3 +294,35 @@ def test_layer_plan_int8_products(rng):
         Cm.DecoderLayerPlan(C, H, Hk, D, True, 1e-5, "swiglu", True, 1.0, w["ln1_w"], None, spec["qkv"], None,
                             spec["o"], None, w["ln2_w"], None, (q["up"].qp, q["up"].sp, "int4"), 2 * I, None,
                             spec["down"], None)
+
+
+@pytest.mark.parametrize("llama", [True, False])
+def test_layer_plan_rows_on_their_own_caches(llama, rng):
+    # run_rows: each row has its own cache and slot (the server's batch); every row equals,
+    # bit for bit, run() of that row alone on its cache, and the caches get the same slots
+    Cm = _backend.native()
+    C, H, Hk, D, I = 32, 4, 2 if llama else 4, 8, 48
+    w = _layer(rng, C, H, Hk, D, I, llama)
+    plan = _plan(Cm, w, C, H, Hk, D, llama)
+    starts = [0, 7, 3, 12]
+    caches = [_case(rng, 1, H, Hk, D, s + 1 + b, s, rope=llama) for b, s in enumerate(starts)]
+    B = len(starts)
+    h = rng.standard_normal((B, C)).astype(np.float32)
+    cos = np.concatenate([c[3][0] for c in caches]) if llama else None
+    sin = np.concatenate([c[3][1] for c in caches]) if llama else None
+    ks = [c[1] for c in caches]
+    vs = [c[2] for c in caches]
+    k2, v2 = [k.copy() for k in ks], [v.copy() for v in vs]
+    got = plan.run_rows(h, ks, vs, 1, starts, cos, sin)
+    for b, s in enumerate(starts):
+        cs = (cos[b:b + 1], sin[b:b + 1]) if llama else (None, None)
+        np.testing.assert_array_equal(got[b:b + 1], plan.run(h[b:b + 1], k2[b], v2[b], 1, s, *cs))
+        np.testing.assert_array_equal(ks[b], k2[b])
+        np.testing.assert_array_equal(vs[b], v2[b])
+    with pytest.raises(ValueError, match="one entry per row of h"):
+        plan.run_rows(h, ks[:3], vs, 1, starts, cos, sin)
+    with pytest.raises(ValueError, match=r"caches_k\[1\] must be \(layers, 1"):
+        plan.run_rows(h, [ks[0], np.zeros((2, 2, Hk, 9, D), np.float32)] + ks[2:],
+                      [vs[0], np.zeros((2, 2, Hk, 9, D), np.float32)] + vs[2:], 1, starts, cos, sin)
+    with pytest.raises(ValueError, match="start must lie"):
+        plan.run_rows(h, ks, vs, 1, [0, 7, 3, 99], cos, sin)

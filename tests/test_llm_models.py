@@ -208,6 +208,54 @@ def test_decode_plans_follow_swapped_weights(tmp_path):
         models.FUSED_DECODE_LAYER = True
 
 
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_server_decode_on_plans_same_bits(which, gpt2, llama, monkeypatch):
+    # pyaiml serve's batched decode (DecoderAdapter: every sequence on its own cache, of its own
+    # length) on the layer plans' run_rows against the layer-by-layer graph: the same logits,
+    # and each sequence's logits those of generate's one-row step
+    from pyaiml import _backend
+    from pyaiml.llm import models
+    from pyaiml.serve.llm_adapter import DecoderAdapter
+
+    if not _backend.cpp_available() or _backend.chosen_backend("attention_forward") != "cpp":
+        pytest.skip("needs pyaiml._C as the backend")
+    m = {"gpt2": gpt2, "llama": llama}[which][1]
+    rng = np.random.default_rng(4)
+    prompts = [list(rng.integers(3, 320, n)) for n in (3, 9, 5)]
+
+    def run(fused):
+        monkeypatch.setattr(models, "FUSED_DECODE_LAYER", fused)
+        ad = DecoderAdapter(m)
+        sts = [ad.start(p) for p in prompts]
+        for st in sts:
+            while ad.pending(st):
+                ad.prefill(st, 64)
+        out = []
+        for _ in range(4):
+            lg = ad.decode(sts)
+            out.append(lg)
+            for st, t in zip(sts, lg.argmax(-1)):
+                ad.append(st, t)
+        return np.stack(out)
+
+    calls = []
+
+    class Spy:  # counts the plans' run_rows calls
+        def __init__(self, p):
+            self.p = p
+
+        def run_rows(self, *a):
+            calls.append(1)
+            return self.p.run_rows(*a)
+
+    plans = m._decode_plans
+    monkeypatch.setattr(m, "_decode_plans", lambda: [Spy(p) for p in plans()], raising=False)
+    fused = run(True)
+    assert len(calls) == 4 * m.num_layers  # every layer of the 4 steps on a plan
+    apart = run(False)
+    np.testing.assert_array_equal(fused, apart)
+
+
 def test_bfloat16_checkpoint_is_widened(tmp_path):
     ref = ck.make_gpt2(tmp_path, dtype=torch.bfloat16, tokenizer=False)
     m = llm.load(tmp_path)

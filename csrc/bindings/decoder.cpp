@@ -13,11 +13,13 @@
 // qkv product, the attention above, output product + residual, norm, MLP + residual: GPT-2's
 // LayerNorm / GELU-tanh and Llama's RMSNorm / SwiGLU), its weights checked once when the plan
 // is made and kept referenced; run(h, cache_k, cache_v, layer, start, cos, sin, valid) takes h
-// (B, C) and returns the layer's output (B, C). Each piece is the kernel the layer-by-layer
-// path calls (norm, the packed GEMV up to kGemvMaxRows rows and sgemm on the panels past it,
-// decode attention, swiglu / gelu_tanh, float32 adds), in the same order, so the bits are
-// that path's; a decode step of the Llama-110M spent ~0.5 ms of ~9 in Python between them.
-// Tests: tests/test_decode_attention.py, tests/test_llm_models.py (plans against the
+// (B, C) and returns the layer's output (B, C); run_rows(h, caches_k, caches_v, layer, starts,
+// cos, sin) the same for rows that each have their own cache (the server's batch). Each piece
+// is the kernel the layer-by-layer path calls (norm, the packed GEMV up to kGemvMaxRows rows
+// and sgemm on the panels past it, decode attention, swiglu / gelu_tanh, float32 adds), in the
+// same order, so the bits are that path's; a decode step of the Llama-110M spent ~0.5 ms of ~9
+// in Python between them.
+// Tests: tests/test_decode_attention.py, tests/test_llm_models.py, tests/test_serve_llm.py (plans against the
 // layer-by-layer graph).
 #include <algorithm>
 #include <cstdlib>
@@ -27,6 +29,7 @@
 
 #include "bindings/common.h"
 #include "bindings/packed.h"
+#include "common/parallel.h"
 #include "cpu/act.h"
 #include "cpu/attention.h"
 #include "cpu/gemv.h"
@@ -114,12 +117,14 @@ StepTables check_tables(const char* op, const py::object& cos, const py::object&
 
 // The attention of one decode step (see the file's head); qkv rows ld floats apart. Runs
 // without the GIL.
+// cos, sin: (B, D/2) RoPE tables or null; valid: (B, c.T) or null.
 void decode_attention_core(const float* qkv, int64_t ld, int64_t B, int64_t H, int64_t Hk, int64_t D,
-                           const Cache& c, int64_t start, const StepTables& t, float scale, float* out) {
+                           const Cache& c, int64_t start, const float* cos, const float* sin, const bool* valid,
+                           float scale, float* out) {
   std::vector<float> qb(static_cast<size_t>(B * H * D)), kb(static_cast<size_t>(B * Hk * D)),
       lse(static_cast<size_t>(B * H));
-  if (t.rope) {
-    act_kernels().rope_qk(qkv, B, 1, ld, t.cos.data(), t.sin.data(), H, Hk, D, qb.data(), kb.data());
+  if (cos) {
+    act_kernels().rope_qk(qkv, B, 1, ld, cos, sin, H, Hk, D, qb.data(), kb.data());
   } else {
     for (int64_t b = 0; b < B; ++b) {
       std::copy(qkv + b * ld, qkv + b * ld + H * D, qb.data() + b * H * D);
@@ -144,9 +149,9 @@ void decode_attention_core(const float* qkv, int64_t ld, int64_t B, int64_t H, i
   a.k = c.k;
   a.v = c.v;
   a.k_head_stride = a.v_head_stride = c.T * D;
-  if (t.masked) {
+  if (valid) {
     a.mask_kind = 1;
-    a.mask = t.valid.data();
+    a.mask = valid;
     a.ms[0] = c.T;
     a.ms[3] = 1;
   }
@@ -281,13 +286,50 @@ struct DecoderLayerPlan {
     down = Product(down_, inter, C, down_b_, "down");
   }
 
-  py::array run(py::array h, py::array cache_k, py::array cache_v, int64_t layer, int64_t start, py::object cos,
-                py::object sin, py::object valid) const {
+  // The layer for B rows h -> out, the attention step given (att = attend(q)); without the GIL.
+  template <class Attend>
+  void forward(int64_t B, const float* ph, float* po, Attend&& attend) const {
+    Buf a = aligned_buf(B * C), q = aligned_buf(B * qkv_n), att = aligned_buf(B * H * D), y = aligned_buf(B * C),
+        h1 = aligned_buf(B * C), u = aligned_buf(B * up_n), g = aligned_buf(B * inter);
+    auto norm = [&](const float* x, const py::object& w, const py::object& b, float* dst) {
+      NormArgs n;
+      n.rows = B;
+      n.n = C;
+      n.x = x;
+      n.ldx = C;
+      n.w = fptr(w);
+      n.b = fptr(b);
+      n.eps = eps;
+      n.rms = rms;
+      n.y = dst;
+      norm_kernels().norm(n);
+    };
+    norm(ph, ln1_w, ln1_b, a.get());
+    qkv.run(a.get(), B, q.get());
+    attend(q.get(), att.get());
+    o.run(att.get(), B, y.get());
+    for (int64_t i = 0; i < B * C; ++i) h1[i] = ph[i] + y[i];
+    norm(h1.get(), ln2_w, ln2_b, a.get());
+    up.run(a.get(), B, u.get());
+    if (swiglu)
+      act_kernels().swiglu(u.get(), up_n, g.get(), B, inter);
+    else
+      act_kernels().gelu_tanh(u.get(), g.get(), B * up_n);
+    down.run(g.get(), B, y.get());
+    for (int64_t i = 0; i < B * C; ++i) po[i] = h1[i] + y[i];
+  }
+
+  int64_t check_h(const py::array& h) const {
     require_dtype<float>(h, kPlan, "h");
     require_ndim(h, 2, kPlan, "h");
     PYAIML_CHECK((h.flags() & py::array::c_style) && is_aligned(h) && h.shape(1) == C, kPlan,
                  ": h must be C-contiguous (B, ", C, "). Received ", shape_str(h));
-    const int64_t B = h.shape(0);
+    return h.shape(0);
+  }
+
+  py::array run(py::array h, py::array cache_k, py::array cache_v, int64_t layer, int64_t start, py::object cos,
+                py::object sin, py::object valid) const {
+    const int64_t B = check_h(h);
     Cache c = check_cache(kPlan, cache_k, cache_v, layer, start, Hk);
     PYAIML_CHECK(c.B == B && c.D == D, kPlan, ": the cache must be (layers, ", B, ", ", Hk, ", Tmax, ", D,
                  "). Received ", shape_str(cache_k));
@@ -296,36 +338,60 @@ struct DecoderLayerPlan {
     py::array_t<float> out = new_aligned_array<float>({B, C});
     const float* ph = static_cast<const float*>(h.data());
     float* po = out.mutable_data();
+    const float* pc = t.rope ? t.cos.data() : nullptr;
+    const float* ps = t.rope ? t.sin.data() : nullptr;
+    const bool* pv = t.masked ? t.valid.data() : nullptr;
     {
       py::gil_scoped_release nogil;
-      Buf a = aligned_buf(B * C), q = aligned_buf(B * qkv_n), att = aligned_buf(B * H * D), y = aligned_buf(B * C),
-          h1 = aligned_buf(B * C), u = aligned_buf(B * up_n), g = aligned_buf(B * inter);
-      auto norm = [&](const float* x, const py::object& w, const py::object& b, float* dst) {
-        NormArgs n;
-        n.rows = B;
-        n.n = C;
-        n.x = x;
-        n.ldx = C;
-        n.w = fptr(w);
-        n.b = fptr(b);
-        n.eps = eps;
-        n.rms = rms;
-        n.y = dst;
-        norm_kernels().norm(n);
-      };
-      norm(ph, ln1_w, ln1_b, a.get());
-      qkv.run(a.get(), B, q.get());
-      decode_attention_core(q.get(), qkv_n, B, H, Hk, D, c, start, t, scale, att.get());
-      o.run(att.get(), B, y.get());
-      for (int64_t i = 0; i < B * C; ++i) h1[i] = ph[i] + y[i];
-      norm(h1.get(), ln2_w, ln2_b, a.get());
-      up.run(a.get(), B, u.get());
-      if (swiglu)
-        act_kernels().swiglu(u.get(), up_n, g.get(), B, inter);
-      else
-        act_kernels().gelu_tanh(u.get(), g.get(), B * up_n);
-      down.run(g.get(), B, y.get());
-      for (int64_t i = 0; i < B * C; ++i) po[i] = h1[i] + y[i];
+      forward(B, ph, po, [&](const float* q, float* att) {
+        decode_attention_core(q, qkv_n, B, H, Hk, D, c, start, pc, ps, pv, scale, att);
+      });
+    }
+    return std::move(out);
+  }
+
+  // Row b of h is one sequence with its own cache (caches_k[b] / caches_v[b]: (layers, 1, Hk,
+  // Tmax_b, D)) and its own slot starts[b]: the server's batch, whose sequences join and leave
+  // at any step. The products take the B rows together; each row's attention is a one-row
+  // decode_attention on its own cache (the rows spread over the pool).
+  py::array run_rows(py::array h, py::sequence caches_k, py::sequence caches_v, int64_t layer, py::sequence starts,
+                     py::object cos, py::object sin) const {
+    const int64_t B = check_h(h);
+    PYAIML_CHECK(static_cast<int64_t>(py::len(caches_k)) == B && static_cast<int64_t>(py::len(caches_v)) == B &&
+                     static_cast<int64_t>(py::len(starts)) == B,
+                 kPlan, ": caches_k, caches_v and starts must hold one entry per row of h (", B, "). Received ",
+                 py::len(caches_k), ", ", py::len(caches_v), ", ", py::len(starts));
+    std::vector<py::array> keep;
+    keep.reserve(2 * B);
+    std::vector<Cache> cs(B);
+    std::vector<int64_t> st(B);
+    for (int64_t b = 0; b < B; ++b) {
+      PYAIML_CHECK(py::isinstance<py::array>(caches_k[b]) && py::isinstance<py::array>(caches_v[b]), kPlan,
+                   ": caches_k[", b, "] and caches_v[", b, "] must be NumPy arrays");
+      keep.push_back(caches_k[b].cast<py::array>());
+      keep.push_back(caches_v[b].cast<py::array>());
+      st[b] = starts[b].cast<int64_t>();
+      cs[b] = check_cache(kPlan, keep[2 * b], keep[2 * b + 1], layer, st[b], Hk);
+      PYAIML_CHECK(cs[b].B == 1 && cs[b].D == D, kPlan, ": caches_k[", b, "] must be (layers, 1, ", Hk, ", Tmax, ", D,
+                   "). Received ", shape_str(keep[2 * b]));
+    }
+    StepTables t = check_tables(kPlan, cos, sin, py::none(), B, 1, D);
+    PYAIML_CHECK(t.rope == rope, kPlan, rope ? ": this layer takes RoPE tables (cos, sin)" : ": this layer takes no RoPE tables");
+    py::array_t<float> out = new_aligned_array<float>({B, C});
+    const float* ph = static_cast<const float*>(h.data());
+    float* po = out.mutable_data();
+    const int64_t half = D / 2;
+    const float* pc = t.rope ? t.cos.data() : nullptr;
+    const float* ps = t.rope ? t.sin.data() : nullptr;
+    {
+      py::gil_scoped_release nogil;
+      forward(B, ph, po, [&](const float* q, float* att) {
+        parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b)
+            decode_attention_core(q + b * qkv_n, qkv_n, 1, H, Hk, D, cs[b], st[b], pc ? pc + b * half : nullptr,
+                                  ps ? ps + b * half : nullptr, nullptr, scale, att + b * H * D);
+        });
+      });
     }
     return std::move(out);
   }
@@ -358,7 +424,9 @@ void register_decoder(py::module_& m) {
         float* po = out.mutable_data();
         {
           py::gil_scoped_release nogil;
-          decode_attention_core(px, sq[0], B, H, Hk, D, c, start, t, static_cast<float>(scale), po);
+          decode_attention_core(px, sq[0], B, H, Hk, D, c, start, t.rope ? t.cos.data() : nullptr,
+                                t.rope ? t.sin.data() : nullptr, t.masked ? t.valid.data() : nullptr,
+                                static_cast<float>(scale), po);
         }
         return out;
       },
@@ -375,7 +443,9 @@ void register_decoder(py::module_& m) {
            py::arg("o"), py::arg("o_b"), py::arg("ln2_w"), py::arg("ln2_b"), py::arg("up"), py::arg("up_n"),
            py::arg("up_b"), py::arg("down"), py::arg("down_b"))
       .def("run", &DecoderLayerPlan::run, py::arg("h"), py::arg("cache_k"), py::arg("cache_v"), py::arg("layer"),
-           py::arg("start"), py::arg("cos") = py::none(), py::arg("sin") = py::none(), py::arg("valid") = py::none());
+           py::arg("start"), py::arg("cos") = py::none(), py::arg("sin") = py::none(), py::arg("valid") = py::none())
+      .def("run_rows", &DecoderLayerPlan::run_rows, py::arg("h"), py::arg("caches_k"), py::arg("caches_v"),
+           py::arg("layer"), py::arg("starts"), py::arg("cos") = py::none(), py::arg("sin") = py::none());
 }
 
 }  // namespace pyaiml

@@ -9,11 +9,12 @@ What it is:
   :class:`~pyaiml.llm.cache.KVCache` that starts at its prompt's size and doubles when
   full (a sequence holds memory for the tokens it has, not for ``max_tokens``), so
   sequences join and leave the running batch at any token boundary. A decode step for B
-  sequences runs the model's own graph once with B rows: one GEMM per weight matrix for
-  the batch, attention in one ``ops.attention_rows`` call in which each sequence reads its
-  own cache (each row with the bits of the model's ``_attend`` on a one-row step, the call
-  ``generate`` makes at batch 1; a step with a mask, such as a sliding window, takes that
-  one-row call per sequence). A prompt is
+  sequences runs each layer in one native call (the model's ``DecoderLayerPlan``,
+  ``run_rows``): one product per weight matrix for the batch, and each row's attention on
+  its own cache, with the bits of the one-row step ``generate`` makes at batch 1. Layers
+  without a plan run the model's own graph with B rows, attention in one
+  ``ops.attention_rows`` call in which each sequence reads its own cache (a step with a
+  mask, such as a sliding window, takes the one-row call per sequence). A prompt is
   prefilled in chunks of at most the scheduler's ``prefill_chunk`` tokens; a chunk after
   the first attends bottom-right causally through the same causal kernel the one-shot
   prefill uses (queries padded in front to the key length), so a prompt cut into chunks
@@ -216,6 +217,8 @@ class DecoderAdapter(LMAdapter):
         return cls._head(view, h[:, -1:])[0, 0]
 
     def decode(self, states):
+        from pyaiml.llm import models
+        from pyaiml.llm.layers import KERNELS
         from pyaiml.llm.models import _Step
 
         m, cls = self.model, self._cls
@@ -225,9 +228,21 @@ class DecoderAdapter(LMAdapter):
             steps.append(_Step(st.cache, np.ones((1, 1), bool), m.window))
         ids = np.asarray([[st.ids[-1]] for st in states], dtype=np.int64)
         view = _View(m, steps)
+        KERNELS.refresh()
         h = cls._embed(view, ids, np.concatenate([s.positions for s in steps]))
+        plans = m._decode_plans() if models.FUSED_DECODE_LAYER and KERNELS.native_attention is not None else None
+        if plans is not None:  # each layer in one native call, every row on its own cache
+            ks, vs = [st.cache.k for st in states], [st.cache.v for st in states]
+            starts = [s.start for s in steps]
+            cs = (view._cos, view._sin) if m._rope else (None, None)
+            windowed = m.sliding_layers is not None and any(s.window_mask is not None for s in steps)
         for i in range(m.num_layers):
-            h = cls._block(view, i, h, None)
+            p = None if plans is None or (windowed and m.sliding_layers[i]) else plans[i]
+            if p is None:
+                h = cls._block(view, i, h, None)
+            else:
+                B = h.shape[0]
+                h = p.run_rows(np.ascontiguousarray(h.reshape(B, -1)), ks, vs, i, starts, *cs).reshape(B, 1, -1)
         return cls._head(view, h)[:, 0]
 
 

@@ -234,21 +234,8 @@ struct Product {
       linear_packed(x, K, M, K, static_cast<const float*>(w.data()), n, bias, y);
       return;
     }
-    GemvPackedArgs g;
-    g.M = M;
-    g.K = K;
-    g.N = n;
-    g.x = x;
-    g.ldx = K;
-    g.q = static_cast<const int8_t*>(w.data());
-    g.s = static_cast<const uint16_t*>(s.data());
-    g.bias = bias;
-    g.y = y;
-    g.ldy = n;
-    if (kind == 1)
-      gemv_kernels().gemm_w8a8_packed(g);
-    else
-      gemv_kernels().gemm_q8_packed(g);
+    linear_q8_panels(x, K, M, K, static_cast<const int8_t*>(w.data()), static_cast<const uint16_t*>(s.data()), n,
+                     bias, y, kind == 1);
   }
 };
 

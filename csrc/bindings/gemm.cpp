@@ -152,9 +152,8 @@ void register_gemm(py::module_& m) {
 
   // linear_q8_packed (float32 activations) and linear_w8a8_packed (activations quantized per
   // row and 32-block, gemv.cpp): the same panels, the same checks
-  using PackedKernel = void (*GemvKernels::*)(const GemvPackedArgs&);
-  auto q8_packed = [](const char* op, PackedKernel kernel) {
-    return [op, kernel](py::array x, py::array q, py::array scale, int64_t n, py::object bias) -> py::array {
+  auto q8_packed = [](const char* op, bool w8a8) {
+    return [op, w8a8](py::array x, py::array q, py::array scale, int64_t n, py::object bias) -> py::array {
       const int64_t ldx = q8_common_checks(op, x, q, scale, 3);
       const int64_t M = x.shape(0), K = x.shape(1), P = q.shape(0);
       PYAIML_CHECK(q.shape(1) == K && q.shape(2) == kQ8Panel, op, ": q must be packed (panels, in, ", kQ8Panel,
@@ -166,28 +165,21 @@ void register_gemm(py::module_& m) {
       py::array_t<float> bias_arr;
       const float* bias_p = optional_vector(bias, n, op, "bias", bias_arr);
       py::array_t<float> y = new_aligned_array<float>({M, n});
-      GemvPackedArgs g;
-      g.M = M;
-      g.K = K;
-      g.N = n;
-      g.x = static_cast<const float*>(x.data());
-      g.ldx = ldx;
-      g.q = static_cast<const int8_t*>(q.data());
-      g.s = static_cast<const uint16_t*>(scale.data());
-      g.bias = bias_p;
-      g.y = y.mutable_data();
-      g.ldy = n;
+      const float* px = static_cast<const float*>(x.data());
+      const int8_t* pq = static_cast<const int8_t*>(q.data());
+      const uint16_t* ps = static_cast<const uint16_t*>(scale.data());
+      float* py_ = y.mutable_data();
       {
         py::gil_scoped_release nogil;
-        (gemv_kernels().*kernel)(g);
+        linear_q8_panels(px, ldx, M, K, pq, ps, n, bias_p, py_, w8a8);
       }
       return std::move(y);
     };
   };
-  m.def("linear_q8_packed", q8_packed("linear_q8_packed", &GemvKernels::gemm_q8_packed), py::arg("x"), py::arg("q"),
-        py::arg("scale"), py::arg("n"), py::arg("bias") = py::none());
-  m.def("linear_w8a8_packed", q8_packed("linear_w8a8_packed", &GemvKernels::gemm_w8a8_packed), py::arg("x"),
-        py::arg("q"), py::arg("scale"), py::arg("n"), py::arg("bias") = py::none());
+  m.def("linear_q8_packed", q8_packed("linear_q8_packed", false), py::arg("x"), py::arg("q"), py::arg("scale"),
+        py::arg("n"), py::arg("bias") = py::none());
+  m.def("linear_w8a8_packed", q8_packed("linear_w8a8_packed", true), py::arg("x"), py::arg("q"), py::arg("scale"),
+        py::arg("n"), py::arg("bias") = py::none());
 
   m.def(
       "linear_f32_packed",

@@ -2,6 +2,7 @@
 // (ceil(n / 64), K, 64): the streaming GEMV up to kGemvMaxRows rows (decode), sgemm reading the
 // panels in place past them (prefill). The one dispatch of _C.linear_f32_packed and of
 // _C.DecoderLayerPlan's products, so both give the same bits. Call without the GIL.
+// linear_q8_panels below: the same for the int8 panels.
 #pragma once
 #include <cstdint>
 
@@ -41,6 +42,28 @@ inline void linear_packed(const float* x, int64_t ldx, int64_t M, int64_t K, con
   g.ldc = n;
   g.bias_n = bias;
   gemm_kernels().sgemm(g);
+}
+
+// The same for int8 weights in panels (ceil(n / 64), K, 64) with float16 block scales (ceil(n /
+// 64), K / 32, 64): W8A8 (x quantized per row and block at the product) or weight-only. The
+// one call of _C.linear_w8a8_packed / linear_q8_packed and of the plans' int8 products.
+inline void linear_q8_panels(const float* x, int64_t ldx, int64_t M, int64_t K, const int8_t* q, const uint16_t* s,
+                             int64_t n, const float* bias, float* y, bool w8a8) {
+  GemvPackedArgs g;
+  g.M = M;
+  g.K = K;
+  g.N = n;
+  g.x = x;
+  g.ldx = ldx;
+  g.q = q;
+  g.s = s;
+  g.bias = bias;
+  g.y = y;
+  g.ldy = n;
+  if (w8a8)
+    gemv_kernels().gemm_w8a8_packed(g);
+  else
+    gemv_kernels().gemm_q8_packed(g);
 }
 
 }  // namespace pyaiml

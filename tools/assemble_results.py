@@ -53,13 +53,13 @@ Known gaps (stated in the sections below):
   audio's from before the trim default moved from 30 dB to 40 dB; the GMM training-speed ratio is
   a single round.
 - The audio pipeline has no compiled kernel (NumPy).
-- Large models: every speed goal of issue 18 held in the latest six AVX-512 runs (float32 decode
-  1.04x-1.19x llama.cpp F32 for GPT-2, 1.05x-1.41x for the Llama; batch 8 5.11x-7.27x batch 1),
-  but the float32 margins are thin and both sides sit near this VM's memory bandwidth, which
-  swings 30-61 GB/s. The AVX2 tier was only emulated (pyaiml's AVX2 build against an AVX2-only
-  llama.cpp on this Zen 4): there the Llama's float32 decode read 0.99x llama.cpp F32 in two runs
-  and its prefill 1.19x then 0.98x (1.79x then 1.41x transformers); no AVX2-only machine was
-  available.
+- Large models: after the decode plans and the one-pass panels without prefetch, the AVX-512
+  runs held every goal of issue 18 in two runs of three (float32 decode 1.17x-1.56x llama.cpp F32
+  for GPT-2, 1.09x-1.18x for the Llama, but 0.90x in one run where pyaiml's median fell on a slow
+  phase of this VM, whose memory bandwidth swings 30-66 GB/s). The AVX2 tier was only emulated
+  (pyaiml's AVX2 build against an AVX2-only llama.cpp on this Zen 4): float32 decode 1.03x-1.31x
+  llama.cpp's AVX2 build in three runs, but GPT-2's batch 8 reads 4.06x-4.93x its batch 1
+  (target 5x; batch 1 got faster, batch 8 did not); no AVX2-only machine was available.
 - Serving: the mission CNN over v2 at 32 clients gives 2.2x-2.9x one client's request rate
   (target 3x): 5800-7500 requests/s at 32 clients against 2500-3100 for one; the latest change
   (a reply's head and body in one write) raised both levels, not the ratio.

@@ -9,18 +9,20 @@
 // true when given. Returns (B, 1, H D): the bits of rope_qk, the cache writes and
 // attention_forward on the same arrays.
 //
-// _C.DecoderLayerPlan(...): a whole float32 decoder layer for such a step (pre-norm, fused
-// qkv product, the attention above, output product + residual, norm, MLP + residual: GPT-2's
-// LayerNorm / GELU-tanh and Llama's RMSNorm / SwiGLU), its weights checked once when the plan
-// is made and kept referenced; run(h, cache_k, cache_v, layer, start, cos, sin, valid) takes h
+// _C.DecoderLayerPlan(...): a whole decoder layer for such a step (pre-norm, fused qkv
+// product, the attention above, output product + residual, norm, MLP + residual: GPT-2's
+// LayerNorm / GELU-tanh and Llama's RMSNorm / SwiGLU; each product float32 panels or int8
+// panels with float16 scales, W8A8 or weight-only), its weights checked once when the plan is
+// made and kept referenced; run(h, cache_k, cache_v, layer, start, cos, sin, valid) takes h
 // (B, C) and returns the layer's output (B, C); run_rows(h, caches_k, caches_v, layer, starts,
 // cos, sin) the same for rows that each have their own cache (the server's batch). Each piece
 // is the kernel the layer-by-layer path calls (norm, the packed GEMV up to kGemvMaxRows rows
 // and sgemm on the panels past it, decode attention, swiglu / gelu_tanh, float32 adds), in the
 // same order, so the bits are that path's; a decode step of the Llama-110M spent ~0.5 ms of ~9
 // in Python between them.
-// Tests: tests/test_decode_attention.py, tests/test_llm_models.py, tests/test_serve_llm.py (plans against the
-// layer-by-layer graph).
+// Tests: tests/test_decode_attention.py (against the separate calls, a float64 layer, bad
+// input), tests/test_llm_models.py (the models' and the server adapter's logits on plans
+// against the layer-by-layer graph), tests/test_serve_llm.py (streams equal generate).
 #include <algorithm>
 #include <cstdlib>
 #include <memory>

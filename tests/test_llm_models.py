@@ -158,14 +158,21 @@ def test_fused_decode_steps_same_bits(which, batch, gpt2, llama, tmp_path, monke
             np.testing.assert_array_equal(a, b)
 
 
-def test_decode_plans_follow_swapped_weights(tmp_path):
+def test_decode_plans_follow_swapped_weights(tmp_path, monkeypatch):
     # plans are made from the layers' arrays: a replaced Linear, a replaced array of one, or
     # quantize makes new ones
     from pyaiml import _backend
+    from pyaiml.llm import models
     from pyaiml.llm.models import Linear
 
     if not _backend.cpp_available() or _backend.chosen_backend("attention_forward") != "cpp":
         pytest.skip("needs pyaiml._C as the backend")
+
+    def apart(model):  # the layer-by-layer graph's logits
+        with monkeypatch.context() as mp:
+            mp.setattr(models, "FUSED_DECODE_LAYER", False)
+            return _decode_run(model, ids, None)[0]
+
     ck.make_llama(tmp_path, tokenizer=False)
     m = llm.load(tmp_path)
     ids = np.random.default_rng(3).integers(3, 320, (1, 5))
@@ -178,34 +185,20 @@ def test_decode_plans_follow_swapped_weights(tmp_path):
     assert not np.array_equal(before[1:], after[1:])
     m2 = llm.load(tmp_path, tokenizer=False)
     m2.layers[1]["down"] = Linear(m2.layers[1]["down"].wt * 2.0)
-    from pyaiml.llm import models
-
-    models.FUSED_DECODE_LAYER = False
-    try:
-        np.testing.assert_array_equal(after, _decode_run(m2, ids, None)[0])
-    finally:
-        models.FUSED_DECODE_LAYER = True
+    np.testing.assert_array_equal(after, apart(m2))
     # a Linear's array replaced (not the Linear): new plans too
     plans = m._plans
     m.layers[0]["o"].wp = m.layers[0]["o"].wp * np.float32(0.5)
     m2.layers[0]["o"].wp = m2.layers[0]["o"].wp * np.float32(0.5)
     got = _decode_run(m, ids, None)[0]
     assert m._plans[0] is not plans[0]
-    models.FUSED_DECODE_LAYER = False
-    try:
-        np.testing.assert_array_equal(got, _decode_run(m2, ids, None)[0])
-    finally:
-        models.FUSED_DECODE_LAYER = True
+    np.testing.assert_array_equal(got, apart(m2))
     plans = m._plans
     m.quantize()
     got = _decode_run(m, ids, None)[0]
     assert not any(p is q for p, q in zip(m._plans, plans))
     m2.quantize()
-    models.FUSED_DECODE_LAYER = False
-    try:
-        np.testing.assert_array_equal(got, _decode_run(m2, ids, None)[0])
-    finally:
-        models.FUSED_DECODE_LAYER = True
+    np.testing.assert_array_equal(got, apart(m2))
 
 
 @pytest.mark.parametrize("which", ["gpt2", "llama"])

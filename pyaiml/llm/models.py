@@ -404,13 +404,13 @@ class DecoderLM:
                  else None)
         past_window = step.window_mask is not None and self.sliding_layers is not None
         c = step.cache
+        cs = (self._cos, self._sin) if self._rope else (None, None)
         for i in range(self.num_layers):
             p = None if plans is None or (past_window and self.sliding_layers[i]) else plans[i]
             if p is None:
                 h = self._block(i, h, step)
                 continue
             B = h.shape[0]
-            cs = (self._cos, self._sin) if self._rope else (None, None)
             h = p.run(np.ascontiguousarray(h.reshape(B, -1)), c.k, c.v, i, step.start, *cs,
                       step.valid_arg).reshape(B, 1, -1)
         if last_only:

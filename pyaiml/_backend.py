@@ -325,6 +325,16 @@ def get_spin_us() -> int:
     return int(C.get_spin_us())
 
 
+def park_threads() -> None:
+    """Send pyaiml's pool threads that are spinning now (waiting for the next kernel call, see
+    set_spin_us) to sleep at once; the next call wakes them as usual. For a caller that knows
+    no kernel call follows soon and that other threads want the cores (the server's batcher
+    under concurrent load). No-op without the compiled pool."""
+    C = _load_C()
+    if C is not None and hasattr(C, "park_threads"):
+        C.park_threads()
+
+
 def set_spin_us(us: int) -> None:
     """Set how long idle pool threads spin, waiting for the next call, before they sleep.
 

@@ -115,3 +115,40 @@ def test_spin_from_env_and_torch_bridge_turns_it_off():
     r = _run(code, PYAIML_SPIN_US="300")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["300", "300"]  # the user's setting is kept
+
+
+def test_park_threads_sends_spinning_workers_to_sleep():
+    """With a 10 s spin the pool's worker keeps a core busy (thread state R) after a kernel
+    call; park_threads() puts it to sleep (state S) at once, and the next call still runs on
+    both threads with the same result."""
+    if _backend._load_C() is None:
+        pytest.skip("no compiled pool")
+    code = r'''
+import os, time, threading
+import numpy as np
+import pyaiml
+from pyaiml import _backend, ops
+main = threading.get_native_id()
+
+def states():
+    out = {}
+    for t in os.listdir("/proc/self/task"):
+        if int(t) != main:
+            with open(f"/proc/self/task/{t}/stat") as f:
+                out[t] = f.read().rsplit(")", 1)[1].split()[0]
+    return out
+
+a = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+ref = ops.matmul(a, a)
+spinning = any("R" in states().values() for _ in range(50) if not time.sleep(0.002))
+_backend.park_threads()
+deadline, asleep = time.monotonic() + 5, False
+while not asleep and time.monotonic() < deadline:
+    time.sleep(0.01)
+    asleep = "R" not in states().values()
+same = bool((ops.matmul(a, a) == ref).all())
+print(spinning, asleep, same)
+'''
+    r = _run(code, PYAIML_SPIN_US="10000000", PYAIML_NUM_THREADS="2", PYAIML_BACKEND="cpp")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "True"]

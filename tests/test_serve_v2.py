@@ -455,3 +455,157 @@ def test_empty_batch_returns_empty_output(client):
     r = client.post("/v2/models/cnn/infer", json={"inputs": [{"name": "input", "shape": [0, 8, 8, 1],
                                                               "datatype": "FP32", "data": []}]})
     assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [0, 3]
+
+
+def test_dynamic_batcher_parks_the_pool_after_a_batch_of_several_requests(monkeypatch):
+    """A model call that served several requests (clients are waiting on the cores) sends
+    the pool's spinning threads to sleep; a lone request's call leaves them spinning."""
+    from pyaiml.serve import batching
+
+    parked = []
+    monkeypatch.setattr(batching, "park_threads", lambda: parked.append(1))
+    gate = threading.Event()
+    calls = []
+
+    def fn(x):
+        calls.append(len(x))
+        if len(calls) == 1:
+            gate.wait(10)
+        return x + 1
+
+    b = DynamicBatcher(fn, max_batch_size=8, max_delay=0.001)
+    first = b.submit(np.zeros((1, 2)))
+    while not calls:
+        threading.Event().wait(0.001)
+    futs = [b.submit(np.full((1, 2), float(i))) for i in range(3)]
+    gate.set()
+    np.testing.assert_array_equal(first.result(10), np.ones((1, 2)))
+    for i, f in enumerate(futs):
+        np.testing.assert_array_equal(f.result(10), np.full((1, 2), i + 1.0))
+    assert calls == [1, 3] and parked == [1]
+    b.close()
+
+
+def test_json_floats_writes_what_json_dumps_writes():
+    """The native formatter of float outputs: the bytes of json.dumps(a.tolist()) (repr of
+    each value, the exponent switch at 1e-5 and 1e16 included), NaN and inf as null."""
+    import math
+
+    from pyaiml._backend import _load_C
+
+    C = _load_C()
+    if C is None:
+        pytest.skip("no compiled extension")
+
+    def ref(a):
+        return json.dumps([v if math.isfinite(v) else None for v in a.ravel().tolist()], separators=(",", ":")).encode()
+
+    special = [0.0, -0.0, 1.0, -2.0, 100.0, 1e15, 1e16, 9999999999999998.0, 1234567890123456.0, 1e-4, 1e-5,
+               0.00012345, 1.2345e-5, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 0.1, 1 / 3,
+               1e22, 1e-100, 2.5e-4, float("nan"), float("inf"), -float("inf")]
+    rs = np.random.default_rng(0)
+    for dt in (np.float64, np.float32):
+        with np.errstate(over="ignore"):  # 1.8e308 is inf in float32
+            a = np.array(special, dtype=dt)
+        assert C.json_floats(a) == ref(a)
+        for scale in (1e-30, 1e-5, 1.0, 1e7, 1e17, 1e30):
+            a = (rs.standard_normal((7, 11)) * scale).astype(dt)
+            assert C.json_floats(a) == ref(a)
+        bits = rs.integers(0, 2**63, 4000, dtype=np.uint64)
+        a = bits.astype(np.uint32).view(np.float32) if dt == np.float32 else bits.view(np.float64)
+        assert C.json_floats(a) == ref(a)  # every exponent, subnormals, NaN payloads
+    assert C.json_floats(np.zeros(0, np.float32)) == b"[]"
+    with pytest.raises(TypeError, match="json_floats: a must be float32 or float64. Received int64"):
+        C.json_floats(np.arange(3))
+    with pytest.raises(ValueError, match="json_floats: a must be C-contiguous"):
+        C.json_floats(np.zeros((4, 4), np.float32)[:, ::2])
+
+
+def _plain_response(req, model_name, version, outputs):
+    """encode_response written the plain way (one json.dumps of the whole reply)."""
+    import math
+
+    params = req.get("parameters") or {}
+    chosen = ([(o["name"], bool((o.get("parameters") or {}).get("binary_data", params.get("binary_data_output", False))))
+               for o in req["outputs"]] if req.get("outputs") else
+              [(n, bool(params.get("binary_data_output", False))) for n in outputs])
+    outs, blobs = [], []
+    for name, binary in chosen:
+        a = np.asarray(outputs[name])
+        dt = {"f4": "FP32", "f8": "FP64", "i8": "INT64"}[a.dtype.str[1:]]
+        e = {"name": name, "datatype": dt, "shape": list(a.shape)}
+        if binary:
+            blobs.append(a.tobytes())
+            e["parameters"] = {"binary_data_size": a.nbytes}
+        else:
+            e["data"] = [v if not isinstance(v, float) or math.isfinite(v) else None for v in a.ravel().tolist()]
+        outs.append(e)
+    res = {"model_name": model_name, "model_version": version, "outputs": outs}
+    if "id" in req:
+        res["id"] = req["id"]
+    head = json.dumps(res, separators=(",", ":")).encode()
+    return (head, None) if not blobs else (head + b"".join(blobs), len(head))
+
+
+def test_encode_response_equals_the_plain_encoding():
+    """Responses assembled from cached JSON pieces and the native float lists are the bytes of
+    one json.dumps of the reply: JSON and binary outputs, NaN, an id (which may even hold
+    the pieces' marker), repeated shapes (cache hits) and new ones."""
+    from pyaiml.serve import tensors
+
+    rs = np.random.default_rng(1)
+    y32 = rs.standard_normal((3, 4)).astype(np.float32)
+    y64 = rs.standard_normal((2, 5))
+    y64[1, 2] = np.nan
+    lab = np.arange(6, dtype=np.int64).reshape(2, 3)
+    cases = [
+        ({}, {"output": y32}),
+        ({}, {"output": y32[:1]}),
+        ({}, {"output": y32[:1] * 3}),
+        ({"outputs": [{"name": "b"}, {"name": "a"}]}, {"a": y64, "b": lab}),
+        ({"parameters": {"binary_data_output": True}}, {"output": y32}),
+        ({"outputs": [{"name": "a", "parameters": {"binary_data": True}}, {"name": "b"}]}, {"a": y64, "b": y32}),
+        ({"id": "req-7"}, {"output": y32}),
+        ({"id": tensors._MARK}, {"output": y32, "x": y64}),
+    ]
+    for _ in range(2):
+        for req, outputs in cases:
+            for name, version in (("cnn", "1"), ("m" + tensors._MARK, "2")):
+                assert tensors.encode_response(req, name, version, outputs) == \
+                    _plain_response(req, name, version, outputs)
+
+
+def test_parse_request_reuses_a_binary_head_but_not_its_tensors():
+    """Two binary requests with one head: the second parse reuses the first's parsed head, but
+    each gets its own arrays, and the size rules still hold against each body; heads with
+    JSON data are not kept."""
+    from pyaiml.serve import tensors
+
+    tensors._HEAD_CACHE.clear()
+    head = json.dumps({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 24}},
+                                  {"name": "k", "shape": [2], "datatype": "INT64",
+                                   "parameters": {"binary_data_size": 16}}]}).encode()
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([4, -5], dtype=np.int64)
+    r1, in1 = tensors.parse_request(head + a.tobytes() + b.tobytes(), str(len(head)))
+    r2, in2 = tensors.parse_request(head + (a + 10).tobytes() + (b * 2).tobytes(), str(len(head)))
+    assert r2 is r1 and len(tensors._HEAD_CACHE) == 1
+    np.testing.assert_array_equal(in1["x"], a)
+    np.testing.assert_array_equal(in2["x"], a + 10)
+    np.testing.assert_array_equal(in2["k"], b * 2)
+    assert in2["x"].dtype == np.float32 and in2["k"].dtype == np.int64 and in2["x"].shape == (2, 3)
+    with pytest.raises(tensors.TensorError, match="input 'k': binary_data_size 16 runs past the end"):
+        tensors.parse_request(head + a.tobytes() + b"\0" * 8, str(len(head)))
+    with pytest.raises(tensors.TensorError, match="8 bytes of binary data that no input claims"):
+        tensors.parse_request(head + a.tobytes() + b.tobytes() + b"\0" * 8, str(len(head)))
+    mixed = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.5]},
+                                   {"name": "k", "shape": [1], "datatype": "INT64",
+                                    "parameters": {"binary_data_size": 8}}]}).encode()
+    _, inm = tensors.parse_request(mixed + b.tobytes()[:8], str(len(mixed)))
+    assert inm["x"].tolist() == [1.5] and inm["k"].tolist() == [4] and len(tensors._HEAD_CACHE) == 1
+    wrong = json.dumps({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32",
+                                    "parameters": {"binary_data_size": 20}}]}).encode()
+    for _ in range(2):
+        with pytest.raises(tensors.TensorError, match=r"input 'x': shape \[2, 3\] of FP32 needs 24 bytes; "
+                                                      "binary_data_size is 20"):
+            tensors.parse_request(wrong + b"\0" * 20, str(len(wrong)))

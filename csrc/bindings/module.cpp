@@ -20,6 +20,7 @@ void register_norm(py::module_& m);
 void register_act(py::module_& m);
 void register_sequential(py::module_& m);
 void register_decoder(py::module_& m);
+void register_serve(py::module_& m);
 
 namespace {
 
@@ -72,6 +73,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("default_num_threads", &default_num_threads);
   m.def("get_spin_us", &get_spin_us);
   m.def("set_spin_us", &set_spin_us, py::arg("us"));
+  m.def("park_threads", &park_threads);
   m.def("set_host_openmp", &set_host_openmp, py::arg("on"),
         "Run parallel_for on the process's OpenMP runtime (True) or pyaiml's pool (False); "
         "returns False when no OpenMP runtime is loaded");
@@ -153,4 +155,5 @@ PYBIND11_MODULE(_C, m) {
   register_act(m);
   register_sequential(m);
   register_decoder(m);
+  register_serve(m);
 }

@@ -41,6 +41,8 @@ thread_local bool tl_in_region = false;
 // OpenMP runtimes' defaults.
 // set_spin_us changes it at run time (the torch bridge sets 0: torch's own pool runs next).
 std::atomic<int64_t> g_spin_ns{-1};
+// Bumped by park_threads(): a spinning worker that sees it change stops spinning and sleeps.
+std::atomic<uint64_t> g_park{0};
 
 int64_t spin_ns_from_env() {
   if (const char* env = std::getenv("PYAIML_SPIN_US")) {
@@ -173,10 +175,11 @@ class Pool {
       const int64_t spin_ns = get_spin_ns();
       if (g == seen && spin_ns > 0) {
         const int64_t deadline = now_ns() + spin_ns;
+        const uint64_t park = g_park.load(std::memory_order_relaxed);
         for (int s = 1; g == seen; ++s) {
           PYAIML_PAUSE();
           g = gen_.load(std::memory_order_acquire);
-          if ((s & 63) == 0 && now_ns() > deadline) break;
+          if ((s & 63) == 0 && (now_ns() > deadline || g_park.load(std::memory_order_relaxed) != park)) break;
         }
       }
       if (g == seen) {
@@ -261,6 +264,8 @@ void set_num_threads(int n) {
 }
 
 int64_t get_spin_us() { return get_spin_ns() / 1000; }
+
+void park_threads() { g_park.fetch_add(1, std::memory_order_relaxed); }
 
 void set_spin_us(int64_t us) {
   if (us < 0 || us > 10000000)

@@ -20,6 +20,10 @@ int default_num_threads();    // PYAIML_NUM_THREADS, else usable cores, at most 
 // 0 <= us <= 10^7, else std::invalid_argument. Takes effect from the workers' next idle wait.
 int64_t get_spin_us();
 void set_spin_us(int64_t us);
+// Workers spinning now stop and sleep (within about 64 pause instructions); the next job
+// wakes them as usual. For a caller that knows no kernel call follows soon and that its
+// cores are wanted elsewhere (the server's batcher under concurrent load).
+void park_threads();
 
 // Run parallel_for on the OpenMP runtime already loaded in the process (torch's libgomp)
 // instead of pyaiml's pool: inside PyTorch the two pools otherwise take turns on the same

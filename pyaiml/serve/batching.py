@@ -18,6 +18,13 @@ loop: it returns that loop's future, and the worker settles all of a batch's fut
 loop in one ``call_soon_threadsafe`` (the server's path: one wake-up of the event loop per
 batch rather than a ``concurrent.futures.Future`` and a wake-up per request).
 
+After a model call that served more than one request, pyaiml's idle pool threads are sent to
+sleep at once (``pyaiml._backend.park_threads``) instead of spinning for the next kernel call:
+concurrent requests mean the event loop and the clients are waiting for those cores (mission
+CNN behind the server, 32 clients: ~25 us of spinning per request went to the event loop
+instead), while a lone client's requests keep the threads spinning between calls, so its
+latency pays no wake-up.
+
 ``on_batch(rows)`` is called after each model call, before its waiters get their results
 (the server counts batch sizes for /metrics). The worker is woken only by the request that
 ends its wait (any request while it is idle; the one that completes the batch it is
@@ -36,6 +43,8 @@ import time
 from concurrent.futures import Future
 
 import numpy as np
+
+from pyaiml._backend import park_threads
 
 
 class DynamicBatcher:
@@ -123,6 +132,10 @@ class DynamicBatcher:
             except BaseException as e:  # noqa: BLE001 - every waiter must hear about it
                 self._settle([(f, e, True) for _, f in live])
                 continue
+            if len(live) > 1:
+                # requests came in while the last batch ran: the event loop and the clients
+                # want these cores now, not the pool's threads spinning for the next kernel
+                park_threads()
             # the batch is counted before any waiter hears back, so a client that has its
             # reply also sees its rows in the metrics
             if self.on_batch is not None:

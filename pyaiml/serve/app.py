@@ -239,11 +239,10 @@ class _Middleware:
         return getattr(self.app, name)
 
     def _route(self, scope):
-        from starlette.routing import Match
-
         r = scope.get("route")  # the router records the route it picked (skips matching 14 patterns again)
         if r is not None and id(r) in self._own:  # (not an enclosing app's route, e.g. the Mount we sit under)
             return r.path
+        from starlette.routing import Match
         for r, path in self._routes:
             m, _ = r.matches(scope)
             if m == Match.FULL:

@@ -283,10 +283,12 @@ class KerasModel(V2Model):
         return c
 
     def check(self, inputs):
-        _no_extra(inputs, ["input"], self.name)
+        if len(inputs) != 1 or "input" not in inputs:
+            _no_extra(inputs, ["input"], self.name)
         x = _numeric(_need(inputs, "input", self.name), "input", "i" if self.int_input else "f")
         want = self.row_shape
-        if x.ndim != len(want) + 1 or any(w is not None and w != s for w, s in zip(want, x.shape[1:])):
+        if x.shape[1:] != want and (x.ndim != len(want) + 1 or any(w is not None and w != s
+                                                                   for w, s in zip(want, x.shape[1:]))):
             raise TensorError(f"input 'input': shape must be {_shape_str((None,) + want)} (batch first). "
                               f"Received {list(x.shape)}")
         return np.ascontiguousarray(x, dtype=np.int64 if self.int_input else np.float32)

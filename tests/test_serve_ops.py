@@ -547,3 +547,38 @@ def test_response_head_and_body_leave_in_one_write():
         assert len(rec.writes) == 4  # the scheduled flush found nothing left
 
     asyncio.run(run())
+
+
+def test_request_counts_render_as_prometheus_client_would():
+    """The server's request counter and latency histogram (counted without locks, rendered at
+    scrape time) give the lines prometheus-client's own Counter and Histogram give for the
+    same requests, values on the bucket bounds included (a bucket counts values <= its le)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from pyaiml.serve.metrics import _LAT, Metrics
+
+    m = Metrics()
+    reg = CollectorRegistry()
+    c = Counter("pyaiml_serve_requests", "HTTP requests", ["route", "method", "status"], registry=reg)
+    h = Histogram("pyaiml_serve_request_seconds", "HTTP request latency (until the last byte)", ["route"],
+                  buckets=_LAT, registry=reg)
+    rs = np.random.default_rng(0)
+    values = list(_LAT) + [0.0, 1e-9, 61.0, 1e6] + list(rs.exponential(0.05, 200))
+    for i, v in enumerate(values):
+        route, status = ("/v2/models/{name}/infer", 200) if i % 3 else ("/v1/completions", 400 + i % 2)
+        m.http.record(route, "POST", status, float(v))
+        c.labels(route, "POST", str(status)).inc()
+        h.labels(route).observe(float(v))
+
+    def lines(text, name):
+        return sorted(ln for ln in text.decode().splitlines() if ln.startswith(name) and "_created" not in ln)
+
+    ours, theirs = m.render()[0], generate_latest(reg)
+    for name in ("pyaiml_serve_requests_total", "pyaiml_serve_request_seconds_bucket",
+                 "pyaiml_serve_request_seconds_count"):
+        assert lines(ours, name) == lines(theirs, name) and lines(ours, name)
+    s_ours = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in lines(ours, "pyaiml_serve_request_seconds_sum")}
+    s_theirs = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+                for ln in lines(theirs, "pyaiml_serve_request_seconds_sum")}
+    assert s_ours.keys() == s_theirs.keys() and all(abs(s_ours[k] - s_theirs[k]) <= 1e-9 * (1 + s_theirs[k])
+                                                    for k in s_ours)

@@ -230,7 +230,6 @@ class _Middleware:
         self.state = app.state
         self._routes = [(r, getattr(r, "path", "")) for r in app.routes]
         self._own = {id(r) for r in app.routes}
-        self._children = {}  # (route, method, status) -> (requests counter, latency histogram)
         # POST .../infer goes straight to its ASGI endpoint (see V2Infer); keyed by the
         # number of path segments: /v2/models/{name}/infer and .../versions/{version}/infer
         self._infer = {len(r.path.split("/")): r for r in app.routes if isinstance(getattr(r, "endpoint", None), V2Infer)}
@@ -289,13 +288,8 @@ class _Middleware:
                 return
             info["counted"] = True
             try:
-                key = (self._route(scope), scope.get("method", ""), info["status"])
-                c = self._children.get(key)
-                if c is None:  # the labelled series, looked up once per (route, method, status)
-                    c = self._children[key] = (self.st.metrics.requests.labels(key[0], key[1], str(key[2])),
-                                               self.st.metrics.latency.labels(key[0]))
-                c[0].inc()
-                c[1].observe(time.perf_counter() - t0)
+                self.st.metrics.http.record(self._route(scope), scope.get("method", ""), info["status"],
+                                            time.perf_counter() - t0)
             except Exception:  # noqa: BLE001, S110 - metrics must never break serving
                 pass
 

@@ -60,9 +60,10 @@ Known gaps (stated in the sections below):
   (pyaiml's AVX2 build against an AVX2-only llama.cpp on this Zen 4): float32 decode 1.03x-1.31x
   llama.cpp's AVX2 build in three runs, but GPT-2's batch 8 reads 4.06x-4.93x its batch 1
   (target 5x; batch 1 got faster, batch 8 did not); no AVX2-only machine was available.
-- Serving: the mission CNN over v2 at 32 clients gives 2.2x-2.9x one client's request rate
-  (target 3x): 5800-7500 requests/s at 32 clients against 2500-3100 for one; the latest change
-  (a reply's head and body in one write) raised both levels, not the ratio.
+- Serving: the mission CNN over v2 at 32 clients gives 2.8x-3.1x one client's request rate at
+  the median of a run (2.3x-3.5x by round; target 3x, met in about half the runs): 8400-10200
+  requests/s at 32 clients against 2600-3600 for one; cutting the event loop's work per request
+  raised both levels.
 - The mission CNN's Keras training step reads 1.61x-1.91x torch channels_last in the latest nine
   runs (target 1.5x), but 1.37x-1.91x across this VM's swings on one build earlier.
 - The Keras LSTM training step is at parity with torch.nn.LSTM (0.99-1.01x in the latest three

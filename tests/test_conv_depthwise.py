@@ -282,7 +282,9 @@ def test_every_isa(isa):
                        "            t._run(N, C, m * C, H, W, k, s, p, d, C, cl, np.float32, 5)\n"
                        "    for case in t.OTHER:\n"
                        "        for cl in (False, True):\n"
-                       "            t._run(*case, cl, np.float32, 5)\n")
+                       "            t._run(*case, cl, np.float32, 5)\n"
+                       "for case in t.NARROW:\n"
+                       "    t.test_channels_first_narrow_rows_equal_channels_last_bits(case)\n")
 
 
 def _raises_at_every_thread_count(spot, *args, **kw):
@@ -351,3 +353,39 @@ def test_bad_groups_are_rejected():
         ops.conv2d(x, np.zeros((6, 2, 3, 3), np.float32), groups=6)
     with pytest.raises(ValueError, match="groups must divide the output channels"):
         ops.conv2d(x, np.zeros((8, 1, 3, 3), np.float32), groups=6)
+
+
+# channels first, rows narrower than a vector (AVX-512: 16; AVX2: 8, the 7-wide ones)
+NARROW = [(2, 240, 14, 14, 5, 1, 2), (3, 72, 7, 7, 5, 1, 2), (2, 40, 14, 14, 5, 2, 2), (1, 88, 9, 13, 3, 1, 1),
+          (2, 33, 11, 10, 7, 1, 3), (1, 24, 15, 15, 3, 2, 0), (2, 5, 8, 12, 5, 1, (2, 1)), (2, 19, 7, 7, 3, 1, 1),
+          (1, 9, 13, 13, 7, 2, 3)]
+
+
+@needs_cpp
+@pytest.mark.parametrize("case", NARROW, ids=["C240-14x14-k5", "C72-7x7-k5", "C40-k5s2", "C88-k3", "C33-k7",
+                                              "C24-k3s2-unpadded", "C5-k5-uneven-pad", "C19-7x7-k3", "C9-k7s2"])
+def test_channels_first_narrow_rows_equal_channels_last_bits(case):
+    """Channels first with rows narrower than a vector runs the channels-last sliding kernels
+    on tiles of each image's channel blocks: the same bits as the channels-last op on the
+    transposed input (bias, fused ReLU, channel counts that leave a partial block), and
+    torch's result; a NaN in the last block is still reported."""
+    N, C, H, W, k, s, p = case
+    r = np.random.default_rng(3)
+    x = r.standard_normal((N, C, H, W), dtype=np.float32)
+    w = r.standard_normal((C, 1, k, k), dtype=np.float32)
+    b = r.standard_normal(C, dtype=np.float32)
+    xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    for act in (None, "relu"):
+        y = ops.conv2d(x, w, b, stride=s, padding=p, groups=C, activation=act)
+        yl = ops.conv2d(xl, w, b, stride=s, padding=p, groups=C, data_format="NHWC", activation=act)
+        np.testing.assert_array_equal(y, yl.transpose(0, 3, 1, 2))
+    if torch is not None:
+        pp = (p, p) if isinstance(p, int) else p
+        ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                         torch.from_numpy(b).double(), stride=s, padding=pp, groups=C)
+        np.testing.assert_allclose(ops.conv2d(x, w, b, stride=s, padding=p, groups=C), ref.numpy(),
+                                   rtol=1e-5, atol=1e-5)
+    bad = x.copy()
+    bad[N - 1, C - 1, H - 1, W - 1] = np.nan
+    with pytest.raises(ValueError, match=rf"x must be finite .* at index {re.escape(str((N - 1, C - 1, H - 1, W - 1)))}"):
+        ops.conv2d(bad, w, b, stride=s, padding=p, groups=C)

@@ -218,6 +218,10 @@ void forward_any(const ConvShape& s0, const float* x, const float* w, const floa
     conv2d_forward_planar(s, x, w, b, relu, y);
     return;
   }
+  if (depthwise_nchw_tiles_ok(s)) {  // the forward on channels-last tiles (conv_depthwise.cpp)
+    conv2d_forward_depthwise(s, x, w, b, relu, y, x_finite);
+    return;
+  }
   if (nchw_via_cl(s)) {  // the check runs on the transposed copy, whose values are x's
     const ConvShape t = as_cl(s);
     const std::unique_ptr<float[]> xt(new float[s.N * s.C * s.H * s.W]), yt(new float[s.N * s.OC * s.OH * s.OW]);

@@ -44,8 +44,9 @@ Known gaps (stated in the sections below):
   weights and single-pixel convs on the channels-last plan: eval 1.05x-1.08x NCHW and 1.02x
   channels last, training 1.09x-1.24x NCHW but 0.93x-0.98x channels last; not every run at 1.0x).
 - Depthwise forward through `pyaiml.ops` is now above torch in the same layout for k3 (stride 1
-  1.16x-1.26x, stride 2 1.17x-1.85x, both layouts, AVX-512 kernels and the AVX2 build), but the k5
-  14x14 row reads 0.91x-1.30x (AVX-512) and 0.71x-0.75x (AVX2 build); the pointwise 1x1
+  1.16x-1.26x, stride 2 1.17x-1.85x, both layouts, AVX-512 kernels and the AVX2 build); the k5
+  14x14 row reads 1.76x-1.99x channels first (on channels-last tiles now) but 0.88x-1.11x
+  channels last (AVX-512) and 0.71x-0.75x (AVX2 build, before the tiles); the pointwise 1x1
   channels-last rows are at 1.45x-1.60x forward.
 - GEMM square-256 reads 0.88x torch.mm (no target); NumPy's OpenBLAS beats both at the square
   sizes.

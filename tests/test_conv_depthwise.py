@@ -283,8 +283,8 @@ def test_every_isa(isa):
                        "    for case in t.OTHER:\n"
                        "        for cl in (False, True):\n"
                        "            t._run(*case, cl, np.float32, 5)\n"
-                       "for case in t.NARROW:\n"
-                       "    t.test_channels_first_narrow_rows_equal_channels_last_bits(case)\n")
+                       "for case in t.TILES:\n"
+                       "    t.test_channels_first_on_tiles_equal_channels_last_bits(case)\n")
 
 
 def _raises_at_every_thread_count(spot, *args, **kw):
@@ -355,18 +355,19 @@ def test_bad_groups_are_rejected():
         ops.conv2d(x, np.zeros((8, 1, 3, 3), np.float32), groups=6)
 
 
-# channels first, rows narrower than a vector (AVX-512: 16; AVX2: 8, the 7-wide ones)
-NARROW = [(2, 240, 14, 14, 5, 1, 2), (3, 72, 7, 7, 5, 1, 2), (2, 40, 14, 14, 5, 2, 2), (1, 88, 9, 13, 3, 1, 1),
+# channels first on the sliding rows' shapes (channels-last tiles), and one map too large for them
+TILES = [(2, 240, 14, 14, 5, 1, 2), (3, 72, 7, 7, 5, 1, 2), (2, 40, 14, 14, 5, 2, 2), (1, 88, 9, 13, 3, 1, 1),
           (2, 33, 11, 10, 7, 1, 3), (1, 24, 15, 15, 3, 2, 0), (2, 5, 8, 12, 5, 1, (2, 1)), (2, 19, 7, 7, 3, 1, 1),
-          (1, 9, 13, 13, 7, 2, 3)]
+          (1, 9, 13, 13, 7, 2, 3), (1, 24, 28, 30, 5, 1, 2), (1, 16, 40, 33, 7, 2, 3), (1, 40, 70, 60, 5, 1, 2)]
 
 
 @needs_cpp
-@pytest.mark.parametrize("case", NARROW, ids=["C240-14x14-k5", "C72-7x7-k5", "C40-k5s2", "C88-k3", "C33-k7",
-                                              "C24-k3s2-unpadded", "C5-k5-uneven-pad", "C19-7x7-k3", "C9-k7s2"])
-def test_channels_first_narrow_rows_equal_channels_last_bits(case):
-    """Channels first with rows narrower than a vector runs the channels-last sliding kernels
-    on tiles of each image's channel blocks: the same bits as the channels-last op on the
+@pytest.mark.parametrize("case", TILES, ids=["C240-14x14-k5", "C72-7x7-k5", "C40-k5s2", "C88-k3", "C33-k7",
+                                              "C24-k3s2-unpadded", "C5-k5-uneven-pad", "C19-7x7-k3", "C9-k7s2",
+                                              "C24-28x30-k5", "C16-40x33-k7s2", "C40-70x60-k5-past-tiles"])
+def test_channels_first_on_tiles_equal_channels_last_bits(case):
+    """Channels first on the sliding rows' shapes runs the channels-last sliding kernels on
+    tiles of each image's channel blocks: the same bits as the channels-last op on the
     transposed input (bias, fused ReLU, channel counts that leave a partial block), and
     torch's result; a NaN in the last block is still reported."""
     N, C, H, W, k, s, p = case

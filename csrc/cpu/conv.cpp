@@ -163,7 +163,8 @@ bool nchw_via_cl(const ConvShape& s) {
   // in vector lanes (7 of 16 used at 7x7); the channels-last ones the channels. MobileNetV3-
   // Small's layers, N8, 2 threads, ms forward / backward before -> after: C576 7x7 k5 1.22 / 3.05
   // -> 0.18 / 0.82, C240 14x14 k5 0.63 / 1.48 -> 0.26 / 0.98, C288 14x14 k5 s2 0.61 / 1.50 ->
-  // 0.19 / 0.50 (torch 0.21-0.28 forward). Wider rows stay (56x56 k3 measured no gain).
+  // 0.19 / 0.50 (torch 0.21-0.28 forward). Wider rows stay (56x56 k3 measured no gain). The
+  // forward of the shapes depthwise_nchw_tiles_ok takes runs on tiles instead (forward_any).
   if (!s.cl && depthwise_ok(s)) return s.OW < VL;
   return !s.cl && s.G == 1 && s.KH * s.KW > 1;
 }

@@ -80,9 +80,10 @@ void conv2d_forward_depthwise(const ConvShape& s, const float* x, const float* w
                               float* y, bool* x_finite = nullptr);
 void conv2d_backward_depthwise(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
                                float* gw, float* gb);
-// Channels first, rows narrower than a vector, one output channel per input channel, kernel
-// widths 3/5/7 at stride 1/2: the forward runs on channels-last tiles of each image's channel
-// blocks (conv2d_forward_depthwise), not on transposed copies of the whole x and y.
+// Channels first, one output channel per input channel, kernel widths 3/5/7 at stride 1/2
+// (k3 on rows of at most 14), maps of at most 4096 pixels: the forward runs on channels-last
+// tiles of each image's channel blocks (conv2d_forward_depthwise), not on transposed copies of
+// the whole x and y.
 bool depthwise_nchw_tiles_ok(const ConvShape& s);
 // conv_depthwise.cpp: grouped channels-last convs with C/G == OC/G in {2, 4, 8} dividing VL
 // and C a multiple of VL (ResNeXt-style small groups), forward and backward.

@@ -12,7 +12,10 @@
 //     grad_b sum chunks of output rows into partial sums (the taps of one kernel row held in registers
 //     along an image row), added up in chunk order. m > 1 runs on a copy of x with each
 //     channel repeated m times.
-//   channels first (N, C, H, W): vectors run over output width. Each input plane is copied
+//   channels first (N, C, H, W), the shapes the sliding rows take (nchw_tiles_ok): the forward
+//     runs them on channels-last tiles of each image's block of channels (transposed in, the
+//     sliding kernels, transposed out).
+//   channels first (N, C, H, W), otherwise: vectors run over output width. Each input plane is copied
 //     into a zero-padded, stride-phase-split buffer (column i of phase q holds padded column
 //     i * sw + q), so every tap is a contiguous load; blocks of 4 vectors along a row, or 4
 //     rows of one vector for narrow planes. grad_x is the stride-1 conv, flipped kernel, of gy
@@ -395,18 +398,27 @@ void fwd_nhwc_slide(const ConvShape& s, const float* xe, const float* wk, const 
   });
 }
 
-// ---- channels first, rows narrower than a vector: channels-last tiles ----
+// ---- channels first: channels-last tiles ----
 // Per image and block of CB channels (the sliding kernel's NB vectors): the block's input
 // planes transposed into a channels-last tile (H W x CB, L1/L2-sized at MobileNet's shapes),
 // the block's weights into [k][CB], the sliding kernel over the tile, its output tile
-// transposed into y's planes. conv.cpp sent these shapes through channels-last copies of the
-// whole x and y instead: N32 C240 14x14 k5, 2 threads, kernel alone, alternating in one
-// process, 1.04-1.09 ms that way against 0.68-0.72 ms on tiles (channels last: 0.49-0.53 ms).
+// transposed into y's planes. Rows narrower than a vector went through channels-last copies of
+// the whole x and y before (conv.cpp, nchw_via_cl), wider ones through the channels-first
+// kernel: N32 C240 14x14 k5, 2 threads, kernel alone, alternating in one process, 1.04-1.09 ms
+// through the copies against 0.68-0.72 ms on tiles (channels last: 0.49-0.53 ms).
 // bad: set when a block's input planes are not finite (each scanned before its transpose).
+// Which shapes: those the sliding kernels take (kernel widths 3/5/7, stride 1/2; k3 only on
+// rows of at most 14 or channels within a vector), one output channel per input channel, maps
+// of at most 4096 pixels (a tile of 512 KB). Kernel alone, 2 threads, ms, tiles against the
+// channels-first kernel (wider rows) or the copies (narrower), AVX-512 / AVX2 build:
+// N8 C120 28x28 k5 0.35 / 0.56 and 0.47 / 1.12; N8 C72 56x56 k5 s1 1.01 / 1.96 and 0.98 / 2.31,
+// s2 0.37 / 1.04 and 0.37 / 0.99; N32 C96 14x14 k3 (AVX2) 0.25 / 0.41; N8 C576 14x14 k5 s2 (AVX2)
+// 0.21 / 0.29. k3 on wider rows keeps the channels-first kernel (the sliding rows lose there
+// in channels last too, see slide_ok).
 bool nchw_tiles_ok(const ConvShape& s) {
   ConvShape t = s;
   t.cl = true;
-  return !s.cl && s.OC == s.C && s.OW < VL && slide_ok(t);
+  return !s.cl && s.OC == s.C && s.H * s.W <= 4096 && s.OH * s.OW <= 4096 && slide_ok(t);
 }
 
 thread_local std::vector<float> t_tile;

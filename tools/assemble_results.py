@@ -45,9 +45,9 @@ Known gaps (stated in the sections below):
   channels last, training 1.09x-1.24x NCHW but 0.93x-0.98x channels last; not every run at 1.0x).
 - Depthwise forward through `pyaiml.ops` is now above torch in the same layout for k3 (stride 1
   1.16x-1.26x, stride 2 1.17x-1.85x, both layouts, AVX-512 kernels and the AVX2 build); the k5
-  14x14 row reads 1.76x-1.99x channels first (on channels-last tiles now) but 0.88x-1.11x
-  channels last (AVX-512) and 0.71x-0.75x (AVX2 build, before the tiles); the pointwise 1x1
-  channels-last rows are at 1.45x-1.60x forward.
+  14x14 row reads 1.22x-1.99x channels first (on channels-last tiles now; 1.16x on the AVX2
+  build) but 0.88x-1.11x channels last on AVX-512 and 0.74x on the AVX2 build; the pointwise
+  1x1 channels-last rows are at 1.15x-1.79x forward.
 - GEMM square-256 reads 0.88x torch.mm (no target); NumPy's OpenBLAS beats both at the square
   sizes.
 - The audio, speech training-speed and torch bridge timings come only from the loaded shared VM;

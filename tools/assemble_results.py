@@ -36,8 +36,8 @@ at commit af3753f it read 0.57x at GEMM square-1024 and 0.67x at the small pooli
 Known gaps (stated in the sections below):
 - torch bridge: the mission CNN step through `pyaiml.torch` now runs at 1.27x-1.44x torch (NCHW)
   and 1.09x-1.22x (channels_last) in the latest three runs, on torch's own OpenMP threads; with
-  pyaiml's own pool (`PYAIML_HOST_OPENMP=0`) 0.81x-0.96x. A `max_pool2d` call cost 8.8-10.1 us above
-  the kernel layer when last split (target at most 10 us). ResNet-18 and MobileNetV3-Small through
+  pyaiml's own pool (`PYAIML_HOST_OPENMP=0`) 0.81x-0.96x. A `max_pool2d` call cost 4.8-5.0 us above
+  the kernel layer in the latest split (8.8-10.1 us on a loaded machine before; target at most 10 us). ResNet-18 and MobileNetV3-Small through
   `convert` (batch 8, 224x224; target 1.0x): ResNet-18 1.02x-1.17x in every mode and layout in the
   latest two runs; MobileNetV3-Small 0.81x-1.10x eval and 0.93x-1.33x training over the latest
   eleven (the latest two, with the channels-first first-layer kernel, the kept pointwise

@@ -284,7 +284,9 @@ def test_every_isa(isa):
                        "        for cl in (False, True):\n"
                        "            t._run(*case, cl, np.float32, 5)\n"
                        "for case in t.TILES:\n"
-                       "    t.test_channels_first_on_tiles_equal_channels_last_bits(case)\n")
+                       "    t.test_channels_first_on_tiles_equal_channels_last_bits(case)\n"
+                       "for case in t.GROUPED_TILES:\n"
+                       "    t.test_channels_first_small_groups_equal_channels_last_bits(case)\n")
 
 
 def _raises_at_every_thread_count(spot, *args, **kw):
@@ -390,3 +392,42 @@ def test_channels_first_on_tiles_equal_channels_last_bits(case):
     bad[N - 1, C - 1, H - 1, W - 1] = np.nan
     with pytest.raises(ValueError, match=rf"x must be finite .* at index {re.escape(str((N - 1, C - 1, H - 1, W - 1)))}"):
         ops.conv2d(bad, w, b, stride=s, padding=p, groups=C)
+
+
+# channels first, small groups (2, 4 or 8 channels each, C a multiple of 16): channels-last tiles
+GROUPED_TILES = [(2, 128, 32, 14, 14, 3, 1, 1, 1), (1, 64, 8, 9, 11, 3, 2, 1, 1), (2, 32, 16, 7, 7, 5, 1, 2, 1),
+                 (1, 48, 12, 10, 8, 3, 1, (2, 1), 2), (1, 16, 2, 12, 12, 3, 1, 0, 1)]
+
+
+@needs_cpp
+@pytest.mark.parametrize("case", GROUPED_TILES, ids=["C128G32", "C64G8s2", "C32G16k5", "C48G12d2", "C16G2"])
+def test_channels_first_small_groups_equal_channels_last_bits(case):
+    """Channels first with small groups runs the channels-last grouped kernel on tiles of each
+    image's channel blocks: the same bits as the channels-last op (bias, ReLU), torch's result
+    in float64, and a NaN in the last block still reported."""
+    N, C, G, H, W, k, s, p, d = case
+    r = np.random.default_rng(11)
+    x = r.standard_normal((N, C, H, W), dtype=np.float32)
+    w = r.standard_normal((C, C // G, k, k), dtype=np.float32)
+    b = r.standard_normal(C, dtype=np.float32)
+    xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    kw = {"stride": s, "padding": p, "dilation": d, "groups": G}
+    # the grouped kernel takes groups that divide a vector (the baseline build's is 4 floats:
+    # groups of 8 go through im2col there, in each layout's own order)
+    vl = {"avx512": 16, "avx2": 8}.get(_backend.native().isa(), 4)
+    for act in (None, "relu"):
+        y = ops.conv2d(x, w, b, activation=act, **kw)
+        yl = ops.conv2d(xl, w, b, data_format="NHWC", activation=act, **kw).transpose(0, 3, 1, 2)
+        if vl % (C // G) == 0:
+            np.testing.assert_array_equal(y, yl)
+        else:
+            np.testing.assert_allclose(y, yl, rtol=1e-5, atol=1e-4)
+    if torch is not None:
+        pp = (p, p) if isinstance(p, int) else p
+        ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                         torch.from_numpy(b).double(), stride=s, padding=pp, dilation=d, groups=G)
+        np.testing.assert_allclose(ops.conv2d(x, w, b, **kw), ref.numpy(), rtol=1e-5, atol=1e-4)
+    bad = x.copy()
+    bad[N - 1, C - 1, H - 1, 0] = np.inf
+    with pytest.raises(ValueError, match=rf"x must be finite .* at index {re.escape(str((N - 1, C - 1, H - 1, 0)))}"):
+        ops.conv2d(bad, w, b, **kw)

@@ -223,6 +223,10 @@ void forward_any(const ConvShape& s0, const float* x, const float* w, const floa
     conv2d_forward_depthwise(s, x, w, b, relu, y, x_finite);
     return;
   }
+  if (grouped_nchw_tiles_ok(s)) {  // likewise for small groups
+    conv2d_forward_grouped_nchw_tiles(s, x, w, b, relu, y, x_finite);
+    return;
+  }
   if (nchw_via_cl(s)) {  // the check runs on the transposed copy, whose values are x's
     const ConvShape t = as_cl(s);
     const std::unique_ptr<float[]> xt(new float[s.N * s.C * s.H * s.W]), yt(new float[s.N * s.OC * s.OH * s.OW]);

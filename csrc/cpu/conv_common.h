@@ -92,6 +92,12 @@ void conv2d_forward_grouped_small(const ConvShape& s, const float* x, const floa
                                   float* y);
 void conv2d_backward_grouped_small(const ConvShape& s, const float* gy, const float* x, const float* w, float* gx,
                                    float* gw, float* gb);
+// Channels first, the shapes grouped_small_ok takes in channels last with OC == C, maps of at
+// most 4096 pixels: the forward on channels-last tiles of each image's channel blocks. x_finite:
+// as conv2d_forward_depthwise's.
+bool grouped_nchw_tiles_ok(const ConvShape& s);
+void conv2d_forward_grouped_nchw_tiles(const ConvShape& s, const float* x, const float* w, const float* b, bool relu,
+                                       float* y, bool* x_finite = nullptr);
 
 // conv_naive.cpp: direct loops in double, every layout and shape.
 void conv2d_forward_naive(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y);

@@ -166,6 +166,12 @@ bool nchw_via_cl(const ConvShape& s) {
   // 0.19 / 0.50 (torch 0.21-0.28 forward). Wider rows stay (56x56 k3 measured no gain). The
   // forward of the shapes depthwise_nchw_tiles_ok takes runs on tiles instead (forward_any).
   if (!s.cl && depthwise_ok(s)) return s.OW < VL;
+  // Small groups (2, 4 or 8 channels): the channels-last grouped kernels rather than im2col (the
+  // forward of most such shapes runs on tiles instead, forward_any). N32 C128 G32 28x28 k3,
+  // forward + backward through pyaiml.ops: im2col 31-35 ms (torch 24-27).
+  ConvShape t = s;
+  t.cl = true;
+  if (!s.cl && grouped_small_ok(t)) return true;
   return !s.cl && s.G == 1 && s.KH * s.KW > 1;
 }
 

@@ -169,9 +169,10 @@ def test_concurrent_keras_requests_are_batched_and_exact(server, client, paths):
     assert 1 <= calls1 - calls0 <= 16
 
 
-def test_dynamic_batcher_merges_waiting_requests_in_order():
-    """While the model is busy with the first request, 9 more queue up; they are merged
-    into batches of at most max_batch_size rows, each request's rows kept together."""
+def _held_batcher(op, first):
+    """A batcher over ``op`` whose first call (on ``first``) holds until the returned gate is
+    set, so that later submits queue up behind it: (batcher, gate, row counts of the calls,
+    the first request's future)."""
     gate = threading.Event()
     calls = []
 
@@ -179,12 +180,19 @@ def test_dynamic_batcher_merges_waiting_requests_in_order():
         calls.append(len(x))
         if len(calls) == 1:
             gate.wait(10)
-        return x * 2
+        return op(x)
 
     b = DynamicBatcher(fn, max_batch_size=8, max_delay=0.001)
-    first = b.submit(np.ones((1, 2)))
+    fut = b.submit(first)
     while not calls:
         threading.Event().wait(0.001)
+    return b, gate, calls, fut
+
+
+def test_dynamic_batcher_merges_waiting_requests_in_order():
+    """While the model is busy with the first request, 9 more queue up; they are merged
+    into batches of at most max_batch_size rows, each request's rows kept together."""
+    b, gate, calls, first = _held_batcher(lambda x: x * 2, np.ones((1, 2)))
     futs = [b.submit(np.full((k, 2), float(i))) for i, k in enumerate([3, 3, 2, 1, 4, 1, 1, 2, 5])]
     gate.set()
     np.testing.assert_array_equal(first.result(10), np.full((1, 2), 2.0))
@@ -464,19 +472,7 @@ def test_dynamic_batcher_parks_the_pool_after_a_batch_of_several_requests(monkey
 
     parked = []
     monkeypatch.setattr(batching, "park_threads", lambda: parked.append(1))
-    gate = threading.Event()
-    calls = []
-
-    def fn(x):
-        calls.append(len(x))
-        if len(calls) == 1:
-            gate.wait(10)
-        return x + 1
-
-    b = DynamicBatcher(fn, max_batch_size=8, max_delay=0.001)
-    first = b.submit(np.zeros((1, 2)))
-    while not calls:
-        threading.Event().wait(0.001)
+    b, gate, calls, first = _held_batcher(lambda x: x + 1, np.zeros((1, 2)))
     futs = [b.submit(np.full((1, 2), float(i))) for i in range(3)]
     gate.set()
     np.testing.assert_array_equal(first.result(10), np.ones((1, 2)))

@@ -12,7 +12,10 @@ names the input, the rule and what was received (the server answers it with a 40
 
 Outputs are encoded as JSON ``data`` lists, or as binary when the request asks for it
 (``"binary_data": true`` on an output, or ``"binary_data_output": true`` in the request's
-parameters).
+parameters). The hot path keeps two small caches, both bounded and used from the event loop's
+thread: the parsed JSON head of binary requests (per distinct head), and the reply's JSON around
+its data lists (per model, version and output shapes); float lists come from the native
+formatter ``_C.json_floats`` (the bytes ``json.dumps`` writes) when the extension is built.
 
 What it is not: the shared-memory extensions, compression of request bodies.
 Tests: tests/test_serve_v2.py.

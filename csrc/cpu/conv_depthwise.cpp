@@ -429,7 +429,7 @@ bool nchw_tiles_ok(const ConvShape& s) {
   return !s.cl && s.OC == s.C && s.H * s.W <= 4096 && s.OH * s.OW <= 4096 && slide_ok(t);
 }
 
-thread_local std::vector<float> t_tile, t_tile_w;
+thread_local std::vector<float> t_tile;
 
 // The tiles' frame: per image and block of CB channels (the last block may be narrower), the
 // block's input planes transposed into a channels-last tile xs (H W, cw); compute(c0, cw, xs,
@@ -462,23 +462,23 @@ void nchw_tiles(const ConvShape& s, int64_t CB, const float* x, float* y, std::a
 // The depthwise forward on tiles of kSlideNB vectors of channels, each by the sliding rows.
 void fwd_nchw_tiles(const ConvShape& s, const float* x, const float* w, const float* b, bool relu, float* y,
                     std::atomic<bool>* bad) {
+  constexpr int64_t CB = kSlideNB * VL;
   const int64_t KHW = s.KH * s.KW, P = slide_p(s.OW);
   const std::array<SlideFn, 6>& fs = *(P == 8 ? slide_sets<8>(s.KW, s.sw) : slide_sets<7>(s.KW, s.sw));
-  nchw_tiles(s, kSlideNB * VL, x, y, bad, [&](int64_t c0, int64_t cw, const float* xs, float* ys) {
-    if ((int64_t)t_tile_w.size() < KHW * cw) t_tile_w.resize(KHW * cw);
-    float* wt = t_tile_w.data();  // (KH KW, cw): the block's weights, tap-major
+  // every block's weights once, tap-major: block c0 / CB at c0 * KHW, [k][cw]
+  std::vector<float> wt(static_cast<size_t>(s.C * KHW));
+  for (int64_t c0 = 0; c0 < s.C; c0 += CB) {
+    const int64_t cw = std::min(CB, s.C - c0);
     for (int64_t j = 0; j < cw; ++j)
-      for (int64_t k = 0; k < KHW; ++k) wt[k * cw + j] = w[(c0 + j) * KHW + k];
+      for (int64_t k = 0; k < KHW; ++k) wt[c0 * KHW + k * cw + j] = w[(c0 + j) * KHW + k];
+  }
+  nchw_tiles(s, CB, x, y, bad, [&](int64_t c0, int64_t cw, const float* xs, float* ys) {
+    ConvShape t = s;  // the tile: cw channels last
+    t.OC = cw;
     for (int64_t oh = 0; oh < s.OH; ++oh) {
       const float* a0[64];
       const float* wr0[64];
-      int64_t nr = 0;
-      for (int64_t kh = 0; kh < s.KH; ++kh) {
-        const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
-        if (ih < 0 || ih >= s.H) continue;
-        a0[nr] = xs + ih * s.W * cw;
-        wr0[nr++] = wt + kh * s.KW * cw;
-      }
+      const int64_t nr = kernel_rows(t, oh, xs, wt.data() + c0 * KHW, 0, a0, wr0);
       slide_row(s, fs, P, a0, wr0, nr, cw, b ? b + c0 : nullptr, relu, ys + oh * s.OW * cw, false);
     }
   });

@@ -61,7 +61,7 @@ Known gaps (stated in the sections below):
   (pyaiml's AVX2 build against an AVX2-only llama.cpp on this Zen 4): float32 decode 1.03x-1.31x
   llama.cpp's AVX2 build in three runs, but GPT-2's batch 8 reads 4.06x-4.93x its batch 1
   (target 5x; batch 1 got faster, batch 8 did not); no AVX2-only machine was available.
-- Serving: the mission CNN over v2 at 32 clients gives 2.8x-3.1x one client's request rate at
+- Serving: the mission CNN over v2 at 32 clients gives 2.6x-3.4x one client's request rate at
   the median of a run (2.3x-3.5x by round; target 3x, met in about half the runs): 8400-10200
   requests/s at 32 clients against 2600-3600 for one; cutting the event loop's work per request
   raised both levels.

@@ -221,3 +221,17 @@ def test_bench_suite_that_cannot_start_is_a_row(tmp_path, monkeypatch, capsys):
     assert rc == 1
     (row,) = json.loads(js.read_text())["rows"]
     assert row["suite"] == "bad" and "no peer here" in row["error"]
+
+
+def test_cpu_per_wall_times_after_a_lead_in_call():
+    from pyaiml.bench.harness import cpu_per_wall
+
+    calls = []
+    r = cpu_per_wall(lambda: calls.append(1), n=5, settle=0)
+    assert len(calls) == 6 and r >= 0          # one untimed lead-in call, then the n timed ones
+    calls.clear()
+    cpu_per_wall(lambda: calls.append(1), min_time=0.0, settle=0)
+    assert len(calls) == 4                     # at least three timed calls however short the budget
+    calls.clear()
+    cpu_per_wall(lambda: (calls.append(1), sum(range(2000))), min_time=0.1, settle=0)
+    assert len(calls) > 4                      # a budget longer than one call takes several

@@ -46,8 +46,9 @@ Known gaps (stated in the sections below):
 - Depthwise forward through `pyaiml.ops` is now above torch in the same layout for k3 (stride 1
   1.16x-1.26x, stride 2 1.17x-1.85x, both layouts, AVX-512 kernels and the AVX2 build); the k5
   14x14 row reads 1.22x-1.99x channels first (on channels-last tiles now; 1.16x on the AVX2
-  build) but 0.88x-1.11x channels last on AVX-512 and 0.74x on the AVX2 build; the pointwise
-  1x1 channels-last rows are at 1.15x-1.79x forward.
+  build) but 0.88x-1.11x channels last on AVX-512 and 0.68x-0.74x on the AVX2 build (its
+  kernel runs at ~60% of the FMA peak on x's layout, 90% in L1); the pointwise 1x1
+  channels-last rows are at 1.15x-1.79x forward.
 - GEMM square-256 reads 0.88x torch.mm (no target); NumPy's OpenBLAS beats both at the square
   sizes.
 - The audio, speech training-speed and torch bridge timings come only from the loaded shared VM;
@@ -60,7 +61,9 @@ Known gaps (stated in the sections below):
   phase of this VM, whose memory bandwidth swings 30-66 GB/s). The AVX2 tier was only emulated
   (pyaiml's AVX2 build against an AVX2-only llama.cpp on this Zen 4): float32 decode 1.03x-1.31x
   llama.cpp's AVX2 build in three runs, but GPT-2's batch 8 reads 4.06x-4.93x its batch 1
-  (target 5x; batch 1 got faster, batch 8 did not); no AVX2-only machine was available.
+  (target 5x; batch 1 got faster, batch 8 did not), 3.7x-3.8x in a later check when batch 1 ran
+  at 118 tokens/s: the batch-8 products would need ~92% of the FMA peak (61-69% now); no
+  AVX2-only machine was available.
 - Serving: the mission CNN over v2 at 32 clients gives 2.6x-3.4x one client's request rate at
   the median of a run (2.3x-3.5x by round; target 3x, met in about half the runs): 8400-10200
   requests/s at 32 clients against 2600-3600 for one; cutting the event loop's work per request

@@ -331,6 +331,13 @@ void sgemm_st(const GemmArgs& g) {
   const int64_t kc_max = kc_step;
   float* bp = b_direct ? nullptr : tl_pack_b.get(static_cast<size_t>(nc_max * kc_max));
   float* ap = direct ? nullptr : tl_pack_a.get(static_cast<size_t>(MC * kc_max));
+  // The C tile's rows (read when beta is set or after the first K block, then written by
+  // store_tile) are prefetched before the micro-kernel runs, when its rows lie far apart (the
+  // hardware prefetcher does not follow them) and the tile's K block is long enough to hide
+  // the fetch: a C past the caches otherwise missed on every row. Measured (2 threads, Zen 4,
+  // AVX-512, builds alternating): 2048^2 188-192 -> 203-204 GF/s, 4096^2 194-197 -> 203-205;
+  // on short K blocks with adjacent rows (the im2col shape 28800 x 27 x 32) it cost 6%.
+  const bool prefetch_c = kc_max >= 128 && std::abs(g.ldc) >= 256;
   Tile t;
   vf bad{};
   for (int64_t jc = 0; jc < g.N; jc += NC) {
@@ -352,6 +359,13 @@ void sgemm_st(const GemmArgs& g) {
           const int64_t bs = b_direct ? g.rsb : NR;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+            if (prefetch_c) {
+              const float* c0 = g.C + (ic + ir) * g.ldc + jc + jr;
+              for (int i = 0; i < mr; ++i) {
+                for (int j = 0; j < nr; j += 16) __builtin_prefetch(c0 + i * g.ldc + j, 1, 3);
+                __builtin_prefetch(c0 + i * g.ldc + nr - 1, 1, 3);
+              }
+            }
             if (direct)
               micro<false>(mr, kc, g.A + (ic + ir) * g.rsa + pc * g.csa, g.rsa, g.csa, bpanel, bs, t);
             else

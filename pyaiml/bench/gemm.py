@@ -1,6 +1,6 @@
 """GEMM suite: pyaiml.ops.matmul against torch.mm (MKL) and numpy.matmul (OpenBLAS).
 
-Square 256/1024/2048 and the skinny im2col shapes of the mission's CNNs.
+Square 256/1024/2048/4096 and the skinny im2col shapes of the mission's CNNs.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ SHAPES = [
     ("square-256", 256, 256, 256),
     ("square-1024", 1024, 1024, 1024),
     ("square-2048", 2048, 2048, 2048),
+    ("square-4096", 4096, 4096, 4096),
     ("conv-a1 im2col", 28800, 27, 32),
     ("conv-a2 im2col", 6272, 288, 64),
     ("conv-mid im2col", 100352, 576, 64),

@@ -101,6 +101,9 @@ class Pool {
     done_.store(0, std::memory_order_relaxed);
     error_ = nullptr;
     const uint64_t job = gen_.load(std::memory_order_relaxed) + 1;
+    // park_threads() calls from now on send this job's workers to sleep when they are done
+    // (published to them with gen_ below).
+    park_base_.store(g_park.load(std::memory_order_relaxed), std::memory_order_relaxed);
     slot_.store((job << 8) | kOpen, std::memory_order_release);
     {
       std::lock_guard<std::mutex> lk(sleep_mutex_);
@@ -175,7 +178,11 @@ class Pool {
       const int64_t spin_ns = get_spin_ns();
       if (g == seen && spin_ns > 0) {
         const int64_t deadline = now_ns() + spin_ns;
-        const uint64_t park = g_park.load(std::memory_order_relaxed);
+        // Compared with the count when the last job was announced, not when this spin began:
+        // a park_threads() made right after the caller's return, while this worker was still
+        // on its way here (descheduled after its last chunk), must still stop the spin (read
+        // at this point, that call was missed and the worker spun its whole spin time).
+        const uint64_t park = park_base_.load(std::memory_order_relaxed);
         for (int s = 1; g == seen; ++s) {
           PYAIML_PAUSE();
           g = gen_.load(std::memory_order_acquire);
@@ -207,6 +214,7 @@ class Pool {
   std::atomic<int> sleepers_{0};
   std::atomic<int64_t> next_{0};
   std::atomic<int> done_{0};
+  std::atomic<uint64_t> park_base_{0};  // g_park when the last job was announced
   bool quit_ = false;
   RangeFn fn_ = nullptr;
   void* ctx_ = nullptr;

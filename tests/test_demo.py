@@ -235,3 +235,6 @@ def test_cpu_per_wall_times_after_a_lead_in_call():
     calls.clear()
     cpu_per_wall(lambda: (calls.append(1), sum(range(2000))), min_time=0.1, settle=0)
     assert len(calls) > 4                      # a budget longer than one call takes several
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="cpu_per_wall: n must be an int >= 1"):
+            cpu_per_wall(lambda: None, n=bad, settle=0)

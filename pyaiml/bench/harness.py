@@ -86,7 +86,10 @@ def cpu_per_wall(f: Callable[[], object], n: int | None = None, min_time: float 
     starved. Taken as time_interleaved takes a sample (a ``settle`` pause, one untimed lead-in
     call), so that another library's spinning pool or this one's wake-up do not set the figure:
     three calls straight after the timing rounds read 1.0 or 2.2 for the same 0.7 ms op,
-    50 after the pause 1.95-2.1 on both sides."""
+    50 after the pause 1.95-2.1 on both sides. ``n``, when given, must be an int >= 1 (a figure
+    over no calls would be one clock tick over a near-zero wall time)."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"cpu_per_wall: n must be an int >= 1 or None. Received {n!r}")
     if settle > 0:
         time.sleep(settle)
     t0 = time.perf_counter()

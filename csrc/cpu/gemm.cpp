@@ -21,6 +21,7 @@
 
 #include "common/parallel.h"
 #include "common/simd.h"
+#include "common/transpose.h"
 #include "cpu/scratch.h"
 
 namespace pyaiml {
@@ -87,6 +88,10 @@ void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, f
         const float* s = src + k * g.csa;
         for (int i = 0; i < MR; ++i) dst[k * MR + i] = s[i];
       }
+    } else if (g.csa == 1 && h == MR && MR >= 8) {
+      // row-major A: the panel is the transpose of its MR x kc block (8 x 8 blocks in
+      // registers; element by element this was ~3% of a 2048^2 product on one thread)
+      transpose(src, g.rsa, MR, kc, dst, MR);
     } else {
       if (h < MR) std::memset(dst, 0, sizeof(float) * MR * kc);
       for (int64_t i = 0; i < h; ++i) {

@@ -49,10 +49,11 @@ Known gaps (stated in the sections below):
   build) but 0.88x-1.11x channels last on AVX-512 and 0.68x-0.74x on the AVX2 build (its
   kernel runs at ~60% of the FMA peak on x's layout, 90% in L1); the pointwise 1x1
   channels-last rows are at 1.15x-1.79x forward.
-- GEMM: square 1024-4096 at 1.05x-1.08x torch.mm (MKL) and 180-209 GF/s (80-93% of the FP32
-  peak); against NumPy's OpenBLAS 0.96x-1.01x at 2048 and 4096 (1.03x-1.07x at 1024) after the
-  C-tile prefetch and the transposed A packing (0.92x-0.93x before): issue 20's 1.0x is met in
-  some runs, not in every one; square-256 0.87x torch (no target).
+- GEMM: square 1024-4096 at 1.04x-1.08x torch.mm (MKL) and 201-213 GF/s (90-95% of the FP32
+  peak) after the C-tile prefetch and the transposed A packing; against NumPy's OpenBLAS
+  1.01x-1.02x in the latest full run but 0.96x at 2048 in a side-by-side run an hour earlier
+  (0.92x-0.93x before this work): issue 20's 1.0x holds in some runs on this tier, not in
+  every one, and the AVX2 tier is unmeasured; square-256 0.87x-0.98x torch (no target).
 - The audio, speech training-speed and torch bridge timings come only from the loaded shared VM;
   audio's from before the trim default moved from 30 dB to 40 dB; the GMM training-speed ratio is
   a single round.

@@ -51,8 +51,8 @@ Known gaps (stated in the sections below):
   channels-last rows are at 1.15x-1.79x forward.
 - GEMM: square 1024-4096 at 1.04x-1.08x torch.mm (MKL) and 201-213 GF/s (90-95% of the FP32
   peak) after the C-tile prefetch and the transposed A packing; against NumPy's OpenBLAS
-  1.01x-1.02x in the latest full run but 0.96x at 2048 in a side-by-side run an hour earlier
-  (0.92x-0.93x before this work): issue 20's 1.0x holds in some runs on this tier, not in
+  1.01x-1.02x in the latest full run, 0.96x-1.03x in side-by-side runs around it (0.92x-0.93x
+  before this work): issue 20's 1.0x holds in some runs on this tier, not in
   every one, and the AVX2 tier is unmeasured; square-256 0.87x-0.98x torch (no target).
 - The audio, speech training-speed and torch bridge timings come only from the loaded shared VM;
   audio's from before the trim default moved from 30 dB to 40 dB; the GMM training-speed ratio is

@@ -70,11 +70,11 @@ Known gaps (stated in the sections below):
 - Serving: the mission CNN over v2 at 32 clients gives 2.6x-3.4x one client's request rate at
   the median of a run (2.3x-3.5x by round; target 3x, met in about half the runs): 8400-10200
   requests/s at 32 clients against 2600-3600 for one; cutting the event loop's work per request
-  raised both levels.
+  raised both levels. Single-round runs of the CNN levels alone read 2.55x-3.81x (13 runs).
 - The mission CNN's Keras training step reads 1.61x-1.91x torch channels_last in the latest nine
   runs (target 1.5x), but 1.37x-1.91x across this VM's swings on one build earlier.
-- The Keras LSTM training step is at parity with torch.nn.LSTM (0.99-1.01x in the latest three
-  runs, 1.06x-1.12x when the VM ran slow), not reliably above it.
+- The Keras LSTM training step is at parity with torch.nn.LSTM (0.97x-1.00x in the latest four
+  runs, with the faster GEMM; 1.06x-1.12x when the VM ran slow), not reliably above it.
 - The Transformer LM training step (first wave, target >= 1.0x torch) now trains through the
   tape and sits at parity: 0.97x-1.04x in the latest five runs.
 - Keras Conv2DTranspose with stride 2 runs at 0.35-0.84x torch channels_last forward and

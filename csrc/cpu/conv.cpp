@@ -152,6 +152,12 @@ void forward_by(ConvAlgo a, const ConvShape& s, const float* x, const float* w, 
   }
 }
 
+ConvShape as_cl(const ConvShape& s) {
+  ConvShape t = s;
+  t.cl = true;
+  return t;
+}
+
 // Channels first without groups, kernels larger than 1x1 (and depthwise, rows narrower than a
 // vector: below): the channels-last plan on transposed copies (x, gy in; y, gx out; weights and grad_w share one layout). im2col +
 // SGEMM ran these at 2-3.5x the time (the mission CNN's layers, N32, 2 threads: 3 -> 32 at
@@ -169,9 +175,7 @@ bool nchw_via_cl(const ConvShape& s) {
   // Small groups (2, 4 or 8 channels): the channels-last grouped kernels rather than im2col (the
   // forward of most such shapes runs on tiles instead, forward_any). N32 C128 G32 28x28 k3,
   // forward + backward through pyaiml.ops: im2col 31-35 ms (torch 24-27).
-  ConvShape t = s;
-  t.cl = true;
-  if (!s.cl && grouped_small_ok(t)) return true;
+  if (!s.cl && grouped_small_ok(as_cl(s))) return true;
   return !s.cl && s.G == 1 && s.KH * s.KW > 1;
 }
 
@@ -180,12 +184,6 @@ void transpose_images(const float* a, int64_t N, int64_t R, int64_t P, float* ou
   parallel_for(N, 1, [&](int64_t nb, int64_t ne) {
     for (int64_t n = nb; n < ne; ++n) transpose(a + n * R * P, P, R, P, out + n * R * P, R);
   });
-}
-
-ConvShape as_cl(const ConvShape& s) {
-  ConvShape t = s;
-  t.cl = true;
-  return t;
 }
 
 // The forward of a shape that nchw_via_cl does not send to transposed copies; with

@@ -99,25 +99,11 @@ void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, f
       const __m256i m6 = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
       int64_t k = 0;
       for (; k + 8 <= kc; k += 8) {
-        const float* q = src + k;
-        const __m256 r0 = _mm256_loadu_ps(q), r1 = _mm256_loadu_ps(q + g.rsa), r2 = _mm256_loadu_ps(q + 2 * g.rsa),
-                     r3 = _mm256_loadu_ps(q + 3 * g.rsa), r4 = _mm256_loadu_ps(q + 4 * g.rsa),
-                     r5 = _mm256_loadu_ps(q + 5 * g.rsa), z = _mm256_setzero_ps();
-        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
-                     t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
-                     u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
-                     u4 = _mm256_shuffle_ps(t4, z, 0x44), u5 = _mm256_shuffle_ps(t4, z, 0xEE),
-                     u6 = _mm256_shuffle_ps(t5, z, 0x44), u7 = _mm256_shuffle_ps(t5, z, 0xEE);
-        float* d = dst + k * MR;
-        _mm256_maskstore_ps(d, m6, _mm256_permute2f128_ps(u0, u4, 0x20));
-        _mm256_maskstore_ps(d + MR, m6, _mm256_permute2f128_ps(u1, u5, 0x20));
-        _mm256_maskstore_ps(d + 2 * MR, m6, _mm256_permute2f128_ps(u2, u6, 0x20));
-        _mm256_maskstore_ps(d + 3 * MR, m6, _mm256_permute2f128_ps(u3, u7, 0x20));
-        _mm256_maskstore_ps(d + 4 * MR, m6, _mm256_permute2f128_ps(u0, u4, 0x31));
-        _mm256_maskstore_ps(d + 5 * MR, m6, _mm256_permute2f128_ps(u1, u5, 0x31));
-        _mm256_maskstore_ps(d + 6 * MR, m6, _mm256_permute2f128_ps(u2, u6, 0x31));
-        _mm256_maskstore_ps(d + 7 * MR, m6, _mm256_permute2f128_ps(u3, u7, 0x31));
+        __m256 r[8], c[8];
+        for (int i = 0; i < MR; ++i) r[i] = _mm256_loadu_ps(src + i * g.rsa + k);
+        r[6] = r[7] = _mm256_setzero_ps();
+        transpose8x8(r, c);
+        for (int j = 0; j < 8; ++j) _mm256_maskstore_ps(dst + (k + j) * MR, m6, c[j]);
       }
       for (; k < kc; ++k)
         for (int i = 0; i < MR; ++i) dst[k * MR + i] = src[i * g.rsa + k];
